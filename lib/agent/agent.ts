@@ -1,0 +1,373 @@
+import { EventEmitter } from 'node:events'
+import { hostname } from 'node:os'
+import { randomBytes } from 'node:crypto'
+import { Piscina } from 'piscina'
+import { resolveAgentOptions, type AgentOptions, type ResolvedAgentOptions } from '../options.js'
+import { loadCatalog } from '../tasks-module.js'
+import { ClusterError, ProtocolError, WorkerCrashedError, toWireError } from '../errors.js'
+import { decode, encode, header, parseFlatBody, parseHeader, type Header } from '../protocol/codec.js'
+import { ActorOp, MsgType, Status, type HelloInfo } from '../protocol/messages.js'
+import { ZmqAgentTransport } from '../transport/zmq.js'
+import type { AgentTransport, Parts } from '../transport/transport.js'
+import { ActorHosts } from '../actors/host.js'
+import type { HostReply, HostRequest } from '../actors/host-worker.js'
+import type { PoolBatch, PoolResult } from './worker.js'
+import { Deque } from '../util/deque.js'
+import { VERSION } from '../version.js'
+
+export type AgentState = 'connecting' | 'ready' | 'leaving' | 'closed'
+
+export interface AgentEvents {
+  'driver:joined': [nodeId: string]
+  'driver:lost': [reason: string]
+  rejected: [reason: string]
+}
+
+export interface AgentStats {
+  tasksDone: number
+  badFrames: number
+  batches: number
+  window: number
+}
+
+interface QueuedFrame {
+  body: Uint8Array
+  count: number
+}
+
+/** Tasks per thread the credit window may grow to. */
+const MAX_PER_THREAD = 4096
+/** Tasks per thread before the agent has measured any. */
+const START_PER_THREAD = 2
+
+/**
+ * A node of the cluster: connects to a driver, takes task frames into a
+ * piscina pool, hosts actors, and sends results back. Started by
+ * `cluster agent`, or inside the driver's process for the embedded default.
+ *
+ * ```ts
+ * const agent = await Agent.start({ connect: 'tcp://127.0.0.1:7100', tasks: './tasks.js' })
+ * await agent.waitUntilReady()
+ * // ...
+ * await agent.close()   // finishes running tasks, hands queued ones back
+ * ```
+ */
+export class Agent extends EventEmitter<AgentEvents> {
+  readonly id: string
+  readonly options: ResolvedAgentOptions
+  readonly stats: AgentStats = { tasksDone: 0, badFrames: 0, batches: 0, window: 0 }
+  private readonly transport: AgentTransport
+  private readonly pool: Piscina<PoolBatch, PoolResult>
+  private hosts: ActorHosts
+  private readonly hello: HelloInfo
+  private _state: AgentState = 'connecting'
+  private nodeId: string | undefined
+  private lastDriverSeen = 0
+  private readonly queue = new Deque<QueuedFrame>()
+  private queued = 0
+  private inflight = 0
+  private busyTasks = 0
+  private perTaskMs: number | undefined
+  private window: number
+  private sentWindow = -1
+  private actorReplies: unknown[] = []
+  private repliesScheduled = false
+  private readonly timers: NodeJS.Timeout[] = []
+  private readonly readyWaiters: { resolve(): void; reject(e: Error): void }[] = []
+  private drained: (() => void) | undefined
+  private closing: Promise<void> | undefined
+
+  private constructor(options: ResolvedAgentOptions, tasks: string[], actors: string[]) {
+    super()
+    this.options = options
+    this.id = options.id ?? `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`
+    this.window = options.threads * START_PER_THREAD
+    this.hello = {
+      agentId: this.id,
+      threads: options.threads,
+      pid: process.pid,
+      host: hostname(),
+      version: VERSION,
+      tasks,
+      actors,
+      window: this.window,
+    }
+    this.pool = new Piscina<PoolBatch, PoolResult>({
+      filename: new URL('./worker.js', import.meta.url).href,
+      workerData: { tasks: options.tasks },
+      minThreads: options.threads,
+      maxThreads: options.threads,
+      concurrentTasksPerWorker: 1,
+      idleTimeout: Number.MAX_SAFE_INTEGER,
+    })
+    this.hosts = this.newHosts()
+    this.transport = new ZmqAgentTransport({ connect: options.connect, identity: this.id, maxFrameBytes: options.maxFrameBytes })
+  }
+
+  /**
+   * Loads the tasks module (failing with a TasksModuleError if it does not),
+   * starts the pool and connects. Resolves before the driver answers; use
+   * {@link waitUntilReady} to wait for registration.
+   */
+  static async start(options: AgentOptions): Promise<Agent> {
+    const resolved = resolveAgentOptions(options)
+    const catalog = await loadCatalog(resolved.tasks, `agent ${hostname()}`)
+    const agent = new Agent(resolved, [...catalog.functions.keys()], [...catalog.classes.keys()])
+    await agent.run()
+    return agent
+  }
+
+  get state(): AgentState {
+    return this._state
+  }
+
+  /** Resolves once a driver has welcomed this agent; rejects if it was rejected or closed. */
+  waitUntilReady(): Promise<void> {
+    if (this._state === 'ready') return Promise.resolve()
+    if (this._state === 'closed') return Promise.reject(new ClusterError('ERR_CLUSTER_CLOSED', 'agent is closed'))
+    return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }))
+  }
+
+  private newHosts(): ActorHosts {
+    return new ActorHosts(this.options.tasks, this.options.threads, (r) => this.onActorReply(r))
+  }
+
+  private async run(): Promise<void> {
+    await this.transport.connect()
+    this.transport.start((parts) => this.onMessage(parts))
+    this.sendHello()
+    const helloEvery = Math.min(1000, this.options.heartbeatMs)
+    this.timers.push(
+      setInterval(() => {
+        if (this._state === 'connecting') this.sendHello()
+      }, helloEvery),
+      setInterval(() => this.tick(), this.options.heartbeatMs),
+    )
+    for (const t of this.timers) t.unref()
+  }
+
+  private sendHello(): void {
+    this.transport.send([header(MsgType.Hello, { ...this.hello, window: this.window })])
+  }
+
+  private tick(): void {
+    if (this._state !== 'ready') return
+    if (Date.now() - this.lastDriverSeen > this.options.driverTimeoutMs) {
+      this.forgetDriver(`no word from the driver for ${this.options.driverTimeoutMs} ms`)
+      return
+    }
+    this.transport.send([
+      header(MsgType.Heartbeat, { busy: Math.min(this.inflight, this.options.threads), done: this.stats.tasksDone, queued: this.queued }),
+    ])
+  }
+
+  private onMessage(parts: Parts): void {
+    let h: Header
+    try {
+      h = parseHeader(parts[0])
+    } catch {
+      this.stats.badFrames++
+      return
+    }
+    this.lastDriverSeen = Date.now()
+    try {
+      switch (h.type) {
+        case MsgType.Welcome:
+          if (this._state === 'connecting') {
+            this._state = 'ready'
+            this.nodeId = h.info.nodeId
+            this.sentWindow = -1
+            this.sendCredit()
+            for (const w of this.readyWaiters.splice(0)) w.resolve()
+            this.emit('driver:joined', h.info.nodeId)
+          }
+          return
+        case MsgType.Reject:
+          this.emit('rejected', h.reason)
+          for (const w of this.readyWaiters.splice(0)) w.reject(new ProtocolError(`driver rejected agent ${this.id}: ${h.reason}`))
+          void this.close()
+          return
+        case MsgType.Tasks:
+          if (!parts[1]) throw new ProtocolError('task frame without a body')
+          this.queue.push({ body: parts[1], count: h.count })
+          this.queued += h.count
+          this.pump()
+          return
+        case MsgType.Actor:
+          this.onActorFrame(parts[1], h.count)
+          return
+        case MsgType.DriverBye:
+          if (this._state === 'ready') this.forgetDriver('the driver closed')
+          return
+        case MsgType.Heartbeat:
+          return
+        default:
+          throw new ProtocolError(`unexpected frame type ${h.type} from the driver`)
+      }
+    } catch {
+      this.stats.badFrames++
+    }
+  }
+
+  /** The driver is gone: its tasks are its own to requeue; wait for the next one. */
+  private forgetDriver(reason: string): void {
+    this._state = 'connecting'
+    this.nodeId = undefined
+    this.queue.clear()
+    this.queued = 0
+    void this.hosts.close()
+    this.hosts = this.newHosts()
+    this.emit('driver:lost', reason)
+    this.sendHello()
+  }
+
+  private pump(): void {
+    const threads = this.options.threads
+    while (this.inflight < threads * 2 && this.queue.length > 0 && this._state === 'ready') {
+      const target = Math.min(this.options.maxPoolBatch, Math.max(1, Math.ceil(this.queued / threads)))
+      const bodies: Uint8Array[] = []
+      let n = 0
+      do {
+        const f = this.queue.shift()!
+        bodies.push(f.body)
+        n += f.count
+      } while (this.queue.length > 0 && n + this.queue.peek()!.count <= target)
+      this.queued -= n
+      this.inflight++
+      this.busyTasks += n
+      const driver = this.nodeId
+      this.pool.run({ bodies }).then(
+        (r) => this.onBatchDone(driver, r, n),
+        (err: Error) => this.onBatchFailed(driver, bodies, n, err),
+      )
+    }
+  }
+
+  private onBatchDone(driver: string | undefined, r: PoolResult, n: number): void {
+    this.batchSettled(n)
+    this.stats.tasksDone += r.count
+    this.stats.badFrames += r.bad
+    this.stats.batches++
+    // Results for a driver that has since gone would only confuse the next one.
+    if (driver !== undefined && driver === this.nodeId) {
+      this.transport.send([header(MsgType.Results, r.count), r.results])
+    }
+    if (r.count > 0) this.adaptWindow(r.elapsedMs / r.count)
+    this.pump()
+  }
+
+  private onBatchFailed(driver: string | undefined, bodies: Uint8Array[], n: number, err: Error): void {
+    this.batchSettled(n)
+    const wire = toWireError(new WorkerCrashedError(`worker thread failed while running a batch: ${err.message}`, { cause: err }))
+    const out: unknown[] = []
+    for (const body of bodies) {
+      try {
+        const items = decode(body) as unknown[]
+        for (let i = 0; i + 2 < items.length; i += 3) out.push(items[i], Status.Failed, wire)
+      } catch {
+        this.stats.badFrames++
+      }
+    }
+    if (driver !== undefined && driver === this.nodeId && out.length > 0) {
+      this.transport.send([header(MsgType.Results, out.length / 3), encode(out)])
+    }
+    this.pump()
+  }
+
+  private batchSettled(n: number): void {
+    this.inflight--
+    this.busyTasks -= n
+    if (this.inflight === 0) this.drained?.()
+  }
+
+  /**
+   * Credit: ask for about `targetQueueMs` of work per thread, from the measured
+   * time per task, so fast tasks stream in deep pipelines and slow ones are not
+   * hoarded by one node.
+   */
+  private adaptWindow(msPerTask: number): void {
+    this.perTaskMs = this.perTaskMs === undefined ? msPerTask : this.perTaskMs * 0.7 + msPerTask * 0.3
+    const perThread = Math.max(START_PER_THREAD, Math.min(MAX_PER_THREAD, Math.round(this.options.targetQueueMs / Math.max(this.perTaskMs, 1e-6))))
+    this.window = perThread * this.options.threads
+    this.stats.window = this.window
+    if (this.sentWindow <= 0 || Math.abs(this.window - this.sentWindow) / this.sentWindow > 0.25) this.sendCredit()
+  }
+
+  private sendCredit(): void {
+    const w = this._state === 'leaving' ? 0 : this.window
+    this.sentWindow = w
+    this.transport.send([header(MsgType.Credit, w)])
+  }
+
+  private onActorFrame(body: Uint8Array | undefined, count: number): void {
+    const items = parseFlatBody(body, 5, count)
+    for (let i = 0; i < items.length; i += 5) {
+      const id = items[i]
+      const op = items[i + 1]
+      const actorId = items[i + 2]
+      const name = items[i + 3]
+      const args = items[i + 4]
+      if (
+        !Number.isSafeInteger(id) || (op !== ActorOp.Spawn && op !== ActorOp.Call && op !== ActorOp.Stop) ||
+        typeof actorId !== 'string' || typeof name !== 'string' || !Array.isArray(args)
+      ) {
+        this.stats.badFrames++
+        continue
+      }
+      this.hosts.handle({ id: id as number, op, actorId, name, args } satisfies HostRequest)
+    }
+  }
+
+  private onActorReply(r: HostReply): void {
+    if (this._state !== 'ready' && this._state !== 'leaving') return
+    this.actorReplies.push(r.id, r.status, r.value)
+    if (!this.repliesScheduled) {
+      this.repliesScheduled = true
+      process.nextTick(() => {
+        this.repliesScheduled = false
+        const out = this.actorReplies
+        this.actorReplies = []
+        this.transport.send([header(MsgType.ActorResults, out.length / 3), encode(out)])
+      })
+    }
+  }
+
+  /**
+   * Leaves cleanly: asks for no more work, finishes the batches running, hands
+   * the queued tasks back to the driver, then stops the pool and the sockets.
+   * Idempotent.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown()
+    return this.closing
+  }
+
+  private async shutdown(): Promise<void> {
+    const wasReady = this._state === 'ready'
+    this._state = 'leaving'
+    if (wasReady) this.sendCredit()
+    if (this.inflight > 0) await new Promise<void>((resolve) => (this.drained = resolve))
+    if (wasReady) {
+      const returned: number[] = []
+      for (const f of this.queue.clear()) {
+        try {
+          const items = decode(f.body) as unknown[]
+          for (let i = 0; i < items.length; i += 3) if (Number.isSafeInteger(items[i])) returned.push(items[i] as number)
+        } catch {
+          this.stats.badFrames++
+        }
+      }
+      this.transport.send([header(MsgType.Leave, returned)])
+    }
+    this._state = 'closed'
+    for (const t of this.timers) clearInterval(t)
+    for (const w of this.readyWaiters.splice(0)) w.reject(new ClusterError('ERR_CLUSTER_CLOSED', `agent ${this.id} closed before a driver welcomed it`))
+    await this.hosts.close()
+    await this.pool.destroy()
+    await this.transport.close()
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+}

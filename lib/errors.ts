@@ -1,0 +1,224 @@
+/**
+ * Every error the runtime raises is a {@link ClusterError} with a stable `code`.
+ * Errors that cross the wire are rebuilt into the matching class on the other
+ * side, carrying the remote stack. `docs/errors.md` lists every code.
+ */
+
+export type ClusterErrorCode =
+  | 'ERR_INVALID_ARGUMENT'
+  | 'ERR_TASK_FAILED'
+  | 'ERR_UNKNOWN_TASK'
+  | 'ERR_UNKNOWN_ACTOR'
+  | 'ERR_UNKNOWN_METHOD'
+  | 'ERR_SERIALIZATION'
+  | 'ERR_TASKS_MODULE'
+  | 'ERR_CLUSTER_CLOSED'
+  | 'ERR_PROTOCOL'
+  | 'ERR_PROTOCOL_VERSION'
+  | 'ERR_TRANSPORT'
+  | 'ERR_ADDRESS_IN_USE'
+  | 'ERR_INSECURE_BIND'
+  | 'ERR_ACTOR_STOPPED'
+  | 'ERR_ACTOR_LOST'
+  | 'ERR_NODE_LOST'
+  | 'ERR_WORKER_CRASHED'
+  | 'ERR_TIMEOUT'
+
+export class ClusterError extends Error {
+  readonly code: ClusterErrorCode
+  constructor(code: ClusterErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.code = code
+  }
+  override get name(): string {
+    return this.constructor.name
+  }
+}
+
+/** A caller passed an option or argument the runtime cannot use. */
+export class InvalidArgumentError extends ClusterError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_INVALID_ARGUMENT', message, options)
+  }
+}
+
+/**
+ * The task (or actor method) threw on its node. `message` is the remote
+ * message, `stack` the remote stack, `remoteName` the remote error's class.
+ */
+export class RemoteTaskError extends ClusterError {
+  readonly remoteName: string
+  readonly task: string
+  readonly node: string | undefined
+  constructor(task: string, remote: WireError, node?: string) {
+    super('ERR_TASK_FAILED', remote.message)
+    this.remoteName = remote.name
+    this.task = task
+    this.node = node
+    if (remote.stack) this.stack = remote.stack
+    if (remote.data !== undefined) Object.assign(this, { data: remote.data })
+  }
+}
+
+export class UnknownTaskError extends ClusterError {
+  constructor(message: string) {
+    super('ERR_UNKNOWN_TASK', message)
+  }
+  static of(name: string, known: readonly string[]): UnknownTaskError {
+    return new UnknownTaskError(`unknown task "${name}"; the tasks module exports the functions ${listNames(known)}`)
+  }
+}
+
+export class UnknownActorError extends ClusterError {
+  constructor(message: string) {
+    super('ERR_UNKNOWN_ACTOR', message)
+  }
+  static of(name: string, known: readonly string[]): UnknownActorError {
+    return new UnknownActorError(`unknown actor class "${name}"; the tasks module exports the classes ${listNames(known)}`)
+  }
+}
+
+export class UnknownMethodError extends ClusterError {
+  constructor(message: string) {
+    super('ERR_UNKNOWN_METHOD', message)
+  }
+  static of(actor: string, method: string): UnknownMethodError {
+    return new UnknownMethodError(`actor class "${actor}" has no method "${method}"`)
+  }
+}
+
+/** An argument or a result msgpack cannot carry (functions, symbols, huge bigints...). */
+export class SerializationError extends ClusterError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_SERIALIZATION', message, options)
+  }
+}
+
+/** The tasks module could not be loaded (on the driver or on an agent). */
+export class TasksModuleError extends ClusterError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_TASKS_MODULE', message, options)
+  }
+}
+
+export class ClusterClosedError extends ClusterError {
+  constructor(message = 'the cluster was closed before the task settled') {
+    super('ERR_CLUSTER_CLOSED', message)
+  }
+}
+
+/** A malformed or unexpected frame. Counted and dropped by receivers. */
+export class ProtocolError extends ClusterError {
+  constructor(message: string, code: 'ERR_PROTOCOL' | 'ERR_PROTOCOL_VERSION' = 'ERR_PROTOCOL') {
+    super(code, message)
+  }
+}
+
+export class TransportError extends ClusterError {
+  constructor(message: string, options?: { cause?: unknown; code?: 'ERR_TRANSPORT' | 'ERR_ADDRESS_IN_USE' | 'ERR_INSECURE_BIND' }) {
+    super(options?.code ?? 'ERR_TRANSPORT', message, options)
+  }
+}
+
+export class ActorStoppedError extends ClusterError {
+  constructor(message: string) {
+    super('ERR_ACTOR_STOPPED', message)
+  }
+}
+
+export class ActorLostError extends ClusterError {
+  constructor(message: string) {
+    super('ERR_ACTOR_LOST', message)
+  }
+}
+
+export class NodeLostError extends ClusterError {
+  constructor(message: string) {
+    super('ERR_NODE_LOST', message)
+  }
+}
+
+export class WorkerCrashedError extends ClusterError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_WORKER_CRASHED', message, options)
+  }
+}
+
+export class TaskTimeoutError extends ClusterError {
+  constructor(message: string) {
+    super('ERR_TIMEOUT', message)
+  }
+}
+
+/** How an error travels inside a result frame. */
+export interface WireError {
+  name: string
+  message: string
+  stack?: string | undefined
+  code?: string | undefined
+  data?: unknown
+}
+
+export function toWireError(err: unknown): WireError {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code
+    return {
+      name: err.name,
+      message: err.message,
+      stack: err.stack,
+      code: typeof code === 'string' ? code : undefined,
+    }
+  }
+  return { name: 'Error', message: `non-error thrown: ${safeString(err)}` }
+}
+
+/** Validates an error record received from the network; never throws. */
+export function fromWire(value: unknown): WireError {
+  if (value === null || typeof value !== 'object') return { name: 'Error', message: safeString(value) }
+  const v = value as Record<string, unknown>
+  return {
+    name: typeof v['name'] === 'string' ? v['name'] : 'Error',
+    message: typeof v['message'] === 'string' ? v['message'] : 'remote error without a message',
+    stack: typeof v['stack'] === 'string' ? v['stack'] : undefined,
+    code: typeof v['code'] === 'string' ? v['code'] : undefined,
+  }
+}
+
+type ErrorClass = new (message: string) => ClusterError
+const RUNTIME_CLASSES: Partial<Record<string, ErrorClass>> = {
+  ERR_UNKNOWN_TASK: UnknownTaskError,
+  ERR_UNKNOWN_ACTOR: UnknownActorError,
+  ERR_UNKNOWN_METHOD: UnknownMethodError,
+  ERR_SERIALIZATION: SerializationError,
+  ERR_TASKS_MODULE: TasksModuleError,
+  ERR_ACTOR_STOPPED: ActorStoppedError,
+  ERR_ACTOR_LOST: ActorLostError,
+  ERR_WORKER_CRASHED: WorkerCrashedError,
+  ERR_TIMEOUT: TaskTimeoutError,
+  ERR_NODE_LOST: NodeLostError,
+}
+
+/**
+ * Rebuilds an error received in a result. `runtime` says the agent's runtime
+ * raised it (unknown task, unserialisable result...): it comes back as its own
+ * class. Anything the user's code threw comes back as a {@link RemoteTaskError}.
+ */
+export function rebuildError(task: string, wire: WireError, runtime: boolean, node?: string): ClusterError {
+  const Cls = runtime && wire.code !== undefined ? RUNTIME_CLASSES[wire.code] : undefined
+  if (!Cls) return new RemoteTaskError(task, wire, node)
+  const err = new Cls(wire.message)
+  if (wire.stack) err.stack = wire.stack
+  return err
+}
+
+function listNames(names: readonly string[]): string {
+  return names.length === 0 ? 'nothing' : names.map((n) => `"${n}"`).join(', ')
+}
+
+function safeString(v: unknown): string {
+  try {
+    return String(v)
+  } catch {
+    return Object.prototype.toString.call(v)
+  }
+}

@@ -1,0 +1,184 @@
+import { availableParallelism } from 'node:os'
+import { InvalidArgumentError } from './errors.js'
+
+/** Where the task functions and actor classes live: a module path or URL. */
+export type TasksModule = string | URL
+
+export interface ClusterOptions {
+  /** Module whose named exports are the task functions and actor classes. */
+  tasks?: TasksModule
+  /** Address the driver binds; agents connect to it. Default `tcp://127.0.0.1:0` (a free loopback port). */
+  listen?: string
+  /** Agents started inside this process on loopback. Default 1; 0 waits for remote agents. */
+  localAgents?: number
+  /** Threads of each local agent. Default: the number of cores. */
+  threads?: number
+  /** Most tasks in one frame: `'auto'` (adapts to task size, up to 1024) or a fixed positive integer. */
+  batch?: 'auto' | number
+  /** Interval of heartbeats both ways, in ms. Default 1000. */
+  heartbeatMs?: number
+  /** An agent silent this long is declared lost and its tasks requeued. Default 3000. */
+  nodeTimeoutMs?: number
+  /** Largest frame accepted or sent, in bytes. Default 64 MiB. */
+  maxFrameBytes?: number
+  /** Allow binding beyond loopback without authentication. Default false. */
+  insecure?: boolean
+}
+
+export interface ResolvedClusterOptions {
+  readonly tasks: string | undefined
+  readonly listen: string
+  readonly localAgents: number
+  readonly threads: number
+  readonly batch: 'auto' | number
+  readonly heartbeatMs: number
+  readonly nodeTimeoutMs: number
+  readonly maxFrameBytes: number
+  readonly insecure: boolean
+}
+
+export const CLUSTER_DEFAULTS = {
+  listen: 'tcp://127.0.0.1:0',
+  localAgents: 1,
+  batch: 'auto',
+  heartbeatMs: 1000,
+  nodeTimeoutMs: 3000,
+  maxFrameBytes: 64 * 1024 * 1024,
+  insecure: false,
+} as const
+
+export interface AgentOptions {
+  /** Driver address, e.g. `tcp://127.0.0.1:7100`. */
+  connect: string
+  tasks: TasksModule
+  /** Worker threads. Default: the number of cores. */
+  threads?: number
+  /** Most tasks handed to one thread at once. Default 2048. */
+  maxPoolBatch?: number
+  /** Aim for about this much queued work per thread when granting credit, in ms. Default 20. */
+  targetQueueMs?: number
+  heartbeatMs?: number
+  /** Declare the driver gone after this much silence, in ms. Default 3000. */
+  driverTimeoutMs?: number
+  maxFrameBytes?: number
+  /** A stable identity for the agent; default random. */
+  id?: string
+}
+
+export interface ResolvedAgentOptions {
+  readonly connect: string
+  readonly tasks: string
+  readonly threads: number
+  readonly maxPoolBatch: number
+  readonly targetQueueMs: number
+  readonly heartbeatMs: number
+  readonly driverTimeoutMs: number
+  readonly maxFrameBytes: number
+  readonly id: string | undefined
+}
+
+export const AGENT_DEFAULTS = {
+  maxPoolBatch: 2048,
+  targetQueueMs: 20,
+  heartbeatMs: 1000,
+  driverTimeoutMs: 3000,
+  maxFrameBytes: CLUSTER_DEFAULTS.maxFrameBytes,
+} as const
+
+function positiveInt(name: string, v: unknown, fallback: number, min = 1): number {
+  if (v === undefined) return fallback
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
+    throw new InvalidArgumentError(`options.${name} must be ${min === 0 ? 'a non-negative' : 'a positive'} integer, got ${describe(v)}`)
+  }
+  return v
+}
+
+function describe(v: unknown): string {
+  return typeof v === 'string' ? JSON.stringify(v) : typeof v === 'object' && v !== null ? Object.prototype.toString.call(v) : String(v)
+}
+
+/** Turns a module path, file URL or URL object into an import specifier (an absolute file URL for paths). */
+export function tasksSpecifier(name: string, v: unknown): string {
+  if (v instanceof URL) return v.href
+  if (typeof v !== 'string' || v.length === 0) {
+    throw new InvalidArgumentError(`options.${name} must be a module path or URL, got ${describe(v)}`)
+  }
+  if (/^[a-z][a-z0-9+.-]*:/i.test(v) && !/^[a-z]:[\\/]/i.test(v)) return v
+  return new URL(v, `file://${process.cwd()}/`).href
+}
+
+const ENDPOINT = /^(tcp:\/\/[^\s:]+|tcp:\/\/\[[0-9a-f:]+\]):(\d+|\*)$|^(ipc|inproc):\/\/\S+$/i
+
+export function checkEndpoint(name: string, v: unknown): string {
+  if (typeof v !== 'string' || !ENDPOINT.test(v)) {
+    throw new InvalidArgumentError(`options.${name} must be an endpoint like tcp://127.0.0.1:7100, got ${describe(v)}`)
+  }
+  return v
+}
+
+export function resolveClusterOptions(o: ClusterOptions = {}): ResolvedClusterOptions {
+  if (o === null || typeof o !== 'object') throw new InvalidArgumentError(`options must be an object, got ${describe(o)}`)
+  const batch = o.batch ?? CLUSTER_DEFAULTS.batch
+  if (batch !== 'auto' && !(typeof batch === 'number' && Number.isSafeInteger(batch) && batch >= 1)) {
+    throw new InvalidArgumentError(`options.batch must be 'auto' or a positive integer, got ${describe(batch)}`)
+  }
+  const localAgents = positiveInt('localAgents', o.localAgents, CLUSTER_DEFAULTS.localAgents, 0)
+  const tasks = o.tasks === undefined ? undefined : tasksSpecifier('tasks', o.tasks)
+  if (localAgents > 0 && tasks === undefined) {
+    throw new InvalidArgumentError('options.tasks is required to start local agents (the module with your task functions)')
+  }
+  const heartbeatMs = positiveInt('heartbeatMs', o.heartbeatMs, CLUSTER_DEFAULTS.heartbeatMs)
+  const nodeTimeoutMs = positiveInt('nodeTimeoutMs', o.nodeTimeoutMs, CLUSTER_DEFAULTS.nodeTimeoutMs)
+  if (nodeTimeoutMs <= heartbeatMs) {
+    throw new InvalidArgumentError(`options.nodeTimeoutMs (${nodeTimeoutMs}) must exceed options.heartbeatMs (${heartbeatMs})`)
+  }
+  if (o.insecure !== undefined && typeof o.insecure !== 'boolean') {
+    throw new InvalidArgumentError(`options.insecure must be a boolean, got ${describe(o.insecure)}`)
+  }
+  return Object.freeze({
+    tasks,
+    listen: checkEndpoint('listen', o.listen ?? CLUSTER_DEFAULTS.listen),
+    localAgents,
+    threads: positiveInt('threads', o.threads, availableParallelism()),
+    batch,
+    heartbeatMs,
+    nodeTimeoutMs,
+    maxFrameBytes: positiveInt('maxFrameBytes', o.maxFrameBytes, CLUSTER_DEFAULTS.maxFrameBytes, 1024),
+    insecure: o.insecure ?? CLUSTER_DEFAULTS.insecure,
+  })
+}
+
+export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
+  if (o === null || typeof o !== 'object') throw new InvalidArgumentError(`options must be an object, got ${describe(o)}`)
+  if (o.id !== undefined && (typeof o.id !== 'string' || o.id.length === 0 || o.id.length > 128)) {
+    throw new InvalidArgumentError(`options.id must be a string of 1 to 128 characters, got ${describe(o.id)}`)
+  }
+  return Object.freeze({
+    connect: checkEndpoint('connect', o.connect),
+    tasks: tasksSpecifier('tasks', o.tasks),
+    threads: positiveInt('threads', o.threads, availableParallelism()),
+    maxPoolBatch: positiveInt('maxPoolBatch', o.maxPoolBatch, AGENT_DEFAULTS.maxPoolBatch),
+    targetQueueMs: positiveInt('targetQueueMs', o.targetQueueMs, AGENT_DEFAULTS.targetQueueMs),
+    heartbeatMs: positiveInt('heartbeatMs', o.heartbeatMs, AGENT_DEFAULTS.heartbeatMs),
+    driverTimeoutMs: positiveInt('driverTimeoutMs', o.driverTimeoutMs, AGENT_DEFAULTS.driverTimeoutMs),
+    maxFrameBytes: positiveInt('maxFrameBytes', o.maxFrameBytes, AGENT_DEFAULTS.maxFrameBytes, 1024),
+    id: o.id,
+  })
+}
+
+/** Is this endpoint reachable only from this machine? */
+export function isLoopbackEndpoint(endpoint: string): boolean {
+  if (/^(ipc|inproc):/.test(endpoint)) return true
+  const host = /^tcp:\/\/(\[[^\]]+\]|[^:]+):/.exec(endpoint)?.[1] ?? ''
+  return host === 'localhost' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host)
+}
+
+/** The typed shape of `cluster.config.ts`. */
+export interface ClusterConfig extends ClusterOptions {
+  agent?: Partial<Omit<AgentOptions, 'connect' | 'tasks'>>
+}
+
+/** Types a `cluster.config.ts` export: `export default defineConfig({ ... })`. */
+export function defineConfig(config: ClusterConfig): ClusterConfig {
+  return config
+}

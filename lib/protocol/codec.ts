@@ -1,0 +1,188 @@
+import { Packr } from 'msgpackr'
+import { ProtocolError, SerializationError } from '../errors.js'
+import { PROTOCOL_VERSION, MsgType, type HelloInfo, type WelcomeInfo, type AgentLoad } from './messages.js'
+
+/**
+ * One msgpackr configuration for every peer: records (defined inside each
+ * message, so no shared state between processes) and typed arrays, Maps, Sets
+ * and Dates carried as such.
+ */
+export function createPackr(): Packr {
+  return new Packr({ moreTypes: true, useRecords: true })
+}
+
+const packr = createPackr()
+
+export function encode(value: unknown): Buffer {
+  return packr.pack(value)
+}
+
+/** Decodes bytes from the network; throws ProtocolError on anything malformed. */
+export function decode(bytes: Uint8Array): unknown {
+  try {
+    return packr.unpack(bytes)
+  } catch (err) {
+    throw new ProtocolError(`malformed msgpack (${bytes.length} bytes): ${(err as Error).message}`)
+  }
+}
+
+/**
+ * msgpackr silently turns functions into nothing and class instances into
+ * plain objects; a task argument that would not arrive as sent is an error.
+ * Returns a description of the first value msgpack cannot carry, or undefined.
+ */
+export function findUnserializable(value: unknown, path = 'value', depth = 0): string | undefined {
+  switch (typeof value) {
+    case 'function':
+      return `${path} is a function`
+    case 'symbol':
+      return `${path} is a symbol`
+    case 'bigint':
+      return value > 0x7fffffffffffffffn || value < -0x8000000000000000n ? `${path} is a bigint outside 64 bits` : undefined
+    case 'object': {
+      if (value === null || ArrayBuffer.isView(value) || value instanceof Date || value instanceof RegExp) return undefined
+      if (depth > 64) return `${path} is nested deeper than 64 levels (or circular)`
+      if (Array.isArray(value)) {
+        for (let i = 0; i < value.length; i++) {
+          const bad = findUnserializable(value[i], `${path}[${i}]`, depth + 1)
+          if (bad) return bad
+        }
+        return undefined
+      }
+      if (value instanceof Map) {
+        for (const [k, v] of value) {
+          const bad = findUnserializable(k, `${path} key`, depth + 1) ?? findUnserializable(v, `${path}.get(${String(k)})`, depth + 1)
+          if (bad) return bad
+        }
+        return undefined
+      }
+      if (value instanceof Set) {
+        for (const v of value) {
+          const bad = findUnserializable(v, `${path} member`, depth + 1)
+          if (bad) return bad
+        }
+        return undefined
+      }
+      if (value instanceof Error) return undefined
+      const proto = Object.getPrototypeOf(value)
+      if (proto !== Object.prototype && proto !== null) {
+        return `${path} is an instance of ${proto?.constructor?.name ?? 'a class'}, which would arrive as a plain object`
+      }
+      for (const k of Object.keys(value)) {
+        const bad = findUnserializable((value as Record<string, unknown>)[k], `${path}.${k}`, depth + 1)
+        if (bad) return bad
+      }
+      return undefined
+    }
+    default:
+      return undefined
+  }
+}
+
+/** Throws SerializationError naming what msgpack cannot carry in `args`. */
+export function assertSerializable(what: string, args: readonly unknown[]): void {
+  const bad = findUnserializable(args, 'args')
+  if (bad) throw new SerializationError(`${what}: ${bad}; msgpack cannot carry it`)
+}
+
+// --- frames ------------------------------------------------------------------
+
+export type Frame = [header: Buffer] | [header: Buffer, body: Uint8Array]
+
+export function header(type: MsgType, ...fields: unknown[]): Buffer {
+  return packr.pack([PROTOCOL_VERSION, type, ...fields])
+}
+
+/** A decoded, validated header. */
+export type Header =
+  | { type: typeof MsgType.Hello; info: HelloInfo }
+  | { type: typeof MsgType.Welcome; info: WelcomeInfo }
+  | { type: typeof MsgType.Reject; reason: string }
+  | { type: typeof MsgType.Tasks; count: number }
+  | { type: typeof MsgType.Results; count: number }
+  | { type: typeof MsgType.ActorResults; count: number }
+  | { type: typeof MsgType.Credit; window: number }
+  | { type: typeof MsgType.Heartbeat; load: AgentLoad | undefined }
+  | { type: typeof MsgType.Actor; count: number }
+  | { type: typeof MsgType.Leave; returned: number[] }
+  | { type: typeof MsgType.DriverBye }
+
+/** Thrown for a frame of another protocol version; receivers may answer it. */
+export class VersionMismatch extends ProtocolError {
+  readonly remoteVersion: unknown
+  readonly type: unknown
+  constructor(remote: unknown, type: unknown) {
+    super(`peer speaks protocol version ${String(remote)}, this side speaks ${PROTOCOL_VERSION}`, 'ERR_PROTOCOL_VERSION')
+    this.remoteVersion = remote
+    this.type = type
+  }
+}
+
+const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0
+const isStr = (v: unknown, max = 1024): v is string => typeof v === 'string' && v.length <= max
+const isStrList = (v: unknown): v is string[] => Array.isArray(v) && v.length <= 100_000 && v.every((x) => isStr(x, 256))
+
+/**
+ * Parses a header received from the network. Never trusts it: every field is
+ * checked, anything else is a ProtocolError (a VersionMismatch for frames of
+ * another protocol version).
+ */
+export function parseHeader(bytes: Uint8Array | undefined): Header {
+  if (!bytes || bytes.length === 0) throw new ProtocolError('empty frame')
+  if (bytes.length > 1 << 20) throw new ProtocolError(`header of ${bytes.length} bytes exceeds 1 MiB`)
+  const h = decode(bytes)
+  if (!Array.isArray(h) || h.length < 2) throw new ProtocolError('frame header is not [version, type, ...]')
+  const [version, type, a] = h as unknown[]
+  // A rejection must be readable by a peer of any version: it says why.
+  if (version !== PROTOCOL_VERSION && type !== MsgType.Reject) throw new VersionMismatch(version, type)
+  switch (type) {
+    case MsgType.Hello: {
+      const o = a as Record<string, unknown> | null
+      if (
+        !o || typeof o !== 'object' || !isStr(o['agentId'], 128) || !isCount(o['threads']) || (o['threads'] as number) < 1 ||
+        !isCount(o['pid']) || !isStr(o['host']) || !isStr(o['version']) || !isStrList(o['tasks']) || !isStrList(o['actors']) || !isCount(o['window'])
+      ) throw new ProtocolError('malformed hello')
+      return { type, info: o as unknown as HelloInfo }
+    }
+    case MsgType.Welcome: {
+      const o = a as Record<string, unknown> | null
+      if (!o || typeof o !== 'object' || !isStr(o['nodeId'], 128) || !isCount(o['heartbeatMs'])) throw new ProtocolError('malformed welcome')
+      return { type, info: o as unknown as WelcomeInfo }
+    }
+    case MsgType.Reject:
+      return { type, reason: isStr(a, 4096) ? a : 'rejected without a reason' }
+    case MsgType.Tasks:
+    case MsgType.Results:
+    case MsgType.ActorResults:
+    case MsgType.Actor:
+      if (!isCount(a)) throw new ProtocolError(`malformed count in frame of type ${type}`)
+      return { type, count: a }
+    case MsgType.Credit:
+      if (!isCount(a)) throw new ProtocolError('malformed credit')
+      return { type, window: a }
+    case MsgType.Heartbeat: {
+      const o = a as Record<string, unknown> | undefined | null
+      if (o && typeof o === 'object' && isCount(o['busy']) && isCount(o['done']) && isCount(o['queued'])) {
+        return { type, load: { busy: o['busy'], done: o['done'], queued: o['queued'] } }
+      }
+      return { type, load: undefined }
+    }
+    case MsgType.Leave:
+      if (!Array.isArray(a) || !a.every(isCount)) throw new ProtocolError('malformed leave')
+      return { type, returned: a }
+    case MsgType.DriverBye:
+      return { type }
+    default:
+      throw new ProtocolError(`unknown frame type ${String(type)}`)
+  }
+}
+
+/** Decodes a body that must be a flat list whose length is a multiple of `stride`. */
+export function parseFlatBody(bytes: Uint8Array | undefined, stride: number, count: number): unknown[] {
+  if (!bytes) throw new ProtocolError('frame has no body')
+  const body = decode(bytes)
+  if (!Array.isArray(body) || body.length !== count * stride) {
+    throw new ProtocolError(`body does not hold ${count} entries of ${stride} fields`)
+  }
+  return body
+}

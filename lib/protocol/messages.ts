@@ -1,0 +1,75 @@
+/**
+ * Frames exchanged between a driver and its agents. Every message is a list of
+ * parts: a header (msgpack array `[version, type, ...fields]`) and, for task
+ * and result frames, one body part that the agent's main thread forwards to
+ * the pool without decoding. See docs/architecture.md for the full format.
+ */
+
+/** Bumped on any incompatible change of the frame format. */
+export const PROTOCOL_VERSION = 1
+
+export const MsgType = {
+  /** agent → driver: `{ agentId, threads, pid, host, version, tasks, actors, window }` */
+  Hello: 1,
+  /** driver → agent: `{ nodeId, heartbeatMs }` */
+  Welcome: 2,
+  /** driver → agent: `reason` — the agent may not join (version, auth...) */
+  Reject: 3,
+  /** driver → agent: `count`; body = flat `[id, name, args, ...]` */
+  Tasks: 4,
+  /** agent → driver: `count`; body = flat `[id, status, value, ...]` */
+  Results: 5,
+  /** agent → driver: `window` — how many tasks it wants in flight */
+  Credit: 6,
+  /** either way: liveness; agent → driver carries `{ busy, done }` */
+  Heartbeat: 7,
+  /** driver → agent: `count`; body = flat `[id, op, actorId, name, args, ...]` */
+  Actor: 8,
+  /** agent → driver: the agent leaves; `returned` task ids it will not run */
+  Leave: 9,
+  /** driver → agent: the driver is closing; forget it, wait for the next one */
+  DriverBye: 10,
+  /** agent → driver: `count`; body = flat `[id, status, value, ...]` answering Actor frames */
+  ActorResults: 11,
+} as const
+export type MsgType = (typeof MsgType)[keyof typeof MsgType]
+
+/** Result status in a Results body. */
+export const Status = {
+  Ok: 0,
+  /** the user's code threw: value is a WireError */
+  Threw: 1,
+  /** the runtime refused or failed the task: value is a WireError with a code */
+  Failed: 2,
+} as const
+export type Status = (typeof Status)[keyof typeof Status]
+
+/** Actor operations in an Actor body. */
+export const ActorOp = {
+  Spawn: 0,
+  Call: 1,
+  Stop: 2,
+} as const
+export type ActorOp = (typeof ActorOp)[keyof typeof ActorOp]
+
+export interface HelloInfo {
+  agentId: string
+  threads: number
+  pid: number
+  host: string
+  version: string
+  tasks: string[]
+  actors: string[]
+  window: number
+}
+
+export interface WelcomeInfo {
+  nodeId: string
+  heartbeatMs: number
+}
+
+export interface AgentLoad {
+  busy: number
+  done: number
+  queued: number
+}

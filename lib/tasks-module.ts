@@ -1,0 +1,29 @@
+import { TasksModuleError } from './errors.js'
+
+/** What a tasks module offers: its exported functions (tasks) and classes (actors). */
+export interface Catalog {
+  readonly functions: ReadonlyMap<string, (...args: unknown[]) => unknown>
+  readonly classes: ReadonlyMap<string, new (...args: unknown[]) => object>
+}
+
+export function isClass(v: unknown): v is new (...args: unknown[]) => object {
+  return typeof v === 'function' && /^class[\s{]/.test(Function.prototype.toString.call(v))
+}
+
+/** Imports a tasks module and sorts its named exports into tasks and actor classes. */
+export async function loadCatalog(specifier: string, where: string): Promise<Catalog> {
+  let mod: Record<string, unknown>
+  try {
+    mod = (await import(specifier)) as Record<string, unknown>
+  } catch (err) {
+    throw new TasksModuleError(`tasks module ${specifier} failed to load on ${where}: ${(err as Error)?.message ?? String(err)}`, { cause: err })
+  }
+  const functions = new Map<string, (...args: unknown[]) => unknown>()
+  const classes = new Map<string, new (...args: unknown[]) => object>()
+  for (const [name, value] of Object.entries(mod)) {
+    if (name === 'default') continue
+    if (isClass(value)) classes.set(name, value)
+    else if (typeof value === 'function') functions.set(name, value as (...args: unknown[]) => unknown)
+  }
+  return { functions, classes }
+}
