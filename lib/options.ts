@@ -13,6 +13,12 @@ export interface ClusterOptions {
   localAgents?: number
   /** Threads of each local agent. Default: the number of cores. */
   threads?: number
+  /**
+   * How local agents reach the driver's socket: `'inproc'` (default; ZeroMQ's
+   * in-process transport, no TCP stack or I/O thread in between) or `'tcp'`
+   * (through the loopback address, exactly as a remote agent).
+   */
+  localTransport?: 'inproc' | 'tcp'
   /** Most tasks in one frame: `'auto'` (adapts to task size, up to 1024) or a fixed positive integer. */
   batch?: 'auto' | number
   /** Interval of heartbeats both ways, in ms. Default 1000. */
@@ -30,6 +36,7 @@ export interface ResolvedClusterOptions {
   readonly listen: string
   readonly localAgents: number
   readonly threads: number
+  readonly localTransport: 'inproc' | 'tcp'
   readonly batch: 'auto' | number
   readonly heartbeatMs: number
   readonly nodeTimeoutMs: number
@@ -40,6 +47,7 @@ export interface ResolvedClusterOptions {
 export const CLUSTER_DEFAULTS = {
   listen: 'tcp://127.0.0.1:0',
   localAgents: 1,
+  localTransport: 'inproc',
   batch: 'auto',
   heartbeatMs: 1000,
   nodeTimeoutMs: 3000,
@@ -132,6 +140,10 @@ export function resolveClusterOptions(o: ClusterOptions = {}): ResolvedClusterOp
   if (nodeTimeoutMs <= heartbeatMs) {
     throw new InvalidArgumentError(`options.nodeTimeoutMs (${nodeTimeoutMs}) must exceed options.heartbeatMs (${heartbeatMs})`)
   }
+  const localTransport = o.localTransport ?? CLUSTER_DEFAULTS.localTransport
+  if (localTransport !== 'inproc' && localTransport !== 'tcp') {
+    throw new InvalidArgumentError(`options.localTransport must be 'inproc' or 'tcp', got ${describe(localTransport)}`)
+  }
   if (o.insecure !== undefined && typeof o.insecure !== 'boolean') {
     throw new InvalidArgumentError(`options.insecure must be a boolean, got ${describe(o.insecure)}`)
   }
@@ -140,6 +152,7 @@ export function resolveClusterOptions(o: ClusterOptions = {}): ResolvedClusterOp
     listen: checkEndpoint('listen', o.listen ?? CLUSTER_DEFAULTS.listen),
     localAgents,
     threads: positiveInt('threads', o.threads, availableParallelism()),
+    localTransport,
     batch,
     heartbeatMs,
     nodeTimeoutMs,

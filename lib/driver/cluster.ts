@@ -128,6 +128,7 @@ interface Entry {
 export class Cluster extends EventEmitter<ClusterEvents> {
   readonly options: ResolvedClusterOptions
   private readonly transport: DriverTransport
+  private readonly localAddress: string | undefined
   private readonly catalog: Catalog | undefined
   private readonly nodesByPeer = new Map<string, NodeState>()
   private readonly ledger = new Map<number, Entry>()
@@ -150,7 +151,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     super()
     this.options = options
     this.catalog = catalog
-    this.transport = new ZmqDriverTransport({ listen: options.listen, maxFrameBytes: options.maxFrameBytes })
+    this.localAddress =
+      options.localAgents > 0 && options.localTransport === 'inproc' ? `inproc://actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}` : undefined
+    this.transport = new ZmqDriverTransport({ listen: options.listen, inproc: this.localAddress, maxFrameBytes: options.maxFrameBytes })
   }
 
   /**
@@ -186,7 +189,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     const { localAgents, tasks, threads, heartbeatMs, nodeTimeoutMs, maxFrameBytes } = this.options
     if (localAgents === 0 || tasks === undefined) return
     for (let i = 0; i < localAgents; i++) {
-      const agent = await Agent.start({ connect: this.address, tasks, threads, heartbeatMs, driverTimeoutMs: nodeTimeoutMs, maxFrameBytes })
+      const agent = await Agent.start({ connect: this.localAddress ?? this.address, tasks, threads, heartbeatMs, driverTimeoutMs: nodeTimeoutMs, maxFrameBytes })
       this.localAgents.push(agent)
       this.localIds.add(agent.id)
     }

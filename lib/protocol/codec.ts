@@ -26,12 +26,37 @@ export function decode(bytes: Uint8Array): unknown {
   }
 }
 
+/** Fast check for the common case: numbers, strings, plain arrays and objects, typed arrays. */
+function carriable(value: unknown, depth: number): boolean {
+  switch (typeof value) {
+    case 'number':
+    case 'string':
+    case 'boolean':
+    case 'undefined':
+      return true
+    case 'object': {
+      if (value === null || ArrayBuffer.isView(value)) return true
+      if (depth > 64) return false
+      if (Array.isArray(value)) {
+        for (let i = 0; i < value.length; i++) if (!carriable(value[i], depth + 1)) return false
+        return true
+      }
+      if (Object.getPrototypeOf(value) !== Object.prototype) return false
+      for (const k in value) if (!carriable((value as Record<string, unknown>)[k], depth + 1)) return false
+      return true
+    }
+    default:
+      return false
+  }
+}
+
 /**
  * msgpackr silently turns functions into nothing and class instances into
  * plain objects; a task argument that would not arrive as sent is an error.
  * Returns a description of the first value msgpack cannot carry, or undefined.
  */
 export function findUnserializable(value: unknown, path = 'value', depth = 0): string | undefined {
+  if (depth === 0 && carriable(value, 0)) return undefined
   switch (typeof value) {
     case 'function':
       return `${path} is a function`

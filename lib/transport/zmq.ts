@@ -4,6 +4,8 @@ import { newStats, partsBytes, type AgentTransport, type DriverTransport, type P
 
 export interface ZmqDriverTransportOptions {
   listen: string
+  /** Also bind this in-process endpoint (for agents inside the driver's process). */
+  inproc?: string
   maxFrameBytes: number
   onSendError?: (peer: string, err: Error) => void
 }
@@ -53,6 +55,7 @@ export class ZmqDriverTransport implements DriverTransport {
       )
     }
     this.bound = this.socket.lastEndpoint ?? endpoint
+    if (this.options.inproc) await this.socket.bind(this.options.inproc)
   }
 
   send(peer: string, parts: Parts): void {

@@ -1,0 +1,103 @@
+/**
+ * The seed benchmark (2016): the driver emits N tasks (1, k), workers add the
+ * pair, the driver collects every sum and checks the total. It goes through
+ * the public API only — one `cluster.call` per task — so its figure is what a
+ * user gets.
+ */
+import { availableParallelism } from 'node:os'
+import { Cluster } from '../lib/index.js'
+import { median } from './stats.js'
+
+export interface SeedOptions {
+  tasks: number
+  agents: number
+  threads?: number
+  batch: 'auto' | number
+  runs: number
+  warmup: boolean
+  via: 'call' | 'map'
+  localTransport?: 'inproc' | 'tcp'
+}
+
+export interface SeedRun {
+  submitSeconds: number
+  roundTripSeconds: number
+  tasksPerSecond: number
+  ok: boolean
+}
+
+export interface SeedResult extends SeedRun {
+  design: string
+  tasks: number
+  agents: number
+  threads: number
+  batch: 'auto' | number
+  via: 'call' | 'map'
+  localTransport: 'inproc' | 'tcp'
+  runs: SeedRun[]
+}
+
+export const BENCH_TASKS = new URL('./tasks.js', import.meta.url)
+
+export function expectedSum(n: number): number {
+  return n + (n * (n - 1)) / 2
+}
+
+async function oneRun(cluster: Cluster, n: number, via: 'call' | 'map'): Promise<SeedRun> {
+  const start = performance.now()
+  let sum = 0
+  let count = 0
+  let submitted: number
+  if (via === 'call') {
+    const futures = new Array<Promise<number>>(n)
+    for (let k = 0; k < n; k++) futures[k] = cluster.call<number>('add', 1, k)
+    submitted = performance.now()
+    for (const r of await Promise.all(futures)) {
+      sum += r
+      count++
+    }
+  } else {
+    function* inputs() {
+      for (let k = 0; k < n; k++) yield [1, k]
+    }
+    const results = cluster.map<number>('add', inputs(), { ordered: false })
+    submitted = performance.now()
+    for await (const r of results) {
+      sum += r
+      count++
+    }
+  }
+  const end = performance.now()
+  const roundTripSeconds = (end - start) / 1000
+  return {
+    submitSeconds: (submitted - start) / 1000,
+    roundTripSeconds,
+    tasksPerSecond: Math.round(n / roundTripSeconds),
+    ok: count === n && sum === expectedSum(n),
+  }
+}
+
+export async function runSeed(o: SeedOptions): Promise<SeedResult> {
+  const threads = o.threads ?? Math.max(1, Math.floor(availableParallelism() / o.agents))
+  const localTransport = o.localTransport ?? 'inproc'
+  await using cluster = await Cluster.start({ tasks: BENCH_TASKS, localAgents: o.agents, threads, batch: o.batch, localTransport })
+  // One unmeasured run lets the JIT and the credit windows settle, as any long job would.
+  if (o.warmup) await oneRun(cluster, Math.min(o.tasks, 20_000), o.via)
+  const runs: SeedRun[] = []
+  for (let i = 0; i < o.runs; i++) runs.push(await oneRun(cluster, o.tasks, o.via))
+  const roundTripSeconds = median(runs.map((r) => r.roundTripSeconds))
+  return {
+    design: 'zmq',
+    tasks: o.tasks,
+    agents: o.agents,
+    threads,
+    batch: o.batch,
+    via: o.via,
+    localTransport,
+    submitSeconds: median(runs.map((r) => r.submitSeconds)),
+    roundTripSeconds,
+    tasksPerSecond: Math.round(o.tasks / roundTripSeconds),
+    ok: runs.every((r) => r.ok),
+    runs,
+  }
+}

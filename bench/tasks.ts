@@ -1,0 +1,12 @@
+/** Tasks the benchmarks run on the cluster. */
+
+/** The seed benchmark's task: add the pair. */
+export function add(a: number, b: number): number {
+  return a + b
+}
+
+/** Holds its thread for `ms` (Atomics.wait: occupied like a compute task, without contending for the CPU). */
+export function hold(ms: number): number {
+  if (ms > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms)
+  return ms
+}

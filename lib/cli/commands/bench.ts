@@ -1,0 +1,116 @@
+import type { Argv, CommandModule } from 'yargs'
+import { runSeed, type SeedResult } from '../../../bench/seed.js'
+import { runLatency } from '../../../bench/latency.js'
+import { runBalance } from '../../../bench/balance.js'
+import { runMapMemory } from '../../../bench/map-memory.js'
+import { InvalidArgumentError } from '../../errors.js'
+
+function parseBatch(v: unknown): 'auto' | number {
+  if (v === 'auto' || v === undefined) return 'auto'
+  const n = Number(v)
+  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`--batch must be 'auto' or a positive integer, got ${String(v)}`)
+  return n
+}
+
+const print = (json: boolean, value: object, lines: string[]) => {
+  process.stdout.write(json ? `${JSON.stringify(value)}\n` : `${lines.join('\n')}\n`)
+}
+
+function seedLines(r: SeedResult): string[] {
+  return [
+    `seed benchmark — design ${r.design}, ${r.tasks} tasks (1, k), ${r.agents} agent(s) × ${r.threads} threads, batch ${r.batch}, via ${r.via}`,
+    ...r.runs.map(
+      (x, i) => `  run ${i + 1}: submit ${x.submitSeconds.toFixed(3)} s, round trip ${x.roundTripSeconds.toFixed(3)} s, ${x.tasksPerSecond.toLocaleString('en-US')} tasks/s, check ${x.ok ? 'ok' : 'FAILED'}`,
+    ),
+    `median: submit ${r.submitSeconds.toFixed(3)} s, round trip ${r.roundTripSeconds.toFixed(3)} s, ${r.tasksPerSecond.toLocaleString('en-US')} tasks/s, check ${r.ok ? 'ok (count and sum)' : 'FAILED'}`,
+  ]
+}
+
+const common = (y: Argv) =>
+  y
+    .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' })
+    .option('runs', { type: 'number', default: 3, describe: 'measured runs (the median is reported)' })
+
+export const benchCommand: CommandModule = {
+  command: 'bench <subject>',
+  describe: 'Measure the cluster on this machine (seed, latency, balance, map)',
+  builder: (y) =>
+    y
+      .command({
+        command: 'seed',
+        describe: "The seed benchmark: N tasks (1, k), workers add, the driver checks every sum",
+        builder: (b) =>
+          common(b)
+            .option('tasks', { type: 'number', default: 100_000, describe: 'number of tasks' })
+            .option('agents', { type: 'number', default: 1, describe: 'local agents' })
+            .option('threads', { type: 'number', describe: 'threads per agent (default: cores / agents)' })
+            .option('batch', { type: 'string', default: 'auto', describe: "tasks per frame: 'auto' or N (1 = one task per frame)" })
+            .option('local-transport', { choices: ['inproc', 'tcp'] as const, default: 'inproc' as const, describe: 'how the local agents reach the driver' })
+            .option('via', { choices: ['call', 'map'] as const, default: 'call' as const, describe: 'one call() per task, or one map()' })
+            .option('warmup', { type: 'boolean', default: true, describe: 'one unmeasured run first' }),
+        handler: async (a) => {
+          const r = await runSeed({
+            tasks: a.tasks as number,
+            agents: a.agents as number,
+            threads: a.threads as number | undefined,
+            batch: parseBatch(a.batch),
+            runs: a.runs as number,
+            warmup: a.warmup as boolean,
+            via: a.via as 'call' | 'map',
+            localTransport: a['local-transport'] as 'inproc' | 'tcp',
+          })
+          print(a.json as boolean, r, seedLines(r))
+          if (!r.ok) process.exitCode = 1
+        },
+      })
+      .command({
+        command: 'latency',
+        describe: 'Round trip of one call at a time on loopback: p50 / p99',
+        builder: (b) =>
+          common(b)
+            .option('calls', { type: 'number', default: 5000, describe: 'sequential calls per run' })
+            .option('local-transport', { type: 'array', choices: ['inproc', 'tcp'], default: ['inproc', 'tcp'], describe: 'how the local agent reaches the driver' }),
+        handler: async (a) => {
+          const results = []
+          for (const t of a['local-transport'] as ('inproc' | 'tcp')[]) {
+            results.push(await runLatency({ calls: a.calls as number, runs: a.runs as number, localTransport: t }))
+          }
+          print(a.json as boolean, results.length === 1 ? results[0]! : { results }, [
+            `call latency — ${a.calls as number} sequential calls × ${a.runs as number} runs, embedded agent`,
+            ...results.map((r) => `  ${r.localTransport.padEnd(6)}: p50 ${r.p50Us.toFixed(0)} µs, p99 ${r.p99Us.toFixed(0)} µs, mean ${r.meanUs.toFixed(0)} µs (medians of runs)`),
+          ])
+        },
+      })
+      .command({
+        command: 'balance',
+        describe: 'Heavy-tailed tasks (most 1 ms, 5% 50 ms) over several agents: makespan against the ideal',
+        builder: (b) =>
+          common(b)
+            .option('tasks', { type: 'number', default: 2000 })
+            .option('agents', { type: 'number', default: 2 })
+            .option('threads', { type: 'number', default: 1, describe: 'threads per agent' }),
+        handler: async (a) => {
+          const r = await runBalance({ tasks: a.tasks as number, agents: a.agents as number, threads: a.threads as number, runs: a.runs as number })
+          print(a.json as boolean, r, [
+            `load balance — ${r.tasks} tasks (95% 1 ms, 5% 50 ms), ${r.agents} agents × ${r.threads} threads`,
+            ...r.runs.map((x, i) => `  run ${i + 1}: makespan ${x.makespanMs.toFixed(0)} ms, ideal ${x.idealMs.toFixed(0)} ms, ratio ${x.ratio.toFixed(3)}`),
+            `median ratio ${r.ratio.toFixed(3)} (goal ≤ 1.2)`,
+          ])
+        },
+      })
+      .command({
+        command: 'map',
+        describe: 'map() over a lazily generated input: throughput and peak driver memory',
+        builder: (b) => common(b).option('inputs', { type: 'number', default: 10_000_000 }).option('runs', { default: 1 }),
+        handler: async (a) => {
+          const r = await runMapMemory({ inputs: a.inputs as number })
+          print(a.json as boolean, r, [
+            `map over ${r.inputs.toLocaleString('en-US')} generated inputs: ${r.seconds.toFixed(1)} s, ${r.tasksPerSecond.toLocaleString('en-US')} tasks/s`,
+            `peak RSS ${r.peakRssMB.toFixed(0)} MB (goal < 300 MB), check ${r.ok ? 'ok' : 'FAILED'}`,
+          ])
+          if (!r.ok) process.exitCode = 1
+        },
+      })
+      .demandCommand(1, 'name a benchmark: seed, latency, balance or map'),
+  handler: () => {},
+}

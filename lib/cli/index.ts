@@ -1,0 +1,32 @@
+import yargs from 'yargs'
+import { hideBin } from 'yargs/helpers'
+import { agentCommand } from './commands/agent.js'
+import { benchCommand } from './commands/bench.js'
+import { VERSION } from '../version.js'
+import { ClusterError } from '../errors.js'
+
+/**
+ * The `cluster` command line. Every flag can also be given as an environment
+ * variable `CLUSTER_<FLAG>` (e.g. `CLUSTER_THREADS=4`); flags win.
+ */
+export async function main(argv = hideBin(process.argv)): Promise<void> {
+  await yargs(argv)
+    .scriptName('cluster')
+    .env('CLUSTER')
+    .version(VERSION)
+    .command(agentCommand)
+    .command(benchCommand)
+    .demandCommand(1, 'name a command: agent or bench')
+    .strict()
+    .help()
+    .fail((msg, err, y) => {
+      if (err) {
+        const code = err instanceof ClusterError ? ` [${err.code}]` : ''
+        process.stderr.write(`cluster: ${err.message}${code}\n`)
+      } else {
+        process.stderr.write(`${y.help()}\n\ncluster: ${msg}\n`)
+      }
+      process.exit(1)
+    })
+    .parseAsync()
+}
