@@ -187,9 +187,7 @@ export function isLoopbackEndpoint(endpoint: string): boolean {
 }
 
 /** The typed shape of `cluster.config.ts`. */
-export interface ClusterConfig extends ClusterOptions {
-  agent?: Partial<Omit<AgentOptions, 'connect' | 'tasks'>>
-}
+export type ClusterConfig = ClusterOptions
 
 /** Types a `cluster.config.ts` export: `export default defineConfig({ ... })`. */
 export function defineConfig(config: ClusterConfig): ClusterConfig {

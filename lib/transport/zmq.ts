@@ -86,6 +86,9 @@ export class ZmqDriverTransport implements DriverTransport {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    // close() alone releases the port later, on ZeroMQ's I/O thread; a driver
+    // restarted on the same address right away must find it free.
+    if (this.bound) await this.socket.unbind(this.bound).catch(() => {})
     this.socket.close()
   }
 

@@ -1,0 +1,48 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { runCli } from '../helpers.js'
+
+test('cluster bench seed --json prints one JSON object with the checked result', async (t) => {
+  const p = runCli(t, ['bench', 'seed', '--tasks', '5000', '--runs', '1', '--json'])
+  assert.equal(await p.exited, 0, p.output())
+  const r = JSON.parse(p.output()) as Record<string, unknown>
+  assert.equal(r['design'], 'zmq')
+  assert.equal(r['tasks'], 5000)
+  assert.equal(r['ok'], true)
+  for (const k of ['submitSeconds', 'roundTripSeconds', 'tasksPerSecond']) assert.ok(typeof r[k] === 'number' && (r[k] as number) > 0, k)
+})
+
+test('cluster bench seed prints a readable report; batch 1 and map work too', async (t) => {
+  const p = runCli(t, ['bench', 'seed', '--tasks', '3000', '--runs', '1', '--batch', '1', '--via', 'map', '--no-warmup'])
+  assert.equal(await p.exited, 0, p.output())
+  assert.match(p.output(), /seed benchmark — design zmq, 3000 tasks .* batch 1, via map/)
+  assert.match(p.output(), /median: submit [\d.]+ s, round trip [\d.]+ s, [\d,]+ tasks\/s, check ok/)
+})
+
+test('bad flags are clear errors', async (t) => {
+  const p = runCli(t, ['bench', 'seed', '--batch', 'lots'])
+  assert.equal(await p.exited, 1)
+  assert.match(p.output(), /--batch must be 'auto' or a positive integer, got lots/)
+  const q = runCli(t, ['frobnicate'])
+  assert.equal(await q.exited, 1)
+  assert.match(q.output(), /Unknown argument: frobnicate/)
+})
+
+test('flags can come from CLUSTER_* environment variables', async (t) => {
+  const p = runCli(t, ['bench', 'seed', '--runs', '1', '--json', '--no-warmup'], { CLUSTER_TASKS: '1234' })
+  assert.equal(await p.exited, 0, p.output())
+  assert.equal((JSON.parse(p.output()) as { tasks: number }).tasks, 1234)
+})
+
+test('other benchmarks run and report', async (t) => {
+  const l = runCli(t, ['bench', 'latency', '--calls', '200', '--runs', '1', '--json', '--local-transport', 'inproc'])
+  assert.equal(await l.exited, 0, l.output())
+  const lr = JSON.parse(l.output()) as { p50Us: number; p99Us: number }
+  assert.ok(lr.p50Us > 0 && lr.p99Us >= lr.p50Us)
+  const b = runCli(t, ['bench', 'balance', '--tasks', '100', '--runs', '1', '--json'])
+  assert.equal(await b.exited, 0, b.output())
+  assert.ok((JSON.parse(b.output()) as { ratio: number }).ratio >= 0.9)
+  const m = runCli(t, ['bench', 'map', '--inputs', '20000', '--json'])
+  assert.equal(await m.exited, 0, m.output())
+  assert.equal((JSON.parse(m.output()) as { ok: boolean }).ok, true)
+})

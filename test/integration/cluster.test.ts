@@ -1,0 +1,203 @@
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import {
+  Cluster, RemoteTaskError, UnknownTaskError, UnknownActorError, UnknownMethodError, SerializationError, ClusterClosedError,
+  ActorStoppedError, TasksModuleError, InvalidArgumentError,
+} from '../../lib/index.js'
+import type * as Tasks from '../fixtures/tasks.js'
+import { FIXTURE_TASKS } from '../helpers.js'
+
+let cluster: Cluster
+
+before(async () => {
+  cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 2 })
+})
+after(async () => {
+  await cluster.close()
+})
+
+test('the embedded default starts one local agent with a thread per core', () => {
+  const nodes = cluster.nodes()
+  assert.equal(nodes.length, 1)
+  assert.equal(nodes[0]!.threads, 2)
+  assert.equal(nodes[0]!.local, true)
+  assert.equal(nodes[0]!.pid, process.pid)
+  assert.match(cluster.address, /^tcp:\/\/127\.0\.0\.1:\d+$/)
+})
+
+test('call and the typed proxy return results', async () => {
+  assert.equal(await cluster.call('add', 1, 2), 3)
+  const t = cluster.tasks<typeof Tasks>()
+  assert.equal(await t.add(20, 22), 42)
+  assert.equal(await t.addLater(1, 1, 1), 2)
+  assert.deepEqual(await t.echo({ a: [1, 'x', null], f: new Float64Array([0.5]) }), { a: [1, 'x', null], f: new Float64Array([0.5]) })
+  // A proxy is not a thenable: awaiting it gives the proxy itself.
+  assert.equal(await Promise.resolve(t), t)
+})
+
+test('a task that throws rejects with the remote message and stack', async () => {
+  await assert.rejects(cluster.call('fail', 'it broke'), (err: unknown) => {
+    assert.ok(err instanceof RemoteTaskError)
+    assert.equal(err.message, 'it broke')
+    assert.equal(err.remoteName, 'RangeError')
+    assert.equal(err.task, 'fail')
+    assert.match(err.stack ?? '', /at fail \(.*fixtures\/tasks\.js/)
+    return true
+  })
+})
+
+test('an unknown task rejects at once, naming what exists', async () => {
+  await assert.rejects(cluster.call('nope'), (err: unknown) => err instanceof UnknownTaskError && /"nope".*"add"/.test(err.message))
+  // Actor classes are not tasks.
+  await assert.rejects(cluster.call('Counter'), UnknownTaskError)
+})
+
+test('arguments and results msgpack cannot carry are clear errors, and lose nothing else', async () => {
+  const good = cluster.call('add', 2, 3)
+  await assert.rejects(cluster.call('echo', () => 1), (e: unknown) => e instanceof SerializationError && /args\[0\] is a function/.test(e.message))
+  await assert.rejects(cluster.call('echo', Symbol('s')), SerializationError)
+  await assert.rejects(cluster.call('returnsFunction'), (e: unknown) => e instanceof SerializationError && /returned a value/.test(e.message))
+  assert.equal(await good, 5)
+})
+
+test('many calls spread over the threads and all settle correctly', async () => {
+  const n = 20_000
+  const rs = await Promise.all(Array.from({ length: n }, (_, k) => cluster.call<number>('add', 1, k)))
+  assert.equal(rs.length, n)
+  assert.ok(rs.every((r, k) => r === k + 1))
+})
+
+test('map yields results in input order by default', async () => {
+  const out: number[] = []
+  for await (const r of cluster.map<number>('add', [[1, 1], [2, 2], [3, 3]])) out.push(r)
+  assert.deepEqual(out, [2, 4, 6])
+  const single: unknown[] = []
+  for await (const r of cluster.map('echo', ['a', 'b'])) single.push(r)
+  assert.deepEqual(single, ['a', 'b'])
+})
+
+test('map with ordered: false yields every result', async () => {
+  const inputs = Array.from({ length: 5000 }, (_, k) => [k, 0])
+  const out: number[] = []
+  for await (const r of cluster.map<number>('add', inputs, { ordered: false })) out.push(r)
+  assert.deepEqual(out.sort((a, b) => a - b), inputs.map((x) => x[0]))
+})
+
+test('map pulls inputs lazily: never more than concurrency ahead of the consumer', async () => {
+  let pulled = 0
+  let maxAhead = 0
+  let consumed = 0
+  function* endless() {
+    for (let k = 0; ; k++) {
+      pulled++
+      maxAhead = Math.max(maxAhead, pulled - consumed)
+      yield [k, 1]
+    }
+  }
+  for await (const r of cluster.map<number>('add', endless(), { concurrency: 64 })) {
+    assert.equal(r, consumed + 1)
+    consumed++
+    if (consumed === 2000) break
+  }
+  assert.ok(maxAhead <= 65, `pulled ${maxAhead} ahead`)
+  assert.ok(pulled <= consumed + 65)
+})
+
+test('map accepts async iterables', async () => {
+  async function* gen() {
+    for (let k = 0; k < 100; k++) {
+      if (k % 10 === 0) await new Promise((r) => setImmediate(r))
+      yield [k, k]
+    }
+  }
+  let sum = 0
+  for await (const r of cluster.map<number>('add', gen(), { ordered: false, concurrency: 7 })) sum += r
+  assert.equal(sum, 2 * (99 * 100) / 2)
+})
+
+test('map throws at the failing result, and checks its arguments', async () => {
+  const seen: unknown[] = []
+  await assert.rejects(async () => {
+    for await (const r of cluster.map('echo', [[1], [2]])) seen.push(r)
+    for await (const r of cluster.map('fail', [['bad one']])) seen.push(r)
+  }, (e: unknown) => e instanceof RemoteTaskError && e.message === 'bad one')
+  assert.deepEqual(seen, [1, 2])
+  await assert.rejects(cluster.map('nope', []).next(), UnknownTaskError)
+  await assert.rejects(cluster.map('add', [], { concurrency: 0 }).next(), InvalidArgumentError)
+  await assert.rejects(cluster.map('add', 5 as never).next(), InvalidArgumentError)
+})
+
+test('actors keep state and run their messages one at a time, in order', async () => {
+  const counter = await cluster.spawn<Tasks.Counter>('Counter', 10)
+  assert.match(counter.id, /^Counter-/)
+  assert.equal(counter.node, cluster.nodes()[0]!.id)
+  assert.equal(await counter.inc(5), 15)
+  // slowInc reads, awaits, then writes: interleaving would lose increments.
+  const results = await Promise.all(Array.from({ length: 20 }, () => counter.slowInc(1, 1)))
+  assert.deepEqual(results, Array.from({ length: 20 }, (_, i) => 16 + i))
+  assert.equal(await counter.inc(0), 35)
+  await assert.rejects(counter.boom(), (e: unknown) => e instanceof RemoteTaskError && e.remoteName === 'TypeError')
+  await assert.rejects((counter as unknown as { missing(): Promise<void> }).missing(), UnknownMethodError)
+  assert.equal(await counter.inc(1), 36, 'errors do not lose state')
+  await counter.stop()
+  await counter.stop()
+  await assert.rejects(counter.inc(1), ActorStoppedError)
+})
+
+test('actors are independent of each other and of tasks', async () => {
+  const a = await cluster.spawn<Tasks.Counter>('Counter')
+  const b = await cluster.spawn<Tasks.Counter>('Counter', 100)
+  const [ra, rb, sum] = await Promise.all([a.inc(1), b.inc(1), cluster.call('add', 2, 2)])
+  assert.deepEqual([ra, rb, sum], [1, 101, 4])
+  await Promise.all([a.stop(), b.stop()])
+})
+
+test('spawning unknown classes or with bad arguments fails clearly', async () => {
+  await assert.rejects(cluster.spawn('Nope'), (e: unknown) => e instanceof UnknownActorError && /"Counter"/.test(e.message))
+  await assert.rejects(cluster.spawn('add'), UnknownActorError)
+  await assert.rejects(cluster.spawn('Counter', () => 1), SerializationError)
+})
+
+test('close() rejects pending tasks with a clear error, is idempotent, and later calls fail', async () => {
+  const c = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1 })
+  const slow = c.call('sleep', 300)
+  const queued = Promise.allSettled(Array.from({ length: 10 }, () => c.call('sleep', 300)))
+  await new Promise((r) => setTimeout(r, 50))
+  const slowRejected = assert.rejects(slow, (e: unknown) => e instanceof ClusterClosedError && e.code === 'ERR_CLUSTER_CLOSED')
+  await Promise.all([c.close(), c.close()])
+  await slowRejected
+  for (const q of await queued) assert.ok(q.status === 'rejected' && q.reason instanceof ClusterClosedError)
+  await assert.rejects(c.call('add', 1, 2), ClusterClosedError)
+  await assert.rejects(c.spawn('Counter'), ClusterClosedError)
+  assert.deepEqual(c.nodes(), [])
+})
+
+test('await using disposes the cluster', async () => {
+  let c: Cluster | undefined
+  {
+    await using inner = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1 })
+    c = inner
+    assert.equal(await inner.call('add', 1, 1), 2)
+  }
+  await assert.rejects(c.call('add', 1, 1), ClusterClosedError)
+})
+
+test('a tasks module that fails to load is a clear error at start', async () => {
+  await assert.rejects(
+    Cluster.start({ tasks: new URL('./fixtures/does-not-exist.js', FIXTURE_TASKS) }),
+    (e: unknown) => e instanceof TasksModuleError && /does-not-exist\.js failed to load on the driver/.test(e.message),
+  )
+  await assert.rejects(
+    Cluster.start({ tasks: new URL('./broken-tasks.js', FIXTURE_TASKS) }),
+    (e: unknown) => e instanceof TasksModuleError && /broken on purpose/.test(e.message),
+  )
+})
+
+test('stats count what happened', () => {
+  const s = cluster.stats()
+  assert.ok(s.tasksSubmitted >= 20_000)
+  assert.ok(s.tasksFailed >= 1)
+  assert.equal(s.badFrames, 0)
+  assert.equal(s.nodes, 1)
+  assert.ok(s.transport.framesOut > 0 && s.transport.bytesIn > 0)
+})
