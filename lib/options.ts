@@ -1,5 +1,6 @@
 import { availableParallelism } from 'node:os'
 import { InvalidArgumentError } from './errors.js'
+import type { ClusterConfig } from './config.js'
 
 /** Where the task functions and actor classes live: a module path or URL. */
 export type TasksModule = string | URL
@@ -29,6 +30,12 @@ export interface ClusterOptions {
   maxFrameBytes?: number
   /** Allow binding beyond loopback without authentication. Default false. */
   insecure?: boolean
+  /**
+   * A `cluster.config` to take options from: the object, or its file's path
+   * or URL. Options given here win over it. Without it, the file named by
+   * `CLUSTER_CONFIG` is used (`cluster run` sets it); `{}` means none.
+   */
+  config?: ClusterConfig | string | URL
 }
 
 export interface ResolvedClusterOptions {
@@ -186,10 +193,5 @@ export function isLoopbackEndpoint(endpoint: string): boolean {
   return host === 'localhost' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host)
 }
 
-/** The typed shape of `cluster.config.ts`. */
-export type ClusterConfig = ClusterOptions
-
-/** Types a `cluster.config.ts` export: `export default defineConfig({ ... })`. */
-export function defineConfig(config: ClusterConfig): ClusterConfig {
-  return config
-}
+export { defineConfig } from './config.js'
+export type { ClusterConfig } from './config.js'

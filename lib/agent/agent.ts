@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto'
 import { Piscina } from 'piscina'
 import { resolveAgentOptions, type AgentOptions, type ResolvedAgentOptions } from '../options.js'
 import { loadCatalog } from '../tasks-module.js'
-import { ClusterError, ProtocolError, WorkerCrashedError, toWireError } from '../errors.js'
+import { ClusterError, InvalidArgumentError, ProtocolError, WorkerCrashedError, toWireError } from '../errors.js'
 import { decode, encode, header, parseFlatBody, parseHeader, type Header } from '../protocol/codec.js'
 import { ActorOp, MsgType, Status, type HelloInfo } from '../protocol/messages.js'
 import { ZmqAgentTransport } from '../transport/zmq.js'
@@ -14,6 +14,7 @@ import type { HostReply, HostRequest } from '../actors/host-worker.js'
 import type { PoolBatch, PoolResult } from './worker.js'
 import { Deque } from '../util/deque.js'
 import { VERSION } from '../version.js'
+import type { AgentPool } from './pool.js'
 
 export type AgentState = 'connecting' | 'ready' | 'leaving' | 'closed'
 
@@ -28,6 +29,17 @@ export interface AgentStats {
   badFrames: number
   batches: number
   window: number
+}
+
+/** What an agent is doing now (`agent.activity()`). */
+export interface AgentActivity {
+  state: AgentState
+  /** Batches running on the pool, at most one per thread. */
+  busy: number
+  /** Tasks received and not yet started. */
+  queued: number
+  /** Milliseconds since the driver was last heard; undefined before any driver. */
+  driverAgeMs: number | undefined
 }
 
 interface QueuedFrame {
@@ -57,7 +69,9 @@ export class Agent extends EventEmitter<AgentEvents> {
   readonly options: ResolvedAgentOptions
   readonly stats: AgentStats = { tasksDone: 0, badFrames: 0, batches: 0, window: 0 }
   private readonly transport: AgentTransport
-  private readonly pool: Piscina<PoolBatch, PoolResult>
+  private readonly pool: Pick<Piscina<PoolBatch, PoolResult>, 'run'>
+  /** The pool this agent started (and stops); undefined when it runs on a shared {@link AgentPool}. */
+  private readonly ownPool: Piscina<PoolBatch, PoolResult> | undefined
   private hosts: ActorHosts
   private readonly hello: HelloInfo
   private _state: AgentState = 'connecting'
@@ -77,7 +91,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   private drained: (() => void) | undefined
   private closing: Promise<void> | undefined
 
-  private constructor(options: ResolvedAgentOptions, tasks: string[], actors: string[]) {
+  private constructor(options: ResolvedAgentOptions, tasks: string[], actors: string[], shared: AgentPool | undefined) {
     super()
     this.options = options
     this.id = options.id ?? `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`
@@ -92,14 +106,17 @@ export class Agent extends EventEmitter<AgentEvents> {
       actors,
       window: this.window,
     }
-    this.pool = new Piscina<PoolBatch, PoolResult>({
-      filename: new URL('./worker.js', import.meta.url).href,
-      workerData: { tasks: options.tasks },
-      minThreads: options.threads,
-      maxThreads: options.threads,
-      concurrentTasksPerWorker: 1,
-      idleTimeout: Number.MAX_SAFE_INTEGER,
-    })
+    this.ownPool = shared
+      ? undefined
+      : new Piscina<PoolBatch, PoolResult>({
+          filename: new URL('./worker.js', import.meta.url).href,
+          workerData: { tasks: options.tasks },
+          minThreads: options.threads,
+          maxThreads: options.threads,
+          concurrentTasksPerWorker: 1,
+          idleTimeout: Number.MAX_SAFE_INTEGER,
+        })
+    this.pool = shared ?? this.ownPool!
     this.hosts = this.newHosts()
     this.transport = new ZmqAgentTransport({ connect: options.connect, identity: this.id, maxFrameBytes: options.maxFrameBytes })
   }
@@ -107,18 +124,34 @@ export class Agent extends EventEmitter<AgentEvents> {
   /**
    * Loads the tasks module (failing with a TasksModuleError if it does not),
    * starts the pool and connects. Resolves before the driver answers; use
-   * {@link waitUntilReady} to wait for registration.
+   * {@link waitUntilReady} to wait for registration. With `pool`, task
+   * batches run on that shared {@link AgentPool} (many agents in one process)
+   * and `threads` is what this agent announces.
    */
-  static async start(options: AgentOptions): Promise<Agent> {
+  static async start(options: AgentOptions & { pool?: AgentPool }): Promise<Agent> {
     const resolved = resolveAgentOptions(options)
+    const shared = options.pool
+    if (shared !== undefined && shared.tasks !== resolved.tasks) {
+      throw new InvalidArgumentError(`options.pool runs the tasks module ${shared.tasks}, not ${resolved.tasks}`)
+    }
     const catalog = await loadCatalog(resolved.tasks, `agent ${hostname()}`)
-    const agent = new Agent(resolved, [...catalog.functions.keys()], [...catalog.classes.keys()])
+    const agent = new Agent(resolved, [...catalog.functions.keys()], [...catalog.classes.keys()], shared)
     await agent.run()
     return agent
   }
 
   get state(): AgentState {
     return this._state
+  }
+
+  /** What the agent is doing now, for monitoring (`cluster agent --status-file`). */
+  activity(): AgentActivity {
+    return {
+      state: this._state,
+      busy: Math.min(this.inflight, this.options.threads),
+      queued: this.queued,
+      driverAgeMs: this.lastDriverSeen === 0 ? undefined : Date.now() - this.lastDriverSeen,
+    }
   }
 
   /** Resolves once a driver has welcomed this agent; rejects if it was rejected or closed. */
@@ -363,7 +396,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     for (const t of this.timers) clearInterval(t)
     for (const w of this.readyWaiters.splice(0)) w.reject(new ClusterError('ERR_CLUSTER_CLOSED', `agent ${this.id} closed before a driver welcomed it`))
     await this.hosts.close()
-    await this.pool.destroy()
+    await this.ownPool?.destroy()
     await this.transport.close()
   }
 

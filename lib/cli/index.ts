@@ -2,6 +2,8 @@ import yargs from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import { agentCommand } from './commands/agent.js'
 import { benchCommand } from './commands/bench.js'
+import { downCommand, statusCommand, upCommand } from './commands/hosts.js'
+import { runCommand } from './commands/run.js'
 import { VERSION } from '../version.js'
 import { ClusterError } from '../errors.js'
 
@@ -16,7 +18,11 @@ export async function main(argv = hideBin(process.argv)): Promise<void> {
     .version(VERSION)
     .command(agentCommand)
     .command(benchCommand)
-    .demandCommand(1, 'name a command: agent or bench')
+    .command(upCommand)
+    .command(statusCommand)
+    .command(downCommand)
+    .command(runCommand)
+    .demandCommand(1, 'name a command: up, status, down, run, agent or bench')
     .strict()
     .help()
     .fail((msg, err, y) => {

@@ -17,6 +17,7 @@ import { isLoopbackEndpoint, resolveClusterOptions, type ClusterOptions, type Re
 import { encode, findUnserializable, header, parseFlatBody, parseHeader, VersionMismatch, type Header } from '../protocol/codec.js'
 import { ActorOp, MsgType, Status, type HelloInfo } from '../protocol/messages.js'
 import { loadCatalog, type Catalog } from '../tasks-module.js'
+import { applyConfig } from '../config.js'
 import { ZmqDriverTransport } from '../transport/zmq.js'
 import type { DriverTransport, Parts, TransportStats } from '../transport/transport.js'
 import { Deque } from '../util/deque.js'
@@ -163,7 +164,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * with `cluster agent --connect <cluster.address>`.
    */
   static async start(options: ClusterOptions = {}): Promise<Cluster> {
-    const resolved = resolveClusterOptions(options)
+    const resolved = resolveClusterOptions(await applyConfig(options))
     if (!resolved.insecure && !isLoopbackEndpoint(resolved.listen)) {
       throw new TransportError(
         `refusing to listen on ${resolved.listen} without authentication: only loopback addresses may be used unless insecure: true (--insecure) is given`,

@@ -1,5 +1,6 @@
 import type { CommandModule } from 'yargs'
 import { Agent } from '../../agent/agent.js'
+import { StatusFile } from '../../agent/status-file.js'
 
 interface AgentArgs {
   connect: string
@@ -10,6 +11,7 @@ interface AgentArgs {
   'max-frame-bytes'?: number
   'exit-on-driver-loss': boolean
   id?: string
+  'status-file'?: string
 }
 
 const log = (line: string) => process.stderr.write(`[agent] ${line}\n`)
@@ -26,7 +28,8 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       .option('driver-timeout-ms', { type: 'number', describe: 'declare the driver gone after this much silence (default 3000)' })
       .option('max-frame-bytes', { type: 'number', describe: 'largest frame accepted (default 64 MiB)' })
       .option('exit-on-driver-loss', { type: 'boolean', default: false, describe: 'exit when the driver goes away instead of waiting for the next one' })
-      .option('id', { type: 'string', describe: 'stable agent identity (default: host-pid-random)' }),
+      .option('id', { type: 'string', describe: 'stable agent identity (default: host-pid-random)' })
+      .option('status-file', { type: 'string', describe: 'keep a JSON status file here (state, load, tasks done), rewritten every heartbeat' }),
   handler: async (args) => {
     const agent = await Agent.start({
       connect: args.connect,
@@ -37,11 +40,15 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       maxFrameBytes: args['max-frame-bytes'],
       id: args.id,
     })
+    const status = args['status-file'] ? new StatusFile(agent, args['status-file']) : undefined
     log(`${agent.id}: ${agent.options.threads} threads, waiting for the driver at ${args.connect}`)
     agent.on('driver:joined', () => log(`${agent.id}: joined the driver at ${args.connect}`))
     agent.on('driver:lost', (reason) => {
       log(`${agent.id}: lost the driver (${reason})${args['exit-on-driver-loss'] ? '; exiting' : '; waiting for the next one'}`)
-      if (args['exit-on-driver-loss']) void agent.close().then(() => process.exit(0))
+      if (args['exit-on-driver-loss']) void agent.close().then(async () => {
+        await status?.close()
+        process.exit(0)
+      })
     })
     agent.on('rejected', (reason) => {
       log(`${agent.id}: the driver rejected this agent: ${reason}`)
@@ -52,7 +59,10 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       if (stopping) process.exit(1)
       stopping = true
       log(`${agent.id}: ${signal}: finishing running tasks and handing queued ones back`)
-      void agent.close().then(() => process.exit(process.exitCode ?? 0))
+      void agent.close().then(async () => {
+        await status?.close()
+        process.exit(process.exitCode ?? 0)
+      })
     }
     process.on('SIGINT', () => stop('SIGINT'))
     process.on('SIGTERM', () => stop('SIGTERM'))
@@ -61,5 +71,6 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
     await new Promise<void>((resolve) => agent.once('rejected', () => resolve()))
     clearInterval(keepAlive)
     await agent.close()
+    await status?.close()
   },
 }
