@@ -12,9 +12,13 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { promisify } from 'node:util'
-import { connect } from 'node:net'
 import type { TestContext } from 'node:test'
 import { CLI, type Proc } from './helpers.js'
+
+/** A process in a namespace; `stdout()` apart from the combined `output()`. */
+export interface NsProc extends Proc {
+  stdout(): string
+}
 
 const exec = promisify(execFile)
 
@@ -39,10 +43,10 @@ export interface Lab {
   readonly wrongKey: string
   /** Takes a host off the network (its link goes down) or puts it back. */
   setLink(host: NetHost, up: boolean): Promise<void>
-  /** Runs the `cluster` CLI inside the head namespace. */
-  cli(t: TestContext, args: string[], env?: Record<string, string>): Proc
-  /** Runs a node script inside the head namespace. */
-  node(t: TestContext, args: string[], env?: Record<string, string>): Proc
+  /** Runs the `cluster` CLI inside the head namespace (in `cwd`). */
+  cli(t: TestContext, args: string[], cwd?: string): NsProc
+  /** Runs a command inside a namespace. */
+  exec(t: TestContext, ns: string, argv: string[], cwd?: string): NsProc
   close(): Promise<void>
 }
 
@@ -67,13 +71,17 @@ export async function netnsUnavailable(): Promise<string | undefined> {
   return undefined
 }
 
-function spawnProc(argv: string[], env: Record<string, string>): Proc {
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
+function spawnProc(argv: string[], cwd: string | undefined): NsProc {
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], cwd })
   let out = ''
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()))
+  let stdout = ''
+  child.stdout!.on('data', (d: Buffer) => {
+    out += d.toString()
+    stdout += d.toString()
+  })
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()))
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
-  return { child, output: () => out, exited }
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)))
+  return { child, output: () => out, stdout: () => stdout, exited }
 }
 
 /** Waits until something accepts TCP connections at address:port inside a namespace (checked from the head). */
@@ -142,7 +150,7 @@ export async function createLab(count: number): Promise<Lab> {
     for (const k of [key, wrongKey, hostKey]) await exec('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', prefix, '-f', k])
     await writeFile(join(dir, 'authorized_keys'), await readFile(`${key}.pub`))
     const hostPub = (await readFile(`${hostKey}.pub`, 'utf8')).trim().split(' ').slice(0, 2).join(' ')
-    await writeFile(join(dir, 'known_hosts'), hosts.map((h) => `${h.address} ${hostPub}\n`).join(''))
+    await writeFile(join(dir, 'known_hosts'), hosts.map((h) => `${h.address} ${hostPub}\n[${h.address}]:2222 ${hostPub}\n`).join(''))
     const sshConfig = join(dir, 'ssh_config')
     await writeFile(
       sshConfig,
@@ -152,10 +160,11 @@ export async function createLab(count: number): Promise<Lab> {
     await chmod('/run/sshd', 0o755)
     for (const h of hosts) {
       const cfg = join(dir, `sshd_${h.address}.conf`)
+      // Two ports, so one host can stand for two lines of a hosts file.
       await writeFile(
         cfg,
         [
-          `ListenAddress ${h.address}`, 'Port 22', `HostKey ${hostKey}`, 'PidFile none', `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
+          `ListenAddress ${h.address}:22`, `ListenAddress ${h.address}:2222`, `HostKey ${hostKey}`, 'PidFile none', `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
           'StrictModes no', 'UsePAM no', 'PasswordAuthentication no', 'KbdInteractiveAuthentication no', 'PermitRootLogin prohibit-password',
           'PubkeyAuthentication yes', 'PrintMotd no', 'LogLevel ERROR', 'MaxStartups 200', 'MaxSessions 50', '',
         ].join('\n'),
@@ -165,8 +174,8 @@ export async function createLab(count: number): Promise<Lab> {
       sshds.push(sshd)
     }
     for (const h of hosts) await waitForPort(head.ns, h.address, 22, 10_000)
-    const run = (t: TestContext, argv: string[], env: Record<string, string> = {}) => {
-      const p = spawnProc(['ip', 'netns', 'exec', head.ns, process.execPath, ...argv], env)
+    const run = (t: TestContext, ns: string, argv: string[], cwd?: string) => {
+      const p = spawnProc(['ip', 'netns', 'exec', ns, ...argv], cwd)
       t.after(() => {
         if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL')
       })
@@ -181,24 +190,12 @@ export async function createLab(count: number): Promise<Lab> {
       key,
       wrongKey,
       setLink: (h, up) => ip('-n', h.ns, 'link', 'set', 'eth0', up ? 'up' : 'down'),
-      cli: (t, args, env) => run(t, [CLI, ...args], env),
-      node: (t, args, env) => run(t, args, env),
+      cli: (t, args, cwd) => run(t, head.ns, [process.execPath, CLI, ...args], cwd),
+      exec: (t, ns, argv, cwd) => run(t, ns, argv, cwd),
       close,
     }
   } catch (err) {
     await close()
     throw err
   }
-}
-
-/** True when something accepts TCP connections at host:port (from this namespace). */
-export function canConnect(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect(port, host)
-    s.on('connect', () => {
-      s.destroy()
-      resolve(true)
-    })
-    s.on('error', () => resolve(false))
-  })
 }

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process'
+import { rm } from 'node:fs/promises'
 import { AgentStartError, ClusterError, ConfigError, HostSetupError, SshError } from '../errors.js'
 import { VERSION } from '../version.js'
 import type { HostSpec } from './hosts-file.js'
@@ -265,7 +266,7 @@ export async function clusterUp(plan: HostsPlan, hosts: readonly HostSpec[], pro
     await head.close()
   }
   const now = Date.now()
-  await updateState(plan.stateFile, plan.name, (records, s) => {
+  const after = await updateState(plan.stateFile, plan.name, (records, s) => {
     s.head = plan.head
     for (const o of outcomes) {
       const before = records.get(o.spec.label)
@@ -294,5 +295,6 @@ export async function clusterUp(plan: HostsPlan, hosts: readonly HostSpec[], pro
       })
     }
   })
+  if (after.hosts.length === 0) await rm(plan.stateFile, { force: true })
   return { outcomes, head: head.registrar ? 'registrar' : 'driver' }
 }

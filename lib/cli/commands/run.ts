@@ -21,7 +21,9 @@ export const runCommand: CommandModule = {
   handler: async (a) => {
     const config = a['config'] !== undefined ? resolve(String(a['config'])) : findConfig()
     if (config === undefined) throw new ConfigError('cluster run needs a config: pass --config or put a cluster.config.{js,mjs,ts} here')
-    const args = ((a['args'] as unknown[] | undefined) ?? []).map(String)
+    // Words after `--` go to the script untouched (yargs would turn "007" into 7).
+    const dashes = process.argv.indexOf('--')
+    const args = [...((a['args'] as unknown[] | undefined) ?? []).map(String), ...(dashes >= 0 ? process.argv.slice(dashes + 1) : [])]
     const child = spawn(process.execPath, [String(a['script']), ...args], { stdio: 'inherit', env: { ...process.env, CLUSTER_CONFIG: config } })
     const forward = (signal: NodeJS.Signals) => child.kill(signal)
     process.on('SIGINT', forward)
