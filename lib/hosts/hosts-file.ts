@@ -91,12 +91,12 @@ export function parseHostsFile(text: string, file = 'hosts file'): HostSpec[] {
     const content = (hash >= 0 ? lines[i]!.slice(0, hash) : lines[i]!).trim()
     if (content === '') continue
     const [first, ...rest] = content.split(/\s+/)
-    if (first!.includes('=')) {
-      problems.push({ line, reason: `expected [user@]host[:port] first, got ${JSON.stringify(first)}` })
-      continue
-    }
     if (first!.startsWith('-')) {
       problems.push({ line, reason: `a host cannot start with "-": ${JSON.stringify(first)}` })
+      continue
+    }
+    if (first!.includes('=')) {
+      problems.push({ line, reason: `expected [user@]host[:port] first, got ${JSON.stringify(first)}` })
       continue
     }
     const target = parseTarget(first!)
