@@ -1,5 +1,6 @@
 export { Cluster } from './driver/cluster.js'
-export type { MapOptions, NodeInfo, ClusterStats, ClusterEvents } from './driver/cluster.js'
+export type { MapOptions, NodeInfo, ClusterStats, ClusterEvents, ClusterView, RetryInfo } from './driver/cluster.js'
+export type { TaskOptions, SpawnOptions } from './driver/policy.js'
 export type { TasksProxy, ActorRef } from './driver/proxies.js'
 export { Agent } from './agent/agent.js'
 export type { AgentState, AgentStats, AgentEvents } from './agent/agent.js'
@@ -22,6 +23,9 @@ export {
   NodeLostError,
   WorkerCrashedError,
   TaskTimeoutError,
+  OutOfMemoryError,
+  TaskCancelledError,
+  AuthError,
 } from './errors.js'
 export type { ClusterErrorCode } from './errors.js'
 export { PROTOCOL_VERSION } from './protocol/messages.js'

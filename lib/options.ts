@@ -29,6 +29,10 @@ export interface ClusterOptions {
   maxFrameBytes?: number
   /** Allow binding beyond loopback without authentication. Default false. */
   insecure?: boolean
+  /** Retries of a task after infrastructure failures (worker crash, out of memory, node lost). Default 3. */
+  maxRetries?: number
+  /** Further options of the local agents (thread recycling and memory limits). */
+  localAgentOptions?: Pick<AgentOptions, 'maxPoolBatch' | 'targetQueueMs' | 'maxTasksPerThread' | 'recycleHeapMb' | 'threadMemoryMb'>
 }
 
 export interface ResolvedClusterOptions {
@@ -42,6 +46,8 @@ export interface ResolvedClusterOptions {
   readonly nodeTimeoutMs: number
   readonly maxFrameBytes: number
   readonly insecure: boolean
+  readonly maxRetries: number
+  readonly localAgentOptions: Readonly<Pick<AgentOptions, 'maxPoolBatch' | 'targetQueueMs' | 'maxTasksPerThread' | 'recycleHeapMb' | 'threadMemoryMb'>>
 }
 
 export const CLUSTER_DEFAULTS = {
@@ -53,6 +59,7 @@ export const CLUSTER_DEFAULTS = {
   nodeTimeoutMs: 3000,
   maxFrameBytes: 64 * 1024 * 1024,
   insecure: false,
+  maxRetries: 3,
 } as const
 
 export interface AgentOptions {
@@ -66,6 +73,12 @@ export interface AgentOptions {
   /** Aim for about this much queued work per thread when granting credit, in ms. Default 20. */
   targetQueueMs?: number
   heartbeatMs?: number
+  /** Replace the pool's threads after each has run about this many tasks (0 = never). Default 0. */
+  maxTasksPerThread?: number
+  /** Replace the pool's threads when one reports a heap above this many MB after a batch (0 = never). Default 0. */
+  recycleHeapMb?: number
+  /** Hard heap limit of each worker thread in MB: a task that exceeds it fails with OutOfMemoryError. Default: Node's. */
+  threadMemoryMb?: number
   /** Declare the driver gone after this much silence, in ms. Default 3000. */
   driverTimeoutMs?: number
   maxFrameBytes?: number
@@ -80,6 +93,9 @@ export interface ResolvedAgentOptions {
   readonly maxPoolBatch: number
   readonly targetQueueMs: number
   readonly heartbeatMs: number
+  readonly maxTasksPerThread: number
+  readonly recycleHeapMb: number
+  readonly threadMemoryMb: number | undefined
   readonly driverTimeoutMs: number
   readonly maxFrameBytes: number
   readonly id: string | undefined
@@ -96,7 +112,8 @@ export const AGENT_DEFAULTS = {
 function positiveInt(name: string, v: unknown, fallback: number, min = 1): number {
   if (v === undefined) return fallback
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
-    throw new InvalidArgumentError(`options.${name} must be ${min === 0 ? 'a non-negative' : 'a positive'} integer, got ${describe(v)}`)
+    const what = min === 0 ? 'a non-negative integer' : min === 1 ? 'a positive integer' : `an integer ≥ ${min}`
+    throw new InvalidArgumentError(`options.${name} must be ${what}, got ${describe(v)}`)
   }
   return v
 }
@@ -158,6 +175,8 @@ export function resolveClusterOptions(o: ClusterOptions = {}): ResolvedClusterOp
     nodeTimeoutMs,
     maxFrameBytes: positiveInt('maxFrameBytes', o.maxFrameBytes, CLUSTER_DEFAULTS.maxFrameBytes, 1024),
     insecure: o.insecure ?? CLUSTER_DEFAULTS.insecure,
+    maxRetries: positiveInt('maxRetries', o.maxRetries, CLUSTER_DEFAULTS.maxRetries, 0),
+    localAgentOptions: Object.freeze({ ...o.localAgentOptions }),
   })
 }
 
@@ -173,6 +192,9 @@ export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
     maxPoolBatch: positiveInt('maxPoolBatch', o.maxPoolBatch, AGENT_DEFAULTS.maxPoolBatch),
     targetQueueMs: positiveInt('targetQueueMs', o.targetQueueMs, AGENT_DEFAULTS.targetQueueMs),
     heartbeatMs: positiveInt('heartbeatMs', o.heartbeatMs, AGENT_DEFAULTS.heartbeatMs),
+    maxTasksPerThread: positiveInt('maxTasksPerThread', o.maxTasksPerThread, 0, 0),
+    recycleHeapMb: positiveInt('recycleHeapMb', o.recycleHeapMb, 0, 0),
+    threadMemoryMb: o.threadMemoryMb === undefined ? undefined : positiveInt('threadMemoryMb', o.threadMemoryMb, 0, 16),
     driverTimeoutMs: positiveInt('driverTimeoutMs', o.driverTimeoutMs, AGENT_DEFAULTS.driverTimeoutMs),
     maxFrameBytes: positiveInt('maxFrameBytes', o.maxFrameBytes, AGENT_DEFAULTS.maxFrameBytes, 1024),
     id: o.id,

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto'
 import { Piscina } from 'piscina'
 import { resolveAgentOptions, type AgentOptions, type ResolvedAgentOptions } from '../options.js'
 import { loadCatalog } from '../tasks-module.js'
-import { ClusterError, ProtocolError, WorkerCrashedError, toWireError } from '../errors.js'
+import { ClusterError, OutOfMemoryError, ProtocolError, TaskTimeoutError, WorkerCrashedError, toWireError } from '../errors.js'
 import { decode, encode, header, parseFlatBody, parseHeader, type Header } from '../protocol/codec.js'
 import { ActorOp, MsgType, Status, type HelloInfo } from '../protocol/messages.js'
 import { ZmqAgentTransport } from '../transport/zmq.js'
@@ -28,11 +28,19 @@ export interface AgentStats {
   badFrames: number
   batches: number
   window: number
+  /** Pool batches whose worker thread died (crash, out of memory, timeout). */
+  threadsLost: number
+  /** Times the pool's threads were replaced by maxTasksPerThread or recycleHeapMb. */
+  recycles: number
 }
 
 interface QueuedFrame {
   body: Uint8Array
   count: number
+  /** Run alone, under this limit: the thread is replaced if it runs over. */
+  timeoutMs: number | undefined
+  /** Run alone: split out of a batch whose thread died, to find the task that killed it. */
+  solo: boolean
 }
 
 /** Tasks per thread the credit window may grow to. */
@@ -55,9 +63,11 @@ const START_PER_THREAD = 2
 export class Agent extends EventEmitter<AgentEvents> {
   readonly id: string
   readonly options: ResolvedAgentOptions
-  readonly stats: AgentStats = { tasksDone: 0, badFrames: 0, batches: 0, window: 0 }
+  readonly stats: AgentStats = { tasksDone: 0, badFrames: 0, batches: 0, window: 0, threadsLost: 0, recycles: 0 }
   private readonly transport: AgentTransport
-  private readonly pool: Piscina<PoolBatch, PoolResult>
+  private pool: Piscina<PoolBatch, PoolResult>
+  private tasksSinceRecycle = 0
+  private readonly retiring = new Set<Promise<void>>()
   private hosts: ActorHosts
   private readonly hello: HelloInfo
   private _state: AgentState = 'connecting'
@@ -92,14 +102,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       actors,
       window: this.window,
     }
-    this.pool = new Piscina<PoolBatch, PoolResult>({
-      filename: new URL('./worker.js', import.meta.url).href,
-      workerData: { tasks: options.tasks },
-      minThreads: options.threads,
-      maxThreads: options.threads,
-      concurrentTasksPerWorker: 1,
-      idleTimeout: Number.MAX_SAFE_INTEGER,
-    })
+    this.pool = this.newPool()
     this.hosts = this.newHosts()
     this.transport = new ZmqAgentTransport({ connect: options.connect, identity: this.id, maxFrameBytes: options.maxFrameBytes })
   }
@@ -126,6 +129,34 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (this._state === 'ready') return Promise.resolve()
     if (this._state === 'closed') return Promise.reject(new ClusterError('ERR_CLUSTER_CLOSED', 'agent is closed'))
     return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }))
+  }
+
+  private newPool(): Piscina<PoolBatch, PoolResult> {
+    const { threads, tasks, threadMemoryMb } = this.options
+    return new Piscina<PoolBatch, PoolResult>({
+      filename: new URL('./worker.js', import.meta.url).href,
+      workerData: { tasks },
+      minThreads: threads,
+      maxThreads: threads,
+      concurrentTasksPerWorker: 1,
+      idleTimeout: Number.MAX_SAFE_INTEGER,
+      ...(threadMemoryMb === undefined ? {} : { resourceLimits: { maxOldGenerationSizeMb: threadMemoryMb } }),
+    })
+  }
+
+  /**
+   * Replaces every pool thread: new batches go to a fresh pool while the old
+   * one finishes what it runs, then stops. Piscina cannot retire one chosen
+   * thread, so a leaking tasks module is contained by retiring them all.
+   */
+  private recyclePool(): void {
+    this.stats.recycles++
+    this.tasksSinceRecycle = 0
+    const old = this.pool
+    this.pool = this.newPool()
+    const done = old.close().catch(() => old.destroy())
+    this.retiring.add(done)
+    void done.finally(() => this.retiring.delete(done))
   }
 
   private newHosts(): ActorHosts {
@@ -189,7 +220,7 @@ export class Agent extends EventEmitter<AgentEvents> {
           return
         case MsgType.Tasks:
           if (!parts[1]) throw new ProtocolError('task frame without a body')
-          this.queue.push({ body: parts[1], count: h.count })
+          this.queue.push({ body: parts[1], count: h.count, timeoutMs: h.timeoutMs, solo: h.timeoutMs !== undefined })
           this.queued += h.count
           this.pump()
           return
@@ -226,19 +257,26 @@ export class Agent extends EventEmitter<AgentEvents> {
     while (this.inflight < threads * 2 && this.queue.length > 0 && this._state === 'ready') {
       const target = Math.min(this.options.maxPoolBatch, Math.max(1, Math.ceil(this.queued / threads)))
       const bodies: Uint8Array[] = []
-      let n = 0
-      do {
-        const f = this.queue.shift()!
-        bodies.push(f.body)
-        n += f.count
-      } while (this.queue.length > 0 && n + this.queue.peek()!.count <= target)
+      const first = this.queue.shift()!
+      bodies.push(first.body)
+      let n = first.count
+      // Timed and isolated frames run alone; others are grouped up to about one thread's share.
+      if (!first.solo) {
+        while (this.queue.length > 0 && !this.queue.peek()!.solo && n + this.queue.peek()!.count <= target) {
+          const f = this.queue.shift()!
+          bodies.push(f.body)
+          n += f.count
+        }
+      }
       this.queued -= n
       this.inflight++
       this.busyTasks += n
       const driver = this.nodeId
-      this.pool.run({ bodies }).then(
+      const pool = this.pool
+      const signal = first.timeoutMs === undefined ? undefined : AbortSignal.timeout(first.timeoutMs)
+      pool.run({ bodies }, signal ? { signal } : {}).then(
         (r) => this.onBatchDone(driver, r, n),
-        (err: Error) => this.onBatchFailed(driver, bodies, n, err),
+        (err: Error) => this.onBatchFailed(driver, bodies, n, err, first.timeoutMs),
       )
     }
   }
@@ -253,23 +291,49 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.transport.send([header(MsgType.Results, r.count), r.results])
     }
     if (r.count > 0) this.adaptWindow(r.elapsedMs / r.count)
+    this.tasksSinceRecycle += r.count
+    const { maxTasksPerThread, recycleHeapMb, threads } = this.options
+    if ((maxTasksPerThread > 0 && this.tasksSinceRecycle >= maxTasksPerThread * threads) || (recycleHeapMb > 0 && r.heapMb > recycleHeapMb)) {
+      this.recyclePool()
+    }
     this.pump()
   }
 
-  private onBatchFailed(driver: string | undefined, bodies: Uint8Array[], n: number, err: Error): void {
+  /**
+   * The thread running a batch died or was stopped. With several tasks in the
+   * batch we cannot tell which one did it: run each alone, at the front of
+   * the queue. A task that fails alone is reported, with the cause, for the
+   * driver to retry on its infrastructure budget or give up.
+   */
+  private onBatchFailed(driver: string | undefined, bodies: Uint8Array[], n: number, err: Error, timeoutMs: number | undefined): void {
     this.batchSettled(n)
-    const wire = toWireError(new WorkerCrashedError(`worker thread failed while running a batch: ${err.message}`, { cause: err }))
-    const out: unknown[] = []
+    this.stats.threadsLost++
+    const items: unknown[] = []
     for (const body of bodies) {
       try {
-        const items = decode(body) as unknown[]
-        for (let i = 0; i + 2 < items.length; i += 3) out.push(items[i], Status.Failed, wire)
+        const decoded = decode(body)
+        if (Array.isArray(decoded) && decoded.length % 3 === 0) items.push(...decoded)
+        else this.stats.badFrames++
       } catch {
         this.stats.badFrames++
       }
     }
-    if (driver !== undefined && driver === this.nodeId && out.length > 0) {
-      this.transport.send([header(MsgType.Results, out.length / 3), encode(out)])
+    const stale = driver === undefined || driver !== this.nodeId
+    if (!stale && items.length > 3) {
+      for (let i = items.length - 3; i >= 0; i -= 3) {
+        this.queue.unshift({ body: encode(items.slice(i, i + 3)), count: 1, timeoutMs: undefined, solo: true })
+      }
+      this.queued += items.length / 3
+    } else if (!stale && items.length === 3) {
+      const name = String(items[1])
+      const code = (err as { code?: unknown }).code
+      const cause =
+        timeoutMs !== undefined && err.name === 'AbortError'
+          ? new TaskTimeoutError(`task "${name}" ran longer than its timeout of ${timeoutMs} ms; its thread was stopped and replaced`)
+          : code === 'ERR_WORKER_OUT_OF_MEMORY'
+            ? new OutOfMemoryError(`task "${name}" ran its worker thread out of memory: ${err.message}`, { cause: err })
+            : new WorkerCrashedError(`task "${name}" crashed its worker thread: ${err.message}`, { cause: err })
+      this.transport.send([header(MsgType.Results, 1), encode([items[0], Status.Failed, toWireError(cause)])])
     }
     this.pump()
   }
@@ -364,6 +428,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     for (const w of this.readyWaiters.splice(0)) w.reject(new ClusterError('ERR_CLUSTER_CLOSED', `agent ${this.id} closed before a driver welcomed it`))
     await this.hosts.close()
     await this.pool.destroy()
+    await Promise.all(this.retiring)
     await this.transport.close()
   }
 

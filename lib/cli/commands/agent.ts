@@ -10,6 +10,9 @@ interface AgentArgs {
   'max-frame-bytes'?: number
   'exit-on-driver-loss': boolean
   id?: string
+  'max-tasks-per-thread'?: number
+  'recycle-heap-mb'?: number
+  'thread-memory-mb'?: number
 }
 
 const log = (line: string) => process.stderr.write(`[agent] ${line}\n`)
@@ -26,7 +29,10 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       .option('driver-timeout-ms', { type: 'number', describe: 'declare the driver gone after this much silence (default 3000)' })
       .option('max-frame-bytes', { type: 'number', describe: 'largest frame accepted (default 64 MiB)' })
       .option('exit-on-driver-loss', { type: 'boolean', default: false, describe: 'exit when the driver goes away instead of waiting for the next one' })
-      .option('id', { type: 'string', describe: 'stable agent identity (default: host-pid-random)' }),
+      .option('id', { type: 'string', describe: 'stable agent identity (default: host-pid-random)' })
+      .option('max-tasks-per-thread', { type: 'number', describe: 'replace the threads after each ran about this many tasks (default: never)' })
+      .option('recycle-heap-mb', { type: 'number', describe: 'replace the threads when one holds more heap than this after a batch (default: never)' })
+      .option('thread-memory-mb', { type: 'number', describe: 'hard heap limit per thread; a task over it fails with OutOfMemoryError' }),
   handler: async (args) => {
     const agent = await Agent.start({
       connect: args.connect,
@@ -36,6 +42,9 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       driverTimeoutMs: args['driver-timeout-ms'],
       maxFrameBytes: args['max-frame-bytes'],
       id: args.id,
+      maxTasksPerThread: args['max-tasks-per-thread'],
+      recycleHeapMb: args['recycle-heap-mb'],
+      threadMemoryMb: args['thread-memory-mb'],
     })
     log(`${agent.id}: ${agent.options.threads} threads, waiting for the driver at ${args.connect}`)
     agent.on('driver:joined', () => log(`${agent.id}: joined the driver at ${args.connect}`))
