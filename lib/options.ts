@@ -1,5 +1,6 @@
 import { availableParallelism } from 'node:os'
 import { InvalidArgumentError } from './errors.js'
+import type { CurveOptions } from './transport/curve.js'
 
 /** Where the task functions and actor classes live: a module path or URL. */
 export type TasksModule = string | URL
@@ -29,6 +30,8 @@ export interface ClusterOptions {
   maxFrameBytes?: number
   /** Allow binding beyond loopback without authentication. Default false. */
   insecure?: boolean
+  /** CURVE authentication and encryption (see `cluster keys`); required to listen beyond loopback unless `insecure`. */
+  curve?: CurveOptions
   /** Retries of a task after infrastructure failures (worker crash, out of memory, node lost). Default 3. */
   maxRetries?: number
   /** Further options of the local agents (thread recycling and memory limits). */
@@ -46,6 +49,7 @@ export interface ResolvedClusterOptions {
   readonly nodeTimeoutMs: number
   readonly maxFrameBytes: number
   readonly insecure: boolean
+  readonly curve: CurveOptions | undefined
   readonly maxRetries: number
   readonly localAgentOptions: Readonly<Pick<AgentOptions, 'maxPoolBatch' | 'targetQueueMs' | 'maxTasksPerThread' | 'recycleHeapMb' | 'threadMemoryMb'>>
 }
@@ -84,6 +88,8 @@ export interface AgentOptions {
   maxFrameBytes?: number
   /** A stable identity for the agent; default random. */
   id?: string
+  /** CURVE keys: the driver's public key and this agent's key pair (see `cluster keys`). */
+  curve?: CurveOptions
 }
 
 export interface ResolvedAgentOptions {
@@ -99,6 +105,7 @@ export interface ResolvedAgentOptions {
   readonly driverTimeoutMs: number
   readonly maxFrameBytes: number
   readonly id: string | undefined
+  readonly curve: CurveOptions | undefined
 }
 
 export const AGENT_DEFAULTS = {
@@ -175,6 +182,7 @@ export function resolveClusterOptions(o: ClusterOptions = {}): ResolvedClusterOp
     nodeTimeoutMs,
     maxFrameBytes: positiveInt('maxFrameBytes', o.maxFrameBytes, CLUSTER_DEFAULTS.maxFrameBytes, 1024),
     insecure: o.insecure ?? CLUSTER_DEFAULTS.insecure,
+    curve: o.curve,
     maxRetries: positiveInt('maxRetries', o.maxRetries, CLUSTER_DEFAULTS.maxRetries, 0),
     localAgentOptions: Object.freeze({ ...o.localAgentOptions }),
   })
@@ -198,6 +206,7 @@ export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
     driverTimeoutMs: positiveInt('driverTimeoutMs', o.driverTimeoutMs, AGENT_DEFAULTS.driverTimeoutMs),
     maxFrameBytes: positiveInt('maxFrameBytes', o.maxFrameBytes, AGENT_DEFAULTS.maxFrameBytes, 1024),
     id: o.id,
+    curve: o.curve,
   })
 }
 

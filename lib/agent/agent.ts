@@ -8,6 +8,7 @@ import { ClusterError, OutOfMemoryError, ProtocolError, TaskTimeoutError, Worker
 import { decode, encode, header, parseFlatBody, parseHeader, type Header } from '../protocol/codec.js'
 import { ActorOp, MsgType, Status, type HelloInfo } from '../protocol/messages.js'
 import { ZmqAgentTransport } from '../transport/zmq.js'
+import { resolveAgentCurve, type AgentCurve } from '../transport/curve.js'
 import type { AgentTransport, Parts } from '../transport/transport.js'
 import { ActorHosts } from '../actors/host.js'
 import type { HostReply, HostRequest } from '../actors/host-worker.js'
@@ -21,6 +22,8 @@ export interface AgentEvents {
   'driver:joined': [nodeId: string]
   'driver:lost': [reason: string]
   rejected: [reason: string]
+  /** The driver refused the security handshake (CURVE keys); the agent keeps retrying. */
+  'auth:failed': [message: string]
 }
 
 export interface AgentStats {
@@ -87,7 +90,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   private drained: (() => void) | undefined
   private closing: Promise<void> | undefined
 
-  private constructor(options: ResolvedAgentOptions, tasks: string[], actors: string[]) {
+  private constructor(options: ResolvedAgentOptions, tasks: string[], actors: string[], curve: AgentCurve | undefined) {
     super()
     this.options = options
     this.id = options.id ?? `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`
@@ -104,7 +107,13 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
     this.pool = this.newPool()
     this.hosts = this.newHosts()
-    this.transport = new ZmqAgentTransport({ connect: options.connect, identity: this.id, maxFrameBytes: options.maxFrameBytes })
+    this.transport = new ZmqAgentTransport({
+      connect: options.connect,
+      identity: this.id,
+      maxFrameBytes: options.maxFrameBytes,
+      curve,
+      onHandshakeError: (message) => this.emit('auth:failed', message),
+    })
   }
 
   /**
@@ -114,8 +123,9 @@ export class Agent extends EventEmitter<AgentEvents> {
    */
   static async start(options: AgentOptions): Promise<Agent> {
     const resolved = resolveAgentOptions(options)
+    const curve = resolved.curve ? resolveAgentCurve(resolved.curve) : undefined
     const catalog = await loadCatalog(resolved.tasks, `agent ${hostname()}`)
-    const agent = new Agent(resolved, [...catalog.functions.keys()], [...catalog.classes.keys()])
+    const agent = new Agent(resolved, [...catalog.functions.keys()], [...catalog.classes.keys()], curve)
     await agent.run()
     return agent
   }

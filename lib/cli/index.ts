@@ -2,6 +2,7 @@ import yargs from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import { agentCommand } from './commands/agent.js'
 import { benchCommand } from './commands/bench.js'
+import { keysCommand } from './commands/keys.js'
 import { VERSION } from '../version.js'
 import { ClusterError } from '../errors.js'
 
@@ -16,7 +17,8 @@ export async function main(argv = hideBin(process.argv)): Promise<void> {
     .version(VERSION)
     .command(agentCommand)
     .command(benchCommand)
-    .demandCommand(1, 'name a command: agent or bench')
+    .command(keysCommand)
+    .demandCommand(1, 'name a command: agent, bench or keys')
     .strict()
     .help()
     .fail((msg, err, y) => {

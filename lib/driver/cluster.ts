@@ -20,6 +20,7 @@ import { encode, findUnserializable, header, parseFlatBody, parseHeader, Version
 import { ActorOp, MsgType, Status, type HelloInfo } from '../protocol/messages.js'
 import { loadCatalog, type Catalog } from '../tasks-module.js'
 import { ZmqDriverTransport } from '../transport/zmq.js'
+import { newKeyPair, registerZapDomain, resolveDriverCurve, unregisterZapDomain, type DriverCurve, type KeyPair } from '../transport/curve.js'
 import type { DriverTransport, Parts, TransportStats } from '../transport/transport.js'
 import { Deque } from '../util/deque.js'
 import { makeActorRef, makeTasksProxy, type ActorRef, type TasksProxy } from './proxies.js'
@@ -66,6 +67,8 @@ export interface ClusterStats {
   lateResultsDropped: number
   nodesLost: number
   badFrames: number
+  /** Connections refused by CURVE authentication (unlisted or wrong agent keys). */
+  authDenied: number
   nodes: number
   transport: TransportStats
 }
@@ -171,6 +174,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   readonly options: ResolvedClusterOptions
   private readonly transport: DriverTransport
   private readonly localAddress: string | undefined
+  private readonly curve: DriverCurve | undefined
+  private readonly zapDomain: string | undefined
+  private readonly localKey: KeyPair | undefined
+  private authDenied: { denied: number } | undefined
   private readonly catalog: Catalog | undefined
   private readonly nodesByPeer = new Map<string, NodeState>()
   private readonly ledger = new Map<number, Entry>()
@@ -200,13 +207,22 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     badFrames: 0,
   }
 
-  private constructor(options: ResolvedClusterOptions, catalog: Catalog | undefined) {
+  private constructor(options: ResolvedClusterOptions, catalog: Catalog | undefined, curve: DriverCurve | undefined) {
     super()
     this.options = options
     this.catalog = catalog
+    this.zapDomain = curve ? `actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}` : undefined
+    this.curve = curve
+    // Local agents get a key pair of their own, accepted by this driver alone.
+    this.localKey = curve && options.localAgents > 0 ? newKeyPair() : undefined
     this.localAddress =
       options.localAgents > 0 && options.localTransport === 'inproc' ? `inproc://actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}` : undefined
-    this.transport = new ZmqDriverTransport({ listen: options.listen, inproc: this.localAddress, maxFrameBytes: options.maxFrameBytes })
+    this.transport = new ZmqDriverTransport({
+      listen: options.listen,
+      inproc: this.localAddress,
+      maxFrameBytes: options.maxFrameBytes,
+      curve: curve && this.zapDomain ? { server: curve.server, zapDomain: this.zapDomain } : undefined,
+    })
   }
 
   /**
@@ -217,15 +233,26 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    */
   static async start(options: ClusterOptions = {}): Promise<Cluster> {
     const resolved = resolveClusterOptions(options)
-    if (!resolved.insecure && !isLoopbackEndpoint(resolved.listen)) {
+    if (!resolved.insecure && !resolved.curve && !isLoopbackEndpoint(resolved.listen)) {
       throw new TransportError(
-        `refusing to listen on ${resolved.listen} without authentication: only loopback addresses may be used unless insecure: true (--insecure) is given`,
+        `refusing to listen on ${resolved.listen} without authentication: give curve keys (cluster keys), or insecure: true (--insecure) to allow any peer; loopback addresses need neither`,
         { code: 'ERR_INSECURE_BIND' },
       )
     }
+    const curve = resolved.curve ? resolveDriverCurve(resolved.curve) : undefined
     const catalog = resolved.tasks === undefined ? undefined : await loadCatalog(resolved.tasks, 'the driver')
-    const cluster = new Cluster(resolved, catalog)
-    await cluster.transport.bind()
+    const cluster = new Cluster(resolved, catalog, curve)
+    if (curve && cluster.zapDomain) {
+      const allowed = [...curve.authorizedAgents]
+      if (cluster.localKey) allowed.push(cluster.localKey.publicKey)
+      cluster.authDenied = await registerZapDomain(cluster.zapDomain, allowed)
+    }
+    try {
+      await cluster.transport.bind()
+    } catch (err) {
+      if (cluster.zapDomain) await unregisterZapDomain(cluster.zapDomain)
+      throw err
+    }
     cluster.transport.start((peer, parts) => cluster.onMessage(peer, parts))
     cluster.timer = setInterval(() => cluster.tick(), resolved.heartbeatMs)
     cluster.timer.unref()
@@ -250,6 +277,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         heartbeatMs,
         driverTimeoutMs: nodeTimeoutMs,
         maxFrameBytes,
+        curve: this.curve && this.localKey ? { serverPublicKey: this.curve.server.publicKey, agentKey: this.localKey } : undefined,
       })
       this.localAgents.push(agent)
       this.localIds.add(agent.id)
@@ -281,7 +309,14 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     for (const n of this.nodesByPeer.values()) inFlight += n.inFlight
     let queued = 0
     for (const e of this.pending) if (!e.settled) queued++
-    return { ...this.counters, queued, inFlight, nodes: this.nodesByPeer.size, transport: { ...this.transport.stats } }
+    return {
+      ...this.counters,
+      authDenied: this.authDenied?.denied ?? 0,
+      queued,
+      inFlight,
+      nodes: this.nodesByPeer.size,
+      transport: { ...this.transport.stats },
+    }
   }
 
   // --- tasks -------------------------------------------------------------------
@@ -973,6 +1008,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
     this.nodesByPeer.clear()
     await this.transport.close()
+    if (this.zapDomain) await unregisterZapDomain(this.zapDomain)
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -1,6 +1,7 @@
 import * as zmq from 'zeromq'
 import { TransportError } from '../errors.js'
 import { newStats, partsBytes, type AgentTransport, type DriverTransport, type Parts } from './transport.js'
+import type { AgentCurve, KeyPair } from './curve.js'
 
 export interface ZmqDriverTransportOptions {
   listen: string
@@ -8,6 +9,8 @@ export interface ZmqDriverTransportOptions {
   inproc?: string
   maxFrameBytes: number
   onSendError?: (peer: string, err: Error) => void
+  /** CURVE: the server key pair, and the ZAP domain under which accepted agent keys are registered. */
+  curve?: { server: KeyPair; zapDomain: string }
 }
 
 /** Messages queued for one peer before sends fail fast (flow control keeps us far below). */
@@ -33,6 +36,9 @@ export class ZmqDriverTransport implements DriverTransport {
       sendHighWaterMark: SEND_HWM,
       receiveHighWaterMark: SEND_HWM,
       maxMessageSize: options.maxFrameBytes,
+      ...(options.curve
+        ? { curveServer: true, curveSecretKey: options.curve.server.secretKey, curvePublicKey: options.curve.server.publicKey, zapDomain: options.curve.zapDomain }
+        : {}),
     })
   }
 
@@ -101,6 +107,9 @@ export interface ZmqAgentTransportOptions {
   connect: string
   identity: string
   maxFrameBytes: number
+  curve?: AgentCurve
+  /** Called when the driver refuses the handshake (wrong or unlisted CURVE keys, or a peer without CURVE). */
+  onHandshakeError?: (message: string) => void
 }
 
 /** The agent's side: one DEALER socket that reconnects on its own. */
@@ -119,7 +128,16 @@ export class ZmqAgentTransport implements AgentTransport {
       maxMessageSize: options.maxFrameBytes,
       reconnectInterval: 100,
       reconnectMaxInterval: 1000,
+      ...(options.curve
+        ? { curveServerKey: options.curve.serverPublicKey, curvePublicKey: options.curve.agentKey.publicKey, curveSecretKey: options.curve.agentKey.secretKey }
+        : {}),
     })
+    const report = options.onHandshakeError
+    if (report) {
+      this.socket.events.on('handshake:error:auth', (e) => report(`authentication refused by ${e.address}: ${e.error.message}`))
+      this.socket.events.on('handshake:error:protocol', (e) => report(`security handshake with ${e.address} failed: ${e.error.message}`))
+      this.socket.events.on('handshake:error:other', (e) => report(`security handshake with ${e.address} failed: ${e.error.message}`))
+    }
   }
 
   async connect(): Promise<void> {

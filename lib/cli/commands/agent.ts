@@ -13,6 +13,8 @@ interface AgentArgs {
   'max-tasks-per-thread'?: number
   'recycle-heap-mb'?: number
   'thread-memory-mb'?: number
+  keys?: string
+  'server-key'?: string
 }
 
 const log = (line: string) => process.stderr.write(`[agent] ${line}\n`)
@@ -32,7 +34,9 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       .option('id', { type: 'string', describe: 'stable agent identity (default: host-pid-random)' })
       .option('max-tasks-per-thread', { type: 'number', describe: 'replace the threads after each ran about this many tasks (default: never)' })
       .option('recycle-heap-mb', { type: 'number', describe: 'replace the threads when one holds more heap than this after a batch (default: never)' })
-      .option('thread-memory-mb', { type: 'number', describe: 'hard heap limit per thread; a task over it fails with OutOfMemoryError' }),
+      .option('thread-memory-mb', { type: 'number', describe: 'hard heap limit per thread; a task over it fails with OutOfMemoryError' })
+      .option('keys', { type: 'string', describe: 'CURVE keys directory from `cluster keys` (server.pub and agent.json)' })
+      .option('server-key', { type: 'string', describe: "the driver's CURVE public key (overrides server.pub)" }),
   handler: async (args) => {
     const agent = await Agent.start({
       connect: args.connect,
@@ -45,6 +49,7 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       maxTasksPerThread: args['max-tasks-per-thread'],
       recycleHeapMb: args['recycle-heap-mb'],
       threadMemoryMb: args['thread-memory-mb'],
+      curve: args.keys !== undefined || args['server-key'] !== undefined ? { dir: args.keys, serverPublicKey: args['server-key'] } : undefined,
     })
     log(`${agent.id}: ${agent.options.threads} threads, waiting for the driver at ${args.connect}`)
     agent.on('driver:joined', () => log(`${agent.id}: joined the driver at ${args.connect}`))
@@ -52,6 +57,7 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       log(`${agent.id}: lost the driver (${reason})${args['exit-on-driver-loss'] ? '; exiting' : '; waiting for the next one'}`)
       if (args['exit-on-driver-loss']) void agent.close().then(() => process.exit(0))
     })
+    agent.on('auth:failed', (message) => log(`${agent.id}: ${message} — check the keys (cluster keys) on both sides`))
     agent.on('rejected', (reason) => {
       log(`${agent.id}: the driver rejected this agent: ${reason}`)
       process.exitCode = 1
