@@ -819,7 +819,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
     const node = this.nodesByPeer.get(peer)
     if (!node) {
-      // An agent from before a restart or a loss: tell it to introduce itself again.
+      // A peer that never said Hello, or an agent from before a restart or a loss:
+      // drop its frame, and tell it to introduce itself again.
+      this.counters.badFrames++
       const last = this.byeSent.get(peer) ?? 0
       if (Date.now() - last > 1000) {
         if (this.byeSent.size > 10_000) this.byeSent.clear()
@@ -944,13 +946,19 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       } else if (how === 'lost' && e.crashes >= (e.policy?.maxRetries ?? this.options.maxRetries)) {
         this.fail(e, new NodeLostError(`task "${e.name}" was on node ${node.info.agentId} when it was lost (${reason}), after ${e.crashes} earlier infrastructure failures`))
       } else {
-        if (how === 'lost') e.crashes++
         e.node = undefined
         requeue.push(e)
+        if (how === 'lost') {
+          e.crashes++
+          if (this.listenerCount('task:retried') > 0) {
+            this.emit('task:retried', { id: e.id, name: e.name, cause: new NodeLostError(`node ${node.info.agentId} was lost (${reason})`), attempt: e.crashes + e.tries })
+          }
+        }
       }
     }
     for (let i = requeue.length - 1; i >= 0; i--) this.pending.unshift(requeue[i]!)
     this.counters.requeued += requeue.length
+    if (how === 'lost') this.counters.tasksRetried += requeue.length
     for (const rec of this.actors.values()) {
       if (rec.node !== node || rec.state !== 'running') continue
       if (rec.restart && !this.closing) {

@@ -115,3 +115,13 @@ test('a driver that dies: agents notice, go idle, and serve the next driver; --e
   await waitFor(() => next.nodes().length === 1, 15_000, 'the idle agent to join the next driver')
   assert.equal(await next.call('whoami'), stays.child.pid)
 })
+
+test('cluster bench chaos: agents killed and replaced during a job, nothing lost or delivered twice', async (t) => {
+  const p = runCli(t, ['bench', 'chaos', '--tasks', '4000', '--agents', '3', '--kill-every-ms', '600', '--task-us', '500', '--heartbeat-ms', '200', '--node-timeout-ms', '800', '--json'])
+  assert.equal(await p.exited, 0, p.output())
+  const r = JSON.parse(p.output()) as { lost: number; duplicates: number; kills: { recoveryMs?: number }[]; ok: boolean }
+  assert.equal(r.lost, 0)
+  assert.equal(r.duplicates, 0)
+  assert.ok(r.kills.length >= 1)
+  assert.equal(r.ok, true)
+})
