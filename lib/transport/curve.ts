@@ -73,12 +73,16 @@ function readPair(path: string, what: string): KeyPair {
   return { publicKey: checkKey(`${what} publicKey (${path})`, o['publicKey']), secretKey: checkKey(`${what} secretKey (${path})`, o['secretKey']) }
 }
 
-/** One key per line; `#` starts a comment. */
+/**
+ * One key per line; a line starting with `#` is a comment, and anything after
+ * the key (separated by white space) is ignored. (`#` is itself a Z85 digit,
+ * so it cannot start a comment inside a line.)
+ */
 export function parseKeyList(text: string, source: string): string[] {
   const keys: string[] = []
   text.split('\n').forEach((raw, i) => {
-    const line = raw.replace(/#.*/, '').trim()
-    if (line) keys.push(checkKey(`${source} line ${i + 1}`, line))
+    const line = raw.trim()
+    if (line && !line.startsWith('#')) keys.push(checkKey(`${source} line ${i + 1}`, line.split(/\s+/)[0]))
   })
   return keys
 }
