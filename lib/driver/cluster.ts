@@ -153,7 +153,6 @@ interface Entry {
   tries: number
   /** Retries spent on infrastructure failures (crash, out of memory, node lost). */
   crashes: number
-  onAbort: (() => void) | undefined
 }
 
 /**
@@ -345,6 +344,13 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   with(options: TaskOptions & SpawnOptions): ClusterView {
     const policy = resolvePolicy(options, this.options.maxRetries)
     const restart = resolveRestart(options)
+    // One listener per view, not per call: on abort, the view's unsettled tasks are withdrawn.
+    const { signal } = policy
+    signal?.addEventListener(
+      'abort',
+      () => this.withdrawAll(policy, () => new TaskCancelledError('the task was cancelled', { cause: signal.reason })),
+      { once: true },
+    )
     return {
       call: <R>(name: string, ...args: unknown[]) => this.submit(name, args, policy) as Promise<R>,
       tasks: <M extends object>() => makeTasksProxy<M>((name, args) => this.submit(name, args, policy)),
@@ -370,14 +376,12 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   }
 
   private submit(name: string, args: unknown[], policy: Policy | undefined): Promise<unknown> {
-    return new Promise((resolve, reject) => {
-      const entry = this.enqueue(name, args, policy, resolve, reject)
-      const signal = policy?.signal
-      if (entry && signal) {
-        entry.onAbort = () => this.withdraw(entry, new TaskCancelledError(`task "${name}" was cancelled`, { cause: signal.reason }))
-        signal.addEventListener('abort', entry.onAbort, { once: true })
-      }
-    })
+    return new Promise((resolve, reject) => this.enqueue(name, args, policy, resolve, reject))
+  }
+
+  /** Withdraws every unsettled task submitted under `policy` (one view, or one map). */
+  private withdrawAll(policy: Policy, err: () => Error): void {
+    for (const e of this.ledger.values()) if (e.policy === policy) this.withdraw(e, err())
   }
 
   /** Checks a task and queues it; on a bad task calls `reject` at once and returns undefined. */
@@ -404,7 +408,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.counters.tasksSubmitted++
     const entry: Entry = {
       id: this.nextId++, name, args, resolve, reject, node: undefined, settled: false, actor: undefined, op: ActorOp.Call,
-      policy, tries: 0, crashes: 0, onAbort: undefined,
+      policy, tries: 0, crashes: 0,
     }
     this.ledger.set(entry.id, entry)
     this.pending.push(entry)
@@ -424,7 +428,6 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private settle(e: Entry): void {
     e.settled = true
     this.ledger.delete(e.id)
-    if (e.onAbort) e.policy?.signal?.removeEventListener('abort', e.onAbort)
   }
 
   /** Sends a task again after a failed attempt, if its budget allows. */
@@ -536,7 +539,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       // break, a failure or a cancellation leaves no work behind.
       if (yielded < taken) {
         const err = cancelled()
-        for (const e of this.ledger.values()) if (e.policy === policy) this.withdraw(e, err)
+        this.withdrawAll(policy, () => err)
       }
       if (!exhausted) await source.return?.()
     }
@@ -660,7 +663,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     return new Promise((resolve, reject) => {
       const entry: Entry = {
         id: this.nextId++, name, args, resolve, reject, node: rec.node, settled: false, actor: rec, op,
-        policy: undefined, tries: 0, crashes: 0, onAbort: undefined,
+        policy: undefined, tries: 0, crashes: 0,
       }
       this.ledger.set(entry.id, entry)
       rec.node.actorQueue.push(entry)
