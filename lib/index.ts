@@ -1,5 +1,6 @@
 export { Cluster } from './driver/cluster.js'
-export type { MapOptions, NodeInfo, ClusterStats, ClusterEvents } from './driver/cluster.js'
+export type { MapOptions, NodeInfo, ClusterStats, ClusterEvents, ClusterView, RetryInfo } from './driver/cluster.js'
+export type { TaskOptions, SpawnOptions } from './driver/policy.js'
 export type { TasksProxy, ActorRef } from './driver/proxies.js'
 export { Agent } from './agent/agent.js'
 export type { AgentState, AgentStats, AgentEvents, AgentActivity } from './agent/agent.js'
@@ -28,6 +29,9 @@ export {
   NodeLostError,
   WorkerCrashedError,
   TaskTimeoutError,
+  OutOfMemoryError,
+  TaskCancelledError,
+  AuthError,
   ConfigError,
   HostsFileError,
   SshError,

@@ -1,5 +1,6 @@
 import { availableParallelism } from 'node:os'
 import { InvalidArgumentError } from './errors.js'
+import type { CurveOptions } from './transport/curve.js'
 import type { ClusterConfig } from './config.js'
 
 /** Where the task functions and actor classes live: a module path or URL. */
@@ -30,6 +31,12 @@ export interface ClusterOptions {
   maxFrameBytes?: number
   /** Allow binding beyond loopback without authentication. Default false. */
   insecure?: boolean
+  /** CURVE authentication and encryption (see `cluster keys`); required to listen beyond loopback unless `insecure`. */
+  curve?: CurveOptions
+  /** Retries of a task after infrastructure failures (worker crash, out of memory, node lost). Default 3. */
+  maxRetries?: number
+  /** Further options of the local agents (thread recycling and memory limits). */
+  localAgentOptions?: Pick<AgentOptions, 'maxPoolBatch' | 'targetQueueMs' | 'maxTasksPerThread' | 'recycleHeapMb' | 'threadMemoryMb'>
   /**
    * A `cluster.config` to take options from: the object, or its file's path
    * or URL. Options given here win over it. Without it, the file named by
@@ -49,6 +56,9 @@ export interface ResolvedClusterOptions {
   readonly nodeTimeoutMs: number
   readonly maxFrameBytes: number
   readonly insecure: boolean
+  readonly curve: CurveOptions | undefined
+  readonly maxRetries: number
+  readonly localAgentOptions: Readonly<Pick<AgentOptions, 'maxPoolBatch' | 'targetQueueMs' | 'maxTasksPerThread' | 'recycleHeapMb' | 'threadMemoryMb'>>
 }
 
 export const CLUSTER_DEFAULTS = {
@@ -60,6 +70,7 @@ export const CLUSTER_DEFAULTS = {
   nodeTimeoutMs: 3000,
   maxFrameBytes: 64 * 1024 * 1024,
   insecure: false,
+  maxRetries: 3,
 } as const
 
 export interface AgentOptions {
@@ -73,11 +84,19 @@ export interface AgentOptions {
   /** Aim for about this much queued work per thread when granting credit, in ms. Default 20. */
   targetQueueMs?: number
   heartbeatMs?: number
+  /** Replace the pool's threads after each has run about this many tasks (0 = never). Default 0. */
+  maxTasksPerThread?: number
+  /** Replace the pool's threads when one reports a heap above this many MB after a batch (0 = never). Default 0. */
+  recycleHeapMb?: number
+  /** Hard heap limit of each worker thread in MB: a task that exceeds it fails with OutOfMemoryError. Default: Node's. */
+  threadMemoryMb?: number
   /** Declare the driver gone after this much silence, in ms. Default 3000. */
   driverTimeoutMs?: number
   maxFrameBytes?: number
   /** A stable identity for the agent; default random. */
   id?: string
+  /** CURVE keys: the driver's public key and this agent's key pair (see `cluster keys`). */
+  curve?: CurveOptions
 }
 
 export interface ResolvedAgentOptions {
@@ -87,9 +106,13 @@ export interface ResolvedAgentOptions {
   readonly maxPoolBatch: number
   readonly targetQueueMs: number
   readonly heartbeatMs: number
+  readonly maxTasksPerThread: number
+  readonly recycleHeapMb: number
+  readonly threadMemoryMb: number | undefined
   readonly driverTimeoutMs: number
   readonly maxFrameBytes: number
   readonly id: string | undefined
+  readonly curve: CurveOptions | undefined
 }
 
 export const AGENT_DEFAULTS = {
@@ -103,7 +126,8 @@ export const AGENT_DEFAULTS = {
 function positiveInt(name: string, v: unknown, fallback: number, min = 1): number {
   if (v === undefined) return fallback
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
-    throw new InvalidArgumentError(`options.${name} must be ${min === 0 ? 'a non-negative' : 'a positive'} integer, got ${describe(v)}`)
+    const what = min === 0 ? 'a non-negative integer' : min === 1 ? 'a positive integer' : `an integer ≥ ${min}`
+    throw new InvalidArgumentError(`options.${name} must be ${what}, got ${describe(v)}`)
   }
   return v
 }
@@ -165,6 +189,9 @@ export function resolveClusterOptions(o: ClusterOptions = {}): ResolvedClusterOp
     nodeTimeoutMs,
     maxFrameBytes: positiveInt('maxFrameBytes', o.maxFrameBytes, CLUSTER_DEFAULTS.maxFrameBytes, 1024),
     insecure: o.insecure ?? CLUSTER_DEFAULTS.insecure,
+    curve: o.curve,
+    maxRetries: positiveInt('maxRetries', o.maxRetries, CLUSTER_DEFAULTS.maxRetries, 0),
+    localAgentOptions: Object.freeze({ ...o.localAgentOptions }),
   })
 }
 
@@ -180,9 +207,13 @@ export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
     maxPoolBatch: positiveInt('maxPoolBatch', o.maxPoolBatch, AGENT_DEFAULTS.maxPoolBatch),
     targetQueueMs: positiveInt('targetQueueMs', o.targetQueueMs, AGENT_DEFAULTS.targetQueueMs),
     heartbeatMs: positiveInt('heartbeatMs', o.heartbeatMs, AGENT_DEFAULTS.heartbeatMs),
+    maxTasksPerThread: positiveInt('maxTasksPerThread', o.maxTasksPerThread, 0, 0),
+    recycleHeapMb: positiveInt('recycleHeapMb', o.recycleHeapMb, 0, 0),
+    threadMemoryMb: o.threadMemoryMb === undefined ? undefined : positiveInt('threadMemoryMb', o.threadMemoryMb, 0, 16),
     driverTimeoutMs: positiveInt('driverTimeoutMs', o.driverTimeoutMs, AGENT_DEFAULTS.driverTimeoutMs),
     maxFrameBytes: positiveInt('maxFrameBytes', o.maxFrameBytes, AGENT_DEFAULTS.maxFrameBytes, 1024),
     id: o.id,
+    curve: o.curve,
   })
 }
 

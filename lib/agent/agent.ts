@@ -4,10 +4,11 @@ import { randomBytes } from 'node:crypto'
 import { Piscina } from 'piscina'
 import { resolveAgentOptions, type AgentOptions, type ResolvedAgentOptions } from '../options.js'
 import { loadCatalog } from '../tasks-module.js'
-import { ClusterError, InvalidArgumentError, ProtocolError, WorkerCrashedError, toWireError } from '../errors.js'
+import { ClusterError, InvalidArgumentError, OutOfMemoryError, ProtocolError, TaskTimeoutError, WorkerCrashedError, toWireError } from '../errors.js'
 import { decode, encode, header, parseFlatBody, parseHeader, type Header } from '../protocol/codec.js'
 import { ActorOp, MsgType, Status, type HelloInfo } from '../protocol/messages.js'
 import { ZmqAgentTransport } from '../transport/zmq.js'
+import { resolveAgentCurve, type AgentCurve } from '../transport/curve.js'
 import type { AgentTransport, Parts } from '../transport/transport.js'
 import { ActorHosts } from '../actors/host.js'
 import type { HostReply, HostRequest } from '../actors/host-worker.js'
@@ -22,6 +23,8 @@ export interface AgentEvents {
   'driver:joined': [nodeId: string]
   'driver:lost': [reason: string]
   rejected: [reason: string]
+  /** The driver refused the security handshake (CURVE keys); the agent keeps retrying. */
+  'auth:failed': [message: string]
 }
 
 export interface AgentStats {
@@ -29,6 +32,10 @@ export interface AgentStats {
   badFrames: number
   batches: number
   window: number
+  /** Pool batches whose worker thread died (crash, out of memory, timeout). */
+  threadsLost: number
+  /** Times the pool's threads were replaced by maxTasksPerThread or recycleHeapMb. */
+  recycles: number
 }
 
 /** What an agent is doing now (`agent.activity()`). */
@@ -45,6 +52,10 @@ export interface AgentActivity {
 interface QueuedFrame {
   body: Uint8Array
   count: number
+  /** Run alone, under this limit: the thread is replaced if it runs over. */
+  timeoutMs: number | undefined
+  /** Run alone: split out of a batch whose thread died, to find the task that killed it. */
+  solo: boolean
 }
 
 /** Tasks per thread the credit window may grow to. */
@@ -67,11 +78,13 @@ const START_PER_THREAD = 2
 export class Agent extends EventEmitter<AgentEvents> {
   readonly id: string
   readonly options: ResolvedAgentOptions
-  readonly stats: AgentStats = { tasksDone: 0, badFrames: 0, batches: 0, window: 0 }
+  readonly stats: AgentStats = { tasksDone: 0, badFrames: 0, batches: 0, window: 0, threadsLost: 0, recycles: 0 }
   private readonly transport: AgentTransport
-  private readonly pool: Pick<Piscina<PoolBatch, PoolResult>, 'run'>
-  /** The pool this agent started (and stops); undefined when it runs on a shared {@link AgentPool}. */
-  private readonly ownPool: Piscina<PoolBatch, PoolResult> | undefined
+  private pool: Pick<Piscina<PoolBatch, PoolResult>, 'run'>
+  /** The shared pool this agent runs on; undefined when it owns its pool (and recycles and stops it). */
+  private readonly shared: AgentPool | undefined
+  private tasksSinceRecycle = 0
+  private readonly retiring = new Set<Promise<void>>()
   private hosts: ActorHosts
   private readonly hello: HelloInfo
   private _state: AgentState = 'connecting'
@@ -91,7 +104,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   private drained: (() => void) | undefined
   private closing: Promise<void> | undefined
 
-  private constructor(options: ResolvedAgentOptions, tasks: string[], actors: string[], shared: AgentPool | undefined) {
+  private constructor(options: ResolvedAgentOptions, tasks: string[], actors: string[], curve: AgentCurve | undefined, shared: AgentPool | undefined) {
     super()
     this.options = options
     this.id = options.id ?? `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`
@@ -106,19 +119,16 @@ export class Agent extends EventEmitter<AgentEvents> {
       actors,
       window: this.window,
     }
-    this.ownPool = shared
-      ? undefined
-      : new Piscina<PoolBatch, PoolResult>({
-          filename: new URL('./worker.js', import.meta.url).href,
-          workerData: { tasks: options.tasks },
-          minThreads: options.threads,
-          maxThreads: options.threads,
-          concurrentTasksPerWorker: 1,
-          idleTimeout: Number.MAX_SAFE_INTEGER,
-        })
-    this.pool = shared ?? this.ownPool!
+    this.shared = shared
+    this.pool = shared ?? this.newPool()
     this.hosts = this.newHosts()
-    this.transport = new ZmqAgentTransport({ connect: options.connect, identity: this.id, maxFrameBytes: options.maxFrameBytes })
+    this.transport = new ZmqAgentTransport({
+      connect: options.connect,
+      identity: this.id,
+      maxFrameBytes: options.maxFrameBytes,
+      curve,
+      onHandshakeError: (message) => this.emit('auth:failed', message),
+    })
   }
 
   /**
@@ -134,8 +144,9 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (shared !== undefined && shared.tasks !== resolved.tasks) {
       throw new InvalidArgumentError(`options.pool runs the tasks module ${shared.tasks}, not ${resolved.tasks}`)
     }
+    const curve = resolved.curve ? resolveAgentCurve(resolved.curve) : undefined
     const catalog = await loadCatalog(resolved.tasks, `agent ${hostname()}`)
-    const agent = new Agent(resolved, [...catalog.functions.keys()], [...catalog.classes.keys()], shared)
+    const agent = new Agent(resolved, [...catalog.functions.keys()], [...catalog.classes.keys()], curve, shared)
     await agent.run()
     return agent
   }
@@ -159,6 +170,36 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (this._state === 'ready') return Promise.resolve()
     if (this._state === 'closed') return Promise.reject(new ClusterError('ERR_CLUSTER_CLOSED', 'agent is closed'))
     return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }))
+  }
+
+  private newPool(): Piscina<PoolBatch, PoolResult> {
+    const { threads, tasks, threadMemoryMb } = this.options
+    return new Piscina<PoolBatch, PoolResult>({
+      filename: new URL('./worker.js', import.meta.url).href,
+      workerData: { tasks },
+      minThreads: threads,
+      maxThreads: threads,
+      concurrentTasksPerWorker: 1,
+      idleTimeout: Number.MAX_SAFE_INTEGER,
+      ...(threadMemoryMb === undefined ? {} : { resourceLimits: { maxOldGenerationSizeMb: threadMemoryMb } }),
+    })
+  }
+
+  /**
+   * Replaces every pool thread: new batches go to a fresh pool while the old
+   * one finishes what it runs, then stops. Piscina cannot retire one chosen
+   * thread, so a leaking tasks module is contained by retiring them all.
+   */
+  private recyclePool(): void {
+    // A shared pool belongs to its owner, who decides when its threads are replaced.
+    if (this.shared) return
+    this.stats.recycles++
+    this.tasksSinceRecycle = 0
+    const old = this.pool as Piscina<PoolBatch, PoolResult>
+    this.pool = this.newPool()
+    const done = old.close().catch(() => old.destroy())
+    this.retiring.add(done)
+    void done.finally(() => this.retiring.delete(done))
   }
 
   private newHosts(): ActorHosts {
@@ -222,7 +263,7 @@ export class Agent extends EventEmitter<AgentEvents> {
           return
         case MsgType.Tasks:
           if (!parts[1]) throw new ProtocolError('task frame without a body')
-          this.queue.push({ body: parts[1], count: h.count })
+          this.queue.push({ body: parts[1], count: h.count, timeoutMs: h.timeoutMs, solo: h.timeoutMs !== undefined })
           this.queued += h.count
           this.pump()
           return
@@ -259,19 +300,26 @@ export class Agent extends EventEmitter<AgentEvents> {
     while (this.inflight < threads * 2 && this.queue.length > 0 && this._state === 'ready') {
       const target = Math.min(this.options.maxPoolBatch, Math.max(1, Math.ceil(this.queued / threads)))
       const bodies: Uint8Array[] = []
-      let n = 0
-      do {
-        const f = this.queue.shift()!
-        bodies.push(f.body)
-        n += f.count
-      } while (this.queue.length > 0 && n + this.queue.peek()!.count <= target)
+      const first = this.queue.shift()!
+      bodies.push(first.body)
+      let n = first.count
+      // Timed and isolated frames run alone; others are grouped up to about one thread's share.
+      if (!first.solo) {
+        while (this.queue.length > 0 && !this.queue.peek()!.solo && n + this.queue.peek()!.count <= target) {
+          const f = this.queue.shift()!
+          bodies.push(f.body)
+          n += f.count
+        }
+      }
       this.queued -= n
       this.inflight++
       this.busyTasks += n
       const driver = this.nodeId
-      this.pool.run({ bodies }).then(
+      const pool = this.pool
+      const signal = first.timeoutMs === undefined ? undefined : AbortSignal.timeout(first.timeoutMs)
+      pool.run({ bodies }, signal ? { signal } : {}).then(
         (r) => this.onBatchDone(driver, r, n),
-        (err: Error) => this.onBatchFailed(driver, bodies, n, err),
+        (err: Error) => this.onBatchFailed(driver, bodies, n, err, first.timeoutMs),
       )
     }
   }
@@ -286,23 +334,49 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.transport.send([header(MsgType.Results, r.count), r.results])
     }
     if (r.count > 0) this.adaptWindow(r.elapsedMs / r.count)
+    this.tasksSinceRecycle += r.count
+    const { maxTasksPerThread, recycleHeapMb, threads } = this.options
+    if ((maxTasksPerThread > 0 && this.tasksSinceRecycle >= maxTasksPerThread * threads) || (recycleHeapMb > 0 && r.heapMb > recycleHeapMb)) {
+      this.recyclePool()
+    }
     this.pump()
   }
 
-  private onBatchFailed(driver: string | undefined, bodies: Uint8Array[], n: number, err: Error): void {
+  /**
+   * The thread running a batch died or was stopped. With several tasks in the
+   * batch we cannot tell which one did it: run each alone, at the front of
+   * the queue. A task that fails alone is reported, with the cause, for the
+   * driver to retry on its infrastructure budget or give up.
+   */
+  private onBatchFailed(driver: string | undefined, bodies: Uint8Array[], n: number, err: Error, timeoutMs: number | undefined): void {
     this.batchSettled(n)
-    const wire = toWireError(new WorkerCrashedError(`worker thread failed while running a batch: ${err.message}`, { cause: err }))
-    const out: unknown[] = []
+    this.stats.threadsLost++
+    const items: unknown[] = []
     for (const body of bodies) {
       try {
-        const items = decode(body) as unknown[]
-        for (let i = 0; i + 2 < items.length; i += 3) out.push(items[i], Status.Failed, wire)
+        const decoded = decode(body)
+        if (Array.isArray(decoded) && decoded.length % 3 === 0) items.push(...decoded)
+        else this.stats.badFrames++
       } catch {
         this.stats.badFrames++
       }
     }
-    if (driver !== undefined && driver === this.nodeId && out.length > 0) {
-      this.transport.send([header(MsgType.Results, out.length / 3), encode(out)])
+    const stale = driver === undefined || driver !== this.nodeId
+    if (!stale && items.length > 3) {
+      for (let i = items.length - 3; i >= 0; i -= 3) {
+        this.queue.unshift({ body: encode(items.slice(i, i + 3)), count: 1, timeoutMs: undefined, solo: true })
+      }
+      this.queued += items.length / 3
+    } else if (!stale && items.length === 3) {
+      const name = String(items[1])
+      const code = (err as { code?: unknown }).code
+      const cause =
+        timeoutMs !== undefined && err.name === 'AbortError'
+          ? new TaskTimeoutError(`task "${name}" ran longer than its timeout of ${timeoutMs} ms; its thread was stopped and replaced`)
+          : code === 'ERR_WORKER_OUT_OF_MEMORY'
+            ? new OutOfMemoryError(`task "${name}" ran its worker thread out of memory: ${err.message}`, { cause: err })
+            : new WorkerCrashedError(`task "${name}" crashed its worker thread: ${err.message}`, { cause: err })
+      this.transport.send([header(MsgType.Results, 1), encode([items[0], Status.Failed, toWireError(cause)])])
     }
     this.pump()
   }
@@ -396,7 +470,8 @@ export class Agent extends EventEmitter<AgentEvents> {
     for (const t of this.timers) clearInterval(t)
     for (const w of this.readyWaiters.splice(0)) w.reject(new ClusterError('ERR_CLUSTER_CLOSED', `agent ${this.id} closed before a driver welcomed it`))
     await this.hosts.close()
-    await this.ownPool?.destroy()
+    if (!this.shared) await (this.pool as Piscina<PoolBatch, PoolResult>).destroy()
+    await Promise.all(this.retiring)
     await this.transport.close()
   }
 

@@ -49,9 +49,9 @@ export class AgentPool {
     return new AgentPool(tasks, threads)
   }
 
-  /** Runs one batch of task frames on a free thread. */
-  run(batch: PoolBatch): Promise<PoolResult> {
-    return this.piscina.run(batch)
+  /** Runs one batch of task frames on a free thread (`signal` stops it: per-task timeouts). */
+  run(batch: PoolBatch, options: { signal?: AbortSignal } = {}): Promise<PoolResult> {
+    return this.piscina.run(batch, options)
   }
 
   /** Stops the threads. Idempotent. */

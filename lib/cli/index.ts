@@ -4,6 +4,7 @@ import { agentCommand } from './commands/agent.js'
 import { benchCommand } from './commands/bench.js'
 import { downCommand, statusCommand, upCommand } from './commands/hosts.js'
 import { runCommand } from './commands/run.js'
+import { keysCommand } from './commands/keys.js'
 import { VERSION } from '../version.js'
 import { ClusterError } from '../errors.js'
 
@@ -22,7 +23,8 @@ export async function main(argv = hideBin(process.argv)): Promise<void> {
     .command(statusCommand)
     .command(downCommand)
     .command(runCommand)
-    .demandCommand(1, 'name a command: up, status, down, run, agent or bench')
+    .command(keysCommand)
+    .demandCommand(1, 'name a command: up, status, down, run, agent, bench or keys')
     .strict()
     .help()
     .fail((msg, err, y) => {

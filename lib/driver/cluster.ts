@@ -6,7 +6,9 @@ import {
   ActorStoppedError,
   ClusterClosedError,
   InvalidArgumentError,
+  NodeLostError,
   SerializationError,
+  TaskCancelledError,
   TransportError,
   UnknownActorError,
   UnknownTaskError,
@@ -19,12 +21,14 @@ import { ActorOp, MsgType, Status, type HelloInfo } from '../protocol/messages.j
 import { loadCatalog, type Catalog } from '../tasks-module.js'
 import { applyConfig } from '../config.js'
 import { ZmqDriverTransport } from '../transport/zmq.js'
+import { newKeyPair, registerZapDomain, resolveDriverCurve, unregisterZapDomain, type DriverCurve, type KeyPair } from '../transport/curve.js'
 import type { DriverTransport, Parts, TransportStats } from '../transport/transport.js'
 import { Deque } from '../util/deque.js'
 import { makeActorRef, makeTasksProxy, type ActorRef, type TasksProxy } from './proxies.js'
+import { resolvePolicy, resolveRestart, type Policy, type SpawnOptions, type TaskOptions } from './policy.js'
 
-/** Options of one `map`. */
-export interface MapOptions {
+/** Options of one `map`: ordering and concurrency, plus every per-task option. */
+export interface MapOptions extends TaskOptions {
   /** Yield results in input order (default true) or as they complete. */
   ordered?: boolean
   /** Most inputs taken from the iterable and not yet yielded. Default 16384. */
@@ -54,20 +58,50 @@ export interface ClusterStats {
   tasksSubmitted: number
   tasksSucceeded: number
   tasksFailed: number
+  tasksCancelled: number
+  /** Tasks sent again: after a node was lost or left, a worker crashed, or (with `retries`) the task failed. */
+  tasksRetried: number
   queued: number
   inFlight: number
   requeued: number
-  duplicatesDropped: number
+  /** Results for tasks already settled: duplicates after a redelivery, or answers to cancelled tasks. */
+  lateResultsDropped: number
+  nodesLost: number
   badFrames: number
+  /** Connections refused by CURVE authentication (unlisted or wrong agent keys). */
+  authDenied: number
   nodes: number
   transport: TransportStats
+}
+
+/** A task the cluster is about to send again. */
+export interface RetryInfo {
+  id: number
+  name: string
+  /** Why: the error of the failed attempt. */
+  cause: Error
+  /** Retries so far, this one included. */
+  attempt: number
 }
 
 export interface ClusterEvents {
   'node:joined': [node: NodeInfo]
   'node:left': [node: NodeInfo]
   'node:lost': [node: NodeInfo, reason: string]
+  'task:retried': [info: RetryInfo]
+  'task:failed': [info: { id: number; name: string; error: Error }]
+  'actor:restarted': [info: { id: string; className: string; node: string }]
 }
+
+/** The calls of a cluster under given options: `cluster.with({ timeoutMs: 500 }).call(...)`. */
+export interface ClusterView {
+  call<R = unknown>(name: string, ...args: unknown[]): Promise<R>
+  tasks<M extends object>(): TasksProxy<M>
+  map<R = unknown>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, options?: MapOptions): AsyncGenerator<R, void, undefined>
+  spawn<T extends object>(className: string, ...args: unknown[]): Promise<ActorRef<T>>
+}
+
+const INFRA_CODES = new Set(['ERR_WORKER_CRASHED', 'ERR_OUT_OF_MEMORY'])
 
 const DEFAULT_MAP_CONCURRENCY = 16_384
 const MAX_AUTO_BATCH = 1024
@@ -96,8 +130,12 @@ interface NodeState {
 interface ActorRecord {
   readonly id: string
   readonly className: string
+  readonly args: unknown[]
+  readonly restart: boolean
   node: NodeState
-  state: 'running' | 'stopped' | 'lost'
+  state: 'running' | 'restarting' | 'stopped' | 'lost'
+  /** While restarting: resolves when the actor runs again (rejects if it cannot). */
+  ready: Promise<void> | undefined
 }
 
 interface Entry {
@@ -110,6 +148,12 @@ interface Entry {
   settled: boolean
   readonly actor: ActorRecord | undefined
   readonly op: ActorOp
+  /** Options shared by the tasks of one call site or map; undefined for plain calls. */
+  readonly policy: Policy | undefined
+  /** Retries spent on user failures (threw, timed out). */
+  tries: number
+  /** Retries spent on infrastructure failures (crash, out of memory, node lost). */
+  crashes: number
 }
 
 /**
@@ -130,6 +174,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   readonly options: ResolvedClusterOptions
   private readonly transport: DriverTransport
   private readonly localAddress: string | undefined
+  private readonly curve: DriverCurve | undefined
+  private readonly zapDomain: string | undefined
+  private readonly localKey: KeyPair | undefined
+  private authDenied: { denied: number } | undefined
   private readonly catalog: Catalog | undefined
   private readonly nodesByPeer = new Map<string, NodeState>()
   private readonly ledger = new Map<number, Entry>()
@@ -146,15 +194,35 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private timer: NodeJS.Timeout | undefined
   private lastTick = Date.now()
   private closing: Promise<void> | undefined
-  private readonly counters = { tasksSubmitted: 0, tasksSucceeded: 0, tasksFailed: 0, requeued: 0, duplicatesDropped: 0, badFrames: 0 }
+  private readonly actors = new Map<string, ActorRecord>()
+  private readonly counters = {
+    tasksSubmitted: 0,
+    tasksSucceeded: 0,
+    tasksFailed: 0,
+    tasksCancelled: 0,
+    tasksRetried: 0,
+    requeued: 0,
+    lateResultsDropped: 0,
+    nodesLost: 0,
+    badFrames: 0,
+  }
 
-  private constructor(options: ResolvedClusterOptions, catalog: Catalog | undefined) {
+  private constructor(options: ResolvedClusterOptions, catalog: Catalog | undefined, curve: DriverCurve | undefined) {
     super()
     this.options = options
     this.catalog = catalog
+    this.zapDomain = curve ? `actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}` : undefined
+    this.curve = curve
+    // Local agents get a key pair of their own, accepted by this driver alone.
+    this.localKey = curve && options.localAgents > 0 ? newKeyPair() : undefined
     this.localAddress =
       options.localAgents > 0 && options.localTransport === 'inproc' ? `inproc://actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}` : undefined
-    this.transport = new ZmqDriverTransport({ listen: options.listen, inproc: this.localAddress, maxFrameBytes: options.maxFrameBytes })
+    this.transport = new ZmqDriverTransport({
+      listen: options.listen,
+      inproc: this.localAddress,
+      maxFrameBytes: options.maxFrameBytes,
+      curve: curve && this.zapDomain ? { server: curve.server, zapDomain: this.zapDomain } : undefined,
+    })
   }
 
   /**
@@ -165,15 +233,26 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    */
   static async start(options: ClusterOptions = {}): Promise<Cluster> {
     const resolved = resolveClusterOptions(await applyConfig(options))
-    if (!resolved.insecure && !isLoopbackEndpoint(resolved.listen)) {
+    if (!resolved.insecure && !resolved.curve && !isLoopbackEndpoint(resolved.listen)) {
       throw new TransportError(
-        `refusing to listen on ${resolved.listen} without authentication: only loopback addresses may be used unless insecure: true (--insecure) is given`,
+        `refusing to listen on ${resolved.listen} without authentication: give curve keys (cluster keys), or insecure: true (--insecure) to allow any peer; loopback addresses need neither`,
         { code: 'ERR_INSECURE_BIND' },
       )
     }
+    const curve = resolved.curve ? resolveDriverCurve(resolved.curve) : undefined
     const catalog = resolved.tasks === undefined ? undefined : await loadCatalog(resolved.tasks, 'the driver')
-    const cluster = new Cluster(resolved, catalog)
-    await cluster.transport.bind()
+    const cluster = new Cluster(resolved, catalog, curve)
+    if (curve && cluster.zapDomain) {
+      const allowed = [...curve.authorizedAgents]
+      if (cluster.localKey) allowed.push(cluster.localKey.publicKey)
+      cluster.authDenied = await registerZapDomain(cluster.zapDomain, allowed)
+    }
+    try {
+      await cluster.transport.bind()
+    } catch (err) {
+      if (cluster.zapDomain) await unregisterZapDomain(cluster.zapDomain)
+      throw err
+    }
     cluster.transport.start((peer, parts) => cluster.onMessage(peer, parts))
     cluster.timer = setInterval(() => cluster.tick(), resolved.heartbeatMs)
     cluster.timer.unref()
@@ -187,10 +266,19 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   }
 
   private async startLocalAgents(): Promise<void> {
-    const { localAgents, tasks, threads, heartbeatMs, nodeTimeoutMs, maxFrameBytes } = this.options
+    const { localAgents, tasks, threads, heartbeatMs, nodeTimeoutMs, maxFrameBytes, localAgentOptions } = this.options
     if (localAgents === 0 || tasks === undefined) return
     for (let i = 0; i < localAgents; i++) {
-      const agent = await Agent.start({ connect: this.localAddress ?? this.address, tasks, threads, heartbeatMs, driverTimeoutMs: nodeTimeoutMs, maxFrameBytes })
+      const agent = await Agent.start({
+        ...localAgentOptions,
+        connect: this.localAddress ?? this.address,
+        tasks,
+        threads,
+        heartbeatMs,
+        driverTimeoutMs: nodeTimeoutMs,
+        maxFrameBytes,
+        curve: this.curve && this.localKey ? { serverPublicKey: this.curve.server.publicKey, agentKey: this.localKey } : undefined,
+      })
       this.localAgents.push(agent)
       this.localIds.add(agent.id)
     }
@@ -219,19 +307,58 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   stats(): ClusterStats {
     let inFlight = 0
     for (const n of this.nodesByPeer.values()) inFlight += n.inFlight
-    return { ...this.counters, queued: this.pending.length, inFlight, nodes: this.nodesByPeer.size, transport: { ...this.transport.stats } }
+    let queued = 0
+    for (const e of this.pending) if (!e.settled) queued++
+    return {
+      ...this.counters,
+      authDenied: this.authDenied?.denied ?? 0,
+      queued,
+      inFlight,
+      nodes: this.nodesByPeer.size,
+      transport: { ...this.transport.stats },
+    }
   }
 
   // --- tasks -------------------------------------------------------------------
 
   /** Runs one task on some node; resolves to its return value. */
   call<R = unknown>(name: string, ...args: unknown[]): Promise<R> {
-    return this.submit(name, args) as Promise<R>
+    return this.submit(name, args, undefined) as Promise<R>
   }
 
   /** A typed proxy: `cluster.tasks<typeof import('./tasks.js')>().add(1, 2)`. */
   tasks<M extends object>(): TasksProxy<M> {
-    return makeTasksProxy<M>((name, args) => this.submit(name, args))
+    return makeTasksProxy<M>((name, args) => this.submit(name, args, undefined))
+  }
+
+  /**
+   * The same calls under options: a timeout, a signal, retries, or (for
+   * `spawn`) a restart policy.
+   *
+   * ```ts
+   * await cluster.with({ timeoutMs: 5_000, retries: 2 }).call('simulate', p)
+   * const ac = new AbortController()
+   * for await (const r of cluster.map('simulate', grid, { signal: ac.signal })) { ... }
+   * const c = await cluster.with({ restart: 'always' }).spawn<Counter>('Counter')
+   * ```
+   */
+  with(options: TaskOptions & SpawnOptions): ClusterView {
+    const policy = resolvePolicy(options, this.options.maxRetries)
+    const restart = resolveRestart(options)
+    // One listener per view, not per call: on abort, the view's unsettled tasks are withdrawn.
+    const { signal } = policy
+    signal?.addEventListener(
+      'abort',
+      () => this.withdrawAll(policy, () => new TaskCancelledError('the task was cancelled', { cause: signal.reason })),
+      { once: true },
+    )
+    return {
+      call: <R>(name: string, ...args: unknown[]) => this.submit(name, args, policy) as Promise<R>,
+      tasks: <M extends object>() => makeTasksProxy<M>((name, args) => this.submit(name, args, policy)),
+      map: <R>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, mapOptions: MapOptions = {}) =>
+        this.map<R>(name, inputs, { ...options, ...mapOptions }),
+      spawn: <T extends object>(className: string, ...args: unknown[]) => this.spawnActor<T>(className, args, restart),
+    }
   }
 
   private taskNames(): ReadonlySet<string> | undefined {
@@ -249,19 +376,74 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     return false
   }
 
-  private submit(name: string, args: unknown[]): Promise<unknown> {
-    if (this.closing) return Promise.reject(new ClusterClosedError('the cluster is closed'))
-    if (typeof name !== 'string') return Promise.reject(new InvalidArgumentError(`task name must be a string, got ${typeof name}`))
-    if (this.hasTask(name) === false) return Promise.reject(UnknownTaskError.of(name, [...(this.taskNames() ?? [])]))
-    const bad = findUnserializable(args, 'args')
-    if (bad) return Promise.reject(new SerializationError(`cannot send task "${name}": ${bad}; msgpack cannot carry it`))
+  private submit(name: string, args: unknown[], policy: Policy | undefined): Promise<unknown> {
+    return new Promise((resolve, reject) => this.enqueue(name, args, policy, resolve, reject))
+  }
+
+  /** Withdraws every unsettled task submitted under `policy` (one view, or one map). */
+  private withdrawAll(policy: Policy, err: () => Error): void {
+    for (const e of this.ledger.values()) if (e.policy === policy) this.withdraw(e, err())
+  }
+
+  /** Checks a task and queues it; on a bad task calls `reject` at once and returns undefined. */
+  private enqueue(
+    name: string,
+    args: unknown[],
+    policy: Policy | undefined,
+    resolve: (value: unknown) => void,
+    reject: (err: Error) => void,
+  ): Entry | undefined {
+    let err: Error | undefined
+    if (this.closing) err = new ClusterClosedError('the cluster is closed')
+    else if (typeof name !== 'string') err = new InvalidArgumentError(`task name must be a string, got ${typeof name}`)
+    else if (this.hasTask(name) === false) err = UnknownTaskError.of(name, [...(this.taskNames() ?? [])])
+    else if (policy?.signal?.aborted) err = new TaskCancelledError(`task "${name}" was cancelled before it was sent`, { cause: policy.signal.reason })
+    else {
+      const bad = findUnserializable(args, 'args')
+      if (bad) err = new SerializationError(`cannot send task "${name}": ${bad}; msgpack cannot carry it`)
+    }
+    if (err) {
+      reject(err)
+      return undefined
+    }
     this.counters.tasksSubmitted++
-    return new Promise((resolve, reject) => {
-      const entry: Entry = { id: this.nextId++, name, args, resolve, reject, node: undefined, settled: false, actor: undefined, op: ActorOp.Call }
-      this.ledger.set(entry.id, entry)
-      this.pending.push(entry)
-      this.scheduleFlush()
-    })
+    const entry: Entry = {
+      id: this.nextId++, name, args, resolve, reject, node: undefined, settled: false, actor: undefined, op: ActorOp.Call,
+      policy, tries: 0, crashes: 0,
+    }
+    this.ledger.set(entry.id, entry)
+    this.pending.push(entry)
+    this.scheduleFlush()
+    return entry
+  }
+
+  /** Settles a task as cancelled; a copy still running somewhere is abandoned (its result will be dropped). */
+  private withdraw(e: Entry, err: Error): void {
+    if (e.settled) return
+    this.counters.tasksCancelled++
+    this.settle(e)
+    e.reject(err)
+  }
+
+  /** Marks an entry settled and forgets it; the caller resolves or rejects it. */
+  private settle(e: Entry): void {
+    e.settled = true
+    this.ledger.delete(e.id)
+  }
+
+  /** Sends a task again after a failed attempt, if its budget allows. */
+  private retry(e: Entry, cause: Error, infra: boolean): boolean {
+    const limit = infra ? (e.policy?.maxRetries ?? this.options.maxRetries) : (e.policy?.retries ?? 0)
+    const used = infra ? e.crashes : e.tries
+    if (used >= limit || this.closing) return false
+    if (infra) e.crashes++
+    else e.tries++
+    e.node = undefined
+    this.pending.push(e)
+    this.counters.tasksRetried++
+    if (this.listenerCount('task:retried') > 0) this.emit('task:retried', { id: e.id, name: e.name, cause, attempt: e.crashes + e.tries })
+    this.scheduleFlush()
+    return true
   }
 
   /**
@@ -287,6 +469,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     if (!isAsync && (inputs == null || typeof (inputs as Iterable<unknown>)[Symbol.iterator] !== 'function')) {
       throw new InvalidArgumentError('map inputs must be an iterable or async iterable of argument lists')
     }
+    const { signal } = options
+    // One policy object per map: it also tells this map's tasks apart in the ledger.
+    const policy = resolvePolicy({ ...options, signal: undefined }, this.options.maxRetries)
+    if (signal !== undefined && !(signal instanceof AbortSignal)) throw new InvalidArgumentError('options.signal must be an AbortSignal')
     const source = isAsync
       ? (inputs as AsyncIterable<unknown>)[Symbol.asyncIterator]()
       : (inputs as Iterable<unknown>)[Symbol.iterator]()
@@ -298,14 +484,17 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     let yielded = 0
     let exhausted = false
     let wake: (() => void) | undefined
-    const store = (seq: number, o: Outcome) => {
-      if (ordered) inOrder.set(seq, o)
-      else asDone.push(o)
+    const nudge = () => {
       if (wake) {
         const w = wake
         wake = undefined
         w()
       }
+    }
+    const store = (seq: number, o: Outcome) => {
+      if (ordered) inOrder.set(seq, o)
+      else asDone.push(o)
+      nudge()
     }
     const next = (): Outcome | undefined => {
       if (!ordered) return asDone.shift()
@@ -313,8 +502,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       if (o) inOrder.delete(yielded)
       return o
     }
+    const cancelled = () => new TaskCancelledError(`map of "${name}" was cancelled after ${yielded} of ${taken} results`, { cause: signal?.reason })
+    signal?.addEventListener('abort', nudge)
     try {
       for (;;) {
+        if (signal?.aborted) throw cancelled()
         while (!exhausted && taken - yielded < concurrency) {
           const r = isAsync ? await (source as AsyncIterator<unknown>).next() : (source as Iterator<unknown>).next()
           if (r.done) {
@@ -323,21 +515,33 @@ export class Cluster extends EventEmitter<ClusterEvents> {
           }
           const seq = taken++
           const args = Array.isArray(r.value) ? r.value : [r.value]
-          this.submit(name, args).then(
+          this.enqueue(
+            name,
+            args,
+            policy,
             (value) => store(seq, { ok: true, value }),
             (value: unknown) => store(seq, { ok: false, value }),
           )
+          if (signal?.aborted) throw cancelled()
         }
         for (let o = next(); o !== undefined; o = next()) {
           yielded++
           if (!o.ok) throw o.value
           yield o.value as R
+          if (signal?.aborted) throw cancelled()
         }
         if (exhausted && yielded === taken) return
         if (!exhausted && taken - yielded < concurrency) continue
         await new Promise<void>((resolve) => (wake = resolve))
       }
     } finally {
+      signal?.removeEventListener('abort', nudge)
+      // Whatever this map still has queued or running is withdrawn: an early
+      // break, a failure or a cancellation leaves no work behind.
+      if (yielded < taken) {
+        const err = cancelled()
+        this.withdrawAll(policy, () => err)
+      }
       if (!exhausted) await source.return?.()
     }
   }
@@ -349,34 +553,85 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * returns a typed reference. Each method call is a message; an actor runs
    * its messages one at a time, in the order they were sent.
    */
-  async spawn<T extends object>(className: string, ...args: unknown[]): Promise<ActorRef<T>> {
+  spawn<T extends object>(className: string, ...args: unknown[]): Promise<ActorRef<T>> {
+    return this.spawnActor<T>(className, args, false)
+  }
+
+  private async spawnActor<T extends object>(className: string, args: unknown[], restart: boolean): Promise<ActorRef<T>> {
     if (this.closing) throw new ClusterClosedError('the cluster is closed')
     if (typeof className !== 'string') throw new InvalidArgumentError(`actor class name must be a string, got ${typeof className}`)
     const known = this.actorClassNames()
     if (known && !known.has(className)) throw UnknownActorError.of(className, [...known])
     const bad = findUnserializable(args, 'args')
     if (bad) throw new SerializationError(`cannot spawn actor "${className}": ${bad}; msgpack cannot carry it`)
+    const node = await this.actorNode()
+    const rec: ActorRecord = {
+      id: `${className}-${++this.actorSeq}-${randomBytes(3).toString('hex')}`,
+      className,
+      args,
+      restart,
+      node,
+      state: 'running',
+      ready: undefined,
+    }
+    node.actors++
+    try {
+      await this.actorOp(rec, ActorOp.Spawn, className, args)
+    } catch (err) {
+      rec.state = 'lost'
+      rec.node.actors--
+      throw err
+    }
+    this.actors.set(rec.id, rec)
+    return makeActorRef<T>(rec.id, () => rec.node.info.agentId, (method, margs) => this.actorOp(rec, ActorOp.Call, method, margs), async () => {
+      if (rec.state === 'stopped' || rec.state === 'lost') return
+      if (rec.ready) await rec.ready.catch(() => {})
+      this.actors.delete(rec.id)
+      if (rec.state !== 'running') return
+      await this.actorOp(rec, ActorOp.Stop, 'stop', [])
+      rec.state = 'stopped'
+      rec.node.actors--
+    })
+  }
+
+  /** The node with the fewest actors per thread; waits for one to join if there is none. */
+  private async actorNode(): Promise<NodeState> {
     let node = this.pickActorNode()
     while (!node) {
       await new Promise<void>((resolve) => this.waitingSpawns.push(resolve))
       if (this.closing) throw new ClusterClosedError('the cluster is closed')
       node = this.pickActorNode()
     }
-    const rec: ActorRecord = { id: `${className}-${++this.actorSeq}-${randomBytes(3).toString('hex')}`, className, node, state: 'running' }
-    node.actors++
-    try {
-      await this.actorOp(rec, ActorOp.Spawn, className, args)
-    } catch (err) {
-      rec.state = 'lost'
-      node.actors--
-      throw err
-    }
-    return makeActorRef<T>(rec.id, () => rec.node.info.agentId, (method, margs) => this.actorOp(rec, ActorOp.Call, method, margs), async () => {
-      if (rec.state !== 'running') return
-      await this.actorOp(rec, ActorOp.Stop, 'stop', [])
-      rec.state = 'stopped'
-      rec.node.actors--
-    })
+    return node
+  }
+
+  /** Recreates a restartable actor whose node was lost, on another node, from its constructor arguments. */
+  private restartActor(rec: ActorRecord): void {
+    rec.state = 'restarting'
+    rec.ready = (async () => {
+      for (;;) {
+        const node = await this.actorNode()
+        rec.node = node
+        node.actors++
+        try {
+          rec.state = 'running'
+          await this.actorOp(rec, ActorOp.Spawn, rec.className, rec.args)
+          rec.ready = undefined
+          this.emit('actor:restarted', { id: rec.id, className: rec.className, node: node.info.agentId })
+          return
+        } catch (err) {
+          node.actors--
+          // Lost again while starting: try the next node; anything else is final.
+          if (!(err instanceof ActorLostError) || this.closing) {
+            rec.state = 'lost'
+            rec.ready = undefined
+            throw err
+          }
+          rec.state = 'restarting'
+        }
+      }
+    })()
+    rec.ready.catch(() => {})
   }
 
   private actorClassNames(): ReadonlySet<string> | undefined {
@@ -398,6 +653,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private actorOp(rec: ActorRecord, op: ActorOp, name: string, args: unknown[]): Promise<unknown> {
     if (this.closing) return Promise.reject(new ClusterClosedError('the cluster is closed'))
     if (rec.state === 'stopped') return Promise.reject(new ActorStoppedError(`actor ${rec.id} was stopped`))
+    if (rec.state === 'restarting' && rec.ready && op !== ActorOp.Spawn) return rec.ready.then(() => this.actorOp(rec, op, name, args))
     if (rec.state === 'lost' || !this.nodesByPeer.has(rec.node.peer)) {
       return Promise.reject(new ActorLostError(`actor ${rec.id} was lost with its node ${rec.node.info.agentId}`))
     }
@@ -406,7 +662,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       if (bad) return Promise.reject(new SerializationError(`cannot call ${rec.className}.${name}: ${bad}; msgpack cannot carry it`))
     }
     return new Promise((resolve, reject) => {
-      const entry: Entry = { id: this.nextId++, name, args, resolve, reject, node: rec.node, settled: false, actor: rec, op }
+      const entry: Entry = {
+        id: this.nextId++, name, args, resolve, reject, node: rec.node, settled: false, actor: rec, op,
+        policy: undefined, tries: 0, crashes: 0,
+      }
       this.ledger.set(entry.id, entry)
       rec.node.actorQueue.push(entry)
       this.scheduleFlush()
@@ -452,22 +711,31 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     for (const node of ready) {
       const free = node.window - node.inFlight
       let quota = Math.min(free, Math.ceil((want * free) / totalFree))
-      const frameCap = Math.max(1, Math.min(batchMax, Math.ceil(node.window / node.info.threads)))
+      // At most one thread's share per frame, so every thread of the node gets a frame of its own.
+      const frameCap = Math.max(1, Math.min(batchMax, Math.ceil(Math.min(node.window, quota) / node.info.threads)))
       while (quota > 0 && this.pending.length > 0) {
         const chunk: Entry[] = []
         const n = Math.min(quota, frameCap)
         while (chunk.length < n && this.pending.length > 0) {
           const e = this.pending.shift()!
-          if (!e.settled) chunk.push(e)
+          if (e.settled) continue
+          const timeoutMs = e.policy?.timeoutMs
+          if (timeoutMs === undefined) {
+            chunk.push(e)
+          } else {
+            // A task under a timeout travels alone: the agent stops its thread if it overruns.
+            quota--
+            this.sendTasks(node, [e], timeoutMs)
+          }
         }
-        if (chunk.length === 0) break
+        if (chunk.length === 0) continue
         quota -= chunk.length
-        this.sendTasks(node, chunk)
+        this.sendTasks(node, chunk, undefined)
       }
     }
   }
 
-  private sendTasks(node: NodeState, chunk: Entry[]): void {
+  private sendTasks(node: NodeState, chunk: Entry[], timeoutMs: number | undefined): void {
     const flat = new Array<unknown>(chunk.length * 3)
     for (let i = 0; i < chunk.length; i++) {
       const e = chunk[i]!
@@ -489,14 +757,15 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         return
       }
       const half = chunk.length >> 1
-      this.sendTasks(node, chunk.slice(0, half))
-      this.sendTasks(node, chunk.slice(half))
+      this.sendTasks(node, chunk.slice(0, half), timeoutMs)
+      this.sendTasks(node, chunk.slice(half), timeoutMs)
       return
     }
     for (const e of chunk) e.node = node
     node.inFlight += chunk.length
     this.bytesPerTask = this.bytesPerTask * 0.8 + (body.length / chunk.length) * 0.2
-    this.transport.send(node.peer, [header(MsgType.Tasks, chunk.length), body])
+    const head = timeoutMs === undefined ? header(MsgType.Tasks, chunk.length) : header(MsgType.Tasks, chunk.length, timeoutMs)
+    this.transport.send(node.peer, [head, body])
   }
 
   /** A batch failed to encode: find the tasks that cannot be carried, fail them, send the rest. */
@@ -510,7 +779,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         this.fail(e, new SerializationError(`cannot send task "${e.name}": ${(err as Error).message}`, { cause: err }))
       }
     }
-    if (ok.length > 0 && ok.length < chunk.length) this.sendTasks(node, ok)
+    if (ok.length > 0 && ok.length < chunk.length) this.sendTasks(node, ok, chunk[0]!.policy?.timeoutMs)
   }
 
   private sendActorOps(node: NodeState): void {
@@ -529,9 +798,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
 
   private fail(e: Entry, err: Error): void {
     if (e.settled) return
-    e.settled = true
-    this.ledger.delete(e.id)
-    if (!e.actor) this.counters.tasksFailed++
+    this.settle(e)
+    if (!e.actor) {
+      this.counters.tasksFailed++
+      if (this.listenerCount('task:failed') > 0) this.emit('task:failed', { id: e.id, name: e.name, error: err })
+    }
     e.reject(err)
   }
 
@@ -552,7 +823,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
     const node = this.nodesByPeer.get(peer)
     if (!node) {
-      // An agent from before a restart or a loss: tell it to introduce itself again.
+      // A peer that never said Hello, or an agent from before a restart or a loss:
+      // drop its frame, and tell it to introduce itself again.
+      this.counters.badFrames++
       const last = this.byeSent.get(peer) ?? 0
       if (Date.now() - last > 1000) {
         if (this.byeSent.size > 10_000) this.byeSent.clear()
@@ -628,19 +901,23 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     for (let i = 0; i < items.length; i += 3) {
       const e = this.ledger.get(items[i] as number)
       if (!e) {
-        this.counters.duplicatesDropped++
+        this.counters.lateResultsDropped++
         continue
       }
-      this.ledger.delete(e.id)
-      e.settled = true
       const status = items[i + 1]
       if (status === Status.Ok) {
+        this.settle(e)
         if (!e.actor) this.counters.tasksSucceeded++
         e.resolve(items[i + 2])
-      } else {
-        if (!e.actor) this.counters.tasksFailed++
-        e.reject(rebuildError(e.name, fromWire(items[i + 2]), status !== Status.Threw, node.info.agentId))
+        continue
       }
+      const wire = fromWire(items[i + 2])
+      const runtime = status !== Status.Threw
+      const err = rebuildError(e.name, wire, runtime, node.info.agentId)
+      // Infrastructure failures retry on their own budget; a task that threw or overran only if asked.
+      const infra = runtime && wire.code !== undefined && INFRA_CODES.has(wire.code)
+      const retriable = infra || !runtime || wire.code === 'ERR_TIMEOUT'
+      if (e.actor || !retriable || !this.retry(e, err, infra)) this.fail(e, err)
     }
   }
 
@@ -665,18 +942,36 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.nodesByPeer.delete(node.peer)
     node.actorQueue.length = 0
     const requeue: Entry[] = []
+    if (how === 'lost') this.counters.nodesLost++
     for (const e of this.ledger.values()) {
       if (e.node !== node) continue
       if (e.actor) {
-        e.actor.state = 'lost'
-        this.fail(e, new ActorLostError(`actor ${e.actor.id} was lost with its node ${node.info.agentId} (${reason})`))
+        this.fail(e, new ActorLostError(`actor ${e.actor.id} was lost with its node ${node.info.agentId} (${reason}); the message may or may not have run`))
+      } else if (how === 'lost' && e.crashes >= (e.policy?.maxRetries ?? this.options.maxRetries)) {
+        this.fail(e, new NodeLostError(`task "${e.name}" was on node ${node.info.agentId} when it was lost (${reason}), after ${e.crashes} earlier infrastructure failures`))
       } else {
         e.node = undefined
         requeue.push(e)
+        if (how === 'lost') {
+          e.crashes++
+          if (this.listenerCount('task:retried') > 0) {
+            this.emit('task:retried', { id: e.id, name: e.name, cause: new NodeLostError(`node ${node.info.agentId} was lost (${reason})`), attempt: e.crashes + e.tries })
+          }
+        }
       }
     }
     for (let i = requeue.length - 1; i >= 0; i--) this.pending.unshift(requeue[i]!)
     this.counters.requeued += requeue.length
+    if (how === 'lost') this.counters.tasksRetried += requeue.length
+    for (const rec of this.actors.values()) {
+      if (rec.node !== node || rec.state !== 'running') continue
+      if (rec.restart && !this.closing) {
+        this.restartActor(rec)
+      } else {
+        rec.state = 'lost'
+        this.actors.delete(rec.id)
+      }
+    }
     const info = this.nodeInfo(node)
     if (how === 'left') this.emit('node:left', info)
     else this.emit('node:lost', info, reason)
@@ -725,6 +1020,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
     this.nodesByPeer.clear()
     await this.transport.close()
+    if (this.zapDomain) await unregisterZapDomain(this.zapDomain)
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

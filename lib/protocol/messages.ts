@@ -15,7 +15,7 @@ export const MsgType = {
   Welcome: 2,
   /** driver → agent: `reason` — the agent may not join (version, auth...) */
   Reject: 3,
-  /** driver → agent: `count`; body = flat `[id, name, args, ...]` */
+  /** driver → agent: `count, timeoutMs?`; body = flat `[id, name, args, ...]` (a frame with a timeout holds one task) */
   Tasks: 4,
   /** agent → driver: `count`; body = flat `[id, status, value, ...]` */
   Results: 5,

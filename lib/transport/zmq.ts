@@ -1,6 +1,7 @@
 import * as zmq from 'zeromq'
 import { TransportError } from '../errors.js'
 import { newStats, partsBytes, type AgentTransport, type DriverTransport, type Parts } from './transport.js'
+import type { AgentCurve, KeyPair } from './curve.js'
 
 export interface ZmqDriverTransportOptions {
   listen: string
@@ -8,7 +9,12 @@ export interface ZmqDriverTransportOptions {
   inproc?: string
   maxFrameBytes: number
   onSendError?: (peer: string, err: Error) => void
+  /** CURVE: the server key pair, and the ZAP domain under which accepted agent keys are registered. */
+  curve?: { server: KeyPair; zapDomain: string }
 }
+
+/** How long bind() waits for a port that a socket closed a moment ago is still releasing. */
+const REBIND_GRACE_MS = 500
 
 /** Messages queued for one peer before sends fail fast (flow control keeps us far below). */
 const SEND_HWM = 100_000
@@ -33,6 +39,9 @@ export class ZmqDriverTransport implements DriverTransport {
       sendHighWaterMark: SEND_HWM,
       receiveHighWaterMark: SEND_HWM,
       maxMessageSize: options.maxFrameBytes,
+      ...(options.curve
+        ? { curveServer: true, curveSecretKey: options.curve.server.secretKey, curvePublicKey: options.curve.server.publicKey, zapDomain: options.curve.zapDomain }
+        : {}),
     })
   }
 
@@ -44,15 +53,24 @@ export class ZmqDriverTransport implements DriverTransport {
     const requested = this.options.listen
     // ZeroMQ spells "any free port" as `*`; accept the usual `:0` too.
     const endpoint = requested.replace(/:0$/, ':*')
-    try {
-      await this.socket.bind(endpoint)
-    } catch (err) {
-      const e = err as Error & { code?: string }
-      const inUse = e.code === 'EADDRINUSE' || /in use/i.test(e.message)
-      throw new TransportError(
-        inUse ? `cannot listen on ${requested}: address already in use` : `cannot listen on ${requested}: ${e.message}`,
-        { cause: err, code: inUse ? 'ERR_ADDRESS_IN_USE' : 'ERR_TRANSPORT' },
-      )
+    for (let waited = 0; ; ) {
+      try {
+        await this.socket.bind(endpoint)
+        break
+      } catch (err) {
+        const e = err as Error & { code?: string }
+        const inUse = e.code === 'EADDRINUSE' || /in use/i.test(e.message)
+        // A socket closed a moment ago releases its port on ZeroMQ's I/O thread, within milliseconds.
+        if (inUse && waited < REBIND_GRACE_MS) {
+          await new Promise((r) => setTimeout(r, 10))
+          waited += 10
+          continue
+        }
+        throw new TransportError(
+          inUse ? `cannot listen on ${requested}: address already in use` : `cannot listen on ${requested}: ${e.message}`,
+          { cause: err, code: inUse ? 'ERR_ADDRESS_IN_USE' : 'ERR_TRANSPORT' },
+        )
+      }
     }
     this.bound = this.socket.lastEndpoint ?? endpoint
     if (this.options.inproc) await this.socket.bind(this.options.inproc)
@@ -86,9 +104,9 @@ export class ZmqDriverTransport implements DriverTransport {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
-    // close() alone releases the port later, on ZeroMQ's I/O thread; a driver
-    // restarted on the same address right away must find it free.
-    if (this.bound) await this.socket.unbind(this.bound).catch(() => {})
+    // No unbind() first: unbinding while peers disconnect trips an assertion in
+    // libzmq (pipe.cpp) and aborts the process. close() releases the port within
+    // milliseconds, and bind() waits that long for it.
     this.socket.close()
   }
 
@@ -101,6 +119,9 @@ export interface ZmqAgentTransportOptions {
   connect: string
   identity: string
   maxFrameBytes: number
+  curve?: AgentCurve
+  /** Called when the driver refuses the handshake (wrong or unlisted CURVE keys, or a peer without CURVE). */
+  onHandshakeError?: (message: string) => void
 }
 
 /** The agent's side: one DEALER socket that reconnects on its own. */
@@ -119,7 +140,16 @@ export class ZmqAgentTransport implements AgentTransport {
       maxMessageSize: options.maxFrameBytes,
       reconnectInterval: 100,
       reconnectMaxInterval: 1000,
+      ...(options.curve
+        ? { curveServerKey: options.curve.serverPublicKey, curvePublicKey: options.curve.agentKey.publicKey, curveSecretKey: options.curve.agentKey.secretKey }
+        : {}),
     })
+    const report = options.onHandshakeError
+    if (report) {
+      this.socket.events.on('handshake:error:auth', (e) => report(`authentication refused by ${e.address}: ${e.error.message}`))
+      this.socket.events.on('handshake:error:protocol', (e) => report(`security handshake with ${e.address} failed: ${e.error.message}`))
+      this.socket.events.on('handshake:error:other', (e) => report(`security handshake with ${e.address} failed: ${e.error.message}`))
+    }
   }
 
   async connect(): Promise<void> {

@@ -50,7 +50,7 @@ test('an agent that joins late gets work; one that leaves cleanly loses nothing'
   assert.ok(all.some(([, pid]) => pid === a.child.pid), 'the first agent did work')
   assert.equal(cluster.nodes().length, 1)
   assert.equal(cluster.nodes()[0]!.pid, b.child.pid)
-  assert.equal(cluster.stats().duplicatesDropped, 0)
+  assert.equal(cluster.stats().lateResultsDropped, 0)
 })
 
 test('agents outlive the driver and serve the next one on the same address', async (t) => {

@@ -11,6 +11,11 @@ interface AgentArgs {
   'max-frame-bytes'?: number
   'exit-on-driver-loss': boolean
   id?: string
+  'max-tasks-per-thread'?: number
+  'recycle-heap-mb'?: number
+  'thread-memory-mb'?: number
+  keys?: string
+  'server-key'?: string
   'status-file'?: string
 }
 
@@ -29,6 +34,11 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       .option('max-frame-bytes', { type: 'number', describe: 'largest frame accepted (default 64 MiB)' })
       .option('exit-on-driver-loss', { type: 'boolean', default: false, describe: 'exit when the driver goes away instead of waiting for the next one' })
       .option('id', { type: 'string', describe: 'stable agent identity (default: host-pid-random)' })
+      .option('max-tasks-per-thread', { type: 'number', describe: 'replace the threads after each ran about this many tasks (default: never)' })
+      .option('recycle-heap-mb', { type: 'number', describe: 'replace the threads when one holds more heap than this after a batch (default: never)' })
+      .option('thread-memory-mb', { type: 'number', describe: 'hard heap limit per thread; a task over it fails with OutOfMemoryError' })
+      .option('keys', { type: 'string', describe: 'CURVE keys directory from `cluster keys` (server.pub and agent.json)' })
+      .option('server-key', { type: 'string', describe: "the driver's CURVE public key (overrides server.pub)" })
       .option('status-file', { type: 'string', describe: 'keep a JSON status file here (state, load, tasks done), rewritten every heartbeat' }),
   handler: async (args) => {
     const agent = await Agent.start({
@@ -39,6 +49,10 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       driverTimeoutMs: args['driver-timeout-ms'],
       maxFrameBytes: args['max-frame-bytes'],
       id: args.id,
+      maxTasksPerThread: args['max-tasks-per-thread'],
+      recycleHeapMb: args['recycle-heap-mb'],
+      threadMemoryMb: args['thread-memory-mb'],
+      curve: args.keys !== undefined || args['server-key'] !== undefined ? { dir: args.keys, serverPublicKey: args['server-key'] } : undefined,
     })
     const status = args['status-file'] ? new StatusFile(agent, args['status-file']) : undefined
     log(`${agent.id}: ${agent.options.threads} threads, waiting for the driver at ${args.connect}`)
@@ -50,6 +64,7 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
         process.exit(0)
       })
     })
+    agent.on('auth:failed', (message) => log(`${agent.id}: ${message} — check the keys (cluster keys) on both sides`))
     agent.on('rejected', (reason) => {
       log(`${agent.id}: the driver rejected this agent: ${reason}`)
       process.exitCode = 1

@@ -3,6 +3,7 @@ import { runSeed, type SeedResult } from '../../../bench/seed.js'
 import { runLatency } from '../../../bench/latency.js'
 import { runBalance } from '../../../bench/balance.js'
 import { runMapMemory } from '../../../bench/map-memory.js'
+import { runChaos } from '../../../bench/chaos.js'
 import { InvalidArgumentError } from '../../errors.js'
 
 function parseBatch(v: unknown): 'auto' | number {
@@ -111,6 +112,36 @@ export const benchCommand: CommandModule = {
           if (!r.ok) process.exitCode = 1
         },
       })
-      .demandCommand(1, 'name a benchmark: seed, latency, balance or map'),
+      .command({
+        command: 'chaos',
+        describe: 'Kill an agent every few seconds during a job: tasks lost, duplicates, time to recover',
+        builder: (b) =>
+          b
+            .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' })
+            .option('tasks', { type: 'number', default: 100_000 })
+            .option('agents', { type: 'number', default: 4 })
+            .option('kill-every-ms', { type: 'number', default: 2000 })
+            .option('task-us', { type: 'number', default: 200, describe: 'busy time of each task, µs' })
+            .option('heartbeat-ms', { type: 'number', default: 1000 })
+            .option('node-timeout-ms', { type: 'number', default: 3000 }),
+        handler: async (a) => {
+          const r = await runChaos({
+            tasks: a.tasks as number,
+            agents: a.agents as number,
+            killEveryMs: a['kill-every-ms'] as number,
+            taskUs: a['task-us'] as number,
+            heartbeatMs: a['heartbeat-ms'] as number,
+            nodeTimeoutMs: a['node-timeout-ms'] as number,
+          })
+          const ms = (x: number | undefined) => (x === undefined ? '—' : `${Math.round(x)} ms`)
+          print(a.json as boolean, r, [
+            `chaos — ${r.tasks} tasks over ${r.agents} agents, one SIGKILLed every ${r.killEveryMs} ms and replaced (heartbeat ${r.heartbeatMs} ms, node timeout ${r.nodeTimeoutMs} ms)`,
+            ...r.kills.map((k, i) => `  kill ${i + 1}: pid ${k.pid}, declared lost after ${ms(k.detectedMs)}, ${k.requeued} tasks requeued, running elsewhere after ${ms(k.recoveryMs)}`),
+            `${r.seconds.toFixed(1)} s, ${r.tasksPerSecond.toLocaleString('en-US')} tasks/s; lost ${r.lost}, delivered twice ${r.duplicates}; recovery median ${ms(r.medianRecoveryMs)}, max ${ms(r.maxRecoveryMs)}; ${r.ok ? 'ok' : 'FAILED'}`,
+          ])
+          if (!r.ok) process.exitCode = 1
+        },
+      })
+      .demandCommand(1, 'name a benchmark: seed, latency, balance, map or chaos'),
   handler: () => {},
 }
