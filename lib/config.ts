@@ -72,8 +72,18 @@ export function defineConfig(config: ClusterConfig): ClusterConfig {
   return config
 }
 
-const CONFIG_KEYS: ReadonlySet<string> = new Set([
+/** The driver's options a config may hold (every ClusterOptions field but `config`). */
+const DRIVER_KEYS = [
   'tasks', 'listen', 'localAgents', 'threads', 'localTransport', 'batch', 'heartbeatMs', 'nodeTimeoutMs', 'maxFrameBytes', 'insecure',
+  'curve', 'maxRetries', 'localAgentOptions',
+] as const satisfies readonly (keyof ClusterOptions)[]
+
+type Exhaustive<T extends never> = T
+/** Fails to compile when ClusterOptions gains a field DRIVER_KEYS does not list. */
+export type DriverKeysCovered = Exhaustive<Exclude<Exclude<keyof ClusterOptions, 'config'>, (typeof DRIVER_KEYS)[number]>>
+
+const CONFIG_KEYS: ReadonlySet<string> = new Set([
+  ...DRIVER_KEYS,
   'name', 'head', 'hosts', 'ssh', 'remote', 'sync', 'registerTimeoutS', 'stopTimeoutS', 'stateDir', 'root',
 ])
 
@@ -205,13 +215,14 @@ export function checkConfig(config: unknown, where = 'config'): asserts config i
   }
 }
 
-/** The driver's options in a config, with `tasks` resolved against the project directory. */
+/** The driver's options in a config, with `tasks` and the CURVE keys directory resolved against the project directory. */
 export function clusterOptionsOf(config: ClusterConfig, root: string): ClusterOptions {
   const out: ClusterOptions = {}
-  for (const k of ['tasks', 'listen', 'localAgents', 'threads', 'localTransport', 'batch', 'heartbeatMs', 'nodeTimeoutMs', 'maxFrameBytes', 'insecure'] as const) {
+  for (const k of DRIVER_KEYS) {
     if (config[k] !== undefined) (out as Record<string, unknown>)[k] = config[k]
   }
   if (typeof out.tasks === 'string' && !/^[a-z][a-z0-9+.-]*:/i.test(out.tasks) && !isAbsolute(out.tasks)) out.tasks = resolve(root, out.tasks)
+  if (out.curve?.dir !== undefined) out.curve = { ...out.curve, dir: resolve(root, out.curve.dir) }
   return out
 }
 

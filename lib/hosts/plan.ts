@@ -5,6 +5,7 @@ import { findConfig, loadConfig, type ClusterConfig } from '../config.js'
 import { ConfigError, InvalidArgumentError } from '../errors.js'
 import type { HostSpec } from './hosts-file.js'
 import type { SshSettings } from './ssh.js'
+import type { CurveOptions } from '../transport/curve.js'
 
 /** Flags of `cluster up`, `status`, `down` (each also a `CLUSTER_*` variable); they win over the config file. */
 export interface HostsFlags {
@@ -29,6 +30,7 @@ export interface HostsFlags {
   remoteCli?: string | undefined
   runDir?: string | undefined
   stateDir?: string | undefined
+  keys?: string | undefined
 }
 
 /** Everything `cluster up`, `status` and `down` need, resolved: defaults < config file < environment < flags. */
@@ -44,6 +46,8 @@ export interface HostsPlan {
   /** What agents connect to. */
   readonly head: string | undefined
   readonly insecure: boolean
+  /** CURVE keys (the config's `curve`, or `--keys DIR`); the directory resolved. */
+  readonly curve: CurveOptions | undefined
   /** The tasks module on this machine (absolute path). */
   readonly tasks: string | undefined
   readonly sync: boolean
@@ -138,6 +142,12 @@ export async function resolveHostsPlan(flags: HostsFlags, cwd = process.cwd()): 
     listen: listen ?? head,
     head,
     insecure: flags.insecure ?? config.insecure ?? false,
+    curve:
+      flags.keys !== undefined
+        ? { dir: resolve(cwd, flags.keys) }
+        : config.curve !== undefined
+          ? { ...config.curve, ...(config.curve.dir !== undefined ? { dir: resolve(root, config.curve.dir) } : {}) }
+          : undefined,
     tasks: flags.tasks !== undefined ? tasksPath(flags.tasks, cwd) : tasksPath(config.tasks, root),
     sync,
     syncExclude: typeof config.sync === 'object' ? (config.sync.exclude ?? []) : [],

@@ -5,6 +5,8 @@
  * POSIX sh only, so they run wherever OpenSSH does.
  */
 
+import { InvalidArgumentError } from '../errors.js'
+
 /** Shared helpers: zombie-aware liveness and the default run directory. */
 const PRELUDE = `
 alive() { kill -0 "$1" 2>/dev/null || return 1; case "$(ps -p "$1" -o stat= 2>/dev/null)" in Z*) return 1;; esac; return 0; }
@@ -45,7 +47,7 @@ echo "version=$(printf '%s\\n' "$out" | tail -n 1)"
 `
 
 /**
- * Start: `$1` node, `$2` cli, `$3` working dir, `$4` run dir ('' = default),
+ * Start (see {@link startScript}): `$1` node, `$2` cli, `$3` working dir, `$4` run dir ('' = default),
  * `$5` agent id, `$6` head address, `$7` tasks module (relative to the
  * working dir or absolute), `$8` threads (0 = cores), `$9` seconds to wait
  * for registration, `$10` heartbeat ms, `$11` driver timeout ms ('' = the
@@ -56,28 +58,31 @@ echo "version=$(printf '%s\\n' "$out" | tail -n 1)"
  * register in time, is stopped and its files removed: nothing half-started
  * stays behind; the end of its log is printed as `log=` lines.
  */
-export const START_SCRIPT = `${PRELUDE}
+const START_SCRIPT = `${PRELUDE}
 node="$1"; cli="$2"; wd="$(abs "$3")"; rd="$4"; id="$5"; connect="$6"; tasks="$7"; threads="$8"; wait="$9"
 shift 9; hb="$1"; dto="$2"; name="$3"
 run="$(rundir "$rd" "$name")"
 mkdir -p "$run" 2>/dev/null || { echo "error=rundir"; echo "rundir=$run"; exit 0; }
 chmod 700 "$run" 2>/dev/null
 echo "rundir=$run"
-pidf="$run/$id.pid"; st="$run/$id.json"; log="$run/$id.log"
+pidf="$run/$id.pid"; st="$run/$id.json"; log="$run/$id.log"; keys="$run/$id.keys"
 if [ -f "$pidf" ]; then
   old="$(cat "$pidf")"
   if ours "$old" "$id"; then echo "already=$old"; [ -f "$st" ] && echo "status=$(cat "$st")"; exit 0; fi
   rm -f "$pidf"
 fi
+cleanup() { rm -rf "$pidf" "$st" "$log" "$keys"; }
 [ -d "$wd" ] || { echo "error=dir"; echo "dir=$wd"; exit 0; }
 case "$tasks" in /*) ;; *) tasks="$wd/$tasks";; esac
 [ -f "$tasks" ] || { echo "error=no-tasks"; echo "tasks=$tasks"; exit 0; }
 cd "$wd" || { echo "error=dir"; echo "dir=$wd"; exit 0; }
 rm -f "$st"
+#KEYS#
 set -- "$node" "$cli" agent --connect "$connect" --tasks "$tasks" --id "$id" --status-file "$st"
 [ "$threads" = 0 ] || set -- "$@" --threads "$threads"
 [ -z "$hb" ] || set -- "$@" --heartbeat-ms "$hb"
 [ -z "$dto" ] || set -- "$@" --driver-timeout-ms "$dto"
+[ ! -d "$keys" ] || set -- "$@" --keys "$keys"
 if command -v setsid >/dev/null 2>&1; then
   setsid "$@" >"$log" 2>&1 </dev/null &
 else
@@ -89,7 +94,7 @@ echo "pid=$pid"
 n=0
 limit=$((wait * 10))
 while :; do
-  if ! alive "$pid"; then echo "error=exited"; tail -n 20 "$log" 2>/dev/null | sed 's/^/log=/'; rm -f "$pidf" "$st" "$log"; exit 0; fi
+  if ! alive "$pid"; then echo "error=exited"; tail -n 20 "$log" 2>/dev/null | sed 's/^/log=/'; cleanup; exit 0; fi
   if [ -f "$st" ] && grep -q '"state":"ready"' "$st"; then echo "status=$(cat "$st")"; exit 0; fi
   n=$((n + 1))
   [ "$n" -ge "$limit" ] && break
@@ -101,9 +106,40 @@ kill -TERM "$pid" 2>/dev/null
 n=0
 while alive "$pid" && [ "$n" -lt 30 ]; do sleep 0.1; n=$((n + 1)); done
 alive "$pid" && kill -KILL "$pid" 2>/dev/null
-rm -f "$pidf" "$st" "$log"
+cleanup
 rmdir "$run" 2>/dev/null
 `
+
+/** An agent's CURVE keys as `cluster up` hands them to a host. */
+export interface AgentKeys {
+  readonly serverPublicKey: string
+  readonly agentKey: { readonly publicKey: string; readonly secretKey: string }
+}
+
+/**
+ * The start script; with `keys`, it first writes the driver's public key and
+ * the agent key pair (mode 600, in the run directory) and starts the agent
+ * with `--keys`. Keys travel inside the script, on SSH's stdin: never on a
+ * command line, where \`ps\` would show them.
+ */
+export function startScript(keys?: AgentKeys): string {
+  // Function replacements: a `$` in a key must not be read as a replacement pattern.
+  if (!keys) return START_SCRIPT.replace('#KEYS#', () => 'rm -rf "$keys"')
+  const z85 = /^[0-9a-zA-Z.\-:+=^!/*?&<>()[\]{}@%$#]{40}$/
+  for (const k of [keys.serverPublicKey, keys.agentKey.publicKey, keys.agentKey.secretKey]) {
+    if (!z85.test(k)) throw new InvalidArgumentError('CURVE keys must be 40-character Z85 strings')
+  }
+  const write = [
+    '(umask 077 && mkdir -p "$keys" && cat >"$keys/server.pub" <<\'AC_KEYS_EOF\'',
+    keys.serverPublicKey,
+    'AC_KEYS_EOF',
+    'cat >"$keys/agent.json" <<\'AC_KEYS_EOF\'',
+    JSON.stringify({ publicKey: keys.agentKey.publicKey, secretKey: keys.agentKey.secretKey }),
+    'AC_KEYS_EOF',
+    ') || { echo "error=rundir"; exit 0; }',
+  ].join('\n')
+  return START_SCRIPT.replace('#KEYS#', () => write)
+}
 
 /**
  * Stop: `$1` run dir ('' = default), `$2` cluster name, `$3` seconds to let an
@@ -120,7 +156,7 @@ if [ "$#" -eq 0 ] && [ -d "$run" ]; then
 fi
 for id in "$@"; do
   pidf="$run/$id.pid"
-  if [ ! -f "$pidf" ]; then echo "none=$id"; rm -f "$run/$id.json" "$run/$id.log"; continue; fi
+  if [ ! -f "$pidf" ]; then echo "none=$id"; rm -rf "$run/$id.json" "$run/$id.log" "$run/$id.keys"; continue; fi
   pid="$(cat "$pidf")"
   if ours "$pid" "$id"; then
     kill -TERM "$pid" 2>/dev/null
@@ -130,7 +166,7 @@ for id in "$@"; do
   else
     echo "gone=$id $pid"
   fi
-  rm -f "$pidf" "$run/$id.json" "$run/$id.log"
+  rm -rf "$pidf" "$run/$id.json" "$run/$id.log" "$run/$id.keys"
 done
 rmdir "$run" 2>/dev/null && rmdir "$(dirname "$run")" 2>/dev/null
 exit 0

@@ -6,7 +6,8 @@ import type { HostSpec } from './hosts-file.js'
 import { openHead } from './head.js'
 import { agentIdFor, remoteDirFor, remoteTasksFor, type HostsPlan } from './plan.js'
 import { mapLimit, type Progress } from './progress.js'
-import { PROBE_SCRIPT, START_SCRIPT, STATUS_SCRIPT, parseReply, type Reply } from './remote.js'
+import { PROBE_SCRIPT, STATUS_SCRIPT, parseReply, startScript, type AgentKeys, type Reply } from './remote.js'
+import { resolveAgentCurve } from '../transport/curve.js'
 import { runProcess, runSsh, shq, sshFailure, sshOptions } from './ssh.js'
 import { readState, updateState, type HostRecord } from './state.js'
 import { parseAgentStatus } from './status.js'
@@ -144,7 +145,7 @@ async function runningAgent(plan: HostsPlan, h: HostSpec, rec: HostRecord): Prom
   }
 }
 
-async function upOne(plan: HostsPlan, h: HostSpec, tasks: string, recorded: HostRecord | undefined, progress: Progress | undefined): Promise<HostOutcome> {
+async function upOne(plan: HostsPlan, h: HostSpec, tasks: string, keys: AgentKeys | undefined, recorded: HostRecord | undefined, progress: Progress | undefined): Promise<HostOutcome> {
   const agentId = agentIdFor(plan, h)
   const failed = (error: ClusterError, extra: Partial<HostOutcome> = {}): HostOutcome => {
     progress?.done(h.label, false, error.message.startsWith(h.label) ? error.message.slice(h.label.length + 2) : error.message)
@@ -179,7 +180,7 @@ async function upOne(plan: HostsPlan, h: HostSpec, tasks: string, recorded: Host
     const s = await runSsh(
       plan.ssh,
       h,
-      START_SCRIPT,
+      startScript(keys),
       [
         node, probe.cli, probe.dir, plan.remote.runDir ?? '', agentId, plan.head!, tasks, String(h.threads ?? plan.threads ?? 0),
         String(plan.registerTimeoutS), plan.heartbeatMs !== undefined ? String(plan.heartbeatMs) : '',
@@ -253,14 +254,16 @@ export async function clusterUp(plan: HostsPlan, hosts: readonly HostSpec[], pro
     throw new ConfigError('no head address: set listen (and head when listen is a wildcard) in cluster.config, or pass --head tcp://HOST:PORT')
   }
   const tasks = remoteTasksFor(plan)
+  // The agents' half of the CURVE keys: the driver's public key and the agent key pair (never the driver's secret).
+  const keys = plan.curve ? resolveAgentCurve(plan.curve) : undefined
   await requireLocal('ssh', '-V', 'to reach the hosts (install the OpenSSH client)')
   if (plan.sync) await requireLocal('rsync', '--version', 'to sync the project to the hosts (install it, or use --no-sync)')
   const state = await readState(plan.stateFile)
   const recorded = new Map(state?.hosts.map((r) => [r.label, r]))
-  const head = await openHead(plan)
+  const head = await openHead(plan, keys)
   let outcomes: HostOutcome[]
   try {
-    outcomes = await mapLimit(hosts, plan.concurrency, (h) => upOne(plan, h, tasks, recorded.get(h.label), progress))
+    outcomes = await mapLimit(hosts, plan.concurrency, (h) => upOne(plan, h, tasks, keys, recorded.get(h.label), progress))
   } finally {
     progress?.end()
     await head.close()

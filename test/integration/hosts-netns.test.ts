@@ -6,7 +6,7 @@
  */
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { cp, mkdir, readFile, symlink, writeFile, readdir } from 'node:fs/promises'
+import { cp, mkdir, readFile, symlink, writeFile, readdir, stat } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
@@ -117,22 +117,24 @@ before(async () => {
   await mkdir(proj)
   await writeFile(join(proj, 'tasks.mjs'), TASKS_MODULE)
   await writeFile(join(proj, 'driver.mjs'), DRIVER)
-  await writeFile(
-    join(proj, 'cluster.config.mjs'),
-    `export default ${JSON.stringify({
-      name: 'lab',
-      tasks: './tasks.mjs',
-      listen: HEAD,
-      insecure: true,
-      localAgents: 0,
-      heartbeatMs: 500,
-      nodeTimeoutMs: 2000,
-      registerTimeoutS: 20,
-      stopTimeoutS: 5,
-      ssh: { configFile: lab.sshConfig, identity: lab.key, connectTimeoutS: 2 },
-      remote: { node: process.execPath, cli: CLI },
-    })}\n`,
-  )
+  // CURVE keys for the driver and the agents; `cluster up` hands the agents their half.
+  await exec(process.execPath, [CLI, 'keys', '--out', join(lab.dir, 'keys')])
+  const config = {
+    name: 'lab',
+    tasks: './tasks.mjs',
+    listen: HEAD,
+    curve: { dir: join(lab.dir, 'keys') },
+    localAgents: 0,
+    heartbeatMs: 500,
+    nodeTimeoutMs: 2000,
+    registerTimeoutS: 20,
+    stopTimeoutS: 5,
+    ssh: { configFile: lab.sshConfig, identity: lab.key, connectTimeoutS: 2 },
+    remote: { node: process.execPath, cli: CLI },
+  }
+  await writeFile(join(proj, 'cluster.config.mjs'), `export default ${JSON.stringify(config)}\n`)
+  const { curve: _, ...insecure } = config
+  await writeFile(join(proj, 'insecure.config.mjs'), `export default ${JSON.stringify({ ...insecure, insecure: true })}\n`)
 })
 
 after(async () => {
@@ -147,10 +149,16 @@ test('up, a job of 20,000 tasks across hosts, status, hosts added and removed mi
   const labels = [h1.address, `root@${h2.address}:22`, h3.address]
 
   // Up: both agents register; the table names host, threads, version, state.
-  const upText = await ok(lab.cli(t, ['up', '--nodes', 'hosts.txt', '--no-sync', '--insecure'], proj))
+  const upText = await ok(lab.cli(t, ['up', '--nodes', 'hosts.txt', '--no-sync'], proj))
   assert.match(upText, /HOST\s+THREADS\s+VERSION\s+STATE/)
   for (const l of labels.slice(0, 2)) assert.match(upText, new RegExp(`${l.replace(/[.[\]]/g, '\\$&')}\\s+1\\s+\\d+\\.\\d+\\.\\d+\\s+up\\s`))
   assert.match(upText, /2 of 2 hosts up; agents connect to tcp:\/\/10\.77\.0\.1:7100/)
+
+  // The agents got their CURVE keys (never the driver's secret), readable by their user only.
+  const keyDir = `/tmp/actor-cluster-0/lab/lab@${h1.address}.keys`
+  assert.deepEqual((await readdir(keyDir)).sort(), ['agent.json', 'server.pub'])
+  assert.equal((await stat(join(keyDir, 'agent.json'))).mode & 0o777, 0o600)
+  assert.equal((await readFile(join(keyDir, 'server.pub'), 'utf8')).trim(), (await readFile(join(lab.dir, 'keys', 'server.pub'), 'utf8')).trim())
 
   // Status with no driver: agents run and wait.
   let st = json<StatusJson>(await ok(lab.cli(t, ['status', '--json'], proj)))
@@ -249,7 +257,7 @@ test('every bad host is reported with its cause; the good one comes up; nothing 
       '',
     ].join('\n'),
   )
-  const p = lab.cli(t, ['up', '--nodes', 'hosts-bad.txt', '--no-sync', '--name', 'bad', '--json'], proj)
+  const p = lab.cli(t, ['up', '--nodes', 'hosts-bad.txt', '--no-sync', '--name', 'bad', '--json', '--config', 'insecure.config.mjs'], proj)
   const r = json<UpJson>(await ok(p, 1))
   const by = new Map(r.hosts.map((h) => [h.host, h]))
   assert.equal(by.get(h3.address)!.state, 'up')
@@ -285,16 +293,26 @@ test('every bad host is reported with its cause; the good one comes up; nothing 
   assert.deepEqual(await agentsIn(h2), [])
   assert.equal(existsSync(join(proj, '.actor-cluster', 'unreg.json')), false)
 
+  // CURVE keys the head does not accept: the agent's handshake is refused, and the log says so.
+  const wrong = join(lab.dir, 'wrong-keys')
+  await exec(process.execPath, [CLI, 'keys', '--out', wrong])
+  await writeFile(join(wrong, 'authorized_agents'), `${(await readFile(join(lab.dir, 'keys', 'server.pub'), 'utf8')).trim()}\n`)
+  const refused = json<UpJson>(await ok(lab.cli(t, ['up', '--nodes', 'hosts-one.txt', '--no-sync', '--name', 'refused', '--keys', wrong, '--register-timeout', '3', '--json'], proj), 1))
+  assert.equal(refused.hosts[0]!.error?.reason, 'not-registered')
+  assert.match(refused.hosts[0]!.error!.message, /did not register[\s\S]*check the keys/)
+  assert.deepEqual(await agentsIn(h2), [])
+  assert.equal(existsSync(`/tmp/actor-cluster-0/refused`), false, 'its keys and files are removed')
+
   // The head port taken by another program: refused before any host is touched.
   const squatter = lab.exec(t, lab.head.ns, [process.execPath, '-e', `require('net').createServer().listen(7100, '${HEAD_ADDRESS}', () => console.log('listening'))`])
   await waitForLine(squatter, /listening/, 10_000, 'a program on the head port')
-  const taken = lab.cli(t, ['up', '--nodes', 'hosts-one.txt', '--no-sync', '--name', 'taken'], proj)
+  const taken = lab.cli(t, ['up', '--nodes', 'hosts-one.txt', '--no-sync', '--name', 'taken', '--config', 'insecure.config.mjs'], proj)
   assert.equal(await taken.exited, 1)
   assert.match(taken.output(), /tcp:\/\/10\.77\.0\.1:7100 is in use by a program that is not an actor-cluster driver.*\[ERR_ADDRESS_IN_USE\]/)
   assert.deepEqual(await agentsIn(h2), [])
   squatter.child.kill('SIGKILL')
 
-  const down = json<DownJson>(await ok(lab.cli(t, ['down', '--name', 'bad', '--json'], proj)))
+  const down = json<DownJson>(await ok(lab.cli(t, ['down', '--name', 'bad', '--json', '--config', 'insecure.config.mjs'], proj)))
   assert.deepEqual(down.hosts.map((h) => [h.host, h.result]), [[h3.address, 'stopped']])
   for (const h of lab.hosts) assert.deepEqual(await agentsIn(h), [])
 })

@@ -50,6 +50,7 @@ function flags(a: Args): HostsFlags {
     remoteCli: s('remote-cli'),
     runDir: s('run-dir'),
     stateDir: s('state-dir'),
+    keys: s('keys'),
   }
 }
 
@@ -65,6 +66,7 @@ export const upCommand: CommandModule = {
       .option('listen', { type: 'string', describe: 'address the driver binds (default: the config)' })
       .option('tasks', { type: 'string', describe: 'tasks module, inside the project directory (default: the config)' })
       .option('insecure', { type: 'boolean', describe: 'allow a non-loopback head without authentication (trusted networks only)' })
+      .option('keys', { type: 'string', describe: 'CURVE keys directory from cluster keys (default: curve in the config); agents get server.pub and agent.json' })
       .option('sync', { type: 'boolean', describe: 'copy the project to the hosts with rsync first (default true; --no-sync when it is already there)' })
       .option('threads', { type: 'number', describe: 'threads per agent when a host line says none (default: the host cores)' })
       .option('register-timeout', { type: 'number', describe: 'seconds an agent gets to register (default 30)' })
