@@ -88,6 +88,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private hosts: ActorHosts
   private readonly hello: HelloInfo
   private _state: AgentState = 'connecting'
+  /** Tells a repeated Hello from a new registration (see HelloInfo.session). */
+  private session = randomBytes(4).toString('hex')
   private nodeId: string | undefined
   private lastDriverSeen = 0
   private readonly queue = new Deque<QueuedFrame>()
@@ -221,7 +223,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   private sendHello(): void {
-    this.transport.send([header(MsgType.Hello, { ...this.hello, window: this.window })])
+    this.transport.send([header(MsgType.Hello, { ...this.hello, window: this.window, session: this.session })])
   }
 
   private tick(): void {
@@ -286,6 +288,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** The driver is gone: its tasks are its own to requeue; wait for the next one. */
   private forgetDriver(reason: string): void {
     this._state = 'connecting'
+    this.session = randomBytes(4).toString('hex')
     this.nodeId = undefined
     this.queue.clear()
     this.queued = 0

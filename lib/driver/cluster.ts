@@ -867,6 +867,12 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       return
     }
     const old = this.nodesByPeer.get(peer)
+    // A Hello sent again before our Welcome reached the agent (a busy agent process): welcome it again, change nothing.
+    if (old && info.session !== undefined && old.info.session === info.session) {
+      old.lastSeen = Date.now()
+      this.transport.send(peer, [header(MsgType.Welcome, { nodeId: info.agentId, heartbeatMs: this.options.heartbeatMs })])
+      return
+    }
     if (old) this.removeNode(old, 'lost', 'it registered again (it had lost this driver)')
     const node: NodeState = {
       peer,

@@ -61,6 +61,12 @@ export interface HelloInfo {
   tasks: string[]
   actors: string[]
   window: number
+  /**
+   * Changes each time the agent starts looking for a driver. A Hello repeated
+   * with the same session (sent again before the Welcome arrived) is a
+   * duplicate, not a re-registration. Optional: older agents send none.
+   */
+  session?: string
 }
 
 export interface WelcomeInfo {
