@@ -74,7 +74,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private hosts: ActorHosts
   private readonly hello: HelloInfo
   private _state: AgentState = 'connecting'
-  private nodeId: string | undefined
+  /** The session of the driver that welcomed us; batches carry it so a later driver never gets their results. */
+  private session: string | undefined
   private lastDriverSeen = 0
   private readonly queue = new Deque<QueuedFrame>()
   private queued = 0
@@ -216,7 +217,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         case MsgType.Welcome:
           if (this._state === 'connecting') {
             this._state = 'ready'
-            this.nodeId = h.info.nodeId
+            this.session = h.info.session
             this.sentWindow = -1
             this.sendCredit()
             for (const w of this.readyWaiters.splice(0)) w.resolve()
@@ -253,7 +254,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** The driver is gone: its tasks are its own to requeue; wait for the next one. */
   private forgetDriver(reason: string): void {
     this._state = 'connecting'
-    this.nodeId = undefined
+    this.session = undefined
     this.queue.clear()
     this.queued = 0
     void this.hosts.close()
@@ -281,7 +282,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.queued -= n
       this.inflight++
       this.busyTasks += n
-      const driver = this.nodeId
+      const driver = this.session
       const pool = this.pool
       const signal = first.timeoutMs === undefined ? undefined : AbortSignal.timeout(first.timeoutMs)
       pool.run({ bodies }, signal ? { signal } : {}).then(
@@ -297,7 +298,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.stats.badFrames += r.bad
     this.stats.batches++
     // Results for a driver that has since gone would only confuse the next one.
-    if (driver !== undefined && driver === this.nodeId) {
+    if (driver !== undefined && driver === this.session) {
       this.transport.send([header(MsgType.Results, r.count), r.results])
     }
     if (r.count > 0) this.adaptWindow(r.elapsedMs / r.count)
@@ -328,7 +329,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         this.stats.badFrames++
       }
     }
-    const stale = driver === undefined || driver !== this.nodeId
+    const stale = driver === undefined || driver !== this.session
     if (!stale && items.length > 3) {
       for (let i = items.length - 3; i >= 0; i -= 3) {
         this.queue.unshift({ body: encode(items.slice(i, i + 3)), count: 1, timeoutMs: undefined, solo: true })

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events'
-import { randomBytes } from 'node:crypto'
+import { randomBytes, randomInt } from 'node:crypto'
 import { Agent } from '../agent/agent.js'
 import {
   ActorLostError,
@@ -77,6 +77,8 @@ export interface ClusterStats {
 export interface RetryInfo {
   id: number
   name: string
+  /** The task's arguments. */
+  args: readonly unknown[]
   /** Why: the error of the failed attempt. */
   cause: Error
   /** Retries so far, this one included. */
@@ -185,7 +187,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private readonly localAgents: Agent[] = []
   private readonly localIds = new Set<string>()
   private readonly byeSent = new Map<string, number>()
-  private nextId = 1
+  /** Random per instance: told to agents in Welcome, so results meant for an earlier driver are dropped. */
+  private readonly session = randomBytes(8).toString('hex')
+  // Ids start at a random point: a stray result of an earlier driver on the same address cannot match one of ours.
+  private nextId = randomInt(1, 2 ** 31)
   private actorSeq = 0
   private flushScheduled = false
   private readonly flushBound = () => this.flush()
@@ -440,7 +445,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     e.node = undefined
     this.pending.push(e)
     this.counters.tasksRetried++
-    if (this.listenerCount('task:retried') > 0) this.emit('task:retried', { id: e.id, name: e.name, cause, attempt: e.crashes + e.tries })
+    if (this.listenerCount('task:retried') > 0) this.emit('task:retried', { id: e.id, name: e.name, args: e.args, cause, attempt: e.crashes + e.tries })
     this.scheduleFlush()
     return true
   }
@@ -883,7 +888,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       actorQueue: [],
     }
     this.nodesByPeer.set(peer, node)
-    this.transport.send(peer, [header(MsgType.Welcome, { nodeId: info.agentId, heartbeatMs: this.options.heartbeatMs })])
+    this.transport.send(peer, [header(MsgType.Welcome, { nodeId: info.agentId, heartbeatMs: this.options.heartbeatMs, session: this.session })])
     this.emit('node:joined', this.nodeInfo(node))
     for (const wake of this.waitingSpawns.splice(0)) wake()
     this.scheduleFlush()
@@ -954,7 +959,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         if (how === 'lost') {
           e.crashes++
           if (this.listenerCount('task:retried') > 0) {
-            this.emit('task:retried', { id: e.id, name: e.name, cause: new NodeLostError(`node ${node.info.agentId} was lost (${reason})`), attempt: e.crashes + e.tries })
+            this.emit('task:retried', { id: e.id, name: e.name, args: e.args, cause: new NodeLostError(`node ${node.info.agentId} was lost (${reason})`), attempt: e.crashes + e.tries })
           }
         }
       }

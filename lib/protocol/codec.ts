@@ -171,7 +171,7 @@ export function parseHeader(bytes: Uint8Array | undefined): Header {
     }
     case MsgType.Welcome: {
       const o = a as Record<string, unknown> | null
-      if (!o || typeof o !== 'object' || !isStr(o['nodeId'], 128) || !isCount(o['heartbeatMs'])) throw new ProtocolError('malformed welcome')
+      if (!o || typeof o !== 'object' || !isStr(o['nodeId'], 128) || !isCount(o['heartbeatMs']) || !isStr(o['session'], 128)) throw new ProtocolError('malformed welcome')
       return { type, info: o as unknown as WelcomeInfo }
     }
     case MsgType.Reject:

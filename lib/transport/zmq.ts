@@ -13,6 +13,9 @@ export interface ZmqDriverTransportOptions {
   curve?: { server: KeyPair; zapDomain: string }
 }
 
+/** How long bind() retries an address in use (it may be a socket of ours, just closed). */
+const BIND_RETRY_MS = 1500
+
 /** Messages queued for one peer before sends fail fast (flow control keeps us far below). */
 const SEND_HWM = 100_000
 
@@ -50,15 +53,25 @@ export class ZmqDriverTransport implements DriverTransport {
     const requested = this.options.listen
     // ZeroMQ spells "any free port" as `*`; accept the usual `:0` too.
     const endpoint = requested.replace(/:0$/, ':*')
-    try {
-      await this.socket.bind(endpoint)
-    } catch (err) {
-      const e = err as Error & { code?: string }
-      const inUse = e.code === 'EADDRINUSE' || /in use/i.test(e.message)
-      throw new TransportError(
-        inUse ? `cannot listen on ${requested}: address already in use` : `cannot listen on ${requested}: ${e.message}`,
-        { cause: err, code: inUse ? 'ERR_ADDRESS_IN_USE' : 'ERR_TRANSPORT' },
-      )
+    // A socket closed a moment ago (a driver restarted in this process) frees its
+    // port on ZeroMQ's I/O thread, shortly after close() returns: retry briefly.
+    const until = Date.now() + BIND_RETRY_MS
+    for (;;) {
+      try {
+        await this.socket.bind(endpoint)
+        break
+      } catch (err) {
+        const e = err as Error & { code?: string }
+        const inUse = e.code === 'EADDRINUSE' || /in use/i.test(e.message)
+        if (inUse && Date.now() < until) {
+          await new Promise((r) => setTimeout(r, 50))
+          continue
+        }
+        throw new TransportError(
+          inUse ? `cannot listen on ${requested}: address already in use` : `cannot listen on ${requested}: ${e.message}`,
+          { cause: err, code: inUse ? 'ERR_ADDRESS_IN_USE' : 'ERR_TRANSPORT' },
+        )
+      }
     }
     this.bound = this.socket.lastEndpoint ?? endpoint
     if (this.options.inproc) await this.socket.bind(this.options.inproc)
@@ -92,9 +105,8 @@ export class ZmqDriverTransport implements DriverTransport {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
-    // close() alone releases the port later, on ZeroMQ's I/O thread; a driver
-    // restarted on the same address right away must find it free.
-    if (this.bound) await this.socket.unbind(this.bound).catch(() => {})
+    // No unbind() first: unbind then close races in libzmq 4.3.5 and aborts the
+    // process (pipe.cpp:355). The port is freed shortly after; bind() retries.
     this.socket.close()
   }
 
