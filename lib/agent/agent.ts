@@ -7,8 +7,8 @@ import { loadCatalog } from '../tasks-module.js'
 import { ClusterError, ProtocolError, WorkerCrashedError, toWireError } from '../errors.js'
 import { decode, encode, header, parseFlatBody, parseHeader, type Header } from '../protocol/codec.js'
 import { ActorOp, MsgType, Status, type HelloInfo } from '../protocol/messages.js'
-import { ZmqAgentTransport } from '../transport/zmq.js'
-import type { AgentTransport, Parts } from '../transport/transport.js'
+import { createAgentTransport } from '../transport/resolve.js'
+import type { AgentTransport, Delivery, Parts } from '../transport/transport.js'
 import { ActorHosts } from '../actors/host.js'
 import type { HostReply, HostRequest } from '../actors/host-worker.js'
 import type { PoolBatch, PoolResult } from './worker.js'
@@ -21,6 +21,8 @@ export interface AgentEvents {
   'driver:joined': [nodeId: string]
   'driver:lost': [reason: string]
   rejected: [reason: string]
+  /** The transport failed for good (a broker connection was lost); the agent closes. */
+  'transport:error': [err: Error]
 }
 
 export interface AgentStats {
@@ -33,6 +35,8 @@ export interface AgentStats {
 interface QueuedFrame {
   body: Uint8Array
   count: number
+  /** Brokered designs: the broker's handle, acknowledged once the frame's results are out. */
+  delivery: Delivery | undefined
 }
 
 /** Tasks per thread the credit window may grow to. */
@@ -76,11 +80,14 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly readyWaiters: { resolve(): void; reject(e: Error): void }[] = []
   private drained: (() => void) | undefined
   private closing: Promise<void> | undefined
+  /** Tasks per frame received lately: turns the window (in tasks) into a prefetch (in frames) for brokered designs. */
+  private tasksPerFrame = 1
 
-  private constructor(options: ResolvedAgentOptions, tasks: string[], actors: string[]) {
+  private constructor(options: ResolvedAgentOptions, id: string, transport: AgentTransport, tasks: string[], actors: string[]) {
     super()
     this.options = options
-    this.id = options.id ?? `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`
+    this.id = id
+    this.transport = transport
     this.window = options.threads * START_PER_THREAD
     this.hello = {
       agentId: this.id,
@@ -101,7 +108,6 @@ export class Agent extends EventEmitter<AgentEvents> {
       idleTimeout: Number.MAX_SAFE_INTEGER,
     })
     this.hosts = this.newHosts()
-    this.transport = new ZmqAgentTransport({ connect: options.connect, identity: this.id, maxFrameBytes: options.maxFrameBytes })
   }
 
   /**
@@ -112,8 +118,15 @@ export class Agent extends EventEmitter<AgentEvents> {
   static async start(options: AgentOptions): Promise<Agent> {
     const resolved = resolveAgentOptions(options)
     const catalog = await loadCatalog(resolved.tasks, `agent ${hostname()}`)
-    const agent = new Agent(resolved, [...catalog.functions.keys()], [...catalog.classes.keys()])
-    await agent.run()
+    const id = resolved.id ?? `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`
+    const transport = await createAgentTransport({ ...resolved, identity: id })
+    const agent = new Agent(resolved, id, transport, [...catalog.functions.keys()], [...catalog.classes.keys()])
+    try {
+      await agent.run()
+    } catch (err) {
+      await agent.close()
+      throw err
+    }
     return agent
   }
 
@@ -134,7 +147,10 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   private async run(): Promise<void> {
     await this.transport.connect()
-    this.transport.start((parts) => this.onMessage(parts))
+    this.transport.start(
+      (parts, delivery) => this.onMessage(parts, delivery),
+      (err) => this.onTransportFailure(err),
+    )
     this.sendHello()
     const helloEvery = Math.min(1000, this.options.heartbeatMs)
     this.timers.push(
@@ -161,12 +177,14 @@ export class Agent extends EventEmitter<AgentEvents> {
     ])
   }
 
-  private onMessage(parts: Parts): void {
+  private onMessage(parts: Parts, delivery?: Delivery): void {
     let h: Header
     try {
       h = parseHeader(parts[0])
     } catch {
       this.stats.badFrames++
+      // Never run, never to come back: off the queue.
+      if (delivery !== undefined) this.transport.ack?.([delivery])
       return
     }
     this.lastDriverSeen = Date.now()
@@ -189,8 +207,9 @@ export class Agent extends EventEmitter<AgentEvents> {
           return
         case MsgType.Tasks:
           if (!parts[1]) throw new ProtocolError('task frame without a body')
-          this.queue.push({ body: parts[1], count: h.count })
+          this.queue.push({ body: parts[1], count: h.count, delivery })
           this.queued += h.count
+          if (delivery !== undefined) this.tasksPerFrame = this.tasksPerFrame * 0.8 + Math.max(1, h.count) * 0.2
           this.pump()
           return
         case MsgType.Actor:
@@ -206,6 +225,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       }
     } catch {
       this.stats.badFrames++
+      if (delivery !== undefined) this.transport.ack?.([delivery])
     }
   }
 
@@ -213,7 +233,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private forgetDriver(reason: string): void {
     this._state = 'connecting'
     this.nodeId = undefined
-    this.queue.clear()
+    this.transport.setWindow?.(0)
+    this.releaseQueued()
     this.queued = 0
     void this.hosts.close()
     this.hosts = this.newHosts()
@@ -226,10 +247,12 @@ export class Agent extends EventEmitter<AgentEvents> {
     while (this.inflight < threads * 2 && this.queue.length > 0 && this._state === 'ready') {
       const target = Math.min(this.options.maxPoolBatch, Math.max(1, Math.ceil(this.queued / threads)))
       const bodies: Uint8Array[] = []
+      const deliveries: Delivery[] = []
       let n = 0
       do {
         const f = this.queue.shift()!
         bodies.push(f.body)
+        if (f.delivery !== undefined) deliveries.push(f.delivery)
         n += f.count
       } while (this.queue.length > 0 && n + this.queue.peek()!.count <= target)
       this.queued -= n
@@ -237,13 +260,13 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.busyTasks += n
       const driver = this.nodeId
       this.pool.run({ bodies }).then(
-        (r) => this.onBatchDone(driver, r, n),
-        (err: Error) => this.onBatchFailed(driver, bodies, n, err),
+        (r) => this.onBatchDone(driver, r, n, deliveries),
+        (err: Error) => this.onBatchFailed(driver, bodies, n, err, deliveries),
       )
     }
   }
 
-  private onBatchDone(driver: string | undefined, r: PoolResult, n: number): void {
+  private onBatchDone(driver: string | undefined, r: PoolResult, n: number, deliveries: Delivery[]): void {
     this.batchSettled(n)
     this.stats.tasksDone += r.count
     this.stats.badFrames += r.bad
@@ -252,11 +275,13 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (driver !== undefined && driver === this.nodeId) {
       this.transport.send([header(MsgType.Results, r.count), r.results])
     }
+    // Brokered designs: the frames leave the queue only once the results sent above are with the broker.
+    if (deliveries.length > 0) this.transport.ack?.(deliveries)
     if (r.count > 0) this.adaptWindow(r.elapsedMs / r.count)
     this.pump()
   }
 
-  private onBatchFailed(driver: string | undefined, bodies: Uint8Array[], n: number, err: Error): void {
+  private onBatchFailed(driver: string | undefined, bodies: Uint8Array[], n: number, err: Error, deliveries: Delivery[]): void {
     this.batchSettled(n)
     const wire = toWireError(new WorkerCrashedError(`worker thread failed while running a batch: ${err.message}`, { cause: err }))
     const out: unknown[] = []
@@ -271,6 +296,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (driver !== undefined && driver === this.nodeId && out.length > 0) {
       this.transport.send([header(MsgType.Results, out.length / 3), encode(out)])
     }
+    if (deliveries.length > 0) this.transport.ack?.(deliveries)
     this.pump()
   }
 
@@ -297,6 +323,24 @@ export class Agent extends EventEmitter<AgentEvents> {
     const w = this._state === 'leaving' ? 0 : this.window
     this.sentWindow = w
     this.transport.send([header(MsgType.Credit, w)])
+    // Brokered designs take frames from a shared queue: the window in frames, plus one per thread for frames
+    // whose results are on their way to the broker (acked only then).
+    this.transport.setWindow?.(w === 0 ? 0 : Math.ceil(w / this.tasksPerFrame) + this.options.threads)
+  }
+
+  /** Brokered designs: frames taken and not started go back to the shared queue. */
+  private releaseQueued(): void {
+    const deliveries: Delivery[] = []
+    for (const f of this.queue.clear()) if (f.delivery !== undefined) deliveries.push(f.delivery)
+    if (deliveries.length > 0) this.transport.release?.(deliveries)
+  }
+
+  /** The transport failed for good (its broker went away): say so and close; the broker or the driver requeues what this agent held. */
+  private onTransportFailure(err: Error): void {
+    if (this.closing) return
+    this.emit('transport:error', err)
+    for (const w of this.readyWaiters.splice(0)) w.reject(err)
+    void this.close()
   }
 
   private onActorFrame(body: Uint8Array | undefined, count: number): void {
@@ -347,7 +391,12 @@ export class Agent extends EventEmitter<AgentEvents> {
     this._state = 'leaving'
     if (wasReady) this.sendCredit()
     if (this.inflight > 0) await new Promise<void>((resolve) => (this.drained = resolve))
-    if (wasReady) {
+    if (wasReady && this.transport.sharedTasks) {
+      // The results and acks of the batches just finished go first, then the frames not started go back.
+      await this.transport.flush?.()
+      this.releaseQueued()
+      this.transport.send([header(MsgType.Leave, [])])
+    } else if (wasReady) {
       const returned: number[] = []
       for (const f of this.queue.clear()) {
         try {

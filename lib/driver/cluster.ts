@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events'
-import { randomBytes } from 'node:crypto'
+import { randomBytes, randomInt } from 'node:crypto'
 import { Agent } from '../agent/agent.js'
 import {
   ActorLostError,
@@ -17,7 +17,8 @@ import { isLoopbackEndpoint, resolveClusterOptions, type ClusterOptions, type Re
 import { encode, findUnserializable, header, parseFlatBody, parseHeader, VersionMismatch, type Header } from '../protocol/codec.js'
 import { ActorOp, MsgType, Status, type HelloInfo } from '../protocol/messages.js'
 import { loadCatalog, type Catalog } from '../tasks-module.js'
-import { ZmqDriverTransport } from '../transport/zmq.js'
+import { createDriverTransport } from '../transport/resolve.js'
+import { isBrokered } from '../transport/options.js'
 import type { DriverTransport, Parts, TransportStats } from '../transport/transport.js'
 import { Deque } from '../util/deque.js'
 import { makeActorRef, makeTasksProxy, type ActorRef, type TasksProxy } from './proxies.js'
@@ -66,6 +67,8 @@ export interface ClusterEvents {
   'node:joined': [node: NodeInfo]
   'node:left': [node: NodeInfo]
   'node:lost': [node: NodeInfo, reason: string]
+  /** The transport failed for good (a broker connection was lost): pending tasks rejected with `err`, the cluster closes. */
+  'transport:error': [err: Error]
 }
 
 const DEFAULT_MAP_CONCURRENCY = 16_384
@@ -145,15 +148,23 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private timer: NodeJS.Timeout | undefined
   private lastTick = Date.now()
   private closing: Promise<void> | undefined
+  /** Brokered designs: stands for the shared task queue, whose `inFlight` counts tasks published and not yet settled. */
+  private readonly broker: NodeState | undefined
+  private readonly clusterId: string
   private readonly counters = { tasksSubmitted: 0, tasksSucceeded: 0, tasksFailed: 0, requeued: 0, duplicatesDropped: 0, badFrames: 0 }
 
-  private constructor(options: ResolvedClusterOptions, catalog: Catalog | undefined) {
+  private constructor(options: ResolvedClusterOptions, catalog: Catalog | undefined, transport: DriverTransport, clusterId: string, localAddress: string | undefined) {
     super()
     this.options = options
     this.catalog = catalog
-    this.localAddress =
-      options.localAgents > 0 && options.localTransport === 'inproc' ? `inproc://actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}` : undefined
-    this.transport = new ZmqDriverTransport({ listen: options.listen, inproc: this.localAddress, maxFrameBytes: options.maxFrameBytes })
+    this.transport = transport
+    this.clusterId = clusterId
+    this.localAddress = localAddress
+    if (transport.sharedTasks) {
+      this.broker = sharedQueueNode()
+      // Task ids from a random start: a stale result of an earlier run under the same cluster id cannot match a task of this one.
+      this.nextId = randomInt(1, 2 ** 47)
+    }
   }
 
   /**
@@ -164,16 +175,25 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    */
   static async start(options: ClusterOptions = {}): Promise<Cluster> {
     const resolved = resolveClusterOptions(options)
-    if (!resolved.insecure && !isLoopbackEndpoint(resolved.listen)) {
+    if (resolved.transport === 'zmq' && !resolved.insecure && !isLoopbackEndpoint(resolved.listen)) {
       throw new TransportError(
         `refusing to listen on ${resolved.listen} without authentication: only loopback addresses may be used unless insecure: true (--insecure) is given`,
         { code: 'ERR_INSECURE_BIND' },
       )
     }
     const catalog = resolved.tasks === undefined ? undefined : await loadCatalog(resolved.tasks, 'the driver')
-    const cluster = new Cluster(resolved, catalog)
+    const clusterId = resolved.clusterId ?? randomBytes(8).toString('hex')
+    const localAddress =
+      resolved.transport === 'zmq' && resolved.localAgents > 0 && resolved.localTransport === 'inproc'
+        ? `inproc://actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}`
+        : undefined
+    const transport = await createDriverTransport({ ...resolved, clusterId, inproc: localAddress })
+    const cluster = new Cluster(resolved, catalog, transport, clusterId, localAddress)
     await cluster.transport.bind()
-    cluster.transport.start((peer, parts) => cluster.onMessage(peer, parts))
+    cluster.transport.start(
+      (peer, parts) => cluster.onMessage(peer, parts),
+      (err) => cluster.onTransportFailure(err),
+    )
     cluster.timer = setInterval(() => cluster.tick(), resolved.heartbeatMs)
     cluster.timer.unref()
     try {
@@ -186,10 +206,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   }
 
   private async startLocalAgents(): Promise<void> {
-    const { localAgents, tasks, threads, heartbeatMs, nodeTimeoutMs, maxFrameBytes } = this.options
+    const { localAgents, tasks, threads, heartbeatMs, nodeTimeoutMs, maxFrameBytes, transport, redisUrl, amqpUrl } = this.options
     if (localAgents === 0 || tasks === undefined) return
+    const via = isBrokered(transport) ? { transport, redisUrl, amqpUrl, clusterId: this.clusterId } : { connect: this.localAddress ?? this.address }
     for (let i = 0; i < localAgents; i++) {
-      const agent = await Agent.start({ connect: this.localAddress ?? this.address, tasks, threads, heartbeatMs, driverTimeoutMs: nodeTimeoutMs, maxFrameBytes })
+      const agent = await Agent.start({ ...via, tasks, threads, heartbeatMs, driverTimeoutMs: nodeTimeoutMs, maxFrameBytes })
       this.localAgents.push(agent)
       this.localIds.add(agent.id)
     }
@@ -205,9 +226,14 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     ]).finally(() => clearTimeout(timeout))
   }
 
-  /** The address agents connect to (`cluster agent --connect <address>`). */
+  /** The address agents connect to (`cluster agent --connect <address>`); for brokered designs, the broker URLs (passwords masked). */
   get address(): string {
     return this.transport.address
+  }
+
+  /** The namespace of this cluster's queues on the brokers: agents of a brokered design join with `--cluster-id <id>`. */
+  get id(): string {
+    return this.clusterId
   }
 
   /** The agents currently serving this driver. */
@@ -218,6 +244,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   stats(): ClusterStats {
     let inFlight = 0
     for (const n of this.nodesByPeer.values()) inFlight += n.inFlight
+    if (this.broker) inFlight += this.broker.inFlight
     return { ...this.counters, queued: this.pending.length, inFlight, nodes: this.nodesByPeer.size, transport: { ...this.transport.stats } }
   }
 
@@ -436,6 +463,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     if (this.closing) return
     for (const node of this.nodesByPeer.values()) if (node.actorQueue.length > 0) this.sendActorOps(node)
     if (this.pending.length === 0) return
+    if (this.broker) {
+      this.flushShared(this.broker)
+      return
+    }
     const ready: NodeState[] = []
     let totalFree = 0
     for (const node of this.nodesByPeer.values()) {
@@ -463,6 +494,35 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         quota -= chunk.length
         this.sendTasks(node, chunk)
       }
+    }
+  }
+
+  /**
+   * Brokered designs: the broker hands frames to whichever agent has room, so
+   * the driver only bounds what it has published and not seen settled (twice
+   * the agents' windows together), and sizes frames to one thread's share of
+   * the average window, as for ZeroMQ.
+   */
+  private flushShared(broker: NodeState): void {
+    let windows = 0
+    let threads = 0
+    for (const node of this.nodesByPeer.values()) {
+      if (node.state !== 'up') continue
+      windows += node.window
+      threads += node.info.threads
+    }
+    if (windows === 0) return
+    const cap = 2 * windows
+    const frameCap = Math.max(1, Math.min(this.batchMax(), Math.ceil(windows / threads)))
+    while (broker.inFlight < cap && this.pending.length > 0) {
+      const n = Math.min(frameCap, cap - broker.inFlight)
+      const chunk: Entry[] = []
+      while (chunk.length < n && this.pending.length > 0) {
+        const e = this.pending.shift()!
+        if (!e.settled) chunk.push(e)
+      }
+      if (chunk.length === 0) break
+      this.sendTasks(broker, chunk)
     }
   }
 
@@ -495,7 +555,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     for (const e of chunk) e.node = node
     node.inFlight += chunk.length
     this.bytesPerTask = this.bytesPerTask * 0.8 + (body.length / chunk.length) * 0.2
-    this.transport.send(node.peer, [header(MsgType.Tasks, chunk.length), body])
+    if (node === this.broker) this.transport.publishTasks!([header(MsgType.Tasks, chunk.length), body])
+    else this.transport.send(node.peer, [header(MsgType.Tasks, chunk.length), body])
   }
 
   /** A batch failed to encode: find the tasks that cannot be carried, fail them, send the rest. */
@@ -632,6 +693,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       }
       this.ledger.delete(e.id)
       e.settled = true
+      if (this.broker && e.node === this.broker) this.broker.inFlight--
       const status = items[i + 1]
       if (status === Status.Ok) {
         if (!e.actor) this.counters.tasksSucceeded++
@@ -662,6 +724,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private removeNode(node: NodeState, how: 'left' | 'lost', reason: string = how): void {
     if (this.nodesByPeer.get(node.peer) !== node) return
     this.nodesByPeer.delete(node.peer)
+    // Brokered designs: what the agent took from the shared queue goes back there.
+    this.transport.peerGone?.(node.peer)
     node.actorQueue.length = 0
     const requeue: Entry[] = []
     for (const e of this.ledger.values()) {
@@ -700,6 +764,15 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
   }
 
+  /** The transport failed for good: every pending task rejects with its error (naming the broker and the cause), then the cluster closes. */
+  private onTransportFailure(err: Error): void {
+    if (this.closing) return
+    for (const e of this.ledger.values()) this.fail(e, err)
+    this.pending.clear()
+    this.emit('transport:error', err)
+    void this.close()
+  }
+
   // --- lifecycle ---------------------------------------------------------------
 
   /**
@@ -728,5 +801,24 @@ export class Cluster extends EventEmitter<ClusterEvents> {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close()
+  }
+}
+
+/** The stand-in node for the shared task queue of a brokered design (never listed among the nodes). */
+function sharedQueueNode(): NodeState {
+  return {
+    peer: '',
+    info: { agentId: 'shared-queue', threads: 1, pid: 0, host: '', version: '', tasks: [], actors: [], window: 0 },
+    tasks: new Set(),
+    actorClasses: new Set(),
+    local: false,
+    state: 'up',
+    window: 0,
+    inFlight: 0,
+    tasksDone: 0,
+    busy: 0,
+    actors: 0,
+    lastSeen: 0,
+    actorQueue: [],
   }
 }

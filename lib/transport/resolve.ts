@@ -1,0 +1,41 @@
+/**
+ * From the `transport` option to a driver or agent transport. ZeroMQ is
+ * built in; the brokered designs (and with them ioredis and amqplib) are
+ * imported only when chosen, so importing the package never loads them.
+ */
+import type { TransportKind } from './options.js'
+import type { AgentTransport, DriverTransport } from './transport.js'
+import { ZmqAgentTransport, ZmqDriverTransport } from './zmq.js'
+
+export interface DriverTransportSpec {
+  transport: TransportKind
+  redisUrl: string
+  amqpUrl: string
+  clusterId: string
+  listen: string
+  inproc: string | undefined
+  maxFrameBytes: number
+}
+
+export interface AgentTransportSpec {
+  transport: TransportKind
+  redisUrl: string
+  amqpUrl: string
+  clusterId: string | undefined
+  connect: string
+  identity: string
+  maxFrameBytes: number
+}
+
+export async function createDriverTransport(s: DriverTransportSpec): Promise<DriverTransport> {
+  if (s.transport === 'zmq') return new ZmqDriverTransport({ listen: s.listen, inproc: s.inproc, maxFrameBytes: s.maxFrameBytes })
+  const { BrokeredDriverTransport } = await import('./brokered.js')
+  return new BrokeredDriverTransport({ transport: s.transport, redisUrl: s.redisUrl, amqpUrl: s.amqpUrl, clusterId: s.clusterId })
+}
+
+export async function createAgentTransport(s: AgentTransportSpec): Promise<AgentTransport> {
+  if (s.transport === 'zmq') return new ZmqAgentTransport({ connect: s.connect, identity: s.identity, maxFrameBytes: s.maxFrameBytes })
+  const { BrokeredAgentTransport } = await import('./brokered.js')
+  // resolveAgentOptions demands a cluster id for every brokered design.
+  return new BrokeredAgentTransport({ transport: s.transport, redisUrl: s.redisUrl, amqpUrl: s.amqpUrl, clusterId: s.clusterId! }, s.identity)
+}
