@@ -77,7 +77,10 @@ export class AmqpLink implements BrokerLink {
   private watch<C extends Channel>(ch: C): C {
     ch.on('error', (err: Error) => (this.lastError = err))
     ch.on('close', () => {
-      if (!this.closing && !this.ours.has(ch)) this.fail('a channel closed', this.lastError)
+      // A lost connection closes its channels first: let the connection's own report, which says so, come first.
+      setImmediate(() => {
+        if (!this.closing && !this.ours.has(ch)) this.fail('a channel closed', this.lastError)
+      })
     })
     return ch
   }
