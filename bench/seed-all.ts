@@ -4,7 +4,7 @@
  * the same run and the seed's 2016 figures as reference rows. Produces a
  * Markdown table, the JSON, and an SVG bar chart (log scale).
  */
-import { availableParallelism, cpus, totalmem, platform, release } from 'node:os'
+import { arch, availableParallelism, cpus, totalmem, platform } from 'node:os'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { runSeed } from './seed.js'
@@ -103,7 +103,7 @@ async function machine(o: SeedAllOptions): Promise<Machine> {
     cpu: cpus()[0]?.model.trim() ?? 'unknown',
     cores: availableParallelism(),
     memoryGiB: Math.round(totalmem() / 2 ** 30),
-    os: `${platform()} ${release()}`,
+    os: `${platform()} ${arch()}`,
     node: process.version,
     redis,
     rabbitmq,
@@ -260,11 +260,11 @@ export function seedAllSvg(r: SeedAllResult): string {
   })
   const ly = top + rows.length * rowH + 36
   const legend: [RowKind, string][] = [['ours', 'this project, batched'], ['naive', 'naive baseline, one message per task (same run)'], ['seed-2016', 'the seed, 2016, 400 cores']]
-  let lx = left
+  let lx = 20
   for (const [k, label] of legend) {
     out.push(`<rect x="${lx}" y="${ly - 10}" width="12" height="12" fill="${COLORS[k]}"/>`)
     out.push(`<text x="${lx + 16}" y="${ly}">${esc(label)}</text>`)
-    lx += 28 + label.length * 6.2
+    lx += 30 + label.length * 6
   }
   out.push('</svg>')
   return out.join('\n') + '\n'
