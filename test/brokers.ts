@@ -45,6 +45,8 @@ export interface Proxy {
   port: number
   /** Destroys every connection and stops listening: to its clients, the broker is gone. */
   cut(): Promise<void>
+  /** Stops forwarding but keeps every connection open: to its clients, the broker hangs. */
+  freeze(): void
 }
 
 export async function proxyTo(t: TestContext, url: string, defaultPort: number): Promise<Proxy> {
@@ -58,7 +60,9 @@ export async function proxyTo(t: TestContext, url: string, defaultPort: number):
       s.on('error', () => {})
     }
     client.pipe(upstream).pipe(client)
+    pairs.push([client, upstream])
   })
+  const pairs: [Socket, Socket][] = []
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
   let cut = false
@@ -70,6 +74,14 @@ export async function proxyTo(t: TestContext, url: string, defaultPort: number):
       const closed = new Promise((resolve) => server.close(resolve))
       for (const s of sockets) s.destroy()
       await closed
+    },
+    freeze() {
+      for (const [client, upstream] of pairs) {
+        client.unpipe(upstream)
+        upstream.unpipe(client)
+        client.pause()
+        upstream.pause()
+      }
     },
   }
   t.after(() => proxy.cut())

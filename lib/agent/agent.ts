@@ -196,6 +196,8 @@ export class Agent extends EventEmitter<AgentEvents> {
             this.nodeId = h.info.nodeId
             this.sentWindow = -1
             this.sendCredit()
+            // Brokered designs: frames taken while no driver was known wait in the queue.
+            this.pump()
             for (const w of this.readyWaiters.splice(0)) w.resolve()
             this.emit('driver:joined', h.info.nodeId)
           }

@@ -33,6 +33,10 @@ import type { Delivery } from './transport.js'
 
 /** Seconds a blocking pop waits before looking again (bounds how long close() waits for nothing). */
 const BLOCK_SECONDS = 1
+/** How long a connection attempt may take, handshake included. */
+const CONNECT_TIMEOUT_MS = 5000
+/** A server that owes a reply and sends nothing for this long is taken for gone. */
+const SILENCE_TIMEOUT_MS = 10_000
 /** Messages taken from an inbox in one round trip after a blocking pop returned one. */
 const DRAIN = 1024
 
@@ -93,7 +97,10 @@ export class RedisLink implements BrokerLink {
       retryStrategy: () => null,
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
-      connectTimeout: 5000,
+      connectTimeout: CONNECT_TIMEOUT_MS,
+      // A server that stops answering is a lost broker, not a command that waits forever.
+      // Blocking pops answer at least every BLOCK_SECONDS, so they never trip it.
+      socketTimeout: SILENCE_TIMEOUT_MS,
       connectionName: `actor-cluster:${this.role.replace(/[^A-Za-z0-9_.:-]/g, '_')}:${name}`,
     })
     r.on('error', (err: Error) => (this.lastError = err))
@@ -111,11 +118,17 @@ export class RedisLink implements BrokerLink {
   }
 
   private async open(r: Redis): Promise<void> {
+    let timer: NodeJS.Timeout | undefined
     try {
-      await r.connect()
+      await Promise.race([
+        r.connect(),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer within ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS)
+        }),
+      ]).finally(() => clearTimeout(timer))
     } catch (err) {
       this.end(r)
-      throw unreachable('Redis', this.url, this.role, this.lastError ?? err)
+      throw unreachable('Redis', this.url, this.role, err instanceof Error && /no answer/.test(err.message) ? err : (this.lastError ?? err))
     }
   }
 

@@ -6,6 +6,8 @@
 import { describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
+import { createServer } from 'node:net'
+import { once } from 'node:events'
 import { Redis } from 'ioredis'
 import { connect as amqpConnect } from 'amqplib'
 import { Cluster, ClusterClosedError, InvalidArgumentError, TransportError, resolveAgentOptions } from '../../lib/index.js'
@@ -173,6 +175,42 @@ describe('bad broker URLs and lost brokers', () => {
       await assert.rejects(cluster.call('add', 1, 1), ClusterClosedError)
     })
   }
+})
+
+test('a broker that accepts connections and never answers fails at start within seconds', async (t) => {
+  const silent = createServer((s) => t.after(() => s.destroy()))
+  silent.listen(0, '127.0.0.1')
+  await once(silent, 'listening')
+  t.after(() => silent.close())
+  const port = (silent.address() as { port: number }).port
+  const started = Date.now()
+  const outcomes = await Promise.allSettled([
+    Cluster.start({ tasks: FIXTURE_TASKS, transport: 'redis', redisUrl: `redis://127.0.0.1:${port}` }),
+    Cluster.start({ tasks: FIXTURE_TASKS, transport: 'amqp', amqpUrl: `amqp://guest:guest@127.0.0.1:${port}` }),
+  ])
+  for (const o of outcomes) {
+    assert.equal(o.status, 'rejected')
+    const e = (o as PromiseRejectedResult).reason as TransportError
+    assert.equal(e.code, 'ERR_BROKER_UNREACHABLE', e.message)
+    assert.ok(e.message.includes(`127.0.0.1:${port}`) && /no answer within|ETIMEDOUT/.test(e.message), e.message)
+  }
+  assert.ok(Date.now() - started < 15_000)
+})
+
+test('a broker that hangs mid-run is taken for lost: pending tasks fail, nothing waits forever', { skip: skipReason('amqp+redis') }, async (t) => {
+  await Promise.all(
+    ([['redis', REDIS_URL, 6379], ['amqp', AMQP_URL, 5672]] as const).map(async ([design, url, port]) => {
+      const proxy = await proxyTo(t, url, port)
+      // AMQP heartbeats of 1 s (instead of 5) let the client give up on the hung broker sooner.
+      const via = withPort(url, proxy.port) + (design === 'amqp' ? '?heartbeat=1' : '')
+      const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, transport: design, threads: 1, ...(design === 'redis' ? { redisUrl: via } : { amqpUrl: via }) })
+      t.after(() => cluster.close())
+      assert.equal(await cluster.call('add', 1, 1), 2)
+      const pending = cluster.call('sleep', 100)
+      proxy.freeze()
+      await assert.rejects(pending, (e: unknown) => e instanceof TransportError && e.code === 'ERR_BROKER_LOST' && e.message.includes(`127.0.0.1:${proxy.port}`))
+    }),
+  )
 })
 
 test('importing the package loads neither ioredis nor amqplib; choosing a design loads only its client', async () => {
