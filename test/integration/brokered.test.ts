@@ -177,6 +177,20 @@ describe('bad broker URLs and lost brokers', () => {
   }
 })
 
+test('connections per process stay constant: an agent of 4 threads holds 3 Redis connections, not one per thread', { skip: skipReason('redis') }, async () => {
+  await using cluster = await Cluster.start({ ...urls, tasks: FIXTURE_TASKS, transport: 'redis', threads: 4 })
+  await Promise.all(Array.from({ length: 2000 }, (_, k) => cluster.call('add', k, 1)))
+  const agent = cluster.nodes()[0]!.id.replace(/[^A-Za-z0-9_.:-]/g, '_')
+  const redis = new Redis(REDIS_URL)
+  try {
+    const names = ((await redis.client('LIST')) as string).split('\n').map((l) => /name=(\S*)/.exec(l)?.[1] ?? '')
+    const mine = names.filter((n) => n.startsWith(`actor-cluster:agent_${agent}:`)).sort()
+    assert.deepEqual(mine, ['cmd', 'inbox', 'tasks'].map((c) => `actor-cluster:agent_${agent}:${c}`))
+  } finally {
+    redis.disconnect()
+  }
+})
+
 test('a broker that accepts connections and never answers fails at start within seconds', async (t) => {
   const silent = createServer((s) => t.after(() => s.destroy()))
   silent.listen(0, '127.0.0.1')
