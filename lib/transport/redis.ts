@@ -280,6 +280,10 @@ export class RedisAgentTasks implements AgentTaskPath {
       }
       const frame = await conn.blmoveBuffer(this.k.tasks, this.processing, 'RIGHT', 'LEFT', BLOCK_SECONDS)
       // Taken after close began: it sits in the processing list, which close() moves back.
+      if (frame) {
+        // BLMOVE made the key without a TTL: give it one now, so it cannot outlive a crash of both ends.
+        void this.link.track(this.link.cmd.pexpire(this.processing, QUEUE_TTL_MS), 'PEXPIRE')
+      }
       if (frame && !this.closed) {
         this.held++
         onTask(frame, frame)
