@@ -1,26 +1,24 @@
 /**
- * Example configuration for a cluster of hosts (see docs/cluster.md). The
- * `cluster` commands find it in the working directory; a driver gets it with
- * `cluster run driver.js` or `Cluster.start({ config })`. Every field can also
- * be given as a flag (`--head ...`) or an environment variable
- * (`CLUSTER_HEAD=...`); flags win over the environment, which wins over this file.
+ * Example configuration. Copy it next to your driver and pass it to
+ * `Cluster.start({ ...config })`. Every option can also be given on the
+ * command line (`--threads 4`) or as an environment variable (`CLUSTER_THREADS=4`);
+ * flags win over the environment, which wins over this file.
  */
-import { defineConfig } from 'actor-cluster'
+import { defineConfig } from './lib/index.js'
 
 export default defineConfig({
-  name: 'bench',
-  // Relative paths are relative to this file's folder, the project directory.
   tasks: './dist/bench/tasks.js',
-  // The driver binds this; `head` is how the hosts reach it.
-  listen: 'tcp://0.0.0.0:7100',
-  head: 'tcp://head.lan:7100',
-  // CURVE keys from `cluster keys --out cluster-keys`: only agents holding them may join.
-  curve: { dir: './cluster-keys' },
-  // This machine only drives; the hosts compute.
-  localAgents: 0,
-  hosts: './hosts.txt',
-  ssh: { connectTimeoutS: 10, concurrency: 32 },
+  // Where agents connect. Anything but loopback needs authentication (or insecure: true).
+  listen: 'tcp://127.0.0.1:7100',
+  // Agents inside the driver's process; 0 to wait for `cluster agent --connect ...`.
+  localAgents: 1,
+  threads: 2,
   batch: 'auto',
   heartbeatMs: 1000,
   nodeTimeoutMs: 3000,
+  // The data plane: 'zmq' (brokerless, default), 'redis', 'amqp' or 'amqp+redis'.
+  transport: 'zmq',
+  // Brokers of the brokered designs, and the namespace agents join with --cluster-id (random if unset).
+  redisUrl: 'redis://127.0.0.1:6379',
+  amqpUrl: 'amqp://guest:guest@127.0.0.1:5672',
 })

@@ -70,10 +70,11 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     }
 
     const kills: KillRecord[] = []
+    // Inputs (the task's first argument) requeued by the next loss.
     const requeuedIds: number[] = []
     const lossGroups: { kill: KillRecord; ids: Set<number> }[] = []
     const onRetry = (info: RetryInfo) => {
-      if (info.cause instanceof NodeLostError) requeuedIds.push(info.id)
+      if (info.cause instanceof NodeLostError) requeuedIds.push(info.args[0] as number)
     }
     cluster.on('task:retried', onRetry)
     cluster.on('node:lost', (node) => {
@@ -100,8 +101,6 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
         }),
       ),
     ).finally(() => (finished = true))
-    // The ledger's task ids are not the inputs: map them through the order of submission.
-    const firstId = cluster.stats().tasksSubmitted - o.tasks + 1
     let victim = 0
     const killer = setInterval(() => {
       if (finished) return
@@ -119,9 +118,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
 
     for (const { kill, ids } of lossGroups) {
       let first = Infinity
-      for (const id of ids) {
-        const k = id - firstId
-        if (k >= 0 && k < o.tasks && ranOn[k] !== kill.pid) first = Math.min(first, startedAt[k]!)
+      for (const k of ids) {
+        if (ranOn[k] !== kill.pid) first = Math.min(first, startedAt[k]!)
       }
       if (first !== Infinity) kill.recoveryMs = first - kill.killedAt
     }

@@ -6,6 +6,7 @@
  */
 import { availableParallelism } from 'node:os'
 import { Cluster } from '../lib/index.js'
+import type { TransportKind } from '../lib/transport/options.js'
 import { median } from './stats.js'
 
 export interface SeedOptions {
@@ -17,6 +18,10 @@ export interface SeedOptions {
   warmup: boolean
   via: 'call' | 'map'
   localTransport?: 'inproc' | 'tcp'
+  /** The design (default zmq). */
+  transport?: TransportKind
+  redisUrl?: string
+  amqpUrl?: string
 }
 
 export interface SeedRun {
@@ -80,14 +85,24 @@ async function oneRun(cluster: Cluster, n: number, via: 'call' | 'map'): Promise
 export async function runSeed(o: SeedOptions): Promise<SeedResult> {
   const threads = o.threads ?? Math.max(1, Math.floor(availableParallelism() / o.agents))
   const localTransport = o.localTransport ?? 'inproc'
-  await using cluster = await Cluster.start({ tasks: BENCH_TASKS, localAgents: o.agents, threads, batch: o.batch, localTransport })
+  const transport = o.transport ?? 'zmq'
+  await using cluster = await Cluster.start({
+    tasks: BENCH_TASKS,
+    localAgents: o.agents,
+    threads,
+    batch: o.batch,
+    localTransport,
+    transport,
+    redisUrl: o.redisUrl,
+    amqpUrl: o.amqpUrl,
+  })
   // One unmeasured run lets the JIT and the credit windows settle, as any long job would.
   if (o.warmup) await oneRun(cluster, Math.min(o.tasks, 20_000), o.via)
   const runs: SeedRun[] = []
   for (let i = 0; i < o.runs; i++) runs.push(await oneRun(cluster, o.tasks, o.via))
   const roundTripSeconds = median(runs.map((r) => r.roundTripSeconds))
   return {
-    design: 'zmq',
+    design: transport,
     tasks: o.tasks,
     agents: o.agents,
     threads,

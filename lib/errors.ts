@@ -18,6 +18,8 @@ export type ClusterErrorCode =
   | 'ERR_TRANSPORT'
   | 'ERR_ADDRESS_IN_USE'
   | 'ERR_INSECURE_BIND'
+  | 'ERR_BROKER_UNREACHABLE'
+  | 'ERR_BROKER_LOST'
   | 'ERR_ACTOR_STOPPED'
   | 'ERR_ACTOR_LOST'
   | 'ERR_NODE_LOST'
@@ -123,7 +125,10 @@ export class ProtocolError extends ClusterError {
 }
 
 export class TransportError extends ClusterError {
-  constructor(message: string, options?: { cause?: unknown; code?: 'ERR_TRANSPORT' | 'ERR_ADDRESS_IN_USE' | 'ERR_INSECURE_BIND' }) {
+  constructor(
+    message: string,
+    options?: { cause?: unknown; code?: 'ERR_TRANSPORT' | 'ERR_ADDRESS_IN_USE' | 'ERR_INSECURE_BIND' | 'ERR_BROKER_UNREACHABLE' | 'ERR_BROKER_LOST' },
+  ) {
     super(options?.code ?? 'ERR_TRANSPORT', message, options)
   }
 }

@@ -2,11 +2,12 @@ import { availableParallelism } from 'node:os'
 import { InvalidArgumentError } from './errors.js'
 import type { CurveOptions } from './transport/curve.js'
 import type { ClusterConfig } from './config.js'
+import { isBrokered, resolveTransportOptions, type ResolvedTransportOptions, type TransportOptions } from './transport/options.js'
 
 /** Where the task functions and actor classes live: a module path or URL. */
 export type TasksModule = string | URL
 
-export interface ClusterOptions {
+export interface ClusterOptions extends TransportOptions {
   /** Module whose named exports are the task functions and actor classes. */
   tasks?: TasksModule
   /** Address the driver binds; agents connect to it. Default `tcp://127.0.0.1:0` (a free loopback port). */
@@ -45,7 +46,7 @@ export interface ClusterOptions {
   config?: ClusterConfig | string | URL
 }
 
-export interface ResolvedClusterOptions {
+export interface ResolvedClusterOptions extends ResolvedTransportOptions {
   readonly tasks: string | undefined
   readonly listen: string
   readonly localAgents: number
@@ -73,9 +74,9 @@ export const CLUSTER_DEFAULTS = {
   maxRetries: 3,
 } as const
 
-export interface AgentOptions {
-  /** Driver address, e.g. `tcp://127.0.0.1:7100`. */
-  connect: string
+export interface AgentOptions extends TransportOptions {
+  /** Driver address, e.g. `tcp://127.0.0.1:7100` (the `zmq` design; brokered designs join through `clusterId`). */
+  connect?: string
   tasks: TasksModule
   /** Worker threads. Default: the number of cores. */
   threads?: number
@@ -99,7 +100,7 @@ export interface AgentOptions {
   curve?: CurveOptions
 }
 
-export interface ResolvedAgentOptions {
+export interface ResolvedAgentOptions extends ResolvedTransportOptions {
   readonly connect: string
   readonly tasks: string
   readonly threads: number
@@ -179,6 +180,7 @@ export function resolveClusterOptions(o: ClusterOptions = {}): ResolvedClusterOp
     throw new InvalidArgumentError(`options.insecure must be a boolean, got ${describe(o.insecure)}`)
   }
   return Object.freeze({
+    ...resolveTransportOptions(o),
     tasks,
     listen: checkEndpoint('listen', o.listen ?? CLUSTER_DEFAULTS.listen),
     localAgents,
@@ -200,8 +202,13 @@ export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
   if (o.id !== undefined && (typeof o.id !== 'string' || o.id.length === 0 || o.id.length > 128)) {
     throw new InvalidArgumentError(`options.id must be a string of 1 to 128 characters, got ${describe(o.id)}`)
   }
+  const transport = resolveTransportOptions(o)
+  if (isBrokered(transport.transport) && transport.clusterId === undefined) {
+    throw new InvalidArgumentError(`options.clusterId is required with transport '${transport.transport}': the id of the cluster to join (the driver's cluster.id)`)
+  }
   return Object.freeze({
-    connect: checkEndpoint('connect', o.connect),
+    ...transport,
+    connect: isBrokered(transport.transport) && o.connect === undefined ? '' : checkEndpoint('connect', o.connect),
     tasks: tasksSpecifier('tasks', o.tasks),
     threads: positiveInt('threads', o.threads, availableParallelism()),
     maxPoolBatch: positiveInt('maxPoolBatch', o.maxPoolBatch, AGENT_DEFAULTS.maxPoolBatch),

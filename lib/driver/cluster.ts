@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events'
-import { randomBytes } from 'node:crypto'
+import { randomBytes, randomInt } from 'node:crypto'
 import { Agent } from '../agent/agent.js'
 import {
   ActorLostError,
@@ -20,7 +20,8 @@ import { encode, findUnserializable, header, parseFlatBody, parseHeader, Version
 import { ActorOp, MsgType, Status, type HelloInfo } from '../protocol/messages.js'
 import { loadCatalog, type Catalog } from '../tasks-module.js'
 import { applyConfig } from '../config.js'
-import { ZmqDriverTransport } from '../transport/zmq.js'
+import { createDriverTransport } from '../transport/resolve.js'
+import { isBrokered } from '../transport/options.js'
 import { newKeyPair, registerZapDomain, resolveDriverCurve, unregisterZapDomain, type DriverCurve, type KeyPair } from '../transport/curve.js'
 import type { DriverTransport, Parts, TransportStats } from '../transport/transport.js'
 import { Deque } from '../util/deque.js'
@@ -78,6 +79,8 @@ export interface ClusterStats {
 export interface RetryInfo {
   id: number
   name: string
+  /** The task's arguments. */
+  args: readonly unknown[]
   /** Why: the error of the failed attempt. */
   cause: Error
   /** Retries so far, this one included. */
@@ -91,6 +94,8 @@ export interface ClusterEvents {
   'task:retried': [info: RetryInfo]
   'task:failed': [info: { id: number; name: string; error: Error }]
   'actor:restarted': [info: { id: string; className: string; node: string }]
+  /** The transport failed for good (a broker connection was lost): pending tasks rejected with `err`, the cluster closes. */
+  'transport:error': [err: Error]
 }
 
 /** The calls of a cluster under given options: `cluster.with({ timeoutMs: 500 }).call(...)`. */
@@ -186,7 +191,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private readonly localAgents: Agent[] = []
   private readonly localIds = new Set<string>()
   private readonly byeSent = new Map<string, number>()
-  private nextId = 1
+  /** Random per instance: told to agents in Welcome, so results meant for an earlier driver are dropped. */
+  private readonly session = randomBytes(8).toString('hex')
+  // Ids start at a random point: a stray result of an earlier driver on the same address cannot match one of ours.
+  private nextId = randomInt(1, 2 ** 31)
   private actorSeq = 0
   private flushScheduled = false
   private readonly flushBound = () => this.flush()
@@ -195,6 +203,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private lastTick = Date.now()
   private closing: Promise<void> | undefined
   private readonly actors = new Map<string, ActorRecord>()
+  /** Brokered designs: stands for the shared task queue, whose `inFlight` counts tasks published and not yet settled. */
+  private readonly broker: NodeState | undefined
+  private readonly clusterId: string
   private readonly counters = {
     tasksSubmitted: 0,
     tasksSucceeded: 0,
@@ -207,22 +218,23 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     badFrames: 0,
   }
 
-  private constructor(options: ResolvedClusterOptions, catalog: Catalog | undefined, curve: DriverCurve | undefined) {
+  private constructor(
+    options: ResolvedClusterOptions,
+    catalog: Catalog | undefined,
+    transport: DriverTransport,
+    clusterId: string,
+    local: { address: string | undefined; curve: DriverCurve | undefined; zapDomain: string | undefined; key: KeyPair | undefined },
+  ) {
     super()
     this.options = options
     this.catalog = catalog
-    this.zapDomain = curve ? `actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}` : undefined
-    this.curve = curve
-    // Local agents get a key pair of their own, accepted by this driver alone.
-    this.localKey = curve && options.localAgents > 0 ? newKeyPair() : undefined
-    this.localAddress =
-      options.localAgents > 0 && options.localTransport === 'inproc' ? `inproc://actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}` : undefined
-    this.transport = new ZmqDriverTransport({
-      listen: options.listen,
-      inproc: this.localAddress,
-      maxFrameBytes: options.maxFrameBytes,
-      curve: curve && this.zapDomain ? { server: curve.server, zapDomain: this.zapDomain } : undefined,
-    })
+    this.transport = transport
+    this.clusterId = clusterId
+    this.localAddress = local.address
+    this.curve = local.curve
+    this.zapDomain = local.zapDomain
+    this.localKey = local.key
+    if (transport.sharedTasks) this.broker = sharedQueueNode()
   }
 
   /**
@@ -233,27 +245,44 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    */
   static async start(options: ClusterOptions = {}): Promise<Cluster> {
     const resolved = resolveClusterOptions(await applyConfig(options))
-    if (!resolved.insecure && !resolved.curve && !isLoopbackEndpoint(resolved.listen)) {
+    if (resolved.transport === 'zmq' && !resolved.insecure && !resolved.curve && !isLoopbackEndpoint(resolved.listen)) {
       throw new TransportError(
         `refusing to listen on ${resolved.listen} without authentication: give curve keys (cluster keys), or insecure: true (--insecure) to allow any peer; loopback addresses need neither`,
         { code: 'ERR_INSECURE_BIND' },
       )
     }
-    const curve = resolved.curve ? resolveDriverCurve(resolved.curve) : undefined
+    const zmqDesign = resolved.transport === 'zmq'
+    const curve = resolved.curve && zmqDesign ? resolveDriverCurve(resolved.curve) : undefined
     const catalog = resolved.tasks === undefined ? undefined : await loadCatalog(resolved.tasks, 'the driver')
-    const cluster = new Cluster(resolved, catalog, curve)
-    if (curve && cluster.zapDomain) {
-      const allowed = [...curve.authorizedAgents]
-      if (cluster.localKey) allowed.push(cluster.localKey.publicKey)
-      cluster.authDenied = await registerZapDomain(cluster.zapDomain, allowed)
+    const clusterId = resolved.clusterId ?? randomBytes(8).toString('hex')
+    const local = {
+      address: zmqDesign && resolved.localAgents > 0 && resolved.localTransport === 'inproc' ? `inproc://actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}` : undefined,
+      curve,
+      zapDomain: curve ? `actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}` : undefined,
+      // Local agents get a key pair of their own, accepted by this driver alone.
+      key: curve && resolved.localAgents > 0 ? newKeyPair() : undefined,
     }
+    const transport = await createDriverTransport({
+      ...resolved,
+      clusterId,
+      inproc: local.address,
+      curve: curve && local.zapDomain ? { server: curve.server, zapDomain: local.zapDomain } : undefined,
+    })
+    const cluster = new Cluster(resolved, catalog, transport, clusterId, local)
+    let authDenied: { denied: number } | undefined
     try {
+      if (curve && local.zapDomain) authDenied = await registerZapDomain(local.zapDomain, local.key ? [...curve.authorizedAgents, local.key.publicKey] : curve.authorizedAgents)
+      cluster.authDenied = authDenied
       await cluster.transport.bind()
     } catch (err) {
-      if (cluster.zapDomain) await unregisterZapDomain(cluster.zapDomain)
+      if (local.zapDomain) await unregisterZapDomain(local.zapDomain)
+      await cluster.transport.close()
       throw err
     }
-    cluster.transport.start((peer, parts) => cluster.onMessage(peer, parts))
+    cluster.transport.start(
+      (peer, parts) => cluster.onMessage(peer, parts),
+      (err) => cluster.onTransportFailure(err),
+    )
     cluster.timer = setInterval(() => cluster.tick(), resolved.heartbeatMs)
     cluster.timer.unref()
     try {
@@ -266,12 +295,13 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   }
 
   private async startLocalAgents(): Promise<void> {
-    const { localAgents, tasks, threads, heartbeatMs, nodeTimeoutMs, maxFrameBytes, localAgentOptions } = this.options
+    const { localAgents, tasks, threads, heartbeatMs, nodeTimeoutMs, maxFrameBytes, localAgentOptions, transport, redisUrl, amqpUrl } = this.options
     if (localAgents === 0 || tasks === undefined) return
     for (let i = 0; i < localAgents; i++) {
+      const via = isBrokered(transport) ? { transport, redisUrl, amqpUrl, clusterId: this.clusterId } : { connect: this.localAddress ?? this.address }
       const agent = await Agent.start({
         ...localAgentOptions,
-        connect: this.localAddress ?? this.address,
+        ...via,
         tasks,
         threads,
         heartbeatMs,
@@ -294,9 +324,14 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     ]).finally(() => clearTimeout(timeout))
   }
 
-  /** The address agents connect to (`cluster agent --connect <address>`). */
+  /** The address agents connect to (`cluster agent --connect <address>`); for brokered designs, the broker URLs (passwords masked). */
   get address(): string {
     return this.transport.address
+  }
+
+  /** The namespace of this cluster's queues on the brokers: agents of a brokered design join with `--cluster-id <id>`. */
+  get id(): string {
+    return this.clusterId
   }
 
   /** The agents currently serving this driver. */
@@ -307,6 +342,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   stats(): ClusterStats {
     let inFlight = 0
     for (const n of this.nodesByPeer.values()) inFlight += n.inFlight
+    if (this.broker) inFlight += this.broker.inFlight
     let queued = 0
     for (const e of this.pending) if (!e.settled) queued++
     return {
@@ -429,6 +465,13 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private settle(e: Entry): void {
     e.settled = true
     this.ledger.delete(e.id)
+    this.unplace(e)
+  }
+
+  /** The entry leaves the node or shared queue that held it (brokered designs count what they published). */
+  private unplace(e: Entry): void {
+    if (e.node !== undefined && e.node === this.broker) this.broker.inFlight--
+    e.node = undefined
   }
 
   /** Sends a task again after a failed attempt, if its budget allows. */
@@ -438,10 +481,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     if (used >= limit || this.closing) return false
     if (infra) e.crashes++
     else e.tries++
-    e.node = undefined
+    this.unplace(e)
     this.pending.push(e)
     this.counters.tasksRetried++
-    if (this.listenerCount('task:retried') > 0) this.emit('task:retried', { id: e.id, name: e.name, cause, attempt: e.crashes + e.tries })
+    if (this.listenerCount('task:retried') > 0) this.emit('task:retried', { id: e.id, name: e.name, args: e.args, cause, attempt: e.crashes + e.tries })
     this.scheduleFlush()
     return true
   }
@@ -696,6 +739,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     if (this.closing) return
     for (const node of this.nodesByPeer.values()) if (node.actorQueue.length > 0) this.sendActorOps(node)
     if (this.pending.length === 0) return
+    if (this.broker) {
+      this.flushShared(this.broker)
+      return
+    }
     const ready: NodeState[] = []
     let totalFree = 0
     for (const node of this.nodesByPeer.values()) {
@@ -735,6 +782,37 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
   }
 
+  /**
+   * Brokered designs: the broker hands frames to whichever agent has room, so
+   * the driver only bounds what it has published and not seen settled (twice
+   * the agents' windows together), and sizes frames to one thread's share of
+   * the average window, as for ZeroMQ.
+   */
+  private flushShared(broker: NodeState): void {
+    let windows = 0
+    let threads = 0
+    for (const node of this.nodesByPeer.values()) {
+      if (node.state !== 'up') continue
+      windows += node.window
+      threads += node.info.threads
+    }
+    if (windows === 0) return
+    const cap = 2 * windows
+    const frameCap = Math.max(1, Math.min(this.batchMax(), Math.ceil(windows / threads)))
+    while (broker.inFlight < cap && this.pending.length > 0) {
+      const n = Math.min(frameCap, cap - broker.inFlight)
+      const chunk: Entry[] = []
+      while (chunk.length < n && this.pending.length > 0) {
+        const e = this.pending.shift()!
+        if (e.settled) continue
+        const timeoutMs = e.policy?.timeoutMs
+        if (timeoutMs === undefined) chunk.push(e)
+        else this.sendTasks(broker, [e], timeoutMs)
+      }
+      if (chunk.length > 0) this.sendTasks(broker, chunk, undefined)
+    }
+  }
+
   private sendTasks(node: NodeState, chunk: Entry[], timeoutMs: number | undefined): void {
     const flat = new Array<unknown>(chunk.length * 3)
     for (let i = 0; i < chunk.length; i++) {
@@ -765,7 +843,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     node.inFlight += chunk.length
     this.bytesPerTask = this.bytesPerTask * 0.8 + (body.length / chunk.length) * 0.2
     const head = timeoutMs === undefined ? header(MsgType.Tasks, chunk.length) : header(MsgType.Tasks, chunk.length, timeoutMs)
-    this.transport.send(node.peer, [head, body])
+    if (node === this.broker) this.transport.publishTasks!([head, body])
+    else this.transport.send(node.peer, [head, body])
   }
 
   /** A batch failed to encode: find the tasks that cannot be carried, fail them, send the rest. */
@@ -868,9 +947,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
     const old = this.nodesByPeer.get(peer)
     // A Hello sent again before our Welcome reached the agent (a busy agent process): welcome it again, change nothing.
-    if (old && info.session !== undefined && old.info.session === info.session) {
+    if (old && info.registration !== undefined && old.info.registration === info.registration) {
       old.lastSeen = Date.now()
-      this.transport.send(peer, [header(MsgType.Welcome, { nodeId: info.agentId, heartbeatMs: this.options.heartbeatMs })])
+      this.transport.send(peer, [header(MsgType.Welcome, { nodeId: info.agentId, heartbeatMs: this.options.heartbeatMs, session: this.session })])
       return
     }
     if (old) this.removeNode(old, 'lost', 'it registered again (it had lost this driver)')
@@ -890,7 +969,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       actorQueue: [],
     }
     this.nodesByPeer.set(peer, node)
-    this.transport.send(peer, [header(MsgType.Welcome, { nodeId: info.agentId, heartbeatMs: this.options.heartbeatMs })])
+    this.transport.send(peer, [header(MsgType.Welcome, { nodeId: info.agentId, heartbeatMs: this.options.heartbeatMs, session: this.session })])
     this.emit('node:joined', this.nodeInfo(node))
     for (const wake of this.waitingSpawns.splice(0)) wake()
     this.scheduleFlush()
@@ -946,6 +1025,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private removeNode(node: NodeState, how: 'left' | 'lost', reason: string = how): void {
     if (this.nodesByPeer.get(node.peer) !== node) return
     this.nodesByPeer.delete(node.peer)
+    // Brokered designs: what the agent took from the shared queue goes back there.
+    this.transport.peerGone?.(node.peer)
     node.actorQueue.length = 0
     const requeue: Entry[] = []
     if (how === 'lost') this.counters.nodesLost++
@@ -961,7 +1042,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         if (how === 'lost') {
           e.crashes++
           if (this.listenerCount('task:retried') > 0) {
-            this.emit('task:retried', { id: e.id, name: e.name, cause: new NodeLostError(`node ${node.info.agentId} was lost (${reason})`), attempt: e.crashes + e.tries })
+            this.emit('task:retried', { id: e.id, name: e.name, args: e.args, cause: new NodeLostError(`node ${node.info.agentId} was lost (${reason})`), attempt: e.crashes + e.tries })
           }
         }
       }
@@ -1002,6 +1083,15 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
   }
 
+  /** The transport failed for good: every pending task rejects with its error (naming the broker and the cause), then the cluster closes. */
+  private onTransportFailure(err: Error): void {
+    if (this.closing) return
+    for (const e of this.ledger.values()) this.fail(e, err)
+    this.pending.clear()
+    this.emit('transport:error', err)
+    void this.close()
+  }
+
   // --- lifecycle ---------------------------------------------------------------
 
   /**
@@ -1031,5 +1121,24 @@ export class Cluster extends EventEmitter<ClusterEvents> {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close()
+  }
+}
+
+/** The stand-in node for the shared task queue of a brokered design (never listed among the nodes). */
+function sharedQueueNode(): NodeState {
+  return {
+    peer: '',
+    info: { agentId: 'shared-queue', threads: 1, pid: 0, host: '', version: '', tasks: [], actors: [], window: 0 },
+    tasks: new Set(),
+    actorClasses: new Set(),
+    local: false,
+    state: 'up',
+    window: 0,
+    inFlight: 0,
+    tasksDone: 0,
+    busy: 0,
+    actors: 0,
+    lastSeen: 0,
+    actorQueue: [],
   }
 }

@@ -46,6 +46,8 @@ export interface HostsPlan {
   /** What agents connect to. */
   readonly head: string | undefined
   readonly insecure: boolean
+  /** The data plane of the config (`cluster up` starts zmq agents only). */
+  readonly transport: string
   /** CURVE keys (the config's `curve`, or `--keys DIR`); the directory resolved. */
   readonly curve: CurveOptions | undefined
   /** The tasks module on this machine (absolute path). */
@@ -142,6 +144,7 @@ export async function resolveHostsPlan(flags: HostsFlags, cwd = process.cwd()): 
     listen: listen ?? head,
     head,
     insecure: flags.insecure ?? config.insecure ?? false,
+    transport: config.transport ?? 'zmq',
     curve:
       flags.keys !== undefined
         ? { dir: resolve(cwd, flags.keys) }

@@ -253,6 +253,9 @@ export async function clusterUp(plan: HostsPlan, hosts: readonly HostSpec[], pro
   if (plan.head === undefined || plan.listen === undefined) {
     throw new ConfigError('no head address: set listen (and head when listen is a wildcard) in cluster.config, or pass --head tcp://HOST:PORT')
   }
+  if (plan.transport !== 'zmq') {
+    throw new ConfigError(`cluster up starts agents of the zmq design; transport ${JSON.stringify(plan.transport)} agents are started with cluster agent --transport on each host`)
+  }
   const tasks = remoteTasksFor(plan)
   // The agents' half of the CURVE keys: the driver's public key and the agent key pair (never the driver's secret).
   const keys = plan.curve ? resolveAgentCurve(plan.curve) : undefined

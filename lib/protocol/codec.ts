@@ -166,13 +166,13 @@ export function parseHeader(bytes: Uint8Array | undefined): Header {
       if (
         !o || typeof o !== 'object' || !isStr(o['agentId'], 128) || !isCount(o['threads']) || (o['threads'] as number) < 1 ||
         !isCount(o['pid']) || !isStr(o['host']) || !isStr(o['version']) || !isStrList(o['tasks']) || !isStrList(o['actors']) || !isCount(o['window']) ||
-        (o['session'] !== undefined && !isStr(o['session'], 64))
+        (o['registration'] !== undefined && !isStr(o['registration'], 64))
       ) throw new ProtocolError('malformed hello')
       return { type, info: o as unknown as HelloInfo }
     }
     case MsgType.Welcome: {
       const o = a as Record<string, unknown> | null
-      if (!o || typeof o !== 'object' || !isStr(o['nodeId'], 128) || !isCount(o['heartbeatMs'])) throw new ProtocolError('malformed welcome')
+      if (!o || typeof o !== 'object' || !isStr(o['nodeId'], 128) || !isCount(o['heartbeatMs']) || !isStr(o['session'], 128)) throw new ProtocolError('malformed welcome')
       return { type, info: o as unknown as WelcomeInfo }
     }
     case MsgType.Reject:

@@ -11,7 +11,7 @@ export const PROTOCOL_VERSION = 1
 export const MsgType = {
   /** agent → driver: `{ agentId, threads, pid, host, version, tasks, actors, window }` */
   Hello: 1,
-  /** driver → agent: `{ nodeId, heartbeatMs }` */
+  /** driver → agent: `{ nodeId, heartbeatMs, session }` — session: random per driver instance */
   Welcome: 2,
   /** driver → agent: `reason` — the agent may not join (version, auth...) */
   Reject: 3,
@@ -63,14 +63,16 @@ export interface HelloInfo {
   window: number
   /**
    * Changes each time the agent starts looking for a driver. A Hello repeated
-   * with the same session (sent again before the Welcome arrived) is a
+   * with the same registration (sent again before the Welcome arrived) is a
    * duplicate, not a re-registration. Optional: older agents send none.
    */
-  session?: string
+  registration?: string
 }
 
 export interface WelcomeInfo {
   nodeId: string
+  /** Random per driver instance: results of one driver's tasks are never sent to the next. */
+  session: string
   heartbeatMs: number
 }
 

@@ -183,7 +183,19 @@ export function registerZapDomain(name: string, allowed: Iterable<string>): Prom
   lifecycle = lifecycle.then(async () => {
     if (handler || domains.size === 0) return
     const sock = new zmq.Reply({ linger: 0 })
-    await sock.bind(ZAP_ENDPOINT)
+    // The endpoint of a handler closed a moment ago is released asynchronously: retry briefly.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await sock.bind(ZAP_ENDPOINT)
+        break
+      } catch (err) {
+        if (attempt >= 30) {
+          sock.close()
+          throw new AuthError(`cannot start the CURVE authentication handler: ${(err as Error).message}`, { cause: err })
+        }
+        await new Promise((r) => setTimeout(r, 50))
+      }
+    }
     handler = sock
     void serve(sock)
   })
@@ -196,7 +208,7 @@ export function unregisterZapDomain(name: string): Promise<void> {
     if (!handler || domains.size > 0) return
     const sock = handler
     handler = undefined
-    await sock.unbind(ZAP_ENDPOINT).catch(() => {})
+    // close() without unbind(): unbind then close can abort libzmq 4.3.5 (pipe.cpp:355).
     sock.close()
   })
   return lifecycle

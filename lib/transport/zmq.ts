@@ -13,8 +13,8 @@ export interface ZmqDriverTransportOptions {
   curve?: { server: KeyPair; zapDomain: string }
 }
 
-/** How long bind() waits for a port that a socket closed a moment ago is still releasing. */
-const REBIND_GRACE_MS = 500
+/** How long bind() retries an address in use (it may be a socket of ours, just closed). */
+const BIND_RETRY_MS = 1500
 
 /** Messages queued for one peer before sends fail fast (flow control keeps us far below). */
 const SEND_HWM = 100_000
@@ -53,17 +53,18 @@ export class ZmqDriverTransport implements DriverTransport {
     const requested = this.options.listen
     // ZeroMQ spells "any free port" as `*`; accept the usual `:0` too.
     const endpoint = requested.replace(/:0$/, ':*')
-    for (let waited = 0; ; ) {
+    // A socket closed a moment ago (a driver restarted in this process) frees its
+    // port on ZeroMQ's I/O thread, shortly after close() returns: retry briefly.
+    const until = Date.now() + BIND_RETRY_MS
+    for (;;) {
       try {
         await this.socket.bind(endpoint)
         break
       } catch (err) {
         const e = err as Error & { code?: string }
         const inUse = e.code === 'EADDRINUSE' || /in use/i.test(e.message)
-        // A socket closed a moment ago releases its port on ZeroMQ's I/O thread, within milliseconds.
-        if (inUse && waited < REBIND_GRACE_MS) {
-          await new Promise((r) => setTimeout(r, 10))
-          waited += 10
+        if (inUse && Date.now() < until) {
+          await new Promise((r) => setTimeout(r, 50))
           continue
         }
         throw new TransportError(
@@ -104,9 +105,8 @@ export class ZmqDriverTransport implements DriverTransport {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
-    // No unbind() first: unbinding while peers disconnect trips an assertion in
-    // libzmq (pipe.cpp) and aborts the process. close() releases the port within
-    // milliseconds, and bind() waits that long for it.
+    // No unbind() first: unbind then close races in libzmq 4.3.5 and aborts the
+    // process (pipe.cpp:355). The port is freed shortly after; bind() retries.
     this.socket.close()
   }
 

@@ -96,7 +96,7 @@ test('an agent survives a hostile driver, then serves a real one on the same add
   try {
     const [id] = await fake.receive()
     const peer = id!
-    await fake.send([peer, packr.pack([V, MsgType.Welcome, { nodeId: 'fake', heartbeatMs: 300 }])])
+    await fake.send([peer, packr.pack([V, MsgType.Welcome, { nodeId: 'fake', heartbeatMs: 300, session: 'fake-session' }])])
     await waitFor(() => agent.state === 'ready', 5000, 'the agent to accept the fake welcome')
     const garbage: Buffer[][] = [
       [randomBytes(30)],

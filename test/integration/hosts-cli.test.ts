@@ -40,7 +40,10 @@ test('a malformed or duplicated hosts file fails before any host is touched, nam
 })
 
 test('up without a hosts file, a head, or with the tasks outside the project: clear errors', async (t) => {
-  const dir = await project(t, { name: 'c', tasks: '/elsewhere/t.mjs' }, { 'hosts.txt': 'h1\n' })
+  const dir = await project(t, { name: 'c', tasks: '/elsewhere/t.mjs' }, {
+    'hosts.txt': 'h1\n',
+    'redis.config.mjs': `export default { tasks: './t.mjs', transport: 'redis', head: 'tcp://127.0.0.1:7100' }\n`,
+  })
   const noHosts = cli(t, dir, ['up'])
   assert.equal(await noHosts.exited, 1)
   assert.match(noHosts.output(), /no hosts file: pass --nodes hosts\.txt or set hosts in cluster\.config \[ERR_CONFIG\]/)
@@ -50,6 +53,9 @@ test('up without a hosts file, a head, or with the tasks outside the project: cl
   const outside = cli(t, dir, ['up', '--nodes', join(dir, 'hosts.txt'), '--head', 'tcp://127.0.0.1:7100'])
   assert.equal(await outside.exited, 1)
   assert.match(outside.output(), /tasks module \/elsewhere\/t\.mjs is outside the project directory .*use --no-sync/)
+  const brokered = runCli(t, ['up', '--nodes', join(dir, 'hosts.txt'), '--config', join(dir, 'redis.config.mjs')])
+  assert.equal(await brokered.exited, 1)
+  assert.match(brokered.output(), /cluster up starts agents of the zmq design; transport "redis" agents are started with cluster agent --transport/)
   const insecure = cli(t, dir, ['up', '--nodes', join(dir, 'hosts.txt'), '--head', 'tcp://10.77.0.1:7100', '--no-sync'])
   assert.equal(await insecure.exited, 1)
   assert.match(insecure.output(), /refusing to listen on tcp:\/\/10\.77\.0\.1:7100 without authentication.*--insecure.*\[ERR_INSECURE_BIND\]/)

@@ -22,21 +22,21 @@ test('a Hello repeated before the Welcome arrived is a duplicate; one with a new
       if (parseHeader(parts[0]!).type === type) return parts
     }
   }
-  await dealer.send([header(MsgType.Hello, { ...info, session: 's1' })])
+  await dealer.send([header(MsgType.Hello, { ...info, registration: 's1' })])
   await next(MsgType.Welcome)
   const call = cluster.call('add', 1, 2)
   await next(MsgType.Tasks)
   assert.equal(cluster.stats().inFlight, 1)
 
   // The same session again: welcomed again, nothing else changes — the task stays with the agent.
-  await dealer.send([header(MsgType.Hello, { ...info, session: 's1' })])
+  await dealer.send([header(MsgType.Hello, { ...info, registration: 's1' })])
   await next(MsgType.Welcome)
   assert.deepEqual([joined, lost], [['busy-agent'], []])
   assert.equal(cluster.stats().requeued, 0)
   assert.equal(cluster.stats().inFlight, 1)
 
   // A new session means the agent lost us and dropped its work: the task is requeued and handed out again.
-  await dealer.send([header(MsgType.Hello, { ...info, session: 's2' })])
+  await dealer.send([header(MsgType.Hello, { ...info, registration: 's2' })])
   await next(MsgType.Welcome)
   await waitFor(() => lost.length === 1, 5000, 'the old registration dropped')
   assert.deepEqual(joined, ['busy-agent', 'busy-agent'])
@@ -49,6 +49,6 @@ test('a Hello repeated before the Welcome arrived is a duplicate; one with a new
   assert.equal(await call, 3)
   // A session that is not a short string is a malformed Hello: counted, dropped.
   const bad = cluster.stats().badFrames
-  await dealer.send([header(MsgType.Hello, { ...info, session: 'x'.repeat(100) })])
+  await dealer.send([header(MsgType.Hello, { ...info, registration: 'x'.repeat(100) })])
   await waitFor(() => cluster.stats().badFrames > bad, 5000, 'the malformed hello counted')
 })

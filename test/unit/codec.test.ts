@@ -10,7 +10,8 @@ const hello = { agentId: 'a-1', threads: 2, pid: 42, host: 'h', version: '0.1.0'
 
 test('headers round-trip for every frame type', () => {
   assert.deepEqual(parseHeader(header(MsgType.Hello, hello)), { type: MsgType.Hello, info: hello })
-  assert.deepEqual(parseHeader(header(MsgType.Welcome, { nodeId: 'n', heartbeatMs: 1000 })), { type: MsgType.Welcome, info: { nodeId: 'n', heartbeatMs: 1000 } })
+  const welcome = { nodeId: 'n', heartbeatMs: 1000, session: 's1' }
+  assert.deepEqual(parseHeader(header(MsgType.Welcome, welcome)), { type: MsgType.Welcome, info: welcome })
   assert.deepEqual(parseHeader(header(MsgType.Tasks, 7)), { type: MsgType.Tasks, count: 7, timeoutMs: undefined })
   assert.deepEqual(parseHeader(header(MsgType.Tasks, 1, 250)), { type: MsgType.Tasks, count: 1, timeoutMs: 250 })
   assert.deepEqual(parseHeader(header(MsgType.Results, 3)), { type: MsgType.Results, count: 3 })

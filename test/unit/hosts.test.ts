@@ -3,6 +3,7 @@ import assert from 'node:assert/strict'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { parseHostsFile, readHostsFile, hostLabel } from '../../lib/hosts/hosts-file.js'
 import { sshFailure, sshOptions, shq, type SshResult } from '../../lib/hosts/ssh.js'
 import { parseReply } from '../../lib/hosts/remote.js'
@@ -275,4 +276,15 @@ test('the state file: written atomically, merged, and a corrupt one named', asyn
   await assert.rejects(readState(file), (e: unknown) => e instanceof ConfigError && /is not valid JSON/.test(e.message))
   await writeFile(file, '{"version": 2, "hosts": []}')
   await assert.rejects(readState(file), /not an actor-cluster state file/)
+})
+
+test('the hosts example: its config and hosts file are valid', async () => {
+  const plan = await resolveHostsPlan({ config: fileURLToPath(new URL('../../examples/hosts/cluster.config.js', import.meta.url)) })
+  assert.equal(plan.name, 'sweep')
+  assert.equal(plan.head, 'tcp://head.lan:7100')
+  assert.equal(plan.listen, 'tcp://0.0.0.0:7100')
+  assert.equal(plan.curve?.dir, join(plan.root, 'cluster-keys'))
+  assert.equal(remoteTasksFor(plan), 'tasks.js')
+  const hosts = await readHostsFile(fileURLToPath(new URL('../../../examples/hosts/hosts.txt', import.meta.url)))
+  assert.deepEqual(hosts.map((h) => [h.label, h.threads]), [['alice@node1.lan', 8], ['node2.lan:2222', 4]])
 })

@@ -1,9 +1,15 @@
 import type { CommandModule } from 'yargs'
 import { Agent } from '../../agent/agent.js'
 import { StatusFile } from '../../agent/status-file.js'
+import { InvalidArgumentError } from '../../errors.js'
+import { TRANSPORT_KINDS, TRANSPORT_DEFAULTS, type TransportKind } from '../../transport/options.js'
 
 interface AgentArgs {
-  connect: string
+  connect?: string
+  transport: TransportKind
+  redis?: string
+  amqp?: string
+  'cluster-id'?: string
   tasks: string
   threads?: number
   'heartbeat-ms'?: number
@@ -23,10 +29,14 @@ const log = (line: string) => process.stderr.write(`[agent] ${line}\n`)
 
 export const agentCommand: CommandModule<object, AgentArgs> = {
   command: 'agent',
-  describe: 'Run an agent: join the driver at --connect and run tasks from --tasks',
+  describe: 'Run an agent: join the driver at --connect (or, brokered, the cluster --cluster-id) and run tasks from --tasks',
   builder: (y) =>
     y
-      .option('connect', { type: 'string', demandOption: true, describe: 'driver address, e.g. tcp://127.0.0.1:7100' })
+      .option('connect', { type: 'string', describe: 'driver address, e.g. tcp://127.0.0.1:7100 (the zmq design)' })
+      .option('transport', { choices: TRANSPORT_KINDS, default: TRANSPORT_DEFAULTS.transport, describe: 'the design the driver uses' })
+      .option('redis', { type: 'string', describe: `Redis URL for the redis and amqp+redis designs (default ${TRANSPORT_DEFAULTS.redisUrl})` })
+      .option('amqp', { type: 'string', describe: 'RabbitMQ URL for the amqp and amqp+redis designs (default amqp://guest:guest@127.0.0.1:5672)' })
+      .option('cluster-id', { type: 'string', describe: "the cluster to join on the brokers (the driver's cluster.id)" })
       .option('tasks', { type: 'string', demandOption: true, describe: 'module with the task functions and actor classes' })
       .option('threads', { type: 'number', describe: 'worker threads (default: cores)' })
       .option('heartbeat-ms', { type: 'number', describe: 'heartbeat interval (default 1000)' })
@@ -41,8 +51,14 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       .option('server-key', { type: 'string', describe: "the driver's CURVE public key (overrides server.pub)" })
       .option('status-file', { type: 'string', describe: 'keep a JSON status file here (state, load, tasks done), rewritten every heartbeat' }),
   handler: async (args) => {
+    if (args.transport === 'zmq' && args.connect === undefined) throw new InvalidArgumentError('--connect is required with --transport zmq: the driver address, e.g. tcp://127.0.0.1:7100')
+    const where = args.transport === 'zmq' ? args.connect! : `cluster ${args['cluster-id'] ?? '?'} over ${args.transport}`
     const agent = await Agent.start({
       connect: args.connect,
+      transport: args.transport,
+      redisUrl: args.redis,
+      amqpUrl: args.amqp,
+      clusterId: args['cluster-id'],
       tasks: args.tasks,
       threads: args.threads,
       heartbeatMs: args['heartbeat-ms'],
@@ -55,8 +71,8 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       curve: args.keys !== undefined || args['server-key'] !== undefined ? { dir: args.keys, serverPublicKey: args['server-key'] } : undefined,
     })
     const status = args['status-file'] ? new StatusFile(agent, args['status-file']) : undefined
-    log(`${agent.id}: ${agent.options.threads} threads, waiting for the driver at ${args.connect}`)
-    agent.on('driver:joined', () => log(`${agent.id}: joined the driver at ${args.connect}`))
+    log(`${agent.id}: ${agent.options.threads} threads, waiting for the driver at ${where}`)
+    agent.on('driver:joined', () => log(`${agent.id}: joined the driver at ${where}`))
     agent.on('driver:lost', (reason) => {
       log(`${agent.id}: lost the driver (${reason})${args['exit-on-driver-loss'] ? '; exiting' : '; waiting for the next one'}`)
       if (args['exit-on-driver-loss']) void agent.close().then(async () => {
@@ -83,7 +99,14 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
     process.on('SIGTERM', () => stop('SIGTERM'))
     // The agent's own timers are unref'd (it may be embedded); as a command it must keep the process up.
     const keepAlive = setInterval(() => {}, 1 << 30)
-    await new Promise<void>((resolve) => agent.once('rejected', () => resolve()))
+    agent.on('transport:error', (err) => {
+      log(`${agent.id}: ${err.message}; exiting`)
+      process.exitCode = 1
+    })
+    await new Promise<void>((resolve) => {
+      agent.once('rejected', () => resolve())
+      agent.once('transport:error', () => resolve())
+    })
     clearInterval(keepAlive)
     await agent.close()
     await status?.close()

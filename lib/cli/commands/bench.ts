@@ -5,7 +5,9 @@ import { runBalance } from '../../../bench/balance.js'
 import { runMapMemory } from '../../../bench/map-memory.js'
 import { runChaos } from '../../../bench/chaos.js'
 import { runScale } from '../../../bench/scale.js'
+import { runSeedAll, seedAllMarkdown, writeSeedAll } from '../../../bench/seed-all.js'
 import { InvalidArgumentError } from '../../errors.js'
+import { TRANSPORT_DEFAULTS, TRANSPORT_KINDS, type TransportKind } from '../../transport/options.js'
 
 function parseBatch(v: unknown): 'auto' | number {
   if (v === 'auto' || v === undefined) return 'auto'
@@ -49,8 +51,31 @@ export const benchCommand: CommandModule = {
             .option('batch', { type: 'string', default: 'auto', describe: "tasks per frame: 'auto' or N (1 = one task per frame)" })
             .option('local-transport', { choices: ['inproc', 'tcp'] as const, default: 'inproc' as const, describe: 'how the local agents reach the driver' })
             .option('via', { choices: ['call', 'map'] as const, default: 'call' as const, describe: 'one call() per task, or one map()' })
-            .option('warmup', { type: 'boolean', default: true, describe: 'one unmeasured run first' }),
+            .option('warmup', { type: 'boolean', default: true, describe: 'one unmeasured run first' })
+            .option('transport', {
+              choices: [...TRANSPORT_KINDS, 'all'] as const,
+              default: 'zmq',
+              describe: "the design; 'all' runs the four one after another, plus each broker's naive baseline, and prints a table",
+            })
+            .option('redis', { type: 'string', default: TRANSPORT_DEFAULTS.redisUrl, describe: 'Redis URL for the brokered designs' })
+            .option('amqp', { type: 'string', default: TRANSPORT_DEFAULTS.amqpUrl, describe: 'RabbitMQ URL for the brokered designs' })
+            .option('naive-tasks', { type: 'number', default: 20_000, describe: "with --transport all: tasks of the naive baselines (one message per task; at most --tasks)" })
+            .option('out', { type: 'string', default: 'docs/benchmarks', describe: "with --transport all: write seed.json, seed.svg and seed.md here ('' for none)" }),
         handler: async (a) => {
+          if (a.transport === 'all') {
+            const tasks = a.tasks as number
+            const log = (line: string) => process.stderr.write(`${line}\n`)
+            log(`seed benchmark over every design: ${tasks} tasks, naive baselines ${Math.min(tasks, a['naive-tasks'] as number)} tasks, ${a.runs as number} runs each`)
+            const r = await runSeedAll(
+              { tasks, naiveTasks: Math.min(tasks, a['naive-tasks'] as number), runs: a.runs as number, redisUrl: a.redis as string, amqpUrl: a.amqp as string },
+              log,
+            )
+            const out = a.out as string
+            if (out) log(`wrote ${(await writeSeedAll(r, out)).join(', ')}`)
+            print(a.json as boolean, r, [seedAllMarkdown(r)])
+            if (!r.ok) process.exitCode = 1
+            return
+          }
           const r = await runSeed({
             tasks: a.tasks as number,
             agents: a.agents as number,
@@ -60,6 +85,9 @@ export const benchCommand: CommandModule = {
             warmup: a.warmup as boolean,
             via: a.via as 'call' | 'map',
             localTransport: a['local-transport'] as 'inproc' | 'tcp',
+            transport: a.transport as TransportKind,
+            redisUrl: a.redis as string,
+            amqpUrl: a.amqp as string,
           })
           print(a.json as boolean, r, seedLines(r))
           if (!r.ok) process.exitCode = 1
