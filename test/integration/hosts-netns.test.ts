@@ -130,7 +130,8 @@ before(async () => {
     registerTimeoutS: 20,
     stopTimeoutS: 5,
     ssh: { configFile: lab.sshConfig, identity: lab.key, connectTimeoutS: 2 },
-    remote: { node: process.execPath, cli: CLI },
+    // A run directory of this lab's own: two test runs at once never share agent files.
+    remote: { node: process.execPath, cli: CLI, runDir: join(lab.dir, 'run') },
   }
   await writeFile(join(proj, 'cluster.config.mjs'), `export default ${JSON.stringify(config)}\n`)
   const { curve: _, ...insecure } = config
@@ -155,7 +156,7 @@ test('up, a job of 20,000 tasks across hosts, status, hosts added and removed mi
   assert.match(upText, /2 of 2 hosts up; agents connect to tcp:\/\/10\.77\.0\.1:7100/)
 
   // The agents got their CURVE keys (never the driver's secret), readable by their user only.
-  const keyDir = `/tmp/actor-cluster-0/lab/lab@${h1.address}.keys`
+  const keyDir = join(lab.dir, 'run', `lab@${h1.address}.keys`)
   assert.deepEqual((await readdir(keyDir)).sort(), ['agent.json', 'server.pub'])
   assert.equal((await stat(join(keyDir, 'agent.json'))).mode & 0o777, 0o600)
   assert.equal((await readFile(join(keyDir, 'server.pub'), 'utf8')).trim(), (await readFile(join(lab.dir, 'keys', 'server.pub'), 'utf8')).trim())
@@ -224,7 +225,7 @@ test('up, a job of 20,000 tasks across hosts, status, hosts added and removed mi
   assert.deepEqual(again.hosts.map((h) => [h.host, h.result]), [[labels[0], 'stopped']])
   assert.match(await ok(lab.cli(t, ['down'], proj)), /has no hosts to stop/)
   for (const h of lab.hosts) assert.deepEqual(await agentsIn(h), [])
-  assert.equal(existsSync('/tmp/actor-cluster-0/lab'), false, 'the remote run directory is removed')
+  assert.equal(existsSync(join(lab.dir, 'run')), false, 'the remote run directory is removed')
   assert.equal(existsSync(join(proj, '.actor-cluster', 'lab.json')), false)
 })
 
@@ -301,7 +302,7 @@ test('every bad host is reported with its cause; the good one comes up; nothing 
   assert.equal(refused.hosts[0]!.error?.reason, 'not-registered')
   assert.match(refused.hosts[0]!.error!.message, /did not register[\s\S]*check the keys/)
   assert.deepEqual(await agentsIn(h2), [])
-  assert.equal(existsSync(`/tmp/actor-cluster-0/refused`), false, 'its keys and files are removed')
+  assert.deepEqual((await readdir(join(lab.dir, 'run')).catch(() => [])).filter((f) => f.startsWith('refused@')), [], 'its keys and files are removed')
 
   // The head port taken by another program: refused before any host is touched.
   const squatter = lab.exec(t, lab.head.ns, [process.execPath, '-e', `require('net').createServer().listen(7100, '${HEAD_ADDRESS}', () => console.log('listening'))`])
@@ -328,7 +329,10 @@ test('sync copies the project (without .git and node_modules) and the agent runs
   await writeFile(join(proj, 'data', 'input.csv'), 'a,b\n1,2\n')
   const remote = join(lab.dir, 'remote-h2', 'proj')
   await writeFile(join(proj, 'hosts-sync.txt'), `${h2.address} threads=1 dir=${remote}\n`)
-  const up = await ok(lab.cli(t, ['up', '--nodes', 'hosts-sync.txt', '--name', 'synced'], proj))
+  // The default run directory (under $TMPDIR, per user and cluster name), with a name of this run's own.
+  const name = `synced-${lab.prefix}`
+  const up = await ok(lab.cli(t, ['up', '--nodes', 'hosts-sync.txt', '--name', name, '--run-dir', ''], proj))
+  assert.ok(existsSync(`/tmp/actor-cluster-0/${name}`))
   assert.match(up, /1 of 1 host up/)
   const local = (await readdir(proj)).filter((f) => !['.git', 'node_modules', '.actor-cluster'].includes(f)).sort()
   assert.ok(local.includes('data') && local.includes('tasks.mjs'))
@@ -340,5 +344,6 @@ test('sync copies the project (without .git and node_modules) and the agent runs
   )
   const where = await ok(lab.cli(t, ['run', 'where.mjs'], proj))
   assert.match(where, new RegExp(`where file://${remote.replace(/[.[\]/]/g, '\\$&')}/tasks\\.mjs`))
-  assert.deepEqual(json<DownJson>(await ok(lab.cli(t, ['down', '--name', 'synced', '--json'], proj))).hosts.map((h) => h.result), ['stopped'])
+  assert.deepEqual(json<DownJson>(await ok(lab.cli(t, ['down', '--name', name, '--json', '--run-dir', ''], proj))).hosts.map((h) => h.result), ['stopped'])
+  assert.equal(existsSync(`/tmp/actor-cluster-0/${name}`), false)
 })
