@@ -147,7 +147,8 @@ export async function createLab(count: number): Promise<Lab> {
     const key = join(dir, 'id_ed25519')
     const wrongKey = join(dir, 'wrong_ed25519')
     const hostKey = join(dir, 'host_ed25519')
-    for (const k of [key, wrongKey, hostKey]) await exec('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', prefix, '-f', k])
+    const strangerKey = join(dir, 'stranger_ed25519')
+    for (const k of [key, wrongKey, hostKey, strangerKey]) await exec('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', prefix, '-f', k])
     await writeFile(join(dir, 'authorized_keys'), await readFile(`${key}.pub`))
     const hostPub = (await readFile(`${hostKey}.pub`, 'utf8')).trim().split(' ').slice(0, 2).join(' ')
     await writeFile(join(dir, 'known_hosts'), hosts.map((h) => `${h.address} ${hostPub}\n[${h.address}]:2222 ${hostPub}\n`).join(''))
@@ -158,13 +159,16 @@ export async function createLab(count: number): Promise<Lab> {
     )
     await mkdir('/run/sshd', { recursive: true, mode: 0o755 })
     await chmod('/run/sshd', 0o755)
-    for (const h of hosts) {
-      const cfg = join(dir, `sshd_${h.address}.conf`)
-      // Two ports, so one host can stand for two lines of a hosts file.
+    // Two ports, so one host can stand for two lines of a hosts file; the last host's
+    // port 2222 is another sshd, whose host key known_hosts does not hold.
+    const daemons = hosts.map((h, i) => ({ h, ports: i < hosts.length - 1 ? [22, 2222] : [22], key: hostKey }))
+    daemons.push({ h: hosts[hosts.length - 1]!, ports: [2222], key: strangerKey })
+    for (const { h, ports, key: hk } of daemons) {
+      const cfg = join(dir, `sshd_${h.address}_${ports.join('_')}.conf`)
       await writeFile(
         cfg,
         [
-          `ListenAddress ${h.address}:22`, `ListenAddress ${h.address}:2222`, `HostKey ${hostKey}`, 'PidFile none', `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
+          ...ports.map((p) => `ListenAddress ${h.address}:${p}`), `HostKey ${hk}`, 'PidFile none', `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
           'StrictModes no', 'UsePAM no', 'PasswordAuthentication no', 'KbdInteractiveAuthentication no', 'PermitRootLogin prohibit-password',
           'PubkeyAuthentication yes', 'PrintMotd no', 'LogLevel ERROR', 'MaxStartups 200', 'MaxSessions 50', '',
         ].join('\n'),
@@ -173,7 +177,7 @@ export async function createLab(count: number): Promise<Lab> {
       sshd.stderr!.resume()
       sshds.push(sshd)
     }
-    for (const h of hosts) await waitForPort(head.ns, h.address, 22, 10_000)
+    for (const { h, ports } of daemons) for (const port of ports) await waitForPort(head.ns, h.address, port, 10_000)
     const run = (t: TestContext, ns: string, argv: string[], cwd?: string) => {
       const p = spawnProc(['ip', 'netns', 'exec', ns, ...argv], cwd)
       t.after(() => {

@@ -6,7 +6,7 @@
  */
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { cp, mkdir, readFile, symlink, writeFile, readdir, stat } from 'node:fs/promises'
+import { cp, mkdir, readFile, rm, symlink, writeFile, readdir, stat } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
@@ -254,7 +254,9 @@ test('every bad host is reported with its cause; the good one comes up; nothing 
       `${h2.address}:2222 node=/nonexistent/node`,
       `${h1.address}:2222 cli=${join(old, 'dist', 'bin', 'cluster.js')}`,
       `${h2.address} dir=${empty}`,
-      `${h3.address}:2222 dir=${broken}`,
+      `root@${h2.address} dir=${broken}`,
+      `${h3.address}:2222                   # its host key is not in known_hosts`,
+      `root@${h3.address} dir=/nonexistent/project`,
       '',
     ].join('\n'),
   )
@@ -268,7 +270,9 @@ test('every bad host is reported with its cause; the good one comes up; nothing 
     [`${h2.address}:2222`, 'ERR_HOST_SETUP', 'no-node', /Node\.js not found: "\/nonexistent\/node" does not exist/],
     [`${h1.address}:2222`, 'ERR_HOST_SETUP', 'version', /actor-cluster 0\.0\.1-old is installed at .*old\/dist\/bin\/cluster\.js, this machine runs \d+\.\d+\.\d+/],
     [h2.address, 'ERR_HOST_SETUP', 'no-tasks', /the tasks module .*empty\/tasks\.mjs does not exist there/],
-    [`${h3.address}:2222`, 'ERR_AGENT_START', 'exited', /the agent exited at once:[\s\S]*tasks module broken on purpose/],
+    [`root@${h2.address}`, 'ERR_AGENT_START', 'exited', /the agent exited at once:[\s\S]*tasks module broken on purpose/],
+    [`${h3.address}:2222`, 'ERR_SSH', 'host-key', /host key is not in known_hosts/],
+    [`root@${h3.address}`, 'ERR_HOST_SETUP', 'dir', /cannot use the directory \/nonexistent\/project/],
   ]
   for (const [host, code, reason, message] of expect) {
     const h = by.get(host)
@@ -313,8 +317,23 @@ test('every bad host is reported with its cause; the good one comes up; nothing 
   assert.deepEqual(await agentsIn(h2), [])
   squatter.child.kill('SIGKILL')
 
-  const down = json<DownJson>(await ok(lab.cli(t, ['down', '--name', 'bad', '--json', '--config', 'insecure.config.mjs'], proj)))
-  assert.deepEqual(down.hosts.map((h) => [h.host, h.result]), [[h3.address, 'stopped']])
+  // Not run on the head: the address cannot be bound here and no driver answers there.
+  const elsewhere = lab.cli(t, ['up', '--nodes', 'hosts-one.txt', '--no-sync', '--name', 'elsewhere', '--config', 'insecure.config.mjs', '--listen', 'tcp://10.77.0.200:7100'], proj)
+  assert.equal(await elsewhere.exited, 1)
+  assert.match(elsewhere.output(), /cannot listen on tcp:\/\/10\.77\.0\.200:7100 here \(.*\) and no driver answers at tcp:\/\/10\.77\.0\.200:7100: run cluster up on the head machine/)
+  assert.deepEqual(await agentsIn(h2), [])
+
+  // A frozen agent: status calls it stale; down kills it after the grace period.
+  const [frozen] = await agentsIn(h3)
+  process.kill(frozen!, 'SIGSTOP')
+  let stale: StatusJson | undefined
+  for (let i = 0; i < 10 && stale?.hosts[0]?.state !== 'stale'; i++) {
+    await new Promise((r) => setTimeout(r, 1000))
+    stale = json<StatusJson>(await ok(lab.cli(t, ['status', '--name', 'bad', '--json', '--config', 'insecure.config.mjs'], proj)))
+  }
+  assert.equal(stale?.hosts[0]?.state, 'stale', JSON.stringify(stale))
+  const down = json<DownJson>(await ok(lab.cli(t, ['down', '--name', 'bad', '--json', '--config', 'insecure.config.mjs', '--stop-timeout', '1'], proj)))
+  assert.deepEqual(down.hosts.map((h) => [h.host, h.result]), [[h3.address, 'killed']])
   for (const h of lab.hosts) assert.deepEqual(await agentsIn(h), [])
 })
 
@@ -344,6 +363,12 @@ test('sync copies the project (without .git and node_modules) and the agent runs
   )
   const where = await ok(lab.cli(t, ['run', 'where.mjs'], proj))
   assert.match(where, new RegExp(`where file://${remote.replace(/[.[\]/]/g, '\\$&')}/tasks\\.mjs`))
-  assert.deepEqual(json<DownJson>(await ok(lab.cli(t, ['down', '--name', name, '--json', '--run-dir', ''], proj))).hosts.map((h) => h.result), ['stopped'])
+  // Without the state file (lost, or another machine), down --nodes still finds this cluster's agents.
+  await rm(join(proj, '.actor-cluster', `${name}.json`))
+  assert.match(await ok(lab.cli(t, ['down', '--name', name, '--run-dir', ''], proj)), /has no hosts to stop/)
+  assert.equal((await agentsIn(h2)).length, 1)
+  const down = json<DownJson>(await ok(lab.cli(t, ['down', '--name', name, '--json', '--run-dir', '', '--nodes', 'hosts-sync.txt'], proj)))
+  assert.deepEqual(down.hosts.map((h) => h.result), ['stopped'])
+  assert.deepEqual(await agentsIn(h2), [])
   assert.equal(existsSync(`/tmp/actor-cluster-0/${name}`), false)
 })
