@@ -5,7 +5,8 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises'
+import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -179,4 +180,46 @@ test('many agents in one process share one pool: each its own identity and credi
     (e: unknown) => e instanceof InvalidArgumentError && /options\.pool runs the tasks module .*tasks\.js, not .*broken-tasks\.js/.test(e.message),
   )
   await assert.rejects(AgentPool.start({ tasks: FIXTURE_TASKS, threads: 0 }), /options\.threads must be a positive integer, got 0/)
+})
+
+test('up names a missing ssh or rsync on this machine before touching any host', async (t) => {
+  const dir = await project(t, { name: 'tools', tasks: './t.mjs', head: 'tcp://127.0.0.1:7100' }, { 'hosts.txt': 'h1\n', 't.mjs': 'export const f = () => 1\n' })
+  const noSsh = runCli(t, ['up', '--nodes', join(dir, 'hosts.txt'), '--config', join(dir, 'cluster.config.mjs')], { PATH: join(dir, 'empty-bin') })
+  assert.equal(await noSsh.exited, 1)
+  assert.match(noSsh.output(), /ssh is not installed on this machine; it is needed to reach the hosts \(install the OpenSSH client\) \[ERR_CONFIG\]/)
+  const bin = join(dir, 'bin')
+  await mkdir(bin)
+  await symlink(execFileSync('sh', ['-c', 'command -v ssh']).toString().trim(), join(bin, 'ssh'))
+  const noRsync = runCli(t, ['up', '--nodes', join(dir, 'hosts.txt'), '--config', join(dir, 'cluster.config.mjs')], { PATH: bin })
+  assert.equal(await noRsync.exited, 1)
+  assert.match(noRsync.output(), /rsync is not installed on this machine; it is needed to sync the project to the hosts \(install it, or use --no-sync\)/)
+  assert.equal(existsSync(join(dir, '.actor-cluster')), false)
+})
+
+test('a host that cannot be reached: status says why, down keeps it listed until --forget', async (t) => {
+  const dir = await project(t, { name: 'gone', ssh: { connectTimeoutS: 2 } })
+  // A host recorded by an earlier `up`, now refusing connections (port 1 on loopback: nothing listens there).
+  await mkdir(join(dir, '.actor-cluster'))
+  const state = { version: 1, name: 'gone', updatedAt: 1, hosts: [{ label: '127.0.0.1:1', host: '127.0.0.1', port: 1, agentId: 'gone@127.0.0.1:1', state: 'up', updatedAt: 1 }] }
+  await writeFile(join(dir, '.actor-cluster', 'gone.json'), JSON.stringify(state))
+  const st = cli(t, dir, ['status', '--json'])
+  assert.equal(await st.exited, 0, st.output())
+  const s = JSON.parse(st.output()) as { hosts: { host: string; state: string; error: string }[] }
+  assert.equal(s.hosts[0]!.state, 'unreachable')
+  assert.match(s.hosts[0]!.error, /127\.0\.0\.1:1: status: connection refused: no SSH server listening on that port/)
+  const table = cli(t, dir, ['status'])
+  assert.equal(await table.exited, 0)
+  assert.match(table.output(), /127\.0\.0\.1:1\s+unreachable[\s\S]*127\.0\.0\.1:1: status: connection refused/)
+  for (let i = 0; i < 2; i++) {
+    const down = cli(t, dir, ['down'])
+    assert.equal(await down.exited, 1)
+    assert.match(down.output(), /127\.0\.0\.1:1\s+failed[\s\S]*could not be reached; they stay listed \(run cluster down again, or --forget\)/)
+  }
+  const forget = cli(t, dir, ['down', '--forget', '--host', '127.0.0.1'])
+  assert.equal(await forget.exited, 1)
+  assert.match(forget.output(), /could not be reached and was forgotten; an agent may still run there/)
+  assert.equal(existsSync(join(dir, '.actor-cluster', 'gone.json')), false)
+  const after = cli(t, dir, ['down'])
+  assert.equal(await after.exited, 0)
+  assert.match(after.output(), /has no hosts to stop/)
 })
