@@ -28,6 +28,11 @@ export type ClusterErrorCode =
   | 'ERR_TIMEOUT'
   | 'ERR_CANCELLED'
   | 'ERR_AUTH'
+  | 'ERR_CONFIG'
+  | 'ERR_HOSTS_FILE'
+  | 'ERR_SSH'
+  | 'ERR_HOST_SETUP'
+  | 'ERR_AGENT_START'
 
 export class ClusterError extends Error {
   readonly code: ClusterErrorCode
@@ -177,6 +182,71 @@ export class TaskCancelledError extends ClusterError {
 export class AuthError extends ClusterError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('ERR_AUTH', message, options)
+  }
+}
+
+/** `cluster.config.*` could not be found, loaded, or holds a bad value; the message names the file and field. */
+export class ConfigError extends ClusterError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_CONFIG', message, options)
+  }
+}
+
+/** One problem of a hosts file: its line and what is wrong with it. */
+export interface HostsFileProblem {
+  line: number
+  reason: string
+}
+
+/** A hosts file with malformed lines; `problems` lists every bad line, the message names file and line of each. */
+export class HostsFileError extends ClusterError {
+  readonly file: string
+  readonly problems: readonly HostsFileProblem[]
+  constructor(file: string, problems: readonly HostsFileProblem[], message?: string) {
+    super('ERR_HOSTS_FILE', message ?? problems.map((p) => `${file}:${p.line}: ${p.reason}`).join('\n'))
+    this.file = file
+    this.problems = problems
+  }
+}
+
+/** Why an SSH step failed: the host did not answer, refused the key, had an unknown host key, took too long... */
+export type SshFailure = 'unreachable' | 'auth' | 'host-key' | 'timeout' | 'no-ssh' | 'failed'
+
+/** An SSH (or rsync over SSH) step to one host failed; `host` names it, `reason` says how. */
+export class SshError extends ClusterError {
+  readonly host: string
+  readonly reason: SshFailure
+  constructor(host: string, reason: SshFailure, message: string, options?: { cause?: unknown }) {
+    super('ERR_SSH', message, options)
+    this.host = host
+    this.reason = reason
+  }
+}
+
+/** What a host lacks to run an agent. */
+export type HostSetupProblem = 'no-node' | 'old-node' | 'no-actor-cluster' | 'version' | 'no-rsync' | 'sync' | 'no-tasks' | 'dir' | 'bad-reply'
+
+/** A host was reached but cannot run an agent: no Node.js, no actor-cluster or another version, no rsync... */
+export class HostSetupError extends ClusterError {
+  readonly host: string
+  readonly reason: HostSetupProblem
+  constructor(host: string, reason: HostSetupProblem, message: string) {
+    super('ERR_HOST_SETUP', message)
+    this.host = host
+    this.reason = reason
+  }
+}
+
+/** An agent started on a host but exited, or did not register with the head in time; `log` is the end of its output. */
+export class AgentStartError extends ClusterError {
+  readonly host: string
+  readonly reason: 'exited' | 'not-registered'
+  readonly log: string
+  constructor(host: string, reason: 'exited' | 'not-registered', message: string, log: string) {
+    super('ERR_AGENT_START', message)
+    this.host = host
+    this.reason = reason
+    this.log = log
   }
 }
 

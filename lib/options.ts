@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os'
 import { InvalidArgumentError } from './errors.js'
 import type { CurveOptions } from './transport/curve.js'
+import type { ClusterConfig } from './config.js'
 import { isBrokered, resolveTransportOptions, type ResolvedTransportOptions, type TransportOptions } from './transport/options.js'
 
 /** Where the task functions and actor classes live: a module path or URL. */
@@ -37,6 +38,12 @@ export interface ClusterOptions extends TransportOptions {
   maxRetries?: number
   /** Further options of the local agents (thread recycling and memory limits). */
   localAgentOptions?: Pick<AgentOptions, 'maxPoolBatch' | 'targetQueueMs' | 'maxTasksPerThread' | 'recycleHeapMb' | 'threadMemoryMb'>
+  /**
+   * A `cluster.config` to take options from: the object, or its file's path
+   * or URL. Options given here win over it. Without it, the file named by
+   * `CLUSTER_CONFIG` is used (`cluster run` sets it); `{}` means none.
+   */
+  config?: ClusterConfig | string | URL
 }
 
 export interface ResolvedClusterOptions extends ResolvedTransportOptions {
@@ -224,10 +231,5 @@ export function isLoopbackEndpoint(endpoint: string): boolean {
   return host === 'localhost' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host)
 }
 
-/** The typed shape of `cluster.config.ts`. */
-export type ClusterConfig = ClusterOptions
-
-/** Types a `cluster.config.ts` export: `export default defineConfig({ ... })`. */
-export function defineConfig(config: ClusterConfig): ClusterConfig {
-  return config
-}
+export { defineConfig } from './config.js'
+export type { ClusterConfig } from './config.js'

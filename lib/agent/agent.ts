@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto'
 import { Piscina } from 'piscina'
 import { resolveAgentOptions, type AgentOptions, type ResolvedAgentOptions } from '../options.js'
 import { loadCatalog } from '../tasks-module.js'
-import { ClusterError, OutOfMemoryError, ProtocolError, TaskTimeoutError, WorkerCrashedError, toWireError } from '../errors.js'
+import { ClusterError, InvalidArgumentError, OutOfMemoryError, ProtocolError, TaskTimeoutError, WorkerCrashedError, toWireError } from '../errors.js'
 import { decode, encode, header, parseFlatBody, parseHeader, type Header } from '../protocol/codec.js'
 import { ActorOp, MsgType, Status, type HelloInfo } from '../protocol/messages.js'
 import { createAgentTransport } from '../transport/resolve.js'
@@ -15,6 +15,7 @@ import type { HostReply, HostRequest } from '../actors/host-worker.js'
 import type { PoolBatch, PoolResult } from './worker.js'
 import { Deque } from '../util/deque.js'
 import { VERSION } from '../version.js'
+import type { AgentPool } from './pool.js'
 
 export type AgentState = 'connecting' | 'ready' | 'leaving' | 'closed'
 
@@ -37,6 +38,17 @@ export interface AgentStats {
   threadsLost: number
   /** Times the pool's threads were replaced by maxTasksPerThread or recycleHeapMb. */
   recycles: number
+}
+
+/** What an agent is doing now (`agent.activity()`). */
+export interface AgentActivity {
+  state: AgentState
+  /** Batches running on the pool, at most one per thread. */
+  busy: number
+  /** Tasks received and not yet started. */
+  queued: number
+  /** Milliseconds since the driver was last heard; undefined before any driver. */
+  driverAgeMs: number | undefined
 }
 
 interface QueuedFrame {
@@ -80,7 +92,9 @@ export class Agent extends EventEmitter<AgentEvents> {
   readonly options: ResolvedAgentOptions
   readonly stats: AgentStats = { tasksDone: 0, badFrames: 0, batches: 0, window: 0, threadsLost: 0, recycles: 0 }
   private readonly transport: AgentTransport
-  private pool: Piscina<PoolBatch, PoolResult>
+  private pool: Pick<Piscina<PoolBatch, PoolResult>, 'run'>
+  /** The shared pool this agent runs on; undefined when it owns its pool (and recycles and stops it). */
+  private readonly shared: AgentPool | undefined
   private tasksSinceRecycle = 0
   private readonly retiring = new Set<Promise<void>>()
   private hosts: ActorHosts
@@ -88,6 +102,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private _state: AgentState = 'connecting'
   /** The session of the driver that welcomed us; batches carry it so a later driver never gets their results. */
   private session: string | undefined
+  /** Changes each time the agent starts looking for a driver: tells a repeated Hello from a new registration. */
+  private registration = randomBytes(4).toString('hex')
   private lastDriverSeen = 0
   private readonly queue = new Deque<QueuedFrame>()
   private queued = 0
@@ -105,7 +121,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** Tasks per frame received lately: turns the window (in tasks) into a prefetch (in frames) for brokered designs. */
   private tasksPerFrame = 1
 
-  private constructor(options: ResolvedAgentOptions, id: string, transport: AgentTransport, tasks: string[], actors: string[]) {
+  private constructor(options: ResolvedAgentOptions, id: string, transport: AgentTransport, tasks: string[], actors: string[], shared: AgentPool | undefined) {
     super()
     this.options = options
     this.id = id
@@ -121,24 +137,31 @@ export class Agent extends EventEmitter<AgentEvents> {
       actors,
       window: this.window,
     }
-    this.pool = this.newPool()
+    this.shared = shared
+    this.pool = shared ?? this.newPool()
     this.hosts = this.newHosts()
   }
 
   /**
    * Loads the tasks module (failing with a TasksModuleError if it does not),
    * starts the pool and connects. Resolves before the driver answers; use
-   * {@link waitUntilReady} to wait for registration.
+   * {@link waitUntilReady} to wait for registration. With `pool`, task
+   * batches run on that shared {@link AgentPool} (many agents in one process)
+   * and `threads` is what this agent announces.
    */
-  static async start(options: AgentOptions): Promise<Agent> {
+  static async start(options: AgentOptions & { pool?: AgentPool }): Promise<Agent> {
     const resolved = resolveAgentOptions(options)
+    const shared = options.pool
+    if (shared !== undefined && shared.tasks !== resolved.tasks) {
+      throw new InvalidArgumentError(`options.pool runs the tasks module ${shared.tasks}, not ${resolved.tasks}`)
+    }
     const curve = resolved.curve ? resolveAgentCurve(resolved.curve) : undefined
     const catalog = await loadCatalog(resolved.tasks, `agent ${hostname()}`)
     const id = resolved.id ?? `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`
     // The transport reports handshake failures before the agent exists: route them once it does.
     let agentRef: Agent | undefined
     const transport = await createAgentTransport({ ...resolved, identity: id, curve, onHandshakeError: (m) => agentRef?.emit('auth:failed', m) })
-    const agent = new Agent(resolved, id, transport, [...catalog.functions.keys()], [...catalog.classes.keys()])
+    const agent = new Agent(resolved, id, transport, [...catalog.functions.keys()], [...catalog.classes.keys()], shared)
     agentRef = agent
     try {
       await agent.run()
@@ -151,6 +174,16 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   get state(): AgentState {
     return this._state
+  }
+
+  /** What the agent is doing now, for monitoring (`cluster agent --status-file`). */
+  activity(): AgentActivity {
+    return {
+      state: this._state,
+      busy: Math.min(this.inflight, this.options.threads),
+      queued: this.queued,
+      driverAgeMs: this.lastDriverSeen === 0 ? undefined : Date.now() - this.lastDriverSeen,
+    }
   }
 
   /** Resolves once a driver has welcomed this agent; rejects if it was rejected or closed. */
@@ -179,9 +212,11 @@ export class Agent extends EventEmitter<AgentEvents> {
    * thread, so a leaking tasks module is contained by retiring them all.
    */
   private recyclePool(): void {
+    // A shared pool belongs to its owner, who decides when its threads are replaced.
+    if (this.shared) return
     this.stats.recycles++
     this.tasksSinceRecycle = 0
-    const old = this.pool
+    const old = this.pool as Piscina<PoolBatch, PoolResult>
     this.pool = this.newPool()
     const done = old.close().catch(() => old.destroy())
     this.retiring.add(done)
@@ -210,7 +245,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   private sendHello(): void {
-    this.transport.send([header(MsgType.Hello, { ...this.hello, window: this.window })])
+    this.transport.send([header(MsgType.Hello, { ...this.hello, window: this.window, registration: this.registration })])
   }
 
   private tick(): void {
@@ -289,6 +324,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   private forgetDriver(reason: string): void {
     this._state = 'connecting'
     this.session = undefined
+    this.registration = randomBytes(4).toString('hex')
     this.transport.setWindow?.(0)
     this.releaseQueued()
     this.queued = 0
@@ -524,7 +560,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     for (const t of this.timers) clearInterval(t)
     for (const w of this.readyWaiters.splice(0)) w.reject(new ClusterError('ERR_CLUSTER_CLOSED', `agent ${this.id} closed before a driver welcomed it`))
     await this.hosts.close()
-    await this.pool.destroy()
+    if (!this.shared) await (this.pool as Piscina<PoolBatch, PoolResult>).destroy()
     await Promise.all(this.retiring)
     await this.transport.close()
   }

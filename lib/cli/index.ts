@@ -2,6 +2,8 @@ import yargs from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import { agentCommand } from './commands/agent.js'
 import { benchCommand } from './commands/bench.js'
+import { downCommand, statusCommand, upCommand } from './commands/hosts.js'
+import { runCommand } from './commands/run.js'
 import { keysCommand } from './commands/keys.js'
 import { VERSION } from '../version.js'
 import { ClusterError } from '../errors.js'
@@ -17,8 +19,12 @@ export async function main(argv = hideBin(process.argv)): Promise<void> {
     .version(VERSION)
     .command(agentCommand)
     .command(benchCommand)
+    .command(upCommand)
+    .command(statusCommand)
+    .command(downCommand)
+    .command(runCommand)
     .command(keysCommand)
-    .demandCommand(1, 'name a command: agent, bench or keys')
+    .demandCommand(1, 'name a command: up, status, down, run, agent, bench or keys')
     .strict()
     .help()
     .fail((msg, err, y) => {

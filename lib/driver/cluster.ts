@@ -19,6 +19,7 @@ import { isLoopbackEndpoint, resolveClusterOptions, type ClusterOptions, type Re
 import { encode, findUnserializable, header, parseFlatBody, parseHeader, VersionMismatch, type Header } from '../protocol/codec.js'
 import { ActorOp, MsgType, Status, type HelloInfo } from '../protocol/messages.js'
 import { loadCatalog, type Catalog } from '../tasks-module.js'
+import { applyConfig } from '../config.js'
 import { createDriverTransport } from '../transport/resolve.js'
 import { isBrokered } from '../transport/options.js'
 import { newKeyPair, registerZapDomain, resolveDriverCurve, unregisterZapDomain, type DriverCurve, type KeyPair } from '../transport/curve.js'
@@ -243,7 +244,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * with `cluster agent --connect <cluster.address>`.
    */
   static async start(options: ClusterOptions = {}): Promise<Cluster> {
-    const resolved = resolveClusterOptions(options)
+    const resolved = resolveClusterOptions(await applyConfig(options))
     if (resolved.transport === 'zmq' && !resolved.insecure && !resolved.curve && !isLoopbackEndpoint(resolved.listen)) {
       throw new TransportError(
         `refusing to listen on ${resolved.listen} without authentication: give curve keys (cluster keys), or insecure: true (--insecure) to allow any peer; loopback addresses need neither`,
@@ -945,6 +946,12 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       return
     }
     const old = this.nodesByPeer.get(peer)
+    // A Hello sent again before our Welcome reached the agent (a busy agent process): welcome it again, change nothing.
+    if (old && info.registration !== undefined && old.info.registration === info.registration) {
+      old.lastSeen = Date.now()
+      this.transport.send(peer, [header(MsgType.Welcome, { nodeId: info.agentId, heartbeatMs: this.options.heartbeatMs, session: this.session })])
+      return
+    }
     if (old) this.removeNode(old, 'lost', 'it registered again (it had lost this driver)')
     const node: NodeState = {
       peer,

@@ -165,7 +165,8 @@ export function parseHeader(bytes: Uint8Array | undefined): Header {
       const o = a as Record<string, unknown> | null
       if (
         !o || typeof o !== 'object' || !isStr(o['agentId'], 128) || !isCount(o['threads']) || (o['threads'] as number) < 1 ||
-        !isCount(o['pid']) || !isStr(o['host']) || !isStr(o['version']) || !isStrList(o['tasks']) || !isStrList(o['actors']) || !isCount(o['window'])
+        !isCount(o['pid']) || !isStr(o['host']) || !isStr(o['version']) || !isStrList(o['tasks']) || !isStrList(o['actors']) || !isCount(o['window']) ||
+        (o['registration'] !== undefined && !isStr(o['registration'], 64))
       ) throw new ProtocolError('malformed hello')
       return { type, info: o as unknown as HelloInfo }
     }

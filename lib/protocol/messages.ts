@@ -61,6 +61,12 @@ export interface HelloInfo {
   tasks: string[]
   actors: string[]
   window: number
+  /**
+   * Changes each time the agent starts looking for a driver. A Hello repeated
+   * with the same registration (sent again before the Welcome arrived) is a
+   * duplicate, not a re-registration. Optional: older agents send none.
+   */
+  registration?: string
 }
 
 export interface WelcomeInfo {

@@ -1,5 +1,6 @@
 import type { CommandModule } from 'yargs'
 import { Agent } from '../../agent/agent.js'
+import { StatusFile } from '../../agent/status-file.js'
 import { InvalidArgumentError } from '../../errors.js'
 import { TRANSPORT_KINDS, TRANSPORT_DEFAULTS, type TransportKind } from '../../transport/options.js'
 
@@ -21,6 +22,7 @@ interface AgentArgs {
   'thread-memory-mb'?: number
   keys?: string
   'server-key'?: string
+  'status-file'?: string
 }
 
 const log = (line: string) => process.stderr.write(`[agent] ${line}\n`)
@@ -46,7 +48,8 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       .option('recycle-heap-mb', { type: 'number', describe: 'replace the threads when one holds more heap than this after a batch (default: never)' })
       .option('thread-memory-mb', { type: 'number', describe: 'hard heap limit per thread; a task over it fails with OutOfMemoryError' })
       .option('keys', { type: 'string', describe: 'CURVE keys directory from `cluster keys` (server.pub and agent.json)' })
-      .option('server-key', { type: 'string', describe: "the driver's CURVE public key (overrides server.pub)" }),
+      .option('server-key', { type: 'string', describe: "the driver's CURVE public key (overrides server.pub)" })
+      .option('status-file', { type: 'string', describe: 'keep a JSON status file here (state, load, tasks done), rewritten every heartbeat' }),
   handler: async (args) => {
     if (args.transport === 'zmq' && args.connect === undefined) throw new InvalidArgumentError('--connect is required with --transport zmq: the driver address, e.g. tcp://127.0.0.1:7100')
     const where = args.transport === 'zmq' ? args.connect! : `cluster ${args['cluster-id'] ?? '?'} over ${args.transport}`
@@ -67,11 +70,15 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       threadMemoryMb: args['thread-memory-mb'],
       curve: args.keys !== undefined || args['server-key'] !== undefined ? { dir: args.keys, serverPublicKey: args['server-key'] } : undefined,
     })
+    const status = args['status-file'] ? new StatusFile(agent, args['status-file']) : undefined
     log(`${agent.id}: ${agent.options.threads} threads, waiting for the driver at ${where}`)
     agent.on('driver:joined', () => log(`${agent.id}: joined the driver at ${where}`))
     agent.on('driver:lost', (reason) => {
       log(`${agent.id}: lost the driver (${reason})${args['exit-on-driver-loss'] ? '; exiting' : '; waiting for the next one'}`)
-      if (args['exit-on-driver-loss']) void agent.close().then(() => process.exit(0))
+      if (args['exit-on-driver-loss']) void agent.close().then(async () => {
+        await status?.close()
+        process.exit(0)
+      })
     })
     agent.on('auth:failed', (message) => log(`${agent.id}: ${message} — check the keys (cluster keys) on both sides`))
     agent.on('rejected', (reason) => {
@@ -83,7 +90,10 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       if (stopping) process.exit(1)
       stopping = true
       log(`${agent.id}: ${signal}: finishing running tasks and handing queued ones back`)
-      void agent.close().then(() => process.exit(process.exitCode ?? 0))
+      void agent.close().then(async () => {
+        await status?.close()
+        process.exit(process.exitCode ?? 0)
+      })
     }
     process.on('SIGINT', () => stop('SIGINT'))
     process.on('SIGTERM', () => stop('SIGTERM'))
@@ -99,5 +109,6 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
     })
     clearInterval(keepAlive)
     await agent.close()
+    await status?.close()
   },
 }

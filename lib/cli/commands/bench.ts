@@ -4,6 +4,7 @@ import { runLatency } from '../../../bench/latency.js'
 import { runBalance } from '../../../bench/balance.js'
 import { runMapMemory } from '../../../bench/map-memory.js'
 import { runChaos } from '../../../bench/chaos.js'
+import { runScale } from '../../../bench/scale.js'
 import { runSeedAll, seedAllMarkdown, writeSeedAll } from '../../../bench/seed-all.js'
 import { InvalidArgumentError } from '../../errors.js'
 import { TRANSPORT_DEFAULTS, TRANSPORT_KINDS, type TransportKind } from '../../transport/options.js'
@@ -170,6 +171,31 @@ export const benchCommand: CommandModule = {
           if (!r.ok) process.exitCode = 1
         },
       })
-      .demandCommand(1, 'name a benchmark: seed, latency, balance, map or chaos'),
+      .command({
+        command: 'scale',
+        describe: 'Many lightweight agents (several per process, shared pools) on one driver: registration time, tasks/s, driver memory',
+        builder: (b) =>
+          common(b)
+            .option('agents', { type: 'number', default: 1000, describe: 'agents to attach' })
+            .option('procs', { type: 'number', describe: 'processes hosting them (default: one per 250 agents, at least 2)' })
+            .option('tasks', { type: 'number', default: 100_000, describe: 'seed tasks per run' }),
+        handler: async (a) => {
+          const agents = a.agents as number
+          if (!Number.isSafeInteger(agents) || agents < 1) throw new InvalidArgumentError(`--agents must be a positive integer, got ${String(a.agents)}`)
+          const procs = a.procs as number | undefined
+          if (procs !== undefined && (!Number.isSafeInteger(procs) || procs < 1 || procs > agents)) {
+            throw new InvalidArgumentError(`--procs must be an integer from 1 to --agents (${agents}), got ${String(procs)}`)
+          }
+          const r = await runScale({ agents, procs, tasks: a.tasks as number, runs: a.runs as number })
+          print(a.json as boolean, r, [
+            `scale — ${r.agents} agents in ${r.procs} processes (shared pools), one driver, seed benchmark of ${r.tasks.toLocaleString('en-US')} tasks`,
+            `  registered ${r.registered}/${r.agents} in ${r.registerSeconds.toFixed(2)} s; ${r.withWork} agents got work; lost ${r.lost} nodes, ${r.requeued} tasks requeued`,
+            ...r.runs.map((x, i) => `  run ${i + 1}: ${x.seconds.toFixed(3)} s, ${x.tasksPerSecond.toLocaleString('en-US')} tasks/s, check ${x.ok ? 'ok' : 'FAILED'}`),
+            `median ${r.tasksPerSecond.toLocaleString('en-US')} tasks/s; driver RSS ${r.driverBaseRssMB.toFixed(0)} MB before agents, ${r.driverRegisteredRssMB.toFixed(0)} MB with all registered, peak ${r.driverPeakRssMB.toFixed(0)} MB; ${r.ok ? 'ok' : 'FAILED'}`,
+          ])
+          if (!r.ok) process.exitCode = 1
+        },
+      })
+      .demandCommand(1, 'name a benchmark: seed, latency, balance, map, chaos or scale'),
   handler: () => {},
 }

@@ -1,0 +1,187 @@
+import type { Argv, CommandModule } from 'yargs'
+import { readHostsFile } from '../../hosts/hosts-file.js'
+import { resolveHostsPlan, type HostsFlags, type HostsPlan } from '../../hosts/plan.js'
+import { Progress, formatTable } from '../../hosts/progress.js'
+import { clusterUp } from '../../hosts/up.js'
+import { clusterStatus, type HostStatus } from '../../hosts/status.js'
+import { clusterDown } from '../../hosts/down.js'
+import { ConfigError } from '../../errors.js'
+
+type Args = Record<string, unknown>
+
+/** Flags every hosts command shares. No yargs defaults: an absent flag lets the config file speak. */
+function common(y: Argv): Argv {
+  return y
+    .option('config', { type: 'string', describe: 'cluster.config file (default: cluster.config.{js,mjs,ts,mts} here)' })
+    .option('name', { type: 'string', describe: 'cluster name (default: the project folder name)' })
+    .option('state-dir', { type: 'string', describe: 'where up records what it started (default .actor-cluster)' })
+    .option('ssh-identity', { type: 'string', describe: 'SSH private key (ssh -i)' })
+    .option('ssh-config', { type: 'string', describe: 'ssh_config file (ssh -F)' })
+    .option('ssh-option', { type: 'string', array: true, describe: 'extra ssh -o option, e.g. StrictHostKeyChecking=accept-new (repeatable)' })
+    .option('connect-timeout', { type: 'number', describe: 'seconds to wait for a host to answer SSH (default 10)' })
+    .option('concurrency', { type: 'number', describe: 'most SSH sessions at once (default 32)' })
+    .option('run-dir', { type: 'string', describe: 'directory for agent pid/status/log files on the hosts' })
+    .option('json', { type: 'boolean', describe: 'print one JSON object' })
+}
+
+function flags(a: Args): HostsFlags {
+  const s = (k: string) => (a[k] === undefined ? undefined : String(a[k]))
+  const n = (k: string) => (a[k] === undefined ? undefined : Number(a[k]))
+  const b = (k: string) => (a[k] === undefined ? undefined : Boolean(a[k]))
+  return {
+    config: s('config'),
+    nodes: s('nodes'),
+    head: s('head'),
+    listen: s('listen'),
+    tasks: s('tasks'),
+    insecure: b('insecure'),
+    sync: b('sync'),
+    threads: n('threads'),
+    name: s('name'),
+    sshIdentity: s('ssh-identity'),
+    sshConfig: s('ssh-config'),
+    sshOption: a['ssh-option'] === undefined ? undefined : (a['ssh-option'] as unknown[]).map(String),
+    connectTimeout: n('connect-timeout'),
+    registerTimeout: n('register-timeout'),
+    stopTimeout: n('stop-timeout'),
+    concurrency: n('concurrency'),
+    remoteDir: s('remote-dir'),
+    remoteNode: s('remote-node'),
+    remoteCli: s('remote-cli'),
+    runDir: s('run-dir'),
+    stateDir: s('state-dir'),
+    keys: s('keys'),
+  }
+}
+
+const dash = (v: unknown) => (v === undefined || v === null ? '-' : String(v))
+
+export const upCommand: CommandModule = {
+  command: 'up',
+  describe: 'Start one agent per host of a hosts file over SSH, wait until each registers, print a table',
+  builder: (y) =>
+    common(y)
+      .option('nodes', { type: 'string', describe: 'hosts file: [user@]host[:port] [threads=N] [key=value…] per line (default: hosts in the config)' })
+      .option('head', { type: 'string', describe: 'address agents connect to, tcp://HOST:PORT (default: listen)' })
+      .option('listen', { type: 'string', describe: 'address the driver binds (default: the config)' })
+      .option('tasks', { type: 'string', describe: 'tasks module, inside the project directory (default: the config)' })
+      .option('insecure', { type: 'boolean', describe: 'allow a non-loopback head without authentication (trusted networks only)' })
+      .option('keys', { type: 'string', describe: 'CURVE keys directory from cluster keys (default: curve in the config); agents get server.pub and agent.json' })
+      .option('sync', { type: 'boolean', describe: 'copy the project to the hosts with rsync first (default true; --no-sync when it is already there)' })
+      .option('threads', { type: 'number', describe: 'threads per agent when a host line says none (default: the host cores)' })
+      .option('register-timeout', { type: 'number', describe: 'seconds an agent gets to register (default 30)' })
+      .option('remote-dir', { type: 'string', describe: 'project directory on the hosts' })
+      .option('remote-node', { type: 'string', describe: 'node binary on the hosts (default node)' })
+      .option('remote-cli', { type: 'string', describe: "actor-cluster's dist/bin/cluster.js on the hosts" }),
+  handler: async (a) => {
+    const plan = await resolveHostsPlan(flags(a))
+    if (plan.hostsFile === undefined) throw new ConfigError('no hosts file: pass --nodes hosts.txt or set hosts in cluster.config')
+    const hosts = await readHostsFile(plan.hostsFile)
+    const progress = new Progress('up', hosts.length)
+    const { outcomes, head } = await clusterUp(plan, hosts, progress)
+    const failed = outcomes.filter((o) => o.state === 'failed')
+    if (a['json']) {
+      process.stdout.write(
+        `${JSON.stringify({
+          name: plan.name,
+          head: plan.head,
+          hosts: outcomes.map((o) => ({
+            host: o.spec.label, state: o.state, agentId: o.agentId, threads: o.threads ?? null, version: o.version ?? null, pid: o.pid ?? null,
+            hostname: o.hostname ?? null, error: o.error ? { code: o.error.code, reason: (o.error as { reason?: string }).reason ?? null, message: o.error.message } : null,
+          })),
+        })}\n`,
+      )
+    } else {
+      const rows = outcomes.map((o) => [o.spec.label, dash(o.threads), dash(o.version), o.state, dash(o.pid), dash(o.hostname)])
+      const lines = [formatTable(['HOST', 'THREADS', 'VERSION', 'STATE', 'PID', 'HOSTNAME'], rows), '']
+      const up = outcomes.length - failed.length
+      lines.push(
+        `${up} of ${outcomes.length} host${outcomes.length === 1 ? '' : 's'} up; agents connect to ${plan.head} and ${head === 'driver' ? 'serve the running driver' : 'wait for a driver there (cluster run driver.js)'}.`,
+      )
+      if (failed.length > 0) {
+        lines.push(`${failed.length} host${failed.length === 1 ? '' : 's'} failed:`)
+        for (const o of failed) lines.push(`  ${o.error!.message}${o.error ? ` [${o.error.code}]` : ''}${o.uncertain ? ' (its agent may be running: cluster down will look)' : ''}`)
+        lines.push('Fix them and run cluster up again (running agents are kept), or cluster down to stop everything.')
+      }
+      process.stdout.write(`${lines.join('\n')}\n`)
+    }
+    if (failed.length > 0) process.exitCode = 1
+  },
+}
+
+function load(s: HostStatus): string {
+  if (s.busy === null || s.threads === null) return '-'
+  return `${s.busy}/${s.threads}${s.queued ? ` +${s.queued}` : ''}`
+}
+
+export const statusCommand: CommandModule = {
+  command: 'status',
+  describe: 'Ask every host of the cluster about its agent: state, threads, load, tasks done, heartbeat age, version',
+  builder: (y) => common(y),
+  handler: async (a) => {
+    const plan: HostsPlan = await resolveHostsPlan(flags(a))
+    const st = await clusterStatus(plan)
+    if (a['json']) {
+      process.stdout.write(`${JSON.stringify(st)}\n`)
+      return
+    }
+    if (st.hosts.length === 0) {
+      process.stdout.write(`cluster ${st.name} has no hosts (cluster up --nodes hosts.txt starts them)\n`)
+      return
+    }
+    const threads = st.hosts.reduce((n, h) => n + (h.state === 'up' || h.state === 'waiting' ? (h.threads ?? 0) : 0), 0)
+    const rows = st.hosts.map((h) => [
+      h.host, h.state, dash(h.threads), load(h), dash(h.tasksDone), h.heartbeatAgeMs === null ? '-' : `${(h.heartbeatAgeMs / 1000).toFixed(1)} s`, dash(h.version), dash(h.pid),
+    ])
+    const lines = [`cluster ${st.name}, head ${dash(st.head)}: ${st.hosts.filter((h) => h.state === 'up').length} of ${st.hosts.length} hosts serving a driver, ${threads} threads`, '']
+    lines.push(formatTable(['HOST', 'STATE', 'THREADS', 'LOAD', 'TASKS DONE', 'HEARTBEAT', 'VERSION', 'PID'], rows))
+    const bad = st.hosts.filter((h) => h.error !== null)
+    if (bad.length > 0) {
+      lines.push('')
+      for (const h of bad) lines.push(`${h.host}: ${h.error!.startsWith(h.host) ? h.error!.slice(h.host.length + 2) : h.error}`)
+    }
+    process.stdout.write(`${lines.join('\n')}\n`)
+  },
+}
+
+export const downCommand: CommandModule = {
+  command: 'down',
+  describe: 'Stop the agents cluster up started (all, or --host X) and remove their files on the hosts',
+  builder: (y) =>
+    common(y)
+      .option('host', { type: 'string', array: true, describe: 'only this host (repeatable); its queued tasks go back to the driver' })
+      .option('nodes', { type: 'string', describe: 'also stop this cluster’s agents on the hosts of this file, recorded or not' })
+      .option('stop-timeout', { type: 'number', describe: 'seconds an agent gets to finish its running tasks before SIGKILL (default 15)' })
+      .option('forget', { type: 'boolean', describe: 'drop hosts that cannot be reached from the cluster anyway (machines gone for good)' }),
+  handler: async (a) => {
+    const plan = await resolveHostsPlan(flags(a))
+    const extra = a['nodes'] !== undefined && plan.hostsFile !== undefined ? await readHostsFile(plan.hostsFile) : undefined
+    const only = a['host'] === undefined ? undefined : (a['host'] as unknown[]).map(String)
+    const outcomes = await clusterDown(plan, { only, extra, forget: a['forget'] === true }, new Progress('down', 0))
+    const failed = outcomes.filter((o) => o.result === 'failed')
+    if (a['json']) {
+      process.stdout.write(
+        `${JSON.stringify({
+          name: plan.name,
+          hosts: outcomes.map((o) => ({ host: o.host, result: o.result, agents: o.agents, error: o.error ? { code: o.error.code, message: o.error.message } : null })),
+        })}\n`,
+      )
+    } else if (outcomes.length === 0) {
+      process.stdout.write(`cluster ${plan.name} has no hosts to stop (nothing recorded in ${plan.stateFile})\n`)
+    } else {
+      const rows = outcomes.map((o) => [o.host, o.result, o.agents.filter((x) => x.pid !== undefined && x.how !== 'gone').map((x) => x.pid).join(',') || '-'])
+      const lines = [formatTable(['HOST', 'RESULT', 'PID'], rows)]
+      if (failed.length > 0) {
+        lines.push(
+          '',
+          a['forget'] === true
+            ? `${failed.length} host${failed.length === 1 ? '' : 's'} could not be reached and ${failed.length === 1 ? 'was' : 'were'} forgotten; an agent may still run there:`
+            : `${failed.length} host${failed.length === 1 ? '' : 's'} could not be reached; they stay listed (run cluster down again, or --forget):`,
+        )
+        for (const o of failed) lines.push(`  ${o.error!.message} [${o.error!.code}]`)
+      }
+      process.stdout.write(`${lines.join('\n')}\n`)
+    }
+    if (failed.length > 0) process.exitCode = 1
+  },
+}

@@ -1,0 +1,34 @@
+import { spawn } from 'node:child_process'
+import { resolve } from 'node:path'
+import type { CommandModule } from 'yargs'
+import { findConfig } from '../../config.js'
+import { ConfigError } from '../../errors.js'
+
+/**
+ * `cluster run driver.js [-- args]`: runs a driver script with the cluster's
+ * config in effect. The script's `Cluster.start()` picks it up through
+ * `CLUSTER_CONFIG`, so it binds the head and finds the agents `cluster up`
+ * started, with no address in its code.
+ */
+export const runCommand: CommandModule = {
+  command: 'run <script> [args..]',
+  describe: 'Run a driver script with the cluster config in effect (its Cluster.start() uses it)',
+  builder: (y) =>
+    y
+      .positional('script', { type: 'string', describe: 'the driver script' })
+      .positional('args', { type: 'string', array: true, describe: 'arguments for the script (after --)' })
+      .option('config', { type: 'string', describe: 'cluster.config file (default: cluster.config.{js,mjs,ts,mts} here)' }),
+  handler: async (a) => {
+    const config = a['config'] !== undefined ? resolve(String(a['config'])) : findConfig()
+    if (config === undefined) throw new ConfigError('cluster run needs a config: pass --config or put a cluster.config.{js,mjs,ts} here')
+    // Words after `--` go to the script untouched (yargs would turn "007" into 7).
+    const dashes = process.argv.indexOf('--')
+    const args = [...((a['args'] as unknown[] | undefined) ?? []).map(String), ...(dashes >= 0 ? process.argv.slice(dashes + 1) : [])]
+    const child = spawn(process.execPath, [String(a['script']), ...args], { stdio: 'inherit', env: { ...process.env, CLUSTER_CONFIG: config } })
+    const forward = (signal: NodeJS.Signals) => child.kill(signal)
+    process.on('SIGINT', forward)
+    process.on('SIGTERM', forward)
+    const code = await new Promise<number>((done) => child.on('exit', (c, signal) => done(c ?? (signal ? 128 + 1 : 1))))
+    process.exitCode = code
+  },
+}

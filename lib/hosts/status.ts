@@ -1,0 +1,116 @@
+import type { AgentStatus } from '../agent/status-file.js'
+import { ClusterError } from '../errors.js'
+import type { HostsPlan } from './plan.js'
+import { mapLimit } from './progress.js'
+import { STATUS_SCRIPT, parseReply } from './remote.js'
+import { runSsh, sshFailure, type SshTarget } from './ssh.js'
+import { readState, type HostRecord } from './state.js'
+
+/** One host as `cluster status` sees it. */
+export interface HostStatus {
+  host: string
+  agentId: string
+  /**
+   * `up`: the agent serves a driver; `waiting`: running, no driver now;
+   * `leaving`: finishing its tasks; `stale`: its status has not changed for
+   * several heartbeats (frozen?); `starting`: no status yet; `down`: no agent
+   * running; `unreachable`: SSH failed (see `error`).
+   */
+  state: 'up' | 'waiting' | 'leaving' | 'stale' | 'starting' | 'down' | 'unreachable'
+  pid: number | null
+  threads: number | null
+  /** Threads busy now. */
+  busy: number | null
+  /** Tasks received and not yet started. */
+  queued: number | null
+  /** Tasks the agent ran since it started, for every driver it served. */
+  tasksDone: number | null
+  /** Milliseconds since the agent last heard its driver. */
+  heartbeatAgeMs: number | null
+  version: string | null
+  hostname: string | null
+  error: string | null
+}
+
+export interface ClusterStatus {
+  name: string
+  head: string | null
+  hosts: HostStatus[]
+}
+
+/** Validates an agent's status file (it comes from a host: trusted for nothing but its shape). */
+export function parseAgentStatus(text: string | undefined): AgentStatus | undefined {
+  if (text === undefined || text.length > 64 * 1024) return undefined
+  let v: unknown
+  try {
+    v = JSON.parse(text)
+  } catch {
+    return undefined
+  }
+  if (v === null || typeof v !== 'object') return undefined
+  const s = v as Record<string, unknown>
+  const num = (k: string) => typeof s[k] === 'number' && Number.isFinite(s[k]) && (s[k] as number) >= 0
+  const str = (k: string) => typeof s[k] === 'string' && (s[k] as string).length <= 256
+  if (!['id', 'host', 'version', 'connect'].every(str) || !['pid', 'threads', 'tasksDone', 'busy', 'queued', 'startedAt', 'updatedAt'].every(num)) return undefined
+  if (!['connecting', 'ready', 'leaving', 'closed'].includes(s['state'] as string)) return undefined
+  if (s['driverAgeMs'] !== null && !num('driverAgeMs')) return undefined
+  return s as unknown as AgentStatus
+}
+
+function targetOf(r: HostRecord): SshTarget {
+  return { label: r.label, user: r.user, host: r.host, port: r.port, key: r.key }
+}
+
+async function statusOne(plan: HostsPlan, r: HostRecord): Promise<HostStatus> {
+  const base: HostStatus = {
+    host: r.label, agentId: r.agentId, state: 'down', pid: r.pid ?? null, threads: r.threads ?? null, busy: null, queued: null,
+    tasksDone: null, heartbeatAgeMs: null, version: r.version ?? null, hostname: r.hostname ?? null, error: null,
+  }
+  const timeoutMs = (plan.ssh.connectTimeoutS + 15) * 1000
+  let res
+  try {
+    res = await runSsh(plan.ssh, targetOf(r), STATUS_SCRIPT, [r.runDir ?? plan.remote.runDir ?? '', plan.name, r.agentId], timeoutMs)
+  } catch (err) {
+    if (err instanceof ClusterError) return { ...base, state: 'unreachable', error: err.message }
+    throw err
+  }
+  const failure = sshFailure(res, targetOf(r), 'status', timeoutMs)
+  if (failure) return { ...base, state: 'unreachable', error: failure.message }
+  const reply = parseReply(res.stdout)
+  if (reply.values.get('alive') !== '1') {
+    return { ...base, state: 'down', error: r.state === 'unknown' ? (r.error ?? null) : null }
+  }
+  const pid = Number(reply.values.get('pid'))
+  const s = parseAgentStatus(reply.values.get('status'))
+  if (!s) return { ...base, pid: Number.isSafeInteger(pid) ? pid : base.pid, state: 'starting' }
+  const now = Number(reply.values.get('now')) * 1000
+  const age = Number.isFinite(now) ? Math.max(0, now - s.updatedAt) : 0
+  // The host's clock has one-second resolution here: allow for it.
+  const staleAfter = 3 * (plan.heartbeatMs ?? 1000) + 1000
+  return {
+    ...base,
+    pid: s.pid,
+    threads: s.threads,
+    busy: s.busy,
+    queued: s.queued,
+    tasksDone: s.tasksDone,
+    version: s.version,
+    hostname: s.host,
+    heartbeatAgeMs: s.state === 'ready' && s.driverAgeMs !== null ? s.driverAgeMs + age : null,
+    state: age > staleAfter ? 'stale' : s.state === 'ready' ? 'up' : s.state === 'leaving' ? 'leaving' : 'waiting',
+  }
+}
+
+/**
+ * Asks every host the cluster's state file lists about its agent, over SSH,
+ * in parallel: whether it runs, its threads, load, tasks done, how long since
+ * it heard its driver, and its version. It needs no driver running, and
+ * tells what each host really runs (an agent that died shows as `down`).
+ */
+export async function clusterStatus(plan: HostsPlan): Promise<ClusterStatus> {
+  const state = await readState(plan.stateFile)
+  if (!state) return { name: plan.name, head: plan.head ?? null, hosts: [] }
+  const hosts = await mapLimit(state.hosts, plan.concurrency, (r) => statusOne(plan, r))
+  return { name: plan.name, head: state.head ?? plan.head ?? null, hosts }
+}
+

@@ -1,0 +1,205 @@
+/**
+ * Real hosts for the multi-host tests: network namespaces on a private
+ * bridge, each with its own address (10.77.0.x, inside these namespaces
+ * only) and its own sshd, reached with a key generated for the run. The
+ * bridge and the head (where the driver and the `cluster` commands run) are
+ * namespaces too, so nothing touches the machine's own network.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { mkdtemp, readFile, rm, writeFile, chmod, mkdir } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { promisify } from 'node:util'
+import type { TestContext } from 'node:test'
+import { CLI, type Proc } from './helpers.js'
+
+/** A process in a namespace; `stdout()` apart from the combined `output()`. */
+export interface NsProc extends Proc {
+  stdout(): string
+}
+
+const exec = promisify(execFile)
+
+export const SUBNET = '10.77.0'
+export const HEAD_ADDRESS = `${SUBNET}.1`
+
+export interface NetHost {
+  ns: string
+  address: string
+}
+
+export interface Lab {
+  readonly prefix: string
+  readonly dir: string
+  readonly head: NetHost
+  readonly hosts: NetHost[]
+  /** ssh_config for the client side: known_hosts of the lab, strict host key checking. */
+  readonly sshConfig: string
+  /** The client key that every host's sshd accepts. */
+  readonly key: string
+  /** A key no host accepts. */
+  readonly wrongKey: string
+  /** Takes a host off the network (its link goes down) or puts it back. */
+  setLink(host: NetHost, up: boolean): Promise<void>
+  /** Runs the `cluster` CLI inside the head namespace (in `cwd`). */
+  cli(t: TestContext, args: string[], cwd?: string): NsProc
+  /** Runs a command inside a namespace. */
+  exec(t: TestContext, ns: string, argv: string[], cwd?: string): NsProc
+  close(): Promise<void>
+}
+
+async function ip(...args: string[]): Promise<void> {
+  await exec('ip', args)
+}
+
+/** Why namespaces cannot be made here, or undefined when they can. */
+export async function netnsUnavailable(): Promise<string | undefined> {
+  if (process.platform !== 'linux') return `network namespaces need Linux (this is ${process.platform})`
+  if (process.getuid?.() !== 0) return 'network namespaces need root'
+  for (const [bin, pkg] of [['/usr/sbin/sshd', 'openssh-server'], ['/usr/bin/ssh', 'openssh-client'], ['/usr/bin/ssh-keygen', 'openssh-client'], ['/usr/bin/rsync', 'rsync']] as const) {
+    if (!existsSync(bin)) return `${bin} is missing (apt-get install ${pkg})`
+  }
+  const probe = `acprobe${randomBytes(3).toString('hex')}`
+  try {
+    await ip('netns', 'add', probe)
+  } catch (err) {
+    return `cannot create a network namespace: ${((err as { stderr?: string }).stderr ?? (err as Error).message).trim()}`
+  }
+  await ip('netns', 'del', probe).catch(() => {})
+  return undefined
+}
+
+function spawnProc(argv: string[], cwd: string | undefined): NsProc {
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], cwd })
+  let out = ''
+  let stdout = ''
+  child.stdout!.on('data', (d: Buffer) => {
+    out += d.toString()
+    stdout += d.toString()
+  })
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()))
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)))
+  return { child, output: () => out, stdout: () => stdout, exited }
+}
+
+/** Waits until something accepts TCP connections at address:port inside a namespace (checked from the head). */
+async function waitForPort(headNs: string, address: string, port: number, ms: number): Promise<void> {
+  const end = Date.now() + ms
+  for (;;) {
+    try {
+      await exec('ip', ['netns', 'exec', headNs, process.execPath, '-e', `const s=require('net').connect(${port},'${address}');s.on('connect',()=>process.exit(0));s.on('error',()=>process.exit(1))`])
+      return
+    } catch {
+      if (Date.now() > end) throw new Error(`sshd at ${address}:${port} did not come up within ${ms} ms`)
+      await new Promise((r) => setTimeout(r, 50))
+    }
+  }
+}
+
+/**
+ * Builds the lab: a bridge namespace, a head namespace at 10.77.0.1 and
+ * `count` host namespaces at 10.77.0.11…, each running sshd. Everything is
+ * torn down by `close()` (and by t.after in the tests), even after a failure.
+ */
+export async function createLab(count: number): Promise<Lab> {
+  const prefix = `ac${randomBytes(3).toString('hex')}`
+  const dir = await mkdtemp(join(tmpdir(), `${prefix}-lab-`))
+  const namespaces: string[] = []
+  const sshds: ChildProcess[] = []
+  const br = `${prefix}-br`
+  const head: NetHost = { ns: `${prefix}-head`, address: HEAD_ADDRESS }
+  const hosts: NetHost[] = Array.from({ length: count }, (_, i) => ({ ns: `${prefix}-h${i + 1}`, address: `${SUBNET}.${11 + i}` }))
+  const close = async () => {
+    for (const s of sshds) if (s.exitCode === null && s.signalCode === null) s.kill('SIGKILL')
+    for (const ns of namespaces) {
+      // Whatever still runs inside (agents, sshd sessions) goes with its namespace.
+      const pids = await exec('ip', ['netns', 'pids', ns]).then((r) => r.stdout.split(/\s+/).filter(Boolean), () => [])
+      for (const pid of pids) {
+        try {
+          process.kill(Number(pid), 'SIGKILL')
+        } catch {
+          // already gone
+        }
+      }
+      await ip('netns', 'del', ns).catch(() => {})
+    }
+    await rm(dir, { recursive: true, force: true })
+  }
+  try {
+    for (const ns of [br, head.ns, ...hosts.map((h) => h.ns)]) {
+      await ip('netns', 'add', ns)
+      namespaces.push(ns)
+      await ip('-n', ns, 'link', 'set', 'lo', 'up')
+    }
+    await ip('-n', br, 'link', 'add', 'br0', 'type', 'bridge')
+    await ip('-n', br, 'link', 'set', 'br0', 'up')
+    let i = 0
+    for (const h of [head, ...hosts]) {
+      const port = `p${i++}`
+      await ip('-n', br, 'link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', h.ns)
+      await ip('-n', br, 'link', 'set', port, 'master', 'br0', 'up')
+      await ip('-n', h.ns, 'addr', 'add', `${h.address}/24`, 'dev', 'eth0')
+      await ip('-n', h.ns, 'link', 'set', 'eth0', 'up')
+    }
+    // Keys: one host key for every sshd, one client key they accept, one they do not.
+    const key = join(dir, 'id_ed25519')
+    const wrongKey = join(dir, 'wrong_ed25519')
+    const hostKey = join(dir, 'host_ed25519')
+    const strangerKey = join(dir, 'stranger_ed25519')
+    for (const k of [key, wrongKey, hostKey, strangerKey]) await exec('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', prefix, '-f', k])
+    await writeFile(join(dir, 'authorized_keys'), await readFile(`${key}.pub`))
+    const hostPub = (await readFile(`${hostKey}.pub`, 'utf8')).trim().split(' ').slice(0, 2).join(' ')
+    await writeFile(join(dir, 'known_hosts'), hosts.map((h) => `${h.address} ${hostPub}\n[${h.address}]:2222 ${hostPub}\n`).join(''))
+    const sshConfig = join(dir, 'ssh_config')
+    await writeFile(
+      sshConfig,
+      ['Host *', `  UserKnownHostsFile ${join(dir, 'known_hosts')}`, '  StrictHostKeyChecking yes', '  User root', '  LogLevel ERROR', ''].join('\n'),
+    )
+    await mkdir('/run/sshd', { recursive: true, mode: 0o755 })
+    await chmod('/run/sshd', 0o755)
+    // Two ports, so one host can stand for two lines of a hosts file; the last host's
+    // port 2222 is another sshd, whose host key known_hosts does not hold.
+    const daemons = hosts.map((h, i) => ({ h, ports: i < hosts.length - 1 ? [22, 2222] : [22], key: hostKey }))
+    daemons.push({ h: hosts[hosts.length - 1]!, ports: [2222], key: strangerKey })
+    for (const { h, ports, key: hk } of daemons) {
+      const cfg = join(dir, `sshd_${h.address}_${ports.join('_')}.conf`)
+      await writeFile(
+        cfg,
+        [
+          ...ports.map((p) => `ListenAddress ${h.address}:${p}`), `HostKey ${hk}`, 'PidFile none', `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
+          'StrictModes no', 'UsePAM no', 'PasswordAuthentication no', 'KbdInteractiveAuthentication no', 'PermitRootLogin prohibit-password',
+          'PubkeyAuthentication yes', 'PrintMotd no', 'LogLevel ERROR', 'MaxStartups 200', 'MaxSessions 50', '',
+        ].join('\n'),
+      )
+      const sshd = spawn('ip', ['netns', 'exec', h.ns, '/usr/sbin/sshd', '-D', '-e', '-f', cfg], { stdio: ['ignore', 'ignore', 'pipe'] })
+      sshd.stderr!.resume()
+      sshds.push(sshd)
+    }
+    for (const { h, ports } of daemons) for (const port of ports) await waitForPort(head.ns, h.address, port, 10_000)
+    const run = (t: TestContext, ns: string, argv: string[], cwd?: string) => {
+      const p = spawnProc(['ip', 'netns', 'exec', ns, ...argv], cwd)
+      t.after(() => {
+        if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL')
+      })
+      return p
+    }
+    return {
+      prefix,
+      dir,
+      head,
+      hosts,
+      sshConfig,
+      key,
+      wrongKey,
+      setLink: (h, up) => ip('-n', h.ns, 'link', 'set', 'eth0', up ? 'up' : 'down'),
+      cli: (t, args, cwd) => run(t, head.ns, [process.execPath, CLI, ...args], cwd),
+      exec: (t, ns, argv, cwd) => run(t, ns, argv, cwd),
+      close,
+    }
+  } catch (err) {
+    await close()
+    throw err
+  }
+}
