@@ -1,5 +1,7 @@
 import { availableParallelism } from 'node:os'
 import { InvalidArgumentError } from './errors.js'
+import { resolveDashboardOptions, resolveLogLevel, type DashboardOptions, type LogLevel, type ResolvedDashboardOptions } from './monitor/options.js'
+import type { Logger } from './monitor/log.js'
 
 /** Where the task functions and actor classes live: a module path or URL. */
 export type TasksModule = string | URL
@@ -29,6 +31,17 @@ export interface ClusterOptions {
   maxFrameBytes?: number
   /** Allow binding beyond loopback without authentication. Default false. */
   insecure?: boolean
+  /**
+   * Serve the web dashboard, `/metrics` and `/api/stats`: `true` (port
+   * 8265 on loopback), a port (0 = a free one; read `cluster.dashboardUrl`),
+   * or {@link DashboardOptions}. Default off, unless the environment
+   * variable `CLUSTER_DASHBOARD` names a port (`cluster dashboard -- <cmd>` sets it).
+   */
+  dashboard?: boolean | number | DashboardOptions
+  /** Level of the driver's structured logs (pino JSON lines on stderr). Default `silent`, or `CLUSTER_LOG_LEVEL`. */
+  logLevel?: LogLevel
+  /** A pino logger of your own to log to instead (`logLevel` is then its level). */
+  logger?: Logger
 }
 
 export interface ResolvedClusterOptions {
@@ -42,6 +55,9 @@ export interface ResolvedClusterOptions {
   readonly nodeTimeoutMs: number
   readonly maxFrameBytes: number
   readonly insecure: boolean
+  readonly dashboard: ResolvedDashboardOptions | undefined
+  readonly logLevel: LogLevel
+  readonly logger: Logger | undefined
 }
 
 export const CLUSTER_DEFAULTS = {
@@ -147,6 +163,9 @@ export function resolveClusterOptions(o: ClusterOptions = {}): ResolvedClusterOp
   if (o.insecure !== undefined && typeof o.insecure !== 'boolean') {
     throw new InvalidArgumentError(`options.insecure must be a boolean, got ${describe(o.insecure)}`)
   }
+  if (o.logger !== undefined && (o.logger === null || typeof o.logger !== 'object' || typeof o.logger.info !== 'function')) {
+    throw new InvalidArgumentError(`options.logger must be a pino logger, got ${describe(o.logger)}`)
+  }
   return Object.freeze({
     tasks,
     listen: checkEndpoint('listen', o.listen ?? CLUSTER_DEFAULTS.listen),
@@ -158,6 +177,9 @@ export function resolveClusterOptions(o: ClusterOptions = {}): ResolvedClusterOp
     nodeTimeoutMs,
     maxFrameBytes: positiveInt('maxFrameBytes', o.maxFrameBytes, CLUSTER_DEFAULTS.maxFrameBytes, 1024),
     insecure: o.insecure ?? CLUSTER_DEFAULTS.insecure,
+    dashboard: resolveDashboardOptions(o.dashboard),
+    logLevel: resolveLogLevel(o.logLevel),
+    logger: o.logger,
   })
 }
 

@@ -20,6 +20,12 @@ import { loadCatalog, type Catalog } from '../tasks-module.js'
 import { ZmqDriverTransport } from '../transport/zmq.js'
 import type { DriverTransport, Parts, TransportStats } from '../transport/transport.js'
 import { Deque } from '../util/deque.js'
+import { ClusterMonitor, type ClusterSnapshot } from '../monitor/monitor.js'
+import { ClusterMetrics } from '../monitor/metrics.js'
+import { Dashboard } from '../monitor/dashboard.js'
+import { createLogger, logClusterEvents, type Logger } from '../monitor/log.js'
+import { monitorEnvDefaults } from '../monitor/options.js'
+import { Progress, type ProgressState } from '../monitor/progress.js'
 import { makeActorRef, makeTasksProxy, type ActorRef, type TasksProxy } from './proxies.js'
 
 /** Options of one `map`. */
@@ -28,6 +34,40 @@ export interface MapOptions {
   ordered?: boolean
   /** Most inputs taken from the iterable and not yet yielded. Default 16384. */
   concurrency?: number
+  /**
+   * Report progress: `true` draws a bar with rate and ETA on stderr (plain
+   * periodic lines when stderr is not a terminal); a function is called with
+   * each update instead. Default false.
+   */
+  progress?: boolean | ((state: ProgressState) => void)
+  /** Number of inputs, for the progress bar's ETA when `inputs` has no `length` or `size`. */
+  total?: number
+}
+
+/** What `cluster.actors()` reports of one live actor. */
+export interface ActorInfo {
+  id: string
+  className: string
+  /** The node that hosts it. */
+  node: string
+}
+
+/** A task that failed, as `task:failed` reports it. */
+export interface TaskFailedEvent {
+  id: number
+  name: string
+  /** The node that ran it; undefined when it failed before reaching one. */
+  node: string | undefined
+  error: Error
+}
+
+/** A task sent again, as `task:retried` reports it. */
+export interface TaskRetriedEvent {
+  id: number
+  name: string
+  /** The node it was taken from. */
+  node: string
+  reason: string
 }
 
 /** What `cluster.nodes()` reports of one agent. */
@@ -62,10 +102,18 @@ export interface ClusterStats {
   transport: TransportStats
 }
 
+/**
+ * The events of a cluster: `cluster.on('task:failed', (t) => ...)`.
+ * Listeners run synchronously inside the driver; they must not throw.
+ */
 export interface ClusterEvents {
   'node:joined': [node: NodeInfo]
   'node:left': [node: NodeInfo]
   'node:lost': [node: NodeInfo, reason: string]
+  'task:failed': [task: TaskFailedEvent]
+  'task:retried': [task: TaskRetriedEvent]
+  'actor:spawned': [actor: ActorInfo]
+  'actor:stopped': [actor: ActorInfo]
 }
 
 const DEFAULT_MAP_CONCURRENCY = 16_384
@@ -109,6 +157,8 @@ interface Entry {
   settled: boolean
   readonly actor: ActorRecord | undefined
   readonly op: ActorOp
+  /** Submit time (performance.now()) of a task sampled for latency, else 0. */
+  readonly t0: number
 }
 
 /**
@@ -146,6 +196,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private lastTick = Date.now()
   private closing: Promise<void> | undefined
   private readonly counters = { tasksSubmitted: 0, tasksSucceeded: 0, tasksFailed: 0, requeued: 0, duplicatesDropped: 0, badFrames: 0 }
+  private readonly actorsById = new Map<string, ActorRecord>()
+  private readonly monitor: ClusterMonitor
+  private metrics: ClusterMetrics | undefined
+  private dashboard: Dashboard | undefined
+  private readonly logger: Logger | undefined
 
   private constructor(options: ResolvedClusterOptions, catalog: Catalog | undefined) {
     super()
@@ -154,6 +209,19 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.localAddress =
       options.localAgents > 0 && options.localTransport === 'inproc' ? `inproc://actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}` : undefined
     this.transport = new ZmqDriverTransport({ listen: options.listen, inproc: this.localAddress, maxFrameBytes: options.maxFrameBytes })
+    const cluster = this
+    this.monitor = new ClusterMonitor({
+      get address() {
+        return cluster.address
+      },
+      transportName: 'zmq',
+      heartbeatMs: options.heartbeatMs,
+      stats: () => this.stats(),
+      nodes: () => this.nodes(),
+      actors: () => this.actors(),
+    })
+    this.logger = options.logger ?? (options.logLevel === 'silent' ? undefined : createLogger(options.logLevel))
+    if (this.logger) logClusterEvents(this, this.logger)
   }
 
   /**
@@ -163,7 +231,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * with `cluster agent --connect <cluster.address>`.
    */
   static async start(options: ClusterOptions = {}): Promise<Cluster> {
-    const resolved = resolveClusterOptions(options)
+    const resolved = resolveClusterOptions(monitorEnvDefaults(options))
     if (!resolved.insecure && !isLoopbackEndpoint(resolved.listen)) {
       throw new TransportError(
         `refusing to listen on ${resolved.listen} without authentication: only loopback addresses may be used unless insecure: true (--insecure) is given`,
@@ -176,8 +244,14 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     cluster.transport.start((peer, parts) => cluster.onMessage(peer, parts))
     cluster.timer = setInterval(() => cluster.tick(), resolved.heartbeatMs)
     cluster.timer.unref()
+    cluster.monitor.start()
     try {
       await cluster.startLocalAgents()
+      if (resolved.dashboard) {
+        const metrics = cluster.metricsRegistry()
+        cluster.dashboard = await Dashboard.start({ snapshot: () => cluster.snapshot(), metrics }, resolved.dashboard)
+        cluster.logger?.info({ url: cluster.dashboard.url }, 'dashboard listening')
+      }
     } catch (err) {
       await cluster.close()
       throw err
@@ -221,6 +295,41 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     return { ...this.counters, queued: this.pending.length, inFlight, nodes: this.nodesByPeer.size, transport: { ...this.transport.stats } }
   }
 
+  /** The live actors. */
+  actors(): ActorInfo[] {
+    const list: ActorInfo[] = []
+    for (const rec of this.actorsById.values()) {
+      if (rec.state !== 'running' || this.nodesByPeer.get(rec.node.peer) !== rec.node) this.actorsById.delete(rec.id)
+      else list.push({ id: rec.id, className: rec.className, node: rec.node.info.agentId })
+    }
+    return list
+  }
+
+  /**
+   * Everything known about the cluster now — nodes, tasks by state and name,
+   * throughput history, latency percentiles, recent failures, actors,
+   * transport counters. The dashboard, `/metrics` and `/api/stats` all read
+   * this one function.
+   */
+  snapshot(): ClusterSnapshot {
+    return this.monitor.snapshot()
+  }
+
+  /** The Prometheus text of `/metrics`, also available without the dashboard. */
+  metricsText(): Promise<string> {
+    return this.metricsRegistry().text()
+  }
+
+  private metricsRegistry(): ClusterMetrics {
+    this.metrics ??= new ClusterMetrics({ snapshot: () => this.snapshot(), latency: this.monitor.tasks.latency })
+    return this.metrics
+  }
+
+  /** Where the dashboard is (`http://127.0.0.1:8265/`), when it was started. */
+  get dashboardUrl(): string | undefined {
+    return this.dashboard?.url
+  }
+
   // --- tasks -------------------------------------------------------------------
 
   /** Runs one task on some node; resolves to its return value. */
@@ -256,7 +365,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     if (bad) return Promise.reject(new SerializationError(`cannot send task "${name}": ${bad}; msgpack cannot carry it`))
     this.counters.tasksSubmitted++
     return new Promise((resolve, reject) => {
-      const entry: Entry = { id: this.nextId++, name, args, resolve, reject, node: undefined, settled: false, actor: undefined, op: ActorOp.Call }
+      const t0 = this.monitor.tasks.stamp(this.ledger.size === 0)
+      const entry: Entry = { id: this.nextId++, name, args, resolve, reject, node: undefined, settled: false, actor: undefined, op: ActorOp.Call, t0 }
       this.ledger.set(entry.id, entry)
       this.pending.push(entry)
       this.scheduleFlush()
@@ -289,6 +399,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     const source = isAsync
       ? (inputs as AsyncIterable<unknown>)[Symbol.asyncIterator]()
       : (inputs as Iterable<unknown>)[Symbol.iterator]()
+    const progress = options.progress ? this.mapProgress(name, inputs, options, () => yielded) : undefined
 
     type Outcome = { ok: boolean; value: unknown }
     const inOrder = new Map<number, Outcome>()
@@ -337,8 +448,16 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         await new Promise<void>((resolve) => (wake = resolve))
       }
     } finally {
+      progress?.stop()
       if (!exhausted) await source.return?.()
     }
+  }
+
+  private mapProgress(name: string, inputs: unknown, options: MapOptions, read: () => number): Progress {
+    const known = options.total ?? ((inputs as { length?: unknown }).length ?? (inputs as { size?: unknown }).size)
+    const total = typeof known === 'number' ? known : undefined
+    const onUpdate = typeof options.progress === 'function' ? options.progress : undefined
+    return new Progress(read, { label: name, total, mode: onUpdate ? 'off' : 'auto', onUpdate, intervalMs: onUpdate ? 1000 : undefined })
   }
 
   // --- actors ------------------------------------------------------------------
@@ -370,11 +489,15 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       node.actors--
       throw err
     }
+    this.actorsById.set(rec.id, rec)
+    this.emit('actor:spawned', { id: rec.id, className, node: node.info.agentId })
     return makeActorRef<T>(rec.id, () => rec.node.info.agentId, (method, margs) => this.actorOp(rec, ActorOp.Call, method, margs), async () => {
       if (rec.state !== 'running') return
       await this.actorOp(rec, ActorOp.Stop, 'stop', [])
       rec.state = 'stopped'
       rec.node.actors--
+      this.actorsById.delete(rec.id)
+      this.emit('actor:stopped', { id: rec.id, className, node: rec.node.info.agentId })
     })
   }
 
@@ -405,7 +528,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       if (bad) return Promise.reject(new SerializationError(`cannot call ${rec.className}.${name}: ${bad}; msgpack cannot carry it`))
     }
     return new Promise((resolve, reject) => {
-      const entry: Entry = { id: this.nextId++, name, args, resolve, reject, node: rec.node, settled: false, actor: rec, op }
+      const entry: Entry = { id: this.nextId++, name, args, resolve, reject, node: rec.node, settled: false, actor: rec, op, t0: 0 }
       this.ledger.set(entry.id, entry)
       rec.node.actorQueue.push(entry)
       this.scheduleFlush()
@@ -530,8 +653,17 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     if (e.settled) return
     e.settled = true
     this.ledger.delete(e.id)
-    if (!e.actor) this.counters.tasksFailed++
+    if (!e.actor) {
+      this.counters.tasksFailed++
+      this.taskFailed(e, err, e.node, performance.now())
+    }
     e.reject(err)
+  }
+
+  private taskFailed(e: Entry, error: Error, node: NodeState | undefined, now: number): void {
+    const nodeId = node?.info.agentId
+    this.monitor.tasks.failed(e.id, e.name, nodeId, error, e.t0, now)
+    this.emit('task:failed', { id: e.id, name: e.name, node: nodeId, error })
   }
 
   private onMessage(peer: string, parts: Parts): void {
@@ -624,6 +756,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       this.counters.badFrames++
       return
     }
+    const now = performance.now()
     for (let i = 0; i < items.length; i += 3) {
       const e = this.ledger.get(items[i] as number)
       if (!e) {
@@ -634,11 +767,18 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       e.settled = true
       const status = items[i + 1]
       if (status === Status.Ok) {
-        if (!e.actor) this.counters.tasksSucceeded++
+        if (!e.actor) {
+          this.counters.tasksSucceeded++
+          this.monitor.tasks.succeeded(e.name, e.t0, now)
+        }
         e.resolve(items[i + 2])
       } else {
-        if (!e.actor) this.counters.tasksFailed++
-        e.reject(rebuildError(e.name, fromWire(items[i + 2]), status !== Status.Threw, node.info.agentId))
+        const err = rebuildError(e.name, fromWire(items[i + 2]), status !== Status.Threw, node.info.agentId)
+        if (!e.actor) {
+          this.counters.tasksFailed++
+          this.taskFailed(e, err, node, now)
+        }
+        e.reject(err)
       }
     }
   }
@@ -676,6 +816,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
     for (let i = requeue.length - 1; i >= 0; i--) this.pending.unshift(requeue[i]!)
     this.counters.requeued += requeue.length
+    const announce = this.listenerCount('task:retried') > 0
+    for (const e of requeue) {
+      this.monitor.tasks.retried(e.name)
+      if (announce) this.emit('task:retried', { id: e.id, name: e.name, node: node.info.agentId, reason })
+    }
     const info = this.nodeInfo(node)
     if (how === 'left') this.emit('node:left', info)
     else this.emit('node:lost', info, reason)
@@ -714,6 +859,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
 
   private async shutdown(): Promise<void> {
     clearInterval(this.timer)
+    this.monitor.stop()
+    await this.dashboard?.close()
     const closed = new ClusterClosedError('the cluster was closed before the task settled')
     for (const e of this.ledger.values()) this.fail(e, closed)
     this.pending.clear()
