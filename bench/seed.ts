@@ -5,7 +5,7 @@
  * user gets.
  */
 import { availableParallelism } from 'node:os'
-import { Cluster } from '../lib/index.js'
+import { Cluster, Progress } from '../lib/index.js'
 import { median } from './stats.js'
 
 export interface SeedOptions {
@@ -17,6 +17,10 @@ export interface SeedOptions {
   warmup: boolean
   via: 'call' | 'map'
   localTransport?: 'inproc' | 'tcp'
+  /** Draw a progress bar (rate, ETA) on stderr. */
+  progress?: boolean
+  /** Serve the dashboard while running: a port (0 = a free one). */
+  dashboard?: number
 }
 
 export interface SeedRun {
@@ -43,7 +47,7 @@ export function expectedSum(n: number): number {
   return n + (n * (n - 1)) / 2
 }
 
-async function oneRun(cluster: Cluster, n: number, via: 'call' | 'map'): Promise<SeedRun> {
+export async function oneRun(cluster: Cluster, n: number, via: 'call' | 'map'): Promise<SeedRun> {
   const start = performance.now()
   let sum = 0
   let count = 0
@@ -80,11 +84,19 @@ async function oneRun(cluster: Cluster, n: number, via: 'call' | 'map'): Promise
 export async function runSeed(o: SeedOptions): Promise<SeedResult> {
   const threads = o.threads ?? Math.max(1, Math.floor(availableParallelism() / o.agents))
   const localTransport = o.localTransport ?? 'inproc'
-  await using cluster = await Cluster.start({ tasks: BENCH_TASKS, localAgents: o.agents, threads, batch: o.batch, localTransport })
+  await using cluster = await Cluster.start({ tasks: BENCH_TASKS, localAgents: o.agents, threads, batch: o.batch, localTransport, dashboard: o.dashboard })
+  if (cluster.dashboardUrl) process.stderr.write(`dashboard: ${cluster.dashboardUrl}\n`)
+  // Polls the driver's counters, so the benchmark pays nothing per task for it.
+  const settled = () => {
+    const s = cluster.stats()
+    return s.tasksSucceeded + s.tasksFailed
+  }
+  const progress = o.progress ? new Progress(settled, { label: 'seed', total: (o.warmup ? Math.min(o.tasks, 20_000) : 0) + o.runs * o.tasks }) : undefined
   // One unmeasured run lets the JIT and the credit windows settle, as any long job would.
   if (o.warmup) await oneRun(cluster, Math.min(o.tasks, 20_000), o.via)
   const runs: SeedRun[] = []
   for (let i = 0; i < o.runs; i++) runs.push(await oneRun(cluster, o.tasks, o.via))
+  progress?.stop()
   const roundTripSeconds = median(runs.map((r) => r.roundTripSeconds))
   return {
     design: 'zmq',

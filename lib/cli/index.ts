@@ -2,6 +2,8 @@ import yargs from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import { agentCommand } from './commands/agent.js'
 import { benchCommand } from './commands/bench.js'
+import { dashboardCommand } from './commands/dashboard.js'
+import { LOG_LEVELS } from '../monitor/options.js'
 import { VERSION } from '../version.js'
 import { ClusterError } from '../errors.js'
 
@@ -12,11 +14,15 @@ import { ClusterError } from '../errors.js'
 export async function main(argv = hideBin(process.argv)): Promise<void> {
   await yargs(argv)
     .scriptName('cluster')
+    // `cluster dashboard -- node job.js`: what follows `--` is a program, not flags.
+    .parserConfiguration({ 'populate--': true })
     .env('CLUSTER')
     .version(VERSION)
+    .option('log-level', { choices: LOG_LEVELS, global: true, describe: 'structured log level on stderr (default: info for agent and dashboard, warn for bench)' })
     .command(agentCommand)
     .command(benchCommand)
-    .demandCommand(1, 'name a command: agent or bench')
+    .command(dashboardCommand)
+    .demandCommand(1, 'name a command: agent, bench or dashboard')
     .strict()
     .help()
     .fail((msg, err, y) => {

@@ -312,7 +312,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * this one function.
    */
   snapshot(): ClusterSnapshot {
-    return this.monitor.snapshot()
+    const snap = this.monitor.snapshot()
+    if (this.dashboard) snap.dashboard = this.dashboard.stats()
+    return snap
   }
 
   /** The Prometheus text of `/metrics`, also available without the dashboard. */
@@ -457,7 +459,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     const known = options.total ?? ((inputs as { length?: unknown }).length ?? (inputs as { size?: unknown }).size)
     const total = typeof known === 'number' ? known : undefined
     const onUpdate = typeof options.progress === 'function' ? options.progress : undefined
-    return new Progress(read, { label: name, total, mode: onUpdate ? 'off' : 'auto', onUpdate, intervalMs: onUpdate ? 1000 : undefined })
+    return new Progress(read, { label: name, total, mode: onUpdate ? 'off' : 'auto', onUpdate, intervalMs: onUpdate ? 250 : undefined })
   }
 
   // --- actors ------------------------------------------------------------------

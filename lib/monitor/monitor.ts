@@ -1,6 +1,7 @@
 import type { ActorInfo, ClusterStats, NodeInfo } from '../driver/cluster.js'
 import type { TransportStats } from '../transport/transport.js'
 import { VERSION } from '../version.js'
+import type { DashboardStats } from './dashboard.js'
 import type { LatencySummary } from './histogram.js'
 import { TaskStats, type FailureRecord, type TaskNameCounts } from './task-stats.js'
 
@@ -60,6 +61,8 @@ export interface ClusterSnapshot {
   failures: FailureRecord[]
   badFrames: number
   heartbeatsMissed: number
+  /** The dashboard server's own counters, when it runs. */
+  dashboard?: DashboardStats
 }
 
 /** Seconds of throughput history kept. */

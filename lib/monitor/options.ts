@@ -94,7 +94,7 @@ export function resolveLogLevel(v: unknown, field = 'options.logLevel'): LogLeve
 /**
  * Fills `dashboard` and `logLevel` from the environment when the caller left
  * them out: `CLUSTER_DASHBOARD` (a port), `CLUSTER_DASHBOARD_HOST`,
- * `CLUSTER_DASHBOARD_TOKEN`, `CLUSTER_LOG_LEVEL`. This is how
+ * `CLUSTER_DASHBOARD_TOKEN`, `CLUSTER_DASHBOARD_UPDATE_MS`, `CLUSTER_LOG_LEVEL`. This is how
  * `cluster dashboard -- <command>` turns the dashboard on in a program that
  * does not ask for it.
  */
@@ -108,7 +108,11 @@ export function monitorEnvDefaults<T extends { dashboard?: boolean | number | Da
     if (!/^\d+$/.test(port)) throw new InvalidArgumentError(`CLUSTER_DASHBOARD must be a port number, got ${JSON.stringify(port)}`)
     const host = env['CLUSTER_DASHBOARD_HOST']
     const token = env['CLUSTER_DASHBOARD_TOKEN']
-    out = { ...out, dashboard: { port: Number(port), ...(host ? { host } : {}), ...(token ? { token } : {}) } }
+    const updateMs = env['CLUSTER_DASHBOARD_UPDATE_MS']
+    out = {
+      ...out,
+      dashboard: { port: Number(port), ...(host ? { host } : {}), ...(token ? { token } : {}), ...(updateMs ? { updateMs: Number(updateMs) } : {}) },
+    }
   }
   const level = env['CLUSTER_LOG_LEVEL']
   if (options.logLevel === undefined && level !== undefined && level !== '') {

@@ -27,7 +27,7 @@ export interface ProgressOptions {
    * Default `auto`: `bar` when the stream is a TTY, else `lines`.
    */
   mode?: 'auto' | 'bar' | 'lines' | 'off'
-  /** Period of updates; in `lines` mode, of lines. Default 100 ms for `bar`, 2000 ms for `lines` and `off`. */
+  /** Period of updates; in `lines` mode, of lines. Default 100 ms for `bar`, 2000 ms for `lines` and `off` (250 ms for a `map` progress callback). */
   intervalMs?: number
   /** Called at every update, and once at the end. */
   onUpdate?: (state: ProgressState) => void

@@ -28,6 +28,7 @@ const OTHER = '(other)'
 /** Failures kept for the dashboard. */
 const MAX_FAILURES = 50
 const MAX_STACK = 4096
+const MAX_MESSAGE = 1024
 /**
  * One task in SAMPLE_EVERY gets a submit timestamp for the latency
  * histogram: `performance.now()` on every task would cost a few per cent
@@ -89,7 +90,7 @@ export class TaskStats {
       node,
       error: err.name,
       code: typeof code === 'string' ? code : undefined,
-      message: err.message,
+      message: err.message.slice(0, MAX_MESSAGE),
       stack: err.stack?.slice(0, MAX_STACK),
     }
     if (this.failures.length < MAX_FAILURES) this.failures.push(rec)

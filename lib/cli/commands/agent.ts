@@ -1,5 +1,6 @@
 import type { CommandModule } from 'yargs'
 import { Agent } from '../../agent/agent.js'
+import { commandLogger } from '../log.js'
 
 interface AgentArgs {
   connect: string
@@ -10,9 +11,8 @@ interface AgentArgs {
   'max-frame-bytes'?: number
   'exit-on-driver-loss': boolean
   id?: string
+  'log-level'?: string
 }
-
-const log = (line: string) => process.stderr.write(`[agent] ${line}\n`)
 
 export const agentCommand: CommandModule<object, AgentArgs> = {
   command: 'agent',
@@ -37,21 +37,22 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       maxFrameBytes: args['max-frame-bytes'],
       id: args.id,
     })
-    log(`${agent.id}: ${agent.options.threads} threads, waiting for the driver at ${args.connect}`)
-    agent.on('driver:joined', () => log(`${agent.id}: joined the driver at ${args.connect}`))
+    const log = commandLogger(args, 'info', 'agent').child({ agent: agent.id })
+    log.info({ threads: agent.options.threads, driver: args.connect }, 'waiting for the driver')
+    agent.on('driver:joined', () => log.info({ driver: args.connect }, 'joined the driver'))
     agent.on('driver:lost', (reason) => {
-      log(`${agent.id}: lost the driver (${reason})${args['exit-on-driver-loss'] ? '; exiting' : '; waiting for the next one'}`)
+      log.warn({ driver: args.connect, reason }, args['exit-on-driver-loss'] ? 'lost the driver; exiting' : 'lost the driver; waiting for the next one')
       if (args['exit-on-driver-loss']) void agent.close().then(() => process.exit(0))
     })
     agent.on('rejected', (reason) => {
-      log(`${agent.id}: the driver rejected this agent: ${reason}`)
+      log.error({ driver: args.connect, reason }, 'the driver rejected this agent')
       process.exitCode = 1
     })
     let stopping = false
     const stop = (signal: string) => {
       if (stopping) process.exit(1)
       stopping = true
-      log(`${agent.id}: ${signal}: finishing running tasks and handing queued ones back`)
+      log.info({ signal }, 'stopping: finishing running tasks and handing queued ones back')
       void agent.close().then(() => process.exit(process.exitCode ?? 0))
     }
     process.on('SIGINT', () => stop('SIGINT'))

@@ -3,6 +3,7 @@ import { runSeed, type SeedResult } from '../../../bench/seed.js'
 import { runLatency } from '../../../bench/latency.js'
 import { runBalance } from '../../../bench/balance.js'
 import { runMapMemory } from '../../../bench/map-memory.js'
+import { runMonitorCost } from '../../../bench/monitor-cost.js'
 import { InvalidArgumentError } from '../../errors.js'
 
 function parseBatch(v: unknown): 'auto' | number {
@@ -47,7 +48,8 @@ export const benchCommand: CommandModule = {
             .option('batch', { type: 'string', default: 'auto', describe: "tasks per frame: 'auto' or N (1 = one task per frame)" })
             .option('local-transport', { choices: ['inproc', 'tcp'] as const, default: 'inproc' as const, describe: 'how the local agents reach the driver' })
             .option('via', { choices: ['call', 'map'] as const, default: 'call' as const, describe: 'one call() per task, or one map()' })
-            .option('warmup', { type: 'boolean', default: true, describe: 'one unmeasured run first' }),
+            .option('warmup', { type: 'boolean', default: true, describe: 'one unmeasured run first' })
+            .option('dashboard', { type: 'number', describe: 'serve the dashboard on this port while running (0 = a free one)' }),
         handler: async (a) => {
           const r = await runSeed({
             tasks: a.tasks as number,
@@ -58,6 +60,8 @@ export const benchCommand: CommandModule = {
             warmup: a.warmup as boolean,
             via: a.via as 'call' | 'map',
             localTransport: a['local-transport'] as 'inproc' | 'tcp',
+            dashboard: a.dashboard as number | undefined,
+            progress: !(a.json as boolean),
           })
           print(a.json as boolean, r, seedLines(r))
           if (!r.ok) process.exitCode = 1
@@ -103,7 +107,7 @@ export const benchCommand: CommandModule = {
         describe: 'map() over a lazily generated input: throughput and peak driver memory',
         builder: (b) => common(b).option('inputs', { type: 'number', default: 10_000_000 }).option('runs', { default: 1 }),
         handler: async (a) => {
-          const r = await runMapMemory({ inputs: a.inputs as number })
+          const r = await runMapMemory({ inputs: a.inputs as number, progress: !(a.json as boolean) })
           print(a.json as boolean, r, [
             `map over ${r.inputs.toLocaleString('en-US')} generated inputs: ${r.seconds.toFixed(1)} s, ${r.tasksPerSecond.toLocaleString('en-US')} tasks/s`,
             `peak RSS ${r.peakRssMB.toFixed(0)} MB (goal < 300 MB), check ${r.ok ? 'ok' : 'FAILED'}`,
@@ -111,6 +115,26 @@ export const benchCommand: CommandModule = {
           if (!r.ok) process.exitCode = 1
         },
       })
-      .demandCommand(1, 'name a benchmark: seed, latency, balance or map'),
+      .command({
+        command: 'monitor',
+        describe: 'What the dashboard and /metrics cost the seed benchmark: on and off alternated, medians',
+        builder: (b) =>
+          common(b)
+            .option('tasks', { type: 'number', default: 1_000_000, describe: 'tasks per measured run' })
+            .option('runs', { default: 5, describe: 'rounds of one run off and one run on' })
+            .option('threads', { type: 'number', describe: 'threads of the local agent (default: cores)' }),
+        handler: async (a) => {
+          const r = await runMonitorCost({ tasks: a.tasks as number, rounds: a.runs as number, threads: a.threads as number | undefined })
+          const rate = (x: number) => `${Math.round(x).toLocaleString('en-US')}`
+          print(a.json as boolean, r, [
+            `monitoring cost — seed benchmark, ${r.tasks.toLocaleString('en-US')} tasks per run, ${r.rounds} rounds of off/on, ${r.threads} threads`,
+            `  off: ${r.off.map(rate).join(', ')} tasks/s`,
+            `  on : ${r.on.map(rate).join(', ')} tasks/s (client got ${r.updates} live updates, ${r.scrapes} /metrics scrapes)`,
+            `median off ${rate(r.offMedian)}, on ${rate(r.onMedian)} tasks/s: cost ${(100 * r.cost).toFixed(1)}% (goal ≤ 5%), check ${r.ok ? 'ok' : 'FAILED'}`,
+          ])
+          if (!r.ok) process.exitCode = 1
+        },
+      })
+      .demandCommand(1, 'name a benchmark: seed, latency, balance, map or monitor'),
   handler: () => {},
 }

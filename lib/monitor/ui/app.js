@@ -51,6 +51,8 @@ function chartWidth() {
 }
 function drawChart(tp) {
   const data = [tp.t, tp.done, tp.failed]
+  $('chart').dataset.peak = String(Math.max(0, ...tp.done))
+  $('chart').dataset.points = String(tp.t.length)
   if (!chart) {
     chart = new uPlot(
       {
@@ -164,6 +166,7 @@ function render(s) {
       ['bad frames dropped', num(s.badFrames)],
       ['heartbeats missed', num(s.heartbeatsMissed)],
       ['duplicates dropped', num(s.tasks.duplicatesDropped)],
+      ...(s.dashboard ? [['pages watching', num(s.dashboard.clients)]] : []),
     ].map(([k, v]) => el('tr', null, el('th', null, k), el('td', null, v))),
     '',
     2,
