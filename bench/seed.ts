@@ -5,7 +5,7 @@
  * user gets.
  */
 import { availableParallelism } from 'node:os'
-import { Cluster, Progress } from '../lib/index.js'
+import { Cluster, Progress, type Logger } from '../lib/index.js'
 import { median } from './stats.js'
 
 export interface SeedOptions {
@@ -21,6 +21,7 @@ export interface SeedOptions {
   progress?: boolean
   /** Serve the dashboard while running: a port (0 = a free one). */
   dashboard?: number
+  logger?: Logger
 }
 
 export interface SeedRun {
@@ -84,7 +85,7 @@ export async function oneRun(cluster: Cluster, n: number, via: 'call' | 'map'): 
 export async function runSeed(o: SeedOptions): Promise<SeedResult> {
   const threads = o.threads ?? Math.max(1, Math.floor(availableParallelism() / o.agents))
   const localTransport = o.localTransport ?? 'inproc'
-  await using cluster = await Cluster.start({ tasks: BENCH_TASKS, localAgents: o.agents, threads, batch: o.batch, localTransport, dashboard: o.dashboard })
+  await using cluster = await Cluster.start({ tasks: BENCH_TASKS, localAgents: o.agents, threads, batch: o.batch, localTransport, dashboard: o.dashboard, logger: o.logger })
   if (cluster.dashboardUrl) process.stderr.write(`dashboard: ${cluster.dashboardUrl}\n`)
   // Polls the driver's counters, so the benchmark pays nothing per task for it.
   const settled = () => {

@@ -7,7 +7,7 @@ import { resolveLogLevel, type LogLevel } from '../monitor/options.js'
  * long-running services (agent, dashboard), `warn` for benchmarks, whose
  * report is their output.
  */
-export function commandLogger(args: { 'log-level'?: unknown }, fallback: LogLevel, name = 'actor-cluster'): Logger {
-  const given = args['log-level']
+export function commandLogger(args: object, fallback: LogLevel, name = 'actor-cluster'): Logger {
+  const given = (args as { 'log-level'?: unknown })['log-level']
   return createLogger(given === undefined ? fallback : resolveLogLevel(given, '--log-level'), name)
 }

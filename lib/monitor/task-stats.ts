@@ -63,9 +63,12 @@ export class TaskStats {
     if (name === this.lastName && this.last) return this.last
     let c = this.byName.get(name)
     if (!c) {
-      if (this.byName.size >= MAX_NAMES) return this.counts(OTHER === name ? name : OTHER)
-      c = { succeeded: 0, failed: 0, retried: 0 }
-      this.byName.set(name, c)
+      const key = this.byName.size >= MAX_NAMES ? OTHER : name
+      c = this.byName.get(key)
+      if (!c) {
+        c = { succeeded: 0, failed: 0, retried: 0 }
+        this.byName.set(key, c)
+      }
     }
     this.lastName = name
     this.last = c

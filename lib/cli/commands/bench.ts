@@ -5,6 +5,7 @@ import { runBalance } from '../../../bench/balance.js'
 import { runMapMemory } from '../../../bench/map-memory.js'
 import { runMonitorCost } from '../../../bench/monitor-cost.js'
 import { InvalidArgumentError } from '../../errors.js'
+import { commandLogger } from '../log.js'
 
 function parseBatch(v: unknown): 'auto' | number {
   if (v === 'auto' || v === undefined) return 'auto'
@@ -62,6 +63,7 @@ export const benchCommand: CommandModule = {
             localTransport: a['local-transport'] as 'inproc' | 'tcp',
             dashboard: a.dashboard as number | undefined,
             progress: !(a.json as boolean),
+            logger: commandLogger(a, 'warn'),
           })
           print(a.json as boolean, r, seedLines(r))
           if (!r.ok) process.exitCode = 1
