@@ -246,12 +246,13 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     cluster.timer.unref()
     cluster.monitor.start()
     try {
-      await cluster.startLocalAgents()
+      // Before the local agents: a dashboard port in use fails the start before anything else runs.
       if (resolved.dashboard) {
         const metrics = cluster.metricsRegistry()
         cluster.dashboard = await Dashboard.start({ snapshot: () => cluster.snapshot(), metrics }, resolved.dashboard)
         cluster.logger?.info({ url: cluster.dashboard.url }, 'dashboard listening')
       }
+      await cluster.startLocalAgents()
     } catch (err) {
       await cluster.close()
       throw err

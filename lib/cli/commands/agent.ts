@@ -38,21 +38,23 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       id: args.id,
     })
     const log = commandLogger(args, 'info', 'agent').child({ agent: agent.id })
-    log.info({ threads: agent.options.threads, driver: args.connect }, 'waiting for the driver')
-    agent.on('driver:joined', () => log.info({ driver: args.connect }, 'joined the driver'))
+    // Messages keep the plain-text wording of earlier versions, for whoever reads or greps them.
+    log.info({ threads: agent.options.threads, driver: args.connect }, `${agent.id}: ${agent.options.threads} threads, waiting for the driver at ${args.connect}`)
+    agent.on('driver:joined', () => log.info({ driver: args.connect }, `${agent.id}: joined the driver at ${args.connect}`))
     agent.on('driver:lost', (reason) => {
-      log.warn({ driver: args.connect, reason }, args['exit-on-driver-loss'] ? 'lost the driver; exiting' : 'lost the driver; waiting for the next one')
+      const next = args['exit-on-driver-loss'] ? '; exiting' : '; waiting for the next one'
+      log.warn({ driver: args.connect, reason }, `${agent.id}: lost the driver (${reason})${next}`)
       if (args['exit-on-driver-loss']) void agent.close().then(() => process.exit(0))
     })
     agent.on('rejected', (reason) => {
-      log.error({ driver: args.connect, reason }, 'the driver rejected this agent')
+      log.error({ driver: args.connect, reason }, `${agent.id}: the driver rejected this agent: ${reason}`)
       process.exitCode = 1
     })
     let stopping = false
     const stop = (signal: string) => {
       if (stopping) process.exit(1)
       stopping = true
-      log.info({ signal }, 'stopping: finishing running tasks and handing queued ones back')
+      log.info({ signal }, `${agent.id}: ${signal}: finishing running tasks and handing queued ones back`)
       void agent.close().then(() => process.exit(process.exitCode ?? 0))
     }
     process.on('SIGINT', () => stop('SIGINT'))
