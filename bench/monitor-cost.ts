@@ -1,10 +1,11 @@
 /**
- * What monitoring costs the seed benchmark: the same run with the dashboard
- * and /metrics on (a client process reading every live update and scraping
- * /metrics each second) and off, alternated in one process, A B B A ...;
- * medians of several rounds.
+ * What monitoring costs the seed benchmark. Two clusters live side by side in
+ * one process: one plain, one with the dashboard and /metrics on and a client
+ * process reading every live update and scraping /metrics each second (as a
+ * browser and Prometheus would). Runs alternate between them, A B B A ...,
+ * and the medians are compared: same process, same JIT, same moment.
  */
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { availableParallelism } from 'node:os'
 import { Cluster } from '../lib/index.js'
@@ -15,10 +16,13 @@ export interface MonitorCostOptions {
   tasks: number
   rounds: number
   threads?: number
+  /** One call() per task (the seed benchmark), or one map(), which keeps the event loop free to serve pages during the run. */
+  via?: 'call' | 'map'
 }
 
 export interface MonitorCostResult {
   tasks: number
+  via: 'call' | 'map'
   rounds: number
   threads: number
   /** Tasks/s of each round, dashboard off and on. */
@@ -28,6 +32,9 @@ export interface MonitorCostResult {
   onMedian: number
   /** 1 - on/off: the share of throughput monitoring costs (negative: none measurable). */
   cost: number
+  /** CPU time of the whole process (driver and agent threads) per task, in µs: medians off and on. */
+  cpuUsPerTaskOff: number
+  cpuUsPerTaskOn: number
   /** Live updates and scrapes the client got, in all. */
   updates: number
   scrapes: number
@@ -36,46 +43,55 @@ export interface MonitorCostResult {
 
 const CLIENT = new URL('./monitor-client.js', import.meta.url).pathname
 
-async function measure(on: boolean, tasks: number, threads: number): Promise<{ rate: number; ok: boolean; updates: number; scrapes: number }> {
-  await using cluster = await Cluster.start({ tasks: BENCH_TASKS, threads, dashboard: on ? 0 : undefined })
-  await oneRun(cluster, Math.min(tasks, 20_000), 'call')
-  let client: ReturnType<typeof spawn> | undefined
-  if (on) {
-    client = spawn(process.execPath, [CLIENT, cluster.dashboardUrl!], { stdio: ['ignore', 'pipe', 'inherit'] })
-    await once(client.stdout!, 'data')
-  }
-  try {
-    const r = await oneRun(cluster, tasks, 'call')
-    let counts = { updates: 0, scrapes: 0 }
-    if (client) {
-      const out = once(client.stdout!, 'data')
-      client.kill('SIGTERM')
-      counts = JSON.parse(String((await out)[0])) as typeof counts
-    }
-    return { rate: r.tasksPerSecond, ok: r.ok, ...counts }
-  } finally {
-    if (client && client.exitCode === null) client.kill('SIGKILL')
-  }
+async function measure(cluster: Cluster, tasks: number, via: 'call' | 'map'): Promise<{ rate: number; cpuUs: number; ok: boolean }> {
+  const cpu = process.cpuUsage()
+  const r = await oneRun(cluster, tasks, via)
+  const used = process.cpuUsage(cpu)
+  return { rate: r.tasksPerSecond, cpuUs: (used.user + used.system) / tasks, ok: r.ok }
 }
 
 export async function runMonitorCost(o: MonitorCostOptions): Promise<MonitorCostResult> {
   const threads = o.threads ?? availableParallelism()
-  const off: number[] = []
-  const on: number[] = []
-  let ok = true
-  let updates = 0
-  let scrapes = 0
-  for (let i = 0; i < o.rounds; i++) {
-    // A B, then B A: neither variant always runs first.
-    for (const variant of i % 2 === 0 ? [false, true] : [true, false]) {
-      const r = await measure(variant, o.tasks, threads)
-      ok &&= r.ok
-      updates += r.updates
-      scrapes += r.scrapes
-      ;(variant ? on : off).push(r.rate)
+  const via = o.via ?? 'call'
+  await using plain = await Cluster.start({ tasks: BENCH_TASKS, threads })
+  await using watched = await Cluster.start({ tasks: BENCH_TASKS, threads, dashboard: 0 })
+  let client: ChildProcess | undefined = spawn(process.execPath, [CLIENT, watched.dashboardUrl!], { stdio: ['ignore', 'pipe', 'inherit'] })
+  try {
+    await once(client.stdout!, 'data')
+    for (const c of [plain, watched]) await oneRun(c, Math.min(o.tasks, 20_000), via)
+    const off: { rate: number; cpuUs: number }[] = []
+    const on: { rate: number; cpuUs: number }[] = []
+    let ok = true
+    for (let i = 0; i < o.rounds; i++) {
+      // A B, then B A: neither side always runs first.
+      for (const side of i % 2 === 0 ? ['off', 'on'] : ['on', 'off']) {
+        const r = await measure(side === 'on' ? watched : plain, o.tasks, via)
+        ok &&= r.ok
+        ;(side === 'on' ? on : off).push(r)
+      }
     }
+    const out = once(client.stdout!, 'data')
+    client.kill('SIGTERM')
+    const counts = JSON.parse(String((await out)[0])) as { updates: number; scrapes: number }
+    client = undefined
+    const offMedian = median(off.map((r) => r.rate))
+    const onMedian = median(on.map((r) => r.rate))
+    return {
+      tasks: o.tasks,
+      via,
+      rounds: o.rounds,
+      threads,
+      off: off.map((r) => r.rate),
+      on: on.map((r) => r.rate),
+      offMedian,
+      onMedian,
+      cost: 1 - onMedian / offMedian,
+      cpuUsPerTaskOff: median(off.map((r) => r.cpuUs)),
+      cpuUsPerTaskOn: median(on.map((r) => r.cpuUs)),
+      ...counts,
+      ok,
+    }
+  } finally {
+    client?.kill('SIGKILL')
   }
-  const offMedian = median(off)
-  const onMedian = median(on)
-  return { tasks: o.tasks, rounds: o.rounds, threads, off, on, offMedian, onMedian, cost: 1 - onMedian / offMedian, updates, scrapes, ok }
 }

@@ -21,11 +21,11 @@ import { ZmqDriverTransport } from '../transport/zmq.js'
 import type { DriverTransport, Parts, TransportStats } from '../transport/transport.js'
 import { Deque } from '../util/deque.js'
 import { ClusterMonitor, type ClusterSnapshot } from '../monitor/monitor.js'
-import { ClusterMetrics } from '../monitor/metrics.js'
-import { Dashboard } from '../monitor/dashboard.js'
+import type { ClusterMetrics } from '../monitor/metrics.js'
+import type { Dashboard } from '../monitor/dashboard.js'
 import { createLogger, logClusterEvents, type Logger } from '../monitor/log.js'
 import { monitorEnvDefaults } from '../monitor/options.js'
-import { Progress, type ProgressState } from '../monitor/progress.js'
+import type { Progress, ProgressState } from '../monitor/progress.js'
 import { makeActorRef, makeTasksProxy, type ActorRef, type TasksProxy } from './proxies.js'
 
 /** Options of one `map`. */
@@ -157,8 +157,8 @@ interface Entry {
   settled: boolean
   readonly actor: ActorRecord | undefined
   readonly op: ActorOp
-  /** Submit time (performance.now()) of a task sampled for latency, else 0. */
-  readonly t0: number
+  /** Timed for the latency histogram (see TaskStats.sample). */
+  readonly sampled: boolean
 }
 
 /**
@@ -248,7 +248,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     try {
       // Before the local agents: a dashboard port in use fails the start before anything else runs.
       if (resolved.dashboard) {
-        const metrics = cluster.metricsRegistry()
+        // The HTTP framework and prom-client load only for a cluster that serves them.
+        const metrics = await cluster.metricsRegistry()
+        const { Dashboard } = await import('../monitor/dashboard.js')
         cluster.dashboard = await Dashboard.start({ snapshot: () => cluster.snapshot(), metrics }, resolved.dashboard)
         cluster.logger?.info({ url: cluster.dashboard.url }, 'dashboard listening')
       }
@@ -319,12 +321,15 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   }
 
   /** The Prometheus text of `/metrics`, also available without the dashboard. */
-  metricsText(): Promise<string> {
-    return this.metricsRegistry().text()
+  async metricsText(): Promise<string> {
+    return (await this.metricsRegistry()).text()
   }
 
-  private metricsRegistry(): ClusterMetrics {
-    this.metrics ??= new ClusterMetrics({ snapshot: () => this.snapshot(), latency: this.monitor.tasks.latency })
+  private async metricsRegistry(): Promise<ClusterMetrics> {
+    if (!this.metrics) {
+      const { ClusterMetrics } = await import('../monitor/metrics.js')
+      this.metrics ??= new ClusterMetrics({ snapshot: () => this.snapshot(), latency: this.monitor.tasks.latency })
+    }
     return this.metrics
   }
 
@@ -368,8 +373,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     if (bad) return Promise.reject(new SerializationError(`cannot send task "${name}": ${bad}; msgpack cannot carry it`))
     this.counters.tasksSubmitted++
     return new Promise((resolve, reject) => {
-      const t0 = this.monitor.tasks.stamp(this.ledger.size === 0)
-      const entry: Entry = { id: this.nextId++, name, args, resolve, reject, node: undefined, settled: false, actor: undefined, op: ActorOp.Call, t0 }
+      const id = this.nextId++
+      const sampled = this.monitor.tasks.sample(id, this.ledger.size === 0)
+      const entry: Entry = { id, name, args, resolve, reject, node: undefined, settled: false, actor: undefined, op: ActorOp.Call, sampled }
       this.ledger.set(entry.id, entry)
       this.pending.push(entry)
       this.scheduleFlush()
@@ -402,7 +408,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     const source = isAsync
       ? (inputs as AsyncIterable<unknown>)[Symbol.asyncIterator]()
       : (inputs as Iterable<unknown>)[Symbol.iterator]()
-    const progress = options.progress ? this.mapProgress(name, inputs, options, () => yielded) : undefined
+    const progress = options.progress ? await this.mapProgress(name, inputs, options, () => yielded) : undefined
 
     type Outcome = { ok: boolean; value: unknown }
     const inOrder = new Map<number, Outcome>()
@@ -456,7 +462,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
   }
 
-  private mapProgress(name: string, inputs: unknown, options: MapOptions, read: () => number): Progress {
+  private async mapProgress(name: string, inputs: unknown, options: MapOptions, read: () => number): Promise<Progress> {
+    const { Progress } = await import('../monitor/progress.js')
     const known = options.total ?? ((inputs as { length?: unknown }).length ?? (inputs as { size?: unknown }).size)
     const total = typeof known === 'number' ? known : undefined
     const onUpdate = typeof options.progress === 'function' ? options.progress : undefined
@@ -531,7 +538,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       if (bad) return Promise.reject(new SerializationError(`cannot call ${rec.className}.${name}: ${bad}; msgpack cannot carry it`))
     }
     return new Promise((resolve, reject) => {
-      const entry: Entry = { id: this.nextId++, name, args, resolve, reject, node: rec.node, settled: false, actor: rec, op, t0: 0 }
+      const entry: Entry = { id: this.nextId++, name, args, resolve, reject, node: rec.node, settled: false, actor: rec, op, sampled: false }
       this.ledger.set(entry.id, entry)
       rec.node.actorQueue.push(entry)
       this.scheduleFlush()
@@ -665,7 +672,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
 
   private taskFailed(e: Entry, error: Error, node: NodeState | undefined, now: number): void {
     const nodeId = node?.info.agentId
-    this.monitor.tasks.failed(e.id, e.name, nodeId, error, e.t0, now)
+    this.monitor.tasks.failed(e.id, e.name, nodeId, error, e.sampled, now)
     this.emit('task:failed', { id: e.id, name: e.name, node: nodeId, error })
   }
 
@@ -772,7 +779,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       if (status === Status.Ok) {
         if (!e.actor) {
           this.counters.tasksSucceeded++
-          this.monitor.tasks.succeeded(e.name, e.t0, now)
+          this.monitor.tasks.succeeded(e.id, e.name, e.sampled, now)
         }
         e.resolve(items[i + 2])
       } else {

@@ -1,5 +1,6 @@
 import type { EventEmitter } from 'node:events'
-import { pino, type Logger } from 'pino'
+import { createRequire } from 'node:module'
+import type { Logger } from 'pino'
 import type { ClusterEvents } from '../driver/cluster.js'
 import type { LogLevel } from './options.js'
 
@@ -11,6 +12,8 @@ export type { Logger }
  * lost when the process exits.
  */
 export function createLogger(level: LogLevel, name = 'actor-cluster'): Logger {
+  // Loaded on first use: a program that logs nothing never loads pino.
+  const { pino } = createRequire(import.meta.url)('pino') as typeof import('pino')
   return pino({ name, level }, pino.destination({ fd: 2, sync: true }))
 }
 

@@ -1,4 +1,5 @@
-import cliProgress from 'cli-progress'
+import { createRequire } from 'node:module'
+import type { SingleBar } from 'cli-progress'
 import { InvalidArgumentError } from '../errors.js'
 
 /** What a progress report says at one moment. */
@@ -63,7 +64,7 @@ export class Progress {
   private readonly started = performance.now()
   private readonly samples: [number, number][] = []
   private readonly timer: NodeJS.Timeout
-  private bar: cliProgress.SingleBar | undefined
+  private bar: SingleBar | undefined
   private stopped = false
   private last: ProgressState
 
@@ -85,6 +86,8 @@ export class Progress {
     this.total = options.total
     this.last = { done: 0, total: this.total, ratePerSecond: 0, etaSeconds: undefined, elapsedSeconds: 0 }
     if (this.mode === 'bar' && this.total !== undefined) {
+      // Loaded on first use: only a terminal bar needs it.
+      const cliProgress = createRequire(import.meta.url)('cli-progress') as typeof import('cli-progress')
       this.bar = new cliProgress.SingleBar(
         {
           format: `${this.label} [{bar}] {percentage}% | {value}/{total} | {rate}/s | ETA {eta2}`,

@@ -55,26 +55,34 @@ test('the sliding window forgets old slices; the totals keep everything', () => 
 
 test('task stats: one sample in 16 under load, every task when idle; names bounded; failures newest first', () => {
   const s = new TaskStats()
-  let stamped = 0
-  for (let i = 0; i < 160; i++) if (s.stamp(false) !== 0) stamped++
-  assert.equal(stamped, 10)
-  assert.ok(s.stamp(true) > 0 && s.stamp(true) > 0)
-  for (let i = 0; i < 300; i++) s.succeeded(`t${i}`, 0, 0)
+  let sampled = 0
+  for (let i = 0; i < 160; i++) if (s.sample(i, false)) sampled++
+  assert.equal(sampled, 10)
+  assert.equal(s.outstandingSamples, 10)
+  assert.ok(s.sample(1000, true) && s.sample(1001, true))
+  for (let i = 0; i < 300; i++) s.succeeded(10_000 + i, `t${i}`, false, 0)
   assert.equal(s.byName.size, 257)
   assert.equal(s.byName.get('(other)')!.succeeded, 300 - 256)
-  for (let i = 0; i < 60; i++) s.failed(i, 'f', 'n1', new RangeError(`e${i}`), 0, 0)
+  for (let i = 0; i < 60; i++) s.failed(i, 'f', 'n1', new RangeError(`e${i}`), false, 0)
   const recent = s.recentFailures()
   assert.equal(recent.length, 50)
   assert.equal(recent[0]!.message, 'e59')
   assert.equal(recent[49]!.message, 'e10')
   assert.equal(recent[0]!.error, 'RangeError')
-  const long = s.failed(99, 'f', undefined, Object.assign(new Error('m'.repeat(5000)), { code: 'E_X' }), 0, 0)
+  const long = s.failed(99, 'f', undefined, Object.assign(new Error('m'.repeat(5000)), { code: 'E_X' }), false, 0)
   assert.equal(long.message.length, 1024)
   assert.equal(long.code, 'E_X')
   assert.ok(long.stack!.length <= 4096)
-  s.succeeded('timed', 1000, 1250)
+  const t = performance.now()
+  s.succeeded(1000, 'timed', true, t + 250)
   assert.equal(s.latency.count, 1)
-  assert.ok(Math.abs(s.latency.sum - 0.25) < 1e-9)
+  assert.ok(s.latency.sum >= 0.25 && s.latency.sum < 0.3, String(s.latency.sum))
+  s.failed(1001, 'timed', undefined, new Error('x'), true, t + 1)
+  assert.equal(s.latency.count, 2)
+  // A sample is settled once: later reports of the same task (a duplicate) record nothing.
+  s.succeeded(1000, 'timed', true, t + 500)
+  assert.equal(s.latency.count, 2)
+  assert.equal(s.outstandingSamples, 10)
 })
 
 test('an update channel holds at most one pending update: a stalled reader only ever costs the latest', async () => {

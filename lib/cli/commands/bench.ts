@@ -122,17 +122,19 @@ export const benchCommand: CommandModule = {
         describe: 'What the dashboard and /metrics cost the seed benchmark: on and off alternated, medians',
         builder: (b) =>
           common(b)
-            .option('tasks', { type: 'number', default: 1_000_000, describe: 'tasks per measured run' })
-            .option('runs', { default: 5, describe: 'rounds of one run off and one run on' })
-            .option('threads', { type: 'number', describe: 'threads of the local agent (default: cores)' }),
+            .option('tasks', { type: 'number', default: 300_000, describe: 'tasks per measured run' })
+            .option('runs', { default: 11, describe: 'rounds of one run off and one run on' })
+            .option('threads', { type: 'number', describe: 'threads of the local agent (default: cores)' })
+            .option('via', { choices: ['call', 'map'] as const, default: 'call' as const, describe: 'one call() per task (the seed benchmark), or one map()' }),
         handler: async (a) => {
-          const r = await runMonitorCost({ tasks: a.tasks as number, rounds: a.runs as number, threads: a.threads as number | undefined })
+          const r = await runMonitorCost({ tasks: a.tasks as number, rounds: a.runs as number, threads: a.threads as number | undefined, via: a.via as 'call' | 'map' })
           const rate = (x: number) => `${Math.round(x).toLocaleString('en-US')}`
           print(a.json as boolean, r, [
-            `monitoring cost — seed benchmark, ${r.tasks.toLocaleString('en-US')} tasks per run, ${r.rounds} rounds of off/on, ${r.threads} threads`,
+            `monitoring cost — seed benchmark via ${r.via}, ${r.tasks.toLocaleString('en-US')} tasks per run, ${r.rounds} rounds of off/on, ${r.threads} threads`,
             `  off: ${r.off.map(rate).join(', ')} tasks/s`,
             `  on : ${r.on.map(rate).join(', ')} tasks/s (client got ${r.updates} live updates, ${r.scrapes} /metrics scrapes)`,
             `median off ${rate(r.offMedian)}, on ${rate(r.onMedian)} tasks/s: cost ${(100 * r.cost).toFixed(1)}% (goal ≤ 5%), check ${r.ok ? 'ok' : 'FAILED'}`,
+            `CPU per task (median): off ${r.cpuUsPerTaskOff.toFixed(2)} µs, on ${r.cpuUsPerTaskOn.toFixed(2)} µs`,
           ])
           if (!r.ok) process.exitCode = 1
         },

@@ -63,7 +63,13 @@ function drawChart(tp) {
           { label: 'settled/s', stroke: '#2f6fdb', fill: 'rgba(47,111,219,0.12)', width: 2, value: (_u, v) => (v == null ? '–' : num(v)) },
           { label: 'failed/s', stroke: '#c62f2f', width: 1.5, value: (_u, v) => (v == null ? '–' : num(v)) },
         ],
-        axes: [{}, { size: 70, values: (_u, ticks) => ticks.map((v) => (v >= 1e6 ? `${v / 1e6}M` : v >= 1e3 ? `${v / 1e3}k` : v)) }],
+        axes: [
+          {
+            space: 70,
+            incrs: [1, 2, 5, 10, 15, 30, 60, 120, 300],
+            values: (_u, ticks) => ticks.map((t) => new Date(t * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' })),
+          },
+          { size: 70, values: (_u, ticks) => ticks.map((v) => (v >= 1e6 ? `${v / 1e6}M` : v >= 1e3 ? `${v / 1e3}k` : v)) }],
         scales: { y: { range: (_u, _min, max) => [0, Math.max(10, max * 1.1)] } },
       },
       data,
