@@ -1,5 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
 import { request } from 'node:http'
 import { connect, createServer, type Socket } from 'node:net'
 import { once } from 'node:events'
@@ -351,4 +352,22 @@ test('CLUSTER_DASHBOARD turns the dashboard on in a program that does not ask fo
   assert.match(job.output(), new RegExp(`dashboard: http://127\\.0\\.0\\.1:${port}/ \\(served by .*node once it starts a cluster\\)`))
   const report = JSON.parse(job.output().split('\n').find((l) => l.startsWith('{'))!) as { url: string; succeeded: number; status: number }
   assert.deepEqual(report, { url: `http://127.0.0.1:${port}/`, succeeded: 10, status: 200 })
+})
+
+test('importing the package loads no HTTP framework, metrics or logging library; a dashboard loads them', () => {
+  const index = new URL('../../lib/index.js', import.meta.url).href
+  const script = `
+    import { createRequire } from 'node:module'
+    const require = createRequire(${JSON.stringify(index)})
+    const { Cluster } = await import(${JSON.stringify(index)})
+    const libs = () => [...new Set(Object.keys(require.cache).map((k) => /node_modules\\/(prom-client|pino|cli-progress|@hono\\/node-server)\\//.exec(k)?.[1]).filter(Boolean))].sort()
+    const before = libs()
+    const c = await Cluster.start({ tasks: ${JSON.stringify(FIXTURE_TASKS.href)}, threads: 1, dashboard: 0, logLevel: 'fatal' })
+    const after = libs()
+    await c.close()
+    console.log(JSON.stringify({ before, after }))`
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000 })
+  assert.equal(r.status, 0, r.stderr)
+  // (The HTTP framework is an ES module, outside require.cache; it is imported beside prom-client.)
+  assert.deepEqual(JSON.parse(r.stdout), { before: [], after: ['pino', 'prom-client'] })
 })
