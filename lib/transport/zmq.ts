@@ -13,6 +13,27 @@ export interface ZmqDriverTransportOptions {
 /** Messages queued for one peer before sends fail fast (flow control keeps us far below). */
 const SEND_HWM = 100_000
 
+/** A port given up by a socket closed in this process is free again within this time. */
+const BIND_RETRY_MS = 1000
+
+function isInUse(e: Error & { code?: string }): boolean {
+  return e.code === 'EADDRINUSE' || /in use/i.test(e.message)
+}
+
+/** Binds, retrying for a moment while the address is in use: a driver restarted on its address must get it back. */
+async function bindRetrying(socket: zmq.Router, endpoint: string): Promise<void> {
+  const end = Date.now() + BIND_RETRY_MS
+  for (;;) {
+    try {
+      await socket.bind(endpoint)
+      return
+    } catch (err) {
+      if (!isInUse(err as Error) || endpoint.endsWith(':*') || Date.now() > end) throw err
+      await new Promise((r) => setTimeout(r, 20))
+    }
+  }
+}
+
 /**
  * The driver's side: one ROUTER socket. Sends never block: with
  * `sendTimeout: 0` a full or vanished peer fails the send at once
@@ -45,10 +66,10 @@ export class ZmqDriverTransport implements DriverTransport {
     // ZeroMQ spells "any free port" as `*`; accept the usual `:0` too.
     const endpoint = requested.replace(/:0$/, ':*')
     try {
-      await this.socket.bind(endpoint)
+      await bindRetrying(this.socket, endpoint)
     } catch (err) {
       const e = err as Error & { code?: string }
-      const inUse = e.code === 'EADDRINUSE' || /in use/i.test(e.message)
+      const inUse = isInUse(e)
       throw new TransportError(
         inUse ? `cannot listen on ${requested}: address already in use` : `cannot listen on ${requested}: ${e.message}`,
         { cause: err, code: inUse ? 'ERR_ADDRESS_IN_USE' : 'ERR_TRANSPORT' },
@@ -86,9 +107,10 @@ export class ZmqDriverTransport implements DriverTransport {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
-    // close() alone releases the port later, on ZeroMQ's I/O thread; a driver
-    // restarted on the same address right away must find it free.
-    if (this.bound) await this.socket.unbind(this.bound).catch(() => {})
+    // No unbind() first: unbinding while peers' pipes are terminating trips an
+    // assertion inside libzmq (pipe.cpp, `term_ack_sent`) and aborts the
+    // process. close() releases the port shortly after, on ZeroMQ's I/O
+    // thread; bind() waits for it (see BIND_RETRY_MS).
     this.socket.close()
   }
 
