@@ -19,6 +19,12 @@ export async function main(argv = hideBin(process.argv)): Promise<void> {
     .env('CLUSTER')
     .version(VERSION)
     .option('log-level', { choices: LOG_LEVELS, global: true, describe: 'structured log level on stderr (default: info for agent and dashboard, warn for bench)' })
+    // Set by `cluster dashboard -- <program>` for the clusters a program starts (read by Cluster.start, not here);
+    // declared so that a `cluster` command run that way does not reject them as unknown CLUSTER_* flags.
+    .option('dashboard', { type: 'number', hidden: true, global: true })
+    .option('dashboard-host', { type: 'string', hidden: true, global: true })
+    .option('dashboard-token', { type: 'string', hidden: true, global: true })
+    .option('dashboard-update-ms', { type: 'number', hidden: true, global: true })
     .command(agentCommand)
     .command(benchCommand)
     .command(dashboardCommand)

@@ -1,6 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { request } from 'node:http'
 import { connect, createServer, type Socket } from 'node:net'
 import { once } from 'node:events'
@@ -197,6 +198,11 @@ test('/api/stats, /metrics and the live stream serve the same snapshot', async (
   assert.ok(count > 0 && inf === count)
   assert.match(text, /^actor_cluster_transport_bytes_total\{direction="in"\} [1-9]\d*$/m)
   assert.match(text, /^process_cpu_seconds_total \d/m)
+  // Every metric the example Grafana dashboard queries exists.
+  const grafana = readFileSync(new URL('../../../docs/grafana-dashboard.json', import.meta.url), 'utf8')
+  const names = new Set([...grafana.matchAll(/actor_cluster_[a-z_]+/g)].map((m) => m[0].replace(/_bucket$/, '')))
+  assert.ok(names.size >= 10)
+  for (const n of names) assert.match(text, new RegExp(`^# TYPE ${n} `, 'm'), `the Grafana dashboard queries ${n}`)
 
   const snaps = await readSnapshots(url, 3)
   assert.equal(snaps.length, 3)
