@@ -40,7 +40,7 @@ export interface ClusterOptions {
   dashboard?: boolean | number | DashboardOptions
   /** Level of the driver's structured logs (pino JSON lines on stderr). Default `silent`, or `CLUSTER_LOG_LEVEL`. */
   logLevel?: LogLevel
-  /** A pino logger of your own to log to instead (`logLevel` is then its level). */
+  /** A pino logger of your own to log to instead (its own level applies; `logLevel` is ignored). */
   logger?: Logger
 }
 

@@ -55,7 +55,7 @@ test('the dashboard shows nodes, throughput and a failed task in a real browser'
   // A job that keeps the cluster busy for a few seconds (bounded in count and time).
   let stop = false
   const load = (async () => {
-    const end = Date.now() + 12_000
+    const end = Date.now() + 9000
     for (let round = 0; round < 40 && !stop && Date.now() < end; round++) {
       let n = 0
       for await (const _ of cluster.map('sleep', Array.from({ length: 300 }, (_, i) => [1, i]), { ordered: false })) n++

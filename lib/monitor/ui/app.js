@@ -65,7 +65,7 @@ function drawChart(tp) {
         ],
         axes: [
           {
-            space: 70,
+            space: 100,
             incrs: [1, 2, 5, 10, 15, 30, 60, 120, 300],
             values: (_u, ticks) => ticks.map((t) => new Date(t * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' })),
           },
