@@ -32,6 +32,8 @@ export interface MonitorCostResult {
   onMedian: number
   /** 1 - on/off: the share of throughput monitoring costs (negative: none measurable). */
   cost: number
+  /** Median over rounds of on/off within the round (the two runs of a round are adjacent in time). */
+  pairedRatio: number
   /** CPU time of the whole process (driver and agent threads) per task, in µs: medians off and on. */
   cpuUsPerTaskOff: number
   cpuUsPerTaskOn: number
@@ -86,6 +88,7 @@ export async function runMonitorCost(o: MonitorCostOptions): Promise<MonitorCost
       offMedian,
       onMedian,
       cost: 1 - onMedian / offMedian,
+      pairedRatio: median(on.map((r, i) => r.rate / off[i]!.rate)),
       cpuUsPerTaskOff: median(off.map((r) => r.cpuUs)),
       cpuUsPerTaskOn: median(on.map((r) => r.cpuUs)),
       ...counts,

@@ -134,7 +134,7 @@ export const benchCommand: CommandModule = {
             `  off: ${r.off.map(rate).join(', ')} tasks/s`,
             `  on : ${r.on.map(rate).join(', ')} tasks/s (client got ${r.updates} live updates, ${r.scrapes} /metrics scrapes)`,
             `median off ${rate(r.offMedian)}, on ${rate(r.onMedian)} tasks/s: cost ${(100 * r.cost).toFixed(1)}% (goal ≤ 5%), check ${r.ok ? 'ok' : 'FAILED'}`,
-            `CPU per task (median): off ${r.cpuUsPerTaskOff.toFixed(2)} µs, on ${r.cpuUsPerTaskOn.toFixed(2)} µs`,
+            `per-round ratio on/off (median): ${r.pairedRatio.toFixed(3)}; CPU per task (median): off ${r.cpuUsPerTaskOff.toFixed(2)} µs, on ${r.cpuUsPerTaskOn.toFixed(2)} µs`,
           ])
           if (!r.ok) process.exitCode = 1
         },
