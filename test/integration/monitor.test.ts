@@ -8,7 +8,7 @@ import { once } from 'node:events'
 import { Writable } from 'node:stream'
 import { pino } from 'pino'
 import {
-  Cluster, ClusterError, InvalidArgumentError, RemoteTaskError, SerializationError, TransportError,
+  Cluster, ClusterError, InvalidArgumentError, RemoteTaskError, SerializationError, TransportError, fetchSnapshot,
   type ClusterSnapshot, type NodeInfo, type TaskFailedEvent, type TaskRetriedEvent, type ActorInfo,
 } from '../../lib/index.js'
 import type * as Tasks from '../fixtures/tasks.js'
@@ -376,4 +376,30 @@ test('importing the package loads no HTTP framework, metrics or logging library;
   assert.equal(r.status, 0, r.stderr)
   // (The HTTP framework is an ES module, outside require.cache; it is imported beside prom-client.)
   assert.deepEqual(JSON.parse(r.stdout), { before: [], after: ['pino', 'prom-client'] })
+})
+
+test('fetchSnapshot reads a running cluster from its dashboard, with clear errors', async () => {
+  const token = 'fetch-snapshot-token-123'
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1, dashboard: { port: 0, token } })
+  await cluster.call('add', 1, 2)
+  const url = cluster.dashboardUrl!
+  const s = await fetchSnapshot(url)
+  assert.equal(s.tasks.succeeded, 1)
+  assert.deepEqual(s.nodes.map((n) => n.id), cluster.nodes().map((n) => n.id))
+  const origin = new URL(url).origin
+  assert.equal((await fetchSnapshot(origin, { token })).address, cluster.address)
+  await assert.rejects(fetchSnapshot(origin), (e: unknown) => e instanceof TransportError && e.message === `the dashboard at ${origin} needs its token (--token or ?token=)`)
+  await assert.rejects(fetchSnapshot('not a url'), /not a dashboard URL: not a url/)
+  const closed = `http://127.0.0.1:${await freePort()}/`
+  await assert.rejects(fetchSnapshot(closed), (e: unknown) => e instanceof TransportError && /no cluster dashboard answers at http:\/\/127\.0\.0\.1:\d+: .*ECONNREFUSED/.test(e.message))
+  // Something else on the port: not a snapshot.
+  const other = createServer((sock) => sock.end('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 9\r\nconnection: close\r\n\r\n{"a": 1 }'))
+  other.listen(0, '127.0.0.1')
+  await once(other, 'listening')
+  try {
+    const port = (other.address() as { port: number }).port
+    await assert.rejects(fetchSnapshot(`http://127.0.0.1:${port}/`), (e: unknown) => e instanceof ClusterError && e.code === 'ERR_PROTOCOL' && /is not a cluster snapshot/.test(e.message))
+  } finally {
+    other.close()
+  }
 })
