@@ -34,6 +34,8 @@ export interface ClusterSnapshot {
   uptimeMs: number
   /** The address agents connect to. */
   address: string
+  /** Heartbeat interval of the cluster, in ms (a node silent for 1.5 intervals is late). */
+  heartbeatMs: number
   transport: TransportStats & { name: string }
   tasks: {
     submitted: number
@@ -172,6 +174,7 @@ export class ClusterMonitor {
       startedAt: this.startedAt,
       uptimeMs: time - this.startedAt,
       address: this.source.address,
+      heartbeatMs: this.source.heartbeatMs,
       transport: { name: this.source.transportName, ...s.transport },
       tasks: {
         submitted: s.tasksSubmitted,

@@ -83,6 +83,7 @@ test('snapshot, events and the latency sample follow tasks that succeed and fail
   assert.equal(s.transport.name, 'zmq')
   assert.ok(s.transport.bytesIn > 0 && s.transport.framesOut > 0)
   assert.equal(s.address, cluster.address)
+  assert.equal(s.heartbeatMs, 1000)
   assert.equal(s.failures.length, 1)
   const f = s.failures[0]!
   assert.equal(f.task, 'fail')

@@ -82,7 +82,7 @@ function drawChart(tp) {
 }
 
 function renderNodes(s) {
-  const late = 1500
+  const late = 1.5 * s.heartbeatMs
   const rows = s.nodes.map((n) => {
     const busyPct = n.threads ? Math.min(100, (100 * n.busyThreads) / n.threads) : 0
     const state = n.state === 'up' && n.heartbeatAgeMs > late ? 'late' : n.state
