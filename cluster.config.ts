@@ -16,4 +16,9 @@ export default defineConfig({
   batch: 'auto',
   heartbeatMs: 1000,
   nodeTimeoutMs: 3000,
+  // The data plane: 'zmq' (brokerless, default), 'redis', 'amqp' or 'amqp+redis'.
+  transport: 'zmq',
+  // Brokers of the brokered designs, and the namespace agents join with --cluster-id (random if unset).
+  redisUrl: 'redis://127.0.0.1:6379',
+  amqpUrl: 'amqp://guest:guest@127.0.0.1:5672',
 })

@@ -6,6 +6,7 @@
  */
 import { availableParallelism } from 'node:os'
 import { Cluster, Progress, type Logger } from '../lib/index.js'
+import type { TransportKind } from '../lib/transport/options.js'
 import { median } from './stats.js'
 
 export interface SeedOptions {
@@ -17,6 +18,10 @@ export interface SeedOptions {
   warmup: boolean
   via: 'call' | 'map'
   localTransport?: 'inproc' | 'tcp'
+  /** The design (default zmq). */
+  transport?: TransportKind
+  redisUrl?: string
+  amqpUrl?: string
   /** Draw a progress bar (rate, ETA) on stderr. */
   progress?: boolean
   /** Serve the dashboard while running: a port (0 = a free one). */
@@ -85,7 +90,19 @@ export async function oneRun(cluster: Cluster, n: number, via: 'call' | 'map'): 
 export async function runSeed(o: SeedOptions): Promise<SeedResult> {
   const threads = o.threads ?? Math.max(1, Math.floor(availableParallelism() / o.agents))
   const localTransport = o.localTransport ?? 'inproc'
-  await using cluster = await Cluster.start({ tasks: BENCH_TASKS, localAgents: o.agents, threads, batch: o.batch, localTransport, dashboard: o.dashboard, logger: o.logger })
+  const transport = o.transport ?? 'zmq'
+  await using cluster = await Cluster.start({
+    tasks: BENCH_TASKS,
+    localAgents: o.agents,
+    threads,
+    batch: o.batch,
+    localTransport,
+    transport,
+    redisUrl: o.redisUrl,
+    amqpUrl: o.amqpUrl,
+    dashboard: o.dashboard,
+    logger: o.logger,
+  })
   if (cluster.dashboardUrl) process.stderr.write(`dashboard: ${cluster.dashboardUrl}\n`)
   // Polls the driver's counters, so the benchmark pays nothing per task for it.
   const settled = () => {
@@ -100,7 +117,7 @@ export async function runSeed(o: SeedOptions): Promise<SeedResult> {
   progress?.stop()
   const roundTripSeconds = median(runs.map((r) => r.roundTripSeconds))
   return {
-    design: 'zmq',
+    design: transport,
     tasks: o.tasks,
     agents: o.agents,
     threads,

@@ -10,3 +10,13 @@ export function hold(ms: number): number {
   if (ms > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms)
   return ms
 }
+
+/** Busy-waits `us` microseconds; returns the input, the process that ran it and when it started (epoch ms). */
+export function chaos(i: number, us: number): [number, number, number] {
+  const started = Date.now()
+  const end = performance.now() + us / 1000
+  while (performance.now() < end) {
+    // work
+  }
+  return [i, process.pid, started]
+}

@@ -18,11 +18,16 @@ export type ClusterErrorCode =
   | 'ERR_TRANSPORT'
   | 'ERR_ADDRESS_IN_USE'
   | 'ERR_INSECURE_BIND'
+  | 'ERR_BROKER_UNREACHABLE'
+  | 'ERR_BROKER_LOST'
   | 'ERR_ACTOR_STOPPED'
   | 'ERR_ACTOR_LOST'
   | 'ERR_NODE_LOST'
   | 'ERR_WORKER_CRASHED'
+  | 'ERR_OUT_OF_MEMORY'
   | 'ERR_TIMEOUT'
+  | 'ERR_CANCELLED'
+  | 'ERR_AUTH'
 
 export class ClusterError extends Error {
   readonly code: ClusterErrorCode
@@ -115,7 +120,10 @@ export class ProtocolError extends ClusterError {
 }
 
 export class TransportError extends ClusterError {
-  constructor(message: string, options?: { cause?: unknown; code?: 'ERR_TRANSPORT' | 'ERR_ADDRESS_IN_USE' | 'ERR_INSECURE_BIND' }) {
+  constructor(
+    message: string,
+    options?: { cause?: unknown; code?: 'ERR_TRANSPORT' | 'ERR_ADDRESS_IN_USE' | 'ERR_INSECURE_BIND' | 'ERR_BROKER_UNREACHABLE' | 'ERR_BROKER_LOST' },
+  ) {
     super(options?.code ?? 'ERR_TRANSPORT', message, options)
   }
 }
@@ -144,9 +152,31 @@ export class WorkerCrashedError extends ClusterError {
   }
 }
 
+/** The task ran longer than its `timeoutMs`; its thread was stopped and replaced. */
 export class TaskTimeoutError extends ClusterError {
   constructor(message: string) {
     super('ERR_TIMEOUT', message)
+  }
+}
+
+/** The worker thread running the task ran out of memory (its heap limit); the thread was replaced. */
+export class OutOfMemoryError extends ClusterError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_OUT_OF_MEMORY', message, options)
+  }
+}
+
+/** The call or map was cancelled through its AbortSignal (or the map's consumer stopped early). */
+export class TaskCancelledError extends ClusterError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_CANCELLED', message, options)
+  }
+}
+
+/** Authentication is missing or wrong (CURVE keys). */
+export class AuthError extends ClusterError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_AUTH', message, options)
   }
 }
 
@@ -194,6 +224,7 @@ const RUNTIME_CLASSES: Partial<Record<string, ErrorClass>> = {
   ERR_ACTOR_STOPPED: ActorStoppedError,
   ERR_ACTOR_LOST: ActorLostError,
   ERR_WORKER_CRASHED: WorkerCrashedError,
+  ERR_OUT_OF_MEMORY: OutOfMemoryError,
   ERR_TIMEOUT: TaskTimeoutError,
   ERR_NODE_LOST: NodeLostError,
 }

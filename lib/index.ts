@@ -1,5 +1,6 @@
 export { Cluster } from './driver/cluster.js'
-export type { MapOptions, NodeInfo, ClusterStats, ClusterEvents, ActorInfo, TaskFailedEvent, TaskRetriedEvent } from './driver/cluster.js'
+export type { MapOptions, NodeInfo, ClusterStats, ClusterEvents, ClusterView, RetryInfo, ActorInfo, TaskFailedEvent } from './driver/cluster.js'
+export type { TaskOptions, SpawnOptions } from './driver/policy.js'
 export type { ClusterSnapshot, NodeSnapshot } from './monitor/monitor.js'
 export type { FailureRecord, TaskNameCounts } from './monitor/task-stats.js'
 export type { LatencySummary } from './monitor/histogram.js'
@@ -33,6 +34,9 @@ export {
   NodeLostError,
   WorkerCrashedError,
   TaskTimeoutError,
+  OutOfMemoryError,
+  TaskCancelledError,
+  AuthError,
 } from './errors.js'
 export type { ClusterErrorCode } from './errors.js'
 export { PROTOCOL_VERSION } from './protocol/messages.js'

@@ -1,12 +1,14 @@
 import { availableParallelism } from 'node:os'
 import { InvalidArgumentError } from './errors.js'
+import type { CurveOptions } from './transport/curve.js'
+import { isBrokered, resolveTransportOptions, type ResolvedTransportOptions, type TransportOptions } from './transport/options.js'
 import { resolveDashboardOptions, resolveLogLevel, type DashboardOptions, type LogLevel, type ResolvedDashboardOptions } from './monitor/options.js'
 import type { Logger } from './monitor/log.js'
 
 /** Where the task functions and actor classes live: a module path or URL. */
 export type TasksModule = string | URL
 
-export interface ClusterOptions {
+export interface ClusterOptions extends TransportOptions {
   /** Module whose named exports are the task functions and actor classes. */
   tasks?: TasksModule
   /** Address the driver binds; agents connect to it. Default `tcp://127.0.0.1:0` (a free loopback port). */
@@ -31,6 +33,12 @@ export interface ClusterOptions {
   maxFrameBytes?: number
   /** Allow binding beyond loopback without authentication. Default false. */
   insecure?: boolean
+  /** CURVE authentication and encryption (see `cluster keys`); required to listen beyond loopback unless `insecure`. */
+  curve?: CurveOptions
+  /** Retries of a task after infrastructure failures (worker crash, out of memory, node lost). Default 3. */
+  maxRetries?: number
+  /** Further options of the local agents (thread recycling and memory limits). */
+  localAgentOptions?: Pick<AgentOptions, 'maxPoolBatch' | 'targetQueueMs' | 'maxTasksPerThread' | 'recycleHeapMb' | 'threadMemoryMb'>
   /**
    * Serve the web dashboard, `/metrics` and `/api/stats`: `true` (port
    * 8265 on loopback), a port (0 = a free one; read `cluster.dashboardUrl`),
@@ -44,7 +52,7 @@ export interface ClusterOptions {
   logger?: Logger
 }
 
-export interface ResolvedClusterOptions {
+export interface ResolvedClusterOptions extends ResolvedTransportOptions {
   readonly tasks: string | undefined
   readonly listen: string
   readonly localAgents: number
@@ -55,6 +63,9 @@ export interface ResolvedClusterOptions {
   readonly nodeTimeoutMs: number
   readonly maxFrameBytes: number
   readonly insecure: boolean
+  readonly curve: CurveOptions | undefined
+  readonly maxRetries: number
+  readonly localAgentOptions: Readonly<Pick<AgentOptions, 'maxPoolBatch' | 'targetQueueMs' | 'maxTasksPerThread' | 'recycleHeapMb' | 'threadMemoryMb'>>
   readonly dashboard: ResolvedDashboardOptions | undefined
   readonly logLevel: LogLevel
   readonly logger: Logger | undefined
@@ -69,11 +80,12 @@ export const CLUSTER_DEFAULTS = {
   nodeTimeoutMs: 3000,
   maxFrameBytes: 64 * 1024 * 1024,
   insecure: false,
+  maxRetries: 3,
 } as const
 
-export interface AgentOptions {
-  /** Driver address, e.g. `tcp://127.0.0.1:7100`. */
-  connect: string
+export interface AgentOptions extends TransportOptions {
+  /** Driver address, e.g. `tcp://127.0.0.1:7100` (the `zmq` design; brokered designs join through `clusterId`). */
+  connect?: string
   tasks: TasksModule
   /** Worker threads. Default: the number of cores. */
   threads?: number
@@ -82,23 +94,35 @@ export interface AgentOptions {
   /** Aim for about this much queued work per thread when granting credit, in ms. Default 20. */
   targetQueueMs?: number
   heartbeatMs?: number
+  /** Replace the pool's threads after each has run about this many tasks (0 = never). Default 0. */
+  maxTasksPerThread?: number
+  /** Replace the pool's threads when one reports a heap above this many MB after a batch (0 = never). Default 0. */
+  recycleHeapMb?: number
+  /** Hard heap limit of each worker thread in MB: a task that exceeds it fails with OutOfMemoryError. Default: Node's. */
+  threadMemoryMb?: number
   /** Declare the driver gone after this much silence, in ms. Default 3000. */
   driverTimeoutMs?: number
   maxFrameBytes?: number
   /** A stable identity for the agent; default random. */
   id?: string
+  /** CURVE keys: the driver's public key and this agent's key pair (see `cluster keys`). */
+  curve?: CurveOptions
 }
 
-export interface ResolvedAgentOptions {
+export interface ResolvedAgentOptions extends ResolvedTransportOptions {
   readonly connect: string
   readonly tasks: string
   readonly threads: number
   readonly maxPoolBatch: number
   readonly targetQueueMs: number
   readonly heartbeatMs: number
+  readonly maxTasksPerThread: number
+  readonly recycleHeapMb: number
+  readonly threadMemoryMb: number | undefined
   readonly driverTimeoutMs: number
   readonly maxFrameBytes: number
   readonly id: string | undefined
+  readonly curve: CurveOptions | undefined
 }
 
 export const AGENT_DEFAULTS = {
@@ -112,7 +136,8 @@ export const AGENT_DEFAULTS = {
 function positiveInt(name: string, v: unknown, fallback: number, min = 1): number {
   if (v === undefined) return fallback
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
-    throw new InvalidArgumentError(`options.${name} must be ${min === 0 ? 'a non-negative' : 'a positive'} integer, got ${describe(v)}`)
+    const what = min === 0 ? 'a non-negative integer' : min === 1 ? 'a positive integer' : `an integer ≥ ${min}`
+    throw new InvalidArgumentError(`options.${name} must be ${what}, got ${describe(v)}`)
   }
   return v
 }
@@ -167,6 +192,7 @@ export function resolveClusterOptions(o: ClusterOptions = {}): ResolvedClusterOp
     throw new InvalidArgumentError(`options.logger must be a pino logger, got ${describe(o.logger)}`)
   }
   return Object.freeze({
+    ...resolveTransportOptions(o),
     tasks,
     listen: checkEndpoint('listen', o.listen ?? CLUSTER_DEFAULTS.listen),
     localAgents,
@@ -177,6 +203,9 @@ export function resolveClusterOptions(o: ClusterOptions = {}): ResolvedClusterOp
     nodeTimeoutMs,
     maxFrameBytes: positiveInt('maxFrameBytes', o.maxFrameBytes, CLUSTER_DEFAULTS.maxFrameBytes, 1024),
     insecure: o.insecure ?? CLUSTER_DEFAULTS.insecure,
+    curve: o.curve,
+    maxRetries: positiveInt('maxRetries', o.maxRetries, CLUSTER_DEFAULTS.maxRetries, 0),
+    localAgentOptions: Object.freeze({ ...o.localAgentOptions }),
     dashboard: resolveDashboardOptions(o.dashboard),
     logLevel: resolveLogLevel(o.logLevel),
     logger: o.logger,
@@ -188,16 +217,25 @@ export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
   if (o.id !== undefined && (typeof o.id !== 'string' || o.id.length === 0 || o.id.length > 128)) {
     throw new InvalidArgumentError(`options.id must be a string of 1 to 128 characters, got ${describe(o.id)}`)
   }
+  const transport = resolveTransportOptions(o)
+  if (isBrokered(transport.transport) && transport.clusterId === undefined) {
+    throw new InvalidArgumentError(`options.clusterId is required with transport '${transport.transport}': the id of the cluster to join (the driver's cluster.id)`)
+  }
   return Object.freeze({
-    connect: checkEndpoint('connect', o.connect),
+    ...transport,
+    connect: isBrokered(transport.transport) && o.connect === undefined ? '' : checkEndpoint('connect', o.connect),
     tasks: tasksSpecifier('tasks', o.tasks),
     threads: positiveInt('threads', o.threads, availableParallelism()),
     maxPoolBatch: positiveInt('maxPoolBatch', o.maxPoolBatch, AGENT_DEFAULTS.maxPoolBatch),
     targetQueueMs: positiveInt('targetQueueMs', o.targetQueueMs, AGENT_DEFAULTS.targetQueueMs),
     heartbeatMs: positiveInt('heartbeatMs', o.heartbeatMs, AGENT_DEFAULTS.heartbeatMs),
+    maxTasksPerThread: positiveInt('maxTasksPerThread', o.maxTasksPerThread, 0, 0),
+    recycleHeapMb: positiveInt('recycleHeapMb', o.recycleHeapMb, 0, 0),
+    threadMemoryMb: o.threadMemoryMb === undefined ? undefined : positiveInt('threadMemoryMb', o.threadMemoryMb, 0, 16),
     driverTimeoutMs: positiveInt('driverTimeoutMs', o.driverTimeoutMs, AGENT_DEFAULTS.driverTimeoutMs),
     maxFrameBytes: positiveInt('maxFrameBytes', o.maxFrameBytes, AGENT_DEFAULTS.maxFrameBytes, 1024),
     id: o.id,
+    curve: o.curve,
   })
 }
 

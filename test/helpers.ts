@@ -26,7 +26,12 @@ export interface Proc {
 
 /** Runs the `cluster` CLI; the process is killed when the test ends, pass or fail. */
 export function runCli(t: TestContext, args: string[], env: Record<string, string> = {}): Proc {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
+  return runProcess(t, process.execPath, [CLI, ...args], env)
+}
+
+/** Runs a command, collecting its output; it is killed when the test ends, pass or fail. */
+export function runProcess(t: TestContext, command: string, args: string[], env: Record<string, string> = {}): Proc {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
   let out = ''
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()))
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()))

@@ -4,11 +4,12 @@ import { randomBytes } from 'node:crypto'
 import { Piscina } from 'piscina'
 import { resolveAgentOptions, type AgentOptions, type ResolvedAgentOptions } from '../options.js'
 import { loadCatalog } from '../tasks-module.js'
-import { ClusterError, ProtocolError, WorkerCrashedError, toWireError } from '../errors.js'
+import { ClusterError, OutOfMemoryError, ProtocolError, TaskTimeoutError, WorkerCrashedError, toWireError } from '../errors.js'
 import { decode, encode, header, parseFlatBody, parseHeader, type Header } from '../protocol/codec.js'
 import { ActorOp, MsgType, Status, type HelloInfo } from '../protocol/messages.js'
-import { ZmqAgentTransport } from '../transport/zmq.js'
-import type { AgentTransport, Parts } from '../transport/transport.js'
+import { createAgentTransport } from '../transport/resolve.js'
+import { resolveAgentCurve } from '../transport/curve.js'
+import type { AgentTransport, Delivery, Parts } from '../transport/transport.js'
 import { ActorHosts } from '../actors/host.js'
 import type { HostReply, HostRequest } from '../actors/host-worker.js'
 import type { PoolBatch, PoolResult } from './worker.js'
@@ -21,6 +22,10 @@ export interface AgentEvents {
   'driver:joined': [nodeId: string]
   'driver:lost': [reason: string]
   rejected: [reason: string]
+  /** The driver refused the security handshake (CURVE keys); the agent keeps retrying. */
+  'auth:failed': [message: string]
+  /** The transport failed for good (a broker connection was lost); the agent closes. */
+  'transport:error': [err: Error]
 }
 
 export interface AgentStats {
@@ -28,11 +33,29 @@ export interface AgentStats {
   badFrames: number
   batches: number
   window: number
+  /** Pool batches whose worker thread died (crash, out of memory, timeout). */
+  threadsLost: number
+  /** Times the pool's threads were replaced by maxTasksPerThread or recycleHeapMb. */
+  recycles: number
 }
 
 interface QueuedFrame {
   body: Uint8Array
   count: number
+  /** Run alone, under this limit: the thread is replaced if it runs over. */
+  timeoutMs: number | undefined
+  /** Run alone: split out of a batch whose thread died, to find the task that killed it. */
+  solo: boolean
+  /** Brokered designs: the broker's handles, acknowledged once the frame's results are out. */
+  deliveries: Delivery[] | undefined
+  /** A frame split out of a failed batch: its share of the original frames' acknowledgement. */
+  split: SplitGroup | undefined
+}
+
+/** The frames of a batch whose thread died, split into single tasks: acked once every piece is answered. */
+interface SplitGroup {
+  remaining: number
+  deliveries: Delivery[]
 }
 
 /** Tasks per thread the credit window may grow to. */
@@ -55,13 +78,16 @@ const START_PER_THREAD = 2
 export class Agent extends EventEmitter<AgentEvents> {
   readonly id: string
   readonly options: ResolvedAgentOptions
-  readonly stats: AgentStats = { tasksDone: 0, badFrames: 0, batches: 0, window: 0 }
+  readonly stats: AgentStats = { tasksDone: 0, badFrames: 0, batches: 0, window: 0, threadsLost: 0, recycles: 0 }
   private readonly transport: AgentTransport
-  private readonly pool: Piscina<PoolBatch, PoolResult>
+  private pool: Piscina<PoolBatch, PoolResult>
+  private tasksSinceRecycle = 0
+  private readonly retiring = new Set<Promise<void>>()
   private hosts: ActorHosts
   private readonly hello: HelloInfo
   private _state: AgentState = 'connecting'
-  private nodeId: string | undefined
+  /** The session of the driver that welcomed us; batches carry it so a later driver never gets their results. */
+  private session: string | undefined
   private lastDriverSeen = 0
   private readonly queue = new Deque<QueuedFrame>()
   private queued = 0
@@ -76,11 +102,14 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly readyWaiters: { resolve(): void; reject(e: Error): void }[] = []
   private drained: (() => void) | undefined
   private closing: Promise<void> | undefined
+  /** Tasks per frame received lately: turns the window (in tasks) into a prefetch (in frames) for brokered designs. */
+  private tasksPerFrame = 1
 
-  private constructor(options: ResolvedAgentOptions, tasks: string[], actors: string[]) {
+  private constructor(options: ResolvedAgentOptions, id: string, transport: AgentTransport, tasks: string[], actors: string[]) {
     super()
     this.options = options
-    this.id = options.id ?? `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`
+    this.id = id
+    this.transport = transport
     this.window = options.threads * START_PER_THREAD
     this.hello = {
       agentId: this.id,
@@ -92,16 +121,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       actors,
       window: this.window,
     }
-    this.pool = new Piscina<PoolBatch, PoolResult>({
-      filename: new URL('./worker.js', import.meta.url).href,
-      workerData: { tasks: options.tasks },
-      minThreads: options.threads,
-      maxThreads: options.threads,
-      concurrentTasksPerWorker: 1,
-      idleTimeout: Number.MAX_SAFE_INTEGER,
-    })
+    this.pool = this.newPool()
     this.hosts = this.newHosts()
-    this.transport = new ZmqAgentTransport({ connect: options.connect, identity: this.id, maxFrameBytes: options.maxFrameBytes })
   }
 
   /**
@@ -111,9 +132,20 @@ export class Agent extends EventEmitter<AgentEvents> {
    */
   static async start(options: AgentOptions): Promise<Agent> {
     const resolved = resolveAgentOptions(options)
+    const curve = resolved.curve ? resolveAgentCurve(resolved.curve) : undefined
     const catalog = await loadCatalog(resolved.tasks, `agent ${hostname()}`)
-    const agent = new Agent(resolved, [...catalog.functions.keys()], [...catalog.classes.keys()])
-    await agent.run()
+    const id = resolved.id ?? `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`
+    // The transport reports handshake failures before the agent exists: route them once it does.
+    let agentRef: Agent | undefined
+    const transport = await createAgentTransport({ ...resolved, identity: id, curve, onHandshakeError: (m) => agentRef?.emit('auth:failed', m) })
+    const agent = new Agent(resolved, id, transport, [...catalog.functions.keys()], [...catalog.classes.keys()])
+    agentRef = agent
+    try {
+      await agent.run()
+    } catch (err) {
+      await agent.close()
+      throw err
+    }
     return agent
   }
 
@@ -128,13 +160,44 @@ export class Agent extends EventEmitter<AgentEvents> {
     return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }))
   }
 
+  private newPool(): Piscina<PoolBatch, PoolResult> {
+    const { threads, tasks, threadMemoryMb } = this.options
+    return new Piscina<PoolBatch, PoolResult>({
+      filename: new URL('./worker.js', import.meta.url).href,
+      workerData: { tasks },
+      minThreads: threads,
+      maxThreads: threads,
+      concurrentTasksPerWorker: 1,
+      idleTimeout: Number.MAX_SAFE_INTEGER,
+      ...(threadMemoryMb === undefined ? {} : { resourceLimits: { maxOldGenerationSizeMb: threadMemoryMb } }),
+    })
+  }
+
+  /**
+   * Replaces every pool thread: new batches go to a fresh pool while the old
+   * one finishes what it runs, then stops. Piscina cannot retire one chosen
+   * thread, so a leaking tasks module is contained by retiring them all.
+   */
+  private recyclePool(): void {
+    this.stats.recycles++
+    this.tasksSinceRecycle = 0
+    const old = this.pool
+    this.pool = this.newPool()
+    const done = old.close().catch(() => old.destroy())
+    this.retiring.add(done)
+    void done.finally(() => this.retiring.delete(done))
+  }
+
   private newHosts(): ActorHosts {
     return new ActorHosts(this.options.tasks, this.options.threads, (r) => this.onActorReply(r))
   }
 
   private async run(): Promise<void> {
     await this.transport.connect()
-    this.transport.start((parts) => this.onMessage(parts))
+    this.transport.start(
+      (parts, delivery) => this.onMessage(parts, delivery),
+      (err) => this.onTransportFailure(err),
+    )
     this.sendHello()
     const helloEvery = Math.min(1000, this.options.heartbeatMs)
     this.timers.push(
@@ -161,12 +224,14 @@ export class Agent extends EventEmitter<AgentEvents> {
     ])
   }
 
-  private onMessage(parts: Parts): void {
+  private onMessage(parts: Parts, delivery?: Delivery): void {
     let h: Header
     try {
       h = parseHeader(parts[0])
     } catch {
       this.stats.badFrames++
+      // Never run, never to come back: off the queue.
+      if (delivery !== undefined) this.transport.ack?.([delivery])
       return
     }
     this.lastDriverSeen = Date.now()
@@ -175,9 +240,11 @@ export class Agent extends EventEmitter<AgentEvents> {
         case MsgType.Welcome:
           if (this._state === 'connecting') {
             this._state = 'ready'
-            this.nodeId = h.info.nodeId
+            this.session = h.info.session
             this.sentWindow = -1
             this.sendCredit()
+            // Brokered designs: frames taken while no driver was known wait in the queue.
+            this.pump()
             for (const w of this.readyWaiters.splice(0)) w.resolve()
             this.emit('driver:joined', h.info.nodeId)
           }
@@ -189,8 +256,16 @@ export class Agent extends EventEmitter<AgentEvents> {
           return
         case MsgType.Tasks:
           if (!parts[1]) throw new ProtocolError('task frame without a body')
-          this.queue.push({ body: parts[1], count: h.count })
+          this.queue.push({
+            body: parts[1],
+            count: h.count,
+            timeoutMs: h.timeoutMs,
+            solo: h.timeoutMs !== undefined,
+            deliveries: delivery === undefined ? undefined : [delivery],
+            split: undefined,
+          })
           this.queued += h.count
+          if (delivery !== undefined) this.tasksPerFrame = this.tasksPerFrame * 0.8 + Math.max(1, h.count) * 0.2
           this.pump()
           return
         case MsgType.Actor:
@@ -206,14 +281,16 @@ export class Agent extends EventEmitter<AgentEvents> {
       }
     } catch {
       this.stats.badFrames++
+      if (delivery !== undefined) this.transport.ack?.([delivery])
     }
   }
 
   /** The driver is gone: its tasks are its own to requeue; wait for the next one. */
   private forgetDriver(reason: string): void {
     this._state = 'connecting'
-    this.nodeId = undefined
-    this.queue.clear()
+    this.session = undefined
+    this.transport.setWindow?.(0)
+    this.releaseQueued()
     this.queued = 0
     void this.hosts.close()
     this.hosts = this.newHosts()
@@ -225,52 +302,110 @@ export class Agent extends EventEmitter<AgentEvents> {
     const threads = this.options.threads
     while (this.inflight < threads * 2 && this.queue.length > 0 && this._state === 'ready') {
       const target = Math.min(this.options.maxPoolBatch, Math.max(1, Math.ceil(this.queued / threads)))
-      const bodies: Uint8Array[] = []
-      let n = 0
-      do {
-        const f = this.queue.shift()!
-        bodies.push(f.body)
-        n += f.count
-      } while (this.queue.length > 0 && n + this.queue.peek()!.count <= target)
+      const first = this.queue.shift()!
+      const frames = [first]
+      let n = first.count
+      // Timed and isolated frames run alone; others are grouped up to about one thread's share.
+      if (!first.solo) {
+        while (this.queue.length > 0 && !this.queue.peek()!.solo && n + this.queue.peek()!.count <= target) {
+          const f = this.queue.shift()!
+          frames.push(f)
+          n += f.count
+        }
+      }
+      const bodies = frames.map((f) => f.body)
       this.queued -= n
       this.inflight++
       this.busyTasks += n
-      const driver = this.nodeId
-      this.pool.run({ bodies }).then(
-        (r) => this.onBatchDone(driver, r, n),
-        (err: Error) => this.onBatchFailed(driver, bodies, n, err),
+      const driver = this.session
+      const pool = this.pool
+      const signal = first.timeoutMs === undefined ? undefined : AbortSignal.timeout(first.timeoutMs)
+      pool.run({ bodies }, signal ? { signal } : {}).then(
+        (r) => this.onBatchDone(driver, r, n, frames),
+        (err: Error) => this.onBatchFailed(driver, frames, n, err, first.timeoutMs),
       )
     }
   }
 
-  private onBatchDone(driver: string | undefined, r: PoolResult, n: number): void {
+  /**
+   * Brokered designs: the frames of a finished batch leave the broker's queue
+   * (after their results were sent); pieces of a split batch count down to
+   * the acknowledgement of the frames they came from.
+   */
+  private acknowledge(frames: QueuedFrame[]): void {
+    const done: Delivery[] = []
+    for (const f of frames) {
+      if (f.deliveries) done.push(...f.deliveries)
+      if (f.split && --f.split.remaining === 0) done.push(...f.split.deliveries)
+    }
+    if (done.length > 0) this.transport.ack?.(done)
+  }
+
+  private onBatchDone(driver: string | undefined, r: PoolResult, n: number, frames: QueuedFrame[]): void {
     this.batchSettled(n)
     this.stats.tasksDone += r.count
     this.stats.badFrames += r.bad
     this.stats.batches++
     // Results for a driver that has since gone would only confuse the next one.
-    if (driver !== undefined && driver === this.nodeId) {
+    if (driver !== undefined && driver === this.session) {
       this.transport.send([header(MsgType.Results, r.count), r.results])
     }
+    this.acknowledge(frames)
     if (r.count > 0) this.adaptWindow(r.elapsedMs / r.count)
+    this.tasksSinceRecycle += r.count
+    const { maxTasksPerThread, recycleHeapMb, threads } = this.options
+    if ((maxTasksPerThread > 0 && this.tasksSinceRecycle >= maxTasksPerThread * threads) || (recycleHeapMb > 0 && r.heapMb > recycleHeapMb)) {
+      this.recyclePool()
+    }
     this.pump()
   }
 
-  private onBatchFailed(driver: string | undefined, bodies: Uint8Array[], n: number, err: Error): void {
+  /**
+   * The thread running a batch died or was stopped. With several tasks in the
+   * batch we cannot tell which one did it: run each alone, at the front of
+   * the queue. A task that fails alone is reported, with the cause, for the
+   * driver to retry on its infrastructure budget or give up.
+   */
+  private onBatchFailed(driver: string | undefined, frames: QueuedFrame[], n: number, err: Error, timeoutMs: number | undefined): void {
     this.batchSettled(n)
-    const wire = toWireError(new WorkerCrashedError(`worker thread failed while running a batch: ${err.message}`, { cause: err }))
-    const out: unknown[] = []
-    for (const body of bodies) {
+    this.stats.threadsLost++
+    const items: unknown[] = []
+    for (const { body } of frames) {
       try {
-        const items = decode(body) as unknown[]
-        for (let i = 0; i + 2 < items.length; i += 3) out.push(items[i], Status.Failed, wire)
+        const decoded = decode(body)
+        if (Array.isArray(decoded) && decoded.length % 3 === 0) items.push(...decoded)
+        else this.stats.badFrames++
       } catch {
         this.stats.badFrames++
       }
     }
-    if (driver !== undefined && driver === this.nodeId && out.length > 0) {
-      this.transport.send([header(MsgType.Results, out.length / 3), encode(out)])
+    const stale = driver === undefined || driver !== this.session
+    if (!stale && items.length > 3) {
+      // The original frames are acknowledged once every piece is answered.
+      const group: SplitGroup = { remaining: items.length / 3, deliveries: [] }
+      for (const f of frames) {
+        if (f.deliveries) group.deliveries.push(...f.deliveries)
+        if (f.split && --f.split.remaining === 0) group.deliveries.push(...f.split.deliveries)
+      }
+      for (let i = items.length - 3; i >= 0; i -= 3) {
+        this.queue.unshift({ body: encode(items.slice(i, i + 3)), count: 1, timeoutMs: undefined, solo: true, deliveries: undefined, split: group })
+      }
+      this.queued += items.length / 3
+      this.pump()
+      return
     }
+    if (!stale && items.length === 3) {
+      const name = String(items[1])
+      const code = (err as { code?: unknown }).code
+      const cause =
+        timeoutMs !== undefined && err.name === 'AbortError'
+          ? new TaskTimeoutError(`task "${name}" ran longer than its timeout of ${timeoutMs} ms; its thread was stopped and replaced`)
+          : code === 'ERR_WORKER_OUT_OF_MEMORY'
+            ? new OutOfMemoryError(`task "${name}" ran its worker thread out of memory: ${err.message}`, { cause: err })
+            : new WorkerCrashedError(`task "${name}" crashed its worker thread: ${err.message}`, { cause: err })
+      this.transport.send([header(MsgType.Results, 1), encode([items[0], Status.Failed, toWireError(cause)])])
+    }
+    this.acknowledge(frames)
     this.pump()
   }
 
@@ -297,6 +432,27 @@ export class Agent extends EventEmitter<AgentEvents> {
     const w = this._state === 'leaving' ? 0 : this.window
     this.sentWindow = w
     this.transport.send([header(MsgType.Credit, w)])
+    // Brokered designs take frames from a shared queue: the window in frames, plus one per thread for frames
+    // whose results are on their way to the broker (acked only then).
+    this.transport.setWindow?.(w === 0 ? 0 : Math.ceil(w / this.tasksPerFrame) + this.options.threads)
+  }
+
+  /** Brokered designs: frames taken and not started go back to the shared queue. */
+  private releaseQueued(): void {
+    const deliveries: Delivery[] = []
+    for (const f of this.queue.clear()) {
+      if (f.deliveries) deliveries.push(...f.deliveries)
+      if (f.split && --f.split.remaining === 0) deliveries.push(...f.split.deliveries)
+    }
+    if (deliveries.length > 0) this.transport.release?.(deliveries)
+  }
+
+  /** The transport failed for good (its broker went away): say so and close; the broker or the driver requeues what this agent held. */
+  private onTransportFailure(err: Error): void {
+    if (this.closing) return
+    this.emit('transport:error', err)
+    for (const w of this.readyWaiters.splice(0)) w.reject(err)
+    void this.close()
   }
 
   private onActorFrame(body: Uint8Array | undefined, count: number): void {
@@ -347,7 +503,12 @@ export class Agent extends EventEmitter<AgentEvents> {
     this._state = 'leaving'
     if (wasReady) this.sendCredit()
     if (this.inflight > 0) await new Promise<void>((resolve) => (this.drained = resolve))
-    if (wasReady) {
+    if (wasReady && this.transport.sharedTasks) {
+      // The results and acks of the batches just finished go first, then the frames not started go back.
+      await this.transport.flush?.()
+      this.releaseQueued()
+      this.transport.send([header(MsgType.Leave, [])])
+    } else if (wasReady) {
       const returned: number[] = []
       for (const f of this.queue.clear()) {
         try {
@@ -364,6 +525,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     for (const w of this.readyWaiters.splice(0)) w.reject(new ClusterError('ERR_CLUSTER_CLOSED', `agent ${this.id} closed before a driver welcomed it`))
     await this.hosts.close()
     await this.pool.destroy()
+    await Promise.all(this.retiring)
     await this.transport.close()
   }
 

@@ -5,6 +5,7 @@
  */
 import { workerData } from 'node:worker_threads'
 import { performance } from 'node:perf_hooks'
+import { getHeapStatistics } from 'node:v8'
 import { createPackr, findUnserializable } from '../protocol/codec.js'
 import { Status } from '../protocol/messages.js'
 import { SerializationError, UnknownTaskError, ProtocolError, toWireError } from '../errors.js'
@@ -20,6 +21,8 @@ export interface PoolResult {
   elapsedMs: number
   /** Bodies that did not decode; dropped. */
   bad: number
+  /** This thread's heap in use after the batch, in MB (for recycling). */
+  heapMb: number
 }
 
 const { tasks } = workerData as { tasks: string }
@@ -85,7 +88,14 @@ export default async function runBatch(batch: PoolBatch): Promise<PoolResult> {
   if (pending) await Promise.all(pending)
   // A fresh copy: the packr's own buffer must not be cloned or transferred whole.
   const results = new Uint8Array(packr.pack(out))
-  return { results, count: out.length / 3, elapsedMs: performance.now() - start, bad }
+  const elapsedMs = performance.now() - start
+  return { results, count: out.length / 3, elapsedMs, bad, heapMb: heapInUseMb() }
+}
+
+/** This thread's heap plus the buffers it holds outside the heap, in MB. */
+function heapInUseMb(): number {
+  const h = getHeapStatistics()
+  return (h.used_heap_size + h.external_memory) / 1048576
 }
 
 function settle(out: unknown[], slot: number, name: string, value: unknown): void {

@@ -2,6 +2,7 @@ import yargs from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import { agentCommand } from './commands/agent.js'
 import { benchCommand } from './commands/bench.js'
+import { keysCommand } from './commands/keys.js'
 import { dashboardCommand } from './commands/dashboard.js'
 import { LOG_LEVELS } from '../monitor/options.js'
 import { VERSION } from '../version.js'
@@ -27,8 +28,9 @@ export async function main(argv = hideBin(process.argv)): Promise<void> {
     .option('dashboard-update-ms', { type: 'number', hidden: true, global: true })
     .command(agentCommand)
     .command(benchCommand)
+    .command(keysCommand)
     .command(dashboardCommand)
-    .demandCommand(1, 'name a command: agent, bench or dashboard')
+    .demandCommand(1, 'name a command: agent, bench, dashboard or keys')
     .strict()
     .help()
     .fail((msg, err, y) => {

@@ -1,12 +1,14 @@
 import { EventEmitter } from 'node:events'
-import { randomBytes } from 'node:crypto'
+import { randomBytes, randomInt } from 'node:crypto'
 import { Agent } from '../agent/agent.js'
 import {
   ActorLostError,
   ActorStoppedError,
   ClusterClosedError,
   InvalidArgumentError,
+  NodeLostError,
   SerializationError,
+  TaskCancelledError,
   TransportError,
   UnknownActorError,
   UnknownTaskError,
@@ -17,19 +19,22 @@ import { isLoopbackEndpoint, resolveClusterOptions, type ClusterOptions, type Re
 import { encode, findUnserializable, header, parseFlatBody, parseHeader, VersionMismatch, type Header } from '../protocol/codec.js'
 import { ActorOp, MsgType, Status, type HelloInfo } from '../protocol/messages.js'
 import { loadCatalog, type Catalog } from '../tasks-module.js'
-import { ZmqDriverTransport } from '../transport/zmq.js'
+import { createDriverTransport } from '../transport/resolve.js'
+import { isBrokered } from '../transport/options.js'
+import { newKeyPair, registerZapDomain, resolveDriverCurve, unregisterZapDomain, type DriverCurve, type KeyPair } from '../transport/curve.js'
 import type { DriverTransport, Parts, TransportStats } from '../transport/transport.js'
 import { Deque } from '../util/deque.js'
+import { makeActorRef, makeTasksProxy, type ActorRef, type TasksProxy } from './proxies.js'
+import { resolvePolicy, resolveRestart, type Policy, type SpawnOptions, type TaskOptions } from './policy.js'
 import { ClusterMonitor, type ClusterSnapshot } from '../monitor/monitor.js'
 import type { ClusterMetrics } from '../monitor/metrics.js'
 import type { Dashboard } from '../monitor/dashboard.js'
 import { createLogger, logClusterEvents, type Logger } from '../monitor/log.js'
 import { monitorEnvDefaults } from '../monitor/options.js'
 import type { Progress, ProgressState } from '../monitor/progress.js'
-import { makeActorRef, makeTasksProxy, type ActorRef, type TasksProxy } from './proxies.js'
 
-/** Options of one `map`. */
-export interface MapOptions {
+/** Options of one `map`: ordering and concurrency, plus every per-task option. */
+export interface MapOptions extends TaskOptions {
   /** Yield results in input order (default true) or as they complete. */
   ordered?: boolean
   /** Most inputs taken from the iterable and not yet yielded. Default 16384. */
@@ -44,7 +49,7 @@ export interface MapOptions {
   total?: number
 }
 
-/** What `cluster.actors()` reports of one live actor. */
+/** What `cluster.liveActors()` reports of one live actor. */
 export interface ActorInfo {
   id: string
   className: string
@@ -59,15 +64,6 @@ export interface TaskFailedEvent {
   /** The node that ran it; undefined when it failed before reaching one. */
   node: string | undefined
   error: Error
-}
-
-/** A task sent again, as `task:retried` reports it. */
-export interface TaskRetriedEvent {
-  id: number
-  name: string
-  /** The node it was taken from. */
-  node: string
-  reason: string
 }
 
 /** What `cluster.nodes()` reports of one agent. */
@@ -93,28 +89,56 @@ export interface ClusterStats {
   tasksSubmitted: number
   tasksSucceeded: number
   tasksFailed: number
+  tasksCancelled: number
+  /** Tasks sent again: after a node was lost or left, a worker crashed, or (with `retries`) the task failed. */
+  tasksRetried: number
   queued: number
   inFlight: number
   requeued: number
-  duplicatesDropped: number
+  /** Results for tasks already settled: duplicates after a redelivery, or answers to cancelled tasks. */
+  lateResultsDropped: number
+  nodesLost: number
   badFrames: number
+  /** Connections refused by CURVE authentication (unlisted or wrong agent keys). */
+  authDenied: number
   nodes: number
   transport: TransportStats
 }
 
-/**
- * The events of a cluster: `cluster.on('task:failed', (t) => ...)`.
- * Listeners run synchronously inside the driver; they must not throw.
- */
+/** A task the cluster is about to send again. */
+export interface RetryInfo {
+  id: number
+  name: string
+  /** The task's arguments. */
+  args: readonly unknown[]
+  /** Why: the error of the failed attempt. */
+  cause: Error
+  /** Retries so far, this one included. */
+  attempt: number
+}
+
 export interface ClusterEvents {
   'node:joined': [node: NodeInfo]
   'node:left': [node: NodeInfo]
   'node:lost': [node: NodeInfo, reason: string]
-  'task:failed': [task: TaskFailedEvent]
-  'task:retried': [task: TaskRetriedEvent]
+  'task:retried': [info: RetryInfo]
+  'task:failed': [info: TaskFailedEvent]
   'actor:spawned': [actor: ActorInfo]
   'actor:stopped': [actor: ActorInfo]
+  'actor:restarted': [info: ActorInfo]
+  /** The transport failed for good (a broker connection was lost): pending tasks rejected with `err`, the cluster closes. */
+  'transport:error': [err: Error]
 }
+
+/** The calls of a cluster under given options: `cluster.with({ timeoutMs: 500 }).call(...)`. */
+export interface ClusterView {
+  call<R = unknown>(name: string, ...args: unknown[]): Promise<R>
+  tasks<M extends object>(): TasksProxy<M>
+  map<R = unknown>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, options?: MapOptions): AsyncGenerator<R, void, undefined>
+  spawn<T extends object>(className: string, ...args: unknown[]): Promise<ActorRef<T>>
+}
+
+const INFRA_CODES = new Set(['ERR_WORKER_CRASHED', 'ERR_OUT_OF_MEMORY'])
 
 const DEFAULT_MAP_CONCURRENCY = 16_384
 const MAX_AUTO_BATCH = 1024
@@ -143,8 +167,12 @@ interface NodeState {
 interface ActorRecord {
   readonly id: string
   readonly className: string
+  readonly args: unknown[]
+  readonly restart: boolean
   node: NodeState
-  state: 'running' | 'stopped' | 'lost'
+  state: 'running' | 'restarting' | 'stopped' | 'lost'
+  /** While restarting: resolves when the actor runs again (rejects if it cannot). */
+  ready: Promise<void> | undefined
 }
 
 interface Entry {
@@ -157,6 +185,12 @@ interface Entry {
   settled: boolean
   readonly actor: ActorRecord | undefined
   readonly op: ActorOp
+  /** Options shared by the tasks of one call site or map; undefined for plain calls. */
+  readonly policy: Policy | undefined
+  /** Retries spent on user failures (threw, timed out). */
+  tries: number
+  /** Retries spent on infrastructure failures (crash, out of memory, node lost). */
+  crashes: number
   /** Timed for the latency histogram (see TaskStats.sample). */
   readonly sampled: boolean
 }
@@ -179,6 +213,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   readonly options: ResolvedClusterOptions
   private readonly transport: DriverTransport
   private readonly localAddress: string | undefined
+  private readonly curve: DriverCurve | undefined
+  private readonly zapDomain: string | undefined
+  private readonly localKey: KeyPair | undefined
+  private authDenied: { denied: number } | undefined
   private readonly catalog: Catalog | undefined
   private readonly nodesByPeer = new Map<string, NodeState>()
   private readonly ledger = new Map<number, Entry>()
@@ -187,7 +225,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private readonly localAgents: Agent[] = []
   private readonly localIds = new Set<string>()
   private readonly byeSent = new Map<string, number>()
-  private nextId = 1
+  /** Random per instance: told to agents in Welcome, so results meant for an earlier driver are dropped. */
+  private readonly session = randomBytes(8).toString('hex')
+  // Ids start at a random point: a stray result of an earlier driver on the same address cannot match one of ours.
+  private nextId = randomInt(1, 2 ** 31)
   private actorSeq = 0
   private flushScheduled = false
   private readonly flushBound = () => this.flush()
@@ -195,30 +236,53 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private timer: NodeJS.Timeout | undefined
   private lastTick = Date.now()
   private closing: Promise<void> | undefined
-  private readonly counters = { tasksSubmitted: 0, tasksSucceeded: 0, tasksFailed: 0, requeued: 0, duplicatesDropped: 0, badFrames: 0 }
-  private readonly actorsById = new Map<string, ActorRecord>()
+  private readonly actors = new Map<string, ActorRecord>()
+  /** Brokered designs: stands for the shared task queue, whose `inFlight` counts tasks published and not yet settled. */
+  private readonly broker: NodeState | undefined
+  private readonly clusterId: string
+  private readonly counters = {
+    tasksSubmitted: 0,
+    tasksSucceeded: 0,
+    tasksFailed: 0,
+    tasksCancelled: 0,
+    tasksRetried: 0,
+    requeued: 0,
+    lateResultsDropped: 0,
+    nodesLost: 0,
+    badFrames: 0,
+  }
   private readonly monitor: ClusterMonitor
   private metrics: ClusterMetrics | undefined
   private dashboard: Dashboard | undefined
   private readonly logger: Logger | undefined
 
-  private constructor(options: ResolvedClusterOptions, catalog: Catalog | undefined) {
+  private constructor(
+    options: ResolvedClusterOptions,
+    catalog: Catalog | undefined,
+    transport: DriverTransport,
+    clusterId: string,
+    local: { address: string | undefined; curve: DriverCurve | undefined; zapDomain: string | undefined; key: KeyPair | undefined },
+  ) {
     super()
     this.options = options
     this.catalog = catalog
-    this.localAddress =
-      options.localAgents > 0 && options.localTransport === 'inproc' ? `inproc://actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}` : undefined
-    this.transport = new ZmqDriverTransport({ listen: options.listen, inproc: this.localAddress, maxFrameBytes: options.maxFrameBytes })
+    this.transport = transport
+    this.clusterId = clusterId
+    this.localAddress = local.address
+    this.curve = local.curve
+    this.zapDomain = local.zapDomain
+    this.localKey = local.key
+    if (transport.sharedTasks) this.broker = sharedQueueNode()
     const cluster = this
     this.monitor = new ClusterMonitor({
       get address() {
         return cluster.address
       },
-      transportName: 'zmq',
+      transportName: options.transport,
       heartbeatMs: options.heartbeatMs,
       stats: () => this.stats(),
       nodes: () => this.nodes(),
-      actors: () => this.actors(),
+      actors: () => this.liveActors(),
     })
     this.logger = options.logger ?? (options.logLevel === 'silent' ? undefined : createLogger(options.logLevel))
     if (this.logger) logClusterEvents(this, this.logger)
@@ -232,16 +296,44 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    */
   static async start(options: ClusterOptions = {}): Promise<Cluster> {
     const resolved = resolveClusterOptions(monitorEnvDefaults(options))
-    if (!resolved.insecure && !isLoopbackEndpoint(resolved.listen)) {
+    if (resolved.transport === 'zmq' && !resolved.insecure && !resolved.curve && !isLoopbackEndpoint(resolved.listen)) {
       throw new TransportError(
-        `refusing to listen on ${resolved.listen} without authentication: only loopback addresses may be used unless insecure: true (--insecure) is given`,
+        `refusing to listen on ${resolved.listen} without authentication: give curve keys (cluster keys), or insecure: true (--insecure) to allow any peer; loopback addresses need neither`,
         { code: 'ERR_INSECURE_BIND' },
       )
     }
+    const zmqDesign = resolved.transport === 'zmq'
+    const curve = resolved.curve && zmqDesign ? resolveDriverCurve(resolved.curve) : undefined
     const catalog = resolved.tasks === undefined ? undefined : await loadCatalog(resolved.tasks, 'the driver')
-    const cluster = new Cluster(resolved, catalog)
-    await cluster.transport.bind()
-    cluster.transport.start((peer, parts) => cluster.onMessage(peer, parts))
+    const clusterId = resolved.clusterId ?? randomBytes(8).toString('hex')
+    const local = {
+      address: zmqDesign && resolved.localAgents > 0 && resolved.localTransport === 'inproc' ? `inproc://actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}` : undefined,
+      curve,
+      zapDomain: curve ? `actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}` : undefined,
+      // Local agents get a key pair of their own, accepted by this driver alone.
+      key: curve && resolved.localAgents > 0 ? newKeyPair() : undefined,
+    }
+    const transport = await createDriverTransport({
+      ...resolved,
+      clusterId,
+      inproc: local.address,
+      curve: curve && local.zapDomain ? { server: curve.server, zapDomain: local.zapDomain } : undefined,
+    })
+    const cluster = new Cluster(resolved, catalog, transport, clusterId, local)
+    let authDenied: { denied: number } | undefined
+    try {
+      if (curve && local.zapDomain) authDenied = await registerZapDomain(local.zapDomain, local.key ? [...curve.authorizedAgents, local.key.publicKey] : curve.authorizedAgents)
+      cluster.authDenied = authDenied
+      await cluster.transport.bind()
+    } catch (err) {
+      if (local.zapDomain) await unregisterZapDomain(local.zapDomain)
+      await cluster.transport.close()
+      throw err
+    }
+    cluster.transport.start(
+      (peer, parts) => cluster.onMessage(peer, parts),
+      (err) => cluster.onTransportFailure(err),
+    )
     cluster.timer = setInterval(() => cluster.tick(), resolved.heartbeatMs)
     cluster.timer.unref()
     cluster.monitor.start()
@@ -263,10 +355,20 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   }
 
   private async startLocalAgents(): Promise<void> {
-    const { localAgents, tasks, threads, heartbeatMs, nodeTimeoutMs, maxFrameBytes } = this.options
+    const { localAgents, tasks, threads, heartbeatMs, nodeTimeoutMs, maxFrameBytes, localAgentOptions, transport, redisUrl, amqpUrl } = this.options
     if (localAgents === 0 || tasks === undefined) return
     for (let i = 0; i < localAgents; i++) {
-      const agent = await Agent.start({ connect: this.localAddress ?? this.address, tasks, threads, heartbeatMs, driverTimeoutMs: nodeTimeoutMs, maxFrameBytes })
+      const via = isBrokered(transport) ? { transport, redisUrl, amqpUrl, clusterId: this.clusterId } : { connect: this.localAddress ?? this.address }
+      const agent = await Agent.start({
+        ...localAgentOptions,
+        ...via,
+        tasks,
+        threads,
+        heartbeatMs,
+        driverTimeoutMs: nodeTimeoutMs,
+        maxFrameBytes,
+        curve: this.curve && this.localKey ? { serverPublicKey: this.curve.server.publicKey, agentKey: this.localKey } : undefined,
+      })
       this.localAgents.push(agent)
       this.localIds.add(agent.id)
     }
@@ -282,9 +384,14 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     ]).finally(() => clearTimeout(timeout))
   }
 
-  /** The address agents connect to (`cluster agent --connect <address>`). */
+  /** The address agents connect to (`cluster agent --connect <address>`); for brokered designs, the broker URLs (passwords masked). */
   get address(): string {
     return this.transport.address
+  }
+
+  /** The namespace of this cluster's queues on the brokers: agents of a brokered design join with `--cluster-id <id>`. */
+  get id(): string {
+    return this.clusterId
   }
 
   /** The agents currently serving this driver. */
@@ -295,15 +402,24 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   stats(): ClusterStats {
     let inFlight = 0
     for (const n of this.nodesByPeer.values()) inFlight += n.inFlight
-    return { ...this.counters, queued: this.pending.length, inFlight, nodes: this.nodesByPeer.size, transport: { ...this.transport.stats } }
+    if (this.broker) inFlight += this.broker.inFlight
+    let queued = 0
+    for (const e of this.pending) if (!e.settled) queued++
+    return {
+      ...this.counters,
+      authDenied: this.authDenied?.denied ?? 0,
+      queued,
+      inFlight,
+      nodes: this.nodesByPeer.size,
+      transport: { ...this.transport.stats },
+    }
   }
 
   /** The live actors. */
-  actors(): ActorInfo[] {
+  liveActors(): ActorInfo[] {
     const list: ActorInfo[] = []
-    for (const rec of this.actorsById.values()) {
-      if (rec.state !== 'running' || this.nodesByPeer.get(rec.node.peer) !== rec.node) this.actorsById.delete(rec.id)
-      else list.push({ id: rec.id, className: rec.className, node: rec.node.info.agentId })
+    for (const rec of this.actors.values()) {
+      if (rec.state === 'running' && this.nodesByPeer.get(rec.node.peer) === rec.node) list.push({ id: rec.id, className: rec.className, node: rec.node.info.agentId })
     }
     return list
   }
@@ -342,12 +458,42 @@ export class Cluster extends EventEmitter<ClusterEvents> {
 
   /** Runs one task on some node; resolves to its return value. */
   call<R = unknown>(name: string, ...args: unknown[]): Promise<R> {
-    return this.submit(name, args) as Promise<R>
+    return this.submit(name, args, undefined) as Promise<R>
   }
 
   /** A typed proxy: `cluster.tasks<typeof import('./tasks.js')>().add(1, 2)`. */
   tasks<M extends object>(): TasksProxy<M> {
-    return makeTasksProxy<M>((name, args) => this.submit(name, args))
+    return makeTasksProxy<M>((name, args) => this.submit(name, args, undefined))
+  }
+
+  /**
+   * The same calls under options: a timeout, a signal, retries, or (for
+   * `spawn`) a restart policy.
+   *
+   * ```ts
+   * await cluster.with({ timeoutMs: 5_000, retries: 2 }).call('simulate', p)
+   * const ac = new AbortController()
+   * for await (const r of cluster.map('simulate', grid, { signal: ac.signal })) { ... }
+   * const c = await cluster.with({ restart: 'always' }).spawn<Counter>('Counter')
+   * ```
+   */
+  with(options: TaskOptions & SpawnOptions): ClusterView {
+    const policy = resolvePolicy(options, this.options.maxRetries)
+    const restart = resolveRestart(options)
+    // One listener per view, not per call: on abort, the view's unsettled tasks are withdrawn.
+    const { signal } = policy
+    signal?.addEventListener(
+      'abort',
+      () => this.withdrawAll(policy, () => new TaskCancelledError('the task was cancelled', { cause: signal.reason })),
+      { once: true },
+    )
+    return {
+      call: <R>(name: string, ...args: unknown[]) => this.submit(name, args, policy) as Promise<R>,
+      tasks: <M extends object>() => makeTasksProxy<M>((name, args) => this.submit(name, args, policy)),
+      map: <R>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, mapOptions: MapOptions = {}) =>
+        this.map<R>(name, inputs, { ...options, ...mapOptions }),
+      spawn: <T extends object>(className: string, ...args: unknown[]) => this.spawnActor<T>(className, args, restart),
+    }
   }
 
   private taskNames(): ReadonlySet<string> | undefined {
@@ -365,21 +511,84 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     return false
   }
 
-  private submit(name: string, args: unknown[]): Promise<unknown> {
-    if (this.closing) return Promise.reject(new ClusterClosedError('the cluster is closed'))
-    if (typeof name !== 'string') return Promise.reject(new InvalidArgumentError(`task name must be a string, got ${typeof name}`))
-    if (this.hasTask(name) === false) return Promise.reject(UnknownTaskError.of(name, [...(this.taskNames() ?? [])]))
-    const bad = findUnserializable(args, 'args')
-    if (bad) return Promise.reject(new SerializationError(`cannot send task "${name}": ${bad}; msgpack cannot carry it`))
+  private submit(name: string, args: unknown[], policy: Policy | undefined): Promise<unknown> {
+    return new Promise((resolve, reject) => this.enqueue(name, args, policy, resolve, reject))
+  }
+
+  /** Withdraws every unsettled task submitted under `policy` (one view, or one map). */
+  private withdrawAll(policy: Policy, err: () => Error): void {
+    for (const e of this.ledger.values()) if (e.policy === policy) this.withdraw(e, err())
+  }
+
+  /** Checks a task and queues it; on a bad task calls `reject` at once and returns undefined. */
+  private enqueue(
+    name: string,
+    args: unknown[],
+    policy: Policy | undefined,
+    resolve: (value: unknown) => void,
+    reject: (err: Error) => void,
+  ): Entry | undefined {
+    let err: Error | undefined
+    if (this.closing) err = new ClusterClosedError('the cluster is closed')
+    else if (typeof name !== 'string') err = new InvalidArgumentError(`task name must be a string, got ${typeof name}`)
+    else if (this.hasTask(name) === false) err = UnknownTaskError.of(name, [...(this.taskNames() ?? [])])
+    else if (policy?.signal?.aborted) err = new TaskCancelledError(`task "${name}" was cancelled before it was sent`, { cause: policy.signal.reason })
+    else {
+      const bad = findUnserializable(args, 'args')
+      if (bad) err = new SerializationError(`cannot send task "${name}": ${bad}; msgpack cannot carry it`)
+    }
+    if (err) {
+      reject(err)
+      return undefined
+    }
     this.counters.tasksSubmitted++
-    return new Promise((resolve, reject) => {
-      const id = this.nextId++
-      const sampled = this.monitor.tasks.sample(id, this.ledger.size === 0)
-      const entry: Entry = { id, name, args, resolve, reject, node: undefined, settled: false, actor: undefined, op: ActorOp.Call, sampled }
-      this.ledger.set(entry.id, entry)
-      this.pending.push(entry)
-      this.scheduleFlush()
-    })
+    const id = this.nextId++
+    const sampled = this.monitor.tasks.sample(id, this.ledger.size === 0)
+    const entry: Entry = {
+      id, name, args, resolve, reject, node: undefined, settled: false, actor: undefined, op: ActorOp.Call,
+      policy, tries: 0, crashes: 0, sampled,
+    }
+    this.ledger.set(entry.id, entry)
+    this.pending.push(entry)
+    this.scheduleFlush()
+    return entry
+  }
+
+  /** Settles a task as cancelled; a copy still running somewhere is abandoned (its result will be dropped). */
+  private withdraw(e: Entry, err: Error): void {
+    if (e.settled) return
+    this.counters.tasksCancelled++
+    this.settle(e)
+    e.reject(err)
+  }
+
+  /** Marks an entry settled and forgets it; the caller resolves or rejects it. */
+  private settle(e: Entry): void {
+    e.settled = true
+    this.ledger.delete(e.id)
+    this.unplace(e)
+  }
+
+  /** The entry leaves the node or shared queue that held it (brokered designs count what they published). */
+  private unplace(e: Entry): void {
+    if (e.node !== undefined && e.node === this.broker) this.broker.inFlight--
+    e.node = undefined
+  }
+
+  /** Sends a task again after a failed attempt, if its budget allows. */
+  private retry(e: Entry, cause: Error, infra: boolean): boolean {
+    const limit = infra ? (e.policy?.maxRetries ?? this.options.maxRetries) : (e.policy?.retries ?? 0)
+    const used = infra ? e.crashes : e.tries
+    if (used >= limit || this.closing) return false
+    if (infra) e.crashes++
+    else e.tries++
+    this.unplace(e)
+    this.pending.push(e)
+    this.counters.tasksRetried++
+    this.monitor.tasks.retried(e.name)
+    if (this.listenerCount('task:retried') > 0) this.emit('task:retried', { id: e.id, name: e.name, args: e.args, cause, attempt: e.crashes + e.tries })
+    this.scheduleFlush()
+    return true
   }
 
   /**
@@ -405,6 +614,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     if (!isAsync && (inputs == null || typeof (inputs as Iterable<unknown>)[Symbol.iterator] !== 'function')) {
       throw new InvalidArgumentError('map inputs must be an iterable or async iterable of argument lists')
     }
+    const { signal } = options
+    // One policy object per map: it also tells this map's tasks apart in the ledger.
+    const policy = resolvePolicy({ ...options, signal: undefined }, this.options.maxRetries)
+    if (signal !== undefined && !(signal instanceof AbortSignal)) throw new InvalidArgumentError('options.signal must be an AbortSignal')
     const source = isAsync
       ? (inputs as AsyncIterable<unknown>)[Symbol.asyncIterator]()
       : (inputs as Iterable<unknown>)[Symbol.iterator]()
@@ -417,14 +630,17 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     let yielded = 0
     let exhausted = false
     let wake: (() => void) | undefined
-    const store = (seq: number, o: Outcome) => {
-      if (ordered) inOrder.set(seq, o)
-      else asDone.push(o)
+    const nudge = () => {
       if (wake) {
         const w = wake
         wake = undefined
         w()
       }
+    }
+    const store = (seq: number, o: Outcome) => {
+      if (ordered) inOrder.set(seq, o)
+      else asDone.push(o)
+      nudge()
     }
     const next = (): Outcome | undefined => {
       if (!ordered) return asDone.shift()
@@ -432,8 +648,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       if (o) inOrder.delete(yielded)
       return o
     }
+    const cancelled = () => new TaskCancelledError(`map of "${name}" was cancelled after ${yielded} of ${taken} results`, { cause: signal?.reason })
+    signal?.addEventListener('abort', nudge)
     try {
       for (;;) {
+        if (signal?.aborted) throw cancelled()
         while (!exhausted && taken - yielded < concurrency) {
           const r = isAsync ? await (source as AsyncIterator<unknown>).next() : (source as Iterator<unknown>).next()
           if (r.done) {
@@ -442,15 +661,20 @@ export class Cluster extends EventEmitter<ClusterEvents> {
           }
           const seq = taken++
           const args = Array.isArray(r.value) ? r.value : [r.value]
-          this.submit(name, args).then(
+          this.enqueue(
+            name,
+            args,
+            policy,
             (value) => store(seq, { ok: true, value }),
             (value: unknown) => store(seq, { ok: false, value }),
           )
+          if (signal?.aborted) throw cancelled()
         }
         for (let o = next(); o !== undefined; o = next()) {
           yielded++
           if (!o.ok) throw o.value
           yield o.value as R
+          if (signal?.aborted) throw cancelled()
         }
         if (exhausted && yielded === taken) return
         if (!exhausted && taken - yielded < concurrency) continue
@@ -458,6 +682,13 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       }
     } finally {
       progress?.stop()
+      signal?.removeEventListener('abort', nudge)
+      // Whatever this map still has queued or running is withdrawn: an early
+      // break, a failure or a cancellation leaves no work behind.
+      if (yielded < taken) {
+        const err = cancelled()
+        this.withdrawAll(policy, () => err)
+      }
       if (!exhausted) await source.return?.()
     }
   }
@@ -477,38 +708,87 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * returns a typed reference. Each method call is a message; an actor runs
    * its messages one at a time, in the order they were sent.
    */
-  async spawn<T extends object>(className: string, ...args: unknown[]): Promise<ActorRef<T>> {
+  spawn<T extends object>(className: string, ...args: unknown[]): Promise<ActorRef<T>> {
+    return this.spawnActor<T>(className, args, false)
+  }
+
+  private async spawnActor<T extends object>(className: string, args: unknown[], restart: boolean): Promise<ActorRef<T>> {
     if (this.closing) throw new ClusterClosedError('the cluster is closed')
     if (typeof className !== 'string') throw new InvalidArgumentError(`actor class name must be a string, got ${typeof className}`)
     const known = this.actorClassNames()
     if (known && !known.has(className)) throw UnknownActorError.of(className, [...known])
     const bad = findUnserializable(args, 'args')
     if (bad) throw new SerializationError(`cannot spawn actor "${className}": ${bad}; msgpack cannot carry it`)
+    const node = await this.actorNode()
+    const rec: ActorRecord = {
+      id: `${className}-${++this.actorSeq}-${randomBytes(3).toString('hex')}`,
+      className,
+      args,
+      restart,
+      node,
+      state: 'running',
+      ready: undefined,
+    }
+    node.actors++
+    try {
+      await this.actorOp(rec, ActorOp.Spawn, className, args)
+    } catch (err) {
+      rec.state = 'lost'
+      rec.node.actors--
+      throw err
+    }
+    this.actors.set(rec.id, rec)
+    this.emit('actor:spawned', { id: rec.id, className, node: node.info.agentId })
+    return makeActorRef<T>(rec.id, () => rec.node.info.agentId, (method, margs) => this.actorOp(rec, ActorOp.Call, method, margs), async () => {
+      if (rec.state === 'stopped' || rec.state === 'lost') return
+      if (rec.ready) await rec.ready.catch(() => {})
+      this.actors.delete(rec.id)
+      if (rec.state !== 'running') return
+      await this.actorOp(rec, ActorOp.Stop, 'stop', [])
+      rec.state = 'stopped'
+      rec.node.actors--
+      this.emit('actor:stopped', { id: rec.id, className, node: rec.node.info.agentId })
+    })
+  }
+
+  /** The node with the fewest actors per thread; waits for one to join if there is none. */
+  private async actorNode(): Promise<NodeState> {
     let node = this.pickActorNode()
     while (!node) {
       await new Promise<void>((resolve) => this.waitingSpawns.push(resolve))
       if (this.closing) throw new ClusterClosedError('the cluster is closed')
       node = this.pickActorNode()
     }
-    const rec: ActorRecord = { id: `${className}-${++this.actorSeq}-${randomBytes(3).toString('hex')}`, className, node, state: 'running' }
-    node.actors++
-    try {
-      await this.actorOp(rec, ActorOp.Spawn, className, args)
-    } catch (err) {
-      rec.state = 'lost'
-      node.actors--
-      throw err
-    }
-    this.actorsById.set(rec.id, rec)
-    this.emit('actor:spawned', { id: rec.id, className, node: node.info.agentId })
-    return makeActorRef<T>(rec.id, () => rec.node.info.agentId, (method, margs) => this.actorOp(rec, ActorOp.Call, method, margs), async () => {
-      if (rec.state !== 'running') return
-      await this.actorOp(rec, ActorOp.Stop, 'stop', [])
-      rec.state = 'stopped'
-      rec.node.actors--
-      this.actorsById.delete(rec.id)
-      this.emit('actor:stopped', { id: rec.id, className, node: rec.node.info.agentId })
-    })
+    return node
+  }
+
+  /** Recreates a restartable actor whose node was lost, on another node, from its constructor arguments. */
+  private restartActor(rec: ActorRecord): void {
+    rec.state = 'restarting'
+    rec.ready = (async () => {
+      for (;;) {
+        const node = await this.actorNode()
+        rec.node = node
+        node.actors++
+        try {
+          rec.state = 'running'
+          await this.actorOp(rec, ActorOp.Spawn, rec.className, rec.args)
+          rec.ready = undefined
+          this.emit('actor:restarted', { id: rec.id, className: rec.className, node: node.info.agentId })
+          return
+        } catch (err) {
+          node.actors--
+          // Lost again while starting: try the next node; anything else is final.
+          if (!(err instanceof ActorLostError) || this.closing) {
+            rec.state = 'lost'
+            rec.ready = undefined
+            throw err
+          }
+          rec.state = 'restarting'
+        }
+      }
+    })()
+    rec.ready.catch(() => {})
   }
 
   private actorClassNames(): ReadonlySet<string> | undefined {
@@ -530,6 +810,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private actorOp(rec: ActorRecord, op: ActorOp, name: string, args: unknown[]): Promise<unknown> {
     if (this.closing) return Promise.reject(new ClusterClosedError('the cluster is closed'))
     if (rec.state === 'stopped') return Promise.reject(new ActorStoppedError(`actor ${rec.id} was stopped`))
+    if (rec.state === 'restarting' && rec.ready && op !== ActorOp.Spawn) return rec.ready.then(() => this.actorOp(rec, op, name, args))
     if (rec.state === 'lost' || !this.nodesByPeer.has(rec.node.peer)) {
       return Promise.reject(new ActorLostError(`actor ${rec.id} was lost with its node ${rec.node.info.agentId}`))
     }
@@ -538,7 +819,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       if (bad) return Promise.reject(new SerializationError(`cannot call ${rec.className}.${name}: ${bad}; msgpack cannot carry it`))
     }
     return new Promise((resolve, reject) => {
-      const entry: Entry = { id: this.nextId++, name, args, resolve, reject, node: rec.node, settled: false, actor: rec, op, sampled: false }
+      const entry: Entry = {
+        id: this.nextId++, name, args, resolve, reject, node: rec.node, settled: false, actor: rec, op,
+        policy: undefined, tries: 0, crashes: 0, sampled: false,
+      }
       this.ledger.set(entry.id, entry)
       rec.node.actorQueue.push(entry)
       this.scheduleFlush()
@@ -569,6 +853,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     if (this.closing) return
     for (const node of this.nodesByPeer.values()) if (node.actorQueue.length > 0) this.sendActorOps(node)
     if (this.pending.length === 0) return
+    if (this.broker) {
+      this.flushShared(this.broker)
+      return
+    }
     const ready: NodeState[] = []
     let totalFree = 0
     for (const node of this.nodesByPeer.values()) {
@@ -584,22 +872,62 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     for (const node of ready) {
       const free = node.window - node.inFlight
       let quota = Math.min(free, Math.ceil((want * free) / totalFree))
-      const frameCap = Math.max(1, Math.min(batchMax, Math.ceil(node.window / node.info.threads)))
+      // At most one thread's share per frame, so every thread of the node gets a frame of its own.
+      const frameCap = Math.max(1, Math.min(batchMax, Math.ceil(Math.min(node.window, quota) / node.info.threads)))
       while (quota > 0 && this.pending.length > 0) {
         const chunk: Entry[] = []
         const n = Math.min(quota, frameCap)
         while (chunk.length < n && this.pending.length > 0) {
           const e = this.pending.shift()!
-          if (!e.settled) chunk.push(e)
+          if (e.settled) continue
+          const timeoutMs = e.policy?.timeoutMs
+          if (timeoutMs === undefined) {
+            chunk.push(e)
+          } else {
+            // A task under a timeout travels alone: the agent stops its thread if it overruns.
+            quota--
+            this.sendTasks(node, [e], timeoutMs)
+          }
         }
-        if (chunk.length === 0) break
+        if (chunk.length === 0) continue
         quota -= chunk.length
-        this.sendTasks(node, chunk)
+        this.sendTasks(node, chunk, undefined)
       }
     }
   }
 
-  private sendTasks(node: NodeState, chunk: Entry[]): void {
+  /**
+   * Brokered designs: the broker hands frames to whichever agent has room, so
+   * the driver only bounds what it has published and not seen settled (twice
+   * the agents' windows together), and sizes frames to one thread's share of
+   * the average window, as for ZeroMQ.
+   */
+  private flushShared(broker: NodeState): void {
+    let windows = 0
+    let threads = 0
+    for (const node of this.nodesByPeer.values()) {
+      if (node.state !== 'up') continue
+      windows += node.window
+      threads += node.info.threads
+    }
+    if (windows === 0) return
+    const cap = 2 * windows
+    const frameCap = Math.max(1, Math.min(this.batchMax(), Math.ceil(windows / threads)))
+    while (broker.inFlight < cap && this.pending.length > 0) {
+      const n = Math.min(frameCap, cap - broker.inFlight)
+      const chunk: Entry[] = []
+      while (chunk.length < n && this.pending.length > 0) {
+        const e = this.pending.shift()!
+        if (e.settled) continue
+        const timeoutMs = e.policy?.timeoutMs
+        if (timeoutMs === undefined) chunk.push(e)
+        else this.sendTasks(broker, [e], timeoutMs)
+      }
+      if (chunk.length > 0) this.sendTasks(broker, chunk, undefined)
+    }
+  }
+
+  private sendTasks(node: NodeState, chunk: Entry[], timeoutMs: number | undefined): void {
     const flat = new Array<unknown>(chunk.length * 3)
     for (let i = 0; i < chunk.length; i++) {
       const e = chunk[i]!
@@ -621,14 +949,16 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         return
       }
       const half = chunk.length >> 1
-      this.sendTasks(node, chunk.slice(0, half))
-      this.sendTasks(node, chunk.slice(half))
+      this.sendTasks(node, chunk.slice(0, half), timeoutMs)
+      this.sendTasks(node, chunk.slice(half), timeoutMs)
       return
     }
     for (const e of chunk) e.node = node
     node.inFlight += chunk.length
     this.bytesPerTask = this.bytesPerTask * 0.8 + (body.length / chunk.length) * 0.2
-    this.transport.send(node.peer, [header(MsgType.Tasks, chunk.length), body])
+    const head = timeoutMs === undefined ? header(MsgType.Tasks, chunk.length) : header(MsgType.Tasks, chunk.length, timeoutMs)
+    if (node === this.broker) this.transport.publishTasks!([head, body])
+    else this.transport.send(node.peer, [head, body])
   }
 
   /** A batch failed to encode: find the tasks that cannot be carried, fail them, send the rest. */
@@ -642,7 +972,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         this.fail(e, new SerializationError(`cannot send task "${e.name}": ${(err as Error).message}`, { cause: err }))
       }
     }
-    if (ok.length > 0 && ok.length < chunk.length) this.sendTasks(node, ok)
+    if (ok.length > 0 && ok.length < chunk.length) this.sendTasks(node, ok, chunk[0]!.policy?.timeoutMs)
   }
 
   private sendActorOps(node: NodeState): void {
@@ -659,21 +989,16 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.transport.send(node.peer, [header(MsgType.Actor, ops.length), body])
   }
 
-  private fail(e: Entry, err: Error): void {
+  private fail(e: Entry, err: Error, node: NodeState | undefined = e.node): void {
     if (e.settled) return
-    e.settled = true
-    this.ledger.delete(e.id)
+    this.settle(e)
     if (!e.actor) {
       this.counters.tasksFailed++
-      this.taskFailed(e, err, e.node, performance.now())
+      const nodeId = node === undefined || node === this.broker ? undefined : node.info.agentId
+      this.monitor.tasks.failed(e.id, e.name, nodeId, err, e.sampled, performance.now())
+      if (this.listenerCount('task:failed') > 0) this.emit('task:failed', { id: e.id, name: e.name, node: nodeId, error: err })
     }
     e.reject(err)
-  }
-
-  private taskFailed(e: Entry, error: Error, node: NodeState | undefined, now: number): void {
-    const nodeId = node?.info.agentId
-    this.monitor.tasks.failed(e.id, e.name, nodeId, error, e.sampled, now)
-    this.emit('task:failed', { id: e.id, name: e.name, node: nodeId, error })
   }
 
   private onMessage(peer: string, parts: Parts): void {
@@ -693,7 +1018,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
     const node = this.nodesByPeer.get(peer)
     if (!node) {
-      // An agent from before a restart or a loss: tell it to introduce itself again.
+      // A peer that never said Hello, or an agent from before a restart or a loss:
+      // drop its frame, and tell it to introduce itself again.
+      this.counters.badFrames++
       const last = this.byeSent.get(peer) ?? 0
       if (Date.now() - last > 1000) {
         if (this.byeSent.size > 10_000) this.byeSent.clear()
@@ -752,7 +1079,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       actorQueue: [],
     }
     this.nodesByPeer.set(peer, node)
-    this.transport.send(peer, [header(MsgType.Welcome, { nodeId: info.agentId, heartbeatMs: this.options.heartbeatMs })])
+    this.transport.send(peer, [header(MsgType.Welcome, { nodeId: info.agentId, heartbeatMs: this.options.heartbeatMs, session: this.session })])
     this.emit('node:joined', this.nodeInfo(node))
     for (const wake of this.waitingSpawns.splice(0)) wake()
     this.scheduleFlush()
@@ -770,26 +1097,26 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     for (let i = 0; i < items.length; i += 3) {
       const e = this.ledger.get(items[i] as number)
       if (!e) {
-        this.counters.duplicatesDropped++
+        this.counters.lateResultsDropped++
         continue
       }
-      this.ledger.delete(e.id)
-      e.settled = true
       const status = items[i + 1]
       if (status === Status.Ok) {
+        this.settle(e)
         if (!e.actor) {
           this.counters.tasksSucceeded++
           this.monitor.tasks.succeeded(e.id, e.name, e.sampled, now)
         }
         e.resolve(items[i + 2])
-      } else {
-        const err = rebuildError(e.name, fromWire(items[i + 2]), status !== Status.Threw, node.info.agentId)
-        if (!e.actor) {
-          this.counters.tasksFailed++
-          this.taskFailed(e, err, node, now)
-        }
-        e.reject(err)
+        continue
       }
+      const wire = fromWire(items[i + 2])
+      const runtime = status !== Status.Threw
+      const err = rebuildError(e.name, wire, runtime, node.info.agentId)
+      // Infrastructure failures retry on their own budget; a task that threw or overran only if asked.
+      const infra = runtime && wire.code !== undefined && INFRA_CODES.has(wire.code)
+      const retriable = infra || !runtime || wire.code === 'ERR_TIMEOUT'
+      if (e.actor || !retriable || !this.retry(e, err, infra)) this.fail(e, err, node)
     }
   }
 
@@ -812,24 +1139,40 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private removeNode(node: NodeState, how: 'left' | 'lost', reason: string = how): void {
     if (this.nodesByPeer.get(node.peer) !== node) return
     this.nodesByPeer.delete(node.peer)
+    // Brokered designs: what the agent took from the shared queue goes back there.
+    this.transport.peerGone?.(node.peer)
     node.actorQueue.length = 0
     const requeue: Entry[] = []
+    if (how === 'lost') this.counters.nodesLost++
     for (const e of this.ledger.values()) {
       if (e.node !== node) continue
       if (e.actor) {
-        e.actor.state = 'lost'
-        this.fail(e, new ActorLostError(`actor ${e.actor.id} was lost with its node ${node.info.agentId} (${reason})`))
+        this.fail(e, new ActorLostError(`actor ${e.actor.id} was lost with its node ${node.info.agentId} (${reason}); the message may or may not have run`))
+      } else if (how === 'lost' && e.crashes >= (e.policy?.maxRetries ?? this.options.maxRetries)) {
+        this.fail(e, new NodeLostError(`task "${e.name}" was on node ${node.info.agentId} when it was lost (${reason}), after ${e.crashes} earlier infrastructure failures`))
       } else {
         e.node = undefined
         requeue.push(e)
+        if (how === 'lost') {
+          e.crashes++
+          this.monitor.tasks.retried(e.name)
+          if (this.listenerCount('task:retried') > 0) {
+            this.emit('task:retried', { id: e.id, name: e.name, args: e.args, cause: new NodeLostError(`node ${node.info.agentId} was lost (${reason})`), attempt: e.crashes + e.tries })
+          }
+        }
       }
     }
     for (let i = requeue.length - 1; i >= 0; i--) this.pending.unshift(requeue[i]!)
     this.counters.requeued += requeue.length
-    const announce = this.listenerCount('task:retried') > 0
-    for (const e of requeue) {
-      this.monitor.tasks.retried(e.name)
-      if (announce) this.emit('task:retried', { id: e.id, name: e.name, node: node.info.agentId, reason })
+    if (how === 'lost') this.counters.tasksRetried += requeue.length
+    for (const rec of this.actors.values()) {
+      if (rec.node !== node || rec.state !== 'running') continue
+      if (rec.restart && !this.closing) {
+        this.restartActor(rec)
+      } else {
+        rec.state = 'lost'
+        this.actors.delete(rec.id)
+      }
     }
     const info = this.nodeInfo(node)
     if (how === 'left') this.emit('node:left', info)
@@ -853,6 +1196,15 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       actors: n.actors,
       heartbeatAgeMs: Date.now() - n.lastSeen,
     }
+  }
+
+  /** The transport failed for good: every pending task rejects with its error (naming the broker and the cause), then the cluster closes. */
+  private onTransportFailure(err: Error): void {
+    if (this.closing) return
+    for (const e of this.ledger.values()) this.fail(e, err)
+    this.pending.clear()
+    this.emit('transport:error', err)
+    void this.close()
   }
 
   // --- lifecycle ---------------------------------------------------------------
@@ -881,9 +1233,29 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
     this.nodesByPeer.clear()
     await this.transport.close()
+    if (this.zapDomain) await unregisterZapDomain(this.zapDomain)
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close()
+  }
+}
+
+/** The stand-in node for the shared task queue of a brokered design (never listed among the nodes). */
+function sharedQueueNode(): NodeState {
+  return {
+    peer: '',
+    info: { agentId: 'shared-queue', threads: 1, pid: 0, host: '', version: '', tasks: [], actors: [], window: 0 },
+    tasks: new Set(),
+    actorClasses: new Set(),
+    local: false,
+    state: 'up',
+    window: 0,
+    inFlight: 0,
+    tasksDone: 0,
+    busy: 0,
+    actors: 0,
+    lastSeen: 0,
+    actorQueue: [],
   }
 }

@@ -25,7 +25,8 @@ export function logClusterEvents(cluster: EventEmitter<ClusterEvents>, log: Logg
   cluster.on('node:joined', (n) => log.info({ node: n.id, host: n.host, threads: n.threads, local: n.local }, 'node joined'))
   cluster.on('node:left', (n) => log.info({ node: n.id, host: n.host, tasksDone: n.tasksDone }, 'node left'))
   cluster.on('node:lost', (n, reason) => log.warn({ node: n.id, host: n.host, reason, inFlight: n.inFlight }, 'node lost; its tasks are queued again'))
-  cluster.on('task:retried', (t) => log.debug({ task: t.name, id: t.id, node: t.node, reason: t.reason }, 'task queued again'))
+  cluster.on('task:retried', (t) => log.debug({ task: t.name, id: t.id, attempt: t.attempt, cause: t.cause.message }, 'task queued again'))
+  cluster.on('actor:restarted', (a) => log.info({ actor: a.id, class: a.className, node: a.node }, 'actor restarted on another node'))
   cluster.on('actor:spawned', (a) => log.debug({ actor: a.id, class: a.className, node: a.node }, 'actor spawned'))
   cluster.on('actor:stopped', (a) => log.debug({ actor: a.id, class: a.className, node: a.node }, 'actor stopped'))
   let second = 0

@@ -31,7 +31,10 @@ export class ClusterMetrics {
   private readonly sendErrors: Counter
   private readonly badFrames: Counter
   private readonly heartbeatsMissed: Counter
-  private readonly duplicates: Counter
+  private readonly lateResults: Counter
+  private readonly cancelled: Counter
+  private readonly nodesLost: Counter
+  private readonly authDenied: Counter
 
   constructor(private readonly source: MetricsSource) {
     const r = [this.registry]
@@ -50,7 +53,10 @@ export class ClusterMetrics {
     this.sendErrors = new Counter({ name: `${P}transport_send_errors_total`, help: 'Sends that failed (peer gone or full)', registers: r })
     this.badFrames = new Counter({ name: `${P}bad_frames_total`, help: 'Malformed frames received and dropped', registers: r })
     this.heartbeatsMissed = new Counter({ name: `${P}heartbeats_missed_total`, help: 'Heartbeats of agents that did not arrive on time', registers: r })
-    this.duplicates = new Counter({ name: `${P}duplicate_results_total`, help: 'Results for tasks already settled, dropped', registers: r })
+    this.lateResults = new Counter({ name: `${P}late_results_total`, help: 'Results for tasks already settled (duplicates, answers to cancelled tasks), dropped', registers: r })
+    this.cancelled = new Counter({ name: `${P}tasks_cancelled_total`, help: 'Tasks cancelled by a signal or an early end of a map', registers: r })
+    this.nodesLost = new Counter({ name: `${P}nodes_lost_total`, help: 'Nodes declared lost (silent past nodeTimeoutMs)', registers: r })
+    this.authDenied = new Counter({ name: `${P}auth_denied_total`, help: 'Connections refused by CURVE authentication', registers: r })
     this.registry.registerMetric(latencyMetric(source.latency) as unknown as Metric)
     collectDefaultMetrics({ register: this.registry })
   }
@@ -93,7 +99,10 @@ export class ClusterMetrics {
     setCounter(this.sendErrors, s.transport.sendErrors)
     setCounter(this.badFrames, s.badFrames)
     setCounter(this.heartbeatsMissed, s.heartbeatsMissed)
-    setCounter(this.duplicates, s.tasks.duplicatesDropped)
+    setCounter(this.lateResults, s.tasks.lateResultsDropped)
+    setCounter(this.cancelled, s.tasks.cancelled)
+    setCounter(this.nodesLost, s.nodesLost)
+    setCounter(this.authDenied, s.authDenied)
   }
 }
 

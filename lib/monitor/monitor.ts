@@ -45,9 +45,12 @@ export interface ClusterSnapshot {
     running: number
     succeeded: number
     failed: number
-    /** Sent again after their node was lost. */
+    /** Cancelled by a signal or an early end of a `map`. */
+    cancelled: number
+    /** Sent again: after their node was lost, a worker crashed, or (with `retries`) they failed. */
     retried: number
-    duplicatesDropped: number
+    /** Results for tasks already settled (duplicates after a redelivery, answers to cancelled tasks), dropped. */
+    lateResultsDropped: number
     /** Tasks settled per second, averaged over the last 5 s. */
     ratePerSecond: number
   }
@@ -63,6 +66,10 @@ export interface ClusterSnapshot {
   failures: FailureRecord[]
   badFrames: number
   heartbeatsMissed: number
+  /** Nodes declared lost since start. */
+  nodesLost: number
+  /** Connections refused by CURVE authentication. */
+  authDenied: number
   /** The dashboard server's own counters, when it runs. */
   dashboard?: DashboardStats
 }
@@ -182,8 +189,9 @@ export class ClusterMonitor {
         running: s.inFlight,
         succeeded: s.tasksSucceeded,
         failed: s.tasksFailed,
-        retried: s.requeued,
-        duplicatesDropped: s.duplicatesDropped,
+        cancelled: s.tasksCancelled,
+        retried: s.tasksRetried,
+        lateResultsDropped: s.lateResultsDropped,
         ratePerSecond: rate,
       },
       taskNames: names,
@@ -194,6 +202,8 @@ export class ClusterMonitor {
       failures: this.tasks.recentFailures(FAILURES_LISTED),
       badFrames: s.badFrames,
       heartbeatsMissed: this.missedTotal,
+      nodesLost: s.nodesLost,
+      authDenied: s.authDenied,
     }
   }
 }

@@ -123,7 +123,7 @@ export type Header =
   | { type: typeof MsgType.Hello; info: HelloInfo }
   | { type: typeof MsgType.Welcome; info: WelcomeInfo }
   | { type: typeof MsgType.Reject; reason: string }
-  | { type: typeof MsgType.Tasks; count: number }
+  | { type: typeof MsgType.Tasks; count: number; timeoutMs: number | undefined }
   | { type: typeof MsgType.Results; count: number }
   | { type: typeof MsgType.ActorResults; count: number }
   | { type: typeof MsgType.Credit; window: number }
@@ -171,12 +171,16 @@ export function parseHeader(bytes: Uint8Array | undefined): Header {
     }
     case MsgType.Welcome: {
       const o = a as Record<string, unknown> | null
-      if (!o || typeof o !== 'object' || !isStr(o['nodeId'], 128) || !isCount(o['heartbeatMs'])) throw new ProtocolError('malformed welcome')
+      if (!o || typeof o !== 'object' || !isStr(o['nodeId'], 128) || !isCount(o['heartbeatMs']) || !isStr(o['session'], 128)) throw new ProtocolError('malformed welcome')
       return { type, info: o as unknown as WelcomeInfo }
     }
     case MsgType.Reject:
       return { type, reason: isStr(a, 4096) ? a : 'rejected without a reason' }
-    case MsgType.Tasks:
+    case MsgType.Tasks: {
+      const timeoutMs = h[3]
+      if (!isCount(a) || (timeoutMs !== undefined && !(isCount(timeoutMs) && timeoutMs > 0))) throw new ProtocolError('malformed task frame header')
+      return { type, count: a, timeoutMs }
+    }
     case MsgType.Results:
     case MsgType.ActorResults:
     case MsgType.Actor:

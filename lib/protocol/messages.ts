@@ -11,11 +11,11 @@ export const PROTOCOL_VERSION = 1
 export const MsgType = {
   /** agent → driver: `{ agentId, threads, pid, host, version, tasks, actors, window }` */
   Hello: 1,
-  /** driver → agent: `{ nodeId, heartbeatMs }` */
+  /** driver → agent: `{ nodeId, heartbeatMs, session }` — session: random per driver instance */
   Welcome: 2,
   /** driver → agent: `reason` — the agent may not join (version, auth...) */
   Reject: 3,
-  /** driver → agent: `count`; body = flat `[id, name, args, ...]` */
+  /** driver → agent: `count, timeoutMs?`; body = flat `[id, name, args, ...]` (a frame with a timeout holds one task) */
   Tasks: 4,
   /** agent → driver: `count`; body = flat `[id, status, value, ...]` */
   Results: 5,
@@ -65,6 +65,8 @@ export interface HelloInfo {
 
 export interface WelcomeInfo {
   nodeId: string
+  /** Random per driver instance: results of one driver's tasks are never sent to the next. */
+  session: string
   heartbeatMs: number
 }
 

@@ -7,6 +7,12 @@
 
 export type Parts = Uint8Array[]
 
+/** A broker's handle on one task frame an agent took: acknowledged once its results are out, or released. Opaque. */
+export type Delivery = unknown
+
+/** Called once when a transport fails for good (e.g. its broker connection was lost). */
+export type TransportFailure = (err: Error) => void
+
 export interface TransportStats {
   framesIn: number
   framesOut: number
@@ -23,16 +29,36 @@ export interface DriverTransport extends AsyncDisposable {
   /** Queues a message to one agent. Never throws; failures are counted and reported to `onSendError`. */
   send(peer: string, parts: Parts): void
   /** Starts delivering every message received, with the sender's peer id. */
-  start(onMessage: (peer: string, parts: Parts) => void): void
+  start(onMessage: (peer: string, parts: Parts) => void, onFailure?: TransportFailure): void
   close(): Promise<void>
+  /**
+   * Brokered designs: tasks go to one shared queue that every agent takes
+   * from, and the broker, not the driver, picks the agent.
+   */
+  readonly sharedTasks?: boolean
+  /** Puts one task frame on the shared queue (only when `sharedTasks`). */
+  publishTasks?(parts: Parts): void
+  /** An agent was taken out (it left or was lost): hand back what it held, drop its queues. */
+  peerGone?(peer: string): void
 }
 
 export interface AgentTransport extends AsyncDisposable {
   readonly stats: TransportStats
   connect(): Promise<void>
   send(parts: Parts): void
-  start(onMessage: (parts: Parts) => void): void
+  /** Task frames from a shared queue come with their `delivery`, to `ack` or `release`. */
+  start(onMessage: (parts: Parts, delivery?: Delivery) => void, onFailure?: TransportFailure): void
   close(): Promise<void>
+  /** Brokered designs: task frames come from a shared queue, taken while the agent has room (see `setWindow`). */
+  readonly sharedTasks?: boolean
+  /** How many task frames the agent wants to hold unacknowledged; 0 stops taking tasks. */
+  setWindow?(frames: number): void
+  /** These deliveries were answered by the messages sent so far: acknowledge them once the broker holds those. */
+  ack?(deliveries: Delivery[]): void
+  /** Gives deliveries back to the queue unrun. */
+  release?(deliveries: Delivery[]): void
+  /** Resolves when everything sent and acknowledged so far is with the broker (errors are reported, not thrown). */
+  flush?(): Promise<void>
 }
 
 export function newStats(): TransportStats {

@@ -1,6 +1,7 @@
 import * as zmq from 'zeromq'
 import { TransportError } from '../errors.js'
 import { newStats, partsBytes, type AgentTransport, type DriverTransport, type Parts } from './transport.js'
+import type { AgentCurve, KeyPair } from './curve.js'
 
 export interface ZmqDriverTransportOptions {
   listen: string
@@ -8,31 +9,15 @@ export interface ZmqDriverTransportOptions {
   inproc?: string
   maxFrameBytes: number
   onSendError?: (peer: string, err: Error) => void
+  /** CURVE: the server key pair, and the ZAP domain under which accepted agent keys are registered. */
+  curve?: { server: KeyPair; zapDomain: string }
 }
+
+/** How long bind() retries an address in use (it may be a socket of ours, just closed). */
+const BIND_RETRY_MS = 1500
 
 /** Messages queued for one peer before sends fail fast (flow control keeps us far below). */
 const SEND_HWM = 100_000
-
-/** A port given up by a socket closed in this process is free again within this time. */
-const BIND_RETRY_MS = 1000
-
-function isInUse(e: Error & { code?: string }): boolean {
-  return e.code === 'EADDRINUSE' || /in use/i.test(e.message)
-}
-
-/** Binds, retrying for a moment while the address is in use: a driver restarted on its address must get it back. */
-async function bindRetrying(socket: zmq.Router, endpoint: string): Promise<void> {
-  const end = Date.now() + BIND_RETRY_MS
-  for (;;) {
-    try {
-      await socket.bind(endpoint)
-      return
-    } catch (err) {
-      if (!isInUse(err as Error) || endpoint.endsWith(':*') || Date.now() > end) throw err
-      await new Promise((r) => setTimeout(r, 20))
-    }
-  }
-}
 
 /**
  * The driver's side: one ROUTER socket. Sends never block: with
@@ -54,6 +39,9 @@ export class ZmqDriverTransport implements DriverTransport {
       sendHighWaterMark: SEND_HWM,
       receiveHighWaterMark: SEND_HWM,
       maxMessageSize: options.maxFrameBytes,
+      ...(options.curve
+        ? { curveServer: true, curveSecretKey: options.curve.server.secretKey, curvePublicKey: options.curve.server.publicKey, zapDomain: options.curve.zapDomain }
+        : {}),
     })
   }
 
@@ -65,15 +53,25 @@ export class ZmqDriverTransport implements DriverTransport {
     const requested = this.options.listen
     // ZeroMQ spells "any free port" as `*`; accept the usual `:0` too.
     const endpoint = requested.replace(/:0$/, ':*')
-    try {
-      await bindRetrying(this.socket, endpoint)
-    } catch (err) {
-      const e = err as Error & { code?: string }
-      const inUse = isInUse(e)
-      throw new TransportError(
-        inUse ? `cannot listen on ${requested}: address already in use` : `cannot listen on ${requested}: ${e.message}`,
-        { cause: err, code: inUse ? 'ERR_ADDRESS_IN_USE' : 'ERR_TRANSPORT' },
-      )
+    // A socket closed a moment ago (a driver restarted in this process) frees its
+    // port on ZeroMQ's I/O thread, shortly after close() returns: retry briefly.
+    const until = Date.now() + BIND_RETRY_MS
+    for (;;) {
+      try {
+        await this.socket.bind(endpoint)
+        break
+      } catch (err) {
+        const e = err as Error & { code?: string }
+        const inUse = e.code === 'EADDRINUSE' || /in use/i.test(e.message)
+        if (inUse && Date.now() < until) {
+          await new Promise((r) => setTimeout(r, 50))
+          continue
+        }
+        throw new TransportError(
+          inUse ? `cannot listen on ${requested}: address already in use` : `cannot listen on ${requested}: ${e.message}`,
+          { cause: err, code: inUse ? 'ERR_ADDRESS_IN_USE' : 'ERR_TRANSPORT' },
+        )
+      }
     }
     this.bound = this.socket.lastEndpoint ?? endpoint
     if (this.options.inproc) await this.socket.bind(this.options.inproc)
@@ -107,10 +105,8 @@ export class ZmqDriverTransport implements DriverTransport {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
-    // No unbind() first: unbinding while peers' pipes are terminating trips an
-    // assertion inside libzmq (pipe.cpp, `term_ack_sent`) and aborts the
-    // process. close() releases the port shortly after, on ZeroMQ's I/O
-    // thread; bind() waits for it (see BIND_RETRY_MS).
+    // No unbind() first: unbind then close races in libzmq 4.3.5 and aborts the
+    // process (pipe.cpp:355). The port is freed shortly after; bind() retries.
     this.socket.close()
   }
 
@@ -123,6 +119,9 @@ export interface ZmqAgentTransportOptions {
   connect: string
   identity: string
   maxFrameBytes: number
+  curve?: AgentCurve
+  /** Called when the driver refuses the handshake (wrong or unlisted CURVE keys, or a peer without CURVE). */
+  onHandshakeError?: (message: string) => void
 }
 
 /** The agent's side: one DEALER socket that reconnects on its own. */
@@ -141,7 +140,16 @@ export class ZmqAgentTransport implements AgentTransport {
       maxMessageSize: options.maxFrameBytes,
       reconnectInterval: 100,
       reconnectMaxInterval: 1000,
+      ...(options.curve
+        ? { curveServerKey: options.curve.serverPublicKey, curvePublicKey: options.curve.agentKey.publicKey, curveSecretKey: options.curve.agentKey.secretKey }
+        : {}),
     })
+    const report = options.onHandshakeError
+    if (report) {
+      this.socket.events.on('handshake:error:auth', (e) => report(`authentication refused by ${e.address}: ${e.error.message}`))
+      this.socket.events.on('handshake:error:protocol', (e) => report(`security handshake with ${e.address} failed: ${e.error.message}`))
+      this.socket.events.on('handshake:error:other', (e) => report(`security handshake with ${e.address} failed: ${e.error.message}`))
+    }
   }
 
   async connect(): Promise<void> {

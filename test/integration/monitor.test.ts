@@ -9,7 +9,7 @@ import { Writable } from 'node:stream'
 import { pino } from 'pino'
 import {
   Cluster, ClusterError, InvalidArgumentError, RemoteTaskError, SerializationError, TransportError, fetchSnapshot,
-  type ClusterSnapshot, type NodeInfo, type TaskFailedEvent, type TaskRetriedEvent, type ActorInfo,
+  type ClusterSnapshot, type NodeInfo, type TaskFailedEvent, type RetryInfo, type ActorInfo,
 } from '../../lib/index.js'
 import type * as Tasks from '../fixtures/tasks.js'
 import { FIXTURE_TASKS, freePort, runCli, waitFor } from '../helpers.js'
@@ -128,10 +128,10 @@ test('actors are listed while they live; actor events are emitted', async () => 
   const c = await cluster.spawn<Tasks.Counter>('Counter', 3)
   assert.equal(await c.inc(), 4)
   const node = cluster.nodes()[0]!.id
-  assert.deepEqual(cluster.actors(), [{ id: c.id, className: 'Counter', node }])
+  assert.deepEqual(cluster.liveActors(), [{ id: c.id, className: 'Counter', node }])
   assert.deepEqual(cluster.snapshot().actors, { count: 1, list: [{ id: c.id, className: 'Counter', node }] })
   await c.stop()
-  assert.deepEqual(cluster.actors(), [])
+  assert.deepEqual(cluster.liveActors(), [])
   assert.deepEqual(events, [['spawned', { id: c.id, className: 'Counter', node }], ['stopped', { id: c.id, className: 'Counter', node }]])
 })
 
@@ -140,7 +140,7 @@ test('a lost node: node:lost, task:retried, missed heartbeats, in the snapshot a
   const remote = runCli(t, ['agent', '--connect', cluster.address, '--tasks', FIXTURE_TASKS.href, '--threads', '1', '--heartbeat-ms', '200', '--id', 'doomed-agent'])
   await waitFor(() => cluster.nodes().length === 2, 15_000, 'the remote agent')
   const lost: [NodeInfo, string][] = []
-  const retried: TaskRetriedEvent[] = []
+  const retried: RetryInfo[] = []
   cluster.on('node:lost', (n, reason) => lost.push([n, reason]))
   cluster.on('task:retried', (r) => retried.push(r))
   const results = Promise.all(Array.from({ length: 60 }, (_, i) => cluster.call<number>('sleep', 20, i)))
@@ -151,7 +151,7 @@ test('a lost node: node:lost, task:retried, missed heartbeats, in the snapshot a
   assert.equal(lost[0]![0].id, 'doomed-agent')
   assert.match(lost[0]![1], /no heartbeat for \d+ ms/)
   assert.ok(retried.length > 0)
-  assert.ok(retried.every((r) => r.name === 'sleep' && r.node === 'doomed-agent' && /no heartbeat/.test(r.reason)))
+  assert.ok(retried.every((r) => r.name === 'sleep' && /node doomed-agent was lost \(no heartbeat for \d+ ms\)/.test(r.cause.message)))
   const s = cluster.snapshot()
   assert.equal(s.tasks.retried, retried.length)
   assert.equal(s.taskNames.find((n) => n.name === 'sleep')!.retried, retried.length)

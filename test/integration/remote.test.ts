@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import * as zmq from 'zeromq'
 import { Packr } from 'msgpackr'
-import { Cluster, TransportError } from '../../lib/index.js'
+import { Cluster, Agent, TransportError } from '../../lib/index.js'
 import { MsgType, PROTOCOL_VERSION } from '../../lib/protocol/messages.js'
 import { parseHeader } from '../../lib/protocol/codec.js'
 import { FIXTURE_TASKS, freePort, runCli, waitFor } from '../helpers.js'
@@ -50,7 +50,7 @@ test('an agent that joins late gets work; one that leaves cleanly loses nothing'
   assert.ok(all.some(([, pid]) => pid === a.child.pid), 'the first agent did work')
   assert.equal(cluster.nodes().length, 1)
   assert.equal(cluster.nodes()[0]!.pid, b.child.pid)
-  assert.equal(cluster.stats().duplicatesDropped, 0)
+  assert.equal(cluster.stats().lateResultsDropped, 0)
 })
 
 test('agents outlive the driver and serve the next one on the same address', async (t) => {
@@ -111,5 +111,29 @@ test('an agent of another protocol version is rejected with the reason; bad fram
     assert.equal(cluster.nodes().length, 1)
   } finally {
     dealer.close()
+  }
+})
+
+test('results of an earlier driver never reach the next one on the same address', async () => {
+  const port = await freePort()
+  const address = `tcp://127.0.0.1:${port}`
+  const first = await Cluster.start({ tasks: FIXTURE_TASKS, listen: address, localAgents: 0 })
+  const agent = await Agent.start({ connect: address, tasks: FIXTURE_TASKS, threads: 1 })
+  try {
+    await agent.waitUntilReady()
+    const slow = Promise.allSettled([first.call('sleep', 700), first.call('sleep', 700)])
+    await new Promise((r) => setTimeout(r, 150))
+    await first.close()
+    await slow
+    await using second = await Cluster.start({ tasks: FIXTURE_TASKS, listen: address, localAgents: 0 })
+    await waitFor(() => second.nodes().length === 1, 15_000, 'the agent to join the second driver')
+    assert.equal(await second.call('add', 1, 1), 2)
+    // The first driver's batch finishes on the agent meanwhile; its results must not be sent here.
+    await waitFor(() => agent.stats.tasksDone >= 3, 5000, 'the old batch to finish')
+    await new Promise((r) => setTimeout(r, 100))
+    assert.equal(second.stats().lateResultsDropped, 0)
+    assert.equal(second.stats().badFrames, 0)
+  } finally {
+    await agent.close()
   }
 })

@@ -10,8 +10,10 @@ const hello = { agentId: 'a-1', threads: 2, pid: 42, host: 'h', version: '0.1.0'
 
 test('headers round-trip for every frame type', () => {
   assert.deepEqual(parseHeader(header(MsgType.Hello, hello)), { type: MsgType.Hello, info: hello })
-  assert.deepEqual(parseHeader(header(MsgType.Welcome, { nodeId: 'n', heartbeatMs: 1000 })), { type: MsgType.Welcome, info: { nodeId: 'n', heartbeatMs: 1000 } })
-  assert.deepEqual(parseHeader(header(MsgType.Tasks, 7)), { type: MsgType.Tasks, count: 7 })
+  const welcome = { nodeId: 'n', heartbeatMs: 1000, session: 's1' }
+  assert.deepEqual(parseHeader(header(MsgType.Welcome, welcome)), { type: MsgType.Welcome, info: welcome })
+  assert.deepEqual(parseHeader(header(MsgType.Tasks, 7)), { type: MsgType.Tasks, count: 7, timeoutMs: undefined })
+  assert.deepEqual(parseHeader(header(MsgType.Tasks, 1, 250)), { type: MsgType.Tasks, count: 1, timeoutMs: 250 })
   assert.deepEqual(parseHeader(header(MsgType.Results, 3)), { type: MsgType.Results, count: 3 })
   assert.deepEqual(parseHeader(header(MsgType.ActorResults, 1)), { type: MsgType.ActorResults, count: 1 })
   assert.deepEqual(parseHeader(header(MsgType.Actor, 2)), { type: MsgType.Actor, count: 2 })
@@ -47,6 +49,8 @@ test('malformed headers are ProtocolErrors, never crashes', () => {
     encode([PROTOCOL_VERSION, 999]),
     encode([PROTOCOL_VERSION, MsgType.Tasks, -1]),
     encode([PROTOCOL_VERSION, MsgType.Tasks, 'many']),
+    encode([PROTOCOL_VERSION, MsgType.Tasks, 1, 0]),
+    encode([PROTOCOL_VERSION, MsgType.Tasks, 1, 'soon']),
     encode([PROTOCOL_VERSION, MsgType.Hello, { ...hello, threads: 0 }]),
     encode([PROTOCOL_VERSION, MsgType.Hello, { ...hello, tasks: [1, 2] }]),
     encode([PROTOCOL_VERSION, MsgType.Hello, null]),

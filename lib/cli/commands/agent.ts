@@ -1,9 +1,15 @@
 import type { CommandModule } from 'yargs'
 import { Agent } from '../../agent/agent.js'
+import { InvalidArgumentError } from '../../errors.js'
+import { TRANSPORT_KINDS, TRANSPORT_DEFAULTS, type TransportKind } from '../../transport/options.js'
 import { commandLogger } from '../log.js'
 
 interface AgentArgs {
-  connect: string
+  connect?: string
+  transport: TransportKind
+  redis?: string
+  amqp?: string
+  'cluster-id'?: string
   tasks: string
   threads?: number
   'heartbeat-ms'?: number
@@ -11,43 +17,68 @@ interface AgentArgs {
   'max-frame-bytes'?: number
   'exit-on-driver-loss': boolean
   id?: string
+  'max-tasks-per-thread'?: number
+  'recycle-heap-mb'?: number
+  'thread-memory-mb'?: number
+  keys?: string
+  'server-key'?: string
   'log-level'?: string
 }
 
 export const agentCommand: CommandModule<object, AgentArgs> = {
   command: 'agent',
-  describe: 'Run an agent: join the driver at --connect and run tasks from --tasks',
+  describe: 'Run an agent: join the driver at --connect (or, brokered, the cluster --cluster-id) and run tasks from --tasks',
   builder: (y) =>
     y
-      .option('connect', { type: 'string', demandOption: true, describe: 'driver address, e.g. tcp://127.0.0.1:7100' })
+      .option('connect', { type: 'string', describe: 'driver address, e.g. tcp://127.0.0.1:7100 (the zmq design)' })
+      .option('transport', { choices: TRANSPORT_KINDS, default: TRANSPORT_DEFAULTS.transport, describe: 'the design the driver uses' })
+      .option('redis', { type: 'string', describe: `Redis URL for the redis and amqp+redis designs (default ${TRANSPORT_DEFAULTS.redisUrl})` })
+      .option('amqp', { type: 'string', describe: 'RabbitMQ URL for the amqp and amqp+redis designs (default amqp://guest:guest@127.0.0.1:5672)' })
+      .option('cluster-id', { type: 'string', describe: "the cluster to join on the brokers (the driver's cluster.id)" })
       .option('tasks', { type: 'string', demandOption: true, describe: 'module with the task functions and actor classes' })
       .option('threads', { type: 'number', describe: 'worker threads (default: cores)' })
       .option('heartbeat-ms', { type: 'number', describe: 'heartbeat interval (default 1000)' })
       .option('driver-timeout-ms', { type: 'number', describe: 'declare the driver gone after this much silence (default 3000)' })
       .option('max-frame-bytes', { type: 'number', describe: 'largest frame accepted (default 64 MiB)' })
       .option('exit-on-driver-loss', { type: 'boolean', default: false, describe: 'exit when the driver goes away instead of waiting for the next one' })
-      .option('id', { type: 'string', describe: 'stable agent identity (default: host-pid-random)' }),
+      .option('id', { type: 'string', describe: 'stable agent identity (default: host-pid-random)' })
+      .option('max-tasks-per-thread', { type: 'number', describe: 'replace the threads after each ran about this many tasks (default: never)' })
+      .option('recycle-heap-mb', { type: 'number', describe: 'replace the threads when one holds more heap than this after a batch (default: never)' })
+      .option('thread-memory-mb', { type: 'number', describe: 'hard heap limit per thread; a task over it fails with OutOfMemoryError' })
+      .option('keys', { type: 'string', describe: 'CURVE keys directory from `cluster keys` (server.pub and agent.json)' })
+      .option('server-key', { type: 'string', describe: "the driver's CURVE public key (overrides server.pub)" }),
   handler: async (args) => {
+    if (args.transport === 'zmq' && args.connect === undefined) throw new InvalidArgumentError('--connect is required with --transport zmq: the driver address, e.g. tcp://127.0.0.1:7100')
+    const where = args.transport === 'zmq' ? args.connect! : `cluster ${args['cluster-id'] ?? '?'} over ${args.transport}`
     const agent = await Agent.start({
       connect: args.connect,
+      transport: args.transport,
+      redisUrl: args.redis,
+      amqpUrl: args.amqp,
+      clusterId: args['cluster-id'],
       tasks: args.tasks,
       threads: args.threads,
       heartbeatMs: args['heartbeat-ms'],
       driverTimeoutMs: args['driver-timeout-ms'],
       maxFrameBytes: args['max-frame-bytes'],
       id: args.id,
+      maxTasksPerThread: args['max-tasks-per-thread'],
+      recycleHeapMb: args['recycle-heap-mb'],
+      threadMemoryMb: args['thread-memory-mb'],
+      curve: args.keys !== undefined || args['server-key'] !== undefined ? { dir: args.keys, serverPublicKey: args['server-key'] } : undefined,
     })
     const log = commandLogger(args, 'info', 'agent').child({ agent: agent.id })
     // Messages keep the plain-text wording of earlier versions, for whoever reads or greps them.
-    log.info({ threads: agent.options.threads, driver: args.connect }, `${agent.id}: ${agent.options.threads} threads, waiting for the driver at ${args.connect}`)
-    agent.on('driver:joined', () => log.info({ driver: args.connect }, `${agent.id}: joined the driver at ${args.connect}`))
+    log.info({ threads: agent.options.threads, driver: where }, `${agent.id}: ${agent.options.threads} threads, waiting for the driver at ${where}`)
+    agent.on('driver:joined', () => log.info({ driver: where }, `${agent.id}: joined the driver at ${where}`))
     agent.on('driver:lost', (reason) => {
       const next = args['exit-on-driver-loss'] ? '; exiting' : '; waiting for the next one'
-      log.warn({ driver: args.connect, reason }, `${agent.id}: lost the driver (${reason})${next}`)
+      log.warn({ driver: where, reason }, `${agent.id}: lost the driver (${reason})${next}`)
       if (args['exit-on-driver-loss']) void agent.close().then(() => process.exit(0))
     })
+    agent.on('auth:failed', (message) => log.error({ driver: where }, `${agent.id}: ${message} — check the keys (cluster keys) on both sides`))
     agent.on('rejected', (reason) => {
-      log.error({ driver: args.connect, reason }, `${agent.id}: the driver rejected this agent: ${reason}`)
+      log.error({ driver: where, reason }, `${agent.id}: the driver rejected this agent: ${reason}`)
       process.exitCode = 1
     })
     let stopping = false
@@ -61,7 +92,14 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
     process.on('SIGTERM', () => stop('SIGTERM'))
     // The agent's own timers are unref'd (it may be embedded); as a command it must keep the process up.
     const keepAlive = setInterval(() => {}, 1 << 30)
-    await new Promise<void>((resolve) => agent.once('rejected', () => resolve()))
+    agent.on('transport:error', (err) => {
+      log.error({ err }, `${agent.id}: ${err.message}; exiting`)
+      process.exitCode = 1
+    })
+    await new Promise<void>((resolve) => {
+      agent.once('rejected', () => resolve())
+      agent.once('transport:error', () => resolve())
+    })
     clearInterval(keepAlive)
     await agent.close()
   },

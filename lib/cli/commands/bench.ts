@@ -3,8 +3,11 @@ import { runSeed, type SeedResult } from '../../../bench/seed.js'
 import { runLatency } from '../../../bench/latency.js'
 import { runBalance } from '../../../bench/balance.js'
 import { runMapMemory } from '../../../bench/map-memory.js'
-import { runMonitorCost } from '../../../bench/monitor-cost.js'
+import { runChaos } from '../../../bench/chaos.js'
+import { runSeedAll, seedAllMarkdown, writeSeedAll } from '../../../bench/seed-all.js'
 import { InvalidArgumentError } from '../../errors.js'
+import { TRANSPORT_DEFAULTS, TRANSPORT_KINDS, type TransportKind } from '../../transport/options.js'
+import { runMonitorCost } from '../../../bench/monitor-cost.js'
 import { commandLogger } from '../log.js'
 
 function parseBatch(v: unknown): 'auto' | number {
@@ -50,8 +53,31 @@ export const benchCommand: CommandModule = {
             .option('local-transport', { choices: ['inproc', 'tcp'] as const, default: 'inproc' as const, describe: 'how the local agents reach the driver' })
             .option('via', { choices: ['call', 'map'] as const, default: 'call' as const, describe: 'one call() per task, or one map()' })
             .option('warmup', { type: 'boolean', default: true, describe: 'one unmeasured run first' })
+            .option('transport', {
+              choices: [...TRANSPORT_KINDS, 'all'] as const,
+              default: 'zmq',
+              describe: "the design; 'all' runs the four one after another, plus each broker's naive baseline, and prints a table",
+            })
+            .option('redis', { type: 'string', default: TRANSPORT_DEFAULTS.redisUrl, describe: 'Redis URL for the brokered designs' })
+            .option('amqp', { type: 'string', default: TRANSPORT_DEFAULTS.amqpUrl, describe: 'RabbitMQ URL for the brokered designs' })
+            .option('naive-tasks', { type: 'number', default: 20_000, describe: "with --transport all: tasks of the naive baselines (one message per task; at most --tasks)" })
+            .option('out', { type: 'string', default: 'docs/benchmarks', describe: "with --transport all: write seed.json, seed.svg and seed.md here ('' for none)" })
             .option('dashboard', { type: 'number', describe: 'serve the dashboard on this port while running (0 = a free one)' }),
         handler: async (a) => {
+          if (a.transport === 'all') {
+            const tasks = a.tasks as number
+            const log = (line: string) => process.stderr.write(`${line}\n`)
+            log(`seed benchmark over every design: ${tasks} tasks, naive baselines ${Math.min(tasks, a['naive-tasks'] as number)} tasks, ${a.runs as number} runs each`)
+            const r = await runSeedAll(
+              { tasks, naiveTasks: Math.min(tasks, a['naive-tasks'] as number), runs: a.runs as number, redisUrl: a.redis as string, amqpUrl: a.amqp as string },
+              log,
+            )
+            const out = a.out as string
+            if (out) log(`wrote ${(await writeSeedAll(r, out)).join(', ')}`)
+            print(a.json as boolean, r, [seedAllMarkdown(r)])
+            if (!r.ok) process.exitCode = 1
+            return
+          }
           const r = await runSeed({
             tasks: a.tasks as number,
             agents: a.agents as number,
@@ -61,6 +87,9 @@ export const benchCommand: CommandModule = {
             warmup: a.warmup as boolean,
             via: a.via as 'call' | 'map',
             localTransport: a['local-transport'] as 'inproc' | 'tcp',
+            transport: a.transport as TransportKind,
+            redisUrl: a.redis as string,
+            amqpUrl: a.amqp as string,
             dashboard: a.dashboard as number | undefined,
             progress: !(a.json as boolean),
             logger: commandLogger(a, 'warn'),
@@ -139,6 +168,36 @@ export const benchCommand: CommandModule = {
           if (!r.ok) process.exitCode = 1
         },
       })
-      .demandCommand(1, 'name a benchmark: seed, latency, balance, map or monitor'),
+      .command({
+        command: 'chaos',
+        describe: 'Kill an agent every few seconds during a job: tasks lost, duplicates, time to recover',
+        builder: (b) =>
+          b
+            .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' })
+            .option('tasks', { type: 'number', default: 100_000 })
+            .option('agents', { type: 'number', default: 4 })
+            .option('kill-every-ms', { type: 'number', default: 2000 })
+            .option('task-us', { type: 'number', default: 200, describe: 'busy time of each task, µs' })
+            .option('heartbeat-ms', { type: 'number', default: 1000 })
+            .option('node-timeout-ms', { type: 'number', default: 3000 }),
+        handler: async (a) => {
+          const r = await runChaos({
+            tasks: a.tasks as number,
+            agents: a.agents as number,
+            killEveryMs: a['kill-every-ms'] as number,
+            taskUs: a['task-us'] as number,
+            heartbeatMs: a['heartbeat-ms'] as number,
+            nodeTimeoutMs: a['node-timeout-ms'] as number,
+          })
+          const ms = (x: number | undefined) => (x === undefined ? '—' : `${Math.round(x)} ms`)
+          print(a.json as boolean, r, [
+            `chaos — ${r.tasks} tasks over ${r.agents} agents, one SIGKILLed every ${r.killEveryMs} ms and replaced (heartbeat ${r.heartbeatMs} ms, node timeout ${r.nodeTimeoutMs} ms)`,
+            ...r.kills.map((k, i) => `  kill ${i + 1}: pid ${k.pid}, declared lost after ${ms(k.detectedMs)}, ${k.requeued} tasks requeued, running elsewhere after ${ms(k.recoveryMs)}`),
+            `${r.seconds.toFixed(1)} s, ${r.tasksPerSecond.toLocaleString('en-US')} tasks/s; lost ${r.lost}, delivered twice ${r.duplicates}; recovery median ${ms(r.medianRecoveryMs)}, max ${ms(r.maxRecoveryMs)}; ${r.ok ? 'ok' : 'FAILED'}`,
+          ])
+          if (!r.ok) process.exitCode = 1
+        },
+      })
+      .demandCommand(1, 'name a benchmark: seed, latency, balance, map, chaos or monitor'),
   handler: () => {},
 }

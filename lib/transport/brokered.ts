@@ -1,0 +1,377 @@
+/**
+ * The brokered designs, as a composition of two seams:
+ *
+ * - a **task path**: one shared, durable queue of task frames per cluster.
+ *   The driver publishes; every agent takes frames while it has room (prefetch
+ *   for RabbitMQ, pop-only-when-idle for Redis) and acknowledges a frame only
+ *   after its results are with the broker. A frame taken by an agent that dies
+ *   goes back to the queue (RabbitMQ: unacked messages are requeued when the
+ *   channel dies; Redis: the driver moves the lost agent's processing list back).
+ * - a **message path**: results and control frames (hello, welcome, credit,
+ *   heartbeats, actor messages) through one inbox for the driver and one per agent.
+ *
+ * `redis` is Redis for both, `amqp` RabbitMQ for both, and `amqp+redis`
+ * RabbitMQ for tasks and Redis for messages: the same classes, composed.
+ */
+import { TransportError } from '../errors.js'
+import { packParts, unpackParts } from './frames.js'
+import { maskUrl, usesAmqp, usesRedis, type TransportKind } from './options.js'
+import {
+  newStats,
+  partsBytes,
+  type AgentTransport,
+  type Delivery,
+  type DriverTransport,
+  type Parts,
+  type TransportFailure,
+} from './transport.js'
+
+/** The driver's end of the task path. */
+export interface DriverTaskPath {
+  /** Declares the shared queue and empties it: frames of a crashed earlier run under the same id are gone. */
+  open(): Promise<void>
+  /** Publishes one frame (durably; a refusal by the broker is reported as a failure). */
+  publish(frame: Buffer): void
+  /** Puts back what a lost agent had taken and not acknowledged. */
+  reclaim(agentId: string): void
+  /** Deletes the queue. */
+  close(): Promise<void>
+}
+
+/** An agent's end of the task path. */
+export interface AgentTaskPath {
+  open(onTask: (frame: Buffer, delivery: Delivery) => void): Promise<void>
+  /** Most frames to hold unacknowledged; 0 stops taking. */
+  setPrefetch(frames: number): void
+  ack(deliveries: Delivery[]): Promise<void>
+  release(deliveries: Delivery[]): Promise<void>
+  /** Stops taking and gives back every frame not acknowledged. */
+  close(): Promise<void>
+}
+
+/** The driver's end of the message path: one inbox for the driver, one per agent. */
+export interface DriverMessagePath {
+  open(): Promise<void>
+  start(onMessage: (frame: Buffer) => void): void
+  send(agentId: string, frame: Buffer): void
+  /** Drops an agent's inbox. */
+  forget(agentId: string): void
+  close(): Promise<void>
+}
+
+/** An agent's end of the message path. */
+export interface AgentMessagePath {
+  open(): Promise<void>
+  start(onMessage: (frame: Buffer) => void): void
+  /** Resolves once the broker holds the message. */
+  send(frame: Buffer): Promise<void>
+  close(): Promise<void>
+}
+
+/** A connection to one broker, shared by the paths that use it (connections per process stay constant). */
+export interface BrokerLink {
+  readonly url: string
+  close(): Promise<void>
+}
+
+/** Where a cluster's queues live: names are `ac.<clusterId>.…` (RabbitMQ) or `ac:{<clusterId>}:…` (Redis). */
+export interface Namespace {
+  readonly clusterId: string
+}
+
+/** How long the queues of a crashed run outlive it (Redis key TTL, RabbitMQ `x-expires`). Live ones are refreshed. */
+export const QUEUE_TTL_MS = 60_000
+
+export interface BrokeredOptions {
+  transport: TransportKind
+  redisUrl: string
+  amqpUrl: string
+  clusterId: string
+}
+
+/** The broker connections of one process, and the one failure report they may make. */
+class Links {
+  redis: import('./redis.js').RedisLink | undefined
+  amqp: import('./amqp.js').AmqpLink | undefined
+  private onFailure: TransportFailure | undefined
+  private failure: Error | undefined
+
+  /** Reports the first failure once, to whoever listens now or later. */
+  failed(err: Error): void {
+    if (this.failure) return
+    this.failure = err
+    this.onFailure?.(err)
+  }
+
+  listen(f: TransportFailure): void {
+    this.onFailure = f
+    if (this.failure) f(this.failure)
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.redis?.close(), this.amqp?.close()])
+  }
+}
+
+/** Connects to the brokers of a design; a failure names the (masked) URL and the cause. */
+async function openLinks(o: BrokeredOptions, role: string): Promise<Links> {
+  const links = new Links()
+  try {
+    if (usesAmqp(o.transport)) {
+      const { AmqpLink } = await import('./amqp.js')
+      links.amqp = await AmqpLink.connect(o.amqpUrl, role, (err) => links.failed(err))
+    }
+    if (usesRedis(o.transport)) {
+      const { RedisLink } = await import('./redis.js')
+      links.redis = await RedisLink.connect(o.redisUrl, role, (err) => links.failed(err))
+    }
+  } catch (err) {
+    await links.close()
+    throw err
+  }
+  return links
+}
+
+function describe(o: BrokeredOptions): string {
+  if (o.transport === 'redis') return maskUrl(o.redisUrl)
+  if (o.transport === 'amqp') return maskUrl(o.amqpUrl)
+  return `${maskUrl(o.amqpUrl)} + ${maskUrl(o.redisUrl)}`
+}
+
+async function driverPaths(o: BrokeredOptions, links: Links): Promise<[DriverTaskPath, DriverMessagePath]> {
+  const ns: Namespace = { clusterId: o.clusterId }
+  let tasks: DriverTaskPath
+  if (links.amqp) {
+    const { AmqpDriverTasks } = await import('./amqp.js')
+    tasks = new AmqpDriverTasks(links.amqp, ns)
+  } else {
+    const { RedisDriverTasks } = await import('./redis.js')
+    tasks = new RedisDriverTasks(links.redis!, ns)
+  }
+  let messages: DriverMessagePath
+  if (links.redis) {
+    const { RedisDriverMessages } = await import('./redis.js')
+    messages = new RedisDriverMessages(links.redis, ns)
+  } else {
+    const { AmqpDriverMessages } = await import('./amqp.js')
+    messages = new AmqpDriverMessages(links.amqp!, ns)
+  }
+  return [tasks, messages]
+}
+
+async function agentPaths(o: BrokeredOptions, links: Links, agentId: string): Promise<[AgentTaskPath, AgentMessagePath]> {
+  const ns: Namespace = { clusterId: o.clusterId }
+  let tasks: AgentTaskPath
+  if (links.amqp) {
+    const { AmqpAgentTasks } = await import('./amqp.js')
+    tasks = new AmqpAgentTasks(links.amqp, ns)
+  } else {
+    const { RedisAgentTasks } = await import('./redis.js')
+    tasks = new RedisAgentTasks(links.redis!, ns, agentId)
+  }
+  let messages: AgentMessagePath
+  if (links.redis) {
+    const { RedisAgentMessages } = await import('./redis.js')
+    messages = new RedisAgentMessages(links.redis, ns, agentId)
+  } else {
+    const { AmqpAgentMessages } = await import('./amqp.js')
+    messages = new AmqpAgentMessages(links.amqp!, ns, agentId)
+  }
+  return [tasks, messages]
+}
+
+/** The driver's side of a brokered design. */
+export class BrokeredDriverTransport implements DriverTransport {
+  readonly stats = newStats()
+  readonly sharedTasks = true
+  readonly address: string
+  private links: Links | undefined
+  private tasks: DriverTaskPath | undefined
+  private messages: DriverMessagePath | undefined
+  private closed = false
+
+  constructor(private readonly options: BrokeredOptions) {
+    this.address = describe(options)
+  }
+
+  async bind(): Promise<void> {
+    this.links = await openLinks(this.options, 'driver')
+    try {
+      ;[this.tasks, this.messages] = await driverPaths(this.options, this.links)
+      await this.tasks.open()
+      await this.messages.open()
+    } catch (err) {
+      await this.links.close()
+      throw err
+    }
+  }
+
+  send(peer: string, parts: Parts): void {
+    if (this.closed || !this.messages) return
+    this.stats.framesOut++
+    this.stats.bytesOut += partsBytes(parts)
+    this.messages.send(peer, packParts(parts))
+  }
+
+  publishTasks(parts: Parts): void {
+    if (this.closed || !this.tasks) return
+    this.stats.framesOut++
+    this.stats.bytesOut += partsBytes(parts)
+    this.tasks.publish(packParts(parts))
+  }
+
+  peerGone(peer: string): void {
+    if (this.closed) return
+    this.tasks?.reclaim(peer)
+    this.messages?.forget(peer)
+  }
+
+  start(onMessage: (peer: string, parts: Parts) => void, onFailure?: TransportFailure): void {
+    if (!this.links || !this.messages) throw new TransportError('brokered transport started before bind()')
+    this.links.listen((err) => {
+      if (!this.closed) onFailure?.(err)
+    })
+    this.messages.start((frame) => {
+      this.stats.framesIn++
+      this.stats.bytesIn += frame.byteLength
+      let parts: Parts
+      try {
+        parts = unpackParts(frame)
+      } catch {
+        // An empty message is counted as a bad frame by the driver, like any other.
+        onMessage('', [])
+        return
+      }
+      const peer = parts.shift()
+      onMessage(peer ? Buffer.from(peer.buffer, peer.byteOffset, peer.byteLength).toString('utf8') : '', parts)
+    })
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    await Promise.allSettled([this.messages?.close(), this.tasks?.close()])
+    await this.links?.close()
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+}
+
+/** An agent's side of a brokered design. */
+export class BrokeredAgentTransport implements AgentTransport {
+  readonly stats = newStats()
+  readonly sharedTasks = true
+  private links: Links | undefined
+  private tasks: AgentTaskPath | undefined
+  private messages: AgentMessagePath | undefined
+  private readonly idPart: Buffer
+  private onMessage: ((parts: Parts, delivery?: Delivery) => void) | undefined
+  private lastSend: Promise<void> = Promise.resolve()
+  private pending = new Set<Promise<void>>()
+  private closed = false
+
+  constructor(
+    private readonly options: BrokeredOptions,
+    private readonly agentId: string,
+  ) {
+    this.idPart = Buffer.from(agentId, 'utf8')
+  }
+
+  async connect(): Promise<void> {
+    this.links = await openLinks(this.options, `agent ${this.agentId}`)
+    try {
+      ;[this.tasks, this.messages] = await agentPaths(this.options, this.links, this.agentId)
+      await this.messages.open()
+      await this.tasks.open((frame, delivery) => this.deliver(frame, delivery))
+    } catch (err) {
+      await this.links.close()
+      throw err
+    }
+  }
+
+  private deliver(frame: Buffer, delivery?: Delivery): void {
+    this.stats.framesIn++
+    this.stats.bytesIn += frame.byteLength
+    let parts: Parts
+    try {
+      parts = unpackParts(frame)
+    } catch {
+      // Not ours to run: take it off the queue (a malformed frame would come back forever) and count it.
+      if (delivery !== undefined) void this.track(this.tasks!.ack([delivery]))
+      this.onMessage?.([])
+      return
+    }
+    this.onMessage?.(parts, delivery)
+  }
+
+  start(onMessage: (parts: Parts, delivery?: Delivery) => void, onFailure?: TransportFailure): void {
+    if (!this.links || !this.messages) throw new TransportError('brokered transport started before connect()')
+    this.onMessage = onMessage
+    this.links.listen((err) => {
+      if (!this.closed) onFailure?.(err)
+    })
+    this.messages.start((frame) => this.deliver(frame))
+  }
+
+  send(parts: Parts): void {
+    if (this.closed || !this.messages) return
+    this.stats.framesOut++
+    this.stats.bytesOut += partsBytes(parts)
+    this.lastSend = this.track(this.messages.send(packParts([this.idPart, ...parts])))
+  }
+
+  setWindow(frames: number): void {
+    if (!this.closed) this.tasks?.setPrefetch(frames)
+  }
+
+  ack(deliveries: Delivery[]): void {
+    if (deliveries.length === 0 || !this.tasks) return
+    const tasks = this.tasks
+    // Only once the results that answer these frames are with the broker.
+    void this.track(this.lastSend.then(() => tasks.ack(deliveries)))
+  }
+
+  release(deliveries: Delivery[]): void {
+    if (deliveries.length > 0 && this.tasks) void this.track(this.tasks.release(deliveries))
+  }
+
+  async flush(): Promise<void> {
+    while (this.pending.size > 0) await Promise.allSettled([...this.pending])
+  }
+
+  /** Keeps an operation until it settles; its failure is the link's to report, not an unhandled rejection. */
+  private track(p: Promise<void>): Promise<void> {
+    const t = p.catch((err: unknown) => {
+      if (!this.closed) this.links?.failed(err instanceof Error ? err : new Error(String(err)))
+    })
+    this.pending.add(t)
+    void t.finally(() => this.pending.delete(t))
+    return t
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    await this.flush()
+    this.closed = true
+    await Promise.allSettled([this.tasks?.close(), this.messages?.close()])
+    await this.links?.close()
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+}
+
+/** The error for a broker that cannot be reached at start. */
+export function unreachable(kind: string, url: string, role: string, cause: unknown): TransportError {
+  const why = cause instanceof Error ? cause.message || cause.name : String(cause)
+  return new TransportError(`${role} cannot connect to ${kind} at ${maskUrl(url)}: ${why}`, { cause, code: 'ERR_BROKER_UNREACHABLE' })
+}
+
+/** The error for a broker connection lost mid-run. */
+export function lost(kind: string, url: string, role: string, cause: unknown): TransportError {
+  const why = cause instanceof Error ? cause.message || cause.name : cause === undefined ? 'the connection closed' : String(cause)
+  return new TransportError(`${role} lost its connection to ${kind} at ${maskUrl(url)}: ${why}`, { cause, code: 'ERR_BROKER_LOST' })
+}

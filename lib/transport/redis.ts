@@ -1,0 +1,414 @@
+/**
+ * Redis for the brokered designs (loaded only when one is chosen).
+ *
+ * Keys of one cluster share the hash tag `{<clusterId>}`:
+ * - `ac:{id}:tasks` — the shared task list. The driver LPUSHes frames; an
+ *   agent BLMOVEs one frame at a time from its right end into its own
+ *   `ac:{id}:processing:<agent>` list, only while it has room (pop-only-when-
+ *   idle is the flow control), and LREMs it from there once its results are
+ *   with Redis (the reliable-queue pattern). When an agent is lost, the driver
+ *   moves its processing list back; an agent that leaves moves it back itself.
+ * - `ac:{id}:driver` — the driver's inbox (results and control, from agents).
+ * - `ac:{id}:agent:<agent>` — one agent's inbox (control and actor messages).
+ *
+ * Every key carries a TTL ({@link QUEUE_TTL_MS}) that its owner refreshes, so
+ * what a crashed run leaves behind expires. Each process holds a constant
+ * number of connections: one for commands, plus one per blocking loop.
+ */
+import { Redis } from 'ioredis'
+import { TransportError } from '../errors.js'
+import {
+  lost,
+  QUEUE_TTL_MS,
+  unreachable,
+  type AgentMessagePath,
+  type AgentTaskPath,
+  type BrokerLink,
+  type DriverMessagePath,
+  type DriverTaskPath,
+  type Namespace,
+} from './brokered.js'
+import { maskUrl } from './options.js'
+import type { Delivery } from './transport.js'
+
+/** Seconds a blocking pop waits before looking again (bounds how long close() waits for nothing). */
+const BLOCK_SECONDS = 1
+/** How long a connection attempt may take, handshake included. */
+const CONNECT_TIMEOUT_MS = 5000
+/** A server that owes a reply and sends nothing for this long is taken for gone. */
+const SILENCE_TIMEOUT_MS = 10_000
+/** Messages taken from an inbox in one round trip after a blocking pop returned one. */
+const DRAIN = 1024
+
+/** Moves every element of KEYS[1] to the taking end of KEYS[2], atomically. */
+const MOVE_ALL = `
+local n = 0
+while true do
+  local v = redis.call('RPOP', KEYS[1])
+  if not v then break end
+  redis.call('RPUSH', KEYS[2], v)
+  n = n + 1
+end
+if n > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end
+return n`
+
+/** Gives one taken frame back, unless the driver already moved it (so nothing runs twice for that reason). */
+const RELEASE = `
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) > 0 then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  return 1
+end
+return 0`
+
+function keys(ns: Namespace) {
+  const p = `ac:{${ns.clusterId}}:`
+  return {
+    prefix: p,
+    tasks: `${p}tasks`,
+    driver: `${p}driver`,
+    agent: (id: string) => `${p}agent:${id}`,
+    processing: (id: string) => `${p}processing:${id}`,
+  }
+}
+
+/** The Redis connections of one process. No silent reconnects: a lost connection is reported once, naming the URL. */
+export class RedisLink implements BrokerLink {
+  readonly cmd: Redis
+  private readonly blocking: Redis[] = []
+  private readonly pending = new Set<Promise<unknown>>()
+  /** Connections we ended on purpose: their 'end' is no failure. */
+  private readonly ended = new WeakSet<Redis>()
+  private closing = false
+  private lastError: Error | undefined
+
+  private constructor(
+    readonly url: string,
+    private readonly role: string,
+    private readonly onFailure: (err: Error) => void,
+  ) {
+    this.cmd = this.make('cmd')
+  }
+
+  private make(name: string): Redis {
+    const r = new Redis(this.url, {
+      lazyConnect: true,
+      // A broker that goes away is an error to report, not commands to queue forever.
+      retryStrategy: () => null,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      connectTimeout: CONNECT_TIMEOUT_MS,
+      // A server that stops answering is a lost broker, not a command that waits forever.
+      // Blocking pops answer at least every BLOCK_SECONDS, so they never trip it.
+      socketTimeout: SILENCE_TIMEOUT_MS,
+      connectionName: `actor-cluster:${this.role.replace(/[^A-Za-z0-9_.:-]/g, '_')}:${name}`,
+    })
+    r.on('error', (err: Error) => (this.lastError = err))
+    r.on('end', () => {
+      if (!this.closing && !this.ended.has(r)) this.onFailure(lost('Redis', this.url, this.role, this.lastError))
+    })
+    return r
+  }
+
+  /** Connects the command connection; an unreachable or refusing server is a TransportError naming the masked URL. */
+  static async connect(url: string, role: string, onFailure: (err: Error) => void): Promise<RedisLink> {
+    const link = new RedisLink(url, role, onFailure)
+    await link.open(link.cmd)
+    return link
+  }
+
+  private async open(r: Redis): Promise<void> {
+    let timer: NodeJS.Timeout | undefined
+    try {
+      await Promise.race([
+        r.connect(),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer within ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS)
+        }),
+      ]).finally(() => clearTimeout(timer))
+    } catch (err) {
+      this.end(r)
+      throw unreachable('Redis', this.url, this.role, err instanceof Error && /no answer/.test(err.message) ? err : (this.lastError ?? err))
+    }
+  }
+
+  /** Another connection, for one blocking loop. */
+  async blockingConnection(name: string): Promise<Redis> {
+    const r = this.make(name)
+    this.blocking.push(r)
+    await this.open(r)
+    return r
+  }
+
+  /** Closes one connection on purpose (a blocking loop that stops). */
+  end(r: Redis | undefined): void {
+    if (!r) return
+    this.ended.add(r)
+    r.disconnect()
+  }
+
+  /** Keeps a command until it settles; a failure is reported as the link's. */
+  track<T>(p: Promise<T>, what: string): Promise<T | undefined> {
+    const t = p.catch((err: unknown) => {
+      if (!this.closing) this.fail(what, err)
+      return undefined
+    })
+    this.pending.add(t)
+    void t.finally(() => this.pending.delete(t))
+    return t
+  }
+
+  /** Runs a pipeline; any failed command fails the whole (a refusal by Redis is not silently dropped). */
+  async exec(p: ReturnType<Redis['pipeline']>): Promise<void> {
+    const res = await p.exec()
+    for (const [err] of res ?? []) if (err) throw err
+  }
+
+  fail(what: string, err: unknown): void {
+    const why = err instanceof Error ? err.message : String(err)
+    this.onFailure(new TransportError(`${this.role}: Redis at ${maskUrl(this.url)} failed ${what}: ${why}`, { cause: err, code: 'ERR_BROKER_LOST' }))
+  }
+
+  /** True once close() began; loops end quietly then. */
+  get closed(): boolean {
+    return this.closing
+  }
+
+  /** Lets pending commands finish, then closes every connection. Idempotent. */
+  async close(): Promise<void> {
+    for (const r of this.blocking) this.end(r)
+    while (this.pending.size > 0) await Promise.allSettled([...this.pending])
+    if (this.closing) return
+    this.closing = true
+    if (this.cmd.status === 'ready') await this.cmd.quit().catch(() => this.cmd.disconnect())
+    else this.cmd.disconnect()
+  }
+}
+
+async function deleteMatching(r: Redis, pattern: string): Promise<void> {
+  let cursor = '0'
+  do {
+    const [next, found] = await r.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)
+    cursor = next
+    if (found.length > 0) await r.del(...found)
+  } while (cursor !== '0')
+}
+
+/**
+ * Runs `step` until `stop()`; a connection error ends the loop and is reported
+ * unless the link is closing.
+ */
+function loop(link: RedisLink, what: string, isStopped: () => boolean, step: () => Promise<void>): void {
+  void (async () => {
+    while (!isStopped()) {
+      try {
+        await step()
+      } catch (err) {
+        if (!isStopped() && !link.closed) link.fail(what, err)
+        return
+      }
+    }
+  })()
+}
+
+/** The driver's end of the Redis task list. */
+export class RedisDriverTasks implements DriverTaskPath {
+  private readonly k: ReturnType<typeof keys>
+  private timer: NodeJS.Timeout | undefined
+
+  constructor(
+    private readonly link: RedisLink,
+    ns: Namespace,
+  ) {
+    this.k = keys(ns)
+  }
+
+  async open(): Promise<void> {
+    // Frames of a crashed run under the same id must not run in this one.
+    await this.link.cmd.del(this.k.tasks)
+    await deleteMatching(this.link.cmd, `${this.k.prefix}processing:*`)
+    this.timer = setInterval(() => void this.link.track(this.link.cmd.pexpire(this.k.tasks, QUEUE_TTL_MS), 'PEXPIRE'), QUEUE_TTL_MS / 4)
+    this.timer.unref()
+  }
+
+  publish(frame: Buffer): void {
+    const p = this.link.cmd.pipeline().lpush(this.k.tasks, frame).pexpire(this.k.tasks, QUEUE_TTL_MS)
+    void this.link.track(this.link.exec(p), 'LPUSH of a task frame')
+  }
+
+  reclaim(agentId: string): void {
+    void this.link.track(this.link.cmd.eval(MOVE_ALL, 2, this.k.processing(agentId), this.k.tasks, QUEUE_TTL_MS), 'moving a lost agent\'s tasks back')
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.timer)
+    await this.link.track(this.link.cmd.del(this.k.tasks), 'DEL')
+    await this.link.track(deleteMatching(this.link.cmd, `${this.k.prefix}processing:*`), 'DEL')
+  }
+}
+
+/** An agent's end of the Redis task list: BLMOVE into its processing list while it has room, LREM on ack. */
+export class RedisAgentTasks implements AgentTaskPath {
+  private readonly k: ReturnType<typeof keys>
+  private readonly processing: string
+  private conn: Redis | undefined
+  private prefetch = 0
+  private held = 0
+  private closed = false
+  private wake: (() => void) | undefined
+  private timer: NodeJS.Timeout | undefined
+
+  constructor(
+    private readonly link: RedisLink,
+    ns: Namespace,
+    agentId: string,
+  ) {
+    this.k = keys(ns)
+    this.processing = this.k.processing(agentId)
+  }
+
+  async open(onTask: (frame: Buffer, delivery: Delivery) => void): Promise<void> {
+    const conn = (this.conn = await this.link.blockingConnection('tasks'))
+    // An earlier agent of the same id that crashed: its frames go back first.
+    await this.link.cmd.eval(MOVE_ALL, 2, this.processing, this.k.tasks, QUEUE_TTL_MS)
+    this.timer = setInterval(() => void this.link.track(this.link.cmd.pexpire(this.processing, QUEUE_TTL_MS), 'PEXPIRE'), QUEUE_TTL_MS / 4)
+    this.timer.unref()
+    loop(this.link, 'BLMOVE from the task list', () => this.closed, async () => {
+      if (this.held >= this.prefetch) {
+        await new Promise<void>((resolve) => (this.wake = resolve))
+        return
+      }
+      const frame = await conn.blmoveBuffer(this.k.tasks, this.processing, 'RIGHT', 'LEFT', BLOCK_SECONDS)
+      // Taken after close began: it sits in the processing list, which close() moves back.
+      if (frame) {
+        // BLMOVE made the key without a TTL: give it one now, so it cannot outlive a crash of both ends.
+        void this.link.track(this.link.cmd.pexpire(this.processing, QUEUE_TTL_MS), 'PEXPIRE')
+      }
+      if (frame && !this.closed) {
+        this.held++
+        onTask(frame, frame)
+      }
+    })
+  }
+
+  private wakeUp(): void {
+    const w = this.wake
+    this.wake = undefined
+    w?.()
+  }
+
+  setPrefetch(frames: number): void {
+    this.prefetch = frames
+    this.wakeUp()
+  }
+
+  async ack(deliveries: Delivery[]): Promise<void> {
+    this.held -= deliveries.length
+    this.wakeUp()
+    const p = this.link.cmd.pipeline()
+    for (const d of deliveries) p.lrem(this.processing, 1, d as Buffer)
+    p.pexpire(this.processing, QUEUE_TTL_MS)
+    await this.link.exec(p)
+  }
+
+  async release(deliveries: Delivery[]): Promise<void> {
+    this.held -= deliveries.length
+    this.wakeUp()
+    await Promise.all(deliveries.map((d) => this.link.cmd.eval(RELEASE, 2, this.processing, this.k.tasks, d as Buffer, QUEUE_TTL_MS)))
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    clearInterval(this.timer)
+    this.wakeUp()
+    this.link.end(this.conn)
+    // Whatever is still taken and unacknowledged goes back for another agent.
+    await this.link.track(this.link.cmd.eval(MOVE_ALL, 2, this.processing, this.k.tasks, QUEUE_TTL_MS), 'giving tasks back')
+  }
+}
+
+/** Pops one message, waiting up to BLOCK_SECONDS, then drains what else is there in one round trip. */
+async function popSome(conn: Redis, key: string, onMessage: (frame: Buffer) => void, stopped: () => boolean): Promise<void> {
+  const first = await conn.blpopBuffer(key, BLOCK_SECONDS)
+  if (!first || stopped()) return
+  onMessage(first[1])
+  const more = await conn.lpopBuffer(key, DRAIN)
+  if (more) for (const m of more) if (!stopped()) onMessage(m)
+}
+
+/** The driver's inbox and the agents' inboxes, as Redis lists. */
+export class RedisDriverMessages implements DriverMessagePath {
+  private readonly k: ReturnType<typeof keys>
+  private conn: Redis | undefined
+  private closed = false
+
+  constructor(
+    private readonly link: RedisLink,
+    ns: Namespace,
+  ) {
+    this.k = keys(ns)
+  }
+
+  async open(): Promise<void> {
+    await this.link.cmd.del(this.k.driver)
+    this.conn = await this.link.blockingConnection('inbox')
+  }
+
+  start(onMessage: (frame: Buffer) => void): void {
+    const conn = this.conn!
+    loop(this.link, 'BLPOP from the driver inbox', () => this.closed, () => popSome(conn, this.k.driver, onMessage, () => this.closed))
+  }
+
+  send(agentId: string, frame: Buffer): void {
+    const key = this.k.agent(agentId)
+    void this.link.track(this.link.exec(this.link.cmd.pipeline().rpush(key, frame).pexpire(key, QUEUE_TTL_MS)), 'RPUSH to an agent inbox')
+  }
+
+  forget(agentId: string): void {
+    void this.link.track(this.link.cmd.del(this.k.agent(agentId)), 'DEL')
+  }
+
+  async close(): Promise<void> {
+    this.closed = true
+    this.link.end(this.conn)
+    await this.link.track(this.link.cmd.del(this.k.driver), 'DEL')
+  }
+}
+
+/** An agent's inbox, and its sends to the driver's. */
+export class RedisAgentMessages implements AgentMessagePath {
+  private readonly k: ReturnType<typeof keys>
+  private readonly inbox: string
+  private conn: Redis | undefined
+  private closed = false
+
+  constructor(
+    private readonly link: RedisLink,
+    ns: Namespace,
+    agentId: string,
+  ) {
+    this.k = keys(ns)
+    this.inbox = this.k.agent(agentId)
+  }
+
+  async open(): Promise<void> {
+    await this.link.cmd.del(this.inbox)
+    this.conn = await this.link.blockingConnection('inbox')
+  }
+
+  start(onMessage: (frame: Buffer) => void): void {
+    const conn = this.conn!
+    loop(this.link, 'BLPOP from the agent inbox', () => this.closed, () => popSome(conn, this.inbox, onMessage, () => this.closed))
+  }
+
+  async send(frame: Buffer): Promise<void> {
+    await this.link.exec(this.link.cmd.pipeline().rpush(this.k.driver, frame).pexpire(this.k.driver, QUEUE_TTL_MS))
+  }
+
+  async close(): Promise<void> {
+    this.closed = true
+    this.link.end(this.conn)
+    await this.link.track(this.link.cmd.del(this.inbox), 'DEL')
+  }
+}

@@ -1,0 +1,49 @@
+/**
+ * From the `transport` option to a driver or agent transport. ZeroMQ is
+ * built in; the brokered designs (and with them ioredis and amqplib) are
+ * imported only when chosen, so importing the package never loads them.
+ */
+import type { TransportKind } from './options.js'
+import type { AgentTransport, DriverTransport } from './transport.js'
+import { ZmqAgentTransport, ZmqDriverTransport } from './zmq.js'
+import type { AgentCurve, KeyPair } from './curve.js'
+
+export interface DriverTransportSpec {
+  transport: TransportKind
+  redisUrl: string
+  amqpUrl: string
+  clusterId: string
+  listen: string
+  inproc: string | undefined
+  maxFrameBytes: number
+  /** zmq only: CURVE server keys and the ZAP domain of the accepted agent keys. */
+  curve?: { server: KeyPair; zapDomain: string } | undefined
+}
+
+export interface AgentTransportSpec {
+  transport: TransportKind
+  redisUrl: string
+  amqpUrl: string
+  clusterId: string | undefined
+  connect: string
+  identity: string
+  maxFrameBytes: number
+  /** zmq only: CURVE keys. */
+  curve?: AgentCurve | undefined
+  onHandshakeError?: (message: string) => void
+}
+
+export async function createDriverTransport(s: DriverTransportSpec): Promise<DriverTransport> {
+  if (s.transport === 'zmq') return new ZmqDriverTransport({ listen: s.listen, inproc: s.inproc, maxFrameBytes: s.maxFrameBytes, curve: s.curve })
+  const { BrokeredDriverTransport } = await import('./brokered.js')
+  return new BrokeredDriverTransport({ transport: s.transport, redisUrl: s.redisUrl, amqpUrl: s.amqpUrl, clusterId: s.clusterId })
+}
+
+export async function createAgentTransport(s: AgentTransportSpec): Promise<AgentTransport> {
+  if (s.transport === 'zmq') {
+    return new ZmqAgentTransport({ connect: s.connect, identity: s.identity, maxFrameBytes: s.maxFrameBytes, curve: s.curve, onHandshakeError: s.onHandshakeError })
+  }
+  const { BrokeredAgentTransport } = await import('./brokered.js')
+  // resolveAgentOptions demands a cluster id for every brokered design.
+  return new BrokeredAgentTransport({ transport: s.transport, redisUrl: s.redisUrl, amqpUrl: s.amqpUrl, clusterId: s.clusterId! }, s.identity)
+}

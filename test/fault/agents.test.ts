@@ -1,0 +1,127 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { Cluster, ActorLostError } from '../../lib/index.js'
+import type * as Tasks from '../fixtures/tasks.js'
+import { FIXTURE_TASKS, freePort, runCli, waitFor, type Proc } from '../helpers.js'
+
+const FAST = { heartbeatMs: 200, nodeTimeoutMs: 1000 }
+const agentArgs = (address: string, ...more: string[]) => [
+  'agent', '--connect', address, '--tasks', FIXTURE_TASKS.href, '--threads', '1', '--heartbeat-ms', '200', '--driver-timeout-ms', '1000', ...more,
+]
+
+async function startAgents(t: Parameters<typeof runCli>[0], cluster: Cluster, n: number): Promise<Proc[]> {
+  const procs = Array.from({ length: n }, () => runCli(t, agentArgs(cluster.address)))
+  await waitFor(() => cluster.nodes().length === n, 20_000, `${n} agents`)
+  return procs
+}
+
+test('50,000 tasks over 3 agents, one SIGKILLed mid-run: every result arrives once, correct', async (t) => {
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0, ...FAST })
+  const agents = await startAgents(t, cluster, 3)
+  const n = 50_000
+  let done = 0
+  const lost = once(cluster, 'node:lost')
+  const all = Promise.all(
+    Array.from({ length: n }, (_, i) =>
+      cluster.call<number>('spin', 20, i).then((r) => {
+        done++
+        return r
+      }),
+    ),
+  )
+  await waitFor(() => done >= n * 0.3, 60_000, '30% of the results')
+  agents[1]!.child.kill('SIGKILL')
+  const [node, reason] = (await lost) as [{ pid: number }, string]
+  assert.equal(node.pid, agents[1]!.child.pid)
+  assert.match(reason, /no heartbeat/)
+  const results = await all
+  results.forEach((r, i) => assert.equal(r, i))
+  const s = cluster.stats()
+  assert.equal(s.nodesLost, 1)
+  assert.ok(s.requeued > 0, 'the lost agent held tasks that went elsewhere')
+  assert.equal(s.tasksSucceeded, n)
+  assert.equal(cluster.nodes().length, 2)
+})
+
+test('an agent frozen (SIGSTOP) past the timeout, then resumed: no duplicate delivery, and it rejoins', async (t) => {
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0, ...FAST })
+  const agents = await startAgents(t, cluster, 3)
+  const frozen = agents[0]!
+  const n = 20_000
+  const seen = new Uint8Array(n)
+  let count = 0
+  let stopped = false
+  const lost = once(cluster, 'node:lost')
+  for await (const i of cluster.map<number>('spin', Array.from({ length: n }, (_, i) => [30, i]), { ordered: false })) {
+    seen[i]!++
+    count++
+    if (count === n * 0.3) {
+      frozen.child.kill('SIGSTOP')
+      stopped = true
+    }
+    if (stopped && count === n * 0.6) {
+      await lost
+      frozen.child.kill('SIGCONT')
+    }
+  }
+  assert.equal(count, n)
+  assert.ok(seen.every((x) => x === 1), 'each result delivered exactly once')
+  // Resumed, it finds the driver no longer knows it, introduces itself again, and serves.
+  await waitFor(() => cluster.nodes().some((node) => node.pid === frozen.child.pid), 15_000, 'the resumed agent to rejoin')
+  const pids = new Set(await Promise.all(Array.from({ length: 60 }, () => cluster.call<number>('sleepThenWhoami', 20))))
+  assert.ok(pids.has(frozen.child.pid!), 'the rejoined agent gets work')
+})
+
+test('actors on a lost node: calls reject with ActorLostError, or with restart: always the actor comes back fresh elsewhere', async (t) => {
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0, ...FAST })
+  const [first] = await startAgents(t, cluster, 1)
+  const plain = await cluster.spawn<Tasks.Counter>('Counter', 10)
+  const phoenix = await cluster.with({ restart: 'always' }).spawn<Tasks.Counter>('Counter', 100)
+  assert.equal(await plain.inc(1), 11)
+  assert.equal(await phoenix.inc(5), 105)
+  assert.equal(plain.node, phoenix.node)
+  const second = runCli(t, agentArgs(cluster.address))
+  await waitFor(() => cluster.nodes().length === 2, 20_000, 'second agent')
+  const restarted = once(cluster, 'actor:restarted')
+  first!.child.kill('SIGKILL')
+  await restarted
+  await assert.rejects(plain.inc(1), (e: unknown) => e instanceof ActorLostError && e.code === 'ERR_ACTOR_LOST')
+  // Fresh state from the constructor arguments, on the surviving node.
+  assert.equal(await phoenix.inc(1), 101)
+  assert.equal(cluster.nodes().find((n) => n.id === phoenix.node)?.pid, second.child.pid)
+  await phoenix.stop()
+})
+
+test('a driver that dies: agents notice, go idle, and serve the next driver; --exit-on-driver-loss exits instead', async (t) => {
+  const port = await freePort()
+  const address = `tcp://127.0.0.1:${port}`
+  const driver = spawn(process.execPath, [new URL('../fixtures/driver.js', import.meta.url).pathname, address], { stdio: ['ignore', 'pipe', 'inherit'] })
+  t.after(() => {
+    if (driver.exitCode === null) driver.kill('SIGKILL')
+  })
+  let driverOut = ''
+  driver.stdout!.on('data', (d: Buffer) => (driverOut += d.toString()))
+  await waitFor(() => driverOut.includes('listening'), 15_000, 'driver process')
+  const stays = runCli(t, agentArgs(address))
+  const leaves = runCli(t, agentArgs(address, '--exit-on-driver-loss'))
+  await waitFor(() => (driverOut.match(/joined/g) ?? []).length === 2, 15_000, 'both agents joined')
+  driver.kill('SIGKILL')
+  assert.equal(await leaves.exited, 0, leaves.output())
+  assert.match(leaves.output(), /lost the driver \(no word from the driver for 1000 ms\); exiting/)
+  await waitFor(() => /lost the driver .*waiting for the next one/.test(stays.output()), 10_000, 'the other agent to go idle')
+  await using next = await Cluster.start({ tasks: FIXTURE_TASKS, listen: address, localAgents: 0, ...FAST })
+  await waitFor(() => next.nodes().length === 1, 15_000, 'the idle agent to join the next driver')
+  assert.equal(await next.call('whoami'), stays.child.pid)
+})
+
+test('cluster bench chaos: agents killed and replaced during a job, nothing lost or delivered twice', async (t) => {
+  const p = runCli(t, ['bench', 'chaos', '--tasks', '4000', '--agents', '3', '--kill-every-ms', '600', '--task-us', '500', '--heartbeat-ms', '200', '--node-timeout-ms', '800', '--json'])
+  assert.equal(await p.exited, 0, p.output())
+  const r = JSON.parse(p.output()) as { lost: number; duplicates: number; kills: { recoveryMs?: number }[]; ok: boolean }
+  assert.equal(r.lost, 0)
+  assert.equal(r.duplicates, 0)
+  assert.ok(r.kills.length >= 1)
+  assert.equal(r.ok, true)
+})
