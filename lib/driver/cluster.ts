@@ -191,8 +191,6 @@ interface Entry {
   tries: number
   /** Retries spent on infrastructure failures (crash, out of memory, node lost). */
   crashes: number
-  /** Timed for the latency histogram (see TaskStats.sample). */
-  readonly sampled: boolean
 }
 
 /**
@@ -542,11 +540,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       return undefined
     }
     this.counters.tasksSubmitted++
-    const id = this.nextId++
-    const sampled = this.monitor.tasks.sample(id, this.ledger.size === 0)
+    const id = this.monitor.tasks.assignId(this.nextId, this.ledger.size === 0)
+    this.nextId = id + 1
     const entry: Entry = {
       id, name, args, resolve, reject, node: undefined, settled: false, actor: undefined, op: ActorOp.Call,
-      policy, tries: 0, crashes: 0, sampled,
+      policy, tries: 0, crashes: 0,
     }
     this.ledger.set(entry.id, entry)
     this.pending.push(entry)
@@ -821,7 +819,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     return new Promise((resolve, reject) => {
       const entry: Entry = {
         id: this.nextId++, name, args, resolve, reject, node: rec.node, settled: false, actor: rec, op,
-        policy: undefined, tries: 0, crashes: 0, sampled: false,
+        policy: undefined, tries: 0, crashes: 0,
       }
       this.ledger.set(entry.id, entry)
       rec.node.actorQueue.push(entry)
@@ -995,7 +993,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     if (!e.actor) {
       this.counters.tasksFailed++
       const nodeId = node === undefined || node === this.broker ? undefined : node.info.agentId
-      this.monitor.tasks.failed(e.id, e.name, nodeId, err, e.sampled, performance.now())
+      this.monitor.tasks.failed(e.id, e.name, nodeId, err, performance.now())
       if (this.listenerCount('task:failed') > 0) this.emit('task:failed', { id: e.id, name: e.name, node: nodeId, error: err })
     }
     e.reject(err)
@@ -1105,7 +1103,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         this.settle(e)
         if (!e.actor) {
           this.counters.tasksSucceeded++
-          this.monitor.tasks.succeeded(e.id, e.name, e.sampled, now)
+          this.monitor.tasks.succeeded(e.id, e.name, now)
         }
         e.resolve(items[i + 2])
         continue

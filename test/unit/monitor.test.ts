@@ -53,36 +53,49 @@ test('the sliding window forgets old slices; the totals keep everything', () => 
   assert.equal(h.totals.at(-1), 1)
 })
 
-test('task stats: one sample in 16 under load, every task when idle; names bounded; failures newest first', () => {
+test('task stats: one task in 16 timed under load, the next when idle; names bounded; failures newest first', () => {
   const s = new TaskStats()
-  let sampled = 0
-  for (let i = 0; i < 160; i++) if (s.sample(i, false)) sampled++
-  assert.equal(sampled, 10)
+  // Under load, ids run on and every 16th is timed.
+  const ids: number[] = []
+  let next = 5
+  for (let i = 0; i < 160; i++) {
+    const id = s.assignId(next, false)
+    ids.push(id)
+    next = id + 1
+  }
+  assert.deepEqual(ids, Array.from({ length: 160 }, (_, i) => 5 + i))
   assert.equal(s.outstandingSamples, 10)
-  assert.ok(s.sample(1000, true) && s.sample(1001, true))
-  for (let i = 0; i < 300; i++) s.succeeded(10_000 + i, `t${i}`, false, 0)
+  // Idle: the next timed id is taken.
+  assert.equal(s.assignId(165, true), 176)
+  assert.equal(s.assignId(176, true), 176)
+  assert.equal(s.outstandingSamples, 11)
+  for (let i = 0; i < 300; i++) s.succeeded(10_001 + 16 * i, `t${i}`, 0)
   assert.equal(s.byName.size, 257)
   assert.equal(s.byName.get('(other)')!.succeeded, 300 - 256)
-  for (let i = 0; i < 60; i++) s.failed(i, 'f', 'n1', new RangeError(`e${i}`), false, 0)
+  for (let i = 0; i < 60; i++) s.failed(16 * i + 1, 'f', 'n1', new RangeError(`e${i}`), 0)
   const recent = s.recentFailures()
   assert.equal(recent.length, 50)
   assert.equal(recent[0]!.message, 'e59')
   assert.equal(recent[49]!.message, 'e10')
   assert.equal(recent[0]!.error, 'RangeError')
-  const long = s.failed(99, 'f', undefined, Object.assign(new Error('m'.repeat(5000)), { code: 'E_X' }), false, 0)
+  const long = s.failed(99, 'f', undefined, Object.assign(new Error('m'.repeat(5000)), { code: 'E_X' }), 0)
   assert.equal(long.message.length, 1024)
   assert.equal(long.code, 'E_X')
   assert.ok(long.stack!.length <= 4096)
+  assert.equal(s.latency.count, 0)
   const t = performance.now()
-  s.succeeded(1000, 'timed', true, t + 250)
+  s.succeeded(176, 'timed', t + 250)
   assert.equal(s.latency.count, 1)
   assert.ok(s.latency.sum >= 0.25 && s.latency.sum < 0.3, String(s.latency.sum))
-  s.failed(1001, 'timed', undefined, new Error('x'), true, t + 1)
+  s.failed(16, 'timed', undefined, new Error('x'), t + 1)
   assert.equal(s.latency.count, 2)
-  // A sample is settled once: later reports of the same task (a duplicate) record nothing.
-  s.succeeded(1000, 'timed', true, t + 500)
+  // A sample is settled once: a later report of the same task (a duplicate) records nothing.
+  s.succeeded(176, 'timed', t + 500)
   assert.equal(s.latency.count, 2)
-  assert.equal(s.outstandingSamples, 10)
+  assert.equal(s.outstandingSamples, 9)
+  // Times of tasks that never settle (withdrawn) cannot pile up: the oldest are forgotten.
+  for (let i = 0; i < 140_000; i++) s.assignId(1_000_000 + 16 * i, false)
+  assert.equal(s.outstandingSamples, 131_072)
 })
 
 test('an update channel holds at most one pending update: a stalled reader only ever costs the latest', async () => {
