@@ -10,7 +10,7 @@ export interface MapMemoryResult {
   ok: boolean
 }
 
-export async function runMapMemory(o: { inputs: number }): Promise<MapMemoryResult> {
+export async function runMapMemory(o: { inputs: number; progress?: boolean }): Promise<MapMemoryResult> {
   await using cluster = await Cluster.start({ tasks: BENCH_TASKS })
   function* inputs() {
     for (let k = 0; k < o.inputs; k++) yield [1, k]
@@ -18,7 +18,7 @@ export async function runMapMemory(o: { inputs: number }): Promise<MapMemoryResu
   const t = performance.now()
   let sum = 0
   let count = 0
-  for await (const r of cluster.map<number>('add', inputs(), { ordered: false })) {
+  for await (const r of cluster.map<number>('add', inputs(), { ordered: false, progress: o.progress ?? false, total: o.inputs })) {
     sum += r
     count++
   }

@@ -5,7 +5,7 @@
  * user gets.
  */
 import { availableParallelism } from 'node:os'
-import { Cluster } from '../lib/index.js'
+import { Cluster, Progress, type Logger } from '../lib/index.js'
 import type { TransportKind } from '../lib/transport/options.js'
 import { median } from './stats.js'
 
@@ -22,6 +22,11 @@ export interface SeedOptions {
   transport?: TransportKind
   redisUrl?: string
   amqpUrl?: string
+  /** Draw a progress bar (rate, ETA) on stderr. */
+  progress?: boolean
+  /** Serve the dashboard while running: a port (0 = a free one). */
+  dashboard?: number
+  logger?: Logger
 }
 
 export interface SeedRun {
@@ -48,7 +53,7 @@ export function expectedSum(n: number): number {
   return n + (n * (n - 1)) / 2
 }
 
-async function oneRun(cluster: Cluster, n: number, via: 'call' | 'map'): Promise<SeedRun> {
+export async function oneRun(cluster: Cluster, n: number, via: 'call' | 'map'): Promise<SeedRun> {
   const start = performance.now()
   let sum = 0
   let count = 0
@@ -95,11 +100,21 @@ export async function runSeed(o: SeedOptions): Promise<SeedResult> {
     transport,
     redisUrl: o.redisUrl,
     amqpUrl: o.amqpUrl,
+    dashboard: o.dashboard,
+    logger: o.logger,
   })
+  if (cluster.dashboardUrl) process.stderr.write(`dashboard: ${cluster.dashboardUrl}\n`)
+  // Polls the driver's counters, so the benchmark pays nothing per task for it.
+  const settled = () => {
+    const s = cluster.stats()
+    return s.tasksSucceeded + s.tasksFailed
+  }
+  const progress = o.progress ? new Progress(settled, { label: 'seed', total: (o.warmup ? Math.min(o.tasks, 20_000) : 0) + o.runs * o.tasks }) : undefined
   // One unmeasured run lets the JIT and the credit windows settle, as any long job would.
   if (o.warmup) await oneRun(cluster, Math.min(o.tasks, 20_000), o.via)
   const runs: SeedRun[] = []
   for (let i = 0; i < o.runs; i++) runs.push(await oneRun(cluster, o.tasks, o.via))
+  progress?.stop()
   const roundTripSeconds = median(runs.map((r) => r.roundTripSeconds))
   return {
     design: transport,

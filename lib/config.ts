@@ -75,7 +75,7 @@ export function defineConfig(config: ClusterConfig): ClusterConfig {
 /** The driver's options a config may hold (every ClusterOptions field but `config`). */
 const DRIVER_KEYS = [
   'tasks', 'listen', 'localAgents', 'threads', 'localTransport', 'batch', 'heartbeatMs', 'nodeTimeoutMs', 'maxFrameBytes', 'insecure',
-  'curve', 'maxRetries', 'localAgentOptions', 'transport', 'redisUrl', 'amqpUrl', 'clusterId',
+  'curve', 'maxRetries', 'localAgentOptions', 'transport', 'redisUrl', 'amqpUrl', 'clusterId', 'dashboard', 'logLevel', 'logger',
 ] as const satisfies readonly (keyof ClusterOptions)[]
 
 type Exhaustive<T extends never> = T

@@ -3,6 +3,8 @@ import { InvalidArgumentError } from './errors.js'
 import type { CurveOptions } from './transport/curve.js'
 import type { ClusterConfig } from './config.js'
 import { isBrokered, resolveTransportOptions, type ResolvedTransportOptions, type TransportOptions } from './transport/options.js'
+import { resolveDashboardOptions, resolveLogLevel, type DashboardOptions, type LogLevel, type ResolvedDashboardOptions } from './monitor/options.js'
+import type { Logger } from './monitor/log.js'
 
 /** Where the task functions and actor classes live: a module path or URL. */
 export type TasksModule = string | URL
@@ -44,6 +46,17 @@ export interface ClusterOptions extends TransportOptions {
    * `CLUSTER_CONFIG` is used (`cluster run` sets it); `{}` means none.
    */
   config?: ClusterConfig | string | URL
+  /**
+   * Serve the web dashboard, `/metrics` and `/api/stats`: `true` (port
+   * 8265 on loopback), a port (0 = a free one; read `cluster.dashboardUrl`),
+   * or {@link DashboardOptions}. Default off, unless the environment
+   * variable `CLUSTER_DASHBOARD` names a port (`cluster dashboard -- <cmd>` sets it).
+   */
+  dashboard?: boolean | number | DashboardOptions
+  /** Level of the driver's structured logs (pino JSON lines on stderr). Default `silent`, or `CLUSTER_LOG_LEVEL`. */
+  logLevel?: LogLevel
+  /** A pino logger of your own to log to instead (its own level applies; `logLevel` is ignored). */
+  logger?: Logger
 }
 
 export interface ResolvedClusterOptions extends ResolvedTransportOptions {
@@ -60,6 +73,9 @@ export interface ResolvedClusterOptions extends ResolvedTransportOptions {
   readonly curve: CurveOptions | undefined
   readonly maxRetries: number
   readonly localAgentOptions: Readonly<Pick<AgentOptions, 'maxPoolBatch' | 'targetQueueMs' | 'maxTasksPerThread' | 'recycleHeapMb' | 'threadMemoryMb'>>
+  readonly dashboard: ResolvedDashboardOptions | undefined
+  readonly logLevel: LogLevel
+  readonly logger: Logger | undefined
 }
 
 export const CLUSTER_DEFAULTS = {
@@ -179,6 +195,9 @@ export function resolveClusterOptions(o: ClusterOptions = {}): ResolvedClusterOp
   if (o.insecure !== undefined && typeof o.insecure !== 'boolean') {
     throw new InvalidArgumentError(`options.insecure must be a boolean, got ${describe(o.insecure)}`)
   }
+  if (o.logger !== undefined && (o.logger === null || typeof o.logger !== 'object' || typeof o.logger.info !== 'function')) {
+    throw new InvalidArgumentError(`options.logger must be a pino logger, got ${describe(o.logger)}`)
+  }
   return Object.freeze({
     ...resolveTransportOptions(o),
     tasks,
@@ -194,6 +213,9 @@ export function resolveClusterOptions(o: ClusterOptions = {}): ResolvedClusterOp
     curve: o.curve,
     maxRetries: positiveInt('maxRetries', o.maxRetries, CLUSTER_DEFAULTS.maxRetries, 0),
     localAgentOptions: Object.freeze({ ...o.localAgentOptions }),
+    dashboard: resolveDashboardOptions(o.dashboard),
+    logLevel: resolveLogLevel(o.logLevel),
+    logger: o.logger,
   })
 }
 

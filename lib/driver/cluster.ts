@@ -27,6 +27,12 @@ import type { DriverTransport, Parts, TransportStats } from '../transport/transp
 import { Deque } from '../util/deque.js'
 import { makeActorRef, makeTasksProxy, type ActorRef, type TasksProxy } from './proxies.js'
 import { resolvePolicy, resolveRestart, type Policy, type SpawnOptions, type TaskOptions } from './policy.js'
+import { ClusterMonitor, type ClusterSnapshot } from '../monitor/monitor.js'
+import type { ClusterMetrics } from '../monitor/metrics.js'
+import type { Dashboard } from '../monitor/dashboard.js'
+import { createLogger, logClusterEvents, type Logger } from '../monitor/log.js'
+import { monitorEnvDefaults } from '../monitor/options.js'
+import type { Progress, ProgressState } from '../monitor/progress.js'
 
 /** Options of one `map`: ordering and concurrency, plus every per-task option. */
 export interface MapOptions extends TaskOptions {
@@ -34,6 +40,31 @@ export interface MapOptions extends TaskOptions {
   ordered?: boolean
   /** Most inputs taken from the iterable and not yet yielded. Default 16384. */
   concurrency?: number
+  /**
+   * Report progress: `true` draws a bar with rate and ETA on stderr (plain
+   * periodic lines when stderr is not a terminal); a function is called with
+   * each update instead. Default false.
+   */
+  progress?: boolean | ((state: ProgressState) => void)
+  /** Number of inputs, for the progress bar's ETA when `inputs` has no `length` or `size`. */
+  total?: number
+}
+
+/** What `cluster.liveActors()` reports of one live actor. */
+export interface ActorInfo {
+  id: string
+  className: string
+  /** The node that hosts it. */
+  node: string
+}
+
+/** A task that failed, as `task:failed` reports it. */
+export interface TaskFailedEvent {
+  id: number
+  name: string
+  /** The node that ran it; undefined when it failed before reaching one. */
+  node: string | undefined
+  error: Error
 }
 
 /** What `cluster.nodes()` reports of one agent. */
@@ -92,8 +123,10 @@ export interface ClusterEvents {
   'node:left': [node: NodeInfo]
   'node:lost': [node: NodeInfo, reason: string]
   'task:retried': [info: RetryInfo]
-  'task:failed': [info: { id: number; name: string; error: Error }]
-  'actor:restarted': [info: { id: string; className: string; node: string }]
+  'task:failed': [info: TaskFailedEvent]
+  'actor:spawned': [actor: ActorInfo]
+  'actor:stopped': [actor: ActorInfo]
+  'actor:restarted': [info: ActorInfo]
   /** The transport failed for good (a broker connection was lost): pending tasks rejected with `err`, the cluster closes. */
   'transport:error': [err: Error]
 }
@@ -217,6 +250,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     nodesLost: 0,
     badFrames: 0,
   }
+  private readonly monitor: ClusterMonitor
+  private metrics: ClusterMetrics | undefined
+  private dashboard: Dashboard | undefined
+  private readonly logger: Logger | undefined
 
   private constructor(
     options: ResolvedClusterOptions,
@@ -235,6 +272,19 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.zapDomain = local.zapDomain
     this.localKey = local.key
     if (transport.sharedTasks) this.broker = sharedQueueNode()
+    const cluster = this
+    this.monitor = new ClusterMonitor({
+      get address() {
+        return cluster.address
+      },
+      transportName: options.transport,
+      heartbeatMs: options.heartbeatMs,
+      stats: () => this.stats(),
+      nodes: () => this.nodes(),
+      actors: () => this.liveActors(),
+    })
+    this.logger = options.logger ?? (options.logLevel === 'silent' ? undefined : createLogger(options.logLevel))
+    if (this.logger) logClusterEvents(this, this.logger)
   }
 
   /**
@@ -244,7 +294,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * with `cluster agent --connect <cluster.address>`.
    */
   static async start(options: ClusterOptions = {}): Promise<Cluster> {
-    const resolved = resolveClusterOptions(await applyConfig(options))
+    const resolved = resolveClusterOptions(monitorEnvDefaults(await applyConfig(options)))
     if (resolved.transport === 'zmq' && !resolved.insecure && !resolved.curve && !isLoopbackEndpoint(resolved.listen)) {
       throw new TransportError(
         `refusing to listen on ${resolved.listen} without authentication: give curve keys (cluster keys), or insecure: true (--insecure) to allow any peer; loopback addresses need neither`,
@@ -285,7 +335,16 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     )
     cluster.timer = setInterval(() => cluster.tick(), resolved.heartbeatMs)
     cluster.timer.unref()
+    cluster.monitor.start()
     try {
+      // Before the local agents: a dashboard port in use fails the start before anything else runs.
+      if (resolved.dashboard) {
+        // The HTTP framework and prom-client load only for a cluster that serves them.
+        const metrics = await cluster.metricsRegistry()
+        const { Dashboard } = await import('../monitor/dashboard.js')
+        cluster.dashboard = await Dashboard.start({ snapshot: () => cluster.snapshot(), metrics }, resolved.dashboard)
+        cluster.logger?.info({ url: cluster.dashboard.url }, 'dashboard listening')
+      }
       await cluster.startLocalAgents()
     } catch (err) {
       await cluster.close()
@@ -353,6 +412,45 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       nodes: this.nodesByPeer.size,
       transport: { ...this.transport.stats },
     }
+  }
+
+  /** The live actors. */
+  liveActors(): ActorInfo[] {
+    const list: ActorInfo[] = []
+    for (const rec of this.actors.values()) {
+      if (rec.state === 'running' && this.nodesByPeer.get(rec.node.peer) === rec.node) list.push({ id: rec.id, className: rec.className, node: rec.node.info.agentId })
+    }
+    return list
+  }
+
+  /**
+   * Everything known about the cluster now — nodes, tasks by state and name,
+   * throughput history, latency percentiles, recent failures, actors,
+   * transport counters. The dashboard, `/metrics` and `/api/stats` all read
+   * this one function.
+   */
+  snapshot(): ClusterSnapshot {
+    const snap = this.monitor.snapshot()
+    if (this.dashboard) snap.dashboard = this.dashboard.stats()
+    return snap
+  }
+
+  /** The Prometheus text of `/metrics`, also available without the dashboard. */
+  async metricsText(): Promise<string> {
+    return (await this.metricsRegistry()).text()
+  }
+
+  private async metricsRegistry(): Promise<ClusterMetrics> {
+    if (!this.metrics) {
+      const { ClusterMetrics } = await import('../monitor/metrics.js')
+      this.metrics ??= new ClusterMetrics({ snapshot: () => this.snapshot(), latency: this.monitor.tasks.latency })
+    }
+    return this.metrics
+  }
+
+  /** Where the dashboard is (`http://127.0.0.1:8265/`), when it was started. */
+  get dashboardUrl(): string | undefined {
+    return this.dashboard?.url
   }
 
   // --- tasks -------------------------------------------------------------------
@@ -443,8 +541,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       return undefined
     }
     this.counters.tasksSubmitted++
+    const id = this.monitor.tasks.assignId(this.nextId, this.ledger.size === 0)
+    this.nextId = id + 1
     const entry: Entry = {
-      id: this.nextId++, name, args, resolve, reject, node: undefined, settled: false, actor: undefined, op: ActorOp.Call,
+      id, name, args, resolve, reject, node: undefined, settled: false, actor: undefined, op: ActorOp.Call,
       policy, tries: 0, crashes: 0,
     }
     this.ledger.set(entry.id, entry)
@@ -484,6 +584,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.unplace(e)
     this.pending.push(e)
     this.counters.tasksRetried++
+    this.monitor.tasks.retried(e.name)
     if (this.listenerCount('task:retried') > 0) this.emit('task:retried', { id: e.id, name: e.name, args: e.args, cause, attempt: e.crashes + e.tries })
     this.scheduleFlush()
     return true
@@ -519,6 +620,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     const source = isAsync
       ? (inputs as AsyncIterable<unknown>)[Symbol.asyncIterator]()
       : (inputs as Iterable<unknown>)[Symbol.iterator]()
+    const progress = options.progress ? await this.mapProgress(name, inputs, options, () => yielded) : undefined
 
     type Outcome = { ok: boolean; value: unknown }
     const inOrder = new Map<number, Outcome>()
@@ -578,6 +680,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         await new Promise<void>((resolve) => (wake = resolve))
       }
     } finally {
+      progress?.stop()
       signal?.removeEventListener('abort', nudge)
       // Whatever this map still has queued or running is withdrawn: an early
       // break, a failure or a cancellation leaves no work behind.
@@ -587,6 +690,14 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       }
       if (!exhausted) await source.return?.()
     }
+  }
+
+  private async mapProgress(name: string, inputs: unknown, options: MapOptions, read: () => number): Promise<Progress> {
+    const { Progress } = await import('../monitor/progress.js')
+    const known = options.total ?? ((inputs as { length?: unknown }).length ?? (inputs as { size?: unknown }).size)
+    const total = typeof known === 'number' ? known : undefined
+    const onUpdate = typeof options.progress === 'function' ? options.progress : undefined
+    return new Progress(read, { label: name, total, mode: onUpdate ? 'off' : 'auto', onUpdate, intervalMs: onUpdate ? 250 : undefined })
   }
 
   // --- actors ------------------------------------------------------------------
@@ -626,6 +737,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       throw err
     }
     this.actors.set(rec.id, rec)
+    this.emit('actor:spawned', { id: rec.id, className, node: node.info.agentId })
     return makeActorRef<T>(rec.id, () => rec.node.info.agentId, (method, margs) => this.actorOp(rec, ActorOp.Call, method, margs), async () => {
       if (rec.state === 'stopped' || rec.state === 'lost') return
       if (rec.ready) await rec.ready.catch(() => {})
@@ -634,6 +746,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       await this.actorOp(rec, ActorOp.Stop, 'stop', [])
       rec.state = 'stopped'
       rec.node.actors--
+      this.emit('actor:stopped', { id: rec.id, className, node: rec.node.info.agentId })
     })
   }
 
@@ -875,12 +988,14 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.transport.send(node.peer, [header(MsgType.Actor, ops.length), body])
   }
 
-  private fail(e: Entry, err: Error): void {
+  private fail(e: Entry, err: Error, node: NodeState | undefined = e.node): void {
     if (e.settled) return
     this.settle(e)
     if (!e.actor) {
       this.counters.tasksFailed++
-      if (this.listenerCount('task:failed') > 0) this.emit('task:failed', { id: e.id, name: e.name, error: err })
+      const nodeId = node === undefined || node === this.broker ? undefined : node.info.agentId
+      this.monitor.tasks.failed(e.id, e.name, nodeId, err, performance.now())
+      if (this.listenerCount('task:failed') > 0) this.emit('task:failed', { id: e.id, name: e.name, node: nodeId, error: err })
     }
     e.reject(err)
   }
@@ -983,6 +1098,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       this.counters.badFrames++
       return
     }
+    const now = performance.now()
     for (let i = 0; i < items.length; i += 3) {
       const e = this.ledger.get(items[i] as number)
       if (!e) {
@@ -992,7 +1108,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       const status = items[i + 1]
       if (status === Status.Ok) {
         this.settle(e)
-        if (!e.actor) this.counters.tasksSucceeded++
+        if (!e.actor) {
+          this.counters.tasksSucceeded++
+          this.monitor.tasks.succeeded(e.id, e.name, now)
+        }
         e.resolve(items[i + 2])
         continue
       }
@@ -1002,7 +1121,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       // Infrastructure failures retry on their own budget; a task that threw or overran only if asked.
       const infra = runtime && wire.code !== undefined && INFRA_CODES.has(wire.code)
       const retriable = infra || !runtime || wire.code === 'ERR_TIMEOUT'
-      if (e.actor || !retriable || !this.retry(e, err, infra)) this.fail(e, err)
+      if (e.actor || !retriable || !this.retry(e, err, infra)) this.fail(e, err, node)
     }
   }
 
@@ -1041,6 +1160,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         requeue.push(e)
         if (how === 'lost') {
           e.crashes++
+          this.monitor.tasks.retried(e.name)
           if (this.listenerCount('task:retried') > 0) {
             this.emit('task:retried', { id: e.id, name: e.name, args: e.args, cause: new NodeLostError(`node ${node.info.agentId} was lost (${reason})`), attempt: e.crashes + e.tries })
           }
@@ -1106,6 +1226,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
 
   private async shutdown(): Promise<void> {
     clearInterval(this.timer)
+    this.monitor.stop()
+    await this.dashboard?.close()
     const closed = new ClusterClosedError('the cluster was closed before the task settled')
     for (const e of this.ledger.values()) this.fail(e, closed)
     this.pending.clear()

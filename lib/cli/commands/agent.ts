@@ -3,6 +3,7 @@ import { Agent } from '../../agent/agent.js'
 import { StatusFile } from '../../agent/status-file.js'
 import { InvalidArgumentError } from '../../errors.js'
 import { TRANSPORT_KINDS, TRANSPORT_DEFAULTS, type TransportKind } from '../../transport/options.js'
+import { commandLogger } from '../log.js'
 
 interface AgentArgs {
   connect?: string
@@ -23,9 +24,8 @@ interface AgentArgs {
   keys?: string
   'server-key'?: string
   'status-file'?: string
+  'log-level'?: string
 }
-
-const log = (line: string) => process.stderr.write(`[agent] ${line}\n`)
 
 export const agentCommand: CommandModule<object, AgentArgs> = {
   command: 'agent',
@@ -71,25 +71,28 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       curve: args.keys !== undefined || args['server-key'] !== undefined ? { dir: args.keys, serverPublicKey: args['server-key'] } : undefined,
     })
     const status = args['status-file'] ? new StatusFile(agent, args['status-file']) : undefined
-    log(`${agent.id}: ${agent.options.threads} threads, waiting for the driver at ${where}`)
-    agent.on('driver:joined', () => log(`${agent.id}: joined the driver at ${where}`))
+    const log = commandLogger(args, 'info', 'agent').child({ agent: agent.id })
+    // Messages keep the plain-text wording of earlier versions, for whoever reads or greps them.
+    log.info({ threads: agent.options.threads, driver: where }, `${agent.id}: ${agent.options.threads} threads, waiting for the driver at ${where}`)
+    agent.on('driver:joined', () => log.info({ driver: where }, `${agent.id}: joined the driver at ${where}`))
     agent.on('driver:lost', (reason) => {
-      log(`${agent.id}: lost the driver (${reason})${args['exit-on-driver-loss'] ? '; exiting' : '; waiting for the next one'}`)
+      const next = args['exit-on-driver-loss'] ? '; exiting' : '; waiting for the next one'
+      log.warn({ driver: where, reason }, `${agent.id}: lost the driver (${reason})${next}`)
       if (args['exit-on-driver-loss']) void agent.close().then(async () => {
         await status?.close()
         process.exit(0)
       })
     })
-    agent.on('auth:failed', (message) => log(`${agent.id}: ${message} — check the keys (cluster keys) on both sides`))
+    agent.on('auth:failed', (message) => log.error({ driver: where }, `${agent.id}: ${message} — check the keys (cluster keys) on both sides`))
     agent.on('rejected', (reason) => {
-      log(`${agent.id}: the driver rejected this agent: ${reason}`)
+      log.error({ driver: where, reason }, `${agent.id}: the driver rejected this agent: ${reason}`)
       process.exitCode = 1
     })
     let stopping = false
     const stop = (signal: string) => {
       if (stopping) process.exit(1)
       stopping = true
-      log(`${agent.id}: ${signal}: finishing running tasks and handing queued ones back`)
+      log.info({ signal }, `${agent.id}: ${signal}: finishing running tasks and handing queued ones back`)
       void agent.close().then(async () => {
         await status?.close()
         process.exit(process.exitCode ?? 0)
@@ -100,7 +103,7 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
     // The agent's own timers are unref'd (it may be embedded); as a command it must keep the process up.
     const keepAlive = setInterval(() => {}, 1 << 30)
     agent.on('transport:error', (err) => {
-      log(`${agent.id}: ${err.message}; exiting`)
+      log.error({ err }, `${agent.id}: ${err.message}; exiting`)
       process.exitCode = 1
     })
     await new Promise<void>((resolve) => {

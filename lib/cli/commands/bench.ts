@@ -8,6 +8,8 @@ import { runScale } from '../../../bench/scale.js'
 import { runSeedAll, seedAllMarkdown, writeSeedAll } from '../../../bench/seed-all.js'
 import { InvalidArgumentError } from '../../errors.js'
 import { TRANSPORT_DEFAULTS, TRANSPORT_KINDS, type TransportKind } from '../../transport/options.js'
+import { runMonitorCost } from '../../../bench/monitor-cost.js'
+import { commandLogger } from '../log.js'
 
 function parseBatch(v: unknown): 'auto' | number {
   if (v === 'auto' || v === undefined) return 'auto'
@@ -60,7 +62,8 @@ export const benchCommand: CommandModule = {
             .option('redis', { type: 'string', default: TRANSPORT_DEFAULTS.redisUrl, describe: 'Redis URL for the brokered designs' })
             .option('amqp', { type: 'string', default: TRANSPORT_DEFAULTS.amqpUrl, describe: 'RabbitMQ URL for the brokered designs' })
             .option('naive-tasks', { type: 'number', default: 20_000, describe: "with --transport all: tasks of the naive baselines (one message per task; at most --tasks)" })
-            .option('out', { type: 'string', default: 'docs/benchmarks', describe: "with --transport all: write seed.json, seed.svg and seed.md here ('' for none)" }),
+            .option('out', { type: 'string', default: 'docs/benchmarks', describe: "with --transport all: write seed.json, seed.svg and seed.md here ('' for none)" })
+            .option('dashboard', { type: 'number', describe: 'serve the dashboard on this port while running (0 = a free one)' }),
         handler: async (a) => {
           if (a.transport === 'all') {
             const tasks = a.tasks as number
@@ -88,6 +91,9 @@ export const benchCommand: CommandModule = {
             transport: a.transport as TransportKind,
             redisUrl: a.redis as string,
             amqpUrl: a.amqp as string,
+            dashboard: a.dashboard as number | undefined,
+            progress: !(a.json as boolean),
+            logger: commandLogger(a, 'warn'),
           })
           print(a.json as boolean, r, seedLines(r))
           if (!r.ok) process.exitCode = 1
@@ -133,10 +139,32 @@ export const benchCommand: CommandModule = {
         describe: 'map() over a lazily generated input: throughput and peak driver memory',
         builder: (b) => common(b).option('inputs', { type: 'number', default: 10_000_000 }).option('runs', { default: 1 }),
         handler: async (a) => {
-          const r = await runMapMemory({ inputs: a.inputs as number })
+          const r = await runMapMemory({ inputs: a.inputs as number, progress: !(a.json as boolean) })
           print(a.json as boolean, r, [
             `map over ${r.inputs.toLocaleString('en-US')} generated inputs: ${r.seconds.toFixed(1)} s, ${r.tasksPerSecond.toLocaleString('en-US')} tasks/s`,
             `peak RSS ${r.peakRssMB.toFixed(0)} MB (goal < 300 MB), check ${r.ok ? 'ok' : 'FAILED'}`,
+          ])
+          if (!r.ok) process.exitCode = 1
+        },
+      })
+      .command({
+        command: 'monitor',
+        describe: 'What the dashboard and /metrics cost the seed benchmark: on and off alternated, medians',
+        builder: (b) =>
+          common(b)
+            .option('tasks', { type: 'number', default: 300_000, describe: 'tasks per measured run' })
+            .option('runs', { default: 11, describe: 'rounds of one run off and one run on' })
+            .option('threads', { type: 'number', describe: 'threads of the local agent (default: cores)' })
+            .option('via', { choices: ['call', 'map'] as const, default: 'call' as const, describe: 'one call() per task (the seed benchmark), or one map()' }),
+        handler: async (a) => {
+          const r = await runMonitorCost({ tasks: a.tasks as number, rounds: a.runs as number, threads: a.threads as number | undefined, via: a.via as 'call' | 'map' })
+          const rate = (x: number) => `${Math.round(x).toLocaleString('en-US')}`
+          print(a.json as boolean, r, [
+            `monitoring cost — seed benchmark via ${r.via}, ${r.tasks.toLocaleString('en-US')} tasks per run, ${r.rounds} rounds of off/on, ${r.threads} threads`,
+            `  off: ${r.off.map(rate).join(', ')} tasks/s`,
+            `  on : ${r.on.map(rate).join(', ')} tasks/s (client got ${r.updates} live updates, ${r.scrapes} /metrics scrapes)`,
+            `median off ${rate(r.offMedian)}, on ${rate(r.onMedian)} tasks/s: cost ${(100 * r.cost).toFixed(1)}% (goal ≤ 5%), check ${r.ok ? 'ok' : 'FAILED'}`,
+            `per-round ratio on/off (median): ${r.pairedRatio.toFixed(3)}; CPU per task (median): off ${r.cpuUsPerTaskOff.toFixed(2)} µs, on ${r.cpuUsPerTaskOn.toFixed(2)} µs`,
           ])
           if (!r.ok) process.exitCode = 1
         },
@@ -196,6 +224,6 @@ export const benchCommand: CommandModule = {
           if (!r.ok) process.exitCode = 1
         },
       })
-      .demandCommand(1, 'name a benchmark: seed, latency, balance, map, chaos or scale'),
+      .demandCommand(1, 'name a benchmark: seed, latency, balance, map, chaos, scale or monitor'),
   handler: () => {},
 }

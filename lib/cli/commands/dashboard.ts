@@ -1,0 +1,105 @@
+import { spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { once } from 'node:events'
+import { createServer } from 'node:net'
+import type { CommandModule } from 'yargs'
+import { Cluster } from '../../driver/cluster.js'
+import { InvalidArgumentError } from '../../errors.js'
+import { isLoopbackHost, resolveDashboardOptions, type ResolvedDashboardOptions } from '../../monitor/options.js'
+import { commandLogger } from '../log.js'
+
+interface DashboardArgs {
+  port: number
+  host: string
+  token?: string
+  'update-ms'?: number
+  listen: string
+  tasks?: string
+  'local-agents': number
+  threads?: number
+  insecure: boolean
+  'log-level'?: string
+  '--'?: (string | number)[]
+}
+
+/** A port that was free a moment ago on `host` (for a child that must be told its port before it binds). */
+async function freePort(host: string): Promise<number> {
+  const srv = createServer()
+  srv.listen(0, host)
+  await Promise.race([once(srv, 'listening'), once(srv, 'error').then(([err]) => Promise.reject(err as Error))])
+  const port = (srv.address() as { port: number }).port
+  srv.close()
+  await once(srv, 'close')
+  return port
+}
+
+function urlOf(o: ResolvedDashboardOptions, port: number): string {
+  const host = o.host.includes(':') ? `[${o.host}]` : o.host
+  return `http://${host}:${port}/${o.token ? `?token=${encodeURIComponent(o.token)}` : ''}`
+}
+
+/**
+ * `cluster dashboard -- <command>` runs a program with the dashboard turned
+ * on in the clusters it starts (through `CLUSTER_DASHBOARD*` variables);
+ * `cluster dashboard --listen …` runs a standing driver with a dashboard
+ * that agents join.
+ */
+export const dashboardCommand: CommandModule<object, DashboardArgs> = {
+  command: 'dashboard',
+  describe: 'Serve the web dashboard: of a program (cluster dashboard -- node job.js), or of a standing driver that agents join',
+  builder: (y) =>
+    y
+      .usage('$0 dashboard [options] [-- <program> [args...]]')
+      .option('port', { type: 'number', default: 8265, describe: 'dashboard port (0 = a free one)' })
+      .option('host', { type: 'string', default: '127.0.0.1', describe: 'dashboard interface; other than loopback needs a token' })
+      .option('token', { type: 'string', describe: 'secret for the page and /metrics (generated when --host is not loopback)' })
+      .option('update-ms', { type: 'number', describe: 'live update interval (default 1000)' })
+      .option('listen', { type: 'string', default: 'tcp://127.0.0.1:7100', describe: 'standing driver: address agents connect to' })
+      .option('tasks', { type: 'string', describe: 'standing driver: module with the task functions and actor classes' })
+      .option('local-agents', { type: 'number', default: 0, describe: 'standing driver: agents started in this process (needs --tasks)' })
+      .option('threads', { type: 'number', describe: 'standing driver: threads of each local agent' })
+      .option('insecure', { type: 'boolean', default: false, describe: 'standing driver: allow a non-loopback --listen without authentication' }),
+  handler: async (args) => {
+    const log = commandLogger(args, 'info', 'dashboard')
+    const token = args.token ?? (isLoopbackHost(args.host) ? undefined : randomBytes(18).toString('base64url'))
+    const options = resolveDashboardOptions({ port: args.port, host: args.host, token, updateMs: args['update-ms'] })!
+    const cmd = (args['--'] ?? []).map(String)
+    if (cmd.length > 0) {
+      const port = options.port === 0 ? await freePort(options.host) : options.port
+      const env: NodeJS.ProcessEnv = { ...process.env, CLUSTER_DASHBOARD: String(port), CLUSTER_DASHBOARD_HOST: options.host }
+      if (options.token) env['CLUSTER_DASHBOARD_TOKEN'] = options.token
+      if (options.updateMs !== 1000) env['CLUSTER_DASHBOARD_UPDATE_MS'] = String(options.updateMs)
+      if (args['log-level'] !== undefined) env['CLUSTER_LOG_LEVEL'] = args['log-level']
+      process.stdout.write(`dashboard: ${urlOf(options, port)} (served by ${cmd[0]} once it starts a cluster)\n`)
+      const child = spawn(cmd[0]!, cmd.slice(1), { stdio: 'inherit', env })
+      for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => child.kill(signal))
+      const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve, reject) => {
+        child.once('error', (err: NodeJS.ErrnoException) =>
+          reject(new InvalidArgumentError(`cannot run ${cmd[0]}: ${err.code === 'ENOENT' ? 'no such program' : err.message}`, { cause: err })),
+        )
+        child.once('exit', (c, s) => resolve([c, s]))
+      })
+      process.exitCode = code ?? (signal ? 128 : 1)
+      return
+    }
+    const cluster = await Cluster.start({
+      tasks: args.tasks,
+      listen: args.listen,
+      localAgents: args['local-agents'],
+      threads: args.threads,
+      insecure: args.insecure,
+      dashboard: options,
+      logger: log,
+    })
+    process.stdout.write(`dashboard: ${cluster.dashboardUrl}\nagents connect to: ${cluster.address}\n`)
+    // The cluster's timers are unref'd (it may be embedded); as a command it must keep the process up.
+    const keepAlive = setInterval(() => {}, 1 << 30)
+    const signal = await new Promise<string>((resolve) => {
+      process.once('SIGINT', () => resolve('SIGINT'))
+      process.once('SIGTERM', () => resolve('SIGTERM'))
+    })
+    clearInterval(keepAlive)
+    log.info({ signal }, 'stopping')
+    await cluster.close()
+  },
+}

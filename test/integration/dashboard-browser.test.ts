@@ -1,0 +1,124 @@
+/**
+ * The dashboard in a real browser: Debian's headless Chromium, driven by
+ * playwright-core. Skips with a one-line reason when /usr/bin/chromium is
+ * missing, unless REQUIRE_BROWSER=1 (set by .ci/run), where it fails.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { existsSync, mkdtempSync, rmSync, mkdirSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { chromium } from 'playwright-core'
+import { Cluster, RemoteTaskError } from '../../lib/index.js'
+import { FIXTURE_TASKS, runCli, waitFor } from '../helpers.js'
+import type * as Tasks from '../fixtures/tasks.js'
+
+const CHROMIUM = '/usr/bin/chromium'
+const ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+]
+/** Where the screenshot goes: DASHBOARD_SCREENSHOT (e.g. docs/dashboard.png), else next to the compiled test. */
+const SHOT = process.env['DASHBOARD_SCREENSHOT'] ?? new URL('../dashboard.png', import.meta.url).pathname
+
+/** Polls an async condition (the page updates itself); fails after `ms`. */
+async function eventually(check: () => Promise<boolean>, what: string, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+}
+
+const missing = !existsSync(CHROMIUM)
+if (missing && process.env['REQUIRE_BROWSER'] === '1') {
+  test('the browser is installed', () => assert.fail(`${CHROMIUM} is missing and REQUIRE_BROWSER=1: install Debian's chromium`))
+}
+
+test('the dashboard shows nodes, throughput and a failed task in a real browser', { skip: missing && `${CHROMIUM} not installed` }, async (t) => {
+  const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 2, dashboard: 0 })
+  t.after(() => cluster.close())
+  const agent = runCli(t, ['agent', '--connect', cluster.address, '--tasks', FIXTURE_TASKS.href, '--threads', '1', '--id', 'remote-agent-1'])
+  await waitFor(() => cluster.nodes().length === 2, 15_000, 'the remote agent').catch((err: Error) => {
+    throw new Error(`${err.message}\n${agent.output()}`)
+  })
+  const counter = await cluster.spawn<Tasks.Counter>('Counter', 1)
+  await cluster.spawn<Tasks.Counter>('Counter', 2)
+  assert.equal(await counter.inc(5), 6)
+
+  // A job that keeps the cluster busy for a few seconds (bounded in count and time).
+  let stop = false
+  const load = (async () => {
+    const end = Date.now() + 9000
+    for (let round = 0; round < 40 && !stop && Date.now() < end; round++) {
+      let n = 0
+      for await (const _ of cluster.map('sleep', Array.from({ length: 300 }, (_, i) => [1, i]), { ordered: false })) n++
+      assert.equal(n, 300)
+      await Promise.all(Array.from({ length: 5000 }, (_, k) => cluster.call('add', 1, k)))
+    }
+  })()
+  const failure = await cluster.call('fail', 'deliberate failure: parameter set 42 diverged').catch((e: unknown) => e)
+  assert.ok(failure instanceof RemoteTaskError)
+
+  const profile = mkdtempSync(join(tmpdir(), 'ac-chromium-'))
+  t.after(() => rmSync(profile, { recursive: true, force: true }))
+  const browser = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, args: ARGS, headless: true, viewport: { width: 1400, height: 1000 } })
+  t.after(() => browser.close())
+  const page = browser.pages()[0] ?? (await browser.newPage())
+  const url = new URL(cluster.dashboardUrl!)
+  const foreign: string[] = []
+  const loads: Promise<number>[] = []
+  await page.route('**/*', (route) => {
+    const u = new URL(route.request().url())
+    if (u.origin !== url.origin) {
+      foreign.push(u.href)
+      return route.abort()
+    }
+    return route.continue()
+  })
+  page.on('response', (r) => {
+    if (!r.url().includes('/api/events')) loads.push(r.request().sizes().then((s) => s.responseBodySize + s.responseHeadersSize))
+  })
+  await page.goto(url.href, { waitUntil: 'load' })
+
+  // Nodes: both agents, with their ids, threads and done counts.
+  for (const n of cluster.nodes()) {
+    const row = page.locator(`#nodes tr[data-node="${n.id}"]`)
+    await row.waitFor({ timeout: 10_000 })
+    assert.match(await row.innerText(), new RegExp(`${n.host}\\s+up\\s+${n.threads}\\b`))
+  }
+  // The deliberately failed task, with its node and its remote stack.
+  const failed = page.locator('#failures li[data-task="fail"]').first()
+  await failed.waitFor({ timeout: 10_000 })
+  const failedText = await failed.innerText()
+  assert.match(failedText, /RemoteTaskError \[ERR_TASK_FAILED\]: deliberate failure: parameter set 42 diverged/)
+  assert.match(await failed.locator('pre').textContent() ?? '', /at fail \(.*fixtures\/tasks\.js/)
+  assert.equal(await page.locator('#t-failed').innerText(), '1')
+  // Throughput: the chart holds a point with tasks settled, and counts move live.
+  const chart = page.locator('#chart')
+  await chart.locator('canvas').waitFor({ timeout: 10_000 })
+  await eventually(async () => Number(await chart.getAttribute('data-peak')) > 0, 'a throughput point above 0')
+  const count = async () => Number((await page.locator('#t-succeeded').innerText()).replace(/,/g, ''))
+  const before = await count()
+  await eventually(async () => (await count()) > before, 'the succeeded count to move')
+  assert.match(await page.locator('#actors tbody').innerText(), /Counter-\d+-\w+\s+Counter/)
+  assert.equal(await page.locator('#conn').innerText(), 'live')
+  assert.match(await page.locator('#transport').innerText(), /^zmq$/)
+
+  // Let the chart fill a few seconds, and keep a picture of it while the job runs.
+  await eventually(async () => Number(await chart.getAttribute('data-points')) >= 5, 'five seconds of throughput', 15_000)
+  mkdirSync(dirname(SHOT), { recursive: true })
+  await page.screenshot({ path: SHOT, fullPage: true })
+  stop = true
+  await load
+  assert.deepEqual(foreign, [], 'the page must load nothing from elsewhere (it works offline)')
+  const transferred = (await Promise.all(loads)).reduce((a, b) => a + b, 0)
+  t.diagnostic(`first load: ${transferred} bytes transferred; screenshot in ${SHOT}`)
+  assert.ok(transferred > 10_000 && transferred <= 200 * 1024, `first load transferred ${transferred} bytes; goal ≤ 200 KB`)
+})
