@@ -15,7 +15,7 @@ import type { HostReply, HostRequest } from '../actors/host-worker.js'
 import type { PoolBatch, PoolResult } from './worker.js'
 import { Deque } from '../util/deque.js'
 import { VERSION } from '../version.js'
-import type { AgentPool } from './pool.js'
+import { createPiscina, type AgentPool } from './pool.js'
 
 export type AgentState = 'connecting' | 'ready' | 'leaving' | 'closed'
 
@@ -194,16 +194,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   private newPool(): Piscina<PoolBatch, PoolResult> {
-    const { threads, tasks, threadMemoryMb } = this.options
-    return new Piscina<PoolBatch, PoolResult>({
-      filename: new URL('./worker.js', import.meta.url).href,
-      workerData: { tasks },
-      minThreads: threads,
-      maxThreads: threads,
-      concurrentTasksPerWorker: 1,
-      idleTimeout: Number.MAX_SAFE_INTEGER,
-      ...(threadMemoryMb === undefined ? {} : { resourceLimits: { maxOldGenerationSizeMb: threadMemoryMb } }),
-    })
+    return createPiscina(this.options.tasks, this.options.threads, this.options.threadMemoryMb)
   }
 
   /**

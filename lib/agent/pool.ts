@@ -5,6 +5,19 @@ import { InvalidArgumentError } from '../errors.js'
 import { loadCatalog } from '../tasks-module.js'
 import type { PoolBatch, PoolResult } from './worker.js'
 
+/** The piscina pool task batches run on: `threads` warm threads, one batch at a time each, never shrinking. */
+export function createPiscina(tasks: string, threads: number, threadMemoryMb: number | undefined): Piscina<PoolBatch, PoolResult> {
+  return new Piscina<PoolBatch, PoolResult>({
+    filename: new URL('./worker.js', import.meta.url).href,
+    workerData: { tasks },
+    minThreads: threads,
+    maxThreads: threads,
+    concurrentTasksPerWorker: 1,
+    idleTimeout: Number.MAX_SAFE_INTEGER,
+    ...(threadMemoryMb === undefined ? {} : { resourceLimits: { maxOldGenerationSizeMb: threadMemoryMb } }),
+  })
+}
+
 export interface AgentPoolOptions {
   /** The tasks module every agent sharing the pool runs. */
   tasks: TasksModule
@@ -29,14 +42,7 @@ export class AgentPool {
   private constructor(tasks: string, threads: number) {
     this.tasks = tasks
     this.threads = threads
-    this.piscina = new Piscina<PoolBatch, PoolResult>({
-      filename: new URL('./worker.js', import.meta.url).href,
-      workerData: { tasks },
-      minThreads: threads,
-      maxThreads: threads,
-      concurrentTasksPerWorker: 1,
-      idleTimeout: Number.MAX_SAFE_INTEGER,
-    })
+    this.piscina = createPiscina(tasks, threads, undefined)
   }
 
   /** Loads the tasks module (a TasksModuleError if it does not) and starts the threads. */

@@ -1,6 +1,6 @@
 import * as zmq from 'zeromq'
 import { TransportError } from '../errors.js'
-import { newStats, partsBytes, type AgentTransport, type DriverTransport, type Parts } from './transport.js'
+import { newStats, partsBytes, type AgentTransport, type DriverTransport, type Parts, type TransportFailure, type TransportStats } from './transport.js'
 import type { AgentCurve, KeyPair } from './curve.js'
 
 export interface ZmqDriverTransportOptions {
@@ -87,19 +87,10 @@ export class ZmqDriverTransport implements DriverTransport {
     })
   }
 
-  start(onMessage: (peer: string, parts: Parts) => void): void {
-    void (async () => {
-      try {
-        for await (const [id, ...parts] of this.socket) {
-          if (!id) continue
-          this.stats.framesIn++
-          this.stats.bytesIn += partsBytes(parts)
-          onMessage(id.toString('latin1'), parts)
-        }
-      } catch (err) {
-        if (!this.closed) throw err
-      }
-    })()
+  start(onMessage: (peer: string, parts: Parts) => void, onFailure?: TransportFailure): void {
+    receiveAll(this.socket, this.stats, () => this.closed, onFailure, ([id, ...parts]) => {
+      if (id) onMessage(id.toString('latin1'), parts)
+    })
   }
 
   async close(): Promise<void> {
@@ -169,18 +160,8 @@ export class ZmqAgentTransport implements AgentTransport {
     })
   }
 
-  start(onMessage: (parts: Parts) => void): void {
-    void (async () => {
-      try {
-        for await (const parts of this.socket) {
-          this.stats.framesIn++
-          this.stats.bytesIn += partsBytes(parts)
-          onMessage(parts)
-        }
-      } catch (err) {
-        if (!this.closed) throw err
-      }
-    })()
+  start(onMessage: (parts: Parts) => void, onFailure?: TransportFailure): void {
+    receiveAll(this.socket, this.stats, () => this.closed, onFailure, onMessage)
   }
 
   async close(): Promise<void> {
@@ -192,4 +173,30 @@ export class ZmqAgentTransport implements AgentTransport {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close()
   }
+}
+
+/**
+ * Delivers every message a socket receives, counting frames and bytes (the
+ * routing id of a ROUTER's messages included in the parts, not in the byte
+ * count), until the socket closes. An error while it is open is reported to
+ * `onFailure`, never thrown into the void.
+ */
+function receiveAll(
+  socket: AsyncIterable<Buffer[]>,
+  stats: TransportStats,
+  closed: () => boolean,
+  onFailure: TransportFailure | undefined,
+  deliver: (parts: Buffer[]) => void,
+): void {
+  void (async () => {
+    try {
+      for await (const parts of socket) {
+        stats.framesIn++
+        stats.bytesIn += partsBytes(parts)
+        deliver(parts)
+      }
+    } catch (err) {
+      if (!closed()) onFailure?.(new TransportError(`receiving failed: ${(err as Error).message}`, { cause: err }))
+    }
+  })()
 }
