@@ -35,7 +35,8 @@ export class ZmqDriverTransport implements DriverTransport {
       mandatory: true,
       handover: true,
       sendTimeout: 0,
-      linger: 0,
+      // Long enough for the DriverBye sent on close to reach live agents; a gone peer costs at most this at exit.
+      linger: 100,
       sendHighWaterMark: SEND_HWM,
       receiveHighWaterMark: SEND_HWM,
       maxMessageSize: options.maxFrameBytes,

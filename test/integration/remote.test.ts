@@ -62,7 +62,9 @@ test('agents outlive the driver and serve the next one on the same address', asy
   assert.equal(await first.call('add', 1, 1), 2)
   await first.close()
   await using second = await Cluster.start({ tasks: FIXTURE_TASKS, listen: address, localAgents: 0 })
-  await waitFor(() => second.nodes().length === 1, 15_000, 'agent on the second driver')
+  await waitFor(() => second.nodes().length === 1, 30_000, 'agent on the second driver').catch((err: Error) => {
+    throw new Error(`${err.message}; second driver ${JSON.stringify(second.stats())}; agent said:\n${a.output()}`)
+  })
   assert.equal(await second.call('whoami'), a.child.pid)
   assert.match(a.output(), /lost the driver \(the driver closed\)/)
 })
