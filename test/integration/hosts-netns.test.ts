@@ -303,7 +303,7 @@ test('every bad host is reported with its cause; the good one comes up; nothing 
   await exec(process.execPath, [CLI, 'keys', '--out', wrong])
   await writeFile(join(wrong, 'authorized_agents'), `${(await readFile(join(lab.dir, 'keys', 'server.pub'), 'utf8')).trim()}\n`)
   const refused = json<UpJson>(await ok(lab.cli(t, ['up', '--nodes', 'hosts-one.txt', '--no-sync', '--name', 'refused', '--keys', wrong, '--register-timeout', '3', '--json'], proj), 1))
-  assert.equal(refused.hosts[0]!.error?.reason, 'not-registered')
+  assert.equal(refused.hosts[0]!.error?.reason, 'not-registered', refused.hosts[0]!.error?.message)
   assert.match(refused.hosts[0]!.error!.message, /did not register[\s\S]*check the keys/)
   assert.deepEqual(await agentsIn(h2), [])
   assert.deepEqual((await readdir(join(lab.dir, 'run')).catch(() => [])).filter((f) => f.startsWith('refused@')), [], 'its keys and files are removed')
