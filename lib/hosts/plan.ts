@@ -6,6 +6,7 @@ import { ConfigError, InvalidArgumentError } from '../errors.js'
 import type { HostSpec } from './hosts-file.js'
 import type { SshSettings } from './ssh.js'
 import type { CurveOptions } from '../transport/curve.js'
+import { DASHBOARD_DEFAULTS } from '../monitor/options.js'
 
 /** Flags of `cluster up`, `status`, `down` (each also a `CLUSTER_*` variable); they win over the config file. */
 export interface HostsFlags {
@@ -31,6 +32,7 @@ export interface HostsFlags {
   runDir?: string | undefined
   stateDir?: string | undefined
   keys?: string | undefined
+  dashboard?: string | undefined
 }
 
 /** Everything `cluster up`, `status` and `down` need, resolved: defaults < config file < environment < flags. */
@@ -63,6 +65,8 @@ export interface HostsPlan {
   readonly threads: number | undefined
   readonly heartbeatMs: number | undefined
   readonly nodeTimeoutMs: number | undefined
+  /** The running driver's dashboard (`--dashboard URL`, or the config's `dashboard`), for `cluster status`. */
+  readonly dashboard: { readonly url: string; readonly token: string | undefined } | undefined
 }
 
 export const HOSTS_DEFAULTS = {
@@ -174,7 +178,27 @@ export async function resolveHostsPlan(flags: HostsFlags, cwd = process.cwd()): 
     threads: positive('--threads', flags.threads),
     heartbeatMs: config.heartbeatMs,
     nodeTimeoutMs: config.nodeTimeoutMs,
+    dashboard: dashboardOf(flags.dashboard, config),
   }
+}
+
+/** Where the driver's dashboard answers: the flag's URL, else the config's `dashboard` (its port, on its host or loopback). */
+function dashboardOf(flag: string | undefined, config: ClusterConfig): HostsPlan['dashboard'] {
+  if (flag !== undefined && flag !== '') {
+    try {
+      new URL(flag)
+    } catch {
+      throw new InvalidArgumentError(`--dashboard must be a URL like http://127.0.0.1:8265/, got ${JSON.stringify(flag)}`)
+    }
+    return { url: flag, token: undefined }
+  }
+  const d = config.dashboard
+  if (d === undefined || d === false) return undefined
+  const o = d === true ? {} : typeof d === 'number' ? { port: d } : d
+  const port = o.port ?? DASHBOARD_DEFAULTS.port
+  if (port === 0) return undefined
+  const host = o.host === undefined || /^(0\.0\.0\.0|::|\[::\])$/.test(o.host) ? DASHBOARD_DEFAULTS.host : o.host
+  return { url: `http://${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${port}/`, token: o.token }
 }
 
 /** The agent identity of a host in this cluster: stable, so a second `cluster up` finds the agent it started. */

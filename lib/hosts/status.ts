@@ -5,6 +5,7 @@ import { mapLimit } from './progress.js'
 import { STATUS_SCRIPT, parseReply } from './remote.js'
 import { runSsh, sshFailure, type SshTarget } from './ssh.js'
 import { readState, type HostRecord } from './state.js'
+import { fetchSnapshot } from '../monitor/client.js'
 
 /** One host as `cluster status` sees it. */
 export interface HostStatus {
@@ -27,15 +28,33 @@ export interface HostStatus {
   tasksDone: number | null
   /** Milliseconds since the agent last heard its driver. */
   heartbeatAgeMs: number | null
+  /** The running driver's view of this agent (from its dashboard): tasks sent and not answered, tasks done for it, ms since it heard the agent. */
+  driver: { inFlight: number; tasksDone: number; heartbeatAgeMs: number } | null
   version: string | null
   hostname: string | null
   error: string | null
 }
 
+/** What the running driver says, read from its dashboard (`/api/stats`). */
+export type DriverView =
+  | {
+      url: string
+      version: string
+      address: string
+      nodes: number
+      tasks: { pending: number; running: number; succeeded: number; failed: number; ratePerSecond: number }
+      /** Nodes of the driver that the state file does not list (agents started some other way). */
+      otherNodes: string[]
+      error: null
+    }
+  | { url: string; error: string }
+
 export interface ClusterStatus {
   name: string
   head: string | null
   hosts: HostStatus[]
+  /** The running driver's view, when a dashboard was named (`--dashboard`, or `dashboard` in the config). */
+  driver?: DriverView
 }
 
 /** Validates an agent's status file (it comes from a host: trusted for nothing but its shape). */
@@ -64,7 +83,7 @@ function targetOf(r: HostRecord): SshTarget {
 async function statusOne(plan: HostsPlan, r: HostRecord): Promise<HostStatus> {
   const base: HostStatus = {
     host: r.label, agentId: r.agentId, state: 'down', pid: r.pid ?? null, threads: r.threads ?? null, busy: null, queued: null,
-    tasksDone: null, heartbeatAgeMs: null, version: r.version ?? null, hostname: r.hostname ?? null, error: null,
+    tasksDone: null, heartbeatAgeMs: null, driver: null, version: r.version ?? null, hostname: r.hostname ?? null, error: null,
   }
   const timeoutMs = (plan.ssh.connectTimeoutS + 15) * 1000
   let res
@@ -109,8 +128,32 @@ async function statusOne(plan: HostsPlan, r: HostRecord): Promise<HostStatus> {
  */
 export async function clusterStatus(plan: HostsPlan): Promise<ClusterStatus> {
   const state = await readState(plan.stateFile)
-  if (!state) return { name: plan.name, head: plan.head ?? null, hosts: [] }
-  const hosts = await mapLimit(state.hosts, plan.concurrency, (r) => statusOne(plan, r))
-  return { name: plan.name, head: state.head ?? plan.head ?? null, hosts }
+  const snapshot = plan.dashboard ? fetchSnapshot(plan.dashboard.url, { token: plan.dashboard.token, timeoutMs: 3000 }).catch((err: Error) => err) : undefined
+  const hosts = state ? await mapLimit(state.hosts, plan.concurrency, (r) => statusOne(plan, r)) : []
+  const out: ClusterStatus = { name: plan.name, head: state?.head ?? plan.head ?? null, hosts }
+  if (plan.dashboard && snapshot) {
+    const s = await snapshot
+    if (s instanceof Error) {
+      out.driver = { url: plan.dashboard.url, error: s.message }
+    } else {
+      const byId = new Map(s.nodes.map((n) => [n.id, n]))
+      for (const h of hosts) {
+        const n = byId.get(h.agentId)
+        if (n) h.driver = { inFlight: n.inFlight, tasksDone: n.tasksDone, heartbeatAgeMs: n.heartbeatAgeMs }
+      }
+      const known = new Set(hosts.map((h) => h.agentId))
+      const { pending, running, succeeded, failed, ratePerSecond } = s.tasks
+      out.driver = {
+        url: plan.dashboard.url,
+        version: s.version,
+        address: s.address,
+        nodes: s.nodes.length,
+        tasks: { pending, running, succeeded, failed, ratePerSecond },
+        otherNodes: s.nodes.filter((n) => !known.has(n.id)).map((n) => n.id),
+        error: null,
+      }
+    }
+  }
+  return out
 }
 

@@ -88,7 +88,11 @@ interface UpJson {
   hosts: { host: string; state: string; threads: number | null; version: string | null; pid: number | null; error: { code: string; reason: string | null; message: string } | null }[]
 }
 interface StatusJson {
-  hosts: { host: string; state: string; threads: number | null; tasksDone: number | null; heartbeatAgeMs: number | null; version: string | null; pid: number | null; error: string | null }[]
+  hosts: {
+    host: string; state: string; threads: number | null; tasksDone: number | null; heartbeatAgeMs: number | null; version: string | null; pid: number | null; error: string | null
+    driver: { inFlight: number; tasksDone: number } | null
+  }[]
+  driver?: { nodes: number; error: string | null }
 }
 interface DownJson {
   hosts: { host: string; result: string; agents: { pid?: number; how: string }[] }[]
@@ -129,6 +133,8 @@ before(async () => {
     nodeTimeoutMs: 2000,
     registerTimeoutS: 20,
     stopTimeoutS: 5,
+    // The driver's dashboard (in the head's namespace): cluster status adds the driver's view.
+    dashboard: { port: 8265 },
     ssh: { configFile: lab.sshConfig, identity: lab.key, connectTimeoutS: 2 },
     // A run directory of this lab's own: two test runs at once never share agent files.
     remote: { node: process.execPath, cli: CLI, runDir: join(lab.dir, 'run') },
@@ -183,6 +189,9 @@ test('up, a job of 20,000 tasks across hosts, status, hosts added and removed mi
     assert.match(h.version ?? '', /^\d+\.\d+\.\d+/)
   }
   assert.ok(st.hosts[0]!.tasksDone! > 0 && st.hosts[1]!.tasksDone! > 0, JSON.stringify(st.hosts))
+  assert.equal(st.driver?.error, null, JSON.stringify(st.driver))
+  assert.equal(st.driver?.nodes, 3)
+  assert.ok(st.hosts.every((h) => h.driver !== null && h.driver.tasksDone >= 0), JSON.stringify(st.hosts))
   const table = await ok(lab.cli(t, ['status'], proj))
   assert.match(table, /HOST\s+STATE\s+THREADS\s+LOAD\s+TASKS DONE\s+HEARTBEAT\s+VERSION\s+PID/)
   assert.match(table, /3 of 3 hosts serving a driver, 4 threads/)

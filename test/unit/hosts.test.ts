@@ -256,6 +256,21 @@ test('the plan: config file under flags, head from listen, paths against the pro
   await assert.rejects(resolveHostsPlan({ connectTimeout: 0 }, dir), (e: unknown) => e instanceof InvalidArgumentError && /--connect-timeout must be a number ≥ 1, got 0/.test(e.message))
   await assert.rejects(resolveHostsPlan({ name: 'bad name' }, dir), /--name must be 1 to 64 letters/)
   await assert.rejects(resolveHostsPlan({ config: 'missing.mjs' }, dir), /config file .*missing\.mjs does not exist/)
+  assert.equal(plan.dashboard, undefined)
+  const dashboards: [string, unknown][] = [
+    ['true', { url: 'http://127.0.0.1:8265/', token: undefined }],
+    ['9000', { url: 'http://127.0.0.1:9000/', token: undefined }],
+    ["{ port: 9001, host: '0.0.0.0', token: 'sixteen-characters!' }", { url: 'http://127.0.0.1:9001/', token: 'sixteen-characters!' }],
+    ["{ port: 9002, host: '10.0.0.5' }", { url: 'http://10.0.0.5:9002/', token: undefined }],
+    ['0', undefined],
+    ['false', undefined],
+  ]
+  // One file per case: a module is imported once per path.
+  for (const [i, [value, want]] of dashboards.entries()) {
+    await writeFile(join(dir, `d${i}.mjs`), `export default { dashboard: ${value} }\n`)
+    assert.deepEqual((await resolveHostsPlan({ config: `d${i}.mjs` }, dir)).dashboard, want, value)
+  }
+  assert.deepEqual((await resolveHostsPlan({ config: 'd0.mjs', dashboard: 'http://h:1/' }, dir)).dashboard, { url: 'http://h:1/', token: undefined })
   const empty = await mkdtemp(join(tmpdir(), 'ac-plan-empty-'))
   t.after(() => rm(empty, { recursive: true, force: true }))
   const bare = await resolveHostsPlan({}, empty)

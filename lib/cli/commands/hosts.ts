@@ -51,6 +51,7 @@ function flags(a: Args): HostsFlags {
     runDir: s('run-dir'),
     stateDir: s('state-dir'),
     keys: s('keys'),
+    dashboard: s('dashboard'),
   }
 }
 
@@ -117,7 +118,11 @@ function load(s: HostStatus): string {
 export const statusCommand: CommandModule = {
   command: 'status',
   describe: 'Ask every host of the cluster about its agent: state, threads, load, tasks done, heartbeat age, version',
-  builder: (y) => common(y),
+  builder: (y) =>
+    common(y).option('dashboard', {
+      type: 'string',
+      describe: "also ask the running driver, through its dashboard (URL; default: the config's dashboard)",
+    }),
   handler: async (a) => {
     const plan: HostsPlan = await resolveHostsPlan(flags(a))
     const st = await clusterStatus(plan)
@@ -125,16 +130,29 @@ export const statusCommand: CommandModule = {
       process.stdout.write(`${JSON.stringify(st)}\n`)
       return
     }
+    const driverLines: string[] = []
+    if (st.driver?.error === null) {
+      const d = st.driver
+      driverLines.push(
+        `driver at ${d.address} (dashboard ${d.url}): ${d.nodes} nodes; tasks ${d.tasks.pending} pending, ${d.tasks.running} running, ${d.tasks.succeeded} done, ${d.tasks.failed} failed; ${Math.round(d.tasks.ratePerSecond)} tasks/s`,
+      )
+      if (d.otherNodes.length > 0) driverLines.push(`  nodes not started by cluster up: ${d.otherNodes.join(', ')}`)
+    } else if (st.driver) {
+      driverLines.push(`no driver view: ${st.driver.error}`)
+    }
     if (st.hosts.length === 0) {
-      process.stdout.write(`cluster ${st.name} has no hosts (cluster up --nodes hosts.txt starts them)\n`)
+      process.stdout.write(`${[`cluster ${st.name} has no hosts (cluster up --nodes hosts.txt starts them)`, ...driverLines].join('\n')}\n`)
       return
     }
     const threads = st.hosts.reduce((n, h) => n + (h.state === 'up' || h.state === 'waiting' ? (h.threads ?? 0) : 0), 0)
+    // With the driver's view, one more column: the tasks it has sent each agent and not had answered.
+    const withDriver = st.driver?.error === null
     const rows = st.hosts.map((h) => [
       h.host, h.state, dash(h.threads), load(h), dash(h.tasksDone), h.heartbeatAgeMs === null ? '-' : `${(h.heartbeatAgeMs / 1000).toFixed(1)} s`, dash(h.version), dash(h.pid),
+      ...(withDriver ? [h.driver ? String(h.driver.inFlight) : 'not a node'] : []),
     ])
-    const lines = [`cluster ${st.name}, head ${dash(st.head)}: ${st.hosts.filter((h) => h.state === 'up').length} of ${st.hosts.length} hosts serving a driver, ${threads} threads`, '']
-    lines.push(formatTable(['HOST', 'STATE', 'THREADS', 'LOAD', 'TASKS DONE', 'HEARTBEAT', 'VERSION', 'PID'], rows))
+    const lines = [`cluster ${st.name}, head ${dash(st.head)}: ${st.hosts.filter((h) => h.state === 'up').length} of ${st.hosts.length} hosts serving a driver, ${threads} threads`, ...driverLines, '']
+    lines.push(formatTable(['HOST', 'STATE', 'THREADS', 'LOAD', 'TASKS DONE', 'HEARTBEAT', 'VERSION', 'PID', ...(withDriver ? ['IN FLIGHT'] : [])], rows))
     const bad = st.hosts.filter((h) => h.error !== null)
     if (bad.length > 0) {
       lines.push('')
