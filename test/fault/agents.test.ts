@@ -121,9 +121,13 @@ test('a driver that dies: agents notice, go idle, and serve the next driver; --e
   await waitFor(() => driverOut.includes('listening'), 15_000, 'driver process')
   const stays = runCli(t, agentArgs(address))
   const leaves = runCli(t, agentArgs(address, '--exit-on-driver-loss'))
-  await waitFor(() => (driverOut.match(/joined/g) ?? []).length === 2, 15_000, 'both agents joined')
+  // Both agents must have received their Welcome (they say so), not only been counted by the driver.
+  await waitFor(() => /joined the driver/.test(stays.output()) && /joined the driver/.test(leaves.output()), 15_000, 'both agents to be welcomed')
   driver.kill('SIGKILL')
-  assert.equal(await leaves.exited, 0, leaves.output())
+  let code: number | null | undefined
+  void leaves.exited.then((c) => (code = c))
+  await waitFor(() => code !== undefined, 15_000, `the --exit-on-driver-loss agent to exit (it said: ${leaves.output()})`)
+  assert.equal(code, 0, leaves.output())
   assert.match(leaves.output(), /lost the driver \(no word from the driver for 1500 ms\); exiting/)
   await waitFor(() => /lost the driver .*waiting for the next one/.test(stays.output()), 10_000, 'the other agent to go idle')
   await using next = await Cluster.start({ tasks: FIXTURE_TASKS, listen: address, localAgents: 0, ...FAST })
