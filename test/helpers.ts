@@ -7,15 +7,28 @@ import type { TestContext } from 'node:test'
 export const FIXTURE_TASKS = new URL('./fixtures/tasks.js', import.meta.url)
 export const CLI = new URL('../bin/cluster.js', import.meta.url).pathname
 
-/** A TCP port that was free a moment ago, from the kernel rather than a fixed number. */
+/**
+ * A TCP port that was free a moment ago, below the kernel's ephemeral range
+ * (32768–60999 here). Agents reconnect to a driver's port while it is down; a
+ * port inside the ephemeral range can then be picked as the connecting
+ * socket's own source port, and TCP connects the socket to itself — the agent
+ * would sit on that connection instead of finding the next driver.
+ */
 export async function freePort(): Promise<number> {
-  const srv = createServer()
-  srv.listen(0, '127.0.0.1')
-  await once(srv, 'listening')
-  const port = (srv.address() as { port: number }).port
-  srv.close()
-  await once(srv, 'close')
-  return port
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000)
+    const srv = createServer()
+    const ok = await new Promise<boolean>((resolve) => {
+      srv.once('error', () => resolve(false))
+      srv.listen(port, '127.0.0.1', () => resolve(true))
+    })
+    if (ok) {
+      srv.close()
+      await once(srv, 'close')
+      return port
+    }
+  }
+  throw new Error('no free TCP port found between 20000 and 32000')
 }
 
 export interface Proc {

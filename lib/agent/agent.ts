@@ -226,9 +226,16 @@ export class Agent extends EventEmitter<AgentEvents> {
     )
     this.sendHello()
     const helloEvery = Math.min(1000, this.options.heartbeatMs)
+    let unanswered = 0
     this.timers.push(
       setInterval(() => {
-        if (this._state === 'connecting') this.sendHello()
+        if (this._state !== 'connecting') {
+          unanswered = 0
+          return
+        }
+        // Five Hellos without an answer: dial again, in case the connection is stuck (see ZmqAgentTransport.redial).
+        if (++unanswered % 5 === 0) this.transport.redial?.()
+        this.sendHello()
       }, helloEvery),
       setInterval(() => this.tick(), this.options.heartbeatMs),
     )

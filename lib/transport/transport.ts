@@ -53,6 +53,8 @@ export interface AgentTransport extends AsyncDisposable {
   readonly sharedTasks?: boolean
   /** How many task frames the agent wants to hold unacknowledged; 0 stops taking tasks. */
   setWindow?(frames: number): void
+  /** Drops the connection and dials again (an agent that hears no driver for a while). */
+  redial?(): void
   /** These deliveries were answered by the messages sent so far: acknowledge them once the broker holds those. */
   ack?(deliveries: Delivery[]): void
   /** Gives deliveries back to the queue unrun. */

@@ -152,6 +152,22 @@ export class ZmqAgentTransport implements AgentTransport {
     }
   }
 
+  /**
+   * A fresh connection. While a driver's port is down, a reconnect attempt
+   * to a loopback port in the ephemeral range can be given that very port as
+   * its source and connect the socket to itself; ZeroMQ would then never dial
+   * again. The agent redials while it hears no driver.
+   */
+  redial(): void {
+    if (this.closed) return
+    try {
+      this.socket.disconnect(this.options.connect)
+    } catch {
+      // not connected
+    }
+    this.socket.connect(this.options.connect)
+  }
+
   send(parts: Parts): void {
     if (this.closed) return
     this.stats.framesOut++
