@@ -367,11 +367,7 @@ export class Agent extends EventEmitter<AgentEvents> {
    * the acknowledgement of the frames they came from.
    */
   private acknowledge(frames: QueuedFrame[]): void {
-    const done: Delivery[] = []
-    for (const f of frames) {
-      if (f.deliveries) done.push(...f.deliveries)
-      if (f.split && --f.split.remaining === 0) done.push(...f.split.deliveries)
-    }
+    const done = finished(frames)
     if (done.length > 0) this.transport.ack?.(done)
   }
 
@@ -416,11 +412,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     const stale = driver === undefined || driver !== this.session
     if (!stale && items.length > 3) {
       // The original frames are acknowledged once every piece is answered.
-      const group: SplitGroup = { remaining: items.length / 3, deliveries: [] }
-      for (const f of frames) {
-        if (f.deliveries) group.deliveries.push(...f.deliveries)
-        if (f.split && --f.split.remaining === 0) group.deliveries.push(...f.split.deliveries)
-      }
+      const group: SplitGroup = { remaining: items.length / 3, deliveries: finished(frames) }
       for (let i = items.length - 3; i >= 0; i -= 3) {
         this.queue.unshift({ body: encode(items.slice(i, i + 3)), count: 1, timeoutMs: undefined, solo: true, deliveries: undefined, split: group })
       }
@@ -473,11 +465,7 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   /** Brokered designs: frames taken and not started go back to the shared queue. */
   private releaseQueued(): void {
-    const deliveries: Delivery[] = []
-    for (const f of this.queue.clear()) {
-      if (f.deliveries) deliveries.push(...f.deliveries)
-      if (f.split && --f.split.remaining === 0) deliveries.push(...f.split.deliveries)
-    }
+    const deliveries = finished(this.queue.clear())
     if (deliveries.length > 0) this.transport.release?.(deliveries)
   }
 
@@ -566,4 +554,18 @@ export class Agent extends EventEmitter<AgentEvents> {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close()
   }
+}
+
+/**
+ * The broker deliveries that come due as `frames` leave the agent (answered,
+ * split further, or handed back): each frame's own, and those of a split
+ * batch once its last piece is gone.
+ */
+function finished(frames: Iterable<QueuedFrame>): Delivery[] {
+  const due: Delivery[] = []
+  for (const f of frames) {
+    if (f.deliveries) due.push(...f.deliveries)
+    if (f.split && --f.split.remaining === 0) due.push(...f.split.deliveries)
+  }
+  return due
 }
