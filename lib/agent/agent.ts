@@ -221,8 +221,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private async run(): Promise<void> {
     await this.transport.connect()
     this.transport.start(
-      (parts, delivery) => this.onMessage(parts, delivery),
-      (err) => this.onTransportFailure(err),
+      (parts: Parts, delivery?: Delivery) => this.onMessage(parts, delivery),
+      (err: Error) => this.onTransportFailure(err),
     )
     this.sendHello()
     const helloEvery = Math.min(1000, this.options.heartbeatMs)
@@ -234,7 +234,7 @@ export class Agent extends EventEmitter<AgentEvents> {
           return
         }
         // Five Hellos without an answer: dial again, in case the connection is stuck (see ZmqAgentTransport.redial).
-        if (++unanswered % 5 === 0) this.transport.redial?.()
+        if (++unanswered % 5 === 0 && this.transport.kind === 'routed') this.transport.redial()
         this.sendHello()
       }, helloEvery),
       setInterval(() => this.tick(), this.options.heartbeatMs),
@@ -264,7 +264,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     } catch {
       this.stats.badFrames++
       // Never run, never to come back: off the queue.
-      if (delivery !== undefined) this.transport.ack?.([delivery])
+      if (delivery !== undefined) this.ack([delivery])
       return
     }
     this.lastDriverSeen = Date.now()
@@ -314,7 +314,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       }
     } catch {
       this.stats.badFrames++
-      if (delivery !== undefined) this.transport.ack?.([delivery])
+      if (delivery !== undefined) this.ack([delivery])
     }
   }
 
@@ -323,7 +323,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this._state = 'connecting'
     this.session = undefined
     this.registration = randomBytes(4).toString('hex')
-    this.transport.setWindow?.(0)
+    if (this.transport.kind === 'shared-queue') this.transport.setWindow(0)
     this.releaseQueued()
     this.queued = 0
     void this.hosts.close()
@@ -368,7 +368,7 @@ export class Agent extends EventEmitter<AgentEvents> {
    */
   private acknowledge(frames: QueuedFrame[]): void {
     const done = finished(frames)
-    if (done.length > 0) this.transport.ack?.(done)
+    if (done.length > 0) this.ack(done)
   }
 
   private onBatchDone(driver: string | undefined, r: PoolResult, n: number, frames: QueuedFrame[]): void {
@@ -435,6 +435,11 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.pump()
   }
 
+  /** Brokered designs: these deliveries leave the shared queue. */
+  private ack(deliveries: Delivery[]): void {
+    if (this.transport.kind === 'shared-queue') this.transport.ack(deliveries)
+  }
+
   private batchSettled(n: number): void {
     this.inflight--
     this.busyTasks -= n
@@ -460,13 +465,13 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.transport.send([header(MsgType.Credit, w)])
     // Brokered designs take frames from a shared queue: the window in frames, plus one per thread for frames
     // whose results are on their way to the broker (acked only then).
-    this.transport.setWindow?.(w === 0 ? 0 : Math.ceil(w / this.tasksPerFrame) + this.options.threads)
+    if (this.transport.kind === 'shared-queue') this.transport.setWindow(w === 0 ? 0 : Math.ceil(w / this.tasksPerFrame) + this.options.threads)
   }
 
   /** Brokered designs: frames taken and not started go back to the shared queue. */
   private releaseQueued(): void {
     const deliveries = finished(this.queue.clear())
-    if (deliveries.length > 0) this.transport.release?.(deliveries)
+    if (deliveries.length > 0 && this.transport.kind === 'shared-queue') this.transport.release(deliveries)
   }
 
   /** The transport failed for good (its broker went away): say so and close; the broker or the driver requeues what this agent held. */
@@ -525,9 +530,9 @@ export class Agent extends EventEmitter<AgentEvents> {
     this._state = 'leaving'
     if (wasReady) this.sendCredit()
     if (this.inflight > 0) await new Promise<void>((resolve) => (this.drained = resolve))
-    if (wasReady && this.transport.sharedTasks) {
+    if (wasReady && this.transport.kind === 'shared-queue') {
       // The results and acks of the batches just finished go first, then the frames not started go back.
-      await this.transport.flush?.()
+      await this.transport.flush()
       this.releaseQueued()
       this.transport.send([header(MsgType.Leave, [])])
     } else if (wasReady) {

@@ -23,121 +23,17 @@ import { applyConfig } from '../config.js'
 import { createDriverTransport } from '../transport/resolve.js'
 import { isBrokered } from '../transport/options.js'
 import { newKeyPair, registerZapDomain, resolveDriverCurve, unregisterZapDomain, type DriverCurve, type KeyPair } from '../transport/curve.js'
-import type { DriverTransport, Parts, TransportStats } from '../transport/transport.js'
+import type { DriverTransport, Parts } from '../transport/transport.js'
 import { Deque } from '../util/deque.js'
-import { makeActorRef, makeTasksProxy, type ActorRef, type TasksProxy } from './proxies.js'
-import { resolvePolicy, resolveRestart, type Policy, type SpawnOptions, type TaskOptions } from './policy.js'
+import { makeActorRef, makeTasksProxy } from './proxies.js'
+import { resolvePolicy, resolveRestart, type Policy } from './policy.js'
+import type { ActorInfo, ActorRef, ClusterEvents, ClusterStats, ClusterView, MapOptions, NodeInfo, SpawnOptions, TaskOptions, TasksProxy } from './types.js'
 import { ClusterMonitor, type ClusterSnapshot } from '../monitor/monitor.js'
 import type { ClusterMetrics } from '../monitor/metrics.js'
 import type { Dashboard } from '../monitor/dashboard.js'
 import { createLogger, logClusterEvents, type Logger } from '../monitor/log.js'
 import { monitorEnvDefaults } from '../monitor/options.js'
-import type { Progress, ProgressState } from '../monitor/progress.js'
-
-/** Options of one `map`: ordering and concurrency, plus every per-task option. */
-export interface MapOptions extends TaskOptions {
-  /** Yield results in input order (default true) or as they complete. */
-  ordered?: boolean
-  /** Most inputs taken from the iterable and not yet yielded. Default 16384. */
-  concurrency?: number
-  /**
-   * Report progress: `true` draws a bar with rate and ETA on stderr (plain
-   * periodic lines when stderr is not a terminal); a function is called with
-   * each update instead. Default false.
-   */
-  progress?: boolean | ((state: ProgressState) => void)
-  /** Number of inputs, for the progress bar's ETA when `inputs` has no `length` or `size`. */
-  total?: number
-}
-
-/** What `cluster.liveActors()` reports of one live actor. */
-export interface ActorInfo {
-  id: string
-  className: string
-  /** The node that hosts it. */
-  node: string
-}
-
-/** A task that failed, as `task:failed` reports it. */
-export interface TaskFailedEvent {
-  id: number
-  name: string
-  /** The node that ran it; undefined when it failed before reaching one. */
-  node: string | undefined
-  error: Error
-}
-
-/** What `cluster.nodes()` reports of one agent. */
-export interface NodeInfo {
-  id: string
-  host: string
-  pid: number
-  threads: number
-  version: string
-  state: 'up' | 'leaving'
-  local: boolean
-  /** Tasks the node asked to hold at once (its credit window). */
-  window: number
-  /** Tasks sent to the node and not yet answered. */
-  inFlight: number
-  tasksDone: number
-  busyThreads: number
-  actors: number
-  heartbeatAgeMs: number
-}
-
-export interface ClusterStats {
-  tasksSubmitted: number
-  tasksSucceeded: number
-  tasksFailed: number
-  tasksCancelled: number
-  /** Tasks sent again: after a node was lost or left, a worker crashed, or (with `retries`) the task failed. */
-  tasksRetried: number
-  queued: number
-  inFlight: number
-  requeued: number
-  /** Results for tasks already settled: duplicates after a redelivery, or answers to cancelled tasks. */
-  lateResultsDropped: number
-  nodesLost: number
-  badFrames: number
-  /** Connections refused by CURVE authentication (unlisted or wrong agent keys). */
-  authDenied: number
-  nodes: number
-  transport: TransportStats
-}
-
-/** A task the cluster is about to send again. */
-export interface RetryInfo {
-  id: number
-  name: string
-  /** The task's arguments. */
-  args: readonly unknown[]
-  /** Why: the error of the failed attempt. */
-  cause: Error
-  /** Retries so far, this one included. */
-  attempt: number
-}
-
-export interface ClusterEvents {
-  'node:joined': [node: NodeInfo]
-  'node:left': [node: NodeInfo]
-  'node:lost': [node: NodeInfo, reason: string]
-  'task:retried': [info: RetryInfo]
-  'task:failed': [info: TaskFailedEvent]
-  'actor:spawned': [actor: ActorInfo]
-  'actor:stopped': [actor: ActorInfo]
-  'actor:restarted': [info: ActorInfo]
-  /** The transport failed for good (a broker connection was lost): pending tasks rejected with `err`, the cluster closes. */
-  'transport:error': [err: Error]
-}
-
-/** The calls of a cluster under given options: `cluster.with({ timeoutMs: 500 }).call(...)`. */
-export interface ClusterView {
-  call<R = unknown>(name: string, ...args: unknown[]): Promise<R>
-  tasks<M extends object>(): TasksProxy<M>
-  map<R = unknown>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, options?: MapOptions): AsyncGenerator<R, void, undefined>
-  spawn<T extends object>(className: string, ...args: unknown[]): Promise<ActorRef<T>>
-}
+import type { Progress } from '../monitor/progress.js'
 
 const INFRA_CODES = new Set(['ERR_WORKER_CRASHED', 'ERR_OUT_OF_MEMORY'])
 
@@ -271,7 +167,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.curve = local.curve
     this.zapDomain = local.zapDomain
     this.localKey = local.key
-    if (transport.sharedTasks) this.broker = sharedQueueNode()
+    if (transport.kind === 'shared-queue') this.broker = sharedQueueNode()
     const cluster = this
     this.monitor = new ClusterMonitor({
       get address() {
@@ -956,7 +852,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     node.inFlight += chunk.length
     this.bytesPerTask = this.bytesPerTask * 0.8 + (body.length / chunk.length) * 0.2
     const head = timeoutMs === undefined ? header(MsgType.Tasks, chunk.length) : header(MsgType.Tasks, chunk.length, timeoutMs)
-    if (node === this.broker) this.transport.publishTasks!([head, body])
+    if (node === this.broker && this.transport.kind === 'shared-queue') this.transport.publishTasks([head, body])
     else this.transport.send(node.peer, [head, body])
   }
 
@@ -1145,7 +1041,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     if (this.nodesByPeer.get(node.peer) !== node) return
     this.nodesByPeer.delete(node.peer)
     // Brokered designs: what the agent took from the shared queue goes back there.
-    this.transport.peerGone?.(node.peer)
+    if (this.transport.kind === 'shared-queue') this.transport.peerGone(node.peer)
     node.actorQueue.length = 0
     const requeue: Entry[] = []
     if (how === 'lost') this.counters.nodesLost++

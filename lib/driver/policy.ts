@@ -1,30 +1,5 @@
 import { InvalidArgumentError } from '../errors.js'
-
-/** Per-call options, given through `cluster.with(options)` or to `map`. */
-export interface TaskOptions {
-  /**
-   * Most time a task may run on its thread, in ms. Past it the thread is
-   * stopped and replaced and the task fails with TaskTimeoutError (counted
-   * from when it starts running, not from submission).
-   */
-  timeoutMs?: number
-  /** Cancels the call (or the whole map): queued tasks are withdrawn, running ones abandoned. */
-  signal?: AbortSignal
-  /** Times to retry a task that threw or timed out. Default 0. */
-  retries?: number
-  /** Times to retry after infrastructure failures (worker crash, out of memory, node lost). Default: the cluster's `maxRetries` (3). */
-  maxRetries?: number
-}
-
-/** Options of `spawn`, through `cluster.with(options).spawn(...)`. */
-export interface SpawnOptions {
-  /**
-   * `'never'` (default): if the actor's node is lost, calls reject with
-   * ActorLostError. `'always'`: the actor is recreated on another node, from
-   * its constructor arguments, with fresh state.
-   */
-  restart?: 'never' | 'always'
-}
+import type { SpawnOptions, TaskOptions } from './types.js'
 
 /** Resolved task options, shared by every task of one call site or map. */
 export interface Policy {

@@ -1,28 +1,4 @@
-/* eslint-disable @typescript-eslint/no-explicit-any */
-
-type AnyFn = (...args: any[]) => any
-type Promisified<F> = F extends (...args: infer A) => infer R ? (...args: A) => Promise<Awaited<R>> : never
-
-/** The task functions of a tasks module, each returning a promise of its result. */
-export type TasksProxy<M> = {
-  readonly [K in keyof M as M[K] extends abstract new (...a: any[]) => any ? never : M[K] extends AnyFn ? K : never]: Promisified<M[K]>
-}
-
-/**
- * A reference to a running actor: each method of `T` as a message returning a
- * promise, plus `stop()`. (`stop` and `id` are the reference's own; an actor's
- * methods of those names are not reachable through it.)
- */
-export type ActorRef<T> = {
-  readonly [K in keyof T as K extends 'stop' | 'id' | 'node' ? never : T[K] extends AnyFn ? K : never]: Promisified<T[K]>
-} & {
-  /** The actor's cluster-wide id. */
-  readonly id: string
-  /** The node the actor lives on. */
-  readonly node: string
-  /** Lets queued messages finish, then removes the actor. Later calls reject with ActorStoppedError. */
-  stop(): Promise<void>
-}
+import type { ActorRef, TasksProxy } from './types.js'
 
 type Send = (name: string, args: unknown[]) => Promise<unknown>
 

@@ -1,7 +1,7 @@
 import type { EventEmitter } from 'node:events'
 import { createRequire } from 'node:module'
 import type { Logger } from 'pino'
-import type { ClusterEvents } from '../driver/cluster.js'
+import type { ClusterEvents } from '../driver/types.js'
 import type { LogLevel } from './options.js'
 
 export type { Logger }

@@ -1,4 +1,4 @@
-import type { ActorInfo, ClusterStats, NodeInfo } from '../driver/cluster.js'
+import type { ActorInfo, ClusterStats, NodeInfo } from '../driver/types.js'
 import type { TransportStats } from '../transport/transport.js'
 import { VERSION } from '../version.js'
 import type { DashboardStats } from './dashboard.js'

@@ -19,9 +19,9 @@ import { maskUrl, usesAmqp, usesRedis, type TransportKind } from './options.js'
 import {
   newStats,
   partsBytes,
-  type AgentTransport,
   type Delivery,
-  type DriverTransport,
+  type SharedQueueAgentTransport,
+  type SharedQueueDriverTransport,
   type Parts,
   type TransportFailure,
 } from './transport.js'
@@ -181,9 +181,9 @@ async function agentPaths(o: BrokeredOptions, links: Links, agentId: string): Pr
 }
 
 /** The driver's side of a brokered design. */
-export class BrokeredDriverTransport implements DriverTransport {
+export class BrokeredDriverTransport implements SharedQueueDriverTransport {
+  readonly kind = 'shared-queue'
   readonly stats = newStats()
-  readonly sharedTasks = true
   readonly address: string
   private links: Links | undefined
   private tasks: DriverTaskPath | undefined
@@ -260,9 +260,9 @@ export class BrokeredDriverTransport implements DriverTransport {
 }
 
 /** An agent's side of a brokered design. */
-export class BrokeredAgentTransport implements AgentTransport {
+export class BrokeredAgentTransport implements SharedQueueAgentTransport {
+  readonly kind = 'shared-queue'
   readonly stats = newStats()
-  readonly sharedTasks = true
   private links: Links | undefined
   private tasks: AgentTaskPath | undefined
   private messages: AgentMessagePath | undefined

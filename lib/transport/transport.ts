@@ -21,47 +21,70 @@ export interface TransportStats {
   sendErrors: number
 }
 
-export interface DriverTransport extends AsyncDisposable {
+interface DriverTransportBase extends AsyncDisposable {
   /** What an agent connects to. Known once `bind()` resolved. */
   readonly address: string
   readonly stats: TransportStats
   bind(): Promise<void>
-  /** Queues a message to one agent. Never throws; failures are counted and reported to `onSendError`. */
+  /** Queues a message to one agent. Never throws; failures are counted. */
   send(peer: string, parts: Parts): void
   /** Starts delivering every message received, with the sender's peer id. */
   start(onMessage: (peer: string, parts: Parts) => void, onFailure?: TransportFailure): void
+  /** Idempotent. */
   close(): Promise<void>
-  /**
-   * Brokered designs: tasks go to one shared queue that every agent takes
-   * from, and the broker, not the driver, picks the agent.
-   */
-  readonly sharedTasks?: boolean
-  /** Puts one task frame on the shared queue (only when `sharedTasks`). */
-  publishTasks?(parts: Parts): void
-  /** An agent was taken out (it left or was lost): hand back what it held, drop its queues. */
-  peerGone?(peer: string): void
 }
 
-export interface AgentTransport extends AsyncDisposable {
+/** ZeroMQ: the driver addresses every frame to one agent, so it picks where each task runs. */
+export interface RoutedDriverTransport extends DriverTransportBase {
+  readonly kind: 'routed'
+}
+
+/**
+ * Brokered designs: tasks go to one shared queue that every agent takes
+ * from, and the broker, not the driver, picks the agent.
+ */
+export interface SharedQueueDriverTransport extends DriverTransportBase {
+  readonly kind: 'shared-queue'
+  /** Puts one task frame on the shared queue. */
+  publishTasks(parts: Parts): void
+  /** An agent was taken out (it left or was lost): hand back what it held, drop its queues. */
+  peerGone(peer: string): void
+}
+
+export type DriverTransport = RoutedDriverTransport | SharedQueueDriverTransport
+
+interface AgentTransportBase extends AsyncDisposable {
   readonly stats: TransportStats
   connect(): Promise<void>
   send(parts: Parts): void
-  /** Task frames from a shared queue come with their `delivery`, to `ack` or `release`. */
-  start(onMessage: (parts: Parts, delivery?: Delivery) => void, onFailure?: TransportFailure): void
+  /** Idempotent. */
   close(): Promise<void>
-  /** Brokered designs: task frames come from a shared queue, taken while the agent has room (see `setWindow`). */
-  readonly sharedTasks?: boolean
-  /** How many task frames the agent wants to hold unacknowledged; 0 stops taking tasks. */
-  setWindow?(frames: number): void
-  /** Drops the connection and dials again (an agent that hears no driver for a while). */
-  redial?(): void
-  /** These deliveries were answered by the messages sent so far: acknowledge them once the broker holds those. */
-  ack?(deliveries: Delivery[]): void
-  /** Gives deliveries back to the queue unrun. */
-  release?(deliveries: Delivery[]): void
-  /** Resolves when everything sent and acknowledged so far is with the broker (errors are reported, not thrown). */
-  flush?(): Promise<void>
 }
+
+/** ZeroMQ: one connection to the driver, which sends this agent its own task frames. */
+export interface RoutedAgentTransport extends AgentTransportBase {
+  readonly kind: 'routed'
+  start(onMessage: (parts: Parts) => void, onFailure?: TransportFailure): void
+  /** Drops the connection and dials again (an agent that hears no driver for a while). */
+  redial(): void
+}
+
+/** Brokered designs: task frames come from a shared queue, taken while the agent has room (see `setWindow`). */
+export interface SharedQueueAgentTransport extends AgentTransportBase {
+  readonly kind: 'shared-queue'
+  /** Task frames from the shared queue come with their `delivery`, to `ack` or `release`; messages without. */
+  start(onMessage: (parts: Parts, delivery?: Delivery) => void, onFailure?: TransportFailure): void
+  /** How many task frames the agent wants to hold unacknowledged; 0 stops taking tasks. */
+  setWindow(frames: number): void
+  /** These deliveries were answered by the messages sent so far: acknowledge them once the broker holds those. */
+  ack(deliveries: Delivery[]): void
+  /** Gives deliveries back to the queue unrun. */
+  release(deliveries: Delivery[]): void
+  /** Resolves when everything sent and acknowledged so far is with the broker (errors are reported, not thrown). */
+  flush(): Promise<void>
+}
+
+export type AgentTransport = RoutedAgentTransport | SharedQueueAgentTransport
 
 export function newStats(): TransportStats {
   return { framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0, sendErrors: 0 }

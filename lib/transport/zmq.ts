@@ -1,6 +1,6 @@
 import * as zmq from 'zeromq'
 import { TransportError } from '../errors.js'
-import { newStats, partsBytes, type AgentTransport, type DriverTransport, type Parts, type TransportFailure, type TransportStats } from './transport.js'
+import { newStats, partsBytes, type RoutedAgentTransport, type RoutedDriverTransport, type Parts, type TransportFailure, type TransportStats } from './transport.js'
 import type { AgentCurve, KeyPair } from './curve.js'
 
 export interface ZmqDriverTransportOptions {
@@ -24,7 +24,8 @@ const SEND_HWM = 100_000
  * `sendTimeout: 0` a full or vanished peer fails the send at once
  * (EAGAIN / EHOSTUNREACH), which we count instead of stalling every other agent.
  */
-export class ZmqDriverTransport implements DriverTransport {
+export class ZmqDriverTransport implements RoutedDriverTransport {
+  readonly kind = 'routed'
   readonly stats = newStats()
   private readonly socket: zmq.Router
   private closed = false
@@ -117,7 +118,8 @@ export interface ZmqAgentTransportOptions {
 }
 
 /** The agent's side: one DEALER socket that reconnects on its own. */
-export class ZmqAgentTransport implements AgentTransport {
+export class ZmqAgentTransport implements RoutedAgentTransport {
+  readonly kind = 'routed'
   readonly stats = newStats()
   private readonly socket: zmq.Dealer
   private closed = false

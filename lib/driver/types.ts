@@ -1,0 +1,163 @@
+/**
+ * The driver's public types: what `Cluster` takes and reports. Imports
+ * nothing from the driver, so monitoring and other rooms can name them
+ * without an import circle.
+ */
+import type { ProgressState } from '../monitor/progress.js'
+import type { TransportStats } from '../transport/transport.js'
+
+/** Per-call options, given through `cluster.with(options)` or to `map`. */
+export interface TaskOptions {
+  /**
+   * Most time a task may run on its thread, in ms. Past it the thread is
+   * stopped and replaced and the task fails with TaskTimeoutError (counted
+   * from when it starts running, not from submission).
+   */
+  timeoutMs?: number
+  /** Cancels the call (or the whole map): queued tasks are withdrawn, running ones abandoned. */
+  signal?: AbortSignal
+  /** Times to retry a task that threw or timed out. Default 0. */
+  retries?: number
+  /** Times to retry after infrastructure failures (worker crash, out of memory, node lost). Default: the cluster's `maxRetries` (3). */
+  maxRetries?: number
+}
+
+/** Options of `spawn`, through `cluster.with(options).spawn(...)`. */
+export interface SpawnOptions {
+  /**
+   * `'never'` (default): if the actor's node is lost, calls reject with
+   * ActorLostError. `'always'`: the actor is recreated on another node, from
+   * its constructor arguments, with fresh state.
+   */
+  restart?: 'never' | 'always'
+}
+
+type AnyFn = (...args: never[]) => unknown
+type Promisified<F> = F extends (...args: infer A) => infer R ? (...args: A) => Promise<Awaited<R>> : never
+
+/** The task functions of a tasks module, each returning a promise of its result. */
+export type TasksProxy<M> = {
+  readonly [K in keyof M as M[K] extends abstract new (...a: never[]) => unknown ? never : M[K] extends AnyFn ? K : never]: Promisified<M[K]>
+}
+
+/**
+ * A reference to a running actor: each method of `T` as a message returning a
+ * promise, plus `stop()`. (`stop` and `id` are the reference's own; an actor's
+ * methods of those names are not reachable through it.)
+ */
+export type ActorRef<T> = {
+  readonly [K in keyof T as K extends 'stop' | 'id' | 'node' ? never : T[K] extends AnyFn ? K : never]: Promisified<T[K]>
+} & {
+  /** The actor's cluster-wide id. */
+  readonly id: string
+  /** The node the actor lives on. */
+  readonly node: string
+  /** Lets queued messages finish, then removes the actor. Later calls reject with ActorStoppedError. */
+  stop(): Promise<void>
+}
+
+/** Options of one `map`: ordering and concurrency, plus every per-task option. */
+export interface MapOptions extends TaskOptions {
+  /** Yield results in input order (default true) or as they complete. */
+  ordered?: boolean
+  /** Most inputs taken from the iterable and not yet yielded. Default 16384. */
+  concurrency?: number
+  /**
+   * Report progress: `true` draws a bar with rate and ETA on stderr (plain
+   * periodic lines when stderr is not a terminal); a function is called with
+   * each update instead. Default false.
+   */
+  progress?: boolean | ((state: ProgressState) => void)
+  /** Number of inputs, for the progress bar's ETA when `inputs` has no `length` or `size`. */
+  total?: number
+}
+
+/** What `cluster.liveActors()` reports of one live actor. */
+export interface ActorInfo {
+  id: string
+  className: string
+  /** The node that hosts it. */
+  node: string
+}
+
+/** A task that failed, as `task:failed` reports it. */
+export interface TaskFailedEvent {
+  id: number
+  name: string
+  /** The node that ran it; undefined when it failed before reaching one. */
+  node: string | undefined
+  error: Error
+}
+
+/** What `cluster.nodes()` reports of one agent. */
+export interface NodeInfo {
+  id: string
+  host: string
+  pid: number
+  threads: number
+  version: string
+  state: 'up' | 'leaving'
+  local: boolean
+  /** Tasks the node asked to hold at once (its credit window). */
+  window: number
+  /** Tasks sent to the node and not yet answered. */
+  inFlight: number
+  tasksDone: number
+  busyThreads: number
+  actors: number
+  heartbeatAgeMs: number
+}
+
+export interface ClusterStats {
+  tasksSubmitted: number
+  tasksSucceeded: number
+  tasksFailed: number
+  tasksCancelled: number
+  /** Tasks sent again: after a node was lost or left, a worker crashed, or (with `retries`) the task failed. */
+  tasksRetried: number
+  queued: number
+  inFlight: number
+  requeued: number
+  /** Results for tasks already settled: duplicates after a redelivery, or answers to cancelled tasks. */
+  lateResultsDropped: number
+  nodesLost: number
+  badFrames: number
+  /** Connections refused by CURVE authentication (unlisted or wrong agent keys). */
+  authDenied: number
+  nodes: number
+  transport: TransportStats
+}
+
+/** A task the cluster is about to send again. */
+export interface RetryInfo {
+  id: number
+  name: string
+  /** The task's arguments. */
+  args: readonly unknown[]
+  /** Why: the error of the failed attempt. */
+  cause: Error
+  /** Retries so far, this one included. */
+  attempt: number
+}
+
+export interface ClusterEvents {
+  'node:joined': [node: NodeInfo]
+  'node:left': [node: NodeInfo]
+  'node:lost': [node: NodeInfo, reason: string]
+  'task:retried': [info: RetryInfo]
+  'task:failed': [info: TaskFailedEvent]
+  'actor:spawned': [actor: ActorInfo]
+  'actor:stopped': [actor: ActorInfo]
+  'actor:restarted': [info: ActorInfo]
+  /** The transport failed for good (a broker connection was lost): pending tasks rejected with `err`, the cluster closes. */
+  'transport:error': [err: Error]
+}
+
+/** The calls of a cluster under given options: `cluster.with({ timeoutMs: 500 }).call(...)`. */
+export interface ClusterView {
+  call<R = unknown>(name: string, ...args: unknown[]): Promise<R>
+  tasks<M extends object>(): TasksProxy<M>
+  map<R = unknown>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, options?: MapOptions): AsyncGenerator<R, void, undefined>
+  spawn<T extends object>(className: string, ...args: unknown[]): Promise<ActorRef<T>>
+}
+
