@@ -1,0 +1,100 @@
+/**
+ * Inbound dispatch: every frame an agent sends the driver, checked and
+ * handed to the room it concerns. Nothing from the network is trusted: a
+ * malformed frame, or one from a peer that is not a member, is counted and
+ * dropped.
+ */
+import { fromWire, rebuildError } from '../errors.js'
+import { readResultsBody } from '../protocol/bodies.js'
+import { header, parseHeader, VersionMismatch, type Header } from '../protocol/codec.js'
+import { MsgType, Status } from '../protocol/messages.js'
+import type { Parts } from '../transport/transport.js'
+import { retryKindOf, type Ledger } from './ledger.js'
+import type { ClusterNode, Membership } from './membership.js'
+import type { Scheduler } from './scheduler.js'
+
+export interface Inbound {
+  readonly ledger: Ledger
+  readonly membership: Membership
+  readonly scheduler: Pick<Scheduler, 'enqueue'>
+  send(peer: string, parts: Parts): void
+  scheduleFlush(): void
+  /** Retries stop once the driver closes. */
+  closing(): boolean
+  badFrame(): void
+}
+
+/** Handles one message from `peer`. */
+export function dispatch(cx: Inbound, peer: string, parts: Parts): void {
+  let h: Header
+  try {
+    h = parseHeader(parts[0])
+  } catch (err) {
+    cx.badFrame()
+    if (err instanceof VersionMismatch && err.type === MsgType.Hello) {
+      cx.send(peer, [header(MsgType.Reject, `protocol version mismatch: ${err.message}`)])
+    }
+    return
+  }
+  if (h.type === MsgType.Hello) {
+    cx.membership.hello(peer, h.info)
+    return
+  }
+  // A peer that never said Hello, or an agent from before a restart or a loss: its frame is dropped.
+  const node = cx.membership.heard(peer)
+  if (!node) {
+    cx.badFrame()
+    return
+  }
+  switch (h.type) {
+    case MsgType.Results:
+      node.inFlight = Math.max(0, node.inFlight - h.count)
+      node.tasksDone += h.count
+      results(cx, node, parts[1], h.count)
+      cx.scheduleFlush()
+      return
+    case MsgType.ActorResults:
+      results(cx, node, parts[1], h.count)
+      return
+    case MsgType.Credit:
+      node.window = h.window
+      cx.scheduleFlush()
+      return
+    case MsgType.Heartbeat:
+      if (h.load) node.busyThreads = h.load.busy
+      return
+    case MsgType.Leave:
+      cx.membership.remove(node, 'left')
+      return
+    default:
+      cx.badFrame()
+  }
+}
+
+/** Settles what a Results or ActorResults body answers; a failed attempt runs again if its budget allows. */
+function results(cx: Inbound, node: ClusterNode, body: Uint8Array | undefined, count: number): void {
+  const { ledger } = cx
+  const now = performance.now()
+  try {
+    readResultsBody(body, count, (id, status, value) => {
+      const e = ledger.answered(id)
+      if (e === undefined) return
+      if (status === Status.Ok) {
+        ledger.succeed(e, value, now)
+        return
+      }
+      const wire = fromWire(value)
+      const threw = status === Status.Threw
+      const err = rebuildError(e.name, wire, !threw, node.nodeId)
+      const kind = e.actor ? undefined : retryKindOf(threw, wire.code)
+      if (kind !== undefined && !cx.closing() && ledger.retry(e, kind, err)) {
+        cx.scheduler.enqueue(e)
+        cx.scheduleFlush()
+      } else {
+        ledger.fail(e, err, node.nodeId)
+      }
+    })
+  } catch {
+    cx.badFrame()
+  }
+}

@@ -1,0 +1,116 @@
+/**
+ * The `map` engine: pulls inputs lazily (at most `concurrency` taken and
+ * not yet yielded), submits each as a task, and yields results in input
+ * order or as they complete. Whatever it still has queued or running when it
+ * ends early (break, failure, cancellation) is withdrawn.
+ */
+import { InvalidArgumentError, TaskCancelledError } from '../errors.js'
+import type { Progress } from '../monitor/progress.js'
+import { Deque } from '../util/deque.js'
+import type { ResolvedMapOptions, ResolvedTaskOptions } from './task-options.js'
+import type { MapOptions } from './types.js'
+
+/** What the engine needs of the driver. */
+export interface MapSubmitter {
+  /** Queues one task; a bad task calls `reject` at once. */
+  enqueue(name: string, args: unknown[], options: ResolvedTaskOptions, resolve: (value: unknown) => void, reject: (err: Error) => void): void
+  withdrawAll(options: ResolvedTaskOptions, err: () => Error): void
+  /** Throws for a task name that is not a string or not known. */
+  checkTask(name: string): void
+  resolveMapOptions(options: MapOptions): ResolvedMapOptions
+  /** A progress bar or callback reading how many results were yielded. */
+  startProgress(name: string, inputs: unknown, options: ResolvedMapOptions, read: () => number): Promise<Progress>
+}
+
+type Outcome = { ok: boolean; value: unknown }
+
+/** Checks that `inputs` can be iterated; returns whether it is async. */
+export function checkInputs(inputs: unknown): boolean {
+  const isAsync = inputs != null && typeof (inputs as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function'
+  if (!isAsync && (inputs == null || typeof (inputs as Iterable<unknown>)[Symbol.iterator] !== 'function')) {
+    throw new InvalidArgumentError('map inputs must be an iterable or async iterable of argument lists')
+  }
+  return isAsync
+}
+
+/** Runs a map; every check happens on the first `next()`, as with any generator. */
+export async function* runMap<R>(
+  driver: MapSubmitter,
+  name: string,
+  inputs: Iterable<unknown> | AsyncIterable<unknown>,
+  mapOptions: MapOptions,
+): AsyncGenerator<R, void, undefined> {
+  const options = driver.resolveMapOptions(mapOptions)
+  driver.checkTask(name)
+  const isAsync = checkInputs(inputs)
+  const { ordered, concurrency, signal, task } = options
+  const source = isAsync ? (inputs as AsyncIterable<unknown>)[Symbol.asyncIterator]() : (inputs as Iterable<unknown>)[Symbol.iterator]()
+  const inOrder = new Map<number, Outcome>()
+  const asDone = new Deque<Outcome>()
+  let taken = 0
+  let yielded = 0
+  let exhausted = false
+  const progress = options.progress ? await driver.startProgress(name, inputs, options, () => yielded) : undefined
+  let wake: (() => void) | undefined
+  const nudge = () => {
+    if (wake) {
+      const w = wake
+      wake = undefined
+      w()
+    }
+  }
+  const store = (seq: number, o: Outcome) => {
+    if (ordered) inOrder.set(seq, o)
+    else asDone.push(o)
+    nudge()
+  }
+  const next = (): Outcome | undefined => {
+    if (!ordered) return asDone.shift()
+    const o = inOrder.get(yielded)
+    if (o) inOrder.delete(yielded)
+    return o
+  }
+  const cancelled = () => new TaskCancelledError(`map of "${name}" was cancelled after ${yielded} of ${taken} results`, { cause: signal?.reason })
+  signal?.addEventListener('abort', nudge)
+  try {
+    for (;;) {
+      if (signal?.aborted) throw cancelled()
+      while (!exhausted && taken - yielded < concurrency) {
+        const r = isAsync ? await (source as AsyncIterator<unknown>).next() : (source as Iterator<unknown>).next()
+        if (r.done) {
+          exhausted = true
+          break
+        }
+        const seq = taken++
+        const args = Array.isArray(r.value) ? r.value : [r.value]
+        driver.enqueue(
+          name,
+          args,
+          task,
+          (value) => store(seq, { ok: true, value }),
+          (value: unknown) => store(seq, { ok: false, value }),
+        )
+        if (signal?.aborted) throw cancelled()
+      }
+      for (let o = next(); o !== undefined; o = next()) {
+        yielded++
+        if (!o.ok) throw o.value
+        yield o.value as R
+        if (signal?.aborted) throw cancelled()
+      }
+      if (exhausted && yielded === taken) return
+      if (!exhausted && taken - yielded < concurrency) continue
+      await new Promise<void>((resolve) => (wake = resolve))
+    }
+  } finally {
+    progress?.stop()
+    signal?.removeEventListener('abort', nudge)
+    // Whatever this map still has queued or running is withdrawn: an early
+    // break, a failure or a cancellation leaves no work behind.
+    if (yielded < taken) {
+      const err = cancelled()
+      driver.withdrawAll(task, () => err)
+    }
+    if (!exhausted) await source.return?.()
+  }
+}

@@ -1,0 +1,241 @@
+/**
+ * Schedulers: which queued task goes where, in frames of what size.
+ *
+ * - {@link CreditScheduler} (ZeroMQ, routed): the driver addresses each frame
+ *   to one node, within the node's credit window, in proportion to the free
+ *   credit of every node.
+ * - {@link SharedQueueScheduler} (brokered designs): the broker hands frames
+ *   to whichever agent has room, so the driver only bounds what it has
+ *   published and not seen settled.
+ *
+ * Both size frames the same way ({@link FrameSizer}) and encode them through
+ * {@link TaskFrames}, which splits a frame over `maxFrameBytes` and fails only
+ * the tasks that cannot be carried.
+ */
+import { SerializationError } from '../errors.js'
+import { encodeTaskBody } from '../protocol/bodies.js'
+import { header } from '../protocol/codec.js'
+import { MsgType } from '../protocol/messages.js'
+import type { Parts } from '../transport/transport.js'
+import { Deque } from '../util/deque.js'
+import type { TaskEntry, TaskHolder } from './ledger.js'
+import type { ClusterNode } from './membership.js'
+
+/** Most tasks in one frame under `batch: 'auto'`. */
+const MAX_AUTO_BATCH = 1024
+/** 'auto' batching aims for frames of about this many bytes. */
+const TARGET_FRAME_BYTES = 256 * 1024
+/** Room left in a frame for the header and framing. */
+export const FRAME_HEADROOM = 4096
+
+/** Frame size: a fixed number of tasks, or (auto) about TARGET_FRAME_BYTES from the measured bytes per task. */
+export class FrameSizer {
+  private bytesPerTask = 16
+
+  constructor(private readonly batch: 'auto' | number) {}
+
+  /** Most tasks per frame now. */
+  max(): number {
+    if (this.batch !== 'auto') return this.batch
+    return Math.max(1, Math.min(MAX_AUTO_BATCH, Math.floor(TARGET_FRAME_BYTES / this.bytesPerTask)))
+  }
+
+  measured(bytes: number, tasks: number): void {
+    this.bytesPerTask = this.bytesPerTask * 0.8 + (bytes / tasks) * 0.2
+  }
+}
+
+/** Where a frame of tasks goes: a node or the shared queue, counting what it was sent and has not answered. */
+export interface Placement extends TaskHolder {
+  inFlight: number
+}
+
+/** Encodes task frames for one holder; splits what is too large, fails what cannot be carried. */
+export class TaskFrames<P extends Placement> {
+  constructor(
+    private readonly sizer: FrameSizer,
+    private readonly maxFrameBytes: number,
+    /** Puts the frame on the wire, to `holder`. */
+    private readonly put: (holder: P, parts: Parts) => void,
+    private readonly fail: (e: TaskEntry, err: Error) => void,
+  ) {}
+
+  /** Sends `chunk` to `holder` as one frame (or several, if it is too large); returns the tasks placed. */
+  send(holder: P, chunk: TaskEntry[], timeoutMs: number | undefined): number {
+    let body: Buffer
+    try {
+      body = encodeTaskBody(chunk)
+    } catch {
+      return this.sendEncodable(holder, chunk, timeoutMs)
+    }
+    if (body.length > this.maxFrameBytes - FRAME_HEADROOM) {
+      if (chunk.length === 1) {
+        const e = chunk[0]!
+        this.fail(e, new SerializationError(`arguments of task "${e.name}" encode to ${body.length} bytes, over maxFrameBytes (${this.maxFrameBytes})`))
+        return 0
+      }
+      const half = chunk.length >> 1
+      return this.send(holder, chunk.slice(0, half), timeoutMs) + this.send(holder, chunk.slice(half), timeoutMs)
+    }
+    for (const e of chunk) e.holder = holder
+    holder.inFlight += chunk.length
+    this.sizer.measured(body.length, chunk.length)
+    const head = timeoutMs === undefined ? header(MsgType.Tasks, chunk.length) : header(MsgType.Tasks, chunk.length, timeoutMs)
+    this.put(holder, [head, body])
+    return chunk.length
+  }
+
+  /** A batch failed to encode: find the tasks that cannot be carried, fail them, send the rest. */
+  private sendEncodable(holder: P, chunk: TaskEntry[], timeoutMs: number | undefined): number {
+    const ok: TaskEntry[] = []
+    for (const e of chunk) {
+      try {
+        encodeTaskBody([e])
+        ok.push(e)
+      } catch (err) {
+        this.fail(e, new SerializationError(`cannot send task "${e.name}": ${(err as Error).message}`, { cause: err }))
+      }
+    }
+    return ok.length > 0 && ok.length < chunk.length ? this.send(holder, ok, timeoutMs) : 0
+  }
+}
+
+/** What both schedulers share: the queue of tasks waiting on the driver, and the frames. */
+export abstract class Scheduler<P extends Placement = Placement> {
+  readonly pending = new Deque<TaskEntry>()
+  protected readonly sizer: FrameSizer
+  protected readonly frames: TaskFrames<P>
+
+  constructor(options: { batch: 'auto' | number; maxFrameBytes: number }, put: (holder: P, parts: Parts) => void, fail: (e: TaskEntry, err: Error) => void) {
+    this.sizer = new FrameSizer(options.batch)
+    this.frames = new TaskFrames(this.sizer, options.maxFrameBytes, put, fail)
+  }
+
+  enqueue(e: TaskEntry): void {
+    this.pending.push(e)
+  }
+
+  /** Tasks taken back from a node go first, in the order they had. */
+  requeue(entries: readonly TaskEntry[]): void {
+    for (let i = entries.length - 1; i >= 0; i--) this.pending.unshift(entries[i]!)
+  }
+
+  /** Tasks waiting on the driver (withdrawn ones still in the queue not counted). */
+  queued(): number {
+    let n = 0
+    for (const e of this.pending) if (!e.settled) n++
+    return n
+  }
+
+  /** Tasks sent and not yet answered. */
+  abstract inFlight(nodes: Iterable<ClusterNode>): number
+
+  /** Hands queued tasks out as far as credit allows. */
+  abstract flush(nodes: Iterable<ClusterNode>): void
+
+  /**
+   * Takes up to `n` unsettled tasks off the queue into `chunk`; a task under
+   * a timeout is sent alone at once (the agent stops its thread if it
+   * overruns) and counts against `n`. Returns how many were placed or taken.
+   */
+  protected take(holder: P, chunk: TaskEntry[], n: number): number {
+    let used = 0
+    while (chunk.length + used < n && this.pending.length > 0) {
+      const e = this.pending.shift()!
+      if (e.settled) continue
+      const timeoutMs = e.options?.timeoutMs
+      if (timeoutMs === undefined) chunk.push(e)
+      else {
+        used++
+        this.frames.send(holder, [e], timeoutMs)
+      }
+    }
+    return used + chunk.length
+  }
+}
+
+/**
+ * Routed designs: hands queued tasks to nodes with free credit, in
+ * proportion to it. A frame never holds more than one thread's share of a
+ * node's window, so an agent can keep all its threads busy without
+ * splitting frames.
+ */
+export class CreditScheduler extends Scheduler<ClusterNode> {
+  inFlight(nodes: Iterable<ClusterNode>): number {
+    let n = 0
+    for (const node of nodes) n += node.inFlight
+    return n
+  }
+
+  flush(nodes: Iterable<ClusterNode>): void {
+    if (this.pending.length === 0) return
+    const ready: ClusterNode[] = []
+    let totalFree = 0
+    for (const node of nodes) {
+      const free = node.free
+      if (free > 0) {
+        ready.push(node)
+        totalFree += free
+      }
+    }
+    if (ready.length === 0) return
+    const want = this.pending.length
+    const batchMax = this.sizer.max()
+    for (const node of ready) {
+      const free = node.free
+      let share = Math.min(free, Math.ceil((want * free) / totalFree))
+      // At most one thread's share per frame, so every thread of the node gets a frame of its own.
+      const perFrame = Math.max(1, Math.min(batchMax, Math.ceil(Math.min(node.window, share) / node.info.threads)))
+      while (share > 0 && this.pending.length > 0) {
+        const chunk: TaskEntry[] = []
+        share -= this.take(node, chunk, Math.min(share, perFrame))
+        if (chunk.length > 0) this.frames.send(node, chunk, undefined)
+      }
+    }
+  }
+}
+
+/** The shared task queue of a brokered design, as the holder of the tasks published to it. */
+export class SharedQueue implements Placement {
+  readonly nodeId = undefined
+  /** Tasks published and not yet settled. */
+  inFlight = 0
+
+  taskLeft(): void {
+    this.inFlight--
+  }
+}
+
+/**
+ * Brokered designs: the broker hands frames to whichever agent has room, so
+ * the driver bounds what it has published and not seen settled (twice the
+ * agents' windows together), and sizes frames to one thread's share of the
+ * average window, as for ZeroMQ.
+ */
+export class SharedQueueScheduler extends Scheduler<SharedQueue> {
+  readonly queue = new SharedQueue()
+
+  inFlight(): number {
+    return this.queue.inFlight
+  }
+
+  flush(nodes: Iterable<ClusterNode>): void {
+    if (this.pending.length === 0) return
+    let windows = 0
+    let threads = 0
+    for (const node of nodes) {
+      if (node.state !== 'up') continue
+      windows += node.window
+      threads += node.info.threads
+    }
+    if (windows === 0) return
+    const cap = 2 * windows
+    const perFrame = Math.max(1, Math.min(this.sizer.max(), Math.ceil(windows / threads)))
+    const queue = this.queue
+    while (queue.inFlight < cap && this.pending.length > 0) {
+      const chunk: TaskEntry[] = []
+      this.take(queue, chunk, Math.min(perFrame, cap - queue.inFlight))
+      if (chunk.length > 0) this.frames.send(queue, chunk, undefined)
+    }
+  }
+}

@@ -1,0 +1,104 @@
+/**
+ * Start-up of a driver, in the order that fails early: settings, the
+ * insecure-bind check, CURVE keys, the tasks module, the transport and its
+ * ZAP domain, the bind; then (from `Cluster.start`) the dashboard and the
+ * local agents.
+ */
+import { randomBytes } from 'node:crypto'
+import { Agent } from '../agent/agent.js'
+import { TransportError } from '../errors.js'
+import { applyConfig } from '../config.js'
+import { monitorEnvDefaults } from '../monitor/options.js'
+import { isLoopbackEndpoint, resolveClusterOptions, type ClusterOptions, type ResolvedClusterOptions } from '../options.js'
+import { loadCatalog, type Catalog } from '../tasks-module.js'
+import { newKeyPair, registerZapDomain, resolveDriverCurve, unregisterZapDomain, type DriverCurve, type KeyPair } from '../transport/curve.js'
+import { isBrokered } from '../transport/options.js'
+import { createDriverTransport } from '../transport/resolve.js'
+import type { DriverTransport } from '../transport/transport.js'
+
+const LOCAL_AGENT_START_MS = 30_000
+
+/** Everything a driver is made of before it runs. */
+export interface DriverSetup {
+  readonly options: ResolvedClusterOptions
+  readonly catalog: Catalog | undefined
+  readonly transport: DriverTransport
+  readonly clusterId: string
+  /** The in-process endpoint local agents use (ZeroMQ inproc); undefined to use `address`. */
+  readonly localAddress: string | undefined
+  readonly curve: DriverCurve | undefined
+  /** The ZAP domain under which the accepted agent keys are registered. */
+  readonly zapDomain: string | undefined
+  /** The key pair of the local agents, accepted by this driver alone. */
+  readonly localKey: KeyPair | undefined
+  /** Connections refused by CURVE authentication so far. */
+  readonly authDenied: { readonly denied: number } | undefined
+}
+
+/** Resolves the options and binds the transport; nothing is left open if it fails. */
+export async function setUpDriver(options: ClusterOptions): Promise<DriverSetup> {
+  const resolved = resolveClusterOptions(monitorEnvDefaults(await applyConfig(options)))
+  if (resolved.transport === 'zmq' && !resolved.insecure && !resolved.curve && !isLoopbackEndpoint(resolved.listen)) {
+    throw new TransportError(
+      `refusing to listen on ${resolved.listen} without authentication: give curve keys (cluster keys), or insecure: true (--insecure) to allow any peer; loopback addresses need neither`,
+      { code: 'ERR_INSECURE_BIND' },
+    )
+  }
+  const zmqDesign = resolved.transport === 'zmq'
+  const curve = resolved.curve && zmqDesign ? resolveDriverCurve(resolved.curve) : undefined
+  const catalog = resolved.tasks === undefined ? undefined : await loadCatalog(resolved.tasks, 'the driver')
+  const clusterId = resolved.clusterId ?? randomBytes(8).toString('hex')
+  const localAddress =
+    zmqDesign && resolved.localAgents > 0 && resolved.localTransport === 'inproc' ? `inproc://actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}` : undefined
+  const zapDomain = curve ? `actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}` : undefined
+  const localKey = curve && resolved.localAgents > 0 ? newKeyPair() : undefined
+  const transport = await createDriverTransport({
+    ...resolved,
+    clusterId,
+    inproc: localAddress,
+    curve: curve && zapDomain ? { server: curve.server, zapDomain } : undefined,
+  })
+  let authDenied: { denied: number } | undefined
+  try {
+    if (curve && zapDomain) authDenied = await registerZapDomain(zapDomain, localKey ? [...curve.authorizedAgents, localKey.publicKey] : curve.authorizedAgents)
+    await transport.bind()
+  } catch (err) {
+    if (zapDomain) await unregisterZapDomain(zapDomain)
+    await transport.close()
+    throw err
+  }
+  return { options: resolved, catalog, transport, clusterId, localAddress, curve, zapDomain, localKey, authDenied }
+}
+
+/** Starts the local agents of a driver and waits until each registered (bounded). */
+export async function startLocalAgents(setup: DriverSetup, onStarted: (agent: Agent) => void): Promise<void> {
+  const { localAgents, tasks, threads, heartbeatMs, nodeTimeoutMs, maxFrameBytes, localAgentOptions, transport, redisUrl, amqpUrl } = setup.options
+  if (localAgents === 0 || tasks === undefined) return
+  const { curve, localKey } = setup
+  const started: Agent[] = []
+  for (let i = 0; i < localAgents; i++) {
+    const via = isBrokered(transport) ? { transport, redisUrl, amqpUrl, clusterId: setup.clusterId } : { connect: setup.localAddress ?? setup.transport.address }
+    const agent = await Agent.start({
+      ...localAgentOptions,
+      ...via,
+      tasks,
+      threads,
+      heartbeatMs,
+      driverTimeoutMs: nodeTimeoutMs,
+      maxFrameBytes,
+      curve: curve && localKey ? { serverPublicKey: curve.server.publicKey, agentKey: localKey } : undefined,
+    })
+    started.push(agent)
+    onStarted(agent)
+  }
+  let timeout: NodeJS.Timeout | undefined
+  await Promise.race([
+    Promise.all(started.map((a) => a.waitUntilReady())),
+    new Promise((_, reject) => {
+      timeout = setTimeout(
+        () => reject(new TransportError(`local agents did not register with ${setup.transport.address} within ${LOCAL_AGENT_START_MS} ms`)),
+        LOCAL_AGENT_START_MS,
+      )
+    }),
+  ]).finally(() => clearTimeout(timeout))
+}

@@ -1,0 +1,83 @@
+/**
+ * The per-call options of the driver, resolved once per view (`cluster.with`)
+ * or per `map`, and shared by every task submitted under them.
+ */
+import { InvalidArgumentError } from '../errors.js'
+import type { MapOptions, SpawnOptions, TaskOptions } from './types.js'
+import type { ProgressState } from '../monitor/progress.js'
+
+/** Resolved task options, shared by every task of one view or map; the ledger tells their tasks apart by this object. */
+export interface ResolvedTaskOptions {
+  readonly timeoutMs: number | undefined
+  readonly retries: number
+  readonly maxRetries: number
+  readonly signal: AbortSignal | undefined
+}
+
+export interface ResolvedMapOptions {
+  readonly ordered: boolean
+  readonly concurrency: number
+  readonly signal: AbortSignal | undefined
+  /** The options of the map's tasks (without the signal: the map watches it once for all of them). */
+  readonly task: ResolvedTaskOptions
+  readonly progress: boolean | ((state: ProgressState) => void)
+  readonly total: number | undefined
+}
+
+export const MAP_DEFAULTS = {
+  ordered: true,
+  concurrency: 16_384,
+} as const
+
+function count(name: string, v: unknown, min: number): number | undefined {
+  if (v === undefined) return undefined
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
+    throw new InvalidArgumentError(`options.${name} must be ${min === 0 ? 'a non-negative' : 'a positive'} integer, got ${String(v)}`)
+  }
+  return v
+}
+
+function checkSignal(signal: unknown): AbortSignal | undefined {
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new InvalidArgumentError('options.signal must be an AbortSignal')
+  return signal
+}
+
+export function resolveTaskOptions(o: TaskOptions, defaultMaxRetries: number): ResolvedTaskOptions {
+  const signal = checkSignal(o.signal)
+  return Object.freeze({
+    timeoutMs: count('timeoutMs', o.timeoutMs, 1),
+    retries: count('retries', o.retries, 0) ?? 0,
+    maxRetries: count('maxRetries', o.maxRetries, 0) ?? defaultMaxRetries,
+    signal,
+  })
+}
+
+/** Whether an actor spawned under these options is restarted after its node is lost. */
+export function resolveSpawnOptions(o: SpawnOptions): { readonly restart: boolean } {
+  if (o.restart === undefined || o.restart === 'never') return { restart: false }
+  if (o.restart === 'always') return { restart: true }
+  throw new InvalidArgumentError(`options.restart must be 'never' or 'always', got ${String(o.restart)}`)
+}
+
+/** Resolves the options of one `map`; names the bad field. */
+export function resolveMapOptions(o: MapOptions, defaultMaxRetries: number): ResolvedMapOptions {
+  if (o === null || typeof o !== 'object') throw new InvalidArgumentError(`map options must be an object, got ${String(o)}`)
+  const concurrency = o.concurrency ?? MAP_DEFAULTS.concurrency
+  if (!Number.isSafeInteger(concurrency) || concurrency < 1) {
+    throw new InvalidArgumentError(`options.concurrency must be a positive integer, got ${String(o.concurrency)}`)
+  }
+  if (o.ordered !== undefined && typeof o.ordered !== 'boolean') throw new InvalidArgumentError(`options.ordered must be a boolean, got ${String(o.ordered)}`)
+  const progress = o.progress ?? false
+  if (typeof progress !== 'boolean' && typeof progress !== 'function') {
+    throw new InvalidArgumentError(`options.progress must be a boolean or a function, got ${String(progress)}`)
+  }
+  return Object.freeze({
+    ordered: o.ordered ?? MAP_DEFAULTS.ordered,
+    concurrency,
+    // One options object per map: it also tells this map's tasks apart in the ledger.
+    task: resolveTaskOptions({ ...o, signal: undefined }, defaultMaxRetries),
+    signal: checkSignal(o.signal),
+    progress,
+    total: o.total,
+  })
+}
