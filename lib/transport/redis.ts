@@ -27,7 +27,7 @@ import {
   type DriverMessagePath,
   type DriverTaskPath,
   type Namespace,
-} from './brokered.js'
+} from './paths.js'
 import { maskUrl } from './options.js'
 import type { Delivery } from './transport.js'
 
