@@ -24,8 +24,8 @@ export interface DriverTaskPath {
 /** An agent's end of the task path. */
 export interface AgentTaskPath {
   open(onTask: (frame: Buffer, delivery: Delivery) => void): Promise<void>
-  /** Most frames to hold unacknowledged; 0 stops taking. */
-  setPrefetch(frames: number): void
+  /** Most frames to hold unacknowledged; 0 stops taking. Resolves once the broker applied it (errors are the link's to report). */
+  setPrefetch(frames: number): Promise<void>
   ack(deliveries: Delivery[]): Promise<void>
   release(deliveries: Delivery[]): Promise<void>
   /** Stops taking and gives back every frame not acknowledged. */
@@ -54,7 +54,10 @@ export interface AgentMessagePath {
 /** A connection to one broker, shared by the paths that use it (connections per process stay constant). */
 export interface BrokerLink {
   readonly url: string
+  /** Lets what is under way finish, then closes every connection. Idempotent. */
   close(): Promise<void>
+  /** Drops every connection at once, without waiting (the forced step of a close). Idempotent. */
+  destroy(): void
 }
 
 /** Where a cluster's queues live: names are `ac.<clusterId>.…` (RabbitMQ) or `ac:{<clusterId>}:…` (Redis). */
