@@ -8,7 +8,8 @@
  * sender, as copies of what was sent; a driver's send to a peer that is not
  * connected fails and is counted (a `mandatory` ROUTER); an agent that
  * connects with the identity of a connected one takes its place (`handover`);
- * a message larger than the receiver's `maxFrameBytes` is dropped. Where
+ * a message with a part larger than the receiver's `maxFrameBytes` is dropped
+ * (libzmq's maxMessageSize limits each part, not their sum). Where
  * ZeroMQ would queue (an agent's send while no driver is bound) it drops the
  * message and counts a send error: agents repeat their Hello anyway.
  *
@@ -98,6 +99,13 @@ function parseAddress(address: string): string {
   return address
 }
 
+/** The size of the largest part: what maxFrameBytes limits. */
+function largestPart(parts: Parts): number {
+  let n = 0
+  for (const p of parts) n = Math.max(n, p.byteLength)
+  return n
+}
+
 /** Copies the parts, so neither side can change what the other holds. */
 function copy(parts: Parts): Buffer[] {
   return parts.map((p) => Buffer.from(p))
@@ -158,11 +166,11 @@ class Inbox<M> {
 export interface MemoryDriverTransportOptions extends TransportLifecycleOptions {
   /** `memory://<name>`; `memory://*` picks a free name (read `address` after `bind()`). */
   listen: string
-  /** Messages larger than this (all parts together) from agents are dropped. */
+  /** Messages from agents with a part larger than this are dropped. */
   maxFrameBytes: number
   /** Default: `MemoryHub.shared`. */
   hub?: MemoryHub | undefined
-  /** A send that failed: no such agent connected, or a message over the agent's `maxFrameBytes`. */
+  /** A send that failed: no such agent connected, or a part over the agent's `maxFrameBytes`. */
   onSendError?: ((peer: string, err: Error) => void) | undefined
 }
 
@@ -211,8 +219,8 @@ export class MemoryDriverTransport extends TransportBase implements RoutedDriver
   /** @internal A message from an agent: queued, or the reason it was refused. */
   accept(peer: string, parts: Buffer[]): string | undefined {
     if (this.closed) return `${this.#address} is closed`
-    const size = partsBytes(parts)
-    if (size > this.options.maxFrameBytes) return `a message of ${size} bytes exceeds ${this.#address}'s maxFrameBytes (${this.options.maxFrameBytes})`
+    const size = largestPart(parts)
+    if (size > this.options.maxFrameBytes) return `a part of ${size} bytes exceeds ${this.#address}'s maxFrameBytes (${this.options.maxFrameBytes})`
     this.#inbox.push([peer, parts])
     return undefined
   }
@@ -235,7 +243,7 @@ export interface MemoryAgentTransportOptions extends TransportLifecycleOptions {
   connect: string
   /** This agent's peer id, as the driver sees it. */
   identity: string
-  /** Messages larger than this (all parts together) from the driver are dropped. */
+  /** Messages from the driver with a part larger than this are dropped. */
   maxFrameBytes: number
   /** Default: `MemoryHub.shared`. */
   hub?: MemoryHub | undefined
@@ -286,8 +294,8 @@ export class MemoryAgentTransport extends TransportBase implements RoutedAgentTr
   /** @internal A message from the driver: queued, or the reason it was refused. */
   accept(parts: Buffer[]): string | undefined {
     if (this.closed) return `agent ${this.options.identity} is closed`
-    const size = partsBytes(parts)
-    if (size > this.options.maxFrameBytes) return `a message of ${size} bytes exceeds agent ${this.options.identity}'s maxFrameBytes (${this.options.maxFrameBytes})`
+    const size = largestPart(parts)
+    if (size > this.options.maxFrameBytes) return `a part of ${size} bytes exceeds agent ${this.options.identity}'s maxFrameBytes (${this.options.maxFrameBytes})`
     this.#inbox.push(parts)
     return undefined
   }
