@@ -27,7 +27,7 @@ import {
   type DriverMessagePath,
   type DriverTaskPath,
   type Namespace,
-} from './brokered.js'
+} from './paths.js'
 import { maskUrl } from './options.js'
 import type { Delivery } from './transport.js'
 
@@ -114,6 +114,13 @@ export class AmqpLink implements BrokerLink {
     this.closing = true
     await this.conn.close().catch(() => {})
   }
+
+  destroy(): void {
+    this.closing = true
+    // amqplib has no public way to drop a connection without the closing handshake: destroy its socket.
+    const stream = (this.conn.connection as unknown as { stream?: { destroy?: () => void } }).stream
+    stream?.destroy?.()
+  }
 }
 
 /** Publishes on a confirm channel; resolves when the broker confirmed, rejects if it refused. */
@@ -194,11 +201,12 @@ export class AmqpAgentTasks implements AgentTaskPath {
     await this.ch.assertQueue(this.q.tasks, QUEUE)
   }
 
-  setPrefetch(frames: number): void {
+  setPrefetch(frames: number): Promise<void> {
     this.want = frames
     this.chain = this.chain.then(() => this.apply()).catch((err: unknown) => {
       if (!this.closed && !this.link.closed) this.link.fail('consuming the task queue', err)
     })
+    return this.chain
   }
 
   /** Brings the consumer in line with the wanted prefetch: cancel at 0, (re)consume otherwise. */

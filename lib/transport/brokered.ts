@@ -16,8 +16,9 @@
 import { TransportError } from '../errors.js'
 import { packParts, unpackParts } from './frames.js'
 import { maskUrl, usesAmqp, usesRedis, type TransportKind } from './options.js'
+import type { CloseStep } from '../util/close.js'
+import { TransportBase, type TransportLifecycleOptions } from './base.js'
 import {
-  newStats,
   partsBytes,
   type Delivery,
   type SharedQueueAgentTransport,
@@ -25,64 +26,11 @@ import {
   type Parts,
   type TransportFailure,
 } from './transport.js'
+import type { AgentMessagePath, AgentTaskPath, DriverMessagePath, DriverTaskPath, Namespace } from './paths.js'
+import type { RedisLink } from './redis.js'
+import type { AmqpLink } from './amqp.js'
 
-/** The driver's end of the task path. */
-export interface DriverTaskPath {
-  /** Declares the shared queue and empties it: frames of a crashed earlier run under the same id are gone. */
-  open(): Promise<void>
-  /** Publishes one frame (durably; a refusal by the broker is reported as a failure). */
-  publish(frame: Buffer): void
-  /** Puts back what a lost agent had taken and not acknowledged. */
-  reclaim(agentId: string): void
-  /** Deletes the queue. */
-  close(): Promise<void>
-}
-
-/** An agent's end of the task path. */
-export interface AgentTaskPath {
-  open(onTask: (frame: Buffer, delivery: Delivery) => void): Promise<void>
-  /** Most frames to hold unacknowledged; 0 stops taking. */
-  setPrefetch(frames: number): void
-  ack(deliveries: Delivery[]): Promise<void>
-  release(deliveries: Delivery[]): Promise<void>
-  /** Stops taking and gives back every frame not acknowledged. */
-  close(): Promise<void>
-}
-
-/** The driver's end of the message path: one inbox for the driver, one per agent. */
-export interface DriverMessagePath {
-  open(): Promise<void>
-  start(onMessage: (frame: Buffer) => void): void
-  send(agentId: string, frame: Buffer): void
-  /** Drops an agent's inbox. */
-  forget(agentId: string): void
-  close(): Promise<void>
-}
-
-/** An agent's end of the message path. */
-export interface AgentMessagePath {
-  open(): Promise<void>
-  start(onMessage: (frame: Buffer) => void): void
-  /** Resolves once the broker holds the message. */
-  send(frame: Buffer): Promise<void>
-  close(): Promise<void>
-}
-
-/** A connection to one broker, shared by the paths that use it (connections per process stay constant). */
-export interface BrokerLink {
-  readonly url: string
-  close(): Promise<void>
-}
-
-/** Where a cluster's queues live: names are `ac.<clusterId>.…` (RabbitMQ) or `ac:{<clusterId>}:…` (Redis). */
-export interface Namespace {
-  readonly clusterId: string
-}
-
-/** How long the queues of a crashed run outlive it (Redis key TTL, RabbitMQ `x-expires`). Live ones are refreshed. */
-export const QUEUE_TTL_MS = 60_000
-
-export interface BrokeredOptions {
+export interface BrokeredOptions extends TransportLifecycleOptions {
   transport: TransportKind
   redisUrl: string
   amqpUrl: string
@@ -91,8 +39,8 @@ export interface BrokeredOptions {
 
 /** The broker connections of one process, and the one failure report they may make. */
 class Links {
-  redis: import('./redis.js').RedisLink | undefined
-  amqp: import('./amqp.js').AmqpLink | undefined
+  redis: RedisLink | undefined
+  amqp: AmqpLink | undefined
   private onFailure: TransportFailure | undefined
   private failure: Error | undefined
 
@@ -110,6 +58,12 @@ class Links {
 
   async close(): Promise<void> {
     await Promise.all([this.redis?.close(), this.amqp?.close()])
+  }
+
+  /** Drops every connection at once (the forced step of a close). */
+  destroy(): void {
+    this.redis?.destroy()
+    this.amqp?.destroy()
   }
 }
 
@@ -181,42 +135,38 @@ async function agentPaths(o: BrokeredOptions, links: Links, agentId: string): Pr
 }
 
 /** The driver's side of a brokered design. */
-export class BrokeredDriverTransport implements SharedQueueDriverTransport {
+export class BrokeredDriverTransport extends TransportBase implements SharedQueueDriverTransport {
   readonly kind = 'shared-queue'
-  readonly stats = newStats()
   readonly address: string
   private links: Links | undefined
   private tasks: DriverTaskPath | undefined
   private messages: DriverMessagePath | undefined
-  private closed = false
 
   constructor(private readonly options: BrokeredOptions) {
+    super(options)
     this.address = describe(options)
   }
 
   async bind(): Promise<void> {
-    this.links = await openLinks(this.options, 'driver')
+    const links = (this.links = await openLinks(this.options, 'driver'))
     try {
-      ;[this.tasks, this.messages] = await driverPaths(this.options, this.links)
+      ;[this.tasks, this.messages] = await driverPaths(this.options, links)
       await this.tasks.open()
       await this.messages.open()
+      if (this.closed) throw new TransportError('brokered transport closed while binding')
     } catch (err) {
-      await this.links.close()
+      await links.close()
       throw err
     }
   }
 
   send(peer: string, parts: Parts): void {
-    if (this.closed || !this.messages) return
-    this.stats.framesOut++
-    this.stats.bytesOut += partsBytes(parts)
+    if (!this.messages || !this.countOut(parts)) return
     this.messages.send(peer, packParts(parts))
   }
 
   publishTasks(parts: Parts): void {
-    if (this.closed || !this.tasks) return
-    this.stats.framesOut++
-    this.stats.bytesOut += partsBytes(parts)
+    if (!this.tasks || !this.countOut(parts)) return
     this.tasks.publish(packParts(parts))
   }
 
@@ -232,37 +182,37 @@ export class BrokeredDriverTransport implements SharedQueueDriverTransport {
       if (!this.closed) onFailure?.(err)
     })
     this.messages.start((frame) => {
-      this.stats.framesIn++
-      this.stats.bytesIn += frame.byteLength
       let parts: Parts
       try {
         parts = unpackParts(frame)
       } catch {
         // An empty message is counted as a bad frame by the driver, like any other.
-        onMessage('', [])
+        if (this.countIn(frame.byteLength)) onMessage('', [])
         return
       }
+      // The sender's id is the brokered envelope, not part of the message: it is not counted.
       const peer = parts.shift()
+      if (!this.countIn(partsBytes(parts))) return
       onMessage(peer ? Buffer.from(peer.buffer, peer.byteOffset, peer.byteLength).toString('utf8') : '', parts)
     })
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return
-    this.closed = true
-    await Promise.allSettled([this.messages?.close(), this.tasks?.close()])
-    await this.links?.close()
+  protected gracefulSteps(): CloseStep[] {
+    return [
+      { name: 'message path', run: () => this.messages?.close() },
+      { name: 'task path', run: () => this.tasks?.close() },
+      { name: 'broker connections', run: () => this.links?.close() },
+    ]
   }
 
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close()
+  protected override forcedSteps(): CloseStep[] {
+    return [{ name: 'dropping broker connections', run: () => this.links?.destroy() }]
   }
 }
 
 /** An agent's side of a brokered design. */
-export class BrokeredAgentTransport implements SharedQueueAgentTransport {
+export class BrokeredAgentTransport extends TransportBase implements SharedQueueAgentTransport {
   readonly kind = 'shared-queue'
-  readonly stats = newStats()
   private links: Links | undefined
   private tasks: AgentTaskPath | undefined
   private messages: AgentMessagePath | undefined
@@ -270,40 +220,40 @@ export class BrokeredAgentTransport implements SharedQueueAgentTransport {
   private onMessage: ((parts: Parts, delivery?: Delivery) => void) | undefined
   private lastSend: Promise<void> = Promise.resolve()
   private pending = new Set<Promise<void>>()
-  private closed = false
 
   constructor(
     private readonly options: BrokeredOptions,
     private readonly agentId: string,
   ) {
+    super(options)
     this.idPart = Buffer.from(agentId, 'utf8')
   }
 
   async connect(): Promise<void> {
-    this.links = await openLinks(this.options, `agent ${this.agentId}`)
+    const links = (this.links = await openLinks(this.options, `agent ${this.agentId}`))
     try {
-      ;[this.tasks, this.messages] = await agentPaths(this.options, this.links, this.agentId)
+      ;[this.tasks, this.messages] = await agentPaths(this.options, links, this.agentId)
       await this.messages.open()
       await this.tasks.open((frame, delivery) => this.deliver(frame, delivery))
+      if (this.closed) throw new TransportError('brokered transport closed while connecting')
     } catch (err) {
-      await this.links.close()
+      await links.close()
       throw err
     }
   }
 
   private deliver(frame: Buffer, delivery?: Delivery): void {
-    this.stats.framesIn++
-    this.stats.bytesIn += frame.byteLength
     let parts: Parts
     try {
       parts = unpackParts(frame)
     } catch {
       // Not ours to run: take it off the queue (a malformed frame would come back forever) and count it.
       if (delivery !== undefined) void this.track(this.tasks!.ack([delivery]))
-      this.onMessage?.([])
+      if (this.countIn(frame.byteLength)) this.onMessage?.([])
       return
     }
-    this.onMessage?.(parts, delivery)
+    // Closing: a task frame taken now is given back when the task path closes.
+    if (this.countIn(partsBytes(parts))) this.onMessage?.(parts, delivery)
   }
 
   start(onMessage: (parts: Parts, delivery?: Delivery) => void, onFailure?: TransportFailure): void {
@@ -316,14 +266,12 @@ export class BrokeredAgentTransport implements SharedQueueAgentTransport {
   }
 
   send(parts: Parts): void {
-    if (this.closed || !this.messages) return
-    this.stats.framesOut++
-    this.stats.bytesOut += partsBytes(parts)
+    if (!this.messages || !this.countOut(parts)) return
     this.lastSend = this.track(this.messages.send(packParts([this.idPart, ...parts])))
   }
 
   setWindow(frames: number): void {
-    if (!this.closed) this.tasks?.setPrefetch(frames)
+    if (!this.closed && this.tasks) void this.track(this.tasks.setPrefetch(frames))
   }
 
   ack(deliveries: Delivery[]): void {
@@ -351,27 +299,17 @@ export class BrokeredAgentTransport implements SharedQueueAgentTransport {
     return t
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return
-    await this.flush()
-    this.closed = true
-    await Promise.allSettled([this.tasks?.close(), this.messages?.close()])
-    await this.links?.close()
+  protected gracefulSteps(): CloseStep[] {
+    return [
+      { name: 'flush', run: () => this.flush() },
+      // Gives back every frame taken and not acknowledged.
+      { name: 'task path', run: () => this.tasks?.close() },
+      { name: 'message path', run: () => this.messages?.close() },
+      { name: 'broker connections', run: () => this.links?.close() },
+    ]
   }
 
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close()
+  protected override forcedSteps(): CloseStep[] {
+    return [{ name: 'dropping broker connections', run: () => this.links?.destroy() }]
   }
-}
-
-/** The error for a broker that cannot be reached at start. */
-export function unreachable(kind: string, url: string, role: string, cause: unknown): TransportError {
-  const why = cause instanceof Error ? cause.message || cause.name : String(cause)
-  return new TransportError(`${role} cannot connect to ${kind} at ${maskUrl(url)}: ${why}`, { cause, code: 'ERR_BROKER_UNREACHABLE' })
-}
-
-/** The error for a broker connection lost mid-run. */
-export function lost(kind: string, url: string, role: string, cause: unknown): TransportError {
-  const why = cause instanceof Error ? cause.message || cause.name : cause === undefined ? 'the connection closed' : String(cause)
-  return new TransportError(`${role} lost its connection to ${kind} at ${maskUrl(url)}: ${why}`, { cause, code: 'ERR_BROKER_LOST' })
 }

@@ -27,7 +27,7 @@ import {
   type DriverMessagePath,
   type DriverTaskPath,
   type Namespace,
-} from './brokered.js'
+} from './paths.js'
 import { maskUrl } from './options.js'
 import type { Delivery } from './transport.js'
 
@@ -183,6 +183,12 @@ export class RedisLink implements BrokerLink {
     if (this.cmd.status === 'ready') await this.cmd.quit().catch(() => this.cmd.disconnect())
     else this.cmd.disconnect()
   }
+
+  destroy(): void {
+    this.closing = true
+    for (const r of this.blocking) this.end(r)
+    this.end(this.cmd)
+  }
 }
 
 async function deleteMatching(r: Redis, pattern: string): Promise<void> {
@@ -297,7 +303,7 @@ export class RedisAgentTasks implements AgentTaskPath {
     w?.()
   }
 
-  setPrefetch(frames: number): void {
+  async setPrefetch(frames: number): Promise<void> {
     this.prefetch = frames
     this.wakeUp()
   }

@@ -2,7 +2,10 @@
  * The seam between the runtime and the wire. A driver transport talks to many
  * agents, each known by a peer id; an agent transport talks to one driver.
  * Messages are lists of parts (see lib/protocol). Implementations own their
- * sockets or connections; `close()` is idempotent.
+ * sockets or connections and extend TransportBase (lib/transport/base.ts),
+ * which counts what passes and makes `close()` idempotent and bounded.
+ * Stats count the bytes of the parts only: a routing id or a broker's packing
+ * is envelope.
  */
 
 export type Parts = Uint8Array[]
@@ -30,7 +33,7 @@ interface DriverTransportBase extends AsyncDisposable {
   send(peer: string, parts: Parts): void
   /** Starts delivering every message received, with the sender's peer id. */
   start(onMessage: (peer: string, parts: Parts) => void, onFailure?: TransportFailure): void
-  /** Idempotent. */
+  /** Idempotent and bounded: every call returns the same promise, which never rejects. Sends after it are dropped. */
   close(): Promise<void>
 }
 
@@ -57,7 +60,7 @@ interface AgentTransportBase extends AsyncDisposable {
   readonly stats: TransportStats
   connect(): Promise<void>
   send(parts: Parts): void
-  /** Idempotent. */
+  /** Idempotent and bounded: every call returns the same promise, which never rejects. Sends after it are dropped. */
   close(): Promise<void>
 }
 
@@ -80,7 +83,7 @@ export interface SharedQueueAgentTransport extends AgentTransportBase {
   ack(deliveries: Delivery[]): void
   /** Gives deliveries back to the queue unrun. */
   release(deliveries: Delivery[]): void
-  /** Resolves when everything sent and acknowledged so far is with the broker (errors are reported, not thrown). */
+  /** Resolves when everything sent, acknowledged or released so far, and the last window set, are with the broker (errors are reported, not thrown). */
   flush(): Promise<void>
 }
 

@@ -1,9 +1,11 @@
 import * as zmq from 'zeromq'
 import { TransportError } from '../errors.js'
-import { newStats, partsBytes, type RoutedAgentTransport, type RoutedDriverTransport, type Parts, type TransportFailure, type TransportStats } from './transport.js'
+import type { CloseStep } from '../util/close.js'
+import { TransportBase, type TransportLifecycleOptions } from './base.js'
+import { partsBytes, type RoutedAgentTransport, type RoutedDriverTransport, type Parts, type TransportFailure } from './transport.js'
 import type { AgentCurve, KeyPair } from './curve.js'
 
-export interface ZmqDriverTransportOptions {
+export interface ZmqDriverTransportOptions extends TransportLifecycleOptions {
   listen: string
   /** Also bind this in-process endpoint (for agents inside the driver's process). */
   inproc?: string
@@ -24,14 +26,13 @@ const SEND_HWM = 100_000
  * `sendTimeout: 0` a full or vanished peer fails the send at once
  * (EAGAIN / EHOSTUNREACH), which we count instead of stalling every other agent.
  */
-export class ZmqDriverTransport implements RoutedDriverTransport {
+export class ZmqDriverTransport extends TransportBase implements RoutedDriverTransport {
   readonly kind = 'routed'
-  readonly stats = newStats()
   private readonly socket: zmq.Router
-  private closed = false
   private bound = ''
 
   constructor(private readonly options: ZmqDriverTransportOptions) {
+    super(options)
     this.socket = new zmq.Router({
       mandatory: true,
       handover: true,
@@ -80,35 +81,28 @@ export class ZmqDriverTransport implements RoutedDriverTransport {
   }
 
   send(peer: string, parts: Parts): void {
-    if (this.closed) return
-    this.stats.framesOut++
-    this.stats.bytesOut += partsBytes(parts)
+    if (!this.countOut(parts)) return
     this.socket.send([peer, ...parts]).catch((err: Error) => {
-      this.stats.sendErrors++
+      this.countSendError()
       if (!this.closed) this.options.onSendError?.(peer, err)
     })
   }
 
   start(onMessage: (peer: string, parts: Parts) => void, onFailure?: TransportFailure): void {
-    receiveAll(this.socket, this.stats, () => this.closed, onFailure, ([id, ...parts]) => {
+    // The routing id is ZeroMQ's envelope, not part of the message: it is not counted.
+    this.receiveFrom(this.socket, (m) => partsBytes(m) - (m[0]?.byteLength ?? 0), onFailure, ([id, ...parts]) => {
       if (id) onMessage(id.toString('latin1'), parts)
     })
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return
-    this.closed = true
+  protected gracefulSteps(): CloseStep[] {
     // No unbind() first: unbind then close races in libzmq 4.3.5 and aborts the
     // process (pipe.cpp:355). The port is freed shortly after; bind() retries.
-    this.socket.close()
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close()
+    return [{ name: 'ROUTER socket', run: () => this.socket.close() }]
   }
 }
 
-export interface ZmqAgentTransportOptions {
+export interface ZmqAgentTransportOptions extends TransportLifecycleOptions {
   connect: string
   identity: string
   maxFrameBytes: number
@@ -118,13 +112,12 @@ export interface ZmqAgentTransportOptions {
 }
 
 /** The agent's side: one DEALER socket that reconnects on its own. */
-export class ZmqAgentTransport implements RoutedAgentTransport {
+export class ZmqAgentTransport extends TransportBase implements RoutedAgentTransport {
   readonly kind = 'routed'
-  readonly stats = newStats()
   private readonly socket: zmq.Dealer
-  private closed = false
 
   constructor(private readonly options: ZmqAgentTransportOptions) {
+    super(options)
     this.socket = new zmq.Dealer({
       routingId: options.identity,
       sendTimeout: 0,
@@ -171,51 +164,15 @@ export class ZmqAgentTransport implements RoutedAgentTransport {
   }
 
   send(parts: Parts): void {
-    if (this.closed) return
-    this.stats.framesOut++
-    this.stats.bytesOut += partsBytes(parts)
-    this.socket.send(parts).catch(() => {
-      this.stats.sendErrors++
-    })
+    if (!this.countOut(parts)) return
+    this.socket.send(parts).catch(() => this.countSendError())
   }
 
   start(onMessage: (parts: Parts) => void, onFailure?: TransportFailure): void {
-    receiveAll(this.socket, this.stats, () => this.closed, onFailure, onMessage)
+    this.receiveFrom(this.socket, partsBytes, onFailure, onMessage)
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return
-    this.closed = true
-    this.socket.close()
+  protected gracefulSteps(): CloseStep[] {
+    return [{ name: 'DEALER socket', run: () => this.socket.close() }]
   }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close()
-  }
-}
-
-/**
- * Delivers every message a socket receives, counting frames and bytes (the
- * routing id of a ROUTER's messages included in the parts, not in the byte
- * count), until the socket closes. An error while it is open is reported to
- * `onFailure`, never thrown into the void.
- */
-function receiveAll(
-  socket: AsyncIterable<Buffer[]>,
-  stats: TransportStats,
-  closed: () => boolean,
-  onFailure: TransportFailure | undefined,
-  deliver: (parts: Buffer[]) => void,
-): void {
-  void (async () => {
-    try {
-      for await (const parts of socket) {
-        stats.framesIn++
-        stats.bytesIn += partsBytes(parts)
-        deliver(parts)
-      }
-    } catch (err) {
-      if (!closed()) onFailure?.(new TransportError(`receiving failed: ${(err as Error).message}`, { cause: err }))
-    }
-  })()
 }
