@@ -158,24 +158,32 @@ export function clusterOptionsOf(config: ClusterConfig, root: string): ClusterOp
 }
 
 /**
+ * The config a caller names (an object, or a file's path or URL), else the
+ * file the `CLUSTER_CONFIG` variable names, else undefined; `{}` means none.
+ */
+export async function namedConfig(
+  source: ClusterConfig | string | URL | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<Pick<LoadedConfig, 'config' | 'root'> | undefined> {
+  const named = source ?? (env['CLUSTER_CONFIG'] || undefined)
+  if (named === undefined) return undefined
+  if (typeof named === 'string' || named instanceof URL) return loadConfig(named)
+  checkConfig(named, 'options.config')
+  return { config: named, root: named.root !== undefined ? resolve(named.root) : process.cwd() }
+}
+
+/**
  * Applies `options.config` (an object, or a file's path or URL) under the
  * options given: an option set explicitly wins over the config. Without
  * `config`, the file named by the `CLUSTER_CONFIG` environment variable is
- * used (`cluster run` sets it); `config: {}` means none.
+ * used (`cluster run` sets it); `config: {}` means none. The environment's
+ * other variables are not read here: `resolveClusterSettings` applies every layer.
  */
 export async function applyConfig(options: ClusterOptions): Promise<ClusterOptions> {
   if (options === null || typeof options !== 'object') return options
-  const source = options.config ?? (process.env['CLUSTER_CONFIG'] || undefined)
-  if (source === undefined) return options
-  let base: ClusterOptions
-  if (typeof source === 'string' || source instanceof URL) {
-    const loaded = await loadConfig(source)
-    base = clusterOptionsOf(loaded.config, loaded.root)
-  } else {
-    checkConfig(source, 'options.config')
-    base = clusterOptionsOf(source, source.root !== undefined ? resolve(source.root) : process.cwd())
-  }
-  const merged: Record<string, unknown> = { ...base }
+  const loaded = await namedConfig(options.config)
+  if (loaded === undefined) return options
+  const merged: Record<string, unknown> = { ...clusterOptionsOf(loaded.config, loaded.root) }
   for (const [k, v] of Object.entries(options)) if (v !== undefined && k !== 'config') merged[k] = v
   return merged as ClusterOptions
 }

@@ -4,7 +4,8 @@ import type { CurveOptions } from './transport/curve.js'
 import { booleanOption, describe, endpointOption, integerOption, oneOfOption } from './validate.js'
 import { isBrokered, resolveTransportOptions, type ResolvedTransportOptions, type TransportOptions } from './transport/options.js'
 import { resolveDashboardOptions, resolveLogLevel, type DashboardOptions, type LogLevel, type ResolvedDashboardOptions } from './monitor/options.js'
-import type { Logger } from './monitor/log.js'
+// From pino itself: monitor/log.ts reaches the driver, which imports this module.
+import type { Logger } from 'pino'
 
 /** Where the task functions and actor classes live: a module path or URL. */
 export type TasksModule = string | URL

@@ -15,11 +15,11 @@ import {
   fromWire,
   rebuildError,
 } from '../errors.js'
-import { isLoopbackEndpoint, resolveClusterOptions, type ClusterOptions, type ResolvedClusterOptions } from '../options.js'
+import { isLoopbackEndpoint, type ClusterOptions, type ResolvedClusterOptions } from '../options.js'
 import { encode, findUnserializable, header, parseFlatBody, parseHeader, VersionMismatch, type Header } from '../protocol/codec.js'
 import { ActorOp, MsgType, Status, type HelloInfo } from '../protocol/messages.js'
 import { loadCatalog, type Catalog } from '../tasks-module.js'
-import { applyConfig } from '../config.js'
+import { resolveClusterSettings } from '../settings.js'
 import { createDriverTransport } from '../transport/resolve.js'
 import { isBrokered } from '../transport/options.js'
 import { newKeyPair, registerZapDomain, resolveDriverCurve, unregisterZapDomain, type DriverCurve, type KeyPair } from '../transport/curve.js'
@@ -31,7 +31,6 @@ import { ClusterMonitor, type ClusterSnapshot } from '../monitor/monitor.js'
 import type { ClusterMetrics } from '../monitor/metrics.js'
 import type { Dashboard } from '../monitor/dashboard.js'
 import { createLogger, logClusterEvents, type Logger } from '../monitor/log.js'
-import { monitorEnvDefaults } from '../monitor/options.js'
 import type { Progress, ProgressState } from '../monitor/progress.js'
 
 /** Options of one `map`: ordering and concurrency, plus every per-task option. */
@@ -294,7 +293,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * with `cluster agent --connect <cluster.address>`.
    */
   static async start(options: ClusterOptions = {}): Promise<Cluster> {
-    const resolved = resolveClusterOptions(monitorEnvDefaults(await applyConfig(options)))
+    const resolved = await resolveClusterSettings(options)
     if (resolved.transport === 'zmq' && !resolved.insecure && !resolved.curve && !isLoopbackEndpoint(resolved.listen)) {
       throw new TransportError(
         `refusing to listen on ${resolved.listen} without authentication: give curve keys (cluster keys), or insecure: true (--insecure) to allow any peer; loopback addresses need neither`,

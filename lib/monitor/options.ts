@@ -75,33 +75,3 @@ export function resolveLogLevel(v: unknown, field = 'options.logLevel'): LogLeve
   }
   return v as LogLevel
 }
-
-/**
- * Fills `dashboard` and `logLevel` from the environment when the caller left
- * them out: `CLUSTER_DASHBOARD` (a port), `CLUSTER_DASHBOARD_HOST`,
- * `CLUSTER_DASHBOARD_TOKEN`, `CLUSTER_DASHBOARD_UPDATE_MS`, `CLUSTER_LOG_LEVEL`. This is how
- * `cluster dashboard -- <command>` turns the dashboard on in a program that
- * does not ask for it.
- */
-export function monitorEnvDefaults<T extends { dashboard?: boolean | number | DashboardOptions; logLevel?: LogLevel }>(
-  options: T,
-  env: NodeJS.ProcessEnv = process.env,
-): T {
-  let out = options
-  const port = env['CLUSTER_DASHBOARD']
-  if (options.dashboard === undefined && port !== undefined && port !== '') {
-    if (!/^\d+$/.test(port)) throw new InvalidArgumentError(`CLUSTER_DASHBOARD must be a port number, got ${JSON.stringify(port)}`)
-    const host = env['CLUSTER_DASHBOARD_HOST']
-    const token = env['CLUSTER_DASHBOARD_TOKEN']
-    const updateMs = env['CLUSTER_DASHBOARD_UPDATE_MS']
-    out = {
-      ...out,
-      dashboard: { port: Number(port), ...(host ? { host } : {}), ...(token ? { token } : {}), ...(updateMs ? { updateMs: Number(updateMs) } : {}) },
-    }
-  }
-  const level = env['CLUSTER_LOG_LEVEL']
-  if (options.logLevel === undefined && level !== undefined && level !== '') {
-    out = { ...out, logLevel: resolveLogLevel(level, 'CLUSTER_LOG_LEVEL') }
-  }
-  return out
-}
