@@ -1,10 +1,14 @@
 /**
- * Example configuration. Copy it next to your driver and pass it to
- * `Cluster.start({ ...config })`. Every option can also be given on the
- * command line (`--threads 4`) or as an environment variable (`CLUSTER_THREADS=4`);
- * flags win over the environment, which wins over this file.
+ * This project's own configuration, and an example of one. `cluster run`,
+ * `up`, `status` and `down` find it in the working directory; a driver uses
+ * it when named (`Cluster.start({ config: './cluster.config.ts' })`, or the
+ * `CLUSTER_CONFIG` variable that `cluster run` sets). Settings resolve as
+ * defaults < this file < `CLUSTER_*` environment variables (`CLUSTER_THREADS=4`)
+ * < options in code or command-line flags (`--threads 4`); docs/configuration.md
+ * lists every variable.
  */
-import { defineConfig } from './lib/index.js'
+// The package's own name resolves here too (package.json "exports" allows self-reference), to dist/ once built.
+import { defineConfig } from 'actor-cluster'
 
 export default defineConfig({
   tasks: './dist/bench/tasks.js',

@@ -1,4 +1,6 @@
 #!/usr/bin/env node
 import { main } from '../lib/cli/index.js'
+import { benchCommand } from '../bench/cli.js'
 
-await main()
+// The bench command is the binary's, not the library's: lib/ never imports bench/.
+await main(undefined, [benchCommand])

@@ -5,72 +5,10 @@ import { basename, dirname, isAbsolute, join, resolve } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { randomBytes } from 'node:crypto'
 import { ConfigError } from './errors.js'
-import type { ClusterOptions } from './options.js'
+import type { ClusterConfig, ClusterOptions } from './options.js'
+import { describeKind as describe, numberProblem, stringProblem } from './validate.js'
 
-/** How `cluster up`, `status` and `down` reach the hosts: the system's OpenSSH client, in batch mode. */
-export interface SshOptions {
-  /** An ssh_config file (`ssh -F`); default: the user's own (~/.ssh/config). */
-  configFile?: string
-  /** A private key (`ssh -i`); default: ssh's own choice (agent, ~/.ssh/id_*). A host line's `key=` wins. */
-  identity?: string
-  /** Login user when a host line names none; default: ssh's own choice. */
-  user?: string
-  /** SSH port when a host line names none; default: ssh's own choice (22). */
-  port?: number
-  /** More `-o` options, e.g. `'StrictHostKeyChecking=accept-new'`. */
-  options?: string[]
-  /** Seconds to wait for a host's SSH server to answer (`ConnectTimeout`). Default 10. */
-  connectTimeoutS?: number
-  /** Most SSH sessions at once. Default 32. */
-  concurrency?: number
-}
-
-/** Where things live on the hosts. */
-export interface RemoteOptions {
-  /**
-   * The project directory on each host (a host line's `dir=` wins). With sync,
-   * the project is copied there; default `actor-cluster/<name>` under the
-   * remote home. Without sync, default: the same path as on this machine.
-   */
-  dir?: string
-  /** The `node` binary on the hosts (a host line's `node=` wins). Default `node`. */
-  node?: string
-  /**
-   * actor-cluster's `dist/bin/cluster.js` on the hosts (a host line's `cli=`
-   * wins). Default: `<dir>/node_modules/actor-cluster`, then the global
-   * packages next to `node`.
-   */
-  cli?: string
-  /** Where agents keep their pid, status and log files. Default `${TMPDIR:-/tmp}/actor-cluster-<uid>/<name>`. */
-  runDir?: string
-}
-
-/** The typed shape of `cluster.config.ts`: the driver's options plus how to bring up hosts. */
-export interface ClusterConfig extends Omit<ClusterOptions, 'config'> {
-  /** The cluster's name: tells its agents, state file and remote directories apart. Default: the project folder's name. */
-  name?: string
-  /** The address agents connect to, as the hosts see the driver. Default: `listen` (which must then name a host, not a wildcard). */
-  head?: string
-  /** The hosts file (`cluster up --nodes`). */
-  hosts?: string
-  ssh?: SshOptions
-  remote?: RemoteOptions
-  /** Copy the project directory to the hosts before starting agents (rsync; `.git` and `node_modules` excluded). Default true. */
-  sync?: boolean | { exclude?: string[] }
-  /** Seconds an agent gets to register with the head after it starts. Default 30. */
-  registerTimeoutS?: number
-  /** Seconds `cluster down` waits for an agent to finish its running tasks before killing it. Default 15. */
-  stopTimeoutS?: number
-  /** Where `cluster up` records what it started. Default `.actor-cluster` in the project directory. */
-  stateDir?: string
-  /** The project directory: relative paths resolve against it. Default: the config file's folder (or the working directory). */
-  root?: string
-}
-
-/** Types a `cluster.config.ts` export: `export default defineConfig({ ... })`. */
-export function defineConfig(config: ClusterConfig): ClusterConfig {
-  return config
-}
+export type { ClusterConfig, RemoteOptions, SshOptions } from './options.js'
 
 /** The driver's options a config may hold (every ClusterOptions field but `config`). */
 const DRIVER_KEYS = [
@@ -159,10 +97,6 @@ async function importTypeScript(path: string): Promise<Record<string, unknown>> 
   }
 }
 
-function describe(v: unknown): string {
-  return typeof v === 'string' ? JSON.stringify(v) : Array.isArray(v) ? 'an array' : v === null ? 'null' : typeof v
-}
-
 /** Checks the shape of a config object; names the file and the field of the first problem. */
 export function checkConfig(config: unknown, where = 'config'): asserts config is ClusterConfig {
   if (config === null || typeof config !== 'object' || Array.isArray(config)) {
@@ -172,14 +106,11 @@ export function checkConfig(config: unknown, where = 'config'): asserts config i
   for (const key of Object.keys(c)) {
     if (!CONFIG_KEYS.has(key)) throw new ConfigError(`${where}: unknown field "${key}" (known: ${[...CONFIG_KEYS].join(', ')})`)
   }
-  const str = (name: string, v: unknown) => {
-    if (v !== undefined && (typeof v !== 'string' || v === '')) throw new ConfigError(`${where}: ${name} must be a non-empty string, got ${describe(v)}`)
+  const check = (name: string, v: unknown, problem: string | undefined) => {
+    if (v !== undefined && problem !== undefined) throw new ConfigError(`${where}: ${name} ${problem}, got ${describe(v)}`)
   }
-  const num = (name: string, v: unknown, min = 1) => {
-    if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v) || v < min)) {
-      throw new ConfigError(`${where}: ${name} must be a number ≥ ${min}, got ${describe(v)}`)
-    }
-  }
+  const str = (name: string, v: unknown) => check(name, v, stringProblem(v))
+  const num = (name: string, v: unknown, min = 1) => check(name, v, numberProblem(v, min))
   const obj = (name: string, v: unknown, keys: string[]): Record<string, unknown> | undefined => {
     if (v === undefined) return undefined
     if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new ConfigError(`${where}: ${name} must be an object, got ${describe(v)}`)
@@ -227,24 +158,32 @@ export function clusterOptionsOf(config: ClusterConfig, root: string): ClusterOp
 }
 
 /**
+ * The config a caller names (an object, or a file's path or URL), else the
+ * file the `CLUSTER_CONFIG` variable names, else undefined; `{}` means none.
+ */
+export async function namedConfig(
+  source: ClusterConfig | string | URL | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<Pick<LoadedConfig, 'config' | 'root'> | undefined> {
+  const named = source ?? (env['CLUSTER_CONFIG'] || undefined)
+  if (named === undefined) return undefined
+  if (typeof named === 'string' || named instanceof URL) return loadConfig(named)
+  checkConfig(named, 'options.config')
+  return { config: named, root: named.root !== undefined ? resolve(named.root) : process.cwd() }
+}
+
+/**
  * Applies `options.config` (an object, or a file's path or URL) under the
  * options given: an option set explicitly wins over the config. Without
  * `config`, the file named by the `CLUSTER_CONFIG` environment variable is
- * used (`cluster run` sets it); `config: {}` means none.
+ * used (`cluster run` sets it); `config: {}` means none. The environment's
+ * other variables are not read here: `resolveClusterSettings` applies every layer.
  */
 export async function applyConfig(options: ClusterOptions): Promise<ClusterOptions> {
   if (options === null || typeof options !== 'object') return options
-  const source = options.config ?? (process.env['CLUSTER_CONFIG'] || undefined)
-  if (source === undefined) return options
-  let base: ClusterOptions
-  if (typeof source === 'string' || source instanceof URL) {
-    const loaded = await loadConfig(source)
-    base = clusterOptionsOf(loaded.config, loaded.root)
-  } else {
-    checkConfig(source, 'options.config')
-    base = clusterOptionsOf(source, source.root !== undefined ? resolve(source.root) : process.cwd())
-  }
-  const merged: Record<string, unknown> = { ...base }
+  const loaded = await namedConfig(options.config)
+  if (loaded === undefined) return options
+  const merged: Record<string, unknown> = { ...clusterOptionsOf(loaded.config, loaded.root) }
   for (const [k, v] of Object.entries(options)) if (v !== undefined && k !== 'config') merged[k] = v
   return merged as ClusterOptions
 }

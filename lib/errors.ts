@@ -20,6 +20,7 @@ export type ClusterErrorCode =
   | 'ERR_INSECURE_BIND'
   | 'ERR_BROKER_UNREACHABLE'
   | 'ERR_BROKER_LOST'
+  | 'ERR_DEPENDENCY_MISSING'
   | 'ERR_ACTOR_STOPPED'
   | 'ERR_ACTOR_LOST'
   | 'ERR_NODE_LOST'
@@ -127,7 +128,7 @@ export class ProtocolError extends ClusterError {
 export class TransportError extends ClusterError {
   constructor(
     message: string,
-    options?: { cause?: unknown; code?: 'ERR_TRANSPORT' | 'ERR_ADDRESS_IN_USE' | 'ERR_INSECURE_BIND' | 'ERR_BROKER_UNREACHABLE' | 'ERR_BROKER_LOST' },
+    options?: { cause?: unknown; code?: 'ERR_TRANSPORT' | 'ERR_ADDRESS_IN_USE' | 'ERR_INSECURE_BIND' | 'ERR_BROKER_UNREACHABLE' | 'ERR_BROKER_LOST' | 'ERR_DEPENDENCY_MISSING' },
   ) {
     super(options?.code ?? 'ERR_TRANSPORT', message, options)
   }

@@ -1,10 +1,11 @@
 import { availableParallelism } from 'node:os'
 import { InvalidArgumentError } from './errors.js'
 import type { CurveOptions } from './transport/curve.js'
-import type { ClusterConfig } from './config.js'
+import { booleanOption, describe, endpointOption, integerOption, oneOfOption } from './validate.js'
 import { isBrokered, resolveTransportOptions, type ResolvedTransportOptions, type TransportOptions } from './transport/options.js'
 import { resolveDashboardOptions, resolveLogLevel, type DashboardOptions, type LogLevel, type ResolvedDashboardOptions } from './monitor/options.js'
-import type { Logger } from './monitor/log.js'
+// From pino itself: monitor/log.ts reaches the driver, which imports this module.
+import type { Logger } from 'pino'
 
 /** Where the task functions and actor classes live: a module path or URL. */
 export type TasksModule = string | URL
@@ -140,17 +141,9 @@ export const AGENT_DEFAULTS = {
   maxFrameBytes: CLUSTER_DEFAULTS.maxFrameBytes,
 } as const
 
+/** An integer option of at least `min`, else the fallback. */
 function positiveInt(name: string, v: unknown, fallback: number, min = 1): number {
-  if (v === undefined) return fallback
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
-    const what = min === 0 ? 'a non-negative integer' : min === 1 ? 'a positive integer' : `an integer ≥ ${min}`
-    throw new InvalidArgumentError(`options.${name} must be ${what}, got ${describe(v)}`)
-  }
-  return v
-}
-
-function describe(v: unknown): string {
-  return typeof v === 'string' ? JSON.stringify(v) : typeof v === 'object' && v !== null ? Object.prototype.toString.call(v) : String(v)
+  return integerOption(name, v, min) ?? fallback
 }
 
 /** Turns a module path, file URL or URL object into an import specifier (an absolute file URL for paths). */
@@ -163,13 +156,9 @@ export function tasksSpecifier(name: string, v: unknown): string {
   return new URL(v, `file://${process.cwd()}/`).href
 }
 
-const ENDPOINT = /^(tcp:\/\/[^\s:]+|tcp:\/\/\[[0-9a-f:]+\]):(\d+|\*)$|^(ipc|inproc):\/\/\S+$/i
-
+/** A ZeroMQ endpoint, or an error naming the field. */
 export function checkEndpoint(name: string, v: unknown): string {
-  if (typeof v !== 'string' || !ENDPOINT.test(v)) {
-    throw new InvalidArgumentError(`options.${name} must be an endpoint like tcp://127.0.0.1:7100, got ${describe(v)}`)
-  }
-  return v
+  return endpointOption(name, v)
 }
 
 export function resolveClusterOptions(o: ClusterOptions = {}): ResolvedClusterOptions {
@@ -188,13 +177,8 @@ export function resolveClusterOptions(o: ClusterOptions = {}): ResolvedClusterOp
   if (nodeTimeoutMs <= heartbeatMs) {
     throw new InvalidArgumentError(`options.nodeTimeoutMs (${nodeTimeoutMs}) must exceed options.heartbeatMs (${heartbeatMs})`)
   }
-  const localTransport = o.localTransport ?? CLUSTER_DEFAULTS.localTransport
-  if (localTransport !== 'inproc' && localTransport !== 'tcp') {
-    throw new InvalidArgumentError(`options.localTransport must be 'inproc' or 'tcp', got ${describe(localTransport)}`)
-  }
-  if (o.insecure !== undefined && typeof o.insecure !== 'boolean') {
-    throw new InvalidArgumentError(`options.insecure must be a boolean, got ${describe(o.insecure)}`)
-  }
+  const localTransport = oneOfOption('localTransport', o.localTransport, ['inproc', 'tcp']) ?? CLUSTER_DEFAULTS.localTransport
+  const insecure = booleanOption('insecure', o.insecure) ?? CLUSTER_DEFAULTS.insecure
   if (o.logger !== undefined && (o.logger === null || typeof o.logger !== 'object' || typeof o.logger.info !== 'function')) {
     throw new InvalidArgumentError(`options.logger must be a pino logger, got ${describe(o.logger)}`)
   }
@@ -209,7 +193,7 @@ export function resolveClusterOptions(o: ClusterOptions = {}): ResolvedClusterOp
     heartbeatMs,
     nodeTimeoutMs,
     maxFrameBytes: positiveInt('maxFrameBytes', o.maxFrameBytes, CLUSTER_DEFAULTS.maxFrameBytes, 1024),
-    insecure: o.insecure ?? CLUSTER_DEFAULTS.insecure,
+    insecure,
     curve: o.curve,
     maxRetries: positiveInt('maxRetries', o.maxRetries, CLUSTER_DEFAULTS.maxRetries, 0),
     localAgentOptions: Object.freeze({ ...o.localAgentOptions }),
@@ -246,12 +230,69 @@ export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
   })
 }
 
-/** Is this endpoint reachable only from this machine? */
-export function isLoopbackEndpoint(endpoint: string): boolean {
-  if (/^(ipc|inproc):/.test(endpoint)) return true
-  const host = /^tcp:\/\/(\[[^\]]+\]|[^:]+):/.exec(endpoint)?.[1] ?? ''
-  return host === 'localhost' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host)
+export { isLoopbackEndpoint } from './validate.js'
+
+/** How `cluster up`, `status` and `down` reach the hosts: the system's OpenSSH client, in batch mode. */
+export interface SshOptions {
+  /** An ssh_config file (`ssh -F`); default: the user's own (~/.ssh/config). */
+  configFile?: string
+  /** A private key (`ssh -i`); default: ssh's own choice (agent, ~/.ssh/id_*). A host line's `key=` wins. */
+  identity?: string
+  /** Login user when a host line names none; default: ssh's own choice. */
+  user?: string
+  /** SSH port when a host line names none; default: ssh's own choice (22). */
+  port?: number
+  /** More `-o` options, e.g. `'StrictHostKeyChecking=accept-new'`. */
+  options?: string[]
+  /** Seconds to wait for a host's SSH server to answer (`ConnectTimeout`). Default 10. */
+  connectTimeoutS?: number
+  /** Most SSH sessions at once. Default 32. */
+  concurrency?: number
 }
 
-export { defineConfig } from './config.js'
-export type { ClusterConfig } from './config.js'
+/** Where things live on the hosts. */
+export interface RemoteOptions {
+  /**
+   * The project directory on each host (a host line's `dir=` wins). With sync,
+   * the project is copied there; default `actor-cluster/<name>` under the
+   * remote home. Without sync, default: the same path as on this machine.
+   */
+  dir?: string
+  /** The `node` binary on the hosts (a host line's `node=` wins). Default `node`. */
+  node?: string
+  /**
+   * actor-cluster's `dist/bin/cluster.js` on the hosts (a host line's `cli=`
+   * wins). Default: `<dir>/node_modules/actor-cluster`, then the global
+   * packages next to `node`.
+   */
+  cli?: string
+  /** Where agents keep their pid, status and log files. Default `${TMPDIR:-/tmp}/actor-cluster-<uid>/<name>`. */
+  runDir?: string
+}
+
+/** The typed shape of `cluster.config.ts`: the driver's options plus how to bring up hosts. */
+export interface ClusterConfig extends Omit<ClusterOptions, 'config'> {
+  /** The cluster's name: tells its agents, state file and remote directories apart. Default: the project folder's name. */
+  name?: string
+  /** The address agents connect to, as the hosts see the driver. Default: `listen` (which must then name a host, not a wildcard). */
+  head?: string
+  /** The hosts file (`cluster up --nodes`). */
+  hosts?: string
+  ssh?: SshOptions
+  remote?: RemoteOptions
+  /** Copy the project directory to the hosts before starting agents (rsync; `.git` and `node_modules` excluded). Default true. */
+  sync?: boolean | { exclude?: string[] }
+  /** Seconds an agent gets to register with the head after it starts. Default 30. */
+  registerTimeoutS?: number
+  /** Seconds `cluster down` waits for an agent to finish its running tasks before killing it. Default 15. */
+  stopTimeoutS?: number
+  /** Where `cluster up` records what it started. Default `.actor-cluster` in the project directory. */
+  stateDir?: string
+  /** The project directory: relative paths resolve against it. Default: the config file's folder (or the working directory). */
+  root?: string
+}
+
+/** Types a `cluster.config.ts` export: `export default defineConfig({ ... })`. */
+export function defineConfig(config: ClusterConfig): ClusterConfig {
+  return config
+}

@@ -1,7 +1,6 @@
-import yargs from 'yargs'
+import yargs, { type CommandModule } from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import { agentCommand } from './commands/agent.js'
-import { benchCommand } from './commands/bench.js'
 import { downCommand, statusCommand, upCommand } from './commands/hosts.js'
 import { runCommand } from './commands/run.js'
 import { keysCommand } from './commands/keys.js'
@@ -11,32 +10,32 @@ import { VERSION } from '../version.js'
 import { ClusterError } from '../errors.js'
 
 /**
- * The `cluster` command line. Every flag can also be given as an environment
- * variable `CLUSTER_<FLAG>` (e.g. `CLUSTER_THREADS=4`); flags win.
+ * The `cluster` command line. Settings resolve as everywhere else (see
+ * `lib/settings.ts`): defaults < config file < `CLUSTER_*` variables < flags.
+ * `commands` adds commands that are not part of the library (the `bench`
+ * command lives with the benchmarks and is added by `bin/cluster.ts`).
  */
-export async function main(argv = hideBin(process.argv)): Promise<void> {
-  await yargs(argv)
+export async function main(argv = hideBin(process.argv), commands: readonly CommandModule[] = []): Promise<void> {
+  let cli = yargs(argv)
     .scriptName('cluster')
     // `cluster dashboard -- node job.js`: what follows `--` is a program, not flags.
     .parserConfiguration({ 'populate--': true })
-    .env('CLUSTER')
     .version(VERSION)
-    .option('log-level', { choices: LOG_LEVELS, global: true, describe: 'structured log level on stderr (default: info for agent and dashboard, warn for bench)' })
-    // Set by `cluster dashboard -- <program>` for the clusters a program starts (read by Cluster.start, not here);
-    // declared so that a `cluster` command run that way does not reject them as unknown CLUSTER_* flags.
-    .option('dashboard', { type: 'number', hidden: true, global: true })
-    .option('dashboard-host', { type: 'string', hidden: true, global: true })
-    .option('dashboard-token', { type: 'string', hidden: true, global: true })
-    .option('dashboard-update-ms', { type: 'number', hidden: true, global: true })
+    .option('log-level', {
+      choices: LOG_LEVELS,
+      global: true,
+      describe: 'structured log level on stderr, or CLUSTER_LOG_LEVEL (default: info for agent and dashboard, warn for bench)',
+    })
     .command(agentCommand)
-    .command(benchCommand)
+  for (const c of commands) cli = cli.command(c)
+  await cli
     .command(upCommand)
     .command(statusCommand)
     .command(downCommand)
     .command(runCommand)
     .command(keysCommand)
     .command(dashboardCommand)
-    .demandCommand(1, 'name a command: up, status, down, run, agent, bench, dashboard or keys')
+    .demandCommand(1, `name a command: up, status, down, run, agent, ${commands.map((c) => `${String(c.command).split(' ')[0]}, `).join('')}dashboard or keys`)
     .strict()
     .help()
     .fail((msg, err, y) => {

@@ -1,5 +1,6 @@
 import { createLogger, type Logger } from '../monitor/log.js'
 import { resolveLogLevel, type LogLevel } from '../monitor/options.js'
+import { envLogLevel } from '../settings.js'
 
 /**
  * The logger of one command: `--log-level` (global flag, or
@@ -9,5 +10,5 @@ import { resolveLogLevel, type LogLevel } from '../monitor/options.js'
  */
 export function commandLogger(args: object, fallback: LogLevel, name = 'actor-cluster'): Logger {
   const given = (args as { 'log-level'?: unknown })['log-level']
-  return createLogger(given === undefined ? fallback : resolveLogLevel(given, '--log-level'), name)
+  return createLogger(given === undefined ? (envLogLevel() ?? fallback) : resolveLogLevel(given, '--log-level'), name)
 }

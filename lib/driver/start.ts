@@ -7,9 +7,8 @@
 import { randomBytes } from 'node:crypto'
 import { Agent } from '../agent/agent.js'
 import { TransportError } from '../errors.js'
-import { applyConfig } from '../config.js'
-import { monitorEnvDefaults } from '../monitor/options.js'
-import { isLoopbackEndpoint, resolveClusterOptions, type ClusterOptions, type ResolvedClusterOptions } from '../options.js'
+import { isLoopbackEndpoint, type ClusterOptions, type ResolvedClusterOptions } from '../options.js'
+import { resolveClusterSettings } from '../settings.js'
 import { loadCatalog, type Catalog } from '../tasks-module.js'
 import { newKeyPair, registerZapDomain, resolveDriverCurve, unregisterZapDomain, type DriverCurve, type KeyPair } from '../transport/curve.js'
 import { isBrokered } from '../transport/options.js'
@@ -37,7 +36,7 @@ export interface DriverSetup {
 
 /** Resolves the options and binds the transport; nothing is left open if it fails. */
 export async function setUpDriver(options: ClusterOptions): Promise<DriverSetup> {
-  const resolved = resolveClusterOptions(monitorEnvDefaults(await applyConfig(options)))
+  const resolved = await resolveClusterSettings(options)
   if (resolved.transport === 'zmq' && !resolved.insecure && !resolved.curve && !isLoopbackEndpoint(resolved.listen)) {
     throw new TransportError(
       `refusing to listen on ${resolved.listen} without authentication: give curve keys (cluster keys), or insecure: true (--insecure) to allow any peer; loopback addresses need neither`,

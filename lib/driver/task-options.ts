@@ -3,6 +3,7 @@
  * or per `map`, and shared by every task submitted under them.
  */
 import { InvalidArgumentError } from '../errors.js'
+import { booleanOption, integerOption } from '../validate.js'
 import type { MapOptions, SpawnOptions, TaskOptions } from './types.js'
 import type { ProgressState } from '../monitor/progress.js'
 
@@ -29,14 +30,6 @@ export const MAP_DEFAULTS = {
   concurrency: 16_384,
 } as const
 
-function count(name: string, v: unknown, min: number): number | undefined {
-  if (v === undefined) return undefined
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
-    throw new InvalidArgumentError(`options.${name} must be ${min === 0 ? 'a non-negative' : 'a positive'} integer, got ${String(v)}`)
-  }
-  return v
-}
-
 function checkSignal(signal: unknown): AbortSignal | undefined {
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw new InvalidArgumentError('options.signal must be an AbortSignal')
   return signal
@@ -45,9 +38,9 @@ function checkSignal(signal: unknown): AbortSignal | undefined {
 export function resolveTaskOptions(o: TaskOptions, defaultMaxRetries: number): ResolvedTaskOptions {
   const signal = checkSignal(o.signal)
   return Object.freeze({
-    timeoutMs: count('timeoutMs', o.timeoutMs, 1),
-    retries: count('retries', o.retries, 0) ?? 0,
-    maxRetries: count('maxRetries', o.maxRetries, 0) ?? defaultMaxRetries,
+    timeoutMs: integerOption('timeoutMs', o.timeoutMs, 1),
+    retries: integerOption('retries', o.retries, 0) ?? 0,
+    maxRetries: integerOption('maxRetries', o.maxRetries, 0) ?? defaultMaxRetries,
     signal,
   })
 }
@@ -62,17 +55,14 @@ export function resolveSpawnOptions(o: SpawnOptions): { readonly restart: boolea
 /** Resolves the options of one `map`; names the bad field. */
 export function resolveMapOptions(o: MapOptions, defaultMaxRetries: number): ResolvedMapOptions {
   if (o === null || typeof o !== 'object') throw new InvalidArgumentError(`map options must be an object, got ${String(o)}`)
-  const concurrency = o.concurrency ?? MAP_DEFAULTS.concurrency
-  if (!Number.isSafeInteger(concurrency) || concurrency < 1) {
-    throw new InvalidArgumentError(`options.concurrency must be a positive integer, got ${String(o.concurrency)}`)
-  }
-  if (o.ordered !== undefined && typeof o.ordered !== 'boolean') throw new InvalidArgumentError(`options.ordered must be a boolean, got ${String(o.ordered)}`)
+  const concurrency = integerOption('concurrency', o.concurrency) ?? MAP_DEFAULTS.concurrency
+  const ordered = booleanOption('ordered', o.ordered) ?? MAP_DEFAULTS.ordered
   const progress = o.progress ?? false
   if (typeof progress !== 'boolean' && typeof progress !== 'function') {
     throw new InvalidArgumentError(`options.progress must be a boolean or a function, got ${String(progress)}`)
   }
   return Object.freeze({
-    ordered: o.ordered ?? MAP_DEFAULTS.ordered,
+    ordered,
     concurrency,
     // One options object per map: it also tells this map's tasks apart in the ledger.
     task: resolveTaskOptions({ ...o, signal: undefined }, defaultMaxRetries),

@@ -7,6 +7,7 @@ import type { HostSpec } from './hosts-file.js'
 import type { SshSettings } from './ssh.js'
 import type { CurveOptions } from '../transport/curve.js'
 import { DASHBOARD_DEFAULTS } from '../monitor/options.js'
+import { TRANSPORT_DEFAULTS, type TransportKind } from '../transport/options.js'
 
 /** Flags of `cluster up`, `status`, `down` (each also a `CLUSTER_*` variable); they win over the config file. */
 export interface HostsFlags {
@@ -33,6 +34,10 @@ export interface HostsFlags {
   stateDir?: string | undefined
   keys?: string | undefined
   dashboard?: string | undefined
+  /** The driver's timing and design, for the agents `cluster up` starts (from `CLUSTER_*` variables; no flags). */
+  heartbeatMs?: number | undefined
+  nodeTimeoutMs?: number | undefined
+  transport?: TransportKind | undefined
 }
 
 /** Everything `cluster up`, `status` and `down` need, resolved: defaults < config file < environment < flags. */
@@ -148,7 +153,7 @@ export async function resolveHostsPlan(flags: HostsFlags, cwd = process.cwd()): 
     listen: listen ?? head,
     head,
     insecure: flags.insecure ?? config.insecure ?? false,
-    transport: config.transport ?? 'zmq',
+    transport: flags.transport ?? config.transport ?? TRANSPORT_DEFAULTS.transport,
     curve:
       flags.keys !== undefined
         ? { dir: resolve(cwd, flags.keys) }
@@ -176,8 +181,8 @@ export async function resolveHostsPlan(flags: HostsFlags, cwd = process.cwd()): 
     registerTimeoutS: Math.ceil(positive('--register-timeout', flags.registerTimeout) ?? config.registerTimeoutS ?? HOSTS_DEFAULTS.registerTimeoutS),
     stopTimeoutS: Math.ceil(positive('--stop-timeout', flags.stopTimeout, 0) ?? config.stopTimeoutS ?? HOSTS_DEFAULTS.stopTimeoutS),
     threads: positive('--threads', flags.threads),
-    heartbeatMs: config.heartbeatMs,
-    nodeTimeoutMs: config.nodeTimeoutMs,
+    heartbeatMs: flags.heartbeatMs ?? config.heartbeatMs,
+    nodeTimeoutMs: flags.nodeTimeoutMs ?? config.nodeTimeoutMs,
     dashboard: dashboardOf(flags.dashboard, config),
   }
 }

@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
+import { fileURLToPath } from 'node:url'
 import type { Server } from 'node:http'
 import { gzipSync } from 'node:zlib'
 import { createAdaptorServer } from '@hono/node-server'
@@ -35,14 +36,15 @@ interface Asset {
   readonly gzip: Buffer
 }
 
-const UI = new URL('../../../lib/monitor/ui/', import.meta.url)
+// Beside the compiled file: the build copies lib/monitor/ui to dist/lib/monitor/ui (scripts/copy-ui.mjs).
+const UI = new URL('./ui/', import.meta.url)
 const require = createRequire(import.meta.url)
 
 function loadAssets(): Map<string, Asset> {
   const files: [string, string, string][] = [
-    ['/', new URL('index.html', UI).pathname, 'text/html; charset=utf-8'],
-    ['/assets/app.js', new URL('app.js', UI).pathname, 'text/javascript; charset=utf-8'],
-    ['/assets/app.css', new URL('app.css', UI).pathname, 'text/css; charset=utf-8'],
+    ['/', fileURLToPath(new URL('index.html', UI)), 'text/html; charset=utf-8'],
+    ['/assets/app.js', fileURLToPath(new URL('app.js', UI)), 'text/javascript; charset=utf-8'],
+    ['/assets/app.css', fileURLToPath(new URL('app.css', UI)), 'text/css; charset=utf-8'],
     ['/assets/uPlot.min.js', require.resolve('uplot/dist/uPlot.iife.min.js'), 'text/javascript; charset=utf-8'],
     ['/assets/uPlot.min.css', require.resolve('uplot/dist/uPlot.min.css'), 'text/css; charset=utf-8'],
   ]

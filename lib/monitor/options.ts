@@ -1,4 +1,7 @@
 import { InvalidArgumentError } from '../errors.js'
+import { describe, integerOption, isLoopbackHost } from '../validate.js'
+
+export { isLoopbackHost }
 
 /** Options of the web dashboard (which also serves `/metrics` and `/api/stats`). */
 export interface DashboardOptions {
@@ -37,15 +40,6 @@ export const DASHBOARD_DEFAULTS = {
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const
 export type LogLevel = (typeof LOG_LEVELS)[number]
 
-export function isLoopbackHost(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '').toLowerCase()
-  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h)
-}
-
-function describe(v: unknown): string {
-  return typeof v === 'string' ? JSON.stringify(v) : typeof v === 'object' && v !== null ? Object.prototype.toString.call(v) : String(v)
-}
-
 /**
  * Resolves `options.dashboard`: `true` (defaults), a port number, or an
  * object; `undefined` or `false` means no dashboard.
@@ -56,10 +50,7 @@ export function resolveDashboardOptions(v: boolean | number | DashboardOptions |
   if (o === null || typeof o !== 'object') {
     throw new InvalidArgumentError(`options.dashboard must be a boolean, a port number or an object, got ${describe(v)}`)
   }
-  const port = o.port ?? DASHBOARD_DEFAULTS.port
-  if (typeof port !== 'number' || !Number.isSafeInteger(port) || port < 0 || port > 65535) {
-    throw new InvalidArgumentError(`options.dashboard.port must be an integer from 0 to 65535, got ${describe(port)}`)
-  }
+  const port = integerOption('dashboard.port', o.port, 0, 65535) ?? DASHBOARD_DEFAULTS.port
   const host = o.host ?? DASHBOARD_DEFAULTS.host
   if (typeof host !== 'string' || host.length === 0 || /[\s/]/.test(host)) {
     throw new InvalidArgumentError(`options.dashboard.host must be a host name or IP address, got ${describe(host)}`)
@@ -72,14 +63,8 @@ export function resolveDashboardOptions(v: boolean | number | DashboardOptions |
       `options.dashboard.token is required to serve the dashboard on ${host}: only loopback addresses may go without one`,
     )
   }
-  const updateMs = o.updateMs ?? DASHBOARD_DEFAULTS.updateMs
-  if (typeof updateMs !== 'number' || !Number.isSafeInteger(updateMs) || updateMs < 20 || updateMs > 1000) {
-    throw new InvalidArgumentError(`options.dashboard.updateMs must be an integer from 20 to 1000, got ${describe(updateMs)}`)
-  }
-  const maxClients = o.maxClients ?? DASHBOARD_DEFAULTS.maxClients
-  if (typeof maxClients !== 'number' || !Number.isSafeInteger(maxClients) || maxClients < 1) {
-    throw new InvalidArgumentError(`options.dashboard.maxClients must be a positive integer, got ${describe(maxClients)}`)
-  }
+  const updateMs = integerOption('dashboard.updateMs', o.updateMs, 20, 1000) ?? DASHBOARD_DEFAULTS.updateMs
+  const maxClients = integerOption('dashboard.maxClients', o.maxClients, 1) ?? DASHBOARD_DEFAULTS.maxClients
   return Object.freeze({ port, host, token: o.token, updateMs, maxClients })
 }
 
@@ -89,34 +74,4 @@ export function resolveLogLevel(v: unknown, field = 'options.logLevel'): LogLeve
     throw new InvalidArgumentError(`${field} must be one of ${LOG_LEVELS.join(', ')}, got ${describe(v)}`)
   }
   return v as LogLevel
-}
-
-/**
- * Fills `dashboard` and `logLevel` from the environment when the caller left
- * them out: `CLUSTER_DASHBOARD` (a port), `CLUSTER_DASHBOARD_HOST`,
- * `CLUSTER_DASHBOARD_TOKEN`, `CLUSTER_DASHBOARD_UPDATE_MS`, `CLUSTER_LOG_LEVEL`. This is how
- * `cluster dashboard -- <command>` turns the dashboard on in a program that
- * does not ask for it.
- */
-export function monitorEnvDefaults<T extends { dashboard?: boolean | number | DashboardOptions; logLevel?: LogLevel }>(
-  options: T,
-  env: NodeJS.ProcessEnv = process.env,
-): T {
-  let out = options
-  const port = env['CLUSTER_DASHBOARD']
-  if (options.dashboard === undefined && port !== undefined && port !== '') {
-    if (!/^\d+$/.test(port)) throw new InvalidArgumentError(`CLUSTER_DASHBOARD must be a port number, got ${JSON.stringify(port)}`)
-    const host = env['CLUSTER_DASHBOARD_HOST']
-    const token = env['CLUSTER_DASHBOARD_TOKEN']
-    const updateMs = env['CLUSTER_DASHBOARD_UPDATE_MS']
-    out = {
-      ...out,
-      dashboard: { port: Number(port), ...(host ? { host } : {}), ...(token ? { token } : {}), ...(updateMs ? { updateMs: Number(updateMs) } : {}) },
-    }
-  }
-  const level = env['CLUSTER_LOG_LEVEL']
-  if (options.logLevel === undefined && level !== undefined && level !== '') {
-    out = { ...out, logLevel: resolveLogLevel(level, 'CLUSTER_LOG_LEVEL') }
-  }
-  return out
 }

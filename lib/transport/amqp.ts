@@ -15,7 +15,11 @@
  * AMQP heartbeats so that a frozen peer's connection, and with it its unacked
  * frames, is given up by the broker.
  */
-import { connect, type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib'
+import type * as Amqplib from 'amqplib'
+import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib'
+import { loadOptional } from './optional.js'
+// An optional peer dependency: loaded here, with an install hint if it is missing.
+const { connect } = await loadOptional<typeof Amqplib>('amqplib')
 import { TransportError } from '../errors.js'
 import {
   lost,

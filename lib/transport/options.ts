@@ -1,4 +1,7 @@
 import { InvalidArgumentError } from '../errors.js'
+import { describe, maskUrl, oneOfOption, urlOption } from '../validate.js'
+
+export { maskUrl }
 
 /**
  * The four designs of the data plane:
@@ -40,51 +43,22 @@ export const TRANSPORT_DEFAULTS = {
   amqpUrl: 'amqp://guest:guest@127.0.0.1:5672',
 } as const
 
-const CLUSTER_ID = /^[A-Za-z0-9_.-]{1,64}$/
+export const CLUSTER_ID = /^[A-Za-z0-9_.-]{1,64}$/
+export const REDIS_SCHEMES = ['redis:', 'rediss:'] as const
+export const AMQP_SCHEMES = ['amqp:', 'amqps:'] as const
 
 export const usesRedis = (t: TransportKind): boolean => t === 'redis' || t === 'amqp+redis'
 export const usesAmqp = (t: TransportKind): boolean => t === 'amqp' || t === 'amqp+redis'
 export const isBrokered = (t: TransportKind): boolean => t !== 'zmq'
 
-/** A URL with its password replaced by `***`, safe to print. Anything unparsable is shown by scheme only. */
-export function maskUrl(url: string): string {
-  try {
-    const u = new URL(url)
-    if (u.password) u.password = '***'
-    return u.href.replace(/\/$/, '')
-  } catch {
-    const scheme = /^[a-z][a-z0-9+.-]*:/i.exec(url)?.[0]
-    return scheme ? `${scheme}… (unparsable)` : '(unparsable URL)'
-  }
-}
-
-function checkUrl(name: string, v: unknown, schemes: readonly string[]): string {
-  if (typeof v !== 'string' || v.length === 0) {
-    throw new InvalidArgumentError(`options.${name} must be a ${schemes.join(' or ')} URL, got ${typeof v === 'string' ? '""' : String(v)}`)
-  }
-  let u: URL
-  try {
-    u = new URL(v)
-  } catch {
-    throw new InvalidArgumentError(`options.${name} must be a ${schemes.join(' or ')} URL, got ${JSON.stringify(maskUrl(v))}`)
-  }
-  if (!schemes.includes(u.protocol) || u.hostname === '') {
-    throw new InvalidArgumentError(`options.${name} must be a ${schemes.join(' or ')} URL with a host, got ${JSON.stringify(maskUrl(v))}`)
-  }
-  return v
-}
-
 /** Validates the transport fields of cluster or agent options; names the bad field. Pure. */
 export function resolveTransportOptions(o: TransportOptions): ResolvedTransportOptions {
-  const transport = o.transport ?? TRANSPORT_DEFAULTS.transport
-  if (!TRANSPORT_KINDS.includes(transport)) {
-    throw new InvalidArgumentError(`options.transport must be one of ${TRANSPORT_KINDS.map((t) => `'${t}'`).join(', ')}, got ${JSON.stringify(transport)}`)
-  }
-  const redisUrl = checkUrl('redisUrl', o.redisUrl ?? TRANSPORT_DEFAULTS.redisUrl, ['redis:', 'rediss:'])
-  const amqpUrl = checkUrl('amqpUrl', o.amqpUrl ?? TRANSPORT_DEFAULTS.amqpUrl, ['amqp:', 'amqps:'])
+  const transport = oneOfOption('transport', o.transport, TRANSPORT_KINDS) ?? TRANSPORT_DEFAULTS.transport
+  const redisUrl = urlOption('redisUrl', o.redisUrl ?? TRANSPORT_DEFAULTS.redisUrl, REDIS_SCHEMES)
+  const amqpUrl = urlOption('amqpUrl', o.amqpUrl ?? TRANSPORT_DEFAULTS.amqpUrl, AMQP_SCHEMES)
   if (o.clusterId !== undefined && (typeof o.clusterId !== 'string' || !CLUSTER_ID.test(o.clusterId))) {
     throw new InvalidArgumentError(
-      `options.clusterId must be 1 to 64 letters, digits, '-', '_' or '.', got ${typeof o.clusterId === 'string' ? JSON.stringify(o.clusterId) : String(o.clusterId)}`,
+      `options.clusterId must be 1 to 64 letters, digits, '-', '_' or '.', got ${describe(o.clusterId)}`,
     )
   }
   return { transport, redisUrl, amqpUrl, clusterId: o.clusterId }

@@ -15,7 +15,11 @@
  * what a crashed run leaves behind expires. Each process holds a constant
  * number of connections: one for commands, plus one per blocking loop.
  */
-import { Redis } from 'ioredis'
+import type * as IORedis from 'ioredis'
+import { loadOptional } from './optional.js'
+// An optional peer dependency: loaded here, with an install hint if it is missing.
+const { Redis } = await loadOptional<typeof IORedis>('ioredis')
+type Redis = IORedis.Redis
 import { TransportError } from '../errors.js'
 import {
   lost,

@@ -345,7 +345,7 @@ test('map reports progress to a callback: done, total and a final state', async 
 })
 
 test('CLUSTER_DASHBOARD turns the dashboard on in a program that does not ask for it; bad values are named', async (t) => {
-  const { monitorEnvDefaults } = await import('../../lib/monitor/options.js')
+  const { monitorEnvDefaults } = await import('../../lib/settings.js')
   assert.deepEqual(monitorEnvDefaults({}, { CLUSTER_DASHBOARD: '0', CLUSTER_DASHBOARD_HOST: '::1', CLUSTER_LOG_LEVEL: 'debug' }), {
     dashboard: { port: 0, host: '::1' },
     logLevel: 'debug',

@@ -2,16 +2,19 @@ import type { CommandModule } from 'yargs'
 import { Agent } from '../../agent/agent.js'
 import { StatusFile } from '../../agent/status-file.js'
 import { InvalidArgumentError } from '../../errors.js'
+import { AGENT_DEFAULTS, CLUSTER_DEFAULTS } from '../../options.js'
+import { resolveAgentSettings } from '../../settings.js'
 import { TRANSPORT_KINDS, TRANSPORT_DEFAULTS, type TransportKind } from '../../transport/options.js'
 import { commandLogger } from '../log.js'
 
 interface AgentArgs {
+  config?: string
   connect?: string
-  transport: TransportKind
+  transport?: TransportKind
   redis?: string
   amqp?: string
   'cluster-id'?: string
-  tasks: string
+  tasks?: string
   threads?: number
   'heartbeat-ms'?: number
   'driver-timeout-ms'?: number
@@ -27,21 +30,34 @@ interface AgentArgs {
   'log-level'?: string
 }
 
+/** A missing tasks module or driver address, said in the command's terms. */
+function explainMissing(err: InvalidArgumentError): InvalidArgumentError {
+  if (err.message.startsWith('options.tasks') && err.message.endsWith('got undefined')) {
+    return new InvalidArgumentError('--tasks is required: the module with the task functions (or CLUSTER_TASKS, or tasks in the config)')
+  }
+  if (err.message.startsWith('options.connect') && err.message.endsWith('got undefined')) {
+    return new InvalidArgumentError('--connect is required with --transport zmq: the driver address, e.g. tcp://127.0.0.1:7100')
+  }
+  return err
+}
+
 export const agentCommand: CommandModule<object, AgentArgs> = {
   command: 'agent',
   describe: 'Run an agent: join the driver at --connect (or, brokered, the cluster --cluster-id) and run tasks from --tasks',
+  // No yargs defaults: an absent flag lets CLUSTER_* variables and a named config speak (lib/settings.ts).
   builder: (y) =>
     y
+      .option('config', { type: 'string', describe: 'take the driver address (head or listen), tasks, threads, transport and keys from this cluster.config (or CLUSTER_CONFIG)' })
       .option('connect', { type: 'string', describe: 'driver address, e.g. tcp://127.0.0.1:7100 (the zmq design)' })
-      .option('transport', { choices: TRANSPORT_KINDS, default: TRANSPORT_DEFAULTS.transport, describe: 'the design the driver uses' })
+      .option('transport', { choices: TRANSPORT_KINDS, describe: `the design the driver uses (default ${TRANSPORT_DEFAULTS.transport})` })
       .option('redis', { type: 'string', describe: `Redis URL for the redis and amqp+redis designs (default ${TRANSPORT_DEFAULTS.redisUrl})` })
-      .option('amqp', { type: 'string', describe: 'RabbitMQ URL for the amqp and amqp+redis designs (default amqp://guest:guest@127.0.0.1:5672)' })
+      .option('amqp', { type: 'string', describe: `RabbitMQ URL for the amqp and amqp+redis designs (default ${TRANSPORT_DEFAULTS.amqpUrl})` })
       .option('cluster-id', { type: 'string', describe: "the cluster to join on the brokers (the driver's cluster.id)" })
-      .option('tasks', { type: 'string', demandOption: true, describe: 'module with the task functions and actor classes' })
+      .option('tasks', { type: 'string', describe: 'module with the task functions and actor classes (required: flag, CLUSTER_TASKS or the config)' })
       .option('threads', { type: 'number', describe: 'worker threads (default: cores)' })
-      .option('heartbeat-ms', { type: 'number', describe: 'heartbeat interval (default 1000)' })
-      .option('driver-timeout-ms', { type: 'number', describe: 'declare the driver gone after this much silence (default 3000)' })
-      .option('max-frame-bytes', { type: 'number', describe: 'largest frame accepted (default 64 MiB)' })
+      .option('heartbeat-ms', { type: 'number', describe: `heartbeat interval (default ${AGENT_DEFAULTS.heartbeatMs})` })
+      .option('driver-timeout-ms', { type: 'number', describe: `declare the driver gone after this much silence (default ${AGENT_DEFAULTS.driverTimeoutMs})` })
+      .option('max-frame-bytes', { type: 'number', describe: `largest frame accepted (default ${CLUSTER_DEFAULTS.maxFrameBytes / 1024 / 1024} MiB)` })
       .option('exit-on-driver-loss', { type: 'boolean', default: false, describe: 'exit when the driver goes away instead of waiting for the next one' })
       .option('id', { type: 'string', describe: 'stable agent identity (default: host-pid-random)' })
       .option('max-tasks-per-thread', { type: 'number', describe: 'replace the threads after each ran about this many tasks (default: never)' })
@@ -51,9 +67,8 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       .option('server-key', { type: 'string', describe: "the driver's CURVE public key (overrides server.pub)" })
       .option('status-file', { type: 'string', describe: 'keep a JSON status file here (state, load, tasks done), rewritten every heartbeat' }),
   handler: async (args) => {
-    if (args.transport === 'zmq' && args.connect === undefined) throw new InvalidArgumentError('--connect is required with --transport zmq: the driver address, e.g. tcp://127.0.0.1:7100')
-    const where = args.transport === 'zmq' ? args.connect! : `cluster ${args['cluster-id'] ?? '?'} over ${args.transport}`
-    const agent = await Agent.start({
+    const options = await resolveAgentSettings({
+      config: args.config,
       connect: args.connect,
       transport: args.transport,
       redisUrl: args.redis,
@@ -69,7 +84,13 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       recycleHeapMb: args['recycle-heap-mb'],
       threadMemoryMb: args['thread-memory-mb'],
       curve: args.keys !== undefined || args['server-key'] !== undefined ? { dir: args.keys, serverPublicKey: args['server-key'] } : undefined,
+    }).catch((err: unknown) => {
+      if (err instanceof InvalidArgumentError && /^options\.(tasks|connect) /.test(err.message)) throw explainMissing(err)
+      throw err
     })
+    const where = options.transport === 'zmq' ? options.connect : `cluster ${options.clusterId ?? '?'} over ${options.transport}`
+    // Resolved options go back in as options: a brokered agent's empty address means none.
+    const agent = await Agent.start({ ...options, connect: options.connect || undefined })
     const status = args['status-file'] ? new StatusFile(agent, args['status-file']) : undefined
     const log = commandLogger(args, 'info', 'agent').child({ agent: agent.id })
     // Messages keep the plain-text wording of earlier versions, for whoever reads or greps them.

@@ -5,19 +5,21 @@ import { createServer } from 'node:net'
 import type { CommandModule } from 'yargs'
 import { Cluster } from '../../driver/cluster.js'
 import { InvalidArgumentError } from '../../errors.js'
-import { isLoopbackHost, resolveDashboardOptions, type ResolvedDashboardOptions } from '../../monitor/options.js'
+import { DASHBOARD_DEFAULTS, resolveDashboardOptions, type ResolvedDashboardOptions } from '../../monitor/options.js'
+import { mergeClusterSettings, mergeDashboardSettings } from '../../settings.js'
+import { isLoopbackHost } from '../../validate.js'
 import { commandLogger } from '../log.js'
 
 interface DashboardArgs {
-  port: number
-  host: string
+  port?: number
+  host?: string
   token?: string
   'update-ms'?: number
-  listen: string
+  listen?: string
   tasks?: string
-  'local-agents': number
+  'local-agents'?: number
   threads?: number
-  insecure: boolean
+  insecure?: boolean
   'log-level'?: string
   '--'?: (string | number)[]
 }
@@ -33,6 +35,13 @@ async function freePort(host: string): Promise<number> {
   return port
 }
 
+/**
+ * What a standing driver (`cluster dashboard` without a program) binds and
+ * starts when neither flags, variables nor a config say: a fixed port agents
+ * can be told, and no local agents. Under the config, like the library's defaults.
+ */
+export const STANDING_DRIVER_DEFAULTS = { listen: 'tcp://127.0.0.1:7100', localAgents: 0 } as const
+
 function urlOf(o: ResolvedDashboardOptions, port: number): string {
   const host = o.host.includes(':') ? `[${o.host}]` : o.host
   return `http://${host}:${port}/${o.token ? `?token=${encodeURIComponent(o.token)}` : ''}`
@@ -47,28 +56,30 @@ function urlOf(o: ResolvedDashboardOptions, port: number): string {
 export const dashboardCommand: CommandModule<object, DashboardArgs> = {
   command: 'dashboard',
   describe: 'Serve the web dashboard: of a program (cluster dashboard -- node job.js), or of a standing driver that agents join',
+  // No yargs defaults: an absent flag lets CLUSTER_* variables (and, for the standing driver, CLUSTER_CONFIG) speak.
   builder: (y) =>
     y
       .usage('$0 dashboard [options] [-- <program> [args...]]')
-      .option('port', { type: 'number', default: 8265, describe: 'dashboard port (0 = a free one)' })
-      .option('host', { type: 'string', default: '127.0.0.1', describe: 'dashboard interface; other than loopback needs a token' })
+      .option('port', { type: 'number', describe: `dashboard port (0 = a free one; default ${DASHBOARD_DEFAULTS.port})` })
+      .option('host', { type: 'string', describe: `dashboard interface; other than loopback needs a token (default ${DASHBOARD_DEFAULTS.host})` })
       .option('token', { type: 'string', describe: 'secret for the page and /metrics (generated when --host is not loopback)' })
-      .option('update-ms', { type: 'number', describe: 'live update interval (default 1000)' })
-      .option('listen', { type: 'string', default: 'tcp://127.0.0.1:7100', describe: 'standing driver: address agents connect to' })
+      .option('update-ms', { type: 'number', describe: `live update interval (default ${DASHBOARD_DEFAULTS.updateMs})` })
+      .option('listen', { type: 'string', describe: `standing driver: address agents connect to (default ${STANDING_DRIVER_DEFAULTS.listen})` })
       .option('tasks', { type: 'string', describe: 'standing driver: module with the task functions and actor classes' })
-      .option('local-agents', { type: 'number', default: 0, describe: 'standing driver: agents started in this process (needs --tasks)' })
+      .option('local-agents', { type: 'number', describe: `standing driver: agents started in this process (needs --tasks; default ${STANDING_DRIVER_DEFAULTS.localAgents})` })
       .option('threads', { type: 'number', describe: 'standing driver: threads of each local agent' })
-      .option('insecure', { type: 'boolean', default: false, describe: 'standing driver: allow a non-loopback --listen without authentication' }),
+      .option('insecure', { type: 'boolean', describe: 'standing driver: allow a non-loopback --listen without authentication' }),
   handler: async (args) => {
     const log = commandLogger(args, 'info', 'dashboard')
-    const token = args.token ?? (isLoopbackHost(args.host) ? undefined : randomBytes(18).toString('base64url'))
-    const options = resolveDashboardOptions({ port: args.port, host: args.host, token, updateMs: args['update-ms'] })!
+    const given = mergeDashboardSettings({ port: args.port, host: args.host, token: args.token, updateMs: args['update-ms'] })
+    const token = given.token ?? (isLoopbackHost(given.host) ? undefined : randomBytes(18).toString('base64url'))
+    const options = resolveDashboardOptions({ ...given, token })!
     const cmd = (args['--'] ?? []).map(String)
     if (cmd.length > 0) {
       const port = options.port === 0 ? await freePort(options.host) : options.port
       const env: NodeJS.ProcessEnv = { ...process.env, CLUSTER_DASHBOARD: String(port), CLUSTER_DASHBOARD_HOST: options.host }
       if (options.token) env['CLUSTER_DASHBOARD_TOKEN'] = options.token
-      if (options.updateMs !== 1000) env['CLUSTER_DASHBOARD_UPDATE_MS'] = String(options.updateMs)
+      if (options.updateMs !== DASHBOARD_DEFAULTS.updateMs) env['CLUSTER_DASHBOARD_UPDATE_MS'] = String(options.updateMs)
       if (args['log-level'] !== undefined) env['CLUSTER_LOG_LEVEL'] = args['log-level']
       process.stdout.write(`dashboard: ${urlOf(options, port)} (served by ${cmd[0]} once it starts a cluster)\n`)
       const child = spawn(cmd[0]!, cmd.slice(1), { stdio: 'inherit', env })
@@ -82,15 +93,13 @@ export const dashboardCommand: CommandModule<object, DashboardArgs> = {
       process.exitCode = code ?? (signal ? 128 : 1)
       return
     }
-    const cluster = await Cluster.start({
-      tasks: args.tasks,
-      listen: args.listen,
-      localAgents: args['local-agents'],
-      threads: args.threads,
-      insecure: args.insecure,
-      dashboard: options,
-      logger: log,
-    })
+    const settings = await mergeClusterSettings(
+      { tasks: args.tasks, listen: args.listen, localAgents: args['local-agents'], threads: args.threads, insecure: args.insecure, dashboard: options, logger: log },
+      process.env,
+      STANDING_DRIVER_DEFAULTS,
+    )
+    // Every layer is applied: `config: {}` keeps Cluster.start from reading the config file again.
+    const cluster = await Cluster.start({ ...settings, config: {} })
     process.stdout.write(`dashboard: ${cluster.dashboardUrl}\nagents connect to: ${cluster.address}\n`)
     // The cluster's timers are unref'd (it may be embedded); as a command it must keep the process up.
     const keepAlive = setInterval(() => {}, 1 << 30)

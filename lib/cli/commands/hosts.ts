@@ -1,34 +1,36 @@
 import type { Argv, CommandModule } from 'yargs'
 import { readHostsFile } from '../../hosts/hosts-file.js'
-import { resolveHostsPlan, type HostsFlags, type HostsPlan } from '../../hosts/plan.js'
+import { HOSTS_DEFAULTS, resolveHostsPlan, type HostsFlags, type HostsPlan } from '../../hosts/plan.js'
 import { Progress, formatTable } from '../../hosts/progress.js'
 import { clusterUp } from '../../hosts/up.js'
 import { clusterStatus, type HostStatus } from '../../hosts/status.js'
 import { clusterDown } from '../../hosts/down.js'
 import { ConfigError } from '../../errors.js'
+import { mergeHostsFlags } from '../../settings.js'
 
 type Args = Record<string, unknown>
 
-/** Flags every hosts command shares. No yargs defaults: an absent flag lets the config file speak. */
+/** Flags every hosts command shares. No yargs defaults: an absent flag lets its CLUSTER_* variable, then the config file, speak. */
 function common(y: Argv): Argv {
   return y
     .option('config', { type: 'string', describe: 'cluster.config file (default: cluster.config.{js,mjs,ts,mts} here)' })
     .option('name', { type: 'string', describe: 'cluster name (default: the project folder name)' })
-    .option('state-dir', { type: 'string', describe: 'where up records what it started (default .actor-cluster)' })
+    .option('state-dir', { type: 'string', describe: `where up records what it started (default ${HOSTS_DEFAULTS.stateDir})` })
     .option('ssh-identity', { type: 'string', describe: 'SSH private key (ssh -i)' })
     .option('ssh-config', { type: 'string', describe: 'ssh_config file (ssh -F)' })
     .option('ssh-option', { type: 'string', array: true, describe: 'extra ssh -o option, e.g. StrictHostKeyChecking=accept-new (repeatable)' })
-    .option('connect-timeout', { type: 'number', describe: 'seconds to wait for a host to answer SSH (default 10)' })
-    .option('concurrency', { type: 'number', describe: 'most SSH sessions at once (default 32)' })
+    .option('connect-timeout', { type: 'number', describe: `seconds to wait for a host to answer SSH (default ${HOSTS_DEFAULTS.connectTimeoutS})` })
+    .option('concurrency', { type: 'number', describe: `most SSH sessions at once (default ${HOSTS_DEFAULTS.concurrency})` })
     .option('run-dir', { type: 'string', describe: 'directory for agent pid/status/log files on the hosts' })
     .option('json', { type: 'boolean', describe: 'print one JSON object' })
 }
 
+/** The command's flags over their CLUSTER_* variables (lib/settings.ts). */
 function flags(a: Args): HostsFlags {
   const s = (k: string) => (a[k] === undefined ? undefined : String(a[k]))
   const n = (k: string) => (a[k] === undefined ? undefined : Number(a[k]))
   const b = (k: string) => (a[k] === undefined ? undefined : Boolean(a[k]))
-  return {
+  return mergeHostsFlags({
     config: s('config'),
     nodes: s('nodes'),
     head: s('head'),
@@ -52,7 +54,7 @@ function flags(a: Args): HostsFlags {
     stateDir: s('state-dir'),
     keys: s('keys'),
     dashboard: s('dashboard'),
-  }
+  })
 }
 
 const dash = (v: unknown) => (v === undefined || v === null ? '-' : String(v))
@@ -70,9 +72,9 @@ export const upCommand: CommandModule = {
       .option('keys', { type: 'string', describe: 'CURVE keys directory from cluster keys (default: curve in the config); agents get server.pub and agent.json' })
       .option('sync', { type: 'boolean', describe: 'copy the project to the hosts with rsync first (default true; --no-sync when it is already there)' })
       .option('threads', { type: 'number', describe: 'threads per agent when a host line says none (default: the host cores)' })
-      .option('register-timeout', { type: 'number', describe: 'seconds an agent gets to register (default 30)' })
+      .option('register-timeout', { type: 'number', describe: `seconds an agent gets to register (default ${HOSTS_DEFAULTS.registerTimeoutS})` })
       .option('remote-dir', { type: 'string', describe: 'project directory on the hosts' })
-      .option('remote-node', { type: 'string', describe: 'node binary on the hosts (default node)' })
+      .option('remote-node', { type: 'string', describe: `node binary on the hosts (default ${HOSTS_DEFAULTS.node})` })
       .option('remote-cli', { type: 'string', describe: "actor-cluster's dist/bin/cluster.js on the hosts" }),
   handler: async (a) => {
     const plan = await resolveHostsPlan(flags(a))
@@ -169,7 +171,7 @@ export const downCommand: CommandModule = {
     common(y)
       .option('host', { type: 'string', array: true, describe: 'only this host (repeatable); its queued tasks go back to the driver' })
       .option('nodes', { type: 'string', describe: 'also stop this cluster’s agents on the hosts of this file, recorded or not' })
-      .option('stop-timeout', { type: 'number', describe: 'seconds an agent gets to finish its running tasks before SIGKILL (default 15)' })
+      .option('stop-timeout', { type: 'number', describe: `seconds an agent gets to finish its running tasks before SIGKILL (default ${HOSTS_DEFAULTS.stopTimeoutS})` })
       .option('forget', { type: 'boolean', describe: 'drop hosts that cannot be reached from the cluster anyway (machines gone for good)' }),
   handler: async (a) => {
     const plan = await resolveHostsPlan(flags(a))

@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process'
-import { resolve } from 'node:path'
 import type { CommandModule } from 'yargs'
 import { findConfig } from '../../config.js'
 import { ConfigError } from '../../errors.js'
+import { configFileOf } from '../../settings.js'
 
 /**
  * `cluster run driver.js [-- args]`: runs a driver script with the cluster's
@@ -17,9 +17,9 @@ export const runCommand: CommandModule = {
     y
       .positional('script', { type: 'string', describe: 'the driver script' })
       .positional('args', { type: 'string', array: true, describe: 'arguments for the script (after --)' })
-      .option('config', { type: 'string', describe: 'cluster.config file (default: cluster.config.{js,mjs,ts,mts} here)' }),
+      .option('config', { type: 'string', describe: 'cluster.config file (or CLUSTER_CONFIG; default: cluster.config.{js,mjs,ts,mts} here)' }),
   handler: async (a) => {
-    const config = a['config'] !== undefined ? resolve(String(a['config'])) : findConfig()
+    const config = configFileOf(a['config'] === undefined ? undefined : String(a['config'])) ?? findConfig()
     if (config === undefined) throw new ConfigError('cluster run needs a config: pass --config or put a cluster.config.{js,mjs,ts} here')
     // Words after `--` go to the script untouched (yargs would turn "007" into 7).
     const dashes = process.argv.indexOf('--')

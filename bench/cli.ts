@@ -1,15 +1,17 @@
 import type { Argv, CommandModule } from 'yargs'
-import { runSeed, type SeedResult } from '../../../bench/seed.js'
-import { runLatency } from '../../../bench/latency.js'
-import { runBalance } from '../../../bench/balance.js'
-import { runMapMemory } from '../../../bench/map-memory.js'
-import { runChaos } from '../../../bench/chaos.js'
-import { runScale } from '../../../bench/scale.js'
-import { runSeedAll, seedAllMarkdown, writeSeedAll } from '../../../bench/seed-all.js'
-import { InvalidArgumentError } from '../../errors.js'
-import { TRANSPORT_DEFAULTS, TRANSPORT_KINDS, type TransportKind } from '../../transport/options.js'
-import { runMonitorCost } from '../../../bench/monitor-cost.js'
-import { commandLogger } from '../log.js'
+import { runSeed, type SeedResult } from './seed.js'
+import { runLatency } from './latency.js'
+import { runBalance } from './balance.js'
+import { runMapMemory } from './map-memory.js'
+import { runChaos } from './chaos.js'
+import { runScale } from './scale.js'
+import { runSeedAll, seedAllMarkdown, writeSeedAll } from './seed-all.js'
+import { InvalidArgumentError } from '../lib/errors.js'
+import { CLUSTER_DEFAULTS } from '../lib/options.js'
+import { ENV_VARIABLE_NAMES } from '../lib/settings.js'
+import { TRANSPORT_DEFAULTS, TRANSPORT_KINDS, type TransportKind } from '../lib/transport/options.js'
+import { runMonitorCost } from './monitor-cost.js'
+import { commandLogger } from '../lib/cli/log.js'
 
 function parseBatch(v: unknown): 'auto' | number {
   if (v === 'auto' || v === undefined) return 'auto'
@@ -32,16 +34,34 @@ function seedLines(r: SeedResult): string[] {
   ]
 }
 
+/**
+ * The variables of the settings pipeline (`CLUSTER_HEARTBEAT_MS`, those
+ * `cluster dashboard --` sets, …) are declared, hidden, so that the strict
+ * parser does not reject them as unknown flags of a benchmark.
+ */
+function tolerateSettingsVariables(y: Argv): Argv {
+  for (const name of ENV_VARIABLE_NAMES) {
+    const key = name.slice('CLUSTER_'.length).toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase())
+    y = y.option(key, { hidden: true })
+  }
+  return y
+}
+
 const common = (y: Argv) =>
   y
     .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' })
     .option('runs', { type: 'number', default: 3, describe: 'measured runs (the median is reported)' })
 
+/**
+ * `cluster bench <subject>`: a command of the `cluster` binary, kept with the
+ * benchmarks so that the library does not depend on them. Its flags also read
+ * `CLUSTER_<FLAG>` variables (sizes from the environment, `CLUSTER_TASKS=…`).
+ */
 export const benchCommand: CommandModule = {
   command: 'bench <subject>',
   describe: 'Measure the cluster on this machine (seed, latency, balance, map)',
   builder: (y) =>
-    y
+    tolerateSettingsVariables(y.env('CLUSTER'))
       .command({
         command: 'seed',
         describe: "The seed benchmark: N tasks (1, k), workers add, the driver checks every sum",
@@ -50,13 +70,13 @@ export const benchCommand: CommandModule = {
             .option('tasks', { type: 'number', default: 100_000, describe: 'number of tasks' })
             .option('agents', { type: 'number', default: 1, describe: 'local agents' })
             .option('threads', { type: 'number', describe: 'threads per agent (default: cores / agents)' })
-            .option('batch', { type: 'string', default: 'auto', describe: "tasks per frame: 'auto' or N (1 = one task per frame)" })
-            .option('local-transport', { choices: ['inproc', 'tcp'] as const, default: 'inproc' as const, describe: 'how the local agents reach the driver' })
+            .option('batch', { type: 'string', default: CLUSTER_DEFAULTS.batch, describe: "tasks per frame: 'auto' or N (1 = one task per frame)" })
+            .option('local-transport', { choices: ['inproc', 'tcp'] as const, default: CLUSTER_DEFAULTS.localTransport, describe: 'how the local agents reach the driver' })
             .option('via', { choices: ['call', 'map'] as const, default: 'call' as const, describe: 'one call() per task, or one map()' })
             .option('warmup', { type: 'boolean', default: true, describe: 'one unmeasured run first' })
             .option('transport', {
               choices: [...TRANSPORT_KINDS, 'all'] as const,
-              default: 'zmq',
+              default: TRANSPORT_DEFAULTS.transport,
               describe: "the design; 'all' runs the four one after another, plus each broker's naive baseline, and prints a table",
             })
             .option('redis', { type: 'string', default: TRANSPORT_DEFAULTS.redisUrl, describe: 'Redis URL for the brokered designs' })
@@ -179,8 +199,8 @@ export const benchCommand: CommandModule = {
             .option('agents', { type: 'number', default: 4 })
             .option('kill-every-ms', { type: 'number', default: 2000 })
             .option('task-us', { type: 'number', default: 200, describe: 'busy time of each task, µs' })
-            .option('heartbeat-ms', { type: 'number', default: 1000 })
-            .option('node-timeout-ms', { type: 'number', default: 3000 }),
+            .option('heartbeat-ms', { type: 'number', default: CLUSTER_DEFAULTS.heartbeatMs })
+            .option('node-timeout-ms', { type: 'number', default: CLUSTER_DEFAULTS.nodeTimeoutMs }),
         handler: async (a) => {
           const r = await runChaos({
             tasks: a.tasks as number,
