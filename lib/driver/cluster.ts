@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import { randomBytes } from 'node:crypto'
 import type { Agent } from '../agent/agent.js'
-import { ClusterClosedError, InvalidArgumentError, SerializationError, TaskCancelledError, UnknownTaskError } from '../errors.js'
+import { ClusterClosedError, SerializationError, TaskCancelledError } from '../errors.js'
 import type { ClusterOptions, ResolvedClusterOptions } from '../options.js'
 import { findUnserializable } from '../protocol/codec.js'
 import { ActorOp } from '../protocol/messages.js'
@@ -14,6 +14,7 @@ import { dispatch } from './inbound.js'
 import { Ledger, type TaskEntry } from './ledger.js'
 import { runMap } from './map.js'
 import { Membership, type ClusterNode } from './membership.js'
+import { KnownNames } from './names.js'
 import { Observability } from './observe.js'
 import { makeTasksProxy } from './proxies.js'
 import { CreditScheduler, SharedQueueScheduler } from './scheduler.js'
@@ -49,6 +50,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private readonly scheduler: CreditScheduler | SharedQueueScheduler
   private readonly membership: Membership
   private readonly actors: Actors
+  private readonly names: KnownNames
   private readonly observe: Observability
   private readonly localAgents: Agent[] = []
   private readonly localIds = new Set<string>()
@@ -81,12 +83,13 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         badFrame: () => this.badFrames++,
       },
     )
+    this.names = new KnownNames(setup.catalog, this.membership)
     this.actors = new Actors({
       ledger: this.ledger,
       membership: this.membership,
       send: (peer, parts) => transport.send(peer, parts),
       scheduleFlush: () => this.scheduleFlush(),
-      classNames: () => (setup.catalog ? new Set(setup.catalog.classes.keys()) : this.membership.offered((n) => n.actorClasses)),
+      classNames: () => this.names.actorClasses(),
       closed: () => this.closing !== undefined,
       spawned: (info) => this.emit('actor:spawned', info),
       stopped: (info) => this.emit('actor:stopped', info),
@@ -225,23 +228,6 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
   }
 
-  private taskNames(): ReadonlySet<string> | undefined {
-    return this.setup.catalog ? new Set(this.setup.catalog.functions.keys()) : this.membership.offered((n) => n.tasks)
-  }
-
-  private hasTask(name: string): boolean | undefined {
-    const { catalog } = this.setup
-    if (catalog) return catalog.functions.has(name)
-    if (this.membership.size === 0) return undefined
-    for (const n of this.membership) if (n.tasks.has(name)) return true
-    return false
-  }
-
-  private checkTask(name: string): void {
-    if (typeof name !== 'string') throw new InvalidArgumentError(`task name must be a string, got ${typeof name}`)
-    if (this.hasTask(name) === false) throw UnknownTaskError.of(name, [...(this.taskNames() ?? [])])
-  }
-
   private submit(name: string, args: unknown[], options: ResolvedTaskOptions | undefined): Promise<unknown> {
     return new Promise((resolve, reject) => this.enqueue(name, args, options, resolve, reject))
   }
@@ -250,7 +236,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private enqueue(name: string, args: unknown[], options: ResolvedTaskOptions | undefined, resolve: (value: unknown) => void, reject: (err: Error) => void): void {
     try {
       if (this.closing) throw new ClusterClosedError('the cluster is closed')
-      this.checkTask(name)
+      this.names.checkTask(name)
       if (options?.signal?.aborted) throw new TaskCancelledError(`task "${name}" was cancelled before it was sent`, { cause: options.signal.reason })
       const bad = findUnserializable(args, 'args')
       if (bad) throw new SerializationError(`cannot send task "${name}": ${bad}; msgpack cannot carry it`)
@@ -275,7 +261,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       {
         enqueue: (n, args, task, resolve, reject) => this.enqueue(n, args, task, resolve, reject),
         withdrawAll: (task, err) => this.ledger.withdrawAll(task, err),
-        checkTask: (n) => this.checkTask(n),
+        checkTask: (n) => this.names.checkTask(n),
         resolveMapOptions: (o) => resolveMapOptions(o, this.options.maxRetries),
         startProgress: (n, i, o, read) => this.observe.mapProgress(n, i, o, read),
       },
