@@ -22,7 +22,7 @@ export interface NsProc extends Proc {
 
 const exec = promisify(execFile)
 
-export const SUBNET = '10.77.0'
+const SUBNET = '10.77.0'
 export const HEAD_ADDRESS = `${SUBNET}.1`
 
 export interface NetHost {
