@@ -140,10 +140,11 @@ export class Dashboard {
     const dashboard = new Dashboard(source, options, server)
     app.use('*', async (c, next) => {
       const refusal = dashboard.refuse(c.req)
-      if (refusal) {
-        dashboard.counters.rejected++
-        return c.text(refusal.message, refusal.status)
-      }
+      if (!refusal) return next()
+      dashboard.counters.rejected++
+      return c.text(refusal.message, refusal.status)
+    })
+    app.use('*', async (c, next) => {
       await next()
       c.header('X-Content-Type-Options', 'nosniff')
       c.header('Referrer-Policy', 'no-referrer')
