@@ -8,25 +8,13 @@ import { Hono, type Context, type HonoRequest } from 'hono'
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming'
 import { TransportError } from '../errors.js'
 import type { ClusterMetrics } from './metrics.js'
-import type { ClusterSnapshot } from './monitor.js'
+import type { ClusterSnapshot, DashboardStats } from './monitor.js'
 import { isLoopbackHost, type ResolvedDashboardOptions } from './options.js'
 
 /** What the dashboard serves: snapshots, and the metrics text. */
 export interface DashboardSource {
   snapshot(): ClusterSnapshot
   readonly metrics: ClusterMetrics
-}
-
-/** Counters of the dashboard server itself. */
-export interface DashboardStats {
-  /** Pages connected to the live stream now. */
-  clients: number
-  /** Updates written to pages. */
-  updatesSent: number
-  /** Updates replaced by a newer one before a slow page took them. */
-  updatesDropped: number
-  /** Connections refused: over `maxClients`, bad token or bad Host. */
-  rejected: number
 }
 
 interface Asset {
