@@ -21,7 +21,7 @@ export interface BalanceResult {
   runs: BalanceRun[]
 }
 
-export function heavyTailed(n: number, seed = 42): number[] {
+function heavyTailed(n: number, seed = 42): number[] {
   const r = rng(seed)
   return Array.from({ length: n }, () => (r() < 0.05 ? 50 : 1))
 }

@@ -11,7 +11,7 @@ let updates = 0
 let scrapes = 0
 async function stream(): Promise<void> {
   const res = await fetch(new URL('api/events', base))
-  const reader = res.body!.getReader()
+  const reader = (res.body as ReadableStream<Uint8Array>).getReader()
   const decoder = new TextDecoder()
   for (;;) {
     const { done, value } = await reader.read()

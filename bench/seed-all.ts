@@ -60,7 +60,7 @@ export interface SeedAllResult {
 const DESIGNS: readonly TransportKind[] = ['zmq', 'redis', 'amqp', 'amqp+redis']
 
 /** The seed's own figures (2016: 400 single-core workers, broker on another machine, 100,000 tasks). */
-export const SEED_2016: readonly SeedAllRow[] = [
+const SEED_2016: readonly SeedAllRow[] = [
   ['Redis, raw (2016)', 19, 73],
   ['RabbitMQ, raw (2016)', 9, 93],
   ['Celery + Redis (2016)', 84, 122],
@@ -229,7 +229,7 @@ const COLORS: Record<RowKind, string> = { ours: '#2b6cb0', naive: '#8a8a8a', 'se
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
 
 /** A horizontal bar chart of tasks/s on a log scale. */
-export function seedAllSvg(r: SeedAllResult): string {
+function seedAllSvg(r: SeedAllResult): string {
   const rows = r.rows.filter((x) => x.tasksPerSecond !== undefined)
   const left = 190
   const width = 820

@@ -6,7 +6,7 @@ export interface Catalog {
   readonly classes: ReadonlyMap<string, new (...args: unknown[]) => object>
 }
 
-export function isClass(v: unknown): v is new (...args: unknown[]) => object {
+function isClass(v: unknown): v is new (...args: unknown[]) => object {
   return typeof v === 'function' && /^class[\s{]/.test(Function.prototype.toString.call(v))
 }
 

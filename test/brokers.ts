@@ -6,7 +6,7 @@ import type { TransportKind } from '../lib/transport/options.js'
 
 export const REDIS_URL = process.env['TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379'
 export const AMQP_URL = process.env['TEST_AMQP_URL'] ?? 'amqp://guest:guest@127.0.0.1:5672'
-export const REQUIRE_BROKERS = process.env['REQUIRE_BROKERS'] === '1'
+const REQUIRE_BROKERS = process.env['REQUIRE_BROKERS'] === '1'
 
 function reachable(url: string, defaultPort: number): Promise<boolean> {
   const u = new URL(url)

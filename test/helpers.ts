@@ -46,8 +46,8 @@ export function runCli(t: TestContext, args: string[], env: Record<string, strin
 export function runProcess(t: TestContext, command: string, args: string[], env: Record<string, string> = {}): Proc {
   const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
   let out = ''
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()))
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()))
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()))
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
   t.after(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')

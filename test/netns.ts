@@ -22,7 +22,7 @@ export interface NsProc extends Proc {
 
 const exec = promisify(execFile)
 
-export const SUBNET = '10.77.0'
+const SUBNET = '10.77.0'
 export const HEAD_ADDRESS = `${SUBNET}.1`
 
 export interface NetHost {
@@ -75,11 +75,11 @@ function spawnProc(argv: string[], cwd: string | undefined): NsProc {
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], cwd })
   let out = ''
   let stdout = ''
-  child.stdout!.on('data', (d: Buffer) => {
+  child.stdout.on('data', (d: Buffer) => {
     out += d.toString()
     stdout += d.toString()
   })
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()))
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()))
   const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)))
   return { child, output: () => out, stdout: () => stdout, exited }
 }
@@ -174,7 +174,7 @@ export async function createLab(count: number): Promise<Lab> {
         ].join('\n'),
       )
       const sshd = spawn('ip', ['netns', 'exec', h.ns, '/usr/sbin/sshd', '-D', '-e', '-f', cfg], { stdio: ['ignore', 'ignore', 'pipe'] })
-      sshd.stderr!.resume()
+      sshd.stderr.resume()
       sshds.push(sshd)
     }
     for (const { h, ports } of daemons) for (const port of ports) await waitForPort(head.ns, h.address, port, 10_000)

@@ -12,7 +12,7 @@ import type { AgentKeys } from './remote.js'
  * without joining: a heartbeat from a peer it does not know makes a driver
  * answer `DriverBye` ("introduce yourself"). Resolves false on silence.
  */
-export async function pingDriver(address: string, keys?: AgentKeys, timeoutMs = 2000): Promise<boolean> {
+async function pingDriver(address: string, keys?: AgentKeys, timeoutMs = 2000): Promise<boolean> {
   const dealer = new zmq.Dealer({
     routingId: `probe-${randomBytes(6).toString('hex')}`,
     linger: 0,

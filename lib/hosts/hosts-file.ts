@@ -24,7 +24,7 @@ export interface HostSpec {
 }
 
 /** Keys a host line may set, with what each takes. */
-export const HOST_KEYS = ['threads', 'node', 'cli', 'dir', 'key'] as const
+const HOST_KEYS = ['threads', 'node', 'cli', 'dir', 'key'] as const
 type HostKey = (typeof HOST_KEYS)[number]
 
 const USER = /^[A-Za-z0-9_][A-Za-z0-9._-]*$/

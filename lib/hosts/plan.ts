@@ -74,7 +74,7 @@ export interface HostsPlan {
   readonly dashboard: { readonly url: string; readonly token: string | undefined } | undefined
 }
 
-export const HOSTS_DEFAULTS = {
+const HOSTS_DEFAULTS = {
   connectTimeoutS: 10,
   concurrency: 32,
   registerTimeoutS: 30,

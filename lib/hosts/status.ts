@@ -68,8 +68,8 @@ export function parseAgentStatus(text: string | undefined): AgentStatus | undefi
   }
   if (v === null || typeof v !== 'object') return undefined
   const s = v as Record<string, unknown>
-  const num = (k: string) => typeof s[k] === 'number' && Number.isFinite(s[k]) && (s[k] as number) >= 0
-  const str = (k: string) => typeof s[k] === 'string' && (s[k] as string).length <= 256
+  const num = (k: string) => typeof s[k] === 'number' && Number.isFinite(s[k]) && s[k] >= 0
+  const str = (k: string) => typeof s[k] === 'string' && s[k].length <= 256
   if (!['id', 'host', 'version', 'connect'].every(str) || !['pid', 'threads', 'tasksDone', 'busy', 'queued', 'startedAt', 'updatedAt'].every(num)) return undefined
   if (!['connecting', 'ready', 'leaving', 'closed'].includes(s['state'] as string)) return undefined
   if (s['driverAgeMs'] !== null && !num('driverAgeMs')) return undefined

@@ -5,29 +5,17 @@ import { fileURLToPath } from 'node:url'
 import type { Server } from 'node:http'
 import { gzipSync } from 'node:zlib'
 import { createAdaptorServer } from '@hono/node-server'
-import { Hono, type Context } from 'hono'
+import { Hono, type Context, type HonoRequest } from 'hono'
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming'
 import { TransportError } from '../errors.js'
 import type { ClusterMetrics } from './metrics.js'
-import type { ClusterSnapshot } from './monitor.js'
+import type { ClusterSnapshot, DashboardStats } from './monitor.js'
 import { isLoopbackHost, type ResolvedDashboardOptions } from './options.js'
 
 /** What the dashboard serves: snapshots, and the metrics text. */
 export interface DashboardSource {
   snapshot(): ClusterSnapshot
   readonly metrics: ClusterMetrics
-}
-
-/** Counters of the dashboard server itself. */
-export interface DashboardStats {
-  /** Pages connected to the live stream now. */
-  clients: number
-  /** Updates written to pages. */
-  updatesSent: number
-  /** Updates replaced by a newer one before a slow page took them. */
-  updatesDropped: number
-  /** Connections refused: over `maxClients`, bad token or bad Host. */
-  rejected: number
 }
 
 interface Asset {
@@ -136,14 +124,17 @@ export class Dashboard {
   static async start(source: DashboardSource, options: ResolvedDashboardOptions): Promise<Dashboard> {
     cachedAssets ??= loadAssets()
     const assets = cachedAssets
-    let dashboard!: Dashboard
     const app = new Hono()
+    // The routes are added below, before the server listens; app.fetch reads them per request.
+    const server = createAdaptorServer({ fetch: app.fetch }) as Server
+    const dashboard = new Dashboard(source, options, server)
     app.use('*', async (c, next) => {
-      const refusal = dashboard.refuse(c)
-      if (refusal) {
-        dashboard.counters.rejected++
-        return c.text(refusal.message, refusal.status)
-      }
+      const refusal = dashboard.refuse(c.req)
+      if (!refusal) return next()
+      dashboard.counters.rejected++
+      return c.text(refusal.message, refusal.status)
+    })
+    app.use('*', async (c, next) => {
       await next()
       c.header('X-Content-Type-Options', 'nosniff')
       c.header('Referrer-Policy', 'no-referrer')
@@ -170,8 +161,6 @@ export class Dashboard {
     app.get('/healthz', (c) => c.text('ok'))
     app.notFound((c) => c.text(`not found: ${c.req.path}`, 404))
 
-    const server = createAdaptorServer({ fetch: app.fetch }) as Server
-    dashboard = new Dashboard(source, options, server)
     await new Promise<void>((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException) => {
         server.off('listening', onListening)
@@ -221,21 +210,21 @@ export class Dashboard {
   }
 
   /** Why a request is refused, or undefined to serve it. */
-  private refuse(c: Context): { status: 401 | 403; message: string } | undefined {
+  private refuse(req: Pick<HonoRequest, 'path' | 'header' | 'query'>): { status: 401 | 403; message: string } | undefined {
     const token = this.options.token
     // The page and its assets hold no cluster data: they load without the token, and the page passes it on to /api.
-    const guarded = c.req.path.startsWith('/api/') || c.req.path === '/metrics'
+    const guarded = req.path.startsWith('/api/') || req.path === '/metrics'
     if (token !== undefined && !guarded) return undefined
     if (token !== undefined) {
-      const auth = c.req.header('Authorization')
-      const given = auth?.startsWith('Bearer ') ? auth.slice(7) : c.req.query('token')
+      const auth = req.header('Authorization')
+      const given = auth?.startsWith('Bearer ') ? auth.slice(7) : req.query('token')
       if (given === undefined || !timingSafeEqual(digest(given), digest(token))) {
         return { status: 401, message: 'this dashboard needs its token: Authorization: Bearer <token>, or ?token=<token>' }
       }
       return undefined
     }
     // Without a token the dashboard trusts loopback: a page on another site must not reach it through DNS rebinding.
-    const host = c.req.header('Host') ?? ''
+    const host = req.header('Host') ?? ''
     const name = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.split(':')[0]!
     if (!isLoopbackHost(name)) return { status: 403, message: `refusing a request for host ${JSON.stringify(host)}: this dashboard serves loopback names only` }
     return undefined

@@ -1,7 +1,6 @@
 import type { ActorInfo, ClusterStats, NodeInfo } from '../driver/types.js'
 import type { TransportStats } from '../transport/transport.js'
 import { VERSION } from '../version.js'
-import type { DashboardStats } from './dashboard.js'
 import type { LatencySummary } from './histogram.js'
 import { TaskStats, type FailureRecord, type TaskNameCounts } from './task-stats.js'
 
@@ -72,6 +71,18 @@ export interface ClusterSnapshot {
   authDenied: number
   /** The dashboard server's own counters, when it runs. */
   dashboard?: DashboardStats
+}
+
+/** Counters of the dashboard server itself. */
+export interface DashboardStats {
+  /** Pages connected to the live stream now. */
+  clients: number
+  /** Updates written to pages. */
+  updatesSent: number
+  /** Updates replaced by a newer one before a slow page took them. */
+  updatesDropped: number
+  /** Connections refused: over `maxClients`, bad token or bad Host. */
+  rejected: number
 }
 
 /** Seconds of throughput history kept. */

@@ -117,7 +117,7 @@ test('a driver that dies: agents notice, go idle, and serve the next driver; --e
     if (driver.exitCode === null) driver.kill('SIGKILL')
   })
   let driverOut = ''
-  driver.stdout!.on('data', (d: Buffer) => (driverOut += d.toString()))
+  driver.stdout.on('data', (d: Buffer) => (driverOut += d.toString()))
   await waitFor(() => driverOut.includes('listening'), 15_000, 'driver process')
   const stays = runCli(t, agentArgs(address))
   const leaves = runCli(t, agentArgs(address, '--exit-on-driver-loss'))

@@ -170,7 +170,7 @@ describe('bad broker URLs and lost brokers', () => {
       // Tasks that finished before the cut may have settled; every other one failed with that error.
       const rejected = outcomes.filter((o) => o.status === 'rejected')
       assert.ok(rejected.length > 0)
-      for (const o of rejected) assert.equal((o as PromiseRejectedResult).reason, err)
+      for (const o of rejected) assert.equal(o.reason, err)
       await cluster.close()
       await assert.rejects(cluster.call('add', 1, 1), ClusterClosedError)
     })
@@ -204,7 +204,7 @@ test('a broker that accepts connections and never answers fails at start within 
   ])
   for (const o of outcomes) {
     assert.equal(o.status, 'rejected')
-    const e = (o as PromiseRejectedResult).reason as TransportError
+    const e = o.reason as TransportError
     assert.equal(e.code, 'ERR_BROKER_UNREACHABLE', e.message)
     assert.ok(e.message.includes(`127.0.0.1:${port}`) && /no answer within|ETIMEDOUT/.test(e.message), e.message)
   }

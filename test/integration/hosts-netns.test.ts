@@ -289,7 +289,7 @@ test('every bad host is reported with its cause; the good one comes up; nothing 
     assert.equal(h.state, 'failed', host)
     assert.equal(h.error?.code, code, `${host}: ${h.error?.message}`)
     assert.equal(h.error?.reason, reason, `${host}: ${h.error?.message}`)
-    assert.match(h.error!.message, message)
+    assert.match(h.error.message, message)
   }
   // Only the good host is recorded and runs an agent of this cluster.
   const state = json<{ hosts: { label: string }[] }>(await readFile(join(proj, '.actor-cluster', 'bad.json'), 'utf8'))
@@ -303,7 +303,7 @@ test('every bad host is reported with its cause; the good one comes up; nothing 
     await ok(lab.cli(t, ['up', '--nodes', 'hosts-one.txt', '--no-sync', '--name', 'unreg', '--listen', `tcp://${HEAD_ADDRESS}:7101`, '--head', `tcp://${HEAD_ADDRESS}:7102`, '--register-timeout', '2', '--json'], proj), 1),
   )
   assert.equal(nr.hosts[0]!.error?.code, 'ERR_AGENT_START')
-  assert.match(nr.hosts[0]!.error!.message, /did not register with tcp:\/\/10\.77\.0\.1:7102 within 2 s \(stopped it\)/)
+  assert.match(nr.hosts[0]!.error.message, /did not register with tcp:\/\/10\.77\.0\.1:7102 within 2 s \(stopped it\)/)
   assert.deepEqual(await agentsIn(h2), [])
   assert.equal(existsSync(join(proj, '.actor-cluster', 'unreg.json')), false)
 
@@ -313,7 +313,7 @@ test('every bad host is reported with its cause; the good one comes up; nothing 
   await writeFile(join(wrong, 'authorized_agents'), `${(await readFile(join(lab.dir, 'keys', 'server.pub'), 'utf8')).trim()}\n`)
   const refused = json<UpJson>(await ok(lab.cli(t, ['up', '--nodes', 'hosts-one.txt', '--no-sync', '--name', 'refused', '--keys', wrong, '--register-timeout', '3', '--json'], proj), 1))
   assert.equal(refused.hosts[0]!.error?.reason, 'not-registered', refused.hosts[0]!.error?.message)
-  assert.match(refused.hosts[0]!.error!.message, /did not register[\s\S]*check the keys/)
+  assert.match(refused.hosts[0]!.error.message, /did not register[\s\S]*check the keys/)
   assert.deepEqual(await agentsIn(h2), [])
   assert.deepEqual((await readdir(join(lab.dir, 'run')).catch(() => [])).filter((f) => f.startsWith('refused@')), [], 'its keys and files are removed')
 

@@ -38,7 +38,7 @@ async function readSnapshots(url: string, n: number, init?: RequestInit): Promis
   const res = await fetch(new URL('api/events', url), { ...init, signal: ac.signal })
   assert.equal(res.status, 200)
   assert.match(res.headers.get('content-type') ?? '', /text\/event-stream/)
-  const reader = res.body!.getReader()
+  const reader = (res.body as ReadableStream<Uint8Array>).getReader()
   const decoder = new TextDecoder()
   let buf = ''
   const out: ClusterSnapshot[] = []

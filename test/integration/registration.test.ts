@@ -19,7 +19,7 @@ test('a Hello repeated before the Welcome arrived is a duplicate; one with a new
   const next = async (type: number): Promise<Buffer[]> => {
     for (;;) {
       const parts = await dealer.receive()
-      if (parseHeader(parts[0]!).type === type) return parts
+      if (parseHeader(parts[0]).type === type) return parts
     }
   }
   await dealer.send([header(MsgType.Hello, { ...info, registration: 's1' })])

@@ -56,5 +56,5 @@ test('transport options: defaults, and bad fields named', () => {
     [{ clusterId: 'a:b' }, /options\.clusterId/],
     [{ clusterId: 7 }, /options\.clusterId/],
   ]
-  for (const [o, re] of cases) assert.throws(() => resolveTransportOptions(o as never), re)
+  for (const [o, re] of cases) assert.throws(() => resolveTransportOptions(o), re)
 })
