@@ -74,7 +74,7 @@ export interface HostsPlan {
   readonly dashboard: { readonly url: string; readonly token: string | undefined } | undefined
 }
 
-const HOSTS_DEFAULTS = {
+export const HOSTS_DEFAULTS = {
   connectTimeoutS: 10,
   concurrency: 32,
   registerTimeoutS: 30,
