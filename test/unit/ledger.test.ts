@@ -1,0 +1,457 @@
+/**
+ * The ledger without sockets: settlement exactly once, the two retry budgets,
+ * and what happens to the tasks of a node that left or was lost.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { Ledger, retryKindOf, type LedgerHooks, type TaskEntry, type TaskHolder } from '../../lib/driver/ledger.js'
+import { SharedQueue } from '../../lib/driver/scheduler.js'
+import type { ResolvedTaskOptions } from '../../lib/driver/task-options.js'
+import { ClusterError, NodeLostError, TaskCancelledError, WorkerCrashedError } from '../../lib/errors.js'
+import { ActorOp } from '../../lib/protocol/messages.js'
+
+/** Records what the ledger tells the rest of the driver. */
+function recorder() {
+  const calls = {
+    succeeded: [] as { id: number; now: number }[],
+    failed: [] as { id: number; err: Error; node: string | undefined }[],
+    retried: [] as { id: number; cause: Error }[],
+  }
+  const hooks: LedgerHooks = {
+    succeeded: (e, now) => calls.succeeded.push({ id: e.id, now }),
+    failed: (e, err, node) => calls.failed.push({ id: e.id, err, node }),
+    retried: (e, cause) => calls.retried.push({ id: e.id, cause }),
+  }
+  return { calls, hooks }
+}
+
+/** What became of one entry's promise callbacks. */
+interface Outcome {
+  resolved: unknown[]
+  rejected: Error[]
+}
+
+function opts(o: Partial<ResolvedTaskOptions> = {}): ResolvedTaskOptions {
+  return { timeoutMs: undefined, retries: 0, maxRetries: 3, signal: undefined, ...o }
+}
+
+/** A holder with an id that counts the tasks leaving it. */
+function holder(nodeId: string | undefined): TaskHolder & { left: number } {
+  return {
+    nodeId,
+    left: 0,
+    taskLeft() {
+      this.left++
+    },
+  }
+}
+
+function setup(defaultMaxRetries = 3) {
+  const { calls, hooks } = recorder()
+  const ledger = new Ledger(hooks, defaultMaxRetries)
+  const outcomes = new Map<number, Outcome>()
+  const add = (
+    name: string,
+    more: { options?: ResolvedTaskOptions; holder?: TaskHolder; actor?: { id: string }; args?: unknown[] } = {},
+  ): TaskEntry => {
+    const id = ledger.nextId
+    const o: Outcome = { resolved: [], rejected: [] }
+    outcomes.set(id, o)
+    return ledger.add(
+      id,
+      name,
+      more.args ?? [],
+      (v) => o.resolved.push(v),
+      (err) => o.rejected.push(err),
+      more.actor,
+      ActorOp.Call,
+      more.options,
+      more.holder,
+    )
+  }
+  const outcome = (e: TaskEntry): Outcome => outcomes.get(e.id)!
+  return { ledger, calls, add, outcome }
+}
+
+test('add: ids follow nextId, tasks are counted as submitted, actor messages are not', () => {
+  const { ledger, add } = setup()
+  const first = ledger.nextId
+  const a = add('a')
+  const b = add('b')
+  const m = add('call', { actor: { id: 'actor-1' } })
+  assert.equal(a.id, first)
+  assert.equal(b.id, first + 1)
+  assert.equal(m.id, first + 2)
+  assert.equal(ledger.nextId, first + 3)
+  assert.equal(ledger.size, 3)
+  assert.equal(ledger.counters.tasksSubmitted, 2)
+  assert.equal(ledger.get(b.id), b)
+  assert.deepEqual({ settled: a.settled, userRetries: a.userRetries, infraRetries: a.infraRetries, holder: a.holder }, {
+    settled: false,
+    userRetries: 0,
+    infraRetries: 0,
+    holder: undefined,
+  })
+})
+
+test('a result settles once: the second is dropped and counted, the promise keeps the first value', () => {
+  const { ledger, calls, add, outcome } = setup()
+  const q = new SharedQueue()
+  q.inFlight = 1
+  const e = add('square', { holder: q })
+  const got = ledger.answered(e.id)
+  assert.equal(got, e)
+  assert.equal(ledger.counters.lateResultsDropped, 0)
+  ledger.succeed(got!, 49, 1234)
+  assert.equal(e.settled, true)
+  assert.equal(e.holder, undefined)
+  assert.equal(q.inFlight, 0, 'the shared queue is told the task left')
+  assert.equal(ledger.size, 0)
+
+  // The duplicate of a redelivered frame.
+  assert.equal(ledger.answered(e.id), undefined)
+  assert.equal(ledger.counters.lateResultsDropped, 1)
+  // Even when handed the entry again, nothing settles twice.
+  ledger.succeed(e, 50, 2000)
+  ledger.fail(e, new Error('late failure'))
+  ledger.withdraw(e, new Error('late withdrawal'))
+  assert.equal(q.inFlight, 0, 'released once only')
+
+  assert.deepEqual(outcome(e), { resolved: [49], rejected: [] })
+  assert.deepEqual(calls.succeeded, [{ id: e.id, now: 1234 }])
+  assert.deepEqual(calls.failed, [])
+  assert.equal(ledger.counters.tasksSucceeded, 1)
+  assert.equal(ledger.counters.tasksFailed, 0)
+  assert.equal(ledger.counters.tasksCancelled, 0)
+})
+
+test('answered() for an id never issued is a late result too', () => {
+  const { ledger } = setup()
+  assert.equal(ledger.answered(-1), undefined)
+  assert.equal(ledger.answered('not a number'), undefined)
+  assert.equal(ledger.counters.lateResultsDropped, 2)
+})
+
+test('fail: counted, reported with the holder node, rejected once', () => {
+  const { ledger, calls, add, outcome } = setup()
+  const node = holder('agent-7')
+  const e = add('boom', { holder: node })
+  const err = new Error('it threw')
+  ledger.fail(e, err)
+  ledger.fail(e, new Error('again'))
+  assert.equal(node.left, 1)
+  assert.deepEqual(outcome(e), { resolved: [], rejected: [err] })
+  assert.equal(calls.failed.length, 1)
+  assert.equal(calls.failed[0]!.err, err)
+  assert.equal(calls.failed[0]!.node, 'agent-7')
+  assert.equal(ledger.counters.tasksFailed, 1)
+})
+
+test('fail with an explicit node names that node', () => {
+  const { ledger, calls, add } = setup()
+  const e = add('boom', { holder: holder('agent-1') })
+  ledger.fail(e, new Error('x'), 'agent-2')
+  assert.equal(calls.failed[0]!.node, 'agent-2')
+})
+
+test('withdraw: counted as cancelled, not as failed, and a later result for it is dropped', () => {
+  const { ledger, calls, add, outcome } = setup()
+  const q = new SharedQueue()
+  q.inFlight = 1
+  const e = add('slow', { holder: q })
+  const err = new TaskCancelledError('the task was cancelled')
+  ledger.withdraw(e, err)
+  ledger.withdraw(e, new TaskCancelledError('twice'))
+  assert.equal(ledger.counters.tasksCancelled, 1)
+  assert.equal(ledger.counters.tasksFailed, 0)
+  assert.deepEqual(calls.failed, [], 'a withdrawal is not a failure record')
+  assert.deepEqual(outcome(e), { resolved: [], rejected: [err] })
+  assert.equal(q.inFlight, 0)
+  assert.equal(ledger.answered(e.id), undefined)
+  assert.equal(ledger.counters.lateResultsDropped, 1)
+})
+
+test('withdrawAll touches only the entries of that options object', () => {
+  const { ledger, add, outcome } = setup()
+  const mapA = opts()
+  const mapB = opts() // equal fields, another map
+  const a1 = add('t', { options: mapA })
+  const b1 = add('t', { options: mapB })
+  const plain = add('t')
+  const a2 = add('t', { options: mapA })
+  const done = add('t', { options: mapA })
+  ledger.succeed(done, 'done', 0)
+  let made = 0
+  ledger.withdrawAll(mapA, () => {
+    made++
+    return new TaskCancelledError(`cancelled #${made}`)
+  })
+  assert.equal(made, 2, 'one error per withdrawn entry, none for the settled one')
+  assert.equal(ledger.counters.tasksCancelled, 2)
+  assert.equal(outcome(a1).rejected[0]!.message, 'cancelled #1')
+  assert.equal(outcome(a2).rejected[0]!.message, 'cancelled #2')
+  for (const e of [b1, plain]) {
+    assert.equal(e.settled, false)
+    assert.deepEqual(outcome(e), { resolved: [], rejected: [] })
+  }
+  assert.deepEqual(outcome(done), { resolved: ['done'], rejected: [] })
+  assert.equal(ledger.size, 2)
+})
+
+test('retry, user budget: retries: 2 gives exactly two retries, then false', () => {
+  const { ledger, calls, add } = setup()
+  const e = add('flaky', { options: opts({ retries: 2, maxRetries: 5 }) })
+  const cause = new Error('threw')
+  assert.equal(ledger.retry(e, 'user', cause), true)
+  assert.equal(ledger.retry(e, 'user', cause), true)
+  assert.equal(ledger.retry(e, 'user', cause), false)
+  assert.equal(ledger.retry(e, 'user', cause), false)
+  assert.equal(e.userRetries, 2)
+  assert.equal(e.infraRetries, 0, 'the other budget is untouched')
+  assert.equal(ledger.counters.tasksRetried, 2)
+  assert.deepEqual(
+    calls.retried.map((r) => r.cause),
+    [cause, cause],
+  )
+  assert.equal(e.settled, false, 'retry does not settle; the caller fails it when retry says no')
+  // The infrastructure budget is still whole.
+  assert.equal(ledger.retry(e, 'infra', cause), true)
+  assert.equal(e.infraRetries, 1)
+})
+
+test('retry, user budget: no options means no user retries', () => {
+  const { ledger, add } = setup(10)
+  const e = add('once')
+  assert.equal(ledger.retry(e, 'user', new Error('threw')), false)
+  assert.equal(e.userRetries, 0)
+  assert.equal(ledger.counters.tasksRetried, 0)
+})
+
+test('retry, infra budget: the default comes from the constructor', () => {
+  const { ledger, add } = setup(3)
+  const e = add('crashy')
+  const cause = new WorkerCrashedError('worker exited')
+  const answers = [1, 2, 3, 4, 5].map(() => ledger.retry(e, 'infra', cause))
+  assert.deepEqual(answers, [true, true, true, false, false])
+  assert.equal(e.infraRetries, 3)
+  assert.equal(ledger.counters.tasksRetried, 3)
+
+  const none = setup(0)
+  const f = none.add('crashy')
+  assert.equal(none.ledger.retry(f, 'infra', cause), false)
+  assert.equal(f.infraRetries, 0)
+})
+
+test('retry, infra budget: per-options maxRetries: 0 overrides the constructor default', () => {
+  const { ledger, calls, add } = setup(3)
+  const e = add('crashy', { options: opts({ maxRetries: 0, retries: 4 }) })
+  assert.equal(ledger.retry(e, 'infra', new WorkerCrashedError('x')), false)
+  assert.equal(e.infraRetries, 0)
+  assert.deepEqual(calls.retried, [])
+  const f = add('crashy', { options: opts({ maxRetries: 1 }) })
+  assert.equal(ledger.retry(f, 'infra', new WorkerCrashedError('x')), true)
+  assert.equal(ledger.retry(f, 'infra', new WorkerCrashedError('x')), false)
+})
+
+test('retry releases the holder: the shared queue counts one fewer in flight', () => {
+  const { ledger, add } = setup()
+  const q = new SharedQueue()
+  q.inFlight = 2
+  const e = add('t', { holder: q, options: opts({ retries: 1 }) })
+  add('u', { holder: q })
+  assert.equal(ledger.retry(e, 'user', new Error('threw')), true)
+  assert.equal(q.inFlight, 1)
+  assert.equal(e.holder, undefined)
+  assert.deepEqual(ledger.entriesHeldBy(q).map((x) => x.name), ['u'])
+  // A refused retry leaves the holder alone (the caller fails the entry, which releases it).
+  e.holder = q
+  q.inFlight++
+  assert.equal(ledger.retry(e, 'user', new Error('threw')), false)
+  assert.equal(q.inFlight, 2)
+  assert.equal(e.holder, q)
+})
+
+test('retry of a settled entry or an actor message is refused and changes nothing', () => {
+  const { ledger, calls, add } = setup()
+  const e = add('t', { options: opts({ retries: 5, maxRetries: 5 }) })
+  ledger.succeed(e, 1, 0)
+  assert.equal(ledger.retry(e, 'user', new Error('x')), false)
+  assert.equal(ledger.retry(e, 'infra', new Error('x')), false)
+  const m = add('method', { actor: { id: 'actor-1' }, options: opts({ retries: 5, maxRetries: 5 }) })
+  assert.equal(ledger.retry(m, 'user', new Error('x')), false)
+  assert.equal(ledger.retry(m, 'infra', new Error('x')), false)
+  assert.deepEqual([e.userRetries, e.infraRetries, m.userRetries, m.infraRetries], [0, 0, 0, 0])
+  assert.equal(ledger.counters.tasksRetried, 0)
+  assert.deepEqual(calls.retried, [])
+})
+
+test("reclaim 'left': the node's tasks come back in order, uncharged, counted as requeued", () => {
+  const { ledger, calls, add, outcome } = setup(0)
+  const node = holder('agent-1')
+  const other = holder('agent-2')
+  const a = add('a', { holder: node })
+  const b = add('b', { holder: other })
+  const c = add('c', { holder: node, options: opts({ maxRetries: 0 }) })
+  const d = add('d', { holder: node })
+  let described = 0
+  const back = ledger.reclaim(node, 'left', () => {
+    described++
+    return { node: 'agent-1', reason: 'left' }
+  })
+  assert.deepEqual(back, [a, c, d])
+  for (const e of back) {
+    assert.equal(e.holder, undefined)
+    assert.equal(e.infraRetries, 0)
+    assert.equal(e.settled, false)
+    assert.deepEqual(outcome(e), { resolved: [], rejected: [] })
+  }
+  assert.equal(node.left, 3)
+  assert.equal(b.holder, other)
+  assert.equal(ledger.counters.requeued, 3)
+  assert.equal(ledger.counters.tasksRetried, 0)
+  assert.equal(ledger.counters.tasksFailed, 0)
+  assert.deepEqual(calls.retried, [])
+  assert.deepEqual(calls.failed, [])
+  assert.equal(described, 0)
+  assert.deepEqual(ledger.reclaim(node, 'left', () => ({ node: 'agent-1', reason: 'left' })), [])
+})
+
+test("reclaim 'lost': each task spends an infra retry, then fails with NodeLostError naming node and reason", () => {
+  const { ledger, calls, add, outcome } = setup(3)
+  const node = holder('agent-9')
+  const e = add('sq', { holder: node, options: opts({ maxRetries: 1, retries: 7 }) })
+  const describe = () => ({ node: 'agent-9', reason: 'no heartbeat for 6000 ms' })
+
+  const first = ledger.reclaim(node, 'lost', describe)
+  assert.deepEqual(first, [e])
+  assert.equal(e.infraRetries, 1)
+  assert.equal(e.userRetries, 0)
+  assert.equal(e.holder, undefined)
+  assert.equal(ledger.counters.requeued, 1)
+  assert.equal(ledger.counters.tasksRetried, 1)
+  assert.equal(calls.retried.length, 1)
+  const cause = calls.retried[0]!.cause
+  assert.ok(cause instanceof NodeLostError)
+  assert.equal((cause as NodeLostError).code, 'ERR_NODE_LOST')
+  assert.equal(cause.message, 'node agent-9 was lost (no heartbeat for 6000 ms)')
+
+  // Sent again, to a node that is lost too: the budget is spent.
+  e.holder = node
+  const second = ledger.reclaim(node, 'lost', describe)
+  assert.deepEqual(second, [])
+  assert.equal(e.settled, true)
+  assert.equal(e.infraRetries, 1)
+  assert.equal(ledger.counters.requeued, 1)
+  assert.equal(ledger.counters.tasksRetried, 1)
+  assert.equal(ledger.counters.tasksFailed, 1)
+  const { rejected } = outcome(e)
+  assert.equal(rejected.length, 1)
+  const err = rejected[0]!
+  assert.ok(err instanceof NodeLostError)
+  assert.ok(err instanceof ClusterError)
+  assert.equal(err.code, 'ERR_NODE_LOST')
+  assert.equal(err.name, 'NodeLostError')
+  assert.equal(err.message, 'task "sq" was on node agent-9 when it was lost (no heartbeat for 6000 ms), after 1 earlier infrastructure failures')
+  assert.deepEqual(
+    calls.failed.map((f) => ({ id: f.id, node: f.node, err: f.err })),
+    [{ id: e.id, node: 'agent-9', err }],
+  )
+})
+
+test("reclaim 'lost' with the default budget: maxRetries losses are survived, the next one fails", () => {
+  const { ledger, add, outcome } = setup(2)
+  const node = holder('n')
+  const e = add('t', { holder: node })
+  const describe = () => ({ node: 'n', reason: 'gone' })
+  const sizes: number[] = []
+  for (let i = 0; i < 3; i++) {
+    e.holder = node
+    sizes.push(ledger.reclaim(node, 'lost', describe).length)
+  }
+  assert.deepEqual(sizes, [1, 1, 0])
+  assert.equal(e.infraRetries, 2)
+  assert.equal(ledger.counters.requeued, 2)
+  assert.match(outcome(e).rejected[0]!.message, /after 2 earlier infrastructure failures$/)
+})
+
+test("reclaim 'lost' mixes survivors and failures, keeping the survivors' order", () => {
+  const { ledger, add, outcome } = setup(1)
+  const node = holder('n')
+  const a = add('a', { holder: node })
+  const b = add('b', { holder: node, options: opts({ maxRetries: 0 }) })
+  const c = add('c', { holder: node })
+  const back = ledger.reclaim(node, 'lost', () => ({ node: 'n', reason: 'gone' }))
+  assert.deepEqual(back, [a, c])
+  assert.equal(b.settled, true)
+  assert.equal(outcome(b).rejected[0]!.constructor, NodeLostError)
+  assert.equal(ledger.counters.requeued, 2)
+  assert.equal(ledger.counters.tasksFailed, 1)
+  assert.equal(node.left, 3)
+})
+
+test('reclaim leaves actor messages where they are, left or lost', () => {
+  const { ledger, add, outcome } = setup(0)
+  const node = holder('n')
+  const m = add('method', { holder: node, actor: { id: 'actor-1' } })
+  for (const how of ['left', 'lost'] as const) {
+    assert.deepEqual(
+      ledger.reclaim(node, how, () => ({ node: 'n', reason: 'gone' })),
+      [],
+    )
+  }
+  assert.equal(m.holder, node)
+  assert.equal(m.settled, false)
+  assert.deepEqual(outcome(m), { resolved: [], rejected: [] })
+  assert.equal(ledger.counters.requeued, 0)
+  assert.equal(ledger.counters.tasksFailed, 0)
+})
+
+test('actor messages settle without task counters or hooks', () => {
+  const { ledger, calls, add, outcome } = setup()
+  const m = add('method', { actor: { id: 'actor-1' } })
+  const n = add('method', { actor: { id: 'actor-1' } })
+  ledger.succeed(m, 'ok', 5)
+  ledger.fail(n, new Error('no'))
+  assert.deepEqual(outcome(m).resolved, ['ok'])
+  assert.equal(outcome(n).rejected[0]!.message, 'no')
+  assert.deepEqual([ledger.counters.tasksSucceeded, ledger.counters.tasksFailed], [0, 0])
+  assert.deepEqual(calls.succeeded, [])
+  assert.deepEqual(calls.failed, [])
+})
+
+test('retryKindOf: which budget a failed attempt spends', () => {
+  const table: [boolean, string | undefined, 'user' | 'infra' | undefined][] = [
+    [true, undefined, 'user'],
+    [true, 'ERR_TASK_FAILED', 'user'],
+    [true, 'ERR_WORKER_CRASHED', 'user'],
+    [false, 'ERR_TIMEOUT', 'user'],
+    [false, 'ERR_WORKER_CRASHED', 'infra'],
+    [false, 'ERR_OUT_OF_MEMORY', 'infra'],
+    [false, 'ERR_UNKNOWN_TASK', undefined],
+    [false, 'ERR_SERIALIZATION', undefined],
+    [false, 'ERR_NODE_LOST', undefined],
+    [false, undefined, undefined],
+  ]
+  for (const [threw, code, kind] of table) assert.equal(retryKindOf(threw, code), kind, `retryKindOf(${threw}, ${code})`)
+})
+
+test("failAll rejects every entry with the error, recording each holder's node", () => {
+  const { ledger, calls, add, outcome } = setup()
+  const a = add('a', { holder: holder('agent-1') })
+  const b = add('b', { holder: holder('agent-2') })
+  const c = add('c')
+  const m = add('method', { actor: { id: 'actor-1' }, holder: holder('agent-1') })
+  const err = new Error('closed')
+  ledger.failAll(err)
+  assert.equal(ledger.size, 0)
+  for (const e of [a, b, c, m]) assert.deepEqual(outcome(e), { resolved: [], rejected: [err] })
+  assert.deepEqual(
+    calls.failed.map((f) => [f.id, f.node]),
+    [
+      [a.id, 'agent-1'],
+      [b.id, 'agent-2'],
+      [c.id, undefined],
+    ],
+  )
+  assert.equal(ledger.counters.tasksFailed, 3)
+})

@@ -1,0 +1,353 @@
+/**
+ * Membership without sockets: Hellos of every kind, strangers, heartbeats and
+ * loss on a clock the test moves by hand.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { ClusterNode, Membership, type MembershipEvents } from '../../lib/driver/membership.js'
+import { parseHeader, type Header } from '../../lib/protocol/codec.js'
+import { MsgType, type HelloInfo } from '../../lib/protocol/messages.js'
+
+function info(agentId: string, more: Partial<HelloInfo> = {}): HelloInfo {
+  return { agentId, threads: 2, pid: 100, host: 'host-1', version: '1.2.3', tasks: ['sq', 'add'], actors: ['Counter'], window: 8, ...more }
+}
+
+/** A membership on a fake clock, with every event recorded (frames decoded as a peer would). */
+function setup(o: { heartbeatMs?: number; nodeTimeoutMs?: number; localIds?: string[] } = {}) {
+  const clock = { t: 1000 }
+  const sent: { peer: string; h: Header }[] = []
+  const joined: ClusterNode[] = []
+  const removed: { node: ClusterNode; how: 'left' | 'lost'; reason: string }[] = []
+  let badFrames = 0
+  const events: MembershipEvents = {
+    send(peer, parts) {
+      assert.equal(parts.length, 1, 'membership frames are header-only')
+      sent.push({ peer, h: parseHeader(parts[0]) })
+    },
+    joined: (node) => joined.push(node),
+    removed: (node, how, reason) => removed.push({ node, how, reason }),
+    badFrame: () => badFrames++,
+  }
+  const m = new Membership(
+    {
+      heartbeatMs: o.heartbeatMs ?? 100,
+      nodeTimeoutMs: o.nodeTimeoutMs ?? 500,
+      session: 'session-xyz',
+      localIds: new Set(o.localIds ?? []),
+      now: () => clock.t,
+    },
+    events,
+  )
+  const types = () => sent.map((s) => [s.peer, s.h.type])
+  return { m, clock, sent, joined, removed, bad: () => badFrames, types }
+}
+
+test('hello: the peer gets a Welcome with its id, the heartbeat and the session; the node joins', () => {
+  const { m, clock, sent, joined, removed } = setup({ localIds: ['a'] })
+  m.hello('a', info('a', { registration: 'r1' }))
+  assert.deepEqual(sent, [{ peer: 'a', h: { type: MsgType.Welcome, info: { nodeId: 'a', heartbeatMs: 100, session: 'session-xyz' } } }])
+  assert.equal(joined.length, 1)
+  const node = joined[0]!
+  assert.equal(m.get('a'), node)
+  assert.equal(m.has(node), true)
+  assert.equal(m.size, 1)
+  assert.deepEqual([...m], [node])
+  assert.equal(node.nodeId, 'a')
+  assert.equal(node.free, 8)
+  assert.deepEqual(removed, [])
+  clock.t += 250
+  assert.deepEqual(m.list(), [
+    {
+      id: 'a',
+      host: 'host-1',
+      pid: 100,
+      threads: 2,
+      version: '1.2.3',
+      state: 'up',
+      local: true,
+      window: 8,
+      inFlight: 0,
+      tasksDone: 0,
+      busyThreads: 0,
+      actors: 0,
+      heartbeatAgeMs: 250,
+    },
+  ])
+})
+
+test('hello whose agent id differs from its socket identity: Reject, badFrame, nobody joins', () => {
+  const { m, sent, joined, bad } = setup()
+  m.hello('peer-1', info('someone-else'))
+  assert.equal(bad(), 1)
+  assert.equal(sent.length, 1)
+  assert.equal(sent[0]!.peer, 'peer-1')
+  assert.deepEqual(sent[0]!.h, { type: MsgType.Reject, reason: 'agent id someone-else does not match its socket identity' })
+  assert.deepEqual(joined, [])
+  assert.equal(m.size, 0)
+  assert.equal(m.get('peer-1'), undefined)
+})
+
+test('a Hello repeated with the same registration is welcomed again and changes nothing else', () => {
+  const { m, clock, sent, joined, removed } = setup()
+  m.hello('a', info('a', { registration: 'r1' }))
+  const node = joined[0]!
+  node.inFlight = 3
+  clock.t += 400
+  m.hello('a', info('a', { registration: 'r1' }))
+  assert.deepEqual(
+    sent.map((s) => s.h.type),
+    [MsgType.Welcome, MsgType.Welcome],
+  )
+  assert.equal(joined.length, 1)
+  assert.deepEqual(removed, [])
+  assert.equal(m.get('a'), node)
+  assert.equal(node.inFlight, 3)
+  assert.equal(node.lastSeen, clock.t, 'the repeat counts as hearing from it')
+  assert.equal(m.nodesLost, 0)
+})
+
+test('a Hello with a new registration replaces the node: the old one is removed as lost', () => {
+  const { m, sent, joined, removed } = setup()
+  m.hello('a', info('a', { registration: 'r1' }))
+  const old = joined[0]!
+  m.hello('a', info('a', { registration: 'r2', window: 16 }))
+  assert.equal(joined.length, 2)
+  const fresh = joined[1]!
+  assert.notEqual(fresh, old)
+  assert.equal(removed.length, 1)
+  assert.equal(removed[0]!.node, old)
+  assert.equal(removed[0]!.how, 'lost')
+  assert.match(removed[0]!.reason, /registered again/)
+  assert.equal(m.nodesLost, 1)
+  assert.equal(m.get('a'), fresh)
+  assert.equal(m.has(old), false)
+  assert.equal(m.has(fresh), true)
+  assert.equal(fresh.window, 16)
+  assert.equal(m.size, 1)
+  assert.deepEqual(
+    sent.map((s) => s.h.type),
+    [MsgType.Welcome, MsgType.Welcome],
+  )
+  // The replaced node cannot be removed again.
+  assert.equal(m.remove(old, 'lost', 'late'), false)
+  assert.equal(removed.length, 1)
+})
+
+test('a Hello without registration from a known peer is a re-registration (older agents)', () => {
+  const { m, joined, removed } = setup()
+  m.hello('a', info('a'))
+  m.hello('a', info('a'))
+  assert.equal(joined.length, 2)
+  assert.equal(removed.length, 1)
+  assert.equal(removed[0]!.how, 'lost')
+})
+
+test('heard(): a member is marked alive; a stranger is told DriverBye at most once a second', () => {
+  const { m, clock, sent, joined, types } = setup()
+  m.hello('a', info('a'))
+  sent.length = 0
+  clock.t += 300
+  assert.equal(m.heard('a'), joined[0])
+  assert.equal(joined[0]!.lastSeen, clock.t)
+  assert.equal(sent.length, 0)
+
+  assert.equal(m.heard('stranger'), undefined)
+  assert.deepEqual(sent, [{ peer: 'stranger', h: { type: MsgType.DriverBye } }])
+  clock.t += 500
+  assert.equal(m.heard('stranger'), undefined)
+  clock.t += 500 // exactly a second later: still quiet
+  assert.equal(m.heard('stranger'), undefined)
+  assert.equal(sent.length, 1)
+  // Another stranger has its own allowance.
+  assert.equal(m.heard('other'), undefined)
+  assert.equal(sent.length, 2)
+  clock.t += 1
+  assert.equal(m.heard('stranger'), undefined)
+  assert.deepEqual(types(), [
+    ['stranger', MsgType.DriverBye],
+    ['other', MsgType.DriverBye],
+    ['stranger', MsgType.DriverBye],
+  ])
+  assert.equal(m.size, 1, 'strangers do not join')
+})
+
+test('heard(): a removed node is a stranger again', () => {
+  const { m, sent, joined } = setup()
+  m.hello('a', info('a'))
+  m.remove(joined[0]!, 'left')
+  sent.length = 0
+  assert.equal(m.heard('a'), undefined)
+  assert.deepEqual(sent, [{ peer: 'a', h: { type: MsgType.DriverBye } }])
+})
+
+test('tick(): a node silent past nodeTimeoutMs is lost; live nodes get a Heartbeat', () => {
+  const { m, clock, sent, joined, removed, types } = setup({ heartbeatMs: 100, nodeTimeoutMs: 500 })
+  m.hello('live', info('live'))
+  m.hello('silent', info('silent'))
+  const [live, silent] = joined as [ClusterNode, ClusterNode]
+  const joinedAt = clock.t
+  sent.length = 0
+  for (let i = 1; i <= 5; i++) {
+    clock.t = joinedAt + 100 * i
+    m.heard('live')
+    m.tick()
+  }
+  // 500 ms of silence is not yet past the timeout.
+  assert.deepEqual(removed, [])
+  assert.equal(
+    types().filter(([p]) => p === 'silent').length,
+    5,
+  )
+  sent.length = 0
+  clock.t = joinedAt + 600
+  m.heard('live')
+  m.tick()
+  assert.equal(removed.length, 1)
+  assert.deepEqual(removed[0], { node: silent, how: 'lost', reason: 'no heartbeat for 600 ms' })
+  assert.equal(m.has(silent), false)
+  assert.equal(m.has(live), true)
+  assert.equal(m.nodesLost, 1)
+  assert.deepEqual(types(), [['live', MsgType.Heartbeat]])
+  assert.deepEqual(sent[0]!.h, { type: MsgType.Heartbeat, load: undefined })
+})
+
+test('tick(): after a stall of the driver no verdict is passed, and silence is counted afresh', () => {
+  const { m, clock, sent, joined, removed, types } = setup({ heartbeatMs: 100, nodeTimeoutMs: 250 })
+  m.hello('a', info('a'))
+  const a = joined[0]!
+  const t0 = clock.t
+  clock.t = t0 + 100
+  m.tick()
+  sent.length = 0
+  // The event loop was blocked for 5 s: the agent's heartbeats are still unread.
+  clock.t = t0 + 5100
+  m.tick()
+  assert.deepEqual(removed, [])
+  assert.equal(a.lastSeen, clock.t)
+  assert.deepEqual(types(), [['a', MsgType.Heartbeat]])
+  // Regular ticks again: the silence counts from the stall.
+  clock.t = t0 + 5200
+  m.tick()
+  clock.t = t0 + 5300
+  m.tick()
+  assert.deepEqual(removed, [])
+  clock.t = t0 + 5400
+  m.tick()
+  assert.equal(removed.length, 1)
+  assert.deepEqual(removed[0], { node: a, how: 'lost', reason: 'no heartbeat for 300 ms' })
+})
+
+test('tick(): a gap of exactly twice the heartbeat is not a stall', () => {
+  const { m, clock, joined, removed } = setup({ heartbeatMs: 100, nodeTimeoutMs: 150 })
+  m.hello('a', info('a'))
+  const t0 = clock.t
+  clock.t = t0 + 200
+  m.tick()
+  assert.equal(removed.length, 1)
+  assert.equal(removed[0]!.node, joined[0])
+  assert.equal(removed[0]!.reason, 'no heartbeat for 200 ms')
+})
+
+test('tick(): the first tick counts from construction, so a late first tick is a stall', () => {
+  const { m, clock, removed } = setup({ heartbeatMs: 100, nodeTimeoutMs: 150 })
+  m.hello('a', info('a'))
+  clock.t += 201
+  m.tick()
+  assert.deepEqual(removed, [])
+})
+
+test('remove(): once only; nodesLost counts losses, not leaves', () => {
+  const { m, joined, removed } = setup()
+  m.hello('a', info('a'))
+  m.hello('b', info('b'))
+  m.hello('c', info('c'))
+  const [a, b, c] = joined as [ClusterNode, ClusterNode, ClusterNode]
+  assert.equal(m.remove(a, 'left'), true)
+  assert.equal(m.remove(a, 'left'), false)
+  assert.equal(m.remove(a, 'lost', 'again'), false)
+  assert.equal(m.remove(b, 'lost', 'connection reset'), true)
+  assert.equal(m.remove(c, 'lost'), true)
+  assert.deepEqual(
+    removed.map((r) => [r.node.nodeId, r.how, r.reason]),
+    [
+      ['a', 'left', 'left'],
+      ['b', 'lost', 'connection reset'],
+      ['c', 'lost', 'lost'],
+    ],
+  )
+  assert.equal(m.nodesLost, 2)
+  assert.equal(m.size, 0)
+})
+
+test('leastLoaded(): fewest actors per thread among the nodes that are up', () => {
+  const { m, joined } = setup()
+  assert.equal(m.leastLoaded(), undefined)
+  m.hello('a', info('a', { threads: 4 }))
+  m.hello('b', info('b', { threads: 1 }))
+  m.hello('c', info('c', { threads: 2 }))
+  const [a, b, c] = joined as [ClusterNode, ClusterNode, ClusterNode]
+  a.actors = 1 // 0.25
+  b.actors = 0 // 0, but leaving
+  b.state = 'leaving'
+  c.actors = 1 // 0.5
+  assert.equal(m.leastLoaded(), a)
+  a.actors = 3 // 0.75
+  assert.equal(m.leastLoaded(), c)
+  b.state = 'up'
+  assert.equal(m.leastLoaded(), b)
+  b.state = 'leaving'
+  a.state = 'leaving'
+  c.state = 'leaving'
+  assert.equal(m.leastLoaded(), undefined)
+})
+
+test('offered(): the union of what the nodes offer; undefined with no node', () => {
+  const { m } = setup()
+  assert.equal(
+    m.offered((n) => n.tasks),
+    undefined,
+  )
+  m.hello('a', info('a', { tasks: ['x', 'y'], actors: ['A'] }))
+  m.hello('b', info('b', { tasks: ['y', 'z'], actors: [] }))
+  assert.deepEqual([...m.offered((n) => n.tasks)!].sort(), ['x', 'y', 'z'])
+  assert.deepEqual([...m.offered((n) => n.actorClasses)!], ['A'])
+})
+
+test('clear(): DriverBye to the remote nodes only, and the list is emptied', () => {
+  const { m, sent } = setup({ localIds: ['local-1'] })
+  m.hello('local-1', info('local-1'))
+  m.hello('remote-1', info('remote-1'))
+  m.hello('remote-2', info('remote-2'))
+  assert.deepEqual(
+    m.list().map((n) => [n.id, n.local]),
+    [
+      ['local-1', true],
+      ['remote-1', false],
+      ['remote-2', false],
+    ],
+  )
+  sent.length = 0
+  m.clear()
+  assert.deepEqual(
+    sent.map((s) => [s.peer, s.h.type]),
+    [
+      ['remote-1', MsgType.DriverBye],
+      ['remote-2', MsgType.DriverBye],
+    ],
+  )
+  assert.equal(m.size, 0)
+  assert.deepEqual(m.list(), [])
+})
+
+test('ClusterNode: free credit is the window less what is in flight, none while leaving', () => {
+  const n = new ClusterNode('p', info('p', { window: 10 }), false, 0)
+  n.inFlight = 4
+  assert.equal(n.free, 6)
+  n.window = 2 // a Credit frame shrank the window below what is in flight
+  assert.ok(n.free <= 0)
+  n.state = 'leaving'
+  n.inFlight = 0
+  assert.equal(n.free, 0)
+  n.taskLeft()
+  assert.equal(n.inFlight, 0, 'credit comes back with Results frames, not per task')
+})

@@ -1,0 +1,510 @@
+/**
+ * The schedulers without sockets: what goes to which node, in frames of what
+ * size, read back from the frames they put on the wire.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { Ledger, type TaskEntry } from '../../lib/driver/ledger.js'
+import { ClusterNode } from '../../lib/driver/membership.js'
+import {
+  CreditScheduler,
+  FRAME_HEADROOM,
+  FrameSizer,
+  SharedQueue,
+  SharedQueueScheduler,
+  TaskFrames,
+  type Placement,
+} from '../../lib/driver/scheduler.js'
+import type { ResolvedTaskOptions } from '../../lib/driver/task-options.js'
+import { SerializationError, TaskCancelledError } from '../../lib/errors.js'
+import { decodeTaskBody, encodeTaskBody } from '../../lib/protocol/bodies.js'
+import { parseHeader } from '../../lib/protocol/codec.js'
+import { ActorOp, MsgType, type HelloInfo } from '../../lib/protocol/messages.js'
+import type { Parts } from '../../lib/transport/transport.js'
+
+/** One frame as it went out: where, the header's count and timeout, the task names in the body. */
+interface Sent {
+  to: string
+  count: number
+  timeoutMs: number | undefined
+  names: string[]
+  bytes: number
+}
+
+function decodeFrame(to: string, parts: Parts): Sent {
+  assert.equal(parts.length, 2)
+  const h = parseHeader(parts[0])
+  assert.equal(h.type, MsgType.Tasks)
+  if (h.type !== MsgType.Tasks) throw new Error('unreachable')
+  const items = decodeTaskBody(parts[1]!)
+  assert.equal(items.length, h.count, 'the header counts the tasks of the body')
+  return { to, count: h.count, timeoutMs: h.timeoutMs, names: items.map((i) => i.name), bytes: parts[1]!.length }
+}
+
+function info(agentId: string, threads: number, window: number): HelloInfo {
+  return { agentId, threads, pid: 1, host: 'h', version: '0', tasks: ['t'], actors: [], window }
+}
+
+function node(agentId: string, threads: number, window: number): ClusterNode {
+  return new ClusterNode(agentId, info(agentId, threads, window), false, 0)
+}
+
+function timed(timeoutMs: number): ResolvedTaskOptions {
+  return { timeoutMs, retries: 0, maxRetries: 3, signal: undefined }
+}
+
+/** A ledger whose entries are queued on `scheduler`; failures are recorded. */
+function harness<S extends CreditScheduler | SharedQueueScheduler>(make: (put: (h: Placement, parts: Parts) => void, fail: (e: TaskEntry, err: Error) => void) => S) {
+  const failures: { name: string; err: Error }[] = []
+  const ledger = new Ledger({ succeeded() {}, failed() {}, retried() {} }, 3)
+  const sent: Sent[] = []
+  const put = (h: Placement, parts: Parts) => sent.push(decodeFrame(h.nodeId ?? 'shared', parts))
+  const fail = (e: TaskEntry, err: Error) => {
+    failures.push({ name: e.name, err })
+    ledger.fail(e, err)
+  }
+  const scheduler = make(put, fail)
+  const submit = (name: string, args: unknown[] = [], options?: ResolvedTaskOptions): TaskEntry => {
+    const e = ledger.add(ledger.nextId, name, args, () => {}, () => {}, undefined, ActorOp.Call, options, undefined)
+    scheduler.enqueue(e)
+    return e
+  }
+  const submitMany = (n: number, prefix = 't'): TaskEntry[] => Array.from({ length: n }, (_, i) => submit(`${prefix}${i}`))
+  return { ledger, scheduler, sent, failures, submit, submitMany }
+}
+
+const credit = (batch: 'auto' | number, maxFrameBytes = 64 * 1024 * 1024) =>
+  harness((put, fail) => new CreditScheduler({ batch, maxFrameBytes }, put, fail))
+const shared = (batch: 'auto' | number, maxFrameBytes = 64 * 1024 * 1024) =>
+  harness((put, fail) => new SharedQueueScheduler({ batch, maxFrameBytes }, put, fail))
+
+const perNode = (sent: Sent[]) => {
+  const out: Record<string, number> = {}
+  for (const s of sent) out[s.to] = (out[s.to] ?? 0) + s.count
+  return out
+}
+
+test('credit: a queue is spread over two nodes in proportion to their free credit, in queue order', () => {
+  const { scheduler, sent, submitMany } = credit(1000)
+  const a = node('a', 1, 30)
+  const b = node('b', 1, 10)
+  submitMany(20)
+  scheduler.flush([a, b])
+  assert.deepEqual(perNode(sent), { a: 15, b: 5 })
+  assert.deepEqual(
+    sent.flatMap((s) => s.names),
+    Array.from({ length: 20 }, (_, i) => `t${i}`),
+  )
+  assert.equal(a.inFlight, 15)
+  assert.equal(b.inFlight, 5)
+  assert.equal(scheduler.inFlight([a, b]), 20)
+  assert.equal(scheduler.queued(), 0)
+})
+
+test('credit: the split follows free credit, not the window', () => {
+  const { scheduler, sent, submitMany } = credit(1000)
+  const a = node('a', 1, 40)
+  const b = node('b', 1, 40)
+  a.inFlight = 30 // free 10
+  submitMany(40) // b free 40: shares ceil(40*10/50)=8 and ceil(40*40/50)=32
+  scheduler.flush([a, b])
+  assert.deepEqual(perNode(sent), { a: 8, b: 32 })
+})
+
+test("credit: never more than a node's window in flight", () => {
+  const { scheduler, sent, submitMany } = credit(1000)
+  const a = node('a', 2, 30)
+  const b = node('b', 1, 10)
+  a.inFlight = 25
+  submitMany(100)
+  scheduler.flush([a, b])
+  assert.deepEqual(perNode(sent), { a: 5, b: 10 })
+  assert.equal(a.inFlight, 30)
+  assert.equal(b.inFlight, 10)
+  assert.equal(scheduler.queued(), 85)
+  // No credit left: a second flush sends nothing.
+  const frames = sent.length
+  scheduler.flush([a, b])
+  assert.equal(sent.length, frames)
+  assert.deepEqual(perNode(sent), { a: 5, b: 10 })
+  // Credit returns (a Results frame): only that much goes out.
+  b.inFlight = 7
+  scheduler.flush([a, b])
+  assert.deepEqual(perNode(sent), { a: 5, b: 13 })
+  assert.equal(scheduler.queued(), 82)
+})
+
+test("credit: a frame holds at most one thread's share of the window, and at most `batch`", () => {
+  {
+    const { scheduler, sent, submitMany } = credit(1000)
+    const a = node('a', 4, 20)
+    submitMany(20)
+    scheduler.flush([a])
+    assert.deepEqual(
+      sent.map((s) => s.count),
+      [5, 5, 5, 5],
+    )
+  }
+  {
+    const { scheduler, sent, submitMany } = credit(1000)
+    const a = node('a', 3, 10) // ceil(10 / 3) = 4
+    submitMany(10)
+    scheduler.flush([a])
+    assert.deepEqual(
+      sent.map((s) => s.count),
+      [4, 4, 2],
+    )
+  }
+  {
+    const { scheduler, sent, submitMany } = credit(3)
+    const a = node('a', 1, 100)
+    submitMany(10)
+    scheduler.flush([a])
+    assert.deepEqual(
+      sent.map((s) => s.count),
+      [3, 3, 3, 1],
+    )
+  }
+  {
+    // A short queue is spread over the threads too: one thread's share of what there is.
+    const { scheduler, sent, submitMany } = credit(1000)
+    const a = node('a', 4, 1000)
+    submitMany(8)
+    scheduler.flush([a])
+    assert.deepEqual(
+      sent.map((s) => s.count),
+      [2, 2, 2, 2],
+    )
+  }
+})
+
+test('credit: a task with timeoutMs travels alone, its header carrying the timeout; the rest are batched without one', () => {
+  const { scheduler, sent, submit } = credit(1000)
+  const a = node('a', 1, 10)
+  submit('a0')
+  submit('slow', [], timed(500))
+  submit('a1')
+  submit('a2')
+  submit('slow2', [], timed(750))
+  scheduler.flush([a])
+  assert.deepEqual(
+    sent.map(({ count, timeoutMs, names }) => ({ count, timeoutMs, names })),
+    [
+      { count: 1, timeoutMs: 500, names: ['slow'] },
+      { count: 1, timeoutMs: 750, names: ['slow2'] },
+      { count: 3, timeoutMs: undefined, names: ['a0', 'a1', 'a2'] },
+    ],
+  )
+  assert.equal(a.inFlight, 5)
+})
+
+test('credit: timed tasks count against the credit', () => {
+  const { scheduler, sent, submit } = credit(1000)
+  const a = node('a', 1, 2)
+  for (let i = 0; i < 3; i++) submit(`slow${i}`, [], timed(100))
+  scheduler.flush([a])
+  assert.deepEqual(
+    sent.map((s) => [s.count, s.timeoutMs, s.names[0]]),
+    [
+      [1, 100, 'slow0'],
+      [1, 100, 'slow1'],
+    ],
+  )
+  assert.equal(a.inFlight, 2)
+  assert.equal(scheduler.queued(), 1)
+})
+
+test('credit: withdrawn entries still in the queue are skipped and not counted', () => {
+  const { ledger, scheduler, sent, submitMany } = credit(1000)
+  const a = node('a', 1, 3)
+  const tasks = submitMany(6)
+  ledger.withdraw(tasks[1]!, new TaskCancelledError('x'))
+  ledger.withdraw(tasks[3]!, new TaskCancelledError('x'))
+  assert.equal(scheduler.queued(), 4)
+  scheduler.flush([a])
+  assert.deepEqual(
+    sent.flatMap((s) => s.names),
+    ['t0', 't2', 't4'],
+  )
+  assert.equal(a.inFlight, 3)
+  assert.equal(scheduler.queued(), 1)
+  assert.equal(tasks[1]!.holder, undefined)
+})
+
+test("credit: a node that is leaving, or has no free credit, gets nothing", () => {
+  const { scheduler, sent, submitMany } = credit(1000)
+  const leaving = node('leaving', 1, 50)
+  leaving.state = 'leaving'
+  const full = node('full', 1, 5)
+  full.inFlight = 5
+  const open = node('open', 1, 4)
+  submitMany(10)
+  scheduler.flush([leaving, full, open])
+  assert.deepEqual(perNode(sent), { open: 4 })
+  assert.equal(leaving.inFlight, 0)
+  // Nobody has room: nothing is sent, nothing is lost.
+  scheduler.flush([leaving, full, open])
+  assert.equal(sent.length, 1)
+  assert.equal(scheduler.queued(), 6)
+})
+
+test('credit: requeued tasks go first, in the order they had', () => {
+  const { scheduler, sent, submitMany } = credit(1000)
+  const tasks = submitMany(4)
+  const a = node('a', 1, 2)
+  scheduler.flush([a])
+  assert.deepEqual(sent[0]!.names, ['t0', 't1'])
+  scheduler.requeue([tasks[0]!, tasks[1]!])
+  const b = node('b', 1, 10)
+  scheduler.flush([b])
+  assert.deepEqual(sent[1]!.names, ['t0', 't1', 't2', 't3'])
+})
+
+test("FrameSizer: a fixed batch is what it says; 'auto' starts at 1024 per frame and aims at about 256 KiB", () => {
+  assert.equal(new FrameSizer(7).max(), 7)
+  const auto = new FrameSizer('auto')
+  assert.equal(auto.max(), 1024)
+  for (let i = 0; i < 100; i++) auto.measured(8 * 500, 500) // tiny tasks: capped
+  assert.equal(auto.max(), 1024)
+  for (let i = 0; i < 100; i++) auto.measured(64 * 1024 * 3, 3)
+  assert.equal(auto.max(), 4, '256 KiB / 64 KiB per task')
+  for (let i = 0; i < 100; i++) auto.measured(1024 * 1024, 1)
+  assert.equal(auto.max(), 1, 'never below one task')
+})
+
+test("credit, batch 'auto': frames shrink once big arguments are measured", () => {
+  const { scheduler, sent, submit } = credit('auto')
+  const big = 'x'.repeat(16 * 1024)
+  for (let i = 0; i < 3000; i++) submit(`t${i}`, [big])
+  const a = node('a', 1, 1024)
+  scheduler.flush([a]) // first frame sized before anything was measured
+  assert.deepEqual(
+    sent.map((s) => s.count),
+    [1024],
+  )
+  for (let round = 0; round < 40 && scheduler.queued() > 0; round++) {
+    a.inFlight = 0
+    scheduler.flush([a])
+  }
+  const last = sent.at(-1)!
+  assert.ok(sent.length > 20, `${sent.length} frames`)
+  for (const s of sent.slice(1)) assert.ok(s.count < 1024)
+  assert.ok(last.count <= 16, `last frame holds ${last.count} tasks`)
+  assert.ok(last.bytes <= 256 * 1024 + 16 * 1024 + 64, `last frame of ${last.bytes} bytes`)
+})
+
+/** TaskFrames alone, over a placement that records what it was given. */
+function frames(maxFrameBytes: number) {
+  const place: Placement & { left: number } = {
+    nodeId: 'p',
+    inFlight: 0,
+    left: 0,
+    taskLeft() {
+      this.left++
+    },
+  }
+  const sent: Sent[] = []
+  const failures: { name: string; err: Error }[] = []
+  const tf = new TaskFrames(
+    new FrameSizer(1000),
+    maxFrameBytes,
+    (h, parts) => sent.push(decodeFrame(h.nodeId ?? '', parts)),
+    (e, err) => failures.push({ name: e.name, err }),
+  )
+  const ledger = new Ledger({ succeeded() {}, failed() {}, retried() {} }, 3)
+  const entry = (name: string, args: unknown[]) =>
+    ledger.add(ledger.nextId, name, args, () => {}, () => {}, undefined, ActorOp.Call, undefined, undefined)
+  return { place, sent, failures, tf, entry }
+}
+
+test('TaskFrames: a frame over maxFrameBytes is split in halves until each fits', () => {
+  const kb = 'k'.repeat(1000)
+  {
+    const { place, sent, failures, tf, entry } = frames(FRAME_HEADROOM + 4500)
+    const chunk = Array.from({ length: 8 }, (_, i) => entry(`t${i}`, [kb]))
+    assert.ok(encodeTaskBody(chunk).length > 4500)
+    assert.equal(tf.send(place, chunk, undefined), 8)
+    assert.deepEqual(
+      sent.map((s) => s.count),
+      [4, 4],
+    )
+    assert.deepEqual(
+      sent.flatMap((s) => s.names),
+      chunk.map((e) => e.name),
+    )
+    assert.ok(sent.every((s) => s.bytes <= 4500))
+    assert.equal(place.inFlight, 8)
+    assert.ok(chunk.every((e) => e.holder === place))
+    assert.deepEqual(failures, [])
+  }
+  {
+    const { place, sent, tf, entry } = frames(FRAME_HEADROOM + 3000)
+    const chunk = Array.from({ length: 8 }, (_, i) => entry(`t${i}`, [kb]))
+    assert.equal(tf.send(place, chunk, 250), 8)
+    assert.deepEqual(
+      sent.map((s) => [s.count, s.timeoutMs]),
+      [
+        [2, 250],
+        [2, 250],
+        [2, 250],
+        [2, 250],
+      ],
+    )
+  }
+})
+
+test('TaskFrames: a single task over maxFrameBytes fails with SerializationError naming it and its size; its neighbours go', () => {
+  const { place, sent, failures, tf, entry } = frames(FRAME_HEADROOM + 5000)
+  const a = entry('small', [1])
+  const big = entry('huge', ['h'.repeat(8000)])
+  const c = entry('small2', [2])
+  const bytes = encodeTaskBody([big]).length
+  assert.equal(tf.send(place, [a, big, c], undefined), 2)
+  assert.deepEqual(
+    sent.flatMap((s) => s.names),
+    ['small', 'small2'],
+  )
+  assert.equal(failures.length, 1)
+  const { name, err } = failures[0]!
+  assert.equal(name, 'huge')
+  assert.ok(err instanceof SerializationError)
+  assert.equal(err.code, 'ERR_SERIALIZATION')
+  assert.equal(err.message, `arguments of task "huge" encode to ${bytes} bytes, over maxFrameBytes (${FRAME_HEADROOM + 5000})`)
+  assert.equal(big.holder, undefined)
+  assert.equal(place.inFlight, 2)
+})
+
+test('TaskFrames: an argument msgpack cannot encode fails just that task; the rest go in one frame', () => {
+  const { place, sent, failures, tf, entry } = frames(1024 * 1024)
+  const a = entry('a', [1])
+  const bad = entry('bad', [Symbol('no')])
+  const c = entry('c', [3])
+  assert.throws(() => encodeTaskBody([bad]))
+  assert.equal(tf.send(place, [a, bad, c], undefined), 2)
+  assert.deepEqual(
+    sent.map((s) => s.names),
+    [['a', 'c']],
+  )
+  assert.equal(failures.length, 1)
+  assert.equal(failures[0]!.name, 'bad')
+  const err = failures[0]!.err
+  assert.ok(err instanceof SerializationError)
+  assert.equal(err.code, 'ERR_SERIALIZATION')
+  assert.match(err.message, /^cannot send task "bad": /)
+  assert.ok(err.cause instanceof Error)
+  assert.equal(place.inFlight, 2)
+  assert.equal(bad.holder, undefined)
+})
+
+test('TaskFrames: a chunk where nothing can be encoded sends no frame', () => {
+  const { place, sent, failures, tf, entry } = frames(1024 * 1024)
+  const chunk = [entry('x', [Symbol('1')]), entry('y', [Symbol('2')])]
+  assert.equal(tf.send(place, chunk, undefined), 0)
+  assert.deepEqual(sent, [])
+  assert.deepEqual(
+    failures.map((f) => f.name),
+    ['x', 'y'],
+  )
+  assert.equal(place.inFlight, 0)
+})
+
+test(
+  'TaskFrames: a batch that fails to encode while each task encodes alone is neither sent nor failed',
+  { todo: 'sendEncodable returns 0 when every task encodes on its own (ok.length === chunk.length): the chunk is dropped without a frame or a failure, so its promises never settle' },
+  () => {
+    const { place, sent, failures, tf, entry } = frames(1024 * 1024)
+    // An argument whose first read throws (a getter over state that changes): the batch encode fails, the retry alone succeeds.
+    let reads = 0
+    const flaky = {
+      get v() {
+        if (reads++ === 0) throw new Error('not ready')
+        return 1
+      },
+    }
+    const chunk = [entry('a', [1]), entry('b', [flaky])]
+    const placed = tf.send(place, chunk, undefined)
+    const accounted = sent.reduce((n, s) => n + s.count, 0) + failures.length
+    assert.equal(placed + failures.length, 2)
+    assert.equal(accounted, 2, 'every task is either sent or failed')
+  },
+)
+
+test('shared queue: published-not-settled is capped at twice the windows of the up nodes', () => {
+  const { ledger, scheduler, sent, submitMany } = shared(1000)
+  const a = node('a', 1, 3)
+  const b = node('b', 1, 2)
+  const leaving = node('c', 4, 100)
+  leaving.state = 'leaving'
+  const tasks = submitMany(25)
+  scheduler.flush([a, b, leaving])
+  // cap 2 × (3 + 2) = 10; a frame is one thread's share of the windows: ceil(5 / 2) = 3.
+  assert.deepEqual(
+    sent.map((s) => s.count),
+    [3, 3, 3, 1],
+  )
+  assert.ok(sent.every((s) => s.to === 'shared'))
+  assert.equal(scheduler.inFlight(), 10)
+  assert.equal(scheduler.queue.inFlight, 10)
+  assert.equal(scheduler.queued(), 15)
+  assert.ok(tasks.slice(0, 10).every((e) => e.holder === scheduler.queue))
+  scheduler.flush([a, b, leaving])
+  assert.equal(sent.length, 4, 'at the cap nothing more goes out')
+
+  // Four settle (results, a failure, a withdrawal): the queue is told and four more go.
+  ledger.succeed(tasks[0]!, 0, 0)
+  ledger.succeed(tasks[1]!, 1, 0)
+  ledger.fail(tasks[2]!, new Error('threw'))
+  ledger.withdraw(tasks[3]!, new TaskCancelledError('x'))
+  assert.equal(scheduler.inFlight(), 6)
+  scheduler.flush([a, b, leaving])
+  assert.deepEqual(
+    sent.slice(4).map((s) => s.count),
+    [3, 1],
+  )
+  assert.equal(scheduler.inFlight(), 10)
+  assert.equal(scheduler.queued(), 11)
+})
+
+test('shared queue: no up node, nothing is published', () => {
+  const { scheduler, sent, submitMany } = shared(1000)
+  const gone = node('a', 1, 5)
+  gone.state = 'leaving'
+  submitMany(3)
+  scheduler.flush([])
+  scheduler.flush([gone])
+  assert.deepEqual(sent, [])
+  assert.equal(scheduler.queued(), 3)
+  assert.equal(scheduler.inFlight(), 0)
+})
+
+test('shared queue: timed tasks go alone and count against the cap; withdrawn ones are skipped', () => {
+  const { ledger, scheduler, sent, submit } = shared(1000)
+  const a = node('a', 1, 1) // cap 2
+  const w = submit('withdrawn')
+  submit('slow', [], timed(300))
+  submit('plain')
+  submit('late')
+  ledger.withdraw(w, new TaskCancelledError('x'))
+  assert.equal(scheduler.queued(), 3)
+  scheduler.flush([a])
+  assert.deepEqual(
+    sent.map(({ count, timeoutMs, names }) => ({ count, timeoutMs, names })),
+    [
+      { count: 1, timeoutMs: 300, names: ['slow'] },
+      { count: 1, timeoutMs: undefined, names: ['plain'] },
+    ],
+  )
+  assert.equal(scheduler.inFlight(), 2)
+  assert.equal(scheduler.queued(), 1)
+})
+
+test('shared queue: a retried task leaves the queue count', () => {
+  const { ledger, scheduler, submit } = shared(1000)
+  const a = node('a', 1, 4)
+  const e = submit('t', [], { timeoutMs: undefined, retries: 1, maxRetries: 0, signal: undefined })
+  scheduler.flush([a])
+  assert.equal(scheduler.inFlight(), 1)
+  assert.equal(ledger.retry(e, 'user', new Error('threw')), true)
+  assert.equal(scheduler.inFlight(), 0)
+  assert.equal(new SharedQueue().nodeId, undefined)
+})

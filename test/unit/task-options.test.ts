@@ -1,0 +1,116 @@
+/**
+ * The per-call options: defaults, and the message for each bad field.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { MAP_DEFAULTS, resolveMapOptions, resolveSpawnOptions, resolveTaskOptions } from '../../lib/driver/task-options.js'
+import type { MapOptions, SpawnOptions, TaskOptions } from '../../lib/driver/types.js'
+import { InvalidArgumentError } from '../../lib/errors.js'
+
+/** Asserts `fn` throws InvalidArgumentError with exactly `message`. */
+function rejects(fn: () => unknown, message: string): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof InvalidArgumentError, `expected InvalidArgumentError, got ${String(err)}`)
+    assert.equal(err.code, 'ERR_INVALID_ARGUMENT')
+    assert.equal(err.message, message)
+    return true
+  })
+}
+
+const bad = <T>(o: Record<string, unknown>) => o as T
+
+test('resolveTaskOptions: defaults, the cluster maxRetries, a frozen object', () => {
+  const r = resolveTaskOptions({}, 3)
+  assert.deepEqual(r, { timeoutMs: undefined, retries: 0, maxRetries: 3, signal: undefined })
+  assert.ok(Object.isFrozen(r))
+  assert.equal(resolveTaskOptions({}, 7).maxRetries, 7)
+  const ac = new AbortController()
+  assert.deepEqual(resolveTaskOptions({ timeoutMs: 1, retries: 2, maxRetries: 0, signal: ac.signal }, 3), {
+    timeoutMs: 1,
+    retries: 2,
+    maxRetries: 0,
+    signal: ac.signal,
+  })
+  assert.notEqual(resolveTaskOptions({}, 3), resolveTaskOptions({}, 3), 'one object per view')
+})
+
+test('resolveTaskOptions: each bad field is named', () => {
+  const cases: [Record<string, unknown>, string][] = [
+    [{ timeoutMs: 0 }, 'options.timeoutMs must be a positive integer, got 0'],
+    [{ timeoutMs: 1.5 }, 'options.timeoutMs must be a positive integer, got 1.5'],
+    [{ timeoutMs: '100' }, 'options.timeoutMs must be a positive integer, got "100"'],
+    [{ timeoutMs: Number.NaN }, 'options.timeoutMs must be a positive integer, got NaN'],
+    [{ retries: -1 }, 'options.retries must be a non-negative integer, got -1'],
+    [{ retries: 0.5 }, 'options.retries must be a non-negative integer, got 0.5'],
+    [{ retries: null }, 'options.retries must be a non-negative integer, got null'],
+    [{ maxRetries: -2 }, 'options.maxRetries must be a non-negative integer, got -2'],
+    [{ maxRetries: 'x' }, 'options.maxRetries must be a non-negative integer, got "x"'],
+    [{ maxRetries: Infinity }, 'options.maxRetries must be a non-negative integer, got Infinity'],
+    [{ signal: {} }, 'options.signal must be an AbortSignal'],
+    [{ signal: 'abort' }, 'options.signal must be an AbortSignal'],
+  ]
+  for (const [o, message] of cases) rejects(() => resolveTaskOptions(bad<TaskOptions>(o), 3), message)
+})
+
+test('resolveSpawnOptions: restart never (default) or always', () => {
+  assert.deepEqual(resolveSpawnOptions({}), { restart: false })
+  assert.deepEqual(resolveSpawnOptions({ restart: 'never' }), { restart: false })
+  assert.deepEqual(resolveSpawnOptions({ restart: 'always' }), { restart: true })
+  rejects(() => resolveSpawnOptions(bad<SpawnOptions>({ restart: 'sometimes' })), "options.restart must be 'never' or 'always', got sometimes")
+  rejects(() => resolveSpawnOptions(bad<SpawnOptions>({ restart: true })), "options.restart must be 'never' or 'always', got true")
+})
+
+test('resolveMapOptions: defaults; the signal belongs to the map, not its tasks', () => {
+  const r = resolveMapOptions({}, 3)
+  assert.deepEqual(r, {
+    ordered: true,
+    concurrency: 16_384,
+    signal: undefined,
+    task: { timeoutMs: undefined, retries: 0, maxRetries: 3, signal: undefined },
+    progress: false,
+    total: undefined,
+  })
+  assert.equal(r.ordered, MAP_DEFAULTS.ordered)
+  assert.equal(r.concurrency, MAP_DEFAULTS.concurrency)
+  assert.ok(Object.isFrozen(r))
+  assert.ok(Object.isFrozen(r.task))
+
+  const ac = new AbortController()
+  const progress = () => {}
+  const s = resolveMapOptions({ ordered: false, concurrency: 4, signal: ac.signal, timeoutMs: 50, retries: 1, maxRetries: 0, progress, total: 10 }, 3)
+  assert.equal(s.ordered, false)
+  assert.equal(s.concurrency, 4)
+  assert.equal(s.signal, ac.signal)
+  assert.equal(s.progress, progress)
+  assert.equal(s.total, 10)
+  assert.deepEqual(s.task, { timeoutMs: 50, retries: 1, maxRetries: 0, signal: undefined })
+  assert.equal(resolveMapOptions({ progress: true }, 3).progress, true)
+})
+
+test('resolveMapOptions: every map gets its own task options object (the ledger tells maps apart by it)', () => {
+  const o: MapOptions = { retries: 1 }
+  const a = resolveMapOptions(o, 3)
+  const b = resolveMapOptions(o, 3)
+  assert.notEqual(a.task, b.task)
+  assert.deepEqual(a.task, b.task)
+})
+
+test('resolveMapOptions: each bad field is named', () => {
+  const cases: [unknown, string][] = [
+    [null, 'map options must be an object, got null'],
+    [5, 'map options must be an object, got 5'],
+    ['fast', 'map options must be an object, got fast'],
+    [{ concurrency: 0 }, 'options.concurrency must be a positive integer, got 0'],
+    [{ concurrency: 2.5 }, 'options.concurrency must be a positive integer, got 2.5'],
+    [{ concurrency: '8' }, 'options.concurrency must be a positive integer, got "8"'],
+    [{ ordered: 'yes' }, 'options.ordered must be a boolean, got "yes"'],
+    [{ ordered: 1 }, 'options.ordered must be a boolean, got 1'],
+    [{ progress: 1 }, 'options.progress must be a boolean or a function, got 1'],
+    [{ progress: 'bar' }, 'options.progress must be a boolean or a function, got bar'],
+    [{ timeoutMs: -1 }, 'options.timeoutMs must be a positive integer, got -1'],
+    [{ retries: -1 }, 'options.retries must be a non-negative integer, got -1'],
+    [{ maxRetries: 1.5 }, 'options.maxRetries must be a non-negative integer, got 1.5'],
+    [{ signal: {} }, 'options.signal must be an AbortSignal'],
+  ]
+  for (const [o, message] of cases) rejects(() => resolveMapOptions(o as MapOptions, 3), message)
+})
