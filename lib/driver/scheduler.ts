@@ -96,7 +96,15 @@ export class TaskFrames<P extends Placement> {
         this.fail(e, new SerializationError(`cannot send task "${e.name}": ${(err as Error).message}`, { cause: err }))
       }
     }
-    return ok.length > 0 && ok.length < chunk.length ? this.send(holder, ok, timeoutMs) : 0
+    if (ok.length < chunk.length) return ok.length > 0 ? this.send(holder, ok, timeoutMs) : 0
+    // Each encodes alone, yet not together (a value that changed between reads): halves, down to single tasks.
+    if (chunk.length === 1) {
+      const e = chunk[0]!
+      this.fail(e, new SerializationError(`cannot send task "${e.name}": its arguments failed to encode in a frame`))
+      return 0
+    }
+    const half = chunk.length >> 1
+    return this.send(holder, chunk.slice(0, half), timeoutMs) + this.send(holder, chunk.slice(half), timeoutMs)
   }
 }
 
