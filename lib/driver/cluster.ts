@@ -109,6 +109,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       ledger: cluster.ledger,
       membership: cluster.membership,
       scheduler: cluster.scheduler,
+      routed: cluster.transport.kind === 'routed',
       send: (peer: string, parts: Parts) => cluster.transport.send(peer, parts),
       scheduleFlush: () => cluster.scheduleFlush(),
       closing: () => cluster.closing !== undefined,

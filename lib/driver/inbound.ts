@@ -17,6 +17,8 @@ export interface Inbound {
   readonly ledger: Ledger
   readonly membership: Membership
   readonly scheduler: Pick<Scheduler, 'enqueue'>
+  /** Routed designs: a result counts only from the node the task was sent to. Brokered: the broker picks the node. */
+  readonly routed: boolean
   send(peer: string, parts: Parts): void
   scheduleFlush(): void
   /** Retries stop once the driver closes. */
@@ -43,7 +45,9 @@ export function dispatch(cx: Inbound, peer: string, parts: Parts): void {
   // A peer that never said Hello, or an agent from before a restart or a loss: its frame is dropped.
   const node = cx.membership.heard(peer)
   if (!node) {
-    cx.badFrame()
+    // A node taken out (lost, or registered again) may still answer what it held: late, not malformed.
+    if (h.type === MsgType.Results || h.type === MsgType.ActorResults) late(cx, parts[1], h.count)
+    else cx.badFrame()
     return
   }
   switch (h.type) {
@@ -75,9 +79,10 @@ export function dispatch(cx: Inbound, peer: string, parts: Parts): void {
 function results(cx: Inbound, node: ClusterNode, body: Uint8Array | undefined, count: number): void {
   const { ledger } = cx
   const now = performance.now()
+  const from = cx.routed ? node : undefined
   try {
     readResultsBody(body, count, (id, status, value) => {
-      const e = ledger.answered(id)
+      const e = ledger.answered(id, from)
       if (e === undefined) return
       if (status === Status.Ok) {
         ledger.succeed(e, value, now)
@@ -94,6 +99,17 @@ function results(cx: Inbound, node: ClusterNode, body: Uint8Array | undefined, c
         ledger.fail(e, err, node.nodeId)
       }
     })
+  } catch {
+    cx.badFrame()
+  }
+}
+
+/** Results from a peer that is not a member: counted as late results if well formed, else as a bad frame. */
+function late(cx: Inbound, body: Uint8Array | undefined, count: number): void {
+  try {
+    let n = 0
+    readResultsBody(body, count, () => n++)
+    cx.ledger.dropLate(n)
   } catch {
     cx.badFrame()
   }

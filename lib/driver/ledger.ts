@@ -158,13 +158,22 @@ export class Ledger {
 
   /**
    * The entry a result answers; undefined (counted as a late result, to be
-   * dropped) when it already settled: a duplicate after a redelivery, or an
-   * answer to a withdrawn task.
+   * dropped) when it already settled — a duplicate after a redelivery, or an
+   * answer to a withdrawn task — or, given `from`, when another holds it.
    */
-  answered(id: unknown): TaskEntry | undefined {
+  answered(id: unknown, from?: TaskHolder): TaskEntry | undefined {
     const e = this.entries.get(id as number)
-    if (e === undefined) this.counters.lateResultsDropped++
+    // `from`: only the holder may answer (a node answering another's task, or one it no longer holds, is late).
+    if (e === undefined || (from !== undefined && e.holder !== from)) {
+      this.counters.lateResultsDropped++
+      return undefined
+    }
     return e
+  }
+
+  /** Results from a node no longer a member: each is counted as late and dropped. */
+  dropLate(count: number): void {
+    this.counters.lateResultsDropped += count
   }
 
   /** Resolves an entry with its result (once). */

@@ -25,10 +25,21 @@ export interface ResolvedMapOptions {
   readonly total: number | undefined
 }
 
+/** The longest timer Node keeps: a longer one would fire at once. */
+export const MAX_TIMEOUT_MS = 2 ** 31 - 1
+
 export const MAP_DEFAULTS = {
   ordered: true,
   concurrency: 16_384,
 } as const
+
+function timeoutOption(v: unknown): number | undefined {
+  const ms = integerOption('timeoutMs', v, 1)
+  if (ms !== undefined && ms > MAX_TIMEOUT_MS) {
+    throw new InvalidArgumentError(`options.timeoutMs must be at most ${MAX_TIMEOUT_MS} (Node's longest timer, about 24.8 days), got ${ms}`)
+  }
+  return ms
+}
 
 function checkSignal(signal: unknown): AbortSignal | undefined {
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw new InvalidArgumentError('options.signal must be an AbortSignal')
@@ -38,7 +49,7 @@ function checkSignal(signal: unknown): AbortSignal | undefined {
 export function resolveTaskOptions(o: TaskOptions, defaultMaxRetries: number): ResolvedTaskOptions {
   const signal = checkSignal(o.signal)
   return Object.freeze({
-    timeoutMs: integerOption('timeoutMs', o.timeoutMs, 1),
+    timeoutMs: timeoutOption(o.timeoutMs),
     retries: integerOption('retries', o.retries, 0) ?? 0,
     maxRetries: integerOption('maxRetries', o.maxRetries, 0) ?? defaultMaxRetries,
     signal,
