@@ -8,6 +8,7 @@ import { performance } from 'node:perf_hooks'
 import { getHeapStatistics } from 'node:v8'
 import { createPackr, findUnserializable } from '../protocol/codec.js'
 import { Status } from '../protocol/messages.js'
+import { readTaskBody, ResultsWriter } from '../protocol/bodies.js'
 import { SerializationError, UnknownTaskError, ProtocolError, toWireError } from '../errors.js'
 import { loadCatalog } from '../tasks-module.js'
 
@@ -33,63 +34,47 @@ const packr = createPackr()
 
 export default async function runBatch(batch: PoolBatch): Promise<PoolResult> {
   const start = performance.now()
-  const out: unknown[] = []
+  const out = new ResultsWriter()
   let pending: Promise<void>[] | undefined
   let bad = 0
-  for (const body of batch.bodies) {
-    let items: unknown
+  const run = (id: unknown, name: unknown, args: unknown): void => {
+    const slot = out.add(id)
+    if (typeof name !== 'string') {
+      out.set(slot, Status.Failed, toWireError(new ProtocolError('task name is not a string')))
+      return
+    }
+    const fn = functions.get(name)
+    if (!fn) {
+      out.set(slot, Status.Failed, toWireError(UnknownTaskError.of(name, known)))
+      return
+    }
+    if (!Array.isArray(args)) {
+      out.set(slot, Status.Failed, toWireError(new ProtocolError(`arguments of task "${name}" are not a list`)))
+      return
+    }
     try {
-      items = packr.unpack(body)
-    } catch {
-      items = undefined
-    }
-    if (!Array.isArray(items) || items.length % 3 !== 0) {
-      bad++
-      continue
-    }
-    for (let i = 0; i + 2 < items.length; i += 3) {
-      const id = items[i]
-      const name = items[i + 1] as string
-      const args = items[i + 2]
-      const slot = out.length
-      out.push(id, Status.Ok, null)
-      const fn = typeof name === 'string' ? functions.get(name) : undefined
-      if (!fn) {
-        out[slot + 1] = Status.Failed
-        out[slot + 2] = toWireError(typeof name === 'string' ? UnknownTaskError.of(name, known) : new ProtocolError('task name is not a string'))
-        continue
+      const value = fn(...args)
+      if (value !== null && typeof value === 'object' && typeof (value as Promise<unknown>).then === 'function') {
+        ;(pending ??= []).push(
+          Promise.resolve(value).then(
+            (v) => settle(out, slot, name, v),
+            (e: unknown) => out.set(slot, Status.Threw, toWireError(e)),
+          ),
+        )
+      } else {
+        settle(out, slot, name, value)
       }
-      if (!Array.isArray(args)) {
-        out[slot + 1] = Status.Failed
-        out[slot + 2] = toWireError(new ProtocolError(`arguments of task "${name}" are not a list`))
-        continue
-      }
-      try {
-        const value = fn(...args)
-        if (value !== null && typeof value === 'object' && typeof (value as Promise<unknown>).then === 'function') {
-          ;(pending ??= []).push(
-            Promise.resolve(value).then(
-              (v) => settle(out, slot, name, v),
-              (e: unknown) => {
-                out[slot + 1] = Status.Threw
-                out[slot + 2] = toWireError(e)
-              },
-            ),
-          )
-        } else {
-          settle(out, slot, name, value)
-        }
-      } catch (e) {
-        out[slot + 1] = Status.Threw
-        out[slot + 2] = toWireError(e)
-      }
+    } catch (e) {
+      out.set(slot, Status.Threw, toWireError(e))
     }
   }
+  for (const body of batch.bodies) if (!readTaskBody(packr, body, run)) bad++
   if (pending) await Promise.all(pending)
+  const count = out.count
   // A fresh copy: the packr's own buffer must not be cloned or transferred whole.
-  const results = new Uint8Array(packr.pack(out))
+  const results = new Uint8Array(out.take(packr))
   const elapsedMs = performance.now() - start
-  return { results, count: out.length / 3, elapsedMs, bad, heapMb: heapInUseMb() }
+  return { results, count, elapsedMs, bad, heapMb: heapInUseMb() }
 }
 
 /** This thread's heap plus the buffers it holds outside the heap, in MB. */
@@ -98,14 +83,10 @@ function heapInUseMb(): number {
   return (h.used_heap_size + h.external_memory) / 1048576
 }
 
-function settle(out: unknown[], slot: number, name: string, value: unknown): void {
+function settle(out: ResultsWriter, slot: number, name: string, value: unknown): void {
   const bad = typeof value === 'object' || typeof value === 'function' || typeof value === 'symbol' || typeof value === 'bigint'
     ? findUnserializable(value, 'result')
     : undefined
-  if (bad) {
-    out[slot + 1] = Status.Failed
-    out[slot + 2] = toWireError(new SerializationError(`task "${name}" returned a value msgpack cannot carry: ${bad}`))
-  } else {
-    out[slot + 2] = value
-  }
+  if (bad) out.set(slot, Status.Failed, toWireError(new SerializationError(`task "${name}" returned a value msgpack cannot carry: ${bad}`)))
+  else out.set(slot, Status.Ok, value)
 }
