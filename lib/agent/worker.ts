@@ -34,47 +34,56 @@ const packr = createPackr()
 
 export default async function runBatch(batch: PoolBatch): Promise<PoolResult> {
   const start = performance.now()
-  const out = new ResultsWriter()
-  let pending: Promise<void>[] | undefined
+  const out = (current = new ResultsWriter())
+  pending = undefined
   let bad = 0
-  const run = (id: unknown, name: unknown, args: unknown): void => {
-    const slot = out.add(id)
-    if (typeof name !== 'string') {
-      out.set(slot, Status.Failed, toWireError(new ProtocolError('task name is not a string')))
-      return
-    }
-    const fn = functions.get(name)
-    if (!fn) {
-      out.set(slot, Status.Failed, toWireError(UnknownTaskError.of(name, known)))
-      return
-    }
-    if (!Array.isArray(args)) {
-      out.set(slot, Status.Failed, toWireError(new ProtocolError(`arguments of task "${name}" are not a list`)))
-      return
-    }
-    try {
-      const value = fn(...args)
-      if (value !== null && typeof value === 'object' && typeof (value as Promise<unknown>).then === 'function') {
-        ;(pending ??= []).push(
-          Promise.resolve(value).then(
-            (v) => settle(out, slot, name, v),
-            (e: unknown) => out.set(slot, Status.Threw, toWireError(e)),
-          ),
-        )
-      } else {
-        settle(out, slot, name, value)
-      }
-    } catch (e) {
-      out.set(slot, Status.Threw, toWireError(e))
-    }
-  }
-  for (const body of batch.bodies) if (!readTaskBody(packr, body, run)) bad++
-  if (pending) await Promise.all(pending)
+  for (const body of batch.bodies) if (!readTaskBody(packr, body, runTask)) bad++
+  const waiting = pending
+  if (waiting) await Promise.all(waiting)
   const count = out.count
   // A fresh copy: the packr's own buffer must not be cloned or transferred whole.
-  const results = new Uint8Array(out.take(packr))
+  const bytes = new Uint8Array(out.take(packr))
   const elapsedMs = performance.now() - start
-  return { results, count, elapsedMs, bad, heapMb: heapInUseMb() }
+  return { results: bytes, count, elapsedMs, bad, heapMb: heapInUseMb() }
+}
+
+// The batch being run, one at a time per thread (concurrentTasksPerWorker is 1). Module state rather than a
+// closure per batch: the closure's context costs the per-task loop about a tenth of its time.
+let current = new ResultsWriter()
+let pending: Promise<void>[] | undefined
+
+/** Runs one task of the current batch; its result goes to the slot it was given, now or when it settles. */
+function runTask(id: unknown, name: unknown, args: unknown): void {
+  const out = current
+  const slot = out.add(id)
+  if (typeof name !== 'string') {
+    out.set(slot, Status.Failed, toWireError(new ProtocolError('task name is not a string')))
+    return
+  }
+  const fn = functions.get(name)
+  if (!fn) {
+    out.set(slot, Status.Failed, toWireError(UnknownTaskError.of(name, known)))
+    return
+  }
+  if (!Array.isArray(args)) {
+    out.set(slot, Status.Failed, toWireError(new ProtocolError(`arguments of task "${name}" are not a list`)))
+    return
+  }
+  try {
+    const value = fn(...args)
+    if (value !== null && typeof value === 'object' && typeof (value as Promise<unknown>).then === 'function') {
+      ;(pending ??= []).push(
+        Promise.resolve(value).then(
+          (v) => settle(out, slot, name, v),
+          (e: unknown) => out.set(slot, Status.Threw, toWireError(e)),
+        ),
+      )
+    } else {
+      settle(out, slot, name, value)
+    }
+  } catch (e) {
+    out.set(slot, Status.Threw, toWireError(e))
+  }
 }
 
 /** This thread's heap plus the buffers it holds outside the heap, in MB. */
