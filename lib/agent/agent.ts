@@ -17,40 +17,10 @@ import { Credit } from './credit.js'
 import { OwnedPool, borrowPool, type AgentPool, type WorkerPool } from './pool.js'
 import { Runner } from './runner.js'
 import { Session, type AgentState } from './session.js'
+import type { AgentActivity, AgentEvents, AgentStats } from './types.js'
 
 export type { AgentState } from './session.js'
-
-export interface AgentEvents {
-  'driver:joined': [nodeId: string]
-  'driver:lost': [reason: string]
-  rejected: [reason: string]
-  /** The driver refused the security handshake (CURVE keys); the agent keeps retrying. */
-  'auth:failed': [message: string]
-  /** The transport failed for good (a broker connection was lost); the agent closes. */
-  'transport:error': [err: Error]
-}
-
-export interface AgentStats {
-  tasksDone: number
-  badFrames: number
-  batches: number
-  window: number
-  /** Pool batches whose worker thread died (crash, out of memory, timeout). */
-  threadsLost: number
-  /** Times the pool's threads were replaced by maxTasksPerThread or recycleHeapMb. */
-  recycles: number
-}
-
-/** What an agent is doing now (`agent.activity()`). */
-export interface AgentActivity {
-  state: AgentState
-  /** Batches running on the pool, at most one per thread. */
-  busy: number
-  /** Tasks received and not yet started. */
-  queued: number
-  /** Milliseconds since the driver was last heard; undefined before any driver. */
-  driverAgeMs: number | undefined
-}
+export type { AgentActivity, AgentEvents, AgentStats } from './types.js'
 
 /** How long `close()` waits for the running batches before it stops them. */
 export const CLOSE_TIMEOUT_MS = 10_000
