@@ -6,7 +6,7 @@ import { loadCatalog } from '../tasks-module.js'
 import type { PoolBatch, PoolResult } from './worker.js'
 
 /** The piscina pool task batches run on: `threads` warm threads, one batch at a time each, never shrinking. */
-export function createPiscina(tasks: string, threads: number, threadMemoryMb: number | undefined): Piscina<PoolBatch, PoolResult> {
+function createPiscina(tasks: string, threads: number, threadMemoryMb: number | undefined): Piscina<PoolBatch, PoolResult> {
   return new Piscina<PoolBatch, PoolResult>({
     filename: new URL('./worker.js', import.meta.url).href,
     workerData: { tasks },
