@@ -15,7 +15,7 @@ export interface HostRequest {
   op: ActorOp
   actorId: string
   name: string
-  args: unknown[]
+  args: readonly unknown[]
 }
 
 export interface HostReply {
@@ -47,7 +47,7 @@ async function invoke(live: Live, req: HostRequest): Promise<void> {
     return
   }
   try {
-    const value = await (method as (...a: unknown[]) => unknown).apply(live.instance, req.args)
+    const value = await Reflect.apply(method as (...a: unknown[]) => unknown, live.instance, req.args)
     const bad = findUnserializable(value, 'result')
     if (bad) {
       reply(req.id, Status.Failed, toWireError(new SerializationError(`${live.className}.${req.name} returned a value msgpack cannot carry: ${bad}`)))

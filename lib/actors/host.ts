@@ -27,10 +27,6 @@ export class ActorHosts {
     private readonly onReply: (reply: HostReply) => void,
   ) {}
 
-  get count(): number {
-    return this.placement.size
-  }
-
   handle(req: HostRequest): void {
     let host = this.placement.get(req.actorId)
     if (req.op === ActorOp.Spawn && !host) {

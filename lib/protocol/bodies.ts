@@ -89,14 +89,17 @@ export class ResultsWriter {
 
   /** Adds an entry (status Ok, value null until set); returns its slot. */
   add(id: unknown, status: Status = Status.Ok, value: unknown = null): number {
-    const slot = this.flat.length
-    this.flat.push(id, status, value)
+    // The list in a local: this runs once per task in the pool's loop.
+    const flat = this.flat
+    const slot = flat.length
+    flat.push(id, status, value)
     return slot
   }
 
   set(slot: number, status: Status, value: unknown): void {
-    this.flat[slot + 1] = status
-    this.flat[slot + 2] = value
+    const flat = this.flat
+    flat[slot + 1] = status
+    flat[slot + 2] = value
   }
 
   /** Encodes the entries and starts again empty. */

@@ -1,0 +1,251 @@
+import { OutOfMemoryError, TaskTimeoutError, WorkerCrashedError, toWireError } from '../errors.js'
+import { header } from '../protocol/codec.js'
+import { decodeTaskBody, encodeTaskBody, ResultsWriter, type TaskItem } from '../protocol/bodies.js'
+import { MsgType, Status } from '../protocol/messages.js'
+import type { Delivery, Parts } from '../transport/transport.js'
+import { Deque } from '../util/deque.js'
+import type { WorkerPool } from './pool.js'
+import type { PoolResult } from './worker.js'
+
+interface QueuedFrame {
+  body: Uint8Array
+  count: number
+  /** Run alone, under this limit: the thread is replaced if it runs over. */
+  timeoutMs: number | undefined
+  /** Run alone: a timed frame, or a task split out of a batch whose thread died. */
+  solo: boolean
+  /** Brokered designs: the broker's handles, acknowledged once the frame's results are out. */
+  deliveries: Delivery[] | undefined
+  /** A task split out of a failed batch: its share of the original frames' acknowledgement. */
+  split: SplitGroup | undefined
+}
+
+/** The frames of a batch whose thread died, split into single tasks: acknowledged once every piece is answered. */
+interface SplitGroup {
+  remaining: number
+  deliveries: Delivery[]
+}
+
+/** What the runner needs to know of the driver session. */
+export interface SessionView {
+  /** The session of the driver that welcomed the agent; batches carry it so a later driver never gets their results. */
+  readonly id: string | undefined
+  /** Whether new batches may start. */
+  readonly ready: boolean
+}
+
+/** Brokered designs: where the task frames came from (a shared-queue transport). */
+export interface Broker {
+  ack(deliveries: Delivery[]): void
+  release(deliveries: Delivery[]): void
+}
+
+/** The counters the runner keeps (a part of the agent's stats). */
+export interface RunnerStats {
+  tasksDone: number
+  badFrames: number
+  batches: number
+  threadsLost: number
+}
+
+export interface RunnerOptions {
+  threads: number
+  /** Most tasks handed to one thread at once. */
+  maxPoolBatch: number
+  /** Sends a message to the driver. */
+  send: (parts: Parts) => void
+  /** A batch of `count` tasks ran in `elapsedMs` (credit measures it). */
+  measured: (elapsedMs: number, count: number) => void
+  /** Brokered designs only. */
+  broker: Broker | undefined
+}
+
+/**
+ * The agent's work: a queue of task frames, handed to the pool in batches of
+ * about one thread's share of the queue, results sent back as each batch
+ * ends. A batch whose thread died is split into single tasks to find the one
+ * that did it, which alone is reported (crashed, out of memory, timed out).
+ * For brokered designs, each frame's delivery is acknowledged once its
+ * results are out, or released when it is given back unrun.
+ */
+export class Runner {
+  private readonly queue = new Deque<QueuedFrame>()
+  private _queued = 0
+  private _batchesRunning = 0
+  private stopped = false
+  private idle: (() => void)[] = []
+
+  constructor(
+    private readonly pool: WorkerPool,
+    private readonly session: SessionView,
+    private readonly stats: RunnerStats,
+    private readonly options: RunnerOptions,
+  ) {}
+
+  /** Tasks received and not yet started. */
+  get queued(): number {
+    return this._queued
+  }
+
+  /** Batches on the pool now. */
+  get batchesRunning(): number {
+    return this._batchesRunning
+  }
+
+  /** Queues a task frame of `count` tasks (with a limit, it runs alone) and starts what it can. */
+  push(body: Uint8Array, count: number, timeoutMs: number | undefined, delivery: Delivery | undefined): void {
+    this.queue.push({
+      body,
+      count,
+      timeoutMs,
+      solo: timeoutMs !== undefined,
+      deliveries: delivery === undefined ? undefined : [delivery],
+      split: undefined,
+    })
+    this._queued += count
+    this.pump()
+  }
+
+  /** Brokered designs: a frame that will never run (malformed) leaves the shared queue. */
+  discard(delivery: Delivery): void {
+    this.options.broker?.ack([delivery])
+  }
+
+  /** Starts batches while the session is ready and fewer than two per thread run. */
+  pump(): void {
+    const { threads, maxPoolBatch } = this.options
+    while (this._batchesRunning < threads * 2 && this.queue.length > 0 && this.session.ready && !this.stopped) {
+      const target = Math.min(maxPoolBatch, Math.max(1, Math.ceil(this._queued / threads)))
+      const first = this.queue.shift()!
+      const frames = [first]
+      let n = first.count
+      // Timed and isolated frames run alone; others are grouped up to about one thread's share.
+      if (!first.solo) {
+        while (this.queue.length > 0 && !this.queue.peek()!.solo && n + this.queue.peek()!.count <= target) {
+          const f = this.queue.shift()!
+          frames.push(f)
+          n += f.count
+        }
+      }
+      const bodies = frames.map((f) => f.body)
+      this._queued -= n
+      this._batchesRunning++
+      const driver = this.session.id
+      const signal = first.timeoutMs === undefined ? undefined : AbortSignal.timeout(first.timeoutMs)
+      this.pool.run({ bodies }, signal ? { signal } : {}).then(
+        (r) => this.done(driver, r, frames),
+        (err: Error) => this.failed(driver, frames, err, first.timeoutMs),
+      )
+    }
+  }
+
+  /** Resolves once no batch runs. */
+  drained(): Promise<void> {
+    if (this._batchesRunning === 0) return Promise.resolve()
+    return new Promise((resolve) => this.idle.push(resolve))
+  }
+
+  /** Gives the queued frames back: brokered designs release them to the shared queue; the driver requeues the rest itself. */
+  release(): void {
+    const deliveries = finished(this.queue.clear())
+    this._queued = 0
+    if (deliveries.length > 0) this.options.broker?.release(deliveries)
+  }
+
+  /** Closing for good: nothing more starts, and batches still running end without a word (their frames are not acknowledged). */
+  stop(): void {
+    this.stopped = true
+  }
+
+  private settled(): void {
+    this._batchesRunning--
+    if (this._batchesRunning === 0) for (const resolve of this.idle.splice(0)) resolve()
+  }
+
+  private done(driver: string | undefined, r: PoolResult, frames: QueuedFrame[]): void {
+    this.settled()
+    if (this.stopped) return
+    this.stats.tasksDone += r.count
+    this.stats.badFrames += r.bad
+    this.stats.batches++
+    // Results for a driver that has since gone would only confuse the next one.
+    if (driver !== undefined && driver === this.session.id) this.options.send([header(MsgType.Results, r.count), r.results])
+    this.acknowledge(frames)
+    this.options.measured(r.elapsedMs, r.count)
+    this.pump()
+  }
+
+  /**
+   * The thread running a batch died or was stopped. With several tasks in the
+   * batch we cannot tell which one did it: run each alone, at the front of
+   * the queue. A task that fails alone is reported, with the cause, for the
+   * driver to retry on its infrastructure budget or give up.
+   */
+  private failed(driver: string | undefined, frames: QueuedFrame[], err: Error, timeoutMs: number | undefined): void {
+    this.settled()
+    if (this.stopped) return
+    this.stats.threadsLost++
+    const tasks: TaskItem[] = []
+    for (const { body } of frames) {
+      try {
+        tasks.push(...decodeTaskBody(body))
+      } catch {
+        this.stats.badFrames++
+      }
+    }
+    const stale = driver === undefined || driver !== this.session.id
+    if (!stale && tasks.length > 1) {
+      // The original frames are acknowledged once every piece is answered.
+      const group: SplitGroup = { remaining: tasks.length, deliveries: finished(frames) }
+      for (let i = tasks.length - 1; i >= 0; i--) {
+        this.queue.unshift({ body: encodeTaskBody([tasks[i]!]), count: 1, timeoutMs: undefined, solo: true, deliveries: undefined, split: group })
+      }
+      this._queued += tasks.length
+      this.pump()
+      return
+    }
+    if (!stale && tasks.length === 1) {
+      const task = tasks[0]!
+      const results = new ResultsWriter()
+      results.add(task.id, Status.Failed, toWireError(attribute(String(task.name), err, timeoutMs)))
+      this.options.send([header(MsgType.Results, 1), results.take()])
+    }
+    this.acknowledge(frames)
+    this.pump()
+  }
+
+  /**
+   * Brokered designs: the frames of a finished batch leave the broker's queue
+   * (after their results were sent); pieces of a split batch count down to
+   * the acknowledgement of the frames they came from.
+   */
+  private acknowledge(frames: QueuedFrame[]): void {
+    const due = finished(frames)
+    if (due.length > 0) this.options.broker?.ack(due)
+  }
+}
+
+/** Why the thread running the task `name` alone died, as the error the driver reports. */
+export function attribute(name: string, err: Error, timeoutMs: number | undefined): Error {
+  if (timeoutMs !== undefined && err.name === 'AbortError') {
+    return new TaskTimeoutError(`task "${name}" ran longer than its timeout of ${timeoutMs} ms; its thread was stopped and replaced`)
+  }
+  if ((err as { code?: unknown }).code === 'ERR_WORKER_OUT_OF_MEMORY') {
+    return new OutOfMemoryError(`task "${name}" ran its worker thread out of memory: ${err.message}`, { cause: err })
+  }
+  return new WorkerCrashedError(`task "${name}" crashed its worker thread: ${err.message}`, { cause: err })
+}
+
+/**
+ * The broker deliveries that come due as `frames` leave the agent (answered,
+ * split further, or handed back): each frame's own, and those of a split
+ * batch once its last piece is gone.
+ */
+function finished(frames: Iterable<QueuedFrame>): Delivery[] {
+  const due: Delivery[] = []
+  for (const f of frames) {
+    if (f.deliveries) due.push(...f.deliveries)
+    if (f.split && --f.split.remaining === 0) due.push(...f.split.deliveries)
+  }
+  return due
+}

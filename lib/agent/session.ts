@@ -1,0 +1,159 @@
+import { randomBytes } from 'node:crypto'
+import { ClusterError } from '../errors.js'
+import { header } from '../protocol/codec.js'
+import { MsgType, type HelloInfo } from '../protocol/messages.js'
+import type { AgentTransport } from '../transport/transport.js'
+
+export type AgentState = 'connecting' | 'ready' | 'leaving' | 'closed'
+
+/** What the session asks of the rest of the agent. */
+export interface SessionHooks {
+  /** The window a Hello announces. */
+  window(): number
+  /** What a Heartbeat reports. */
+  heartbeat(): { busy: number; done: number; queued: number }
+  /** A driver welcomed the agent; the state is `ready`. */
+  joined(nodeId: string): void
+  /** The driver is gone; the state is `connecting` again, under a new registration, and a Hello follows. */
+  lost(reason: string): void
+}
+
+export interface SessionTiming {
+  heartbeatMs: number
+  driverTimeoutMs: number
+}
+
+/** Unanswered Hellos after which the agent drops its connection and dials again. */
+const REDIAL_AFTER = 5
+
+/**
+ * The agent's side of its relation with a driver: `connecting` (saying Hello
+ * every second, dialling again after five unanswered), `ready` (welcomed,
+ * exchanging heartbeats, watching for the driver's silence), `leaving` and
+ * `closed`. It knows the driver's session id and the agent's registration id
+ * (new each time the agent starts looking for a driver).
+ */
+export class Session {
+  private _state: AgentState = 'connecting'
+  private _id: string | undefined
+  private registration = newRegistration()
+  private lastHeard = 0
+  private readonly timers: NodeJS.Timeout[] = []
+  private readonly waiters: { resolve(): void; reject(e: Error): void }[] = []
+
+  constructor(
+    private readonly transport: AgentTransport,
+    private readonly hello: Omit<HelloInfo, 'window' | 'registration'>,
+    private readonly timing: SessionTiming,
+    private readonly hooks: SessionHooks,
+  ) {}
+
+  get state(): AgentState {
+    return this._state
+  }
+
+  /** The session of the driver that welcomed the agent, while there is one. */
+  get id(): string | undefined {
+    return this._id
+  }
+
+  get ready(): boolean {
+    return this._state === 'ready'
+  }
+
+  /** Milliseconds since the driver was last heard; undefined before any driver. */
+  get driverAgeMs(): number | undefined {
+    return this.lastHeard === 0 ? undefined : Date.now() - this.lastHeard
+  }
+
+  /** Says Hello, and keeps saying it until welcomed; starts the heartbeats. */
+  start(): void {
+    this.sendHello()
+    let unanswered = 0
+    this.timers.push(
+      setInterval(() => {
+        if (this._state !== 'connecting') {
+          unanswered = 0
+          return
+        }
+        // Dial again, in case the connection is stuck (see ZmqAgentTransport.redial).
+        if (++unanswered % REDIAL_AFTER === 0 && this.transport.kind === 'routed') this.transport.redial()
+        this.sendHello()
+      }, Math.min(1000, this.timing.heartbeatMs)),
+      setInterval(() => this.tick(), this.timing.heartbeatMs),
+    )
+    for (const t of this.timers) t.unref()
+  }
+
+  /** A well-formed frame came from the driver. */
+  heard(): void {
+    this.lastHeard = Date.now()
+  }
+
+  /** The driver's Welcome; ignored unless the agent was looking for one. */
+  welcome(session: string, nodeId: string): void {
+    if (this._state !== 'connecting') return
+    this._state = 'ready'
+    this._id = session
+    this.hooks.joined(nodeId)
+    for (const w of this.waiters.splice(0)) w.resolve()
+  }
+
+  /** The driver said goodbye. */
+  bye(): void {
+    if (this._state === 'ready') this.forget('the driver closed')
+  }
+
+  /** Resolves once a driver has welcomed the agent; rejects if it was rejected or closed. */
+  waitUntilReady(): Promise<void> {
+    if (this._state === 'ready') return Promise.resolve()
+    if (this._state === 'closed') return Promise.reject(new ClusterError('ERR_CLUSTER_CLOSED', 'agent is closed'))
+    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }))
+  }
+
+  /** Those waiting for a Welcome get `err` instead. */
+  fail(err: Error): void {
+    for (const w of this.waiters.splice(0)) w.reject(err)
+  }
+
+  /** Stops asking for work; returns whether a driver was serving the agent. */
+  leave(): boolean {
+    const wasReady = this._state === 'ready'
+    this._state = 'leaving'
+    return wasReady
+  }
+
+  /** Closed for good: no more Hellos or heartbeats, no driver; waiters are told. */
+  close(): void {
+    this._state = 'closed'
+    this._id = undefined
+    for (const t of this.timers) clearInterval(t)
+    this.fail(new ClusterError('ERR_CLUSTER_CLOSED', `agent ${this.hello.agentId} closed before a driver welcomed it`))
+  }
+
+  private sendHello(): void {
+    this.transport.send([header(MsgType.Hello, { ...this.hello, window: this.hooks.window(), registration: this.registration })])
+  }
+
+  private tick(): void {
+    if (this._state !== 'ready') return
+    if (Date.now() - this.lastHeard > this.timing.driverTimeoutMs) {
+      this.forget(`no word from the driver for ${this.timing.driverTimeoutMs} ms`)
+      return
+    }
+    this.transport.send([header(MsgType.Heartbeat, this.hooks.heartbeat())])
+  }
+
+  /** The driver is gone: its tasks are its own to requeue; wait for the next one. */
+  private forget(reason: string): void {
+    this._state = 'connecting'
+    this._id = undefined
+    this.registration = newRegistration()
+    this.hooks.lost(reason)
+    this.sendHello()
+  }
+}
+
+function newRegistration(): string {
+  return randomBytes(4).toString('hex')
+}
