@@ -185,5 +185,5 @@ export async function applyConfig(options: ClusterOptions): Promise<ClusterOptio
   if (loaded === undefined) return options
   const merged: Record<string, unknown> = { ...clusterOptionsOf(loaded.config, loaded.root) }
   for (const [k, v] of Object.entries(options)) if (v !== undefined && k !== 'config') merged[k] = v
-  return merged as ClusterOptions
+  return merged
 }
