@@ -72,7 +72,7 @@ export function oneOfOption<T extends string>(name: string, v: unknown, choices:
   if (typeof v === 'string' && (choices as readonly string[]).includes(v)) return v as T
   const list = choices.map((c) => `'${c}'`)
   const what = list.length === 2 ? `${list[0]} or ${list[1]}` : `one of ${list.join(', ')}`
-  return fail(name, `must be ${what}`, v, JSON.stringify(v) ?? String(v))
+  return fail(name, `must be ${what}`, v, JSON.stringify(v) ?? describe(v))
 }
 
 const ENDPOINT = /^(tcp:\/\/[^\s:]+|tcp:\/\/\[[0-9a-f:]+\]):(\d+|\*)$|^(ipc|inproc):\/\/\S+$/i
