@@ -21,7 +21,7 @@ export function describeKind(v: unknown): string {
 }
 
 /** How a field is named in messages: `CLUSTER_X` and `--x` as they are, an option path as `options.<path>`. */
-export function fieldName(name: string): string {
+function fieldName(name: string): string {
   return /^[A-Z][A-Z0-9_]*$/.test(name) || name.startsWith('-') || name.startsWith('options') ? name : `options.${name}`
 }
 
@@ -49,12 +49,6 @@ export function integerOption(name: string, v: unknown, min = 1, max?: number): 
 /** `must be a number ≥ min`, or undefined (any finite number, fractions too). */
 export function numberProblem(v: unknown, min = 1): string | undefined {
   return typeof v === 'number' && Number.isFinite(v) && v >= min ? undefined : `must be a number ≥ ${min}`
-}
-
-export function numberOption(name: string, v: unknown, min = 1): number | undefined {
-  if (v === undefined) return undefined
-  const problem = numberProblem(v, min)
-  return problem === undefined ? (v as number) : fail(name, problem, v)
 }
 
 export function stringProblem(v: unknown): string | undefined {
