@@ -9,14 +9,14 @@ import { runSeedAll, seedAllMarkdown, writeSeedAll } from './seed-all.js'
 import { InvalidArgumentError } from '../lib/errors.js'
 import { CLUSTER_DEFAULTS } from '../lib/options.js'
 import { ENV_VARIABLE_NAMES } from '../lib/settings.js'
-import { TRANSPORT_DEFAULTS, TRANSPORT_KINDS, type TransportKind } from '../lib/transport/options.js'
+import { TRANSPORT_DEFAULTS, TRANSPORT_KINDS } from '../lib/transport/options.js'
 import { runMonitorCost } from './monitor-cost.js'
 import { commandLogger } from '../lib/cli/log.js'
 
-function parseBatch(v: unknown): 'auto' | number {
+function parseBatch(v: string | undefined): 'auto' | number {
   if (v === 'auto' || v === undefined) return 'auto'
   const n = Number(v)
-  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`--batch must be 'auto' or a positive integer, got ${String(v)}`)
+  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`--batch must be 'auto' or a positive integer, got ${v}`)
   return n
 }
 
@@ -86,36 +86,36 @@ export const benchCommand: CommandModule = {
             .option('dashboard', { type: 'number', describe: 'serve the dashboard on this port while running (0 = a free one)' }),
         handler: async (a) => {
           if (a.transport === 'all') {
-            const tasks = a.tasks as number
+            const tasks = a.tasks
             const log = (line: string) => process.stderr.write(`${line}\n`)
-            log(`seed benchmark over every design: ${tasks} tasks, naive baselines ${Math.min(tasks, a['naive-tasks'] as number)} tasks, ${a.runs as number} runs each`)
+            log(`seed benchmark over every design: ${tasks} tasks, naive baselines ${Math.min(tasks, a['naive-tasks'])} tasks, ${a.runs} runs each`)
             const r = await runSeedAll(
-              { tasks, naiveTasks: Math.min(tasks, a['naive-tasks'] as number), runs: a.runs as number, redisUrl: a.redis as string, amqpUrl: a.amqp as string },
+              { tasks, naiveTasks: Math.min(tasks, a['naive-tasks']), runs: a.runs, redisUrl: a.redis, amqpUrl: a.amqp },
               log,
             )
-            const out = a.out as string
+            const out = a.out
             if (out) log(`wrote ${(await writeSeedAll(r, out)).join(', ')}`)
-            print(a.json as boolean, r, [seedAllMarkdown(r)])
+            print(a.json, r, [seedAllMarkdown(r)])
             if (!r.ok) process.exitCode = 1
             return
           }
           const r = await runSeed({
-            tasks: a.tasks as number,
-            agents: a.agents as number,
-            threads: a.threads as number | undefined,
+            tasks: a.tasks,
+            agents: a.agents,
+            threads: a.threads,
             batch: parseBatch(a.batch),
-            runs: a.runs as number,
-            warmup: a.warmup as boolean,
-            via: a.via as 'call' | 'map',
-            localTransport: a['local-transport'] as 'inproc' | 'tcp',
-            transport: a.transport as TransportKind,
-            redisUrl: a.redis as string,
-            amqpUrl: a.amqp as string,
-            dashboard: a.dashboard as number | undefined,
-            progress: !(a.json as boolean),
+            runs: a.runs,
+            warmup: a.warmup,
+            via: a.via,
+            localTransport: a['local-transport'],
+            transport: a.transport,
+            redisUrl: a.redis,
+            amqpUrl: a.amqp,
+            dashboard: a.dashboard,
+            progress: !a.json,
             logger: commandLogger(a, 'warn'),
           })
-          print(a.json as boolean, r, seedLines(r))
+          print(a.json, r, seedLines(r))
           if (!r.ok) process.exitCode = 1
         },
       })
@@ -129,10 +129,10 @@ export const benchCommand: CommandModule = {
         handler: async (a) => {
           const results = []
           for (const t of a['local-transport'] as ('inproc' | 'tcp')[]) {
-            results.push(await runLatency({ calls: a.calls as number, runs: a.runs as number, localTransport: t }))
+            results.push(await runLatency({ calls: a.calls, runs: a.runs, localTransport: t }))
           }
-          print(a.json as boolean, results.length === 1 ? results[0]! : { results }, [
-            `call latency — ${a.calls as number} sequential calls × ${a.runs as number} runs, embedded agent`,
+          print(a.json, results.length === 1 ? results[0]! : { results }, [
+            `call latency — ${a.calls} sequential calls × ${a.runs} runs, embedded agent`,
             ...results.map((r) => `  ${r.localTransport.padEnd(6)}: p50 ${r.p50Us.toFixed(0)} µs, p99 ${r.p99Us.toFixed(0)} µs, mean ${r.meanUs.toFixed(0)} µs (medians of runs)`),
           ])
         },
@@ -146,8 +146,8 @@ export const benchCommand: CommandModule = {
             .option('agents', { type: 'number', default: 2 })
             .option('threads', { type: 'number', default: 1, describe: 'threads per agent' }),
         handler: async (a) => {
-          const r = await runBalance({ tasks: a.tasks as number, agents: a.agents as number, threads: a.threads as number, runs: a.runs as number })
-          print(a.json as boolean, r, [
+          const r = await runBalance({ tasks: a.tasks, agents: a.agents, threads: a.threads, runs: a.runs })
+          print(a.json, r, [
             `load balance — ${r.tasks} tasks (95% 1 ms, 5% 50 ms), ${r.agents} agents × ${r.threads} threads`,
             ...r.runs.map((x, i) => `  run ${i + 1}: makespan ${x.makespanMs.toFixed(0)} ms, ideal ${x.idealMs.toFixed(0)} ms, ratio ${x.ratio.toFixed(3)}`),
             `median ratio ${r.ratio.toFixed(3)} (goal ≤ 1.2)`,
@@ -159,8 +159,8 @@ export const benchCommand: CommandModule = {
         describe: 'map() over a lazily generated input: throughput and peak driver memory',
         builder: (b) => common(b).option('inputs', { type: 'number', default: 10_000_000 }).option('runs', { default: 1 }),
         handler: async (a) => {
-          const r = await runMapMemory({ inputs: a.inputs as number, progress: !(a.json as boolean) })
-          print(a.json as boolean, r, [
+          const r = await runMapMemory({ inputs: a.inputs, progress: !a.json })
+          print(a.json, r, [
             `map over ${r.inputs.toLocaleString('en-US')} generated inputs: ${r.seconds.toFixed(1)} s, ${r.tasksPerSecond.toLocaleString('en-US')} tasks/s`,
             `peak RSS ${r.peakRssMB.toFixed(0)} MB (goal < 300 MB), check ${r.ok ? 'ok' : 'FAILED'}`,
           ])
@@ -177,9 +177,9 @@ export const benchCommand: CommandModule = {
             .option('threads', { type: 'number', describe: 'threads of the local agent (default: cores)' })
             .option('via', { choices: ['call', 'map'] as const, default: 'call' as const, describe: 'one call() per task (the seed benchmark), or one map()' }),
         handler: async (a) => {
-          const r = await runMonitorCost({ tasks: a.tasks as number, rounds: a.runs as number, threads: a.threads as number | undefined, via: a.via as 'call' | 'map' })
+          const r = await runMonitorCost({ tasks: a.tasks, rounds: a.runs, threads: a.threads, via: a.via })
           const rate = (x: number) => `${Math.round(x).toLocaleString('en-US')}`
-          print(a.json as boolean, r, [
+          print(a.json, r, [
             `monitoring cost — seed benchmark via ${r.via}, ${r.tasks.toLocaleString('en-US')} tasks per run, ${r.rounds} rounds of off/on, ${r.threads} threads`,
             `  off: ${r.off.map(rate).join(', ')} tasks/s`,
             `  on : ${r.on.map(rate).join(', ')} tasks/s (client got ${r.updates} live updates, ${r.scrapes} /metrics scrapes)`,
@@ -203,15 +203,15 @@ export const benchCommand: CommandModule = {
             .option('node-timeout-ms', { type: 'number', default: CLUSTER_DEFAULTS.nodeTimeoutMs }),
         handler: async (a) => {
           const r = await runChaos({
-            tasks: a.tasks as number,
-            agents: a.agents as number,
-            killEveryMs: a['kill-every-ms'] as number,
-            taskUs: a['task-us'] as number,
-            heartbeatMs: a['heartbeat-ms'] as number,
-            nodeTimeoutMs: a['node-timeout-ms'] as number,
+            tasks: a.tasks,
+            agents: a.agents,
+            killEveryMs: a['kill-every-ms'],
+            taskUs: a['task-us'],
+            heartbeatMs: a['heartbeat-ms'],
+            nodeTimeoutMs: a['node-timeout-ms'],
           })
           const ms = (x: number | undefined) => (x === undefined ? '—' : `${Math.round(x)} ms`)
-          print(a.json as boolean, r, [
+          print(a.json, r, [
             `chaos — ${r.tasks} tasks over ${r.agents} agents, one SIGKILLed every ${r.killEveryMs} ms and replaced (heartbeat ${r.heartbeatMs} ms, node timeout ${r.nodeTimeoutMs} ms)`,
             ...r.kills.map((k, i) => `  kill ${i + 1}: pid ${k.pid}, declared lost after ${ms(k.detectedMs)}, ${k.requeued} tasks requeued, running elsewhere after ${ms(k.recoveryMs)}`),
             `${r.seconds.toFixed(1)} s, ${r.tasksPerSecond.toLocaleString('en-US')} tasks/s; lost ${r.lost}, delivered twice ${r.duplicates}; recovery median ${ms(r.medianRecoveryMs)}, max ${ms(r.maxRecoveryMs)}; ${r.ok ? 'ok' : 'FAILED'}`,
@@ -228,14 +228,14 @@ export const benchCommand: CommandModule = {
             .option('procs', { type: 'number', describe: 'processes hosting them (default: one per 250 agents, at least 2)' })
             .option('tasks', { type: 'number', default: 100_000, describe: 'seed tasks per run' }),
         handler: async (a) => {
-          const agents = a.agents as number
+          const agents = a.agents
           if (!Number.isSafeInteger(agents) || agents < 1) throw new InvalidArgumentError(`--agents must be a positive integer, got ${String(a.agents)}`)
-          const procs = a.procs as number | undefined
+          const procs = a.procs
           if (procs !== undefined && (!Number.isSafeInteger(procs) || procs < 1 || procs > agents)) {
             throw new InvalidArgumentError(`--procs must be an integer from 1 to --agents (${agents}), got ${String(procs)}`)
           }
-          const r = await runScale({ agents, procs, tasks: a.tasks as number, runs: a.runs as number })
-          print(a.json as boolean, r, [
+          const r = await runScale({ agents, procs, tasks: a.tasks, runs: a.runs })
+          print(a.json, r, [
             `scale — ${r.agents} agents in ${r.procs} processes (shared pools), one driver, seed benchmark of ${r.tasks.toLocaleString('en-US')} tasks`,
             `  registered ${r.registered}/${r.agents} in ${r.registerSeconds.toFixed(2)} s; ${r.withWork} agents got work; lost ${r.lost} nodes, ${r.requeued} tasks requeued`,
             ...r.runs.map((x, i) => `  run ${i + 1}: ${x.seconds.toFixed(3)} s, ${x.tasksPerSecond.toLocaleString('en-US')} tasks/s, check ${x.ok ? 'ok' : 'FAILED'}`),

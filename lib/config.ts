@@ -10,15 +10,16 @@ import { describeKind as describe, numberProblem, stringProblem } from './valida
 
 export type { ClusterConfig, RemoteOptions, SshOptions } from './options.js'
 
-/** The driver's options a config may hold (every ClusterOptions field but `config`). */
-const DRIVER_KEYS = [
-  'tasks', 'listen', 'localAgents', 'threads', 'localTransport', 'batch', 'heartbeatMs', 'nodeTimeoutMs', 'maxFrameBytes', 'insecure',
-  'curve', 'maxRetries', 'localAgentOptions', 'transport', 'redisUrl', 'amqpUrl', 'clusterId', 'dashboard', 'logLevel', 'logger',
-] as const satisfies readonly (keyof ClusterOptions)[]
-
-type Exhaustive<T extends never> = T
-/** Fails to compile when ClusterOptions gains a field DRIVER_KEYS does not list. */
-export type DriverKeysCovered = Exhaustive<Exclude<Exclude<keyof ClusterOptions, 'config'>, (typeof DRIVER_KEYS)[number]>>
+/**
+ * The driver's options a config may hold: every ClusterOptions field but `config`,
+ * as a record so that a field added to ClusterOptions and missing here fails to compile.
+ */
+const DRIVER_KEY_SET: Readonly<Record<Exclude<keyof ClusterOptions, 'config'>, true>> = {
+  tasks: true, listen: true, localAgents: true, threads: true, localTransport: true, batch: true, heartbeatMs: true,
+  nodeTimeoutMs: true, maxFrameBytes: true, insecure: true, curve: true, maxRetries: true, localAgentOptions: true,
+  transport: true, redisUrl: true, amqpUrl: true, clusterId: true, dashboard: true, logLevel: true, logger: true,
+}
+const DRIVER_KEYS = Object.keys(DRIVER_KEY_SET) as (keyof typeof DRIVER_KEY_SET)[]
 
 const CONFIG_KEYS: ReadonlySet<string> = new Set([
   ...DRIVER_KEYS,
@@ -26,7 +27,7 @@ const CONFIG_KEYS: ReadonlySet<string> = new Set([
 ])
 
 /** File names looked for, in this order, when no config is named. */
-export const CONFIG_FILES = ['cluster.config.js', 'cluster.config.mjs', 'cluster.config.ts', 'cluster.config.mts'] as const
+const CONFIG_FILES = ['cluster.config.js', 'cluster.config.mjs', 'cluster.config.ts', 'cluster.config.mts'] as const
 
 export interface LoadedConfig {
   readonly config: ClusterConfig
@@ -185,5 +186,5 @@ export async function applyConfig(options: ClusterOptions): Promise<ClusterOptio
   if (loaded === undefined) return options
   const merged: Record<string, unknown> = { ...clusterOptionsOf(loaded.config, loaded.root) }
   for (const [k, v] of Object.entries(options)) if (v !== undefined && k !== 'config') merged[k] = v
-  return merged as ClusterOptions
+  return merged
 }

@@ -317,7 +317,8 @@ function listNames(names: readonly string[]): string {
   return names.length === 0 ? 'nothing' : names.map((n) => `"${n}"`).join(', ')
 }
 
-function safeString(v: unknown): string {
+/** An unknown thrown value or rejection reason as text; never throws (an object without a usable toString gets its tag). */
+export function safeString(v: unknown): string {
   try {
     return String(v)
   } catch {

@@ -157,7 +157,7 @@ export function tasksSpecifier(name: string, v: unknown): string {
 }
 
 /** A ZeroMQ endpoint, or an error naming the field. */
-export function checkEndpoint(name: string, v: unknown): string {
+function checkEndpoint(name: string, v: unknown): string {
   return endpointOption(name, v)
 }
 

@@ -24,7 +24,7 @@ import { AMQP_SCHEMES, CLUSTER_ID, REDIS_SCHEMES, TRANSPORT_KINDS } from './tran
 import { endpointProblem, integerProblem, urlOption } from './validate.js'
 
 /** The variable naming the config file (`cluster run` sets it). */
-export const CONFIG_ENV = 'CLUSTER_CONFIG'
+const CONFIG_ENV = 'CLUSTER_CONFIG'
 
 /** `heartbeatMs` → `CLUSTER_HEARTBEAT_MS`. */
 export function envName(key: string): string {
@@ -90,7 +90,7 @@ const TRANSPORT_VARIABLES = [
 ] as const
 
 /** The driver's options that a variable can set (the dashboard's, which nest, are read apart). */
-export const CLUSTER_VARIABLES: readonly EnvVariable[] = [
+const CLUSTER_VARIABLES: readonly EnvVariable[] = [
   variable('tasks', text),
   variable('listen', endpoint),
   variable('localAgents', integer(0)),
@@ -107,7 +107,7 @@ export const CLUSTER_VARIABLES: readonly EnvVariable[] = [
 ]
 
 /** The agent's options that a variable can set (`id` reads `CLUSTER_AGENT_ID`: `CLUSTER_ID` would read as the cluster's). */
-export const AGENT_VARIABLES: readonly EnvVariable[] = [
+const AGENT_VARIABLES: readonly EnvVariable[] = [
   variable('connect', endpoint),
   variable('tasks', text),
   variable('threads', integer()),
@@ -124,7 +124,7 @@ export const AGENT_VARIABLES: readonly EnvVariable[] = [
 ]
 
 /** The dashboard's variables: `CLUSTER_DASHBOARD` (a port) turns it on, the others adjust it. */
-export const DASHBOARD_VARIABLES: readonly EnvVariable[] = [
+const DASHBOARD_VARIABLES: readonly EnvVariable[] = [
   variable('port', (raw, name) => (/^\d{1,5}$/.test(raw) && Number(raw) <= 65535 ? Number(raw) : bad(name, 'must be a port number', raw)), 'CLUSTER_DASHBOARD'),
   variable('host', text, 'CLUSTER_DASHBOARD_HOST'),
   variable('token', text, 'CLUSTER_DASHBOARD_TOKEN'),
@@ -132,7 +132,7 @@ export const DASHBOARD_VARIABLES: readonly EnvVariable[] = [
 ]
 
 /** The options the given variables set in `env` (unset and empty variables set nothing). */
-export function envOptions(variables: readonly EnvVariable[], env: NodeJS.ProcessEnv = process.env): Record<string, unknown> {
+function envOptions(variables: readonly EnvVariable[], env: NodeJS.ProcessEnv = process.env): Record<string, unknown> {
   const out: Record<string, unknown> = {}
   for (const v of variables) {
     const raw = env[v.name]
@@ -157,7 +157,7 @@ function dashboardObject(v: DashboardValue): DashboardOptions {
  * `CLUSTER_DASHBOARD` turns it on at that port; the host, token and update
  * variables adjust whichever dashboard is on. Field by field, the variables win.
  */
-export function envDashboard(below: DashboardValue, env: NodeJS.ProcessEnv = process.env): DashboardValue {
+function envDashboard(below: DashboardValue, env: NodeJS.ProcessEnv = process.env): DashboardValue {
   const fields = envOptions(DASHBOARD_VARIABLES, env) as DashboardOptions
   if (Object.keys(fields).length === 0) return below
   // Without a port the variables only adjust a dashboard the config turned on.
@@ -214,7 +214,7 @@ export async function resolveClusterSettings(options: ClusterOptions, env: NodeJ
 }
 
 /** What an agent takes from a cluster config: the driver's address, its tasks, threads, timing, transport and keys. */
-export function agentOptionsOf(config: ClusterConfig, root: string): Partial<AgentOptions> {
+function agentOptionsOf(config: ClusterConfig, root: string): Partial<AgentOptions> {
   const o = clusterOptionsOf(config, root)
   const at = config.head ?? config.listen
   // Only an address an agent can dial: not a wildcard, not "any free port".
@@ -272,7 +272,7 @@ export function configFileOf(flag: string | undefined, env: NodeJS.ProcessEnv = 
  * `CLUSTER_TRANSPORT`, which the agents `cluster up` starts must share with
  * the driver. `--dashboard` has none: `CLUSTER_DASHBOARD` is a port.
  */
-export const HOSTS_VARIABLES: readonly EnvVariable[] = [
+const HOSTS_VARIABLES: readonly EnvVariable[] = [
   variable('config', text),
   variable('nodes', text),
   variable('head', text),

@@ -21,7 +21,7 @@ export function describeKind(v: unknown): string {
 }
 
 /** How a field is named in messages: `CLUSTER_X` and `--x` as they are, an option path as `options.<path>`. */
-export function fieldName(name: string): string {
+function fieldName(name: string): string {
   return /^[A-Z][A-Z0-9_]*$/.test(name) || name.startsWith('-') || name.startsWith('options') ? name : `options.${name}`
 }
 
@@ -51,12 +51,6 @@ export function numberProblem(v: unknown, min = 1): string | undefined {
   return typeof v === 'number' && Number.isFinite(v) && v >= min ? undefined : `must be a number ≥ ${min}`
 }
 
-export function numberOption(name: string, v: unknown, min = 1): number | undefined {
-  if (v === undefined) return undefined
-  const problem = numberProblem(v, min)
-  return problem === undefined ? (v as number) : fail(name, problem, v)
-}
-
 export function stringProblem(v: unknown): string | undefined {
   return typeof v === 'string' && v !== '' ? undefined : 'must be a non-empty string'
 }
@@ -72,7 +66,7 @@ export function oneOfOption<T extends string>(name: string, v: unknown, choices:
   if (typeof v === 'string' && (choices as readonly string[]).includes(v)) return v as T
   const list = choices.map((c) => `'${c}'`)
   const what = list.length === 2 ? `${list[0]} or ${list[1]}` : `one of ${list.join(', ')}`
-  return fail(name, `must be ${what}`, v, JSON.stringify(v) ?? String(v))
+  return fail(name, `must be ${what}`, v, JSON.stringify(v) ?? describe(v))
 }
 
 const ENDPOINT = /^(tcp:\/\/[^\s:]+|tcp:\/\/\[[0-9a-f:]+\]):(\d+|\*)$|^(ipc|inproc):\/\/\S+$/i

@@ -43,6 +43,8 @@ export async function main(argv = hideBin(process.argv), commands: readonly Comm
         const code = err instanceof ClusterError ? ` [${err.code}]` : ''
         process.stderr.write(`cluster: ${err.message}${code}\n`)
       } else {
+        // In a fail handler yargs passes its usage object, whose help() returns the help text (@types/yargs types it as Argv).
+        // eslint-disable-next-line @typescript-eslint/restrict-template-expressions -- a string at run time, see above
         process.stderr.write(`${y.help()}\n\ncluster: ${msg}\n`)
       }
       process.exit(1)

@@ -89,9 +89,9 @@ export function findUnserializable(value: unknown, path = 'value', depth = 0): s
         return undefined
       }
       if (value instanceof Error) return undefined
-      const proto = Object.getPrototypeOf(value)
+      const proto = Object.getPrototypeOf(value) as object | null
       if (proto !== Object.prototype && proto !== null) {
-        return `${path} is an instance of ${proto?.constructor?.name ?? 'a class'}, which would arrive as a plain object`
+        return `${path} is an instance of ${proto.constructor?.name ?? 'a class'}, which would arrive as a plain object`
       }
       for (const k of Object.keys(value)) {
         const bad = findUnserializable((value as Record<string, unknown>)[k], `${path}.${k}`, depth + 1)
@@ -111,8 +111,6 @@ export function assertSerializable(what: string, args: readonly unknown[]): void
 }
 
 // --- frames ------------------------------------------------------------------
-
-export type Frame = [header: Buffer] | [header: Buffer, body: Uint8Array]
 
 export function header(type: MsgType, ...fields: unknown[]): Buffer {
   return packr.pack([PROTOCOL_VERSION, type, ...fields])
@@ -157,14 +155,15 @@ export function parseHeader(bytes: Uint8Array | undefined): Header {
   if (bytes.length > 1 << 20) throw new ProtocolError(`header of ${bytes.length} bytes exceeds 1 MiB`)
   const h = decode(bytes)
   if (!Array.isArray(h) || h.length < 2) throw new ProtocolError('frame header is not [version, type, ...]')
-  const [version, type, a] = h as unknown[]
+  const fields: readonly unknown[] = h
+  const [version, type, a] = fields
   // A rejection must be readable by a peer of any version: it says why.
   if (version !== PROTOCOL_VERSION && type !== MsgType.Reject) throw new VersionMismatch(version, type)
   switch (type) {
     case MsgType.Hello: {
       const o = a as Record<string, unknown> | null
       if (
-        !o || typeof o !== 'object' || !isStr(o['agentId'], 128) || !isCount(o['threads']) || (o['threads'] as number) < 1 ||
+        !o || typeof o !== 'object' || !isStr(o['agentId'], 128) || !isCount(o['threads']) || o['threads'] < 1 ||
         !isCount(o['pid']) || !isStr(o['host']) || !isStr(o['version']) || !isStrList(o['tasks']) || !isStrList(o['actors']) || !isCount(o['window']) ||
         (o['registration'] !== undefined && !isStr(o['registration'], 64))
       ) throw new ProtocolError('malformed hello')
@@ -178,7 +177,7 @@ export function parseHeader(bytes: Uint8Array | undefined): Header {
     case MsgType.Reject:
       return { type, reason: isStr(a, 4096) ? a : 'rejected without a reason' }
     case MsgType.Tasks: {
-      const timeoutMs = h[3]
+      const timeoutMs = fields[3]
       if (!isCount(a) || (timeoutMs !== undefined && !(isCount(timeoutMs) && timeoutMs > 0))) throw new ProtocolError('malformed task frame header')
       return { type, count: a, timeoutMs }
     }

@@ -20,7 +20,7 @@ import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqp
 import { loadOptional } from './optional.js'
 // An optional peer dependency: loaded here, with an install hint if it is missing.
 const { connect } = await loadOptional<typeof Amqplib>('amqplib')
-import { TransportError } from '../errors.js'
+import { TransportError, safeString } from '../errors.js'
 import {
   lost,
   QUEUE_TTL_MS,
@@ -105,7 +105,7 @@ export class AmqpLink implements BrokerLink {
   }
 
   fail(what: string, err: unknown): void {
-    const why = err instanceof Error ? err.message : err === undefined ? 'no reason given' : String(err)
+    const why = err instanceof Error ? err.message : err === undefined ? 'no reason given' : safeString(err)
     this.onFailure(new TransportError(`${this.role}: RabbitMQ at ${maskUrl(this.url)} failed: ${what}: ${why}`, { cause: err, code: 'ERR_BROKER_LOST' }))
   }
 
@@ -131,9 +131,9 @@ export class AmqpLink implements BrokerLink {
 function publish(ch: ConfirmChannel, queue: string, frame: Buffer): Promise<void> {
   return new Promise((resolve, reject) => {
     try {
-      ch.sendToQueue(queue, frame, PERSISTENT, (err: unknown) => (err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve()))
+      ch.sendToQueue(queue, frame, PERSISTENT, (err: unknown) => (err ? reject(err instanceof Error ? err : new Error(safeString(err))) : resolve()))
     } catch (err) {
-      reject(err as Error)
+      reject(err instanceof Error ? err : new Error(safeString(err)))
     }
   })
 }
@@ -157,7 +157,9 @@ export class AmqpDriverTasks implements DriverTaskPath {
     // Frames of a crashed run under the same id must not run in this one.
     await ch.purgeQueue(this.q.tasks)
     // Redeclaring counts as use: the queue does not expire while its driver lives, agents or not.
-    this.timer = setInterval(() => ch.assertQueue(this.q.tasks, QUEUE).catch((err: unknown) => this.link.fail('redeclaring the task queue', err)), QUEUE_TTL_MS / 4)
+    this.timer = setInterval(() => {
+      ch.assertQueue(this.q.tasks, QUEUE).catch((err: unknown) => this.link.fail('redeclaring the task queue', err))
+    }, QUEUE_TTL_MS / 4)
     this.timer.unref()
   }
 

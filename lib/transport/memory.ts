@@ -76,7 +76,7 @@ export class MemoryHub {
   /** @internal An agent with the identity of a connected one takes its place. */
   attach(address: string, identity: string, agent: MemoryAgentTransport): void {
     let peers = this.#agents.get(address)
-    if (!peers) this.#agents.set(address, (peers = new Map()))
+    if (!peers) this.#agents.set(address, (peers = new Map<string, MemoryAgentTransport>()))
     peers.set(identity, agent)
   }
 

@@ -5,7 +5,7 @@
  * becomes. `brokered.ts` composes these; `redis.ts` and `amqp.ts` implement
  * them. Nothing here imports either, so the module graph stays a tree.
  */
-import { TransportError } from '../errors.js'
+import { TransportError, safeString } from '../errors.js'
 import { maskUrl } from './options.js'
 import type { Delivery } from './transport.js'
 
@@ -70,12 +70,12 @@ export const QUEUE_TTL_MS = 60_000
 
 /** The error for a broker that cannot be reached at start. */
 export function unreachable(kind: string, url: string, role: string, cause: unknown): TransportError {
-  const why = cause instanceof Error ? cause.message || cause.name : String(cause)
+  const why = cause instanceof Error ? cause.message || cause.name : safeString(cause)
   return new TransportError(`${role} cannot connect to ${kind} at ${maskUrl(url)}: ${why}`, { cause, code: 'ERR_BROKER_UNREACHABLE' })
 }
 
 /** The error for a broker connection lost mid-run. */
 export function lost(kind: string, url: string, role: string, cause: unknown): TransportError {
-  const why = cause instanceof Error ? cause.message || cause.name : cause === undefined ? 'the connection closed' : String(cause)
+  const why = cause instanceof Error ? cause.message || cause.name : cause === undefined ? 'the connection closed' : safeString(cause)
   return new TransportError(`${role} lost its connection to ${kind} at ${maskUrl(url)}: ${why}`, { cause, code: 'ERR_BROKER_LOST' })
 }

@@ -116,7 +116,8 @@ function listen(driver: DriverTransport, failures: Error[] = []): Received[] {
 
 interface AgentReceived {
   parts: Parts
-  delivery: Delivery | undefined
+  /** Undefined on a routed transport (Delivery is an opaque `unknown`, so the type cannot say it). */
+  delivery: Delivery
 }
 
 /** Connects and starts an agent, collecting what it receives. */
@@ -150,7 +151,7 @@ async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 
 const sharedDriver = (h: Harness): SharedQueueDriverTransport => {
   assert.equal(h.driver.kind, 'shared-queue')
-  return h.driver as SharedQueueDriverTransport
+  return h.driver
 }
 
 /** A shared-queue agent, connected and started, taking up to `window` task frames. */

@@ -40,7 +40,7 @@ async function freePort(host: string): Promise<number> {
  * starts when neither flags, variables nor a config say: a fixed port agents
  * can be told, and no local agents. Under the config, like the library's defaults.
  */
-export const STANDING_DRIVER_DEFAULTS = { listen: 'tcp://127.0.0.1:7100', localAgents: 0 } as const
+const STANDING_DRIVER_DEFAULTS = { listen: 'tcp://127.0.0.1:7100', localAgents: 0 } as const
 
 function urlOf(o: ResolvedDashboardOptions, port: number): string {
   const host = o.host.includes(':') ? `[${o.host}]` : o.host

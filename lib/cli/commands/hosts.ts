@@ -7,6 +7,7 @@ import { clusterStatus, type HostStatus } from '../../hosts/status.js'
 import { clusterDown } from '../../hosts/down.js'
 import { ConfigError } from '../../errors.js'
 import { mergeHostsFlags } from '../../settings.js'
+import { describe } from '../../validate.js'
 
 type Args = Record<string, unknown>
 
@@ -27,7 +28,11 @@ function common(y: Argv): Argv {
 
 /** The command's flags over their CLUSTER_* variables (lib/settings.ts). */
 function flags(a: Args): HostsFlags {
-  const s = (k: string) => (a[k] === undefined ? undefined : String(a[k]))
+  // yargs gives a string for a string flag (a list when one is repeated, which no value here accepts).
+  const s = (k: string) => {
+    const v = a[k]
+    return v === undefined ? undefined : typeof v === 'string' ? v : describe(v)
+  }
   const n = (k: string) => (a[k] === undefined ? undefined : Number(a[k]))
   const b = (k: string) => (a[k] === undefined ? undefined : Boolean(a[k]))
   return mergeHostsFlags({
@@ -57,7 +62,7 @@ function flags(a: Args): HostsFlags {
   })
 }
 
-const dash = (v: unknown) => (v === undefined || v === null ? '-' : String(v))
+const dash = (v: string | number | null | undefined) => (v === undefined || v === null ? '-' : String(v))
 
 export const upCommand: CommandModule = {
   command: 'up',

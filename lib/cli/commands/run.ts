@@ -3,6 +3,7 @@ import type { CommandModule } from 'yargs'
 import { findConfig } from '../../config.js'
 import { ConfigError } from '../../errors.js'
 import { configFileOf } from '../../settings.js'
+import { describe } from '../../validate.js'
 
 /**
  * `cluster run driver.js [-- args]`: runs a driver script with the cluster's
@@ -19,7 +20,8 @@ export const runCommand: CommandModule = {
       .positional('args', { type: 'string', array: true, describe: 'arguments for the script (after --)' })
       .option('config', { type: 'string', describe: 'cluster.config file (or CLUSTER_CONFIG; default: cluster.config.{js,mjs,ts,mts} here)' }),
   handler: async (a) => {
-    const config = configFileOf(a['config'] === undefined ? undefined : String(a['config'])) ?? findConfig()
+    const named = a['config']
+    const config = configFileOf(named === undefined || typeof named === 'string' ? named : describe(named)) ?? findConfig()
     if (config === undefined) throw new ConfigError('cluster run needs a config: pass --config or put a cluster.config.{js,mjs,ts} here')
     // Words after `--` go to the script untouched (yargs would turn "007" into 7).
     const dashes = process.argv.indexOf('--')
