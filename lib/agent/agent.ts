@@ -23,7 +23,7 @@ export type { AgentState } from './session.js'
 export type { AgentActivity, AgentEvents, AgentStats } from './types.js'
 
 /** How long `close()` waits for the running batches before it stops them. */
-export const CLOSE_TIMEOUT_MS = 10_000
+const CLOSE_TIMEOUT_MS = 10_000
 /** Limit of every other step of `close()`: the Leave (a flush to the broker), stopping threads, closing the transport. */
 const CLOSE_STEP_MS = 5_000
 
@@ -108,10 +108,10 @@ export class Agent extends EventEmitter<AgentEvents> {
     const catalog = await loadCatalog(resolved.tasks, `agent ${hostname()}`)
     const id = resolved.id ?? `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`
     // The transport reports handshake failures before the agent exists: route them once it does.
-    let agentRef: Agent | undefined
-    const transport = await createAgentTransport({ ...resolved, identity: id, curve, onHandshakeError: (m) => agentRef?.emit('auth:failed', m) })
+    const route: { agent?: Agent } = {}
+    const transport = await createAgentTransport({ ...resolved, identity: id, curve, onHandshakeError: (m) => route.agent?.emit('auth:failed', m) })
     const agent = new Agent(resolved, id, transport, [...catalog.functions.keys()], [...catalog.classes.keys()], shared)
-    agentRef = agent
+    route.agent = agent
     try {
       await agent.transport.connect()
       agent.transport.start(

@@ -11,7 +11,7 @@ export const START_PER_THREAD = 2
 /** Tasks per thread the window may grow to. */
 export const MAX_PER_THREAD = 4096
 /** A new window is announced once it differs from the last one sent by more than this share. */
-export const RESEND_CHANGE = 0.25
+const RESEND_CHANGE = 0.25
 
 /**
  * The window for tasks measured at `msPerTask`: about `targetQueueMs` of work

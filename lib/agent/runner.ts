@@ -93,7 +93,7 @@ export class Runner {
   }
 
   /** Queues a task frame of `count` tasks (with a limit, it runs alone) and starts what it can. */
-  push(body: Uint8Array, count: number, timeoutMs: number | undefined, delivery: Delivery | undefined): void {
+  push(body: Uint8Array, count: number, timeoutMs: number | undefined, delivery?: Delivery): void {
     this.queue.push({
       body,
       count,
@@ -226,7 +226,7 @@ export class Runner {
 }
 
 /** Why the thread running the task `name` alone died, as the error the driver reports. */
-export function attribute(name: string, err: Error, timeoutMs: number | undefined): Error {
+function attribute(name: string, err: Error, timeoutMs: number | undefined): Error {
   if (timeoutMs !== undefined && err.name === 'AbortError') {
     return new TaskTimeoutError(`task "${name}" ran longer than its timeout of ${timeoutMs} ms; its thread was stopped and replaced`)
   }

@@ -37,11 +37,12 @@ export class StatusFile {
     private readonly agent: Agent,
     private readonly path: string,
   ) {
-    this.timer = setInterval(() => this.update(), agent.options.heartbeatMs)
+    // update() never rejects: a write that fails is reported on stderr.
+    this.timer = setInterval(() => void this.update(), agent.options.heartbeatMs)
     this.timer.unref()
-    agent.on('driver:joined', () => this.update())
-    agent.on('driver:lost', () => this.update())
-    this.update()
+    agent.on('driver:joined', () => void this.update())
+    agent.on('driver:lost', () => void this.update())
+    void this.update()
   }
 
   snapshot(): AgentStatus {

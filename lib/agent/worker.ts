@@ -70,7 +70,7 @@ function runTask(id: unknown, name: unknown, args: unknown): void {
     return
   }
   try {
-    const value = fn(...args)
+    const value = fn(...(args as unknown[]))
     if (value !== null && typeof value === 'object' && typeof (value as Promise<unknown>).then === 'function') {
       ;(pending ??= []).push(
         Promise.resolve(value).then(

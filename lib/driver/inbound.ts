@@ -46,7 +46,7 @@ export function dispatch(cx: Inbound, peer: string, parts: Parts): void {
   const node = cx.membership.heard(peer)
   if (!node) {
     // A node taken out (lost, or registered again) may still answer what it held: late, not malformed.
-    if (h.type === MsgType.Results || h.type === MsgType.ActorResults) late(cx, parts[1], h.count)
+    if ((h.type === MsgType.Results || h.type === MsgType.ActorResults) && cx.membership.wasMember(peer)) late(cx, parts[1], h.count)
     else cx.badFrame()
     return
   }
@@ -104,7 +104,7 @@ function results(cx: Inbound, node: ClusterNode, body: Uint8Array | undefined, c
   }
 }
 
-/** Results from a peer that is not a member: counted as late results if well formed, else as a bad frame. */
+/** Results from a peer that was a member: counted as late results if well formed, else as a bad frame. */
 function late(cx: Inbound, body: Uint8Array | undefined, count: number): void {
   try {
     let n = 0

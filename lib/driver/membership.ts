@@ -98,6 +98,8 @@ const MAX_BYE_PEERS = 10_000
 export class Membership {
   private readonly nodes = new Map<string, ClusterNode>()
   private readonly byeSent = new Map<string, number>()
+  /** Peers taken out (lost, left, registered again): what they still send is late, not malformed. */
+  private readonly former = new Set<string>()
   private readonly now: () => number
   private lastTick: number
   nodesLost = 0
@@ -178,6 +180,11 @@ export class Membership {
     return undefined
   }
 
+  /** Was `peer` a member once (and is no longer)? */
+  wasMember(peer: string): boolean {
+    return this.former.has(peer) && !this.nodes.has(peer)
+  }
+
   /** Heartbeat round: nodes silent past the timeout are lost; the others get a heartbeat. */
   tick(): void {
     const now = this.now()
@@ -198,6 +205,8 @@ export class Membership {
   remove(node: ClusterNode, how: 'left' | 'lost', reason: string = how): boolean {
     if (!this.has(node)) return false
     this.nodes.delete(node.peer)
+    if (this.former.size > MAX_BYE_PEERS) this.former.clear()
+    this.former.add(node.peer)
     if (how === 'lost') this.nodesLost++
     this.events.removed(node, how, reason)
     return true

@@ -26,7 +26,7 @@ export interface ResolvedMapOptions {
 }
 
 /** The longest timer Node keeps: a longer one would fire at once. */
-export const MAX_TIMEOUT_MS = 2 ** 31 - 1
+const MAX_TIMEOUT_MS = 2 ** 31 - 1
 
 export const MAP_DEFAULTS = {
   ordered: true,

@@ -12,7 +12,7 @@ import { newStats, partsBytes, type Parts, type TransportFailure, type Transport
 const log = debuglog('actor-cluster')
 
 /** How long each step of a transport's close may take, unless the step says otherwise. */
-export const CLOSE_TIMEOUT_MS = 5000
+const CLOSE_TIMEOUT_MS = 5000
 
 /** What every transport's options may add to its lifecycle. */
 export interface TransportLifecycleOptions {

@@ -102,7 +102,7 @@ test('a result settles once: the second is dropped and counted, the promise keep
   const got = ledger.answered(e.id)
   assert.equal(got, e)
   assert.equal(ledger.counters.lateResultsDropped, 0)
-  ledger.succeed(got!, 49, 1234)
+  ledger.succeed(got, 49, 1234)
   assert.equal(e.settled, true)
   assert.equal(e.holder, undefined)
   assert.equal(q.inFlight, 0, 'the shared queue is told the task left')
@@ -332,7 +332,7 @@ test("reclaim 'lost': each task spends an infra retry, then fails with NodeLostE
   assert.equal(calls.retried.length, 1)
   const cause = calls.retried[0]!.cause
   assert.ok(cause instanceof NodeLostError)
-  assert.equal((cause as NodeLostError).code, 'ERR_NODE_LOST')
+  assert.equal((cause).code, 'ERR_NODE_LOST')
   assert.equal(cause.message, 'node agent-9 was lost (no heartbeat for 6000 ms)')
 
   // Sent again, to a node that is lost too: the budget is spent.
