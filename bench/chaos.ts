@@ -54,7 +54,20 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   const startAgent = () => {
     const child = spawn(
       process.execPath,
-      [CLI, 'agent', '--connect', cluster.address, '--tasks', BENCH_TASKS.href, '--threads', '1', '--heartbeat-ms', String(o.heartbeatMs), '--driver-timeout-ms', String(o.nodeTimeoutMs)],
+      [
+        CLI,
+        'agent',
+        '--connect',
+        cluster.address,
+        '--tasks',
+        BENCH_TASKS.href,
+        '--threads',
+        '1',
+        '--heartbeat-ms',
+        String(o.heartbeatMs),
+        '--driver-timeout-ms',
+        String(o.nodeTimeoutMs),
+      ],
       { stdio: 'ignore' },
     )
     children.add(child)

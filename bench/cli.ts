@@ -28,7 +28,8 @@ function seedLines(r: SeedResult): string[] {
   return [
     `seed benchmark — design ${r.design}, ${r.tasks} tasks (1, k), ${r.agents} agent(s) × ${r.threads} threads, batch ${r.batch}, via ${r.via}`,
     ...r.runs.map(
-      (x, i) => `  run ${i + 1}: submit ${x.submitSeconds.toFixed(3)} s, round trip ${x.roundTripSeconds.toFixed(3)} s, ${x.tasksPerSecond.toLocaleString('en-US')} tasks/s, check ${x.ok ? 'ok' : 'FAILED'}`,
+      (x, i) =>
+        `  run ${i + 1}: submit ${x.submitSeconds.toFixed(3)} s, round trip ${x.roundTripSeconds.toFixed(3)} s, ${x.tasksPerSecond.toLocaleString('en-US')} tasks/s, check ${x.ok ? 'ok' : 'FAILED'}`,
     ),
     `median: submit ${r.submitSeconds.toFixed(3)} s, round trip ${r.roundTripSeconds.toFixed(3)} s, ${r.tasksPerSecond.toLocaleString('en-US')} tasks/s, check ${r.ok ? 'ok (count and sum)' : 'FAILED'}`,
   ]
@@ -41,7 +42,10 @@ function seedLines(r: SeedResult): string[] {
  */
 function tolerateSettingsVariables(y: Argv): Argv {
   for (const name of ENV_VARIABLE_NAMES) {
-    const key = name.slice('CLUSTER_'.length).toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase())
+    const key = name
+      .slice('CLUSTER_'.length)
+      .toLowerCase()
+      .replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase())
     y = y.option(key, { hidden: true })
   }
   return y
@@ -64,14 +68,18 @@ export const benchCommand: CommandModule = {
     tolerateSettingsVariables(y.env('CLUSTER'))
       .command({
         command: 'seed',
-        describe: "The seed benchmark: N tasks (1, k), workers add, the driver checks every sum",
+        describe: 'The seed benchmark: N tasks (1, k), workers add, the driver checks every sum',
         builder: (b) =>
           common(b)
             .option('tasks', { type: 'number', default: 100_000, describe: 'number of tasks' })
             .option('agents', { type: 'number', default: 1, describe: 'local agents' })
             .option('threads', { type: 'number', describe: 'threads per agent (default: cores / agents)' })
             .option('batch', { type: 'string', default: CLUSTER_DEFAULTS.batch, describe: "tasks per frame: 'auto' or N (1 = one task per frame)" })
-            .option('local-transport', { choices: ['inproc', 'tcp'] as const, default: CLUSTER_DEFAULTS.localTransport, describe: 'how the local agents reach the driver' })
+            .option('local-transport', {
+              choices: ['inproc', 'tcp'] as const,
+              default: CLUSTER_DEFAULTS.localTransport,
+              describe: 'how the local agents reach the driver',
+            })
             .option('via', { choices: ['call', 'map'] as const, default: 'call' as const, describe: 'one call() per task, or one map()' })
             .option('warmup', { type: 'boolean', default: true, describe: 'one unmeasured run first' })
             .option('transport', {
@@ -81,18 +89,23 @@ export const benchCommand: CommandModule = {
             })
             .option('redis', { type: 'string', default: TRANSPORT_DEFAULTS.redisUrl, describe: 'Redis URL for the brokered designs' })
             .option('amqp', { type: 'string', default: TRANSPORT_DEFAULTS.amqpUrl, describe: 'RabbitMQ URL for the brokered designs' })
-            .option('naive-tasks', { type: 'number', default: 20_000, describe: "with --transport all: tasks of the naive baselines (one message per task; at most --tasks)" })
-            .option('out', { type: 'string', default: 'docs/benchmarks', describe: "with --transport all: write seed.json, seed.svg and seed.md here ('' for none)" })
+            .option('naive-tasks', {
+              type: 'number',
+              default: 20_000,
+              describe: 'with --transport all: tasks of the naive baselines (one message per task; at most --tasks)',
+            })
+            .option('out', {
+              type: 'string',
+              default: 'docs/benchmarks',
+              describe: "with --transport all: write seed.json, seed.svg and seed.md here ('' for none)",
+            })
             .option('dashboard', { type: 'number', describe: 'serve the dashboard on this port while running (0 = a free one)' }),
         handler: async (a) => {
           if (a.transport === 'all') {
             const tasks = a.tasks
             const log = (line: string) => process.stderr.write(`${line}\n`)
             log(`seed benchmark over every design: ${tasks} tasks, naive baselines ${Math.min(tasks, a['naive-tasks'])} tasks, ${a.runs} runs each`)
-            const r = await runSeedAll(
-              { tasks, naiveTasks: Math.min(tasks, a['naive-tasks']), runs: a.runs, redisUrl: a.redis, amqpUrl: a.amqp },
-              log,
-            )
+            const r = await runSeedAll({ tasks, naiveTasks: Math.min(tasks, a['naive-tasks']), runs: a.runs, redisUrl: a.redis, amqpUrl: a.amqp }, log)
             const out = a.out
             if (out) log(`wrote ${(await writeSeedAll(r, out)).join(', ')}`)
             print(a.json, r, [seedAllMarkdown(r)])
@@ -125,7 +138,12 @@ export const benchCommand: CommandModule = {
         builder: (b) =>
           common(b)
             .option('calls', { type: 'number', default: 5000, describe: 'sequential calls per run' })
-            .option('local-transport', { type: 'array', choices: ['inproc', 'tcp'], default: ['inproc', 'tcp'], describe: 'how the local agent reaches the driver' }),
+            .option('local-transport', {
+              type: 'array',
+              choices: ['inproc', 'tcp'],
+              default: ['inproc', 'tcp'],
+              describe: 'how the local agent reaches the driver',
+            }),
         handler: async (a) => {
           const results = []
           for (const t of a['local-transport'] as ('inproc' | 'tcp')[]) {
@@ -133,7 +151,10 @@ export const benchCommand: CommandModule = {
           }
           print(a.json, results.length === 1 ? results[0]! : { results }, [
             `call latency — ${a.calls} sequential calls × ${a.runs} runs, embedded agent`,
-            ...results.map((r) => `  ${r.localTransport.padEnd(6)}: p50 ${r.p50Us.toFixed(0)} µs, p99 ${r.p99Us.toFixed(0)} µs, mean ${r.meanUs.toFixed(0)} µs (medians of runs)`),
+            ...results.map(
+              (r) =>
+                `  ${r.localTransport.padEnd(6)}: p50 ${r.p50Us.toFixed(0)} µs, p99 ${r.p99Us.toFixed(0)} µs, mean ${r.meanUs.toFixed(0)} µs (medians of runs)`,
+            ),
           ])
         },
       })
@@ -213,7 +234,10 @@ export const benchCommand: CommandModule = {
           const ms = (x: number | undefined) => (x === undefined ? '—' : `${Math.round(x)} ms`)
           print(a.json, r, [
             `chaos — ${r.tasks} tasks over ${r.agents} agents, one SIGKILLed every ${r.killEveryMs} ms and replaced (heartbeat ${r.heartbeatMs} ms, node timeout ${r.nodeTimeoutMs} ms)`,
-            ...r.kills.map((k, i) => `  kill ${i + 1}: pid ${k.pid}, declared lost after ${ms(k.detectedMs)}, ${k.requeued} tasks requeued, running elsewhere after ${ms(k.recoveryMs)}`),
+            ...r.kills.map(
+              (k, i) =>
+                `  kill ${i + 1}: pid ${k.pid}, declared lost after ${ms(k.detectedMs)}, ${k.requeued} tasks requeued, running elsewhere after ${ms(k.recoveryMs)}`,
+            ),
             `${r.seconds.toFixed(1)} s, ${r.tasksPerSecond.toLocaleString('en-US')} tasks/s; lost ${r.lost}, delivered twice ${r.duplicates}; recovery median ${ms(r.medianRecoveryMs)}, max ${ms(r.maxRecoveryMs)}; ${r.ok ? 'ok' : 'FAILED'}`,
           ])
           if (!r.ok) process.exitCode = 1
@@ -238,7 +262,9 @@ export const benchCommand: CommandModule = {
           print(a.json, r, [
             `scale — ${r.agents} agents in ${r.procs} processes (shared pools), one driver, seed benchmark of ${r.tasks.toLocaleString('en-US')} tasks`,
             `  registered ${r.registered}/${r.agents} in ${r.registerSeconds.toFixed(2)} s; ${r.withWork} agents got work; lost ${r.lost} nodes, ${r.requeued} tasks requeued`,
-            ...r.runs.map((x, i) => `  run ${i + 1}: ${x.seconds.toFixed(3)} s, ${x.tasksPerSecond.toLocaleString('en-US')} tasks/s, check ${x.ok ? 'ok' : 'FAILED'}`),
+            ...r.runs.map(
+              (x, i) => `  run ${i + 1}: ${x.seconds.toFixed(3)} s, ${x.tasksPerSecond.toLocaleString('en-US')} tasks/s, check ${x.ok ? 'ok' : 'FAILED'}`,
+            ),
             `median ${r.tasksPerSecond.toLocaleString('en-US')} tasks/s; driver RSS ${r.driverBaseRssMB.toFixed(0)} MB before agents, ${r.driverRegisteredRssMB.toFixed(0)} MB with all registered, peak ${r.driverPeakRssMB.toFixed(0)} MB; ${r.ok ? 'ok' : 'FAILED'}`,
           ])
           if (!r.ok) process.exitCode = 1

@@ -160,7 +160,14 @@ function table(results: MicroResult[], old: MicroReport | undefined): string {
     return cells
   })
   const head = ['benchmark', 'ops/s', 'mean µs', 'p99 µs', 'samples', ...(old ? [`vs ${old.commit ?? 'old'}`] : [])]
-  return [`| ${head.join(' | ')} |`, `| --- | ${head.slice(1).map(() => '---:').join(' | ')} |`, ...rows.map((c) => `| ${c.join(' | ')} |`)].join('\n')
+  return [
+    `| ${head.join(' | ')} |`,
+    `| --- | ${head
+      .slice(1)
+      .map(() => '---:')
+      .join(' | ')} |`,
+    ...rows.map((c) => `| ${c.join(' | ')} |`),
+  ].join('\n')
 }
 
 export async function runMicro(o: { time: number; designs: TransportKind[] }): Promise<MicroReport> {

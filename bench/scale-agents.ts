@@ -14,7 +14,9 @@ if (!address || !Number.isSafeInteger(count) || count < 1 || !prefix) {
   process.exit(2)
 }
 const pool = await AgentPool.start({ tasks: BENCH_TASKS, threads: Number(threadsText ?? 1) })
-const agents = await Promise.all(Array.from({ length: count }, (_, i) => Agent.start({ connect: address, tasks: BENCH_TASKS, threads: 1, pool, id: `${prefix}-${i}` })))
+const agents = await Promise.all(
+  Array.from({ length: count }, (_, i) => Agent.start({ connect: address, tasks: BENCH_TASKS, threads: 1, pool, id: `${prefix}-${i}` })),
+)
 process.stdout.write(`started ${agents.length}\n`)
 const stop = async () => {
   await Promise.all(agents.map((a) => a.close()))

@@ -65,7 +65,14 @@ async function oneRun(cluster: Cluster, n: number): Promise<ScaleRun> {
 export async function runScale(o: ScaleOptions): Promise<ScaleResult> {
   const procs = o.procs ?? Math.min(o.agents, Math.max(2, Math.ceil(o.agents / 250)))
   const heartbeatMs = o.heartbeatMs ?? 1000
-  await using cluster = await Cluster.start({ config: {}, tasks: BENCH_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0, heartbeatMs, nodeTimeoutMs: Math.max(10_000, heartbeatMs * 3) })
+  await using cluster = await Cluster.start({
+    config: {},
+    tasks: BENCH_TASKS,
+    listen: 'tcp://127.0.0.1:0',
+    localAgents: 0,
+    heartbeatMs,
+    nodeTimeoutMs: Math.max(10_000, heartbeatMs * 3),
+  })
   let lost = 0
   cluster.on('node:lost', () => lost++)
   const base = process.memoryUsage.rss()

@@ -129,7 +129,17 @@ export async function runSeedAll(o: SeedAllOptions, progress: (line: string) => 
   const rows: SeedAllRow[] = []
   for (const design of DESIGNS) {
     try {
-      const r = await runSeed({ tasks: o.tasks, agents: 1, batch: 'auto', runs: o.runs, warmup: true, via: 'call', transport: design, redisUrl: o.redisUrl, amqpUrl: o.amqpUrl })
+      const r = await runSeed({
+        tasks: o.tasks,
+        agents: 1,
+        batch: 'auto',
+        runs: o.runs,
+        warmup: true,
+        via: 'call',
+        transport: design,
+        redisUrl: o.redisUrl,
+        amqpUrl: o.amqpUrl,
+      })
       rows.push({
         design,
         kind: 'ours',
@@ -200,10 +210,7 @@ const fmtN = (x: number | undefined) => (x === undefined ? '—' : x.toLocaleStr
 
 /** The Markdown table (design, tasks, submit s, round trip s, tasks/s, ×naive, check) and the figures' context. */
 export function seedAllMarkdown(r: SeedAllResult): string {
-  const lines = [
-    '| design | tasks | submit s | round trip s | tasks/s | ×naive | check |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | --- |',
-  ]
+  const lines = ['| design | tasks | submit s | round trip s | tasks/s | ×naive | check |', '| --- | ---: | ---: | ---: | ---: | ---: | --- |']
   for (const x of r.rows) {
     const design = x.kind === 'ours' ? `**${x.design}**` : x.design
     const check = x.ok === undefined ? '—' : x.ok ? 'ok' : x.tasksPerSecond === undefined ? x.note : 'FAILED'
@@ -259,7 +266,11 @@ function seedAllSvg(r: SeedAllResult): string {
     out.push(`<text x="${left + w + 6}" y="${y + 16}" fill="#333">${row.tasksPerSecond!.toLocaleString('en-US')}</text>`)
   })
   const ly = top + rows.length * rowH + 36
-  const legend: [RowKind, string][] = [['ours', 'this project, batched'], ['naive', 'naive baseline, one message per task (same run)'], ['seed-2016', 'the seed, 2016, 400 cores']]
+  const legend: [RowKind, string][] = [
+    ['ours', 'this project, batched'],
+    ['naive', 'naive baseline, one message per task (same run)'],
+    ['seed-2016', 'the seed, 2016, 400 cores'],
+  ]
   let lx = 20
   for (const [k, label] of legend) {
     out.push(`<rect x="${lx}" y="${ly - 10}" width="12" height="12" fill="${COLORS[k]}"/>`)

@@ -15,15 +15,41 @@ export type { ClusterConfig, RemoteOptions, SshOptions } from './options.js'
  * as a record so that a field added to ClusterOptions and missing here fails to compile.
  */
 const DRIVER_KEY_SET: Readonly<Record<Exclude<keyof ClusterOptions, 'config'>, true>> = {
-  tasks: true, listen: true, localAgents: true, threads: true, localTransport: true, batch: true, heartbeatMs: true,
-  nodeTimeoutMs: true, maxFrameBytes: true, insecure: true, curve: true, maxRetries: true, localAgentOptions: true,
-  transport: true, redisUrl: true, amqpUrl: true, clusterId: true, dashboard: true, logLevel: true, logger: true,
+  tasks: true,
+  listen: true,
+  localAgents: true,
+  threads: true,
+  localTransport: true,
+  batch: true,
+  heartbeatMs: true,
+  nodeTimeoutMs: true,
+  maxFrameBytes: true,
+  insecure: true,
+  curve: true,
+  maxRetries: true,
+  localAgentOptions: true,
+  transport: true,
+  redisUrl: true,
+  amqpUrl: true,
+  clusterId: true,
+  dashboard: true,
+  logLevel: true,
+  logger: true,
 }
 const DRIVER_KEYS = Object.keys(DRIVER_KEY_SET) as (keyof typeof DRIVER_KEY_SET)[]
 
 const CONFIG_KEYS: ReadonlySet<string> = new Set([
   ...DRIVER_KEYS,
-  'name', 'head', 'hosts', 'ssh', 'remote', 'sync', 'registerTimeoutS', 'stopTimeoutS', 'stateDir', 'root',
+  'name',
+  'head',
+  'hosts',
+  'ssh',
+  'remote',
+  'sync',
+  'registerTimeoutS',
+  'stopTimeoutS',
+  'stateDir',
+  'root',
 ])
 
 /** File names looked for, in this order, when no config is named. */

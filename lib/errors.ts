@@ -128,7 +128,10 @@ export class ProtocolError extends ClusterError {
 export class TransportError extends ClusterError {
   constructor(
     message: string,
-    options?: { cause?: unknown; code?: 'ERR_TRANSPORT' | 'ERR_ADDRESS_IN_USE' | 'ERR_INSECURE_BIND' | 'ERR_BROKER_UNREACHABLE' | 'ERR_BROKER_LOST' | 'ERR_DEPENDENCY_MISSING' },
+    options?: {
+      cause?: unknown
+      code?: 'ERR_TRANSPORT' | 'ERR_ADDRESS_IN_USE' | 'ERR_INSECURE_BIND' | 'ERR_BROKER_UNREACHABLE' | 'ERR_BROKER_LOST' | 'ERR_DEPENDENCY_MISSING'
+    },
   ) {
     super(options?.code ?? 'ERR_TRANSPORT', message, options)
   }

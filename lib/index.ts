@@ -1,5 +1,18 @@
 export { Cluster } from './driver/cluster.js'
-export type { MapOptions, NodeInfo, ClusterStats, ClusterEvents, ClusterView, RetryInfo, ActorInfo, TaskFailedEvent, TaskOptions, SpawnOptions, TasksProxy, ActorRef } from './driver/types.js'
+export type {
+  MapOptions,
+  NodeInfo,
+  ClusterStats,
+  ClusterEvents,
+  ClusterView,
+  RetryInfo,
+  ActorInfo,
+  TaskFailedEvent,
+  TaskOptions,
+  SpawnOptions,
+  TasksProxy,
+  ActorRef,
+} from './driver/types.js'
 export type { ClusterSnapshot, NodeSnapshot } from './monitor/monitor.js'
 export type { FailureRecord, TaskNameCounts } from './monitor/task-stats.js'
 export type { LatencySummary } from './monitor/histogram.js'

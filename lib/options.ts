@@ -210,7 +210,9 @@ export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
   }
   const transport = resolveTransportOptions(o)
   if (isBrokered(transport.transport) && transport.clusterId === undefined) {
-    throw new InvalidArgumentError(`options.clusterId is required with transport '${transport.transport}': the id of the cluster to join (the driver's cluster.id)`)
+    throw new InvalidArgumentError(
+      `options.clusterId is required with transport '${transport.transport}': the id of the cluster to join (the driver's cluster.id)`,
+    )
   }
   return Object.freeze({
     ...transport,

@@ -28,7 +28,10 @@ const CONFIG_ENV = 'CLUSTER_CONFIG'
 
 /** `heartbeatMs` → `CLUSTER_HEARTBEAT_MS`. */
 export function envName(key: string): string {
-  return `CLUSTER_${key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').replace(/-/g, '_').toUpperCase()}`
+  return `CLUSTER_${key
+    .replace(/([a-z0-9])([A-Z])/g, '$1_$2')
+    .replace(/-/g, '_')
+    .toUpperCase()}`
 }
 
 type Parse = (raw: string, name: string) => unknown
@@ -69,7 +72,8 @@ const url =
   (raw, name) =>
     urlOption(name, raw, schemes)
 
-const batch: Parse = (raw, name) => (raw === 'auto' ? raw : /^\d+$/.test(raw) && Number(raw) >= 1 ? Number(raw) : bad(name, "must be 'auto' or a positive integer", raw))
+const batch: Parse = (raw, name) =>
+  raw === 'auto' ? raw : /^\d+$/.test(raw) && Number(raw) >= 1 ? Number(raw) : bad(name, "must be 'auto' or a positive integer", raw)
 
 const clusterId: Parse = (raw, name) => (CLUSTER_ID.test(raw) ? raw : bad(name, "must be 1 to 64 letters, digits, '-', '_' or '.'", raw))
 
@@ -143,7 +147,10 @@ function envOptions(variables: readonly EnvVariable[], env: NodeJS.ProcessEnv = 
 
 /** `CLUSTER_LOG_LEVEL`, checked, or undefined. */
 export function envLogLevel(env: NodeJS.ProcessEnv = process.env): LogLevel | undefined {
-  return envOptions(CLUSTER_VARIABLES.filter((v) => v.key === 'logLevel'), env)['logLevel'] as LogLevel | undefined
+  return envOptions(
+    CLUSTER_VARIABLES.filter((v) => v.key === 'logLevel'),
+    env,
+  )['logLevel'] as LogLevel | undefined
 }
 
 type DashboardValue = boolean | number | DashboardOptions | undefined
@@ -246,7 +253,9 @@ export async function resolveAgentSettings(
 ): Promise<ResolvedAgentOptions> {
   const loaded = await namedConfig(options.config, env)
   const { config: _config, ...explicit } = options
-  return resolveAgentOptions(layer<AgentOptions>(loaded === undefined ? {} : agentOptionsOf(loaded.config, loaded.root), envOptions(AGENT_VARIABLES, env), explicit))
+  return resolveAgentOptions(
+    layer<AgentOptions>(loaded === undefined ? {} : agentOptionsOf(loaded.config, loaded.root), envOptions(AGENT_VARIABLES, env), explicit),
+  )
 }
 
 /**

@@ -58,7 +58,12 @@ async function ip(...args: string[]): Promise<void> {
 export async function netnsUnavailable(): Promise<string | undefined> {
   if (process.platform !== 'linux') return `network namespaces need Linux (this is ${process.platform})`
   if (process.getuid?.() !== 0) return 'network namespaces need root'
-  for (const [bin, pkg] of [['/usr/sbin/sshd', 'openssh-server'], ['/usr/bin/ssh', 'openssh-client'], ['/usr/bin/ssh-keygen', 'openssh-client'], ['/usr/bin/rsync', 'rsync']] as const) {
+  for (const [bin, pkg] of [
+    ['/usr/sbin/sshd', 'openssh-server'],
+    ['/usr/bin/ssh', 'openssh-client'],
+    ['/usr/bin/ssh-keygen', 'openssh-client'],
+    ['/usr/bin/rsync', 'rsync'],
+  ] as const) {
     if (!existsSync(bin)) return `${bin} is missing (apt-get install ${pkg})`
   }
   const probe = `acprobe${randomBytes(3).toString('hex')}`
@@ -89,7 +94,14 @@ async function waitForPort(headNs: string, address: string, port: number, ms: nu
   const end = Date.now() + ms
   for (;;) {
     try {
-      await exec('ip', ['netns', 'exec', headNs, process.execPath, '-e', `const s=require('net').connect(${port},'${address}');s.on('connect',()=>process.exit(0));s.on('error',()=>process.exit(1))`])
+      await exec('ip', [
+        'netns',
+        'exec',
+        headNs,
+        process.execPath,
+        '-e',
+        `const s=require('net').connect(${port},'${address}');s.on('connect',()=>process.exit(0));s.on('error',()=>process.exit(1))`,
+      ])
       return
     } catch {
       if (Date.now() > end) throw new Error(`sshd at ${address}:${port} did not come up within ${ms} ms`)
@@ -115,7 +127,10 @@ export async function createLab(count: number): Promise<Lab> {
     for (const s of sshds) if (s.exitCode === null && s.signalCode === null) s.kill('SIGKILL')
     for (const ns of namespaces) {
       // Whatever still runs inside (agents, sshd sessions) goes with its namespace.
-      const pids = await exec('ip', ['netns', 'pids', ns]).then((r) => r.stdout.split(/\s+/).filter(Boolean), () => [])
+      const pids = await exec('ip', ['netns', 'pids', ns]).then(
+        (r) => r.stdout.split(/\s+/).filter(Boolean),
+        () => [],
+      )
       for (const pid of pids) {
         try {
           process.kill(Number(pid), 'SIGKILL')
@@ -168,9 +183,21 @@ export async function createLab(count: number): Promise<Lab> {
       await writeFile(
         cfg,
         [
-          ...ports.map((p) => `ListenAddress ${h.address}:${p}`), `HostKey ${hk}`, 'PidFile none', `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
-          'StrictModes no', 'UsePAM no', 'PasswordAuthentication no', 'KbdInteractiveAuthentication no', 'PermitRootLogin prohibit-password',
-          'PubkeyAuthentication yes', 'PrintMotd no', 'LogLevel ERROR', 'MaxStartups 200', 'MaxSessions 50', '',
+          ...ports.map((p) => `ListenAddress ${h.address}:${p}`),
+          `HostKey ${hk}`,
+          'PidFile none',
+          `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
+          'StrictModes no',
+          'UsePAM no',
+          'PasswordAuthentication no',
+          'KbdInteractiveAuthentication no',
+          'PermitRootLogin prohibit-password',
+          'PubkeyAuthentication yes',
+          'PrintMotd no',
+          'LogLevel ERROR',
+          'MaxStartups 200',
+          'MaxSessions 50',
+          '',
         ].join('\n'),
       )
       const sshd = spawn('ip', ['netns', 'exec', h.ns, '/usr/sbin/sshd', '-D', '-e', '-f', cfg], { stdio: ['ignore', 'ignore', 'pipe'] })

@@ -232,7 +232,9 @@ function report(r: SweepResult): void {
   const n = r.rounds[r.rounds.length - 1]!.top.length
   console.log(show(`top-${n} mean`, r.estimate.beta, r.estimate.gamma) + err(r.estimate.beta, r.estimate.gamma))
   const seconds = r.elapsedMs / 1000
-  console.log(`\n${r.evaluations} simulations on ${r.threads} threads in ${seconds.toFixed(2)} s (${Math.round(r.evaluations / seconds)} simulations/s, cluster start included)`)
+  console.log(
+    `\n${r.evaluations} simulations on ${r.threads} threads in ${seconds.toFixed(2)} s (${Math.round(r.evaluations / seconds)} simulations/s, cluster start included)`,
+  )
 }
 
 async function main(): Promise<void> {

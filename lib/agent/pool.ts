@@ -132,7 +132,8 @@ export class AgentPool {
     if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options must be an object')
     const tasks = tasksSpecifier('tasks', options.tasks)
     const threads = options.threads ?? availableParallelism()
-    if (!Number.isSafeInteger(threads) || threads < 1) throw new InvalidArgumentError(`options.threads must be a positive integer, got ${String(options.threads)}`)
+    if (!Number.isSafeInteger(threads) || threads < 1)
+      throw new InvalidArgumentError(`options.threads must be a positive integer, got ${String(options.threads)}`)
     await loadCatalog(tasks, 'the shared pool')
     return new AgentPool(tasks, threads)
   }

@@ -71,15 +71,18 @@ export class Session {
     this.sendHello()
     let unanswered = 0
     this.timers.push(
-      setInterval(() => {
-        if (this._state !== 'connecting') {
-          unanswered = 0
-          return
-        }
-        // Dial again, in case the connection is stuck (see ZmqAgentTransport.redial).
-        if (++unanswered % REDIAL_AFTER === 0 && this.transport.kind === 'routed') this.transport.redial()
-        this.sendHello()
-      }, Math.min(1000, this.timing.heartbeatMs)),
+      setInterval(
+        () => {
+          if (this._state !== 'connecting') {
+            unanswered = 0
+            return
+          }
+          // Dial again, in case the connection is stuck (see ZmqAgentTransport.redial).
+          if (++unanswered % REDIAL_AFTER === 0 && this.transport.kind === 'routed') this.transport.redial()
+          this.sendHello()
+        },
+        Math.min(1000, this.timing.heartbeatMs),
+      ),
       setInterval(() => this.tick(), this.timing.heartbeatMs),
     )
     for (const t of this.timers) t.unref()

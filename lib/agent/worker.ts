@@ -93,9 +93,10 @@ function heapInUseMb(): number {
 }
 
 function settle(out: ResultsWriter, slot: number, name: string, value: unknown): void {
-  const bad = typeof value === 'object' || typeof value === 'function' || typeof value === 'symbol' || typeof value === 'bigint'
-    ? findUnserializable(value, 'result')
-    : undefined
+  const bad =
+    typeof value === 'object' || typeof value === 'function' || typeof value === 'symbol' || typeof value === 'bigint'
+      ? findUnserializable(value, 'result')
+      : undefined
   if (bad) out.set(slot, Status.Failed, toWireError(new SerializationError(`task "${name}" returned a value msgpack cannot carry: ${bad}`)))
   else out.set(slot, Status.Ok, value)
 }

@@ -6,14 +6,7 @@
  * `restart: 'always'`.
  */
 import { randomBytes } from 'node:crypto'
-import {
-  ActorLostError,
-  ActorStoppedError,
-  ClusterClosedError,
-  InvalidArgumentError,
-  SerializationError,
-  UnknownActorError,
-} from '../errors.js'
+import { ActorLostError, ActorStoppedError, ClusterClosedError, InvalidArgumentError, SerializationError, UnknownActorError } from '../errors.js'
 import { encodeActorBody } from '../protocol/bodies.js'
 import { findUnserializable, header } from '../protocol/codec.js'
 import { ActorOp, MsgType } from '../protocol/messages.js'

@@ -234,7 +234,13 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   }
 
   /** Checks a task and queues it; a bad task rejects at once. */
-  private enqueue(name: string, args: unknown[], options: ResolvedTaskOptions | undefined, resolve: (value: unknown) => void, reject: (err: Error) => void): void {
+  private enqueue(
+    name: string,
+    args: unknown[],
+    options: ResolvedTaskOptions | undefined,
+    resolve: (value: unknown) => void,
+    reject: (err: Error) => void,
+  ): void {
     try {
       if (this.closing) throw new ClusterClosedError('the cluster is closed')
       this.names.checkTask(name)

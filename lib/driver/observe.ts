@@ -97,7 +97,7 @@ export class Observability {
   /** A progress bar (or callback) for one map. */
   async mapProgress(name: string, inputs: unknown, options: ResolvedMapOptions, read: () => number): Promise<Progress> {
     const { Progress } = await import('../monitor/progress.js')
-    const known = options.total ?? ((inputs as { length?: unknown }).length ?? (inputs as { size?: unknown }).size)
+    const known = options.total ?? (inputs as { length?: unknown }).length ?? (inputs as { size?: unknown }).size
     const total = typeof known === 'number' ? known : undefined
     const onUpdate = typeof options.progress === 'function' ? options.progress : undefined
     return new Progress(read, { label: name, total, mode: onUpdate ? 'off' : 'auto', onUpdate, intervalMs: onUpdate ? 250 : undefined })

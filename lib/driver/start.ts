@@ -48,7 +48,9 @@ export async function setUpDriver(options: ClusterOptions): Promise<DriverSetup>
   const catalog = resolved.tasks === undefined ? undefined : await loadCatalog(resolved.tasks, 'the driver')
   const clusterId = resolved.clusterId ?? randomBytes(8).toString('hex')
   const localAddress =
-    zmqDesign && resolved.localAgents > 0 && resolved.localTransport === 'inproc' ? `inproc://actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}` : undefined
+    zmqDesign && resolved.localAgents > 0 && resolved.localTransport === 'inproc'
+      ? `inproc://actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}`
+      : undefined
   const zapDomain = curve ? `actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}` : undefined
   const localKey = curve && resolved.localAgents > 0 ? newKeyPair() : undefined
   const transport = await createDriverTransport({
@@ -76,7 +78,9 @@ export async function startLocalAgents(setup: DriverSetup, onStarted: (agent: Ag
   const { curve, localKey } = setup
   const started: Agent[] = []
   for (let i = 0; i < localAgents; i++) {
-    const via = isBrokered(transport) ? { transport, redisUrl, amqpUrl, clusterId: setup.clusterId } : { connect: setup.localAddress ?? setup.transport.address }
+    const via = isBrokered(transport)
+      ? { transport, redisUrl, amqpUrl, clusterId: setup.clusterId }
+      : { connect: setup.localAddress ?? setup.transport.address }
     const agent = await Agent.start({
       ...localAgentOptions,
       ...via,

@@ -160,4 +160,3 @@ export interface ClusterView {
   map<R = unknown>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, options?: MapOptions): AsyncGenerator<R, void, undefined>
   spawn<T extends object>(className: string, ...args: unknown[]): Promise<ActorRef<T>>
 }
-

@@ -46,7 +46,10 @@ export async function clusterDown(plan: HostsPlan, options: DownOptions = {}, pr
   let records: { rec: HostRecord; all: boolean }[] = (state?.hosts ?? []).map((rec) => ({ rec, all: false }))
   for (const h of options.extra ?? []) {
     if (!records.some((r) => r.rec.label === h.label)) {
-      records.push({ rec: { label: h.label, user: h.user, host: h.host, port: h.port, key: h.key, agentId: agentIdFor(plan, h), state: 'unknown', updatedAt: 0 }, all: true })
+      records.push({
+        rec: { label: h.label, user: h.user, host: h.host, port: h.port, key: h.key, agentId: agentIdFor(plan, h), state: 'unknown', updatedAt: 0 },
+        all: true,
+      })
     }
   }
   if (options.only && options.only.length > 0) {
@@ -66,7 +69,13 @@ export async function clusterDown(plan: HostsPlan, options: DownOptions = {}, pr
     let fail: ClusterError | undefined
     let stdout = ''
     try {
-      const r = await runSsh(plan.ssh, target, STOP_SCRIPT, [rec.runDir ?? plan.remote.runDir ?? '', plan.name, String(plan.stopTimeoutS), ...(all ? [] : [rec.agentId])], timeoutMs)
+      const r = await runSsh(
+        plan.ssh,
+        target,
+        STOP_SCRIPT,
+        [rec.runDir ?? plan.remote.runDir ?? '', plan.name, String(plan.stopTimeoutS), ...(all ? [] : [rec.agentId])],
+        timeoutMs,
+      )
       fail = sshFailure(r, target, 'stopping the agent', timeoutMs)
       stdout = r.stdout
     } catch (err) {
@@ -84,13 +93,18 @@ export async function clusterDown(plan: HostsPlan, options: DownOptions = {}, pr
       agents.push({ id, pid: pid === undefined ? undefined : Number(pid) || undefined, how: key })
     }
     const result = agents.some((a) => a.how === 'killed') ? 'killed' : agents.some((a) => a.how === 'stopped') ? 'stopped' : 'not running'
-    const pids = agents.filter((a) => a.pid !== undefined && a.how !== 'gone' && a.how !== 'none').map((a) => a.pid).join(', ')
+    const pids = agents
+      .filter((a) => a.pid !== undefined && a.how !== 'gone' && a.how !== 'none')
+      .map((a) => a.pid)
+      .join(', ')
     progress?.done(
       rec.label,
       true,
-      result === 'stopped' ? `stopped (pid ${pids}; finished its running tasks, handed queued ones back)`
-        : result === 'killed' ? `killed (pid ${pids}) after ${plan.stopTimeoutS} s without exiting`
-        : 'not running (already down)',
+      result === 'stopped'
+        ? `stopped (pid ${pids}; finished its running tasks, handed queued ones back)`
+        : result === 'killed'
+          ? `killed (pid ${pids}) after ${plan.stopTimeoutS} s without exiting`
+          : 'not running (already down)',
     )
     return { host: rec.label, result, agents }
   })

@@ -127,8 +127,15 @@ export async function resolveHostsPlan(flags: HostsFlags, cwd = process.cwd()): 
     config = loaded.config
     root = loaded.root
   }
-  const name = flags.name ?? config.name ?? (basename(root).replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 64) || 'cluster')
-  if (!/^[A-Za-z0-9._-]{1,64}$/.test(name)) throw new InvalidArgumentError(`--name must be 1 to 64 letters, digits, ".", "_" or "-", got ${JSON.stringify(name)}`)
+  const name =
+    flags.name ??
+    config.name ??
+    (basename(root)
+      .replace(/[^A-Za-z0-9._-]/g, '_')
+      .slice(0, 64) ||
+      'cluster')
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(name))
+    throw new InvalidArgumentError(`--name must be 1 to 64 letters, digits, ".", "_" or "-", got ${JSON.stringify(name)}`)
   const stateDir = flags.stateDir !== undefined ? resolve(cwd, flags.stateDir) : resolve(root, config.stateDir ?? HOSTS_DEFAULTS.stateDir)
   const listen = flags.listen ?? config.listen
   let head = flags.head ?? config.head
@@ -136,7 +143,9 @@ export async function resolveHostsPlan(flags: HostsFlags, cwd = process.cwd()): 
   if (head !== undefined) checkAddress(flags.head !== undefined ? '--head' : 'head', head)
   if (head === undefined && listen !== undefined) {
     if (WILDCARD.test(listen)) {
-      throw new ConfigError(`listen ${listen} binds every interface; set head to the address the hosts reach this machine at (head: 'tcp://10.0.0.1:7100' or --head)`)
+      throw new ConfigError(
+        `listen ${listen} binds every interface; set head to the address the hosts reach this machine at (head: 'tcp://10.0.0.1:7100' or --head)`,
+      )
     }
     head = listen
   }
@@ -229,7 +238,9 @@ export function remoteTasksFor(plan: HostsPlan): string {
   const rel = relative(plan.root, plan.tasks)
   if (rel !== '' && !rel.startsWith('..') && !isAbsolute(rel)) return rel.split(sep).join('/')
   if (plan.sync) {
-    throw new ConfigError(`the tasks module ${plan.tasks} is outside the project directory ${plan.root}, which is what gets synced to the hosts; move it inside, or use --no-sync`)
+    throw new ConfigError(
+      `the tasks module ${plan.tasks} is outside the project directory ${plan.root}, which is what gets synced to the hosts; move it inside, or use --no-sync`,
+    )
   }
   return plan.tasks
 }

@@ -34,12 +34,7 @@ const MAX_OUTPUT = 1 << 20
 export function sshOptions(s: SshSettings, t: SshTarget): string[] {
   const args: string[] = []
   if (s.configFile !== undefined) args.push('-F', s.configFile)
-  args.push(
-    '-o', 'BatchMode=yes',
-    '-o', `ConnectTimeout=${s.connectTimeoutS}`,
-    '-o', 'ServerAliveInterval=5',
-    '-o', 'ServerAliveCountMax=3',
-  )
+  args.push('-o', 'BatchMode=yes', '-o', `ConnectTimeout=${s.connectTimeoutS}`, '-o', 'ServerAliveInterval=5', '-o', 'ServerAliveCountMax=3')
   const identity = t.key ?? s.identity
   if (identity !== undefined) args.push('-i', identity, '-o', 'IdentitiesOnly=yes')
   for (const o of s.options) args.push('-o', o)
@@ -85,7 +80,14 @@ export function runProcess(cmd: string, argv: readonly string[], input: string |
     child.on('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer)
       if (err.code === 'ENOENT') {
-        reject(new SshError(t.label, 'no-ssh', `${cmd} is not installed on this machine (${cmd === 'ssh' ? 'the OpenSSH client' : cmd} is needed to reach the hosts)`, { cause: err }))
+        reject(
+          new SshError(
+            t.label,
+            'no-ssh',
+            `${cmd} is not installed on this machine (${cmd === 'ssh' ? 'the OpenSSH client' : cmd} is needed to reach the hosts)`,
+            { cause: err },
+          ),
+        )
       } else {
         reject(new SshError(t.label, 'failed', `cannot run ${cmd}: ${err.message}`, { cause: err }))
       }
@@ -101,7 +103,10 @@ export function runProcess(cmd: string, argv: readonly string[], input: string |
 
 /** The last meaningful line ssh printed (it also prints banners and warnings). */
 function lastLine(text: string): string {
-  const lines = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '' && !/^Warning: Permanently added/.test(l))
+  const lines = text
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !/^Warning: Permanently added/.test(l))
   return lines[lines.length - 1] ?? ''
 }
 
@@ -126,7 +131,11 @@ export function sshFailure(r: SshResult, t: SshTarget, step: string, timeoutMs: 
   } else if (/Connection refused/i.test(err)) {
     reason = 'unreachable'
     hint = 'connection refused: no SSH server listening on that port'
-  } else if (/timed out|No route to host|Network is unreachable|Could not resolve hostname|Name or service not known|Temporary failure in name resolution|Connection reset|Connection closed by|kex_exchange_identification/i.test(err)) {
+  } else if (
+    /timed out|No route to host|Network is unreachable|Could not resolve hostname|Name or service not known|Temporary failure in name resolution|Connection reset|Connection closed by|kex_exchange_identification/i.test(
+      err,
+    )
+  ) {
     reason = 'unreachable'
     hint = 'the host did not answer'
   } else if (via === 'ssh') {

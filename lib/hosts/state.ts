@@ -48,7 +48,12 @@ export async function readState(file: string): Promise<ClusterState | undefined>
     throw new ConfigError(`the state file ${file} is not valid JSON (${(err as Error).message}); move it away and run cluster down --nodes <hosts file>`)
   }
   const s = state as Partial<ClusterState> | null
-  if (!s || s.version !== 1 || !Array.isArray(s.hosts) || s.hosts.some((h) => !h || typeof h.label !== 'string' || typeof h.host !== 'string' || typeof h.agentId !== 'string')) {
+  if (
+    !s ||
+    s.version !== 1 ||
+    !Array.isArray(s.hosts) ||
+    s.hosts.some((h) => !h || typeof h.label !== 'string' || typeof h.host !== 'string' || typeof h.agentId !== 'string')
+  ) {
     throw new ConfigError(`the state file ${file} is not an actor-cluster state file (version 1)`)
   }
   return s as ClusterState

@@ -70,7 +70,8 @@ export function parseAgentStatus(text: string | undefined): AgentStatus | undefi
   const s = v as Record<string, unknown>
   const num = (k: string) => typeof s[k] === 'number' && Number.isFinite(s[k]) && s[k] >= 0
   const str = (k: string) => typeof s[k] === 'string' && s[k].length <= 256
-  if (!['id', 'host', 'version', 'connect'].every(str) || !['pid', 'threads', 'tasksDone', 'busy', 'queued', 'startedAt', 'updatedAt'].every(num)) return undefined
+  if (!['id', 'host', 'version', 'connect'].every(str) || !['pid', 'threads', 'tasksDone', 'busy', 'queued', 'startedAt', 'updatedAt'].every(num))
+    return undefined
   if (!['connecting', 'ready', 'leaving', 'closed'].includes(s['state'] as string)) return undefined
   if (s['driverAgeMs'] !== null && !num('driverAgeMs')) return undefined
   return s as unknown as AgentStatus
@@ -82,8 +83,19 @@ function targetOf(r: HostRecord): SshTarget {
 
 async function statusOne(plan: HostsPlan, r: HostRecord): Promise<HostStatus> {
   const base: HostStatus = {
-    host: r.label, agentId: r.agentId, state: 'down', pid: r.pid ?? null, threads: r.threads ?? null, busy: null, queued: null,
-    tasksDone: null, heartbeatAgeMs: null, driver: null, version: r.version ?? null, hostname: r.hostname ?? null, error: null,
+    host: r.label,
+    agentId: r.agentId,
+    state: 'down',
+    pid: r.pid ?? null,
+    threads: r.threads ?? null,
+    busy: null,
+    queued: null,
+    tasksDone: null,
+    heartbeatAgeMs: null,
+    driver: null,
+    version: r.version ?? null,
+    hostname: r.hostname ?? null,
+    error: null,
   }
   const timeoutMs = (plan.ssh.connectTimeoutS + 15) * 1000
   let res
@@ -156,4 +168,3 @@ export async function clusterStatus(plan: HostsPlan): Promise<ClusterStatus> {
   }
   return out
 }
-

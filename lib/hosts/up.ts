@@ -68,7 +68,9 @@ export function checkProbe(h: HostSpec, r: Reply, node: string, cli: string | un
   const where = v.get('cli') ?? cli
   const nodeVersion = v.get('node')
   if (error === 'no-node') {
-    const where = node.includes('/') ? `"${node}" does not exist or is not executable` : `"${node}" is not on the PATH of a non-interactive SSH session (PATH=${v.get('path') ?? '?'})`
+    const where = node.includes('/')
+      ? `"${node}" does not exist or is not executable`
+      : `"${node}" is not on the PATH of a non-interactive SSH session (PATH=${v.get('path') ?? '?'})`
     return new HostSetupError(
       h.label,
       'no-node',
@@ -78,11 +80,19 @@ export function checkProbe(h: HostSpec, r: Reply, node: string, cli: string | un
   if (nodeVersion !== undefined) {
     const m = /^v(\d+)\.(\d+)/.exec(nodeVersion)
     if (!m || Number(m[1]) < MIN_NODE[0] || (Number(m[1]) === MIN_NODE[0] && Number(m[2]) < MIN_NODE[1])) {
-      return new HostSetupError(h.label, 'old-node', `${h.label}: Node.js ${nodeVersion || '(no version)'} at "${node}" is too old; actor-cluster needs ≥ ${MIN_NODE.join('.')}`)
+      return new HostSetupError(
+        h.label,
+        'old-node',
+        `${h.label}: Node.js ${nodeVersion || '(no version)'} at "${node}" is too old; actor-cluster needs ≥ ${MIN_NODE.join('.')}`,
+      )
     }
   }
   if (error === 'no-rsync') {
-    return new HostSetupError(h.label, 'no-rsync', `${h.label}: rsync is not installed there (it is needed to sync the project); install it, or use --no-sync with the project already in place`)
+    return new HostSetupError(
+      h.label,
+      'no-rsync',
+      `${h.label}: rsync is not installed there (it is needed to sync the project); install it, or use --no-sync with the project already in place`,
+    )
   }
   if (error === 'dir') return new HostSetupError(h.label, 'dir', `${h.label}: cannot create the project directory ${dir}`)
   if (error === 'no-actor-cluster') {
@@ -94,14 +104,22 @@ export function checkProbe(h: HostSpec, r: Reply, node: string, cli: string | un
     )
   }
   if (error === 'cli-failed') {
-    return new HostSetupError(h.label, 'no-actor-cluster', `${h.label}: actor-cluster at ${where ?? '?'} does not run: ${r.log.slice(-3).join(' / ') || 'no output'}`)
+    return new HostSetupError(
+      h.label,
+      'no-actor-cluster',
+      `${h.label}: actor-cluster at ${where ?? '?'} does not run: ${r.log.slice(-3).join(' / ') || 'no output'}`,
+    )
   }
   const version = v.get('version')
   if (error !== undefined || version === undefined || where === undefined || dir === '') {
     return new HostSetupError(h.label, 'bad-reply', `${h.label}: unexpected answer from the host check${error ? ` (${error})` : ''}`)
   }
   if (version !== VERSION) {
-    return new HostSetupError(h.label, 'version', `${h.label}: actor-cluster ${version.slice(0, 40)} is installed at ${where}, this machine runs ${VERSION}; install the same version on every host`)
+    return new HostSetupError(
+      h.label,
+      'version',
+      `${h.label}: actor-cluster ${version.slice(0, 40)} is installed at ${where}, this machine runs ${VERSION}; install the same version on every host`,
+    )
   }
   return { dir, cli: where, version, hostname: v.get('hostname') }
 }
@@ -112,15 +130,23 @@ async function syncTo(plan: HostsPlan, h: HostSpec, dir: string): Promise<Cluste
   const ssh = ['ssh', ...sshOptions(plan.ssh, h)].map(shq).join(' ')
   const host = h.host.includes(':') ? `[${h.host}]` : h.host
   const argv = [
-    '-a', '--delete', `--timeout=${Math.max(30, plan.ssh.connectTimeoutS * 3)}`,
-    '--exclude=/.git', '--exclude=node_modules', '--exclude=/.actor-cluster',
+    '-a',
+    '--delete',
+    `--timeout=${Math.max(30, plan.ssh.connectTimeoutS * 3)}`,
+    '--exclude=/.git',
+    '--exclude=node_modules',
+    '--exclude=/.actor-cluster',
     ...plan.syncExclude.map((e) => `--exclude=${e}`),
-    '-e', ssh, `${plan.root}/`, `${host}:${dir}/`,
+    '-e',
+    ssh,
+    `${plan.root}/`,
+    `${host}:${dir}/`,
   ]
   const r = await runProcess('rsync', argv, undefined, timeoutMs, h)
   const failure = sshFailure(r, h, 'syncing the project', timeoutMs, 'rsync')
   if (failure) return failure
-  if (r.code !== 0) return new HostSetupError(h.label, 'sync', `${h.label}: syncing ${plan.root} to ${dir} failed (rsync exit ${r.code}): ${lastLine(r.stderr)}`)
+  if (r.code !== 0)
+    return new HostSetupError(h.label, 'sync', `${h.label}: syncing ${plan.root} to ${dir} failed (rsync exit ${r.code}): ${lastLine(r.stderr)}`)
   return undefined
 }
 
@@ -145,7 +171,14 @@ async function runningAgent(plan: HostsPlan, h: HostSpec, rec: HostRecord): Prom
   }
 }
 
-async function upOne(plan: HostsPlan, h: HostSpec, tasks: string, keys: AgentKeys | undefined, recorded: HostRecord | undefined, progress: Progress | undefined): Promise<HostOutcome> {
+async function upOne(
+  plan: HostsPlan,
+  h: HostSpec,
+  tasks: string,
+  keys: AgentKeys | undefined,
+  recorded: HostRecord | undefined,
+  progress: Progress | undefined,
+): Promise<HostOutcome> {
   const agentId = agentIdFor(plan, h)
   const failed = (error: ClusterError, extra: Partial<HostOutcome> = {}): HostOutcome => {
     progress?.done(h.label, false, error.message.startsWith(h.label) ? error.message.slice(h.label.length + 2) : error.message)
@@ -167,7 +200,8 @@ async function upOne(plan: HostsPlan, h: HostSpec, tasks: string, keys: AgentKey
     const p = await runSsh(plan.ssh, h, PROBE_SCRIPT, [node, cli ?? '', remoteDirFor(plan, h), plan.sync ? '1' : '0'], probeTimeout)
     const pf = sshFailure(p, h, 'checking the host', probeTimeout)
     if (pf) return failed(pf)
-    if (p.code !== 0) return failed(new HostSetupError(h.label, 'bad-reply', `${h.label}: the host check failed (exit ${p.code}): ${lastLine(p.stderr) || 'no message'}`))
+    if (p.code !== 0)
+      return failed(new HostSetupError(h.label, 'bad-reply', `${h.label}: the host check failed (exit ${p.code}): ${lastLine(p.stderr) || 'no message'}`))
     const probe = checkProbe(h, parseReply(p.stdout), node, cli)
     if (probe instanceof HostSetupError) return failed(probe)
     if (plan.sync) {
@@ -182,9 +216,18 @@ async function upOne(plan: HostsPlan, h: HostSpec, tasks: string, keys: AgentKey
       h,
       startScript(keys),
       [
-        node, probe.cli, probe.dir, plan.remote.runDir ?? '', agentId, plan.head!, tasks, String(h.threads ?? plan.threads ?? 0),
-        String(plan.registerTimeoutS), plan.heartbeatMs !== undefined ? String(plan.heartbeatMs) : '',
-        plan.nodeTimeoutMs !== undefined ? String(plan.nodeTimeoutMs) : '', plan.name,
+        node,
+        probe.cli,
+        probe.dir,
+        plan.remote.runDir ?? '',
+        agentId,
+        plan.head!,
+        tasks,
+        String(h.threads ?? plan.threads ?? 0),
+        String(plan.registerTimeoutS),
+        plan.heartbeatMs !== undefined ? String(plan.heartbeatMs) : '',
+        plan.nodeTimeoutMs !== undefined ? String(plan.nodeTimeoutMs) : '',
+        plan.name,
       ],
       startTimeout,
     )
@@ -213,7 +256,14 @@ async function upOne(plan: HostsPlan, h: HostSpec, tasks: string, keys: AgentKey
           base,
         )
       case 'no-tasks':
-        return failed(new HostSetupError(h.label, 'no-tasks', `${h.label}: the tasks module ${reply.values.get('tasks') ?? tasks} does not exist there${plan.sync ? '' : ' (without sync the project must already be in place)'}`), base)
+        return failed(
+          new HostSetupError(
+            h.label,
+            'no-tasks',
+            `${h.label}: the tasks module ${reply.values.get('tasks') ?? tasks} does not exist there${plan.sync ? '' : ' (without sync the project must already be in place)'}`,
+          ),
+          base,
+        )
       case 'dir':
       case 'rundir':
         return failed(new HostSetupError(h.label, 'dir', `${h.label}: cannot use the directory ${reply.values.get('dir') ?? runDir ?? '?'}`), base)
@@ -221,7 +271,10 @@ async function upOne(plan: HostsPlan, h: HostSpec, tasks: string, keys: AgentKey
         return failed(new HostSetupError(h.label, 'bad-reply', `${h.label}: unexpected answer while starting the agent (${error.slice(0, 40)})`), base)
     }
     if (s.code !== 0 || pid === undefined) {
-      return failed(new HostSetupError(h.label, 'bad-reply', `${h.label}: starting the agent failed (exit ${s.code}): ${lastLine(s.stderr) || 'no message'}`), base)
+      return failed(
+        new HostSetupError(h.label, 'bad-reply', `${h.label}: starting the agent failed (exit ${s.code}): ${lastLine(s.stderr) || 'no message'}`),
+        base,
+      )
     }
     const status = parseAgentStatus(reply.values.get('status'))
     const already = reply.values.has('already')
@@ -254,7 +307,9 @@ export async function clusterUp(plan: HostsPlan, hosts: readonly HostSpec[], pro
     throw new ConfigError('no head address: set listen (and head when listen is a wildcard) in cluster.config, or pass --head tcp://HOST:PORT')
   }
   if (plan.transport !== 'zmq') {
-    throw new ConfigError(`cluster up starts agents of the zmq design; transport ${JSON.stringify(plan.transport)} agents are started with cluster agent --transport on each host`)
+    throw new ConfigError(
+      `cluster up starts agents of the zmq design; transport ${JSON.stringify(plan.transport)} agents are started with cluster agent --transport on each host`,
+    )
   }
   const tasks = remoteTasksFor(plan)
   // The agents' half of the CURVE keys: the driver's public key and the agent key pair (never the driver's secret).

@@ -167,7 +167,10 @@ export class Dashboard {
         const where = `${options.host}:${options.port}`
         reject(
           err.code === 'EADDRINUSE'
-            ? new TransportError(`the dashboard cannot listen on ${where}: address already in use (choose another port, or 0 for a free one)`, { cause: err, code: 'ERR_ADDRESS_IN_USE' })
+            ? new TransportError(`the dashboard cannot listen on ${where}: address already in use (choose another port, or 0 for a free one)`, {
+                cause: err,
+                code: 'ERR_ADDRESS_IN_USE',
+              })
             : new TransportError(`the dashboard cannot listen on ${where}: ${err.message}`, { cause: err }),
         )
       }

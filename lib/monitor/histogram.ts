@@ -90,10 +90,11 @@ export class LatencyHistogram {
   summary(): LatencySummary {
     const merged = new Float64Array(N)
     let count = 0
-    for (const s of this.slices) for (let i = 0; i < N; i++) {
-      merged[i]! += s[i]!
-      count += s[i]!
-    }
+    for (const s of this.slices)
+      for (let i = 0; i < N; i++) {
+        merged[i]! += s[i]!
+        count += s[i]!
+      }
     const max = Math.max(...this.sliceMax)
     const q = (p: number) => Math.min(max, quantile(merged, count, p)) * 1000
     return { count, p50Ms: q(0.5), p90Ms: q(0.9), p99Ms: q(0.99), maxMs: max * 1000, windowMs: this.windows * this.sliceMs }

@@ -38,22 +38,56 @@ export class ClusterMetrics {
 
   constructor(private readonly source: MetricsSource) {
     const r = [this.registry]
-    this.tasks = new Counter({ name: `${P}tasks_total`, help: 'Tasks settled or retried, by task name and state (succeeded, failed, retried)', labelNames: ['name', 'state'], registers: r })
-    this.tasksNow = new Gauge({ name: `${P}tasks`, help: 'Tasks outstanding now, by state (pending on the driver, running on a node)', labelNames: ['state'], registers: r })
+    this.tasks = new Counter({
+      name: `${P}tasks_total`,
+      help: 'Tasks settled or retried, by task name and state (succeeded, failed, retried)',
+      labelNames: ['name', 'state'],
+      registers: r,
+    })
+    this.tasksNow = new Gauge({
+      name: `${P}tasks`,
+      help: 'Tasks outstanding now, by state (pending on the driver, running on a node)',
+      labelNames: ['state'],
+      registers: r,
+    })
     this.queueDepth = new Gauge({ name: `${P}queue_depth`, help: 'Tasks queued on the driver, waiting for a node with credit', registers: r })
     this.nodes = new Gauge({ name: `${P}nodes`, help: 'Agents serving the driver', registers: r })
     const nodeLabels = ['node', 'host'] as const
     this.nodeThreads = new Gauge({ name: `${P}node_threads`, help: 'Worker threads of each node', labelNames: nodeLabels, registers: r })
-    this.nodeBusy = new Gauge({ name: `${P}node_busy_threads`, help: 'Busy worker threads of each node (from its last heartbeat)', labelNames: nodeLabels, registers: r })
-    this.nodeInFlight = new Gauge({ name: `${P}node_tasks_in_flight`, help: 'Tasks sent to each node and not yet answered', labelNames: nodeLabels, registers: r })
+    this.nodeBusy = new Gauge({
+      name: `${P}node_busy_threads`,
+      help: 'Busy worker threads of each node (from its last heartbeat)',
+      labelNames: nodeLabels,
+      registers: r,
+    })
+    this.nodeInFlight = new Gauge({
+      name: `${P}node_tasks_in_flight`,
+      help: 'Tasks sent to each node and not yet answered',
+      labelNames: nodeLabels,
+      registers: r,
+    })
     this.nodeDone = new Counter({ name: `${P}node_tasks_done_total`, help: 'Tasks answered by each node', labelNames: nodeLabels, registers: r })
     this.actors = new Gauge({ name: `${P}actors`, help: 'Live actors', registers: r })
-    this.bytes = new Counter({ name: `${P}transport_bytes_total`, help: 'Bytes through the driver socket, by direction (in, out)', labelNames: ['direction'], registers: r })
-    this.frames = new Counter({ name: `${P}transport_frames_total`, help: 'Messages through the driver socket, by direction (in, out)', labelNames: ['direction'], registers: r })
+    this.bytes = new Counter({
+      name: `${P}transport_bytes_total`,
+      help: 'Bytes through the driver socket, by direction (in, out)',
+      labelNames: ['direction'],
+      registers: r,
+    })
+    this.frames = new Counter({
+      name: `${P}transport_frames_total`,
+      help: 'Messages through the driver socket, by direction (in, out)',
+      labelNames: ['direction'],
+      registers: r,
+    })
     this.sendErrors = new Counter({ name: `${P}transport_send_errors_total`, help: 'Sends that failed (peer gone or full)', registers: r })
     this.badFrames = new Counter({ name: `${P}bad_frames_total`, help: 'Malformed frames received and dropped', registers: r })
     this.heartbeatsMissed = new Counter({ name: `${P}heartbeats_missed_total`, help: 'Heartbeats of agents that did not arrive on time', registers: r })
-    this.lateResults = new Counter({ name: `${P}late_results_total`, help: 'Results for tasks already settled (duplicates, answers to cancelled tasks), dropped', registers: r })
+    this.lateResults = new Counter({
+      name: `${P}late_results_total`,
+      help: 'Results for tasks already settled (duplicates, answers to cancelled tasks), dropped',
+      registers: r,
+    })
     this.cancelled = new Counter({ name: `${P}tasks_cancelled_total`, help: 'Tasks cancelled by a signal or an early end of a map', registers: r })
     this.nodesLost = new Counter({ name: `${P}nodes_lost_total`, help: 'Nodes declared lost (silent past nodeTimeoutMs)', registers: r })
     this.authDenied = new Counter({ name: `${P}auth_denied_total`, help: 'Connections refused by CURVE authentication', registers: r })

@@ -59,9 +59,7 @@ export function resolveDashboardOptions(v: boolean | number | DashboardOptions |
     throw new InvalidArgumentError('options.dashboard.token must be a string of at least 16 printable characters without spaces')
   }
   if (!isLoopbackHost(host) && o.token === undefined) {
-    throw new InvalidArgumentError(
-      `options.dashboard.token is required to serve the dashboard on ${host}: only loopback addresses may go without one`,
-    )
+    throw new InvalidArgumentError(`options.dashboard.token is required to serve the dashboard on ${host}: only loopback addresses may go without one`)
   }
   const updateMs = integerOption('dashboard.updateMs', o.updateMs, 20, 1000) ?? DASHBOARD_DEFAULTS.updateMs
   const maxClients = integerOption('dashboard.maxClients', o.maxClients, 1) ?? DASHBOARD_DEFAULTS.maxClients

@@ -163,15 +163,26 @@ export function parseHeader(bytes: Uint8Array | undefined): Header {
     case MsgType.Hello: {
       const o = a as Record<string, unknown> | null
       if (
-        !o || typeof o !== 'object' || !isStr(o['agentId'], 128) || !isCount(o['threads']) || o['threads'] < 1 ||
-        !isCount(o['pid']) || !isStr(o['host']) || !isStr(o['version']) || !isStrList(o['tasks']) || !isStrList(o['actors']) || !isCount(o['window']) ||
+        !o ||
+        typeof o !== 'object' ||
+        !isStr(o['agentId'], 128) ||
+        !isCount(o['threads']) ||
+        o['threads'] < 1 ||
+        !isCount(o['pid']) ||
+        !isStr(o['host']) ||
+        !isStr(o['version']) ||
+        !isStrList(o['tasks']) ||
+        !isStrList(o['actors']) ||
+        !isCount(o['window']) ||
         (o['registration'] !== undefined && !isStr(o['registration'], 64))
-      ) throw new ProtocolError('malformed hello')
+      )
+        throw new ProtocolError('malformed hello')
       return { type, info: o as unknown as HelloInfo }
     }
     case MsgType.Welcome: {
       const o = a as Record<string, unknown> | null
-      if (!o || typeof o !== 'object' || !isStr(o['nodeId'], 128) || !isCount(o['heartbeatMs']) || !isStr(o['session'], 128)) throw new ProtocolError('malformed welcome')
+      if (!o || typeof o !== 'object' || !isStr(o['nodeId'], 128) || !isCount(o['heartbeatMs']) || !isStr(o['session'], 128))
+        throw new ProtocolError('malformed welcome')
       return { type, info: o as unknown as WelcomeInfo }
     }
     case MsgType.Reject:

@@ -209,9 +209,11 @@ export class AmqpAgentTasks implements AgentTaskPath {
 
   setPrefetch(frames: number): Promise<void> {
     this.want = frames
-    this.chain = this.chain.then(() => this.apply()).catch((err: unknown) => {
-      if (!this.closed && !this.link.closed) this.link.fail('consuming the task queue', err)
-    })
+    this.chain = this.chain
+      .then(() => this.apply())
+      .catch((err: unknown) => {
+        if (!this.closed && !this.link.closed) this.link.fail('consuming the task queue', err)
+      })
     return this.chain
   }
 

@@ -88,7 +88,12 @@ export abstract class TransportBase implements AsyncDisposable {
    * TransportError; one after close is the close itself, and is ignored.
    * Never leaves a rejection unhandled.
    */
-  protected receiveFrom<M>(source: AsyncIterable<M>, bytes: (message: M) => number, onFailure: TransportFailure | undefined, deliver: (message: M) => void): void {
+  protected receiveFrom<M>(
+    source: AsyncIterable<M>,
+    bytes: (message: M) => number,
+    onFailure: TransportFailure | undefined,
+    deliver: (message: M) => void,
+  ): void {
     void (async () => {
       try {
         for await (const m of source) if (this.countIn(bytes(m))) deliver(m)

@@ -18,14 +18,7 @@ import { packParts, unpackParts } from './frames.js'
 import { maskUrl, usesAmqp, usesRedis, type TransportKind } from './options.js'
 import type { CloseStep } from '../util/close.js'
 import { TransportBase, type TransportLifecycleOptions } from './base.js'
-import {
-  partsBytes,
-  type Delivery,
-  type SharedQueueAgentTransport,
-  type SharedQueueDriverTransport,
-  type Parts,
-  type TransportFailure,
-} from './transport.js'
+import { partsBytes, type Delivery, type SharedQueueAgentTransport, type SharedQueueDriverTransport, type Parts, type TransportFailure } from './transport.js'
 import type { AgentMessagePath, AgentTaskPath, DriverMessagePath, DriverTaskPath, Namespace } from './paths.js'
 import type { RedisLink } from './redis.js'
 import type { AmqpLink } from './amqp.js'

@@ -101,7 +101,8 @@ export function resolveDriverCurve(o: CurveOptions): DriverCurve {
 }
 
 export function resolveAgentCurve(o: CurveOptions): AgentCurve {
-  const serverPublicKey = o.serverPublicKey ?? (o.dir !== undefined ? readText(join(o.dir, KEY_FILES.serverPublic), "the server's public key").trim() : undefined)
+  const serverPublicKey =
+    o.serverPublicKey ?? (o.dir !== undefined ? readText(join(o.dir, KEY_FILES.serverPublic), "the server's public key").trim() : undefined)
   const agentKey = o.agentKey ?? (o.dir !== undefined ? readPair(join(o.dir, KEY_FILES.agent), 'the agent key') : undefined)
   if (!agentKey) throw new InvalidArgumentError('curve.agentKey (or curve.dir with agent.json) is required')
   return {

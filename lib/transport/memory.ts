@@ -295,7 +295,8 @@ export class MemoryAgentTransport extends TransportBase implements RoutedAgentTr
   accept(parts: Buffer[]): string | undefined {
     if (this.closed) return `agent ${this.options.identity} is closed`
     const size = largestPart(parts)
-    if (size > this.options.maxFrameBytes) return `a part of ${size} bytes exceeds agent ${this.options.identity}'s maxFrameBytes (${this.options.maxFrameBytes})`
+    if (size > this.options.maxFrameBytes)
+      return `a part of ${size} bytes exceeds agent ${this.options.identity}'s maxFrameBytes (${this.options.maxFrameBytes})`
     this.#inbox.push(parts)
     return undefined
   }

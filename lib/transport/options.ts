@@ -57,9 +57,7 @@ export function resolveTransportOptions(o: TransportOptions): ResolvedTransportO
   const redisUrl = urlOption('redisUrl', o.redisUrl ?? TRANSPORT_DEFAULTS.redisUrl, REDIS_SCHEMES)
   const amqpUrl = urlOption('amqpUrl', o.amqpUrl ?? TRANSPORT_DEFAULTS.amqpUrl, AMQP_SCHEMES)
   if (o.clusterId !== undefined && (typeof o.clusterId !== 'string' || !CLUSTER_ID.test(o.clusterId))) {
-    throw new InvalidArgumentError(
-      `options.clusterId must be 1 to 64 letters, digits, '-', '_' or '.', got ${describe(o.clusterId)}`,
-    )
+    throw new InvalidArgumentError(`options.clusterId must be 1 to 64 letters, digits, '-', '_' or '.', got ${describe(o.clusterId)}`)
   }
   return { transport, redisUrl, amqpUrl, clusterId: o.clusterId }
 }

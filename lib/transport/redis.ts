@@ -247,7 +247,7 @@ export class RedisDriverTasks implements DriverTaskPath {
   }
 
   reclaim(agentId: string): void {
-    void this.link.track(this.link.cmd.eval(MOVE_ALL, 2, this.k.processing(agentId), this.k.tasks, QUEUE_TTL_MS), 'moving a lost agent\'s tasks back')
+    void this.link.track(this.link.cmd.eval(MOVE_ALL, 2, this.k.processing(agentId), this.k.tasks, QUEUE_TTL_MS), "moving a lost agent's tasks back")
   }
 
   async close(): Promise<void> {
@@ -283,22 +283,27 @@ export class RedisAgentTasks implements AgentTaskPath {
     await this.link.cmd.eval(MOVE_ALL, 2, this.processing, this.k.tasks, QUEUE_TTL_MS)
     this.timer = setInterval(() => void this.link.track(this.link.cmd.pexpire(this.processing, QUEUE_TTL_MS), 'PEXPIRE'), QUEUE_TTL_MS / 4)
     this.timer.unref()
-    loop(this.link, 'BLMOVE from the task list', () => this.closed, async () => {
-      if (this.held >= this.prefetch) {
-        await new Promise<void>((resolve) => (this.wake = resolve))
-        return
-      }
-      const frame = await conn.blmoveBuffer(this.k.tasks, this.processing, 'RIGHT', 'LEFT', BLOCK_SECONDS)
-      // Taken after close began: it sits in the processing list, which close() moves back.
-      if (frame) {
-        // BLMOVE made the key without a TTL: give it one now, so it cannot outlive a crash of both ends.
-        void this.link.track(this.link.cmd.pexpire(this.processing, QUEUE_TTL_MS), 'PEXPIRE')
-      }
-      if (frame && !this.closed) {
-        this.held++
-        onTask(frame, frame)
-      }
-    })
+    loop(
+      this.link,
+      'BLMOVE from the task list',
+      () => this.closed,
+      async () => {
+        if (this.held >= this.prefetch) {
+          await new Promise<void>((resolve) => (this.wake = resolve))
+          return
+        }
+        const frame = await conn.blmoveBuffer(this.k.tasks, this.processing, 'RIGHT', 'LEFT', BLOCK_SECONDS)
+        // Taken after close began: it sits in the processing list, which close() moves back.
+        if (frame) {
+          // BLMOVE made the key without a TTL: give it one now, so it cannot outlive a crash of both ends.
+          void this.link.track(this.link.cmd.pexpire(this.processing, QUEUE_TTL_MS), 'PEXPIRE')
+        }
+        if (frame && !this.closed) {
+          this.held++
+          onTask(frame, frame)
+        }
+      },
+    )
   }
 
   private wakeUp(): void {
@@ -367,7 +372,12 @@ export class RedisDriverMessages implements DriverMessagePath {
 
   start(onMessage: (frame: Buffer) => void): void {
     const conn = this.conn!
-    loop(this.link, 'BLPOP from the driver inbox', () => this.closed, () => popSome(conn, this.k.driver, onMessage, () => this.closed))
+    loop(
+      this.link,
+      'BLPOP from the driver inbox',
+      () => this.closed,
+      () => popSome(conn, this.k.driver, onMessage, () => this.closed),
+    )
   }
 
   send(agentId: string, frame: Buffer): void {
@@ -409,7 +419,12 @@ export class RedisAgentMessages implements AgentMessagePath {
 
   start(onMessage: (frame: Buffer) => void): void {
     const conn = this.conn!
-    loop(this.link, 'BLPOP from the agent inbox', () => this.closed, () => popSome(conn, this.inbox, onMessage, () => this.closed))
+    loop(
+      this.link,
+      'BLPOP from the agent inbox',
+      () => this.closed,
+      () => popSome(conn, this.inbox, onMessage, () => this.closed),
+    )
   }
 
   async send(frame: Buffer): Promise<void> {

@@ -41,7 +41,13 @@ export async function createDriverTransport(s: DriverTransportSpec): Promise<Dri
 
 export async function createAgentTransport(s: AgentTransportSpec): Promise<AgentTransport> {
   if (s.transport === 'zmq') {
-    return new ZmqAgentTransport({ connect: s.connect, identity: s.identity, maxFrameBytes: s.maxFrameBytes, curve: s.curve, onHandshakeError: s.onHandshakeError })
+    return new ZmqAgentTransport({
+      connect: s.connect,
+      identity: s.identity,
+      maxFrameBytes: s.maxFrameBytes,
+      curve: s.curve,
+      onHandshakeError: s.onHandshakeError,
+    })
   }
   const { BrokeredAgentTransport } = await import('./brokered.js')
   // resolveAgentOptions demands a cluster id for every brokered design.

@@ -43,7 +43,12 @@ export class ZmqDriverTransport extends TransportBase implements RoutedDriverTra
       receiveHighWaterMark: SEND_HWM,
       maxMessageSize: options.maxFrameBytes,
       ...(options.curve
-        ? { curveServer: true, curveSecretKey: options.curve.server.secretKey, curvePublicKey: options.curve.server.publicKey, zapDomain: options.curve.zapDomain }
+        ? {
+            curveServer: true,
+            curveSecretKey: options.curve.server.secretKey,
+            curvePublicKey: options.curve.server.publicKey,
+            zapDomain: options.curve.zapDomain,
+          }
         : {}),
     })
   }
@@ -70,10 +75,10 @@ export class ZmqDriverTransport extends TransportBase implements RoutedDriverTra
           await new Promise((r) => setTimeout(r, 50))
           continue
         }
-        throw new TransportError(
-          inUse ? `cannot listen on ${requested}: address already in use` : `cannot listen on ${requested}: ${e.message}`,
-          { cause: err, code: inUse ? 'ERR_ADDRESS_IN_USE' : 'ERR_TRANSPORT' },
-        )
+        throw new TransportError(inUse ? `cannot listen on ${requested}: address already in use` : `cannot listen on ${requested}: ${e.message}`, {
+          cause: err,
+          code: inUse ? 'ERR_ADDRESS_IN_USE' : 'ERR_TRANSPORT',
+        })
       }
     }
     this.bound = this.socket.lastEndpoint ?? endpoint
@@ -90,9 +95,14 @@ export class ZmqDriverTransport extends TransportBase implements RoutedDriverTra
 
   start(onMessage: (peer: string, parts: Parts) => void, onFailure?: TransportFailure): void {
     // The routing id is ZeroMQ's envelope, not part of the message: it is not counted.
-    this.receiveFrom(this.socket, (m) => partsBytes(m) - (m[0]?.byteLength ?? 0), onFailure, ([id, ...parts]) => {
-      if (id) onMessage(id.toString('latin1'), parts)
-    })
+    this.receiveFrom(
+      this.socket,
+      (m) => partsBytes(m) - (m[0]?.byteLength ?? 0),
+      onFailure,
+      ([id, ...parts]) => {
+        if (id) onMessage(id.toString('latin1'), parts)
+      },
+    )
   }
 
   protected gracefulSteps(): CloseStep[] {

@@ -9,7 +9,18 @@ import { FIXTURE_TASKS, freePort, runCli, waitFor, type Proc } from '../helpers.
 // Short enough to keep the tests quick, long enough that a loaded CI machine does not starve a live agent past it.
 const FAST = { heartbeatMs: 200, nodeTimeoutMs: 1500 }
 const agentArgs = (address: string, ...more: string[]) => [
-  'agent', '--connect', address, '--tasks', FIXTURE_TASKS.href, '--threads', '1', '--heartbeat-ms', '200', '--driver-timeout-ms', '1500', ...more,
+  'agent',
+  '--connect',
+  address,
+  '--tasks',
+  FIXTURE_TASKS.href,
+  '--threads',
+  '1',
+  '--heartbeat-ms',
+  '200',
+  '--driver-timeout-ms',
+  '1500',
+  ...more,
 ]
 
 /** Resolves with the reason when the node of process `pid` is declared lost. */
@@ -65,7 +76,11 @@ test('an agent frozen (SIGSTOP) past the timeout, then resumed: no duplicate del
   let count = 0
   let stopped = false
   const lost = lossOf(cluster, frozen.child.pid)
-  for await (const i of cluster.map<number>('spin', Array.from({ length: n }, (_, i) => [30, i]), { ordered: false })) {
+  for await (const i of cluster.map<number>(
+    'spin',
+    Array.from({ length: n }, (_, i) => [30, i]),
+    { ordered: false },
+  )) {
     seen[i]!++
     count++
     if (count === n * 0.3) {
@@ -78,7 +93,10 @@ test('an agent frozen (SIGSTOP) past the timeout, then resumed: no duplicate del
     }
   }
   assert.equal(count, n)
-  assert.ok(seen.every((x) => x === 1), 'each result delivered exactly once')
+  assert.ok(
+    seen.every((x) => x === 1),
+    'each result delivered exactly once',
+  )
   // Resumed, it finds the driver no longer knows it, introduces itself again, and serves.
   await waitFor(() => cluster.nodes().some((node) => node.pid === frozen.child.pid), 15_000, 'the resumed agent to rejoin')
   // It gets work again (bounded: a few rounds of tasks that each hold a thread for a while).
@@ -86,7 +104,10 @@ test('an agent frozen (SIGSTOP) past the timeout, then resumed: no duplicate del
   for (let round = 0; round < 10 && !pids.has(frozen.child.pid!); round++) {
     for (const pid of await Promise.all(Array.from({ length: 30 }, () => cluster.call<number>('sleepThenWhoami', 20)))) pids.add(pid)
   }
-  assert.ok(pids.has(frozen.child.pid!), `the rejoined agent gets work (tasks ran on ${[...pids].join(', ')}; nodes ${JSON.stringify(cluster.nodes().map((n) => [n.pid, n.window, n.inFlight]))})`)
+  assert.ok(
+    pids.has(frozen.child.pid!),
+    `the rejoined agent gets work (tasks ran on ${[...pids].join(', ')}; nodes ${JSON.stringify(cluster.nodes().map((n) => [n.pid, n.window, n.inFlight]))})`,
+  )
 })
 
 test('actors on a lost node: calls reject with ActorLostError, or with restart: always the actor comes back fresh elsewhere', async (t) => {
@@ -137,7 +158,23 @@ test('a driver that dies: agents notice, go idle, and serve the next driver; --e
 })
 
 test('cluster bench chaos: agents killed and replaced during a job, nothing lost or delivered twice', async (t) => {
-  const p = runCli(t, ['bench', 'chaos', '--tasks', '4000', '--agents', '3', '--kill-every-ms', '600', '--task-us', '500', '--heartbeat-ms', '200', '--node-timeout-ms', '800', '--json'])
+  const p = runCli(t, [
+    'bench',
+    'chaos',
+    '--tasks',
+    '4000',
+    '--agents',
+    '3',
+    '--kill-every-ms',
+    '600',
+    '--task-us',
+    '500',
+    '--heartbeat-ms',
+    '200',
+    '--node-timeout-ms',
+    '800',
+    '--json',
+  ])
   assert.equal(await p.exited, 0, p.output())
   const r = JSON.parse(p.output()) as { lost: number; duplicates: number; kills: { recoveryMs?: number }[]; ok: boolean }
   assert.equal(r.lost, 0)

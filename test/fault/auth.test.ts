@@ -53,14 +53,20 @@ test('with CURVE keys: a listed agent joins and works; wrong, unlisted or missin
   await waitFor(() => /authentication refused/.test(unlisted.output()), 15_000, 'the refused agent to say so')
   // Work keeps flowing only to the two authorized nodes.
   const pids = new Set(await Promise.all(Array.from({ length: 100 }, () => cluster.call<number>('sleepThenWhoami', 5))))
-  assert.ok([...pids].every((pid) => pid === process.pid || pid === good.child.pid), `tasks ran on ${[...pids].join(', ')}`)
+  assert.ok(
+    [...pids].every((pid) => pid === process.pid || pid === good.child.pid),
+    `tasks ran on ${[...pids].join(', ')}`,
+  )
   assert.equal(cluster.nodes().length, 2)
   for (const p of [unlisted, wrongServer, plain]) assert.doesNotMatch(p.output(), /joined the driver/)
 })
 
 test('CURVE options are checked: bad keys and missing files are clear errors', async (t) => {
   const dir = tempDir(t)
-  await assert.rejects(Cluster.start({ tasks: FIXTURE_TASKS, curve: { dir } }), (e: unknown) => e instanceof AuthError && /cannot read the server key at .*server\.json/.test(e.message))
+  await assert.rejects(
+    Cluster.start({ tasks: FIXTURE_TASKS, curve: { dir } }),
+    (e: unknown) => e instanceof AuthError && /cannot read the server key at .*server\.json/.test(e.message),
+  )
   await assert.rejects(
     Cluster.start({ tasks: FIXTURE_TASKS, curve: { serverPublicKey: 'short', serverSecretKey: 'x', authorizedAgents: [] } }),
     (e: unknown) => e instanceof InvalidArgumentError && /curve\.serverPublicKey must be a 40-character Z85 CURVE key/.test(e.message),

@@ -17,19 +17,32 @@ function hostileFrame(i: number): Buffer[] {
   const hello = { agentId: 'x', threads: 1, pid: 1, host: 'h', version: '0', tasks: [], actors: [], window: 1 }
   const valid = packr.pack([V, MsgType.Results, 2])
   switch (i % 13) {
-    case 0: return [randomBytes(randomInt(1, 200))]
-    case 1: return [valid.subarray(0, randomInt(0, valid.length))]
-    case 3: return [packr.pack([V + 7, MsgType.Hello, hello])]
-    case 4: return [packr.pack([V, MsgType.Hello, { ...hello, threads: 'many' }])]
-    case 5: return [packr.pack([V, MsgType.Results, 3]), packr.pack(['not', 'a', 'result'])]
-    case 6: return [packr.pack([V, MsgType.Results, 1]), packr.pack([randomBytes(8).toString('hex'), 0, 1])]
-    case 7: return [packr.pack([V, MsgType.Tasks, 1]), packr.pack([1, 'add', [1, 2]])]
-    case 8: return [packr.pack([V, MsgType.Credit, -5])]
-    case 9: return [packr.pack([V, MsgType.Leave, 'everything'])]
-    case 10: return [packr.pack([V, 999, {}])]
-    case 11: return [packr.pack([V, MsgType.Results, 1]), randomBytes(randomInt(1, 100))]
-    case 12: return [packr.pack({ version: V, type: MsgType.Hello })]
-    default: return [Buffer.from([0xdd, 0xff, 0xff, 0xff, 0xff])]
+    case 0:
+      return [randomBytes(randomInt(1, 200))]
+    case 1:
+      return [valid.subarray(0, randomInt(0, valid.length))]
+    case 3:
+      return [packr.pack([V + 7, MsgType.Hello, hello])]
+    case 4:
+      return [packr.pack([V, MsgType.Hello, { ...hello, threads: 'many' }])]
+    case 5:
+      return [packr.pack([V, MsgType.Results, 3]), packr.pack(['not', 'a', 'result'])]
+    case 6:
+      return [packr.pack([V, MsgType.Results, 1]), packr.pack([randomBytes(8).toString('hex'), 0, 1])]
+    case 7:
+      return [packr.pack([V, MsgType.Tasks, 1]), packr.pack([1, 'add', [1, 2]])]
+    case 8:
+      return [packr.pack([V, MsgType.Credit, -5])]
+    case 9:
+      return [packr.pack([V, MsgType.Leave, 'everything'])]
+    case 10:
+      return [packr.pack([V, 999, {}])]
+    case 11:
+      return [packr.pack([V, MsgType.Results, 1]), randomBytes(randomInt(1, 100))]
+    case 12:
+      return [packr.pack({ version: V, type: MsgType.Hello })]
+    default:
+      return [Buffer.from([0xdd, 0xff, 0xff, 0xff, 0xff])]
   }
 }
 
@@ -41,7 +54,14 @@ test('the driver survives a fuzzer while a job runs: bad frames counted and drop
   const n = 30_000
   const job = (async () => {
     let sum = 0
-    for await (const r of cluster.map<number>('add', (function* () { for (let k = 0; k < n; k++) yield [k, 1] })(), { ordered: false })) sum += r
+    for await (const r of cluster.map<number>(
+      'add',
+      (function* () {
+        for (let k = 0; k < n; k++) yield [k, 1]
+      })(),
+      { ordered: false },
+    ))
+      sum += r
     return sum
   })()
   let sent = 0

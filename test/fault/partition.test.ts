@@ -34,7 +34,11 @@ test('network partition: an agent in its own namespace loses its link mid-run; t
   const agentIp = `10.78.${octet}.2`
   const keys = mkdtempSync(join(tmpdir(), 'ac-part-keys-'))
   t.after(() => {
-    spawnSync('ip', ['netns', 'pids', ns]).stdout?.toString().split('\n').filter(Boolean).forEach((pid) => spawnSync('kill', ['-9', pid]))
+    spawnSync('ip', ['netns', 'pids', ns])
+      .stdout?.toString()
+      .split('\n')
+      .filter(Boolean)
+      .forEach((pid) => spawnSync('kill', ['-9', pid]))
     spawnSync('ip', ['link', 'del', hostIf])
     spawnSync('ip', ['netns', 'del', ns])
     rmSync(keys, { recursive: true, force: true })
@@ -51,8 +55,30 @@ test('network partition: an agent in its own namespace loses its link mid-run; t
   assert.equal(await runCli(t, ['keys', '--out', keys]).exited, 0)
   const port = await freePort()
   // Beyond loopback, with CURVE keys: no --insecure needed.
-  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: `tcp://${driverIp}:${port}`, curve: { dir: keys }, threads: 1, heartbeatMs: 200, nodeTimeoutMs: 1000 })
-  const remoteArgs = [CLI, 'agent', '--connect', cluster.address, '--tasks', FIXTURE_TASKS.href, '--keys', keys, '--threads', '1', '--heartbeat-ms', '200', '--driver-timeout-ms', '1000']
+  await using cluster = await Cluster.start({
+    tasks: FIXTURE_TASKS,
+    listen: `tcp://${driverIp}:${port}`,
+    curve: { dir: keys },
+    threads: 1,
+    heartbeatMs: 200,
+    nodeTimeoutMs: 1000,
+  })
+  const remoteArgs = [
+    CLI,
+    'agent',
+    '--connect',
+    cluster.address,
+    '--tasks',
+    FIXTURE_TASKS.href,
+    '--keys',
+    keys,
+    '--threads',
+    '1',
+    '--heartbeat-ms',
+    '200',
+    '--driver-timeout-ms',
+    '1000',
+  ]
   // `ip netns exec` execs the command, so the agent keeps this pid.
   const agent = runProcess(t, 'ip', ['netns', 'exec', ns, process.execPath, ...remoteArgs]).child as { pid: number }
   await waitFor(() => cluster.nodes().length === 2, 20_000, 'the namespaced agent to join')

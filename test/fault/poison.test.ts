@@ -1,7 +1,14 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import {
-  Cluster, Agent, WorkerCrashedError, OutOfMemoryError, TaskTimeoutError, TaskCancelledError, RemoteTaskError, InvalidArgumentError,
+  Cluster,
+  Agent,
+  WorkerCrashedError,
+  OutOfMemoryError,
+  TaskTimeoutError,
+  TaskCancelledError,
+  RemoteTaskError,
+  InvalidArgumentError,
 } from '../../lib/index.js'
 import { FIXTURE_TASKS } from '../helpers.js'
 
@@ -89,7 +96,10 @@ test('cancelling a call withdraws it', async () => {
   const blockers = [cluster.call('sleep', 200), cluster.call('sleep', 200)]
   const p = cluster.with({ signal: ac.signal }).call('add', 1, 2)
   ac.abort(new Error('user changed their mind'))
-  await assert.rejects(p, (e: unknown) => e instanceof TaskCancelledError && e.code === 'ERR_CANCELLED' && (e.cause as Error).message === 'user changed their mind')
+  await assert.rejects(
+    p,
+    (e: unknown) => e instanceof TaskCancelledError && e.code === 'ERR_CANCELLED' && (e.cause as Error).message === 'user changed their mind',
+  )
   await assert.rejects(cluster.with({ signal: ac.signal }).call('add', 1, 2), /cancelled before it was sent/)
   await Promise.all(blockers)
 })
@@ -105,13 +115,16 @@ test('cancelling a 100,000-task map half-way stops it: nothing more is pulled, q
   }
   const before = cluster.stats()
   let got = 0
-  await assert.rejects(async () => {
-    for await (const r of cluster.map<number>('add', inputs(), { signal: ac.signal, concurrency: 4096 })) {
-      assert.equal(r, got + 1)
-      got++
-      if (got === 50_000) ac.abort()
-    }
-  }, (e: unknown) => e instanceof TaskCancelledError && /cancelled after 50000 of/.test(e.message))
+  await assert.rejects(
+    async () => {
+      for await (const r of cluster.map<number>('add', inputs(), { signal: ac.signal, concurrency: 4096 })) {
+        assert.equal(r, got + 1)
+        got++
+        if (got === 50_000) ac.abort()
+      }
+    },
+    (e: unknown) => e instanceof TaskCancelledError && /cancelled after 50000 of/.test(e.message),
+  )
   assert.equal(got, 50_000)
   assert.ok(pulled <= 50_000 + 4096, `pulled ${pulled}`)
   const after = cluster.stats()
@@ -127,7 +140,11 @@ test('breaking out of a map early withdraws its remaining tasks', async () => {
   // Let the agent measure these tasks first, so it asks for only a few at a time.
   await Promise.all(Array.from({ length: 20 }, () => cluster.call('sleep', 5)))
   const before = cluster.stats().tasksCancelled
-  for await (const r of cluster.map('sleep', Array.from({ length: 200 }, () => [5]), { concurrency: 100 })) {
+  for await (const r of cluster.map(
+    'sleep',
+    Array.from({ length: 200 }, () => [5]),
+    { concurrency: 100 },
+  )) {
     void r
     break
   }
@@ -135,7 +152,10 @@ test('breaking out of a map early withdraws its remaining tasks', async () => {
 })
 
 test('bad per-call options are clear errors', () => {
-  assert.throws(() => cluster.with({ timeoutMs: 0 }), (e: unknown) => e instanceof InvalidArgumentError && /options\.timeoutMs must be a positive integer/.test(e.message))
+  assert.throws(
+    () => cluster.with({ timeoutMs: 0 }),
+    (e: unknown) => e instanceof InvalidArgumentError && /options\.timeoutMs must be a positive integer/.test(e.message),
+  )
   assert.throws(() => cluster.with({ retries: -1 }), /options\.retries/)
   assert.throws(() => cluster.with({ signal: {} as AbortSignal }), /options\.signal must be an AbortSignal/)
   assert.throws(() => cluster.with({ restart: 'sometimes' as 'always' }), /options\.restart/)

@@ -46,7 +46,11 @@ test('a result counts only from the node the task was sent to: a member answerin
   const forged = Array.from({ length: n + 16 }, (_, k) => [heldId + 1 + k, 0, 999]).flat()
   const before = cluster.stats().lateResultsDropped
   await forger.socket.send([packr.pack([V, MsgType.Results, forged.length / 3]), packr.pack(forged)])
-  assert.deepEqual(await Promise.all(calls), Array.from({ length: n }, (_, i) => i), 'every result is the real agent\u2019s')
+  assert.deepEqual(
+    await Promise.all(calls),
+    Array.from({ length: n }, (_, i) => i),
+    'every result is the real agent\u2019s',
+  )
   assert.equal(cluster.stats().lateResultsDropped - before, n + 16, 'every forged result was dropped as late')
   await cluster.close()
   // The silent forger is lost after nodeTimeoutMs and its task runs on the real agent, unless the cluster closed first.

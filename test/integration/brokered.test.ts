@@ -21,8 +21,21 @@ import { AMQP_URL, REDIS_URL, proxyTo, skipReason, withPort } from '../brokers.j
 const BROKERED: TransportKind[] = ['redis', 'amqp', 'amqp+redis']
 const urls = { redisUrl: REDIS_URL, amqpUrl: AMQP_URL }
 const agentArgs = (design: TransportKind, clusterId: string, threads = 1) => [
-  'agent', '--transport', design, '--cluster-id', clusterId, '--redis', REDIS_URL, '--amqp', AMQP_URL,
-  '--tasks', FIXTURE_TASKS.href, '--threads', String(threads), '--heartbeat-ms', '300',
+  'agent',
+  '--transport',
+  design,
+  '--cluster-id',
+  clusterId,
+  '--redis',
+  REDIS_URL,
+  '--amqp',
+  AMQP_URL,
+  '--tasks',
+  FIXTURE_TASKS.href,
+  '--threads',
+  String(threads),
+  '--heartbeat-ms',
+  '300',
 ]
 
 for (const design of BROKERED) {
@@ -43,14 +56,30 @@ for (const design of BROKERED) {
       await waitFor(() => cluster.nodes().every((x) => x.tasksDone > 0), 10_000, 'both agents at work')
       a.child.kill('SIGKILL')
       const all = await results
-      assert.deepEqual(all.map(([i]) => i), Array.from({ length: n }, (_, i) => i), 'every task answered, once, correctly')
-      assert.ok(all.some(([, pid]) => pid === b.child.pid), 'the survivor did work')
-      assert.ok(all.some(([, pid]) => pid === a.child.pid), 'the killed agent did work first')
+      assert.deepEqual(
+        all.map(([i]) => i),
+        Array.from({ length: n }, (_, i) => i),
+        'every task answered, once, correctly',
+      )
+      assert.ok(
+        all.some(([, pid]) => pid === b.child.pid),
+        'the survivor did work',
+      )
+      assert.ok(
+        all.some(([, pid]) => pid === a.child.pid),
+        'the killed agent did work first',
+      )
       assert.match(await lost, /no heartbeat/)
-      assert.deepEqual(await theirs, Array.from({ length: 2000 }, (_, k) => k + 1))
+      assert.deepEqual(
+        await theirs,
+        Array.from({ length: 2000 }, (_, k) => k + 1),
+      )
       assert.equal(other.nodes().length, 1, 'the other cluster saw only its own agent')
       assert.ok(other.nodes()[0]!.local)
-      assert.deepEqual(cluster.nodes().map((x) => x.pid), [b.child.pid])
+      assert.deepEqual(
+        cluster.nodes().map((x) => x.pid),
+        [b.child.pid],
+      )
     })
 
     test('queues of a crashed run under the same id do not leak into a new one, and close removes them', async () => {
@@ -79,7 +108,10 @@ for (const design of BROKERED) {
         const cluster = await Cluster.start({ ...urls, tasks: FIXTURE_TASKS, transport: design, threads: 1, clusterId })
         assert.equal(cluster.id, clusterId)
         const sums = await Promise.all(Array.from({ length: 100 }, (_, k) => cluster.call<number>('add', k, 1)))
-        assert.deepEqual(sums, Array.from({ length: 100 }, (_, k) => k + 1))
+        assert.deepEqual(
+          sums,
+          Array.from({ length: 100 }, (_, k) => k + 1),
+        )
         await new Promise((r) => setTimeout(r, 200))
         const s = cluster.stats()
         assert.equal(s.lateResultsDropped, 0, 'no stale result reached the driver')
@@ -104,21 +136,22 @@ for (const design of BROKERED) {
 describe('bad broker URLs and lost brokers', () => {
   test('an unreachable broker fails at start, naming the URL with its password masked, and the cause', async () => {
     const port = await freePort()
-    await assert.rejects(
-      Cluster.start({ tasks: FIXTURE_TASKS, transport: 'redis', redisUrl: `redis://:s3cret@127.0.0.1:${port}` }),
-      (e: unknown) => {
-        assert.ok(e instanceof TransportError, String(e))
-        assert.equal(e.code, 'ERR_BROKER_UNREACHABLE')
-        assert.ok(e.message.includes(`redis://:***@127.0.0.1:${port}`), e.message)
-        assert.doesNotMatch(e.message, /s3cret/)
-        assert.match(e.message, /ECONNREFUSED/)
-        return true
-      },
-    )
+    await assert.rejects(Cluster.start({ tasks: FIXTURE_TASKS, transport: 'redis', redisUrl: `redis://:s3cret@127.0.0.1:${port}` }), (e: unknown) => {
+      assert.ok(e instanceof TransportError, String(e))
+      assert.equal(e.code, 'ERR_BROKER_UNREACHABLE')
+      assert.ok(e.message.includes(`redis://:***@127.0.0.1:${port}`), e.message)
+      assert.doesNotMatch(e.message, /s3cret/)
+      assert.match(e.message, /ECONNREFUSED/)
+      return true
+    })
     await assert.rejects(
       Cluster.start({ tasks: FIXTURE_TASKS, transport: 'amqp', amqpUrl: `amqp://guest:s3cret@127.0.0.1:${port}` }),
-      (e: unknown) => e instanceof TransportError && e.code === 'ERR_BROKER_UNREACHABLE' &&
-        e.message.includes(`amqp://guest:***@127.0.0.1:${port}`) && !e.message.includes('s3cret') && /ECONNREFUSED/.test(e.message),
+      (e: unknown) =>
+        e instanceof TransportError &&
+        e.code === 'ERR_BROKER_UNREACHABLE' &&
+        e.message.includes(`amqp://guest:***@127.0.0.1:${port}`) &&
+        !e.message.includes('s3cret') &&
+        /ECONNREFUSED/.test(e.message),
     )
   })
 
@@ -127,17 +160,24 @@ describe('bad broker URLs and lost brokers', () => {
     url.password = 'not-the-password'
     await assert.rejects(
       Cluster.start({ tasks: FIXTURE_TASKS, transport: 'amqp', amqpUrl: url.href }),
-      (e: unknown) => e instanceof TransportError && e.code === 'ERR_BROKER_UNREACHABLE' && /ACCESS_REFUSED|auth/i.test(e.message) &&
-        !e.message.includes('not-the-password'),
+      (e: unknown) =>
+        e instanceof TransportError && e.code === 'ERR_BROKER_UNREACHABLE' && /ACCESS_REFUSED|auth/i.test(e.message) && !e.message.includes('not-the-password'),
     )
   })
 
   test('malformed URLs and a missing cluster id are clear option errors', async () => {
-    await assert.rejects(Cluster.start({ tasks: FIXTURE_TASKS, transport: 'redis', redisUrl: 'http://x:1' }), (e: unknown) =>
-      e instanceof InvalidArgumentError && /options\.redisUrl must be a redis: or rediss: URL/.test(e.message))
-    await assert.rejects(Cluster.start({ tasks: FIXTURE_TASKS, transport: 'amqp', amqpUrl: 'amqp://u:pw@' }), (e: unknown) =>
-      e instanceof InvalidArgumentError && /options\.amqpUrl/.test(e.message) && !e.message.includes('pw'))
-    await assert.rejects(Cluster.start({ tasks: FIXTURE_TASKS, transport: 'kafka' as never }), /options\.transport must be one of 'zmq', 'redis', 'amqp', 'amqp\+redis', got "kafka"/)
+    await assert.rejects(
+      Cluster.start({ tasks: FIXTURE_TASKS, transport: 'redis', redisUrl: 'http://x:1' }),
+      (e: unknown) => e instanceof InvalidArgumentError && /options\.redisUrl must be a redis: or rediss: URL/.test(e.message),
+    )
+    await assert.rejects(
+      Cluster.start({ tasks: FIXTURE_TASKS, transport: 'amqp', amqpUrl: 'amqp://u:pw@' }),
+      (e: unknown) => e instanceof InvalidArgumentError && /options\.amqpUrl/.test(e.message) && !e.message.includes('pw'),
+    )
+    await assert.rejects(
+      Cluster.start({ tasks: FIXTURE_TASKS, transport: 'kafka' as never }),
+      /options\.transport must be one of 'zmq', 'redis', 'amqp', 'amqp\+redis', got "kafka"/,
+    )
     await assert.rejects(Cluster.start({ tasks: FIXTURE_TASKS, transport: 'redis', clusterId: 'a b' }), /options\.clusterId must be/)
     assert.throws(() => resolveAgentOptions({ tasks: 't.js', transport: 'redis' }), /options\.clusterId is required with transport 'redis'/)
     assert.equal(resolveAgentOptions({ tasks: 't.js', transport: 'amqp', clusterId: 'x' }).connect, '')
@@ -153,11 +193,19 @@ describe('bad broker URLs and lost brokers', () => {
     assert.match(q.output(), /--connect is required with --transport zmq/)
   })
 
-  for (const [design, url, port] of [['redis', REDIS_URL, 6379], ['amqp', AMQP_URL, 5672]] as const) {
+  for (const [design, url, port] of [
+    ['redis', REDIS_URL, 6379],
+    ['amqp', AMQP_URL, 5672],
+  ] as const) {
     test(`a ${design} broker that goes away mid-run fails the pending tasks with a clear error, never a hang`, { skip: skipReason(design) }, async (t) => {
       const proxy = await proxyTo(t, url, port)
       const via = withPort(url, proxy.port)
-      const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, transport: design, threads: 1, ...(design === 'redis' ? { redisUrl: via } : { amqpUrl: via }) })
+      const cluster = await Cluster.start({
+        tasks: FIXTURE_TASKS,
+        transport: design,
+        threads: 1,
+        ...(design === 'redis' ? { redisUrl: via } : { amqpUrl: via }),
+      })
       assert.equal(await cluster.call('add', 1, 1), 2)
       const failed = new Promise<Error>((resolve) => cluster.once('transport:error', resolve))
       const pending = Array.from({ length: 20 }, () => cluster.call('sleep', 200))
@@ -185,7 +233,10 @@ test('connections per process stay constant: an agent of 4 threads holds 3 Redis
   try {
     const names = ((await redis.client('LIST')) as string).split('\n').map((l) => /name=(\S*)/.exec(l)?.[1] ?? '')
     const mine = names.filter((n) => n.startsWith(`actor-cluster:agent_${agent}:`)).sort()
-    assert.deepEqual(mine, ['cmd', 'inbox', 'tasks'].map((c) => `actor-cluster:agent_${agent}:${c}`))
+    assert.deepEqual(
+      mine,
+      ['cmd', 'inbox', 'tasks'].map((c) => `actor-cluster:agent_${agent}:${c}`),
+    )
   } finally {
     redis.disconnect()
   }
@@ -213,16 +264,29 @@ test('a broker that accepts connections and never answers fails at start within 
 
 test('a broker that hangs mid-run is taken for lost: pending tasks fail, nothing waits forever', { skip: skipReason('amqp+redis') }, async (t) => {
   await Promise.all(
-    ([['redis', REDIS_URL, 6379], ['amqp', AMQP_URL, 5672]] as const).map(async ([design, url, port]) => {
+    (
+      [
+        ['redis', REDIS_URL, 6379],
+        ['amqp', AMQP_URL, 5672],
+      ] as const
+    ).map(async ([design, url, port]) => {
       const proxy = await proxyTo(t, url, port)
       // AMQP heartbeats of 1 s (instead of 5) let the client give up on the hung broker sooner.
       const via = withPort(url, proxy.port) + (design === 'amqp' ? '?heartbeat=1' : '')
-      const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, transport: design, threads: 1, ...(design === 'redis' ? { redisUrl: via } : { amqpUrl: via }) })
+      const cluster = await Cluster.start({
+        tasks: FIXTURE_TASKS,
+        transport: design,
+        threads: 1,
+        ...(design === 'redis' ? { redisUrl: via } : { amqpUrl: via }),
+      })
       t.after(() => cluster.close())
       assert.equal(await cluster.call('add', 1, 1), 2)
       const pending = cluster.call('sleep', 100)
       proxy.freeze()
-      await assert.rejects(pending, (e: unknown) => e instanceof TransportError && e.code === 'ERR_BROKER_LOST' && e.message.includes(`127.0.0.1:${proxy.port}`))
+      await assert.rejects(
+        pending,
+        (e: unknown) => e instanceof TransportError && e.code === 'ERR_BROKER_LOST' && e.message.includes(`127.0.0.1:${proxy.port}`),
+      )
     }),
   )
 })
@@ -242,7 +306,9 @@ test('importing the package loads neither ioredis nor amqplib; choosing a design
     }
     console.log(JSON.stringify({ before, after }))`
   const out = await new Promise<string>((resolve, reject) => {
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script, skipReason('redis') ? 'none' : 'redis'], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script, skipReason('redis') ? 'none' : 'redis'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
     let s = ''
     child.stdout.on('data', (d: Buffer) => (s += d.toString()))
     child.on('error', reject)

@@ -16,10 +16,18 @@ test('cluster dashboard runs a standing driver: agents join it and show in /api/
   runCli(t, ['agent', '--connect', address, '--tasks', FIXTURE_TASKS.href, '--threads', '1', '--id', 'joining-agent'])
   const end = Date.now() + 15_000
   while ((await stats()).nodes.length === 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 100))
-  assert.deepEqual((await stats()).nodes.map((n) => n.id), ['joining-agent'])
+  assert.deepEqual(
+    (await stats()).nodes.map((n) => n.id),
+    ['joining-agent'],
+  )
   // Structured logs on stderr: one JSON object per line.
   await waitFor(() => d.output().includes('"msg":"node joined"'), 5000, 'the join to be logged')
-  const joined = JSON.parse(d.output().split('\n').find((l) => l.includes('"msg":"node joined"'))!) as Record<string, unknown>
+  const joined = JSON.parse(
+    d
+      .output()
+      .split('\n')
+      .find((l) => l.includes('"msg":"node joined"'))!,
+  ) as Record<string, unknown>
   assert.equal(joined['node'], 'joining-agent')
   assert.equal(joined['level'], 30)
   d.child.kill('SIGTERM')
@@ -58,7 +66,10 @@ test('bench: plain progress lines off a terminal, nothing but the report under -
 const hasScript = spawnSync('script', ['--version']).status === 0
 
 test('bench draws a progress bar with rate and ETA on a terminal', { skip: !hasScript && 'script(1) is not installed' }, () => {
-  const r = spawnSync('script', ['-qfec', `${process.execPath} ${CLI} bench seed --tasks 50000 --runs 2 --no-warmup`, '/dev/null'], { encoding: 'utf8', timeout: 60_000 })
+  const r = spawnSync('script', ['-qfec', `${process.execPath} ${CLI} bench seed --tasks 50000 --runs 2 --no-warmup`, '/dev/null'], {
+    encoding: 'utf8',
+    timeout: 60_000,
+  })
   assert.equal(r.status, 0, r.stdout + r.stderr)
   assert.match(r.stdout, /seed \[[█░]+\] 100% \| 100,000\/100,000 \| [\d,]+\/s \| ETA 0 s/)
   assert.match(r.stdout, /median: submit/)

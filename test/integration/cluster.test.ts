@@ -1,8 +1,16 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import {
-  Cluster, RemoteTaskError, UnknownTaskError, UnknownActorError, UnknownMethodError, SerializationError, ClusterClosedError,
-  ActorStoppedError, TasksModuleError, InvalidArgumentError,
+  Cluster,
+  RemoteTaskError,
+  UnknownTaskError,
+  UnknownActorError,
+  UnknownMethodError,
+  SerializationError,
+  ClusterClosedError,
+  ActorStoppedError,
+  TasksModuleError,
+  InvalidArgumentError,
 } from '../../lib/index.js'
 import type * as Tasks from '../fixtures/tasks.js'
 import { FIXTURE_TASKS } from '../helpers.js'
@@ -54,7 +62,10 @@ test('an unknown task rejects at once, naming what exists', async () => {
 
 test('arguments and results msgpack cannot carry are clear errors, and lose nothing else', async () => {
   const good = cluster.call('add', 2, 3)
-  await assert.rejects(cluster.call('echo', () => 1), (e: unknown) => e instanceof SerializationError && /args\[0\] is a function/.test(e.message))
+  await assert.rejects(
+    cluster.call('echo', () => 1),
+    (e: unknown) => e instanceof SerializationError && /args\[0\] is a function/.test(e.message),
+  )
   await assert.rejects(cluster.call('echo', Symbol('s')), SerializationError)
   await assert.rejects(cluster.call('returnsFunction'), (e: unknown) => e instanceof SerializationError && /returned a value/.test(e.message))
   assert.equal(await good, 5)
@@ -69,7 +80,12 @@ test('many calls spread over the threads and all settle correctly', async () => 
 
 test('map yields results in input order by default', async () => {
   const out: number[] = []
-  for await (const r of cluster.map<number>('add', [[1, 1], [2, 2], [3, 3]])) out.push(r)
+  for await (const r of cluster.map<number>('add', [
+    [1, 1],
+    [2, 2],
+    [3, 3],
+  ]))
+    out.push(r)
   assert.deepEqual(out, [2, 4, 6])
   const single: unknown[] = []
   for await (const r of cluster.map('echo', ['a', 'b'])) single.push(r)
@@ -80,7 +96,10 @@ test('map with ordered: false yields every result', async () => {
   const inputs = Array.from({ length: 5000 }, (_, k) => [k, 0])
   const out: number[] = []
   for await (const r of cluster.map<number>('add', inputs, { ordered: false })) out.push(r)
-  assert.deepEqual(out.sort((a, b) => a - b), inputs.map((x) => x[0]))
+  assert.deepEqual(
+    out.sort((a, b) => a - b),
+    inputs.map((x) => x[0]),
+  )
 })
 
 test('map pulls inputs lazily: never more than concurrency ahead of the consumer', async () => {
@@ -112,15 +131,18 @@ test('map accepts async iterables', async () => {
   }
   let sum = 0
   for await (const r of cluster.map<number>('add', gen(), { ordered: false, concurrency: 7 })) sum += r
-  assert.equal(sum, 2 * (99 * 100) / 2)
+  assert.equal(sum, (2 * (99 * 100)) / 2)
 })
 
 test('map throws at the failing result, and checks its arguments', async () => {
   const seen: unknown[] = []
-  await assert.rejects(async () => {
-    for await (const r of cluster.map('echo', [[1], [2]])) seen.push(r)
-    for await (const r of cluster.map('fail', [['bad one']])) seen.push(r)
-  }, (e: unknown) => e instanceof RemoteTaskError && e.message === 'bad one')
+  await assert.rejects(
+    async () => {
+      for await (const r of cluster.map('echo', [[1], [2]])) seen.push(r)
+      for await (const r of cluster.map('fail', [['bad one']])) seen.push(r)
+    },
+    (e: unknown) => e instanceof RemoteTaskError && e.message === 'bad one',
+  )
   assert.deepEqual(seen, [1, 2])
   await assert.rejects(cluster.map('nope', []).next(), UnknownTaskError)
   await assert.rejects(cluster.map('add', [], { concurrency: 0 }).next(), InvalidArgumentError)
@@ -134,7 +156,10 @@ test('actors keep state and run their messages one at a time, in order', async (
   assert.equal(await counter.inc(5), 15)
   // slowInc reads, awaits, then writes: interleaving would lose increments.
   const results = await Promise.all(Array.from({ length: 20 }, () => counter.slowInc(1, 1)))
-  assert.deepEqual(results, Array.from({ length: 20 }, (_, i) => 16 + i))
+  assert.deepEqual(
+    results,
+    Array.from({ length: 20 }, (_, i) => 16 + i),
+  )
   assert.equal(await counter.inc(0), 35)
   await assert.rejects(counter.boom(), (e: unknown) => e instanceof RemoteTaskError && e.remoteName === 'TypeError')
   await assert.rejects((counter as unknown as { missing(): Promise<void> }).missing(), UnknownMethodError)
@@ -155,7 +180,10 @@ test('actors are independent of each other and of tasks', async () => {
 test('spawning unknown classes or with bad arguments fails clearly', async () => {
   await assert.rejects(cluster.spawn('Nope'), (e: unknown) => e instanceof UnknownActorError && /"Counter"/.test(e.message))
   await assert.rejects(cluster.spawn('add'), UnknownActorError)
-  await assert.rejects(cluster.spawn('Counter', () => 1), SerializationError)
+  await assert.rejects(
+    cluster.spawn('Counter', () => 1),
+    SerializationError,
+  )
 })
 
 test('close() rejects pending tasks with a clear error, is idempotent, and later calls fail', async () => {

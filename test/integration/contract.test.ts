@@ -5,8 +5,15 @@
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import {
-  Cluster, RemoteTaskError, UnknownTaskError, UnknownActorError, UnknownMethodError, SerializationError, ClusterClosedError,
-  ActorStoppedError, InvalidArgumentError,
+  Cluster,
+  RemoteTaskError,
+  UnknownTaskError,
+  UnknownActorError,
+  UnknownMethodError,
+  SerializationError,
+  ClusterClosedError,
+  ActorStoppedError,
+  InvalidArgumentError,
 } from '../../lib/index.js'
 import type { TransportKind } from '../../lib/transport/options.js'
 import type * as Tasks from '../fixtures/tasks.js'
@@ -64,22 +71,36 @@ for (const design of DESIGNS) {
         return true
       })
       await assert.rejects(cluster.call('nope'), (e: unknown) => e instanceof UnknownTaskError && /"nope".*"add"/.test(e.message))
-      await assert.rejects(cluster.call('echo', () => 1), SerializationError)
+      await assert.rejects(
+        cluster.call('echo', () => 1),
+        SerializationError,
+      )
       await assert.rejects(cluster.call('returnsFunction'), (e: unknown) => e instanceof SerializationError && /returned a value/.test(e.message))
       assert.equal(await good, 5)
     })
 
     test('map: in order, as completed, and checked', async () => {
       const ordered: number[] = []
-      for await (const r of cluster.map<number>('add', [[1, 1], [2, 2], [3, 3]])) ordered.push(r)
+      for await (const r of cluster.map<number>('add', [
+        [1, 1],
+        [2, 2],
+        [3, 3],
+      ]))
+        ordered.push(r)
       assert.deepEqual(ordered, [2, 4, 6])
       const inputs = Array.from({ length: 3000 }, (_, k) => [k, 0])
       const any: number[] = []
       for await (const r of cluster.map<number>('add', inputs, { ordered: false })) any.push(r)
-      assert.deepEqual(any.sort((a, b) => a - b), inputs.map((x) => x[0]))
-      await assert.rejects(async () => {
-        for await (const _ of cluster.map('fail', [['bad one']])) void _
-      }, (e: unknown) => e instanceof RemoteTaskError && e.message === 'bad one')
+      assert.deepEqual(
+        any.sort((a, b) => a - b),
+        inputs.map((x) => x[0]),
+      )
+      await assert.rejects(
+        async () => {
+          for await (const _ of cluster.map('fail', [['bad one']])) void _
+        },
+        (e: unknown) => e instanceof RemoteTaskError && e.message === 'bad one',
+      )
       await assert.rejects(cluster.map('add', [], { concurrency: 0 }).next(), InvalidArgumentError)
     })
 
@@ -105,7 +126,10 @@ for (const design of DESIGNS) {
       const counter = await cluster.spawn<Tasks.Counter>('Counter', 10)
       assert.equal(await counter.inc(5), 15)
       const results = await Promise.all(Array.from({ length: 10 }, () => counter.slowInc(1, 1)))
-      assert.deepEqual(results, Array.from({ length: 10 }, (_, i) => 16 + i))
+      assert.deepEqual(
+        results,
+        Array.from({ length: 10 }, (_, i) => 16 + i),
+      )
       await assert.rejects(counter.boom(), (e: unknown) => e instanceof RemoteTaskError && e.remoteName === 'TypeError')
       await assert.rejects((counter as unknown as { missing(): Promise<void> }).missing(), UnknownMethodError)
       assert.equal(await counter.inc(0), 25)

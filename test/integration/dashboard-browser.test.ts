@@ -58,7 +58,12 @@ test('the dashboard shows nodes, throughput and a failed task in a real browser'
     const end = Date.now() + 9000
     for (let round = 0; round < 40 && !stop && Date.now() < end; round++) {
       let n = 0
-      for await (const _ of cluster.map('sleep', Array.from({ length: 300 }, (_, i) => [1, i]), { ordered: false })) n++
+      for await (const _ of cluster.map(
+        'sleep',
+        Array.from({ length: 300 }, (_, i) => [1, i]),
+        { ordered: false },
+      ))
+        n++
       assert.equal(n, 300)
       await Promise.all(Array.from({ length: 5000 }, (_, k) => cluster.call('add', 1, k)))
     }
@@ -68,7 +73,12 @@ test('the dashboard shows nodes, throughput and a failed task in a real browser'
 
   const profile = mkdtempSync(join(tmpdir(), 'ac-chromium-'))
   t.after(() => rmSync(profile, { recursive: true, force: true }))
-  const browser = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, args: ARGS, headless: true, viewport: { width: 1400, height: 1000 } })
+  const browser = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    args: ARGS,
+    headless: true,
+    viewport: { width: 1400, height: 1000 },
+  })
   t.after(() => browser.close())
   const page = browser.pages()[0] ?? (await browser.newPage())
   const url = new URL(cluster.dashboardUrl!)
@@ -83,7 +93,13 @@ test('the dashboard shows nodes, throughput and a failed task in a real browser'
     return route.continue()
   })
   page.on('response', (r) => {
-    if (!r.url().includes('/api/events')) loads.push(r.request().sizes().then((s) => s.responseBodySize + s.responseHeadersSize))
+    if (!r.url().includes('/api/events'))
+      loads.push(
+        r
+          .request()
+          .sizes()
+          .then((s) => s.responseBodySize + s.responseHeadersSize),
+      )
   })
   await page.goto(url.href, { waitUntil: 'load' })
 
@@ -98,7 +114,7 @@ test('the dashboard shows nodes, throughput and a failed task in a real browser'
   await failed.waitFor({ timeout: 10_000 })
   const failedText = await failed.innerText()
   assert.match(failedText, /RemoteTaskError \[ERR_TASK_FAILED\]: deliberate failure: parameter set 42 diverged/)
-  assert.match(await failed.locator('pre').textContent() ?? '', /at fail \(.*fixtures\/tasks\.js/)
+  assert.match((await failed.locator('pre').textContent()) ?? '', /at fail \(.*fixtures\/tasks\.js/)
   assert.equal(await page.locator('#t-failed').innerText(), '1')
   // Throughput: the chart holds a point with tasks settled, and counts move live.
   const chart = page.locator('#chart')

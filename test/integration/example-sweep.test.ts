@@ -14,7 +14,10 @@ test('a small sweep recovers beta and gamma from the observed outbreak', async (
   // The prior spans beta 0.05..1 and gamma 0.02..0.5; the fit must land within
   // 15% of the truth (the observed outbreak is one noisy realization, so the
   // best possible estimate is not the truth itself).
-  for (const [name, fit] of [['estimate', r.estimate], ['best', r.best]] as const) {
+  for (const [name, fit] of [
+    ['estimate', r.estimate],
+    ['best', r.best],
+  ] as const) {
     const beta = Math.abs(fit.beta - TRUTH.beta) / TRUTH.beta
     const gamma = Math.abs(fit.gamma - TRUTH.gamma) / TRUTH.gamma
     assert.ok(beta < 0.15, `${name} beta ${fit.beta} is ${(beta * 100).toFixed(1)}% off ${TRUTH.beta}`)

@@ -29,22 +29,35 @@ function cli(t: Parameters<typeof runCli>[0], dir: string, args: string[]) {
 }
 
 test('a malformed or duplicated hosts file fails before any host is touched, naming file, line and reason', async (t) => {
-  const dir = await project(t, { name: 'c', tasks: './t.mjs', listen: 'tcp://127.0.0.1:7100' }, {
-    'hosts.txt': 'good-host\n\nbad:port:x\ngood-host:22 threads=2\nother thread=2\n',
-    't.mjs': 'export const f = () => 1\n',
-  })
+  const dir = await project(
+    t,
+    { name: 'c', tasks: './t.mjs', listen: 'tcp://127.0.0.1:7100' },
+    {
+      'hosts.txt': 'good-host\n\nbad:port:x\ngood-host:22 threads=2\nother thread=2\n',
+      't.mjs': 'export const f = () => 1\n',
+    },
+  )
   const p = cli(t, dir, ['up', '--nodes', join(dir, 'hosts.txt')])
   assert.equal(await p.exited, 1)
   const file = join(dir, 'hosts.txt')
-  assert.match(p.output(), new RegExp(`cluster: ${file}:3: "bad:port:x": write IPv6 addresses in brackets, \\[addr\\]:port\\n${file}:4: duplicate host good-host:22: already listed on line 1\\n${file}:5: unknown key "thread".*\\[ERR_HOSTS_FILE\\]`))
+  assert.match(
+    p.output(),
+    new RegExp(
+      `cluster: ${file}:3: "bad:port:x": write IPv6 addresses in brackets, \\[addr\\]:port\\n${file}:4: duplicate host good-host:22: already listed on line 1\\n${file}:5: unknown key "thread".*\\[ERR_HOSTS_FILE\\]`,
+    ),
+  )
   assert.equal(existsSync(join(dir, '.actor-cluster')), false, 'nothing recorded')
 })
 
 test('up without a hosts file, a head, or with the tasks outside the project: clear errors', async (t) => {
-  const dir = await project(t, { name: 'c', tasks: '/elsewhere/t.mjs' }, {
-    'hosts.txt': 'h1\n',
-    'redis.config.mjs': `export default { tasks: './t.mjs', transport: 'redis', head: 'tcp://127.0.0.1:7100' }\n`,
-  })
+  const dir = await project(
+    t,
+    { name: 'c', tasks: '/elsewhere/t.mjs' },
+    {
+      'hosts.txt': 'h1\n',
+      'redis.config.mjs': `export default { tasks: './t.mjs', transport: 'redis', head: 'tcp://127.0.0.1:7100' }\n`,
+    },
+  )
   const noHosts = cli(t, dir, ['up'])
   assert.equal(await noHosts.exited, 1)
   assert.match(noHosts.output(), /no hosts file: pass --nodes hosts\.txt or set hosts in cluster\.config \[ERR_CONFIG\]/)
@@ -127,7 +140,21 @@ test('cluster agent --status-file tells its state, load and tasks done, and foll
   const file = join(dir, 'agent.json')
   const port = await freePort()
   const address = `tcp://127.0.0.1:${port}`
-  const agent = runCli(t, ['agent', '--connect', address, '--tasks', FIXTURE_TASKS.href, '--threads', '1', '--id', 'status-agent', '--status-file', file, '--heartbeat-ms', '100'])
+  const agent = runCli(t, [
+    'agent',
+    '--connect',
+    address,
+    '--tasks',
+    FIXTURE_TASKS.href,
+    '--threads',
+    '1',
+    '--id',
+    'status-agent',
+    '--status-file',
+    file,
+    '--heartbeat-ms',
+    '100',
+  ])
   const read = async () => JSON.parse(await readFile(file, 'utf8')) as AgentStatus
   await waitFor(() => existsSync(file), 10_000, 'the status file')
   let s = await read()
@@ -162,14 +189,22 @@ test('cluster agent --status-file tells its state, load and tasks done, and foll
 test('many agents in one process share one pool: each its own identity and credit, all get work', async (t) => {
   await using pool = await AgentPool.start({ tasks: FIXTURE_TASKS, threads: 1 })
   await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0 })
-  const agents = await Promise.all(Array.from({ length: 20 }, (_, i) => Agent.start({ connect: cluster.address, tasks: FIXTURE_TASKS, threads: 1, pool, id: `light-${i}` })))
+  const agents = await Promise.all(
+    Array.from({ length: 20 }, (_, i) => Agent.start({ connect: cluster.address, tasks: FIXTURE_TASKS, threads: 1, pool, id: `light-${i}` })),
+  )
   t.after(() => Promise.all(agents.map((a) => a.close())))
   await waitFor(() => cluster.nodes().length === 20, 15_000, 'twenty agents')
   const sums = await Promise.all(Array.from({ length: 4000 }, (_, k) => cluster.call<number>('add', 1, k)))
-  assert.equal(sums.reduce((a, b) => a + b, 0), 4000 + (3999 * 4000) / 2)
+  assert.equal(
+    sums.reduce((a, b) => a + b, 0),
+    4000 + (3999 * 4000) / 2,
+  )
   const nodes = cluster.nodes()
   assert.deepEqual(nodes.map((n) => n.id).sort(), agents.map((a) => a.id).sort())
-  assert.ok(nodes.every((n) => n.tasksDone > 0), JSON.stringify(nodes.map((n) => n.tasksDone)))
+  assert.ok(
+    nodes.every((n) => n.tasksDone > 0),
+    JSON.stringify(nodes.map((n) => n.tasksDone)),
+  )
   assert.equal(agents[0]!.activity().state, 'ready')
   assert.equal(agents[0]!.activity().busy, 0)
   // An agent's close leaves the shared pool running for the others.
@@ -183,7 +218,11 @@ test('many agents in one process share one pool: each its own identity and credi
 })
 
 test('up names a missing ssh or rsync on this machine before touching any host', async (t) => {
-  const dir = await project(t, { name: 'tools', tasks: './t.mjs', head: 'tcp://127.0.0.1:7100' }, { 'hosts.txt': 'h1\n', 't.mjs': 'export const f = () => 1\n' })
+  const dir = await project(
+    t,
+    { name: 'tools', tasks: './t.mjs', head: 'tcp://127.0.0.1:7100' },
+    { 'hosts.txt': 'h1\n', 't.mjs': 'export const f = () => 1\n' },
+  )
   const noSsh = runCli(t, ['up', '--nodes', join(dir, 'hosts.txt'), '--config', join(dir, 'cluster.config.mjs')], { PATH: join(dir, 'empty-bin') })
   assert.equal(await noSsh.exited, 1)
   assert.match(noSsh.output(), /ssh is not installed on this machine; it is needed to reach the hosts \(install the OpenSSH client\) \[ERR_CONFIG\]/)
@@ -200,7 +239,12 @@ test('a host that cannot be reached: status says why, down keeps it listed until
   const dir = await project(t, { name: 'gone', ssh: { connectTimeoutS: 2 } })
   // A host recorded by an earlier `up`, now refusing connections (port 1 on loopback: nothing listens there).
   await mkdir(join(dir, '.actor-cluster'))
-  const state = { version: 1, name: 'gone', updatedAt: 1, hosts: [{ label: '127.0.0.1:1', host: '127.0.0.1', port: 1, agentId: 'gone@127.0.0.1:1', state: 'up', updatedAt: 1 }] }
+  const state = {
+    version: 1,
+    name: 'gone',
+    updatedAt: 1,
+    hosts: [{ label: '127.0.0.1:1', host: '127.0.0.1', port: 1, agentId: 'gone@127.0.0.1:1', state: 'up', updatedAt: 1 }],
+  }
   await writeFile(join(dir, '.actor-cluster', 'gone.json'), JSON.stringify(state))
   const st = cli(t, dir, ['status', '--json'])
   assert.equal(await st.exited, 0, st.output())
@@ -229,11 +273,19 @@ test('status --dashboard adds the running driver’s view; a dashboard that does
   await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1, dashboard: 0 })
   assert.equal(await cluster.call('add', 1, 1), 2)
   await mkdir(join(dir, '.actor-cluster'))
-  const state = { version: 1, name: 'viewed', updatedAt: 1, hosts: [{ label: '127.0.0.1:1', host: '127.0.0.1', port: 1, agentId: 'viewed@127.0.0.1:1', state: 'up', updatedAt: 1 }] }
+  const state = {
+    version: 1,
+    name: 'viewed',
+    updatedAt: 1,
+    hosts: [{ label: '127.0.0.1:1', host: '127.0.0.1', port: 1, agentId: 'viewed@127.0.0.1:1', state: 'up', updatedAt: 1 }],
+  }
   await writeFile(join(dir, '.actor-cluster', 'viewed.json'), JSON.stringify(state))
   const js = cli(t, dir, ['status', '--json', '--dashboard', cluster.dashboardUrl!])
   assert.equal(await js.exited, 0, js.output())
-  const s = JSON.parse(js.output()) as { hosts: { state: string; driver: unknown }[]; driver: { nodes: number; otherNodes: string[]; tasks: { succeeded: number }; error: null } }
+  const s = JSON.parse(js.output()) as {
+    hosts: { state: string; driver: unknown }[]
+    driver: { nodes: number; otherNodes: string[]; tasks: { succeeded: number }; error: null }
+  }
   assert.equal(s.driver.error, null)
   assert.equal(s.driver.nodes, 1)
   assert.deepEqual(s.driver.otherNodes, [cluster.nodes()[0]!.id], 'the local agent is a node up did not start')
@@ -241,7 +293,10 @@ test('status --dashboard adds the running driver’s view; a dashboard that does
   assert.deepEqual([s.hosts[0]!.state, s.hosts[0]!.driver], ['unreachable', null])
   const table = cli(t, dir, ['status', '--dashboard', cluster.dashboardUrl!])
   assert.equal(await table.exited, 0)
-  assert.match(table.output(), /driver at tcp:\/\/127\.0\.0\.1:\d+ \(dashboard http:\/\/127\.0\.0\.1:\d+\/\): 1 nodes; tasks 0 pending, 0 running, 1 done, 0 failed/)
+  assert.match(
+    table.output(),
+    /driver at tcp:\/\/127\.0\.0\.1:\d+ \(dashboard http:\/\/127\.0\.0\.1:\d+\/\): 1 nodes; tasks 0 pending, 0 running, 1 done, 0 failed/,
+  )
   assert.match(table.output(), /nodes not started by cluster up: /)
   assert.match(table.output(), /IN FLIGHT[\s\S]*127\.0\.0\.1:1\s+unreachable.*not a node/)
   const port = await freePort()

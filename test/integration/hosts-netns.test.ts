@@ -85,11 +85,25 @@ function json<T>(text: string): T {
 }
 
 interface UpJson {
-  hosts: { host: string; state: string; threads: number | null; version: string | null; pid: number | null; error: { code: string; reason: string | null; message: string } | null }[]
+  hosts: {
+    host: string
+    state: string
+    threads: number | null
+    version: string | null
+    pid: number | null
+    error: { code: string; reason: string | null; message: string } | null
+  }[]
 }
 interface StatusJson {
   hosts: {
-    host: string; state: string; threads: number | null; tasksDone: number | null; heartbeatAgeMs: number | null; version: string | null; pid: number | null; error: string | null
+    host: string
+    state: string
+    threads: number | null
+    tasksDone: number | null
+    heartbeatAgeMs: number | null
+    version: string | null
+    pid: number | null
+    error: string | null
     driver: { inFlight: number; tasksDone: number } | null
   }[]
   driver?: { nodes: number; error: string | null }
@@ -169,7 +183,13 @@ test('up, a job of 20,000 tasks across hosts, status, hosts added and removed mi
 
   // Status with no driver: agents run and wait.
   let st = json<StatusJson>(await ok(lab.cli(t, ['status', '--json'], proj)))
-  assert.deepEqual(st.hosts.map((h) => [h.host, h.state, h.threads]), [[labels[0], 'waiting', 1], [labels[1], 'waiting', 1]])
+  assert.deepEqual(
+    st.hosts.map((h) => [h.host, h.state, h.threads]),
+    [
+      [labels[0], 'waiting', 1],
+      [labels[1], 'waiting', 1],
+    ],
+  )
 
   // A driver started with the same config gets both agents and runs the job.
   const driver = lab.cli(t, ['run', 'driver.mjs', '--', '2', String(TASKS), '3'], proj)
@@ -177,13 +197,26 @@ test('up, a job of 20,000 tasks across hosts, status, hosts added and removed mi
 
   // Up again with a longer list: the running agents are kept, the new host joins the running driver.
   const up3 = json<UpJson>(await ok(lab.cli(t, ['up', '--nodes', 'hosts3.txt', '--no-sync', '--json'], proj)))
-  assert.deepEqual(up3.hosts.map((h) => [h.host, h.state]), [[labels[0], 'already up'], [labels[1], 'already up'], [labels[2], 'up']])
+  assert.deepEqual(
+    up3.hosts.map((h) => [h.host, h.state]),
+    [
+      [labels[0], 'already up'],
+      [labels[1], 'already up'],
+      [labels[2], 'up'],
+    ],
+  )
   await waitForLine(driver, /event node:joined lab@10\.77\.0\.13/, 10_000, 'the third host joining the running job')
 
   // Status during the job: every host serves the driver, with load, tasks done, heartbeat age, version.
   st = json<StatusJson>(await ok(lab.cli(t, ['status', '--json'], proj)))
-  assert.deepEqual(st.hosts.map((h) => h.state), ['up', 'up', 'up'])
-  assert.deepEqual(st.hosts.map((h) => h.threads), [1, 1, 2])
+  assert.deepEqual(
+    st.hosts.map((h) => h.state),
+    ['up', 'up', 'up'],
+  )
+  assert.deepEqual(
+    st.hosts.map((h) => h.threads),
+    [1, 1, 2],
+  )
   for (const h of st.hosts) {
     assert.ok(h.heartbeatAgeMs !== null && h.heartbeatAgeMs < 3000, `heartbeat age of ${h.host}: ${h.heartbeatAgeMs}`)
     assert.match(h.version ?? '', /^\d+\.\d+\.\d+/)
@@ -191,14 +224,20 @@ test('up, a job of 20,000 tasks across hosts, status, hosts added and removed mi
   assert.ok(st.hosts[0]!.tasksDone! > 0 && st.hosts[1]!.tasksDone! > 0, JSON.stringify(st.hosts))
   assert.equal(st.driver?.error, null, JSON.stringify(st.driver))
   assert.equal(st.driver?.nodes, 3)
-  assert.ok(st.hosts.every((h) => h.driver !== null && h.driver.tasksDone >= 0), JSON.stringify(st.hosts))
+  assert.ok(
+    st.hosts.every((h) => h.driver !== null && h.driver.tasksDone >= 0),
+    JSON.stringify(st.hosts),
+  )
   const table = await ok(lab.cli(t, ['status'], proj))
   assert.match(table, /HOST\s+STATE\s+THREADS\s+LOAD\s+TASKS DONE\s+HEARTBEAT\s+VERSION\s+PID/)
   assert.match(table, /3 of 3 hosts serving a driver, 4 threads/)
 
   // Remove a host mid-job: it finishes its running tasks and hands the queued ones back.
   const down2 = json<DownJson>(await ok(lab.cli(t, ['down', '--host', labels[1]!, '--json'], proj)))
-  assert.deepEqual(down2.hosts.map((h) => [h.host, h.result]), [[labels[1], 'stopped']])
+  assert.deepEqual(
+    down2.hosts.map((h) => [h.host, h.result]),
+    [[labels[1], 'stopped']],
+  )
   await waitForLine(driver, /event node:left lab@root@10\.77\.0\.12:22/, 10_000, 'the removed host leaving')
 
   // Cut a host's link mid-job: the driver loses it, requeues its tasks, the others finish.
@@ -218,7 +257,13 @@ test('up, a job of 20,000 tasks across hosts, status, hosts added and removed mi
 
   // The cut host cannot be asked or stopped: reported, kept; the others are stopped.
   st = json<StatusJson>(await ok(lab.cli(t, ['status', '--json'], proj)))
-  assert.deepEqual(st.hosts.map((h) => [h.host, h.state]), [[labels[0], 'unreachable'], [labels[2], 'waiting']])
+  assert.deepEqual(
+    st.hosts.map((h) => [h.host, h.state]),
+    [
+      [labels[0], 'unreachable'],
+      [labels[2], 'waiting'],
+    ],
+  )
   assert.match(st.hosts[0]!.error!, /10\.77\.0\.11: status: the host did not answer/)
   const down = lab.cli(t, ['down'], proj)
   const downText = await ok(down, 1)
@@ -231,7 +276,10 @@ test('up, a job of 20,000 tasks across hosts, status, hosts added and removed mi
   // Link back: down again stops it; once more, there is nothing to do. No agent, no file is left.
   await lab.setLink(h1, true)
   const again = json<DownJson>(await ok(lab.cli(t, ['down', '--json'], proj)))
-  assert.deepEqual(again.hosts.map((h) => [h.host, h.result]), [[labels[0], 'stopped']])
+  assert.deepEqual(
+    again.hosts.map((h) => [h.host, h.result]),
+    [[labels[0], 'stopped']],
+  )
   assert.match(await ok(lab.cli(t, ['down'], proj)), /has no hosts to stop/)
   for (const h of lab.hosts) assert.deepEqual(await agentsIn(h), [])
   assert.equal(existsSync(join(lab.dir, 'run')), false, 'the remote run directory is removed')
@@ -277,7 +325,12 @@ test('every bad host is reported with its cause; the good one comes up; nothing 
     ['10.77.0.99', 'ERR_SSH', 'unreachable', /did not answer/],
     [h1.address, 'ERR_SSH', 'auth', /refused the SSH key.*Permission denied \(publickey\)/],
     [`${h2.address}:2222`, 'ERR_HOST_SETUP', 'no-node', /Node\.js not found: "\/nonexistent\/node" does not exist/],
-    [`${h1.address}:2222`, 'ERR_HOST_SETUP', 'version', /actor-cluster 0\.0\.1-old is installed at .*old\/dist\/bin\/cluster\.js, this machine runs \d+\.\d+\.\d+/],
+    [
+      `${h1.address}:2222`,
+      'ERR_HOST_SETUP',
+      'version',
+      /actor-cluster 0\.0\.1-old is installed at .*old\/dist\/bin\/cluster\.js, this machine runs \d+\.\d+\.\d+/,
+    ],
     [h2.address, 'ERR_HOST_SETUP', 'no-tasks', /the tasks module .*empty\/tasks\.mjs does not exist there/],
     [`root@${h2.address}`, 'ERR_AGENT_START', 'exited', /the agent exited at once:[\s\S]*tasks module broken on purpose/],
     [`${h3.address}:2222`, 'ERR_SSH', 'host-key', /host key is not in known_hosts/],
@@ -293,14 +346,38 @@ test('every bad host is reported with its cause; the good one comes up; nothing 
   }
   // Only the good host is recorded and runs an agent of this cluster.
   const state = json<{ hosts: { label: string }[] }>(await readFile(join(proj, '.actor-cluster', 'bad.json'), 'utf8'))
-  assert.deepEqual(state.hosts.map((h) => h.label), [h3.address])
+  assert.deepEqual(
+    state.hosts.map((h) => h.label),
+    [h3.address],
+  )
   assert.equal((await agentsIn(h1)).length + (await agentsIn(h2)).length, 0)
   assert.equal((await agentsIn(h3)).length, 1)
 
   // An agent that cannot reach the head is stopped, with the reason, after the registration timeout.
   await writeFile(join(proj, 'hosts-one.txt'), `${h2.address}\n`)
   const nr = json<UpJson>(
-    await ok(lab.cli(t, ['up', '--nodes', 'hosts-one.txt', '--no-sync', '--name', 'unreg', '--listen', `tcp://${HEAD_ADDRESS}:7101`, '--head', `tcp://${HEAD_ADDRESS}:7102`, '--register-timeout', '2', '--json'], proj), 1),
+    await ok(
+      lab.cli(
+        t,
+        [
+          'up',
+          '--nodes',
+          'hosts-one.txt',
+          '--no-sync',
+          '--name',
+          'unreg',
+          '--listen',
+          `tcp://${HEAD_ADDRESS}:7101`,
+          '--head',
+          `tcp://${HEAD_ADDRESS}:7102`,
+          '--register-timeout',
+          '2',
+          '--json',
+        ],
+        proj,
+      ),
+      1,
+    ),
   )
   assert.equal(nr.hosts[0]!.error?.code, 'ERR_AGENT_START')
   assert.match(nr.hosts[0]!.error.message, /did not register with tcp:\/\/10\.77\.0\.1:7102 within 2 s \(stopped it\)/)
@@ -311,14 +388,24 @@ test('every bad host is reported with its cause; the good one comes up; nothing 
   const wrong = join(lab.dir, 'wrong-keys')
   await exec(process.execPath, [CLI, 'keys', '--out', wrong])
   await writeFile(join(wrong, 'authorized_agents'), `${(await readFile(join(lab.dir, 'keys', 'server.pub'), 'utf8')).trim()}\n`)
-  const refused = json<UpJson>(await ok(lab.cli(t, ['up', '--nodes', 'hosts-one.txt', '--no-sync', '--name', 'refused', '--keys', wrong, '--register-timeout', '3', '--json'], proj), 1))
+  const refused = json<UpJson>(
+    await ok(lab.cli(t, ['up', '--nodes', 'hosts-one.txt', '--no-sync', '--name', 'refused', '--keys', wrong, '--register-timeout', '3', '--json'], proj), 1),
+  )
   assert.equal(refused.hosts[0]!.error?.reason, 'not-registered', refused.hosts[0]!.error?.message)
   assert.match(refused.hosts[0]!.error.message, /did not register[\s\S]*check the keys/)
   assert.deepEqual(await agentsIn(h2), [])
-  assert.deepEqual((await readdir(join(lab.dir, 'run')).catch(() => [])).filter((f) => f.startsWith('refused@')), [], 'its keys and files are removed')
+  assert.deepEqual(
+    (await readdir(join(lab.dir, 'run')).catch(() => [])).filter((f) => f.startsWith('refused@')),
+    [],
+    'its keys and files are removed',
+  )
 
   // The head port taken by another program: refused before any host is touched.
-  const squatter = lab.exec(t, lab.head.ns, [process.execPath, '-e', `require('net').createServer().listen(7100, '${HEAD_ADDRESS}', () => console.log('listening'))`])
+  const squatter = lab.exec(t, lab.head.ns, [
+    process.execPath,
+    '-e',
+    `require('net').createServer().listen(7100, '${HEAD_ADDRESS}', () => console.log('listening'))`,
+  ])
   await waitForLine(squatter, /listening/, 10_000, 'a program on the head port')
   const taken = lab.cli(t, ['up', '--nodes', 'hosts-one.txt', '--no-sync', '--name', 'taken', '--config', 'insecure.config.mjs'], proj)
   assert.equal(await taken.exited, 1)
@@ -327,9 +414,16 @@ test('every bad host is reported with its cause; the good one comes up; nothing 
   squatter.child.kill('SIGKILL')
 
   // Not run on the head: the address cannot be bound here and no driver answers there.
-  const elsewhere = lab.cli(t, ['up', '--nodes', 'hosts-one.txt', '--no-sync', '--name', 'elsewhere', '--config', 'insecure.config.mjs', '--listen', 'tcp://10.77.0.200:7100'], proj)
+  const elsewhere = lab.cli(
+    t,
+    ['up', '--nodes', 'hosts-one.txt', '--no-sync', '--name', 'elsewhere', '--config', 'insecure.config.mjs', '--listen', 'tcp://10.77.0.200:7100'],
+    proj,
+  )
   assert.equal(await elsewhere.exited, 1)
-  assert.match(elsewhere.output(), /cannot listen on tcp:\/\/10\.77\.0\.200:7100 here \(.*\) and no driver answers at tcp:\/\/10\.77\.0\.200:7100: run cluster up on the head machine/)
+  assert.match(
+    elsewhere.output(),
+    /cannot listen on tcp:\/\/10\.77\.0\.200:7100 here \(.*\) and no driver answers at tcp:\/\/10\.77\.0\.200:7100: run cluster up on the head machine/,
+  )
   assert.deepEqual(await agentsIn(h2), [])
 
   // A frozen agent: status calls it stale; down kills it after the grace period.
@@ -342,7 +436,10 @@ test('every bad host is reported with its cause; the good one comes up; nothing 
   }
   assert.equal(stale?.hosts[0]?.state, 'stale', JSON.stringify(stale))
   const down = json<DownJson>(await ok(lab.cli(t, ['down', '--name', 'bad', '--json', '--config', 'insecure.config.mjs', '--stop-timeout', '1'], proj)))
-  assert.deepEqual(down.hosts.map((h) => [h.host, h.result]), [[h3.address, 'killed']])
+  assert.deepEqual(
+    down.hosts.map((h) => [h.host, h.result]),
+    [[h3.address, 'killed']],
+  )
   for (const h of lab.hosts) assert.deepEqual(await agentsIn(h), [])
 })
 
@@ -377,7 +474,10 @@ test('sync copies the project (without .git and node_modules) and the agent runs
   assert.match(await ok(lab.cli(t, ['down', '--name', name, '--run-dir', ''], proj)), /has no hosts to stop/)
   assert.equal((await agentsIn(h2)).length, 1)
   const down = json<DownJson>(await ok(lab.cli(t, ['down', '--name', name, '--json', '--run-dir', '', '--nodes', 'hosts-sync.txt'], proj)))
-  assert.deepEqual(down.hosts.map((h) => h.result), ['stopped'])
+  assert.deepEqual(
+    down.hosts.map((h) => h.result),
+    ['stopped'],
+  )
   assert.deepEqual(await agentsIn(h2), [])
   assert.equal(existsSync(`/tmp/actor-cluster-0/${name}`), false)
 })

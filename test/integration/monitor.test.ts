@@ -8,8 +8,18 @@ import { once } from 'node:events'
 import { Writable } from 'node:stream'
 import { pino } from 'pino'
 import {
-  Cluster, ClusterError, InvalidArgumentError, RemoteTaskError, SerializationError, TransportError, fetchSnapshot,
-  type ClusterSnapshot, type NodeInfo, type TaskFailedEvent, type RetryInfo, type ActorInfo,
+  Cluster,
+  ClusterError,
+  InvalidArgumentError,
+  RemoteTaskError,
+  SerializationError,
+  TransportError,
+  fetchSnapshot,
+  type ClusterSnapshot,
+  type NodeInfo,
+  type TaskFailedEvent,
+  type RetryInfo,
+  type ActorInfo,
 } from '../../lib/index.js'
 import type * as Tasks from '../fixtures/tasks.js'
 import { FIXTURE_TASKS, freePort, runCli, waitFor } from '../helpers.js'
@@ -50,7 +60,15 @@ async function readSnapshots(url: string, n: number, init?: RequestInit): Promis
       const event = buf.slice(0, i)
       buf = buf.slice(i + 2)
       assert.match(event, /^event: snapshot\n/)
-      out.push(JSON.parse(event.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n')) as ClusterSnapshot)
+      out.push(
+        JSON.parse(
+          event
+            .split('\n')
+            .filter((l) => l.startsWith('data: '))
+            .map((l) => l.slice(6))
+            .join('\n'),
+        ) as ClusterSnapshot,
+      )
     }
   }
   ac.abort()
@@ -64,7 +82,10 @@ test('snapshot, events and the latency sample follow tasks that succeed and fail
   const sums = await Promise.all(Array.from({ length: 1000 }, (_, k) => cluster.call<number>('add', 1, k)))
   assert.equal(sums.length, 1000)
   await assert.rejects(cluster.call('fail', 'parameter set 7 diverged'), RemoteTaskError)
-  await assert.rejects(cluster.call('echo', () => 1), SerializationError)
+  await assert.rejects(
+    cluster.call('echo', () => 1),
+    SerializationError,
+  )
 
   const s = cluster.snapshot()
   const node = cluster.nodes()[0]!
@@ -73,7 +94,13 @@ test('snapshot, events and the latency sample follow tasks that succeed and fail
   assert.equal(s.tasks.succeeded, 1000)
   assert.equal(s.tasks.failed, 1)
   assert.equal(s.tasks.pending + s.tasks.running, 0)
-  assert.deepEqual(s.taskNames.map((n) => [n.name, n.succeeded, n.failed]), [['add', 1000, 0], ['fail', 0, 1]])
+  assert.deepEqual(
+    s.taskNames.map((n) => [n.name, n.succeeded, n.failed]),
+    [
+      ['add', 1000, 0],
+      ['fail', 0, 1],
+    ],
+  )
   // A bulk submission is sampled one task in 16 (plus the first, sent to an idle driver); a lone call every time.
   assert.ok(s.latency.count >= 1000 / 16 && s.latency.count <= 1000 / 16 + 3, `latency samples: ${s.latency.count}`)
   assert.ok(s.latency.p50Ms > 0 && s.latency.p50Ms <= s.latency.p99Ms && s.latency.p99Ms <= s.latency.maxMs)
@@ -116,8 +143,14 @@ test('throughput history fills once a second; tasks that fail before reaching a 
   const tp = cluster.snapshot().throughput
   assert.equal(tp.t.length, tp.done.length)
   assert.equal(tp.t.length, tp.failed.length)
-  assert.ok(tp.t.every((t, i) => i === 0 || t > tp.t[i - 1]!), 'points are one per second, in order')
-  assert.ok(tp.done.some((v) => v > 0), `some point shows the 500 tasks: ${JSON.stringify(tp)}`)
+  assert.ok(
+    tp.t.every((t, i) => i === 0 || t > tp.t[i - 1]!),
+    'points are one per second, in order',
+  )
+  assert.ok(
+    tp.done.some((v) => v > 0),
+    `some point shows the 500 tasks: ${JSON.stringify(tp)}`,
+  )
 })
 
 test('actors are listed while they live; actor events are emitted', async () => {
@@ -132,12 +165,34 @@ test('actors are listed while they live; actor events are emitted', async () => 
   assert.deepEqual(cluster.snapshot().actors, { count: 1, list: [{ id: c.id, className: 'Counter', node }] })
   await c.stop()
   assert.deepEqual(cluster.liveActors(), [])
-  assert.deepEqual(events, [['spawned', { id: c.id, className: 'Counter', node }], ['stopped', { id: c.id, className: 'Counter', node }]])
+  assert.deepEqual(events, [
+    ['spawned', { id: c.id, className: 'Counter', node }],
+    ['stopped', { id: c.id, className: 'Counter', node }],
+  ])
 })
 
 test('a lost node: node:lost, task:retried, missed heartbeats, in the snapshot and the metrics', async (t) => {
-  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1, listen: 'tcp://127.0.0.1:0', heartbeatMs: 200, nodeTimeoutMs: 2500, localTransport: 'tcp' })
-  const remote = runCli(t, ['agent', '--connect', cluster.address, '--tasks', FIXTURE_TASKS.href, '--threads', '1', '--heartbeat-ms', '200', '--id', 'doomed-agent'])
+  await using cluster = await Cluster.start({
+    tasks: FIXTURE_TASKS,
+    threads: 1,
+    listen: 'tcp://127.0.0.1:0',
+    heartbeatMs: 200,
+    nodeTimeoutMs: 2500,
+    localTransport: 'tcp',
+  })
+  const remote = runCli(t, [
+    'agent',
+    '--connect',
+    cluster.address,
+    '--tasks',
+    FIXTURE_TASKS.href,
+    '--threads',
+    '1',
+    '--heartbeat-ms',
+    '200',
+    '--id',
+    'doomed-agent',
+  ])
   await waitFor(() => cluster.nodes().length === 2, 15_000, 'the remote agent')
   const lost: [NodeInfo, string][] = []
   const retried: RetryInfo[] = []
@@ -147,7 +202,10 @@ test('a lost node: node:lost, task:retried, missed heartbeats, in the snapshot a
   await waitFor(() => cluster.nodes().find((n) => n.id === 'doomed-agent')!.inFlight > 0, 5000, 'work on the remote agent')
   remote.child.kill('SIGSTOP')
   await waitFor(() => lost.length === 1, 10_000, 'the stopped agent to be declared lost')
-  assert.deepEqual((await results).sort((a, b) => a - b), Array.from({ length: 60 }, (_, i) => i))
+  assert.deepEqual(
+    (await results).sort((a, b) => a - b),
+    Array.from({ length: 60 }, (_, i) => i),
+  )
   assert.equal(lost[0]![0].id, 'doomed-agent')
   assert.match(lost[0]![1], /no heartbeat for \d+ ms/)
   assert.ok(retried.length > 0)
@@ -156,7 +214,10 @@ test('a lost node: node:lost, task:retried, missed heartbeats, in the snapshot a
   assert.equal(s.tasks.retried, retried.length)
   assert.equal(s.taskNames.find((n) => n.name === 'sleep')!.retried, retried.length)
   assert.ok(s.heartbeatsMissed >= 1, `heartbeats missed: ${s.heartbeatsMissed}`)
-  assert.deepEqual(s.nodes.map((n) => n.id), [cluster.nodes()[0]!.id])
+  assert.deepEqual(
+    s.nodes.map((n) => n.id),
+    [cluster.nodes()[0]!.id],
+  )
   const text = await cluster.metricsText()
   assert.match(text, new RegExp(`^actor_cluster_tasks_total\\{name="sleep",state="retried"\\} ${retried.length}$`, 'm'))
   assert.match(text, new RegExp(`^actor_cluster_heartbeats_missed_total ${s.heartbeatsMissed}$`, 'm'))
@@ -175,7 +236,10 @@ test('/api/stats, /metrics and the live stream serve the same snapshot', async (
   assert.equal(stats.status, 200)
   assert.equal(stats.body.tasks.succeeded, 300)
   assert.equal(stats.body.tasks.failed, 1)
-  assert.deepEqual(stats.body.nodes.map((n) => n.id), cluster.nodes().map((n) => n.id))
+  assert.deepEqual(
+    stats.body.nodes.map((n) => n.id),
+    cluster.nodes().map((n) => n.id),
+  )
 
   const metrics = await fetch(`${url}metrics`)
   assert.match(metrics.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/)
@@ -247,11 +311,16 @@ test('a token guards /api and /metrics; without one only loopback Host names are
 })
 
 test('bad dashboard options are clear errors; a port in use is ERR_ADDRESS_IN_USE and leaves nothing behind', async () => {
-  await assert.rejects(Cluster.start({ tasks: FIXTURE_TASKS, dashboard: { host: '0.0.0.0' } }), (e: unknown) =>
-    e instanceof InvalidArgumentError && /options\.dashboard\.token is required to serve the dashboard on 0\.0\.0\.0/.test(e.message))
+  await assert.rejects(
+    Cluster.start({ tasks: FIXTURE_TASKS, dashboard: { host: '0.0.0.0' } }),
+    (e: unknown) => e instanceof InvalidArgumentError && /options\.dashboard\.token is required to serve the dashboard on 0\.0\.0\.0/.test(e.message),
+  )
   await assert.rejects(Cluster.start({ tasks: FIXTURE_TASKS, dashboard: 70000 }), /options\.dashboard\.port must be an integer from 0 to 65535, got 70000/)
   await assert.rejects(Cluster.start({ tasks: FIXTURE_TASKS, dashboard: { token: 'short' } }), /options\.dashboard\.token must be a string of at least 16/)
-  await assert.rejects(Cluster.start({ tasks: FIXTURE_TASKS, logLevel: 'loud' as 'info' }), /options\.logLevel must be one of trace, debug, info, warn, error, fatal, silent, got "loud"/)
+  await assert.rejects(
+    Cluster.start({ tasks: FIXTURE_TASKS, logLevel: 'loud' as 'info' }),
+    /options\.logLevel must be one of trace, debug, info, warn, error, fatal, silent, got "loud"/,
+  )
 
   const blocker = createServer()
   blocker.listen(0, '127.0.0.1')
@@ -297,7 +366,10 @@ test('slow or vanished pages do not hold the cluster: updates to them are droppe
     assert.match(await refused.text(), /too many dashboard clients \(maxClients 4\)/)
     // Work goes on at full pace while the stalled pages hold their sockets.
     const sums = await Promise.all(Array.from({ length: 20_000 }, (_, k) => cluster.call<number>('add', 1, k)))
-    assert.equal(sums.reduce((a, b) => a + b, 0), 20_000 + (20_000 * 19_999) / 2)
+    assert.equal(
+      sums.reduce((a, b) => a + b, 0),
+      20_000 + (20_000 * 19_999) / 2,
+    )
     assert.equal((await live).length, 30)
     await waitFor(() => cluster.snapshot().dashboard!.updatesDropped > 0, 10_000, 'updates to the stalled pages to be dropped')
   } finally {
@@ -333,7 +405,12 @@ test('map reports progress to a callback: done, total and a final state', async 
   await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 2 })
   const states: { done: number; total: number | undefined }[] = []
   let n = 0
-  for await (const _ of cluster.map('sleep', Array.from({ length: 400 }, (_, i) => [5, i]), { ordered: false, progress: (p) => states.push(p) })) n++
+  for await (const _ of cluster.map(
+    'sleep',
+    Array.from({ length: 400 }, (_, i) => [5, i]),
+    { ordered: false, progress: (p) => states.push(p) },
+  ))
+    n++
   assert.equal(n, 400)
   const last = states.at(-1)!
   assert.equal(last.done, 400)
@@ -354,10 +431,24 @@ test('CLUSTER_DASHBOARD turns the dashboard on in a program that does not ask fo
   assert.throws(() => monitorEnvDefaults({}, { CLUSTER_DASHBOARD: 'yes' }), /CLUSTER_DASHBOARD must be a port number, got "yes"/)
   assert.throws(() => monitorEnvDefaults({}, { CLUSTER_LOG_LEVEL: 'chatty' }), /CLUSTER_LOG_LEVEL must be one of/)
   const port = await freePort()
-  const job = runCli(t, ['dashboard', '--port', String(port), '--log-level', 'silent', '--', process.execPath, new URL('../fixtures/dashboard-job.js', import.meta.url).pathname])
+  const job = runCli(t, [
+    'dashboard',
+    '--port',
+    String(port),
+    '--log-level',
+    'silent',
+    '--',
+    process.execPath,
+    new URL('../fixtures/dashboard-job.js', import.meta.url).pathname,
+  ])
   assert.equal(await job.exited, 0, job.output())
   assert.match(job.output(), new RegExp(`dashboard: http://127\\.0\\.0\\.1:${port}/ \\(served by .*node once it starts a cluster\\)`))
-  const report = JSON.parse(job.output().split('\n').find((l) => l.startsWith('{'))!) as { url: string; succeeded: number; status: number }
+  const report = JSON.parse(
+    job
+      .output()
+      .split('\n')
+      .find((l) => l.startsWith('{'))!,
+  ) as { url: string; succeeded: number; status: number }
   assert.deepEqual(report, { url: `http://127.0.0.1:${port}/`, succeeded: 10, status: 200 })
 })
 
@@ -386,20 +477,32 @@ test('fetchSnapshot reads a running cluster from its dashboard, with clear error
   const url = cluster.dashboardUrl!
   const s = await fetchSnapshot(url)
   assert.equal(s.tasks.succeeded, 1)
-  assert.deepEqual(s.nodes.map((n) => n.id), cluster.nodes().map((n) => n.id))
+  assert.deepEqual(
+    s.nodes.map((n) => n.id),
+    cluster.nodes().map((n) => n.id),
+  )
   const origin = new URL(url).origin
   assert.equal((await fetchSnapshot(origin, { token })).address, cluster.address)
-  await assert.rejects(fetchSnapshot(origin), (e: unknown) => e instanceof TransportError && e.message === `the dashboard at ${origin} needs its token (--token or ?token=)`)
+  await assert.rejects(
+    fetchSnapshot(origin),
+    (e: unknown) => e instanceof TransportError && e.message === `the dashboard at ${origin} needs its token (--token or ?token=)`,
+  )
   await assert.rejects(fetchSnapshot('not a url'), /not a dashboard URL: not a url/)
   const closed = `http://127.0.0.1:${await freePort()}/`
-  await assert.rejects(fetchSnapshot(closed), (e: unknown) => e instanceof TransportError && /no cluster dashboard answers at http:\/\/127\.0\.0\.1:\d+: .*ECONNREFUSED/.test(e.message))
+  await assert.rejects(
+    fetchSnapshot(closed),
+    (e: unknown) => e instanceof TransportError && /no cluster dashboard answers at http:\/\/127\.0\.0\.1:\d+: .*ECONNREFUSED/.test(e.message),
+  )
   // Something else on the port: not a snapshot.
   const other = createServer((sock) => sock.end('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 9\r\nconnection: close\r\n\r\n{"a": 1 }'))
   other.listen(0, '127.0.0.1')
   await once(other, 'listening')
   try {
     const port = (other.address() as { port: number }).port
-    await assert.rejects(fetchSnapshot(`http://127.0.0.1:${port}/`), (e: unknown) => e instanceof ClusterError && e.code === 'ERR_PROTOCOL' && /is not a cluster snapshot/.test(e.message))
+    await assert.rejects(
+      fetchSnapshot(`http://127.0.0.1:${port}/`),
+      (e: unknown) => e instanceof ClusterError && e.code === 'ERR_PROTOCOL' && /is not a cluster snapshot/.test(e.message),
+    )
   } finally {
     other.close()
   }

@@ -8,7 +8,16 @@ import { MsgType, PROTOCOL_VERSION } from '../../lib/protocol/messages.js'
 import { parseHeader } from '../../lib/protocol/codec.js'
 import { FIXTURE_TASKS, freePort, runCli, waitFor } from '../helpers.js'
 
-const agentArgs = (address: string, threads = 1, ...more: string[]) => ['agent', '--connect', address, '--tasks', FIXTURE_TASKS.href, '--threads', String(threads), ...more]
+const agentArgs = (address: string, threads = 1, ...more: string[]) => [
+  'agent',
+  '--connect',
+  address,
+  '--tasks',
+  FIXTURE_TASKS.href,
+  '--threads',
+  String(threads),
+  ...more,
+]
 
 test('remote agents join a listening driver and tasks spread across them', async (t) => {
   const port = await freePort()
@@ -20,7 +29,10 @@ test('remote agents join a listening driver and tasks spread across them', async
   const b = runCli(t, agentArgs(cluster.address, 2))
   await waitFor(() => cluster.nodes().length === 2, 15_000, 'two agents')
   assert.equal(await early, 42)
-  const threads = cluster.nodes().map((n) => n.threads).sort()
+  const threads = cluster
+    .nodes()
+    .map((n) => n.threads)
+    .sort()
   assert.deepEqual(threads, [1, 2])
   assert.ok(cluster.nodes().every((n) => !n.local && n.state === 'up' && n.version.length > 0))
   // Tasks that hold their thread must be spread: each agent gets some.
@@ -45,9 +57,19 @@ test('an agent that joins late gets work; one that leaves cleanly loses nothing'
   assert.equal(await a.exited, 0, a.output())
   await left
   const all = await results
-  assert.deepEqual(all.map(([i]) => i), Array.from({ length: n }, (_, i) => i), 'every task answered once, correctly')
-  assert.ok(all.some(([, pid]) => pid === b.child.pid), 'the late agent did work')
-  assert.ok(all.some(([, pid]) => pid === a.child.pid), 'the first agent did work')
+  assert.deepEqual(
+    all.map(([i]) => i),
+    Array.from({ length: n }, (_, i) => i),
+    'every task answered once, correctly',
+  )
+  assert.ok(
+    all.some(([, pid]) => pid === b.child.pid),
+    'the late agent did work',
+  )
+  assert.ok(
+    all.some(([, pid]) => pid === a.child.pid),
+    'the first agent did work',
+  )
   assert.equal(cluster.nodes().length, 1)
   assert.equal(cluster.nodes()[0]!.pid, b.child.pid)
   assert.equal(cluster.stats().lateResultsDropped, 0)
@@ -108,7 +130,10 @@ test('an agent of another protocol version is rejected with the reason; bad fram
     for (let i = 0; i < 200; i++) await dealer.send([randomBytes(1 + (i % 50)), randomBytes(i % 3)])
     await dealer.send([])
     const sums = await Promise.all(Array.from({ length: 1000 }, (_, k) => cluster.call<number>('add', k, 1)))
-    assert.equal(sums.reduce((a, b) => a + b, 0), 1000 + (999 * 1000) / 2)
+    assert.equal(
+      sums.reduce((a, b) => a + b, 0),
+      1000 + (999 * 1000) / 2,
+    )
     await waitFor(() => cluster.stats().badFrames >= 150, 5000, 'bad frames counted')
     assert.equal(cluster.nodes().length, 1)
   } finally {

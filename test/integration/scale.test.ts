@@ -12,7 +12,8 @@ test('cluster bench scale attaches many lightweight agents: all register, all ge
   assert.equal(r['withWork'], 40)
   assert.equal(r['lost'], 0)
   assert.equal(r['ok'], true)
-  for (const k of ['registerSeconds', 'tasksPerSecond', 'driverBaseRssMB', 'driverRegisteredRssMB', 'driverPeakRssMB']) assert.ok(typeof r[k] === 'number' && r[k] > 0, k)
+  for (const k of ['registerSeconds', 'tasksPerSecond', 'driverBaseRssMB', 'driverRegisteredRssMB', 'driverPeakRssMB'])
+    assert.ok(typeof r[k] === 'number' && r[k] > 0, k)
 })
 
 test('cluster bench scale: bad sizes are clear errors', async (t) => {

@@ -11,9 +11,7 @@ import { randomBytes } from 'node:crypto'
 import { ZmqAgentTransport, ZmqDriverTransport } from '../../lib/transport/zmq.js'
 import { MemoryAgentTransport, MemoryDriverTransport, MemoryHub } from '../../lib/transport/memory.js'
 import { BrokeredAgentTransport, BrokeredDriverTransport, type BrokeredOptions } from '../../lib/transport/brokered.js'
-import type {
-  AgentTransport, Delivery, DriverTransport, Parts, SharedQueueAgentTransport, SharedQueueDriverTransport,
-} from '../../lib/transport/transport.js'
+import type { AgentTransport, Delivery, DriverTransport, Parts, SharedQueueAgentTransport, SharedQueueDriverTransport } from '../../lib/transport/transport.js'
 import type { TransportKind } from '../../lib/transport/options.js'
 import { freePort, waitFor } from '../helpers.js'
 import { AMQP_URL, REDIS_URL, proxyTo, skipReason, withPort } from '../brokers.js'
@@ -56,7 +54,11 @@ const brokered = (transport: TransportKind, taskBroker: 'redisUrl' | 'amqpUrl'):
   brokered: { transport, taskBroker },
   async setup(t) {
     const options: BrokeredOptions = {
-      transport, redisUrl: REDIS_URL, amqpUrl: AMQP_URL, clusterId: `tc-${transport.replace('+', '-')}-${process.pid}-${++clusters}`, closeTimeoutMs: 3000,
+      transport,
+      redisUrl: REDIS_URL,
+      amqpUrl: AMQP_URL,
+      clusterId: `tc-${transport.replace('+', '-')}-${process.pid}-${++clusters}`,
+      closeTimeoutMs: 3000,
     }
     const driver = closing(t, new BrokeredDriverTransport(options))
     await driver.bind()
@@ -110,7 +112,10 @@ interface Received {
 /** Starts the driver, collecting what it receives. */
 function listen(driver: DriverTransport, failures: Error[] = []): Received[] {
   const got: Received[] = []
-  driver.start((peer, parts) => got.push({ peer, parts }), (err) => failures.push(err))
+  driver.start(
+    (peer, parts) => got.push({ peer, parts }),
+    (err) => failures.push(err),
+  )
   return got
 }
 
@@ -124,8 +129,16 @@ interface AgentReceived {
 async function join(agent: AgentTransport, failures: Error[] = []): Promise<AgentReceived[]> {
   const got: AgentReceived[] = []
   await agent.connect()
-  if (agent.kind === 'routed') agent.start((parts) => got.push({ parts, delivery: undefined }), (err) => failures.push(err))
-  else agent.start((parts, delivery) => got.push({ parts, delivery }), (err) => failures.push(err))
+  if (agent.kind === 'routed')
+    agent.start(
+      (parts) => got.push({ parts, delivery: undefined }),
+      (err) => failures.push(err),
+    )
+  else
+    agent.start(
+      (parts, delivery) => got.push({ parts, delivery }),
+      (err) => failures.push(err),
+    )
   return got
 }
 
@@ -143,7 +156,10 @@ async function greet(agent: AgentTransport, got: Received[], id: string): Promis
 async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined
   try {
-    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms)))])
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms))),
+    ])
   } finally {
     clearTimeout(timer)
   }
@@ -166,7 +182,7 @@ async function taker(h: Harness, id: string, window: number, via?: Partial<Broke
 
 for (const design of DESIGNS) {
   describe(`transport contract: ${design.name}`, { skip: design.skip }, () => {
-    test('bind and connect: an agent\'s message reaches the driver, with the agent\'s id as peer', async (t) => {
+    test("bind and connect: an agent's message reaches the driver, with the agent's id as peer", async (t) => {
       const h = await design.setup(t)
       assert.ok(h.driver.address, 'the driver has an address once bound')
       const got = listen(h.driver)
@@ -178,7 +194,7 @@ for (const design of DESIGNS) {
       assert.deepEqual(texts(got[0]!.parts), ['hello'])
     })
 
-    test('agent → driver: messages arrive in the order sent, each with its sender\'s peer id', async (t) => {
+    test("agent → driver: messages arrive in the order sent, each with its sender's peer id", async (t) => {
       const h = await design.setup(t)
       const got = listen(h.driver)
       const a = h.agent('agent-a')
@@ -190,9 +206,16 @@ for (const design of DESIGNS) {
         b.send(msg(`b${i}`))
       }
       await waitFor(() => got.length >= 2 * n, WAIT_MS, `${2 * n} messages at the driver`)
-      for (const [peer, prefix] of [['agent-a', 'a'], ['agent-b', 'b']] as const) {
+      for (const [peer, prefix] of [
+        ['agent-a', 'a'],
+        ['agent-b', 'b'],
+      ] as const) {
         const seq = got.filter((r) => r.peer === peer).map((r) => texts(r.parts)[0])
-        assert.deepEqual(seq, Array.from({ length: n }, (_, i) => `${prefix}${i}`), `what ${peer} sent`)
+        assert.deepEqual(
+          seq,
+          Array.from({ length: n }, (_, i) => `${prefix}${i}`),
+          `what ${peer} sent`,
+        )
       }
       assert.equal(got.length, 2 * n)
     })
@@ -210,9 +233,18 @@ for (const design of DESIGNS) {
         h.driver.send('agent-b', msg(`to b ${i}`))
       }
       await waitFor(() => atA.length === 10 && atB.length === 10, WAIT_MS, 'ten messages at each agent')
-      assert.deepEqual(atA.map((r) => texts(r.parts)[0]), Array.from({ length: 10 }, (_, i) => `to a ${i}`))
-      assert.deepEqual(atB.map((r) => texts(r.parts)[0]), Array.from({ length: 10 }, (_, i) => `to b ${i}`))
-      assert.ok([...atA, ...atB].every((r) => r.delivery === undefined), 'messages come without a delivery')
+      assert.deepEqual(
+        atA.map((r) => texts(r.parts)[0]),
+        Array.from({ length: 10 }, (_, i) => `to a ${i}`),
+      )
+      assert.deepEqual(
+        atB.map((r) => texts(r.parts)[0]),
+        Array.from({ length: 10 }, (_, i) => `to b ${i}`),
+      )
+      assert.ok(
+        [...atA, ...atB].every((r) => r.delivery === undefined),
+        'messages come without a delivery',
+      )
     })
 
     test('multi-part messages keep their parts, empty ones included, both ways', async (t) => {
@@ -245,9 +277,9 @@ for (const design of DESIGNS) {
       const up = [msg('hello'), [randomBytes(100), randomBytes(23)], [Buffer.alloc(0)]]
       const down = [[randomBytes(1000)], msg('a', 'bc')]
       for (const parts of up) agent.send(parts)
-      await waitFor(() => atDriver.length === up.length, WAIT_MS, 'the agent\'s messages')
+      await waitFor(() => atDriver.length === up.length, WAIT_MS, "the agent's messages")
       for (const parts of down) h.driver.send('agent-1', parts)
-      await waitFor(() => atAgent.length === down.length, WAIT_MS, 'the driver\'s messages')
+      await waitFor(() => atAgent.length === down.length, WAIT_MS, "the driver's messages")
       const upBytes = up.reduce((n, p) => n + size(p), 0)
       const downBytes = down.reduce((n, p) => n + size(p), 0)
       assert.deepEqual(agent.stats, { framesOut: up.length, bytesOut: upBytes, framesIn: down.length, bytesIn: downBytes, sendErrors: 0 })
@@ -260,7 +292,11 @@ for (const design of DESIGNS) {
       const agent = h.agent('agent-1')
       await join(agent)
       const never = h.agent('never-connected')
-      for (const [name, x] of [['agent', agent], ['unconnected agent', never], ['driver', h.driver]] as const) {
+      for (const [name, x] of [
+        ['agent', agent],
+        ['unconnected agent', never],
+        ['driver', h.driver],
+      ] as const) {
         const first = x.close()
         assert.equal(x.close(), first, `${name}: a second close() is the same promise`)
         assert.equal(x[Symbol.asyncDispose](), first, `${name}: asyncDispose is the same close`)
@@ -309,7 +345,10 @@ for (const design of DESIGNS) {
       const seen = [atDriver.length, atAgent.length]
       await new Promise((r) => setTimeout(r, QUIET_MS))
       assert.deepEqual([atDriver.length, atAgent.length], seen, 'nothing delivered after close')
-      assert.deepEqual(failures.map((e) => e.message), [])
+      assert.deepEqual(
+        failures.map((e) => e.message),
+        [],
+      )
       assert.deepEqual(unhandled, [])
     })
 
@@ -339,7 +378,10 @@ for (const design of DESIGNS) {
         const before = got.length
         agent.send([Buffer.alloc(LIMIT / 2, 1), Buffer.alloc(LIMIT / 2 + 1, 2)])
         await waitFor(() => got.slice(before).some((r) => size(r.parts) > LIMIT), WAIT_MS, 'two parts that each fit')
-        assert.ok(got.every((r) => r.parts.every((p) => p.byteLength <= LIMIT)), 'no part over the limit delivered')
+        assert.ok(
+          got.every((r) => r.parts.every((p) => p.byteLength <= LIMIT)),
+          'no part over the limit delivered',
+        )
       })
     }
 
@@ -398,7 +440,7 @@ for (const design of DESIGNS) {
         assert.deepEqual(texts(one.tasks()[1]!.parts), ['task', 'B'])
       })
 
-      test('a lost agent\'s frames go to another: Redis when the driver calls peerGone, RabbitMQ when the connection drops', async (t) => {
+      test("a lost agent's frames go to another: Redis when the driver calls peerGone, RabbitMQ when the connection drops", async (t) => {
         const h = await design.setup(t)
         const driver = sharedDriver(h)
         listen(driver)
@@ -410,11 +452,11 @@ for (const design of DESIGNS) {
         driver.publishTasks(msg('task', 'A'))
         await waitFor(() => lost.tasks().length === 1, WAIT_MS, 'task frame A at the agent about to be lost')
         await proxy.cut()
-        await waitFor(() => failures.length > 0, WAIT_MS, 'the lost agent\'s failure report')
+        await waitFor(() => failures.length > 0, WAIT_MS, "the lost agent's failure report")
         assert.match(failures[0]!.message, /lost its connection|failed/)
         const other = await taker(h, 'agent-2', 1)
         driver.peerGone('agent-lost')
-        await waitFor(() => other.tasks().length === 1, WAIT_MS, 'the lost agent\'s frame at agent-2')
+        await waitFor(() => other.tasks().length === 1, WAIT_MS, "the lost agent's frame at agent-2")
         assert.deepEqual(texts(other.tasks()[0]!.parts), ['task', 'A'])
         await within(lost.agent.close(), 10_000, 'closing the agent whose broker is gone')
       })

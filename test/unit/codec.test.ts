@@ -27,12 +27,15 @@ test('headers round-trip for every frame type', () => {
 
 test('a header of another protocol version is a VersionMismatch naming both versions', () => {
   const bytes = new Packr().pack([PROTOCOL_VERSION + 98, MsgType.Hello, hello])
-  assert.throws(() => parseHeader(bytes), (err: unknown) => {
-    assert.ok(err instanceof VersionMismatch)
-    assert.equal(err.code, 'ERR_PROTOCOL_VERSION')
-    assert.match(err.message, new RegExp(`version ${PROTOCOL_VERSION + 98}.*speaks ${PROTOCOL_VERSION}`))
-    return true
-  })
+  assert.throws(
+    () => parseHeader(bytes),
+    (err: unknown) => {
+      assert.ok(err instanceof VersionMismatch)
+      assert.equal(err.code, 'ERR_PROTOCOL_VERSION')
+      assert.match(err.message, new RegExp(`version ${PROTOCOL_VERSION + 98}.*speaks ${PROTOCOL_VERSION}`))
+      return true
+    },
+  )
 })
 
 test('a rejection is readable whatever version sent it', () => {
@@ -93,7 +96,17 @@ test('findUnserializable names the first value msgpack cannot carry', () => {
   assert.equal(findUnserializable({ a: { b: Symbol('s') } }, 'args'), 'args.a.b is a symbol')
   assert.equal(findUnserializable([2n ** 70n], 'args'), 'args[0] is a bigint outside 64 bits')
   assert.equal(findUnserializable([5n], 'args'), undefined)
-  assert.match(findUnserializable([new (class Point { x = 1 })()], 'args') ?? '', /instance of Point/)
+  assert.match(
+    findUnserializable(
+      [
+        new (class Point {
+          x = 1
+        })(),
+      ],
+      'args',
+    ) ?? '',
+    /instance of Point/,
+  )
   const circular: Record<string, unknown> = {}
   circular['self'] = circular
   assert.match(findUnserializable(circular, 'args') ?? '', /deeper than 64|circular/)

@@ -19,15 +19,24 @@ test('a config file loads from .mjs/.js, and from .ts through the project’s ty
   await writeFile(join(dir, 'cluster.config.ts'), `const threads: number = 3\nexport default { name: 'ts', threads, tasks: './tasks.js' }\n`)
   // A .ts config next to the typescript package: compiled on the fly, the temporary file removed.
   const repoLocal = join(process.cwd(), `.cluster.config.test-${process.pid}.ts`)
-  await writeFile(repoLocal, `import { defineConfig } from 'actor-cluster'\nconst n: number = 4\nexport default defineConfig({ name: 'typed', threads: n, listen: 'tcp://127.0.0.1:7100' })\n`)
+  await writeFile(
+    repoLocal,
+    `import { defineConfig } from 'actor-cluster'\nconst n: number = 4\nexport default defineConfig({ name: 'typed', threads: n, listen: 'tcp://127.0.0.1:7100' })\n`,
+  )
   t.after(() => rm(repoLocal, { force: true }))
   const typed = await loadConfig(repoLocal)
   assert.deepEqual(typed.config, { name: 'typed', threads: 4, listen: 'tcp://127.0.0.1:7100' })
   assert.equal(typed.root, process.cwd())
-  assert.deepEqual((await readdir(process.cwd())).filter((f) => f.startsWith(`.cluster.config.test-${process.pid}`) && f.endsWith('.mjs')), [])
+  assert.deepEqual(
+    (await readdir(process.cwd())).filter((f) => f.startsWith(`.cluster.config.test-${process.pid}`) && f.endsWith('.mjs')),
+    [],
+  )
   // Where no typescript is installed, the error says what to do.
   assert.equal(findConfig(dir), join(dir, 'cluster.config.ts'))
-  await assert.rejects(loadConfig(join(dir, 'cluster.config.ts')), (e: unknown) => e instanceof ConfigError && /does not run TypeScript and the "typescript" package is not installed next to it/.test(e.message))
+  await assert.rejects(
+    loadConfig(join(dir, 'cluster.config.ts')),
+    (e: unknown) => e instanceof ConfigError && /does not run TypeScript and the "typescript" package is not installed next to it/.test(e.message),
+  )
   await writeFile(join(dir, 'cluster.config.mjs'), `export default { name: 'm', root: 'sub', tasks: './t.js' }\n`)
   assert.equal(findConfig(dir), join(dir, 'cluster.config.mjs'))
   const m = await loadConfig(pathToFileURL(join(dir, 'cluster.config.mjs')))

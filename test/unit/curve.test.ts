@@ -9,7 +9,10 @@ test('key lists: comments, trailing notes, and keys that contain # (a Z85 digit)
   const a = newKeyPair().publicKey
   const text = `# accepted agents\n\n${withHash}\n  ${a}   worker-7 in rack 2\n`
   assert.deepEqual(parseKeyList(text, 'f'), [withHash, a])
-  assert.throws(() => parseKeyList('tooshort\n', 'keys.txt'), (e: unknown) => e instanceof InvalidArgumentError && /keys\.txt line 1/.test(e.message))
+  assert.throws(
+    () => parseKeyList('tooshort\n', 'keys.txt'),
+    (e: unknown) => e instanceof InvalidArgumentError && /keys\.txt line 1/.test(e.message),
+  )
 })
 
 test('z85 encodes as the reference vector', () => {
@@ -27,5 +30,8 @@ test('explicit keys need no files', () => {
   })
   assert.deepEqual(resolveAgentCurve({ serverPublicKey: server.publicKey, agentKey: agent }), { serverPublicKey: server.publicKey, agentKey: agent })
   assert.throws(() => resolveAgentCurve({ serverPublicKey: server.publicKey }), /curve\.agentKey/)
-  assert.throws(() => resolveDriverCurve({ serverPublicKey: server.publicKey, serverSecretKey: server.secretKey, authorizedAgents: ['x'] }), /authorizedAgents\[0\]/)
+  assert.throws(
+    () => resolveDriverCurve({ serverPublicKey: server.publicKey, serverSecretKey: server.secretKey, authorizedAgents: ['x'] }),
+    /authorizedAgents\[0\]/,
+  )
 })

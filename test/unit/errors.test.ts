@@ -1,7 +1,14 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import {
-  rebuildError, toWireError, fromWire, RemoteTaskError, UnknownTaskError, SerializationError, WorkerCrashedError, ClusterError,
+  rebuildError,
+  toWireError,
+  fromWire,
+  RemoteTaskError,
+  UnknownTaskError,
+  SerializationError,
+  WorkerCrashedError,
+  ClusterError,
 } from '../../lib/errors.js'
 
 test('user errors come back as RemoteTaskError with the remote stack and class', () => {
@@ -27,7 +34,12 @@ test('runtime errors come back as their own class; a user error with the same co
 
 test('errors from the wire are sanitised', () => {
   assert.deepEqual(fromWire(null), { name: 'Error', message: 'null' })
-  assert.deepEqual(fromWire({ name: 5, message: { evil: true }, stack: 7 }), { name: 'Error', message: 'remote error without a message', stack: undefined, code: undefined })
+  assert.deepEqual(fromWire({ name: 5, message: { evil: true }, stack: 7 }), {
+    name: 'Error',
+    message: 'remote error without a message',
+    stack: undefined,
+    code: undefined,
+  })
   assert.equal(toWireError('a string').message, 'non-error thrown: a string')
 })
 

@@ -1,16 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import {
-  DAYS,
-  INITIAL_INFECTED,
-  OBSERVED,
-  OBSERVED_SEED,
-  POPULATION,
-  TRUTH,
-  distance,
-  simulate,
-  trajectory,
-} from '../../examples/parameter-sweep/model.js'
+import { DAYS, INITIAL_INFECTED, OBSERVED, OBSERVED_SEED, POPULATION, TRUTH, distance, simulate, trajectory } from '../../examples/parameter-sweep/model.js'
 import { DEFAULT_PRIOR, latinHypercube } from '../../examples/parameter-sweep/main.js'
 
 test('the same parameters and seed give the same outbreak; another seed gives another', () => {
@@ -20,7 +10,12 @@ test('the same parameters and seed give the same outbreak; another seed gives an
 })
 
 test('the population is conserved and flows only S -> I -> R', () => {
-  for (const [beta, gamma, seed] of [[0.3, 0.1, 1], [0.9, 0.05, 2], [0.1, 0.4, 3], [0.5, 0.5, 4]] as const) {
+  for (const [beta, gamma, seed] of [
+    [0.3, 0.1, 1],
+    [0.9, 0.05, 2],
+    [0.1, 0.4, 3],
+    [0.5, 0.5, 4],
+  ] as const) {
     const { s, i, r } = trajectory(beta, gamma, seed)
     assert.equal(i.length, DAYS + 1)
     assert.deepEqual([s[0], i[0], r[0]], [POPULATION - INITIAL_INFECTED, INITIAL_INFECTED, 0])

@@ -102,8 +102,14 @@ test('duplicates: the same user, host and port, whatever the spelling; other use
 })
 
 test('an empty or missing hosts file is an error naming it', async () => {
-  assert.throws(() => parseHostsFile('# nothing\n\n', 'hosts.txt'), (e: unknown) => e instanceof HostsFileError && /hosts\.txt lists no hosts/.test(e.message))
-  await assert.rejects(readHostsFile('/nonexistent/hosts.txt'), (e: unknown) => e instanceof HostsFileError && /cannot read hosts file \/nonexistent\/hosts\.txt/.test(e.message))
+  assert.throws(
+    () => parseHostsFile('# nothing\n\n', 'hosts.txt'),
+    (e: unknown) => e instanceof HostsFileError && /hosts\.txt lists no hosts/.test(e.message),
+  )
+  await assert.rejects(
+    readHostsFile('/nonexistent/hosts.txt'),
+    (e: unknown) => e instanceof HostsFileError && /cannot read hosts file \/nonexistent\/hosts\.txt/.test(e.message),
+  )
 })
 
 const settings = { configFile: undefined, identity: undefined, user: undefined, port: undefined, options: [], connectTimeoutS: 5 }
@@ -118,7 +124,16 @@ test('ssh options: batch mode, timeouts, and the host line winning over the defa
   )
   assert.deepEqual(full.slice(0, 2), ['-F', '/c'])
   assert.deepEqual(full.slice(10), ['-i', '/k', '-o', 'IdentitiesOnly=yes', '-o', 'StrictHostKeyChecking=accept-new', '-p', '22', '-l', 'u'])
-  assert.deepEqual(sshOptions({ ...settings, identity: '/id', user: 'def', port: 2200 }, target).slice(8), ['-i', '/id', '-o', 'IdentitiesOnly=yes', '-p', '2200', '-l', 'def'])
+  assert.deepEqual(sshOptions({ ...settings, identity: '/id', user: 'def', port: 2200 }, target).slice(8), [
+    '-i',
+    '/id',
+    '-o',
+    'IdentitiesOnly=yes',
+    '-p',
+    '2200',
+    '-l',
+    'def',
+  ])
   assert.equal(shq('plain/path-1.js'), 'plain/path-1.js')
   assert.equal(shq("it's here"), `'it'\\''s here'`)
   assert.equal(shq(''), "''")
@@ -129,7 +144,11 @@ test('ssh failures are classified into causes a person can act on', () => {
   const cases: [SshResult, string | undefined, RegExp][] = [
     [r(255, 'root@h: Permission denied (publickey).\n'), 'auth', /refused the SSH key.*\(ssh: root@h: Permission denied \(publickey\)\.\)/],
     [r(255, 'Host key verification failed.\n'), 'host-key', /not in known_hosts/],
-    [r(255, 'ssh: connect to host h port 22: Connection refused\n'), 'unreachable', /connection refused.*\(ssh: connect to host h port 22: Connection refused\)/],
+    [
+      r(255, 'ssh: connect to host h port 22: Connection refused\n'),
+      'unreachable',
+      /connection refused.*\(ssh: connect to host h port 22: Connection refused\)/,
+    ],
     [r(255, 'ssh: connect to host h port 22: Connection timed out\n'), 'unreachable', /did not answer/],
     [r(255, 'ssh: Could not resolve hostname h: Name or service not known\n'), 'unreachable', /did not answer/],
     [r(255, 'something else\n'), 'failed', /ssh failed \(ssh: something else\)/],
@@ -147,7 +166,10 @@ test('ssh failures are classified into causes a person can act on', () => {
     }
   }
   // rsync relays ssh's words with its own exit codes.
-  assert.equal(sshFailure(r(12, 'ssh: connect to host h port 22: No route to host\nrsync: connection unexpectedly closed'), target, 'sync', 1000, 'rsync')?.reason, 'unreachable')
+  assert.equal(
+    sshFailure(r(12, 'ssh: connect to host h port 22: No route to host\nrsync: connection unexpectedly closed'), target, 'sync', 1000, 'rsync')?.reason,
+    'unreachable',
+  )
   assert.equal(sshFailure(r(23, 'rsync: some files vanished'), target, 'sync', 1000, 'rsync'), undefined)
 })
 
@@ -157,7 +179,10 @@ test('replies from hosts: key=value lines, log lines gathered, junk ignored', ()
   assert.equal(r.values.get('version'), '1.2.3')
   assert.equal(r.values.has('BAD'), false)
   assert.deepEqual(r.log, ['first', 'second'])
-  assert.deepEqual(r.pairs.filter(([k]) => k === 'agent').map(([, v]) => v), ['a', 'b'])
+  assert.deepEqual(
+    r.pairs.filter(([k]) => k === 'agent').map(([, v]) => v),
+    ['a', 'b'],
+  )
 })
 
 test('the host check reads the probe and names what a host lacks', () => {
@@ -172,29 +197,78 @@ test('the host check reads the probe and names what a host lacks', () => {
     assert.equal(e.code, 'ERR_HOST_SETUP')
     assert.match(e.message, re)
   }
-  fail(['error=no-node', 'path=/usr/bin:/bin'], 'no-node', /n1: Node\.js not found: "node" is not on the PATH of a non-interactive SSH session \(PATH=\/usr\/bin:\/bin\)/)
+  fail(
+    ['error=no-node', 'path=/usr/bin:/bin'],
+    'no-node',
+    /n1: Node\.js not found: "node" is not on the PATH of a non-interactive SSH session \(PATH=\/usr\/bin:\/bin\)/,
+  )
   fail(['dir=/p', 'node=v18.20.0', 'error=no-actor-cluster'], 'old-node', /Node\.js v18\.20\.0 at "node" is too old; actor-cluster needs ≥ 20\.19/)
   fail(['dir=/p', 'node=v20.18.9', `version=${VERSION}`, 'cli=/x'], 'old-node', /v20\.18\.9/)
   fail(['dir=/p', 'node=v22.1.0', 'error=no-rsync'], 'no-rsync', /rsync is not installed there/)
   fail(['dir=/p', 'node=v22.1.0', 'error=dir'], 'dir', /cannot create the project directory \/p/)
-  fail(['dir=/p', 'node=v22.1.0', 'error=no-actor-cluster'], 'no-actor-cluster', /looked in \/p\/node_modules and in the global packages of node.*npm install -g actor-cluster@/)
+  fail(
+    ['dir=/p', 'node=v22.1.0', 'error=no-actor-cluster'],
+    'no-actor-cluster',
+    /looked in \/p\/node_modules and in the global packages of node.*npm install -g actor-cluster@/,
+  )
   fail(['dir=/p', 'node=v22.1.0', 'cli=/x.js', 'error=no-actor-cluster'], 'no-actor-cluster', /\/x\.js does not exist/)
-  fail(['dir=/p', 'node=v22.1.0', 'cli=/x.js', 'error=cli-failed', 'log=SyntaxError: nope'], 'no-actor-cluster', /actor-cluster at \/x\.js does not run: SyntaxError: nope/)
-  fail([...good.slice(0, 4), 'version=0.0.1'], 'version', new RegExp(`actor-cluster 0\\.0\\.1 is installed at /p/cli\\.js, this machine runs ${VERSION.replace(/\./g, '\\.')}`))
+  fail(
+    ['dir=/p', 'node=v22.1.0', 'cli=/x.js', 'error=cli-failed', 'log=SyntaxError: nope'],
+    'no-actor-cluster',
+    /actor-cluster at \/x\.js does not run: SyntaxError: nope/,
+  )
+  fail(
+    [...good.slice(0, 4), 'version=0.0.1'],
+    'version',
+    new RegExp(`actor-cluster 0\\.0\\.1 is installed at /p/cli\\.js, this machine runs ${VERSION.replace(/\./g, '\\.')}`),
+  )
   fail(['hostname=n1'], 'bad-reply', /unexpected answer/)
 })
 
 test('agent status files from hosts are checked field by field', () => {
-  const good = { id: 'a', pid: 1, host: 'h', threads: 2, version: '1.0.0', state: 'ready', connect: 'tcp://h:1', tasksDone: 5, busy: 1, queued: 0, driverAgeMs: 12, startedAt: 1, updatedAt: 2 }
+  const good = {
+    id: 'a',
+    pid: 1,
+    host: 'h',
+    threads: 2,
+    version: '1.0.0',
+    state: 'ready',
+    connect: 'tcp://h:1',
+    tasksDone: 5,
+    busy: 1,
+    queued: 0,
+    driverAgeMs: 12,
+    startedAt: 1,
+    updatedAt: 2,
+  }
   assert.deepEqual(parseAgentStatus(JSON.stringify(good)), good)
   assert.deepEqual(parseAgentStatus(JSON.stringify({ ...good, driverAgeMs: null }))?.driverAgeMs, null)
-  for (const bad of [undefined, '', 'not json', '[]', 'null', JSON.stringify({ ...good, state: 'weird' }), JSON.stringify({ ...good, threads: -1 }), JSON.stringify({ ...good, id: 7 }), 'x'.repeat(70_000)]) {
+  for (const bad of [
+    undefined,
+    '',
+    'not json',
+    '[]',
+    'null',
+    JSON.stringify({ ...good, state: 'weird' }),
+    JSON.stringify({ ...good, threads: -1 }),
+    JSON.stringify({ ...good, id: 7 }),
+    'x'.repeat(70_000),
+  ]) {
     assert.equal(parseAgentStatus(bad), undefined, String(bad).slice(0, 40))
   }
 })
 
 test('tables and bounded parallelism', async () => {
-  assert.equal(formatTable(['A', 'LONG'], [['xyz', '1'], ['q', '22']]), 'A    LONG\nxyz  1\nq    22')
+  assert.equal(
+    formatTable(
+      ['A', 'LONG'],
+      [
+        ['xyz', '1'],
+        ['q', '22'],
+      ],
+    ),
+    'A    LONG\nxyz  1\nq    22',
+  )
   let running = 0
   let most = 0
   const out = await mapLimit([1, 2, 3, 4, 5, 6, 7], 3, async (x) => {
@@ -248,12 +322,18 @@ test('the plan: config file under flags, head from listen, paths against the pro
   assert.equal(remoteTasksFor(noSync), '/elsewhere/tasks.js')
   assert.equal(remoteDirFor(noSync, { dir: undefined }), dir)
   const outside = await resolveHostsPlan({ tasks: '/elsewhere/tasks.js' }, dir)
-  assert.throws(() => remoteTasksFor(outside), (e: unknown) => e instanceof ConfigError && /outside the project directory/.test(e.message))
+  assert.throws(
+    () => remoteTasksFor(outside),
+    (e: unknown) => e instanceof ConfigError && /outside the project directory/.test(e.message),
+  )
 
   await assert.rejects(resolveHostsPlan({ listen: 'tcp://0.0.0.0:7100' }, dir), /binds every interface; set head/)
   await assert.rejects(resolveHostsPlan({ head: 'tcp://10.0.0.1:0' }, dir), /needs a fixed port/)
   await assert.rejects(resolveHostsPlan({ head: 'http://x' }, dir), /--head must be an address like tcp:\/\/10\.0\.0\.1:7100/)
-  await assert.rejects(resolveHostsPlan({ connectTimeout: 0 }, dir), (e: unknown) => e instanceof InvalidArgumentError && /--connect-timeout must be a number ≥ 1, got 0/.test(e.message))
+  await assert.rejects(
+    resolveHostsPlan({ connectTimeout: 0 }, dir),
+    (e: unknown) => e instanceof InvalidArgumentError && /--connect-timeout must be a number ≥ 1, got 0/.test(e.message),
+  )
   await assert.rejects(resolveHostsPlan({ name: 'bad name' }, dir), /--name must be 1 to 64 letters/)
   await assert.rejects(resolveHostsPlan({ config: 'missing.mjs' }, dir), /config file .*missing\.mjs does not exist/)
   assert.equal(plan.dashboard, undefined)
@@ -286,7 +366,10 @@ test('the state file: written atomically, merged, and a corrupt one named', asyn
   assert.equal(await readState(file), undefined)
   await updateState(file, 'c', (hosts) => hosts.set('a', { label: 'a', host: 'a', agentId: 'c@a', state: 'up', updatedAt: 1 }))
   await updateState(file, 'c', (hosts) => hosts.set('b', { label: 'b', host: 'b', agentId: 'c@b', state: 'unknown', updatedAt: 2 }))
-  assert.deepEqual((await readState(file))?.hosts.map((h) => h.label), ['a', 'b'])
+  assert.deepEqual(
+    (await readState(file))?.hosts.map((h) => h.label),
+    ['a', 'b'],
+  )
   await writeFile(file, '{ nope')
   await assert.rejects(readState(file), (e: unknown) => e instanceof ConfigError && /is not valid JSON/.test(e.message))
   await writeFile(file, '{"version": 2, "hosts": []}')
@@ -301,5 +384,11 @@ test('the hosts example: its config and hosts file are valid', async () => {
   assert.equal(plan.curve?.dir, join(plan.root, 'cluster-keys'))
   assert.equal(remoteTasksFor(plan), 'tasks.js')
   const hosts = await readHostsFile(fileURLToPath(new URL('../../../examples/hosts/hosts.txt', import.meta.url)))
-  assert.deepEqual(hosts.map((h) => [h.label, h.threads]), [['alice@node1.lan', 8], ['node2.lan:2222', 4]])
+  assert.deepEqual(
+    hosts.map((h) => [h.label, h.threads]),
+    [
+      ['alice@node1.lan', 8],
+      ['node2.lan:2222', 4],
+    ],
+  )
 })

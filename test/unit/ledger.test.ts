@@ -50,10 +50,7 @@ function setup(defaultMaxRetries = 3) {
   const { calls, hooks } = recorder()
   const ledger = new Ledger(hooks, defaultMaxRetries)
   const outcomes = new Map<number, Outcome>()
-  const add = (
-    name: string,
-    more: { options?: ResolvedTaskOptions; holder?: TaskHolder; actor?: { id: string }; args?: unknown[] } = {},
-  ): TaskEntry => {
+  const add = (name: string, more: { options?: ResolvedTaskOptions; holder?: TaskHolder; actor?: { id: string }; args?: unknown[] } = {}): TaskEntry => {
     const id = ledger.nextId
     const o: Outcome = { resolved: [], rejected: [] }
     outcomes.set(id, o)
@@ -86,12 +83,15 @@ test('add: ids follow nextId, tasks are counted as submitted, actor messages are
   assert.equal(ledger.size, 3)
   assert.equal(ledger.counters.tasksSubmitted, 2)
   assert.equal(ledger.get(b.id), b)
-  assert.deepEqual({ settled: a.settled, userRetries: a.userRetries, infraRetries: a.infraRetries, holder: a.holder }, {
-    settled: false,
-    userRetries: 0,
-    infraRetries: 0,
-    holder: undefined,
-  })
+  assert.deepEqual(
+    { settled: a.settled, userRetries: a.userRetries, infraRetries: a.infraRetries, holder: a.holder },
+    {
+      settled: false,
+      userRetries: 0,
+      infraRetries: 0,
+      holder: undefined,
+    },
+  )
 })
 
 test('a result settles once: the second is dropped and counted, the promise keeps the first value', () => {
@@ -262,7 +262,10 @@ test('retry releases the holder: the shared queue counts one fewer in flight', (
   assert.equal(ledger.retry(e, 'user', new Error('threw')), true)
   assert.equal(q.inFlight, 1)
   assert.equal(e.holder, undefined)
-  assert.deepEqual(ledger.entriesHeldBy(q).map((x) => x.name), ['u'])
+  assert.deepEqual(
+    ledger.entriesHeldBy(q).map((x) => x.name),
+    ['u'],
+  )
   // A refused retry leaves the holder alone (the caller fails the entry, which releases it).
   e.holder = q
   q.inFlight++
@@ -313,7 +316,10 @@ test("reclaim 'left': the node's tasks come back in order, uncharged, counted as
   assert.deepEqual(calls.retried, [])
   assert.deepEqual(calls.failed, [])
   assert.equal(described, 0)
-  assert.deepEqual(ledger.reclaim(node, 'left', () => ({ node: 'agent-1', reason: 'left' })), [])
+  assert.deepEqual(
+    ledger.reclaim(node, 'left', () => ({ node: 'agent-1', reason: 'left' })),
+    [],
+  )
 })
 
 test("reclaim 'lost': each task spends an infra retry, then fails with NodeLostError naming node and reason", () => {
@@ -332,7 +338,7 @@ test("reclaim 'lost': each task spends an infra retry, then fails with NodeLostE
   assert.equal(calls.retried.length, 1)
   const cause = calls.retried[0]!.cause
   assert.ok(cause instanceof NodeLostError)
-  assert.equal((cause).code, 'ERR_NODE_LOST')
+  assert.equal(cause.code, 'ERR_NODE_LOST')
   assert.equal(cause.message, 'node agent-9 was lost (no heartbeat for 6000 ms)')
 
   // Sent again, to a node that is lost too: the budget is spent.

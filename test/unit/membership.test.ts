@@ -194,10 +194,7 @@ test('tick(): a node silent past nodeTimeoutMs is lost; live nodes get a Heartbe
   }
   // 500 ms of silence is not yet past the timeout.
   assert.deepEqual(removed, [])
-  assert.equal(
-    types().filter(([p]) => p === 'silent').length,
-    5,
-  )
+  assert.equal(types().filter(([p]) => p === 'silent').length, 5)
   sent.length = 0
   clock.t = joinedAt + 600
   m.heard('live')

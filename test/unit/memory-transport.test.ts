@@ -89,7 +89,7 @@ test('an agent connecting with a connected identity takes its place (handover), 
   assert.deepEqual(got, { first: ['two'], second: ['one'] })
 })
 
-test('a message with a part over the receiver\'s maxFrameBytes is dropped and counted as a send error; parts under it pass, however many', async (t) => {
+test("a message with a part over the receiver's maxFrameBytes is dropped and counted as a send error; parts under it pass, however many", async (t) => {
   const { driver, agent } = await pair(t)
   const a = agent('a1')
   await a.connect()

@@ -24,7 +24,11 @@ test('percentiles come out within a bucket of the truth', () => {
   const s = h.summary()
   assert.equal(s.count, 1000)
   assert.equal(s.maxMs, 1000)
-  for (const [got, want] of [[s.p50Ms, 500], [s.p90Ms, 900], [s.p99Ms, 990]] as const) {
+  for (const [got, want] of [
+    [s.p50Ms, 500],
+    [s.p90Ms, 900],
+    [s.p99Ms, 990],
+  ] as const) {
     assert.ok(Math.abs(got - want) / want < 0.25, `${got} vs ${want}`)
   }
   assert.equal(h.count, 1000)
@@ -63,7 +67,10 @@ test('task stats: one task in 16 timed under load, the next when idle; names bou
     ids.push(id)
     next = id + 1
   }
-  assert.deepEqual(ids, Array.from({ length: 160 }, (_, i) => 5 + i))
+  assert.deepEqual(
+    ids,
+    Array.from({ length: 160 }, (_, i) => 5 + i),
+  )
   assert.equal(s.outstandingSamples, 10)
   // Idle: the next timed id is taken.
   assert.equal(s.assignId(165, true), 176)
@@ -203,7 +210,12 @@ test('dashboard options: defaults, shorthands, and each bad field named', () => 
     [{ updateMs: 5000 }, /options\.dashboard\.updateMs must be an integer from 20 to 1000, got 5000/],
     [{ maxClients: 0 }, /options\.dashboard\.maxClients must be a positive integer, got 0/],
   ]
-  for (const [v, msg] of bad) assert.throws(() => resolveDashboardOptions(v as number), (e: unknown) => e instanceof InvalidArgumentError && msg.test(e.message), String(v))
+  for (const [v, msg] of bad)
+    assert.throws(
+      () => resolveDashboardOptions(v as number),
+      (e: unknown) => e instanceof InvalidArgumentError && msg.test(e.message),
+      String(v),
+    )
   assert.ok(isLoopbackHost('localhost') && isLoopbackHost('127.1.2.3') && isLoopbackHost('[::1]') && isLoopbackHost('::1'))
   assert.ok(!isLoopbackHost('0.0.0.0') && !isLoopbackHost('192.168.1.1') && !isLoopbackHost('localhost.evil.example'))
 })

@@ -29,7 +29,11 @@ test('bad cluster options name the field', () => {
     [{ tasks: '' }, /options\.tasks must be a module path or URL/],
     [{}, /options\.tasks is required/],
   ]
-  for (const [o, re] of cases) assert.throws(() => resolveClusterOptions(o), (e: unknown) => e instanceof InvalidArgumentError && re.test(e.message))
+  for (const [o, re] of cases)
+    assert.throws(
+      () => resolveClusterOptions(o),
+      (e: unknown) => e instanceof InvalidArgumentError && re.test(e.message),
+    )
   assert.throws(() => resolveClusterOptions(null as never), /options must be an object/)
 })
 
@@ -53,7 +57,8 @@ test('tasks specifiers: paths become file URLs, URLs stay', () => {
 })
 
 test('loopback endpoints', () => {
-  for (const e of ['tcp://127.0.0.1:1', 'tcp://127.3.2.1:*', 'tcp://localhost:5', 'tcp://[::1]:5', 'inproc://x', 'ipc:///tmp/s']) assert.ok(isLoopbackEndpoint(e), e)
+  for (const e of ['tcp://127.0.0.1:1', 'tcp://127.3.2.1:*', 'tcp://localhost:5', 'tcp://[::1]:5', 'inproc://x', 'ipc:///tmp/s'])
+    assert.ok(isLoopbackEndpoint(e), e)
   for (const e of ['tcp://0.0.0.0:1', 'tcp://10.0.0.1:1', 'tcp://*:1', 'tcp://example.org:1']) assert.ok(!isLoopbackEndpoint(e), e)
 })
 

@@ -88,19 +88,30 @@ const frame = (...ids: number[]) => encodeTaskBody(ids.map((id) => ({ id, name: 
 /** Lets the pool's promise callbacks run. */
 const settle = () => new Promise<void>((resolve) => setImmediate(resolve))
 
-test('frames are grouped up to one thread\'s share, results go out and the frames are acknowledged', async () => {
+test("frames are grouped up to one thread's share, results go out and the frames are acknowledged", async () => {
   const { pool, runner, sent, acked, stats, measured } = setup(2, 4)
   // Not ready: frames wait.
   runner.push(frame(1, 2), 2, undefined, 'd1')
   runner.push(frame(3, 4), 2, undefined, 'd2')
   runner.push(frame(5), 1, undefined, 'd3')
   // Two threads: the first batch starts as soon as the first frame arrives, at most two per thread run.
-  assert.deepEqual(pool.running.map((b) => b.ids), [[1, 2], [3, 4], [5]])
+  assert.deepEqual(
+    pool.running.map((b) => b.ids),
+    [[1, 2], [3, 4], [5]],
+  )
   assert.equal(runner.batchesRunning, 3)
   assert.equal(runner.queued, 0)
   pool.succeed()
   await settle()
-  assert.deepEqual(sent, [{ type: MsgType.Results, results: [{ id: 1, status: Status.Ok, value: 10 }, { id: 2, status: Status.Ok, value: 20 }] }])
+  assert.deepEqual(sent, [
+    {
+      type: MsgType.Results,
+      results: [
+        { id: 1, status: Status.Ok, value: 10 },
+        { id: 2, status: Status.Ok, value: 20 },
+      ],
+    },
+  ])
   assert.deepEqual(acked, ['d1'])
   assert.deepEqual(measured, [[2, 2]])
   assert.equal(stats.tasksDone, 2)
@@ -120,7 +131,13 @@ test('queued frames are grouped up to the share of one thread, never past maxPoo
   session.ready = true
   runner.pump()
   // Five tasks queued, one thread, at most three a batch.
-  assert.deepEqual(pool.running.map((b) => b.ids), [[0, 1, 2], [3, 4]])
+  assert.deepEqual(
+    pool.running.map((b) => b.ids),
+    [
+      [0, 1, 2],
+      [3, 4],
+    ],
+  )
 })
 
 test('a timed frame runs alone, under its limit, and is reported as timed out', async () => {
@@ -150,17 +167,26 @@ test('a batch whose thread died is split into single tasks; only the culprit is 
   session.ready = true
   runner.pump()
   // One thread, four tasks queued: one batch of both frames.
-  assert.deepEqual(pool.running.map((b) => b.ids), [[11, 12, 13, 14]])
+  assert.deepEqual(
+    pool.running.map((b) => b.ids),
+    [[11, 12, 13, 14]],
+  )
   pool.fail(new Error('worker exited'))
   await settle()
   assert.equal(stats.threadsLost, 1)
   // Every task now runs alone, in order, two at a time (two batches per thread).
-  assert.deepEqual(pool.running.map((b) => b.ids), [[11], [12]])
+  assert.deepEqual(
+    pool.running.map((b) => b.ids),
+    [[11], [12]],
+  )
   assert.equal(runner.queued, 2)
   pool.succeed()
   pool.succeed()
   await settle()
-  assert.deepEqual(pool.running.map((b) => b.ids), [[13], [14]])
+  assert.deepEqual(
+    pool.running.map((b) => b.ids),
+    [[13], [14]],
+  )
   assert.deepEqual(acked, [])
   pool.fail(Object.assign(new Error('out of memory'), { code: 'ERR_WORKER_OUT_OF_MEMORY' }))
   await settle()
@@ -168,7 +194,10 @@ test('a batch whose thread died is split into single tasks; only the culprit is 
   pool.succeed()
   await settle()
   assert.deepEqual(acked, ['a', 'b'])
-  assert.deepEqual(sent.map((s) => s.results.map((r) => r.id)), [[11], [12], [13], [14]])
+  assert.deepEqual(
+    sent.map((s) => s.results.map((r) => r.id)),
+    [[11], [12], [13], [14]],
+  )
   const culprit = sent[2]!.results[0]!
   assert.equal(culprit.status, Status.Failed)
   assert.equal((culprit.value as { code: string }).code, 'ERR_OUT_OF_MEMORY')
@@ -217,7 +246,10 @@ test('release gives the queued frames back (a split batch once its last piece is
   session.ready = true
   pool.fail(new Error('worker exited'))
   await settle()
-  assert.deepEqual(pool.running.map((b) => b.ids), [[1], [2]])
+  assert.deepEqual(
+    pool.running.map((b) => b.ids),
+    [[1], [2]],
+  )
   session.ready = false
   runner.release()
   // Pieces are still running: the original frame is not due yet.

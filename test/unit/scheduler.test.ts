@@ -6,15 +6,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Ledger, type TaskEntry } from '../../lib/driver/ledger.js'
 import { ClusterNode } from '../../lib/driver/membership.js'
-import {
-  CreditScheduler,
-  FRAME_HEADROOM,
-  FrameSizer,
-  SharedQueue,
-  SharedQueueScheduler,
-  TaskFrames,
-  type Placement,
-} from '../../lib/driver/scheduler.js'
+import { CreditScheduler, FRAME_HEADROOM, FrameSizer, SharedQueue, SharedQueueScheduler, TaskFrames, type Placement } from '../../lib/driver/scheduler.js'
 import type { ResolvedTaskOptions } from '../../lib/driver/task-options.js'
 import { SerializationError, TaskCancelledError } from '../../lib/errors.js'
 import { decodeTaskBody, encodeTaskBody } from '../../lib/protocol/bodies.js'
@@ -54,7 +46,9 @@ function timed(timeoutMs: number): ResolvedTaskOptions {
 }
 
 /** A ledger whose entries are queued on `scheduler`; failures are recorded. */
-function harness<S extends CreditScheduler | SharedQueueScheduler>(make: (put: (h: Placement, parts: Parts) => void, fail: (e: TaskEntry, err: Error) => void) => S) {
+function harness<S extends CreditScheduler | SharedQueueScheduler>(
+  make: (put: (h: Placement, parts: Parts) => void, fail: (e: TaskEntry, err: Error) => void) => S,
+) {
   const failures: { name: string; err: Error }[] = []
   const ledger = new Ledger({ succeeded() {}, failed() {}, retried() {} }, 3)
   const sent: Sent[] = []
@@ -65,7 +59,17 @@ function harness<S extends CreditScheduler | SharedQueueScheduler>(make: (put: (
   }
   const scheduler = make(put, fail)
   const submit = (name: string, args: unknown[] = [], options?: ResolvedTaskOptions): TaskEntry => {
-    const e = ledger.add(ledger.nextId, name, args, () => {}, () => {}, undefined, ActorOp.Call, options, undefined)
+    const e = ledger.add(
+      ledger.nextId,
+      name,
+      args,
+      () => {},
+      () => {},
+      undefined,
+      ActorOp.Call,
+      options,
+      undefined,
+    )
     scheduler.enqueue(e)
     return e
   }
@@ -73,8 +77,7 @@ function harness<S extends CreditScheduler | SharedQueueScheduler>(make: (put: (
   return { ledger, scheduler, sent, failures, submit, submitMany }
 }
 
-const credit = (batch: 'auto' | number, maxFrameBytes = 64 * 1024 * 1024) =>
-  harness((put, fail) => new CreditScheduler({ batch, maxFrameBytes }, put, fail))
+const credit = (batch: 'auto' | number, maxFrameBytes = 64 * 1024 * 1024) => harness((put, fail) => new CreditScheduler({ batch, maxFrameBytes }, put, fail))
 const shared = (batch: 'auto' | number, maxFrameBytes = 64 * 1024 * 1024) =>
   harness((put, fail) => new SharedQueueScheduler({ batch, maxFrameBytes }, put, fail))
 
@@ -231,7 +234,7 @@ test('credit: withdrawn entries still in the queue are skipped and not counted',
   assert.equal(tasks[1]!.holder, undefined)
 })
 
-test("credit: a node that is leaving, or has no free credit, gets nothing", () => {
+test('credit: a node that is leaving, or has no free credit, gets nothing', () => {
   const { scheduler, sent, submitMany } = credit(1000)
   const leaving = node('leaving', 1, 50)
   leaving.state = 'leaving'
@@ -313,7 +316,17 @@ function frames(maxFrameBytes: number) {
   )
   const ledger = new Ledger({ succeeded() {}, failed() {}, retried() {} }, 3)
   const entry = (name: string, args: unknown[]) =>
-    ledger.add(ledger.nextId, name, args, () => {}, () => {}, undefined, ActorOp.Call, undefined, undefined)
+    ledger.add(
+      ledger.nextId,
+      name,
+      args,
+      () => {},
+      () => {},
+      undefined,
+      ActorOp.Call,
+      undefined,
+      undefined,
+    )
   return { place, sent, failures, tf, entry }
 }
 
@@ -408,25 +421,22 @@ test('TaskFrames: a chunk where nothing can be encoded sends no frame', () => {
   assert.equal(place.inFlight, 0)
 })
 
-test(
-  'TaskFrames: a batch that fails to encode while each task encodes alone is split until every task is sent or failed',
-  () => {
-    const { place, sent, failures, tf, entry } = frames(1024 * 1024)
-    // An argument whose first read throws (a getter over state that changes): the batch encode fails, the retry alone succeeds.
-    let reads = 0
-    const flaky = {
-      get v() {
-        if (reads++ === 0) throw new Error('not ready')
-        return 1
-      },
-    }
-    const chunk = [entry('a', [1]), entry('b', [flaky])]
-    const placed = tf.send(place, chunk, undefined)
-    const accounted = sent.reduce((n, s) => n + s.count, 0) + failures.length
-    assert.equal(placed + failures.length, 2)
-    assert.equal(accounted, 2, 'every task is either sent or failed')
-  },
-)
+test('TaskFrames: a batch that fails to encode while each task encodes alone is split until every task is sent or failed', () => {
+  const { place, sent, failures, tf, entry } = frames(1024 * 1024)
+  // An argument whose first read throws (a getter over state that changes): the batch encode fails, the retry alone succeeds.
+  let reads = 0
+  const flaky = {
+    get v() {
+      if (reads++ === 0) throw new Error('not ready')
+      return 1
+    },
+  }
+  const chunk = [entry('a', [1]), entry('b', [flaky])]
+  const placed = tf.send(place, chunk, undefined)
+  const accounted = sent.reduce((n, s) => n + s.count, 0) + failures.length
+  assert.equal(placed + failures.length, 2)
+  assert.equal(accounted, 2, 'every task is either sent or failed')
+})
 
 test('shared queue: published-not-settled is capped at twice the windows of the up nodes', () => {
   const { ledger, scheduler, sent, submitMany } = shared(1000)

@@ -4,14 +4,7 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import {
-  ENV_VARIABLE_NAMES,
-  envName,
-  mergeDashboardSettings,
-  mergeHostsFlags,
-  resolveAgentSettings,
-  resolveClusterSettings,
-} from '../../lib/settings.js'
+import { ENV_VARIABLE_NAMES, envName, mergeDashboardSettings, mergeHostsFlags, resolveAgentSettings, resolveClusterSettings } from '../../lib/settings.js'
 import { CLUSTER_DEFAULTS, AGENT_DEFAULTS } from '../../lib/options.js'
 import { loadConfig } from '../../lib/config.js'
 import { loadOptional } from '../../lib/transport/optional.js'
@@ -88,7 +81,10 @@ test('bad variables are named with the value', async () => {
   for (const [env, re] of cases) {
     await assert.rejects(resolveClusterSettings({ localAgents: 0 }, env), (e: unknown) => e instanceof InvalidArgumentError && re.test(e.message), re.source)
   }
-  await assert.rejects(resolveAgentSettings({ connect: 'tcp://127.0.0.1:1', tasks: 't.js' }, { CLUSTER_DRIVER_TIMEOUT_MS: '-1' }), /CLUSTER_DRIVER_TIMEOUT_MS must be a positive integer, got "-1"/)
+  await assert.rejects(
+    resolveAgentSettings({ connect: 'tcp://127.0.0.1:1', tasks: 't.js' }, { CLUSTER_DRIVER_TIMEOUT_MS: '-1' }),
+    /CLUSTER_DRIVER_TIMEOUT_MS must be a positive integer, got "-1"/,
+  )
 })
 
 test('dashboard: the variables win over the config, options over both', async (t) => {
@@ -106,7 +102,10 @@ test('dashboard: the variables win over the config, options over both', async (t
 })
 
 test('agent: each layer overrides the one below; the config counts only when named', async (t) => {
-  const file = await configFile(t, `{ head: 'tcp://10.0.0.1:7100', tasks: './tasks.js', threads: 3, heartbeatMs: 500, localAgentOptions: { maxPoolBatch: 64 } }`)
+  const file = await configFile(
+    t,
+    `{ head: 'tcp://10.0.0.1:7100', tasks: './tasks.js', threads: 3, heartbeatMs: 500, localAgentOptions: { maxPoolBatch: 64 } }`,
+  )
   const a = await resolveAgentSettings({ threads: 5 }, { CLUSTER_CONFIG: file, CLUSTER_THREADS: '4', CLUSTER_HEARTBEAT_MS: '600' })
   assert.equal(a.driverTimeoutMs, AGENT_DEFAULTS.driverTimeoutMs) // defaults
   assert.equal(a.connect, 'tcp://10.0.0.1:7100') // config
@@ -146,13 +145,18 @@ test('a missing broker client says how to install it', async () => {
   await assert.rejects(
     loadOptional('ioredis', missing),
     (e: unknown) =>
-      e instanceof TransportError && e.code === 'ERR_DEPENDENCY_MISSING' && /transport 'redis' and 'amqp\+redis' needs the ioredis package: npm install ioredis@6\.0\.0/.test(e.message),
+      e instanceof TransportError &&
+      e.code === 'ERR_DEPENDENCY_MISSING' &&
+      /transport 'redis' and 'amqp\+redis' needs the ioredis package: npm install ioredis@6\.0\.0/.test(e.message),
   )
   await assert.rejects(loadOptional('amqplib', missing), /npm install amqplib@2\.3\.1/)
   const broken = async () => {
     throw new SyntaxError('bad')
   }
-  await assert.rejects(loadOptional('amqplib', broken), (e: unknown) => e instanceof TransportError && e.code === 'ERR_TRANSPORT' && /failed to load: bad/.test(e.message))
+  await assert.rejects(
+    loadOptional('amqplib', broken),
+    (e: unknown) => e instanceof TransportError && e.code === 'ERR_TRANSPORT' && /failed to load: bad/.test(e.message),
+  )
   assert.equal(await loadOptional('ioredis', async () => 'module'), 'module')
   // The hint's versions are the ones package.json pins.
   const pkg = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as { peerDependencies: Record<string, string> }

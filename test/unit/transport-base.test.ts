@@ -69,7 +69,13 @@ test('close is bounded and step-isolated: a hanging or throwing step is reported
   const p = new Probe(
     [
       { name: 'drain', run: () => new Promise<void>(() => ran.push('drain')) },
-      { name: 'queues', run: () => { ran.push('queues'); throw new Error('broker said no') } },
+      {
+        name: 'queues',
+        run: () => {
+          ran.push('queues')
+          throw new Error('broker said no')
+        },
+      },
       { name: 'connections', run: () => void ran.push('connections') },
     ],
     100,
@@ -80,7 +86,10 @@ test('close is bounded and step-isolated: a hanging or throwing step is reported
   await p.close().finally(() => clearInterval(alive))
   assert.ok(Date.now() - t0 < 1000, `close took ${Date.now() - t0} ms`)
   assert.deepEqual(ran, ['drain', 'queues', 'connections'])
-  assert.deepEqual(p.closeProblems.map((x) => x.step), ['drain', 'queues'])
+  assert.deepEqual(
+    p.closeProblems.map((x) => x.step),
+    ['drain', 'queues'],
+  )
   assert.match(p.closeProblems[0]!.error.message, /drain did not finish within 100 ms/)
   assert.equal(p.forced, 1)
 })

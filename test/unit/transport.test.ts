@@ -24,7 +24,11 @@ test('malformed brokered messages are ProtocolErrors, never a crash or an overru
     [Buffer.concat([good, Buffer.from([0])]), /trailing/],
     [Buffer.from([1, 0xff, 0xff, 0xff, 0xff, 1]), /overruns/],
   ]
-  for (const [bytes, re] of cases) assert.throws(() => unpackParts(bytes), (e: unknown) => e instanceof ProtocolError && re.test(e.message))
+  for (const [bytes, re] of cases)
+    assert.throws(
+      () => unpackParts(bytes),
+      (e: unknown) => e instanceof ProtocolError && re.test(e.message),
+    )
   for (let i = 0; i < 2000; i++) {
     try {
       unpackParts(randomBytes(i % 40))

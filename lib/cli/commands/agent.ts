@@ -47,7 +47,10 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
   // No yargs defaults: an absent flag lets CLUSTER_* variables and a named config speak (lib/settings.ts).
   builder: (y) =>
     y
-      .option('config', { type: 'string', describe: 'take the driver address (head or listen), tasks, threads, transport and keys from this cluster.config (or CLUSTER_CONFIG)' })
+      .option('config', {
+        type: 'string',
+        describe: 'take the driver address (head or listen), tasks, threads, transport and keys from this cluster.config (or CLUSTER_CONFIG)',
+      })
       .option('connect', { type: 'string', describe: 'driver address, e.g. tcp://127.0.0.1:7100 (the zmq design)' })
       .option('transport', { choices: TRANSPORT_KINDS, describe: `the design the driver uses (default ${TRANSPORT_DEFAULTS.transport})` })
       .option('redis', { type: 'string', describe: `Redis URL for the redis and amqp+redis designs (default ${TRANSPORT_DEFAULTS.redisUrl})` })
@@ -99,10 +102,11 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
     agent.on('driver:lost', (reason) => {
       const next = args['exit-on-driver-loss'] ? '; exiting' : '; waiting for the next one'
       log.warn({ driver: where, reason }, `${agent.id}: lost the driver (${reason})${next}`)
-      if (args['exit-on-driver-loss']) void agent.close().then(async () => {
-        await status?.close()
-        process.exit(0)
-      })
+      if (args['exit-on-driver-loss'])
+        void agent.close().then(async () => {
+          await status?.close()
+          process.exit(0)
+        })
     })
     agent.on('auth:failed', (message) => log.error({ driver: where }, `${agent.id}: ${message} — check the keys (cluster keys) on both sides`))
     agent.on('rejected', (reason) => {

@@ -66,7 +66,10 @@ export const dashboardCommand: CommandModule<object, DashboardArgs> = {
       .option('update-ms', { type: 'number', describe: `live update interval (default ${DASHBOARD_DEFAULTS.updateMs})` })
       .option('listen', { type: 'string', describe: `standing driver: address agents connect to (default ${STANDING_DRIVER_DEFAULTS.listen})` })
       .option('tasks', { type: 'string', describe: 'standing driver: module with the task functions and actor classes' })
-      .option('local-agents', { type: 'number', describe: `standing driver: agents started in this process (needs --tasks; default ${STANDING_DRIVER_DEFAULTS.localAgents})` })
+      .option('local-agents', {
+        type: 'number',
+        describe: `standing driver: agents started in this process (needs --tasks; default ${STANDING_DRIVER_DEFAULTS.localAgents})`,
+      })
       .option('threads', { type: 'number', describe: 'standing driver: threads of each local agent' })
       .option('insecure', { type: 'boolean', describe: 'standing driver: allow a non-loopback --listen without authentication' }),
   handler: async (args) => {
@@ -94,7 +97,15 @@ export const dashboardCommand: CommandModule<object, DashboardArgs> = {
       return
     }
     const settings = await mergeClusterSettings(
-      { tasks: args.tasks, listen: args.listen, localAgents: args['local-agents'], threads: args.threads, insecure: args.insecure, dashboard: options, logger: log },
+      {
+        tasks: args.tasks,
+        listen: args.listen,
+        localAgents: args['local-agents'],
+        threads: args.threads,
+        insecure: args.insecure,
+        dashboard: options,
+        logger: log,
+      },
       process.env,
       STANDING_DRIVER_DEFAULTS,
     )

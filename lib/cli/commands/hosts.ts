@@ -74,7 +74,10 @@ export const upCommand: CommandModule = {
       .option('listen', { type: 'string', describe: 'address the driver binds (default: the config)' })
       .option('tasks', { type: 'string', describe: 'tasks module, inside the project directory (default: the config)' })
       .option('insecure', { type: 'boolean', describe: 'allow a non-loopback head without authentication (trusted networks only)' })
-      .option('keys', { type: 'string', describe: 'CURVE keys directory from cluster keys (default: curve in the config); agents get server.pub and agent.json' })
+      .option('keys', {
+        type: 'string',
+        describe: 'CURVE keys directory from cluster keys (default: curve in the config); agents get server.pub and agent.json',
+      })
       .option('sync', { type: 'boolean', describe: 'copy the project to the hosts with rsync first (default true; --no-sync when it is already there)' })
       .option('threads', { type: 'number', describe: 'threads per agent when a host line says none (default: the host cores)' })
       .option('register-timeout', { type: 'number', describe: `seconds an agent gets to register (default ${HOSTS_DEFAULTS.registerTimeoutS})` })
@@ -94,8 +97,14 @@ export const upCommand: CommandModule = {
           name: plan.name,
           head: plan.head,
           hosts: outcomes.map((o) => ({
-            host: o.spec.label, state: o.state, agentId: o.agentId, threads: o.threads ?? null, version: o.version ?? null, pid: o.pid ?? null,
-            hostname: o.hostname ?? null, error: o.error ? { code: o.error.code, reason: (o.error as { reason?: string }).reason ?? null, message: o.error.message } : null,
+            host: o.spec.label,
+            state: o.state,
+            agentId: o.agentId,
+            threads: o.threads ?? null,
+            version: o.version ?? null,
+            pid: o.pid ?? null,
+            hostname: o.hostname ?? null,
+            error: o.error ? { code: o.error.code, reason: (o.error as { reason?: string }).reason ?? null, message: o.error.message } : null,
           })),
         })}\n`,
       )
@@ -108,7 +117,8 @@ export const upCommand: CommandModule = {
       )
       if (failed.length > 0) {
         lines.push(`${failed.length} host${failed.length === 1 ? '' : 's'} failed:`)
-        for (const o of failed) lines.push(`  ${o.error!.message}${o.error ? ` [${o.error.code}]` : ''}${o.uncertain ? ' (its agent may be running: cluster down will look)' : ''}`)
+        for (const o of failed)
+          lines.push(`  ${o.error!.message}${o.error ? ` [${o.error.code}]` : ''}${o.uncertain ? ' (its agent may be running: cluster down will look)' : ''}`)
         lines.push('Fix them and run cluster up again (running agents are kept), or cluster down to stop everything.')
       }
       process.stdout.write(`${lines.join('\n')}\n`)
@@ -155,10 +165,21 @@ export const statusCommand: CommandModule = {
     // With the driver's view, one more column: the tasks it has sent each agent and not had answered.
     const withDriver = st.driver?.error === null
     const rows = st.hosts.map((h) => [
-      h.host, h.state, dash(h.threads), load(h), dash(h.tasksDone), h.heartbeatAgeMs === null ? '-' : `${(h.heartbeatAgeMs / 1000).toFixed(1)} s`, dash(h.version), dash(h.pid),
+      h.host,
+      h.state,
+      dash(h.threads),
+      load(h),
+      dash(h.tasksDone),
+      h.heartbeatAgeMs === null ? '-' : `${(h.heartbeatAgeMs / 1000).toFixed(1)} s`,
+      dash(h.version),
+      dash(h.pid),
       ...(withDriver ? [h.driver ? String(h.driver.inFlight) : 'not a node'] : []),
     ])
-    const lines = [`cluster ${st.name}, head ${dash(st.head)}: ${st.hosts.filter((h) => h.state === 'up').length} of ${st.hosts.length} hosts serving a driver, ${threads} threads`, ...driverLines, '']
+    const lines = [
+      `cluster ${st.name}, head ${dash(st.head)}: ${st.hosts.filter((h) => h.state === 'up').length} of ${st.hosts.length} hosts serving a driver, ${threads} threads`,
+      ...driverLines,
+      '',
+    ]
     lines.push(formatTable(['HOST', 'STATE', 'THREADS', 'LOAD', 'TASKS DONE', 'HEARTBEAT', 'VERSION', 'PID', ...(withDriver ? ['IN FLIGHT'] : [])], rows))
     const bad = st.hosts.filter((h) => h.error !== null)
     if (bad.length > 0) {
@@ -176,7 +197,10 @@ export const downCommand: CommandModule = {
     common(y)
       .option('host', { type: 'string', array: true, describe: 'only this host (repeatable); its queued tasks go back to the driver' })
       .option('nodes', { type: 'string', describe: 'also stop this cluster’s agents on the hosts of this file, recorded or not' })
-      .option('stop-timeout', { type: 'number', describe: `seconds an agent gets to finish its running tasks before SIGKILL (default ${HOSTS_DEFAULTS.stopTimeoutS})` })
+      .option('stop-timeout', {
+        type: 'number',
+        describe: `seconds an agent gets to finish its running tasks before SIGKILL (default ${HOSTS_DEFAULTS.stopTimeoutS})`,
+      })
       .option('forget', { type: 'boolean', describe: 'drop hosts that cannot be reached from the cluster anyway (machines gone for good)' }),
   handler: async (a) => {
     const plan = await resolveHostsPlan(flags(a))
@@ -188,13 +212,25 @@ export const downCommand: CommandModule = {
       process.stdout.write(
         `${JSON.stringify({
           name: plan.name,
-          hosts: outcomes.map((o) => ({ host: o.host, result: o.result, agents: o.agents, error: o.error ? { code: o.error.code, message: o.error.message } : null })),
+          hosts: outcomes.map((o) => ({
+            host: o.host,
+            result: o.result,
+            agents: o.agents,
+            error: o.error ? { code: o.error.code, message: o.error.message } : null,
+          })),
         })}\n`,
       )
     } else if (outcomes.length === 0) {
       process.stdout.write(`cluster ${plan.name} has no hosts to stop (nothing recorded in ${plan.stateFile})\n`)
     } else {
-      const rows = outcomes.map((o) => [o.host, o.result, o.agents.filter((x) => x.pid !== undefined && x.how !== 'gone').map((x) => x.pid).join(',') || '-'])
+      const rows = outcomes.map((o) => [
+        o.host,
+        o.result,
+        o.agents
+          .filter((x) => x.pid !== undefined && x.how !== 'gone')
+          .map((x) => x.pid)
+          .join(',') || '-',
+      ])
       const lines = [formatTable(['HOST', 'RESULT', 'PID'], rows)]
       if (failed.length > 0) {
         lines.push(

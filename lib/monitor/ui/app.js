@@ -69,7 +69,8 @@ function drawChart(tp) {
             incrs: [1, 2, 5, 10, 15, 30, 60, 120, 300],
             values: (_u, ticks) => ticks.map((t) => new Date(t * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' })),
           },
-          { size: 70, values: (_u, ticks) => ticks.map((v) => (v >= 1e6 ? `${v / 1e6}M` : v >= 1e3 ? `${v / 1e3}k` : v)) }],
+          { size: 70, values: (_u, ticks) => ticks.map((v) => (v >= 1e6 ? `${v / 1e6}M` : v >= 1e3 ? `${v / 1e3}k` : v)) },
+        ],
         scales: { y: { range: (_u, _min, max) => [0, Math.max(10, max * 1.1)] } },
       },
       data,
@@ -149,7 +150,11 @@ function render(s) {
   renderFailures(s)
   fill(
     $('names').tBodies[0],
-    s.taskNames.slice(0, 20).map((n) => el('tr', null, el('td', { class: 'mono' }, n.name), el('td', null, num(n.succeeded)), el('td', null, num(n.failed)), el('td', null, num(n.retried)))),
+    s.taskNames
+      .slice(0, 20)
+      .map((n) =>
+        el('tr', null, el('td', { class: 'mono' }, n.name), el('td', null, num(n.succeeded)), el('td', null, num(n.failed)), el('td', null, num(n.retried))),
+      ),
     'no task yet',
     4,
   )
