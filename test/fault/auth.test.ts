@@ -58,7 +58,13 @@ test('with CURVE keys: a listed agent joins and works; wrong, unlisted or missin
     `tasks ran on ${[...pids].join(', ')}`,
   )
   assert.equal(cluster.nodes().length, 2)
-  for (const p of [unlisted, wrongServer, plain]) assert.doesNotMatch(p.output(), /joined the driver/)
+  for (const p of [unlisted, wrongServer, plain]) {
+    assert.doesNotMatch(p.output(), /joined the driver/)
+    // Refused, not crashed: each is still running and trying (an agent that died at start would pass the checks above).
+    assert.equal(p.child.exitCode, null, `agent exited: ${p.output()}`)
+    assert.equal(p.child.signalCode, null, `agent killed: ${p.output()}`)
+  }
+  assert.equal(good.child.exitCode, null)
 })
 
 test('CURVE options are checked: bad keys and missing files are clear errors', async (t) => {

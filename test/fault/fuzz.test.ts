@@ -100,11 +100,52 @@ test('the driver survives a fuzzer while a job runs: bad frames counted and drop
   assert.ok(sent >= 1000, `sent ${sent} frames`)
   // Every hostile frame that reached the driver is counted (an oversized one never reaches it: ZeroMQ drops it).
   await waitFor(() => cluster.stats().badFrames >= sent, 5000, `all ${sent} bad frames to be counted (${cluster.stats().badFrames})`)
+  // Exactly those: each once, and none of the oversized ones (which would count too, had one reached the driver).
+  assert.equal(cluster.stats().badFrames, sent)
   assert.equal(cluster.nodes().length, 1, 'only the real agent is a node')
   assert.equal(await cluster.call('add', 2, 2), 4)
   global.gc?.()
   const grownMb = (process.memoryUsage().heapUsed - heapBefore) / 1048576
   assert.ok(grownMb < 64, `heap grew by ${grownMb.toFixed(1)} MB`)
+})
+
+test('a registered peer that sends malformed frames: each is counted once, the node and the job are unharmed', async (t) => {
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1, listen: 'tcp://127.0.0.1:0', nodeTimeoutMs: 10_000, heartbeatMs: 1000 })
+  const id = `member-${randomBytes(4).toString('hex')}`
+  const sock = new zmq.Dealer({ routingId: id, linger: 0, sendTimeout: 0 })
+  t.after(() => sock.close())
+  sock.connect(cluster.address)
+  const hello = { agentId: id, threads: 1, pid: 1, host: 'h', version: '0', tasks: ['add'], actors: [], window: 0 }
+  await sock.send([packr.pack([V, MsgType.Hello, hello])])
+  const [welcome] = await Promise.race([
+    sock.receive(),
+    new Promise<never>((_, reject) => setTimeout(() => reject(new Error('timed out after 10000 ms waiting for a Welcome')), 10_000).unref()),
+  ])
+  assert.equal((packr.unpack(welcome!) as unknown[])[1], MsgType.Welcome)
+  assert.equal(cluster.nodes().length, 2)
+  const before = cluster.stats()
+  const hostile: Buffer[][] = [
+    [packr.pack([V, MsgType.Results, 3]), packr.pack(['not', 'a', 'result'])],
+    [packr.pack([V, MsgType.Results, 1])],
+    [packr.pack([V, MsgType.Results, 2]), randomBytes(40)],
+    [packr.pack([V, MsgType.ActorResults, 1]), packr.pack([1, 0])],
+    [packr.pack([V, MsgType.Credit, -5])],
+    [packr.pack([V, MsgType.Credit, 'lots'])],
+    [packr.pack([V, MsgType.Tasks, 1]), packr.pack([1, 'add', [1, 2]])],
+    [packr.pack([V, MsgType.Leave, 'everything'])],
+    [packr.pack([V, 999, {}])],
+    [randomBytes(25)],
+  ]
+  for (const frame of hostile) await sock.send(frame)
+  await waitFor(() => cluster.stats().badFrames - before.badFrames >= hostile.length, 5000, `the ${hostile.length} frames to be counted`)
+  const after = cluster.stats()
+  assert.equal(after.badFrames - before.badFrames, hostile.length)
+  assert.equal(after.lateResultsDropped, before.lateResultsDropped)
+  assert.equal(cluster.nodes().length, 2, 'the peer is still a member')
+  assert.deepEqual(
+    await Promise.all(Array.from({ length: 100 }, (_, k) => cluster.call<number>('add', k, 1))),
+    Array.from({ length: 100 }, (_, k) => k + 1),
+  )
 })
 
 test('an agent survives a hostile driver, then serves a real one on the same address', async () => {
