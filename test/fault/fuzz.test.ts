@@ -186,3 +186,29 @@ test('an agent survives a hostile driver, then serves a real one on the same add
     await agent.close()
   }
 })
+
+test('an agent the driver rejects says why, fails waitUntilReady with the reason, and closes', async () => {
+  const port = await freePort()
+  const address = `tcp://127.0.0.1:${port}`
+  const fake = new zmq.Router({ linger: 0, sendTimeout: 0, mandatory: false })
+  await fake.bind(address)
+  const agent = await Agent.start({ connect: address, tasks: FIXTURE_TASKS, threads: 1, heartbeatMs: 300 })
+  try {
+    const reasons: string[] = []
+    agent.on('rejected', (reason) => reasons.push(reason))
+    const ready = agent.waitUntilReady().then(
+      () => assert.fail('a rejected agent must not become ready'),
+      (e: unknown) => e,
+    )
+    const [id] = await fake.receive()
+    await fake.send([id!, packr.pack([V, MsgType.Reject, 'not on the list'])])
+    const err = (await ready) as Error
+    assert.equal(err.name, 'ProtocolError')
+    assert.match(err.message, new RegExp(`^driver rejected agent ${agent.id}: not on the list$`))
+    assert.deepEqual(reasons, ['not on the list'])
+    await waitFor(() => agent.state === 'closed', 5000, 'the rejected agent to close')
+  } finally {
+    await agent.close()
+    fake.close()
+  }
+})
