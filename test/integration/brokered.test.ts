@@ -82,7 +82,7 @@ for (const design of BROKERED) {
       )
     })
 
-    test('queues of a crashed run under the same id do not leak into a new one, and close removes them', async () => {
+    test('queues of a crashed run under the same id do not leak into a new one, and close removes them', async (t) => {
       const clusterId = `stale-${design.replace('+', '-')}-${process.pid}`
       // What a crashed run leaves: a task frame on the shared queue, and a message in the driver's inbox.
       const stale = packParts([header(MsgType.Tasks, 1), encode([7, 'add', [1000, 1]])])
@@ -106,6 +106,7 @@ for (const design of BROKERED) {
           await redis.lpush(`ac:{${clusterId}}:driver`, junk)
         }
         const cluster = await Cluster.start({ ...urls, tasks: FIXTURE_TASKS, transport: design, threads: 1, clusterId })
+        t.after(() => cluster.close())
         assert.equal(cluster.id, clusterId)
         const sums = await Promise.all(Array.from({ length: 100 }, (_, k) => cluster.call<number>('add', k, 1)))
         assert.deepEqual(
@@ -206,6 +207,7 @@ describe('bad broker URLs and lost brokers', () => {
         threads: 1,
         ...(design === 'redis' ? { redisUrl: via } : { amqpUrl: via }),
       })
+      t.after(() => cluster.close())
       assert.equal(await cluster.call('add', 1, 1), 2)
       const failed = new Promise<Error>((resolve) => cluster.once('transport:error', resolve))
       const pending = Array.from({ length: 20 }, () => cluster.call('sleep', 200))
@@ -279,6 +281,7 @@ test('a broker that hangs mid-run is taken for lost: pending tasks fail, nothing
         threads: 1,
         ...(design === 'redis' ? { redisUrl: via } : { amqpUrl: via }),
       })
+      t.after(() => cluster.close())
       t.after(() => cluster.close())
       assert.equal(await cluster.call('add', 1, 1), 2)
       const pending = cluster.call('sleep', 100)

@@ -186,8 +186,9 @@ test('spawning unknown classes or with bad arguments fails clearly', async () =>
   )
 })
 
-test('close() rejects pending tasks with a clear error, is idempotent, and later calls fail', async () => {
+test('close() rejects pending tasks with a clear error, is idempotent, and later calls fail', async (t) => {
   const c = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1 })
+  t.after(() => c.close())
   const slow = c.call('sleep', 300)
   const queued = Promise.allSettled(Array.from({ length: 10 }, () => c.call('sleep', 300)))
   await new Promise((r) => setTimeout(r, 50))

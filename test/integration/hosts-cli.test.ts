@@ -164,6 +164,7 @@ test('cluster agent --status-file tells its state, load and tasks done, and foll
   assert.equal(s.threads, 1)
   assert.equal(s.driverAgeMs, null)
   const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: address, localAgents: 0, heartbeatMs: 100, nodeTimeoutMs: 1000 })
+  t.after(() => cluster.close())
   await waitFor(() => cluster.nodes().length === 1, 10_000, 'the agent joining')
   await Promise.all(Array.from({ length: 50 }, (_, i) => cluster.call('add', i, 1)))
   let ready: AgentStatus | undefined

@@ -379,7 +379,7 @@ test('slow or vanished pages do not hold the cluster: updates to them are droppe
   await waitFor(() => cluster.snapshot().dashboard!.clients === 0, 5000, 'the vanished pages to be removed')
 })
 
-test('logs: quiet by default; a logger gets membership and failures as structured lines', async () => {
+test('logs: quiet by default; a logger gets membership and failures as structured lines', async (t) => {
   const lines: Record<string, unknown>[] = []
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
@@ -388,6 +388,7 @@ test('logs: quiet by default; a logger gets membership and failures as structure
     },
   })
   const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1, logger: pino({ level: 'info' }, sink), dashboard: 0 })
+  t.after(() => cluster.close())
   await cluster.call('fail', 'logged failure').catch(() => {})
   await cluster.close()
   const joined = lines.find((l) => l['msg'] === 'node joined')

@@ -79,6 +79,7 @@ test('agents outlive the driver and serve the next one on the same address', asy
   const port = await freePort()
   const address = `tcp://127.0.0.1:${port}`
   const first = await Cluster.start({ tasks: FIXTURE_TASKS, listen: address, localAgents: 0 })
+  t.after(() => first.close())
   const a = runCli(t, agentArgs(address, 1))
   await waitFor(() => first.nodes().length === 1, 15_000, 'agent on the first driver')
   assert.equal(await first.call('add', 1, 1), 2)
@@ -141,10 +142,11 @@ test('an agent of another protocol version is rejected with the reason; bad fram
   }
 })
 
-test('results of an earlier driver never reach the next one on the same address', async () => {
+test('results of an earlier driver never reach the next one on the same address', async (t) => {
   const port = await freePort()
   const address = `tcp://127.0.0.1:${port}`
   const first = await Cluster.start({ tasks: FIXTURE_TASKS, listen: address, localAgents: 0 })
+  t.after(() => first.close())
   const agent = await Agent.start({ connect: address, tasks: FIXTURE_TASKS, threads: 1 })
   try {
     await agent.waitUntilReady()
