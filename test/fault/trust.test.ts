@@ -2,9 +2,10 @@ import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import * as zmq from 'zeromq'
 import { Packr } from 'msgpackr'
+import { pino } from 'pino'
 import { Agent, Cluster, InvalidArgumentError } from '../../lib/index.js'
 import { MsgType, PROTOCOL_VERSION } from '../../lib/protocol/messages.js'
-import { FIXTURE_TASKS, waitFor } from '../helpers.js'
+import { FIXTURE_TASKS, runCli, waitFor } from '../helpers.js'
 
 const packr = new Packr()
 const V = PROTOCOL_VERSION
@@ -79,4 +80,30 @@ test('timeoutMs beyond Node\u2019s longest timer is refused (it would fire at on
     (e: unknown) => e instanceof InvalidArgumentError && /options\.timeoutMs must be at most 2147483647/.test(e.message),
   )
   assert.equal(await cluster.with({ timeoutMs: 2 ** 31 - 1 }).call('add', 1, 2), 3)
+})
+
+test('the dashboard token never reaches the logs: the logged URL masks it, cluster.dashboardUrl keeps it', async () => {
+  const token = 'secret-dashboard-token-4f1c9a'
+  const lines: string[] = []
+  const sink = { write: (line: string) => void lines.push(line) }
+  const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1, logger: pino({ level: 'trace' }, sink), dashboard: { port: 0, token } })
+  try {
+    assert.ok(cluster.dashboardUrl?.includes(`?token=${token}`), 'the program reads the real URL')
+    await cluster.call('fail', 'a logged failure').catch(() => {})
+  } finally {
+    await cluster.close()
+  }
+  const listening = lines.find((l) => l.includes('dashboard listening'))
+  assert.ok(listening, `a "dashboard listening" line: ${lines.join('')}`)
+  assert.match(listening, /\?token=\*\*\*/)
+  assert.ok(!lines.some((l) => l.includes(token)), `no line holds the token: ${lines.join('')}`)
+})
+
+test('cluster dashboard prints its URL with the token masked, and warns that --token shows in ps', async (t) => {
+  const token = 'secret-cli-token-8d2e7b10'
+  const d = runCli(t, ['dashboard', '--port', '0', '--listen', 'tcp://127.0.0.1:0', '--token', token])
+  await waitFor(() => /agents connect to: \S+\n/.test(d.output()), 15_000, 'the standing driver to start')
+  assert.match(d.output(), /dashboard: http:\/\/127\.0\.0\.1:\d+\/\?token=\*\*\*/)
+  assert.match(d.output(), /--token is visible to every user of this machine/)
+  assert.ok(!d.output().includes(token), d.output())
 })
