@@ -107,3 +107,43 @@ test('cluster dashboard prints its URL with the token masked, and warns that --t
   assert.match(d.output(), /--token is visible to every user of this machine/)
   assert.ok(!d.output().includes(token), d.output())
 })
+
+test('a message of more parts than the protocol has, or more bytes in all than maxFrameBytes, is dropped as a bad frame; the job runs on', async (t) => {
+  const maxFrameBytes = 64 * 1024
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1, listen: 'tcp://127.0.0.1:0', maxFrameBytes })
+  assert.equal(await cluster.call('add', 1, 2), 3)
+  const raw = await rawAgent(t, cluster.address, 'many-parts', 0)
+  const heartbeat = packr.pack([V, MsgType.Heartbeat])
+  // Each part fits libzmq's per-part limit; together they are 300 times it.
+  const chunk = Buffer.alloc(60 * 1024, 7)
+  const before = cluster.stats().badFrames
+  await raw.socket.send([heartbeat, ...Array.from({ length: 299 }, () => chunk)])
+  await waitFor(() => cluster.stats().badFrames > before, 10_000, 'the 300-part message to be counted as a bad frame')
+  // Small, but one part more than a header and a body.
+  await raw.socket.send([heartbeat, packr.pack([]), packr.pack([])])
+  await waitFor(() => cluster.stats().badFrames > before + 1, 10_000, 'the 3-part message to be counted as a bad frame')
+  // Two parts, each under the limit, over it together.
+  await raw.socket.send([heartbeat, Buffer.alloc(maxFrameBytes - heartbeat.length + 1)])
+  await waitFor(() => cluster.stats().badFrames > before + 2, 10_000, 'the message over maxFrameBytes in all to be counted as a bad frame')
+  assert.equal(cluster.stats().badFrames - before, 3)
+  assert.deepEqual(await Promise.all([cluster.call('add', 2, 3), cluster.call('add', 4, 5)]), [5, 9], 'the job keeps running')
+  assert.ok(
+    cluster.nodes().some((n) => n.id === 'many-parts'),
+    'the sender stays a member: its message was dropped, not its membership',
+  )
+})
+
+test('an agent drops a message from its driver of more parts than the protocol has, and counts it', async (t) => {
+  const router = new zmq.Router({ linger: 0, sendTimeout: 0 })
+  t.after(() => router.close())
+  await router.bind('tcp://127.0.0.1:*')
+  const agent = await Agent.start({ connect: router.lastEndpoint!, tasks: FIXTURE_TASKS, threads: 1, maxFrameBytes: 64 * 1024 })
+  t.after(() => agent.close({ timeoutMs: 1000 }))
+  const [id] = (await Promise.race([
+    router.receive(),
+    new Promise((_, reject) => setTimeout(() => reject(new Error('timed out after 10000 ms waiting for the agent’s Hello')), 10_000).unref()),
+  ])) as Buffer[]
+  const chunk = Buffer.alloc(60 * 1024, 7)
+  await router.send([id!, packr.pack([V, MsgType.Heartbeat]), ...Array.from({ length: 299 }, () => chunk)])
+  await waitFor(() => agent.stats.badFrames === 1, 10_000, 'the agent to count the 300-part message as a bad frame')
+})
