@@ -1,3 +1,4 @@
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs'
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import * as zmq from 'zeromq'
@@ -146,4 +147,51 @@ test('an agent drops a message from its driver of more parts than the protocol h
   const chunk = Buffer.alloc(60 * 1024, 7)
   await router.send([id!, packr.pack([V, MsgType.Heartbeat]), ...Array.from({ length: 299 }, () => chunk)])
   await waitFor(() => agent.stats.badFrames === 1, 10_000, 'the agent to count the 300-part message as a bad frame')
+})
+
+/** The inodes of the TCP sockets this process holds in LISTEN state (from /proc: Linux only). */
+function listeningTcpInodes(): Set<string> {
+  const listening = new Set<string>()
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text: string
+    try {
+      text = readFileSync(table, 'utf8')
+    } catch {
+      continue // no IPv6
+    }
+    // Columns: sl local_address rem_address st ... inode (10th); st 0A is LISTEN.
+    for (const line of text.split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/)
+      if (cols[3] === '0A' && cols[9]) listening.add(cols[9])
+    }
+  }
+  const mine = new Set<string>()
+  for (const fd of readdirSync('/proc/self/fd')) {
+    let target: string
+    try {
+      target = readlinkSync(`/proc/self/fd/${fd}`)
+    } catch {
+      continue // closed meanwhile
+    }
+    const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1]
+    if (inode && listening.has(inode)) mine.add(inode)
+  }
+  return mine
+}
+
+test('a default cluster binds no TCP port: its local agents and cluster.address are in-process', { skip: process.platform !== 'linux' }, async () => {
+  const before = listeningTcpInodes()
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1, config: {} })
+  assert.equal(await cluster.call('add', 1, 2), 3)
+  assert.match(cluster.address, /^inproc:\/\//)
+  const opened = [...listeningTcpInodes()].filter((i) => !before.has(i))
+  assert.deepEqual(opened, [], 'no TCP socket listening that was not there before the cluster started')
+  // An explicit listen, or local agents over TCP, still bind loopback TCP.
+  await using tcp = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1, localTransport: 'tcp', config: {} })
+  assert.match(tcp.address, /^tcp:\/\/127\.0\.0\.1:\d+$/)
+  assert.equal(await tcp.call('add', 2, 3), 5)
+  assert.ok(
+    [...listeningTcpInodes()].some((i) => !before.has(i)),
+    'localTransport tcp listens on loopback TCP',
+  )
 })
