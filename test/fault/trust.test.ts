@@ -1,11 +1,17 @@
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs'
+import { execFileSync, spawnSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import * as zmq from 'zeromq'
 import { Packr } from 'msgpackr'
 import { pino } from 'pino'
 import { Agent, Cluster, InvalidArgumentError } from '../../lib/index.js'
+import { startScript } from '../../lib/hosts/remote.js'
 import { MsgType, PROTOCOL_VERSION } from '../../lib/protocol/messages.js'
+import { newKeyPair } from '../../lib/transport/curve.js'
 import { FIXTURE_TASKS, runCli, waitFor } from '../helpers.js'
 
 const packr = new Packr()
@@ -195,3 +201,58 @@ test('a default cluster binds no TCP port: its local agents and cluster.address 
     'localTransport tcp listens on loopback TCP',
   )
 })
+
+/** Runs the script `cluster up` sends a host to start an agent, here, as `sh -s` does over SSH. */
+function startHere(script: string, args: string[], env: NodeJS.ProcessEnv = process.env) {
+  const r = spawnSync('sh', ['-s', '--', ...args], { input: script, encoding: 'utf8', timeout: 30_000, env })
+  if (r.error) throw r.error
+  return r.stdout
+}
+
+test(
+  'cluster up writes agent keys only into a run directory of its own: another user\u2019s directory is refused, the default is under home',
+  { skip: process.platform !== 'linux' || process.getuid?.() !== 0 ? 'needs root on Linux (to add a second user)' : false },
+  async (t) => {
+    const user = `acx${randomBytes(4).toString('hex')}`
+    execFileSync('useradd', ['-M', '-s', '/bin/sh', user])
+    t.after(() => spawnSync('userdel', [user]))
+    const base = mkdtempSync(join(tmpdir(), 'ac-trust-'))
+    t.after(() => rmSync(base, { recursive: true, force: true }))
+    chmodSync(base, 0o755)
+    // A shared directory like /tmp, and a project with a fake agent that reports ready and leaves.
+    const shared = join(base, 'shared')
+    mkdirSync(shared)
+    chmodSync(shared, 0o1777)
+    const project = join(base, 'project')
+    mkdirSync(project)
+    writeFileSync(join(project, 'tasks.js'), '')
+    const fakeCli = join(project, 'fake-agent.mjs')
+    writeFileSync(
+      fakeCli,
+      `import { writeFileSync } from 'node:fs'\nconst a = process.argv\nwriteFileSync(a[a.indexOf('--status-file') + 1], '{"state":"ready"}')\nsetTimeout(() => {}, 1000)\n`,
+    )
+    const agentKey = newKeyPair()
+    const script = startScript({ serverPublicKey: newKeyPair().publicKey, agentKey })
+    const args = (runDir: string) => [process.execPath, fakeCli, project, runDir, 'a1', 'tcp://127.0.0.1:1', 'tasks.js', '1', '10', '', '', 'c1']
+
+    // The other user got there first: the run directory and a key file they can read.
+    const planted = join(shared, 'actor-cluster-0', 'c1')
+    execFileSync('runuser', ['-u', user, '--', 'sh', '-c', 'umask 0 && mkdir -p "$1/a1.keys" && : >"$1/a1.keys/agent.json"', 'sh', planted])
+    const refused = startHere(script, args(planted))
+    assert.match(refused, /^error=rundir$/m, refused)
+    assert.match(refused, /^why=its parent belongs to another user/m, refused)
+    assert.equal(readFileSync(join(planted, 'a1.keys', 'agent.json'), 'utf8'), '', 'no key reached the planted file')
+
+    // No run directory given: one under the user's home, private, with the keys in new private files.
+    const home = join(base, 'home')
+    mkdirSync(home, { mode: 0o700 })
+    const ok = startHere(script, args(''), { ...process.env, HOME: home, TMPDIR: shared })
+    assert.match(ok, /^status=/m, ok)
+    const run = join(home, '.actor-cluster', 'run', 'c1')
+    assert.match(ok, new RegExp(`^rundir=${run}$`, 'm'))
+    assert.equal(statSync(run).mode & 0o777, 0o700)
+    const keyFile = join(run, 'a1.keys', 'agent.json')
+    assert.equal(statSync(keyFile).mode & 0o777, 0o600)
+    assert.equal((JSON.parse(readFileSync(keyFile, 'utf8')) as { secretKey: string }).secretKey, agentKey.secretKey)
+  },
+)
