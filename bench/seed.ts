@@ -6,6 +6,7 @@
  */
 import { availableParallelism } from 'node:os'
 import { Cluster, Progress, type Logger } from '../lib/index.js'
+import { maskToken } from '../lib/monitor/options.js'
 import type { TransportKind } from '../lib/transport/options.js'
 import { median } from './stats.js'
 
@@ -103,7 +104,7 @@ export async function runSeed(o: SeedOptions): Promise<SeedResult> {
     dashboard: o.dashboard,
     logger: o.logger,
   })
-  if (cluster.dashboardUrl) process.stderr.write(`dashboard: ${cluster.dashboardUrl}\n`)
+  if (cluster.dashboardUrl) process.stderr.write(`dashboard: ${maskToken(cluster.dashboardUrl)}\n`)
   // Polls the driver's counters, so the benchmark pays nothing per task for it.
   const settled = () => {
     const s = cluster.stats()

@@ -13,7 +13,14 @@ export type TasksModule = string | URL
 export interface ClusterOptions extends TransportOptions {
   /** Module whose named exports are the task functions and actor classes. */
   tasks?: TasksModule
-  /** Address the driver binds; agents connect to it. Default `tcp://127.0.0.1:0` (a free loopback port). */
+  /**
+   * Address the driver binds; agents connect to it. Default: none — the
+   * driver binds only an in-process (`inproc://`) endpoint for its local
+   * agents, and no TCP port another user could reach; `cluster.address` is
+   * then that endpoint. Give it for remote agents (`tcp://0.0.0.0:7100`,
+   * `tcp://127.0.0.1:0` for a free loopback port). With `localTransport:
+   * 'tcp'` and no `listen`, `CLUSTER_DEFAULTS.listen` (a free loopback port).
+   */
   listen?: string
   /** Agents started inside this process on loopback. Default 1; 0 waits for remote agents. */
   localAgents?: number
@@ -62,7 +69,8 @@ export interface ClusterOptions extends TransportOptions {
 
 export interface ResolvedClusterOptions extends ResolvedTransportOptions {
   readonly tasks: string | undefined
-  readonly listen: string
+  /** Undefined when not given: see {@link ClusterOptions.listen}. */
+  readonly listen: string | undefined
   readonly localAgents: number
   readonly threads: number
   readonly localTransport: 'inproc' | 'tcp'
@@ -80,6 +88,7 @@ export interface ResolvedClusterOptions extends ResolvedTransportOptions {
 }
 
 export const CLUSTER_DEFAULTS = {
+  /** Bound only when local agents go over TCP (`localTransport: 'tcp'`) and `listen` was not given. */
   listen: 'tcp://127.0.0.1:0',
   localAgents: 1,
   localTransport: 'inproc',
@@ -185,7 +194,7 @@ export function resolveClusterOptions(o: ClusterOptions = {}): ResolvedClusterOp
   return Object.freeze({
     ...resolveTransportOptions(o),
     tasks,
-    listen: checkEndpoint('listen', o.listen ?? CLUSTER_DEFAULTS.listen),
+    listen: o.listen === undefined ? undefined : checkEndpoint('listen', o.listen),
     localAgents,
     threads: positiveInt('threads', o.threads, availableParallelism()),
     localTransport,

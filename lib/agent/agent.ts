@@ -5,7 +5,7 @@ import { debuglog } from 'node:util'
 import { resolveAgentOptions, type AgentOptions, type ResolvedAgentOptions } from '../options.js'
 import { loadCatalog } from '../tasks-module.js'
 import { InvalidArgumentError, ProtocolError } from '../errors.js'
-import { header, parseHeader, type Header } from '../protocol/codec.js'
+import { header, messageShapeProblem, parseHeader, type Header } from '../protocol/codec.js'
 import { MsgType } from '../protocol/messages.js'
 import { createAgentTransport } from '../transport/resolve.js'
 import { resolveAgentCurve } from '../transport/curve.js'
@@ -147,6 +147,9 @@ export class Agent extends EventEmitter<AgentEvents> {
   private onMessage(parts: Parts, delivery?: Delivery): void {
     let h: Header
     try {
+      // Too many parts, or too many bytes in all: nothing a driver sends.
+      const problem = messageShapeProblem(parts, this.options.maxFrameBytes)
+      if (problem !== undefined) throw new ProtocolError(`message of ${problem}`)
       h = parseHeader(parts[0])
     } catch {
       this.stats.badFrames++

@@ -110,6 +110,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       membership: cluster.membership,
       scheduler: cluster.scheduler,
       routed: cluster.transport.kind === 'routed',
+      maxFrameBytes: cluster.options.maxFrameBytes,
       send: (peer: string, parts: Parts) => cluster.transport.send(peer, parts),
       scheduleFlush: () => cluster.scheduleFlush(),
       closing: () => cluster.closing !== undefined,

@@ -6,7 +6,7 @@
  */
 import { fromWire, rebuildError } from '../errors.js'
 import { readResultsBody } from '../protocol/bodies.js'
-import { header, parseHeader, VersionMismatch, type Header } from '../protocol/codec.js'
+import { header, messageShapeProblem, parseHeader, VersionMismatch, type Header } from '../protocol/codec.js'
 import { MsgType, Status } from '../protocol/messages.js'
 import type { Parts } from '../transport/transport.js'
 import { retryKindOf, type Ledger } from './ledger.js'
@@ -21,6 +21,8 @@ export interface Inbound {
   readonly routed: boolean
   send(peer: string, parts: Parts): void
   scheduleFlush(): void
+  /** Most bytes in one message, all parts together (`maxFrameBytes`). */
+  readonly maxFrameBytes: number
   /** Retries stop once the driver closes. */
   closing(): boolean
   badFrame(): void
@@ -28,6 +30,11 @@ export interface Inbound {
 
 /** Handles one message from `peer`. */
 export function dispatch(cx: Inbound, peer: string, parts: Parts): void {
+  // Too many parts, or too many bytes in all: nothing this protocol sends.
+  if (messageShapeProblem(parts, cx.maxFrameBytes) !== undefined) {
+    cx.badFrame()
+    return
+  }
   let h: Header
   try {
     h = parseHeader(parts[0])

@@ -9,6 +9,7 @@ import type { Dashboard } from '../monitor/dashboard.js'
 import { createLogger, logClusterEvents, type Logger } from '../monitor/log.js'
 import type { ClusterMetrics } from '../monitor/metrics.js'
 import { ClusterMonitor, type ClusterSnapshot } from '../monitor/monitor.js'
+import { maskToken } from '../monitor/options.js'
 import type { Progress } from '../monitor/progress.js'
 import type { LedgerHooks } from './ledger.js'
 import type { ResolvedMapOptions } from './task-options.js'
@@ -69,9 +70,11 @@ export class Observability {
     const metrics = await this.registry()
     const { Dashboard } = await import('../monitor/dashboard.js')
     this.dashboard = await Dashboard.start({ snapshot: () => this.snapshot(), metrics }, options)
-    this.logger?.info({ url: this.dashboard.url }, 'dashboard listening')
+    // The token stays out of the logs: the program reads it from `cluster.dashboardUrl`.
+    this.logger?.info({ url: maskToken(this.dashboard.url) }, 'dashboard listening')
   }
 
+  /** With the real token: the program asked for it. Never logged as is. */
   get dashboardUrl(): string | undefined {
     return this.dashboard?.url
   }

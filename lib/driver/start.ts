@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto'
 import { Agent } from '../agent/agent.js'
 import { TransportError } from '../errors.js'
-import { isLoopbackEndpoint, type ClusterOptions, type ResolvedClusterOptions } from '../options.js'
+import { CLUSTER_DEFAULTS, isLoopbackEndpoint, type ClusterOptions, type ResolvedClusterOptions } from '../options.js'
 import { resolveClusterSettings } from '../settings.js'
 import { loadCatalog, type Catalog } from '../tasks-module.js'
 import { newKeyPair, registerZapDomain, resolveDriverCurve, unregisterZapDomain, type DriverCurve, type KeyPair } from '../transport/curve.js'
@@ -37,7 +37,7 @@ export interface DriverSetup {
 /** Resolves the options and binds the transport; nothing is left open if it fails. */
 export async function setUpDriver(options: ClusterOptions): Promise<DriverSetup> {
   const resolved = await resolveClusterSettings(options)
-  if (resolved.transport === 'zmq' && !resolved.insecure && !resolved.curve && !isLoopbackEndpoint(resolved.listen)) {
+  if (resolved.transport === 'zmq' && resolved.listen !== undefined && !resolved.insecure && !resolved.curve && !isLoopbackEndpoint(resolved.listen)) {
     throw new TransportError(
       `refusing to listen on ${resolved.listen} without authentication: give curve keys (cluster keys), or insecure: true (--insecure) to allow any peer; loopback addresses need neither`,
       { code: 'ERR_INSECURE_BIND' },
@@ -47,16 +47,20 @@ export async function setUpDriver(options: ClusterOptions): Promise<DriverSetup>
   const curve = resolved.curve && zmqDesign ? resolveDriverCurve(resolved.curve) : undefined
   const catalog = resolved.tasks === undefined ? undefined : await loadCatalog(resolved.tasks, 'the driver')
   const clusterId = resolved.clusterId ?? randomBytes(8).toString('hex')
-  const localAddress =
-    zmqDesign && resolved.localAgents > 0 && resolved.localTransport === 'inproc'
-      ? `inproc://actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}`
-      : undefined
+  const inproc = zmqDesign && resolved.localTransport === 'inproc'
+  // No `listen` given: no TCP port at all, only the endpoint the local agents use.
+  const inprocOnly = inproc && resolved.listen === undefined
+  const inprocAddress =
+    inproc && (inprocOnly || resolved.localAgents > 0) ? `inproc://actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}` : undefined
+  const listen = resolved.listen ?? (inprocOnly ? inprocAddress! : CLUSTER_DEFAULTS.listen)
+  const localAddress = resolved.localAgents > 0 ? inprocAddress : undefined
   const zapDomain = curve ? `actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}` : undefined
   const localKey = curve && resolved.localAgents > 0 ? newKeyPair() : undefined
   const transport = await createDriverTransport({
     ...resolved,
+    listen,
     clusterId,
-    inproc: localAddress,
+    inproc: inprocOnly ? undefined : localAddress,
     curve: curve && zapDomain ? { server: curve.server, zapDomain } : undefined,
   })
   let authDenied: { denied: number } | undefined

@@ -7,12 +7,32 @@
 
 import { InvalidArgumentError } from '../errors.js'
 
-/** Shared helpers: zombie-aware liveness and the default run directory. */
+/**
+ * Shared helpers: zombie-aware liveness, the default run directory (under
+ * the user's home: a predictable path in a shared /tmp could be created
+ * first by another user), and `owndir`, which makes the run directory ours
+ * alone or says why it cannot (`why=` on stdout, status 1): a symbolic link,
+ * another user's directory, one whose parent another user may write to
+ * without the sticky bit, or one that cannot be made 0700.
+ */
 const PRELUDE = `
 alive() { kill -0 "$1" 2>/dev/null || return 1; case "$(ps -p "$1" -o stat= 2>/dev/null)" in Z*) return 1;; esac; return 0; }
 ours() { alive "$1" && ps -p "$1" -o args= 2>/dev/null | grep -qF -- "$2"; }
 abs() { case "$1" in /*) printf '%s' "$1";; *) printf '%s/%s' "$HOME" "$1";; esac; }
-rundir() { if [ -n "$1" ]; then abs "$1"; else printf '%s/actor-cluster-%s/%s' "\${TMPDIR:-/tmp}" "$(id -u)" "$2"; fi; }
+rundir() { if [ -n "$1" ]; then abs "$1"; else printf '%s/.actor-cluster/run/%s' "$HOME" "$2"; fi; }
+owndir() {
+  [ -L "$1" ] && { echo "why=it is a symbolic link"; return 1; }
+  [ -d "$1" ] || (umask 077 && mkdir -p "$1") 2>/dev/null || { echo "why=it cannot be created"; return 1; }
+  p="$(ls -ldn "$(dirname "$1")" 2>/dev/null)"
+  pu="$(printf '%s\\n' "$p" | awk '{print $3}')"
+  [ "$pu" = "$(id -u)" ] || [ "$pu" = 0 ] || { echo "why=its parent belongs to another user (uid $pu)"; return 1; }
+  case "$p" in d????w???[tT]*|d???????w[tT]*) ;; d????w*|d???????w*) echo "why=its parent is writable by other users"; return 1;; esac
+  [ ! -L "$1" ] && [ -d "$1" ] || { echo "why=it is not a directory"; return 1; }
+  [ -O "$1" ] || { echo "why=it belongs to another user (uid $(ls -ldn "$1" | awk '{print $3}'))"; return 1; }
+  chmod 700 "$1" 2>/dev/null || { echo "why=it cannot be made private (chmod 700)"; return 1; }
+  case "$(ls -ldn "$1" 2>/dev/null)" in drwx------*) return 0;; esac
+  echo "why=it is not private after chmod 700"; return 1
+}
 `
 
 /**
@@ -62,8 +82,7 @@ const START_SCRIPT = `${PRELUDE}
 node="$1"; cli="$2"; wd="$(abs "$3")"; rd="$4"; id="$5"; connect="$6"; tasks="$7"; threads="$8"; wait="$9"
 shift 9; hb="$1"; dto="$2"; name="$3"
 run="$(rundir "$rd" "$name")"
-mkdir -p "$run" 2>/dev/null || { echo "error=rundir"; echo "rundir=$run"; exit 0; }
-chmod 700 "$run" 2>/dev/null
+owndir "$run" || { echo "error=rundir"; echo "rundir=$run"; exit 0; }
 echo "rundir=$run"
 pidf="$run/$id.pid"; st="$run/$id.json"; log="$run/$id.log"; keys="$run/$id.keys"
 if [ -f "$pidf" ]; then
@@ -118,7 +137,8 @@ export interface AgentKeys {
 
 /**
  * The start script; with `keys`, it first writes the driver's public key and
- * the agent key pair (mode 600, in the run directory) and starts the agent
+ * the agent key pair (mode 600, new files in a new directory inside the
+ * private run directory) and starts the agent
  * with `--keys`. Keys travel inside the script, on SSH's stdin: never on a
  * command line, where \`ps\` would show them.
  */
@@ -129,14 +149,14 @@ export function startScript(keys?: AgentKeys): string {
   for (const k of [keys.serverPublicKey, keys.agentKey.publicKey, keys.agentKey.secretKey]) {
     if (!z85.test(k)) throw new InvalidArgumentError('CURVE keys must be 40-character Z85 strings')
   }
+  // A fresh directory in the private run directory, and new files only (set -C): nothing planted there receives the secret.
   const write = [
-    '(umask 077 && mkdir -p "$keys" && cat >"$keys/server.pub" <<\'AC_KEYS_EOF\'',
+    '(umask 077 && set -C && rm -rf "$keys" && mkdir "$keys" && cat >"$keys/server.pub" <<\'AC_KEYS_EOF\' && cat >"$keys/agent.json" <<\'AC_KEYS_EOF2\'',
     keys.serverPublicKey,
     'AC_KEYS_EOF',
-    'cat >"$keys/agent.json" <<\'AC_KEYS_EOF\'',
     JSON.stringify({ publicKey: keys.agentKey.publicKey, secretKey: keys.agentKey.secretKey }),
-    'AC_KEYS_EOF',
-    ') || { echo "error=rundir"; exit 0; }',
+    'AC_KEYS_EOF2',
+    ') || { echo "error=rundir"; echo "why=the key files could not be created anew"; exit 0; }',
   ].join('\n')
   return START_SCRIPT.replace('#KEYS#', () => write)
 }

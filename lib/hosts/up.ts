@@ -265,8 +265,11 @@ async function upOne(
           base,
         )
       case 'dir':
-      case 'rundir':
         return failed(new HostSetupError(h.label, 'dir', `${h.label}: cannot use the directory ${reply.values.get('dir') ?? runDir ?? '?'}`), base)
+      case 'rundir': {
+        const why = reply.values.get('why')
+        return failed(new HostSetupError(h.label, 'dir', `${h.label}: refusing the run directory ${runDir ?? '?'}${why ? `: ${why}` : ''}`), base)
+      }
       default:
         return failed(new HostSetupError(h.label, 'bad-reply', `${h.label}: unexpected answer while starting the agent (${error.slice(0, 40)})`), base)
     }

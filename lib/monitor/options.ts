@@ -36,6 +36,15 @@ export const DASHBOARD_DEFAULTS = {
   maxClients: 32,
 } as const
 
+/**
+ * A dashboard URL fit for a log line or a terminal: its `token` query
+ * parameter, if any, shown as `***`. Logs and terminal output are read by
+ * more people than the token is meant for.
+ */
+export function maskToken(url: string): string {
+  return url.replace(/([?&]token=)[^&#]*/g, '$1***')
+}
+
 /** Log levels, from the most verbose; `silent` logs nothing. */
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const
 export type LogLevel = (typeof LOG_LEVELS)[number]

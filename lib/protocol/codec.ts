@@ -116,6 +116,22 @@ export function header(type: MsgType, ...fields: unknown[]): Buffer {
   return packr.pack([PROTOCOL_VERSION, type, ...fields])
 }
 
+/** Most parts a message of this protocol has: a header and a body (a routing id is the transport's envelope). */
+const MESSAGE_PARTS = 2
+
+/**
+ * Why a received message cannot be one of this protocol's, by its shape
+ * alone: more parts than a header and a body, or more than `maxBytes` in
+ * all. Undefined if it may be. A transport's own limit (libzmq's
+ * `maxMessageSize`) bounds each part, not their number nor their sum.
+ */
+export function messageShapeProblem(parts: readonly Uint8Array[], maxBytes: number): string | undefined {
+  if (parts.length > MESSAGE_PARTS) return `${parts.length} parts (at most ${MESSAGE_PARTS})`
+  let size = 0
+  for (const p of parts) size += p.byteLength
+  return size > maxBytes ? `${size} bytes (at most ${maxBytes})` : undefined
+}
+
 /** A decoded, validated header. */
 export type Header =
   | { type: typeof MsgType.Hello; info: HelloInfo }

@@ -9,7 +9,9 @@
  * connected fails and is counted (a `mandatory` ROUTER); an agent that
  * connects with the identity of a connected one takes its place (`handover`);
  * a message with a part larger than the receiver's `maxFrameBytes` is dropped
- * (libzmq's maxMessageSize limits each part, not their sum). Where
+ * (libzmq's maxMessageSize limits each part, not their sum; the driver and
+ * the agent drop a message of more parts or bytes than the protocol's, on
+ * every transport, see `messageShapeProblem`). Where
  * ZeroMQ would queue (an agent's send while no driver is bound) it drops the
  * message and counts a send error: agents repeat their Hello anyway.
  *

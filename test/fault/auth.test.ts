@@ -33,7 +33,7 @@ test('with CURVE keys: a listed agent joins and works; wrong, unlisted or missin
   assert.equal(await runCli(t, ['keys', '--out', dir]).exited, 0)
   assert.equal(await runCli(t, ['keys', '--out', other, '--force']).exited, 0)
   // The embedded agent gets keys of its own, accepted by this driver only.
-  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, curve: { dir }, threads: 1 })
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, curve: { dir }, threads: 1, listen: 'tcp://127.0.0.1:0' })
   assert.equal(await cluster.call('add', 1, 2), 3)
 
   const good = runCli(t, agentArgs(cluster.address, '--keys', dir))

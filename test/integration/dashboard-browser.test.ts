@@ -42,7 +42,7 @@ if (missing && process.env['REQUIRE_BROWSER'] === '1') {
 }
 
 test('the dashboard shows nodes, throughput and a failed task in a real browser', { skip: missing && `${CHROMIUM} not installed` }, async (t) => {
-  const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 2, dashboard: 0 })
+  const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 2, dashboard: 0, listen: 'tcp://127.0.0.1:0' })
   t.after(() => cluster.close())
   const agent = runCli(t, ['agent', '--connect', cluster.address, '--tasks', FIXTURE_TASKS.href, '--threads', '1', '--id', 'remote-agent-1'])
   await waitFor(() => cluster.nodes().length === 2, 15_000, 'the remote agent').catch((err: Error) => {

@@ -4,6 +4,7 @@
  * Skipped with the reason where namespaces cannot be made, unless
  * REQUIRE_NETNS=1, where that is a failure.
  */
+import { userInfo } from 'node:os'
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { cp, mkdir, readFile, rm, symlink, writeFile, readdir, stat } from 'node:fs/promises'
@@ -454,10 +455,11 @@ test('sync copies the project (without .git and node_modules) and the agent runs
   await writeFile(join(proj, 'data', 'input.csv'), 'a,b\n1,2\n')
   const remote = join(lab.dir, 'remote-h2', 'proj')
   await writeFile(join(proj, 'hosts-sync.txt'), `${h2.address} threads=1 dir=${remote}\n`)
-  // The default run directory (under $TMPDIR, per user and cluster name), with a name of this run's own.
+  // The default run directory (under the SSH user's home, per cluster name), with a name of this run's own.
   const name = `synced-${lab.prefix}`
+  const defaultRun = join(userInfo().homedir, '.actor-cluster', 'run', name)
   const up = await ok(lab.cli(t, ['up', '--nodes', 'hosts-sync.txt', '--name', name, '--run-dir', ''], proj))
-  assert.ok(existsSync(`/tmp/actor-cluster-0/${name}`))
+  assert.ok(existsSync(defaultRun))
   assert.match(up, /1 of 1 host up/)
   const local = (await readdir(proj)).filter((f) => !['.git', 'node_modules', '.actor-cluster'].includes(f)).sort()
   assert.ok(local.includes('data') && local.includes('tasks.mjs'))
@@ -479,5 +481,5 @@ test('sync copies the project (without .git and node_modules) and the agent runs
     ['stopped'],
   )
   assert.deepEqual(await agentsIn(h2), [])
-  assert.equal(existsSync(`/tmp/actor-cluster-0/${name}`), false)
+  assert.equal(existsSync(defaultRun), false)
 })

@@ -1,12 +1,12 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { availableParallelism } from 'node:os'
-import { resolveClusterOptions, resolveAgentOptions, isLoopbackEndpoint, tasksSpecifier, defineConfig, CLUSTER_DEFAULTS } from '../../lib/options.js'
+import { resolveClusterOptions, resolveAgentOptions, isLoopbackEndpoint, tasksSpecifier, defineConfig } from '../../lib/options.js'
 import { InvalidArgumentError } from '../../lib/errors.js'
 
 test('cluster defaults', () => {
   const o = resolveClusterOptions({ tasks: './t.js' })
-  assert.equal(o.listen, CLUSTER_DEFAULTS.listen)
+  assert.equal(o.listen, undefined, 'no listen unless given: the driver binds in-process only')
   assert.equal(o.localAgents, 1)
   assert.equal(o.threads, availableParallelism())
   assert.equal(o.batch, 'auto')
