@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import { performance } from 'node:perf_hooks'
 import { ClusterError } from '../errors.js'
 import { header } from '../protocol/codec.js'
 import { MsgType, type HelloInfo } from '../protocol/messages.js'
@@ -37,7 +38,8 @@ export class Session {
   private _state: AgentState = 'connecting'
   private _id: string | undefined
   private registration = newRegistration()
-  private lastHeard = 0
+  /** When the driver was last heard, on the monotonic clock (ms): wall-clock jumps must not pass for silence. */
+  private lastHeard: number | undefined
   private readonly timers: NodeJS.Timeout[] = []
   private readonly waiters: { resolve(): void; reject(e: Error): void }[] = []
 
@@ -63,7 +65,7 @@ export class Session {
 
   /** Milliseconds since the driver was last heard; undefined before any driver. */
   get driverAgeMs(): number | undefined {
-    return this.lastHeard === 0 ? undefined : Date.now() - this.lastHeard
+    return this.lastHeard === undefined ? undefined : performance.now() - this.lastHeard
   }
 
   /** Says Hello, and keeps saying it until welcomed; starts the heartbeats. */
@@ -90,7 +92,7 @@ export class Session {
 
   /** A well-formed frame came from the driver. */
   heard(): void {
-    this.lastHeard = Date.now()
+    this.lastHeard = performance.now()
   }
 
   /** The driver's Welcome; ignored unless the agent was looking for one. */
@@ -140,7 +142,7 @@ export class Session {
 
   private tick(): void {
     if (this._state !== 'ready') return
-    if (Date.now() - this.lastHeard > this.timing.driverTimeoutMs) {
+    if (performance.now() - (this.lastHeard ?? 0) > this.timing.driverTimeoutMs) {
       this.forget(`no word from the driver for ${this.timing.driverTimeoutMs} ms`)
       return
     }
