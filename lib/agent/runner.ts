@@ -1,3 +1,4 @@
+import { MessageChannel, type MessagePort } from 'node:worker_threads'
 import { OutOfMemoryError, TaskTimeoutError, WorkerCrashedError, toWireError } from '../errors.js'
 import { header } from '../protocol/codec.js'
 import { decodeTaskBody, encodeTaskBody, ResultsWriter, type TaskItem } from '../protocol/bodies.js'
@@ -131,10 +132,17 @@ export class Runner {
       this._queued -= n
       this._batchesRunning++
       const driver = this.session.id
-      const signal = first.timeoutMs === undefined ? undefined : AbortSignal.timeout(first.timeoutMs)
-      this.pool.run({ bodies }, signal ? { signal } : {}).then(
-        (r) => this.done(driver, r, frames),
-        (err: Error) => this.failed(driver, frames, err, first.timeoutMs),
+      const limit = first.timeoutMs === undefined ? undefined : new RunLimit(first.timeoutMs)
+      const run = limit ? this.pool.run({ bodies, started: limit.port }, { signal: limit.signal, transferList: [limit.port] }) : this.pool.run({ bodies }, {})
+      run.then(
+        (r) => {
+          limit?.dispose()
+          this.done(driver, r, frames)
+        },
+        (err: Error) => {
+          limit?.dispose()
+          this.failed(driver, frames, err, first.timeoutMs)
+        },
       )
     }
   }
@@ -222,6 +230,40 @@ export class Runner {
   private acknowledge(frames: QueuedFrame[]): void {
     const due = finished(frames)
     if (due.length > 0) this.options.broker?.ack(due)
+  }
+}
+
+/**
+ * A task's time limit, counted from when a thread starts it: the worker says
+ * so on `port` as it begins the batch. Handing a batch to the pool is not
+ * starting it — the pool may queue it behind batches already running — and a
+ * task must not time out for waiting its turn.
+ */
+class RunLimit {
+  private readonly controller = new AbortController()
+  private readonly channel = new MessageChannel()
+  private timer: NodeJS.Timeout | undefined
+
+  constructor(timeoutMs: number) {
+    this.channel.port1.once('message', () => {
+      this.timer = setTimeout(() => this.controller.abort(), timeoutMs)
+    })
+  }
+
+  /** Stops the thread once the limit is passed. */
+  get signal(): AbortSignal {
+    return this.controller.signal
+  }
+
+  /** The worker's end, transferred with the batch. */
+  get port(): MessagePort {
+    return this.channel.port2
+  }
+
+  /** The batch ended: no timer, no channel. */
+  dispose(): void {
+    clearTimeout(this.timer)
+    this.channel.port1.close()
   }
 }
 
