@@ -33,6 +33,14 @@ export interface SessionView {
   readonly id: string | undefined
   /** Whether new batches may start. */
   readonly ready: boolean
+  /** The driver has gone silent: results wait for it to answer again (or to be replaced). */
+  readonly silent: boolean
+}
+
+/** Results kept for a silent driver, with the frames they answer. */
+interface Held {
+  parts: Parts
+  frames: QueuedFrame[]
 }
 
 /** Brokered designs: where the task frames came from (a shared-queue transport). */
@@ -75,6 +83,7 @@ export class Runner {
   private _batchesRunning = 0
   private stopped = false
   private idle: (() => void)[] = []
+  private held: Held[] = []
 
   constructor(
     private readonly pool: WorkerPool,
@@ -153,11 +162,32 @@ export class Runner {
     return new Promise((resolve) => this.idle.push(resolve))
   }
 
-  /** Gives the queued frames back: brokered designs release them to the shared queue; the driver requeues the rest itself. */
+  /**
+   * Gives the queued frames back: brokered designs release them to the shared
+   * queue; the driver requeues the rest itself. Results held for a silent
+   * driver are dropped (their driver is gone).
+   */
   release(): void {
     const deliveries = finished(this.queue.clear())
     this._queued = 0
     if (deliveries.length > 0) this.options.broker?.release(deliveries)
+    for (const h of this.held.splice(0)) this.acknowledge(h.frames)
+  }
+
+  /** The silent driver answered again: the results held for it go, and work goes on. */
+  resume(): void {
+    for (const h of this.held.splice(0)) this.answer(h.parts, h.frames)
+    this.pump()
+  }
+
+  /** Sends results for the driver whose work the agent holds, or holds them while it is silent. */
+  private answer(parts: Parts, frames: QueuedFrame[]): void {
+    if (this.session.silent) {
+      this.held.push({ parts, frames })
+      return
+    }
+    this.options.send(parts)
+    this.acknowledge(frames)
   }
 
   /** Closing for good: nothing more starts, and batches still running end without a word (their frames are not acknowledged). */
@@ -177,8 +207,8 @@ export class Runner {
     this.stats.badFrames += r.bad
     this.stats.batches++
     // Results for a driver that has since gone would only confuse the next one.
-    if (driver !== undefined && driver === this.session.id) this.options.send([header(MsgType.Results, r.count), r.results])
-    this.acknowledge(frames)
+    if (driver !== undefined && driver === this.session.id) this.answer([header(MsgType.Results, r.count), r.results], frames)
+    else this.acknowledge(frames)
     this.options.measured(r.elapsedMs, r.count)
     this.pump()
   }
@@ -216,9 +246,10 @@ export class Runner {
       const task = tasks[0]!
       const results = new ResultsWriter()
       results.add(task.id, Status.Failed, toWireError(attribute(String(task.name), err, timeoutMs)))
-      this.options.send([header(MsgType.Results, 1), results.take()])
+      this.answer([header(MsgType.Results, 1), results.take()], frames)
+    } else {
+      this.acknowledge(frames)
     }
-    this.acknowledge(frames)
     this.pump()
   }
 
