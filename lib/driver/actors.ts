@@ -11,7 +11,7 @@ import { encodeActorBody } from '../protocol/bodies.js'
 import { findUnserializable, header } from '../protocol/codec.js'
 import { ActorOp, MsgType } from '../protocol/messages.js'
 import type { Parts } from '../transport/transport.js'
-import type { Ledger, TaskEntry } from './ledger.js'
+import type { ActorTarget, Ledger, TaskEntry } from './ledger.js'
 import type { ClusterNode, Membership } from './membership.js'
 import { makeActorRef } from './proxies.js'
 import type { ActorInfo, ActorRef } from './types.js'
@@ -178,6 +178,25 @@ export class Actors {
         rec.state = 'lost'
         this.records.delete(rec.id)
       }
+    }
+  }
+
+  /**
+   * The agent reports the actor's host thread dead (this message crashed it,
+   * or found the actor gone with it): the actor is lost, or restarted on the
+   * node with the fewest actors, as after the loss of its node. Messages
+   * sent after the restart began wait for the new instance.
+   */
+  hostLost(actor: ActorTarget, node: ClusterNode): void {
+    const rec = this.records.get(actor.id)
+    // Already known (lost, restarting, or elsewhere now).
+    if (!rec || rec.node !== node || rec.state !== 'running' || rec.ready !== undefined) return
+    node.actors--
+    if (rec.restart && !this.cx.closed()) {
+      this.restart(rec)
+    } else {
+      rec.state = 'lost'
+      this.records.delete(rec.id)
     }
   }
 

@@ -1,7 +1,7 @@
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import * as zmq from 'zeromq'
-import { Agent, Cluster } from '../../lib/index.js'
+import { ActorLostError, Agent, Cluster, WorkerCrashedError } from '../../lib/index.js'
 import { decode, encode, header, parseHeader } from '../../lib/protocol/codec.js'
 import { ActorOp, MsgType } from '../../lib/protocol/messages.js'
 import type * as Tasks from '../fixtures/tasks.js'
@@ -100,4 +100,35 @@ test('messages sent during a restart reach the new instance in the order they we
   await fake.answer(calls[0]![0], 1)
   await fake.answer(calls[1]![0], 3)
   assert.deepEqual(await Promise.all([a, b]), [1, 3])
+})
+
+test('an actor host thread that dies takes its actors: the driver learns it, plain ones are lost, restart: always ones come back', async (t) => {
+  const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0 })
+  t.after(() => cluster.close())
+  // One thread: every actor shares one host thread.
+  const agent = await Agent.start({ connect: cluster.address, tasks: FIXTURE_TASKS, threads: 1 })
+  t.after(() => agent.close({ timeoutMs: 1000 }))
+  await agent.waitUntilReady()
+  const killer = await cluster.spawn<Tasks.Fragile>('Fragile', 0)
+  const bystander = await cluster.spawn<Tasks.Counter>('Counter', 10)
+  const phoenix = await cluster.with({ restart: 'always' }).spawn<Tasks.Fragile>('Fragile', 100)
+  assert.equal(await bystander.inc(1), 11)
+  assert.equal(await phoenix.inc(1), 101)
+  const restarted: string[] = []
+  cluster.on('actor:restarted', (info) => restarted.push(info.id))
+  await assert.rejects(killer.die(), (e: unknown) => e instanceof WorkerCrashedError)
+  // The actor whose message killed the thread is gone.
+  await assert.rejects(killer.inc(1), (e: unknown) => e instanceof ActorLostError)
+  // The others on that thread died with it: their next message says so, and does not run.
+  await assert.rejects(bystander.inc(1), (e: unknown) => e instanceof ActorLostError && /host thread died/.test(e.message))
+  await assert.rejects(phoenix.inc(1), (e: unknown) => e instanceof ActorLostError)
+  // The restartable one comes back, fresh, and serves.
+  await waitFor(() => restarted.length === 1, 10_000, 'the restartable actor to restart')
+  assert.deepEqual(restarted, [phoenix.id])
+  assert.equal(await phoenix.inc(1), 101)
+  assert.deepEqual(
+    cluster.liveActors().map((a) => a.id),
+    [phoenix.id],
+  )
+  assert.equal(cluster.nodes()[0]?.actors, 1)
 })
