@@ -12,8 +12,12 @@ export interface ActorFramingOptions {
   maxThreads: number
   /** Sends a message to the driver. */
   send: (parts: Parts) => void
-  /** Whether replies may go out now (a driver is serving the agent, or it is leaving). */
-  open: () => boolean
+  /**
+   * What to do with replies now: `send` (a driver is serving the agent, or it
+   * is leaving), `hold` (the driver went silent: they go if it answers again),
+   * `drop` (no driver).
+   */
+  replies: () => 'send' | 'hold' | 'drop'
 }
 
 /**
@@ -43,10 +47,16 @@ export class ActorFraming {
     return readActorBody(body, count, (m) => this.hosts.handle(m))
   }
 
-  /** The driver is gone, and with it every actor it spawned here: fresh threads for the next one. */
+  /** The driver is gone, and with it every actor it spawned here (and their held replies): fresh threads for the next one. */
   reset(): void {
     void this.hosts.close()
     this.hosts = this.newHosts()
+    this.replies.take()
+  }
+
+  /** Sends the replies held while the driver was silent. */
+  flush(): void {
+    if (this.replies.count > 0) this.schedule()
   }
 
   /** Terminates the actor threads. */
@@ -55,13 +65,20 @@ export class ActorFraming {
   }
 
   private onReply(r: HostReply): void {
-    if (!this.options.open()) return
+    const now = this.options.replies()
+    if (now === 'drop') return
     this.replies.add(r.id, r.status, r.value)
+    if (now === 'send') this.schedule()
+  }
+
+  private schedule(): void {
     if (this.scheduled) return
     this.scheduled = true
     process.nextTick(() => {
       this.scheduled = false
       const count = this.replies.count
+      // Held again (the driver went silent within this tick), or dropped with a reset.
+      if (count === 0 || this.options.replies() !== 'send') return
       this.options.send([header(MsgType.ActorResults, count), this.replies.take()])
     })
   }

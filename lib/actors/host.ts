@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads'
 import { ActorOp, Status } from '../protocol/messages.js'
-import { WorkerCrashedError, toWireError } from '../errors.js'
+import { ActorLostError, WorkerCrashedError, toWireError } from '../errors.js'
 import type { HostReply, HostRequest } from './host-worker.js'
 
 interface HostThread {
@@ -19,6 +19,8 @@ interface HostThread {
 export class ActorHosts {
   private readonly threads: HostThread[] = []
   private readonly placement = new Map<string, HostThread>()
+  /** Actors whose thread died: their messages are answered with ActorLostError, so the driver learns of it. */
+  private readonly gone = new Set<string>()
   private closed = false
 
   constructor(
@@ -29,6 +31,17 @@ export class ActorHosts {
 
   handle(req: HostRequest): void {
     let host = this.placement.get(req.actorId)
+    if (!host && this.gone.has(req.actorId)) {
+      if (req.op === ActorOp.Spawn) {
+        this.gone.delete(req.actorId)
+      } else {
+        // It died with its thread: a Stop has nothing left to do; anything else never runs.
+        if (req.op === ActorOp.Stop) this.gone.delete(req.actorId)
+        const lost = new ActorLostError(`actor ${req.actorId} was lost: its host thread died; the message did not run`)
+        this.onReply(req.op === ActorOp.Stop ? { id: req.id, status: Status.Ok, value: null } : { id: req.id, status: Status.Failed, value: toWireError(lost) })
+        return
+      }
+    }
     if (req.op === ActorOp.Spawn && !host) {
       host = this.pickThread()
       this.placement.set(req.actorId, host)
@@ -62,7 +75,10 @@ export class ActorHosts {
     const fail = (err: Error) => {
       const i = this.threads.indexOf(thread)
       if (i >= 0) this.threads.splice(i, 1)
-      for (const id of thread.actors) this.placement.delete(id)
+      for (const id of thread.actors) {
+        this.placement.delete(id)
+        this.gone.add(id)
+      }
       if (this.closed) return
       const wire = toWireError(new WorkerCrashedError(`actor host thread died: ${err.message}; its actors are gone`, { cause: err }))
       for (const id of thread.waiting) this.onReply({ id, status: Status.Failed, value: wire })

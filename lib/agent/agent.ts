@@ -69,7 +69,9 @@ export class Agent extends EventEmitter<AgentEvents> {
         window: () => this.credit.window,
         heartbeat: () => ({ busy: this.busy(), done: this.stats.tasksDone, queued: this.runner.queued }),
         joined: (nodeId) => this.onJoined(nodeId),
-        lost: (reason) => this.onLost(reason),
+        silent: (reason) => this.onSilent(reason),
+        resumed: (nodeId) => this.onResumed(nodeId),
+        lost: (reason, announced) => this.onLost(reason, announced),
       },
     )
     const { threads, threadMemoryMb, maxTasksPerThread, recycleHeapMb } = options
@@ -87,7 +89,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       tasks: options.tasks,
       maxThreads: options.threads,
       send,
-      open: () => this.session.state === 'ready' || this.session.state === 'leaving',
+      replies: () => (this.session.state === 'ready' || this.session.state === 'leaving' ? 'send' : this.session.ready ? 'hold' : 'drop'),
     })
   }
 
@@ -158,6 +160,10 @@ export class Agent extends EventEmitter<AgentEvents> {
       return
     }
     this.session.heard()
+    // Frames from a driver (a connection looped back to the agent itself would bring its own Hellos and Credits).
+    if (this.transport.kind === 'routed' && (h.type === MsgType.Welcome || h.type === MsgType.Heartbeat || h.type === MsgType.Tasks)) {
+      this.transport.driverHeard()
+    }
     try {
       switch (h.type) {
         case MsgType.Welcome:
@@ -198,12 +204,26 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.emit('driver:joined', nodeId)
   }
 
+  /** The driver went silent: take no more work from a broker; keep what is held, and its results, for when it answers. */
+  private onSilent(reason: string): void {
+    if (this.transport.kind === 'shared-queue') this.transport.setWindow(0)
+    this.emit('driver:lost', reason)
+  }
+
+  /** The silent driver answered (it was only busy): the held results go, and work goes on. */
+  private onResumed(nodeId: string): void {
+    this.sendCredit()
+    this.runner.resume()
+    this.actors.flush()
+    this.emit('driver:joined', nodeId)
+  }
+
   /** The driver is gone: its tasks are its own to requeue, its actors are gone. */
-  private onLost(reason: string): void {
+  private onLost(reason: string, announced: boolean): void {
     if (this.transport.kind === 'shared-queue') this.transport.setWindow(0)
     this.runner.release()
     this.actors.reset()
-    this.emit('driver:lost', reason)
+    if (!announced) this.emit('driver:lost', reason)
   }
 
   private onMeasured(elapsedMs: number, count: number): void {

@@ -1,4 +1,5 @@
 import { availableParallelism } from 'node:os'
+import type { MessagePort } from 'node:worker_threads'
 import { Piscina } from 'piscina'
 import { tasksSpecifier, type TasksModule } from '../options.js'
 import { InvalidArgumentError } from '../errors.js'
@@ -18,10 +19,16 @@ function createPiscina(tasks: string, threads: number, threadMemoryMb: number | 
   })
 }
 
+/** `signal` stops a batch and replaces its thread (per-task timeouts); `transferList` moves ports to the thread. */
+export interface RunOptions {
+  signal?: AbortSignal
+  transferList?: MessagePort[]
+}
+
 /** What an agent runs its task batches on: a pool of its own, or one it shares with other agents. */
 export interface WorkerPool {
   /** Runs one batch of task frames on a free thread (`signal` stops it and replaces the thread: per-task timeouts). */
-  run(batch: PoolBatch, options: { signal?: AbortSignal }): Promise<PoolResult>
+  run(batch: PoolBatch, options: RunOptions): Promise<PoolResult>
   /** Stops this agent's use of the pool; running batches of an owned pool reject. Idempotent. */
   close(): Promise<void>
 }
@@ -59,7 +66,7 @@ export class OwnedPool implements WorkerPool {
     return createPiscina(this.options.tasks, this.options.threads, this.options.threadMemoryMb)
   }
 
-  run(batch: PoolBatch, options: { signal?: AbortSignal }): Promise<PoolResult> {
+  run(batch: PoolBatch, options: RunOptions): Promise<PoolResult> {
     return this.piscina.run(batch, options).then((r) => {
       this.tasksSinceRecycle += r.count
       const { maxTasksPerThread, recycleHeapMb, threads } = this.options
@@ -139,7 +146,7 @@ export class AgentPool {
   }
 
   /** Runs one batch of task frames on a free thread (`signal` stops it: per-task timeouts). */
-  run(batch: PoolBatch, options: { signal?: AbortSignal } = {}): Promise<PoolResult> {
+  run(batch: PoolBatch, options: RunOptions = {}): Promise<PoolResult> {
     return this.piscina.run(batch, options)
   }
 

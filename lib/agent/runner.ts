@@ -1,3 +1,4 @@
+import { MessageChannel, type MessagePort } from 'node:worker_threads'
 import { OutOfMemoryError, TaskTimeoutError, WorkerCrashedError, toWireError } from '../errors.js'
 import { header } from '../protocol/codec.js'
 import { decodeTaskBody, encodeTaskBody, ResultsWriter, type TaskItem } from '../protocol/bodies.js'
@@ -32,6 +33,14 @@ export interface SessionView {
   readonly id: string | undefined
   /** Whether new batches may start. */
   readonly ready: boolean
+  /** The driver has gone silent: results wait for it to answer again (or to be replaced). */
+  readonly silent: boolean
+}
+
+/** Results kept for a silent driver, with the frames they answer. */
+interface Held {
+  parts: Parts
+  frames: QueuedFrame[]
 }
 
 /** Brokered designs: where the task frames came from (a shared-queue transport). */
@@ -74,6 +83,7 @@ export class Runner {
   private _batchesRunning = 0
   private stopped = false
   private idle: (() => void)[] = []
+  private held: Held[] = []
 
   constructor(
     private readonly pool: WorkerPool,
@@ -131,10 +141,17 @@ export class Runner {
       this._queued -= n
       this._batchesRunning++
       const driver = this.session.id
-      const signal = first.timeoutMs === undefined ? undefined : AbortSignal.timeout(first.timeoutMs)
-      this.pool.run({ bodies }, signal ? { signal } : {}).then(
-        (r) => this.done(driver, r, frames),
-        (err: Error) => this.failed(driver, frames, err, first.timeoutMs),
+      const limit = first.timeoutMs === undefined ? undefined : new RunLimit(first.timeoutMs)
+      const run = limit ? this.pool.run({ bodies, started: limit.port }, { signal: limit.signal, transferList: [limit.port] }) : this.pool.run({ bodies }, {})
+      run.then(
+        (r) => {
+          limit?.dispose()
+          this.done(driver, r, frames)
+        },
+        (err: Error) => {
+          limit?.dispose()
+          this.failed(driver, frames, err, first.timeoutMs)
+        },
       )
     }
   }
@@ -145,11 +162,32 @@ export class Runner {
     return new Promise((resolve) => this.idle.push(resolve))
   }
 
-  /** Gives the queued frames back: brokered designs release them to the shared queue; the driver requeues the rest itself. */
+  /**
+   * Gives the queued frames back: brokered designs release them to the shared
+   * queue; the driver requeues the rest itself. Results held for a silent
+   * driver are dropped (their driver is gone).
+   */
   release(): void {
     const deliveries = finished(this.queue.clear())
     this._queued = 0
     if (deliveries.length > 0) this.options.broker?.release(deliveries)
+    for (const h of this.held.splice(0)) this.acknowledge(h.frames)
+  }
+
+  /** The silent driver answered again: the results held for it go, and work goes on. */
+  resume(): void {
+    for (const h of this.held.splice(0)) this.answer(h.parts, h.frames)
+    this.pump()
+  }
+
+  /** Sends results for the driver whose work the agent holds, or holds them while it is silent. */
+  private answer(parts: Parts, frames: QueuedFrame[]): void {
+    if (this.session.silent) {
+      this.held.push({ parts, frames })
+      return
+    }
+    this.options.send(parts)
+    this.acknowledge(frames)
   }
 
   /** Closing for good: nothing more starts, and batches still running end without a word (their frames are not acknowledged). */
@@ -169,8 +207,8 @@ export class Runner {
     this.stats.badFrames += r.bad
     this.stats.batches++
     // Results for a driver that has since gone would only confuse the next one.
-    if (driver !== undefined && driver === this.session.id) this.options.send([header(MsgType.Results, r.count), r.results])
-    this.acknowledge(frames)
+    if (driver !== undefined && driver === this.session.id) this.answer([header(MsgType.Results, r.count), r.results], frames)
+    else this.acknowledge(frames)
     this.options.measured(r.elapsedMs, r.count)
     this.pump()
   }
@@ -208,9 +246,10 @@ export class Runner {
       const task = tasks[0]!
       const results = new ResultsWriter()
       results.add(task.id, Status.Failed, toWireError(attribute(String(task.name), err, timeoutMs)))
-      this.options.send([header(MsgType.Results, 1), results.take()])
+      this.answer([header(MsgType.Results, 1), results.take()], frames)
+    } else {
+      this.acknowledge(frames)
     }
-    this.acknowledge(frames)
     this.pump()
   }
 
@@ -222,6 +261,40 @@ export class Runner {
   private acknowledge(frames: QueuedFrame[]): void {
     const due = finished(frames)
     if (due.length > 0) this.options.broker?.ack(due)
+  }
+}
+
+/**
+ * A task's time limit, counted from when a thread starts it: the worker says
+ * so on `port` as it begins the batch. Handing a batch to the pool is not
+ * starting it — the pool may queue it behind batches already running — and a
+ * task must not time out for waiting its turn.
+ */
+class RunLimit {
+  private readonly controller = new AbortController()
+  private readonly channel = new MessageChannel()
+  private timer: NodeJS.Timeout | undefined
+
+  constructor(timeoutMs: number) {
+    this.channel.port1.once('message', () => {
+      this.timer = setTimeout(() => this.controller.abort(), timeoutMs)
+    })
+  }
+
+  /** Stops the thread once the limit is passed. */
+  get signal(): AbortSignal {
+    return this.controller.signal
+  }
+
+  /** The worker's end, transferred with the batch. */
+  get port(): MessagePort {
+    return this.channel.port2
+  }
+
+  /** The batch ended: no timer, no channel. */
+  dispose(): void {
+    clearTimeout(this.timer)
+    this.channel.port1.close()
   }
 }
 

@@ -3,7 +3,7 @@
  * they came off the wire, decodes them here (off the agent's main thread), runs
  * every task and returns one encoded results body.
  */
-import { workerData } from 'node:worker_threads'
+import { workerData, type MessagePort } from 'node:worker_threads'
 import { performance } from 'node:perf_hooks'
 import { getHeapStatistics } from 'node:v8'
 import { createPackr, findUnserializable } from '../protocol/codec.js'
@@ -14,6 +14,8 @@ import { loadCatalog } from '../tasks-module.js'
 
 export interface PoolBatch {
   bodies: Uint8Array[]
+  /** A timed batch: told when the batch starts, which is when its limit starts to count. */
+  started?: MessagePort
 }
 
 export interface PoolResult {
@@ -33,6 +35,7 @@ const known = [...functions.keys()]
 const packr = createPackr()
 
 export default async function runBatch(batch: PoolBatch): Promise<PoolResult> {
+  batch.started?.postMessage(null)
   const start = performance.now()
   const out = (current = new ResultsWriter())
   pending = undefined

@@ -11,7 +11,7 @@ import { encodeActorBody } from '../protocol/bodies.js'
 import { findUnserializable, header } from '../protocol/codec.js'
 import { ActorOp, MsgType } from '../protocol/messages.js'
 import type { Parts } from '../transport/transport.js'
-import type { Ledger, TaskEntry } from './ledger.js'
+import type { ActorTarget, Ledger, TaskEntry } from './ledger.js'
 import type { ClusterNode, Membership } from './membership.js'
 import { makeActorRef } from './proxies.js'
 import type { ActorInfo, ActorRef } from './types.js'
@@ -25,6 +25,16 @@ interface ActorRecord {
   state: 'running' | 'restarting' | 'stopped' | 'lost'
   /** While restarting: resolves when the actor runs again (rejects if it cannot). */
   ready: Promise<void> | undefined
+  /** Messages sent while restarting, in order: they go once the new instance runs, before any later one. */
+  readonly held: HeldMessage[]
+}
+
+interface HeldMessage {
+  op: ActorOp
+  name: string
+  args: unknown[]
+  resolve: (value: unknown) => void
+  reject: (err: unknown) => void
 }
 
 export interface ActorsContext {
@@ -67,6 +77,7 @@ export class Actors {
       node,
       state: 'running',
       ready: undefined,
+      held: [],
     }
     node.actors++
     try {
@@ -116,7 +127,8 @@ export class Actors {
   private message(rec: ActorRecord, op: ActorOp, name: string, args: unknown[]): Promise<unknown> {
     if (this.cx.closed()) return Promise.reject(new ClusterClosedError('the cluster is closed'))
     if (rec.state === 'stopped') return Promise.reject(new ActorStoppedError(`actor ${rec.id} was stopped`))
-    if (rec.state === 'restarting' && rec.ready && op !== ActorOp.Spawn) return rec.ready.then(() => this.message(rec, op, name, args))
+    // Restarting (waiting for a node, or the new instance's Spawn on its way): in line behind the earlier ones.
+    if (rec.ready && op !== ActorOp.Spawn) return new Promise((resolve, reject) => rec.held.push({ op, name, args, resolve, reject }))
     if (rec.state === 'lost' || !this.cx.membership.has(rec.node)) {
       return Promise.reject(new ActorLostError(`actor ${rec.id} was lost with its node ${rec.node.nodeId}`))
     }
@@ -158,13 +170,33 @@ export class Actors {
       }
     }
     for (const rec of this.records.values()) {
-      if (rec.node !== node || rec.state !== 'running') continue
+      // A restart under way on this node sees its Spawn fail (above) and tries the next node itself.
+      if (rec.node !== node || rec.state !== 'running' || rec.ready !== undefined) continue
       if (rec.restart && !this.cx.closed()) {
         this.restart(rec)
       } else {
         rec.state = 'lost'
         this.records.delete(rec.id)
       }
+    }
+  }
+
+  /**
+   * The agent reports the actor's host thread dead (this message crashed it,
+   * or found the actor gone with it): the actor is lost, or restarted on the
+   * node with the fewest actors, as after the loss of its node. Messages
+   * sent after the restart began wait for the new instance.
+   */
+  hostLost(actor: ActorTarget, node: ClusterNode): void {
+    const rec = this.records.get(actor.id)
+    // Already known (lost, restarting, or elsewhere now).
+    if (!rec || rec.node !== node || rec.state !== 'running' || rec.ready !== undefined) return
+    node.actors--
+    if (rec.restart && !this.cx.closed()) {
+      this.restart(rec)
+    } else {
+      rec.state = 'lost'
+      this.records.delete(rec.id)
     }
   }
 
@@ -181,6 +213,8 @@ export class Actors {
           await this.message(rec, ActorOp.Spawn, rec.className, rec.args)
           rec.ready = undefined
           this.cx.restarted({ id: rec.id, className: rec.className, node: node.nodeId })
+          // In the order they were sent, before anything sent from now on.
+          for (const m of rec.held.splice(0)) this.message(rec, m.op, m.name, m.args).then(m.resolve, m.reject)
           return
         } catch (err) {
           node.actors--
@@ -188,6 +222,7 @@ export class Actors {
           if (!(err instanceof ActorLostError) || this.cx.closed()) {
             rec.state = 'lost'
             rec.ready = undefined
+            for (const m of rec.held.splice(0)) m.reject(err)
             throw err
           }
           rec.state = 'restarting'

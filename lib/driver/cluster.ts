@@ -11,7 +11,7 @@ import type { ClusterSnapshot } from '../monitor/monitor.js'
 import { closeSteps, type CloseStep } from '../util/close.js'
 import { Actors } from './actors.js'
 import { dispatch } from './inbound.js'
-import { Ledger, type TaskEntry } from './ledger.js'
+import { Ledger, type ActorTarget, type TaskEntry } from './ledger.js'
 import { runMap } from './map.js'
 import { Membership, type ClusterNode } from './membership.js'
 import { KnownNames } from './names.js'
@@ -114,6 +114,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       send: (peer: string, parts: Parts) => cluster.transport.send(peer, parts),
       scheduleFlush: () => cluster.scheduleFlush(),
       closing: () => cluster.closing !== undefined,
+      actorHostLost: (actor: ActorTarget, node: ClusterNode) => cluster.actors.hostLost(actor, node),
       badFrame: () => void cluster.badFrames++,
     }
     cluster.transport.start(

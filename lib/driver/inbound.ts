@@ -9,7 +9,7 @@ import { readResultsBody } from '../protocol/bodies.js'
 import { header, messageShapeProblem, parseHeader, VersionMismatch, type Header } from '../protocol/codec.js'
 import { MsgType, Status } from '../protocol/messages.js'
 import type { Parts } from '../transport/transport.js'
-import { retryKindOf, type Ledger } from './ledger.js'
+import { retryKindOf, type ActorTarget, type Ledger } from './ledger.js'
 import type { ClusterNode, Membership } from './membership.js'
 import type { Scheduler } from './scheduler.js'
 
@@ -25,6 +25,8 @@ export interface Inbound {
   readonly maxFrameBytes: number
   /** Retries stop once the driver closes. */
   closing(): boolean
+  /** The agent says an actor's host thread died: the actor is lost or restarted. */
+  actorHostLost(actor: ActorTarget, node: ClusterNode): void
   badFrame(): void
 }
 
@@ -98,6 +100,7 @@ function results(cx: Inbound, node: ClusterNode, body: Uint8Array | undefined, c
       const wire = fromWire(value)
       const threw = status === Status.Threw
       const err = rebuildError(e.name, wire, !threw, node.nodeId)
+      if (e.actor && !threw && (wire.code === 'ERR_ACTOR_LOST' || wire.code === 'ERR_WORKER_CRASHED')) cx.actorHostLost(e.actor, node)
       const kind = e.actor ? undefined : retryKindOf(threw, wire.code)
       if (kind !== undefined && !cx.closing() && ledger.retry(e, kind, err)) {
         cx.scheduler.enqueue(e)

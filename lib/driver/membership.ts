@@ -98,8 +98,12 @@ const MAX_BYE_PEERS = 10_000
 export class Membership {
   private readonly nodes = new Map<string, ClusterNode>()
   private readonly byeSent = new Map<string, number>()
-  /** Peers taken out (lost, left, registered again): what they still send is late, not malformed. */
-  private readonly former = new Set<string>()
+  /**
+   * Peers taken out (lost, left, registered again), with the registration they
+   * had: what they still send is late, not malformed, and a Hello under that
+   * registration is from an agent that still holds work we took back.
+   */
+  private readonly former = new Map<string, string | undefined>()
   private readonly now: () => number
   private lastTick: number
   nodesLost = 0
@@ -150,6 +154,12 @@ export class Membership {
     if (old && info.registration !== undefined && old.info.registration === info.registration) {
       old.lastSeen = this.now()
       this.welcome(peer, info)
+      return
+    }
+    // An agent we took out, back under the same registration (it was frozen, or cut off): it still holds work we
+    // gave to others. Told we do not know it, it drops that work and says Hello under a new registration.
+    if (!old && info.registration !== undefined && this.former.get(peer) === info.registration) {
+      this.events.send(peer, [header(MsgType.DriverBye)])
       return
     }
     if (old) this.remove(old, 'lost', 'it registered again (it had lost this driver)')
@@ -206,7 +216,7 @@ export class Membership {
     if (!this.has(node)) return false
     this.nodes.delete(node.peer)
     if (this.former.size > MAX_BYE_PEERS) this.former.clear()
-    this.former.add(node.peer)
+    this.former.set(node.peer, node.info.registration)
     if (how === 'lost') this.nodesLost++
     this.events.removed(node, how, reason)
     return true

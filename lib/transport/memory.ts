@@ -270,6 +270,9 @@ export class MemoryAgentTransport extends TransportBase implements RoutedAgentTr
     this.#connected = true
   }
 
+  /** Nothing to note: the memory hub never leaves a connection stuck. */
+  driverHeard(): void {}
+
   /** Connects again, taking the identity back from any agent that took it over. */
   redial(): void {
     if (this.closed || !this.#connected) return

@@ -68,8 +68,15 @@ interface AgentTransportBase extends AsyncDisposable {
 export interface RoutedAgentTransport extends AgentTransportBase {
   readonly kind: 'routed'
   start(onMessage: (parts: Parts) => void, onFailure?: TransportFailure): void
-  /** Drops the connection and dials again (an agent that hears no driver for a while). */
+  /**
+   * Drops the connection and dials again (an agent that hears no driver for a
+   * while) — unless a driver was heard over the connection now up: that
+   * driver is busy, not gone, and dropping the connection would drop what is
+   * on its way.
+   */
   redial(): void
+  /** A frame from the driver itself arrived (not merely a well-formed one): the connection reaches a driver. */
+  driverHeard(): void
 }
 
 /** Brokered designs: task frames come from a shared queue, taken while the agent has room (see `setWindow`). */

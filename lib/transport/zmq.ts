@@ -125,6 +125,8 @@ export interface ZmqAgentTransportOptions extends TransportLifecycleOptions {
 export class ZmqAgentTransport extends TransportBase implements RoutedAgentTransport {
   readonly kind = 'routed'
   private readonly socket: zmq.Dealer
+  /** A driver was heard over the connection now up (reset when it drops). */
+  private reachesDriver = false
 
   constructor(private readonly options: ZmqAgentTransportOptions) {
     super(options)
@@ -141,6 +143,7 @@ export class ZmqAgentTransport extends TransportBase implements RoutedAgentTrans
         ? { curveServerKey: options.curve.serverPublicKey, curvePublicKey: options.curve.agentKey.publicKey, curveSecretKey: options.curve.agentKey.secretKey }
         : {}),
     })
+    this.socket.events.on('disconnect', () => (this.reachesDriver = false))
     const report = options.onHandshakeError
     if (report) {
       this.socket.events.on('handshake:error:auth', (e) => report(`authentication refused by ${e.address}: ${e.error.message}`))
@@ -164,13 +167,18 @@ export class ZmqAgentTransport extends TransportBase implements RoutedAgentTrans
    * again. The agent redials while it hears no driver.
    */
   redial(): void {
-    if (this.closed) return
+    // A silent driver on a live connection is busy: a new connection would lose the frames queued on this one.
+    if (this.closed || this.reachesDriver) return
     try {
       this.socket.disconnect(this.options.connect)
     } catch {
       // not connected
     }
     this.socket.connect(this.options.connect)
+  }
+
+  driverHeard(): void {
+    this.reachesDriver = true
   }
 
   send(parts: Parts): void {

@@ -60,7 +60,7 @@ interface Sent {
 
 function setup(threads = 1, maxPoolBatch = 100) {
   const pool = new FakePool()
-  const session: { id: string | undefined; ready: boolean } & SessionView = { id: 's1', ready: true }
+  const session: { id: string | undefined; ready: boolean; silent: boolean } & SessionView = { id: 's1', ready: true, silent: false }
   const stats = { tasksDone: 0, badFrames: 0, batches: 0, threadsLost: 0 }
   const sent: Sent[] = []
   const acked: Delivery[] = []
