@@ -27,6 +27,8 @@ const DRIVER_KEY_SET: Readonly<Record<Exclude<keyof ClusterOptions, 'config'>, t
   insecure: true,
   curve: true,
   maxRetries: true,
+  waitForNodes: true,
+  waitForNodesMs: true,
   localAgentOptions: true,
   transport: true,
   redisUrl: true,

@@ -39,6 +39,14 @@ export interface ClusterOptions extends TransportOptions {
   curve?: CurveOptions
   /** Retries of a task after infrastructure failures (worker crash, out of memory, node lost). Default 3. */
   maxRetries?: number
+  /**
+   * `Cluster.start()` resolves only once this many agents besides the local
+   * ones have registered, failing after `waitForNodesMs`. Default 0 (does not
+   * wait). `cluster run` inside a Slurm job sets it to the job's node count.
+   */
+  waitForNodes?: number
+  /** How long `Cluster.start()` waits for `waitForNodes` agents. Default 120000. */
+  waitForNodesMs?: number
   /** Further options of the local agents (thread recycling and memory limits). */
   localAgentOptions?: Pick<AgentOptions, 'maxPoolBatch' | 'targetQueueMs' | 'maxTasksPerThread' | 'recycleHeapMb' | 'threadMemoryMb'>
   /**
@@ -73,6 +81,8 @@ export interface ResolvedClusterOptions extends ResolvedTransportOptions {
   readonly insecure: boolean
   readonly curve: CurveOptions | undefined
   readonly maxRetries: number
+  readonly waitForNodes: number
+  readonly waitForNodesMs: number
   readonly localAgentOptions: Readonly<Pick<AgentOptions, 'maxPoolBatch' | 'targetQueueMs' | 'maxTasksPerThread' | 'recycleHeapMb' | 'threadMemoryMb'>>
   readonly dashboard: ResolvedDashboardOptions | undefined
   readonly logLevel: LogLevel
@@ -89,6 +99,8 @@ export const CLUSTER_DEFAULTS = {
   maxFrameBytes: 64 * 1024 * 1024,
   insecure: false,
   maxRetries: 3,
+  waitForNodes: 0,
+  waitForNodesMs: 120_000,
 } as const
 
 export interface AgentOptions extends TransportOptions {
@@ -196,6 +208,8 @@ export function resolveClusterOptions(o: ClusterOptions = {}): ResolvedClusterOp
     insecure,
     curve: o.curve,
     maxRetries: positiveInt('maxRetries', o.maxRetries, CLUSTER_DEFAULTS.maxRetries, 0),
+    waitForNodes: positiveInt('waitForNodes', o.waitForNodes, CLUSTER_DEFAULTS.waitForNodes, 0),
+    waitForNodesMs: positiveInt('waitForNodesMs', o.waitForNodesMs, CLUSTER_DEFAULTS.waitForNodesMs),
     localAgentOptions: Object.freeze({ ...o.localAgentOptions }),
     dashboard: resolveDashboardOptions(o.dashboard),
     logLevel: resolveLogLevel(o.logLevel),

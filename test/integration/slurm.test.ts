@@ -1,0 +1,121 @@
+/**
+ * actor-cluster on a real Slurm: slurmctld, munged and one slurmd per node,
+ * each node a network namespace (test/slurm.ts). Skipped with the reason where
+ * Slurm is not installed, unless REQUIRE_SLURM=1, where that is a failure.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { createSlurmLab, slurmUnavailable, type SlurmLab } from '../slurm.js'
+import { CLI } from '../helpers.js'
+
+const unavailable = await slurmUnavailable()
+if (unavailable && process.env['REQUIRE_SLURM'] === '1') {
+  test('Slurm is available (REQUIRE_SLURM=1)', () => assert.fail(unavailable))
+}
+const skip = unavailable ? `no Slurm here: ${unavailable}` : false
+
+const LIB = new URL('../../lib/index.js', import.meta.url).href
+const TASKS = 20_000
+
+const TASKS_MODULE = `
+export function square(i) { return [i, i * i, process.pid] }
+`
+
+/** Cluster.start() under `cluster run` in a Slurm job: it returns with every agent registered. */
+const DRIVER = `
+import { Cluster } from ${JSON.stringify(LIB)}
+const [tasks] = process.argv.slice(2).map(Number)
+const cluster = await Cluster.start()
+const nodes = cluster.nodes().map((n) => ({ id: n.id, threads: n.threads }))
+console.log('nodes ' + JSON.stringify(nodes))
+const seen = new Uint8Array(tasks)
+let wrong = 0
+const pids = new Set()
+for await (const [i, sq, pid] of cluster.map('square', (function* () { for (let i = 0; i < tasks; i++) yield [i] })(), { ordered: false })) {
+  seen[i]++
+  if (sq !== i * i) wrong++
+  pids.add(pid)
+}
+console.log('result ' + JSON.stringify({ exactlyOnce: seen.every((c) => c === 1), wrong, agents: pids.size }))
+await cluster.close()
+`
+
+/** A project on the shared filesystem (the lab's directory): config, tasks, driver, batch script. */
+async function project(lab: SlurmLab, nodes: number): Promise<string> {
+  const dir = join(lab.dir, 'project')
+  await mkdir(dir, { recursive: true })
+  await writeFile(join(dir, 'tasks.mjs'), TASKS_MODULE)
+  await writeFile(join(dir, 'driver.mjs'), DRIVER)
+  await writeFile(join(dir, 'cluster.config.mjs'), `export default { tasks: './tasks.mjs', heartbeatMs: 500, nodeTimeoutMs: 3000 }\n`)
+  await writeFile(
+    join(dir, 'job.sbatch'),
+    [
+      '#!/bin/sh',
+      `#SBATCH --nodes=${nodes}`,
+      `#SBATCH --output=${join(dir, 'job.out')}`,
+      `#SBATCH --chdir=${dir}`,
+      `exec ${process.execPath} ${CLI} run driver.mjs -- ${TASKS}`,
+      '',
+    ].join('\n'),
+  )
+  return dir
+}
+
+/** Processes whose command line holds `needle` (an agent of this test's project). */
+async function processesWith(needle: string): Promise<string[]> {
+  const found: string[] = []
+  for (const pid of await readdir('/proc')) {
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue
+    const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')
+    if (cmd.includes(needle)) found.push(`${pid}: ${cmd.replace(/\0/g, ' ')}`)
+  }
+  return found
+}
+
+/** Polls `scontrol show job` until the job leaves squeue; returns the last state seen. */
+async function waitForJobEnd(lab: SlurmLab, jobId: string, ms: number): Promise<string> {
+  const end = Date.now() + ms
+  let state = 'UNKNOWN'
+  for (;;) {
+    const { stdout } = await lab.slurm('squeue', ['-h', '-j', jobId, '-o', '%T']).catch(() => ({ stdout: '' }))
+    const show = await lab.slurm('scontrol', ['show', 'job', jobId]).catch(() => ({ stdout: '' }))
+    state = /JobState=(\S+)/.exec(show.stdout)?.[1] ?? state
+    if (stdout.trim() === '') return state
+    if (Date.now() > end) throw new Error(`job ${jobId} still in squeue (${stdout.trim()}) after ${ms} ms`)
+    await new Promise((r) => setTimeout(r, 300))
+  }
+}
+
+test(
+  'an sbatch job of 3 nodes runs 20,000 tasks through cluster run: one agent per node, each result once, nothing left',
+  { skip, timeout: 240_000 },
+  async (t) => {
+    const lab = await createSlurmLab(3)
+    t.after(() => lab.close())
+    const dir = await project(lab, 3)
+    const { stdout } = await lab.slurm('sbatch', ['--parsable', join(dir, 'job.sbatch')])
+    const jobId = stdout.trim().split(';')[0]!
+    assert.match(jobId, /^\d+$/)
+    const state = await waitForJobEnd(lab, jobId, 180_000)
+    const out = await readFile(join(dir, 'job.out'), 'utf8').catch(() => '(no job output)')
+    if (process.env['SLURM_TRACE']) process.stderr.write(out)
+    assert.equal(state, 'COMPLETED', out)
+    const nodes = JSON.parse(/^nodes (.*)$/m.exec(out)?.[1] ?? 'null') as { id: string; threads: number }[] | null
+    assert.ok(nodes, out)
+    assert.equal(nodes.length, 3, out)
+    // SLURM_CPUS_ON_NODE: the lab's nodes have 2 CPUs each.
+    assert.deepEqual(
+      nodes.map((n) => n.threads),
+      [2, 2, 2],
+      out,
+    )
+    const result = JSON.parse(/^result (.*)$/m.exec(out)?.[1] ?? 'null') as { exactlyOnce: boolean; wrong: number; agents: number } | null
+    assert.deepEqual(result, { exactlyOnce: true, wrong: 0, agents: 3 }, out)
+    assert.deepEqual((await lab.slurm('squeue', ['-h'])).stdout.trim(), '')
+    assert.deepEqual(await processesWith(join(dir, 'cluster.config.mjs')), [])
+    // The job's keys went with it.
+    assert.deepEqual(await readdir(join(dir, '.actor-cluster')).catch(() => []), [])
+  },
+)
