@@ -45,6 +45,7 @@ const CONFIG_KEYS: ReadonlySet<string> = new Set([
   'name',
   'head',
   'hosts',
+  'slurm',
   'ssh',
   'remote',
   'sync',

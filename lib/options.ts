@@ -286,6 +286,22 @@ export interface RemoteOptions {
   runDir?: string
 }
 
+/** The `slurm` section of cluster.config, and `cluster up --slurm N …`. */
+export interface SlurmOptions {
+  /** Nodes of the job, one agent each. */
+  nodes?: number
+  partition?: string
+  /** Time limit, as sbatch takes it (`HH:MM:SS`). */
+  time?: string
+  account?: string
+  /** CPUs per node (`--cpus-per-task`, the agent's threads); default: the whole node. */
+  cpusPerNode?: number
+  /** Further sbatch arguments, e.g. `--qos=long`. */
+  sbatchArgs?: string[]
+  /** Seconds to wait for the job to start and its agents to register. Default 300. */
+  waitS?: number
+}
+
 /** The typed shape of `cluster.config.ts`: the driver's options plus how to bring up hosts. */
 export interface ClusterConfig extends Omit<ClusterOptions, 'config'> {
   /** The cluster's name: tells its agents, state file and remote directories apart. Default: the project folder's name. */
@@ -294,6 +310,8 @@ export interface ClusterConfig extends Omit<ClusterOptions, 'config'> {
   head?: string
   /** The hosts file (`cluster up --nodes`). */
   hosts?: string
+  /** `cluster up --slurm`: the batch job that starts the agents. */
+  slurm?: SlurmOptions
   ssh?: SshOptions
   remote?: RemoteOptions
   /** Copy the project directory to the hosts before starting agents (rsync; `.git` and `node_modules` excluded). Default true. */

@@ -26,6 +26,8 @@ export interface SlurmNode {
 
 export interface SlurmLab {
   readonly dir: string
+  /** The host side's address on the nodes' bridge: a driver bound there is reachable from every node. */
+  readonly head: string
   /** The environment for Slurm's client commands and for `cluster` (SLURM_CONF). */
   readonly env: NodeJS.ProcessEnv
   /** Nodes that run a slurmd. */
@@ -230,7 +232,7 @@ export async function createSlurmLab(count: number, extraNodes = 0): Promise<Slu
       `the ${nodes.length} slurmd did not register as idle`,
       logs,
     )
-    return { dir, env, nodes, partition: prefix, slurm, close }
+    return { dir, head: bridgeAddress, env, nodes, partition: prefix, slurm, close }
   } catch (err) {
     await close()
     throw err

@@ -8,7 +8,8 @@ import assert from 'node:assert/strict'
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createSlurmLab, slurmUnavailable, type SlurmLab } from '../slurm.js'
-import { CLI } from '../helpers.js'
+import { spawn } from 'node:child_process'
+import { CLI, freePort } from '../helpers.js'
 
 const unavailable = await slurmUnavailable()
 if (unavailable && process.env['REQUIRE_SLURM'] === '1') {
@@ -117,5 +118,93 @@ test(
     assert.deepEqual(await processesWith(join(dir, 'cluster.config.mjs')), [])
     // The job's keys went with it.
     assert.deepEqual(await readdir(join(dir, '.actor-cluster')).catch(() => []), [])
+  },
+)
+
+/** Runs the `cluster` CLI on the host side with the lab's Slurm config; resolves with its exit code and output. */
+async function cli(lab: SlurmLab, cwd: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { cwd, env: { ...lab.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()))
+    child.on('close', (code) => resolve({ code: code ?? 1, out }))
+  })
+}
+
+/** A project for cluster up --slurm: the head on the host side of the bridge, CURVE keys from cluster keys. */
+async function upProject(lab: SlurmLab): Promise<string> {
+  const dir = join(lab.dir, 'up-project')
+  await mkdir(dir, { recursive: true })
+  await writeFile(join(dir, 'tasks.mjs'), TASKS_MODULE)
+  await writeFile(join(dir, 'driver.mjs'), DRIVER)
+  const port = await freePort()
+  await writeFile(
+    join(dir, 'cluster.config.mjs'),
+    `export default ${JSON.stringify({ name: 'slurmlab', tasks: './tasks.mjs', listen: `tcp://${lab.head}:${port}`, curve: { dir: './keys' }, localAgents: 0, heartbeatMs: 500, nodeTimeoutMs: 3000 })}\n`,
+  )
+  const keys = await cli(lab, dir, ['keys', '--out', 'keys'])
+  assert.equal(keys.code, 0, keys.out)
+  return dir
+}
+
+test('cluster up --slurm 2 starts a job of two agents, a driver gets both, status shows the job, down cancels it', { skip, timeout: 240_000 }, async (t) => {
+  const lab = await createSlurmLab(3)
+  t.after(() => lab.close())
+  const dir = await upProject(lab)
+  const up = await cli(lab, dir, ['up', '--slurm', '2', '--wait', '60', '--json'])
+  assert.equal(up.code, 0, up.out)
+  const r = (JSON.parse(up.out) as { slurm: { state: string; jobId: string; agents: { threads: number }[] } }).slurm
+  assert.equal(r.state, 'up', up.out)
+  assert.deepEqual(
+    r.agents.map((a) => a.threads),
+    [2, 2],
+  )
+  const status = await cli(lab, dir, ['status'])
+  assert.equal(status.code, 0, status.out)
+  assert.match(status.out, new RegExp(`Slurm job ${r.jobId}, 2 nodes: RUNNING`))
+  // A driver on the head takes the agents the job started (and waits for both).
+  const run = await cli(lab, dir, ['run', 'driver.mjs', '--', '2000'], { CLUSTER_WAIT_FOR_NODES: '2' })
+  assert.equal(run.code, 0, run.out)
+  assert.match(run.out, /^result \{"exactlyOnce":true,"wrong":0,"agents":2\}$/m)
+  const down = await cli(lab, dir, ['down'])
+  assert.equal(down.code, 0, down.out)
+  assert.match(down.out, new RegExp(`cancelled Slurm job ${r.jobId}; it has left the queue`))
+  assert.equal((await lab.slurm('squeue', ['-h'])).stdout.trim(), '')
+  assert.deepEqual(await processesWith(join(dir, 'tasks.mjs')), [])
+  const again = await cli(lab, dir, ['status'])
+  assert.doesNotMatch(again.out, /Slurm job/)
+})
+
+test('cluster up --slurm with a partition Slurm does not know fails with its message before anything starts', { skip, timeout: 120_000 }, async (t) => {
+  const lab = await createSlurmLab(1)
+  t.after(() => lab.close())
+  const dir = await upProject(lab)
+  const up = await cli(lab, dir, ['up', '--slurm', '1', '--partition', 'nosuchpartition', '--wait', '30'])
+  assert.notEqual(up.code, 0, up.out)
+  assert.match(up.out, /sbatch refused the job: sbatch: error: .*invalid partition.*nosuchpartition/i)
+  assert.equal((await lab.slurm('squeue', ['-h'])).stdout.trim(), '')
+  assert.deepEqual(await processesWith(join(dir, 'tasks.mjs')), [])
+})
+
+test(
+  'cluster up --slurm for more nodes than can run reports the job pending with its reason instead of waiting forever',
+  { skip, timeout: 120_000 },
+  async (t) => {
+    // Three nodes run a slurmd, a fourth is configured but never answers.
+    const lab = await createSlurmLab(3, 1)
+    t.after(() => lab.close())
+    const dir = await upProject(lab)
+    const started = Date.now()
+    const up = await cli(lab, dir, ['up', '--slurm', '4', '--wait', '5'])
+    assert.equal(up.code, 1, up.out)
+    assert.ok(Date.now() - started < 60_000, `cluster up took ${Date.now() - started} ms`)
+    assert.match(up.out, /Slurm job \d+ is still pending after 5 s \(reason: [^)]+\)/)
+    const status = await cli(lab, dir, ['status'])
+    assert.match(status.out, /PENDING \(reason: [^)]+\)/)
+    const down = await cli(lab, dir, ['down'])
+    assert.equal(down.code, 0, down.out)
+    assert.match(down.out, /cancelled Slurm job \d+/)
+    assert.equal((await lab.slurm('squeue', ['-h'])).stdout.trim(), '')
   },
 )
