@@ -182,7 +182,7 @@ export async function createSlurmLab(count: number, extraNodes = 0): Promise<Slu
       join(dir, 'slurm.conf'),
       [
         `ClusterName=${prefix}`,
-        `SlurmctldHost=${hostname()}(${bridgeAddress})`,
+        `SlurmctldHost=${hostname().split('.')[0]}(${bridgeAddress})`,
         `SlurmctldPort=${ctldPort}`,
         `SlurmdPort=${slurmdPort}`,
         'SlurmUser=root',
