@@ -138,6 +138,8 @@ export async function slurmUp(plan: HostsPlan, opts: SlurmOptions): Promise<Slur
       jobId = (await exec('sbatch', args)).stdout.trim().split(';')[0] ?? ''
     } catch (err) {
       const e = err as { code?: string; stderr?: string; message: string }
+      // Nothing was submitted: the keys and script written for it go.
+      rmSync(dir, { recursive: true, force: true })
       if (e.code === 'ENOENT') throw new ConfigError('sbatch is not installed on this machine: run cluster up --slurm where Slurm’s commands are')
       throw new ConfigError(`sbatch refused the job: ${(e.stderr ?? e.message).trim()}`, { cause: err })
     }

@@ -185,6 +185,8 @@ test('cluster up --slurm with a partition Slurm does not know fails with its mes
   assert.match(up.out, /sbatch refused the job: sbatch: error: .*invalid partition.*nosuchpartition/i)
   assert.equal((await lab.slurm('squeue', ['-h'])).stdout.trim(), '')
   assert.deepEqual(await processesWith(join(dir, 'tasks.mjs')), [])
+  // Nothing recorded, nothing written for the job.
+  assert.deepEqual(await readdir(join(dir, '.actor-cluster')).catch(() => []), [])
 })
 
 test(
