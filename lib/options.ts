@@ -46,6 +46,14 @@ export interface ClusterOptions extends TransportOptions {
   curve?: CurveOptions
   /** Retries of a task after infrastructure failures (worker crash, out of memory, node lost). Default 3. */
   maxRetries?: number
+  /**
+   * `Cluster.start()` resolves only once this many agents besides the local
+   * ones have registered, failing after `waitForNodesMs`. Default 0 (does not
+   * wait). `cluster run` inside a Slurm job sets it to the job's node count.
+   */
+  waitForNodes?: number
+  /** How long `Cluster.start()` waits for `waitForNodes` agents. Default 120000. */
+  waitForNodesMs?: number
   /** Further options of the local agents (thread recycling and memory limits). */
   localAgentOptions?: Pick<AgentOptions, 'maxPoolBatch' | 'targetQueueMs' | 'maxTasksPerThread' | 'recycleHeapMb' | 'threadMemoryMb'>
   /**
@@ -81,6 +89,8 @@ export interface ResolvedClusterOptions extends ResolvedTransportOptions {
   readonly insecure: boolean
   readonly curve: CurveOptions | undefined
   readonly maxRetries: number
+  readonly waitForNodes: number
+  readonly waitForNodesMs: number
   readonly localAgentOptions: Readonly<Pick<AgentOptions, 'maxPoolBatch' | 'targetQueueMs' | 'maxTasksPerThread' | 'recycleHeapMb' | 'threadMemoryMb'>>
   readonly dashboard: ResolvedDashboardOptions | undefined
   readonly logLevel: LogLevel
@@ -98,6 +108,8 @@ export const CLUSTER_DEFAULTS = {
   maxFrameBytes: 64 * 1024 * 1024,
   insecure: false,
   maxRetries: 3,
+  waitForNodes: 0,
+  waitForNodesMs: 120_000,
 } as const
 
 export interface AgentOptions extends TransportOptions {
@@ -205,6 +217,8 @@ export function resolveClusterOptions(o: ClusterOptions = {}): ResolvedClusterOp
     insecure,
     curve: o.curve,
     maxRetries: positiveInt('maxRetries', o.maxRetries, CLUSTER_DEFAULTS.maxRetries, 0),
+    waitForNodes: positiveInt('waitForNodes', o.waitForNodes, CLUSTER_DEFAULTS.waitForNodes, 0),
+    waitForNodesMs: positiveInt('waitForNodesMs', o.waitForNodesMs, CLUSTER_DEFAULTS.waitForNodesMs),
     localAgentOptions: Object.freeze({ ...o.localAgentOptions }),
     dashboard: resolveDashboardOptions(o.dashboard),
     logLevel: resolveLogLevel(o.logLevel),
@@ -281,6 +295,22 @@ export interface RemoteOptions {
   runDir?: string
 }
 
+/** The `slurm` section of cluster.config, and `cluster up --slurm N …`. */
+export interface SlurmOptions {
+  /** Nodes of the job, one agent each. */
+  nodes?: number
+  partition?: string
+  /** Time limit, as sbatch takes it (`HH:MM:SS`). */
+  time?: string
+  account?: string
+  /** CPUs per node (`--cpus-per-task`, the agent's threads); default: the whole node. */
+  cpusPerNode?: number
+  /** Further sbatch arguments, e.g. `--qos=long`. */
+  sbatchArgs?: string[]
+  /** Seconds to wait for the job to start and its agents to register. Default 300. */
+  waitS?: number
+}
+
 /** The typed shape of `cluster.config.ts`: the driver's options plus how to bring up hosts. */
 export interface ClusterConfig extends Omit<ClusterOptions, 'config'> {
   /** The cluster's name: tells its agents, state file and remote directories apart. Default: the project folder's name. */
@@ -289,6 +319,8 @@ export interface ClusterConfig extends Omit<ClusterOptions, 'config'> {
   head?: string
   /** The hosts file (`cluster up --nodes`). */
   hosts?: string
+  /** `cluster up --slurm`: the batch job that starts the agents. */
+  slurm?: SlurmOptions
   ssh?: SshOptions
   remote?: RemoteOptions
   /** Copy the project directory to the hosts before starting agents (rsync; `.git` and `node_modules` excluded). Default true. */

@@ -106,6 +106,9 @@ const CLUSTER_VARIABLES: readonly EnvVariable[] = [
   variable('maxFrameBytes', integer(1024)),
   variable('insecure', boolean),
   variable('maxRetries', integer(0)),
+  variable('waitForNodes', integer(0)),
+  variable('waitForNodesMs', integer()),
+  variable('curve', (raw) => ({ dir: resolve(raw) }), 'CLUSTER_CURVE_DIR'),
   ...TRANSPORT_VARIABLES,
   variable('logLevel', oneOf(LOG_LEVELS)),
 ]

@@ -54,6 +54,7 @@ export async function openHead(plan: HostsPlan, keys?: AgentKeys): Promise<Head>
       config: {},
       listen,
       localAgents: 0,
+      waitForNodes: 0,
       insecure: plan.insecure,
       ...(plan.curve ? { curve: plan.curve } : {}),
       ...(plan.heartbeatMs !== undefined ? { heartbeatMs: plan.heartbeatMs } : {}),

@@ -30,6 +30,8 @@ export interface ClusterState {
   head?: string | undefined
   updatedAt: number
   hosts: HostRecord[]
+  /** The batch job of `cluster up --slurm`, while it is queued or running. */
+  slurm?: { jobId: string; nodes: number; output: string; keys?: string | undefined } | undefined
 }
 
 /** Reads the state file; undefined when there is none. A corrupt file is a ConfigError naming it. */

@@ -6,6 +6,10 @@ import { clusterUp } from '../../hosts/up.js'
 import { clusterStatus, type HostStatus } from '../../hosts/status.js'
 import { clusterDown } from '../../hosts/down.js'
 import { ConfigError } from '../../errors.js'
+import { loadConfig } from '../../config.js'
+import type { SlurmOptions } from '../../options.js'
+import { slurmDown, slurmJobStatus, slurmUp } from '../../hosts/slurm-up.js'
+import { readState } from '../../hosts/state.js'
 import { mergeHostsFlags } from '../../settings.js'
 import { describe } from '../../validate.js'
 
@@ -62,6 +66,9 @@ function flags(a: Args): HostsFlags {
   })
 }
 
+/** A string flag's value (yargs gives a list when a flag is repeated). */
+const text = (v: unknown): string => (typeof v === 'string' ? v : describe(v))
+
 const dash = (v: string | number | null | undefined) => (v === undefined || v === null ? '-' : String(v))
 
 export const upCommand: CommandModule = {
@@ -83,9 +90,44 @@ export const upCommand: CommandModule = {
       .option('register-timeout', { type: 'number', describe: `seconds an agent gets to register (default ${HOSTS_DEFAULTS.registerTimeoutS})` })
       .option('remote-dir', { type: 'string', describe: 'project directory on the hosts' })
       .option('remote-node', { type: 'string', describe: `node binary on the hosts (default ${HOSTS_DEFAULTS.node})` })
-      .option('remote-cli', { type: 'string', describe: "actor-cluster's dist/bin/cluster.js on the hosts" }),
+      .option('remote-cli', { type: 'string', describe: "actor-cluster's dist/bin/cluster.js on the hosts" })
+      .option('slurm', { type: 'number', describe: 'instead of hosts: one Slurm batch job of N nodes, one agent per node (or slurm.nodes in the config)' })
+      .option('partition', { type: 'string', describe: 'with --slurm: the partition (sbatch --partition)' })
+      .option('time', { type: 'string', describe: 'with --slurm: the time limit, HH:MM:SS (sbatch --time)' })
+      .option('account', { type: 'string', describe: 'with --slurm: the account to charge (sbatch --account)' })
+      .option('cpus-per-node', { type: 'number', describe: "with --slurm: CPUs, and the agent's threads, per node (default: the whole node)" })
+      .option('sbatch-arg', { type: 'string', array: true, describe: 'with --slurm: a further sbatch argument, e.g. --sbatch-arg=--qos=long (repeatable)' })
+      .option('wait', { type: 'number', describe: 'with --slurm: seconds to wait for the job to start and its agents to register (default 300)' }),
   handler: async (a) => {
     const plan = await resolveHostsPlan(flags(a))
+    const fromConfig: SlurmOptions = plan.configFile ? ((await loadConfig(plan.configFile)).config.slurm ?? {}) : {}
+    const slurm: SlurmOptions = {
+      ...fromConfig,
+      ...(a['slurm'] !== undefined ? { nodes: Number(a['slurm']) } : {}),
+      ...(a['partition'] !== undefined ? { partition: text(a['partition']) } : {}),
+      ...(a['time'] !== undefined ? { time: text(a['time']) } : {}),
+      ...(a['account'] !== undefined ? { account: text(a['account']) } : {}),
+      ...(a['cpus-per-node'] !== undefined ? { cpusPerNode: Number(a['cpus-per-node']) } : {}),
+      ...(a['sbatch-arg'] !== undefined ? { sbatchArgs: (a['sbatch-arg'] as unknown[]).map(String) } : {}),
+      ...(a['wait'] !== undefined ? { waitS: Number(a['wait']) } : {}),
+    }
+    if (slurm.nodes !== undefined && a['nodes'] === undefined) {
+      const r = await slurmUp(plan, slurm)
+      if (a['json']) {
+        process.stdout.write(`${JSON.stringify({ name: plan.name, head: plan.head, slurm: r })}\n`)
+      } else {
+        const rows = r.agents.map((n) => [n.host, String(n.threads), n.version, 'up', String(n.pid), n.id])
+        const lines = rows.length > 0 ? [formatTable(['HOST', 'THREADS', 'VERSION', 'STATE', 'PID', 'AGENT'], rows), ''] : []
+        lines.push(
+          r.state === 'up'
+            ? `Slurm job ${r.jobId}: ${r.agents.length} agents up; they connect to ${plan.head} and wait for a driver there (cluster run driver.js).`
+            : r.message,
+        )
+        process.stdout.write(`${lines.join('\n')}\n`)
+      }
+      if (r.state !== 'up') process.exitCode = 1
+      return
+    }
     if (plan.hostsFile === undefined) throw new ConfigError('no hosts file: pass --nodes hosts.txt or set hosts in cluster.config')
     const hosts = await readHostsFile(plan.hostsFile)
     const progress = new Progress('up', hosts.length)
@@ -142,6 +184,17 @@ export const statusCommand: CommandModule = {
     }),
   handler: async (a) => {
     const plan: HostsPlan = await resolveHostsPlan(flags(a))
+    const job = (await readState(plan.stateFile))?.slurm
+    if (job) {
+      const js = await slurmJobStatus(job)
+      if (a['json']) {
+        process.stdout.write(`${JSON.stringify({ name: plan.name, slurm: js })}\n`)
+        return
+      }
+      const why = js.reason ? ` (reason: ${js.reason})` : ''
+      process.stdout.write(`cluster ${plan.name}: Slurm job ${js.jobId}, ${job.nodes} nodes: ${js.state}${why}${js.nodes ? ` on ${js.nodes}` : ''}\n`)
+      return
+    }
     const st = await clusterStatus(plan)
     if (a['json']) {
       process.stdout.write(`${JSON.stringify(st)}\n`)
@@ -204,6 +257,13 @@ export const downCommand: CommandModule = {
       .option('forget', { type: 'boolean', describe: 'drop hosts that cannot be reached from the cluster anyway (machines gone for good)' }),
   handler: async (a) => {
     const plan = await resolveHostsPlan(flags(a))
+    const job = (await readState(plan.stateFile))?.slurm
+    if (job) {
+      const r = await slurmDown(plan, job)
+      process.stdout.write(a['json'] ? `${JSON.stringify({ name: plan.name, slurm: r })}\n` : `${r.message}\n`)
+      if (r.result === 'failed') process.exitCode = 1
+      return
+    }
     const extra = a['nodes'] !== undefined && plan.hostsFile !== undefined ? await readHostsFile(plan.hostsFile) : undefined
     const only = a['host'] === undefined ? undefined : (a['host'] as unknown[]).map(String)
     const outcomes = await clusterDown(plan, { only, extra, forget: a['forget'] === true }, new Progress('down', 0))

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process'
 import type { CommandModule } from 'yargs'
 import { findConfig } from '../../config.js'
 import { ConfigError } from '../../errors.js'
+import { prepareSlurmRun, slurmAllocation, type SlurmRun } from '../../hosts/slurm.js'
 import { configFileOf } from '../../settings.js'
 import { describe } from '../../validate.js'
 
@@ -9,7 +10,9 @@ import { describe } from '../../validate.js'
  * `cluster run driver.js [-- args]`: runs a driver script with the cluster's
  * config in effect. The script's `Cluster.start()` picks it up through
  * `CLUSTER_CONFIG`, so it binds the head and finds the agents `cluster up`
- * started, with no address in its code.
+ * started, with no address in its code. Inside a Slurm allocation it also
+ * starts one agent per allocated node with `srun` (lib/hosts/slurm.ts): the
+ * driver waits for them all, and their step ends when the driver exits.
  */
 export const runCommand: CommandModule = {
   command: 'run <script> [args..]',
@@ -26,11 +29,21 @@ export const runCommand: CommandModule = {
     // Words after `--` go to the script untouched (yargs would turn "007" into 7).
     const dashes = process.argv.indexOf('--')
     const args = [...((a['args'] as unknown[] | undefined) ?? []).map(String), ...(dashes >= 0 ? process.argv.slice(dashes + 1) : [])]
-    const child = spawn(process.execPath, [String(a['script']), ...args], { stdio: 'inherit', env: { ...process.env, CLUSTER_CONFIG: config } })
+    const allocation = a['slurm'] === false ? undefined : slurmAllocation()
+    const slurm: SlurmRun | undefined = allocation ? await prepareSlurmRun(config, allocation) : undefined
+    const child = spawn(process.execPath, [String(a['script']), ...args], {
+      stdio: 'inherit',
+      env: { ...process.env, CLUSTER_CONFIG: config, ...slurm?.driverEnv },
+    })
     const forward = (signal: NodeJS.Signals) => child.kill(signal)
     process.on('SIGINT', forward)
     process.on('SIGTERM', forward)
+    if (slurm) {
+      process.stderr.write(`cluster run: Slurm job ${slurm.allocation.jobId}: starting ${slurm.allocation.nodes} agents with srun, driver at ${slurm.head}\n`)
+      slurm.startAgents()
+    }
     const code = await new Promise<number>((done) => child.on('exit', (c, signal) => done(c ?? (signal ? 128 + 1 : 1))))
+    await slurm?.close()
     process.exitCode = code
   },
 }
