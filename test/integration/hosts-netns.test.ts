@@ -192,8 +192,9 @@ test('up, a job of 20,000 tasks across hosts, status, hosts added and removed mi
     ],
   )
 
-  // A driver started with the same config gets both agents and runs the job.
-  const driver = lab.cli(t, ['run', 'driver.mjs', '--', '2', String(TASKS), '3'], proj)
+  // A driver started with the same config gets both agents and runs the job: its tasks hold their thread 10 ms each
+  // until the test writes "release", so the job outlasts the steps below however slowly a loaded machine runs them.
+  const driver = lab.cli(t, ['run', 'driver.mjs', '--', '2', String(TASKS), '10'], proj)
   await waitForLine(driver, /progress 1000\b/, 30_000, 'the job under way')
 
   // Up again with a longer list: the running agents are kept, the new host joins the running driver.
