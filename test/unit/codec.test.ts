@@ -229,3 +229,19 @@ test('findUnserializable: paths through maps, sets and objects; errors, dates an
   })
   assert.doesNotThrow(() => assertSerializable('task "x"', [1, 'a']))
 })
+
+test('the walk finds a bad value after good ones, in maps and objects; a hello lists names only', () => {
+  assert.equal(
+    findUnserializable(
+      new Map<unknown, unknown>([
+        [1, 1],
+        [2, () => 0],
+      ]),
+      'v',
+    ),
+    'v.get(2) is a function',
+  )
+  assert.equal(findUnserializable({ a: 1, b: new Map([[1, () => 0]]) }, 'v'), 'v.b.get(1) is a function')
+  assert.equal(findUnserializable([new Set([1]), { a: Symbol('s') }], 'v'), 'v[1].a is a symbol')
+  malformed([MsgType.Hello, { ...hello, tasks: ['add', 7] }], 'malformed hello')
+})

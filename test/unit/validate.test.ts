@@ -182,3 +182,9 @@ test('urlOption: one of the schemes and a host; messages mask the password', () 
   rejects(() => urlOption('redis', 'amqp://u:pw@h', ['redis:']), 'options.redis must be a redis: URL with a host, got "amqp://u:***@h"')
   rejects(() => urlOption('redis', 'redis:///x', ['redis:']), 'options.redis must be a redis: URL with a host, got "redis:///x"')
 })
+
+test('loopback checks read whole numbers and anchored schemes', () => {
+  assert.equal(isLoopbackHost('127.10.20.30'), true)
+  assert.equal(endpointProblem('x ipc://y'), 'must be an endpoint like tcp://127.0.0.1:7100')
+  assert.equal(endpointProblem('x inproc://y'), 'must be an endpoint like tcp://127.0.0.1:7100')
+})
