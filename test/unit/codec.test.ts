@@ -114,3 +114,134 @@ test('findUnserializable names the first value msgpack cannot carry', () => {
   assert.match(findUnserializable(new Map([[1, () => 0]]), 'v') ?? '', /function/)
   assert.throws(() => assertSerializable('task "x"', [() => 1]), SerializationError)
 })
+
+/** Asserts parseHeader throws a ProtocolError with exactly `message` for `fields` after the version. */
+function malformed(fields: unknown[], message: string): void {
+  assert.throws(
+    () => parseHeader(encode([PROTOCOL_VERSION, ...fields])),
+    (err: unknown) => {
+      assert.ok(err instanceof ProtocolError, `expected ProtocolError, got ${String(err)}`)
+      assert.equal(err.code, 'ERR_PROTOCOL')
+      assert.equal(err.message, message)
+      return true
+    },
+  )
+}
+
+test('each malformed header says what is wrong', () => {
+  assert.throws(() => parseHeader(undefined), { message: 'empty frame' })
+  assert.throws(() => parseHeader(new Uint8Array(0)), { message: 'empty frame' })
+  assert.throws(() => parseHeader(new Uint8Array((1 << 20) + 1)), { message: `header of ${(1 << 20) + 1} bytes exceeds 1 MiB` })
+  assert.throws(() => parseHeader(encode({ a: 1 })), { message: 'frame header is not [version, type, ...]' })
+  assert.throws(() => parseHeader(encode([PROTOCOL_VERSION])), { message: 'frame header is not [version, type, ...]' })
+  assert.throws(() => parseHeader(new Uint8Array([0x92])), { message: /^malformed msgpack \(1 bytes\): / })
+  malformed([MsgType.Hello, { ...hello, threads: 0 }], 'malformed hello')
+  malformed([MsgType.Welcome, { nodeId: 'n', heartbeatMs: -1, session: 's' }], 'malformed welcome')
+  malformed([MsgType.Tasks, 1, 0], 'malformed task frame header')
+  malformed([MsgType.Results, -1], `malformed count in frame of type ${MsgType.Results}`)
+  malformed([MsgType.ActorResults, 1.5], `malformed count in frame of type ${MsgType.ActorResults}`)
+  malformed([MsgType.Actor, 'x'], `malformed count in frame of type ${MsgType.Actor}`)
+  malformed([MsgType.Credit, -1], 'malformed credit')
+  malformed([MsgType.Leave, 3], 'malformed leave')
+  malformed([MsgType.Leave, [1, -1]], 'malformed leave')
+  malformed([999], 'unknown frame type 999')
+})
+
+test('header fields are checked at their bounds', () => {
+  const ok = (info: Record<string, unknown>) => assert.deepEqual(parseHeader(header(MsgType.Hello, info)), { type: MsgType.Hello, info })
+  const bad = (info: Record<string, unknown>) => malformed([MsgType.Hello, info], 'malformed hello')
+  ok({ ...hello, agentId: 'a'.repeat(128), host: 'h'.repeat(1024), version: 'v'.repeat(1024), threads: 1, pid: 0, window: 0 })
+  bad({ ...hello, agentId: 'a'.repeat(129) })
+  bad({ ...hello, host: 'h'.repeat(1025) })
+  bad({ ...hello, version: 'v'.repeat(1025) })
+  bad({ ...hello, pid: -1 })
+  bad({ ...hello, pid: 1.5 })
+  bad({ ...hello, window: -1 })
+  bad({ ...hello, agentId: 7 })
+  bad({ ...hello, host: 7 })
+  bad({ ...hello, version: 7 })
+  bad({ ...hello, actors: 'Counter' })
+  bad({ ...hello, actors: [7] })
+  ok({ ...hello, tasks: ['t'.repeat(256)], registration: 'r'.repeat(64) })
+  bad({ ...hello, tasks: ['t'.repeat(257)] })
+  bad({ ...hello, registration: 'r'.repeat(65) })
+  bad({ ...hello, registration: 5 })
+  ok({ ...hello, tasks: new Array<string>(100_000).fill('t') })
+  bad({ ...hello, tasks: new Array<string>(100_001).fill('t') })
+  malformed([MsgType.Hello, 'hello'], 'malformed hello')
+
+  const welcome = { nodeId: 'n'.repeat(128), heartbeatMs: 0, session: 's'.repeat(128) }
+  assert.deepEqual(parseHeader(header(MsgType.Welcome, welcome)), { type: MsgType.Welcome, info: welcome })
+  for (const w of [{ ...welcome, nodeId: 'n'.repeat(129) }, { ...welcome, session: 's'.repeat(129) }, { ...welcome, session: 1 }, null, 'welcome']) {
+    malformed([MsgType.Welcome, w], 'malformed welcome')
+  }
+
+  assert.deepEqual(parseHeader(header(MsgType.Reject, 'r'.repeat(4096))), { type: MsgType.Reject, reason: 'r'.repeat(4096) })
+  assert.deepEqual(parseHeader(header(MsgType.Reject, 'r'.repeat(4097))), { type: MsgType.Reject, reason: 'rejected without a reason' })
+  assert.deepEqual(parseHeader(header(MsgType.Reject)), { type: MsgType.Reject, reason: 'rejected without a reason' })
+  assert.deepEqual(parseHeader(header(MsgType.Tasks, 0)), { type: MsgType.Tasks, count: 0, timeoutMs: undefined })
+  assert.deepEqual(parseHeader(header(MsgType.Credit, 0)), { type: MsgType.Credit, window: 0 })
+  assert.deepEqual(parseHeader(header(MsgType.Leave, [])), { type: MsgType.Leave, returned: [] })
+  // A heartbeat with a partial or bad load still counts as a heartbeat.
+  for (const load of [{ busy: 1, done: 2 }, { busy: 1, done: -2, queued: 3 }, { busy: 'x', done: 2, queued: 3 }, null, 5]) {
+    assert.deepEqual(parseHeader(header(MsgType.Heartbeat, load)), { type: MsgType.Heartbeat, load: undefined })
+  }
+  // Only the named fields of a load are kept.
+  assert.deepEqual(parseHeader(header(MsgType.Heartbeat, { busy: 0, done: 0, queued: 0, extra: 1 })), {
+    type: MsgType.Heartbeat,
+    load: { busy: 0, done: 0, queued: 0 },
+  })
+  assert.throws(() => parseHeader(header(MsgType.Tasks, 1, 1.5)), ProtocolError)
+})
+
+test('a header just under 1 MiB is read; the flat body message names count and stride', () => {
+  const big = header(MsgType.Reject, 'x'.repeat((1 << 20) - 16))
+  assert.ok(big.length <= 1 << 20, String(big.length))
+  assert.equal(parseHeader(big).type, MsgType.Reject)
+  assert.throws(() => parseFlatBody(encode([1, 2, 3, 4]), 3, 1), { message: 'body does not hold 1 entries of 3 fields' })
+  assert.throws(() => parseFlatBody(undefined, 3, 1), { message: 'frame has no body' })
+})
+
+test('findUnserializable: paths through maps, sets and objects; errors, dates and regexps travel', () => {
+  assert.equal(findUnserializable([new Date(0), /x/g, new Error('e'), Object.create(null) as object], 'v'), undefined)
+  assert.equal(findUnserializable(new Map([[() => 0, 1]]), 'v'), 'v key is a function')
+  assert.equal(findUnserializable(new Map([['k', Symbol('s')]]), 'v'), 'v.get(k) is a symbol')
+  assert.equal(findUnserializable(new Set([1, () => 0]), 'v'), 'v member is a function')
+  assert.equal(findUnserializable({ a: [1, { b: () => 0 }] }, 'v'), 'v.a[1].b is a function')
+  assert.equal(
+    findUnserializable(() => 0),
+    'value is a function',
+  )
+  assert.equal(findUnserializable([-(2n ** 63n)], 'v'), undefined)
+  assert.equal(findUnserializable([2n ** 63n - 1n], 'v'), undefined)
+  assert.equal(findUnserializable([2n ** 63n], 'v'), 'v[0] is a bigint outside 64 bits')
+  assert.equal(findUnserializable([-(2n ** 63n) - 1n], 'v'), 'v[0] is a bigint outside 64 bits')
+  class Point {}
+  assert.equal(findUnserializable({ p: new Point() }, 'v'), 'v.p is an instance of Point, which would arrive as a plain object')
+  // 64 levels of nesting are fine, 66 are not.
+  const nest = (n: number): unknown => (n === 0 ? 1 : [nest(n - 1)])
+  assert.equal(findUnserializable(nest(64), 'v'), undefined)
+  assert.equal(findUnserializable([() => 0, nest(70)], 'v'), 'v[0] is a function')
+  assert.match(findUnserializable(nest(70), 'v') ?? '', /^v(\[0\]){65} is nested deeper than 64 levels \(or circular\)$/)
+  assert.throws(() => assertSerializable('task "x"', [1, () => 1]), {
+    name: 'SerializationError',
+    message: 'task "x": args[1] is a function; msgpack cannot carry it',
+  })
+  assert.doesNotThrow(() => assertSerializable('task "x"', [1, 'a']))
+})
+
+test('the walk finds a bad value after good ones, in maps and objects; a hello lists names only', () => {
+  assert.equal(
+    findUnserializable(
+      new Map<unknown, unknown>([
+        [1, 1],
+        [2, () => 0],
+      ]),
+      'v',
+    ),
+    'v.get(2) is a function',
+  )
+  assert.equal(findUnserializable({ a: 1, b: new Map([[1, () => 0]]) }, 'v'), 'v.b.get(1) is a function')
+  assert.equal(findUnserializable([new Set([1]), { a: Symbol('s') }], 'v'), 'v[1].a is a symbol')
+  malformed([MsgType.Hello, { ...hello, tasks: ['add', 7] }], 'malformed hello')
+})

@@ -72,3 +72,38 @@ test('Credit turns the window into frames by the tasks per frame taken lately', 
   // About 1,000 a frame now: 5 frames, plus one per thread.
   assert.equal(c.announce(false).prefetch, 7)
 })
+
+test('windowFor rounds to the nearest task and clamps at exactly the bounds', () => {
+  // 20 / 0.3 = 66.67 tasks per thread: 67.
+  assert.equal(windowFor(0.3, 1, 20), 67)
+  // 20 / 0.35 = 57.14: 57.
+  assert.equal(windowFor(0.35, 1, 20), 57)
+  // 20 ms at 10 ms a task is exactly the starting depth; at 20/4096 ms exactly the cap.
+  assert.equal(windowFor(10, 3, 20), 6)
+  assert.equal(windowFor(20 / 4096, 1, 20), 4096)
+  assert.equal(windowFor(20 / 4095, 1, 20), 4095)
+  assert.equal(windowFor(20 / 3, 1, 20), 3)
+})
+
+test('an empty or negative batch measures nothing; a first batch is taken as is', () => {
+  const c = new Credit(1, 20)
+  assert.equal(c.measured(10, -1), false)
+  assert.equal(c.window, START_PER_THREAD)
+  // First measure: 0.1 ms a task, unsmoothed: 200.
+  assert.equal(c.measured(10, 100), true)
+  assert.equal(c.window, 200)
+  c.announce(false)
+  // Then 0.7 × 0.1 + 0.3 × 0.2 = 0.13 ms a task: 20 / 0.13 = 153.8, 154 (−23%, not announced).
+  assert.equal(c.measured(20, 100), false)
+  assert.equal(c.window, 154)
+})
+
+test('frames of no tasks count as one task a frame', () => {
+  const c = new Credit(1, 20)
+  c.measured(1, 100) // 2,000
+  for (let i = 0; i < 10; i++) c.frameTaken(0)
+  assert.deepEqual(c.announce(false), { window: 2000, prefetch: 2001 })
+  // One frame of 6: 0.8 + 1.2 = 2 tasks a frame.
+  c.frameTaken(6)
+  assert.equal(c.announce(false).prefetch, 1001)
+})

@@ -461,3 +461,27 @@ test("failAll rejects every entry with the error, recording each holder's node",
   )
   assert.equal(ledger.counters.tasksFailed, 3)
 })
+
+test('answered(id, from): only the holder may answer; another node or none counts as late', () => {
+  const { ledger, add } = setup()
+  const a = holder('a')
+  const b = holder('b')
+  const e = add('x', { holder: a })
+  assert.equal(ledger.answered(e.id, a), e)
+  assert.equal(ledger.counters.lateResultsDropped, 0)
+  assert.equal(ledger.answered(e.id, b), undefined)
+  assert.equal(ledger.counters.lateResultsDropped, 1)
+  // Without `from` any answer is taken (the shared queue's results).
+  assert.equal(ledger.answered(e.id), e)
+  assert.equal(ledger.counters.lateResultsDropped, 1)
+  const queued = add('y')
+  assert.equal(ledger.answered(queued.id, a), undefined)
+  assert.equal(ledger.counters.lateResultsDropped, 2)
+})
+
+test('dropLate adds the results of a former member to the late count', () => {
+  const { ledger } = setup()
+  ledger.dropLate(3)
+  ledger.dropLate(2)
+  assert.equal(ledger.counters.lateResultsDropped, 5)
+})

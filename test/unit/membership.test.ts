@@ -348,3 +348,15 @@ test('ClusterNode: free credit is the window less what is in flight, none while 
   n.taskLeft()
   assert.equal(n.inFlight, 0, 'credit comes back with Results frames, not per task')
 })
+
+test('wasMember(): a removed node until it joins again; never a stranger or a member', () => {
+  const { m, joined } = setup()
+  assert.equal(m.wasMember('a'), false)
+  m.hello('a', info('a'))
+  assert.equal(m.wasMember('a'), false)
+  m.remove(joined[0]!, 'lost')
+  assert.equal(m.wasMember('a'), true)
+  assert.equal(m.wasMember('b'), false)
+  m.hello('a', info('a'))
+  assert.equal(m.wasMember('a'), false)
+})

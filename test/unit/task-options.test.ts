@@ -114,3 +114,23 @@ test('resolveMapOptions: each bad field is named', () => {
   ]
   for (const [o, message] of cases) rejects(() => resolveMapOptions(o as MapOptions, 3), message)
 })
+
+test('resolveTaskOptions: a timeout up to Node’s longest timer, not one millisecond more', () => {
+  assert.equal(resolveTaskOptions({ timeoutMs: 2 ** 31 - 1 }, 0).timeoutMs, 2 ** 31 - 1)
+  rejects(
+    () => resolveTaskOptions({ timeoutMs: 2 ** 31 }, 0),
+    `options.timeoutMs must be at most ${2 ** 31 - 1} (Node's longest timer, about 24.8 days), got ${2 ** 31}`,
+  )
+  rejects(
+    () => resolveMapOptions({ timeoutMs: 2 ** 31 }, 0),
+    `options.timeoutMs must be at most ${2 ** 31 - 1} (Node's longest timer, about 24.8 days), got ${2 ** 31}`,
+  )
+})
+
+test('resolveMapOptions: an explicit false progress stays false; a map signal never reaches the task options', () => {
+  assert.equal(resolveMapOptions({ progress: false }, 3).progress, false)
+  const ac = new AbortController()
+  const r = resolveMapOptions({ signal: ac.signal }, 3)
+  assert.equal(r.signal, ac.signal)
+  assert.equal(r.task.signal, undefined)
+})

@@ -1,0 +1,124 @@
+/**
+ * The body layouts: each writer and reader of a Tasks, Results or Actor body,
+ * field by field, and what each reader does with a body of the wrong shape.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { Packr } from 'msgpackr'
+import {
+  decodeTaskBody,
+  encodeActorBody,
+  encodeTaskBody,
+  readActorBody,
+  readResultsBody,
+  readTaskBody,
+  ResultsWriter,
+  type ActorItem,
+} from '../../lib/protocol/bodies.js'
+import { decode, encode } from '../../lib/protocol/codec.js'
+import { ProtocolError } from '../../lib/errors.js'
+import { ActorOp, Status } from '../../lib/protocol/messages.js'
+
+const tasks = [
+  { id: 1, name: 'add', args: [1, 2] },
+  { id: 2, name: 'mul', args: [] },
+]
+
+test('a Tasks body is [id, name, args] per task, flat', () => {
+  assert.deepEqual(decode(encodeTaskBody(tasks)), [1, 'add', [1, 2], 2, 'mul', []])
+  assert.deepEqual(decode(encodeTaskBody([])), [])
+  assert.deepEqual(decodeTaskBody(encodeTaskBody(tasks)), tasks)
+  assert.deepEqual(decodeTaskBody(encodeTaskBody([])), [])
+})
+
+test('decodeTaskBody: anything but a list of whole entries is a ProtocolError', () => {
+  for (const body of [encode({ a: 1 }), encode([1, 'add']), encode([1, 'add', [], 2]), encode('x')]) {
+    assert.throws(
+      () => decodeTaskBody(body),
+      (err: unknown) => err instanceof ProtocolError && err.message === 'task body is not a list of [id, name, args]',
+    )
+  }
+})
+
+test('readTaskBody hands every entry raw to the callback; false for a body that is not a task list', () => {
+  const packr = new Packr({ useRecords: false })
+  const seen: unknown[][] = []
+  assert.equal(
+    readTaskBody(packr, encodeTaskBody(tasks), (...e) => seen.push(e)),
+    true,
+  )
+  assert.deepEqual(seen, [
+    [1, 'add', [1, 2]],
+    [2, 'mul', []],
+  ])
+  const none = () => assert.fail('no entry expected')
+  assert.equal(readTaskBody(packr, encode([]), none), true)
+  assert.equal(readTaskBody(packr, encode([1, 'add']), none), false)
+  assert.equal(readTaskBody(packr, encode({ 0: 1, 1: 'a', 2: [] }), none), false)
+  assert.equal(readTaskBody(packr, new Uint8Array([0x92]), none), false)
+  assert.equal(readTaskBody(packr, new Uint8Array(0), none), false)
+})
+
+test('ResultsWriter: slots set later, count by entries, take empties it', () => {
+  const w = new ResultsWriter()
+  assert.equal(w.count, 0)
+  const a = w.add(10)
+  const b = w.add(11, Status.Threw, 'boom')
+  assert.equal(a, 0)
+  assert.equal(b, 3)
+  assert.equal(w.count, 2)
+  w.set(a, Status.Failed, { code: 'X' })
+  assert.deepEqual(decode(w.take()), [10, Status.Failed, { code: 'X' }, 11, Status.Threw, 'boom'])
+  assert.equal(w.count, 0)
+  w.add(12)
+  assert.deepEqual(decode(w.take(new Packr({ useRecords: false }))), [12, Status.Ok, null])
+  assert.deepEqual(decode(w.take()), [])
+})
+
+test('readResultsBody: count entries of [id, status, value], else a ProtocolError', () => {
+  const seen: unknown[][] = []
+  readResultsBody(encode([1, 0, 'a', 2, 1, null]), 2, (...e) => seen.push(e))
+  assert.deepEqual(seen, [
+    [1, 0, 'a'],
+    [2, 1, null],
+  ])
+  assert.throws(() => readResultsBody(encode([1, 0, 'a']), 2, () => {}), ProtocolError)
+  assert.throws(() => readResultsBody(undefined, 1, () => {}), ProtocolError)
+})
+
+test('an Actor body is [id, op, actorId, name, args] per message; malformed entries are counted and skipped', () => {
+  const messages: ActorItem[] = [
+    { id: 1, op: ActorOp.Spawn, actorId: 'a', name: 'Counter', args: [0] },
+    { id: 2, op: ActorOp.Call, actorId: 'a', name: 'inc', args: [] },
+    { id: 3, op: ActorOp.Stop, actorId: 'a', name: '', args: [] },
+  ]
+  const body = encodeActorBody(messages)
+  assert.deepEqual(decode(body), [1, 0, 'a', 'Counter', [0], 2, 1, 'a', 'inc', [], 3, 2, 'a', '', []])
+  const seen: ActorItem[] = []
+  assert.equal(
+    readActorBody(body, 3, (m) => seen.push(m)),
+    0,
+  )
+  assert.deepEqual(seen, messages)
+
+  const bad = [
+    [1.5, 0, 'a', 'n', []],
+    ['1', 0, 'a', 'n', []],
+    [1, 3, 'a', 'n', []],
+    [1, -1, 'a', 'n', []],
+    [1, '1', 'a', 'n', []],
+    [1, 1, 5, 'n', []],
+    [1, 1, 'a', null, []],
+    [1, 1, 'a', 'n', {}],
+  ]
+  for (const entry of bad) {
+    const got: ActorItem[] = []
+    assert.equal(
+      readActorBody(encode([...entry, 9, ActorOp.Call, 'b', 'm', [1]]), 2, (m) => got.push(m)),
+      1,
+      JSON.stringify(entry),
+    )
+    assert.deepEqual(got, [{ id: 9, op: ActorOp.Call, actorId: 'b', name: 'm', args: [1] }])
+  }
+  assert.throws(() => readActorBody(encode([1, 0, 'a', 'n']), 1, () => {}), ProtocolError)
+})
