@@ -271,7 +271,7 @@ test('a host that cannot be reached: status says why, down keeps it listed until
 
 test('status --dashboard adds the running driver’s view; a dashboard that does not answer is said, not fatal', async (t) => {
   const dir = await project(t, { name: 'viewed', ssh: { connectTimeoutS: 2 } })
-  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1, dashboard: 0 })
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1, dashboard: 0, listen: 'tcp://127.0.0.1:0' })
   assert.equal(await cluster.call('add', 1, 1), 2)
   await mkdir(join(dir, '.actor-cluster'))
   const state = {
