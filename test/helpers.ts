@@ -7,6 +7,27 @@ import type { TestContext } from 'node:test'
 export const FIXTURE_TASKS = new URL('./fixtures/tasks.js', import.meta.url)
 export const CLI = new URL('../bin/cluster.js', import.meta.url).pathname
 
+/** Heartbeats for fault tests: short enough to keep them quick, long enough that a loaded machine does not starve a live agent past them. */
+export const FAST = { heartbeatMs: 200, nodeTimeoutMs: 1500 }
+
+/** `cluster agent` arguments for an agent of one thread on the fixtures, with the {@link FAST} timings. */
+export function fastAgentArgs(address: string, ...more: string[]): string[] {
+  return [
+    'agent',
+    '--connect',
+    address,
+    '--tasks',
+    FIXTURE_TASKS.href,
+    '--threads',
+    '1',
+    '--heartbeat-ms',
+    String(FAST.heartbeatMs),
+    '--driver-timeout-ms',
+    String(FAST.nodeTimeoutMs),
+    ...more,
+  ]
+}
+
 /**
  * A TCP port that was free a moment ago, below the kernel's ephemeral range
  * (32768–60999 here). Agents reconnect to a driver's port while it is down; a

@@ -4,24 +4,7 @@ import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { Cluster, ActorLostError } from '../../lib/index.js'
 import type * as Tasks from '../fixtures/tasks.js'
-import { FIXTURE_TASKS, freePort, runCli, waitFor, type Proc } from '../helpers.js'
-
-// Short enough to keep the tests quick, long enough that a loaded CI machine does not starve a live agent past it.
-const FAST = { heartbeatMs: 200, nodeTimeoutMs: 1500 }
-const agentArgs = (address: string, ...more: string[]) => [
-  'agent',
-  '--connect',
-  address,
-  '--tasks',
-  FIXTURE_TASKS.href,
-  '--threads',
-  '1',
-  '--heartbeat-ms',
-  '200',
-  '--driver-timeout-ms',
-  '1500',
-  ...more,
-]
+import { FAST, FIXTURE_TASKS, fastAgentArgs, freePort, runCli, waitFor, type Proc } from '../helpers.js'
 
 /** Resolves with the reason when the node of process `pid` is declared lost. */
 function lossOf(cluster: Cluster, pid: number | undefined): Promise<string> {
@@ -36,7 +19,7 @@ function lossOf(cluster: Cluster, pid: number | undefined): Promise<string> {
 }
 
 async function startAgents(t: Parameters<typeof runCli>[0], cluster: Cluster, n: number): Promise<Proc[]> {
-  const procs = Array.from({ length: n }, () => runCli(t, agentArgs(cluster.address)))
+  const procs = Array.from({ length: n }, () => runCli(t, fastAgentArgs(cluster.address)))
   await waitFor(() => cluster.nodes().length === n, 20_000, `${n} agents`)
   return procs
 }
@@ -118,7 +101,7 @@ test('actors on a lost node: calls reject with ActorLostError, or with restart: 
   assert.equal(await plain.inc(1), 11)
   assert.equal(await phoenix.inc(5), 105)
   assert.equal(plain.node, phoenix.node)
-  const second = runCli(t, agentArgs(cluster.address))
+  const second = runCli(t, fastAgentArgs(cluster.address))
   await waitFor(() => cluster.nodes().length === 2, 20_000, 'second agent')
   const restarted = once(cluster, 'actor:restarted')
   first!.child.kill('SIGKILL')
@@ -140,8 +123,8 @@ test('a driver that dies: agents notice, go idle, and serve the next driver; --e
   let driverOut = ''
   driver.stdout.on('data', (d: Buffer) => (driverOut += d.toString()))
   await waitFor(() => driverOut.includes('listening'), 15_000, 'driver process')
-  const stays = runCli(t, agentArgs(address))
-  const leaves = runCli(t, agentArgs(address, '--exit-on-driver-loss'))
+  const stays = runCli(t, fastAgentArgs(address))
+  const leaves = runCli(t, fastAgentArgs(address, '--exit-on-driver-loss'))
   await waitFor(() => (driverOut.match(/joined/g) ?? []).length === 2, 15_000, 'both agents joined')
   // The driver counts an agent when it sends the Welcome; let the Welcomes and a heartbeat or two arrive before killing it.
   await new Promise((r) => setTimeout(r, 600))

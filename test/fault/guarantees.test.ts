@@ -1,7 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Cluster, TaskTimeoutError } from '../../lib/index.js'
-import { FIXTURE_TASKS, runCli, waitFor } from '../helpers.js'
+import { FAST, FIXTURE_TASKS, fastAgentArgs, runCli, waitFor } from '../helpers.js'
 
 test('timeoutMs counts from when the task starts: a 10 ms task with a 400 ms limit queued behind a 1.5 s task succeeds', async (t) => {
   const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1 })
@@ -32,26 +32,10 @@ async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   }
 }
 
-// Short enough to keep the tests quick, long enough that a loaded machine does not starve a live agent past it.
-const FAST = { heartbeatMs: 200, nodeTimeoutMs: 1500 }
-const agentArgs = (address: string) => [
-  'agent',
-  '--connect',
-  address,
-  '--tasks',
-  FIXTURE_TASKS.href,
-  '--threads',
-  '1',
-  '--heartbeat-ms',
-  '200',
-  '--driver-timeout-ms',
-  '1500',
-]
-
 test('a driver that stalls past the timeouts loses no node: every result once and correct, nothing retried', async (t) => {
   const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0, ...FAST })
   t.after(() => cluster.close())
-  const agents = [runCli(t, agentArgs(cluster.address)), runCli(t, agentArgs(cluster.address))]
+  const agents = [runCli(t, fastAgentArgs(cluster.address)), runCli(t, fastAgentArgs(cluster.address))]
   await waitFor(() => cluster.nodes().length === 2, 20_000, 'two agents to join')
   const lost: string[] = []
   const retried: string[] = []

@@ -1,26 +1,11 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Cluster, NodeLostError } from '../../lib/index.js'
-import { FIXTURE_TASKS, runCli, waitFor, type Proc } from '../helpers.js'
-
-const FAST = { heartbeatMs: 200, nodeTimeoutMs: 1500 }
-const agentArgs = (address: string) => [
-  'agent',
-  '--connect',
-  address,
-  '--tasks',
-  FIXTURE_TASKS.href,
-  '--threads',
-  '1',
-  '--heartbeat-ms',
-  '200',
-  '--driver-timeout-ms',
-  '1500',
-]
+import { FAST, FIXTURE_TASKS, fastAgentArgs, runCli, waitFor, type Proc } from '../helpers.js'
 
 test('a task that kills its node is charged each loss: after maxRetries losses it rejects with NodeLostError naming it, and nothing else is lost', async (t) => {
   await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0, maxRetries: 1, ...FAST })
-  const agents: Proc[] = Array.from({ length: 3 }, () => runCli(t, agentArgs(cluster.address)))
+  const agents: Proc[] = Array.from({ length: 3 }, () => runCli(t, fastAgentArgs(cluster.address)))
   await waitFor(() => cluster.nodes().length === 3, 20_000, 'three agents to register')
   const lost: string[] = []
   cluster.on('node:lost', (node, reason) => lost.push(`${node.pid}: ${reason}`))
