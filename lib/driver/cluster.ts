@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import { randomBytes } from 'node:crypto'
 import type { Agent } from '../agent/agent.js'
-import { ClusterClosedError, SerializationError, TaskCancelledError, TransportError } from '../errors.js'
+import { ClusterClosedError, SerializationError, TaskCancelledError } from '../errors.js'
 import type { ClusterOptions, ResolvedClusterOptions } from '../options.js'
 import { findUnserializable } from '../protocol/codec.js'
 import { ActorOp } from '../protocol/messages.js'
@@ -18,7 +18,7 @@ import { KnownNames } from './names.js'
 import { Observability } from './observe.js'
 import { makeTasksProxy } from './proxies.js'
 import { CreditScheduler, SharedQueueScheduler } from './scheduler.js'
-import { setUpDriver, startLocalAgents, type DriverSetup } from './start.js'
+import { setUpDriver, startLocalAgents, waitForRemoteNodes, type DriverSetup } from './start.js'
 import { resolveMapOptions, resolveSpawnOptions, resolveTaskOptions, type ResolvedTaskOptions } from './task-options.js'
 import type { ActorInfo, ActorRef, ClusterEvents, ClusterStats, ClusterView, MapOptions, NodeInfo, SpawnOptions, TaskOptions, TasksProxy } from './types.js'
 
@@ -131,34 +131,13 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         cluster.localAgents.push(agent)
         cluster.localIds.add(agent.id)
       })
-      await cluster.waitForNodes()
+      const remote = () => cluster.membership.list().filter((n) => !cluster.localIds.has(n.id)).length
+      await waitForRemoteNodes(cluster, remote, cluster.options.waitForNodes, cluster.options.waitForNodesMs)
     } catch (err) {
       await cluster.close()
       throw err
     }
     return cluster
-  }
-
-  /** Resolves once `options.waitForNodes` remote agents are members; rejects after `options.waitForNodesMs`. */
-  private async waitForNodes(): Promise<void> {
-    const want = this.options.waitForNodes
-    const remote = () => this.membership.list().filter((n) => !this.localIds.has(n.id)).length
-    if (want === 0 || remote() >= want) return
-    await new Promise<void>((resolve, reject) => {
-      const onJoined = () => {
-        if (remote() < want) return
-        clearTimeout(timer)
-        this.off('node:joined', onJoined)
-        resolve()
-      }
-      const timer = setTimeout(() => {
-        this.off('node:joined', onJoined)
-        reject(
-          new TransportError(`${remote()} of ${want} agents registered with ${this.address} within ${this.options.waitForNodesMs} ms (options.waitForNodes)`),
-        )
-      }, this.options.waitForNodesMs)
-      this.on('node:joined', onJoined)
-    })
   }
 
   /** The address agents connect to (`cluster agent --connect <address>`); for brokered designs, the broker URLs (passwords masked). */

@@ -5,6 +5,7 @@
  * local agents.
  */
 import { randomBytes } from 'node:crypto'
+import type { EventEmitter } from 'node:events'
 import { Agent } from '../agent/agent.js'
 import { TransportError } from '../errors.js'
 import { CLUSTER_DEFAULTS, isLoopbackEndpoint, type ClusterOptions, type ResolvedClusterOptions } from '../options.js'
@@ -14,6 +15,7 @@ import { newKeyPair, registerZapDomain, resolveDriverCurve, unregisterZapDomain,
 import { isBrokered } from '../transport/options.js'
 import { createDriverTransport } from '../transport/resolve.js'
 import type { DriverTransport } from '../transport/transport.js'
+import type { ClusterEvents } from './types.js'
 
 const LOCAL_AGENT_START_MS = 30_000
 
@@ -108,4 +110,30 @@ export async function startLocalAgents(setup: DriverSetup, onStarted: (agent: Ag
       )
     }),
   ]).finally(() => clearTimeout(timeout))
+}
+
+/**
+ * Resolves once `want` remote agents are members (`options.waitForNodes`,
+ * set by `cluster run` inside a Slurm job); rejects after `ms`.
+ */
+export async function waitForRemoteNodes(
+  driver: EventEmitter<ClusterEvents> & { readonly address: string },
+  remote: () => number,
+  want: number,
+  ms: number,
+): Promise<void> {
+  if (want === 0 || remote() >= want) return
+  await new Promise<void>((resolve, reject) => {
+    const onJoined = () => {
+      if (remote() < want) return
+      clearTimeout(timer)
+      driver.off('node:joined', onJoined)
+      resolve()
+    }
+    const timer = setTimeout(() => {
+      driver.off('node:joined', onJoined)
+      reject(new TransportError(`${remote()} of ${want} agents registered with ${driver.address} within ${ms} ms (options.waitForNodes)`))
+    }, ms)
+    driver.on('node:joined', onJoined)
+  })
 }
