@@ -50,6 +50,21 @@ export interface Lab {
   close(): Promise<void>
 }
 
+/** SIGKILLs every process running inside network namespace `ns` (a test's cleanup; none there is fine). */
+export async function killInNamespace(ns: string): Promise<void> {
+  const pids = await exec('ip', ['netns', 'pids', ns]).then(
+    (r) => r.stdout.split(/\s+/).filter(Boolean),
+    () => [],
+  )
+  for (const pid of pids) {
+    try {
+      process.kill(Number(pid), 'SIGKILL')
+    } catch {
+      // already gone
+    }
+  }
+}
+
 async function ip(...args: string[]): Promise<void> {
   await exec('ip', args)
 }
@@ -127,17 +142,7 @@ export async function createLab(count: number): Promise<Lab> {
     for (const s of sshds) if (s.exitCode === null && s.signalCode === null) s.kill('SIGKILL')
     for (const ns of namespaces) {
       // Whatever still runs inside (agents, sshd sessions) goes with its namespace.
-      const pids = await exec('ip', ['netns', 'pids', ns]).then(
-        (r) => r.stdout.split(/\s+/).filter(Boolean),
-        () => [],
-      )
-      for (const pid of pids) {
-        try {
-          process.kill(Number(pid), 'SIGKILL')
-        } catch {
-          // already gone
-        }
-      }
+      await killInNamespace(ns)
       await ip('netns', 'del', ns).catch(() => {})
     }
     await rm(dir, { recursive: true, force: true })

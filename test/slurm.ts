@@ -15,6 +15,7 @@ import { join } from 'node:path'
 import { randomBytes, randomInt } from 'node:crypto'
 import { promisify } from 'node:util'
 import { freePort } from './helpers.js'
+import { killInNamespace } from './netns.js'
 
 const exec = promisify(execFile)
 
@@ -94,19 +95,7 @@ export async function createSlurmLab(count: number, extraNodes = 0): Promise<Slu
   const close = async () => {
     // Jobs first, while slurmctld still answers; then every process in the nodes, then the daemons.
     await slurm('scancel', ['--full', '--quiet', `--partition=${prefix}`]).catch(() => {})
-    for (const ns of namespaces) {
-      const pids = await exec('ip', ['netns', 'pids', ns]).then(
-        (r) => r.stdout.split(/\s+/).filter(Boolean),
-        () => [],
-      )
-      for (const pid of pids) {
-        try {
-          process.kill(Number(pid), 'SIGKILL')
-        } catch {
-          // already gone
-        }
-      }
-    }
+    for (const ns of namespaces) await killInNamespace(ns)
     const running = daemons.filter((d) => d.exitCode === null && d.signalCode === null)
     for (const d of running) d.kill('SIGKILL')
     await Promise.all(running.map((d) => new Promise((r) => d.once('close', r))))
