@@ -6,6 +6,7 @@ import type { ClusterOptions, ResolvedClusterOptions } from '../options.js'
 import { findUnserializable } from '../protocol/codec.js'
 import { ActorOp } from '../protocol/messages.js'
 import { unregisterZapDomain } from '../transport/curve.js'
+import { unpublishLocalKeys } from '../transport/local-keys.js'
 import type { DriverTransport, Parts } from '../transport/transport.js'
 import type { ClusterSnapshot } from '../monitor/monitor.js'
 import { closeSteps, type CloseStep } from '../util/close.js'
@@ -143,6 +144,16 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   /** The address agents connect to (`cluster agent --connect <address>`); for brokered designs, the broker URLs (passwords masked). */
   get address(): string {
     return this.transport.address
+  }
+
+  /**
+   * Where agents of this user on this machine find the keys of this driver:
+   * set when it listens on loopback TCP without keys of its own (it made
+   * them). `cluster agent --connect` to that port finds them by itself;
+   * `Agent.start({ connect, curve: { dir: cluster.localKeys } })` names them.
+   */
+  get localKeys(): string | undefined {
+    return this.setup.localKeys
   }
 
   /** The namespace of this cluster's queues on the brokers: agents of a brokered design join with `--cluster-id <id>`. */
@@ -370,6 +381,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       { name: 'tell the remote agents', run: () => this.membership.clear() },
       { name: 'close the transport', run: () => this.transport.close() },
       { name: 'unregister the ZAP domain', run: () => (this.setup.zapDomain ? unregisterZapDomain(this.setup.zapDomain) : undefined) },
+      { name: 'remove the local keys', run: () => (this.setup.localKeys ? unpublishLocalKeys(this.setup.localKeys) : undefined) },
     ]
     const problems = await closeSteps(steps, CLOSE_STEP_MS)
     for (const p of problems) this.observe.logger?.warn({ step: p.step, err: p.error.message }, 'close step failed')

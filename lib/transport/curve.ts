@@ -1,7 +1,8 @@
 import * as zmq from 'zeromq'
-import { readFileSync, writeFileSync, mkdirSync, existsSync } from 'node:fs'
-import { join } from 'node:path'
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs'
+import { dirname, join, resolve } from 'node:path'
 import { AuthError, InvalidArgumentError } from '../errors.js'
+import { ensurePrivateDir, writePrivateFile } from '../util/private-files.js'
 
 /** A CURVE key pair, both halves Z85-encoded (40 characters). */
 export interface KeyPair {
@@ -115,18 +116,26 @@ export function newKeyPair(): KeyPair {
   return zmq.curveKeyPair()
 }
 
-/** Writes a server key pair, its public half, one agent key pair and the list that authorizes it. */
+/**
+ * Writes a server key pair, its public half, one agent key pair and the list
+ * that authorizes it, into a directory that is the user's alone (created
+ * 0700; a symbolic link or another user's directory is refused), each file
+ * created anew (`O_EXCL`, secrets 0600): a file planted there beforehand
+ * never receives a key.
+ */
 export function writeKeys(dir: string, force = false): { dir: string; files: string[] } {
-  mkdirSync(dir, { recursive: true, mode: 0o700 })
+  mkdirSync(dirname(resolve(dir)), { recursive: true })
+  ensurePrivateDir(resolve(dir), resolve(dir))
   const files = Object.values(KEY_FILES).map((f) => join(dir, f))
   const existing = files.filter((f) => existsSync(f))
   if (existing.length > 0 && !force) throw new InvalidArgumentError(`refusing to overwrite ${existing.join(', ')} (use --force)`)
+  for (const f of existing) rmSync(f)
   const server = newKeyPair()
   const agent = newKeyPair()
-  writeFileSync(join(dir, KEY_FILES.server), `${JSON.stringify(server, null, 2)}\n`, { mode: 0o600 })
-  writeFileSync(join(dir, KEY_FILES.serverPublic), `${server.publicKey}\n`, { mode: 0o644 })
-  writeFileSync(join(dir, KEY_FILES.agent), `${JSON.stringify(agent, null, 2)}\n`, { mode: 0o600 })
-  writeFileSync(join(dir, KEY_FILES.authorized), `# agent public keys allowed to join, one per line\n${agent.publicKey}\n`, { mode: 0o644 })
+  writePrivateFile(join(dir, KEY_FILES.server), `${JSON.stringify(server, null, 2)}\n`)
+  writePrivateFile(join(dir, KEY_FILES.serverPublic), `${server.publicKey}\n`, 0o644)
+  writePrivateFile(join(dir, KEY_FILES.agent), `${JSON.stringify(agent, null, 2)}\n`)
+  writePrivateFile(join(dir, KEY_FILES.authorized), `# agent public keys allowed to join, one per line\n${agent.publicKey}\n`, 0o644)
   return { dir, files }
 }
 

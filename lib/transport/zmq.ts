@@ -116,7 +116,13 @@ export interface ZmqAgentTransportOptions extends TransportLifecycleOptions {
   connect: string
   identity: string
   maxFrameBytes: number
-  curve?: AgentCurve
+  curve?: AgentCurve | undefined
+  /**
+   * Keys found on this machine rather than given (a driver on a loopback port
+   * makes them per cluster): looked up again at each redial, so an agent
+   * serves a driver restarted on the address with new keys.
+   */
+  findKeys?: (() => AgentCurve | undefined) | undefined
   /** Called when the driver refuses the handshake (wrong or unlisted CURVE keys, or a peer without CURVE). */
   onHandshakeError?: (message: string) => void
 }
@@ -127,9 +133,12 @@ export class ZmqAgentTransport extends TransportBase implements RoutedAgentTrans
   private readonly socket: zmq.Dealer
   /** A driver was heard over the connection now up (reset when it drops). */
   private reachesDriver = false
+  /** The keys the socket uses for its next connection. */
+  private curve: AgentCurve | undefined
 
   constructor(private readonly options: ZmqAgentTransportOptions) {
     super(options)
+    this.curve = options.curve
     this.socket = new zmq.Dealer({
       routingId: options.identity,
       sendTimeout: 0,
@@ -174,7 +183,25 @@ export class ZmqAgentTransport extends TransportBase implements RoutedAgentTrans
     } catch {
       // not connected
     }
+    this.refreshKeys()
     this.socket.connect(this.options.connect)
+  }
+
+  /** Found keys that changed (a new driver on the address) apply to the next connection; unreadable ones are reported, the old kept. */
+  private refreshKeys(): void {
+    if (!this.options.findKeys) return
+    let found: AgentCurve | undefined
+    try {
+      found = this.options.findKeys()
+    } catch (err) {
+      this.options.onHandshakeError?.((err as Error).message)
+      return
+    }
+    if (!found || (found.serverPublicKey === this.curve?.serverPublicKey && found.agentKey.secretKey === this.curve.agentKey.secretKey)) return
+    this.curve = found
+    this.socket.curveServerKey = found.serverPublicKey
+    this.socket.curvePublicKey = found.agentKey.publicKey
+    this.socket.curveSecretKey = found.agentKey.secretKey
   }
 
   driverHeard(): void {

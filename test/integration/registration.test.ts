@@ -7,7 +7,7 @@ import { MsgType } from '../../lib/protocol/messages.js'
 import { FIXTURE_TASKS, waitFor } from '../helpers.js'
 
 test('a Hello repeated before the Welcome arrived is a duplicate; one with a new session re-registers the agent', async (t) => {
-  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0 })
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', insecure: true, localAgents: 0 })
   const joined: string[] = []
   const lost: string[] = []
   cluster.on('node:joined', (n) => joined.push(n.id))
