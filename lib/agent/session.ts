@@ -173,7 +173,9 @@ export class Session {
   }
 
   private sendHello(): void {
-    this.transport.send([header(MsgType.Hello, { ...this.hello, window: this.hooks.window(), registration: this._registration })])
+    const registration = this._registration
+    const proof = this.transport.kind === 'routed' ? this.transport.proveKey?.(this.hello.agentId, registration) : undefined
+    this.transport.send([header(MsgType.Hello, { ...this.hello, window: this.hooks.window(), registration, ...proof })])
   }
 
   private tick(): void {

@@ -19,7 +19,7 @@ import { KnownNames } from './names.js'
 import { Observability } from './observe.js'
 import { makeTasksProxy } from './proxies.js'
 import { CreditScheduler, SharedQueueScheduler } from './scheduler.js'
-import { setUpDriver, startLocalAgents, waitForRemoteNodes, type DriverSetup } from './start.js'
+import { keyVerifier, setUpDriver, startLocalAgents, waitForRemoteNodes, type DriverSetup } from './start.js'
 import { resolveMapOptions, resolveSpawnOptions, resolveTaskOptions, type ResolvedTaskOptions } from './task-options.js'
 import type { ActorInfo, ActorRef, ClusterEvents, ClusterStats, ClusterView, MapOptions, NodeInfo, SpawnOptions, TaskOptions, TasksProxy } from './types.js'
 
@@ -76,7 +76,13 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         : new CreditScheduler(options, (node, parts) => transport.send(node.peer, parts), fail)
     this.membership = new Membership(
       // Random per instance: told to agents in Welcome, so results meant for an earlier driver are dropped.
-      { heartbeatMs: options.heartbeatMs, nodeTimeoutMs: options.nodeTimeoutMs, session: randomBytes(8).toString('hex'), localIds: this.localIds },
+      {
+        heartbeatMs: options.heartbeatMs,
+        nodeTimeoutMs: options.nodeTimeoutMs,
+        session: randomBytes(8).toString('hex'),
+        localIds: this.localIds,
+        verifyKey: keyVerifier(setup),
+      },
       {
         send: (peer, parts) => transport.send(peer, parts),
         joined: (node) => this.nodeJoined(node),
@@ -171,7 +177,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       ...this.ledger.counters,
       nodesLost: this.membership.nodesLost,
       badFrames: this.badFrames,
-      authDenied: this.setup.authDenied?.denied ?? 0,
+      authDenied: (this.setup.authDenied?.denied ?? 0) + this.membership.keysRefused,
       queued: this.scheduler.queued(),
       inFlight: this.scheduler.inFlight(this.membership),
       nodes: this.membership.size,

@@ -12,11 +12,12 @@ import { TransportError } from '../errors.js'
 import { CLUSTER_DEFAULTS, isLoopbackEndpoint, type ClusterOptions, type ResolvedClusterOptions } from '../options.js'
 import { resolveClusterSettings } from '../settings.js'
 import { loadCatalog, type Catalog } from '../tasks-module.js'
-import { newKeyPair, registerZapDomain, resolveDriverCurve, unregisterZapDomain, type DriverCurve, type KeyPair } from '../transport/curve.js'
+import { checkHelloProof, newKeyPair, registerZapDomain, resolveDriverCurve, unregisterZapDomain, type DriverCurve, type KeyPair } from '../transport/curve.js'
 import { isBrokered } from '../transport/options.js'
 import { createDriverTransport } from '../transport/resolve.js'
 import { clearStaleLocalKeys, publishLocalKeys } from '../transport/local-keys.js'
 import type { DriverTransport } from '../transport/transport.js'
+import type { HelloInfo } from '../protocol/messages.js'
 import type { ClusterEvents } from './types.js'
 
 const LOCAL_AGENT_START_MS = 30_000
@@ -147,4 +148,22 @@ export async function waitForRemoteNodes(
     }, ms)
     driver.on('node:joined', onJoined)
   })
+}
+
+/**
+ * With CURVE, the key a Hello proves: one the driver accepts, with a proof
+ * made for this connection's routing id (see `checkHelloProof`).
+ */
+export function keyVerifier(setup: DriverSetup): ((peer: string, info: HelloInfo) => string | undefined) | undefined {
+  const { curve, localKey } = setup
+  if (!curve) return undefined
+  const accepted = new Set(localKey ? [...curve.authorizedAgents, localKey.publicKey] : curve.authorizedAgents)
+  return (peer, { agentId, registration, key, proof }) =>
+    key !== undefined &&
+    proof !== undefined &&
+    registration !== undefined &&
+    accepted.has(key) &&
+    checkHelloProof(curve.server, key, proof, agentId, registration, peer)
+      ? key
+      : undefined
 }

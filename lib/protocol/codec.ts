@@ -190,7 +190,9 @@ export function parseHeader(bytes: Uint8Array | undefined): Header {
         !isStrList(o['tasks']) ||
         !isStrList(o['actors']) ||
         !isCount(o['window']) ||
-        (o['registration'] !== undefined && !isStr(o['registration'], 64))
+        (o['registration'] !== undefined && !isStr(o['registration'], 64)) ||
+        (o['key'] !== undefined && !isStr(o['key'], 40)) ||
+        (o['proof'] !== undefined && !isStr(o['proof'], 64))
       )
         throw new ProtocolError('malformed hello')
       return { type, info: o as unknown as HelloInfo }

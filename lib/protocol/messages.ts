@@ -67,6 +67,9 @@ export interface HelloInfo {
    * duplicate, not a re-registration. Optional: older agents send none.
    */
   registration?: string
+  /** With CURVE: the agent's public key (Z85), and `proof` that it holds the secret half (see `helloProof`). */
+  key?: string
+  proof?: string
 }
 
 export interface WelcomeInfo {

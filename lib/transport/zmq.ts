@@ -1,9 +1,10 @@
+import { randomBytes } from 'node:crypto'
 import * as zmq from 'zeromq'
 import { TransportError } from '../errors.js'
 import type { CloseStep } from '../util/close.js'
 import { TransportBase, type TransportLifecycleOptions } from './base.js'
 import { partsBytes, type RoutedAgentTransport, type RoutedDriverTransport, type Parts, type TransportFailure } from './transport.js'
-import type { AgentCurve, KeyPair } from './curve.js'
+import { helloProof, type AgentCurve, type KeyPair } from './curve.js'
 
 export interface ZmqDriverTransportOptions extends TransportLifecycleOptions {
   listen: string
@@ -135,12 +136,16 @@ export class ZmqAgentTransport extends TransportBase implements RoutedAgentTrans
   private reachesDriver = false
   /** The keys the socket uses for its next connection. */
   private curve: AgentCurve | undefined
+  private readonly routingId: string
 
   constructor(private readonly options: ZmqAgentTransportOptions) {
     super(options)
     this.curve = options.curve
+    // The agent id, and a secret only this socket and the driver know (it travels inside the CURVE handshake): a
+    // peer that knows the agent id cannot take this connection over (the ROUTER hands an id over to whoever claims it).
+    this.routingId = `${options.identity}/${randomBytes(16).toString('hex')}`
     this.socket = new zmq.Dealer({
-      routingId: options.identity,
+      routingId: this.routingId,
       sendTimeout: 0,
       linger: 0,
       sendHighWaterMark: SEND_HWM,
@@ -202,6 +207,10 @@ export class ZmqAgentTransport extends TransportBase implements RoutedAgentTrans
     this.socket.curveServerKey = found.serverPublicKey
     this.socket.curvePublicKey = found.agentKey.publicKey
     this.socket.curveSecretKey = found.agentKey.secretKey
+  }
+
+  proveKey(agentId: string, registration: string): { key: string; proof: string } | undefined {
+    return this.curve ? helloProof(this.curve, agentId, registration, this.routingId) : undefined
   }
 
   driverHeard(): void {

@@ -7,7 +7,7 @@ import * as zmq from 'zeromq'
 import { Packr } from 'msgpackr'
 import { Agent, AuthError, Cluster } from '../../lib/index.js'
 import { MsgType, PROTOCOL_VERSION } from '../../lib/protocol/messages.js'
-import { newKeyPair } from '../../lib/transport/curve.js'
+import { helloProof, newKeyPair } from '../../lib/transport/curve.js'
 import { FIXTURE_TASKS, runCli, waitFor } from '../helpers.js'
 
 const packr = new Packr()
@@ -23,6 +23,17 @@ process.on('exit', () => {
   else process.env['XDG_RUNTIME_DIR'] = saved
   rmSync(runtime, { recursive: true, force: true })
 })
+
+/** `promise`, or a rejection naming what it waited for after `ms`. */
+async function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms)))
+  try {
+    return await Promise.race([promise, late])
+  } finally {
+    clearTimeout(timer)
+  }
+}
 
 const portOf = (address: string) => /:(\d+)$/.exec(address)![1]!
 
@@ -185,4 +196,69 @@ test('keys are never kept where another user could have planted something: a sym
     Agent.start({ connect: 'tcp://127.0.0.1:7199', tasks: FIXTURE_TASKS, threads: 1 }),
     (e: unknown) => e instanceof AuthError && e.message === `refusing the local keys in ${planted}: agent.json is readable by other users`,
   )
+})
+
+test('no takeover of an agent id without its key: a peer with another accepted key, or none proven, is refused; the owner may come back', async (t) => {
+  const server = newKeyPair()
+  const owner = newKeyPair()
+  const other = newKeyPair()
+  await using cluster = await Cluster.start({
+    tasks: FIXTURE_TASKS,
+    listen: 'tcp://127.0.0.1:0',
+    localAgents: 0,
+    curve: { serverPublicKey: server.publicKey, serverSecretKey: server.secretKey, authorizedAgents: [owner.publicKey, other.publicKey] },
+  })
+  const ownerCurve = { serverPublicKey: server.publicKey, agentKey: owner }
+  const victim = await Agent.start({ connect: cluster.address, tasks: FIXTURE_TASKS, threads: 1, id: 'victim', curve: ownerCurve })
+  t.after(() => victim.close())
+  await victim.waitUntilReady()
+
+  /** A peer holding `key` (accepted by the driver), connecting under the victim's public id, saying Hello as it. */
+  const impostor = (routingId: string, key: typeof other, prove: boolean) => {
+    const socket = new zmq.Dealer({
+      routingId,
+      linger: 0,
+      sendTimeout: 0,
+      curveServerKey: server.publicKey,
+      curvePublicKey: key.publicKey,
+      curveSecretKey: key.secretKey,
+    })
+    t.after(() => socket.close())
+    socket.connect(cluster.address)
+    const received: unknown[][] = []
+    void (async () => {
+      try {
+        for await (const parts of socket) received.push(parts.map((p) => packr.unpack(p) as unknown))
+      } catch {
+        // closed
+      }
+    })()
+    const hello = { agentId: 'victim', threads: 1, pid: 1, host: 'raw', version: '0', tasks: ['add', 'whoami'], actors: [], window: 1000, registration: 'evil' }
+    const proof = prove ? helloProof({ serverPublicKey: server.publicKey, agentKey: key }, 'victim', 'evil', routingId) : {}
+    void socket.send([packr.pack([V, MsgType.Hello, { ...hello, ...proof }])]).catch(() => {})
+    return received
+  }
+  // The ROUTER hands an id over to whoever claims it: the agent's routing id is not its public id, so this is another peer.
+  const claimsId = impostor('victim', other, true)
+  const unproven = impostor('victim/00000000000000000000000000000000', owner, false)
+  await waitFor(() => claimsId.length > 0 && unproven.length > 0, 10_000, 'the driver to answer both impostors')
+  assert.deepEqual(claimsId, [[[V, MsgType.Reject, 'agent id victim belongs to another agent key']]])
+  assert.deepEqual(unproven, [[[V, MsgType.Reject, 'agent victim did not prove its CURVE key']]])
+  assert.equal(cluster.stats().authDenied, 2)
+  const pids = await within(15_000, Promise.all(Array.from({ length: 100 }, () => cluster.call<number>('whoami'))), 'the 100 tasks to run')
+  assert.deepEqual(new Set(pids), new Set([process.pid]), 'every task ran on the real agent')
+  assert.deepEqual(
+    cluster.nodes().map((n) => [n.id, n.host]),
+    [['victim', hostname()]],
+  )
+  assert.equal(claimsId.length + unproven.length, 2, 'the impostors received nothing more')
+
+  // The owner of the key, restarted under the same id (a new connection): it takes its id back.
+  const joined = new Promise<void>((resolve) => cluster.once('node:joined', () => resolve()))
+  const again = await Agent.start({ connect: cluster.address, tasks: FIXTURE_TASKS, threads: 1, id: 'victim', curve: ownerCurve })
+  t.after(() => again.close())
+  await again.waitUntilReady()
+  await joined
+  assert.equal(cluster.nodes().length, 1)
+  assert.equal(await cluster.call('add', 20, 22), 42)
 })
