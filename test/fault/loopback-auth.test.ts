@@ -7,7 +7,7 @@ import * as zmq from 'zeromq'
 import { Packr } from 'msgpackr'
 import { Agent, AuthError, Cluster } from '../../lib/index.js'
 import { MsgType, PROTOCOL_VERSION } from '../../lib/protocol/messages.js'
-import { helloProof, newKeyPair } from '../../lib/transport/curve.js'
+import { helloProof, newKeyPair, writeKeys } from '../../lib/transport/curve.js'
 import { FIXTURE_TASKS, runCli, waitFor } from '../helpers.js'
 
 const packr = new Packr()
@@ -196,6 +196,22 @@ test('keys are never kept where another user could have planted something: a sym
     Agent.start({ connect: 'tcp://127.0.0.1:7199', tasks: FIXTURE_TASKS, threads: 1 }),
     (e: unknown) => e instanceof AuthError && e.message === `refusing the local keys in ${planted}: agent.json is readable by other users`,
   )
+
+  // `cluster keys` (and the Slurm launchers, which write keys the same way): a link or another user's directory is refused.
+  const linked = join(elsewhere, 'keys-link')
+  symlinkSync(planted, linked)
+  assert.throws(
+    () => writeKeys(linked),
+    (e: unknown) => e instanceof AuthError && e.message === `refusing to keep keys in ${linked}: it is a symbolic link`,
+  )
+  const foreign = join(elsewhere, 'foreign')
+  mkdirSync(foreign, { mode: 0o700 })
+  chownSync(foreign, 65534, 65534)
+  assert.throws(
+    () => writeKeys(foreign),
+    (e: unknown) => e instanceof AuthError && e.message === `refusing to keep keys in ${foreign}: it belongs to another user (uid 65534)`,
+  )
+  assert.deepEqual(readdirSync(foreign), [])
 })
 
 test('no takeover of an agent id without its key: a peer with another accepted key, or none proven, is refused; the owner may come back', async (t) => {
