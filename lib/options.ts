@@ -40,9 +40,13 @@ export interface ClusterOptions extends TransportOptions {
   nodeTimeoutMs?: number
   /** Largest frame accepted or sent, in bytes. Default 64 MiB. */
   maxFrameBytes?: number
-  /** Allow binding beyond loopback without authentication. Default false. */
+  /** Listen without authentication: any peer that reaches the port may join. Default false. */
   insecure?: boolean
-  /** CURVE authentication and encryption (see `cluster keys`); required to listen beyond loopback unless `insecure`. */
+  /**
+   * CURVE authentication and encryption (see `cluster keys`); required to listen beyond loopback unless `insecure`.
+   * On loopback TCP without it (and without `insecure`) the driver makes keys for this cluster and leaves the
+   * agents' half where agents of the same user on this machine find them (`cluster.localKeys`).
+   */
   curve?: CurveOptions
   /** Retries of a task after infrastructure failures (worker crash, out of memory, node lost). Default 3. */
   maxRetries?: number

@@ -9,6 +9,8 @@ import { header, messageShapeProblem, parseHeader, type Header } from '../protoc
 import { MsgType } from '../protocol/messages.js'
 import { createAgentTransport } from '../transport/resolve.js'
 import { resolveAgentCurve } from '../transport/curve.js'
+import { findLocalKeys } from '../transport/local-keys.js'
+import { isLoopbackEndpoint } from '../validate.js'
 import type { AgentTransport, Delivery, Parts } from '../transport/transport.js'
 import { ActorFraming } from '../actors/framing.js'
 import { closeSteps } from '../util/close.js'
@@ -106,12 +108,15 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (shared !== undefined && shared.tasks !== resolved.tasks) {
       throw new InvalidArgumentError(`options.pool runs the tasks module ${shared.tasks}, not ${resolved.tasks}`)
     }
-    const curve = resolved.curve ? resolveAgentCurve(resolved.curve) : undefined
+    // No keys given, a driver on a loopback port of this machine: the keys it made for its agents, if it made any.
+    const local = !resolved.curve && resolved.transport === 'zmq' && /^(tcp|ipc):/.test(resolved.connect) && isLoopbackEndpoint(resolved.connect)
+    const findKeys = local ? () => findLocalKeys(resolved.connect) : undefined
+    const curve = resolved.curve ? resolveAgentCurve(resolved.curve) : findKeys?.()
     const catalog = await loadCatalog(resolved.tasks, `agent ${hostname()}`)
     const id = resolved.id ?? `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`
     // The transport reports handshake failures before the agent exists: route them once it does.
     const route: { agent?: Agent } = {}
-    const transport = await createAgentTransport({ ...resolved, identity: id, curve, onHandshakeError: (m) => route.agent?.emit('auth:failed', m) })
+    const transport = await createAgentTransport({ ...resolved, identity: id, curve, findKeys, onHandshakeError: (m) => route.agent?.emit('auth:failed', m) })
     const agent = new Agent(resolved, id, transport, [...catalog.functions.keys()], [...catalog.classes.keys()], shared)
     route.agent = agent
     try {

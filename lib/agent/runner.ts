@@ -31,6 +31,8 @@ interface SplitGroup {
 export interface SessionView {
   /** The session of the driver that welcomed the agent; batches carry it so a later driver never gets their results. */
   readonly id: string | undefined
+  /** The agent's registration with that driver: results carry the one their tasks came under, so a later registration is not charged with them. */
+  readonly registration: string
   /** Whether new batches may start. */
   readonly ready: boolean
   /** The driver has gone silent: results wait for it to answer again (or to be replaced). */
@@ -141,16 +143,17 @@ export class Runner {
       this._queued -= n
       this._batchesRunning++
       const driver = this.session.id
+      const registration = this.session.registration
       const limit = first.timeoutMs === undefined ? undefined : new RunLimit(first.timeoutMs)
       const run = limit ? this.pool.run({ bodies, started: limit.port }, { signal: limit.signal, transferList: [limit.port] }) : this.pool.run({ bodies }, {})
       run.then(
         (r) => {
           limit?.dispose()
-          this.done(driver, r, frames)
+          this.done(driver, registration, r, frames)
         },
         (err: Error) => {
           limit?.dispose()
-          this.failed(driver, frames, err, first.timeoutMs)
+          this.failed(driver, registration, frames, err, first.timeoutMs)
         },
       )
     }
@@ -200,14 +203,14 @@ export class Runner {
     if (this._batchesRunning === 0) for (const resolve of this.idle.splice(0)) resolve()
   }
 
-  private done(driver: string | undefined, r: PoolResult, frames: QueuedFrame[]): void {
+  private done(driver: string | undefined, registration: string, r: PoolResult, frames: QueuedFrame[]): void {
     this.settled()
     if (this.stopped) return
     this.stats.tasksDone += r.count
     this.stats.badFrames += r.bad
     this.stats.batches++
     // Results for a driver that has since gone would only confuse the next one.
-    if (driver !== undefined && driver === this.session.id) this.answer([header(MsgType.Results, r.count), r.results], frames)
+    if (driver !== undefined && driver === this.session.id) this.answer([header(MsgType.Results, r.count, registration), r.results], frames)
     else this.acknowledge(frames)
     this.options.measured(r.elapsedMs, r.count)
     this.pump()
@@ -219,7 +222,7 @@ export class Runner {
    * the queue. A task that fails alone is reported, with the cause, for the
    * driver to retry on its infrastructure budget or give up.
    */
-  private failed(driver: string | undefined, frames: QueuedFrame[], err: Error, timeoutMs: number | undefined): void {
+  private failed(driver: string | undefined, registration: string, frames: QueuedFrame[], err: Error, timeoutMs: number | undefined): void {
     this.settled()
     if (this.stopped) return
     this.stats.threadsLost++
@@ -246,7 +249,7 @@ export class Runner {
       const task = tasks[0]!
       const results = new ResultsWriter()
       results.add(task.id, Status.Failed, toWireError(attribute(String(task.name), err, timeoutMs)))
-      this.answer([header(MsgType.Results, 1), results.take()], frames)
+      this.answer([header(MsgType.Results, 1, registration), results.take()], frames)
     } else {
       this.acknowledge(frames)
     }

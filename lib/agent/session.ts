@@ -54,7 +54,7 @@ const REDIAL_AFTER = 5
 export class Session {
   private _state: AgentState = 'connecting'
   private _id: string | undefined
-  private registration = newRegistration()
+  private _registration = newRegistration()
   /** When the driver was last heard, on the monotonic clock (ms): wall-clock jumps must not pass for silence. */
   private lastHeard: number | undefined
   private readonly timers: NodeJS.Timeout[] = []
@@ -74,6 +74,11 @@ export class Session {
   /** The session of the driver whose work the agent holds: the one serving it, or one gone silent. */
   get id(): string | undefined {
     return this._id
+  }
+
+  /** The registration the agent's Hellos carry now; results name the one their tasks came under. */
+  get registration(): string {
+    return this._registration
   }
 
   /** Whether the driver's work may run: it is serving the agent, or only silent. */
@@ -168,7 +173,9 @@ export class Session {
   }
 
   private sendHello(): void {
-    this.transport.send([header(MsgType.Hello, { ...this.hello, window: this.hooks.window(), registration: this.registration })])
+    const registration = this._registration
+    const proof = this.transport.kind === 'routed' ? this.transport.proveKey?.(this.hello.agentId, registration) : undefined
+    this.transport.send([header(MsgType.Hello, { ...this.hello, window: this.hooks.window(), registration, ...proof })])
   }
 
   private tick(): void {
@@ -187,7 +194,7 @@ export class Session {
   private forget(reason: string, announced: boolean): void {
     this._state = 'connecting'
     this._id = undefined
-    this.registration = newRegistration()
+    this._registration = newRegistration()
     this.hooks.lost(reason, announced)
     this.sendHello()
   }

@@ -6,6 +6,7 @@ import type { ClusterOptions, ResolvedClusterOptions } from '../options.js'
 import { findUnserializable } from '../protocol/codec.js'
 import { ActorOp } from '../protocol/messages.js'
 import { unregisterZapDomain } from '../transport/curve.js'
+import { unpublishLocalKeys } from '../transport/local-keys.js'
 import type { DriverTransport, Parts } from '../transport/transport.js'
 import type { ClusterSnapshot } from '../monitor/monitor.js'
 import { closeSteps, type CloseStep } from '../util/close.js'
@@ -18,7 +19,7 @@ import { KnownNames } from './names.js'
 import { Observability } from './observe.js'
 import { makeTasksProxy } from './proxies.js'
 import { CreditScheduler, SharedQueueScheduler } from './scheduler.js'
-import { setUpDriver, startLocalAgents, waitForRemoteNodes, type DriverSetup } from './start.js'
+import { keyVerifier, setUpDriver, startLocalAgents, waitForRemoteNodes, type DriverSetup } from './start.js'
 import { resolveMapOptions, resolveSpawnOptions, resolveTaskOptions, type ResolvedTaskOptions } from './task-options.js'
 import type { ActorInfo, ActorRef, ClusterEvents, ClusterStats, ClusterView, MapOptions, NodeInfo, SpawnOptions, TaskOptions, TasksProxy } from './types.js'
 
@@ -75,7 +76,13 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         : new CreditScheduler(options, (node, parts) => transport.send(node.peer, parts), fail)
     this.membership = new Membership(
       // Random per instance: told to agents in Welcome, so results meant for an earlier driver are dropped.
-      { heartbeatMs: options.heartbeatMs, nodeTimeoutMs: options.nodeTimeoutMs, session: randomBytes(8).toString('hex'), localIds: this.localIds },
+      {
+        heartbeatMs: options.heartbeatMs,
+        nodeTimeoutMs: options.nodeTimeoutMs,
+        session: randomBytes(8).toString('hex'),
+        localIds: this.localIds,
+        verifyKey: keyVerifier(setup),
+      },
       {
         send: (peer, parts) => transport.send(peer, parts),
         joined: (node) => this.nodeJoined(node),
@@ -145,6 +152,16 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     return this.transport.address
   }
 
+  /**
+   * Where agents of this user on this machine find the keys of this driver:
+   * set when it listens on loopback TCP without keys of its own (it made
+   * them). `cluster agent --connect` to that port finds them by itself;
+   * `Agent.start({ connect, curve: { dir: cluster.localKeys } })` names them.
+   */
+  get localKeys(): string | undefined {
+    return this.setup.localKeys
+  }
+
   /** The namespace of this cluster's queues on the brokers: agents of a brokered design join with `--cluster-id <id>`. */
   get id(): string {
     return this.setup.clusterId
@@ -160,7 +177,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       ...this.ledger.counters,
       nodesLost: this.membership.nodesLost,
       badFrames: this.badFrames,
-      authDenied: this.setup.authDenied?.denied ?? 0,
+      authDenied: (this.setup.authDenied?.denied ?? 0) + this.membership.keysRefused,
       queued: this.scheduler.queued(),
       inFlight: this.scheduler.inFlight(this.membership),
       nodes: this.membership.size,
@@ -370,6 +387,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       { name: 'tell the remote agents', run: () => this.membership.clear() },
       { name: 'close the transport', run: () => this.transport.close() },
       { name: 'unregister the ZAP domain', run: () => (this.setup.zapDomain ? unregisterZapDomain(this.setup.zapDomain) : undefined) },
+      { name: 'remove the local keys', run: () => (this.setup.localKeys ? unpublishLocalKeys(this.setup.localKeys) : undefined) },
     ]
     const problems = await closeSteps(steps, CLOSE_STEP_MS)
     for (const p of problems) this.observe.logger?.warn({ step: p.step, err: p.error.message }, 'close step failed')

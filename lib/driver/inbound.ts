@@ -61,6 +61,12 @@ export function dispatch(cx: Inbound, peer: string, parts: Parts): void {
   }
   switch (h.type) {
     case MsgType.Results:
+      // Routed: tasks of an earlier registration of this agent were taken back when it registered again; its
+      // results for them are late, and do not count against what this registration holds.
+      if (cx.routed && h.registration !== undefined && h.registration !== node.info.registration) {
+        late(cx, parts[1], h.count)
+        return
+      }
       node.inFlight = Math.max(0, node.inFlight - h.count)
       node.tasksDone += h.count
       results(cx, node, parts[1], h.count)

@@ -80,6 +80,12 @@ export interface MembershipOptions {
   readonly localIds: ReadonlySet<string>
   /** The monotonic clock, in ms (tests pass their own). */
   readonly now?: () => number
+  /**
+   * With CURVE: the agent key a Hello proves (see `checkHelloProof`), or
+   * undefined when it proves none. An agent id is bound to the first key
+   * that registered it: a Hello under that id proving another key is refused.
+   */
+  readonly verifyKey?: (peer: string, info: HelloInfo) => string | undefined
 }
 
 export interface MembershipEvents {
@@ -104,9 +110,15 @@ export class Membership {
    * registration is from an agent that still holds work we took back.
    */
   private readonly former = new Map<string, string | undefined>()
+  /** The members by agent id (a restarted agent comes back over a new connection, under a new routing id). */
+  private readonly byAgent = new Map<string, ClusterNode>()
+  /** With CURVE: the key each agent id registered with first. */
+  private readonly keys = new Map<string, string>()
   private readonly now: () => number
   private lastTick: number
   nodesLost = 0
+  /** Hellos refused for their key: none proven, or not the one the agent id is bound to. */
+  keysRefused = 0
 
   constructor(
     private readonly options: MembershipOptions,
@@ -144,10 +156,26 @@ export class Membership {
 
   /** An agent says Hello: welcome it, again if it repeated itself, or as a new node if it had lost us. */
   hello(peer: string, info: HelloInfo): void {
-    if (info.agentId !== peer) {
+    if (!ownsPeer(info.agentId, peer)) {
       this.events.badFrame()
       this.events.send(peer, [header(MsgType.Reject, `agent id ${info.agentId} does not match its socket identity`)])
       return
+    }
+    let key: string | undefined
+    if (this.options.verifyKey) {
+      key = this.options.verifyKey(peer, info)
+      const bound = this.keys.get(info.agentId)
+      const refusal =
+        key === undefined
+          ? `agent ${info.agentId} did not prove its CURVE key`
+          : bound !== undefined && bound !== key
+            ? `agent id ${info.agentId} belongs to another agent key`
+            : undefined
+      if (refusal !== undefined) {
+        this.keysRefused++
+        this.events.send(peer, [header(MsgType.Reject, refusal)])
+        return
+      }
     }
     const old = this.nodes.get(peer)
     // A Hello sent again before our Welcome reached the agent (a busy agent process): welcome it again, change nothing.
@@ -163,8 +191,13 @@ export class Membership {
       return
     }
     if (old) this.remove(old, 'lost', 'it registered again (it had lost this driver)')
+    // The same agent id over another connection (the agent restarted, or its socket did): the old one is gone.
+    const holder = this.byAgent.get(info.agentId)
+    if (holder) this.remove(holder, 'lost', 'it registered again over a new connection')
     const node = new ClusterNode(peer, info, this.options.localIds.has(info.agentId), this.now())
     this.nodes.set(peer, node)
+    this.byAgent.set(info.agentId, node)
+    if (key !== undefined) this.keys.set(info.agentId, key)
     this.welcome(peer, info)
     this.events.joined(node)
   }
@@ -215,6 +248,7 @@ export class Membership {
   remove(node: ClusterNode, how: 'left' | 'lost', reason: string = how): boolean {
     if (!this.has(node)) return false
     this.nodes.delete(node.peer)
+    if (this.byAgent.get(node.nodeId) === node) this.byAgent.delete(node.nodeId)
     if (this.former.size > MAX_BYE_PEERS) this.former.clear()
     this.former.set(node.peer, node.info.registration)
     if (how === 'lost') this.nodesLost++
@@ -226,6 +260,7 @@ export class Membership {
   clear(): void {
     for (const node of this.nodes.values()) if (!node.local) this.events.send(node.peer, [header(MsgType.DriverBye)])
     this.nodes.clear()
+    this.byAgent.clear()
   }
 
   /** The node with the fewest actors per thread, among those up. */
@@ -244,4 +279,13 @@ export class Membership {
     for (const n of this.nodes.values()) for (const t of pick(n)) names.add(t)
     return names
   }
+}
+
+/**
+ * Is `peer` a routing id agent `agentId` may use: the id itself (brokered
+ * designs, other clients), or the id, `/` and 32 hex digits (the ZeroMQ agent:
+ * a secret part, so no other peer can claim its connection)?
+ */
+function ownsPeer(agentId: string, peer: string): boolean {
+  return peer === agentId || (peer.length === agentId.length + 33 && peer.startsWith(`${agentId}/`) && /^[0-9a-f]{32}$/.test(peer.slice(-32)))
 }

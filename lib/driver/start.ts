@@ -1,7 +1,8 @@
 /**
  * Start-up of a driver, in the order that fails early: settings, the
- * insecure-bind check, CURVE keys, the tasks module, the transport and its
- * ZAP domain, the bind; then (from `Cluster.start`) the dashboard and the
+ * insecure-bind check, CURVE keys (made here for loopback TCP without keys
+ * of its own), the tasks module, the transport and its ZAP domain, the bind,
+ * the local keys file; then (from `Cluster.start`) the dashboard and the
  * local agents.
  */
 import { randomBytes } from 'node:crypto'
@@ -11,10 +12,12 @@ import { TransportError } from '../errors.js'
 import { CLUSTER_DEFAULTS, isLoopbackEndpoint, type ClusterOptions, type ResolvedClusterOptions } from '../options.js'
 import { resolveClusterSettings } from '../settings.js'
 import { loadCatalog, type Catalog } from '../tasks-module.js'
-import { newKeyPair, registerZapDomain, resolveDriverCurve, unregisterZapDomain, type DriverCurve, type KeyPair } from '../transport/curve.js'
+import { checkHelloProof, newKeyPair, registerZapDomain, resolveDriverCurve, unregisterZapDomain, type DriverCurve, type KeyPair } from '../transport/curve.js'
 import { isBrokered } from '../transport/options.js'
 import { createDriverTransport } from '../transport/resolve.js'
+import { clearStaleLocalKeys, publishLocalKeys } from '../transport/local-keys.js'
 import type { DriverTransport } from '../transport/transport.js'
+import type { HelloInfo } from '../protocol/messages.js'
 import type { ClusterEvents } from './types.js'
 
 const LOCAL_AGENT_START_MS = 30_000
@@ -32,6 +35,8 @@ export interface DriverSetup {
   readonly zapDomain: string | undefined
   /** The key pair of the local agents, accepted by this driver alone. */
   readonly localKey: KeyPair | undefined
+  /** The directory where agents on this machine find the keys this driver made (no keys of its own on loopback TCP). */
+  readonly localKeys: string | undefined
   /** Connections refused by CURVE authentication so far. */
   readonly authDenied: { readonly denied: number } | undefined
 }
@@ -41,12 +46,15 @@ export async function setUpDriver(options: ClusterOptions): Promise<DriverSetup>
   const resolved = await resolveClusterSettings(options)
   if (resolved.transport === 'zmq' && resolved.listen !== undefined && !resolved.insecure && !resolved.curve && !isLoopbackEndpoint(resolved.listen)) {
     throw new TransportError(
-      `refusing to listen on ${resolved.listen} without authentication: give curve keys (cluster keys), or insecure: true (--insecure) to allow any peer; loopback addresses need neither`,
+      `refusing to listen on ${resolved.listen} without authentication: give curve keys (cluster keys), or insecure: true (--insecure) to allow any peer; on a loopback address the driver makes keys for its own machine's agents`,
       { code: 'ERR_INSECURE_BIND' },
     )
   }
   const zmqDesign = resolved.transport === 'zmq'
-  const curve = resolved.curve && zmqDesign ? resolveDriverCurve(resolved.curve) : undefined
+  // Loopback TCP authenticates too: without keys of its own the driver makes them, for this cluster only.
+  const tcp = zmqDesign && (resolved.listen !== undefined || resolved.localTransport === 'tcp')
+  const ownKeys = tcp && !resolved.insecure && !resolved.curve
+  const curve = resolved.curve && zmqDesign ? resolveDriverCurve(resolved.curve) : ownKeys ? { server: newKeyPair(), authorizedAgents: [] } : undefined
   const catalog = resolved.tasks === undefined ? undefined : await loadCatalog(resolved.tasks, 'the driver')
   const clusterId = resolved.clusterId ?? randomBytes(8).toString('hex')
   const inproc = zmqDesign && resolved.localTransport === 'inproc'
@@ -57,7 +65,7 @@ export async function setUpDriver(options: ClusterOptions): Promise<DriverSetup>
   const listen = resolved.listen ?? (inprocOnly ? inprocAddress! : CLUSTER_DEFAULTS.listen)
   const localAddress = resolved.localAgents > 0 ? inprocAddress : undefined
   const zapDomain = curve ? `actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}` : undefined
-  const localKey = curve && resolved.localAgents > 0 ? newKeyPair() : undefined
+  const localKey = curve && (resolved.localAgents > 0 || ownKeys) ? newKeyPair() : undefined
   const transport = await createDriverTransport({
     ...resolved,
     listen,
@@ -66,15 +74,19 @@ export async function setUpDriver(options: ClusterOptions): Promise<DriverSetup>
     curve: curve && zapDomain ? { server: curve.server, zapDomain } : undefined,
   })
   let authDenied: { denied: number } | undefined
+  let localKeys: string | undefined
   try {
     if (curve && zapDomain) authDenied = await registerZapDomain(zapDomain, localKey ? [...curve.authorizedAgents, localKey.publicKey] : curve.authorizedAgents)
     await transport.bind()
+    // The agents' half of keys made here goes where agents of this user on this machine look for it.
+    if (ownKeys && curve && localKey) localKeys = publishLocalKeys(transport.address, curve.server.publicKey, localKey)
+    else if (tcp && isLoopbackEndpoint(transport.address)) clearStaleLocalKeys(transport.address)
   } catch (err) {
     if (zapDomain) await unregisterZapDomain(zapDomain)
     await transport.close()
     throw err
   }
-  return { options: resolved, catalog, transport, clusterId, localAddress, curve, zapDomain, localKey, authDenied }
+  return { options: resolved, catalog, transport, clusterId, localAddress, curve, zapDomain, localKey, authDenied, localKeys }
 }
 
 /** Starts the local agents of a driver and waits until each registered (bounded). */
@@ -136,4 +148,22 @@ export async function waitForRemoteNodes(
     }, ms)
     driver.on('node:joined', onJoined)
   })
+}
+
+/**
+ * With CURVE, the key a Hello proves: one the driver accepts, with a proof
+ * made for this connection's routing id (see `checkHelloProof`).
+ */
+export function keyVerifier(setup: DriverSetup): ((peer: string, info: HelloInfo) => string | undefined) | undefined {
+  const { curve, localKey } = setup
+  if (!curve) return undefined
+  const accepted = new Set(localKey ? [...curve.authorizedAgents, localKey.publicKey] : curve.authorizedAgents)
+  return (peer, { agentId, registration, key, proof }) =>
+    key !== undefined &&
+    proof !== undefined &&
+    registration !== undefined &&
+    accepted.has(key) &&
+    checkHelloProof(curve.server, key, proof, agentId, registration, peer)
+      ? key
+      : undefined
 }

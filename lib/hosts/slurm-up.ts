@@ -14,6 +14,7 @@ import type { NodeInfo } from '../driver/types.js'
 import { ConfigError, InvalidArgumentError } from '../errors.js'
 import type { SlurmOptions } from '../options.js'
 import { KEY_FILES, resolveAgentCurve } from '../transport/curve.js'
+import { ensurePrivateDir, writePrivateFile } from '../util/private-files.js'
 import { openHead } from './head.js'
 import type { HostsPlan } from './plan.js'
 import { readState, updateState } from './state.js'
@@ -97,10 +98,11 @@ export async function slurmUp(plan: HostsPlan, opts: SlurmOptions): Promise<Slur
   if (plan.curve) {
     const c = resolveAgentCurve(plan.curve)
     keys = join(dir, 'keys')
+    ensurePrivateDir(dir, dir)
     rmSync(keys, { recursive: true, force: true })
-    mkdirSync(keys, { mode: 0o700 })
-    writeFileSync(join(keys, KEY_FILES.serverPublic), `${c.serverPublicKey}\n`, { mode: 0o600 })
-    writeFileSync(join(keys, KEY_FILES.agent), `${JSON.stringify(c.agentKey)}\n`, { mode: 0o600 })
+    ensurePrivateDir(keys, dir)
+    writePrivateFile(join(keys, KEY_FILES.serverPublic), `${c.serverPublicKey}\n`)
+    writePrivateFile(join(keys, KEY_FILES.agent), `${JSON.stringify(c.agentKey)}\n`)
   }
   const output = join(dir, 'job-%j.out')
   const agent = [process.execPath, CLI, 'agent', '--connect', plan.head, '--tasks', plan.tasks, ...(keys ? ['--keys', keys] : [])]

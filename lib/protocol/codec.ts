@@ -138,7 +138,7 @@ export type Header =
   | { type: typeof MsgType.Welcome; info: WelcomeInfo }
   | { type: typeof MsgType.Reject; reason: string }
   | { type: typeof MsgType.Tasks; count: number; timeoutMs: number | undefined }
-  | { type: typeof MsgType.Results; count: number }
+  | { type: typeof MsgType.Results; count: number; registration: string | undefined }
   | { type: typeof MsgType.ActorResults; count: number }
   | { type: typeof MsgType.Credit; window: number }
   | { type: typeof MsgType.Heartbeat; load: AgentLoad | undefined }
@@ -190,7 +190,9 @@ export function parseHeader(bytes: Uint8Array | undefined): Header {
         !isStrList(o['tasks']) ||
         !isStrList(o['actors']) ||
         !isCount(o['window']) ||
-        (o['registration'] !== undefined && !isStr(o['registration'], 64))
+        (o['registration'] !== undefined && !isStr(o['registration'], 64)) ||
+        (o['key'] !== undefined && !isStr(o['key'], 40)) ||
+        (o['proof'] !== undefined && !isStr(o['proof'], 64))
       )
         throw new ProtocolError('malformed hello')
       return { type, info: o as unknown as HelloInfo }
@@ -208,7 +210,12 @@ export function parseHeader(bytes: Uint8Array | undefined): Header {
       if (!isCount(a) || (timeoutMs !== undefined && !(isCount(timeoutMs) && timeoutMs > 0))) throw new ProtocolError('malformed task frame header')
       return { type, count: a, timeoutMs }
     }
-    case MsgType.Results:
+    case MsgType.Results: {
+      // The registration under which the agent was given these tasks (absent from agents that do not say).
+      const registration = fields[3]
+      if (!isCount(a) || (registration !== undefined && !isStr(registration, 64))) throw new ProtocolError('malformed results frame header')
+      return { type, count: a, registration }
+    }
     case MsgType.ActorResults:
     case MsgType.Actor:
       if (!isCount(a)) throw new ProtocolError(`malformed count in frame of type ${type}`)

@@ -17,7 +17,7 @@ export const MsgType = {
   Reject: 3,
   /** driver → agent: `count, timeoutMs?`; body = flat `[id, name, args, ...]` (a frame with a timeout holds one task) */
   Tasks: 4,
-  /** agent → driver: `count`; body = flat `[id, status, value, ...]` */
+  /** agent → driver: `count, registration?` (the Hello registration the tasks came under); body = flat `[id, status, value, ...]` */
   Results: 5,
   /** agent → driver: `window` — how many tasks it wants in flight */
   Credit: 6,
@@ -67,6 +67,9 @@ export interface HelloInfo {
    * duplicate, not a re-registration. Optional: older agents send none.
    */
   registration?: string
+  /** With CURVE: the agent's public key (Z85), and `proof` that it holds the secret half (see `helloProof`). */
+  key?: string
+  proof?: string
 }
 
 export interface WelcomeInfo {

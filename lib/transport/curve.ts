@@ -1,7 +1,9 @@
+import { createHmac, createPrivateKey, createPublicKey, diffieHellman, timingSafeEqual } from 'node:crypto'
 import * as zmq from 'zeromq'
-import { readFileSync, writeFileSync, mkdirSync, existsSync } from 'node:fs'
-import { join } from 'node:path'
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs'
+import { dirname, join, resolve } from 'node:path'
 import { AuthError, InvalidArgumentError } from '../errors.js'
+import { ensurePrivateDir, writePrivateFile } from '../util/private-files.js'
 
 /** A CURVE key pair, both halves Z85-encoded (40 characters). */
 export interface KeyPair {
@@ -115,19 +117,86 @@ export function newKeyPair(): KeyPair {
   return zmq.curveKeyPair()
 }
 
-/** Writes a server key pair, its public half, one agent key pair and the list that authorizes it. */
+/**
+ * Writes a server key pair, its public half, one agent key pair and the list
+ * that authorizes it, into a directory that is the user's alone (created
+ * 0700; a symbolic link or another user's directory is refused), each file
+ * created anew (`O_EXCL`, secrets 0600): a file planted there beforehand
+ * never receives a key.
+ */
 export function writeKeys(dir: string, force = false): { dir: string; files: string[] } {
-  mkdirSync(dir, { recursive: true, mode: 0o700 })
+  mkdirSync(dirname(resolve(dir)), { recursive: true })
+  ensurePrivateDir(resolve(dir), resolve(dir))
   const files = Object.values(KEY_FILES).map((f) => join(dir, f))
   const existing = files.filter((f) => existsSync(f))
   if (existing.length > 0 && !force) throw new InvalidArgumentError(`refusing to overwrite ${existing.join(', ')} (use --force)`)
+  for (const f of existing) rmSync(f)
   const server = newKeyPair()
   const agent = newKeyPair()
-  writeFileSync(join(dir, KEY_FILES.server), `${JSON.stringify(server, null, 2)}\n`, { mode: 0o600 })
-  writeFileSync(join(dir, KEY_FILES.serverPublic), `${server.publicKey}\n`, { mode: 0o644 })
-  writeFileSync(join(dir, KEY_FILES.agent), `${JSON.stringify(agent, null, 2)}\n`, { mode: 0o600 })
-  writeFileSync(join(dir, KEY_FILES.authorized), `# agent public keys allowed to join, one per line\n${agent.publicKey}\n`, { mode: 0o644 })
+  writePrivateFile(join(dir, KEY_FILES.server), `${JSON.stringify(server, null, 2)}\n`)
+  writePrivateFile(join(dir, KEY_FILES.serverPublic), `${server.publicKey}\n`, 0o644)
+  writePrivateFile(join(dir, KEY_FILES.agent), `${JSON.stringify(agent, null, 2)}\n`)
+  writePrivateFile(join(dir, KEY_FILES.authorized), `# agent public keys allowed to join, one per line\n${agent.publicKey}\n`, 0o644)
   return { dir, files }
+}
+
+// --- Proof of an agent key in Hello -------------------------------------------------------------
+//
+// zeromq.js does not tell the ROUTER which CURVE key a connection was
+// authenticated with (no zmq_msg_gets, so no ZAP User-Id), and the ZAP request
+// names neither the connection nor the peer's routing id. So a Hello proves
+// its agent key itself: an HMAC, keyed by the X25519 secret that agent and
+// driver share (the agent's secret with the driver's public key, or the
+// driver's secret with the agent's public key), over the agent id, its
+// registration and its routing id. The Hello travels inside the CURVE
+// session, so no one else sees it to replay it.
+
+function z85Decode(text: string): Buffer {
+  const out = Buffer.alloc((text.length / 5) * 4)
+  for (let i = 0, o = 0; i < text.length; i += 5, o += 4) {
+    let v = 0
+    for (let j = 0; j < 5; j++) v = v * 85 + Z85.indexOf(text[i + j]!)
+    out.writeUInt32BE(v >>> 0, o)
+  }
+  return out
+}
+
+const jwk = (publicKey: string, secretKey?: string) => ({
+  kty: 'OKP',
+  crv: 'X25519',
+  x: z85Decode(publicKey).toString('base64url'),
+  ...(secretKey === undefined ? {} : { d: z85Decode(secretKey).toString('base64url') }),
+})
+
+function sharedSecret(own: KeyPair, otherPublic: string): Buffer {
+  return diffieHellman({
+    privateKey: createPrivateKey({ key: jwk(own.publicKey, own.secretKey), format: 'jwk' }),
+    publicKey: createPublicKey({ key: jwk(otherPublic), format: 'jwk' }),
+  })
+}
+
+const proofText = (agentId: string, registration: string, routingId: string) => `actor-cluster hello\n${agentId}\n${registration}\n${routingId}`
+
+/** The agent's side: its public key and the proof that it holds the secret half, for one Hello. */
+export function helloProof(curve: AgentCurve, agentId: string, registration: string, routingId: string): { key: string; proof: string } {
+  const mac = createHmac('sha256', sharedSecret(curve.agentKey, curve.serverPublicKey))
+    .update(proofText(agentId, registration, routingId))
+    .digest('hex')
+  return { key: curve.agentKey.publicKey, proof: mac }
+}
+
+/** The driver's side: does `proof` show that the sender of this Hello holds the secret of `key`? */
+export function checkHelloProof(server: KeyPair, key: string, proof: string, agentId: string, registration: string, routingId: string): boolean {
+  let expected: Buffer
+  try {
+    expected = createHmac('sha256', sharedSecret(server, key))
+      .update(proofText(agentId, registration, routingId))
+      .digest()
+  } catch {
+    return false
+  }
+  const given = Buffer.from(proof, 'hex')
+  return given.length === expected.length && timingSafeEqual(given, expected)
 }
 
 // --- ZAP: the in-process handler that libzmq asks whether a client may connect ---------------

@@ -30,6 +30,8 @@ export interface AgentTransportSpec {
   maxFrameBytes: number
   /** zmq only: CURVE keys. */
   curve?: AgentCurve | undefined
+  /** zmq only: where the keys were found (not given): looked up again at each redial. */
+  findKeys?: (() => AgentCurve | undefined) | undefined
   onHandshakeError?: (message: string) => void
 }
 
@@ -46,6 +48,7 @@ export async function createAgentTransport(s: AgentTransportSpec): Promise<Agent
       identity: s.identity,
       maxFrameBytes: s.maxFrameBytes,
       curve: s.curve,
+      findKeys: s.findKeys,
       onHandshakeError: s.onHandshakeError,
     })
   }

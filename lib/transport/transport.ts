@@ -77,6 +77,8 @@ export interface RoutedAgentTransport extends AgentTransportBase {
   redial(): void
   /** A frame from the driver itself arrived (not merely a well-formed one): the connection reaches a driver. */
   driverHeard(): void
+  /** With CURVE: the agent key, and the proof for a Hello that the agent holds its secret half. */
+  proveKey?(agentId: string, registration: string): { key: string; proof: string } | undefined
 }
 
 /** Brokered designs: task frames come from a shared queue, taken while the agent has room (see `setWindow`). */

@@ -1,9 +1,10 @@
+import { randomBytes } from 'node:crypto'
 import * as zmq from 'zeromq'
 import { TransportError } from '../errors.js'
 import type { CloseStep } from '../util/close.js'
 import { TransportBase, type TransportLifecycleOptions } from './base.js'
 import { partsBytes, type RoutedAgentTransport, type RoutedDriverTransport, type Parts, type TransportFailure } from './transport.js'
-import type { AgentCurve, KeyPair } from './curve.js'
+import { helloProof, type AgentCurve, type KeyPair } from './curve.js'
 
 export interface ZmqDriverTransportOptions extends TransportLifecycleOptions {
   listen: string
@@ -116,7 +117,13 @@ export interface ZmqAgentTransportOptions extends TransportLifecycleOptions {
   connect: string
   identity: string
   maxFrameBytes: number
-  curve?: AgentCurve
+  curve?: AgentCurve | undefined
+  /**
+   * Keys found on this machine rather than given (a driver on a loopback port
+   * makes them per cluster): looked up again at each redial, so an agent
+   * serves a driver restarted on the address with new keys.
+   */
+  findKeys?: (() => AgentCurve | undefined) | undefined
   /** Called when the driver refuses the handshake (wrong or unlisted CURVE keys, or a peer without CURVE). */
   onHandshakeError?: (message: string) => void
 }
@@ -127,11 +134,18 @@ export class ZmqAgentTransport extends TransportBase implements RoutedAgentTrans
   private readonly socket: zmq.Dealer
   /** A driver was heard over the connection now up (reset when it drops). */
   private reachesDriver = false
+  /** The keys the socket uses for its next connection. */
+  private curve: AgentCurve | undefined
+  private readonly routingId: string
 
   constructor(private readonly options: ZmqAgentTransportOptions) {
     super(options)
+    this.curve = options.curve
+    // The agent id, and a secret only this socket and the driver know (it travels inside the CURVE handshake): a
+    // peer that knows the agent id cannot take this connection over (the ROUTER hands an id over to whoever claims it).
+    this.routingId = `${options.identity}/${randomBytes(16).toString('hex')}`
     this.socket = new zmq.Dealer({
-      routingId: options.identity,
+      routingId: this.routingId,
       sendTimeout: 0,
       linger: 0,
       sendHighWaterMark: SEND_HWM,
@@ -174,7 +188,29 @@ export class ZmqAgentTransport extends TransportBase implements RoutedAgentTrans
     } catch {
       // not connected
     }
+    this.refreshKeys()
     this.socket.connect(this.options.connect)
+  }
+
+  /** Found keys that changed (a new driver on the address) apply to the next connection; unreadable ones are reported, the old kept. */
+  private refreshKeys(): void {
+    if (!this.options.findKeys) return
+    let found: AgentCurve | undefined
+    try {
+      found = this.options.findKeys()
+    } catch (err) {
+      this.options.onHandshakeError?.((err as Error).message)
+      return
+    }
+    if (!found || (found.serverPublicKey === this.curve?.serverPublicKey && found.agentKey.secretKey === this.curve.agentKey.secretKey)) return
+    this.curve = found
+    this.socket.curveServerKey = found.serverPublicKey
+    this.socket.curvePublicKey = found.agentKey.publicKey
+    this.socket.curveSecretKey = found.agentKey.secretKey
+  }
+
+  proveKey(agentId: string, registration: string): { key: string; proof: string } | undefined {
+    return this.curve ? helloProof(this.curve, agentId, registration, this.routingId) : undefined
   }
 
   driverHeard(): void {

@@ -40,7 +40,7 @@ async function fakeNode(t: TestContext, address: string, id: string) {
 }
 
 async function setup(t: TestContext) {
-  const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0 })
+  const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', insecure: true, localAgents: 0 })
   t.after(() => cluster.close())
   const first = await Agent.start({ connect: cluster.address, tasks: FIXTURE_TASKS, threads: 1 })
   t.after(() => first.close({ timeoutMs: 1000 }))
@@ -103,7 +103,7 @@ test('messages sent during a restart reach the new instance in the order they we
 })
 
 test('an actor host thread that dies takes its actors: the driver learns it, plain ones are lost, restart: always ones come back', async (t) => {
-  const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0 })
+  const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', insecure: true, localAgents: 0 })
   t.after(() => cluster.close())
   // One thread: every actor shares one host thread.
   const agent = await Agent.start({ connect: cluster.address, tasks: FIXTURE_TASKS, threads: 1 })

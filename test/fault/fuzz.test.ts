@@ -48,7 +48,7 @@ function hostileFrame(i: number): Buffer[] {
 
 test('the driver survives a fuzzer while a job runs: bad frames counted and dropped, the job completes, memory bounded', async () => {
   const maxFrameBytes = 64 * 1024
-  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 2, maxFrameBytes, localTransport: 'tcp' })
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 2, maxFrameBytes, localTransport: 'tcp', insecure: true })
   global.gc?.()
   const heapBefore = process.memoryUsage().heapUsed
   const n = 30_000
@@ -110,7 +110,14 @@ test('the driver survives a fuzzer while a job runs: bad frames counted and drop
 })
 
 test('a registered peer that sends malformed frames: each is counted once, the node and the job are unharmed', async (t) => {
-  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1, listen: 'tcp://127.0.0.1:0', nodeTimeoutMs: 10_000, heartbeatMs: 1000 })
+  await using cluster = await Cluster.start({
+    tasks: FIXTURE_TASKS,
+    threads: 1,
+    listen: 'tcp://127.0.0.1:0',
+    insecure: true,
+    nodeTimeoutMs: 10_000,
+    heartbeatMs: 1000,
+  })
   const id = `member-${randomBytes(4).toString('hex')}`
   const sock = new zmq.Dealer({ routingId: id, linger: 0, sendTimeout: 0 })
   t.after(() => sock.close())

@@ -37,7 +37,7 @@ async function rawAgent(t: TestContext, address: string, id: string, window: num
 }
 
 test('a result counts only from the node the task was sent to: a member answering another node\u2019s tasks is dropped as late', async (t) => {
-  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0 })
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', insecure: true, localAgents: 0 })
   // The forger asks for one task and never answers it: every later task goes to the real agent.
   const forger = await rawAgent(t, cluster.address, 'forger', 1)
   const held = cluster.call('sleep', 1, -1).catch((e: unknown) => e)
@@ -67,7 +67,14 @@ test('a result counts only from the node the task was sent to: a member answerin
 })
 
 test('results from a node that is no longer a member are counted as late results, not as bad frames', async (t) => {
-  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0, heartbeatMs: 100, nodeTimeoutMs: 400 })
+  await using cluster = await Cluster.start({
+    tasks: FIXTURE_TASKS,
+    listen: 'tcp://127.0.0.1:0',
+    insecure: true,
+    localAgents: 0,
+    heartbeatMs: 100,
+    nodeTimeoutMs: 400,
+  })
   const lost = new Promise<string>((resolve) => cluster.once('node:lost', (_n, reason) => resolve(reason)))
   // It never sends a heartbeat: the driver declares it lost.
   const raw = await rawAgent(t, cluster.address, 'silent', 0)
@@ -117,7 +124,7 @@ test('cluster dashboard prints its URL with the token masked, and warns that --t
 
 test('a message of more parts than the protocol has, or more bytes in all than maxFrameBytes, is dropped as a bad frame; the job runs on', async (t) => {
   const maxFrameBytes = 64 * 1024
-  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1, listen: 'tcp://127.0.0.1:0', maxFrameBytes })
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1, listen: 'tcp://127.0.0.1:0', insecure: true, maxFrameBytes })
   assert.equal(await cluster.call('add', 1, 2), 3)
   const raw = await rawAgent(t, cluster.address, 'many-parts', 0)
   const heartbeat = packr.pack([V, MsgType.Heartbeat])

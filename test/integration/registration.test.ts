@@ -7,7 +7,7 @@ import { MsgType } from '../../lib/protocol/messages.js'
 import { FIXTURE_TASKS, waitFor } from '../helpers.js'
 
 test('a Hello repeated before the Welcome arrived is a duplicate; one with a new session re-registers the agent', async (t) => {
-  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0 })
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', insecure: true, localAgents: 0 })
   const joined: string[] = []
   const lost: string[] = []
   cluster.on('node:joined', (n) => joined.push(n.id))
@@ -51,4 +51,51 @@ test('a Hello repeated before the Welcome arrived is a duplicate; one with a new
   const bad = cluster.stats().badFrames
   await dealer.send([header(MsgType.Hello, { ...info, registration: 'x'.repeat(100) })])
   await waitFor(() => cluster.stats().badFrames > bad, 5000, 'the malformed hello counted')
+})
+
+test('results of an earlier registration of an agent are late: they settle nothing and leave the new registration\u2019s in-flight count alone', async (t) => {
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', insecure: true, localAgents: 0 })
+  const dealer = new zmq.Dealer({ routingId: 'rejoining', linger: 0 })
+  t.after(() => dealer.close())
+  dealer.connect(cluster.address)
+  const welcomes: number[] = []
+  const taskIds: number[] = []
+  void (async () => {
+    try {
+      for await (const [h, body] of dealer) {
+        const parsed = parseHeader(h)
+        if (parsed.type === MsgType.Welcome) welcomes.push(1)
+        if (parsed.type === MsgType.Tasks) {
+          const flat = decode(body!) as unknown[]
+          for (let i = 0; i < flat.length; i += 3) taskIds.push(flat[i] as number)
+        }
+      }
+    } catch {
+      // closed
+    }
+  })()
+  const info = { agentId: 'rejoining', threads: 1, pid: 1, host: 'h', version: '0.0.0', tasks: ['add'], actors: [], window: 2 }
+  await dealer.send([header(MsgType.Hello, { ...info, registration: 'r1' })])
+  await waitFor(() => welcomes.length === 1, 5000, 'the Welcome of registration r1')
+  const calls = [cluster.call('add', 1, 2), cluster.call('add', 3, 4)]
+  await waitFor(() => taskIds.length === 2, 5000, 'both tasks sent to registration r1')
+  const ids = [...taskIds]
+  // The agent registers again: its tasks are taken back and sent to the new registration.
+  await dealer.send([header(MsgType.Hello, { ...info, registration: 'r2' })])
+  await waitFor(() => taskIds.length === 4, 5000, 'both tasks sent again, to registration r2')
+  assert.deepEqual(taskIds.slice(2).sort(), [...ids].sort())
+  assert.equal(cluster.nodes()[0]?.inFlight, 2)
+
+  // Registration r1 answers what it was given: late, so nothing settles with its values and r2 keeps its count.
+  const before = cluster.stats()
+  await dealer.send([header(MsgType.Results, 2, 'r1'), encode(ids.flatMap((id) => [id, 0, 999]))])
+  await waitFor(() => cluster.stats().lateResultsDropped === before.lateResultsDropped + 2, 5000, 'the two results of r1 counted as late')
+  assert.equal(cluster.stats().badFrames, before.badFrames)
+  assert.equal(cluster.nodes()[0]?.inFlight, 2, 'the new registration still holds both tasks')
+  assert.equal(cluster.nodes()[0]?.tasksDone, 0)
+
+  // Registration r2 answers: these settle the calls.
+  await dealer.send([header(MsgType.Results, 2, 'r2'), encode(ids.flatMap((id, i) => [id, 0, i === 0 ? 3 : 7]))])
+  assert.deepEqual(await Promise.all(calls), [3, 7])
+  assert.equal(cluster.nodes()[0]?.inFlight, 0)
 })

@@ -11,7 +11,15 @@ import { randomBytes } from 'node:crypto'
 import { ZmqAgentTransport, ZmqDriverTransport } from '../../lib/transport/zmq.js'
 import { MemoryAgentTransport, MemoryDriverTransport, MemoryHub } from '../../lib/transport/memory.js'
 import { BrokeredAgentTransport, BrokeredDriverTransport, type BrokeredOptions } from '../../lib/transport/brokered.js'
-import type { AgentTransport, Delivery, DriverTransport, Parts, SharedQueueAgentTransport, SharedQueueDriverTransport } from '../../lib/transport/transport.js'
+import type {
+  AgentTransport,
+  Delivery,
+  DriverTransport,
+  Parts,
+  SharedQueueAgentTransport,
+  SharedQueueDriverTransport,
+  TransportFailure,
+} from '../../lib/transport/transport.js'
 import type { TransportKind } from '../../lib/transport/options.js'
 import { freePort, waitFor } from '../helpers.js'
 import { AMQP_URL, REDIS_URL, proxyTo, skipReason, withPort } from '../brokers.js'
@@ -38,6 +46,32 @@ interface Design {
   /** The design and the URL key of the broker that holds the task queue (brokered designs). */
   brokered?: { transport: TransportKind; taskBroker: 'redisUrl' | 'amqpUrl' }
   setup(t: TestContext): Promise<Harness>
+}
+
+/**
+ * A ZeroMQ agent's routing id is its id, `/` and 32 hex digits of a secret
+ * (so no other peer can claim its connection): the driver sees that as the
+ * peer. The contract below speaks of agent ids; this view of the driver
+ * checks each peer's form and maps it to and from the agent id.
+ */
+function agentIdsAsPeers(driver: ZmqDriverTransport): ZmqDriverTransport {
+  const full = new Map<string, string>()
+  const idOf = (peer: string) => peer.replace(/\/[0-9a-f]{32}$/, '')
+  return new Proxy(driver, {
+    get(target, prop) {
+      if (prop === 'start') {
+        return (onMessage: (peer: string, parts: Parts) => void, onFailure?: TransportFailure) =>
+          target.start((peer, parts) => {
+            assert.match(peer, /^.+\/[0-9a-f]{32}$/, 'a ZeroMQ agent\u2019s peer is its id and a secret part')
+            full.set(idOf(peer), peer)
+            onMessage(idOf(peer), parts)
+          }, onFailure)
+      }
+      if (prop === 'send') return (peer: string, parts: Parts) => target.send(full.get(peer) ?? peer, parts)
+      const v: unknown = Reflect.get(target, prop, target)
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
+    },
+  })
 }
 
 /** Closes `x` when the test ends, pass or fail. */
@@ -74,7 +108,10 @@ const DESIGNS: Design[] = [
     async setup(t) {
       const driver = closing(t, new ZmqDriverTransport({ listen: `tcp://127.0.0.1:${await freePort()}`, maxFrameBytes: LIMIT }))
       await driver.bind()
-      return { driver, agent: (id) => closing(t, new ZmqAgentTransport({ connect: driver.address, identity: id, maxFrameBytes: LIMIT })) }
+      return {
+        driver: agentIdsAsPeers(driver),
+        agent: (id) => closing(t, new ZmqAgentTransport({ connect: driver.address, identity: id, maxFrameBytes: LIMIT })),
+      }
     },
   },
   {
@@ -85,7 +122,10 @@ const DESIGNS: Design[] = [
     async setup(t) {
       const driver = closing(t, new ZmqDriverTransport({ listen: `inproc://contract-${randomBytes(6).toString('hex')}`, maxFrameBytes: LIMIT }))
       await driver.bind()
-      return { driver, agent: (id) => closing(t, new ZmqAgentTransport({ connect: driver.address, identity: id, maxFrameBytes: LIMIT })) }
+      return {
+        driver: agentIdsAsPeers(driver),
+        agent: (id) => closing(t, new ZmqAgentTransport({ connect: driver.address, identity: id, maxFrameBytes: LIMIT })),
+      }
     },
   },
   {

@@ -13,7 +13,9 @@ function info(agentId: string, more: Partial<HelloInfo> = {}): HelloInfo {
 }
 
 /** A membership on a fake clock, with every event recorded (frames decoded as a peer would). */
-function setup(o: { heartbeatMs?: number; nodeTimeoutMs?: number; localIds?: string[] } = {}) {
+function setup(
+  o: { heartbeatMs?: number; nodeTimeoutMs?: number; localIds?: string[]; verifyKey?: (peer: string, info: HelloInfo) => string | undefined } = {},
+) {
   const clock = { t: 1000 }
   const sent: { peer: string; h: Header }[] = []
   const joined: ClusterNode[] = []
@@ -35,6 +37,7 @@ function setup(o: { heartbeatMs?: number; nodeTimeoutMs?: number; localIds?: str
       session: 'session-xyz',
       localIds: new Set(o.localIds ?? []),
       now: () => clock.t,
+      ...(o.verifyKey ? { verifyKey: o.verifyKey } : {}),
     },
     events,
   )
@@ -359,4 +362,39 @@ test('wasMember(): a removed node until it joins again; never a stranger or a me
   assert.equal(m.wasMember('b'), false)
   m.hello('a', info('a'))
   assert.equal(m.wasMember('a'), false)
+})
+
+test('with keys: an agent id is bound to the key that registered it first; another key, or none, is refused; the same key over a new connection replaces the node', () => {
+  // The test's "proof" is the key itself, "none" proves nothing.
+  const { m, sent, joined, removed, bad } = setup({ verifyKey: (_peer, i) => (i.key === 'none' ? undefined : i.key) })
+  const secret = (c: string) => c.repeat(32)
+  m.hello(`a/${secret('1')}`, info('a', { registration: 'r1', key: 'K1' }))
+  assert.equal(joined.length, 1)
+  m.hello(`a/${secret('2')}`, info('a', { registration: 'r2', key: 'K2' }))
+  m.hello(`a/${secret('3')}`, info('a', { registration: 'r3', key: 'none' }))
+  // A peer id that is not the agent id (with or without its secret part) is a bad frame, as before.
+  m.hello(`b/${secret('4')}`, info('a', { registration: 'r4', key: 'K1' }))
+  assert.deepEqual(
+    sent.slice(1).map((s) => [s.peer, s.h]),
+    [
+      [`a/${secret('2')}`, { type: MsgType.Reject, reason: 'agent id a belongs to another agent key' }],
+      [`a/${secret('3')}`, { type: MsgType.Reject, reason: 'agent a did not prove its CURVE key' }],
+      [`b/${secret('4')}`, { type: MsgType.Reject, reason: 'agent id a does not match its socket identity' }],
+    ],
+  )
+  assert.equal(m.keysRefused, 2)
+  assert.equal(bad(), 1)
+  assert.deepEqual([joined.length, removed.length, m.size], [1, 0, 1])
+  // The owner of K1, over a new connection: the old node goes (its tasks are requeued), the new one joins.
+  m.hello(`a/${secret('5')}`, info('a', { registration: 'r5', key: 'K1' }))
+  assert.deepEqual(
+    removed.map((r) => [r.node.peer, r.how, r.reason]),
+    [[`a/${secret('1')}`, 'lost', 'it registered again over a new connection']],
+  )
+  assert.deepEqual([joined.length, m.size, m.get(`a/${secret('5')}`)?.nodeId], [2, 1, 'a'])
+  // The binding outlives the node: gone, the id still belongs to K1.
+  m.remove(m.get(`a/${secret('5')}`)!, 'left')
+  m.hello(`a/${secret('6')}`, info('a', { registration: 'r6', key: 'K2' }))
+  assert.deepEqual(sent.at(-1), { peer: `a/${secret('6')}`, h: { type: MsgType.Reject, reason: 'agent id a belongs to another agent key' } })
+  assert.equal(m.size, 0)
 })

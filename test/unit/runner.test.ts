@@ -60,9 +60,16 @@ interface Sent {
 
 function setup(threads = 1, maxPoolBatch = 100) {
   const pool = new FakePool()
-  const session: { id: string | undefined; ready: boolean; silent: boolean } & SessionView = { id: 's1', ready: true, silent: false }
+  const session: { id: string | undefined; registration: string; ready: boolean; silent: boolean } & SessionView = {
+    id: 's1',
+    registration: 'r1',
+    ready: true,
+    silent: false,
+  }
   const stats = { tasksDone: 0, badFrames: 0, batches: 0, threadsLost: 0 }
   const sent: Sent[] = []
+  /** The registration each Results frame names. */
+  const registrations: (string | undefined)[] = []
   const acked: Delivery[] = []
   const released: Delivery[] = []
   const measured: [number, number][] = []
@@ -72,6 +79,7 @@ function setup(threads = 1, maxPoolBatch = 100) {
     const results: Sent['results'] = []
     readResultsBody(parts[1], h.count, (id, status, value) => results.push({ id, status, value }))
     sent.push({ type: h.type, results })
+    registrations.push(h.registration)
   }
   const runner = new Runner(pool, session, stats, {
     threads,
@@ -80,7 +88,7 @@ function setup(threads = 1, maxPoolBatch = 100) {
     measured: (ms, n) => measured.push([ms, n]),
     broker: { ack: (d) => acked.push(...d), release: (d) => released.push(...d) },
   })
-  return { pool, session, stats, sent, acked, released, measured, runner }
+  return { pool, session, stats, sent, registrations, acked, released, measured, runner }
 }
 
 const frame = (...ids: number[]) => encodeTaskBody(ids.map((id) => ({ id, name: id === 13 ? 'poison' : 'add', args: [id] })))
@@ -272,4 +280,28 @@ test('after stop, a batch that ends says nothing and nothing more starts', async
   assert.equal(acked.length, 0)
   assert.equal(stats.tasksDone, 0)
   assert.equal(pool.running.length, 0)
+})
+
+test('results name the registration their tasks came under, not the one current when they are sent', async () => {
+  const { pool, runner, session, sent, registrations } = setup(1, 100)
+  runner.push(frame(1), 1, undefined, undefined)
+  // The agent lost the driver and registered again with it (same driver session, a new registration).
+  session.registration = 'r2'
+  runner.push(frame(2), 1, undefined, undefined)
+  pool.succeed()
+  await settle()
+  pool.succeed()
+  await runner.drained()
+  assert.deepEqual(
+    sent.map((s) => s.results.map((r) => r.id)),
+    [[1], [2]],
+  )
+  assert.deepEqual(registrations, ['r1', 'r2'])
+  // A thread that dies under a single task: its failure report names the registration too.
+  runner.push(frame(3), 1, undefined, undefined)
+  session.registration = 'r3'
+  pool.fail(new Error('thread died'))
+  await runner.drained()
+  await settle()
+  assert.deepEqual(registrations, ['r1', 'r2', 'r2'])
 })

@@ -66,7 +66,11 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       .option('max-tasks-per-thread', { type: 'number', describe: 'replace the threads after each ran about this many tasks (default: never)' })
       .option('recycle-heap-mb', { type: 'number', describe: 'replace the threads when one holds more heap than this after a batch (default: never)' })
       .option('thread-memory-mb', { type: 'number', describe: 'hard heap limit per thread; a task over it fails with OutOfMemoryError' })
-      .option('keys', { type: 'string', describe: 'CURVE keys directory from `cluster keys` (server.pub and agent.json)' })
+      .option('keys', {
+        type: 'string',
+        describe:
+          'CURVE keys directory from `cluster keys` (server.pub and agent.json); default for a loopback --connect: the keys that driver made for this user',
+      })
       .option('server-key', { type: 'string', describe: "the driver's CURVE public key (overrides server.pub)" })
       .option('status-file', { type: 'string', describe: 'keep a JSON status file here (state, load, tasks done), rewritten every heartbeat' }),
   handler: async (args) => {
