@@ -12,7 +12,7 @@ import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 const TESTS = {
   'dist/lib/driver/ledger.js': ['ledger', 'scheduler'],
   'dist/lib/driver/scheduler.js': ['scheduler', 'ledger'],
-  'dist/lib/driver/membership.js': ['membership', 'scheduler'],
+  'dist/lib/driver/membership.js': ['membership', 'membership-former', 'scheduler'],
   'dist/lib/agent/credit.js': ['credit', 'runner'],
   'dist/lib/protocol/codec.js': ['codec', 'bodies', 'membership', 'scheduler', 'runner'],
   'dist/lib/protocol/bodies.js': ['bodies', 'codec', 'scheduler', 'runner'],
