@@ -32,7 +32,7 @@ if (base === undefined) {
   console.log(
     ref
       ? `mutation (changed): no merge base of ${ref} and HEAD (is the history fetched?); nothing run`
-      : 'mutation (changed): HEAD has no parent to compare with (give a base: npm run test:mutation:changed -- <ref>); nothing run',
+      : 'mutation (changed): no HEAD~1 to compare with (a shallow checkout, or no git history here; give a base: npm run test:mutation:changed -- <ref>); nothing run',
   )
   process.exit(ref ? 1 : 0)
 }
