@@ -4,18 +4,19 @@
  * task frames acknowledged and dropped by the agent, and the expiry of what a
  * crashed run leaves behind.
  */
+import { spawnSync } from 'node:child_process'
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { Redis } from 'ioredis'
 import { connect as amqpConnect } from 'amqplib'
-import { Agent, Cluster } from '../../lib/index.js'
+import { Agent, Cluster, ClusterClosedError } from '../../lib/index.js'
 import { header, encode } from '../../lib/protocol/codec.js'
 import { MsgType } from '../../lib/protocol/messages.js'
 import { packParts } from '../../lib/transport/frames.js'
 import { QUEUE_TTL_MS } from '../../lib/transport/paths.js'
 import { RedisDriverTasks, RedisLink } from '../../lib/transport/redis.js'
-import { FIXTURE_TASKS, waitFor } from '../helpers.js'
+import { FIXTURE_TASKS, runCli, waitFor } from '../helpers.js'
 import { AMQP_URL, REDIS_URL, skipReason } from '../brokers.js'
 
 const urls = { redisUrl: REDIS_URL, amqpUrl: AMQP_URL }
@@ -94,6 +95,63 @@ test(
     assert.equal(cluster.stats().badFrames, 0)
     await agent.close()
     await cluster.close()
+  },
+)
+
+test(
+  'redis: an agent told its driver is gone gives the frames it had taken and not started back to the task list at once',
+  { skip: skipReason('redis') },
+  async (t) => {
+    const { clusterId, redis, k } = redisFor(t)
+    const cluster = await Cluster.start({ ...urls, tasks: FIXTURE_TASKS, transport: 'redis', localAgents: 0, clusterId })
+    t.after(() => cluster.close())
+    // The agent in a process of its own, so it keeps running while this process (and its driver) is held below.
+    const agent = runCli(t, ['agent', '--transport', 'redis', '--cluster-id', clusterId, '--redis', REDIS_URL, '--tasks', FIXTURE_TASKS.href, '--threads', '1'])
+    await waitFor(() => cluster.nodes().length === 1, 15_000, 'the agent to join')
+    const id = cluster.nodes()[0]!.id
+    // Timed tasks travel one to a frame and run alone: one runs (for longer than this test looks), the others wait on the agent.
+    const calls = Array.from({ length: 8 }, (_, i) => cluster.with({ timeoutMs: 20_000 }).call<number>('sleep', 5_000, i))
+    await until(async () => (await redis.llen(k(`processing:${id}`))) >= 3, 10_000, 'the agent to hold one running and at least two waiting frames')
+    // The driver's goodbye, as it sends it; then this process holds still (its driver cannot move the
+    // agent's frames back when it says Hello again) while another process reads the lists.
+    await redis.rpush(k(`agent:${id}`), packParts([header(MsgType.DriverBye)]))
+    const lengths = (): [number, number] => {
+      const r = spawnSync(
+        process.execPath,
+        [
+          '--input-type=module',
+          '-e',
+          `import { Redis } from 'ioredis'; const r = new Redis(process.argv[1]); console.log(JSON.stringify([await r.llen(process.argv[2]), await r.llen(process.argv[3])])); r.disconnect()`,
+          REDIS_URL,
+          k(`processing:${id}`),
+          k('tasks'),
+        ],
+        { encoding: 'utf8', timeout: 5_000, cwd: new URL('../../..', import.meta.url).pathname },
+      )
+      return JSON.parse(r.stdout) as [number, number]
+    }
+    const end = Date.now() + 10_000
+    let seen = lengths()
+    while (seen[0] > 1 && Date.now() < end) seen = lengths()
+    assert.ok(
+      seen[0] <= 1,
+      `at most the running frame stays on the agent's processing list (processing, tasks: ${JSON.stringify(seen)}; agent: ${agent.output()})`,
+    )
+    assert.ok(seen[1] >= 2, `the waiting frames are back on the task list (processing, tasks: ${JSON.stringify(seen)})`)
+    // A driver says goodbye to a member only when it closes (one that took the agent out has already
+    // moved its processing list back): so does this one now. Each call has its value or was closed.
+    const settled = Promise.allSettled(calls)
+    await cluster.close()
+    const outcomes = await settled
+    outcomes.forEach((o, i) =>
+      assert.ok(
+        (o.status === 'fulfilled' && o.value === i) || (o.status === 'rejected' && o.reason instanceof ClusterClosedError),
+        `call ${i}: ${o.status === 'fulfilled' ? String(o.value) : String(o.reason)}`,
+      ),
+    )
+    // Before the cleanup of the keys: nothing writes to them afterwards.
+    agent.child.kill('SIGKILL')
+    await agent.exited
   },
 )
 
