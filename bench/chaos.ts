@@ -1,7 +1,8 @@
 /**
  * The chaos run: N tasks over several agent processes while one agent is
  * SIGKILLed every few seconds and a fresh one started in its place. Reports
- * tasks lost and delivered twice (both must be 0) and, for each kill, the time
+ * tasks lost and delivered twice (both must be 0; counted by the id each result
+ * carries, over one unordered map) and, for each kill, the time
  * from the SIGKILL until the first of its requeued tasks started elsewhere.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -31,11 +32,53 @@ export interface ChaosResult extends ChaosOptions {
   seconds: number
   tasksPerSecond: number
   lost: number
+  /** Task ids whose result arrived more than once. */
   duplicates: number
+  /** Results carrying an id no task had. */
+  unexpected: number
   kills: KillRecord[]
   medianRecoveryMs: number | undefined
   maxRecoveryMs: number | undefined
   ok: boolean
+}
+
+/** What the results of a chaos job say, counted by the task id each result carries. */
+export interface Tally {
+  /** Results seen for each id. */
+  seen: Uint32Array
+  /** When each id's (last) result started, and on which process. */
+  startedAt: Float64Array
+  ranOn: Int32Array
+  /** Ids with no result. */
+  lost: number
+  /** Ids with more than one result. */
+  duplicated: number
+  /** Results whose id is not one of 0..tasks-1. */
+  unexpected: number
+}
+
+/** Records every result of `results` under the id it carries (`[id, pid, started]`), then counts ids lost and seen twice. */
+export async function tallyResults(results: AsyncIterable<readonly [number, number, number]>, tasks: number): Promise<Tally> {
+  const seen = new Uint32Array(tasks)
+  const startedAt = new Float64Array(tasks)
+  const ranOn = new Int32Array(tasks)
+  let unexpected = 0
+  for await (const [id, pid, started] of results) {
+    if (!Number.isInteger(id) || id < 0 || id >= tasks) {
+      unexpected++
+      continue
+    }
+    seen[id]!++
+    startedAt[id] = started
+    ranOn[id] = pid
+  }
+  let lost = 0
+  let duplicated = 0
+  for (const n of seen) {
+    if (n === 0) lost++
+    else if (n > 1) duplicated++
+  }
+  return { seen, startedAt, ranOn, lost, duplicated, unexpected }
 }
 
 const CLI = new URL('../bin/cluster.js', import.meta.url).pathname
@@ -100,19 +143,19 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       }
     })
 
-    const delivered = new Uint8Array(o.tasks)
-    const startedAt = new Float64Array(o.tasks)
-    const ranOn = new Int32Array(o.tasks)
     const t0 = Date.now()
     let finished = false
-    const job = Promise.all(
-      Array.from({ length: o.tasks }, (_, i) =>
-        cluster.call<[number, number, number]>('chaos', i, o.taskUs).then(([k, pid, started]) => {
-          delivered[k]!++
-          startedAt[k] = started
-          ranOn[k] = pid
-        }),
+    // One map, unordered: every result it yields is recorded under the id it carries, so a task
+    // delivered twice shows as an id seen twice (a promise per task would hide the second one).
+    const job = tallyResults(
+      cluster.map<[number, number, number]>(
+        'chaos',
+        (function* () {
+          for (let i = 0; i < o.tasks; i++) yield [i, o.taskUs]
+        })(),
+        { ordered: false },
       ),
+      o.tasks,
     ).finally(() => (finished = true))
     let victim = 0
     const killer = setInterval(() => {
@@ -124,8 +167,13 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       child.kill('SIGKILL')
       startAgent()
     }, o.killEveryMs)
-    await job
-    clearInterval(killer)
+    let tally: Tally
+    try {
+      tally = await job
+    } finally {
+      clearInterval(killer)
+    }
+    const { startedAt, ranOn } = tally
     cluster.off('task:retried', onRetry)
     const seconds = (Date.now() - t0) / 1000
 
@@ -136,23 +184,18 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       }
       if (first !== Infinity) kill.recoveryMs = first - kill.killedAt
     }
-    let lost = 0
-    let duplicates = 0
-    for (const d of delivered) {
-      if (d === 0) lost++
-      else if (d > 1) duplicates++
-    }
     const recoveries = kills.map((k) => k.recoveryMs).filter((x): x is number => x !== undefined)
     return {
       ...o,
       seconds,
       tasksPerSecond: Math.round(o.tasks / seconds),
-      lost,
-      duplicates,
+      lost: tally.lost,
+      duplicates: tally.duplicated,
+      unexpected: tally.unexpected,
       kills,
       medianRecoveryMs: recoveries.length ? median(recoveries) : undefined,
       maxRecoveryMs: recoveries.length ? Math.max(...recoveries) : undefined,
-      ok: lost === 0 && duplicates === 0 && kills.length > 0,
+      ok: tally.lost === 0 && tally.duplicated === 0 && tally.unexpected === 0 && kills.length > 0,
     }
   } finally {
     for (const c of children) c.kill('SIGKILL')

@@ -238,7 +238,7 @@ export const benchCommand: CommandModule = {
               (k, i) =>
                 `  kill ${i + 1}: pid ${k.pid}, declared lost after ${ms(k.detectedMs)}, ${k.requeued} tasks requeued, running elsewhere after ${ms(k.recoveryMs)}`,
             ),
-            `${r.seconds.toFixed(1)} s, ${r.tasksPerSecond.toLocaleString('en-US')} tasks/s; lost ${r.lost}, delivered twice ${r.duplicates}; recovery median ${ms(r.medianRecoveryMs)}, max ${ms(r.maxRecoveryMs)}; ${r.ok ? 'ok' : 'FAILED'}`,
+            `${r.seconds.toFixed(1)} s, ${r.tasksPerSecond.toLocaleString('en-US')} tasks/s; lost ${r.lost}, delivered twice ${r.duplicates}, unknown ids ${r.unexpected}; recovery median ${ms(r.medianRecoveryMs)}, max ${ms(r.maxRecoveryMs)}; ${r.ok ? 'ok' : 'FAILED'}`,
           ])
           if (!r.ok) process.exitCode = 1
         },

@@ -4,7 +4,7 @@
 // and runs only the unit tests that exercise that file, one file at a time, the
 // most direct first, stopping at the first failure: a killed mutant costs about
 // a second instead of the whole unit suite. Without an active mutant (the
-// initial run) it runs every test file listed below.
+// initial run) it runs the test files of every file the run mutates.
 import { spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 
@@ -12,7 +12,7 @@ import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 const TESTS = {
   'dist/lib/driver/ledger.js': ['ledger', 'scheduler'],
   'dist/lib/driver/scheduler.js': ['scheduler', 'ledger'],
-  'dist/lib/driver/membership.js': ['membership', 'scheduler'],
+  'dist/lib/driver/membership.js': ['membership', 'membership-former', 'scheduler'],
   'dist/lib/agent/credit.js': ['credit', 'runner'],
   'dist/lib/protocol/codec.js': ['codec', 'bodies', 'membership', 'scheduler', 'runner'],
   'dist/lib/protocol/bodies.js': ['bodies', 'codec', 'scheduler', 'runner'],
@@ -35,7 +35,14 @@ function mutantFiles() {
 }
 
 const active = process.env['__STRYKER_ACTIVE_MUTANT__']
-const names = active === undefined ? [...new Set(Object.values(TESTS).flat())] : (TESTS[mutantFiles()[active]] ?? Object.values(TESTS).flat())
+// The initial run (no active mutant) runs the tests of the files this run mutates, so a run
+// over one file (`--mutate lib/driver/scheduler.ts`) starts, and times its mutants, from the
+// few seconds of that file's tests instead of the whole list.
+const mutated = [...new Set(Object.values(mutantFiles()))]
+const names =
+  active === undefined
+    ? (mutated.length > 0 ? mutated : Object.keys(TESTS)).flatMap((file) => TESTS[file])
+    : (TESTS[mutantFiles()[active]] ?? Object.values(TESTS).flat())
 for (const name of new Set(names)) {
   // Each file in its own process (node:test sets the exit code when a test fails).
   const run = spawnSync(process.execPath, [`dist/test/unit/${name}.test.js`], { stdio: 'inherit' })

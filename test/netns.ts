@@ -69,10 +69,8 @@ async function ip(...args: string[]): Promise<void> {
   await exec('ip', args)
 }
 
-/** Why namespaces cannot be made here, or undefined when they can. */
+/** Why the multi-host lab (namespaces with sshd and rsync) cannot be made here, or undefined when it can. */
 export async function netnsUnavailable(): Promise<string | undefined> {
-  if (process.platform !== 'linux') return `network namespaces need Linux (this is ${process.platform})`
-  if (process.getuid?.() !== 0) return 'network namespaces need root'
   for (const [bin, pkg] of [
     ['/usr/sbin/sshd', 'openssh-server'],
     ['/usr/bin/ssh', 'openssh-client'],
@@ -81,6 +79,13 @@ export async function netnsUnavailable(): Promise<string | undefined> {
   ] as const) {
     if (!existsSync(bin)) return `${bin} is missing (apt-get install ${pkg})`
   }
+  return namespacesUnavailable()
+}
+
+/** Why network namespaces cannot be made here, or undefined when they can. */
+export async function namespacesUnavailable(): Promise<string | undefined> {
+  if (process.platform !== 'linux') return `network namespaces need Linux (this is ${process.platform})`
+  if (process.getuid?.() !== 0) return 'network namespaces need root'
   const probe = `acprobe${randomBytes(3).toString('hex')}`
   try {
     await ip('netns', 'add', probe)
@@ -131,7 +136,7 @@ async function waitForPort(headNs: string, address: string, port: number, ms: nu
  * torn down by `close()` (and by t.after in the tests), even after a failure.
  */
 export async function createLab(count: number): Promise<Lab> {
-  const prefix = `ac${randomBytes(3).toString('hex')}`
+  const prefix = newPrefix()
   const dir = await mkdtemp(join(tmpdir(), `${prefix}-lab-`))
   const namespaces: string[] = []
   const sshds: ChildProcess[] = []
@@ -234,4 +239,93 @@ export async function createLab(count: number): Promise<Lab> {
     await close()
     throw err
   }
+}
+
+/** A fresh prefix for the names of a test's namespaces and links: random, so runs side by side never meet. */
+function newPrefix(): string {
+  return `ac${randomBytes(3).toString('hex')}`
+}
+
+/** The namespaces and links whose names start with `prefix`: what is left of a test after its cleanup (none, when it cleaned up). */
+export async function leftovers(prefix: string): Promise<string[]> {
+  const names = (out: string, pattern: RegExp) => [...out.matchAll(pattern)].map((m) => m[1]!).filter((n) => n.startsWith(prefix))
+  const netns = (await exec('ip', ['netns', 'list'])).stdout
+  const links = (await exec('ip', ['-o', 'link', 'show'])).stdout
+  return [...names(netns, /^(\S+)/gm).map((n) => `netns ${n}`), ...names(links, /^\d+: ([^:@\s]+)/gm).map((n) => `link ${n}`)]
+}
+
+/** A namespace joined to this one by a veth pair on a private /30 of its own. */
+export interface VethNamespace {
+  readonly prefix: string
+  readonly ns: string
+  /** The pair's end in this process's namespace, and its address. */
+  readonly hostIf: string
+  readonly hostAddress: string
+  /** The address of the end inside the namespace. */
+  readonly nsAddress: string
+  /** Takes the host end down (a partition) or up again. */
+  setLink(up: boolean): Promise<void>
+  /** Kills what runs in the namespace, deletes the pair (both ends, and the address here) and the namespace. Safe to call twice. */
+  close(): Promise<void>
+}
+
+/**
+ * A namespace with a veth pair to this namespace: random names (`ac` and six
+ * hex digits), a random 10.78.x.y/30 that no address here is in, and the
+ * cleanup registered on `t.after` so it also runs when the test fails. The
+ * host end is the only thing this namespace gets, and it goes with `close()`.
+ */
+export async function createVethNamespace(t: TestContext): Promise<VethNamespace> {
+  const taken = (await exec('ip', ['-o', '-4', 'addr', 'show'])).stdout
+  let base: string | undefined
+  for (let i = 0; i < 100 && base === undefined; i++) {
+    const b = randomBytes(2)
+    const net = `10.78.${b[0]!}.`
+    if (!taken.includes(` ${net}`)) base = `${net}${b[1]! & 0xfc}`
+  }
+  if (base === undefined) throw new Error('no free 10.78.x.0/24 for a veth pair: every one tried is in use here')
+  const [a, b, c, d] = base.split('.').map(Number) as [number, number, number, number]
+  const prefix = newPrefix()
+  const ns = `${prefix}-ns`
+  const hostIf = `${prefix}h`
+  const nsIf = `${prefix}n`
+  const hostAddress = `${a}.${b}.${c}.${d + 1}`
+  const nsAddress = `${a}.${b}.${c}.${d + 2}`
+  let closed: Promise<void> | undefined
+  const close = () =>
+    (closed ??= (async () => {
+      await killInNamespace(ns)
+      await ip('link', 'del', hostIf).catch(() => {})
+      await ip('netns', 'del', ns).catch(() => {})
+    })())
+  t.after(close)
+  try {
+    await ip('netns', 'add', ns)
+    await ip('link', 'add', hostIf, 'type', 'veth', 'peer', 'name', nsIf, 'netns', ns)
+    await ip('addr', 'add', `${hostAddress}/30`, 'dev', hostIf)
+    await ip('link', 'set', hostIf, 'up')
+    await ip('-n', ns, 'addr', 'add', `${nsAddress}/30`, 'dev', nsIf)
+    await ip('-n', ns, 'link', 'set', nsIf, 'up')
+    await ip('-n', ns, 'link', 'set', 'lo', 'up')
+  } catch (err) {
+    await close()
+    throw err
+  }
+  return { prefix, ns, hostIf, hostAddress, nsAddress, setLink: (up) => ip('link', 'set', hostIf, up ? 'up' : 'down'), close }
+}
+
+/** A bare namespace (loopback up) with a random name; it and everything running in it are removed on `t.after`, also on failure. */
+export async function createNamespace(t: TestContext): Promise<{ prefix: string; ns: string; close: () => Promise<void> }> {
+  const prefix = newPrefix()
+  const ns = `${prefix}-ns`
+  let closed: Promise<void> | undefined
+  const close = () =>
+    (closed ??= (async () => {
+      await killInNamespace(ns)
+      await ip('netns', 'del', ns).catch(() => {})
+    })())
+  t.after(close)
+  await ip('netns', 'add', ns)
+  await ip('-n', ns, 'link', 'set', 'lo', 'up')
+  return { prefix, ns, close }
 }

@@ -159,9 +159,10 @@ test('cluster bench chaos: agents killed and replaced during a job, nothing lost
     '--json',
   ])
   assert.equal(await p.exited, 0, p.output())
-  const r = JSON.parse(p.output()) as { lost: number; duplicates: number; kills: { recoveryMs?: number }[]; ok: boolean }
+  const r = JSON.parse(p.output()) as { lost: number; duplicates: number; unexpected: number; kills: { recoveryMs?: number }[]; ok: boolean }
   assert.equal(r.lost, 0)
   assert.equal(r.duplicates, 0)
+  assert.equal(r.unexpected, 0)
   assert.ok(r.kills.length >= 1)
   assert.equal(r.ok, true)
 })

@@ -2,7 +2,17 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { Packr } from 'msgpackr'
-import { encode, decode, header, parseHeader, parseFlatBody, findUnserializable, assertSerializable, VersionMismatch } from '../../lib/protocol/codec.js'
+import {
+  encode,
+  decode,
+  header,
+  parseHeader,
+  parseFlatBody,
+  findUnserializable,
+  assertSerializable,
+  messageShapeProblem,
+  VersionMismatch,
+} from '../../lib/protocol/codec.js'
 import { MsgType, PROTOCOL_VERSION } from '../../lib/protocol/messages.js'
 import { ProtocolError, SerializationError } from '../../lib/errors.js'
 
@@ -244,4 +254,16 @@ test('the walk finds a bad value after good ones, in maps and objects; a hello l
   assert.equal(findUnserializable({ a: 1, b: new Map([[1, () => 0]]) }, 'v'), 'v.b.get(1) is a function')
   assert.equal(findUnserializable([new Set([1]), { a: Symbol('s') }], 'v'), 'v[1].a is a symbol')
   malformed([MsgType.Hello, { ...hello, tasks: ['add', 7] }], 'malformed hello')
+})
+
+test('messageShapeProblem: at most a header and a body, and at most maxBytes in all (exactly maxBytes is fine)', () => {
+  const part = (n: number) => new Uint8Array(n)
+  assert.equal(messageShapeProblem([], 10), undefined)
+  assert.equal(messageShapeProblem([part(4)], 10), undefined)
+  assert.equal(messageShapeProblem([part(4), part(6)], 10), undefined)
+  assert.equal(messageShapeProblem([part(4), part(7)], 10), '11 bytes (at most 10)')
+  assert.equal(messageShapeProblem([part(11)], 10), '11 bytes (at most 10)')
+  assert.equal(messageShapeProblem([part(1), part(1), part(1)], 10), '3 parts (at most 2)')
+  // The part count is checked first, whatever the size.
+  assert.equal(messageShapeProblem([part(1), part(1), part(100)], 10), '3 parts (at most 2)')
 })

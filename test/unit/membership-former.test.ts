@@ -37,3 +37,29 @@ test('a Hello under the registration of a node taken out gets DriverBye; under a
   assert.equal(joined.length, 2)
   assert.equal(m.size, 1)
 })
+
+test('every node taken out is remembered, not only the last: each gets DriverBye under its old registration', () => {
+  const sent: { peer: string; h: Header }[] = []
+  const joined: ClusterNode[] = []
+  const m = new Membership(
+    { heartbeatMs: 100, nodeTimeoutMs: 500, session: 's', localIds: new Set(), now: () => 0 },
+    {
+      send: (peer, parts) => sent.push({ peer, h: parseHeader(parts[0]) }),
+      joined: (node) => joined.push(node),
+      removed: () => {},
+      badFrame: () => assert.fail('no bad frame'),
+    },
+  )
+  m.hello('a', info('a', 'ra'))
+  m.hello('b', info('b', 'rb'))
+  m.remove(joined[0]!, 'lost', 'no heartbeat')
+  m.remove(joined[1]!, 'left')
+  sent.length = 0
+  m.hello('a', info('a', 'ra'))
+  m.hello('b', info('b', 'rb'))
+  assert.deepEqual(sent, [
+    { peer: 'a', h: { type: MsgType.DriverBye } },
+    { peer: 'b', h: { type: MsgType.DriverBye } },
+  ])
+  assert.equal(m.size, 0)
+})

@@ -104,6 +104,27 @@ test('credit: a queue is spread over two nodes in proportion to their free credi
   assert.equal(scheduler.queued(), 0)
 })
 
+test('credit: shares rounded up past the queue stop when the queue is empty', () => {
+  const { scheduler, sent, submitMany } = credit(1000)
+  const a = node('a', 1, 2)
+  const b = node('b', 1, 2)
+  submitMany(3) // shares ceil(3*2/4)=2 each: 4 for 3 tasks
+  scheduler.flush([a, b])
+  assert.deepEqual(perNode(sent), { a: 2, b: 1 })
+  assert.equal(scheduler.queued(), 0)
+})
+
+test('credit: a node over its window (it shrank) takes no share and does not enlarge the others\u2019', () => {
+  const { scheduler, sent, submitMany } = credit(1000)
+  const a = node('a', 1, 4)
+  const b = node('b', 1, 4)
+  const c = node('c', 1, 2)
+  c.inFlight = 6 // free -4
+  submitMany(4)
+  scheduler.flush([a, b, c])
+  assert.deepEqual(perNode(sent), { a: 2, b: 2 })
+})
+
 test('credit: the split follows free credit, not the window', () => {
   const { scheduler, sent, submitMany } = credit(1000)
   const a = node('a', 1, 40)
@@ -436,6 +457,44 @@ test('TaskFrames: a batch that fails to encode while each task encodes alone is 
   const accounted = sent.reduce((n, s) => n + s.count, 0) + failures.length
   assert.equal(placed + failures.length, 2)
   assert.equal(accounted, 2, 'every task is either sent or failed')
+  // Every task encoded alone, so the batch is halved (not sent again whole): a frame each.
+  assert.deepEqual(
+    sent.map((s) => s.names),
+    [['a'], ['b']],
+  )
+  assert.deepEqual(failures, [])
+})
+
+test('TaskFrames: a single task that fails to encode in its frame, though it encodes alone, fails with SerializationError naming it; no frame is sent', () => {
+  const { place, sent, failures, tf, entry } = frames(1024 * 1024)
+  let reads = 0
+  const flaky = {
+    get v() {
+      if (reads++ === 0) throw new Error('not ready')
+      return 1
+    },
+  }
+  assert.equal(tf.send(place, [entry('once', [flaky])], undefined), 0)
+  assert.deepEqual(sent, [], 'no frame, not even an empty one')
+  assert.equal(failures.length, 1)
+  assert.equal(failures[0]!.name, 'once')
+  assert.ok(failures[0]!.err instanceof SerializationError)
+  assert.equal(failures[0]!.err.message, 'cannot send task "once": its arguments failed to encode in a frame')
+  assert.equal(place.inFlight, 0)
+})
+
+test('TaskFrames: a body of exactly maxFrameBytes less the headroom goes as one frame', () => {
+  const kb = 'k'.repeat(1000)
+  const probe = frames(1024 * 1024)
+  const bytes = encodeTaskBody(Array.from({ length: 4 }, (_, i) => probe.entry(`t${i}`, [kb]))).length
+  const { place, sent, tf, entry } = frames(FRAME_HEADROOM + bytes)
+  const chunk = Array.from({ length: 4 }, (_, i) => entry(`t${i}`, [kb]))
+  assert.equal(encodeTaskBody(chunk).length, bytes)
+  assert.equal(tf.send(place, chunk, undefined), 4)
+  assert.deepEqual(
+    sent.map((s) => s.count),
+    [4],
+  )
 })
 
 test('shared queue: published-not-settled is capped at twice the windows of the up nodes', () => {
