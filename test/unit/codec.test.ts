@@ -12,8 +12,13 @@ test('headers round-trip for every frame type', () => {
   assert.deepEqual(parseHeader(header(MsgType.Hello, hello)), { type: MsgType.Hello, info: hello })
   const welcome = { nodeId: 'n', heartbeatMs: 1000, session: 's1' }
   assert.deepEqual(parseHeader(header(MsgType.Welcome, welcome)), { type: MsgType.Welcome, info: welcome })
-  assert.deepEqual(parseHeader(header(MsgType.Tasks, 7)), { type: MsgType.Tasks, count: 7, timeoutMs: undefined })
-  assert.deepEqual(parseHeader(header(MsgType.Tasks, 1, 250)), { type: MsgType.Tasks, count: 1, timeoutMs: 250 })
+  assert.deepEqual(parseHeader(header(MsgType.Tasks, 7)), { type: MsgType.Tasks, count: 7, timeoutMs: undefined, frameId: undefined })
+  assert.deepEqual(parseHeader(header(MsgType.Tasks, 1, 250)), { type: MsgType.Tasks, count: 1, timeoutMs: 250, frameId: undefined })
+  // Numbered frames (brokered designs) say null for no timeout.
+  assert.deepEqual(parseHeader(header(MsgType.Tasks, 7, null, 99)), { type: MsgType.Tasks, count: 7, timeoutMs: undefined, frameId: 99 })
+  assert.deepEqual(parseHeader(header(MsgType.Tasks, 1, 250, 100)), { type: MsgType.Tasks, count: 1, timeoutMs: 250, frameId: 100 })
+  assert.deepEqual(parseHeader(header(MsgType.Taken, 99, false)), { type: MsgType.Taken, frameId: 99, dropped: false })
+  assert.deepEqual(parseHeader(header(MsgType.Taken, 0, true)), { type: MsgType.Taken, frameId: 0, dropped: true })
   assert.deepEqual(parseHeader(header(MsgType.Results, 3)), { type: MsgType.Results, count: 3 })
   assert.deepEqual(parseHeader(header(MsgType.ActorResults, 1)), { type: MsgType.ActorResults, count: 1 })
   assert.deepEqual(parseHeader(header(MsgType.Actor, 2)), { type: MsgType.Actor, count: 2 })
@@ -144,6 +149,12 @@ test('each malformed header says what is wrong', () => {
   malformed([MsgType.Credit, -1], 'malformed credit')
   malformed([MsgType.Leave, 3], 'malformed leave')
   malformed([MsgType.Leave, [1, -1]], 'malformed leave')
+  malformed([MsgType.Tasks, 1, null, -1], 'malformed task frame header')
+  malformed([MsgType.Tasks, 1, null, 'f1'], 'malformed task frame header')
+  malformed([MsgType.Taken, -1, false], 'malformed taken')
+  malformed([MsgType.Taken, 1.5, false], 'malformed taken')
+  malformed([MsgType.Taken, 1], 'malformed taken')
+  malformed([MsgType.Taken, 1, 0], 'malformed taken')
   malformed([999], 'unknown frame type 999')
 })
 
@@ -179,7 +190,7 @@ test('header fields are checked at their bounds', () => {
   assert.deepEqual(parseHeader(header(MsgType.Reject, 'r'.repeat(4096))), { type: MsgType.Reject, reason: 'r'.repeat(4096) })
   assert.deepEqual(parseHeader(header(MsgType.Reject, 'r'.repeat(4097))), { type: MsgType.Reject, reason: 'rejected without a reason' })
   assert.deepEqual(parseHeader(header(MsgType.Reject)), { type: MsgType.Reject, reason: 'rejected without a reason' })
-  assert.deepEqual(parseHeader(header(MsgType.Tasks, 0)), { type: MsgType.Tasks, count: 0, timeoutMs: undefined })
+  assert.deepEqual(parseHeader(header(MsgType.Tasks, 0)), { type: MsgType.Tasks, count: 0, timeoutMs: undefined, frameId: undefined })
   assert.deepEqual(parseHeader(header(MsgType.Credit, 0)), { type: MsgType.Credit, window: 0 })
   assert.deepEqual(parseHeader(header(MsgType.Leave, [])), { type: MsgType.Leave, returned: [] })
   // A heartbeat with a partial or bad load still counts as a heartbeat.
