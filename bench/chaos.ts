@@ -7,6 +7,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { Cluster, NodeLostError, type RetryInfo } from '../lib/index.js'
+import type { TransportKind } from '../lib/transport/options.js'
 import { BENCH_TASKS } from './seed.js'
 import { median } from './stats.js'
 
@@ -17,6 +18,10 @@ export interface ChaosOptions {
   taskUs: number
   heartbeatMs: number
   nodeTimeoutMs: number
+  /** The design (default zmq); brokered agents join through the brokers at these URLs. */
+  transport?: TransportKind
+  redisUrl?: string
+  amqpUrl?: string
 }
 
 export interface KillRecord {
@@ -29,6 +34,7 @@ export interface KillRecord {
 }
 
 export interface ChaosResult extends ChaosOptions {
+  design: TransportKind
   seconds: number
   tasksPerSecond: number
   lost: number
@@ -84,9 +90,13 @@ export async function tallyResults(results: AsyncIterable<readonly [number, numb
 const CLI = new URL('../bin/cluster.js', import.meta.url).pathname
 
 export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
+  const design = o.transport ?? 'zmq'
   await using cluster = await Cluster.start({
     tasks: BENCH_TASKS,
-    listen: 'tcp://127.0.0.1:0',
+    transport: design,
+    redisUrl: o.redisUrl,
+    amqpUrl: o.amqpUrl,
+    ...(design === 'zmq' ? { listen: 'tcp://127.0.0.1:0' } : {}),
     localAgents: 0,
     heartbeatMs: o.heartbeatMs,
     nodeTimeoutMs: o.nodeTimeoutMs,
@@ -94,14 +104,18 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     maxRetries: 1000,
   })
   const children = new Set<ChildProcess>()
+  // Brokered agents find the cluster by its id on the brokers.
+  const where =
+    design === 'zmq'
+      ? ['--connect', cluster.address]
+      : ['--transport', design, '--cluster-id', cluster.id, ...(o.redisUrl ? ['--redis', o.redisUrl] : []), ...(o.amqpUrl ? ['--amqp', o.amqpUrl] : [])]
   const startAgent = () => {
     const child = spawn(
       process.execPath,
       [
         CLI,
         'agent',
-        '--connect',
-        cluster.address,
+        ...where,
         '--tasks',
         BENCH_TASKS.href,
         '--threads',
@@ -187,6 +201,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     const recoveries = kills.map((k) => k.recoveryMs).filter((x): x is number => x !== undefined)
     return {
       ...o,
+      design,
       seconds,
       tasksPerSecond: Math.round(o.tasks / seconds),
       lost: tally.lost,
@@ -200,4 +215,43 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   } finally {
     for (const c of children) c.kill('SIGKILL')
   }
+}
+
+const DESIGNS: readonly TransportKind[] = ['zmq', 'redis', 'amqp', 'amqp+redis']
+
+/** The chaos run over the four designs, one after another; a design that cannot run is a row saying why. */
+export async function runChaosAll(
+  o: ChaosOptions,
+  progress: (line: string) => void = () => {},
+): Promise<(ChaosResult | { design: TransportKind; error: string })[]> {
+  const rows: (ChaosResult | { design: TransportKind; error: string })[] = []
+  for (const design of DESIGNS) {
+    try {
+      const r = await runChaos({ ...o, transport: design })
+      rows.push(r)
+      progress(`  ${design}: lost ${r.lost}, delivered twice ${r.duplicates}, ${r.kills.length} kills, ${r.ok ? 'ok' : 'FAILED'}`)
+    } catch (err) {
+      const error = err instanceof Error ? err.message : String(err)
+      rows.push({ design, error })
+      progress(`  ${design}: failed: ${error}`)
+    }
+  }
+  return rows
+}
+
+/** The Markdown table of {@link runChaosAll}: lost, delivered twice, recovery per design. */
+export function chaosAllMarkdown(rows: (ChaosResult | { design: TransportKind; error: string })[]): string {
+  const ms = (x: number | undefined) => (x === undefined ? '—' : String(Math.round(x)))
+  const lines = [
+    '| design | tasks | kills | lost | delivered twice | recovery median ms | recovery max ms | tasks/s | check |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+  ]
+  for (const r of rows) {
+    if ('error' in r) lines.push(`| ${r.design} | — | — | — | — | — | — | — | failed: ${r.error} |`)
+    else
+      lines.push(
+        `| ${r.design} | ${r.tasks.toLocaleString('en-US')} | ${r.kills.length} | ${r.lost} | ${r.duplicates} | ${ms(r.medianRecoveryMs)} | ${ms(r.maxRecoveryMs)} | ${r.tasksPerSecond.toLocaleString('en-US')} | ${r.ok ? 'ok' : 'FAILED'} |`,
+      )
+  }
+  return lines.join('\n')
 }

@@ -3,7 +3,7 @@ import { runSeed, type SeedResult } from './seed.js'
 import { runLatency } from './latency.js'
 import { runBalance } from './balance.js'
 import { runMapMemory } from './map-memory.js'
-import { runChaos } from './chaos.js'
+import { chaosAllMarkdown, runChaos, runChaosAll } from './chaos.js'
 import { runScale } from './scale.js'
 import { runSeedAll, seedAllMarkdown, writeSeedAll } from './seed-all.js'
 import { InvalidArgumentError } from '../lib/errors.js'
@@ -216,6 +216,13 @@ export const benchCommand: CommandModule = {
         builder: (b) =>
           b
             .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' })
+            .option('transport', {
+              choices: [...TRANSPORT_KINDS, 'all'] as const,
+              default: TRANSPORT_DEFAULTS.transport,
+              describe: "the design; 'all' runs the four one after another and prints a table",
+            })
+            .option('redis', { type: 'string', default: TRANSPORT_DEFAULTS.redisUrl, describe: 'Redis URL for the brokered designs' })
+            .option('amqp', { type: 'string', default: TRANSPORT_DEFAULTS.amqpUrl, describe: 'RabbitMQ URL for the brokered designs' })
             .option('tasks', { type: 'number', default: 100_000 })
             .option('agents', { type: 'number', default: 4 })
             .option('kill-every-ms', { type: 'number', default: 2000 })
@@ -223,17 +230,30 @@ export const benchCommand: CommandModule = {
             .option('heartbeat-ms', { type: 'number', default: CLUSTER_DEFAULTS.heartbeatMs })
             .option('node-timeout-ms', { type: 'number', default: CLUSTER_DEFAULTS.nodeTimeoutMs }),
         handler: async (a) => {
-          const r = await runChaos({
+          const o = {
             tasks: a.tasks,
             agents: a.agents,
             killEveryMs: a['kill-every-ms'],
             taskUs: a['task-us'],
             heartbeatMs: a['heartbeat-ms'],
             nodeTimeoutMs: a['node-timeout-ms'],
-          })
+            redisUrl: a.redis,
+            amqpUrl: a.amqp,
+          }
+          if (a.transport === 'all') {
+            const log = (line: string) => process.stderr.write(`${line}\n`)
+            log(
+              `chaos over every design: ${o.tasks} tasks over ${o.agents} agents, one SIGKILLed every ${o.killEveryMs} ms and replaced (heartbeat ${o.heartbeatMs} ms, node timeout ${o.nodeTimeoutMs} ms)`,
+            )
+            const rows = await runChaosAll(o, log)
+            print(a.json, rows, [chaosAllMarkdown(rows)])
+            if (!rows.every((r) => 'ok' in r && r.ok)) process.exitCode = 1
+            return
+          }
+          const r = await runChaos({ ...o, transport: a.transport })
           const ms = (x: number | undefined) => (x === undefined ? '—' : `${Math.round(x)} ms`)
           print(a.json, r, [
-            `chaos — ${r.tasks} tasks over ${r.agents} agents, one SIGKILLed every ${r.killEveryMs} ms and replaced (heartbeat ${r.heartbeatMs} ms, node timeout ${r.nodeTimeoutMs} ms)`,
+            `chaos — design ${r.design}, ${r.tasks} tasks over ${r.agents} agents, one SIGKILLed every ${r.killEveryMs} ms and replaced (heartbeat ${r.heartbeatMs} ms, node timeout ${r.nodeTimeoutMs} ms)`,
             ...r.kills.map(
               (k, i) =>
                 `  kill ${i + 1}: pid ${k.pid}, declared lost after ${ms(k.detectedMs)}, ${k.requeued} tasks requeued, running elsewhere after ${ms(k.recoveryMs)}`,

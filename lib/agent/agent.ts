@@ -11,7 +11,7 @@ import { createAgentTransport } from '../transport/resolve.js'
 import { resolveAgentCurve } from '../transport/curve.js'
 import { findLocalKeys } from '../transport/local-keys.js'
 import { isLoopbackEndpoint } from '../validate.js'
-import type { AgentTransport, Delivery, Parts } from '../transport/transport.js'
+import type { AgentTransport, Delivery, Parts, SharedQueueAgentTransport } from '../transport/transport.js'
 import { ActorFraming } from '../actors/framing.js'
 import { closeSteps } from '../util/close.js'
 import { VERSION } from '../version.js'
@@ -122,7 +122,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     try {
       await agent.transport.connect()
       agent.transport.start(
-        (parts: Parts, delivery?: Delivery) => agent.onMessage(parts, delivery),
+        (parts: Parts, delivery?: Delivery, redelivered?: boolean) => agent.onMessage(parts, delivery, redelivered === true),
         (err: Error) => agent.onTransportFailure(err),
       )
       agent.session.start()
@@ -151,7 +151,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     return Math.min(this.runner.batchesRunning, this.options.threads)
   }
 
-  private onMessage(parts: Parts, delivery?: Delivery): void {
+  private onMessage(parts: Parts, delivery?: Delivery, redelivered = false): void {
     let h: Header
     try {
       // Too many parts, or too many bytes in all: nothing a driver sends.
@@ -181,8 +181,8 @@ export class Agent extends EventEmitter<AgentEvents> {
           return
         case MsgType.Tasks:
           if (!parts[1]) throw new ProtocolError('task frame without a body')
-          if (delivery !== undefined) this.credit.frameTaken(h.count)
-          this.runner.push(parts[1], h.count, h.timeoutMs, delivery)
+          if (delivery !== undefined && this.transport.kind === 'shared-queue') this.taken(this.transport, parts[1], h, delivery, redelivered)
+          else this.runner.push(parts[1], h.count, h.timeoutMs)
           return
         case MsgType.Actor:
           this.stats.badFrames += this.actors.receive(parts[1], h.count)
@@ -201,11 +201,39 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
   }
 
+  /**
+   * Brokered designs: a frame from the shared queue. The driver is told (Taken)
+   * before any of it runs — it starts only once the broker holds that word —
+   * so a loss of this agent is charged to the tasks it took, and the driver,
+   * not the broker, sends them again. A redelivery may have run, or be
+   * running, elsewhere: it is acknowledged unrun, and the driver sends again
+   * what no one took. With no driver to tell, the frame goes back to the queue.
+   */
+  private taken(
+    transport: SharedQueueAgentTransport,
+    body: Uint8Array,
+    h: Extract<Header, { type: typeof MsgType.Tasks }>,
+    delivery: Delivery,
+    redelivered: boolean,
+  ): void {
+    if (h.frameId === undefined) throw new ProtocolError('task frame from the shared queue without a frame number')
+    if (!this.session.ready) {
+      transport.release([delivery])
+      return
+    }
+    transport.send([header(MsgType.Taken, h.frameId, redelivered)])
+    if (redelivered) {
+      // Acknowledged once the broker holds the Taken above (acks wait for the messages sent before them).
+      transport.ack([delivery])
+      return
+    }
+    this.credit.frameTaken(h.count)
+    this.runner.push(body, h.count, h.timeoutMs, delivery, transport.sent())
+  }
+
   private onJoined(nodeId: string): void {
     this.credit.reset()
     this.sendCredit()
-    // Brokered designs: frames taken while no driver was known wait in the queue.
-    this.runner.pump()
     this.emit('driver:joined', nodeId)
   }
 

@@ -19,6 +19,8 @@ interface QueuedFrame {
   deliveries: Delivery[] | undefined
   /** A task split out of a failed batch: its share of the original frames' acknowledgement. */
   split: SplitGroup | undefined
+  /** May start: brokered frames wait until the broker holds the agent's word that it took them. */
+  ready: boolean
 }
 
 /** The frames of a batch whose thread died, split into single tasks: acknowledged once every piece is answered. */
@@ -48,7 +50,6 @@ interface Held {
 /** Brokered designs: where the task frames came from (a shared-queue transport). */
 export interface Broker {
   ack(deliveries: Delivery[]): void
-  release(deliveries: Delivery[]): void
 }
 
 /** The counters the runner keeps (a part of the agent's stats). */
@@ -76,8 +77,10 @@ export interface RunnerOptions {
  * about one thread's share of the queue, results sent back as each batch
  * ends. A batch whose thread died is split into single tasks to find the one
  * that did it, which alone is reported (crashed, out of memory, timed out).
- * For brokered designs, each frame's delivery is acknowledged once its
- * results are out, or released when it is given back unrun.
+ * For brokered designs, each frame starts once the driver will know this
+ * agent took it, and its delivery is acknowledged once its results are out —
+ * or when the driver is gone or leaves it (it sends again what the agent
+ * took, so the broker must not).
  */
 export class Runner {
   private readonly queue = new Deque<QueuedFrame>()
@@ -104,18 +107,29 @@ export class Runner {
     return this._batchesRunning
   }
 
-  /** Queues a task frame of `count` tasks (with a limit, it runs alone) and starts what it can. */
-  push(body: Uint8Array, count: number, timeoutMs: number | undefined, delivery?: Delivery): void {
-    this.queue.push({
+  /**
+   * Queues a task frame of `count` tasks (with a limit, it runs alone) and
+   * starts what it can; with `taken`, the frame waits in the queue until it
+   * resolves (frames start in the order they came).
+   */
+  push(body: Uint8Array, count: number, timeoutMs: number | undefined, delivery?: Delivery, taken?: Promise<void>): void {
+    const frame: QueuedFrame = {
       body,
       count,
       timeoutMs,
       solo: timeoutMs !== undefined,
       deliveries: delivery === undefined ? undefined : [delivery],
       split: undefined,
-    })
+      ready: taken === undefined,
+    }
+    this.queue.push(frame)
     this._queued += count
-    this.pump()
+    if (taken)
+      void taken.then(() => {
+        frame.ready = true
+        this.pump()
+      })
+    else this.pump()
   }
 
   /** Brokered designs: a frame that will never run (malformed) leaves the shared queue. */
@@ -126,14 +140,14 @@ export class Runner {
   /** Starts batches while the session is ready and fewer than two per thread run. */
   pump(): void {
     const { threads, maxPoolBatch } = this.options
-    while (this._batchesRunning < threads * 2 && this.queue.length > 0 && this.session.ready && !this.stopped) {
+    while (this._batchesRunning < threads * 2 && this.queue.length > 0 && this.queue.peek()!.ready && this.session.ready && !this.stopped) {
       const target = Math.min(maxPoolBatch, Math.max(1, Math.ceil(this._queued / threads)))
       const first = this.queue.shift()!
       const frames = [first]
       let n = first.count
       // Timed and isolated frames run alone; others are grouped up to about one thread's share.
       if (!first.solo) {
-        while (this.queue.length > 0 && !this.queue.peek()!.solo && n + this.queue.peek()!.count <= target) {
+        while (this.queue.length > 0 && this.queue.peek()!.ready && !this.queue.peek()!.solo && n + this.queue.peek()!.count <= target) {
           const f = this.queue.shift()!
           frames.push(f)
           n += f.count
@@ -166,14 +180,14 @@ export class Runner {
   }
 
   /**
-   * Gives the queued frames back: brokered designs release them to the shared
-   * queue; the driver requeues the rest itself. Results held for a silent
-   * driver are dropped (their driver is gone).
+   * Drops the queued frames: the driver requeues them itself (it knows what
+   * this agent took — on brokered designs too, where their deliveries are
+   * acknowledged, so that the broker does not hand them out again). Results
+   * held for a silent driver are dropped (their driver is gone).
    */
   release(): void {
-    const deliveries = finished(this.queue.clear())
+    this.acknowledge(this.queue.clear())
     this._queued = 0
-    if (deliveries.length > 0) this.options.broker?.release(deliveries)
     for (const h of this.held.splice(0)) this.acknowledge(h.frames)
   }
 
@@ -239,7 +253,7 @@ export class Runner {
       // The original frames are acknowledged once every piece is answered.
       const group: SplitGroup = { remaining: tasks.length, deliveries: finished(frames) }
       for (let i = tasks.length - 1; i >= 0; i--) {
-        this.queue.unshift({ body: encodeTaskBody([tasks[i]!]), count: 1, timeoutMs: undefined, solo: true, deliveries: undefined, split: group })
+        this.queue.unshift({ body: encodeTaskBody([tasks[i]!]), count: 1, timeoutMs: undefined, solo: true, deliveries: undefined, split: group, ready: true })
       }
       this._queued += tasks.length
       this.pump()

@@ -116,7 +116,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       ledger: cluster.ledger,
       membership: cluster.membership,
       scheduler: cluster.scheduler,
-      routed: cluster.transport.kind === 'routed',
+      frames: cluster.scheduler instanceof SharedQueueScheduler ? cluster.scheduler : undefined,
       maxFrameBytes: cluster.options.maxFrameBytes,
       send: (peer: string, parts: Parts) => cluster.transport.send(peer, parts),
       scheduleFlush: () => cluster.scheduleFlush(),
@@ -334,7 +334,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
 
   /** A node is out: what it held goes back to the queue (or fails, past its budget); its actors are lost or restarted. */
   private nodeRemoved(node: ClusterNode, how: 'left' | 'lost', reason: string): void {
-    // Brokered designs: what the agent took from the shared queue goes back there.
+    // Brokered designs: what it took and said so, the ledger holds as the node's and sends again below; frames it
+    // took without a word go back to the shared queue through the broker (marked as redelivered).
     if (this.transport.kind === 'shared-queue') this.transport.peerGone(node.peer)
     this.scheduler.requeue(this.ledger.reclaim(node, how, () => ({ node: node.nodeId, reason })))
     this.actors.nodeRemoved(node, reason)

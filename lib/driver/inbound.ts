@@ -9,16 +9,16 @@ import { readResultsBody } from '../protocol/bodies.js'
 import { header, messageShapeProblem, parseHeader, VersionMismatch, type Header } from '../protocol/codec.js'
 import { MsgType, Status } from '../protocol/messages.js'
 import type { Parts } from '../transport/transport.js'
-import { retryKindOf, type ActorTarget, type Ledger } from './ledger.js'
+import { retryKindOf, type ActorTarget, type Ledger, type TaskEntry } from './ledger.js'
 import type { ClusterNode, Membership } from './membership.js'
-import type { Scheduler } from './scheduler.js'
+import type { Scheduler, SharedQueueScheduler } from './scheduler.js'
 
 export interface Inbound {
   readonly ledger: Ledger
   readonly membership: Membership
-  readonly scheduler: Pick<Scheduler, 'enqueue'>
-  /** Routed designs: a result counts only from the node the task was sent to. Brokered: the broker picks the node. */
-  readonly routed: boolean
+  readonly scheduler: Pick<Scheduler, 'enqueue' | 'requeue'>
+  /** Brokered designs: the frames published and not yet taken (see SharedQueueScheduler). */
+  readonly frames: Pick<SharedQueueScheduler, 'claim'> | undefined
   send(peer: string, parts: Parts): void
   scheduleFlush(): void
   /** Most bytes in one message, all parts together (`maxFrameBytes`). */
@@ -56,14 +56,17 @@ export function dispatch(cx: Inbound, peer: string, parts: Parts): void {
   if (!node) {
     // A node taken out (lost, or registered again) may still answer what it held: late, not malformed.
     if ((h.type === MsgType.Results || h.type === MsgType.ActorResults) && cx.membership.wasMember(peer)) late(cx, parts[1], h.count)
+    // It may also have taken frames before it knew: they are ours to send again, as if it had been lost holding them.
+    else if (h.type === MsgType.Taken && cx.membership.wasMember(peer)) taken(cx, peer, undefined, h.frameId, h.dropped)
     else cx.badFrame()
     return
   }
   switch (h.type) {
     case MsgType.Results:
-      // Routed: tasks of an earlier registration of this agent were taken back when it registered again; its
-      // results for them are late, and do not count against what this registration holds.
-      if (cx.routed && h.registration !== undefined && h.registration !== node.info.registration) {
+      // Tasks of an earlier registration of this agent were taken back when it registered again (on the brokered
+      // designs too: the node that said it took them was removed); its results for them are late, and do not count
+      // against what this registration holds.
+      if (h.registration !== undefined && h.registration !== node.info.registration) {
         late(cx, parts[1], h.count)
         return
       }
@@ -85,6 +88,9 @@ export function dispatch(cx: Inbound, peer: string, parts: Parts): void {
     case MsgType.Leave:
       cx.membership.remove(node, 'left')
       return
+    case MsgType.Taken:
+      taken(cx, peer, node, h.frameId, h.dropped)
+      return
     default:
       cx.badFrame()
   }
@@ -94,7 +100,8 @@ export function dispatch(cx: Inbound, peer: string, parts: Parts): void {
 function results(cx: Inbound, node: ClusterNode, body: Uint8Array | undefined, count: number): void {
   const { ledger } = cx
   const now = performance.now()
-  const from = cx.routed ? node : undefined
+  // Only the node holding a task may answer it (brokered designs: the node that said it took it).
+  const from = node
   try {
     readResultsBody(body, count, (id, status, value) => {
       const e = ledger.answered(id, from)
@@ -129,4 +136,32 @@ function late(cx: Inbound, body: Uint8Array | undefined, count: number): void {
   } catch {
     cx.badFrame()
   }
+}
+
+/**
+ * Brokered designs: `peer` took frame `frameId` from the shared queue. Its
+ * tasks still there are now held by that node (answerable for them, and sent
+ * again if it is lost); dropped (a redelivery the agent gave up unrun), they
+ * go back to the queue, uncharged; taken by a node already out, they are
+ * charged as lost with it and sent again. A frame taken before is not
+ * claimed again: its tasks are wherever the first taker's fate put them.
+ */
+function taken(cx: Inbound, peer: string, node: ClusterNode | undefined, frameId: number, dropped: boolean): void {
+  if (!cx.frames) {
+    cx.badFrame()
+    return
+  }
+  const frame = cx.frames.claim(frameId)
+  if (frame === undefined) return
+  const entries: TaskEntry[] = frame.entries
+  if (node && !dropped) {
+    for (const e of entries) cx.ledger.move(e, node)
+    // Credit comes back with its Results, which answer every task of the frame.
+    node.inFlight += frame.size
+    return
+  }
+  if (entries.length === 0) return
+  const how = dropped ? 'left' : 'lost'
+  cx.scheduler.requeue(cx.ledger.takeBack(entries, how, () => ({ node: peer, reason: 'it took them after it was taken out' })))
+  cx.scheduleFlush()
 }

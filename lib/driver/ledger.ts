@@ -233,6 +233,12 @@ export class Ledger {
     return true
   }
 
+  /** The entry leaves the holder it had (the shared queue) for `holder`, a node that took it. */
+  move(e: TaskEntry, holder: TaskHolder): void {
+    this.release(e)
+    e.holder = holder
+  }
+
   /**
    * A holder is gone: returns its tasks to run again, in the order they were
    * sent. When it was lost, each spends an infrastructure retry and one with
@@ -240,9 +246,14 @@ export class Ledger {
    * charged. Actor messages are not returned (their actor decides).
    */
   reclaim(holder: TaskHolder, how: 'left' | 'lost', describe: () => { node: string; reason: string }): TaskEntry[] {
+    return this.takeBack(this.entriesHeldBy(holder), how, describe)
+  }
+
+  /** {@link reclaim} of the given entries (tasks taken by a node that was already out, or given back unrun). */
+  takeBack(entries: readonly TaskEntry[], how: 'left' | 'lost', describe: () => { node: string; reason: string }): TaskEntry[] {
     const back: TaskEntry[] = []
-    for (const e of this.entriesHeldBy(holder)) {
-      if (e.actor) continue
+    for (const e of entries) {
+      if (e.actor || e.settled) continue
       if (how === 'left') {
         this.release(e)
         back.push(e)

@@ -12,6 +12,7 @@
  * {@link TaskFrames}, which splits a frame over `maxFrameBytes` and fails only
  * the tasks that cannot be carried.
  */
+import { randomInt } from 'node:crypto'
 import { SerializationError } from '../errors.js'
 import { encodeTaskBody } from '../protocol/bodies.js'
 import { header } from '../protocol/codec.js'
@@ -58,6 +59,8 @@ export class TaskFrames<P extends Placement> {
     /** Puts the frame on the wire, to `holder`. */
     private readonly put: (holder: P, parts: Parts) => void,
     private readonly fail: (e: TaskEntry, err: Error) => void,
+    /** Brokered designs: the number a frame carries, given its tasks (recorded until an agent says it took them). */
+    private readonly number?: (chunk: TaskEntry[]) => number,
   ) {}
 
   /** Sends `chunk` to `holder` as one frame (or several, if it is too large); returns the tasks placed. */
@@ -80,7 +83,9 @@ export class TaskFrames<P extends Placement> {
     for (const e of chunk) e.holder = holder
     holder.inFlight += chunk.length
     this.sizer.measured(body.length, chunk.length)
-    const head = timeoutMs === undefined ? header(MsgType.Tasks, chunk.length) : header(MsgType.Tasks, chunk.length, timeoutMs)
+    let head: Buffer
+    if (this.number) head = header(MsgType.Tasks, chunk.length, timeoutMs ?? null, this.number(chunk))
+    else head = timeoutMs === undefined ? header(MsgType.Tasks, chunk.length) : header(MsgType.Tasks, chunk.length, timeoutMs)
     this.put(holder, [head, body])
     return chunk.length
   }
@@ -114,9 +119,14 @@ export abstract class Scheduler<P extends Placement = Placement> {
   protected readonly sizer: FrameSizer
   protected readonly frames: TaskFrames<P>
 
-  constructor(options: { batch: 'auto' | number; maxFrameBytes: number }, put: (holder: P, parts: Parts) => void, fail: (e: TaskEntry, err: Error) => void) {
+  constructor(
+    options: { batch: 'auto' | number; maxFrameBytes: number },
+    put: (holder: P, parts: Parts) => void,
+    fail: (e: TaskEntry, err: Error) => void,
+    number?: (chunk: TaskEntry[]) => number,
+  ) {
     this.sizer = new FrameSizer(options.batch)
-    this.frames = new TaskFrames(this.sizer, options.maxFrameBytes, put, fail)
+    this.frames = new TaskFrames(this.sizer, options.maxFrameBytes, put, fail, number)
   }
 
   enqueue(e: TaskEntry): void {
@@ -203,10 +213,10 @@ export class CreditScheduler extends Scheduler<ClusterNode> {
   }
 }
 
-/** The shared task queue of a brokered design, as the holder of the tasks published to it. */
+/** The shared task queue of a brokered design, as the holder of the tasks published to it and not yet taken. */
 export class SharedQueue implements Placement {
   readonly nodeId = undefined
-  /** Tasks published and not yet settled. */
+  /** Tasks published and not yet taken by an agent (or settled). */
   inFlight = 0
 
   taskLeft(): void {
@@ -219,19 +229,64 @@ export class SharedQueue implements Placement {
  * the driver bounds what it has published and not seen settled (twice the
  * agents' windows together), and sizes frames to one thread's share of the
  * average window, as for ZeroMQ.
+ *
+ * Each frame carries a number, and the driver keeps its tasks under that
+ * number until an agent says it took the frame (a Taken frame): from then on
+ * that node holds them, as a node holds what ZeroMQ sent it, and its loss
+ * sends them again. The first agent to say so is the one: the broker's own
+ * redelivery of a frame reaches the next agent marked as such, and that
+ * agent drops it unrun and says so, so that the driver sends again what no
+ * one took.
  */
 export class SharedQueueScheduler extends Scheduler<SharedQueue> {
-  readonly queue = new SharedQueue()
+  readonly queue: SharedQueue
+  /** Frames published and not yet taken, by number. */
+  private readonly published: Map<number, TaskEntry[]>
 
-  inFlight(): number {
-    return this.queue.inFlight
+  constructor(
+    options: { batch: 'auto' | number; maxFrameBytes: number },
+    put: (holder: SharedQueue, parts: Parts) => void,
+    fail: (e: TaskEntry, err: Error) => void,
+  ) {
+    const published = new Map<number, TaskEntry[]>()
+    // Numbers start at a random point: a Taken meant for an earlier driver of the same cluster id cannot match one of ours.
+    let next = randomInt(1, 2 ** 31)
+    super(options, put, fail, (chunk) => {
+      const n = next++
+      published.set(n, chunk)
+      return n
+    })
+    this.queue = new SharedQueue()
+    this.published = published
+  }
+
+  /**
+   * An agent says it took frame `frameId`: how many tasks the frame carries
+   * (the agent answers each), and those still on the shared queue (not
+   * settled, not taken by another); undefined when the frame is unknown or
+   * was claimed before. Each frame is claimed once.
+   */
+  claim(frameId: number): { size: number; entries: TaskEntry[] } | undefined {
+    const chunk = this.published.get(frameId)
+    if (chunk === undefined) return undefined
+    this.published.delete(frameId)
+    return { size: chunk.length, entries: chunk.filter((e) => !e.settled && e.holder === this.queue) }
+  }
+
+  /** Tasks published and not answered: on the shared queue, or taken by a node. */
+  inFlight(nodes: Iterable<ClusterNode>): number {
+    let n = this.queue.inFlight
+    for (const node of nodes) n += node.inFlight
+    return n
   }
 
   flush(nodes: Iterable<ClusterNode>): void {
     if (this.pending.length === 0) return
     let windows = 0
     let threads = 0
+    let held = this.queue.inFlight
     for (const node of nodes) {
+      held += node.inFlight
       if (node.state !== 'up') continue
       windows += node.window
       threads += node.info.threads
@@ -240,10 +295,12 @@ export class SharedQueueScheduler extends Scheduler<SharedQueue> {
     const cap = 2 * windows
     const perFrame = Math.max(1, Math.min(this.sizer.max(), Math.ceil(windows / threads)))
     const queue = this.queue
-    while (queue.inFlight < cap && this.pending.length > 0) {
+    while (held < cap && this.pending.length > 0) {
       const chunk: TaskEntry[] = []
-      this.take(queue, chunk, Math.min(perFrame, cap - queue.inFlight))
+      const before = queue.inFlight
+      this.take(queue, chunk, Math.min(perFrame, cap - held))
       if (chunk.length > 0) this.frames.send(queue, chunk, undefined)
+      held += queue.inFlight - before
     }
   }
 }

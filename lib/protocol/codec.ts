@@ -137,7 +137,7 @@ export type Header =
   | { type: typeof MsgType.Hello; info: HelloInfo }
   | { type: typeof MsgType.Welcome; info: WelcomeInfo }
   | { type: typeof MsgType.Reject; reason: string }
-  | { type: typeof MsgType.Tasks; count: number; timeoutMs: number | undefined }
+  | { type: typeof MsgType.Tasks; count: number; timeoutMs: number | undefined; frameId: number | undefined }
   | { type: typeof MsgType.Results; count: number; registration: string | undefined }
   | { type: typeof MsgType.ActorResults; count: number }
   | { type: typeof MsgType.Credit; window: number }
@@ -145,6 +145,7 @@ export type Header =
   | { type: typeof MsgType.Actor; count: number }
   | { type: typeof MsgType.Leave; returned: number[] }
   | { type: typeof MsgType.DriverBye }
+  | { type: typeof MsgType.Taken; frameId: number; dropped: boolean }
 
 /** Thrown for a frame of another protocol version; receivers may answer it. */
 export class VersionMismatch extends ProtocolError {
@@ -206,9 +207,12 @@ export function parseHeader(bytes: Uint8Array | undefined): Header {
     case MsgType.Reject:
       return { type, reason: isStr(a, 4096) ? a : 'rejected without a reason' }
     case MsgType.Tasks: {
-      const timeoutMs = fields[3]
-      if (!isCount(a) || (timeoutMs !== undefined && !(isCount(timeoutMs) && timeoutMs > 0))) throw new ProtocolError('malformed task frame header')
-      return { type, count: a, timeoutMs }
+      // A numbered frame (brokered designs) says null for no timeout.
+      const timeoutMs = fields[3] === null ? undefined : fields[3]
+      const frameId = fields[4]
+      if (!isCount(a) || (timeoutMs !== undefined && !(isCount(timeoutMs) && timeoutMs > 0)) || (frameId !== undefined && !isCount(frameId)))
+        throw new ProtocolError('malformed task frame header')
+      return { type, count: a, timeoutMs, frameId }
     }
     case MsgType.Results: {
       // The registration under which the agent was given these tasks (absent from agents that do not say).
@@ -235,6 +239,11 @@ export function parseHeader(bytes: Uint8Array | undefined): Header {
       return { type, returned: a }
     case MsgType.DriverBye:
       return { type }
+    case MsgType.Taken: {
+      const dropped = fields[3]
+      if (!isCount(a) || typeof dropped !== 'boolean') throw new ProtocolError('malformed taken')
+      return { type, frameId: a, dropped }
+    }
     default:
       throw new ProtocolError(`unknown frame type ${String(type)}`)
   }

@@ -6,7 +6,7 @@
  */
 
 /** Bumped on any incompatible change of the frame format. */
-export const PROTOCOL_VERSION = 1
+export const PROTOCOL_VERSION = 2
 
 export const MsgType = {
   /** agent → driver: `{ agentId, threads, pid, host, version, tasks, actors, window }` */
@@ -15,7 +15,10 @@ export const MsgType = {
   Welcome: 2,
   /** driver → agent: `reason` — the agent may not join (version, auth...) */
   Reject: 3,
-  /** driver → agent: `count, timeoutMs?`; body = flat `[id, name, args, ...]` (a frame with a timeout holds one task) */
+  /**
+   * driver → agent: `count, timeoutMs?, frameId?`; body = flat `[id, name, args, ...]` (a frame with a timeout
+   * holds one task). Brokered designs number each frame (`frameId`, with `timeoutMs` null when there is none).
+   */
   Tasks: 4,
   /** agent → driver: `count, registration?` (the Hello registration the tasks came under); body = flat `[id, status, value, ...]` */
   Results: 5,
@@ -31,6 +34,13 @@ export const MsgType = {
   DriverBye: 10,
   /** agent → driver: `count`; body = flat `[id, status, value, ...]` answering Actor frames */
   ActorResults: 11,
+  /**
+   * agent → driver, brokered designs: `frameId, dropped` — the agent took this frame from the shared queue. With
+   * `dropped` false it runs it (and only once the broker holds this message): the driver now holds the agent
+   * answerable for its tasks. With `dropped` true it was a redelivery, acknowledged unrun: the driver sends again
+   * whatever of it no one else took.
+   */
+  Taken: 12,
 } as const
 export type MsgType = (typeof MsgType)[keyof typeof MsgType]
 

@@ -187,7 +187,7 @@ export class AmqpDriverTasks implements DriverTaskPath {
 export class AmqpAgentTasks implements AgentTaskPath {
   private readonly q: ReturnType<typeof names>
   private ch: Channel | undefined
-  private onTask: ((frame: Buffer, delivery: Delivery) => void) | undefined
+  private onTask: ((frame: Buffer, delivery: Delivery, redelivered: boolean) => void) | undefined
   private tag: string | undefined
   private want = 0
   private applied = 0
@@ -201,7 +201,7 @@ export class AmqpAgentTasks implements AgentTaskPath {
     this.q = names(ns)
   }
 
-  async open(onTask: (frame: Buffer, delivery: Delivery) => void): Promise<void> {
+  async open(onTask: (frame: Buffer, delivery: Delivery, redelivered: boolean) => void): Promise<void> {
     this.onTask = onTask
     this.ch = await this.link.channel()
     await this.ch.assertQueue(this.q.tasks, QUEUE)
@@ -242,7 +242,8 @@ export class AmqpAgentTasks implements AgentTaskPath {
         (msg: ConsumeMessage | null) => {
           // null: the broker cancelled us (the queue was deleted with its driver); consume again on the next credit.
           if (msg === null) this.tag = undefined
-          else this.onTask!(msg.content, msg)
+          // RabbitMQ marks a message it delivered before (nacked, or its consumer's channel died).
+          else this.onTask!(msg.content, msg, msg.fields.redelivered)
         },
         { noAck: false },
       )

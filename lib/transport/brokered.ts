@@ -5,8 +5,11 @@
  *   The driver publishes; every agent takes frames while it has room (prefetch
  *   for RabbitMQ, pop-only-when-idle for Redis) and acknowledges a frame only
  *   after its results are with the broker. A frame taken by an agent that dies
- *   goes back to the queue (RabbitMQ: unacked messages are requeued when the
- *   channel dies; Redis: the driver moves the lost agent's processing list back).
+ *   goes back to the queue marked as redelivered (RabbitMQ: unacked messages
+ *   are requeued when the channel dies; Redis: the driver moves the lost
+ *   agent's processing list back). Which agent took which frame the agent
+ *   tells the driver on the message path (a Taken frame), so the driver, not
+ *   the broker, decides what runs again after a loss.
  * - a **message path**: results and control frames (hello, welcome, credit,
  *   heartbeats, actor messages) through one inbox for the driver and one per agent.
  *
@@ -210,7 +213,7 @@ export class BrokeredAgentTransport extends TransportBase implements SharedQueue
   private tasks: AgentTaskPath | undefined
   private messages: AgentMessagePath | undefined
   private readonly idPart: Buffer
-  private onMessage: ((parts: Parts, delivery?: Delivery) => void) | undefined
+  private onMessage: ((parts: Parts, delivery?: Delivery, redelivered?: boolean) => void) | undefined
   private lastSend: Promise<void> = Promise.resolve()
   private pending = new Set<Promise<void>>()
 
@@ -227,7 +230,7 @@ export class BrokeredAgentTransport extends TransportBase implements SharedQueue
     try {
       ;[this.tasks, this.messages] = await agentPaths(this.options, links, this.agentId)
       await this.messages.open()
-      await this.tasks.open((frame, delivery) => this.deliver(frame, delivery))
+      await this.tasks.open((frame, delivery, redelivered) => this.deliver(frame, delivery, redelivered))
       if (this.closed) throw new TransportError('brokered transport closed while connecting')
     } catch (err) {
       await links.close()
@@ -235,7 +238,7 @@ export class BrokeredAgentTransport extends TransportBase implements SharedQueue
     }
   }
 
-  private deliver(frame: Buffer, delivery?: Delivery): void {
+  private deliver(frame: Buffer, delivery?: Delivery, redelivered?: boolean): void {
     let parts: Parts
     try {
       parts = unpackParts(frame)
@@ -246,10 +249,10 @@ export class BrokeredAgentTransport extends TransportBase implements SharedQueue
       return
     }
     // Closing: a task frame taken now is given back when the task path closes.
-    if (this.countIn(partsBytes(parts))) this.onMessage?.(parts, delivery)
+    if (this.countIn(partsBytes(parts))) this.onMessage?.(parts, delivery, redelivered)
   }
 
-  start(onMessage: (parts: Parts, delivery?: Delivery) => void, onFailure?: TransportFailure): void {
+  start(onMessage: (parts: Parts, delivery?: Delivery, redelivered?: boolean) => void, onFailure?: TransportFailure): void {
     if (!this.links || !this.messages) throw new TransportError('brokered transport started before connect()')
     this.onMessage = onMessage
     this.links.listen((err) => {
@@ -276,6 +279,10 @@ export class BrokeredAgentTransport extends TransportBase implements SharedQueue
 
   release(deliveries: Delivery[]): void {
     if (deliveries.length > 0 && this.tasks) void this.track(this.tasks.release(deliveries))
+  }
+
+  sent(): Promise<void> {
+    return this.lastSend
   }
 
   async flush(): Promise<void> {

@@ -15,7 +15,7 @@ export interface DriverTaskPath {
   open(): Promise<void>
   /** Publishes one frame (durably; a refusal by the broker is reported as a failure). */
   publish(frame: Buffer): void
-  /** Puts back what a lost agent had taken and not acknowledged. */
+  /** Puts back what a lost agent had taken and not acknowledged, marked as redelivered. */
   reclaim(agentId: string): void
   /** Deletes the queue. */
   close(): Promise<void>
@@ -23,10 +23,12 @@ export interface DriverTaskPath {
 
 /** An agent's end of the task path. */
 export interface AgentTaskPath {
-  open(onTask: (frame: Buffer, delivery: Delivery) => void): Promise<void>
+  /** `redelivered`: the broker handed this frame out before (it was given back, or its taker died or was taken out). */
+  open(onTask: (frame: Buffer, delivery: Delivery, redelivered: boolean) => void): Promise<void>
   /** Most frames to hold unacknowledged; 0 stops taking. Resolves once the broker applied it (errors are the link's to report). */
   setPrefetch(frames: number): Promise<void>
   ack(deliveries: Delivery[]): Promise<void>
+  /** Gives frames back unrun, marked as redelivered. */
   release(deliveries: Delivery[]): Promise<void>
   /** Stops taking and gives back every frame not acknowledged. */
   close(): Promise<void>

@@ -8,6 +8,8 @@
  *   idle is the flow control), and LREMs it from there once its results are
  *   with Redis (the reliable-queue pattern). When an agent is lost, the driver
  *   moves its processing list back; an agent that leaves moves it back itself.
+ *   A frame moved back starts with one byte {@link REDELIVERED}, so its next
+ *   taker knows it is a redelivery (as RabbitMQ's `redelivered` flag says).
  * - `ac:{id}:driver` — the driver's inbox (results and control, from agents).
  * - `ac:{id}:agent:<agent>` — one agent's inbox (control and actor messages).
  *
@@ -44,22 +46,30 @@ const SILENCE_TIMEOUT_MS = 10_000
 /** Messages taken from an inbox in one round trip after a blocking pop returned one. */
 const DRAIN = 1024
 
-/** Moves every element of KEYS[1] to the taking end of KEYS[2], atomically. */
-const MOVE_ALL = `
+/**
+ * The first byte of a frame that goes back to the task list (given back, or
+ * moved back from a lost agent): the taker sees a redelivery. A packed
+ * message starts with its part count (at most 8), so it cannot be mistaken.
+ */
+const REDELIVERED = 0xff
+const MARK = `local function mark(v) if string.byte(v, 1) == 255 then return v end return '\\255' .. v end`
+
+/** Moves every element of KEYS[1] to the taking end of KEYS[2], marked as redelivered, atomically. */
+const MOVE_ALL = `${MARK}
 local n = 0
 while true do
   local v = redis.call('RPOP', KEYS[1])
   if not v then break end
-  redis.call('RPUSH', KEYS[2], v)
+  redis.call('RPUSH', KEYS[2], mark(v))
   n = n + 1
 end
 if n > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end
 return n`
 
-/** Gives one taken frame back, unless the driver already moved it (so nothing runs twice for that reason). */
-const RELEASE = `
+/** Gives one taken frame back, marked as redelivered, unless the driver already moved it (so nothing runs twice for that reason). */
+const RELEASE = `${MARK}
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) > 0 then
-  redis.call('RPUSH', KEYS[2], ARGV[1])
+  redis.call('RPUSH', KEYS[2], mark(ARGV[1]))
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
   return 1
 end
@@ -225,6 +235,7 @@ function loop(link: RedisLink, what: string, isStopped: () => boolean, step: () 
 export class RedisDriverTasks implements DriverTaskPath {
   private readonly k: ReturnType<typeof keys>
   private timer: NodeJS.Timeout | undefined
+  private readonly sweeps = new Set<NodeJS.Timeout>()
 
   constructor(
     private readonly link: RedisLink,
@@ -247,11 +258,27 @@ export class RedisDriverTasks implements DriverTaskPath {
   }
 
   reclaim(agentId: string): void {
-    void this.link.track(this.link.cmd.eval(MOVE_ALL, 2, this.k.processing(agentId), this.k.tasks, QUEUE_TTL_MS), "moving a lost agent's tasks back")
+    const sweep = () =>
+      void this.link.track(this.link.cmd.eval(MOVE_ALL, 2, this.k.processing(agentId), this.k.tasks, QUEUE_TTL_MS), "moving a lost agent's tasks back")
+    sweep()
+    // A BLMOVE the agent sent before it froze may still take a frame into its list (Redis serves it, however frozen
+    // its client), up to BLOCK_SECONDS later: look once more after that. A redelivery is never run twice (its taker
+    // drops it), so a frame moved back needlessly costs one message.
+    const t = setTimeout(
+      () => {
+        this.sweeps.delete(t)
+        sweep()
+      },
+      2 * BLOCK_SECONDS * 1000,
+    )
+    t.unref()
+    this.sweeps.add(t)
   }
 
   async close(): Promise<void> {
     clearInterval(this.timer)
+    for (const t of this.sweeps) clearTimeout(t)
+    this.sweeps.clear()
     await this.link.track(this.link.cmd.del(this.k.tasks), 'DEL')
     await this.link.track(deleteMatching(this.link.cmd, `${this.k.prefix}processing:*`), 'DEL')
   }
@@ -277,7 +304,7 @@ export class RedisAgentTasks implements AgentTaskPath {
     this.processing = this.k.processing(agentId)
   }
 
-  async open(onTask: (frame: Buffer, delivery: Delivery) => void): Promise<void> {
+  async open(onTask: (frame: Buffer, delivery: Delivery, redelivered: boolean) => void): Promise<void> {
     const conn = (this.conn = await this.link.blockingConnection('tasks'))
     // An earlier agent of the same id that crashed: its frames go back first.
     await this.link.cmd.eval(MOVE_ALL, 2, this.processing, this.k.tasks, QUEUE_TTL_MS)
@@ -300,7 +327,9 @@ export class RedisAgentTasks implements AgentTaskPath {
         }
         if (frame && !this.closed) {
           this.held++
-          onTask(frame, frame)
+          // The delivery is the bytes as stored (LREM finds them by value); the frame is what follows the mark.
+          const redelivered = frame[0] === REDELIVERED
+          onTask(redelivered ? frame.subarray(1) : frame, frame, redelivered)
         }
       },
     )

@@ -50,7 +50,7 @@ export interface SharedQueueDriverTransport extends DriverTransportBase {
   readonly kind: 'shared-queue'
   /** Puts one task frame on the shared queue. */
   publishTasks(parts: Parts): void
-  /** An agent was taken out (it left or was lost): hand back what it held, drop its queues. */
+  /** An agent was taken out (it left or was lost): hand back what it held, marked as redelivered; drop its queues. */
   peerGone(peer: string): void
 }
 
@@ -84,14 +84,20 @@ export interface RoutedAgentTransport extends AgentTransportBase {
 /** Brokered designs: task frames come from a shared queue, taken while the agent has room (see `setWindow`). */
 export interface SharedQueueAgentTransport extends AgentTransportBase {
   readonly kind: 'shared-queue'
-  /** Task frames from the shared queue come with their `delivery`, to `ack` or `release`; messages without. */
-  start(onMessage: (parts: Parts, delivery?: Delivery) => void, onFailure?: TransportFailure): void
+  /**
+   * Task frames from the shared queue come with their `delivery`, to `ack` or `release`, and whether the broker
+   * delivered the frame before (`redelivered`: to an agent that gave it back, died or was taken out); messages
+   * come without.
+   */
+  start(onMessage: (parts: Parts, delivery?: Delivery, redelivered?: boolean) => void, onFailure?: TransportFailure): void
   /** How many task frames the agent wants to hold unacknowledged; 0 stops taking tasks. */
   setWindow(frames: number): void
   /** These deliveries were answered by the messages sent so far: acknowledge them once the broker holds those. */
   ack(deliveries: Delivery[]): void
-  /** Gives deliveries back to the queue unrun. */
+  /** Gives deliveries back to the queue unrun; they come back marked as redelivered. */
   release(deliveries: Delivery[]): void
+  /** Resolves once every message sent so far is with the broker (a failure is the link's to report: it resolves then too). */
+  sent(): Promise<void>
   /** Resolves when everything sent, acknowledged or released so far, and the last window set, are with the broker (errors are reported, not thrown). */
   flush(): Promise<void>
 }

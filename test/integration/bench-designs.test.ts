@@ -41,3 +41,29 @@ test('a brokered bench with an unreachable broker fails with the reason', async 
   assert.equal(await p.exited, 1)
   assert.match(p.output(), /cannot connect to RabbitMQ at amqp:\/\/guest:\*\*\*@127\.0\.0\.1:9: .*\[ERR_BROKER_UNREACHABLE\]/)
 })
+
+test(
+  'bench chaos --transport all: agents killed and replaced on every design, nothing lost or delivered twice',
+  { skip: skipReason('amqp+redis') },
+  async (t) => {
+    const args = ['--tasks', '2000', '--agents', '3', '--kill-every-ms', '600', '--task-us', '500', '--heartbeat-ms', '200', '--node-timeout-ms', '800']
+    const p = runCli(t, ['bench', 'chaos', '--transport', 'all', ...args, '--json', ...brokers])
+    assert.equal(await p.exited, 0, p.output())
+    const rows = JSON.parse(
+      p
+        .output()
+        .split('\n')
+        .find((l) => l.startsWith('['))!,
+    ) as { design: string; lost: number; duplicates: number; kills: unknown[]; ok: boolean }[]
+    assert.deepEqual(
+      rows.map((r) => [r.design, r.lost, r.duplicates, r.ok]),
+      [
+        ['zmq', 0, 0, true],
+        ['redis', 0, 0, true],
+        ['amqp', 0, 0, true],
+        ['amqp+redis', 0, 0, true],
+      ],
+    )
+    assert.ok(rows.every((r) => r.kills.length >= 1))
+  },
+)

@@ -21,6 +21,7 @@ import type {
   TransportFailure,
 } from '../../lib/transport/transport.js'
 import type { TransportKind } from '../../lib/transport/options.js'
+import { Redis } from 'ioredis'
 import { freePort, waitFor } from '../helpers.js'
 import { AMQP_URL, REDIS_URL, proxyTo, skipReason, withPort } from '../brokers.js'
 
@@ -35,6 +36,8 @@ interface Harness {
   driver: DriverTransport
   /** A new agent, not connected; closed when the test ends. `via` points its brokers elsewhere (a proxy). */
   agent(id: string, via?: Partial<BrokeredOptions>): AgentTransport
+  /** Brokered designs: the namespace of the queues. */
+  clusterId?: string
 }
 
 interface Design {
@@ -96,7 +99,7 @@ const brokered = (transport: TransportKind, taskBroker: 'redisUrl' | 'amqpUrl'):
     }
     const driver = closing(t, new BrokeredDriverTransport(options))
     await driver.bind()
-    return { driver, agent: (id, via) => closing(t, new BrokeredAgentTransport({ ...options, ...via }, id)) }
+    return { driver, agent: (id, via) => closing(t, new BrokeredAgentTransport({ ...options, ...via }, id)), clusterId: options.clusterId }
   },
 })
 
@@ -163,6 +166,8 @@ interface AgentReceived {
   parts: Parts
   /** Undefined on a routed transport (Delivery is an opaque `unknown`, so the type cannot say it). */
   delivery: Delivery
+  /** Shared queue: whether the broker handed this frame out before. */
+  redelivered: boolean | undefined
 }
 
 /** Connects and starts an agent, collecting what it receives. */
@@ -171,12 +176,12 @@ async function join(agent: AgentTransport, failures: Error[] = []): Promise<Agen
   await agent.connect()
   if (agent.kind === 'routed')
     agent.start(
-      (parts) => got.push({ parts, delivery: undefined }),
+      (parts) => got.push({ parts, delivery: undefined, redelivered: undefined }),
       (err) => failures.push(err),
     )
   else
     agent.start(
-      (parts, delivery) => got.push({ parts, delivery }),
+      (parts, delivery, redelivered) => got.push({ parts, delivery, redelivered }),
       (err) => failures.push(err),
     )
   return got
@@ -435,6 +440,7 @@ for (const design of DESIGNS) {
         await waitFor(() => first.tasks().length === 1, WAIT_MS, 'task frame A at agent-1')
         const [a] = first.tasks()
         assert.deepEqual(texts(a!.parts), ['task', 'A'])
+        assert.equal(a!.redelivered, false, 'a first delivery is not marked')
         first.agent.ack([a!.delivery])
         await first.agent.flush()
         await first.agent.close()
@@ -457,8 +463,18 @@ for (const design of DESIGNS) {
         const second = await taker(h, 'agent-2', 1)
         first.agent.release([first.tasks()[0]!.delivery])
         await waitFor(() => second.tasks().length === 1, WAIT_MS, 'the released frame at agent-2')
+        // The same parts, marked as handed out before (the mark is not part of the message).
         assert.deepEqual(texts(second.tasks()[0]!.parts), ['task', 'A'])
+        assert.equal(second.tasks()[0]!.redelivered, true)
         assert.equal(first.tasks().length, 1, 'agent-1, at window 0, took nothing more')
+        // Given back twice, it is marked once: the parts stay the same.
+        second.agent.setWindow(0)
+        await second.agent.flush()
+        second.agent.release([second.tasks()[0]!.delivery])
+        first.agent.setWindow(1)
+        await waitFor(() => first.tasks().length === 2, WAIT_MS, 'the frame released again at agent-1')
+        assert.deepEqual(texts(first.tasks()[1]!.parts), ['task', 'A'])
+        assert.equal(first.tasks()[1]!.redelivered, true)
       })
 
       test('setWindow(0) stops taking; a window again resumes', async (t) => {
@@ -498,8 +514,39 @@ for (const design of DESIGNS) {
         driver.peerGone('agent-lost')
         await waitFor(() => other.tasks().length === 1, WAIT_MS, "the lost agent's frame at agent-2")
         assert.deepEqual(texts(other.tasks()[0]!.parts), ['task', 'A'])
+        assert.equal(other.tasks()[0]!.redelivered, true, 'marked as handed out before')
         await within(lost.agent.close(), 10_000, 'closing the agent whose broker is gone')
       })
+
+      if (design.brokered?.taskBroker === 'redisUrl')
+        test("a frame a lost agent's pending BLMOVE takes after peerGone is moved back too, marked", async (t) => {
+          const h = await design.setup(t)
+          const driver = sharedDriver(h)
+          listen(driver)
+          const other = await taker(h, 'agent-2', 0)
+          // A frozen agent's BLMOVE, sent before it froze: Redis serves it whatever its client does.
+          const frozen = new Redis(REDIS_URL, { connectionName: `frozen-${h.clusterId!}` })
+          t.after(() => frozen.disconnect())
+          const prefix = `ac:{${h.clusterId!}}:`
+          const taking = frozen.blmoveBuffer(`${prefix}tasks`, `${prefix}processing:ghost`, 'RIGHT', 'LEFT', 5)
+          const probe = new Redis(REDIS_URL)
+          t.after(() => probe.disconnect())
+          // Wait (bounded) until Redis has it blocked, so it is first in line for the next frame.
+          for (let i = 0; ; i++) {
+            const list = (await probe.client('LIST')) as string
+            if (list.split('\n').some((l) => l.includes(`name=frozen-${h.clusterId!}`) && / cmd=blmove/.test(l) && / flags=b/.test(l))) break
+            if (i >= 250) assert.fail(`the frozen client's BLMOVE was not blocked within 5 s`)
+            await new Promise((r) => setTimeout(r, 20))
+          }
+          driver.peerGone('ghost')
+          driver.publishTasks(msg('task', 'A'))
+          assert.ok(await taking, 'the frozen client took the frame into its list after peerGone')
+          other.agent.setWindow(1)
+          await waitFor(() => other.tasks().length === 1, WAIT_MS, 'the frame moved back by the second look')
+          assert.deepEqual(texts(other.tasks()[0]!.parts), ['task', 'A'])
+          assert.equal(other.tasks()[0]!.redelivered, true)
+          assert.equal(await probe.llen(`${prefix}processing:ghost`), 0)
+        })
     }
   })
 }

@@ -485,3 +485,48 @@ test('dropLate adds the results of a former member to the late count', () => {
   ledger.dropLate(2)
   assert.equal(ledger.counters.lateResultsDropped, 5)
 })
+
+test('move: an entry taken from the shared queue leaves it (one fewer in flight there) and is held by the node', () => {
+  const { ledger, add } = setup()
+  const q = new SharedQueue()
+  q.inFlight = 1
+  const node = holder('agent-1')
+  const e = add('t', { holder: q })
+  ledger.move(e, node)
+  assert.equal(q.inFlight, 0)
+  assert.equal(e.holder, node)
+  assert.deepEqual(ledger.entriesHeldBy(node), [e])
+  assert.equal(ledger.answered(e.id, node), e, 'the node that took it may answer it')
+})
+
+test("takeBack: given entries, still on the shared queue, are charged like a lost node's or returned like a left one's; settled ones are skipped", () => {
+  const { ledger, calls, add, outcome } = setup(3)
+  const q = new SharedQueue()
+  q.inFlight = 3
+  const a = add('a', { holder: q })
+  const b = add('b', { holder: q, options: opts({ maxRetries: 0 }) })
+  const done = add('done', { holder: q })
+  ledger.succeed(done, 1, 0)
+  const describe = () => ({ node: 'agent-7', reason: 'it took them after it was taken out' })
+  const back = ledger.takeBack([a, b, done], 'lost', describe)
+  assert.deepEqual(back, [a])
+  assert.equal(a.infraRetries, 1)
+  assert.equal(a.holder, undefined)
+  assert.equal(outcome(b).rejected.length, 1)
+  const err = outcome(b).rejected[0]!
+  assert.ok(err instanceof NodeLostError)
+  assert.equal(err.message, 'task "b" was on node agent-7 when it was lost (it took them after it was taken out), after 0 earlier infrastructure failures')
+  assert.deepEqual(
+    calls.failed.map((f) => f.node),
+    ['agent-7'],
+  )
+  assert.equal(q.inFlight, 0, 'each left the queue once')
+  assert.equal(ledger.counters.requeued, 1)
+  // Given back unrun: nothing charged.
+  const c = add('c', { holder: q })
+  q.inFlight++
+  assert.deepEqual(ledger.takeBack([c], 'left', describe), [c])
+  assert.equal(c.infraRetries, 0)
+  assert.equal(q.inFlight, 0)
+  assert.equal(ledger.counters.requeued, 2)
+})

@@ -71,7 +71,6 @@ function setup(threads = 1, maxPoolBatch = 100) {
   /** The registration each Results frame names. */
   const registrations: (string | undefined)[] = []
   const acked: Delivery[] = []
-  const released: Delivery[] = []
   const measured: [number, number][] = []
   const send = (parts: Parts) => {
     const h = parseHeader(parts[0])
@@ -86,9 +85,9 @@ function setup(threads = 1, maxPoolBatch = 100) {
     maxPoolBatch,
     send,
     measured: (ms, n) => measured.push([ms, n]),
-    broker: { ack: (d) => acked.push(...d), release: (d) => released.push(...d) },
+    broker: { ack: (d) => acked.push(...d) },
   })
-  return { pool, session, stats, sent, registrations, acked, released, measured, runner }
+  return { pool, session, stats, sent, registrations, acked, measured, runner }
 }
 
 const frame = (...ids: number[]) => encodeTaskBody(ids.map((id) => ({ id, name: id === 13 ? 'poison' : 'add', args: [id] })))
@@ -238,18 +237,19 @@ test('a batch that ends after its driver was replaced sends nothing and is not s
   assert.deepEqual(acked, ['x', 'y'])
 })
 
-test('release gives the queued frames back (a split batch once its last piece is gone); malformed frames are acked', async () => {
-  const { pool, runner, acked, released, session } = setup(1)
+test('release drops the queued frames and acknowledges them, the driver sends them again (a split batch once its last piece is gone); malformed frames are acked', async () => {
+  const { pool, runner, acked, sent, session } = setup(1)
   runner.push(frame(1, 2, 3), 3, undefined, 'run')
   session.ready = false
   runner.push(frame(4), 1, undefined, 'q1')
   runner.push(frame(5), 1, undefined, 'q2')
   assert.equal(runner.queued, 2)
   runner.release()
-  assert.deepEqual(released, ['q1', 'q2'])
+  // The broker must not hand them out again: the driver knows this agent took them, and sends them again itself.
+  assert.deepEqual(acked, ['q1', 'q2'])
   assert.equal(runner.queued, 0)
   runner.discard('bad')
-  assert.deepEqual(acked, ['bad'])
+  assert.deepEqual(acked, ['q1', 'q2', 'bad'])
   // The running batch dies: split into three pieces, two start, the third waits.
   session.ready = true
   pool.fail(new Error('worker exited'))
@@ -261,11 +261,38 @@ test('release gives the queued frames back (a split batch once its last piece is
   session.ready = false
   runner.release()
   // Pieces are still running: the original frame is not due yet.
-  assert.deepEqual(released, ['q1', 'q2'])
-  assert.deepEqual(acked, ['bad'])
+  assert.deepEqual(acked, ['q1', 'q2', 'bad'])
   pool.succeed()
   pool.succeed()
   await runner.drained()
+  // The last running piece answered: the original frame is acknowledged, once; the dropped piece never ran.
+  assert.deepEqual(acked, ['q1', 'q2', 'bad', 'run'])
+  assert.deepEqual(
+    sent.map((x) => x.results.map((r) => r.id)),
+    [[1], [2]],
+  )
+  assert.equal(pool.running.length, 0)
+})
+
+test('a frame pushed with a promise waits until it resolves; frames behind it wait too, and start in order', async () => {
+  const { pool, runner, acked } = setup(2, 100)
+  let said!: () => void
+  const taken = new Promise<void>((resolve) => (said = resolve))
+  runner.push(frame(1), 1, undefined, 'a', taken)
+  runner.push(frame(2), 1, undefined, 'b', Promise.resolve())
+  await settle()
+  assert.equal(pool.running.length, 0, 'nothing starts before the first frame may')
+  assert.equal(runner.queued, 2)
+  said()
+  await settle()
+  assert.deepEqual(
+    pool.running.map((b) => b.ids),
+    [[1], [2]],
+  )
+  pool.succeed()
+  pool.succeed()
+  await runner.drained()
+  assert.deepEqual(acked, ['a', 'b'])
 })
 
 test('after stop, a batch that ends says nothing and nothing more starts', async () => {

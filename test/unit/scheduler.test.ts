@@ -19,6 +19,8 @@ interface Sent {
   to: string
   count: number
   timeoutMs: number | undefined
+  /** The frame's number (brokered designs). */
+  frameId: number | undefined
   names: string[]
   bytes: number
 }
@@ -30,7 +32,7 @@ function decodeFrame(to: string, parts: Parts): Sent {
   if (h.type !== MsgType.Tasks) throw new Error('unreachable')
   const items = decodeTaskBody(parts[1]!)
   assert.equal(items.length, h.count, 'the header counts the tasks of the body')
-  return { to, count: h.count, timeoutMs: h.timeoutMs, names: items.map((i) => i.name), bytes: parts[1]!.length }
+  return { to, count: h.count, timeoutMs: h.timeoutMs, frameId: h.frameId, names: items.map((i) => i.name), bytes: parts[1]!.length }
 }
 
 function info(agentId: string, threads: number, window: number): HelloInfo {
@@ -511,7 +513,7 @@ test('shared queue: published-not-settled is capped at twice the windows of the 
     [3, 3, 3, 1],
   )
   assert.ok(sent.every((s) => s.to === 'shared'))
-  assert.equal(scheduler.inFlight(), 10)
+  assert.equal(scheduler.inFlight([]), 10)
   assert.equal(scheduler.queue.inFlight, 10)
   assert.equal(scheduler.queued(), 15)
   assert.ok(tasks.slice(0, 10).every((e) => e.holder === scheduler.queue))
@@ -523,13 +525,13 @@ test('shared queue: published-not-settled is capped at twice the windows of the 
   ledger.succeed(tasks[1]!, 1, 0)
   ledger.fail(tasks[2]!, new Error('threw'))
   ledger.withdraw(tasks[3]!, new TaskCancelledError('x'))
-  assert.equal(scheduler.inFlight(), 6)
+  assert.equal(scheduler.inFlight([]), 6)
   scheduler.flush([a, b, leaving])
   assert.deepEqual(
     sent.slice(4).map((s) => s.count),
     [3, 1],
   )
-  assert.equal(scheduler.inFlight(), 10)
+  assert.equal(scheduler.inFlight([]), 10)
   assert.equal(scheduler.queued(), 11)
 })
 
@@ -542,7 +544,7 @@ test('shared queue: no up node, nothing is published', () => {
   scheduler.flush([gone])
   assert.deepEqual(sent, [])
   assert.equal(scheduler.queued(), 3)
-  assert.equal(scheduler.inFlight(), 0)
+  assert.equal(scheduler.inFlight([]), 0)
 })
 
 test('shared queue: timed tasks go alone and count against the cap; withdrawn ones are skipped', () => {
@@ -562,7 +564,7 @@ test('shared queue: timed tasks go alone and count against the cap; withdrawn on
       { count: 1, timeoutMs: undefined, names: ['plain'] },
     ],
   )
-  assert.equal(scheduler.inFlight(), 2)
+  assert.equal(scheduler.inFlight([]), 2)
   assert.equal(scheduler.queued(), 1)
 })
 
@@ -571,8 +573,64 @@ test('shared queue: a retried task leaves the queue count', () => {
   const a = node('a', 1, 4)
   const e = submit('t', [], { timeoutMs: undefined, retries: 1, maxRetries: 0, signal: undefined })
   scheduler.flush([a])
-  assert.equal(scheduler.inFlight(), 1)
+  assert.equal(scheduler.inFlight([]), 1)
   assert.equal(ledger.retry(e, 'user', new Error('threw')), true)
-  assert.equal(scheduler.inFlight(), 0)
+  assert.equal(scheduler.inFlight([]), 0)
   assert.equal(new SharedQueue().nodeId, undefined)
+})
+
+test('shared queue: each frame carries a number of its own; a claim gives its size and the tasks still on the queue, once', () => {
+  const { ledger, scheduler, sent, submitMany } = shared(2)
+  const a = node('a', 1, 3)
+  const tasks = submitMany(5)
+  scheduler.flush([a])
+  // cap 2 × 3 = 6; frames of 2 (batch 2): 2, 2, 1.
+  assert.deepEqual(
+    sent.map((s) => s.count),
+    [2, 2, 1],
+  )
+  const [f1, f2, f3] = sent.map((s) => s.frameId!)
+  assert.ok(Number.isSafeInteger(f1) && f1! > 0)
+  assert.deepEqual([f2, f3], [f1! + 1, f1! + 2], 'consecutive numbers')
+  // Routed frames carry none.
+  const routed = credit(2)
+  routed.submitMany(1)
+  routed.scheduler.flush([node('z', 1, 2)])
+  assert.equal(routed.sent[0]!.frameId, undefined)
+  // A task of the second frame settles before an agent says it took the frame: the claim leaves it out.
+  ledger.withdraw(tasks[3]!, new TaskCancelledError('x'))
+  const claim = scheduler.claim(f2!)
+  assert.equal(claim?.size, 2)
+  assert.deepEqual(
+    claim?.entries.map((e) => e.name),
+    ['t2'],
+  )
+  assert.equal(scheduler.claim(f2!), undefined, 'a frame is claimed once')
+  assert.equal(scheduler.claim(f3! + 1000), undefined, 'an unknown number claims nothing')
+  // Taken by a node: it holds them now, and the cap still counts them.
+  for (const e of claim.entries) ledger.move(e, a)
+  a.inFlight += claim.size
+  assert.equal(tasks[2]!.holder, a)
+  assert.equal(scheduler.queue.inFlight, 3)
+  assert.equal(scheduler.inFlight([a]), 5)
+})
+
+test('shared queue: tasks held by nodes count against the cap, and a node taken out no longer does', () => {
+  const { scheduler, sent, submitMany } = shared(1000)
+  const a = node('a', 1, 2)
+  const b = node('b', 1, 2)
+  submitMany(20)
+  a.inFlight = 6
+  // cap 2 × (2 + 2) = 8, 6 held by a: two more go out.
+  scheduler.flush([a, b])
+  assert.equal(
+    sent.reduce((n, s) => n + s.count, 0),
+    2,
+  )
+  // a is gone (not among the nodes any more): its six no longer hold the queue back.
+  scheduler.flush([b])
+  assert.equal(
+    sent.reduce((n, s) => n + s.count, 0),
+    4,
+  )
 })
