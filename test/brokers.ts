@@ -45,14 +45,23 @@ export interface Proxy {
   port: number
   /** Destroys every connection and stops listening: to its clients, the broker is gone. */
   cut(): Promise<void>
-  /** Stops forwarding but keeps every connection open: to its clients, the broker hangs. */
+  /** Stops forwarding but keeps every connection open, and new ones too: to its clients, the broker hangs. */
   freeze(): void
 }
 
 export async function proxyTo(t: TestContext, url: string, defaultPort: number): Promise<Proxy> {
   const u = new URL(url)
   const sockets = new Set<Socket>()
+  let frozen = false
   const server: Server = createServer((client) => {
+    if (frozen) {
+      // Accepted, never answered.
+      sockets.add(client)
+      client.on('close', () => sockets.delete(client))
+      client.on('error', () => {})
+      client.pause()
+      return
+    }
     const upstream = connect({ host: u.hostname, port: Number(u.port || defaultPort) })
     for (const s of [client, upstream]) {
       sockets.add(s)
@@ -76,6 +85,7 @@ export async function proxyTo(t: TestContext, url: string, defaultPort: number):
       await closed
     },
     freeze() {
+      frozen = true
       for (const [client, upstream] of pairs) {
         client.unpipe(upstream)
         upstream.unpipe(client)
