@@ -157,23 +157,65 @@ async function listening(port: number, ms: number, what: string, alive: () => bo
   }
 }
 
-/** A server process the test owns: started, stopped with SIGTERM (SIGKILL past `stopMs`), and stopped at the end. */
-function ownProcess(what: string, port: number, startMs: number, launch: () => ChildProcess): Pick<OwnBroker, 'stop' | 'start'> {
-  let child: ChildProcess | undefined
+/** Whether any process of the group `pgid` is left. */
+function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+function killGroup(pgid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pgid, signal)
+  } catch {
+    // Gone already.
+  }
+}
+
+/**
+ * A server process the test owns, in a process group of its own (a start
+ * script and the server it runs): stopped with SIGTERM to the whole group
+ * (SIGKILL past 15 s), waiting until no process of it is left; killed with
+ * the test process too, should that exit or be killed before the test's own
+ * cleanup ran (a watchdog then also removes `dir`).
+ * `launch` must spawn it `detached`.
+ */
+function ownProcess(what: string, dir: string, port: number, startMs: number, launch: () => ChildProcess): Pick<OwnBroker, 'stop' | 'start'> {
+  let pgid: number | undefined
+  let watchdog: ChildProcess | undefined
   let output = ''
+  const onExit = () => {
+    if (pgid !== undefined) killGroup(pgid, 'SIGKILL')
+  }
   const stop = async (): Promise<void> => {
-    const c = child
-    child = undefined
-    if (!c || c.exitCode !== null || c.signalCode !== null) return
-    const exited = once(c, 'exit')
-    c.kill('SIGTERM')
-    const timer = setTimeout(() => c.kill('SIGKILL'), 15_000)
-    await exited
-    clearTimeout(timer)
+    const g = pgid
+    pgid = undefined
+    process.off('exit', onExit)
+    watchdog?.kill('SIGKILL')
+    watchdog = undefined
+    if (g === undefined || !groupAlive(g)) return
+    killGroup(g, 'SIGTERM')
+    const end = Date.now() + 15_000
+    while (groupAlive(g)) {
+      if (Date.now() > end) killGroup(g, 'SIGKILL')
+      await new Promise((r) => setTimeout(r, 50))
+    }
   }
   const start = async (): Promise<void> => {
     output = ''
-    const c = (child = launch())
+    const c = launch()
+    if (c.pid === undefined) throw new Error(`${what} could not be started`)
+    pgid = c.pid
+    process.on('exit', onExit)
+    // A test process killed outright (a runner's timeout) runs no cleanup: this outlives it, then stops the server.
+    watchdog = spawn('/bin/sh', ['-c', `while kill -0 ${process.pid} 2>/dev/null; do sleep 1; done; kill -s KILL -- -${c.pid} 2>/dev/null; rm -rf '${dir}'`], {
+      detached: true,
+      stdio: 'ignore',
+    })
+    watchdog.unref()
     c.stdout?.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-4000)))
     c.stderr?.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-4000)))
     try {
@@ -214,7 +256,7 @@ export async function ownRedis(t: TestContext): Promise<OwnBroker> {
     ),
     { mode: 0o600, flag: 'wx' },
   )
-  const p = ownProcess('redis-server', port, 10_000, () => spawn(REDIS_SERVER, [conf], { stdio: ['ignore', 'pipe', 'pipe'], cwd: dir }))
+  const p = ownProcess('redis-server', dir, port, 10_000, () => spawn(REDIS_SERVER, [conf], { stdio: ['ignore', 'pipe', 'pipe'], cwd: dir, detached: true }))
   stop = p.stop
   await p.start()
   return { url: `redis://:${password}@127.0.0.1:${port}`, port, ...p }
@@ -258,7 +300,9 @@ export async function ownRabbit(t: TestContext): Promise<OwnBroker> {
     // A node that fails to boot writes its crash dump here, not into the working directory.
     ERL_CRASH_DUMP: join(dir, 'erl_crash.dump'),
   }
-  const p = ownProcess('rabbitmq-server', port, 60_000, () => spawn(RABBITMQ_SERVER, [], { stdio: ['ignore', 'pipe', 'pipe'], env, cwd: dir }))
+  const p = ownProcess('rabbitmq-server', dir, port, 60_000, () =>
+    spawn(RABBITMQ_SERVER, [], { stdio: ['ignore', 'pipe', 'pipe'], env, cwd: dir, detached: true }),
+  )
   stop = p.stop
   await p.start()
   return { url: `amqp://${user}:${password}@127.0.0.1:${port}`, port, ...p }
