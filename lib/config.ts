@@ -26,6 +26,7 @@ const DRIVER_KEY_SET: Readonly<Record<Exclude<keyof ClusterOptions, 'config'>, t
   maxFrameBytes: true,
   insecure: true,
   curve: true,
+  brokerReconnectMs: true,
   maxRetries: true,
   waitForNodes: true,
   waitForNodesMs: true,

@@ -91,6 +91,7 @@ const TRANSPORT_VARIABLES = [
   variable('redisUrl', url(REDIS_SCHEMES)),
   variable('amqpUrl', url(AMQP_SCHEMES)),
   variable('clusterId', clusterId),
+  variable('brokerReconnectMs', integer(0)),
 ] as const
 
 /** The driver's options that a variable can set (the dashboard's, which nest, are read apart). */
@@ -239,6 +240,7 @@ function agentOptionsOf(config: ClusterConfig, root: string): Partial<AgentOptio
     redisUrl: o.redisUrl,
     amqpUrl: o.amqpUrl,
     clusterId: o.clusterId,
+    brokerReconnectMs: o.brokerReconnectMs,
     curve: o.curve,
     ...o.localAgentOptions,
   }

@@ -128,7 +128,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       (peer, parts) => dispatch(inbound, peer, parts),
       (err) => cluster.onTransportFailure(err),
     )
-    cluster.timer = setInterval(() => cluster.membership.tick(), cluster.options.heartbeatMs)
+    const transport = cluster.transport
+    // While a broker is being reconnected, agents cannot be heard: silence is not loss then.
+    cluster.timer = setInterval(() => cluster.membership.tick(transport.kind === 'shared-queue' && transport.reconnecting), cluster.options.heartbeatMs)
     cluster.timer.unref()
     cluster.observe.monitor.start()
     try {

@@ -228,11 +228,15 @@ export class Membership {
     return this.former.has(peer) && !this.nodes.has(peer)
   }
 
-  /** Heartbeat round: nodes silent past the timeout are lost; the others get a heartbeat. */
-  tick(): void {
+  /**
+   * Heartbeat round: nodes silent past the timeout are lost; the others get a
+   * heartbeat. `excused`: the agents could not be heard (the broker is being
+   * reconnected), so no verdicts, as after a stall.
+   */
+  tick(excused = false): void {
     const now = this.now()
     // After a stall of our own event loop the agents' heartbeats are still unread: no verdicts then.
-    const stalled = now - this.lastTick > 2 * this.options.heartbeatMs
+    const stalled = excused || now - this.lastTick > 2 * this.options.heartbeatMs
     this.lastTick = now
     for (const node of [...this.nodes.values()]) {
       if (stalled) node.lastSeen = now

@@ -91,13 +91,14 @@ export async function setUpDriver(options: ClusterOptions): Promise<DriverSetup>
 
 /** Starts the local agents of a driver and waits until each registered (bounded). */
 export async function startLocalAgents(setup: DriverSetup, onStarted: (agent: Agent) => void): Promise<void> {
-  const { localAgents, tasks, threads, heartbeatMs, nodeTimeoutMs, maxFrameBytes, localAgentOptions, transport, redisUrl, amqpUrl } = setup.options
+  const { localAgents, tasks, threads, heartbeatMs, nodeTimeoutMs, maxFrameBytes, localAgentOptions, transport, redisUrl, amqpUrl, brokerReconnectMs } =
+    setup.options
   if (localAgents === 0 || tasks === undefined) return
   const { curve, localKey } = setup
   const started: Agent[] = []
   for (let i = 0; i < localAgents; i++) {
     const via = isBrokered(transport)
-      ? { transport, redisUrl, amqpUrl, clusterId: setup.clusterId }
+      ? { transport, redisUrl, amqpUrl, clusterId: setup.clusterId, brokerReconnectMs }
       : { connect: setup.localAddress ?? setup.transport.address }
     const agent = await Agent.start({
       ...localAgentOptions,

@@ -13,8 +13,10 @@
  * One connection per process, with Nagle's algorithm off (amqplib leaves it
  * on: with small messages and prefetch that costs ~40 ms per round trip), and
  * AMQP heartbeats so that a frozen peer's connection, and with it its unacked
- * frames, is given up by the broker.
+ * frames, is given up by the broker. A lost connection is dialled again for
+ * up to `brokerReconnectMs`, and every path built on it again (see AmqpLink).
  */
+import { createHash } from 'node:crypto'
 import type * as Amqplib from 'amqplib'
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib'
 import { loadOptional } from './optional.js'
@@ -48,42 +50,156 @@ function names(ns: Namespace) {
   return { tasks: `${p}tasks`, driver: `${p}driver`, agent: (id: string) => `${p}agent.${id}` }
 }
 
-/** The RabbitMQ connection of one process and its channels. No silent reconnects: a loss is reported once, naming the URL. */
+/** Backoff between attempts to dial a lost connection again: 50 ms, doubling, at most 1 s. */
+function backoff(attempt: number): number {
+  return Math.min(1000, 50 * 2 ** Math.min(attempt - 1, 5))
+}
+
+/** What builds on the link's connection, and builds again on a new one after a loss. */
+interface Reopens {
+  reopen(): Promise<void>
+}
+
+async function dial(href: string, role: string): Promise<ChannelModel> {
+  return connect(href, { noDelay: true, timeout: 5000, clientProperties: { connection_name: `actor-cluster ${role}` } })
+}
+
+/**
+ * The RabbitMQ connection of one process and its channels. amqplib does not
+ * reconnect: when the connection is lost, this link dials again (with
+ * backoff) and every path on it builds its channels again — declaring its
+ * queues, consuming again, publishing again what the broker had not
+ * confirmed. A broker gone longer than `reconnectMs` is a failure, reported
+ * once, naming the URL.
+ */
 export class AmqpLink implements BrokerLink {
   private closing = false
+  private gaveUp = false
+  private failure: Error | undefined
+  /** A connection is lost and being dialled again. */
+  private down = false
+  private outage: NodeJS.Timeout | undefined
   private lastError: Error | undefined
   private readonly ours = new WeakSet<Channel>()
+  private readonly users: Reopens[] = []
+  private readonly abandoned: ((err: Error) => void)[] = []
+  private conn!: ChannelModel
 
   private constructor(
     readonly url: string,
+    private readonly href: string,
     private readonly role: string,
-    readonly conn: ChannelModel,
+    private readonly reconnectMs: number,
+    conn: ChannelModel,
     private readonly onFailure: (err: Error) => void,
   ) {
+    this.attach(conn)
+  }
+
+  private attach(conn: ChannelModel): void {
+    this.conn = conn
     conn.on('error', (err: Error) => (this.lastError = err))
     conn.on('close', (err?: Error) => {
-      if (!this.closing) onFailure(lost('RabbitMQ', url, role, err ?? this.lastError))
+      if (this.conn === conn) this.connectionLost(err)
     })
   }
 
-  static async connect(url: string, role: string, onFailure: (err: Error) => void): Promise<AmqpLink> {
+  static async connect(url: string, role: string, reconnectMs: number, onFailure: (err: Error) => void): Promise<AmqpLink> {
     const u = new URL(url)
     if (!u.searchParams.has('heartbeat')) u.searchParams.set('heartbeat', String(HEARTBEAT_S))
     let conn: ChannelModel
     try {
-      conn = await connect(u.href, { noDelay: true, timeout: 5000, clientProperties: { connection_name: `actor-cluster ${role}` } })
+      conn = await dial(u.href, role)
     } catch (err) {
       throw unreachable('RabbitMQ', url, role, err)
     }
-    return new AmqpLink(url, role, conn, onFailure)
+    return new AmqpLink(url, u.href, role, reconnectMs, conn, onFailure)
+  }
+
+  /** `user` builds again on every new connection, in the order users registered. */
+  reopens(user: Reopens): void {
+    this.users.push(user)
+  }
+
+  /** Called once if the link fails for good, with its error (to settle what waits for a broker that will not come back). */
+  onAbandon(f: (err: Error) => void): void {
+    this.abandoned.push(f)
+  }
+
+  /** The link failed for good (or closed): nothing will reach the broker any more. */
+  get gone(): Error | undefined {
+    return this.failure ?? (this.closing ? new TransportError(`${this.role}: the RabbitMQ link is closed`) : undefined)
+  }
+
+  /** True while the connection is lost and being dialled again (within the limit). */
+  get reconnecting(): boolean {
+    return this.down && !this.gaveUp && !this.closing
+  }
+
+  private connectionLost(err: Error | undefined): void {
+    if (this.closing || this.gaveUp || this.down) return
+    if (err) this.lastError = err
+    if (this.reconnectMs === 0) {
+      this.giveUp(lost('RabbitMQ', this.url, this.role, err ?? this.lastError))
+      return
+    }
+    this.down = true
+    this.outage = setTimeout(() => {
+      const why = new Error(`gone for more than ${this.reconnectMs} ms (brokerReconnectMs)${this.lastError ? `; last error: ${this.lastError.message}` : ''}`)
+      this.giveUp(lost('RabbitMQ', this.url, this.role, why))
+    }, this.reconnectMs)
+    void this.redial()
+  }
+
+  /** Dials until a new connection carries every path again, or the link gives up or closes. */
+  private async redial(): Promise<void> {
+    for (let attempt = 1; !this.closing && !this.gaveUp; attempt++) {
+      await new Promise((resolve) => setTimeout(resolve, backoff(attempt)))
+      if (this.closing || this.gaveUp) return
+      let conn: ChannelModel
+      try {
+        conn = await dial(this.href, this.role)
+      } catch (err) {
+        this.lastError = err instanceof Error ? err : new Error(safeString(err))
+        continue
+      }
+      let closed = false
+      conn.on('close', () => (closed = true))
+      if (this.closing || this.gaveUp) {
+        await conn.close().catch(() => {})
+        return
+      }
+      this.attach(conn)
+      try {
+        for (const user of this.users) await user.reopen()
+      } catch (err) {
+        this.lastError = err instanceof Error ? err : new Error(safeString(err))
+        closed = true
+        dropConnection(conn)
+      }
+      if (closed) continue
+      this.down = false
+      clearTimeout(this.outage)
+      return
+    }
+  }
+
+  private giveUp(err: Error): void {
+    if (this.gaveUp || this.closing) return
+    this.gaveUp = true
+    this.failure = err
+    clearTimeout(this.outage)
+    this.onFailure(err)
+    for (const f of this.abandoned) f(err)
   }
 
   private watch<C extends Channel>(ch: C): C {
+    const conn = this.conn
     ch.on('error', (err: Error) => (this.lastError = err))
     ch.on('close', () => {
-      // A lost connection closes its channels first: let the connection's own report, which says so, come first.
+      // A lost connection closes its channels first: let the connection's own report (or its redial) come first.
       setImmediate(() => {
-        if (!this.closing && !this.ours.has(ch)) this.fail('a channel closed', this.lastError)
+        if (!this.closing && !this.ours.has(ch) && !this.down && !this.gaveUp && conn === this.conn) this.fail('a channel closed', this.lastError)
       })
     })
     return ch
@@ -106,7 +222,7 @@ export class AmqpLink implements BrokerLink {
 
   fail(what: string, err: unknown): void {
     const why = err instanceof Error ? err.message : err === undefined ? 'no reason given' : safeString(err)
-    this.onFailure(new TransportError(`${this.role}: RabbitMQ at ${maskUrl(this.url)} failed: ${what}: ${why}`, { cause: err, code: 'ERR_BROKER_LOST' }))
+    this.giveUp(new TransportError(`${this.role}: RabbitMQ at ${maskUrl(this.url)} failed: ${what}: ${why}`, { cause: err, code: 'ERR_BROKER_LOST' }))
   }
 
   get closed(): boolean {
@@ -116,32 +232,126 @@ export class AmqpLink implements BrokerLink {
   async close(): Promise<void> {
     if (this.closing) return
     this.closing = true
+    clearTimeout(this.outage)
     await this.conn.close().catch(() => {})
   }
 
   destroy(): void {
     this.closing = true
-    // amqplib has no public way to drop a connection without the closing handshake: destroy its socket.
-    const stream = (this.conn.connection as unknown as { stream?: { destroy?: () => void } }).stream
-    stream?.destroy?.()
+    clearTimeout(this.outage)
+    dropConnection(this.conn)
   }
 }
 
-/** Publishes on a confirm channel; resolves when the broker confirmed, rejects if it refused. */
-function publish(ch: ConfirmChannel, queue: string, frame: Buffer): Promise<void> {
-  return new Promise((resolve, reject) => {
-    try {
-      ch.sendToQueue(queue, frame, PERSISTENT, (err: unknown) => (err ? reject(err instanceof Error ? err : new Error(safeString(err))) : resolve()))
-    } catch (err) {
-      reject(err instanceof Error ? err : new Error(safeString(err)))
+/** amqplib has no public way to drop a connection without the closing handshake: destroy its socket. */
+function dropConnection(conn: ChannelModel): void {
+  const stream = (conn.connection as unknown as { stream?: { destroy?: () => void } }).stream
+  stream?.destroy?.()
+}
+
+interface Outgoing {
+  readonly queue: string
+  readonly frame: Buffer
+  readonly done: Promise<void>
+  resolve(): void
+  reject(err: Error): void
+  /** The channel of the latest attempt: a confirm from an earlier one is not an answer. */
+  ch: ConfirmChannel | undefined
+}
+
+/**
+ * Publishes persistent messages on a confirm channel and keeps each until the
+ * broker confirms it. While the connection is lost, messages wait; on a new
+ * connection every unconfirmed message is published again, in order (the
+ * broker may then hold one twice: at-least-once).
+ */
+class Publisher implements Reopens {
+  private ch: ConfirmChannel | undefined
+  /** The channel is open and everything unconfirmed was put on it. */
+  private ready = false
+  private readonly unconfirmed = new Set<Outgoing>()
+
+  /** `declare` runs on each new channel before anything is published on it (the queues it publishes to). */
+  constructor(
+    private readonly link: AmqpLink,
+    private readonly declare: (ch: ConfirmChannel) => Promise<void> = async () => {},
+  ) {
+    link.reopens(this)
+    link.onAbandon((err) => {
+      for (const o of this.unconfirmed) o.reject(err)
+      this.unconfirmed.clear()
+    })
+  }
+
+  get channel(): ConfirmChannel | undefined {
+    return this.ch
+  }
+
+  async open(): Promise<void> {
+    await this.reopen()
+  }
+
+  async reopen(): Promise<void> {
+    const ch = await this.link.confirmChannel()
+    ch.on('close', () => {
+      if (this.ch === ch) this.ready = false
+    })
+    await this.declare(ch)
+    this.ch = ch
+    for (const o of this.unconfirmed) this.put(o)
+    this.ready = true
+  }
+
+  /** Resolves once the broker confirmed the message; rejects if it refused it, or if the link failed for good. */
+  send(queue: string, frame: Buffer): Promise<void> {
+    let resolve!: () => void
+    let reject!: (err: Error) => void
+    const done = new Promise<void>((res, rej) => {
+      resolve = res
+      reject = rej
+    })
+    const gone = this.link.gone
+    if (gone) {
+      reject(gone)
+      return done
     }
-  })
+    const o: Outgoing = { queue, frame, done, resolve, reject, ch: undefined }
+    this.unconfirmed.add(o)
+    if (this.ready) this.put(o)
+    return done
+  }
+
+  private put(o: Outgoing): void {
+    const ch = this.ch!
+    o.ch = ch
+    try {
+      ch.sendToQueue(o.queue, o.frame, PERSISTENT, (err: unknown) => {
+        if (o.ch !== ch || !this.unconfirmed.has(o)) return
+        // 'channel closed': the connection went; the message is published again on the next one.
+        if (err && !(err instanceof Error && err.message === 'message nacked')) return
+        this.unconfirmed.delete(o)
+        if (err) o.reject(new Error('the broker refused the message (nack)'))
+        else o.resolve()
+      })
+    } catch {
+      // The channel is closed: published again once the connection is back.
+    }
+  }
+
+  /** Resolves once every message sent so far is confirmed, refused, or abandoned. */
+  async settled(): Promise<void> {
+    await Promise.allSettled([...this.unconfirmed].map((o) => o.done))
+  }
+
+  async close(): Promise<void> {
+    await this.link.closeChannel(this.ch)
+  }
 }
 
 /** The driver's end of the RabbitMQ task queue. */
 export class AmqpDriverTasks implements DriverTaskPath {
   private readonly q: ReturnType<typeof names>
-  private ch: ConfirmChannel | undefined
+  private readonly out: Publisher
   private timer: NodeJS.Timeout | undefined
 
   constructor(
@@ -149,22 +359,30 @@ export class AmqpDriverTasks implements DriverTaskPath {
     ns: Namespace,
   ) {
     this.q = names(ns)
+    this.out = new Publisher(link, (ch) => this.declare(ch))
+  }
+
+  private async declare(ch: ConfirmChannel): Promise<void> {
+    await ch.assertQueue(this.q.tasks, QUEUE)
   }
 
   async open(): Promise<void> {
-    const ch = (this.ch = await this.link.confirmChannel())
-    await ch.assertQueue(this.q.tasks, QUEUE)
+    await this.out.open()
     // Frames of a crashed run under the same id must not run in this one.
-    await ch.purgeQueue(this.q.tasks)
+    await this.out.channel!.purgeQueue(this.q.tasks)
     // Redeclaring counts as use: the queue does not expire while its driver lives, agents or not.
     this.timer = setInterval(() => {
-      ch.assertQueue(this.q.tasks, QUEUE).catch((err: unknown) => this.link.fail('redeclaring the task queue', err))
+      const ch = this.out.channel
+      if (this.link.reconnecting || !ch) return
+      this.declare(ch).catch((err: unknown) => {
+        if (!this.link.reconnecting) this.link.fail('redeclaring the task queue', err)
+      })
     }, QUEUE_TTL_MS / 4)
     this.timer.unref()
   }
 
   publish(frame: Buffer): void {
-    publish(this.ch!, this.q.tasks, frame).catch((err: unknown) => {
+    this.out.send(this.q.tasks, frame).catch((err: unknown) => {
       if (!this.link.closed) this.link.fail('publishing a task frame', err)
     })
   }
@@ -175,36 +393,93 @@ export class AmqpDriverTasks implements DriverTaskPath {
 
   async close(): Promise<void> {
     clearInterval(this.timer)
-    const ch = this.ch
+    const ch = this.out.channel
     if (!ch) return
-    await ch.waitForConfirms().catch(() => {})
+    await this.out.settled()
     await ch.deleteQueue(this.q.tasks).catch(() => {})
-    await this.link.closeChannel(ch)
+    await this.out.close()
   }
 }
 
-/** An agent's end of the RabbitMQ task queue: manual acks, channel prefetch in frames. */
+/** A task frame an agent took: the message, and the channel it came on (an ack on any other would be wrong). */
+interface AmqpDelivery {
+  msg: ConsumeMessage
+  ch: Channel
+  /** Set once its channel died with it unacknowledged: the broker requeued it, and it may come back to us. */
+  orphan?: { key: string; answered: boolean; generation: number }
+}
+
+function contentKey(content: Buffer): string {
+  return createHash('sha256').update(content).digest('base64')
+}
+
+/**
+ * An agent's end of the RabbitMQ task queue: manual acks, channel prefetch in
+ * frames. When the connection is lost, the broker requeues the frames the
+ * agent held unacknowledged; their delivery tags mean nothing on the next
+ * channel. Such a frame that comes back to this agent (redelivered, same
+ * content) is matched to the one it holds: not run again, and acknowledged on
+ * the new channel once answered — or at once, if it was answered meanwhile.
+ */
 export class AmqpAgentTasks implements AgentTaskPath {
   private readonly q: ReturnType<typeof names>
   private ch: Channel | undefined
+  private live = false
   private onTask: ((frame: Buffer, delivery: Delivery, redelivered: boolean) => void) | undefined
   private tag: string | undefined
   private want = 0
   private applied = 0
   private chain: Promise<void> = Promise.resolve()
   private closed = false
+  private generation = 0
+  /** Deliveries taken on the current channel and not yet acknowledged or released. */
+  private readonly held = new Set<AmqpDelivery>()
+  /** Deliveries of an earlier channel, by content, awaiting their redelivery. */
+  private readonly orphans = new Map<string, AmqpDelivery>()
 
   constructor(
     private readonly link: AmqpLink,
     ns: Namespace,
   ) {
     this.q = names(ns)
+    link.reopens(this)
   }
 
   async open(onTask: (frame: Buffer, delivery: Delivery, redelivered: boolean) => void): Promise<void> {
     this.onTask = onTask
-    this.ch = await this.link.channel()
-    await this.ch.assertQueue(this.q.tasks, QUEUE)
+    await this.newChannel()
+  }
+
+  private async newChannel(): Promise<void> {
+    const ch = await this.link.channel()
+    ch.on('close', () => {
+      if (this.ch === ch) this.live = false
+    })
+    await ch.assertQueue(this.q.tasks, QUEUE)
+    this.ch = ch
+    this.live = true
+    this.tag = undefined
+    this.applied = 0
+  }
+
+  /** A new connection: what was held becomes orphans, a new channel consumes again at the wanted prefetch. */
+  reopen(): Promise<void> {
+    this.generation++
+    for (const d of this.held) this.orphan(d)
+    this.held.clear()
+    for (const [key, d] of this.orphans) if (d.orphan!.generation < this.generation - 1) this.orphans.delete(key)
+    const next = this.chain.then(async () => {
+      if (this.closed) return
+      await this.newChannel()
+      await this.apply()
+    })
+    this.chain = next.catch(() => {})
+    return next
+  }
+
+  private orphan(d: AmqpDelivery): void {
+    d.orphan = { key: contentKey(d.msg.content), answered: false, generation: this.generation }
+    this.orphans.set(d.orphan.key, d)
   }
 
   setPrefetch(frames: number): Promise<void> {
@@ -212,7 +487,8 @@ export class AmqpAgentTasks implements AgentTaskPath {
     this.chain = this.chain
       .then(() => this.apply())
       .catch((err: unknown) => {
-        if (!this.closed && !this.link.closed) this.link.fail('consuming the task queue', err)
+        // A channel lost with its connection: the next one applies the wanted prefetch.
+        if (!this.closed && !this.link.closed && !this.link.reconnecting && this.live) this.link.fail('consuming the task queue', err)
       })
     return this.chain
   }
@@ -220,7 +496,7 @@ export class AmqpAgentTasks implements AgentTaskPath {
   /** Brings the consumer in line with the wanted prefetch: cancel at 0, (re)consume otherwise. */
   private async apply(): Promise<void> {
     const ch = this.ch!
-    if (this.closed) return
+    if (this.closed || !this.live) return
     if (this.want === 0) {
       if (this.tag !== undefined) {
         const tag = this.tag
@@ -241,9 +517,9 @@ export class AmqpAgentTasks implements AgentTaskPath {
         this.q.tasks,
         (msg: ConsumeMessage | null) => {
           // null: the broker cancelled us (the queue was deleted with its driver); consume again on the next credit.
-          if (msg === null) this.tag = undefined
-          // RabbitMQ marks a message it delivered before (nacked, or its consumer's channel died).
-          else this.onTask!(msg.content, msg, msg.fields.redelivered)
+          if (msg === null) {
+            if (this.ch === ch) this.tag = undefined
+          } else this.take(ch, msg)
         },
         { noAck: false },
       )
@@ -251,12 +527,59 @@ export class AmqpAgentTasks implements AgentTaskPath {
     }
   }
 
+  private take(ch: Channel, msg: ConsumeMessage): void {
+    if (msg.fields.redelivered && this.orphans.size > 0) {
+      const key = contentKey(msg.content)
+      const o = this.orphans.get(key)
+      if (o) {
+        this.orphans.delete(key)
+        if (o.orphan!.answered) {
+          // Answered while its channel was gone: its results are out, it leaves the queue now.
+          ch.ack(msg)
+          return
+        }
+        // Still running here: the agent's handle now stands for this delivery.
+        o.msg = msg
+        o.ch = ch
+        o.orphan = undefined
+        this.held.add(o)
+        return
+      }
+    }
+    const d: AmqpDelivery = { msg, ch }
+    this.held.add(d)
+    // RabbitMQ marks a message it delivered before (nacked, or its consumer's channel died).
+    this.onTask!(msg.content, d, msg.fields.redelivered)
+  }
+
   async ack(deliveries: Delivery[]): Promise<void> {
-    for (const d of deliveries) this.ch!.ack(d as ConsumeMessage)
+    for (const x of deliveries) {
+      const d = x as AmqpDelivery
+      if (d.orphan) {
+        d.orphan.answered = true
+        continue
+      }
+      this.held.delete(d)
+      if (d.ch === this.ch && this.live) d.ch.ack(d.msg)
+      else {
+        // Its channel is gone: the broker requeued the frame; answered, it is acknowledged if it comes back.
+        this.orphan(d)
+        d.orphan!.answered = true
+      }
+    }
   }
 
   async release(deliveries: Delivery[]): Promise<void> {
-    for (const d of deliveries) this.ch!.nack(d as ConsumeMessage, false, true)
+    for (const x of deliveries) {
+      const d = x as AmqpDelivery
+      if (d.orphan) {
+        // Requeued by the broker already: whoever it comes to runs it.
+        this.orphans.delete(d.orphan.key)
+        continue
+      }
+      this.held.delete(d)
+      if (d.ch === this.ch && this.live) d.ch.nack(d.msg, false, true)
+    }
   }
 
   async close(): Promise<void> {
@@ -272,26 +595,43 @@ export class AmqpAgentTasks implements AgentTaskPath {
 export class AmqpDriverMessages implements DriverMessagePath {
   private readonly q: ReturnType<typeof names>
   private inCh: Channel | undefined
-  private outCh: ConfirmChannel | undefined
+  private readonly out: Publisher
+  private onMessage: ((frame: Buffer) => void) | undefined
 
   constructor(
     private readonly link: AmqpLink,
     ns: Namespace,
   ) {
     this.q = names(ns)
+    this.out = new Publisher(link)
+    link.reopens({
+      reopen: async () => {
+        await this.openInbox()
+        if (this.onMessage) await this.consume(this.onMessage)
+      },
+    })
+  }
+
+  private async openInbox(): Promise<void> {
+    this.inCh = await this.link.channel()
+    await this.inCh.assertQueue(this.q.driver, QUEUE)
+    await this.inCh.prefetch(INBOX_PREFETCH)
   }
 
   async open(): Promise<void> {
-    this.inCh = await this.link.channel()
-    await this.inCh.assertQueue(this.q.driver, QUEUE)
-    await this.inCh.purgeQueue(this.q.driver)
-    await this.inCh.prefetch(INBOX_PREFETCH)
-    this.outCh = await this.link.confirmChannel()
+    await this.openInbox()
+    await this.inCh!.purgeQueue(this.q.driver)
+    await this.out.open()
   }
 
   start(onMessage: (frame: Buffer) => void): void {
+    this.onMessage = onMessage
+    this.consume(onMessage).catch((err: unknown) => this.link.fail('consuming the driver inbox', err))
+  }
+
+  private async consume(onMessage: (frame: Buffer) => void): Promise<void> {
     const ch = this.inCh!
-    ch.consume(
+    await ch.consume(
       this.q.driver,
       (msg) => {
         if (msg === null) {
@@ -302,11 +642,11 @@ export class AmqpDriverMessages implements DriverMessagePath {
         ch.ack(msg)
       },
       { noAck: false },
-    ).catch((err: unknown) => this.link.fail('consuming the driver inbox', err))
+    )
   }
 
   send(agentId: string, frame: Buffer): void {
-    publish(this.outCh!, this.q.agent(agentId), frame).catch((err: unknown) => {
+    this.out.send(this.q.agent(agentId), frame).catch((err: unknown) => {
       if (!this.link.closed) this.link.fail('publishing to an agent', err)
     })
   }
@@ -316,9 +656,9 @@ export class AmqpDriverMessages implements DriverMessagePath {
   }
 
   async close(): Promise<void> {
-    await this.outCh?.waitForConfirms().catch(() => {})
+    await this.out.settled()
     await this.inCh?.deleteQueue(this.q.driver).catch(() => {})
-    await Promise.all([this.link.closeChannel(this.inCh), this.link.closeChannel(this.outCh)])
+    await Promise.all([this.link.closeChannel(this.inCh), this.out.close()])
   }
 }
 
@@ -327,7 +667,8 @@ export class AmqpAgentMessages implements AgentMessagePath {
   private readonly q: ReturnType<typeof names>
   private readonly inbox: string
   private inCh: Channel | undefined
-  private outCh: ConfirmChannel | undefined
+  private readonly out: Publisher
+  private onMessage: ((frame: Buffer) => void) | undefined
   private closed = false
 
   constructor(
@@ -337,49 +678,60 @@ export class AmqpAgentMessages implements AgentMessagePath {
   ) {
     this.q = names(ns)
     this.inbox = this.q.agent(agentId)
+    this.out = new Publisher(link)
+    link.reopens({
+      reopen: async () => {
+        this.inCh = await this.link.channel()
+        await this.inCh.assertQueue(this.inbox, QUEUE)
+        if (this.onMessage) this.consume()
+      },
+    })
   }
 
   async open(): Promise<void> {
     this.inCh = await this.link.channel()
     await this.inCh.assertQueue(this.inbox, QUEUE)
     await this.inCh.purgeQueue(this.inbox)
-    this.outCh = await this.link.confirmChannel()
+    await this.out.open()
   }
 
   start(onMessage: (frame: Buffer) => void): void {
-    const consume = (): void => {
-      const ch = this.inCh!
-      ch.assertQueue(this.inbox, QUEUE)
-        .then(() =>
-          ch.consume(
-            this.inbox,
-            (msg) => {
-              if (msg === null) {
-                // Someone deleted our inbox: declare it again and go on listening.
-                if (!this.closed) consume()
-                return
-              }
-              onMessage(msg.content)
-              ch.ack(msg)
-            },
-            { noAck: false },
-          ),
-        )
-        .catch((err: unknown) => {
-          if (!this.closed && !this.link.closed) this.link.fail('consuming the agent inbox', err)
-        })
-    }
-    consume()
+    this.onMessage = onMessage
+    this.consume()
+  }
+
+  private consume(): void {
+    const ch = this.inCh!
+    const onMessage = this.onMessage!
+    ch.assertQueue(this.inbox, QUEUE)
+      .then(() =>
+        ch.consume(
+          this.inbox,
+          (msg) => {
+            if (msg === null) {
+              // Someone deleted our inbox: declare it again and go on listening.
+              if (!this.closed && ch === this.inCh) this.consume()
+              return
+            }
+            onMessage(msg.content)
+            ch.ack(msg)
+          },
+          { noAck: false },
+        ),
+      )
+      .catch((err: unknown) => {
+        if (!this.closed && !this.link.closed && !this.link.reconnecting && ch === this.inCh) this.link.fail('consuming the agent inbox', err)
+      })
   }
 
   send(frame: Buffer): Promise<void> {
-    return publish(this.outCh!, this.q.driver, frame)
+    return this.out.send(this.q.driver, frame)
   }
 
   async close(): Promise<void> {
     this.closed = true
-    await this.outCh?.waitForConfirms().catch(() => {})
+    await this.out.settled()
     await this.inCh?.deleteQueue(this.inbox).catch(() => {})
-    await Promise.all([this.link.closeChannel(this.inCh), this.link.closeChannel(this.outCh)])
+    await Promise.all([this.link.closeChannel(this.inCh), this.out.close()])
   }
 }

@@ -31,6 +31,8 @@ export interface BrokeredOptions extends TransportLifecycleOptions {
   redisUrl: string
   amqpUrl: string
   clusterId: string
+  /** How long a broker may be gone (its connections dialled again) before the transport fails; 0: at once. */
+  reconnectMs: number
 }
 
 /** The broker connections of one process, and the one failure report they may make. */
@@ -45,6 +47,11 @@ class Links {
     if (this.failure) return
     this.failure = err
     this.onFailure?.(err)
+  }
+
+  /** True while a broker connection is lost and being dialled again (within the limit). */
+  get reconnecting(): boolean {
+    return (this.redis?.reconnecting ?? false) || (this.amqp?.reconnecting ?? false)
   }
 
   listen(f: TransportFailure): void {
@@ -69,11 +76,11 @@ async function openLinks(o: BrokeredOptions, role: string): Promise<Links> {
   try {
     if (usesAmqp(o.transport)) {
       const { AmqpLink } = await import('./amqp.js')
-      links.amqp = await AmqpLink.connect(o.amqpUrl, role, (err) => links.failed(err))
+      links.amqp = await AmqpLink.connect(o.amqpUrl, role, o.reconnectMs, (err) => links.failed(err))
     }
     if (usesRedis(o.transport)) {
       const { RedisLink } = await import('./redis.js')
-      links.redis = await RedisLink.connect(o.redisUrl, role, (err) => links.failed(err))
+      links.redis = await RedisLink.connect(o.redisUrl, role, o.reconnectMs, (err) => links.failed(err))
     }
   } catch (err) {
     await links.close()
@@ -164,6 +171,10 @@ export class BrokeredDriverTransport extends TransportBase implements SharedQueu
   publishTasks(parts: Parts): void {
     if (!this.tasks || !this.countOut(parts)) return
     this.tasks.publish(packParts(parts))
+  }
+
+  get reconnecting(): boolean {
+    return !this.closed && (this.links?.reconnecting ?? false)
   }
 
   peerGone(peer: string): void {

@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from '../errors.js'
-import { describe, maskUrl, oneOfOption, urlOption } from '../validate.js'
+import { describe, integerOption, maskUrl, oneOfOption, urlOption } from '../validate.js'
 
 export { maskUrl }
 
@@ -28,6 +28,14 @@ export interface TransportOptions {
    * be given it to join. Letters, digits, `-`, `_` and `.`, at most 64.
    */
   clusterId?: string
+  /**
+   * Brokered designs: how long a broker may be gone before its loss is final,
+   * in ms. Within it, a lost connection is dialled again (with backoff), what
+   * was sent meanwhile goes out once it is back, and nothing is lost; past
+   * it, the driver fails its pending tasks with a `TransportError`
+   * (`ERR_BROKER_LOST`) and an agent closes. 0 gives up at once. Default 30000.
+   */
+  brokerReconnectMs?: number
 }
 
 export interface ResolvedTransportOptions {
@@ -35,12 +43,14 @@ export interface ResolvedTransportOptions {
   readonly redisUrl: string
   readonly amqpUrl: string
   readonly clusterId: string | undefined
+  readonly brokerReconnectMs: number
 }
 
 export const TRANSPORT_DEFAULTS = {
   transport: 'zmq',
   redisUrl: 'redis://127.0.0.1:6379',
   amqpUrl: 'amqp://guest:guest@127.0.0.1:5672',
+  brokerReconnectMs: 30_000,
 } as const
 
 export const CLUSTER_ID = /^[A-Za-z0-9_.-]{1,64}$/
@@ -59,5 +69,6 @@ export function resolveTransportOptions(o: TransportOptions): ResolvedTransportO
   if (o.clusterId !== undefined && (typeof o.clusterId !== 'string' || !CLUSTER_ID.test(o.clusterId))) {
     throw new InvalidArgumentError(`options.clusterId must be 1 to 64 letters, digits, '-', '_' or '.', got ${describe(o.clusterId)}`)
   }
-  return { transport, redisUrl, amqpUrl, clusterId: o.clusterId }
+  const brokerReconnectMs = integerOption('brokerReconnectMs', o.brokerReconnectMs, 0) ?? TRANSPORT_DEFAULTS.brokerReconnectMs
+  return { transport, redisUrl, amqpUrl, clusterId: o.clusterId, brokerReconnectMs }
 }

@@ -12,10 +12,13 @@
  *   taker knows it is a redelivery (as RabbitMQ's `redelivered` flag says).
  * - `ac:{id}:driver` — the driver's inbox (results and control, from agents).
  * - `ac:{id}:agent:<agent>` — one agent's inbox (control and actor messages).
+ * - `…:taking` beside each inbox — the messages its reader is taking, deleted
+ *   once delivered (a reply lost with the connection loses nothing).
  *
  * Every key carries a TTL ({@link QUEUE_TTL_MS}) that its owner refreshes, so
  * what a crashed run leaves behind expires. Each process holds a constant
- * number of connections: one for commands, plus one per blocking loop.
+ * number of connections: one for commands, plus one per blocking loop. A lost
+ * connection is dialled again for up to `brokerReconnectMs` (see RedisLink).
  */
 import type * as IORedis from 'ioredis'
 import { loadOptional } from './optional.js'
@@ -75,6 +78,19 @@ if redis.call('LREM', KEYS[1], 1, ARGV[1]) > 0 then
 end
 return 0`
 
+/**
+ * Moves up to ARGV[1] more messages from an inbox (KEYS[1]) onto the list of
+ * messages being taken (KEYS[2]) and returns that whole list. Nothing leaves
+ * it until the reader has them (a DEL after delivery): a reply lost with a
+ * connection loses no message, the next read returns them again.
+ */
+const TAKE = `
+for i = 1, tonumber(ARGV[1]) do
+  if not redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') then break end
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return redis.call('LRANGE', KEYS[2], 0, -1)`
+
 function keys(ns: Namespace) {
   const p = `ac:{${ns.clusterId}}:`
   return {
@@ -83,50 +99,145 @@ function keys(ns: Namespace) {
     driver: `${p}driver`,
     agent: (id: string) => `${p}agent:${id}`,
     processing: (id: string) => `${p}processing:${id}`,
+    /** Messages of an inbox being taken by its reader (see TAKE). */
+    taking: (inbox: string) => `${inbox}:taking`,
   }
 }
 
-/** The Redis connections of one process. No silent reconnects: a lost connection is reported once, naming the URL. */
+/** Counts the times a connection came back after a loss (its first 'ready' is not one). */
+function comebacks(conn: Redis): { readonly count: number } {
+  const c = { count: 0 }
+  let ready = false
+  conn.on('ready', () => {
+    if (ready) c.count++
+    ready = true
+  })
+  if (conn.status === 'ready') ready = true
+  return c
+}
+
+/** Backoff between attempts to dial a lost connection again: 50 ms, doubling, at most 1 s. */
+function backoff(attempt: number): number {
+  return Math.min(1000, 50 * 2 ** Math.min(attempt - 1, 5))
+}
+
+/**
+ * The Redis connections of one process. A lost connection is dialled again
+ * (ioredis, with backoff); commands issued meanwhile wait in ioredis' offline
+ * queue and those the old connection left unanswered are sent again. A broker
+ * gone longer than `reconnectMs` is a failure, reported once, naming the URL.
+ */
 export class RedisLink implements BrokerLink {
   readonly cmd: Redis
   private readonly blocking: Redis[] = []
   private readonly pending = new Set<Promise<unknown>>()
   /** Connections we ended on purpose: their 'end' is no failure. */
   private readonly ended = new WeakSet<Redis>()
+  /** Connections that were ready once: only their loss is an outage (a failed first dial is an error at start). */
+  private readonly opened = new WeakSet<Redis>()
+  /** Connections lost and not yet back. */
+  private readonly down = new Set<Redis>()
+  private outage: NodeJS.Timeout | undefined
   private closing = false
+  private gaveUp = false
   private lastError: Error | undefined
+  /**
+   * Rejects when the link gives up or closes. ioredis never settles a command
+   * that was in flight when its connection dropped if that connection then
+   * ends without coming back: every wait on a command races this.
+   */
+  private readonly abandoned: Promise<never>
+  private abandon!: (err: Error) => void
 
   private constructor(
     readonly url: string,
     private readonly role: string,
+    private readonly reconnectMs: number,
     private readonly onFailure: (err: Error) => void,
   ) {
+    this.abandoned = new Promise<never>((_, reject) => (this.abandon = reject))
+    this.abandoned.catch(() => {})
     this.cmd = this.make('cmd')
   }
 
+  /** `p`, or the link's end if that comes first. */
+  guard<T>(p: Promise<T>): Promise<T> {
+    return Promise.race([p, this.abandoned])
+  }
+
   private make(name: string): Redis {
-    const r = new Redis(this.url, {
+    const r: Redis = new Redis(this.url, {
       lazyConnect: true,
-      // A broker that goes away is an error to report, not commands to queue forever.
-      retryStrategy: () => null,
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
+      // Dialled again until the broker is back or `reconnectMs` has passed (then giveUp() ends it).
+      retryStrategy: (attempt: number) => (this.closing || this.gaveUp || this.ended.has(r) ? null : backoff(attempt)),
+      // Commands wait for the connection to come back, however long: giving up is the outage timer's decision.
+      enableOfflineQueue: true,
+      maxRetriesPerRequest: null,
       connectTimeout: CONNECT_TIMEOUT_MS,
-      // A server that stops answering is a lost broker, not a command that waits forever.
+      // A server that stops answering is a lost connection, dialled again, not a command that waits forever.
       // Blocking pops answer at least every BLOCK_SECONDS, so they never trip it.
       socketTimeout: SILENCE_TIMEOUT_MS,
       connectionName: `actor-cluster:${this.role.replace(/[^A-Za-z0-9_.:-]/g, '_')}:${name}`,
     })
     r.on('error', (err: Error) => (this.lastError = err))
+    r.on('ready', () => this.connectionUp(r))
+    // A new attempt of a connection no longer wanted (its link gave up or closed while it waited to dial):
+    // end it now, even if the server accepts and never answers, so its commands fail instead of waiting.
+    r.on('connect', () => {
+      if (this.closing || this.gaveUp || this.ended.has(r)) r.disconnect()
+    })
+    r.on('close', () => this.connectionDown(r))
     r.on('end', () => {
-      if (!this.closing && !this.ended.has(r)) this.onFailure(lost('Redis', this.url, this.role, this.lastError))
+      if (!this.closing && !this.ended.has(r)) this.giveUp()
     })
     return r
   }
 
+  private connectionUp(r: Redis): void {
+    // Back after the link gave up or closed: not wanted any more.
+    if (this.closing || this.gaveUp || this.ended.has(r)) {
+      r.disconnect()
+      return
+    }
+    this.opened.add(r)
+    this.down.delete(r)
+    if (this.down.size === 0) {
+      clearTimeout(this.outage)
+      this.outage = undefined
+    }
+  }
+
+  private connectionDown(r: Redis): void {
+    if (this.closing || this.gaveUp || this.ended.has(r) || !this.opened.has(r)) return
+    this.down.add(r)
+    if (this.outage !== undefined) return
+    if (this.reconnectMs === 0) this.giveUp()
+    else this.outage = setTimeout(() => this.giveUp(), this.reconnectMs)
+  }
+
+  /** The broker stayed away past the limit (or reconnecting is off): the link fails, every command waiting fails with it. */
+  private giveUp(): void {
+    if (this.closing || this.gaveUp) return
+    this.gaveUp = true
+    clearTimeout(this.outage)
+    const why =
+      this.reconnectMs === 0
+        ? this.lastError
+        : new Error(`gone for more than ${this.reconnectMs} ms (brokerReconnectMs)${this.lastError ? `; last error: ${this.lastError.message}` : ''}`)
+    const err = lost('Redis', this.url, this.role, why)
+    this.onFailure(err)
+    this.abandon(err)
+    for (const r of [this.cmd, ...this.blocking]) this.end(r)
+  }
+
+  /** True while a connection is lost and being dialled again. */
+  get reconnecting(): boolean {
+    return this.down.size > 0 && !this.gaveUp && !this.closing
+  }
+
   /** Connects the command connection; an unreachable or refusing server is a TransportError naming the masked URL. */
-  static async connect(url: string, role: string, onFailure: (err: Error) => void): Promise<RedisLink> {
-    const link = new RedisLink(url, role, onFailure)
+  static async connect(url: string, role: string, reconnectMs: number, onFailure: (err: Error) => void): Promise<RedisLink> {
+    const link = new RedisLink(url, role, reconnectMs, onFailure)
     await link.open(link.cmd)
     return link
   }
@@ -158,12 +269,15 @@ export class RedisLink implements BrokerLink {
   end(r: Redis | undefined): void {
     if (!r) return
     this.ended.add(r)
-    r.disconnect()
+    this.down.delete(r)
+    // Waiting to dial again: disconnect() would only cancel the wait and leave its commands queued for good.
+    // Its next attempt asks retryStrategy, which now says no: the connection ends and its commands fail.
+    if (r.status !== 'reconnecting') r.disconnect()
   }
 
   /** Keeps a command until it settles; a failure is reported as the link's. */
   track<T>(p: Promise<T>, what: string): Promise<T | undefined> {
-    const t = p.catch((err: unknown) => {
+    const t = this.guard(p).catch((err: unknown) => {
       if (!this.closing) this.fail(what, err)
       return undefined
     })
@@ -174,7 +288,7 @@ export class RedisLink implements BrokerLink {
 
   /** Runs a pipeline; any failed command fails the whole (a refusal by Redis is not silently dropped). */
   async exec(p: ReturnType<Redis['pipeline']>): Promise<void> {
-    const res = await p.exec()
+    const res = await this.guard(p.exec())
     for (const [err] of res ?? []) if (err) throw err
   }
 
@@ -191,15 +305,20 @@ export class RedisLink implements BrokerLink {
   /** Lets pending commands finish, then closes every connection. Idempotent. */
   async close(): Promise<void> {
     for (const r of this.blocking) this.end(r)
-    while (this.pending.size > 0) await Promise.allSettled([...this.pending])
+    // A broker that is away now would hold the commands until it is back: they are not waited for then.
+    if (this.down.size === 0) while (this.pending.size > 0) await Promise.allSettled([...this.pending])
     if (this.closing) return
     this.closing = true
+    clearTimeout(this.outage)
+    this.abandon(new TransportError(`${this.role}: the Redis link is closed`))
     if (this.cmd.status === 'ready') await this.cmd.quit().catch(() => this.cmd.disconnect())
-    else this.cmd.disconnect()
+    else this.end(this.cmd)
   }
 
   destroy(): void {
     this.closing = true
+    clearTimeout(this.outage)
+    this.abandon(new TransportError(`${this.role}: the Redis link is closed`))
     for (const r of this.blocking) this.end(r)
     this.end(this.cmd)
   }
@@ -222,7 +341,7 @@ function loop(link: RedisLink, what: string, isStopped: () => boolean, step: () 
   void (async () => {
     while (!isStopped()) {
       try {
-        await step()
+        await link.guard(step())
       } catch (err) {
         if (!isStopped() && !link.closed) link.fail(what, err)
         return
@@ -284,13 +403,20 @@ export class RedisDriverTasks implements DriverTaskPath {
   }
 }
 
-/** An agent's end of the Redis task list: BLMOVE into its processing list while it has room, LREM on ack. */
+/**
+ * An agent's end of the Redis task list: BLMOVE into its processing list
+ * while it has room, LREM on ack. After its connection came back, frames in
+ * the processing list that the agent does not hold (a BLMOVE whose reply was
+ * lost with the connection) go back to the task list.
+ */
 export class RedisAgentTasks implements AgentTaskPath {
   private readonly k: ReturnType<typeof keys>
   private readonly processing: string
   private conn: Redis | undefined
   private prefetch = 0
   private held = 0
+  /** Frames taken whose LREM (or release) has not been answered yet: they are in the processing list, and ours. */
+  private readonly mine = new Set<Buffer>()
   private closed = false
   private wake: (() => void) | undefined
   private timer: NodeJS.Timeout | undefined
@@ -306,6 +432,7 @@ export class RedisAgentTasks implements AgentTaskPath {
 
   async open(onTask: (frame: Buffer, delivery: Delivery, redelivered: boolean) => void): Promise<void> {
     const conn = (this.conn = await this.link.blockingConnection('tasks'))
+    const back = comebacks(conn)
     // An earlier agent of the same id that crashed: its frames go back first.
     await this.link.cmd.eval(MOVE_ALL, 2, this.processing, this.k.tasks, QUEUE_TTL_MS)
     this.timer = setInterval(() => void this.link.track(this.link.cmd.pexpire(this.processing, QUEUE_TTL_MS), 'PEXPIRE'), QUEUE_TTL_MS / 4)
@@ -319,6 +446,7 @@ export class RedisAgentTasks implements AgentTaskPath {
           await new Promise<void>((resolve) => (this.wake = resolve))
           return
         }
+        const before = back.count
         const frame = await conn.blmoveBuffer(this.k.tasks, this.processing, 'RIGHT', 'LEFT', BLOCK_SECONDS)
         // Taken after close began: it sits in the processing list, which close() moves back.
         if (frame) {
@@ -327,12 +455,25 @@ export class RedisAgentTasks implements AgentTaskPath {
         }
         if (frame && !this.closed) {
           this.held++
+          this.mine.add(frame)
           // The delivery is the bytes as stored (LREM finds them by value); the frame is what follows the mark.
           const redelivered = frame[0] === REDELIVERED
           onTask(redelivered ? frame.subarray(1) : frame, frame, redelivered)
         }
+        // The connection was lost while this BLMOVE waited: an earlier one may have moved a frame whose reply never came.
+        if (back.count !== before && !this.closed) await this.returnStrays(conn)
       },
     )
+  }
+
+  /** Frames in the processing list that this agent does not hold go back to the task list. */
+  private async returnStrays(conn: Redis): Promise<void> {
+    const listed = await conn.lrangeBuffer(this.processing, 0, -1)
+    const mine = [...this.mine]
+    for (const frame of listed) {
+      if (mine.some((m) => m.equals(frame))) continue
+      await this.link.cmd.eval(RELEASE, 2, this.processing, this.k.tasks, frame, QUEUE_TTL_MS)
+    }
   }
 
   private wakeUp(): void {
@@ -352,13 +493,21 @@ export class RedisAgentTasks implements AgentTaskPath {
     const p = this.link.cmd.pipeline()
     for (const d of deliveries) p.lrem(this.processing, 1, d as Buffer)
     p.pexpire(this.processing, QUEUE_TTL_MS)
-    await this.link.exec(p)
+    try {
+      await this.link.exec(p)
+    } finally {
+      for (const d of deliveries) this.mine.delete(d as Buffer)
+    }
   }
 
   async release(deliveries: Delivery[]): Promise<void> {
     this.held -= deliveries.length
     this.wakeUp()
-    await Promise.all(deliveries.map((d) => this.link.cmd.eval(RELEASE, 2, this.processing, this.k.tasks, d as Buffer, QUEUE_TTL_MS)))
+    try {
+      await this.link.guard(Promise.all(deliveries.map((d) => this.link.cmd.eval(RELEASE, 2, this.processing, this.k.tasks, d as Buffer, QUEUE_TTL_MS))))
+    } finally {
+      for (const d of deliveries) this.mine.delete(d as Buffer)
+    }
   }
 
   async close(): Promise<void> {
@@ -372,13 +521,38 @@ export class RedisAgentTasks implements AgentTaskPath {
   }
 }
 
-/** Pops one message, waiting up to BLOCK_SECONDS, then drains what else is there in one round trip. */
-async function popSome(conn: Redis, key: string, onMessage: (frame: Buffer) => void, stopped: () => boolean): Promise<void> {
-  const first = await conn.blpopBuffer(key, BLOCK_SECONDS)
-  if (!first || stopped()) return
-  onMessage(first[1])
-  const more = await conn.lpopBuffer(key, DRAIN)
-  if (more) for (const m of more) if (!stopped()) onMessage(m)
+/**
+ * Reads an inbox: waits up to BLOCK_SECONDS for one message, then takes what
+ * else is there in one round trip. Messages are moved onto a list of their
+ * own and deleted from there only once delivered, so a reply lost with the
+ * connection loses nothing: after a comeback that list is read again.
+ */
+class InboxReader {
+  private readonly taking: string
+  private readonly back: { readonly count: number }
+  private seen = 0
+
+  constructor(
+    private readonly conn: Redis,
+    private readonly inbox: string,
+    taking: string,
+  ) {
+    this.taking = taking
+    this.back = comebacks(conn)
+  }
+
+  async step(onMessage: (frame: Buffer) => void, stopped: () => boolean): Promise<void> {
+    const first = await this.conn.blmoveBuffer(this.inbox, this.taking, 'LEFT', 'RIGHT', BLOCK_SECONDS)
+    const recovering = this.back.count !== this.seen
+    if ((!first && !recovering) || stopped()) return
+    const all = (await this.conn.callBuffer('EVAL', [TAKE, 2, this.inbox, this.taking, DRAIN, QUEUE_TTL_MS])) as Buffer[]
+    this.seen = this.back.count
+    for (const m of all) {
+      if (stopped()) return
+      onMessage(m)
+    }
+    await this.conn.del(this.taking)
+  }
 }
 
 /** The driver's inbox and the agents' inboxes, as Redis lists. */
@@ -395,17 +569,17 @@ export class RedisDriverMessages implements DriverMessagePath {
   }
 
   async open(): Promise<void> {
-    await this.link.cmd.del(this.k.driver)
+    await this.link.cmd.del(this.k.driver, this.k.taking(this.k.driver))
     this.conn = await this.link.blockingConnection('inbox')
   }
 
   start(onMessage: (frame: Buffer) => void): void {
-    const conn = this.conn!
+    const reader = new InboxReader(this.conn!, this.k.driver, this.k.taking(this.k.driver))
     loop(
       this.link,
-      'BLPOP from the driver inbox',
+      'reading the driver inbox',
       () => this.closed,
-      () => popSome(conn, this.k.driver, onMessage, () => this.closed),
+      () => reader.step(onMessage, () => this.closed),
     )
   }
 
@@ -415,13 +589,13 @@ export class RedisDriverMessages implements DriverMessagePath {
   }
 
   forget(agentId: string): void {
-    void this.link.track(this.link.cmd.del(this.k.agent(agentId)), 'DEL')
+    void this.link.track(this.link.cmd.del(this.k.agent(agentId), this.k.taking(this.k.agent(agentId))), 'DEL')
   }
 
   async close(): Promise<void> {
     this.closed = true
     this.link.end(this.conn)
-    await this.link.track(this.link.cmd.del(this.k.driver), 'DEL')
+    await this.link.track(this.link.cmd.del(this.k.driver, this.k.taking(this.k.driver)), 'DEL')
   }
 }
 
@@ -442,17 +616,17 @@ export class RedisAgentMessages implements AgentMessagePath {
   }
 
   async open(): Promise<void> {
-    await this.link.cmd.del(this.inbox)
+    await this.link.cmd.del(this.inbox, this.k.taking(this.inbox))
     this.conn = await this.link.blockingConnection('inbox')
   }
 
   start(onMessage: (frame: Buffer) => void): void {
-    const conn = this.conn!
+    const reader = new InboxReader(this.conn!, this.inbox, this.k.taking(this.inbox))
     loop(
       this.link,
-      'BLPOP from the agent inbox',
+      'reading the agent inbox',
       () => this.closed,
-      () => popSome(conn, this.inbox, onMessage, () => this.closed),
+      () => reader.step(onMessage, () => this.closed),
     )
   }
 
@@ -463,6 +637,6 @@ export class RedisAgentMessages implements AgentMessagePath {
   async close(): Promise<void> {
     this.closed = true
     this.link.end(this.conn)
-    await this.link.track(this.link.cmd.del(this.inbox), 'DEL')
+    await this.link.track(this.link.cmd.del(this.inbox, this.k.taking(this.inbox)), 'DEL')
   }
 }

@@ -13,6 +13,7 @@ export interface DriverTransportSpec {
   redisUrl: string
   amqpUrl: string
   clusterId: string
+  brokerReconnectMs: number
   listen: string
   inproc: string | undefined
   maxFrameBytes: number
@@ -25,6 +26,7 @@ export interface AgentTransportSpec {
   redisUrl: string
   amqpUrl: string
   clusterId: string | undefined
+  brokerReconnectMs: number
   connect: string
   identity: string
   maxFrameBytes: number
@@ -38,7 +40,13 @@ export interface AgentTransportSpec {
 export async function createDriverTransport(s: DriverTransportSpec): Promise<DriverTransport> {
   if (s.transport === 'zmq') return new ZmqDriverTransport({ listen: s.listen, inproc: s.inproc, maxFrameBytes: s.maxFrameBytes, curve: s.curve })
   const { BrokeredDriverTransport } = await import('./brokered.js')
-  return new BrokeredDriverTransport({ transport: s.transport, redisUrl: s.redisUrl, amqpUrl: s.amqpUrl, clusterId: s.clusterId })
+  return new BrokeredDriverTransport({
+    transport: s.transport,
+    redisUrl: s.redisUrl,
+    amqpUrl: s.amqpUrl,
+    clusterId: s.clusterId,
+    reconnectMs: s.brokerReconnectMs,
+  })
 }
 
 export async function createAgentTransport(s: AgentTransportSpec): Promise<AgentTransport> {
@@ -54,5 +62,8 @@ export async function createAgentTransport(s: AgentTransportSpec): Promise<Agent
   }
   const { BrokeredAgentTransport } = await import('./brokered.js')
   // resolveAgentOptions demands a cluster id for every brokered design.
-  return new BrokeredAgentTransport({ transport: s.transport, redisUrl: s.redisUrl, amqpUrl: s.amqpUrl, clusterId: s.clusterId! }, s.identity)
+  return new BrokeredAgentTransport(
+    { transport: s.transport, redisUrl: s.redisUrl, amqpUrl: s.amqpUrl, clusterId: s.clusterId!, reconnectMs: s.brokerReconnectMs },
+    s.identity,
+  )
 }

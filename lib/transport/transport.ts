@@ -52,6 +52,11 @@ export interface SharedQueueDriverTransport extends DriverTransportBase {
   publishTasks(parts: Parts): void
   /** An agent was taken out (it left or was lost): hand back what it held, marked as redelivered; drop its queues. */
   peerGone(peer: string): void
+  /**
+   * True while a broker connection is lost and being dialled again: agents
+   * cannot be heard meanwhile, and their silence is not held against them.
+   */
+  readonly reconnecting: boolean
 }
 
 export type DriverTransport = RoutedDriverTransport | SharedQueueDriverTransport

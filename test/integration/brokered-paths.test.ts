@@ -174,7 +174,7 @@ test(
       assert.ok(ttl > 0 && ttl <= QUEUE_TTL_MS, `${key} expires within ${QUEUE_TTL_MS} ms (PTTL ${ttl})`)
     }
     // The driver's end of the task list on its own: what it publishes, and what it moves back from a lost agent.
-    const link = await RedisLink.connect(REDIS_URL, 'driver', () => {})
+    const link = await RedisLink.connect(REDIS_URL, 'driver', 0, () => {})
     const tasks = new RedisDriverTasks(link, { clusterId })
     t.after(async () => {
       await tasks.close()

@@ -198,32 +198,37 @@ describe('bad broker URLs and lost brokers', () => {
     ['redis', REDIS_URL, 6379],
     ['amqp', AMQP_URL, 5672],
   ] as const) {
-    test(`a ${design} broker that goes away mid-run fails the pending tasks with a clear error, never a hang`, { skip: skipReason(design) }, async (t) => {
-      const proxy = await proxyTo(t, url, port)
-      const via = withPort(url, proxy.port)
-      const cluster = await Cluster.start({
-        tasks: FIXTURE_TASKS,
-        transport: design,
-        threads: 1,
-        ...(design === 'redis' ? { redisUrl: via } : { amqpUrl: via }),
-      })
-      t.after(() => cluster.close())
-      assert.equal(await cluster.call('add', 1, 1), 2)
-      const failed = new Promise<Error>((resolve) => cluster.once('transport:error', resolve))
-      const pending = Array.from({ length: 20 }, () => cluster.call('sleep', 200))
-      await new Promise((r) => setTimeout(r, 100))
-      await proxy.cut()
-      const outcomes = await Promise.allSettled(pending)
-      const err = await failed
-      assert.ok(err instanceof TransportError && err.code === 'ERR_BROKER_LOST', String(err))
-      assert.ok(err.message.includes(`127.0.0.1:${proxy.port}`), err.message)
-      // Tasks that finished before the cut may have settled; every other one failed with that error.
-      const rejected = outcomes.filter((o) => o.status === 'rejected')
-      assert.ok(rejected.length > 0)
-      for (const o of rejected) assert.equal(o.reason, err)
-      await cluster.close()
-      await assert.rejects(cluster.call('add', 1, 1), ClusterClosedError)
-    })
+    test(
+      `a ${design} broker that goes away for longer than brokerReconnectMs fails the pending tasks with a clear error, never a hang`,
+      { skip: skipReason(design) },
+      async (t) => {
+        const proxy = await proxyTo(t, url, port)
+        const via = withPort(url, proxy.port)
+        const cluster = await Cluster.start({
+          tasks: FIXTURE_TASKS,
+          transport: design,
+          threads: 1,
+          brokerReconnectMs: 1000,
+          ...(design === 'redis' ? { redisUrl: via } : { amqpUrl: via }),
+        })
+        t.after(() => cluster.close())
+        assert.equal(await cluster.call('add', 1, 1), 2)
+        const failed = new Promise<Error>((resolve) => cluster.once('transport:error', resolve))
+        const pending = Array.from({ length: 20 }, () => cluster.call('sleep', 200))
+        await new Promise((r) => setTimeout(r, 100))
+        await proxy.cut()
+        const outcomes = await Promise.allSettled(pending)
+        const err = await failed
+        assert.ok(err instanceof TransportError && err.code === 'ERR_BROKER_LOST', String(err))
+        assert.ok(err.message.includes(`127.0.0.1:${proxy.port}`) && err.message.includes('gone for more than 1000 ms'), err.message)
+        // Tasks that finished before the cut may have settled; every other one failed with that error.
+        const rejected = outcomes.filter((o) => o.status === 'rejected')
+        assert.ok(rejected.length > 0)
+        for (const o of rejected) assert.equal(o.reason, err)
+        await cluster.close()
+        await assert.rejects(cluster.call('add', 1, 1), ClusterClosedError)
+      },
+    )
   }
 })
 
@@ -264,35 +269,39 @@ test('a broker that accepts connections and never answers fails at start within 
   assert.ok(Date.now() - started < 15_000)
 })
 
-test('a broker that hangs mid-run is taken for lost: pending tasks fail, nothing waits forever', { skip: skipReason('amqp+redis') }, async (t) => {
-  await Promise.all(
-    (
-      [
-        ['redis', REDIS_URL, 6379],
-        ['amqp', AMQP_URL, 5672],
-      ] as const
-    ).map(async ([design, url, port]) => {
-      const proxy = await proxyTo(t, url, port)
-      // AMQP heartbeats of 1 s (instead of 5) let the client give up on the hung broker sooner.
-      const via = withPort(url, proxy.port) + (design === 'amqp' ? '?heartbeat=1' : '')
-      const cluster = await Cluster.start({
-        tasks: FIXTURE_TASKS,
-        transport: design,
-        threads: 1,
-        ...(design === 'redis' ? { redisUrl: via } : { amqpUrl: via }),
-      })
-      t.after(() => cluster.close())
-      t.after(() => cluster.close())
-      assert.equal(await cluster.call('add', 1, 1), 2)
-      const pending = cluster.call('sleep', 100)
-      proxy.freeze()
-      await assert.rejects(
-        pending,
-        (e: unknown) => e instanceof TransportError && e.code === 'ERR_BROKER_LOST' && e.message.includes(`127.0.0.1:${proxy.port}`),
-      )
-    }),
-  )
-})
+test(
+  'a broker that hangs mid-run, and past brokerReconnectMs, is taken for lost: pending tasks fail, nothing waits forever',
+  { skip: skipReason('amqp+redis') },
+  async (t) => {
+    await Promise.all(
+      (
+        [
+          ['redis', REDIS_URL, 6379],
+          ['amqp', AMQP_URL, 5672],
+        ] as const
+      ).map(async ([design, url, port]) => {
+        const proxy = await proxyTo(t, url, port)
+        // AMQP heartbeats of 1 s (instead of 5) let the client give up on the hung broker sooner.
+        const via = withPort(url, proxy.port) + (design === 'amqp' ? '?heartbeat=1' : '')
+        const cluster = await Cluster.start({
+          tasks: FIXTURE_TASKS,
+          transport: design,
+          threads: 1,
+          brokerReconnectMs: 1000,
+          ...(design === 'redis' ? { redisUrl: via } : { amqpUrl: via }),
+        })
+        t.after(() => cluster.close())
+        assert.equal(await cluster.call('add', 1, 1), 2)
+        const pending = cluster.call('sleep', 100)
+        proxy.freeze()
+        await assert.rejects(
+          pending,
+          (e: unknown) => e instanceof TransportError && e.code === 'ERR_BROKER_LOST' && e.message.includes(`127.0.0.1:${proxy.port}`),
+        )
+      }),
+    )
+  },
+)
 
 test('importing the package loads neither ioredis nor amqplib; choosing a design loads only its client', async () => {
   const script = `

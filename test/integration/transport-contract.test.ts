@@ -96,6 +96,7 @@ const brokered = (transport: TransportKind, taskBroker: 'redisUrl' | 'amqpUrl'):
       amqpUrl: AMQP_URL,
       clusterId: `tc-${transport.replace('+', '-')}-${process.pid}-${++clusters}`,
       closeTimeoutMs: 3000,
+      reconnectMs: 0,
     }
     const driver = closing(t, new BrokeredDriverTransport(options))
     await driver.bind()

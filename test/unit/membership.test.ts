@@ -237,6 +237,26 @@ test('tick(): after a stall of the driver no verdict is passed, and silence is c
   assert.deepEqual(removed[0], { node: a, how: 'lost', reason: 'no heartbeat for 300 ms' })
 })
 
+test('tick(excused): while the broker is being reconnected no verdict is passed; silence counts afresh after', () => {
+  const { m, clock, joined, removed } = setup({ heartbeatMs: 100, nodeTimeoutMs: 250 })
+  m.hello('a', info('a'))
+  const a = joined[0]!
+  const t0 = clock.t
+  // Regular ticks for 2 s, the agent unheard: excused, no verdict.
+  for (let i = 1; i <= 20; i++) {
+    clock.t = t0 + 100 * i
+    m.tick(true)
+  }
+  assert.deepEqual(removed, [])
+  assert.equal(a.lastSeen, t0 + 2000)
+  clock.t = t0 + 2200
+  m.tick()
+  assert.deepEqual(removed, [])
+  clock.t = t0 + 2300
+  m.tick()
+  assert.deepEqual(removed[0], { node: a, how: 'lost', reason: 'no heartbeat for 300 ms' })
+})
+
 test('tick(): a gap of exactly twice the heartbeat is not a stall', () => {
   const { m, clock, joined, removed } = setup({ heartbeatMs: 100, nodeTimeoutMs: 150 })
   m.hello('a', info('a'))

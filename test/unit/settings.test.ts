@@ -87,6 +87,22 @@ test('bad variables are named with the value', async () => {
   )
 })
 
+test('brokerReconnectMs: default 30000, read from CLUSTER_BROKER_RECONNECT_MS by driver and agent, 0 allowed, bad values named', async () => {
+  assert.equal((await resolveClusterSettings({ localAgents: 0 }, {})).brokerReconnectMs, 30_000)
+  assert.equal((await resolveClusterSettings({ localAgents: 0 }, { CLUSTER_BROKER_RECONNECT_MS: '0' })).brokerReconnectMs, 0)
+  assert.equal((await resolveClusterSettings({ localAgents: 0, brokerReconnectMs: 5 }, { CLUSTER_BROKER_RECONNECT_MS: '7000' })).brokerReconnectMs, 5)
+  const agent = { tasks: 't.js', transport: 'redis' as const, clusterId: 'c' }
+  assert.equal((await resolveAgentSettings(agent, { CLUSTER_BROKER_RECONNECT_MS: '7000' })).brokerReconnectMs, 7000)
+  await assert.rejects(
+    resolveClusterSettings({ localAgents: 0 }, { CLUSTER_BROKER_RECONNECT_MS: '-1' }),
+    (e: unknown) => e instanceof InvalidArgumentError && e.message === 'CLUSTER_BROKER_RECONNECT_MS must be a non-negative integer, got "-1"',
+  )
+  await assert.rejects(
+    resolveClusterSettings({ localAgents: 0, brokerReconnectMs: 1.5 }, {}),
+    (e: unknown) => e instanceof InvalidArgumentError && e.message === 'options.brokerReconnectMs must be a non-negative integer, got 1.5',
+  )
+})
+
 test('dashboard: the variables win over the config, options over both', async (t) => {
   const file = await configFile(t, `{ localAgents: 0, dashboard: { port: 9100, host: '127.0.0.2' } }`)
   const fromConfig = await resolveClusterSettings({}, { CLUSTER_CONFIG: file })

@@ -14,6 +14,7 @@ interface AgentArgs {
   redis?: string
   amqp?: string
   'cluster-id'?: string
+  'broker-reconnect-ms'?: number
   tasks?: string
   threads?: number
   'heartbeat-ms'?: number
@@ -56,6 +57,7 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       .option('redis', { type: 'string', describe: `Redis URL for the redis and amqp+redis designs (default ${TRANSPORT_DEFAULTS.redisUrl})` })
       .option('amqp', { type: 'string', describe: `RabbitMQ URL for the amqp and amqp+redis designs (default ${TRANSPORT_DEFAULTS.amqpUrl})` })
       .option('cluster-id', { type: 'string', describe: "the cluster to join on the brokers (the driver's cluster.id)" })
+      .option('broker-reconnect-ms', { type: 'number', describe: `give up on a lost broker after this long (default ${TRANSPORT_DEFAULTS.brokerReconnectMs})` })
       .option('tasks', { type: 'string', describe: 'module with the task functions and actor classes (required: flag, CLUSTER_TASKS or the config)' })
       .option('threads', { type: 'number', describe: 'worker threads (default: cores)' })
       .option('heartbeat-ms', { type: 'number', describe: `heartbeat interval (default ${AGENT_DEFAULTS.heartbeatMs})` })
@@ -81,6 +83,7 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       redisUrl: args.redis,
       amqpUrl: args.amqp,
       clusterId: args['cluster-id'],
+      brokerReconnectMs: args['broker-reconnect-ms'],
       tasks: args.tasks,
       threads: args.threads,
       heartbeatMs: args['heartbeat-ms'],
