@@ -22,12 +22,18 @@ const LIB = new URL('../../lib/index.js', import.meta.url).href
 const TASKS = 20_000
 
 const TASKS_MODULE = `
+import { existsSync } from 'node:fs'
 export function square(i) { return [i, i * i, process.pid] }
 const pause = new Int32Array(new SharedArrayBuffer(4))
-/** Holds its thread for ms milliseconds; answers with the Slurm node it ran on. */
-export function slow(i, ms) {
+/**
+ * Holds its thread for ms milliseconds, and for as long as the file
+ * \${hold}-<its node> exists; answers with the Slurm node it ran on.
+ */
+export function slow(i, ms, hold) {
   Atomics.wait(pause, 0, 0, ms)
-  return [i, i * i, process.env.SLURMD_NODENAME ?? '']
+  const node = process.env.SLURMD_NODENAME ?? ''
+  if (hold) while (existsSync(hold + '-' + node)) Atomics.wait(pause, 0, 0, 20)
+  return [i, i * i, node]
 }
 `
 
@@ -222,7 +228,8 @@ test(
  * A driver whose job lasts until told: it streams `slow` tasks of 3 ms until
  * `stop` arrives on stdin, then says whether every task it submitted gave its
  * one right result. It reports nodes joining and leaving (with the tasks
- * requeued so far) and, on `count`, the results per Slurm node so far. At
+ * requeued so far) and, on `count`, the results per Slurm node so far. Its
+ * tasks on a node are held while the file \`$HOLD-<node>\` exists. At
  * most 200 tasks are out at once, so the job ends soon after \`stop\`.
  */
 const STREAM_DRIVER = `
@@ -241,7 +248,7 @@ const commands = createInterface({ input: process.stdin }).on('line', (l) => {
   if (l === 'count') say('count', byNode)
 })
 let submitted = 0
-async function* inputs() { while (!stop) yield [submitted++, 3] }
+async function* inputs() { while (!stop) yield [submitted++, 3, process.env.HOLD] }
 const seen = new Uint8Array(1 << 24)
 let wrong = 0
 for await (const [i, sq, node] of cluster.map('slow', inputs(), { ordered: false, concurrency: 200 })) {
@@ -258,7 +265,13 @@ await cluster.close()
 
 /** A running `cluster run` whose stdout lines are kept; `next` waits (bounded) for one matching, after the lines already taken. */
 function streamDriver(lab: SlurmLab, cwd: string, env: Record<string, string>) {
-  const child: ChildProcess = spawn(process.execPath, [CLI, 'run', 'stream.mjs'], { cwd, env: { ...lab.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] })
+  // A process group of its own: `cluster run` and the driver it starts are killed together.
+  const child: ChildProcess = spawn(process.execPath, [CLI, 'run', 'stream.mjs'], {
+    cwd,
+    env: { ...lab.env, ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+    detached: true,
+  })
   const lines: string[] = []
   let err = ''
   const waiters = new Set<() => void>()
@@ -318,9 +331,10 @@ test(
     assert.deepEqual(a.agents.map((x) => x.node).sort(), ['node1', 'node2'])
     const id = (job: string, node: string) => `slurm-${job}-${node}`
 
-    const driver = streamDriver(lab, dir, { CLUSTER_WAIT_FOR_NODES: '2' })
+    const hold = join(dir, 'hold')
+    const driver = streamDriver(lab, dir, { CLUSTER_WAIT_FOR_NODES: '2', HOLD: hold })
     t.after(() => {
-      if (driver.child.exitCode === null) driver.child.kill('SIGKILL')
+      if (driver.child.exitCode === null) process.kill(-driver.child.pid!, 'SIGKILL')
     })
     assert.deepEqual(await driver.next('nodes', 60_000, 'the driver to start with both agents'), [id(a.jobId, 'node1'), id(a.jobId, 'node2')])
 
@@ -365,10 +379,17 @@ test(
       ],
     )
 
-    // scancel of node3's job mid-job: the node is out, what it held runs elsewhere.
+    const text = await cli(lab, dir, ['status'])
+    assert.match(text.out, new RegExp(`^cluster slurmlab: Slurm job ${a.jobId}, 2 nodes: RUNNING on node\\[1-2\\]$`, 'm'))
+    assert.match(text.out, new RegExp(`^cluster slurmlab: Slurm job ${b.jobId}, 1 node: RUNNING on node3$`, 'm'))
+    assert.match(text.out, new RegExp(`^node3 +up +2 +\\d/2.* ${id(b.jobId, 'node3')}$`, 'm'))
+
+    // scancel of node3's job mid-job, its two threads held in a task each: they cannot finish within
+    // KillWait (5 s), Slurm kills the agent, the driver finds it lost and runs what it held elsewhere.
+    await writeFile(`${hold}-node3`, '')
     await lab.slurm('scancel', [b.jobId])
-    const out3 = await driver.next<{ id: string; requeued: number }>('left', 30_000, 'node3 to leave after scancel', (v) => v.id === id(b.jobId, 'node3'))
-    assert.ok(out3.requeued > 0, `node3 held no task when its job was cancelled: ${JSON.stringify(out3)}`)
+    const out3 = await driver.next<{ id: string; requeued: number }>('lost', 30_000, 'node3 to be lost after scancel', (v) => v.id === id(b.jobId, 'node3'))
+    assert.ok(out3.requeued >= 2, `node3's two held tasks were not requeued: ${JSON.stringify(out3)}`)
     assert.equal(await waitForJobEnd(lab, b.jobId, 30_000), 'CANCELLED')
 
     // down --host node2: its agent leaves gracefully, the job gives node2 back and goes on with node1.

@@ -195,7 +195,8 @@ export const statusCommand: CommandModule = {
       for (const [i, js] of all.entries()) {
         const why = js.reason ? ` (reason: ${js.reason})` : ''
         if (i > 0) lines.push('')
-        lines.push(`cluster ${plan.name}: Slurm job ${js.jobId}, ${jobs[i]!.nodes} nodes: ${js.state}${why}${js.nodes ? ` on ${js.nodes}` : ''}`)
+        const n = jobs[i]!.nodes
+        lines.push(`cluster ${plan.name}: Slurm job ${js.jobId}, ${n} node${n === 1 ? '' : 's'}: ${js.state}${why}${js.nodes ? ` on ${js.nodes}` : ''}`)
         if (js.agents.length === 0) continue
         const rows = js.agents.map((g) => [
           g.node,
