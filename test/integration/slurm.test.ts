@@ -392,6 +392,10 @@ test(
     assert.ok(out3.requeued >= 2, `node3's two held tasks were not requeued: ${JSON.stringify(out3)}`)
     assert.equal(await waitForJobEnd(lab, b.jobId, 30_000), 'CANCELLED')
 
+    const unknown = await cli(lab, dir, ['down', '--host', 'node9'])
+    assert.equal(unknown.code, 1, unknown.out)
+    assert.match(unknown.out, /no node "node9" in the running Slurm jobs of cluster slurmlab \(they run on: node1, node2\) \[ERR_INVALID_ARGUMENT\]/)
+
     // down --host node2: its agent leaves gracefully, the job gives node2 back and goes on with node1.
     const drain = await cli(lab, dir, ['down', '--host', 'node2'])
     assert.equal(drain.code, 0, drain.out)
