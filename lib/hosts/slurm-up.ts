@@ -43,7 +43,13 @@ export interface SlurmAgent {
 }
 
 export type SlurmUpResult =
-  | { readonly state: 'up'; readonly jobId: string; readonly agents: readonly SlurmAgent[] }
+  | {
+      readonly state: 'up'
+      readonly jobId: string
+      readonly agents: readonly SlurmAgent[]
+      /** `registrar`: up bound the head while they registered (they now wait for a driver); `driver`: they joined the running one. */
+      readonly head: 'registrar' | 'driver'
+    }
   | { readonly state: 'pending' | 'failed'; readonly jobId: string; readonly agents: readonly SlurmAgent[]; readonly message: string }
 
 function positive(name: string, v: number | undefined): number | undefined {
@@ -201,7 +207,7 @@ export async function slurmUp(plan: HostsPlan, opts: SlurmOptions): Promise<Slur
         .map(({ node, status: s }) => ({ node, id: s.id, host: s.host, threads: s.threads, pid: s.pid, version: s.version }))
     const end = Date.now() + waitS * 1000
     for (;;) {
-      if (agents().length >= nodes) return { state: 'up', jobId, agents: agents() }
+      if (agents().length >= nodes) return { state: 'up', jobId, agents: agents(), head: head.registrar ? 'registrar' : 'driver' }
       const st = await jobState(jobId)
       if (st === undefined) {
         const final = await finalState(jobId)

@@ -328,6 +328,7 @@ test(
     assert.equal(up1.code, 0, up1.out)
     const a = (JSON.parse(up1.out) as { slurm: { state: string; jobId: string; agents: { node: string }[] } }).slurm
     assert.equal(a.state, 'up', up1.out)
+    assert.equal((JSON.parse(up1.out) as { slurm: { head: string } }).slurm.head, 'registrar', up1.out)
     assert.deepEqual(a.agents.map((x) => x.node).sort(), ['node1', 'node2'])
     const id = (job: string, node: string) => `slurm-${job}-${node}`
 
@@ -341,8 +342,9 @@ test(
     // Mid-job, a second job adds a node: the new agent joins the running driver.
     const up2 = await cli(lab, dir, ['up', '--slurm', '1', '--wait', '60', '--json'])
     assert.equal(up2.code, 0, up2.out)
-    const b = (JSON.parse(up2.out) as { slurm: { state: string; jobId: string; agents: { node: string }[] } }).slurm
+    const b = (JSON.parse(up2.out) as { slurm: { state: string; jobId: string; agents: { node: string }[]; head: string } }).slurm
     assert.equal(b.state, 'up', up2.out)
+    assert.equal(b.head, 'driver', up2.out)
     assert.notEqual(b.jobId, a.jobId)
     assert.deepEqual(
       b.agents.map((x) => x.node),

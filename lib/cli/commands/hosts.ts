@@ -120,7 +120,7 @@ export const upCommand: CommandModule = {
         const lines = rows.length > 0 ? [formatTable(['NODE', 'THREADS', 'VERSION', 'STATE', 'PID', 'AGENT'], rows), ''] : []
         lines.push(
           r.state === 'up'
-            ? `Slurm job ${r.jobId}: ${r.agents.length} agents up; they connect to ${plan.head} and wait for a driver there (cluster run driver.js).`
+            ? `Slurm job ${r.jobId}: ${r.agents.length} agents up; they connect to ${plan.head} and ${r.head === 'driver' ? 'serve the running driver' : 'wait for a driver there (cluster run driver.js)'}.`
             : r.message,
         )
         process.stdout.write(`${lines.join('\n')}\n`)
