@@ -30,8 +30,22 @@ export interface ClusterState {
   head?: string | undefined
   updatedAt: number
   hosts: HostRecord[]
-  /** The batch job of `cluster up --slurm`, while it is queued or running. */
-  slurm?: { jobId: string; nodes: number; output: string; keys?: string | undefined } | undefined
+  /** The batch jobs of `cluster up --slurm` (one per `up`), until `cluster down` cancels them. */
+  slurm?: SlurmJobRecord[] | undefined
+}
+
+/** One batch job `cluster up --slurm` submitted. */
+export interface SlurmJobRecord {
+  jobId: string
+  /** Nodes the job holds now (fewer once `down --host` gave some back). */
+  nodes: number
+  /** The job's output file. */
+  output: string
+  /** Where its agents keep their pid and status files (`<node>.pid`, `<node>.json`), on the shared filesystem. */
+  dir?: string | undefined
+  keys?: string | undefined
+  /** Nodes `cluster down --host` drained. */
+  drained?: string[] | undefined
 }
 
 /** Reads the state file; undefined when there is none. A corrupt file is a ConfigError naming it. */
@@ -58,6 +72,9 @@ export async function readState(file: string): Promise<ClusterState | undefined>
   ) {
     throw new ConfigError(`the state file ${file} is not an actor-cluster state file (version 1)`)
   }
+  // A state file of one job (written before `up --slurm` could grow a cluster) reads as a list of one.
+  const slurm: unknown = s.slurm
+  if (slurm !== undefined && !Array.isArray(slurm)) s.slurm = [slurm as SlurmJobRecord]
   return s as ClusterState
 }
 

@@ -8,7 +8,8 @@ import assert from 'node:assert/strict'
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createSlurmLab, slurmUnavailable, type SlurmLab } from '../slurm.js'
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createInterface } from 'node:readline'
 import { CLI, freePort } from '../helpers.js'
 
 const unavailable = await slurmUnavailable()
@@ -21,7 +22,19 @@ const LIB = new URL('../../lib/index.js', import.meta.url).href
 const TASKS = 20_000
 
 const TASKS_MODULE = `
+import { existsSync } from 'node:fs'
 export function square(i) { return [i, i * i, process.pid] }
+const pause = new Int32Array(new SharedArrayBuffer(4))
+/**
+ * Holds its thread for ms milliseconds, and for as long as the file
+ * \${hold}-<its node> exists; answers with the Slurm node it ran on.
+ */
+export function slow(i, ms, hold) {
+  Atomics.wait(pause, 0, 0, ms)
+  const node = process.env.SLURMD_NODENAME ?? ''
+  if (hold) while (existsSync(hold + '-' + node)) Atomics.wait(pause, 0, 0, 20)
+  return [i, i * i, node]
+}
 `
 
 /** Cluster.start() under `cluster run` in a Slurm job: it returns with every agent registered. */
@@ -121,10 +134,10 @@ test(
   },
 )
 
-/** Runs the `cluster` CLI on the host side with the lab's Slurm config; resolves with its exit code and output. */
+/** Runs the `cluster` CLI on the host side with the lab's Slurm config; resolves with its exit code and output (killed after 150 s). */
 async function cli(lab: SlurmLab, cwd: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { cwd, env: { ...lab.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, [CLI, ...args], { cwd, env: { ...lab.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], timeout: 150_000 })
     let out = ''
     child.stdout.on('data', (d: Buffer) => (out += d.toString()))
     child.stderr.on('data', (d: Buffer) => (out += d.toString()))
@@ -208,5 +221,212 @@ test(
     assert.equal(down.code, 0, down.out)
     assert.match(down.out, /cancelled Slurm job \d+/)
     assert.equal((await lab.slurm('squeue', ['-h'])).stdout.trim(), '')
+  },
+)
+
+/**
+ * A driver whose job lasts until told: it streams `slow` tasks of 3 ms until
+ * `stop` arrives on stdin, then says whether every task it submitted gave its
+ * one right result. It reports nodes joining and leaving (with the tasks
+ * requeued so far) and, on `count`, the results per Slurm node so far. Its
+ * tasks on a node are held while the file \`$HOLD-<node>\` exists. At
+ * most 200 tasks are out at once, so the job ends soon after \`stop\`.
+ */
+const STREAM_DRIVER = `
+import { Cluster } from ${JSON.stringify(LIB)}
+import { createInterface } from 'node:readline'
+const say = (k, v) => console.log(k + ' ' + JSON.stringify(v))
+const cluster = await Cluster.start()
+say('nodes', cluster.nodes().map((n) => n.id).sort())
+cluster.on('node:joined', (n) => say('joined', { id: n.id }))
+cluster.on('node:left', (n) => say('left', { id: n.id, requeued: cluster.stats().requeued }))
+cluster.on('node:lost', (n, reason) => say('lost', { id: n.id, reason, requeued: cluster.stats().requeued }))
+const byNode = {}
+let stop = false
+const commands = createInterface({ input: process.stdin }).on('line', (l) => {
+  if (l === 'stop') stop = true
+  if (l === 'count') say('count', byNode)
+})
+let submitted = 0
+async function* inputs() { while (!stop) yield [submitted++, 3, process.env.HOLD] }
+const seen = new Uint8Array(1 << 24)
+let wrong = 0
+for await (const [i, sq, node] of cluster.map('slow', inputs(), { ordered: false, concurrency: 200 })) {
+  seen[i]++
+  if (sq !== i * i) wrong++
+  byNode[node] = (byNode[node] ?? 0) + 1
+}
+let once = 0
+for (let i = 0; i < submitted; i++) if (seen[i] === 1) once++
+commands.close()
+say('result', { allOnce: once === submitted, beyond: seen.subarray(submitted).some((c) => c !== 0), wrong, nodes: Object.keys(byNode).sort() })
+await cluster.close()
+`
+
+/** A running `cluster run` whose stdout lines are kept; `next` waits (bounded) for one matching, after the lines already taken. */
+function streamDriver(lab: SlurmLab, cwd: string, env: Record<string, string>) {
+  // A process group of its own: `cluster run` and the driver it starts are killed together.
+  const child: ChildProcess = spawn(process.execPath, [CLI, 'run', 'stream.mjs'], {
+    cwd,
+    env: { ...lab.env, ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+    detached: true,
+  })
+  const lines: string[] = []
+  let err = ''
+  const waiters = new Set<() => void>()
+  createInterface({ input: child.stdout! }).on('line', (l) => {
+    lines.push(l)
+    for (const w of waiters) w()
+  })
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()))
+  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)))
+  let taken = 0
+  return {
+    child,
+    exited,
+    send: (line: string) => child.stdin!.write(`${line}\n`),
+    /** The exit code, or a failure after `ms`. */
+    exit: (ms: number) =>
+      Promise.race([exited, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`the driver did not exit within ${ms} ms`)), ms).unref())]),
+    output: () => `${lines.join('\n')}\n--- stderr\n${err}`,
+    /** The value of the next line `key {json}` (after those taken) that `accept` accepts. */
+    async next<T>(key: string, ms: number, what: string, accept: (v: T) => boolean = () => true): Promise<T> {
+      const end = Date.now() + ms
+      for (;;) {
+        while (taken < lines.length) {
+          const l = lines[taken++]!
+          if (l.startsWith(`${key} `)) {
+            const v = JSON.parse(l.slice(key.length + 1)) as T
+            if (accept(v)) return v
+          }
+        }
+        if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}; driver output:\n${lines.join('\n')}\n--- stderr\n${err}`)
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            waiters.delete(done)
+            clearTimeout(timer)
+            resolve()
+          }
+          const timer = setTimeout(done, Math.max(0, end - Date.now()) + 1)
+          waiters.add(done)
+        })
+      }
+    },
+  }
+}
+
+test(
+  'cluster up --slurm grows a running job by a second job; scancel of one node’s job and down --host requeue their tasks: each result once, down leaves nothing',
+  { skip, timeout: 240_000 },
+  async (t) => {
+    const lab = await createSlurmLab(3)
+    t.after(() => lab.close())
+    const dir = await upProject(lab)
+    await writeFile(join(dir, 'stream.mjs'), STREAM_DRIVER)
+    const up1 = await cli(lab, dir, ['up', '--slurm', '2', '--wait', '60', '--json'])
+    assert.equal(up1.code, 0, up1.out)
+    const a = (JSON.parse(up1.out) as { slurm: { state: string; jobId: string; agents: { node: string }[] } }).slurm
+    assert.equal(a.state, 'up', up1.out)
+    assert.equal((JSON.parse(up1.out) as { slurm: { head: string } }).slurm.head, 'registrar', up1.out)
+    assert.deepEqual(a.agents.map((x) => x.node).sort(), ['node1', 'node2'])
+    const id = (job: string, node: string) => `slurm-${job}-${node}`
+
+    const hold = join(dir, 'hold')
+    const driver = streamDriver(lab, dir, { CLUSTER_WAIT_FOR_NODES: '2', HOLD: hold })
+    t.after(() => {
+      if (driver.child.exitCode === null) process.kill(-driver.child.pid!, 'SIGKILL')
+    })
+    assert.deepEqual(await driver.next('nodes', 60_000, 'the driver to start with both agents'), [id(a.jobId, 'node1'), id(a.jobId, 'node2')])
+
+    // Mid-job, a second job adds a node: the new agent joins the running driver.
+    const up2 = await cli(lab, dir, ['up', '--slurm', '1', '--wait', '60', '--json'])
+    assert.equal(up2.code, 0, up2.out)
+    const b = (JSON.parse(up2.out) as { slurm: { state: string; jobId: string; agents: { node: string }[]; head: string } }).slurm
+    assert.equal(b.state, 'up', up2.out)
+    assert.equal(b.head, 'driver', up2.out)
+    assert.notEqual(b.jobId, a.jobId)
+    assert.deepEqual(
+      b.agents.map((x) => x.node),
+      ['node3'],
+    )
+    await driver.next('joined', 30_000, 'the third agent to join the running driver', (v: { id: string }) => v.id === id(b.jobId, 'node3'))
+    const counted = async (node: string, above: number, what: string) => {
+      const end = Date.now() + 30_000
+      for (;;) {
+        driver.send('count')
+        const c = await driver.next<Record<string, number>>('count', Math.max(1, end - Date.now()), what)
+        if ((c[node] ?? 0) > above) return c
+        if (Date.now() > end) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(c)}`)
+      }
+    }
+    await counted('node3', 0, 'results from node3')
+
+    // status: both jobs running, each with its agents beside it.
+    const st = await cli(lab, dir, ['status', '--json'])
+    assert.equal(st.code, 0, st.out)
+    const jobs = (JSON.parse(st.out) as { slurm: { jobId: string; state: string; agents: { node: string; state: string; threads: number }[] }[] }).slurm
+    assert.deepEqual(
+      jobs.map((j) => ({ jobId: j.jobId, state: j.state, agents: j.agents.map((g) => [g.node, g.state, g.threads]) })),
+      [
+        {
+          jobId: a.jobId,
+          state: 'RUNNING',
+          agents: [
+            ['node1', 'up', 2],
+            ['node2', 'up', 2],
+          ],
+        },
+        { jobId: b.jobId, state: 'RUNNING', agents: [['node3', 'up', 2]] },
+      ],
+    )
+
+    const text = await cli(lab, dir, ['status'])
+    assert.match(text.out, new RegExp(`^cluster slurmlab: Slurm job ${a.jobId}, 2 nodes: RUNNING on node\\[1-2\\]$`, 'm'))
+    assert.match(text.out, new RegExp(`^cluster slurmlab: Slurm job ${b.jobId}, 1 node: RUNNING on node3$`, 'm'))
+    assert.match(text.out, new RegExp(`^node3 +up +2 +\\d/2.* ${id(b.jobId, 'node3')}$`, 'm'))
+
+    // scancel of node3's job mid-job, its two threads held in a task each: they cannot finish within
+    // KillWait (5 s), Slurm kills the agent, the driver finds it lost and runs what it held elsewhere.
+    await writeFile(`${hold}-node3`, '')
+    await lab.slurm('scancel', [b.jobId])
+    const out3 = await driver.next<{ id: string; requeued: number }>('lost', 30_000, 'node3 to be lost after scancel', (v) => v.id === id(b.jobId, 'node3'))
+    assert.ok(out3.requeued >= 2, `node3's two held tasks were not requeued: ${JSON.stringify(out3)}`)
+    assert.equal(await waitForJobEnd(lab, b.jobId, 30_000), 'CANCELLED')
+
+    const unknown = await cli(lab, dir, ['down', '--host', 'node9'])
+    assert.equal(unknown.code, 1, unknown.out)
+    assert.match(unknown.out, /no node "node9" in the running Slurm jobs of cluster slurmlab \(they run on: node1, node2\) \[ERR_INVALID_ARGUMENT\]/)
+
+    // down --host node2: its agent leaves gracefully, the job gives node2 back and goes on with node1.
+    const drain = await cli(lab, dir, ['down', '--host', 'node2'])
+    assert.equal(drain.code, 0, drain.out)
+    assert.match(
+      drain.out,
+      new RegExp(`stopped the agent on node2 \\(pid \\d+; finished its running tasks, handed queued ones back\\); Slurm job ${a.jobId} gave node2 back`),
+    )
+    const out2 = await driver.next<{ id: string; requeued: number }>('left', 30_000, 'node2 to leave', (v) => v.id === id(a.jobId, 'node2'))
+    assert.ok(out2.requeued >= out3.requeued, JSON.stringify(out2))
+    assert.equal((await lab.slurm('squeue', ['-h', '-j', a.jobId, '-o', '%T %N'])).stdout.trim(), 'RUNNING node1')
+    assert.equal((await lab.slurm('sinfo', ['-h', '-n', 'node2', '-o', '%t'])).stdout.trim(), 'idle')
+    const before = await counted('node1', 0, 'results from node1')
+    await counted('node1', before['node1']!, 'node1 to go on after the drain')
+
+    driver.send('stop')
+    driver.child.stdin!.end()
+    assert.deepEqual(
+      await driver.next('result', 60_000, 'the job to end'),
+      { allOnce: true, beyond: false, wrong: 0, nodes: ['node1', 'node2', 'node3'] },
+      driver.output(),
+    )
+    assert.equal(await driver.exit(30_000), 0, driver.output())
+
+    const down = await cli(lab, dir, ['down'])
+    assert.equal(down.code, 0, down.out)
+    assert.match(down.out, new RegExp(`cancelled Slurm job ${a.jobId}; it has left the queue`))
+    assert.match(down.out, new RegExp(`Slurm job ${b.jobId} had already ended`))
+    assert.equal((await lab.slurm('squeue', ['-h'])).stdout.trim(), '')
+    assert.deepEqual(await processesWith(join(dir, 'tasks.mjs')), [])
+    assert.deepEqual(await readdir(join(dir, '.actor-cluster')), [])
   },
 )

@@ -376,6 +376,25 @@ test('the state file: written atomically, merged, and a corrupt one named', asyn
   await assert.rejects(readState(file), /not an actor-cluster state file/)
 })
 
+test('the state file: Slurm jobs are a list, and a file recording one job as an object reads as a list of it', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'ac-state-'))
+  t.after(() => rm(dir, { recursive: true, force: true }))
+  const file = join(dir, 'c.json')
+  const one = { jobId: '7', nodes: 2, output: '/o/job-7.out', keys: '/o/keys' }
+  await writeFile(file, JSON.stringify({ version: 1, name: 'c', updatedAt: 1, hosts: [], slurm: one }))
+  assert.deepEqual((await readState(file))?.slurm, [one])
+  await updateState(file, 'c', (_hosts, s) => {
+    s.slurm = [...(s.slurm ?? []), { jobId: '8', nodes: 1, output: '/o/job-8.out', dir: '/o/job-8' }]
+  })
+  assert.deepEqual(
+    (await readState(file))?.slurm?.map((j) => [j.jobId, j.nodes]),
+    [
+      ['7', 2],
+      ['8', 1],
+    ],
+  )
+})
+
 test('the hosts example: its config and hosts file are valid', async () => {
   const plan = await resolveHostsPlan({ config: fileURLToPath(new URL('../../examples/hosts/cluster.config.js', import.meta.url)) })
   assert.equal(plan.name, 'sweep')

@@ -8,7 +8,7 @@ import { clusterDown } from '../../hosts/down.js'
 import { ConfigError } from '../../errors.js'
 import { loadConfig } from '../../config.js'
 import type { SlurmOptions } from '../../options.js'
-import { slurmDown, slurmJobStatus, slurmUp } from '../../hosts/slurm-up.js'
+import { slurmDown, slurmDrain, slurmJobStatus, slurmUp } from '../../hosts/slurm-up.js'
 import { readState } from '../../hosts/state.js'
 import { mergeHostsFlags } from '../../settings.js'
 import { describe } from '../../validate.js'
@@ -116,11 +116,11 @@ export const upCommand: CommandModule = {
       if (a['json']) {
         process.stdout.write(`${JSON.stringify({ name: plan.name, head: plan.head, slurm: r })}\n`)
       } else {
-        const rows = r.agents.map((n) => [n.host, String(n.threads), n.version, 'up', String(n.pid), n.id])
-        const lines = rows.length > 0 ? [formatTable(['HOST', 'THREADS', 'VERSION', 'STATE', 'PID', 'AGENT'], rows), ''] : []
+        const rows = r.agents.map((n) => [n.node, String(n.threads), n.version, 'up', String(n.pid), n.id])
+        const lines = rows.length > 0 ? [formatTable(['NODE', 'THREADS', 'VERSION', 'STATE', 'PID', 'AGENT'], rows), ''] : []
         lines.push(
           r.state === 'up'
-            ? `Slurm job ${r.jobId}: ${r.agents.length} agents up; they connect to ${plan.head} and wait for a driver there (cluster run driver.js).`
+            ? `Slurm job ${r.jobId}: ${r.agents.length} agents up; they connect to ${plan.head} and ${r.head === 'driver' ? 'serve the running driver' : 'wait for a driver there (cluster run driver.js)'}.`
             : r.message,
         )
         process.stdout.write(`${lines.join('\n')}\n`)
@@ -184,15 +184,34 @@ export const statusCommand: CommandModule = {
     }),
   handler: async (a) => {
     const plan: HostsPlan = await resolveHostsPlan(flags(a))
-    const job = (await readState(plan.stateFile))?.slurm
-    if (job) {
-      const js = await slurmJobStatus(job)
+    const jobs = (await readState(plan.stateFile))?.slurm ?? []
+    if (jobs.length > 0) {
+      const all = await Promise.all(jobs.map((j) => slurmJobStatus(j, plan.heartbeatMs)))
       if (a['json']) {
-        process.stdout.write(`${JSON.stringify({ name: plan.name, slurm: js })}\n`)
+        process.stdout.write(`${JSON.stringify({ name: plan.name, slurm: all })}\n`)
         return
       }
-      const why = js.reason ? ` (reason: ${js.reason})` : ''
-      process.stdout.write(`cluster ${plan.name}: Slurm job ${js.jobId}, ${job.nodes} nodes: ${js.state}${why}${js.nodes ? ` on ${js.nodes}` : ''}\n`)
+      const lines: string[] = []
+      for (const [i, js] of all.entries()) {
+        const why = js.reason ? ` (reason: ${js.reason})` : ''
+        if (i > 0) lines.push('')
+        const n = jobs[i]!.nodes
+        lines.push(`cluster ${plan.name}: Slurm job ${js.jobId}, ${n} node${n === 1 ? '' : 's'}: ${js.state}${why}${js.nodes ? ` on ${js.nodes}` : ''}`)
+        if (js.agents.length === 0) continue
+        const rows = js.agents.map((g) => [
+          g.node,
+          g.state,
+          String(g.threads),
+          g.state === 'up' || g.state === 'leaving' ? `${g.busy}/${g.threads}${g.queued ? ` +${g.queued}` : ''}` : '-',
+          String(g.tasksDone),
+          g.heartbeatAgeMs === null ? '-' : `${(g.heartbeatAgeMs / 1000).toFixed(1)} s`,
+          g.version,
+          String(g.pid),
+          g.id,
+        ])
+        lines.push(formatTable(['NODE', 'STATE', 'THREADS', 'LOAD', 'TASKS DONE', 'HEARTBEAT', 'VERSION', 'PID', 'AGENT'], rows))
+      }
+      process.stdout.write(`${lines.join('\n')}\n`)
       return
     }
     const st = await clusterStatus(plan)
@@ -248,7 +267,11 @@ export const downCommand: CommandModule = {
   describe: 'Stop the agents cluster up started (all, or --host X) and remove their files on the hosts',
   builder: (y) =>
     common(y)
-      .option('host', { type: 'string', array: true, describe: 'only this host (repeatable); its queued tasks go back to the driver' })
+      .option('host', {
+        type: 'string',
+        array: true,
+        describe: 'only this host, or node of a Slurm job (repeatable); its agent finishes its running tasks and hands queued ones back to the driver',
+      })
       .option('nodes', { type: 'string', describe: 'also stop this cluster’s agents on the hosts of this file, recorded or not' })
       .option('stop-timeout', {
         type: 'number',
@@ -257,11 +280,23 @@ export const downCommand: CommandModule = {
       .option('forget', { type: 'boolean', describe: 'drop hosts that cannot be reached from the cluster anyway (machines gone for good)' }),
   handler: async (a) => {
     const plan = await resolveHostsPlan(flags(a))
-    const job = (await readState(plan.stateFile))?.slurm
-    if (job) {
-      const r = await slurmDown(plan, job)
-      process.stdout.write(a['json'] ? `${JSON.stringify({ name: plan.name, slurm: r })}\n` : `${r.message}\n`)
-      if (r.result === 'failed') process.exitCode = 1
+    const jobs = (await readState(plan.stateFile))?.slurm ?? []
+    if (jobs.length > 0 && a['host'] !== undefined) {
+      // Nodes of Slurm jobs: each drained in turn (its agent leaves, the job gives the node back).
+      const drained = []
+      for (const node of (a['host'] as unknown[]).map(String)) drained.push(await slurmDrain(plan, node))
+      if (a['json']) {
+        process.stdout.write(`${JSON.stringify({ name: plan.name, slurm: { drained } })}\n`)
+      } else {
+        const rows = drained.map((d) => [d.host, d.result, d.pid === null ? '-' : String(d.pid), d.jobId, d.released])
+        process.stdout.write(`${[formatTable(['NODE', 'RESULT', 'PID', 'JOB', 'NODE RELEASED'], rows), '', ...drained.map((d) => d.message)].join('\n')}\n`)
+      }
+      return
+    }
+    if (jobs.length > 0) {
+      const r = await slurmDown(plan, jobs)
+      process.stdout.write(a['json'] ? `${JSON.stringify({ name: plan.name, slurm: r })}\n` : `${r.map((o) => o.message).join('\n')}\n`)
+      if (r.some((o) => o.result === 'failed')) process.exitCode = 1
       return
     }
     const extra = a['nodes'] !== undefined && plan.hostsFile !== undefined ? await readHostsFile(plan.hostsFile) : undefined
