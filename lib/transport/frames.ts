@@ -8,15 +8,17 @@ const MAX_PARTS = 8
 /**
  * Brokers carry one byte string per message, ZeroMQ a list of frames: a
  * brokered message is its parts packed as `[count u8] ([length u32be] [bytes])*`,
- * after `reserve` bytes left for the caller (the tag of a {@link FrameAuth}).
+ * followed by `trailer` bytes left for the caller (the tag of a {@link FrameAuth}).
+ * The first byte is always the count (at most 8): Redis marks a redelivered
+ * frame with a first byte 0xff.
  */
-export function packParts(parts: readonly Uint8Array[], reserve = 0): Buffer {
+export function packParts(parts: readonly Uint8Array[], trailer = 0): Buffer {
   if (parts.length > MAX_PARTS) throw new RangeError(`cannot pack ${parts.length} parts (at most ${MAX_PARTS})`)
-  let size = reserve + 1
+  let size = 1
   for (const p of parts) size += 4 + p.byteLength
-  const out = Buffer.allocUnsafe(size)
-  out[reserve] = parts.length
-  let o = reserve + 1
+  const out = Buffer.allocUnsafe(size + trailer)
+  out[0] = parts.length
+  let o = 1
   for (const p of parts) {
     out.writeUInt32BE(p.byteLength, o)
     out.set(p, o + 4)
@@ -45,7 +47,7 @@ export function unpackParts(bytes: Uint8Array): Parts {
   return parts
 }
 
-/** Bytes of the tag in front of an authenticated message: an HMAC-SHA-256. */
+/** Bytes of the tag at the end of an authenticated message: an HMAC-SHA-256. */
 export const TAG_BYTES = 32
 
 /** The ways a brokered message goes; each is MACed apart, so none can be replayed as another. */
@@ -53,7 +55,8 @@ export type FrameDirection = 'task' | 'to-agent' | 'to-driver'
 
 /**
  * Authenticates the messages of one cluster in one direction: a message is
- * `[tag 32 bytes] [packed parts]`, the tag an HMAC-SHA-256 keyed by the
+ * `[packed parts] [tag 32 bytes]` (the tag last, so the first byte stays the
+ * part count, which the Redis redelivery mark relies on), the tag an HMAC-SHA-256 keyed by the
  * cluster's secret over the cluster id, the direction, the recipient (an
  * agent's id, for messages to it) and the packed parts. Whoever lacks the
  * secret can neither make a message that passes nor move one from another
@@ -75,17 +78,19 @@ export class FrameAuth {
     return createHmac('sha256', this.key).update(this.context).update(to).update('\0').update(body).digest()
   }
 
-  /** Packs `parts` behind their tag, for `to` (an agent's id; '' for the driver or the task queue). */
+  /** Packs `parts` and their tag, for `to` (an agent's id; '' for the driver or the task queue). */
   seal(parts: readonly Uint8Array[], to = ''): Buffer {
     const out = packParts(parts, TAG_BYTES)
-    this.mac(out.subarray(TAG_BYTES), to).copy(out, 0)
+    const end = out.byteLength - TAG_BYTES
+    this.mac(out.subarray(0, end), to).copy(out, end)
     return out
   }
 
   /** The packed parts of a message whose tag is right for `to`, or undefined (missing or wrong). */
   open(message: Uint8Array, to = ''): Uint8Array | undefined {
-    if (message.byteLength < TAG_BYTES) return undefined
-    const body = message.subarray(TAG_BYTES)
-    return timingSafeEqual(message.subarray(0, TAG_BYTES), this.mac(body, to)) ? body : undefined
+    const end = message.byteLength - TAG_BYTES
+    if (end < 0) return undefined
+    const body = message.subarray(0, end)
+    return timingSafeEqual(message.subarray(end), this.mac(body, to)) ? body : undefined
   }
 }

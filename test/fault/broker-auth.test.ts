@@ -82,7 +82,7 @@ function forgeries(clusterId: string, key: Buffer, direction: 'task' | 'to-drive
   const wrongDirection = direction === 'to-driver' ? 'to-agent' : 'to-driver'
   return [
     packed,
-    Buffer.concat([randomBytes(TAG_BYTES), packed]),
+    Buffer.concat([packed, randomBytes(TAG_BYTES)]),
     new FrameAuth(randomBytes(32), clusterId, direction).seal(parts, to),
     new FrameAuth(key, `${clusterId}-other`, direction).seal(parts, to),
     new FrameAuth(key, clusterId, wrongDirection).seal(parts, to),
