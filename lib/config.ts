@@ -27,6 +27,8 @@ const DRIVER_KEY_SET: Readonly<Record<Exclude<keyof ClusterOptions, 'config'>, t
   insecure: true,
   curve: true,
   brokerReconnectMs: true,
+  brokerSecret: true,
+  brokerSecretFile: true,
   maxRetries: true,
   waitForNodes: true,
   waitForNodesMs: true,
@@ -185,6 +187,7 @@ export function clusterOptionsOf(config: ClusterConfig, root: string): ClusterOp
   }
   if (typeof out.tasks === 'string' && !/^[a-z][a-z0-9+.-]*:/i.test(out.tasks) && !isAbsolute(out.tasks)) out.tasks = resolve(root, out.tasks)
   if (out.curve?.dir !== undefined) out.curve = { ...out.curve, dir: resolve(root, out.curve.dir) }
+  if (typeof out.brokerSecretFile === 'string') out.brokerSecretFile = resolve(root, out.brokerSecretFile)
   return out
 }
 

@@ -140,6 +140,8 @@ export interface AgentOptions extends TransportOptions {
   id?: string
   /** CURVE keys: the driver's public key and this agent's key pair (see `cluster keys`). */
   curve?: CurveOptions
+  /** Brokered designs: frames carry no HMAC (the driver must be insecure too). Default false. */
+  insecure?: boolean
 }
 
 export interface ResolvedAgentOptions extends ResolvedTransportOptions {
@@ -156,6 +158,7 @@ export interface ResolvedAgentOptions extends ResolvedTransportOptions {
   readonly maxFrameBytes: number
   readonly id: string | undefined
   readonly curve: CurveOptions | undefined
+  readonly insecure: boolean
 }
 
 export const AGENT_DEFAULTS = {
@@ -256,6 +259,7 @@ export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
     maxFrameBytes: positiveInt('maxFrameBytes', o.maxFrameBytes, AGENT_DEFAULTS.maxFrameBytes, 1024),
     id: o.id,
     curve: o.curve,
+    insecure: booleanOption('insecure', o.insecure) ?? false,
   })
 }
 

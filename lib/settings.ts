@@ -92,6 +92,7 @@ const TRANSPORT_VARIABLES = [
   variable('amqpUrl', url(AMQP_SCHEMES)),
   variable('clusterId', clusterId),
   variable('brokerReconnectMs', integer(0)),
+  variable('brokerSecretFile', (raw) => resolve(raw)),
 ] as const
 
 /** The driver's options that a variable can set (the dashboard's, which nest, are read apart). */
@@ -128,6 +129,7 @@ const AGENT_VARIABLES: readonly EnvVariable[] = [
   variable('driverTimeoutMs', integer()),
   variable('maxFrameBytes', integer(1024)),
   variable('id', text, 'CLUSTER_AGENT_ID'),
+  variable('insecure', boolean),
   ...TRANSPORT_VARIABLES,
 ]
 
@@ -241,6 +243,9 @@ function agentOptionsOf(config: ClusterConfig, root: string): Partial<AgentOptio
     amqpUrl: o.amqpUrl,
     clusterId: o.clusterId,
     brokerReconnectMs: o.brokerReconnectMs,
+    brokerSecret: o.brokerSecret,
+    brokerSecretFile: o.brokerSecretFile,
+    insecure: o.insecure,
     curve: o.curve,
     ...o.localAgentOptions,
   }

@@ -10,6 +10,8 @@ import { randomBytes } from 'node:crypto'
 import { freePort } from './helpers.js'
 import type { TestContext } from 'node:test'
 import type { TransportKind } from '../lib/transport/options.js'
+import { FrameAuth, type FrameDirection } from '../lib/transport/frames.js'
+import { findBrokerSecret } from '../lib/transport/broker-secret.js'
 
 export const REDIS_URL = process.env['TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379'
 export const AMQP_URL = process.env['TEST_AMQP_URL'] ?? 'amqp://guest:guest@127.0.0.1:5672'
@@ -306,4 +308,14 @@ export async function ownRabbit(t: TestContext): Promise<OwnBroker> {
   stop = p.stop
   await p.start()
   return { url: `amqp://${user}:${password}@127.0.0.1:${port}`, port, ...p }
+}
+
+/**
+ * A message as a holder of cluster `clusterId`'s secret sends it: the parts packed behind their HMAC (the secret the
+ * driver of that cluster made and published for this user's agents), for `to` (an agent's id; '' for the driver or the task queue).
+ */
+export function sealed(clusterId: string, direction: FrameDirection, parts: readonly Uint8Array[], to = ''): Buffer {
+  const key = findBrokerSecret(clusterId)
+  if (!key) throw new Error(`no broker secret published for cluster ${clusterId}`)
+  return new FrameAuth(key, clusterId, direction).seal(parts, to)
 }

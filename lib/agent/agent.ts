@@ -10,6 +10,8 @@ import { MsgType } from '../protocol/messages.js'
 import { createAgentTransport } from '../transport/resolve.js'
 import { resolveAgentCurve } from '../transport/curve.js'
 import { findLocalKeys } from '../transport/local-keys.js'
+import { agentBrokerKey } from '../transport/broker-secret.js'
+import { isBrokered } from '../transport/options.js'
 import { isLoopbackEndpoint } from '../validate.js'
 import type { AgentTransport, Delivery, Parts, SharedQueueAgentTransport } from '../transport/transport.js'
 import { ActorFraming } from '../actors/framing.js'
@@ -112,11 +114,19 @@ export class Agent extends EventEmitter<AgentEvents> {
     const local = !resolved.curve && resolved.transport === 'zmq' && /^(tcp|ipc):/.test(resolved.connect) && isLoopbackEndpoint(resolved.connect)
     const findKeys = local ? () => findLocalKeys(resolved.connect) : undefined
     const curve = resolved.curve ? resolveAgentCurve(resolved.curve) : findKeys?.()
+    const brokerKey = isBrokered(resolved.transport) && !resolved.insecure ? agentBrokerKey(resolved) : undefined
     const catalog = await loadCatalog(resolved.tasks, `agent ${hostname()}`)
     const id = resolved.id ?? `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`
     // The transport reports handshake failures before the agent exists: route them once it does.
     const route: { agent?: Agent } = {}
-    const transport = await createAgentTransport({ ...resolved, identity: id, curve, findKeys, onHandshakeError: (m) => route.agent?.emit('auth:failed', m) })
+    const transport = await createAgentTransport({
+      ...resolved,
+      identity: id,
+      curve,
+      findKeys,
+      brokerKey,
+      onHandshakeError: (m) => route.agent?.emit('auth:failed', m),
+    })
     const agent = new Agent(resolved, id, transport, [...catalog.functions.keys()], [...catalog.classes.keys()], shared)
     route.agent = agent
     try {

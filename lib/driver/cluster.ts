@@ -159,6 +159,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * set when it listens on loopback TCP without keys of its own (it made
    * them). `cluster agent --connect` to that port finds them by itself;
    * `Agent.start({ connect, curve: { dir: cluster.localKeys } })` names them.
+   * Brokered (not insecure, no secret given): the directory of the secret it
+   * made for this cluster, where its agents on this machine find it.
    */
   get localKeys(): string | undefined {
     return this.setup.localKeys

@@ -16,6 +16,7 @@ import { checkHelloProof, newKeyPair, registerZapDomain, resolveDriverCurve, unr
 import { isBrokered } from '../transport/options.js'
 import { createDriverTransport } from '../transport/resolve.js'
 import { clearStaleLocalKeys, publishLocalKeys } from '../transport/local-keys.js'
+import { newSecret, publishBrokerSecret, readSecretFile, secretKey } from '../transport/broker-secret.js'
 import type { DriverTransport } from '../transport/transport.js'
 import type { HelloInfo } from '../protocol/messages.js'
 import type { ClusterEvents } from './types.js'
@@ -37,6 +38,8 @@ export interface DriverSetup {
   readonly localKey: KeyPair | undefined
   /** The directory where agents on this machine find the keys this driver made (no keys of its own on loopback TCP). */
   readonly localKeys: string | undefined
+  /** Brokered designs: the cluster's secret, which local agents are given (undefined: insecure or zmq). */
+  readonly brokerKey: Buffer | undefined
   /** Connections refused by CURVE authentication so far. */
   readonly authDenied: { readonly denied: number } | undefined
 }
@@ -66,8 +69,19 @@ export async function setUpDriver(options: ClusterOptions): Promise<DriverSetup>
   const localAddress = resolved.localAgents > 0 ? inprocAddress : undefined
   const zapDomain = curve ? `actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}` : undefined
   const localKey = curve && (resolved.localAgents > 0 || ownKeys) ? newKeyPair() : undefined
+  // Brokered: the cluster's secret as configured, else one made for this cluster and published (below) for this user's agents.
+  const brokered = !zmqDesign && !resolved.insecure
+  const madeSecret = brokered && resolved.brokerSecret === undefined && resolved.brokerSecretFile === undefined ? newSecret() : undefined
+  const brokerKey = !brokered
+    ? undefined
+    : madeSecret !== undefined
+      ? Buffer.from(madeSecret, 'utf8')
+      : resolved.brokerSecret !== undefined
+        ? secretKey(resolved.brokerSecret, 'options.brokerSecret')
+        : readSecretFile(resolved.brokerSecretFile!)
   const transport = await createDriverTransport({
     ...resolved,
+    brokerKey,
     listen,
     clusterId,
     inproc: inprocOnly ? undefined : localAddress,
@@ -81,12 +95,13 @@ export async function setUpDriver(options: ClusterOptions): Promise<DriverSetup>
     // The agents' half of keys made here goes where agents of this user on this machine look for it.
     if (ownKeys && curve && localKey) localKeys = publishLocalKeys(transport.address, curve.server.publicKey, localKey)
     else if (tcp && isLoopbackEndpoint(transport.address)) clearStaleLocalKeys(transport.address)
+    if (madeSecret !== undefined) localKeys = publishBrokerSecret(clusterId, madeSecret)
   } catch (err) {
     if (zapDomain) await unregisterZapDomain(zapDomain)
     await transport.close()
     throw err
   }
-  return { options: resolved, catalog, transport, clusterId, localAddress, curve, zapDomain, localKey, authDenied, localKeys }
+  return { options: resolved, catalog, transport, clusterId, localAddress, curve, zapDomain, localKey, authDenied, localKeys, brokerKey }
 }
 
 /** Starts the local agents of a driver and waits until each registered (bounded). */
@@ -98,7 +113,15 @@ export async function startLocalAgents(setup: DriverSetup, onStarted: (agent: Ag
   const started: Agent[] = []
   for (let i = 0; i < localAgents; i++) {
     const via = isBrokered(transport)
-      ? { transport, redisUrl, amqpUrl, clusterId: setup.clusterId, brokerReconnectMs }
+      ? {
+          transport,
+          redisUrl,
+          amqpUrl,
+          clusterId: setup.clusterId,
+          brokerReconnectMs,
+          brokerSecret: setup.brokerKey?.toString('utf8'),
+          insecure: setup.options.insecure,
+        }
       : { connect: setup.localAddress ?? setup.transport.address }
     const agent = await Agent.start({
       ...localAgentOptions,

@@ -17,7 +17,7 @@
  * RabbitMQ for tasks and Redis for messages: the same classes, composed.
  */
 import { TransportError } from '../errors.js'
-import { packParts, unpackParts } from './frames.js'
+import { FrameAuth, packParts, unpackParts, type FrameDirection } from './frames.js'
 import { maskUrl, usesAmqp, usesRedis, type TransportKind } from './options.js'
 import type { CloseStep } from '../util/close.js'
 import { TransportBase, type TransportLifecycleOptions } from './base.js'
@@ -33,6 +33,30 @@ export interface BrokeredOptions extends TransportLifecycleOptions {
   clusterId: string
   /** How long a broker may be gone (its connections dialled again) before the transport fails; 0: at once. */
   reconnectMs: number
+  /** The cluster's secret: every message carries an HMAC keyed by it, and one without the right one is dropped. Undefined: none (insecure). */
+  secret: Buffer | undefined
+}
+
+/**
+ * The framing of one direction: packs and, with a secret, tags a message
+ * (`seal`); checks the tag and unpacks (`open`: undefined when the tag is
+ * missing or wrong, a ProtocolError when the rest is malformed).
+ */
+class Framing {
+  private readonly auth: FrameAuth | undefined
+
+  constructor(o: BrokeredOptions, direction: FrameDirection) {
+    this.auth = o.secret ? new FrameAuth(o.secret, o.clusterId, direction) : undefined
+  }
+
+  seal(parts: readonly Uint8Array[], to?: string): Buffer {
+    return this.auth ? this.auth.seal(parts, to) : packParts(parts)
+  }
+
+  open(message: Uint8Array, to?: string): Parts | undefined {
+    const body = this.auth ? this.auth.open(message, to) : message
+    return body === undefined ? undefined : unpackParts(body)
+  }
 }
 
 /** The broker connections of one process, and the one failure report they may make. */
@@ -144,10 +168,16 @@ export class BrokeredDriverTransport extends TransportBase implements SharedQueu
   private links: Links | undefined
   private tasks: DriverTaskPath | undefined
   private messages: DriverMessagePath | undefined
+  private readonly taskFrames: Framing
+  private readonly toAgent: Framing
+  private readonly fromAgent: Framing
 
   constructor(private readonly options: BrokeredOptions) {
     super(options)
     this.address = describe(options)
+    this.taskFrames = new Framing(options, 'task')
+    this.toAgent = new Framing(options, 'to-agent')
+    this.fromAgent = new Framing(options, 'to-driver')
   }
 
   async bind(): Promise<void> {
@@ -165,12 +195,12 @@ export class BrokeredDriverTransport extends TransportBase implements SharedQueu
 
   send(peer: string, parts: Parts): void {
     if (!this.messages || !this.countOut(parts)) return
-    this.messages.send(peer, packParts(parts))
+    this.messages.send(peer, this.toAgent.seal(parts, peer))
   }
 
   publishTasks(parts: Parts): void {
     if (!this.tasks || !this.countOut(parts)) return
-    this.tasks.publish(packParts(parts))
+    this.tasks.publish(this.taskFrames.seal(parts))
   }
 
   get reconnecting(): boolean {
@@ -189,11 +219,14 @@ export class BrokeredDriverTransport extends TransportBase implements SharedQueu
       if (!this.closed) onFailure?.(err)
     })
     this.messages.start((frame) => {
-      let parts: Parts
+      let parts: Parts | undefined
       try {
-        parts = unpackParts(frame)
+        parts = this.fromAgent.open(frame)
       } catch {
-        // An empty message is counted as a bad frame by the driver, like any other.
+        parts = undefined
+      }
+      if (parts === undefined) {
+        // Malformed, or not from a holder of the secret: an empty message, counted as a bad frame by the driver, like any other.
         if (this.countIn(frame.byteLength)) onMessage('', [])
         return
       }
@@ -227,6 +260,9 @@ export class BrokeredAgentTransport extends TransportBase implements SharedQueue
   private onMessage: ((parts: Parts, delivery?: Delivery, redelivered?: boolean) => void) | undefined
   private lastSend: Promise<void> = Promise.resolve()
   private pending = new Set<Promise<void>>()
+  private readonly taskFrames: Framing
+  private readonly fromDriver: Framing
+  private readonly toDriver: Framing
 
   constructor(
     private readonly options: BrokeredOptions,
@@ -234,6 +270,9 @@ export class BrokeredAgentTransport extends TransportBase implements SharedQueue
   ) {
     super(options)
     this.idPart = Buffer.from(agentId, 'utf8')
+    this.taskFrames = new Framing(options, 'task')
+    this.fromDriver = new Framing(options, 'to-agent')
+    this.toDriver = new Framing(options, 'to-driver')
   }
 
   async connect(): Promise<void> {
@@ -241,7 +280,7 @@ export class BrokeredAgentTransport extends TransportBase implements SharedQueue
     try {
       ;[this.tasks, this.messages] = await agentPaths(this.options, links, this.agentId)
       await this.messages.open()
-      await this.tasks.open((frame, delivery, redelivered) => this.deliver(frame, delivery, redelivered))
+      await this.tasks.open((frame, delivery, redelivered) => this.deliver(frame, this.taskFrames, '', delivery, redelivered))
       if (this.closed) throw new TransportError('brokered transport closed while connecting')
     } catch (err) {
       await links.close()
@@ -249,12 +288,15 @@ export class BrokeredAgentTransport extends TransportBase implements SharedQueue
     }
   }
 
-  private deliver(frame: Buffer, delivery?: Delivery, redelivered?: boolean): void {
-    let parts: Parts
+  private deliver(frame: Buffer, framing: Framing, to: string, delivery?: Delivery, redelivered?: boolean): void {
+    let parts: Parts | undefined
     try {
-      parts = unpackParts(frame)
+      parts = framing.open(frame, to)
     } catch {
-      // Not ours to run: take it off the queue (a malformed frame would come back forever) and count it.
+      parts = undefined
+    }
+    if (parts === undefined) {
+      // Malformed, or not from a holder of the secret: never run. Taken off the queue (it would come back forever) and counted.
       if (delivery !== undefined) void this.track(this.tasks!.ack([delivery]))
       if (this.countIn(frame.byteLength)) this.onMessage?.([])
       return
@@ -269,12 +311,12 @@ export class BrokeredAgentTransport extends TransportBase implements SharedQueue
     this.links.listen((err) => {
       if (!this.closed) onFailure?.(err)
     })
-    this.messages.start((frame) => this.deliver(frame))
+    this.messages.start((frame) => this.deliver(frame, this.fromDriver, this.agentId))
   }
 
   send(parts: Parts): void {
     if (!this.messages || !this.countOut(parts)) return
-    this.lastSend = this.track(this.messages.send(packParts([this.idPart, ...parts])))
+    this.lastSend = this.track(this.messages.send(this.toDriver.seal([this.idPart, ...parts])))
   }
 
   setWindow(frames: number): void {

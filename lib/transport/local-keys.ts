@@ -18,7 +18,7 @@ import { ensurePrivateDir, lstatOrUndefined, myUid, privateDirProblem, writePriv
 import { KEY_FILES, resolveAgentCurve, type AgentCurve, type KeyPair } from './curve.js'
 
 /** Where the local keys of every port live: the per-user runtime directory if there is one, else under home. */
-function localKeysRoot(env: NodeJS.ProcessEnv): { root: string; base: string } {
+export function localKeysRoot(env: NodeJS.ProcessEnv): { root: string; base: string } {
   const runtime = env['XDG_RUNTIME_DIR']
   if (runtime) return { root: runtime, base: join(runtime, 'actor-cluster') }
   const home = env['HOME'] || homedir()

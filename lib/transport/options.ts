@@ -36,6 +36,16 @@ export interface TransportOptions {
    * (`ERR_BROKER_LOST`) and an agent closes. 0 gives up at once. Default 30000.
    */
   brokerReconnectMs?: number
+  /**
+   * Brokered designs: the cluster's secret, at least 32 characters (e.g. 64
+   * hex digits). Every frame on the brokers carries an HMAC-SHA-256 keyed by
+   * it; frames without the right one are dropped and counted. Prefer
+   * `brokerSecretFile`. Given neither, the driver makes one per cluster and
+   * leaves it where agents of the same user on the same machine find it.
+   */
+  brokerSecret?: string
+  /** Brokered designs: a file (the user's own, mode 0600) holding the cluster's secret. */
+  brokerSecretFile?: string
 }
 
 export interface ResolvedTransportOptions {
@@ -44,6 +54,8 @@ export interface ResolvedTransportOptions {
   readonly amqpUrl: string
   readonly clusterId: string | undefined
   readonly brokerReconnectMs: number
+  readonly brokerSecret: string | undefined
+  readonly brokerSecretFile: string | undefined
 }
 
 export const TRANSPORT_DEFAULTS = {
@@ -70,5 +82,10 @@ export function resolveTransportOptions(o: TransportOptions): ResolvedTransportO
     throw new InvalidArgumentError(`options.clusterId must be 1 to 64 letters, digits, '-', '_' or '.', got ${describe(o.clusterId)}`)
   }
   const brokerReconnectMs = integerOption('brokerReconnectMs', o.brokerReconnectMs, 0) ?? TRANSPORT_DEFAULTS.brokerReconnectMs
-  return { transport, redisUrl, amqpUrl, clusterId: o.clusterId, brokerReconnectMs }
+  for (const key of ['brokerSecret', 'brokerSecretFile'] as const) {
+    const v = o[key]
+    if (v !== undefined && (typeof v !== 'string' || v.trim() === ''))
+      throw new InvalidArgumentError(`options.${key} must be a non-empty string, got ${typeof v}`)
+  }
+  return { transport, redisUrl, amqpUrl, clusterId: o.clusterId, brokerReconnectMs, brokerSecret: o.brokerSecret, brokerSecretFile: o.brokerSecretFile }
 }

@@ -14,6 +14,8 @@ export interface DriverTransportSpec {
   amqpUrl: string
   clusterId: string
   brokerReconnectMs: number
+  /** Brokered designs: the cluster's secret (undefined: insecure, no HMAC). */
+  brokerKey?: Buffer | undefined
   listen: string
   inproc: string | undefined
   maxFrameBytes: number
@@ -27,6 +29,8 @@ export interface AgentTransportSpec {
   amqpUrl: string
   clusterId: string | undefined
   brokerReconnectMs: number
+  /** Brokered designs: the cluster's secret (undefined: insecure, no HMAC). */
+  brokerKey?: Buffer | undefined
   connect: string
   identity: string
   maxFrameBytes: number
@@ -46,6 +50,7 @@ export async function createDriverTransport(s: DriverTransportSpec): Promise<Dri
     amqpUrl: s.amqpUrl,
     clusterId: s.clusterId,
     reconnectMs: s.brokerReconnectMs,
+    secret: s.brokerKey,
   })
 }
 
@@ -63,7 +68,7 @@ export async function createAgentTransport(s: AgentTransportSpec): Promise<Agent
   const { BrokeredAgentTransport } = await import('./brokered.js')
   // resolveAgentOptions demands a cluster id for every brokered design.
   return new BrokeredAgentTransport(
-    { transport: s.transport, redisUrl: s.redisUrl, amqpUrl: s.amqpUrl, clusterId: s.clusterId!, reconnectMs: s.brokerReconnectMs },
+    { transport: s.transport, redisUrl: s.redisUrl, amqpUrl: s.amqpUrl, clusterId: s.clusterId!, reconnectMs: s.brokerReconnectMs, secret: s.brokerKey },
     s.identity,
   )
 }

@@ -36,6 +36,17 @@ export function privateDirProblem(path: string, st: Stats): string | undefined {
   return undefined
 }
 
+/** Why the file at `path` is not the user's alone (missing, not a regular file, another user's, open to others), or undefined. */
+export function privateFileProblem(path: string): string | undefined {
+  const st = lstatOrUndefined(path)
+  if (!st) return 'it is missing'
+  if (!st.isFile()) return st.isSymbolicLink() ? 'it is a symbolic link' : 'it is not a regular file'
+  const uid = myUid()
+  if (uid !== undefined && st.uid !== uid) return `it belongs to another user (uid ${st.uid})`
+  if ((st.mode & 0o077) !== 0) return `it is open to other users (mode ${(st.mode & 0o777).toString(8)}; chmod 600 it)`
+  return undefined
+}
+
 /** Why the parent of `path` lets another user replace it, or undefined. */
 function parentProblem(path: string): string | undefined {
   const parent = statSync(dirname(path))

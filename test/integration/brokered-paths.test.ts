@@ -17,7 +17,7 @@ import { packParts } from '../../lib/transport/frames.js'
 import { QUEUE_TTL_MS } from '../../lib/transport/paths.js'
 import { RedisDriverTasks, RedisLink } from '../../lib/transport/redis.js'
 import { FIXTURE_TASKS, runCli, waitFor } from '../helpers.js'
-import { AMQP_URL, REDIS_URL, skipReason } from '../brokers.js'
+import { AMQP_URL, REDIS_URL, sealed, skipReason } from '../brokers.js'
 
 const urls = { redisUrl: REDIS_URL, amqpUrl: AMQP_URL }
 
@@ -58,7 +58,7 @@ test(
     // The crashed agent had taken one frame (numbered, as the driver numbers them; one this driver never sent).
     // It may have run: the agent that takes it back must not run it again, only say so (the driver sends
     // again what no one had taken) and acknowledge it.
-    const stale = packParts([header(MsgType.Tasks, 1, null, 1_000_000), encode([1_000_000, 'add', [1000, 1]])])
+    const stale = sealed(clusterId, 'task', [header(MsgType.Tasks, 1, null, 1_000_000), encode([1_000_000, 'add', [1000, 1]])])
     await redis.lpush(k('processing:twin'), stale)
     const agent = await Agent.start({ ...urls, transport: 'redis', clusterId, id: 'twin', tasks: FIXTURE_TASKS, threads: 1 })
     t.after(() => agent.close({ timeoutMs: 2_000 }))
@@ -86,9 +86,9 @@ test(
     t.after(() => agent.close({ timeoutMs: 2_000 }))
     await agent.waitUntilReady()
     assert.equal(await cluster.call('add', 1, 1), 2)
-    // Not a frame at all (the transport cannot unpack it), and a frame whose header is not this protocol's.
+    // Not a frame at all (no tag; the transport cannot unpack it), and a frame of the cluster whose header is not this protocol's.
     await redis.lpush(k('tasks'), Buffer.from('not a frame'))
-    await redis.lpush(k('tasks'), packParts([Buffer.from('junk header'), encode([])]))
+    await redis.lpush(k('tasks'), sealed(clusterId, 'task', [Buffer.from('junk header'), encode([])]))
     await waitFor(() => agent.stats.badFrames === 2, 10_000, 'the agent to count both malformed frames')
     await until(
       async () => (await redis.llen(k('processing:picky'))) === 0 && (await redis.llen(k('tasks'))) === 0,
@@ -121,7 +121,7 @@ test(
     const untaken = await redis.llen(k('tasks'))
     // The driver's goodbye, as it sends it; then this process holds still (its driver cannot move the
     // agent's frames back when it says Hello again) while another process reads the lists.
-    await redis.rpush(k(`agent:${id}`), packParts([header(MsgType.DriverBye)]))
+    await redis.rpush(k(`agent:${id}`), sealed(clusterId, 'to-agent', [header(MsgType.DriverBye)], id))
     const lengths = (): [number, number] => {
       const r = spawnSync(
         process.execPath,

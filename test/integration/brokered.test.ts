@@ -188,9 +188,24 @@ describe('bad broker URLs and lost brokers', () => {
 
   test('an agent whose broker is unreachable exits with the reason', async (t) => {
     const port = await freePort()
-    const p = runCli(t, ['agent', '--transport', 'redis', '--redis', `redis://:pw@127.0.0.1:${port}`, '--cluster-id', 'x', '--tasks', FIXTURE_TASKS.href])
+    // Insecure: an agent with no secret to find fails before it dials (below).
+    const p = runCli(t, [
+      'agent',
+      '--transport',
+      'redis',
+      '--redis',
+      `redis://:pw@127.0.0.1:${port}`,
+      '--cluster-id',
+      'x',
+      '--insecure',
+      '--tasks',
+      FIXTURE_TASKS.href,
+    ])
     assert.equal(await p.exited, 1)
     assert.match(p.output(), new RegExp(`cannot connect to Redis at redis://:\\*\\*\\*@127\\.0\\.0\\.1:${port}: .*ECONNREFUSED.*\\[ERR_BROKER_UNREACHABLE\\]`))
+    const r = runCli(t, ['agent', '--transport', 'redis', '--redis', `redis://127.0.0.1:${port}`, '--cluster-id', 'no-secret-x', '--tasks', FIXTURE_TASKS.href])
+    assert.equal(await r.exited, 1)
+    assert.match(r.output(), /no broker secret for cluster no-secret-x: set brokerSecretFile \(--broker-secret-file, CLUSTER_BROKER_SECRET_FILE\)/)
     const q = runCli(t, ['agent', '--tasks', FIXTURE_TASKS.href])
     assert.equal(await q.exited, 1)
     assert.match(q.output(), /--connect is required with --transport zmq/)

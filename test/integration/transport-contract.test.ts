@@ -97,6 +97,7 @@ const brokered = (transport: TransportKind, taskBroker: 'redisUrl' | 'amqpUrl'):
       clusterId: `tc-${transport.replace('+', '-')}-${process.pid}-${++clusters}`,
       closeTimeoutMs: 3000,
       reconnectMs: 0,
+      secret: randomBytes(32),
     }
     const driver = closing(t, new BrokeredDriverTransport(options))
     await driver.bind()

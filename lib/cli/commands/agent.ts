@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs'
+import { resolve } from 'node:path'
 import { Agent } from '../../agent/agent.js'
 import { StatusFile } from '../../agent/status-file.js'
 import { InvalidArgumentError } from '../../errors.js'
@@ -15,6 +16,8 @@ interface AgentArgs {
   amqp?: string
   'cluster-id'?: string
   'broker-reconnect-ms'?: number
+  'broker-secret-file'?: string
+  insecure?: boolean
   tasks?: string
   threads?: number
   'heartbeat-ms'?: number
@@ -58,6 +61,11 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       .option('amqp', { type: 'string', describe: `RabbitMQ URL for the amqp and amqp+redis designs (default ${TRANSPORT_DEFAULTS.amqpUrl})` })
       .option('cluster-id', { type: 'string', describe: "the cluster to join on the brokers (the driver's cluster.id)" })
       .option('broker-reconnect-ms', { type: 'number', describe: `give up on a lost broker after this long (default ${TRANSPORT_DEFAULTS.brokerReconnectMs})` })
+      .option('broker-secret-file', {
+        type: 'string',
+        describe: "file (mode 0600) holding the cluster's broker secret; default: the one the driver made, for an agent of the same user on its machine",
+      })
+      .option('insecure', { type: 'boolean', describe: 'brokered: frames carry no HMAC (only with a driver that is insecure too)' })
       .option('tasks', { type: 'string', describe: 'module with the task functions and actor classes (required: flag, CLUSTER_TASKS or the config)' })
       .option('threads', { type: 'number', describe: 'worker threads (default: cores)' })
       .option('heartbeat-ms', { type: 'number', describe: `heartbeat interval (default ${AGENT_DEFAULTS.heartbeatMs})` })
@@ -84,6 +92,8 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       amqpUrl: args.amqp,
       clusterId: args['cluster-id'],
       brokerReconnectMs: args['broker-reconnect-ms'],
+      brokerSecretFile: args['broker-secret-file'] === undefined ? undefined : resolve(args['broker-secret-file']),
+      insecure: args.insecure,
       tasks: args.tasks,
       threads: args.threads,
       heartbeatMs: args['heartbeat-ms'],
