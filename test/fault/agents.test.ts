@@ -2,9 +2,14 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
 import { Cluster, ActorLostError } from '../../lib/index.js'
 import type * as Tasks from '../fixtures/tasks.js'
 import { FAST, FIXTURE_TASKS, fastAgentArgs, freePort, runCli, waitFor, type Proc } from '../helpers.js'
+import { AMQP_URL, REDIS_URL, skipReason } from '../brokers.js'
 
 /** Resolves with the reason when the node of process `pid` is declared lost. */
 function lossOf(cluster: Cluster, pid: number | undefined): Promise<string> {
@@ -139,6 +144,83 @@ test('a driver that dies: agents notice, go idle, and serve the next driver; --e
   await waitFor(() => next.nodes().length === 1, 15_000, 'the idle agent to join the next driver')
   assert.equal(await next.call('whoami'), stays.child.pid)
 })
+
+for (const design of ['redis', 'amqp', 'amqp+redis'] as const) {
+  test(
+    `${design}: a driver that dies: agents notice, go idle, and serve the next driver of the same cluster id and secret; --exit-on-driver-loss exits instead`,
+    { skip: skipReason(design) },
+    async (t) => {
+      const dir = mkdtempSync(join(tmpdir(), 'driver-exit-'))
+      t.after(() => rmSync(dir, { recursive: true, force: true }))
+      const secretFile = join(dir, 'secret')
+      writeFileSync(secretFile, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600, flag: 'wx' })
+      const clusterId = `driver-exit-${design.replace('+', '-')}-${randomBytes(4).toString('hex')}`
+      // Through the environment: a broker URL may hold a password, and a command line is visible to every user.
+      const env = {
+        CLUSTER_TRANSPORT: design,
+        CLUSTER_REDIS_URL: REDIS_URL,
+        CLUSTER_AMQP_URL: AMQP_URL,
+        CLUSTER_CLUSTER_ID: clusterId,
+        CLUSTER_BROKER_SECRET_FILE: secretFile,
+      }
+      const driver = spawn(process.execPath, [new URL('../fixtures/driver.js', import.meta.url).pathname], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+        env: { ...process.env, ...env },
+      })
+      t.after(() => {
+        if (driver.exitCode === null && driver.signalCode === null) driver.kill('SIGKILL')
+      })
+      let driverOut = ''
+      driver.stdout.on('data', (d: Buffer) => (driverOut += d.toString()))
+      await waitFor(() => driverOut.includes('listening'), 15_000, `the ${design} driver process to start`)
+      const args = (...more: string[]) => [
+        'agent',
+        '--tasks',
+        FIXTURE_TASKS.href,
+        '--threads',
+        '1',
+        '--heartbeat-ms',
+        String(FAST.heartbeatMs),
+        '--driver-timeout-ms',
+        String(FAST.nodeTimeoutMs),
+        ...more,
+      ]
+      const stays = runCli(t, args(), env)
+      const leaves = runCli(t, args('--exit-on-driver-loss'), env)
+      await waitFor(() => (driverOut.match(/joined/g) ?? []).length === 2, 15_000, `both agents to join the ${design} driver`)
+      await waitFor(() => /joined the driver/.test(stays.output()) && /joined the driver/.test(leaves.output()), 15_000, 'both agents to see the Welcome')
+      driver.kill('SIGKILL')
+      let code: number | null | undefined
+      void leaves.exited.then((c) => (code = c))
+      await waitFor(() => code !== undefined, 15_000, `the --exit-on-driver-loss agent to exit (it said: ${leaves.output()})`)
+      assert.equal(code, 0, leaves.output())
+      assert.match(leaves.output(), /lost the driver \(no word from the driver for 1500 ms\); exiting/)
+      await waitFor(() => /lost the driver .*waiting for the next one/.test(stays.output()), 10_000, `the other agent to go idle (it said: ${stays.output()})`)
+      await using next = await Cluster.start({
+        tasks: FIXTURE_TASKS,
+        transport: design,
+        redisUrl: REDIS_URL,
+        amqpUrl: AMQP_URL,
+        clusterId,
+        brokerSecretFile: secretFile,
+        localAgents: 0,
+        ...FAST,
+      })
+      await waitFor(() => next.nodes().length === 1, 15_000, `the idle agent to join the next ${design} driver (it said: ${stays.output()})`)
+      // Bounded: an agent that joined but takes nothing from the queue would leave a call pending forever.
+      const within = <T>(p: Promise<T>, what: string): Promise<T> => {
+        let timer: NodeJS.Timeout | undefined
+        const late = new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`timed out after 15000 ms waiting for ${what} (the agent said: ${stays.output()})`)), 15_000)
+        })
+        return Promise.race([p, late]).finally(() => clearTimeout(timer))
+      }
+      assert.equal(await within(next.call<number>('whoami'), 'whoami from the next driver'), stays.child.pid)
+      assert.equal(await within(next.call<number>('add', 2, 3), 'add(2, 3) from the next driver'), 5)
+      assert.equal(stays.child.exitCode, null, 'the agent without --exit-on-driver-loss still runs')
+    },
+  )
+}
 
 test('cluster bench chaos: agents killed and replaced during a job, nothing lost or delivered twice', async (t) => {
   const p = runCli(t, [
