@@ -10,12 +10,14 @@ export const CLI = new URL('../bin/cluster.js', import.meta.url).pathname
 /** Heartbeats for fault tests: short enough to keep them quick, long enough that a loaded machine does not starve a live agent past them. */
 export const FAST = { heartbeatMs: 200, nodeTimeoutMs: 1500 }
 
-/** `cluster agent` arguments for an agent of one thread on the fixtures, with the {@link FAST} timings. */
-export function fastAgentArgs(address: string, ...more: string[]): string[] {
+/**
+ * `cluster agent` arguments for an agent of one thread on the fixtures, with the {@link FAST} timings;
+ * `address` undefined for the brokered designs (the transport and cluster id come in `more` or the environment).
+ */
+export function fastAgentArgs(address: string | undefined, ...more: string[]): string[] {
   return [
     'agent',
-    '--connect',
-    address,
+    ...(address === undefined ? [] : ['--connect', address]),
     '--tasks',
     FIXTURE_TASKS.href,
     '--threads',

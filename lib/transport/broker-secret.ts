@@ -10,11 +10,11 @@
  * could have written is refused.
  */
 import { randomBytes } from 'node:crypto'
-import { mkdirSync, readFileSync, rmSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { AuthError } from '../errors.js'
-import { ensurePrivateDir, lstatOrUndefined, privateDirProblem, privateFileProblem, writePrivateFile } from '../util/private-files.js'
-import { localKeysRoot } from './local-keys.js'
+import { lstatOrUndefined, privateDirProblem, privateFileProblem, writePrivateFile } from '../util/private-files.js'
+import { freshPrivateDir, localKeysRoot } from './local-keys.js'
 
 /** Fewest characters of a configured secret. */
 const MIN_SECRET_CHARS = 32
@@ -50,16 +50,8 @@ export function newSecret(): string {
  * is replaced). Returns the directory, to remove at close.
  */
 export function publishBrokerSecret(clusterId: string, secret: string, env: NodeJS.ProcessEnv = process.env): string {
-  const { root, base } = localKeysRoot(env)
-  ensurePrivateDir(base, root)
   const dir = secretDir(clusterId, env)
-  rmSync(dir, { recursive: true, force: true })
-  try {
-    mkdirSync(dir, { mode: 0o700 })
-  } catch (err) {
-    throw new AuthError(`cannot create ${dir}: ${(err as Error).message}`, { cause: err })
-  }
-  ensurePrivateDir(dir, base)
+  freshPrivateDir(dir, env)
   writePrivateFile(join(dir, SECRET_FILE), `${secret}\n`)
   return dir
 }

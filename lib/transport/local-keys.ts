@@ -39,14 +39,11 @@ function localKeysDir(endpoint: string, env: NodeJS.ProcessEnv = process.env): s
 }
 
 /**
- * The driver's side: writes the agents' half of its keys (its public key and
- * the agent key pair) for the port it bound; an earlier driver's directory
- * for that port (one that crashed: the port is ours now) is replaced.
- * Returns the directory; throws AuthError when it cannot be made safely.
+ * Makes `dir` (under the user's private base, see {@link localKeysRoot}) anew,
+ * empty, 0700 and the user's own: whatever stood there (a driver's leftovers)
+ * goes first. Throws AuthError naming the directory when it cannot be made so.
  */
-export function publishLocalKeys(address: string, serverPublicKey: string, agentKey: KeyPair, env: NodeJS.ProcessEnv = process.env): string {
-  const dir = localKeysDir(address, env)
-  if (dir === undefined) throw new AuthError(`cannot name a directory for the local keys of ${address}`)
+export function freshPrivateDir(dir: string, env: NodeJS.ProcessEnv = process.env): void {
   const { root, base } = localKeysRoot(env)
   ensurePrivateDir(base, root)
   rmSync(dir, { recursive: true, force: true })
@@ -56,6 +53,18 @@ export function publishLocalKeys(address: string, serverPublicKey: string, agent
     throw new AuthError(`cannot create ${dir}: ${(err as Error).message}`, { cause: err })
   }
   ensurePrivateDir(dir, base)
+}
+
+/**
+ * The driver's side: writes the agents' half of its keys (its public key and
+ * the agent key pair) for the port it bound; an earlier driver's directory
+ * for that port (one that crashed: the port is ours now) is replaced.
+ * Returns the directory; throws AuthError when it cannot be made safely.
+ */
+export function publishLocalKeys(address: string, serverPublicKey: string, agentKey: KeyPair, env: NodeJS.ProcessEnv = process.env): string {
+  const dir = localKeysDir(address, env)
+  if (dir === undefined) throw new AuthError(`cannot name a directory for the local keys of ${address}`)
+  freshPrivateDir(dir, env)
   writePrivateFile(join(dir, KEY_FILES.serverPublic), `${serverPublicKey}\n`)
   writePrivateFile(join(dir, KEY_FILES.agent), `${JSON.stringify(agentKey)}\n`)
   return dir

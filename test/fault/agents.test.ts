@@ -173,20 +173,8 @@ for (const design of ['redis', 'amqp', 'amqp+redis'] as const) {
       let driverOut = ''
       driver.stdout.on('data', (d: Buffer) => (driverOut += d.toString()))
       await waitFor(() => driverOut.includes('listening'), 15_000, `the ${design} driver process to start`)
-      const args = (...more: string[]) => [
-        'agent',
-        '--tasks',
-        FIXTURE_TASKS.href,
-        '--threads',
-        '1',
-        '--heartbeat-ms',
-        String(FAST.heartbeatMs),
-        '--driver-timeout-ms',
-        String(FAST.nodeTimeoutMs),
-        ...more,
-      ]
-      const stays = runCli(t, args(), env)
-      const leaves = runCli(t, args('--exit-on-driver-loss'), env)
+      const stays = runCli(t, fastAgentArgs(undefined), env)
+      const leaves = runCli(t, fastAgentArgs(undefined, '--exit-on-driver-loss'), env)
       await waitFor(() => (driverOut.match(/joined/g) ?? []).length === 2, 15_000, `both agents to join the ${design} driver`)
       await waitFor(() => /joined the driver/.test(stays.output()) && /joined the driver/.test(leaves.output()), 15_000, 'both agents to see the Welcome')
       driver.kill('SIGKILL')
