@@ -86,3 +86,16 @@ export async function waitFor(predicate: () => boolean, ms = 10_000, what = 'con
     await new Promise((r) => setTimeout(r, 20))
   }
 }
+
+/** `p`, or a rejection naming what it waited for (a text, or a function giving it then) after `ms`. */
+export async function within<T>(p: Promise<T>, ms: number, what: string | (() => string)): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<never>(
+    (_, reject) => (timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${typeof what === 'string' ? what : what()}`)), ms)),
+  )
+  try {
+    return await Promise.race([p, late])
+  } finally {
+    clearTimeout(timer)
+  }
+}

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { Cluster, ActorLostError } from '../../lib/index.js'
 import type * as Tasks from '../fixtures/tasks.js'
-import { FAST, FIXTURE_TASKS, fastAgentArgs, freePort, runCli, waitFor, type Proc } from '../helpers.js'
+import { FAST, FIXTURE_TASKS, fastAgentArgs, freePort, runCli, waitFor, within, type Proc } from '../helpers.js'
 import { AMQP_URL, REDIS_URL, skipReason } from '../brokers.js'
 
 /** Resolves with the reason when the node of process `pid` is declared lost. */
@@ -76,7 +76,7 @@ test('an agent frozen (SIGSTOP) past the timeout, then resumed: no duplicate del
       stopped = true
     }
     if (stopped && count === n * 0.6) {
-      await lost
+      await within(lost, 15_000, 'the frozen agent to be declared lost')
       frozen.child.kill('SIGCONT')
     }
   }
@@ -110,7 +110,7 @@ test('actors on a lost node: calls reject with ActorLostError, or with restart: 
   await waitFor(() => cluster.nodes().length === 2, 20_000, 'second agent')
   const restarted = once(cluster, 'actor:restarted')
   first!.child.kill('SIGKILL')
-  await restarted
+  await within(restarted, 15_000, 'actor:restarted after the first node was killed')
   await assert.rejects(plain.inc(1), (e: unknown) => e instanceof ActorLostError && e.code === 'ERR_ACTOR_LOST')
   // Fresh state from the constructor arguments, on the surviving node.
   assert.equal(await phoenix.inc(1), 101)
@@ -131,8 +131,8 @@ test('a driver that dies: agents notice, go idle, and serve the next driver; --e
   const stays = runCli(t, fastAgentArgs(address))
   const leaves = runCli(t, fastAgentArgs(address, '--exit-on-driver-loss'))
   await waitFor(() => (driverOut.match(/joined/g) ?? []).length === 2, 15_000, 'both agents joined')
-  // The driver counts an agent when it sends the Welcome; let the Welcomes and a heartbeat or two arrive before killing it.
-  await new Promise((r) => setTimeout(r, 600))
+  // The driver counts an agent when it sends the Welcome: wait until both agents have it before killing the driver.
+  await waitFor(() => /joined the driver/.test(stays.output()) && /joined the driver/.test(leaves.output()), 15_000, 'both agents to see the Welcome')
   driver.kill('SIGKILL')
   let code: number | null | undefined
   void leaves.exited.then((c) => (code = c))

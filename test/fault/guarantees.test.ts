@@ -1,7 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Cluster, TaskTimeoutError } from '../../lib/index.js'
-import { FAST, FIXTURE_TASKS, fastAgentArgs, runCli, waitFor } from '../helpers.js'
+import { FAST, FIXTURE_TASKS, fastAgentArgs, runCli, waitFor, within } from '../helpers.js'
 
 test('timeoutMs counts from when the task starts: a 10 ms task with a 400 ms limit queued behind a 1.5 s task succeeds', async (t) => {
   const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1 })
@@ -20,17 +20,6 @@ test('timeoutMs counts from when the task starts: a 10 ms task with a 400 ms lim
   assert.equal(await again, 3)
   assert.equal(await cluster.call<number>('add', 2, 3), 5)
 })
-
-/** `p`, or a rejection naming what it waited for after `ms`. */
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms)))
-  try {
-    return await Promise.race([p, late])
-  } finally {
-    clearTimeout(timer)
-  }
-}
 
 test('a driver that stalls past the timeouts loses no node: every result once and correct, nothing retried', async (t) => {
   const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0, ...FAST })

@@ -8,7 +8,7 @@ import { Packr } from 'msgpackr'
 import { Agent, AuthError, Cluster } from '../../lib/index.js'
 import { MsgType, PROTOCOL_VERSION } from '../../lib/protocol/messages.js'
 import { helloProof, newKeyPair, writeKeys } from '../../lib/transport/curve.js'
-import { FIXTURE_TASKS, runCli, waitFor } from '../helpers.js'
+import { FIXTURE_TASKS, runCli, waitFor, within } from '../helpers.js'
 
 const packr = new Packr()
 const V = PROTOCOL_VERSION
@@ -23,17 +23,6 @@ process.on('exit', () => {
   else process.env['XDG_RUNTIME_DIR'] = saved
   rmSync(runtime, { recursive: true, force: true })
 })
-
-/** `promise`, or a rejection naming what it waited for after `ms`. */
-async function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms)))
-  try {
-    return await Promise.race([promise, late])
-  } finally {
-    clearTimeout(timer)
-  }
-}
 
 const portOf = (address: string) => /:(\d+)$/.exec(address)![1]!
 
@@ -261,7 +250,7 @@ test('no takeover of an agent id without its key: a peer with another accepted k
   assert.deepEqual(claimsId, [[[V, MsgType.Reject, 'agent id victim belongs to another agent key']]])
   assert.deepEqual(unproven, [[[V, MsgType.Reject, 'agent victim did not prove its CURVE key']]])
   assert.equal(cluster.stats().authDenied, 2)
-  const pids = await within(15_000, Promise.all(Array.from({ length: 100 }, () => cluster.call<number>('whoami'))), 'the 100 tasks to run')
+  const pids = await within(Promise.all(Array.from({ length: 100 }, () => cluster.call<number>('whoami'))), 15_000, 'the 100 tasks to run')
   assert.deepEqual(new Set(pids), new Set([process.pid]), 'every task ran on the real agent')
   assert.deepEqual(
     cluster.nodes().map((n) => [n.id, n.host]),

@@ -12,21 +12,10 @@ import { once } from 'node:events'
 import { ActorLostError, Cluster, NodeLostError, TaskTimeoutError, type ClusterOptions, type NodeInfo } from '../../lib/index.js'
 import type { TransportKind } from '../../lib/transport/options.js'
 import type * as Tasks from '../fixtures/tasks.js'
-import { FAST, fastAgentArgs, FIXTURE_TASKS, runCli, waitFor, type Proc } from '../helpers.js'
+import { FAST, fastAgentArgs, FIXTURE_TASKS, runCli, waitFor, within, type Proc } from '../helpers.js'
 import { AMQP_URL, REDIS_URL, skipReason } from '../brokers.js'
 
 const DESIGNS: TransportKind[] = ['zmq', 'redis', 'amqp', 'amqp+redis']
-
-/** `p`, or a rejection naming what it waited for after `ms`. */
-async function within<T>(p: Promise<T>, ms: number, what: () => string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what()}`)), ms)))
-  try {
-    return await Promise.race([p, late])
-  } finally {
-    clearTimeout(timer)
-  }
-}
 
 /** One cell's cluster and its agent processes, all stopped when the test ends. */
 class Cell {
