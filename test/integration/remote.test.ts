@@ -6,7 +6,7 @@ import { Packr } from 'msgpackr'
 import { Cluster, Agent, TransportError } from '../../lib/index.js'
 import { MsgType, PROTOCOL_VERSION } from '../../lib/protocol/messages.js'
 import { parseHeader } from '../../lib/protocol/codec.js'
-import { FIXTURE_TASKS, freePort, runCli, waitFor } from '../helpers.js'
+import { FIXTURE_TASKS, freePort, runCli, waitFor, within } from '../helpers.js'
 
 const agentArgs = (address: string, threads = 1, ...more: string[]) => [
   'agent',
@@ -50,12 +50,12 @@ test('an agent that joins late gets work; one that leaves cleanly loses nothing'
   const results = Promise.all(Array.from({ length: n }, (_, i) => cluster.call<[number, number]>('sleepThenWhoamiWith', 5, i)))
   const b = runCli(t, agentArgs(cluster.address, 1))
   await waitFor(() => cluster.nodes().length === 2, 15_000, 'second agent')
-  // Let the newcomer take some work, then stop the first agent cleanly mid-run.
-  await new Promise((r) => setTimeout(r, 300))
+  // Once the newcomer has taken some work, stop the first agent cleanly mid-run.
+  await waitFor(() => (cluster.nodes().find((x) => x.pid === b.child.pid)?.tasksDone ?? 0) > 0, 15_000, 'the second agent to do some work')
   const left = new Promise((resolve) => cluster.once('node:left', resolve))
   a.child.kill('SIGTERM')
-  assert.equal(await a.exited, 0, a.output())
-  await left
+  assert.equal(await within(a.exited, 15_000, 'the first agent to exit on SIGTERM'), 0, a.output())
+  await within(left, 15_000, 'node:left for the first agent')
   const all = await results
   assert.deepEqual(
     all.map(([i]) => i),
