@@ -1,7 +1,20 @@
 import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { once } from 'node:events'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import type { TestContext } from 'node:test'
+
+// Drivers on a loopback `listen` leave their agents' keys under XDG_RUNTIME_DIR (or the home directory); one that a
+// test kills cannot remove them. Each test process (and what it starts) gets a private runtime directory of its
+// own instead (mkdtemp: 0700, unpredictable), removed when the process exits.
+if (process.env['ACTOR_CLUSTER_TEST_RUNTIME'] === undefined) {
+  const runtime = mkdtempSync(join(tmpdir(), 'actor-cluster-test-'))
+  process.env['XDG_RUNTIME_DIR'] = runtime
+  process.env['ACTOR_CLUSTER_TEST_RUNTIME'] = runtime
+  process.on('exit', () => rmSync(runtime, { recursive: true, force: true }))
+}
 
 /** The compiled fixtures module (dist/test/fixtures/tasks.js). */
 export const FIXTURE_TASKS = new URL('./fixtures/tasks.js', import.meta.url)
