@@ -1,4 +1,5 @@
 export { Cluster } from './driver/cluster.js'
+export { SharedRef } from './protocol/shared-ref.js'
 export type {
   MapOptions,
   NodeInfo,
@@ -42,6 +43,7 @@ export {
   UnknownActorError,
   UnknownMethodError,
   SerializationError,
+  SharedValueError,
   TasksModuleError,
   ClusterClosedError,
   ProtocolError,
