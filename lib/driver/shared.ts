@@ -218,8 +218,8 @@ function collectHashes(value: unknown, into: Set<string>, depth: number): void {
 }
 
 function children(value: object): Iterable<unknown> {
-  if (Array.isArray(value)) return value
-  if (value instanceof Map) return [...value.keys(), ...value.values()]
-  if (value instanceof Set) return value
-  return Object.values(value)
+  if (Array.isArray(value)) return value as unknown[]
+  if (value instanceof Map) return [...(value as Map<unknown, unknown>).keys(), ...(value as Map<unknown, unknown>).values()]
+  if (value instanceof Set) return value as Set<unknown>
+  return Object.values(value) as unknown[]
 }
