@@ -13,6 +13,7 @@ export type {
   SpawnOptions,
   TasksProxy,
   ActorRef,
+  SharedStats,
 } from './driver/types.js'
 export type { ClusterSnapshot, NodeSnapshot } from './monitor/monitor.js'
 export type { FailureRecord, TaskNameCounts } from './monitor/task-stats.js'
