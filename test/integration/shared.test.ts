@@ -78,6 +78,13 @@ test('plain values, errors: unserialisable, released in use, larger than a node 
   const agent = await startAgent(t, cluster, { sharedCacheBytes: 100_000 })
   const p = await cluster.put({ scale: 3, tags: ['a', 'b'] })
   assert.deepEqual(await Promise.all([1, 2, 3].map((x) => cluster.call('scaled', p, x))), [5, 8, 11])
+  const mapped: number[] = []
+  for await (const r of cluster.map<number>('scaled', [
+    [p, 10],
+    [p, 20],
+  ]))
+    mapped.push(r)
+  assert.deepEqual(mapped, [32, 62])
   // Nested inside an argument.
   assert.deepEqual(await cluster.call('echo', { inner: [p] }), { inner: [{ scale: 3, tags: ['a', 'b'] }] })
 
