@@ -65,6 +65,8 @@ export class SharedValues implements SharedOwner {
     if (this.cx.brokered) {
       throw new SharedValueError('ERR_SHARED_UNSUPPORTED', 'cluster.put is not available with a brokered transport yet; pass the value with each task')
     }
+    // A handle resolves to its value on the node; undefined there means "not held".
+    if (value === undefined) throw new InvalidArgumentError('cluster.put needs a value, got undefined')
     const { kind, bytes } = layout(value)
     const size = bytes.length
     if (size > this.cx.maxFrameBytes - FRAME_HEADROOM) {

@@ -1,6 +1,6 @@
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
-import { Agent, Cluster, SerializationError, SharedValueError, type AgentOptions } from '../../lib/index.js'
+import { Agent, Cluster, InvalidArgumentError, SerializationError, SharedValueError, type AgentOptions } from '../../lib/index.js'
 import { FAST, FIXTURE_TASKS, fastAgentArgs, runCli, waitFor, within } from '../helpers.js'
 import { REDIS_URL, skipReason } from '../brokers.js'
 
@@ -88,6 +88,7 @@ test('plain values, errors: unserialisable, released in use, larger than a node 
   // Nested inside an argument.
   assert.deepEqual(await cluster.call('echo', { inner: [p] }), { inner: [{ scale: 3, tags: ['a', 'b'] }] })
 
+  await assert.rejects(cluster.put(undefined), (err: unknown) => err instanceof InvalidArgumentError && /got undefined/.test(err.message))
   await assert.rejects(cluster.put({ f: () => 1 }), (err: unknown) => err instanceof SerializationError && /value\.f is a function/.test(err.message))
   await assert.rejects(
     cluster.put(new Float64Array(20_000)),
