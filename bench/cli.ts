@@ -11,6 +11,7 @@ import { CLUSTER_DEFAULTS } from '../lib/options.js'
 import { ENV_VARIABLE_NAMES } from '../lib/settings.js'
 import { TRANSPORT_DEFAULTS, TRANSPORT_KINDS } from '../lib/transport/options.js'
 import { runMonitorCost } from './monitor-cost.js'
+import { runPut } from './put.js'
 import { commandLogger } from '../lib/cli/log.js'
 
 function parseBatch(v: string | undefined): 'auto' | number {
@@ -156,6 +157,27 @@ export const benchCommand: CommandModule = {
                 `  ${r.localTransport.padEnd(6)}: p50 ${r.p50Us.toFixed(0)} µs, p99 ${r.p99Us.toFixed(0)} µs, mean ${r.meanUs.toFixed(0)} µs (medians of runs)`,
             ),
           ])
+        },
+      })
+      .command({
+        command: 'put',
+        describe: 'One array used by many tasks on several agents: cluster.put against the array with each task (bytes on the wire, tasks/s)',
+        builder: (b) =>
+          common(b)
+            .option('bytes', { type: 'number', default: 1_000_000, describe: 'size of the Float64Array' })
+            .option('tasks', { type: 'number', default: 10_000, describe: 'tasks that read the put array, per run' })
+            .option('copy-tasks', { type: 'number', default: 300, describe: 'tasks that carry the array each, per run' })
+            .option('agents', { type: 'number', default: 2, describe: 'local agents of one thread each, over TCP' }),
+        handler: async (a) => {
+          const r = await runPut({ bytes: a.bytes, tasks: a.tasks, copyTasks: a['copy-tasks'], agents: a.agents, runs: a.runs })
+          const mb = (n: number) => `${(n / 1e6).toFixed(2)} MB`
+          print(a.json, r, [
+            `shared input — a ${mb(r.bytes)} Float64Array, ${r.agents} agents × 1 thread (medians of ${a.runs} runs)`,
+            `  put once : ${r.tasks} tasks, ${r.put.tasksPerSecond.toLocaleString('en-US')} tasks/s, ${mb(r.put.bytesOut)} sent by the driver (${r.put.bytesPerTask.toFixed(1)} B per task beyond one copy per node)`,
+            `  each task: ${r.copyTasks} tasks, ${r.copy.tasksPerSecond.toLocaleString('en-US')} tasks/s, ${mb(r.copy.bytesOut)} sent by the driver`,
+            `speedup ${r.speedup.toFixed(1)}× (goal ≥ 50×); bytes ${r.ok ? 'within' : 'OVER'} ${r.agents} × 1.1 × the array + 64 B per task`,
+          ])
+          if (!r.ok) process.exitCode = 1
         },
       })
       .command({

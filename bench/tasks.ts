@@ -5,6 +5,11 @@ export function add(a: number, b: number): number {
   return a + b
 }
 
+/** Reads one element of a (shared or sent) array: the shape of a task whose cost is its input, not its work. */
+export function pick(values: Float64Array, i: number): number {
+  return values[i % values.length]!
+}
+
 /** Holds its thread for `ms` (Atomics.wait: occupied like a compute task, without contending for the CPU). */
 export function hold(ms: number): number {
   if (ms > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms)

@@ -34,6 +34,9 @@ export type ClusterErrorCode =
   | 'ERR_SSH'
   | 'ERR_HOST_SETUP'
   | 'ERR_AGENT_START'
+  | 'ERR_SHARED_IN_USE'
+  | 'ERR_SHARED_TOO_LARGE'
+  | 'ERR_SHARED_UNSUPPORTED'
 
 export class ClusterError extends Error {
   readonly code: ClusterErrorCode
@@ -102,6 +105,18 @@ export class UnknownMethodError extends ClusterError {
 export class SerializationError extends ClusterError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('ERR_SERIALIZATION', message, options)
+  }
+}
+
+/**
+ * A shared value (`cluster.put`) that cannot be put or released now:
+ * `ERR_SHARED_IN_USE` (released while tasks carrying it are unsettled),
+ * `ERR_SHARED_TOO_LARGE` (larger than a node's cache or a frame),
+ * `ERR_SHARED_UNSUPPORTED` (a brokered design).
+ */
+export class SharedValueError extends ClusterError {
+  constructor(code: 'ERR_SHARED_IN_USE' | 'ERR_SHARED_TOO_LARGE' | 'ERR_SHARED_UNSUPPORTED', message: string, options?: { cause?: unknown }) {
+    super(code, message, options)
   }
 }
 

@@ -1,4 +1,5 @@
 export { Cluster } from './driver/cluster.js'
+export { SharedRef } from './protocol/shared-ref.js'
 export type {
   MapOptions,
   NodeInfo,
@@ -12,6 +13,7 @@ export type {
   SpawnOptions,
   TasksProxy,
   ActorRef,
+  SharedStats,
 } from './driver/types.js'
 export type { ClusterSnapshot, NodeSnapshot } from './monitor/monitor.js'
 export type { FailureRecord, TaskNameCounts } from './monitor/task-stats.js'
@@ -42,6 +44,7 @@ export {
   UnknownActorError,
   UnknownMethodError,
   SerializationError,
+  SharedValueError,
   TasksModuleError,
   ClusterClosedError,
   ProtocolError,

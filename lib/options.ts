@@ -59,7 +59,7 @@ export interface ClusterOptions extends TransportOptions {
   /** How long `Cluster.start()` waits for `waitForNodes` agents. Default 120000. */
   waitForNodesMs?: number
   /** Further options of the local agents (thread recycling and memory limits). */
-  localAgentOptions?: Pick<AgentOptions, 'maxPoolBatch' | 'targetQueueMs' | 'maxTasksPerThread' | 'recycleHeapMb' | 'threadMemoryMb'>
+  localAgentOptions?: Pick<AgentOptions, 'maxPoolBatch' | 'targetQueueMs' | 'maxTasksPerThread' | 'recycleHeapMb' | 'threadMemoryMb' | 'sharedCacheBytes'>
   /**
    * A `cluster.config` to take options from: the object, or its file's path
    * or URL. Options given here win over it. Without it, the file named by
@@ -95,7 +95,9 @@ export interface ResolvedClusterOptions extends ResolvedTransportOptions {
   readonly maxRetries: number
   readonly waitForNodes: number
   readonly waitForNodesMs: number
-  readonly localAgentOptions: Readonly<Pick<AgentOptions, 'maxPoolBatch' | 'targetQueueMs' | 'maxTasksPerThread' | 'recycleHeapMb' | 'threadMemoryMb'>>
+  readonly localAgentOptions: Readonly<
+    Pick<AgentOptions, 'maxPoolBatch' | 'targetQueueMs' | 'maxTasksPerThread' | 'recycleHeapMb' | 'threadMemoryMb' | 'sharedCacheBytes'>
+  >
   readonly dashboard: ResolvedDashboardOptions | undefined
   readonly logLevel: LogLevel
   readonly logger: Logger | undefined
@@ -136,6 +138,8 @@ export interface AgentOptions extends TransportOptions {
   /** Declare the driver gone after this much silence, in ms. Default 3000. */
   driverTimeoutMs?: number
   maxFrameBytes?: number
+  /** Bytes of shared values (`cluster.put`) the agent keeps; the driver drops least recently used ones to stay within it. Default 256 MiB. */
+  sharedCacheBytes?: number
   /** A stable identity for the agent; default random. */
   id?: string
   /** CURVE keys: the driver's public key and this agent's key pair (see `cluster keys`). */
@@ -156,6 +160,7 @@ export interface ResolvedAgentOptions extends ResolvedTransportOptions {
   readonly threadMemoryMb: number | undefined
   readonly driverTimeoutMs: number
   readonly maxFrameBytes: number
+  readonly sharedCacheBytes: number
   readonly id: string | undefined
   readonly curve: CurveOptions | undefined
   readonly insecure: boolean
@@ -167,6 +172,7 @@ export const AGENT_DEFAULTS = {
   heartbeatMs: 1000,
   driverTimeoutMs: 3000,
   maxFrameBytes: CLUSTER_DEFAULTS.maxFrameBytes,
+  sharedCacheBytes: 256 * 1024 * 1024,
 } as const
 
 /** An integer option of at least `min`, else the fallback. */
@@ -257,6 +263,7 @@ export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
     threadMemoryMb: o.threadMemoryMb === undefined ? undefined : positiveInt('threadMemoryMb', o.threadMemoryMb, 0, 16),
     driverTimeoutMs: positiveInt('driverTimeoutMs', o.driverTimeoutMs, AGENT_DEFAULTS.driverTimeoutMs),
     maxFrameBytes: positiveInt('maxFrameBytes', o.maxFrameBytes, AGENT_DEFAULTS.maxFrameBytes, 1024),
+    sharedCacheBytes: positiveInt('sharedCacheBytes', o.sharedCacheBytes, AGENT_DEFAULTS.sharedCacheBytes, 0),
     id: o.id,
     curve: o.curve,
     insecure: booleanOption('insecure', o.insecure) ?? false,

@@ -128,6 +128,7 @@ const AGENT_VARIABLES: readonly EnvVariable[] = [
   variable('threadMemoryMb', integer(16)),
   variable('driverTimeoutMs', integer()),
   variable('maxFrameBytes', integer(1024)),
+  variable('sharedCacheBytes', integer(0)),
   variable('id', text, 'CLUSTER_AGENT_ID'),
   variable('insecure', boolean),
   ...TRANSPORT_VARIABLES,

@@ -20,6 +20,7 @@ import { VERSION } from '../version.js'
 import { Credit } from './credit.js'
 import { OwnedPool, borrowPool, type AgentPool, type WorkerPool } from './pool.js'
 import { Runner } from './runner.js'
+import { SharedCache } from './shared-cache.js'
 import { Session, type AgentState } from './session.js'
 import type { AgentActivity, AgentEvents, AgentStats } from './types.js'
 
@@ -48,7 +49,17 @@ const debug = debuglog('actor-cluster')
 export class Agent extends EventEmitter<AgentEvents> {
   readonly id: string
   readonly options: ResolvedAgentOptions
-  readonly stats: AgentStats = { tasksDone: 0, badFrames: 0, batches: 0, window: 0, threadsLost: 0, recycles: 0 }
+  readonly stats: AgentStats = {
+    tasksDone: 0,
+    badFrames: 0,
+    batches: 0,
+    window: 0,
+    threadsLost: 0,
+    recycles: 0,
+    sharedValues: 0,
+    sharedBytes: 0,
+    sharedPuts: 0,
+  }
   private readonly transport: AgentTransport
   private readonly session: Session
   private readonly credit: Credit
@@ -56,6 +67,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly runner: Runner
   /** The actor host threads and their messages. */
   private readonly actors: ActorFraming
+  /** Shared inputs the driver put on this node. */
+  private readonly shared: SharedCache
   private closing: Promise<void> | undefined
 
   private constructor(options: ResolvedAgentOptions, id: string, transport: AgentTransport, tasks: string[], actors: string[], shared: AgentPool | undefined) {
@@ -65,9 +78,19 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.transport = transport
     const send = (parts: Parts) => transport.send(parts)
     this.credit = new Credit(options.threads, options.targetQueueMs)
+    this.shared = new SharedCache(this.stats)
     this.session = new Session(
       transport,
-      { agentId: id, threads: options.threads, pid: process.pid, host: hostname(), version: VERSION, tasks, actors },
+      {
+        agentId: id,
+        threads: options.threads,
+        pid: process.pid,
+        host: hostname(),
+        version: VERSION,
+        tasks,
+        actors,
+        sharedCacheBytes: options.sharedCacheBytes,
+      },
       options,
       {
         window: () => this.credit.window,
@@ -88,6 +111,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       send,
       measured: (elapsedMs, count) => this.onMeasured(elapsedMs, count),
       broker: transport.kind === 'shared-queue' ? transport : undefined,
+      shared: () => this.shared.table(),
     })
     this.actors = new ActorFraming({
       tasks: options.tasks,
@@ -197,6 +221,12 @@ export class Agent extends EventEmitter<AgentEvents> {
         case MsgType.Actor:
           this.stats.badFrames += this.actors.receive(parts[1], h.count)
           return
+        case MsgType.Put:
+          this.shared.put(h.hash, h.kind, h.size, parts[1])
+          return
+        case MsgType.Drop:
+          this.shared.drop(h.hashes)
+          return
         case MsgType.DriverBye:
           this.session.bye()
           return
@@ -242,6 +272,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   private onJoined(nodeId: string): void {
+    // A new registration: the driver's record of this node starts empty, so does the cache.
+    this.shared.clear()
     this.credit.reset()
     this.sendCredit()
     this.emit('driver:joined', nodeId)
@@ -266,6 +298,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (this.transport.kind === 'shared-queue') this.transport.setWindow(0)
     this.runner.release()
     this.actors.reset()
+    this.shared.clear()
     if (!announced) this.emit('driver:lost', reason)
   }
 
@@ -316,6 +349,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         { name: 'stop the actor threads', run: () => this.actors.close() },
         { name: 'stop the pool', run: () => this.pool.close() },
         { name: 'close the transport', run: () => this.transport.close() },
+        { name: 'free the shared values', run: () => this.shared.clear() },
       ],
       CLOSE_STEP_MS,
     )

@@ -7,6 +7,7 @@ import type { Delivery, Parts } from '../transport/transport.js'
 import { Deque } from '../util/deque.js'
 import type { WorkerPool } from './pool.js'
 import type { PoolResult } from './worker.js'
+import type { SharedTable } from './shared-thread.js'
 
 interface QueuedFrame {
   body: Uint8Array
@@ -70,6 +71,8 @@ export interface RunnerOptions {
   measured: (elapsedMs: number, count: number) => void
   /** Brokered designs only. */
   broker: Broker | undefined
+  /** The shared values a batch carries to its thread (all the node holds), if any. */
+  shared?: () => SharedTable | undefined
 }
 
 /**
@@ -159,7 +162,10 @@ export class Runner {
       const driver = this.session.id
       const registration = this.session.registration
       const limit = first.timeoutMs === undefined ? undefined : new RunLimit(first.timeoutMs)
-      const run = limit ? this.pool.run({ bodies, started: limit.port }, { signal: limit.signal, transferList: [limit.port] }) : this.pool.run({ bodies }, {})
+      const shared = this.options.shared?.()
+      const run = limit
+        ? this.pool.run({ bodies, shared, started: limit.port }, { signal: limit.signal, transferList: [limit.port] })
+        : this.pool.run({ bodies, shared }, {})
       run.then(
         (r) => {
           limit?.dispose()

@@ -1,5 +1,6 @@
 /** The agent's public types: its events, counters and activity. */
 import type { AgentState } from './session.js'
+import type { SharedCacheStats } from './shared-cache.js'
 
 export interface AgentEvents {
   'driver:joined': [nodeId: string]
@@ -11,7 +12,7 @@ export interface AgentEvents {
   'transport:error': [err: Error]
 }
 
-export interface AgentStats {
+export interface AgentStats extends SharedCacheStats {
   tasksDone: number
   badFrames: number
   batches: number

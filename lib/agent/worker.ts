@@ -11,9 +11,12 @@ import { Status } from '../protocol/messages.js'
 import { readTaskBody, ResultsWriter } from '../protocol/bodies.js'
 import { SerializationError, UnknownTaskError, ProtocolError, toWireError } from '../errors.js'
 import { loadCatalog } from '../tasks-module.js'
+import { useSharedTable, type SharedTable } from './shared-thread.js'
 
 export interface PoolBatch {
   bodies: Uint8Array[]
+  /** The shared values the node holds (the bodies' handles decode to them). */
+  shared?: SharedTable | undefined
   /** A timed batch: told when the batch starts, which is when its limit starts to count. */
   started?: MessagePort
 }
@@ -40,6 +43,7 @@ export default async function runBatch(batch: PoolBatch): Promise<PoolResult> {
   const out = (current = new ResultsWriter())
   pending = undefined
   let bad = 0
+  useSharedTable(batch.shared, packr)
   for (const body of batch.bodies) if (!readTaskBody(packr, body, runTask)) bad++
   const waiting = pending
   if (waiting) await Promise.all(waiting)

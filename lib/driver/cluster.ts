@@ -14,6 +14,8 @@ import { Actors } from './actors.js'
 import { dispatch } from './inbound.js'
 import { Ledger, type ActorTarget, type TaskEntry } from './ledger.js'
 import { runMap } from './map.js'
+import { SharedValues } from './shared.js'
+import type { SharedRef } from '../protocol/shared-ref.js'
 import { Membership, type ClusterNode } from './membership.js'
 import { KnownNames } from './names.js'
 import { Observability } from './observe.js'
@@ -53,6 +55,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private readonly actors: Actors
   private readonly names: KnownNames
   private readonly observe: Observability
+  private readonly shared: SharedValues
   private readonly localAgents: Agent[] = []
   private readonly localIds = new Set<string>()
   private badFrames = 0
@@ -70,10 +73,15 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.observe = new Observability(this, options)
     this.ledger = new Ledger(this.observe.ledgerHooks(), options.maxRetries)
     const fail = (e: TaskEntry, err: Error) => this.ledger.fail(e, err)
+    // Frames that carry shared-value handles: the values the node lacks go first.
+    const sendFrame = (peer: string, parts: Parts) => {
+      this.shared.beforeSend(peer)
+      transport.send(peer, parts)
+    }
     this.scheduler =
       transport.kind === 'shared-queue'
         ? new SharedQueueScheduler(options, (_queue, parts) => transport.publishTasks(parts), fail)
-        : new CreditScheduler(options, (node, parts) => transport.send(node.peer, parts), fail)
+        : new CreditScheduler(options, (node, parts) => sendFrame(node.peer, parts), fail)
     this.membership = new Membership(
       // Random per instance: told to agents in Welcome, so results meant for an earlier driver are dropped.
       {
@@ -90,11 +98,20 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         badFrame: () => this.badFrames++,
       },
     )
+    this.shared = new SharedValues({
+      send: (peer, parts) => transport.send(peer, parts),
+      node: (peer) => this.membership.get(peer),
+      nodes: () => this.membership,
+      unsettled: () => this.ledger.unsettled(),
+      heldBy: (holder) => this.ledger.entriesHeldBy(holder),
+      maxFrameBytes: options.maxFrameBytes,
+      brokered: transport.kind === 'shared-queue',
+    })
     this.names = new KnownNames(setup.catalog, this.membership)
     this.actors = new Actors({
       ledger: this.ledger,
       membership: this.membership,
-      send: (peer, parts) => transport.send(peer, parts),
+      send: sendFrame,
       scheduleFlush: () => this.scheduleFlush(),
       classNames: () => this.names.actorClasses(),
       closed: () => this.closing !== undefined,
@@ -186,6 +203,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       inFlight: this.scheduler.inFlight(this.membership),
       nodes: this.membership.size,
       transport: { ...this.transport.stats },
+      shared: this.shared.stats(),
     }
   }
 
@@ -303,6 +321,29 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     )
   }
 
+  // --- shared inputs -------------------------------------------------------------
+
+  /**
+   * Puts a value on the cluster once and returns a handle to pass as (or
+   * inside) task and actor arguments in its place: each node receives the
+   * value at most once, before the first frame that needs it, and every
+   * thread there reads the same copy (a typed array as a view of one
+   * SharedArrayBuffer; read-only by contract). Putting equal content again
+   * returns another handle on the same value; the value is freed on the
+   * nodes when every handle was released. Throws SerializationError for a
+   * value msgpack cannot carry, SharedValueError (`ERR_SHARED_TOO_LARGE`)
+   * for one larger than a node's cache.
+   *
+   * ```ts
+   * await using obs = await cluster.put(observed) // Float64Array
+   * for await (const loss of cluster.map('loss', grid.map((p) => [p, obs]))) { ... }
+   * ```
+   */
+  async put<T>(value: T): Promise<SharedRef<T>> {
+    if (this.closing) throw new ClusterClosedError('the cluster is closed')
+    return this.shared.put(value)
+  }
+
   // --- actors ------------------------------------------------------------------
 
   /**
@@ -341,6 +382,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     // Brokered designs: what it took and said so, the ledger holds as the node's and sends again below; frames it
     // took without a word go back to the shared queue through the broker (marked as redelivered).
     if (this.transport.kind === 'shared-queue') this.transport.peerGone(node.peer)
+    this.shared.nodeGone(node.peer)
     this.scheduler.requeue(this.ledger.reclaim(node, how, () => ({ node: node.nodeId, reason })))
     this.actors.nodeRemoved(node, reason)
     const info = node.describe(performance.now())

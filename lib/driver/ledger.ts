@@ -135,6 +135,11 @@ export class Ledger {
     return this.entries.get(id)
   }
 
+  /** Every unsettled entry (queued or sent). */
+  unsettled(): IterableIterator<TaskEntry> {
+    return this.entries.values()
+  }
+
   entriesHeldBy(holder: TaskHolder): TaskEntry[] {
     const out: TaskEntry[] = []
     for (const e of this.entries.values()) if (e.holder === holder) out.push(e)

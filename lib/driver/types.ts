@@ -5,6 +5,7 @@
  */
 import type { ProgressState } from '../monitor/progress.js'
 import type { TransportStats } from '../transport/transport.js'
+import type { SharedRef } from '../protocol/shared-ref.js'
 
 /** Per-call options, given through `cluster.with(options)` or to `map`. */
 export interface TaskOptions {
@@ -33,7 +34,9 @@ export interface SpawnOptions {
 }
 
 type AnyFn = (...args: never[]) => unknown
-type Promisified<F> = F extends (...args: infer A) => infer R ? (...args: A) => Promise<Awaited<R>> : never
+/** Each argument may also be given as a handle on a shared value of its type (`cluster.put`). */
+type Shareable<A extends readonly unknown[]> = { [I in keyof A]: A[I] | SharedRef<A[I]> }
+type Promisified<F> = F extends (...args: infer A) => infer R ? (...args: Shareable<A>) => Promise<Awaited<R>> : never
 
 /** The task functions of a tasks module, each returning a promise of its result. */
 export type TasksProxy<M> = {
@@ -126,6 +129,20 @@ export interface ClusterStats {
   authDenied: number
   nodes: number
   transport: TransportStats
+  shared: SharedStats
+}
+
+/** Counters of shared values, in `cluster.stats().shared`. */
+export interface SharedStats {
+  /** Values put and not released. */
+  values: number
+  /** Their bytes. */
+  bytes: number
+  /** Put messages sent to nodes, and their bytes. */
+  puts: number
+  putBytes: number
+  /** Values dropped from a node to make room in its cache. */
+  evictions: number
 }
 
 /** A task the cluster is about to send again. */

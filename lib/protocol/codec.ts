@@ -1,6 +1,7 @@
 import { Packr } from 'msgpackr'
 import { ProtocolError, SerializationError } from '../errors.js'
-import { PROTOCOL_VERSION, MsgType, type HelloInfo, type WelcomeInfo, type AgentLoad } from './messages.js'
+import { PROTOCOL_VERSION, MsgType, SHARED_KINDS, type HelloInfo, type WelcomeInfo, type AgentLoad, type SharedKind } from './messages.js'
+import { isSharedHash, SharedRef } from './shared-ref.js'
 
 /**
  * One msgpackr configuration for every peer: records (defined inside each
@@ -88,7 +89,8 @@ export function findUnserializable(value: unknown, path = 'value', depth = 0): s
         }
         return undefined
       }
-      if (value instanceof Error) return undefined
+      // Errors travel as such; a handle travels as its hash (its extension).
+      if (value instanceof Error || value instanceof SharedRef) return undefined
       const proto = Object.getPrototypeOf(value) as object | null
       if (proto !== Object.prototype && proto !== null) {
         return `${path} is an instance of ${proto.constructor?.name ?? 'a class'}, which would arrive as a plain object`
@@ -146,6 +148,8 @@ export type Header =
   | { type: typeof MsgType.Leave; returned: number[] }
   | { type: typeof MsgType.DriverBye }
   | { type: typeof MsgType.Taken; frameId: number; dropped: boolean }
+  | { type: typeof MsgType.Put; hash: string; kind: SharedKind; size: number }
+  | { type: typeof MsgType.Drop; hashes: string[] }
 
 /** Thrown for a frame of another protocol version; receivers may answer it. */
 export class VersionMismatch extends ProtocolError {
@@ -193,7 +197,8 @@ export function parseHeader(bytes: Uint8Array | undefined): Header {
         !isCount(o['window']) ||
         (o['registration'] !== undefined && !isStr(o['registration'], 64)) ||
         (o['key'] !== undefined && !isStr(o['key'], 40)) ||
-        (o['proof'] !== undefined && !isStr(o['proof'], 64))
+        (o['proof'] !== undefined && !isStr(o['proof'], 64)) ||
+        (o['sharedCacheBytes'] !== undefined && !isCount(o['sharedCacheBytes']))
       )
         throw new ProtocolError('malformed hello')
       return { type, info: o as unknown as HelloInfo }
@@ -244,6 +249,14 @@ export function parseHeader(bytes: Uint8Array | undefined): Header {
       if (!isCount(a) || typeof dropped !== 'boolean') throw new ProtocolError('malformed taken')
       return { type, frameId: a, dropped }
     }
+    case MsgType.Put: {
+      const [, , , kind, size] = fields
+      if (!isSharedHash(a) || !(SHARED_KINDS as readonly unknown[]).includes(kind) || !isCount(size)) throw new ProtocolError('malformed put')
+      return { type, hash: a, kind: kind as SharedKind, size }
+    }
+    case MsgType.Drop:
+      if (!Array.isArray(a) || a.length > 100_000 || !a.every(isSharedHash)) throw new ProtocolError('malformed drop')
+      return { type, hashes: a }
     default:
       throw new ProtocolError(`unknown frame type ${String(type)}`)
   }

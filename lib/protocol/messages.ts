@@ -41,6 +41,13 @@ export const MsgType = {
    * whatever of it no one else took.
    */
   Taken: 12,
+  /**
+   * driver → agent: `hash, kind, size`; body = the value's bytes (a typed array's own bytes for a typed-array kind,
+   * msgpack otherwise). Sent ahead of the first frame that needs the value on that node (shared inputs).
+   */
+  Put: 20,
+  /** driver → agent: `hashes` — shared values the node may forget (released, or evicted to make room). */
+  Drop: 21,
 } as const
 export type MsgType = (typeof MsgType)[keyof typeof MsgType]
 
@@ -80,6 +87,8 @@ export interface HelloInfo {
   /** With CURVE: the agent's public key (Z85), and `proof` that it holds the secret half (see `helloProof`). */
   key?: string
   proof?: string
+  /** Bytes of shared values the agent keeps (`sharedCacheBytes`); optional: older agents say nothing. */
+  sharedCacheBytes?: number
 }
 
 export interface WelcomeInfo {
@@ -94,3 +103,23 @@ export interface AgentLoad {
   done: number
   queued: number
 }
+
+/**
+ * How a shared value's bytes are laid out: a typed array by its element type
+ * (its own bytes, viewed in place on the node), or any other value as msgpack.
+ */
+export const SHARED_KINDS = [
+  'msgpack',
+  'Float64Array',
+  'Float32Array',
+  'Int8Array',
+  'Int16Array',
+  'Int32Array',
+  'Uint8Array',
+  'Uint8ClampedArray',
+  'Uint16Array',
+  'Uint32Array',
+  'BigInt64Array',
+  'BigUint64Array',
+] as const
+export type SharedKind = (typeof SHARED_KINDS)[number]

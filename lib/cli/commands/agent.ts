@@ -23,6 +23,7 @@ interface AgentArgs {
   'heartbeat-ms'?: number
   'driver-timeout-ms'?: number
   'max-frame-bytes'?: number
+  'shared-cache-bytes'?: number
   'exit-on-driver-loss': boolean
   id?: string
   'max-tasks-per-thread'?: number
@@ -71,6 +72,10 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       .option('heartbeat-ms', { type: 'number', describe: `heartbeat interval (default ${AGENT_DEFAULTS.heartbeatMs})` })
       .option('driver-timeout-ms', { type: 'number', describe: `declare the driver gone after this much silence (default ${AGENT_DEFAULTS.driverTimeoutMs})` })
       .option('max-frame-bytes', { type: 'number', describe: `largest frame accepted (default ${CLUSTER_DEFAULTS.maxFrameBytes / 1024 / 1024} MiB)` })
+      .option('shared-cache-bytes', {
+        type: 'number',
+        describe: `bytes of shared values (cluster.put) kept (default ${AGENT_DEFAULTS.sharedCacheBytes / 1024 / 1024} MiB)`,
+      })
       .option('exit-on-driver-loss', { type: 'boolean', default: false, describe: 'exit when the driver goes away instead of waiting for the next one' })
       .option('id', { type: 'string', describe: 'stable agent identity (default: host-pid-random)' })
       .option('max-tasks-per-thread', { type: 'number', describe: 'replace the threads after each ran about this many tasks (default: never)' })
@@ -99,6 +104,7 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       heartbeatMs: args['heartbeat-ms'],
       driverTimeoutMs: args['driver-timeout-ms'],
       maxFrameBytes: args['max-frame-bytes'],
+      sharedCacheBytes: args['shared-cache-bytes'],
       id: args.id,
       maxTasksPerThread: args['max-tasks-per-thread'],
       recycleHeapMb: args['recycle-heap-mb'],

@@ -1,0 +1,92 @@
+/**
+ * Shared inputs, agent side: the values the driver put on this node (Put
+ * messages), each in one SharedArrayBuffer. Task batches carry the table of
+ * them to the pool threads (a SharedArrayBuffer crosses postMessage without a
+ * copy), where {@link useSharedTable} makes each value once per thread. On the
+ * agent's main thread (actor messages are decoded there) handles resolve
+ * through a registry of every agent of this process: values are
+ * content-addressed, so any holder's copy is the value.
+ */
+import { ProtocolError } from '../errors.js'
+import { decode } from '../protocol/codec.js'
+import type { SharedKind } from '../protocol/messages.js'
+import { setSharedResolver } from '../protocol/shared-ref.js'
+import { sharedView, type SharedTable } from './shared-thread.js'
+
+/** The counters an agent keeps of its shared values (a part of its stats). */
+export interface SharedCacheStats {
+  /** Values held now, and their bytes. */
+  sharedValues: number
+  sharedBytes: number
+  /** Put messages received since the agent started. */
+  sharedPuts: number
+}
+
+interface Held {
+  readonly kind: SharedKind
+  readonly sab: SharedArrayBuffer
+  /** The value on this thread, made on first use. */
+  value?: unknown
+}
+
+/** Every agent's values in this process, with how many agents hold each. */
+const registry = new Map<string, { held: Held; holders: number }>()
+
+setSharedResolver((hash) => {
+  const r = registry.get(hash)
+  if (!r) return undefined
+  const held = r.held
+  if (held.value === undefined) held.value = held.kind === 'msgpack' ? decode(new Uint8Array(held.sab)) : sharedView(held.kind, held.sab)
+  return held.value
+})
+
+export class SharedCache {
+  private readonly held = new Map<string, Held>()
+  private cachedTable: SharedTable | undefined
+
+  constructor(private readonly stats: SharedCacheStats) {}
+
+  /** Stores a value the driver sent (a repeated Put of a value held is ignored). */
+  put(hash: string, kind: SharedKind, size: number, body: Uint8Array | undefined): void {
+    if (!body || body.byteLength !== size) throw new ProtocolError(`put of ${hash}: body of ${body?.byteLength ?? 0} bytes, header says ${size}`)
+    this.stats.sharedPuts++
+    if (this.held.has(hash)) return
+    const sab = new SharedArrayBuffer(size)
+    new Uint8Array(sab).set(body)
+    // Checks a typed array's length against its element size.
+    if (kind !== 'msgpack') sharedView(kind, sab)
+    const r = registry.get(hash)
+    const held = r?.held ?? { kind, sab }
+    if (r) r.holders++
+    else registry.set(hash, { held, holders: 1 })
+    this.held.set(hash, held)
+    this.stats.sharedValues++
+    this.stats.sharedBytes += size
+    this.cachedTable = undefined
+  }
+
+  drop(hashes: readonly string[]): void {
+    for (const hash of hashes) {
+      const held = this.held.get(hash)
+      if (!held) continue
+      this.held.delete(hash)
+      this.stats.sharedValues--
+      this.stats.sharedBytes -= held.sab.byteLength
+      const r = registry.get(hash)
+      if (r && --r.holders === 0) registry.delete(hash)
+      this.cachedTable = undefined
+    }
+  }
+
+  /** Forgets every value (a new driver session starts with none). */
+  clear(): void {
+    this.drop([...this.held.keys()])
+  }
+
+  /** What a pool batch carries: every value held, or undefined when none is. */
+  table(): SharedTable | undefined {
+    if (this.held.size === 0) return undefined
+    this.cachedTable ??= [...this.held].map(([hash, h]) => [hash, h.kind, h.sab] as const)
+    return this.cachedTable
+  }
+}

@@ -1,0 +1,126 @@
+/**
+ * Shared inputs on the wire: a {@link SharedRef} travels as a msgpack
+ * extension that carries only the value's hash and size. The encoder records
+ * every handle it writes (the driver reads that list to send each node the
+ * values a frame needs, ahead of the frame); the decoder hands the hash to
+ * whatever resolver the reading thread installed (an agent's cache, a worker
+ * thread's views), so a handle arrives as its value.
+ */
+import { addExtension } from 'msgpackr'
+import { ProtocolError, SerializationError } from '../errors.js'
+
+/** The msgpack extension type of a handle. */
+const SHARED_REF_EXT = 0x21
+
+/** What a handle asks of the driver that made it. */
+export interface SharedOwner {
+  release(ref: SharedRef): Promise<void>
+}
+
+/**
+ * A handle on a value put once on the cluster (`cluster.put(value)`): pass it
+ * as, or inside, any task or actor argument and the task receives the value.
+ * Each node receives the value at most once. `release()` (or `await using`)
+ * frees it on the nodes.
+ *
+ * ```ts
+ * await using obs = await cluster.put(new Float64Array(125_000))
+ * const fits = await Promise.all(params.map((p) => cluster.call('loss', p, obs)))
+ * ```
+ */
+export class SharedRef<T = unknown> {
+  /** The value's content hash (SHA-256 of its kind and bytes, base64url). */
+  readonly hash: string
+  /** Bytes the value takes on the wire and in each node's cache. */
+  readonly size: number
+  #owner: SharedOwner | undefined
+  #releasing: Promise<void> | undefined
+  /** Only there for the type of the value; never set. */
+  declare readonly __value?: T
+
+  /** Made by `cluster.put`; a handle made by hand refers to nothing the cluster knows. */
+  constructor(hash: string, size: number, owner?: SharedOwner) {
+    this.hash = hash
+    this.size = size
+    this.#owner = owner
+  }
+
+  /** True once released (this handle can no longer be sent). */
+  get released(): boolean {
+    return this.#owner === undefined
+  }
+
+  /**
+   * Frees the value on the nodes once every handle of it was released. Rejects
+   * with a SharedValueError (`ERR_SHARED_IN_USE`) while tasks or actor calls
+   * that carry it are unsettled; the handle stays usable then. Idempotent.
+   */
+  release(): Promise<void> {
+    const owner = this.#owner
+    if (owner === undefined) return this.#releasing ?? Promise.resolve()
+    this.#releasing = owner.release(this).then(
+      () => {
+        this.#owner = undefined
+      },
+      (err: unknown) => {
+        this.#releasing = undefined
+        throw err
+      },
+    )
+    return this.#releasing
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.release()
+  }
+
+  /** The value is on the nodes, not here. */
+  toJSON(): { hash: string; size: number } {
+    return { hash: this.hash, size: this.size }
+  }
+}
+
+/** Handles written since the last {@link takeWrittenRefs}. */
+let written: SharedRef[] = []
+
+/** The handles encoded since the last call (in the frame just encoded), and starts a new list. */
+export function takeWrittenRefs(): SharedRef[] {
+  if (written.length === 0) return written
+  const out = written
+  written = []
+  return out
+}
+
+/** Finds the value of a hash where a frame is decoded; undefined when this thread does not hold it. */
+export type SharedResolver = (hash: string, size: number) => unknown
+
+let resolver: SharedResolver | undefined
+
+/** Installs how handles decode in this thread: to the value the thread holds. */
+export function setSharedResolver(r: SharedResolver | undefined): void {
+  resolver = r
+}
+
+const HASH = /^[A-Za-z0-9_-]{43}$/
+
+/** Whether `v` has the shape of a value hash. */
+export function isSharedHash(v: unknown): v is string {
+  return typeof v === 'string' && HASH.test(v)
+}
+
+addExtension({
+  Class: SharedRef,
+  type: SHARED_REF_EXT,
+  write(ref: SharedRef): [string, number] {
+    if (ref.released) throw new SerializationError(`shared value ${ref.hash} was released; put it again to send it`)
+    written.push(ref)
+    return [ref.hash, ref.size]
+  },
+  read(data: unknown): unknown {
+    if (!Array.isArray(data) || !isSharedHash(data[0]) || !Number.isSafeInteger(data[1])) throw new ProtocolError('malformed shared value reference')
+    const hash = data[0]
+    const value = resolver?.(hash, data[1] as number)
+    if (value === undefined) throw new ProtocolError(`shared value ${hash} is not held on this node`)
+    return value
+  },
+})

@@ -1,0 +1,157 @@
+import { test, type TestContext } from 'node:test'
+import assert from 'node:assert/strict'
+import { Agent, Cluster, InvalidArgumentError, SerializationError, SharedValueError, type AgentOptions } from '../../lib/index.js'
+import { FAST, FIXTURE_TASKS, fastAgentArgs, runCli, waitFor, within } from '../helpers.js'
+import { REDIS_URL, skipReason } from '../brokers.js'
+
+type Info = { shared: boolean; length: number; sum: number; thread: number; pid: number; i: number }
+
+async function startAgent(t: TestContext, cluster: Cluster, options: Partial<AgentOptions> = {}): Promise<Agent> {
+  const agent = await Agent.start({ connect: cluster.address, tasks: FIXTURE_TASKS, threads: 2, ...options })
+  t.after(() => agent.close({ timeoutMs: 2_000 }))
+  await within(agent.waitUntilReady(), 15_000, 'the agent to join')
+  return agent
+}
+
+function ramp(n: number): Float64Array {
+  const a = new Float64Array(n)
+  for (let i = 0; i < n; i++) a[i] = i
+  return a
+}
+const rampSum = (n: number) => (n * (n - 1)) / 2
+
+test('a shared array reaches each node once, every thread reads one shared copy, release frees it', async (t) => {
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0 })
+  const agents = [await startAgent(t, cluster), await startAgent(t, cluster)]
+  const n = 125_000
+  const h = await cluster.put(ramp(n))
+  assert.equal(h.size, n * 8)
+  // Same content, same value: another handle on it.
+  const again = await cluster.put(ramp(n))
+  assert.equal(again.hash, h.hash)
+  assert.equal(cluster.stats().shared.values, 1)
+
+  const infos = await Promise.all(Array.from({ length: 400 }, (_, i) => cluster.call<Info>('sharedInfo', h, i, i % 40 === 0 ? 20 : 0)))
+  assert.deepEqual(
+    infos.map((x) => x.i),
+    Array.from({ length: 400 }, (_, i) => i),
+  )
+  for (const x of infos) {
+    assert.equal(x.shared, true, 'the task sees a view of a SharedArrayBuffer')
+    assert.equal(x.length, n)
+    assert.equal(x.sum, rampSum(n))
+  }
+  assert.ok(new Set(infos.map((x) => x.thread)).size >= 2, 'several threads read it')
+  const used = agents.filter((a) => a.stats.tasksDone > 0)
+  assert.equal(used.length, 2, 'both agents ran tasks')
+  for (const a of agents) {
+    assert.equal(a.stats.sharedPuts, 1, 'one Put per node')
+    assert.equal(a.stats.sharedValues, 1)
+    assert.equal(a.stats.sharedBytes, n * 8)
+  }
+  const s = cluster.stats()
+  assert.equal(s.shared.puts, 2)
+  assert.equal(s.shared.putBytes, 2 * n * 8)
+  // The value once per node, plus the tasks' frames: far less than a copy per task.
+  assert.ok(s.transport.bytesOut < 2 * n * 8 + 400 * 200, `driver sent ${s.transport.bytesOut} bytes`)
+
+  // A typed handle works through the typed proxy too.
+  const tasks = cluster.tasks<typeof import('../fixtures/tasks.js')>()
+  assert.equal((await tasks.sharedInfo(h, 7)).sum, rampSum(n))
+
+  // An actor method argument carries it as well.
+  const summer = await cluster.spawn<import('../fixtures/tasks.js').Summer>('Summer')
+  assert.equal(await summer.add(h), rampSum(n))
+  assert.equal(await summer.add(h), 2 * rampSum(n))
+
+  await again.release()
+  assert.equal(cluster.stats().shared.values, 1, 'one handle left')
+  await h.release()
+  await h.release() // idempotent
+  assert.equal(cluster.stats().shared.values, 0)
+  await waitFor(() => agents.every((a) => a.stats.sharedValues === 0 && a.stats.sharedBytes === 0), 10_000, 'the nodes to free the value')
+  await assert.rejects(cluster.call('sharedInfo', h, 0), (err: unknown) => err instanceof SerializationError && /was released/.test(err.message))
+})
+
+test('plain values, errors: unserialisable, released in use, larger than a node cache', async (t) => {
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0 })
+  const agent = await startAgent(t, cluster, { sharedCacheBytes: 100_000 })
+  const p = await cluster.put({ scale: 3, tags: ['a', 'b'] })
+  assert.deepEqual(await Promise.all([1, 2, 3].map((x) => cluster.call('scaled', p, x))), [5, 8, 11])
+  const mapped: number[] = []
+  for await (const r of cluster.map<number>('scaled', [
+    [p, 10],
+    [p, 20],
+  ]))
+    mapped.push(r)
+  assert.deepEqual(mapped, [32, 62])
+  // Nested inside an argument.
+  assert.deepEqual(await cluster.call('echo', { inner: [p] }), { inner: [{ scale: 3, tags: ['a', 'b'] }] })
+
+  await assert.rejects(cluster.put(undefined), (err: unknown) => err instanceof InvalidArgumentError && /got undefined/.test(err.message))
+  await assert.rejects(cluster.put({ f: () => 1 }), (err: unknown) => err instanceof SerializationError && /value\.f is a function/.test(err.message))
+  await assert.rejects(
+    cluster.put(new Float64Array(20_000)),
+    (err: unknown) =>
+      err instanceof SharedValueError && err.code === 'ERR_SHARED_TOO_LARGE' && err.message.includes(agent.id) && /160000 bytes/.test(err.message),
+  )
+
+  const h = await cluster.put(ramp(1000))
+  const slow = Promise.all(Array.from({ length: 4 }, (_, i) => cluster.call<Info>('sharedInfo', h, i, 300)))
+  await assert.rejects(h.release(), (err: unknown) => err instanceof SharedValueError && err.code === 'ERR_SHARED_IN_USE' && /4 unsettled/.test(err.message))
+  assert.equal(h.released, false, 'the handle stays usable')
+  assert.ok((await slow).every((x) => x.sum === rampSum(1000)))
+  await h.release()
+  await p.release()
+  await waitFor(() => agent.stats.sharedValues === 0, 10_000, 'the node to free both values')
+})
+
+test("values that do not fit a node's cache together are evicted least recently used first and sent again when used", async (t) => {
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0 })
+  const agent = await startAgent(t, cluster, { sharedCacheBytes: 20_000, threads: 1 })
+  const a = await cluster.put(ramp(2000))
+  const b = await cluster.put(ramp(1999))
+  assert.equal((await cluster.call<Info>('sharedInfo', a, 0)).sum, rampSum(2000))
+  assert.equal((await cluster.call<Info>('sharedInfo', b, 0)).sum, rampSum(1999))
+  assert.equal(cluster.stats().shared.evictions, 1)
+  await waitFor(() => agent.stats.sharedValues === 1, 10_000, 'the node to drop the older value')
+  assert.equal(agent.stats.sharedBytes, 1999 * 8)
+  assert.equal((await cluster.call<Info>('sharedInfo', a, 1)).sum, rampSum(2000))
+  assert.equal(agent.stats.sharedPuts, 3)
+  assert.equal(cluster.stats().shared.evictions, 2)
+})
+
+test('a node that joins later gets the value on first use; tasks of a killed node find it on their new node', async (t) => {
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0, ...FAST })
+  const first = runCli(t, fastAgentArgs(cluster.address))
+  await waitFor(() => cluster.nodes().length === 1, 15_000, 'the first agent')
+  const n = 10_000
+  const h = await cluster.put(ramp(n))
+  assert.equal((await cluster.call<Info>('sharedInfo', h, 0)).pid, first.child.pid)
+  // Tasks that hold the first node's thread; it dies under them.
+  const lost = new Promise((resolve) => cluster.once('node:lost', resolve))
+  const pending = Promise.all(Array.from({ length: 6 }, (_, i) => cluster.call<Info>('sharedInfo', h, i, 200)))
+  await waitFor(() => cluster.stats().inFlight > 0, 10_000, 'the tasks to be sent to the first node')
+  first.child.kill('SIGKILL')
+  await within(lost, 15_000, 'the first node to be declared lost')
+  const later = await startAgent(t, cluster, { threads: 1, heartbeatMs: FAST.heartbeatMs, driverTimeoutMs: FAST.nodeTimeoutMs })
+  const infos = await within(pending, 30_000, 'the re-run tasks')
+  assert.deepEqual(
+    infos.map((x) => [x.i, x.sum, x.shared]),
+    Array.from({ length: 6 }, (_, i) => [i, rampSum(n), true]),
+  )
+  assert.ok(
+    infos.every((x) => x.pid === process.pid),
+    'the re-run tasks ran on the later node',
+  )
+  assert.equal(later.stats.sharedPuts, 1)
+  assert.ok(cluster.stats().tasksRetried >= 1)
+})
+
+test('brokered designs refuse put with ERR_SHARED_UNSUPPORTED', { skip: skipReason('redis') }, async () => {
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, transport: 'redis', redisUrl: REDIS_URL, localAgents: 0 })
+  await assert.rejects(
+    cluster.put(new Float64Array(4)),
+    (err: unknown) => err instanceof SharedValueError && err.code === 'ERR_SHARED_UNSUPPORTED' && /brokered/.test(err.message),
+  )
+})
