@@ -217,7 +217,12 @@ export class Agent extends EventEmitter<AgentEvents> {
    * so a loss of this agent is charged to the tasks it took, and the driver,
    * not the broker, sends them again. A redelivery may have run, or be
    * running, elsewhere: it is acknowledged unrun, and the driver sends again
-   * what no one took. With no driver to tell, the frame goes back to the queue.
+   * what no one took. With no driver to tell, the frame goes back to the queue;
+   * so it does while the driver is silent: a take already waiting on the broker
+   * when the agent stopped taking may bring a frame of the next driver, which
+   * would be dropped with the silent one's work once that driver's Welcome came.
+   * Given back, it returns marked as redelivered, and whichever driver
+   * published it hears it dropped and sends it again.
    */
   private taken(
     transport: SharedQueueAgentTransport,
@@ -227,7 +232,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     redelivered: boolean,
   ): void {
     if (h.frameId === undefined) throw new ProtocolError('task frame from the shared queue without a frame number')
-    if (!this.session.ready) {
+    if (this.session.state !== 'ready') {
       transport.release([delivery])
       return
     }

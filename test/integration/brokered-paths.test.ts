@@ -1,8 +1,8 @@
 /**
  * Rare paths of the brokered designs, each provoked directly on a real broker:
  * an agent that takes back what a crashed agent of its id had taken, malformed
- * task frames acknowledged and dropped by the agent, and the expiry of what a
- * crashed run leaves behind.
+ * task frames acknowledged and dropped by the agent, a frame taken while the
+ * agent's driver is silent, and the expiry of what a crashed run leaves behind.
  */
 import { spawnSync } from 'node:child_process'
 import { test, type TestContext } from 'node:test'
@@ -11,12 +11,13 @@ import { randomBytes } from 'node:crypto'
 import { Redis } from 'ioredis'
 import { connect as amqpConnect } from 'amqplib'
 import { Agent, Cluster, ClusterClosedError } from '../../lib/index.js'
-import { header, encode } from '../../lib/protocol/codec.js'
-import { MsgType } from '../../lib/protocol/messages.js'
-import { packParts } from '../../lib/transport/frames.js'
+import { header, encode, parseHeader, type Header } from '../../lib/protocol/codec.js'
+import { readResultsBody } from '../../lib/protocol/bodies.js'
+import { MsgType, Status } from '../../lib/protocol/messages.js'
+import { FrameAuth, packParts, unpackParts } from '../../lib/transport/frames.js'
 import { QUEUE_TTL_MS } from '../../lib/transport/paths.js'
 import { RedisDriverTasks, RedisLink } from '../../lib/transport/redis.js'
-import { FIXTURE_TASKS, runCli, waitFor } from '../helpers.js'
+import { FIXTURE_TASKS, runCli, waitFor, within } from '../helpers.js'
 import { AMQP_URL, REDIS_URL, sealed, skipReason } from '../brokers.js'
 
 const urls = { redisUrl: REDIS_URL, amqpUrl: AMQP_URL }
@@ -161,6 +162,113 @@ test(
     // Before the cleanup of the keys: nothing writes to them afterwards.
     agent.child.kill('SIGKILL')
     await agent.exited
+  },
+)
+
+/**
+ * The messages a driver of cluster `clusterId` puts on the lists, sealed with `secret` as it seals them, and
+ * those its agents sent it, opened: for tests that play the driver to provoke one exact order of events.
+ */
+function driverWire(clusterId: string, secret: string) {
+  const key = Buffer.from(secret, 'utf8')
+  const [task, toAgent, toDriver] = (['task', 'to-agent', 'to-driver'] as const).map((d) => new FrameAuth(key, clusterId, d))
+  return {
+    task: (parts: Uint8Array[]) => task!.seal(parts),
+    toAgent: (agentId: string, parts: Uint8Array[]) => toAgent!.seal(parts, agentId),
+    /** An agent's message to the driver: who sent it, its header and its body. */
+    open(message: Buffer): { from: string; h: Header; body: Uint8Array | undefined } {
+      const packed = toDriver!.open(message)
+      if (packed === undefined) throw new Error('a message in the driver inbox without the right tag')
+      const [from, h, body] = unpackParts(packed)
+      return { from: Buffer.from(from!).toString('utf8'), h: parseHeader(h), body }
+    },
+  }
+}
+
+test(
+  'redis: a frame taken while the driver is silent goes back to the queue, so a next driver whose Welcome comes after it hears it dropped and sends it again',
+  { skip: skipReason('redis') },
+  async (t) => {
+    const { clusterId, redis, k } = redisFor(t)
+    const secret = randomBytes(32).toString('hex')
+    const wire = driverWire(clusterId, secret)
+    const id = 'torn'
+    // Real agent, real Redis; this test is its drivers, so that the order of events is the one it writes.
+    const agent = await Agent.start({
+      ...urls,
+      transport: 'redis',
+      clusterId,
+      brokerSecret: secret,
+      id,
+      tasks: FIXTURE_TASKS,
+      threads: 1,
+      heartbeatMs: 100,
+      driverTimeoutMs: 400,
+    })
+    t.after(() => agent.close({ timeoutMs: 2_000 }))
+    const welcome = (session: string) => redis.rpush(k(`agent:${id}`), wire.toAgent(id, [header(MsgType.Welcome, { nodeId: id, session, heartbeatMs: 100 })]))
+    const said = async () => (await redis.lrangeBuffer(k('driver'), 0, -1)).map((m) => wire.open(m))
+    const frame = (frameId: number, taskId: number) => wire.task([header(MsgType.Tasks, 1, null, frameId), encode([taskId, 'add', [40, 2]])])
+    const marked = (f: Buffer) => f[0] === 0xff
+    // The first driver welcomes the agent, then falls silent. A take the agent had waiting on the task list
+    // when it stopped taking (it takes nothing while its driver is silent) still brings one frame: the next
+    // driver's, published the moment the agent fell silent (sent after that driver's Welcome, which the agent
+    // has not read yet). Redis serves a waiting take with the push itself: if the frame is still on the list
+    // right after, no take was waiting (each waits at most a second, then looks again), and the first driver
+    // comes back to try again.
+    let first = 0
+    for (let attempt = 1; attempt <= 5 && first === 0; attempt++) {
+      await welcome('first')
+      await waitFor(() => agent.state === 'ready', 10_000, 'the first Welcome')
+      const frameId = 1000 + attempt
+      const pushed = new Promise<Buffer[]>((resolve, reject) =>
+        agent.once('driver:lost', () => {
+          redis
+            .lpush(k('tasks'), frame(frameId, frameId))
+            .then(() => redis.lrangeBuffer(k('tasks'), 0, -1))
+            .then(resolve, reject)
+        }),
+      )
+      const left = await within(pushed, 10_000, 'the agent to find its driver silent')
+      if (left.length === 1 && !marked(left[0]!)) {
+        await redis.del(k('tasks'))
+        continue
+      }
+      first = frameId
+      // Taken while silent: given back (marked as a redelivery), or, as it was, run for the silent driver.
+      await until(async () => (await redis.llen(k('tasks'))) === 1 || agent.stats.tasksDone > 0, 10_000, 'the taken frame to be given back or run')
+      const [tasks, processing] = await Promise.all([redis.lrangeBuffer(k('tasks'), 0, -1), redis.lrangeBuffer(k(`processing:${id}`), 0, -1)])
+      assert.deepEqual(
+        { tasks: tasks.map((f) => [marked(f), f.length]), processing: processing.length, done: agent.stats.tasksDone },
+        { tasks: [[true, frame(frameId, frameId).length + 1]], processing: 0, done: 0 },
+        'the frame taken while the driver was silent is not run, and is back on the task list, marked as redelivered',
+      )
+    }
+    assert.notEqual(first, 0, 'a take waiting on the task list met the frame (5 attempts)')
+    // The next driver's Welcome arrives: the agent serves it and takes the frame again, as a redelivery:
+    // dropped unrun, and the driver told, so that it sends the tasks again.
+    await welcome('second')
+    const beat = setInterval(() => void redis.rpush(k(`agent:${id}`), wire.toAgent(id, [header(MsgType.Heartbeat)])), 100)
+    t.after(() => clearInterval(beat))
+    await until(async () => (await said()).some(({ h }) => h.type === MsgType.Taken && h.frameId === first), 10_000, 'the agent to say it took the frame')
+    const taken = (await said()).filter(({ h }) => h.type === MsgType.Taken).map(({ from, h }) => ({ from, h }))
+    assert.deepEqual(taken, [{ from: id, h: { type: MsgType.Taken, frameId: first, dropped: true } }], 'one Taken, saying the frame was dropped')
+    await until(
+      async () => (await redis.llen(k('tasks'))) === 0 && (await redis.llen(k(`processing:${id}`))) === 0,
+      10_000,
+      'the dropped frame to be acknowledged',
+    )
+    // The driver sends the task again in a frame of its own; the agent runs it and answers.
+    await redis.lpush(k('tasks'), frame(2000, first))
+    await until(async () => (await said()).some(({ h }) => h.type === MsgType.Results), 10_000, 'the results of the frame sent again')
+    const answers: unknown[] = []
+    for (const { h, body } of await said()) {
+      if (h.type === MsgType.Results) readResultsBody(body, h.count, (taskId, status, value) => answers.push([taskId, status, value]))
+    }
+    assert.deepEqual(answers, [[first, Status.Ok, 42]])
+    assert.equal(agent.stats.tasksDone, 1)
+    clearInterval(beat)
+    await agent.close()
   },
 )
 
