@@ -281,6 +281,8 @@ test(
     await welcome('first')
     assert.deepEqual(await answers(), [[first, Status.Ok, 42]])
     assert.deepEqual(await takens(), [{ from: id, frameId: first, dropped: false }])
+    // Acknowledged once its results are with Redis.
+    await until(async () => (await lists()).processing === 0, 10_000, 'the frame to be acknowledged')
     assert.deepEqual(await lists(), { tasks: 0, processing: 0 })
     assert.equal(agent.stats.tasksDone, 1)
     await agent.close()
