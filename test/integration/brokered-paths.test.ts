@@ -2,7 +2,8 @@
  * Rare paths of the brokered designs, each provoked directly on a real broker:
  * an agent that takes back what a crashed agent of its id had taken, malformed
  * task frames acknowledged and dropped by the agent, a frame taken while the
- * agent's driver is silent, and the expiry of what a crashed run leaves behind.
+ * agent's driver is silent, one taken by an agent that never joined the driver,
+ * and the expiry of what a crashed run leaves behind.
  */
 import { spawnSync } from 'node:child_process'
 import { test, type TestContext } from 'node:test'
@@ -12,11 +13,13 @@ import { Redis } from 'ioredis'
 import { connect as amqpConnect } from 'amqplib'
 import { Agent, Cluster, ClusterClosedError } from '../../lib/index.js'
 import { header, encode, parseHeader, type Header } from '../../lib/protocol/codec.js'
-import { readResultsBody } from '../../lib/protocol/bodies.js'
-import { MsgType, Status } from '../../lib/protocol/messages.js'
+import { decodeTaskBody, readResultsBody, ResultsWriter } from '../../lib/protocol/bodies.js'
+import { MsgType, Status, type HelloInfo } from '../../lib/protocol/messages.js'
+import { findBrokerSecret } from '../../lib/transport/broker-secret.js'
 import { FrameAuth, packParts, unpackParts } from '../../lib/transport/frames.js'
 import { QUEUE_TTL_MS } from '../../lib/transport/paths.js'
 import { RedisDriverTasks, RedisLink } from '../../lib/transport/redis.js'
+import { VERSION } from '../../lib/version.js'
 import { FIXTURE_TASKS, runCli, waitFor, within } from '../helpers.js'
 import { AMQP_URL, REDIS_URL, sealed, skipReason } from '../brokers.js'
 
@@ -286,6 +289,63 @@ test(
     assert.deepEqual(await lists(), { tasks: 0, processing: 0 })
     assert.equal(agent.stats.tasksDone, 1)
     await agent.close()
+  },
+)
+
+test(
+  'redis: a frame taken by an agent that never joined this driver (it still serves an earlier one) is sent again, uncharged, and answered by a member',
+  { skip: skipReason('redis') },
+  async (t) => {
+    const { clusterId, redis, k } = redisFor(t)
+    const cluster = await Cluster.start({ ...urls, tasks: FIXTURE_TASKS, transport: 'redis', localAgents: 0, clusterId, nodeTimeoutMs: 60_000 })
+    t.after(() => cluster.close())
+    // The test plays two agents on the wire: a member of this driver, and a stranger still serving an earlier
+    // driver of the cluster id (gone, and not yet found silent), which takes a frame of this one's.
+    const tasks = new FrameAuth(findBrokerSecret(clusterId)!, clusterId, 'task')
+    const say = (from: string, parts: Uint8Array[]) => redis.rpush(k('driver'), sealed(clusterId, 'to-driver', [Buffer.from(from), ...parts]))
+    const take = async () => {
+      let frame: Buffer | null = null
+      await until(async () => (frame = await redis.rpopBuffer(k('tasks'))) !== null, 10_000, 'a frame on the task list')
+      const [h, body] = unpackParts(tasks.open(frame!)!)
+      const parsed = parseHeader(h)
+      assert.equal(parsed.type, MsgType.Tasks)
+      return { frameId: (parsed as { frameId: number }).frameId, tasks: decodeTaskBody(body!) }
+    }
+    const hello: HelloInfo = {
+      agentId: 'member',
+      threads: 1,
+      pid: process.pid,
+      host: 'test',
+      version: VERSION,
+      tasks: ['add'],
+      actors: [],
+      window: 1,
+      registration: 'r1',
+    }
+    await say('member', [header(MsgType.Hello, hello)])
+    await waitFor(() => cluster.nodes().length === 1, 10_000, 'the member to join')
+    const call = cluster.call<number>('add', 40, 2)
+    const first = await take()
+    assert.deepEqual(
+      first.tasks.map((x) => [x.name, x.args]),
+      [['add', [40, 2]]],
+    )
+    await say('stranger', [header(MsgType.Taken, first.frameId, false)])
+    // The stranger answers its own driver, never this one: the task is published again, in a frame of its own.
+    const again = await take()
+    assert.notEqual(again.frameId, first.frameId)
+    assert.deepEqual(again.tasks, first.tasks)
+    await say('member', [header(MsgType.Taken, again.frameId, false)])
+    const results = new ResultsWriter()
+    results.add(again.tasks[0]!.id, Status.Ok, 42)
+    await say('member', [header(MsgType.Results, 1, 'r1'), results.take()])
+    assert.equal(await within(call, 10_000, 'the call, answered by the member'), 42)
+    const s = cluster.stats()
+    assert.deepEqual(
+      { requeued: s.requeued, tasksRetried: s.tasksRetried, badFrames: s.badFrames, nodesLost: s.nodesLost },
+      { requeued: 1, tasksRetried: 0, badFrames: 0, nodesLost: 0 },
+    )
+    await cluster.close()
   },
 )
 
