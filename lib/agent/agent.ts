@@ -34,6 +34,14 @@ const CLOSE_STEP_MS = 5_000
 
 const debug = debuglog('actor-cluster')
 
+/** A task frame taken from the shared queue, with what came with it. */
+interface UnclaimedFrame {
+  body: Uint8Array
+  h: Extract<Header, { type: typeof MsgType.Tasks }>
+  delivery: Delivery
+  redelivered: boolean
+}
+
 /**
  * A node of the cluster: connects to a driver, takes task frames into a
  * piscina pool, hosts actors, and sends results back. Started by
@@ -69,6 +77,11 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly actors: ActorFraming
   /** Shared inputs the driver put on this node. */
   private readonly shared: SharedCache
+  /**
+   * Brokered designs: frames taken while the driver is silent, neither run nor
+   * announced until the agent knows which driver it serves (see {@link taken}).
+   */
+  private unclaimed: UnclaimedFrame[] = []
   private closing: Promise<void> | undefined
 
   private constructor(options: ResolvedAgentOptions, id: string, transport: AgentTransport, tasks: string[], actors: string[], shared: AgentPool | undefined) {
@@ -248,6 +261,15 @@ export class Agent extends EventEmitter<AgentEvents> {
    * not the broker, sends them again. A redelivery may have run, or be
    * running, elsewhere: it is acknowledged unrun, and the driver sends again
    * what no one took. With no driver to tell, the frame goes back to the queue.
+   *
+   * While the driver is silent the agent takes nothing more, but a take already
+   * waiting on the broker may still bring a frame, and it may be the next
+   * driver's, published before the agent read that driver's Welcome. Run for
+   * the silent driver, it would be dropped with that driver's work at the
+   * Welcome, while the next driver, told it was taken, waited for it forever.
+   * So it waits, unrun and unannounced: taken as usual if the silent driver
+   * answers again, given back (marked as redelivered, so that whichever driver
+   * published it hears it dropped and sends it again) if another one does.
    */
   private taken(
     transport: SharedQueueAgentTransport,
@@ -259,6 +281,10 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (h.frameId === undefined) throw new ProtocolError('task frame from the shared queue without a frame number')
     if (!this.session.ready) {
       transport.release([delivery])
+      return
+    }
+    if (this.session.silent) {
+      this.unclaimed.push({ body, h, delivery, redelivered })
       return
     }
     transport.send([header(MsgType.Taken, h.frameId, redelivered)])
@@ -289,6 +315,9 @@ export class Agent extends EventEmitter<AgentEvents> {
   private onResumed(nodeId: string): void {
     this.sendCredit()
     this.runner.resume()
+    if (this.transport.kind === 'shared-queue') {
+      for (const f of this.unclaimed.splice(0)) this.taken(this.transport, f.body, f.h, f.delivery, f.redelivered)
+    }
     this.actors.flush()
     this.emit('driver:joined', nodeId)
   }
@@ -297,6 +326,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   private onLost(reason: string, announced: boolean): void {
     if (this.transport.kind === 'shared-queue') this.transport.setWindow(0)
     this.runner.release()
+    this.giveBackUnclaimed()
     this.actors.reset()
     this.shared.clear()
     if (!announced) this.emit('driver:lost', reason)
@@ -368,7 +398,15 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   private stopSession(): void {
     this.runner.stop()
+    this.giveBackUnclaimed()
     this.session.close()
+  }
+
+  /** Frames taken while the driver was silent go back to the queue, marked as redelivered: no driver knows this agent took them. */
+  private giveBackUnclaimed(): void {
+    const frames = this.unclaimed
+    this.unclaimed = []
+    if (frames.length > 0 && this.transport.kind === 'shared-queue') this.transport.release(frames.map((f) => f.delivery))
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

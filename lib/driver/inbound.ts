@@ -58,7 +58,10 @@ export function dispatch(cx: Inbound, peer: string, parts: Parts): void {
     if ((h.type === MsgType.Results || h.type === MsgType.ActorResults) && cx.membership.wasMember(peer)) late(cx, parts[1], h.count)
     // It may also have taken frames before it knew: they are ours to send again, as if it had been lost holding them.
     else if (h.type === MsgType.Taken && cx.membership.wasMember(peer)) taken(cx, peer, undefined, h.frameId, h.dropped)
-    else cx.badFrame()
+    // Or an agent that never joined us took one of our frames: it still serves an earlier driver of this cluster
+    // id (gone, and not yet found silent) and answers that one, not us. Sent again, uncharged, as if it had
+    // dropped the frame. Any other Taken from a stranger is a bad frame.
+    else if (h.type !== MsgType.Taken || !taken(cx, peer, undefined, h.frameId, true)) cx.badFrame()
     return
   }
   switch (h.type) {
@@ -145,23 +148,25 @@ function late(cx: Inbound, body: Uint8Array | undefined, count: number): void {
  * go back to the queue, uncharged; taken by a node already out, they are
  * charged as lost with it and sent again. A frame taken before is not
  * claimed again: its tasks are wherever the first taker's fate put them.
+ * False when the frame is not one of ours, or was claimed before.
  */
-function taken(cx: Inbound, peer: string, node: ClusterNode | undefined, frameId: number, dropped: boolean): void {
+function taken(cx: Inbound, peer: string, node: ClusterNode | undefined, frameId: number, dropped: boolean): boolean {
   if (!cx.frames) {
     cx.badFrame()
-    return
+    return true
   }
   const frame = cx.frames.claim(frameId)
-  if (frame === undefined) return
+  if (frame === undefined) return false
   const entries: TaskEntry[] = frame.entries
   if (node && !dropped) {
     for (const e of entries) cx.ledger.move(e, node)
     // Credit comes back with its Results, which answer every task of the frame.
     node.inFlight += frame.size
-    return
+    return true
   }
-  if (entries.length === 0) return
+  if (entries.length === 0) return true
   const how = dropped ? 'left' : 'lost'
   cx.scheduler.requeue(cx.ledger.takeBack(entries, how, () => ({ node: peer, reason: 'it took them after it was taken out' })))
   cx.scheduleFlush()
+  return true
 }

@@ -150,10 +150,6 @@ for (const design of ['redis', 'amqp', 'amqp+redis'] as const) {
     `${design}: a driver that dies: agents notice, go idle, and serve the next driver of the same cluster id and secret; --exit-on-driver-loss exits instead`,
     {
       skip: skipReason(design),
-      // Known defect, not yet understood: on the designs whose task list is Redis's, about one run in forty
-      // here the first call to the next driver is never answered (the agent has joined it). Reported, not
-      // failing the suite, until it is fixed (docs/guarantees.md §7).
-      todo: design === 'redis' ? 'about 1 run in 40: the next driver’s first call is not answered (§7)' : undefined,
     },
     async (t) => {
       const dir = mkdtempSync(join(tmpdir(), 'driver-exit-'))

@@ -1,8 +1,9 @@
 /**
  * Rare paths of the brokered designs, each provoked directly on a real broker:
  * an agent that takes back what a crashed agent of its id had taken, malformed
- * task frames acknowledged and dropped by the agent, and the expiry of what a
- * crashed run leaves behind.
+ * task frames acknowledged and dropped by the agent, a frame taken while the
+ * agent's driver is silent, one taken by an agent that never joined the driver,
+ * and the expiry of what a crashed run leaves behind.
  */
 import { spawnSync } from 'node:child_process'
 import { test, type TestContext } from 'node:test'
@@ -11,12 +12,15 @@ import { randomBytes } from 'node:crypto'
 import { Redis } from 'ioredis'
 import { connect as amqpConnect } from 'amqplib'
 import { Agent, Cluster, ClusterClosedError } from '../../lib/index.js'
-import { header, encode } from '../../lib/protocol/codec.js'
-import { MsgType } from '../../lib/protocol/messages.js'
-import { packParts } from '../../lib/transport/frames.js'
+import { header, encode, parseHeader, type Header } from '../../lib/protocol/codec.js'
+import { decodeTaskBody, readResultsBody, ResultsWriter } from '../../lib/protocol/bodies.js'
+import { MsgType, Status, type HelloInfo } from '../../lib/protocol/messages.js'
+import { findBrokerSecret } from '../../lib/transport/broker-secret.js'
+import { FrameAuth, packParts, unpackParts } from '../../lib/transport/frames.js'
 import { QUEUE_TTL_MS } from '../../lib/transport/paths.js'
 import { RedisDriverTasks, RedisLink } from '../../lib/transport/redis.js'
-import { FIXTURE_TASKS, runCli, waitFor } from '../helpers.js'
+import { VERSION } from '../../lib/version.js'
+import { FIXTURE_TASKS, runCli, waitFor, within } from '../helpers.js'
 import { AMQP_URL, REDIS_URL, sealed, skipReason } from '../brokers.js'
 
 const urls = { redisUrl: REDIS_URL, amqpUrl: AMQP_URL }
@@ -161,6 +165,187 @@ test(
     // Before the cleanup of the keys: nothing writes to them afterwards.
     agent.child.kill('SIGKILL')
     await agent.exited
+  },
+)
+
+/**
+ * The messages a driver of cluster `clusterId` puts on the lists, sealed with `secret` as it seals them, and
+ * those its agents sent it, opened: for tests that play the driver to provoke one exact order of events.
+ */
+function driverWire(clusterId: string, secret: string) {
+  const key = Buffer.from(secret, 'utf8')
+  const [task, toAgent, toDriver] = (['task', 'to-agent', 'to-driver'] as const).map((d) => new FrameAuth(key, clusterId, d))
+  return {
+    task: (parts: Uint8Array[]) => task!.seal(parts),
+    toAgent: (agentId: string, parts: Uint8Array[]) => toAgent!.seal(parts, agentId),
+    /** An agent's message to the driver: who sent it, its header and its body. */
+    open(message: Buffer): { from: string; h: Header; body: Uint8Array | undefined } {
+      const packed = toDriver!.open(message)
+      if (packed === undefined) throw new Error('a message in the driver inbox without the right tag')
+      const [from, h, body] = unpackParts(packed)
+      return { from: Buffer.from(from!).toString('utf8'), h: parseHeader(h), body }
+    },
+  }
+}
+
+/**
+ * A real agent on Redis whose first driver (played by the test) welcomes it and falls silent; the moment the
+ * agent finds it silent, a frame is pushed onto the task list, where a take the agent had waiting (it takes
+ * nothing more while its driver is silent, but a waiting BLMOVE stays up to a second) meets it: Redis serves
+ * the waiting take with the push itself, so if the frame is still on the list right after, no take was waiting,
+ * and the first driver comes back to try again. Returns the frame's number (its one task has the same id).
+ */
+async function frameTakenWhileSilent(t: TestContext) {
+  const { clusterId, redis, k } = redisFor(t)
+  const secret = randomBytes(32).toString('hex')
+  const wire = driverWire(clusterId, secret)
+  const id = 'torn'
+  const agent = await Agent.start({
+    ...urls,
+    transport: 'redis',
+    clusterId,
+    brokerSecret: secret,
+    id,
+    tasks: FIXTURE_TASKS,
+    threads: 1,
+    heartbeatMs: 100,
+    driverTimeoutMs: 400,
+  })
+  t.after(() => agent.close({ timeoutMs: 2_000 }))
+  const welcome = (session: string) => redis.rpush(k(`agent:${id}`), wire.toAgent(id, [header(MsgType.Welcome, { nodeId: id, session, heartbeatMs: 100 })]))
+  const said = async () => (await redis.lrangeBuffer(k('driver'), 0, -1)).map((m) => wire.open(m))
+  const frame = (frameId: number, taskId: number) => wire.task([header(MsgType.Tasks, 1, null, frameId), encode([taskId, 'add', [40, 2]])])
+  let first = 0
+  for (let attempt = 1; attempt <= 5 && first === 0; attempt++) {
+    await welcome('first')
+    await waitFor(() => agent.state === 'ready', 10_000, 'the first Welcome')
+    const frameId = 1000 + attempt
+    const pushed = new Promise<Buffer[]>((resolve, reject) =>
+      agent.once('driver:lost', () => {
+        redis
+          .lpush(k('tasks'), frame(frameId, frameId))
+          .then(() => redis.lrangeBuffer(k('tasks'), 0, -1))
+          .then(resolve, reject)
+      }),
+    )
+    const left = await within(pushed, 10_000, 'the agent to find its driver silent')
+    if (left.length === 1 && left[0]![0] !== 0xff) {
+      await redis.del(k('tasks'))
+      continue
+    }
+    first = frameId
+  }
+  assert.notEqual(first, 0, 'a take waiting on the task list met the frame (5 attempts)')
+  // The driver that answers now keeps the agent from falling silent again.
+  const beat = setInterval(() => void redis.rpush(k(`agent:${id}`), wire.toAgent(id, [header(MsgType.Heartbeat)])), 100)
+  t.after(() => clearInterval(beat))
+  /** The Taken frames the agent sent, in order. */
+  const takens = async () => (await said()).flatMap(({ from, h }) => (h.type === MsgType.Taken ? [{ from, frameId: h.frameId, dropped: h.dropped }] : []))
+  /** Waits for the results of one task and returns every answer the agent sent. */
+  const answers = async () => {
+    await until(async () => (await said()).some(({ h }) => h.type === MsgType.Results), 10_000, 'results from the agent')
+    const all: unknown[] = []
+    for (const { h, body } of await said()) {
+      if (h.type === MsgType.Results) readResultsBody(body, h.count, (taskId, status, value) => all.push([taskId, status, value]))
+    }
+    return all
+  }
+  const lists = async () => ({ tasks: await redis.llen(k('tasks')), processing: await redis.llen(k(`processing:${id}`)) })
+  return { agent, id, first, welcome, frame, takens, answers, lists, redis, k }
+}
+
+test(
+  'redis: a frame taken while the driver is silent waits unrun; if another driver answers, it goes back to the queue, and that driver, told it was dropped, sends it again',
+  { skip: skipReason('redis') },
+  async (t) => {
+    const { agent, id, first, welcome, frame, takens, answers, lists, redis, k } = await frameTakenWhileSilent(t)
+    // The next driver's Welcome, sent before it published the frame, is read after the frame was taken.
+    await welcome('second')
+    await until(async () => (await takens()).length > 0, 10_000, 'the agent to say it took the frame')
+    await until(async () => (await redis.llen(k(`processing:${id}`))) === 0, 10_000, 'the frame to be acknowledged')
+    // Given back, then taken again as a redelivery: dropped unrun, and said so once; not announced before.
+    assert.deepEqual(await takens(), [{ from: id, frameId: first, dropped: true }])
+    assert.deepEqual(await lists(), { tasks: 0, processing: 0 })
+    assert.equal(agent.stats.tasksDone, 0)
+    // The driver sends the task again in a frame of its own; the agent runs it and answers.
+    await redis.lpush(k('tasks'), frame(first + 1000, first))
+    assert.deepEqual(await answers(), [[first, Status.Ok, 42]])
+    assert.equal(agent.stats.tasksDone, 1)
+    await agent.close()
+  },
+)
+
+test(
+  'redis: a frame taken while the driver is silent waits unrun; if that driver answers again, it is taken as usual: said taken, run, answered',
+  { skip: skipReason('redis') },
+  async (t) => {
+    const { agent, id, first, welcome, takens, answers, lists } = await frameTakenWhileSilent(t)
+    // The silent driver was only busy: it answers the agent's Hello under the same session.
+    await welcome('first')
+    assert.deepEqual(await answers(), [[first, Status.Ok, 42]])
+    assert.deepEqual(await takens(), [{ from: id, frameId: first, dropped: false }])
+    // Acknowledged once its results are with Redis.
+    await until(async () => (await lists()).processing === 0, 10_000, 'the frame to be acknowledged')
+    assert.deepEqual(await lists(), { tasks: 0, processing: 0 })
+    assert.equal(agent.stats.tasksDone, 1)
+    await agent.close()
+  },
+)
+
+test(
+  'redis: a frame taken by an agent that never joined this driver (it still serves an earlier one) is sent again, uncharged, and answered by a member',
+  { skip: skipReason('redis') },
+  async (t) => {
+    const { clusterId, redis, k } = redisFor(t)
+    const cluster = await Cluster.start({ ...urls, tasks: FIXTURE_TASKS, transport: 'redis', localAgents: 0, clusterId, nodeTimeoutMs: 60_000 })
+    t.after(() => cluster.close())
+    // The test plays two agents on the wire: a member of this driver, and a stranger still serving an earlier
+    // driver of the cluster id (gone, and not yet found silent), which takes a frame of this one's.
+    const tasks = new FrameAuth(findBrokerSecret(clusterId)!, clusterId, 'task')
+    const say = (from: string, parts: Uint8Array[]) => redis.rpush(k('driver'), sealed(clusterId, 'to-driver', [Buffer.from(from), ...parts]))
+    const take = async () => {
+      let frame: Buffer | null = null
+      await until(async () => (frame = await redis.rpopBuffer(k('tasks'))) !== null, 10_000, 'a frame on the task list')
+      const [h, body] = unpackParts(tasks.open(frame!)!)
+      const parsed = parseHeader(h)
+      assert.equal(parsed.type, MsgType.Tasks)
+      return { frameId: (parsed as { frameId: number }).frameId, tasks: decodeTaskBody(body!) }
+    }
+    const hello: HelloInfo = {
+      agentId: 'member',
+      threads: 1,
+      pid: process.pid,
+      host: 'test',
+      version: VERSION,
+      tasks: ['add'],
+      actors: [],
+      window: 1,
+      registration: 'r1',
+    }
+    await say('member', [header(MsgType.Hello, hello)])
+    await waitFor(() => cluster.nodes().length === 1, 10_000, 'the member to join')
+    const call = cluster.call<number>('add', 40, 2)
+    const first = await take()
+    assert.deepEqual(
+      first.tasks.map((x) => [x.name, x.args]),
+      [['add', [40, 2]]],
+    )
+    await say('stranger', [header(MsgType.Taken, first.frameId, false)])
+    // The stranger answers its own driver, never this one: the task is published again, in a frame of its own.
+    const again = await take()
+    assert.notEqual(again.frameId, first.frameId)
+    assert.deepEqual(again.tasks, first.tasks)
+    await say('member', [header(MsgType.Taken, again.frameId, false)])
+    const results = new ResultsWriter()
+    results.add(again.tasks[0]!.id, Status.Ok, 42)
+    await say('member', [header(MsgType.Results, 1, 'r1'), results.take()])
+    assert.equal(await within(call, 10_000, 'the call, answered by the member'), 42)
+    const s = cluster.stats()
+    assert.deepEqual(
+      { requeued: s.requeued, tasksRetried: s.tasksRetried, badFrames: s.badFrames, nodesLost: s.nodesLost },
+      { requeued: 1, tasksRetried: 0, badFrames: 0, nodesLost: 0 },
+    )
+    await cluster.close()
   },
 )
 

@@ -160,3 +160,32 @@ test('a dropped redelivery sends again, uncharged, only what no one took; a Take
   say('stranger', [header(MsgType.Taken, 12345, false)])
   assert.equal(bad(), 1)
 })
+
+test('a Taken from an agent that never joined (it still serves an earlier driver of the cluster id): the frame is sent again, uncharged', () => {
+  const { scheduler, membership, published, submit, join, say, bad } = setup()
+  join('a')
+  const [t1, t2] = [submit('t1'), submit('t2')]
+  scheduler.flush(membership)
+  assert.equal(published.length, 1)
+  // The stranger answers its own driver, never this one: what it took goes back to the queue at once.
+  say('stranger', [header(MsgType.Taken, published[0], false)])
+  assert.equal(bad(), 0)
+  assert.deepEqual(
+    [...scheduler.pending].map((e) => [e.name, e.infraRetries, e.holder]),
+    [
+      ['t1', 0, undefined],
+      ['t2', 0, undefined],
+    ],
+  )
+  assert.equal(scheduler.queue.inFlight, 0)
+  scheduler.flush(membership)
+  assert.equal(published.length, 2)
+  assert.notEqual(published[1], published[0], 'sent again as a new frame')
+  assert.equal(t1.holder, scheduler.queue)
+  assert.equal(t2.holder, scheduler.queue)
+  // The same frame said again, or one that is not ours: a bad frame, nothing moves.
+  say('stranger', [header(MsgType.Taken, published[0], false)])
+  say('stranger', [header(MsgType.Taken, 12345, false)])
+  assert.equal(bad(), 2)
+  assert.equal(t1.holder, scheduler.queue)
+})
