@@ -95,7 +95,8 @@ export function parseSlurmBenchArgs(argv: readonly string[]): SlurmBenchArgs {
     })
   }
   for (const p of parsed.positionals) {
-    if (!(SECTIONS as readonly string[]).includes(p)) throw new InvalidArgumentError(`unknown section ${JSON.stringify(p)}: the sections are ${SECTIONS.join(', ')}`)
+    if (!(SECTIONS as readonly string[]).includes(p))
+      throw new InvalidArgumentError(`unknown section ${JSON.stringify(p)}: the sections are ${SECTIONS.join(', ')}`)
   }
   const count = (flag: string, text: string | undefined, fallback: number): number => {
     if (text === undefined) return fallback
