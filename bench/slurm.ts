@@ -15,8 +15,9 @@
  *    of the command to the job RUNNING in squeue (Slurm's scheduling and
  *    launch of the batch script), from RUNNING to all four agents registered
  *    (srun starting them, Node.js and the tasks module loading, the CURVE
- *    handshake), and until the command returned. squeue and the agents'
- *    status files are polled every 25 ms, so each time is within ~25 ms.
+ *    handshake: the last agent's "joined the driver" log line, from the
+ *    job's output), and until the command returned. squeue is polled every
+ *    25 ms, so RUNNING is seen within 25 ms plus the time squeue takes.
  * 2. `recovery`: after `scancel` of one node's job: three agents in one job
  *    and a fourth in a second job serve a driver (this process) streaming
  *    tasks of 20 ms; the second job is cancelled, once with plain `scancel`
@@ -47,7 +48,7 @@
  *    after each measurement and the whole section.
  */
 import { execFile } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { loadavg } from 'node:os'
 import { join } from 'node:path'
@@ -182,19 +183,25 @@ async function jobState(lab: SlurmLab, jobId: string): Promise<string> {
   return (await lab.slurm('squeue', ['-h', '-j', jobId, '-o', '%T']).catch(() => ({ stdout: '' }))).stdout.trim()
 }
 
-/** Agents of the job whose status files say a driver welcomed them. */
-function ready(dir: string): number {
-  if (!existsSync(dir)) return 0
-  let n = 0
-  for (const f of readdirSync(dir)) {
-    if (!f.endsWith('.json')) continue
+/**
+ * When the `count`-th agent of a job's output (the agents' log lines, pino
+ * JSON) first joined a driver: the latest of each agent's first "joined the
+ * driver" line, in ms since the epoch; undefined while fewer have.
+ */
+export function registeredAt(output: string, count: number): number | undefined {
+  const first = new Map<string, number>()
+  for (const line of output.split('\n')) {
+    if (!line.startsWith('{')) continue
+    let entry: { time?: unknown; msg?: unknown }
     try {
-      if ((JSON.parse(readFileSync(join(dir, f), 'utf8')) as { state?: string }).state === 'ready') n++
+      entry = JSON.parse(line) as typeof entry
     } catch {
-      // being rewritten
+      continue
     }
+    const m = typeof entry.msg === 'string' ? /^(\S+): joined the driver at /.exec(entry.msg) : null
+    if (m && typeof entry.time === 'number' && !first.has(m[1]!)) first.set(m[1]!, entry.time)
   }
-  return n
+  return first.size >= count ? Math.max(...first.values()) : undefined
 }
 
 interface UpTimes {
@@ -203,33 +210,44 @@ interface UpTimes {
   commandMs: number
 }
 
-/** Section `up`: `cluster up --slurm 4` `reps` times, each brought down again. */
+/**
+ * Section `up`: `cluster up --slurm 4` `reps` times, each brought down again.
+ * RUNNING is when squeue first showed it (polled); registered is read from
+ * the agents' own log lines in the job's output (their clock is this
+ * machine's), not from their status files: `up` returns as soon as they
+ * are all registered and closes its head, after which the files no longer
+ * say so — a poll can miss that moment on a loaded machine.
+ */
 async function upSection(lab: SlurmLab, dir: string, reps: number): Promise<UpTimes[]> {
   const jobs = join(dir, '.actor-cluster', 'bench-slurm')
   const ups: UpTimes[] = []
   for (let r = 0; r < reps; r++) {
-    const t0 = performance.now()
-    let jobId: string | undefined
+    const t0 = Date.now()
     let running: number | undefined
-    let registered: number | undefined
     let done = false
     const up = cli(lab.env, dir, ['up', '--slurm', '4', '--wait', '120', '--json']).finally(() => (done = true))
-    const commandMs = up.then(() => performance.now() - t0)
-    while (!done || registered === undefined) {
+    const commandMs = up.then(() => Date.now() - t0)
+    while (!done && running === undefined) {
       // One job in the queue at a time here: the one this up submitted.
-      const q = (await lab.slurm('squeue', ['-h', '-o', '%i %T'])).stdout.trim().split('\n')[0]
-      if (q) {
-        const [id, state] = q.split(' ')
-        jobId = id
-        if (state === 'RUNNING' && running === undefined) running = performance.now()
-      }
-      if (jobId !== undefined && registered === undefined && ready(join(jobs, `job-${jobId}`)) >= 4) registered = performance.now()
-      if (done && registered === undefined) break
-      await sleep(25)
+      const q = (await lab.slurm('squeue', ['-h', '-o', '%T'])).stdout.trim().split('\n')[0]
+      if (q === 'RUNNING') running = Date.now()
+      else await sleep(25)
     }
-    const res = JSON.parse(await up) as { slurm: { state: string } }
-    if (res.slurm.state !== 'up' || running === undefined || registered === undefined) throw new Error(`up --slurm 4 did not come up: ${JSON.stringify(res)}`)
-    ups.push({ toRunningMs: Math.round(running - t0), runningToRegisteredMs: Math.round(registered - running), commandMs: Math.round(await commandMs) })
+    const res = JSON.parse(await up) as { slurm: { state: string; jobId: string } }
+    if (res.slurm.state !== 'up' || running === undefined)
+      throw new Error(`up --slurm 4 did not come up (or squeue never showed it RUNNING): ${JSON.stringify(res)}`)
+    const output = join(jobs, `job-${res.slurm.jobId}.out`)
+    // srun forwards the agents' output to the file: it may trail the command by a moment.
+    const registered = await until(`four "joined the driver" lines in ${output}`, 10_000, () => {
+      let text = ''
+      try {
+        text = readFileSync(output, 'utf8')
+      } catch {
+        // not written yet
+      }
+      return registeredAt(text, 4)
+    })
+    ups.push({ toRunningMs: running - t0, runningToRegisteredMs: registered - running, commandMs: await commandMs })
     await cli(lab.env, dir, ['down'])
     await until('the lab nodes to be idle again', 60_000, async () =>
       (await lab.slurm('sinfo', ['-h', '-o', '%t'])).stdout.trim() === 'idle' ? true : undefined,
