@@ -3,7 +3,9 @@
  * bridge, each with its own address (10.77.0.x, inside these namespaces
  * only) and its own sshd, reached with a key generated for the run. The
  * bridge and the head (where the driver and the `cluster` commands run) are
- * namespaces too, so nothing touches the machine's own network.
+ * namespaces too, so nothing touches the machine's own network — unless
+ * `attachHere` puts it on the bridge (bench/slurm.ts does, to drive the
+ * hosts from its own process), until the lab closes.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, readFile, rm, writeFile, chmod, mkdir } from 'node:fs/promises'
