@@ -48,8 +48,9 @@
  *    after each measurement and the whole section.
  *    Measured (2-core AMD EPYC, Node v20.20.2, load average ~4 from other
  *    work): Slurm 0.189 s, SSH 0.192 s (medians of 32 runs each), ratio
- *    0.98, per pair 1.13, 0.87, 1.07, 0.82: no cost of the launcher beyond
- *    the noise (docs/benchmarks.md, "Slurm").
+ *    0.98, per pair 1.13, 0.87, 1.07, 0.82; two more invocations at load 5
+ *    to 12 gave 0.91 and 0.77: no cost of Slurm's launch beyond the noise
+ *    (docs/benchmarks.md, "Slurm").
  */
 import { execFile } from 'node:child_process'
 import { readFileSync } from 'node:fs'
