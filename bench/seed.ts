@@ -88,6 +88,15 @@ export async function oneRun(cluster: Cluster, n: number, via: 'call' | 'map'): 
   }
 }
 
+/** The seed benchmark's runs on a cluster that is up (its agents registered); an unmeasured warm-up run first when `o.warmup`. */
+export async function seedRuns(cluster: Cluster, o: Pick<SeedOptions, 'tasks' | 'runs' | 'warmup' | 'via'>): Promise<SeedRun[]> {
+  // One unmeasured run lets the JIT and the credit windows settle, as any long job would.
+  if (o.warmup) await oneRun(cluster, Math.min(o.tasks, 20_000), o.via)
+  const runs: SeedRun[] = []
+  for (let i = 0; i < o.runs; i++) runs.push(await oneRun(cluster, o.tasks, o.via))
+  return runs
+}
+
 export async function runSeed(o: SeedOptions): Promise<SeedResult> {
   const threads = o.threads ?? Math.max(1, Math.floor(availableParallelism() / o.agents))
   const localTransport = o.localTransport ?? 'inproc'
@@ -111,10 +120,7 @@ export async function runSeed(o: SeedOptions): Promise<SeedResult> {
     return s.tasksSucceeded + s.tasksFailed
   }
   const progress = o.progress ? new Progress(settled, { label: 'seed', total: (o.warmup ? Math.min(o.tasks, 20_000) : 0) + o.runs * o.tasks }) : undefined
-  // One unmeasured run lets the JIT and the credit windows settle, as any long job would.
-  if (o.warmup) await oneRun(cluster, Math.min(o.tasks, 20_000), o.via)
-  const runs: SeedRun[] = []
-  for (let i = 0; i < o.runs; i++) runs.push(await oneRun(cluster, o.tasks, o.via))
+  const runs = await seedRuns(cluster, o)
   progress?.stop()
   const roundTripSeconds = median(runs.map((r) => r.roundTripSeconds))
   return {

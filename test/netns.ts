@@ -3,7 +3,9 @@
  * bridge, each with its own address (10.77.0.x, inside these namespaces
  * only) and its own sshd, reached with a key generated for the run. The
  * bridge and the head (where the driver and the `cluster` commands run) are
- * namespaces too, so nothing touches the machine's own network.
+ * namespaces too, so nothing touches the machine's own network — unless
+ * `attachHere` puts it on the bridge (bench/slurm.ts does, to drive the
+ * hosts from its own process), until the lab closes.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, readFile, rm, writeFile, chmod, mkdir } from 'node:fs/promises'
@@ -47,6 +49,12 @@ export interface Lab {
   cli(t: TestContext, args: string[], cwd?: string): NsProc
   /** Runs a command inside a namespace. */
   exec(t: TestContext, ns: string, argv: string[], cwd?: string): NsProc
+  /**
+   * Puts this process's own namespace on the lab's bridge at `address`
+   * (10.77.0.x, not a host's): a driver bound there is reachable from every
+   * host, as the head of a Slurm lab is. The link goes with the lab.
+   */
+  attachHere(address: string): Promise<void>
   close(): Promise<void>
 }
 
@@ -141,10 +149,14 @@ export async function createLab(count: number): Promise<Lab> {
   const namespaces: string[] = []
   const sshds: ChildProcess[] = []
   const br = `${prefix}-br`
+  const here = `${prefix}-here`
+  let attached = false
   const head: NetHost = { ns: `${prefix}-head`, address: HEAD_ADDRESS }
   const hosts: NetHost[] = Array.from({ length: count }, (_, i) => ({ ns: `${prefix}-h${i + 1}`, address: `${SUBNET}.${11 + i}` }))
   const close = async () => {
     for (const s of sshds) if (s.exitCode === null && s.signalCode === null) s.kill('SIGKILL')
+    // Deleting the bridge's namespace would take the pair with it; deleted first, so nothing is left here even if that fails.
+    if (attached) await ip('link', 'del', here).catch(() => {})
     for (const ns of namespaces) {
       // Whatever still runs inside (agents, sshd sessions) goes with its namespace.
       await killInNamespace(ns)
@@ -233,6 +245,17 @@ export async function createLab(count: number): Promise<Lab> {
       setLink: (h, up) => ip('-n', h.ns, 'link', 'set', 'eth0', up ? 'up' : 'down'),
       cli: (t, args, cwd) => run(t, head.ns, [process.execPath, CLI, ...args], cwd),
       exec: (t, ns, argv, cwd) => run(t, ns, argv, cwd),
+      attachHere: async (address) => {
+        if (attached) throw new Error('this namespace is already on the lab’s bridge')
+        if ([head, ...hosts].some((h) => h.address === address) || !address.startsWith(`${SUBNET}.`)) {
+          throw new Error(`attachHere needs a free address in ${SUBNET}.0/24, got ${address}`)
+        }
+        await ip('link', 'add', here, 'type', 'veth', 'peer', 'name', 'phere', 'netns', br)
+        attached = true
+        await ip('-n', br, 'link', 'set', 'phere', 'master', 'br0', 'up')
+        await ip('addr', 'add', `${address}/24`, 'dev', here)
+        await ip('link', 'set', here, 'up')
+      },
       close,
     }
   } catch (err) {
