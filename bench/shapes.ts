@@ -49,7 +49,7 @@ const IN_FLIGHT = 1000
 const MB_FLOATS = 131_072
 
 /** Ray 2.48 microbenchmark, published figures (release logs, m5.16xlarge, 64 vCPU). */
-export const RAY_REFERENCE = {
+const RAY_REFERENCE = {
   source: 'Ray 2.48 microbenchmark, m5.16xlarge (64 vCPU)',
   rows: [
     { shape: 'single_client_tasks_sync', callsPerSecond: 981 },

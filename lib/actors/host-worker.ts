@@ -53,7 +53,7 @@ const actors = new Map<string, Live>()
 const port = parentPort!
 const packr = createPackr()
 
-let out = new ResultsWriter()
+const out = new ResultsWriter()
 let ids: number[] = []
 let scheduled = false
 

@@ -36,7 +36,7 @@ test('calls to several actors on one thread in one frame keep each actor’s ord
 
 test('async methods of actors on one thread interleave only at their awaits', async () => {
   const [a, b] = await Promise.all(['a', 'b'].map((name) => cluster.spawn<Tasks.Recorder>('Recorder', name)))
-  a!.trace()
+  await a!.trace()
   const answers = await within(
     Promise.all([a!.hold('x'), a!.note('y'), b!.note('p'), b!.release(), b!.note('q'), a!.note('z')]),
     10_000,
@@ -50,7 +50,7 @@ test('async methods of actors on one thread interleave only at their awaits', as
 
 test('bad calls in a batch answer only themselves', async () => {
   const [a, b] = await Promise.all(['a', 'b'].map((name) => cluster.spawn<Tasks.Recorder>('Recorder', name)))
-  a!.trace()
+  await a!.trace()
   const missing = (a as unknown as { missing(): Promise<void> }).missing()
   const settled = await Promise.allSettled([a!.note('1'), missing, a!.fn(), b!.stop(), b!.note('after stop'), a!.note('2')])
   assert.deepEqual(
