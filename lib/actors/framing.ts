@@ -58,7 +58,7 @@ export class ActorFraming {
   receive(body: Uint8Array | undefined, count: number): number {
     const hosts = this.hosts
     try {
-      return readActorBody(body, count, (m) => hosts.handle(m.id, m.op, m.actorId, m.name, m.args))
+      return readActorBody(body, count, (id, op, actorId, name, args) => hosts.handle(id, op, actorId, name, args))
     } finally {
       hosts.post()
     }
