@@ -60,7 +60,7 @@ export class ActorFraming {
     try {
       return readActorBody(body, count, (id, op, actorId, name, args) => hosts.handle(id, op, actorId, name, args))
     } finally {
-      hosts.post()
+      hosts.post(body, count)
     }
   }
 

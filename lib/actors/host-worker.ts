@@ -10,13 +10,18 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import { loadCatalog } from '../tasks-module.js'
 import { createPackr, findUnserializable } from '../protocol/codec.js'
-import { ResultsWriter } from '../protocol/bodies.js'
+import { ACTOR_FIELDS, readActorBody, ResultsWriter } from '../protocol/bodies.js'
 import { ActorOp, Status } from '../protocol/messages.js'
 import { ActorStoppedError, SerializationError, UnknownActorError, UnknownMethodError, toWireError } from '../errors.js'
 import { Deque } from '../util/deque.js'
 
-/** Messages for this thread's actors, in arrival order: flat `[id, op, actorId, name, args, ...]`. */
-export type HostBatch = unknown[]
+/**
+ * Messages for this thread's actors, in arrival order: flat `[id, op,
+ * actorId, name, args, ...]`, or, when a whole Actor frame is for this
+ * thread, the frame's body as it came (decoded here, off the agent's main
+ * thread).
+ */
+export type HostBatch = unknown[] | { body: Uint8Array; count: number }
 
 /**
  * Replies, in one encoded Results body (`[id, status, value, ...]`, sent to
@@ -27,14 +32,11 @@ export interface HostReplies {
   ids: number[]
 }
 
-/** Fields per message of a {@link HostBatch}. */
-export const HOST_FIELDS = 5
-
 interface Waiting {
   id: number
   op: ActorOp
   name: string
-  args: unknown[]
+  args: readonly unknown[]
 }
 
 interface Live {
@@ -94,7 +96,7 @@ function settle(live: Live, id: number, name: string, value: unknown): void {
  * left the actor busy (an async method is running; its reply and the rest
  * of the mailbox follow when it settles).
  */
-function run(live: Live, id: number, op: ActorOp, name: string, args: unknown[]): boolean {
+function run(live: Live, id: number, op: ActorOp, name: string, args: readonly unknown[]): boolean {
   if (op === ActorOp.Stop) {
     actors.delete(live.id)
     reply(id, Status.Ok, null)
@@ -141,7 +143,7 @@ function resume(live: Live): void {
   later()
 }
 
-function spawn(id: number, actorId: string, className: string, args: unknown[]): void {
+function spawn(id: number, actorId: string, className: string, args: readonly unknown[]): void {
   const Cls = catalog.classes.get(className)
   if (!Cls) {
     reply(id, Status.Failed, toWireError(UnknownActorError.of(className, [...catalog.classes.keys()])))
@@ -157,7 +159,7 @@ function spawn(id: number, actorId: string, className: string, args: unknown[]):
 }
 
 /** One message of a batch: straight to its actor when the mailbox is free, else in line behind the others. */
-function deliver(id: number, op: ActorOp, actorId: string, name: string, args: unknown[]): void {
+function deliver(id: number, op: ActorOp, actorId: string, name: string, args: readonly unknown[]): void {
   if (op === ActorOp.Spawn) {
     spawn(id, actorId, name, args)
     return
@@ -174,8 +176,13 @@ function deliver(id: number, op: ActorOp, actorId: string, name: string, args: u
 }
 
 port.on('message', (batch: HostBatch) => {
-  for (let i = 0; i < batch.length; i += HOST_FIELDS) {
-    deliver(batch[i] as number, batch[i + 1] as ActorOp, batch[i + 2] as string, batch[i + 3] as string, batch[i + 4] as unknown[])
+  if (Array.isArray(batch)) {
+    for (let i = 0; i < batch.length; i += ACTOR_FIELDS) {
+      deliver(batch[i] as number, batch[i + 1] as ActorOp, batch[i + 2] as string, batch[i + 3] as string, batch[i + 4] as unknown[])
+    }
+  } else {
+    // The agent read this body already: it is well-formed, every entry for this thread.
+    readActorBody(batch.body, batch.count, deliver)
   }
   flush()
 })

@@ -1,7 +1,8 @@
 import { Worker } from 'node:worker_threads'
 import { ActorOp, Status } from '../protocol/messages.js'
 import { ActorLostError, WorkerCrashedError, toWireError } from '../errors.js'
-import type { HostBatch, HostReplies } from './host-worker.js'
+import { ACTOR_FIELDS } from '../protocol/bodies.js'
+import type { HostReplies } from './host-worker.js'
 
 interface HostThread {
   worker: Worker
@@ -9,7 +10,7 @@ interface HostThread {
   /** Requests sent to this thread and not yet answered, by request id. */
   waiting: Set<number>
   /** Messages for this thread gathered from the frame being read, sent by {@link ActorHosts.post}. */
-  batch: HostBatch
+  batch: unknown[]
 }
 
 /** How the agent's actor threads answer: batches from a thread, or single answers given on the agent's own thread. */
@@ -78,13 +79,25 @@ export class ActorHosts {
     host.batch.push(id, op, actorId, name, args)
   }
 
-  /** Sends each thread the messages gathered for it, one message per thread. */
-  post(): void {
+  /**
+   * Sends each thread the messages gathered for it, one message per thread.
+   * When every message of the frame (`body`, `count` entries) went to one
+   * thread, that thread gets the body itself: a copy of its bytes costs less
+   * than cloning the messages.
+   */
+  post(body?: Uint8Array, count?: number): void {
+    const whole = body !== undefined && this.pending.length === 1 && this.pending[0]!.batch.length === count! * ACTOR_FIELDS
     for (const host of this.pending) {
       const batch = host.batch
       host.batch = []
       // A thread that died while the frame was read has answered these already (crash answers cover `waiting`).
-      if (this.threads.includes(host)) host.worker.postMessage(batch)
+      if (!this.threads.includes(host)) continue
+      if (whole) {
+        const copy = new Uint8Array(body)
+        host.worker.postMessage({ body: copy, count }, [copy.buffer])
+      } else {
+        host.worker.postMessage(batch)
+      }
     }
     this.pending.length = 0
   }

@@ -13,7 +13,8 @@ import { ActorOp, Status } from './messages.js'
 /** Fields per entry of each body. */
 const TASK_FIELDS = 3
 const RESULT_FIELDS = 3
-const ACTOR_FIELDS = 5
+/** Also the layout of the batches the agent hands its actor host threads. */
+export const ACTOR_FIELDS = 5
 
 /** One task as it travels: `[id, name, args]`. */
 export interface TaskItem {
