@@ -57,11 +57,9 @@ export class ActorFraming {
    */
   receive(body: Uint8Array | undefined, count: number): number {
     const hosts = this.hosts
-    try {
-      return readActorBody(body, count, (id, op, actorId, name, args) => hosts.handle(id, op, actorId, name, args))
-    } finally {
-      hosts.post(body, count)
-    }
+    const bad = readActorBody(body, count, (id, op, actorId, _name, _args, entry) => hosts.handle(id, op, actorId, entry))
+    hosts.post(body!, count)
+    return bad
   }
 
   /** The driver is gone, and with it every actor it spawned here (and their held replies): fresh threads for the next one. */

@@ -10,18 +10,22 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import { loadCatalog } from '../tasks-module.js'
 import { createPackr, findUnserializable } from '../protocol/codec.js'
-import { ACTOR_FIELDS, readActorBody, ResultsWriter } from '../protocol/bodies.js'
+import { readActorBody, ResultsWriter } from '../protocol/bodies.js'
 import { ActorOp, Status } from '../protocol/messages.js'
 import { ActorStoppedError, SerializationError, UnknownActorError, UnknownMethodError, toWireError } from '../errors.js'
 import { Deque } from '../util/deque.js'
 
 /**
- * Messages for this thread's actors, in arrival order: flat `[id, op,
- * actorId, name, args, ...]`, or, when a whole Actor frame is for this
- * thread, the frame's body as it came (decoded here, off the agent's main
- * thread).
+ * Messages for this thread's actors: the Actor frame's body as it came
+ * (decoded here, off the agent's main thread) and, when the frame also holds
+ * messages for other threads or answered by the agent, the positions of this
+ * thread's entries, ascending.
  */
-export type HostBatch = unknown[] | { body: Uint8Array; count: number }
+export interface HostBatch {
+  body: Uint8Array
+  count: number
+  entries: number[] | undefined
+}
 
 /**
  * Replies, in one encoded Results body (`[id, status, value, ...]`, sent to
@@ -176,13 +180,16 @@ function deliver(id: number, op: ActorOp, actorId: string, name: string, args: r
 }
 
 port.on('message', (batch: HostBatch) => {
-  if (Array.isArray(batch)) {
-    for (let i = 0; i < batch.length; i += ACTOR_FIELDS) {
-      deliver(batch[i] as number, batch[i + 1] as ActorOp, batch[i + 2] as string, batch[i + 3] as string, batch[i + 4] as unknown[])
-    }
-  } else {
-    // The agent read this body already: it is well-formed, every entry for this thread.
+  const entries = batch.entries
+  if (entries === undefined) {
     readActorBody(batch.body, batch.count, deliver)
+  } else {
+    let next = 0
+    readActorBody(batch.body, batch.count, (id, op, actorId, name, args, entry) => {
+      if (entries[next] !== entry) return
+      next++
+      deliver(id, op, actorId, name, args)
+    })
   }
   flush()
 })

@@ -1,16 +1,15 @@
 import { Worker } from 'node:worker_threads'
 import { ActorOp, Status } from '../protocol/messages.js'
 import { ActorLostError, WorkerCrashedError, toWireError } from '../errors.js'
-import { ACTOR_FIELDS } from '../protocol/bodies.js'
-import type { HostReplies } from './host-worker.js'
+import type { HostBatch, HostReplies } from './host-worker.js'
 
 interface HostThread {
   worker: Worker
   actors: Set<string>
   /** Requests sent to this thread and not yet answered, by request id. */
   waiting: Set<number>
-  /** Messages for this thread gathered from the frame being read, sent by {@link ActorHosts.post}. */
-  batch: unknown[]
+  /** Positions in the frame being read of the messages for this thread, sent by {@link ActorHosts.post}. */
+  entries: number[]
 }
 
 /** How the agent's actor threads answer: batches from a thread, or single answers given on the agent's own thread. */
@@ -44,8 +43,8 @@ export class ActorHosts {
     private readonly answers: HostAnswers,
   ) {}
 
-  /** Adds a message to its actor's thread's batch (or answers it here when that thread died). */
-  handle(id: number, op: ActorOp, actorId: string, name: string, args: readonly unknown[]): void {
+  /** Adds the message at position `entry` of the frame to its actor's thread's batch (or answers it here when that thread died). */
+  handle(id: number, op: ActorOp, actorId: string, entry: number): void {
     let host = this.placement.get(actorId)
     if (!host && this.gone.has(actorId)) {
       if (op === ActorOp.Spawn) {
@@ -75,29 +74,25 @@ export class ActorHosts {
       host.actors.delete(actorId)
     }
     host.waiting.add(id)
-    if (host.batch.length === 0) this.pending.push(host)
-    host.batch.push(id, op, actorId, name, args)
+    if (host.entries.length === 0) this.pending.push(host)
+    host.entries.push(entry)
   }
 
   /**
-   * Sends each thread the messages gathered for it, one message per thread.
-   * When every message of the frame (`body`, `count` entries) went to one
-   * thread, that thread gets the body itself: a copy of its bytes costs less
-   * than cloning the messages.
+   * Sends each thread its messages of the frame `body` (`count` entries), one
+   * message per thread: a copy of the body's bytes, decoded in the thread,
+   * and which of its entries are the thread's (all, often: then no list).
+   * Copying bytes costs the agent's main thread less than cloning messages.
    */
-  post(body?: Uint8Array, count?: number): void {
-    const whole = body !== undefined && this.pending.length === 1 && this.pending[0]!.batch.length === count! * ACTOR_FIELDS
+  post(body: Uint8Array, count: number): void {
     for (const host of this.pending) {
-      const batch = host.batch
-      host.batch = []
+      const entries = host.entries
+      host.entries = []
       // A thread that died while the frame was read has answered these already (crash answers cover `waiting`).
       if (!this.threads.includes(host)) continue
-      if (whole) {
-        const copy = new Uint8Array(body)
-        host.worker.postMessage({ body: copy, count }, [copy.buffer])
-      } else {
-        host.worker.postMessage(batch)
-      }
+      const copy = new Uint8Array(body)
+      const batch: HostBatch = { body: copy, count, entries: entries.length === count ? undefined : entries }
+      host.worker.postMessage(batch, [copy.buffer])
     }
     this.pending.length = 0
   }
@@ -111,7 +106,7 @@ export class ActorHosts {
 
   private startThread(): HostThread {
     const worker = new Worker(new URL('./host-worker.js', import.meta.url), { workerData: { tasks: this.tasks } })
-    const thread: HostThread = { worker, actors: new Set(), waiting: new Set(), batch: [] }
+    const thread: HostThread = { worker, actors: new Set(), waiting: new Set(), entries: [] }
     worker.on('message', (r: HostReplies) => {
       const waiting = thread.waiting
       for (const id of r.ids) waiting.delete(id)

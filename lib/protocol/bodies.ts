@@ -13,8 +13,7 @@ import { ActorOp, Status } from './messages.js'
 /** Fields per entry of each body. */
 const TASK_FIELDS = 3
 const RESULT_FIELDS = 3
-/** Also the layout of the batches the agent hands its actor host threads. */
-export const ACTOR_FIELDS = 5
+const ACTOR_FIELDS = 5
 
 /** One task as it travels: `[id, name, args]`. */
 export interface TaskItem {
@@ -134,13 +133,14 @@ export function encodeActorBody(messages: readonly ActorItem[]): Buffer {
 
 /**
  * Reads an Actor body of `count` entries: `each` gets the fields of every
- * well-formed message (no object per message: this runs once per call); returns how many entries were malformed (and skipped). Throws
+ * well-formed message and its position in the body (no object per message:
+ * this runs once per call); returns how many entries were malformed (and skipped). Throws
  * ProtocolError when the body is not such a list at all.
  */
 export function readActorBody(
   bytes: Uint8Array | undefined,
   count: number,
-  each: (id: number, op: ActorOp, actorId: string, name: string, args: readonly unknown[]) => void,
+  each: (id: number, op: ActorOp, actorId: string, name: string, args: readonly unknown[], entry: number) => void,
 ): number {
   const items = parseFlatBody(bytes, ACTOR_FIELDS, count)
   let bad = 0
@@ -160,7 +160,7 @@ export function readActorBody(
       bad++
       continue
     }
-    each(id as number, op, actorId, name, args)
+    each(id as number, op, actorId, name, args, i / ACTOR_FIELDS)
   }
   return bad
 }

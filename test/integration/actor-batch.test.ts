@@ -34,6 +34,20 @@ test('calls to several actors on one thread in one frame keep each actor’s ord
   await Promise.all(counters.map((c) => c.stop()))
 })
 
+test('a frame for actors on two threads reaches each thread with its own messages, in order', async (t) => {
+  const c = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 2 })
+  t.after(() => c.close())
+  const starts = [0, 1000, 2000, 3000]
+  const counters = await Promise.all(starts.map((start) => c.spawn<Tasks.Counter>('Counter', start)))
+  const calls: Promise<number>[][] = counters.map(() => [])
+  for (let k = 1; k <= 200; k++) for (const [i, x] of counters.entries()) calls[i]!.push(x.inc(k))
+  const results = await within(Promise.all(calls.map((x) => Promise.all(x))), 20_000, 'the batched calls')
+  assert.deepEqual(
+    results,
+    starts.map((start) => prefixSums(200, start)),
+  )
+})
+
 test('async methods of actors on one thread interleave only at their awaits', async () => {
   const [a, b] = await Promise.all(['a', 'b'].map((name) => cluster.spawn<Tasks.Recorder>('Recorder', name)))
   await a!.trace()
