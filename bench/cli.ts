@@ -12,6 +12,7 @@ import { ENV_VARIABLE_NAMES } from '../lib/settings.js'
 import { TRANSPORT_DEFAULTS, TRANSPORT_KINDS } from '../lib/transport/options.js'
 import { runMonitorCost } from './monitor-cost.js'
 import { runPut } from './put.js'
+import { runShapes, shapesMarkdown } from './shapes.js'
 import { commandLogger } from '../lib/cli/log.js'
 
 function parseBatch(v: string | undefined): 'auto' | number {
@@ -64,7 +65,7 @@ const common = (y: Argv) =>
  */
 export const benchCommand: CommandModule = {
   command: 'bench <subject>',
-  describe: 'Measure the cluster on this machine (seed, latency, balance, map)',
+  describe: 'Measure the cluster on this machine (seed, latency, balance, map, shapes, …)',
   builder: (y) =>
     tolerateSettingsVariables(y.env('CLUSTER'))
       .command({
@@ -211,6 +212,29 @@ export const benchCommand: CommandModule = {
         },
       })
       .command({
+        command: 'shapes',
+        describe: "Ray's microbenchmark shapes (tasks and actor calls, one at a time and 1,000 in flight; a 1 MB argument) beside Ray's published figures",
+        builder: (b) =>
+          common(b)
+            .option('calls', { type: 'number', default: 100_000, describe: 'calls per run of the shapes with 1,000 in flight' })
+            .option('sync-calls', { type: 'number', default: 5000, describe: 'calls per run of the one-at-a-time shapes' })
+            .option('mb-tasks', { type: 'number', default: 1000, describe: 'tasks per run of the 1 MB argument shapes' })
+            .option('agents', { type: 'number', default: 1, describe: 'local agents' })
+            .option('threads', { type: 'number', describe: 'threads per agent (default: cores / agents); n_n uses agents × threads actors' }),
+        handler: async (a) => {
+          for (const k of ['calls', 'sync-calls', 'mb-tasks', 'agents', 'runs'] as const) {
+            const v = a[k]
+            if (!Number.isSafeInteger(v) || v < 1) throw new InvalidArgumentError(`--${k} must be a positive integer, got ${String(v)}`)
+          }
+          const log = (line: string) => process.stderr.write(`${line}\n`)
+          const r = await runShapes(
+            { calls: a.calls, syncCalls: a['sync-calls'], mbTasks: a['mb-tasks'], agents: a.agents, threads: a.threads, runs: a.runs },
+            a.json ? undefined : log,
+          )
+          print(a.json, r, [shapesMarkdown(r)])
+        },
+      })
+      .command({
         command: 'monitor',
         describe: 'What the dashboard and /metrics cost the seed benchmark: on and off alternated, medians',
         builder: (b) =>
@@ -312,6 +336,6 @@ export const benchCommand: CommandModule = {
           if (!r.ok) process.exitCode = 1
         },
       })
-      .demandCommand(1, 'name a benchmark: seed, latency, balance, map, chaos, scale or monitor'),
+      .demandCommand(1, 'name a benchmark: seed, latency, balance, map, chaos, scale, shapes or monitor'),
   handler: () => {},
 }

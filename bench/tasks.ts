@@ -25,3 +25,16 @@ export function chaos(i: number, us: number): [number, number, number] {
   }
   return [i, process.pid, started]
 }
+
+/** The length of a typed array: a task whose cost is its argument's trip (the 1 MB shape). */
+export function byteLength(xs: Float64Array): number {
+  return xs.byteLength
+}
+
+/** The actor of the call shapes: each call returns the number of calls so far. */
+export class Pinger {
+  private n = 0
+  ping(): number {
+    return ++this.n
+  }
+}

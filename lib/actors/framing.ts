@@ -2,8 +2,9 @@ import { header } from '../protocol/codec.js'
 import { readActorBody, ResultsWriter } from '../protocol/bodies.js'
 import { MsgType } from '../protocol/messages.js'
 import type { Parts } from '../transport/transport.js'
+import type { Status } from '../protocol/messages.js'
+import type { SharedTable } from '../agent/shared-thread.js'
 import { ActorHosts } from './host.js'
-import type { HostReply } from './host-worker.js'
 
 export interface ActorFramingOptions {
   /** The tasks module the actor classes come from. */
@@ -18,16 +19,27 @@ export interface ActorFramingOptions {
    * `drop` (no driver).
    */
   replies: () => 'send' | 'hold' | 'drop'
+  /** The shared values the node holds: each batch carries them to its thread, where the bodies' handles decode to them. */
+  shared?: () => SharedTable | undefined
+}
+
+/** Replies kept while the driver is silent. */
+interface Held {
+  results: Uint8Array
+  count: number
 }
 
 /**
- * The agent's end of the actor messages: decodes Actor frames onto the
- * actor host threads, and gathers the threads' replies into ActorResults
- * frames, one per tick.
+ * The agent's end of the actor messages: reads Actor frames and hands each
+ * host thread its share of a frame in one batch; a thread's batch of replies
+ * goes to the driver as one ActorResults frame, as the thread encoded it.
+ * Answers given here (a thread that died) are gathered into one frame per
+ * tick.
  */
 export class ActorFraming {
   private hosts: ActorHosts
   private readonly replies = new ResultsWriter()
+  private held: Held[] = []
   private scheduled = false
 
   constructor(private readonly options: ActorFramingOptions) {
@@ -35,16 +47,22 @@ export class ActorFraming {
   }
 
   private newHosts(): ActorHosts {
-    return new ActorHosts(this.options.tasks, this.options.maxThreads, (r) => this.onReply(r))
+    return new ActorHosts(this.options.tasks, this.options.maxThreads, {
+      replies: (results, count) => this.onReplies(results, count),
+      reply: (id, status, value) => this.onReply(id, status, value),
+    })
   }
 
   /**
-   * Hands each message of an Actor frame to its actor's thread. Returns how
-   * many entries were malformed (and dropped); throws ProtocolError when the
-   * body is not a list of actor messages at all.
+   * Hands the messages of an Actor frame to their actors' threads, one batch
+   * per thread. Returns how many entries were malformed (and dropped); throws
+   * ProtocolError when the body is not a list of actor messages at all.
    */
   receive(body: Uint8Array | undefined, count: number): number {
-    return readActorBody(body, count, (m) => this.hosts.handle(m))
+    const hosts = this.hosts
+    const bad = readActorBody(body, count, (id, op, actorId, _name, _args, entry) => hosts.handle(id, op, actorId, entry))
+    hosts.post(body!, count, this.options.shared?.())
+    return bad
   }
 
   /** The driver is gone, and with it every actor it spawned here (and their held replies): fresh threads for the next one. */
@@ -52,10 +70,13 @@ export class ActorFraming {
     void this.hosts.close()
     this.hosts = this.newHosts()
     this.replies.take()
+    this.held = []
   }
 
   /** Sends the replies held while the driver was silent. */
   flush(): void {
+    if (this.options.replies() !== 'send') return
+    for (const h of this.held.splice(0)) this.options.send([header(MsgType.ActorResults, h.count), h.results])
     if (this.replies.count > 0) this.schedule()
   }
 
@@ -64,10 +85,16 @@ export class ActorFraming {
     return this.hosts.close()
   }
 
-  private onReply(r: HostReply): void {
+  private onReplies(results: Uint8Array, count: number): void {
+    const now = this.options.replies()
+    if (now === 'send') this.options.send([header(MsgType.ActorResults, count), results])
+    else if (now === 'hold') this.held.push({ results, count })
+  }
+
+  private onReply(id: number, status: Status, value: unknown): void {
     const now = this.options.replies()
     if (now === 'drop') return
-    this.replies.add(r.id, r.status, r.value)
+    this.replies.add(id, status, value)
     if (now === 'send') this.schedule()
   }
 

@@ -1,33 +1,58 @@
 /**
  * An actor host thread: holds actor instances and runs their method calls.
- * Each actor has a mailbox: its messages run one at a time in arrival order,
- * even when a method is async; different actors on one thread interleave only
- * at their awaits.
+ * The agent hands it every message of a frame meant for its actors in one
+ * batch. Each actor has a mailbox: its messages run one at a time in arrival
+ * order, even when a method is async; different actors on one thread
+ * interleave only at their awaits. Replies go back in batches too: those of
+ * a batch's synchronous calls when the batch has run, those of async calls
+ * gathered until the next turn of the event loop.
  */
 import { parentPort, workerData } from 'node:worker_threads'
 import { loadCatalog } from '../tasks-module.js'
-import { findUnserializable } from '../protocol/codec.js'
+import { createPackr, findUnserializable } from '../protocol/codec.js'
+import { readActorBody, ResultsWriter } from '../protocol/bodies.js'
 import { ActorOp, Status } from '../protocol/messages.js'
 import { ActorStoppedError, SerializationError, UnknownActorError, UnknownMethodError, toWireError } from '../errors.js'
+import { Deque } from '../util/deque.js'
+import { useSharedTable, type SharedTable } from '../agent/shared-thread.js'
 
-export interface HostRequest {
+/**
+ * Messages for this thread's actors: the Actor frame's body as it came
+ * (decoded here, off the agent's main thread) and, when the frame also holds
+ * messages for other threads or answered by the agent, the positions of this
+ * thread's entries, ascending.
+ */
+export interface HostBatch {
+  body: Uint8Array
+  count: number
+  entries: number[] | undefined
+  /** The shared values the node holds (the body's handles decode to them). */
+  shared?: SharedTable | undefined
+}
+
+/**
+ * Replies, in one encoded Results body (`[id, status, value, ...]`, sent to
+ * the driver as it is), and the ids they answer, in the same order.
+ */
+export interface HostReplies {
+  results: Uint8Array
+  ids: number[]
+}
+
+interface Waiting {
   id: number
   op: ActorOp
-  actorId: string
   name: string
   args: readonly unknown[]
 }
 
-export interface HostReply {
-  id: number
-  status: Status
-  value: unknown
-}
-
 interface Live {
+  id: string
   className: string
   instance: Record<string, unknown>
-  mailbox: Promise<void>
+  /** An async method of this actor is running: later messages wait in `queue`. */
+  busy: boolean
+  queue: Deque<Waiting> | undefined
   stopped: boolean
 }
 
@@ -35,64 +60,140 @@ const { tasks } = workerData as { tasks: string }
 const catalog = await loadCatalog(tasks, 'an actor host thread')
 const actors = new Map<string, Live>()
 const port = parentPort!
+const packr = createPackr()
+
+const out = new ResultsWriter()
+let ids: number[] = []
+let scheduled = false
 
 function reply(id: number, status: Status, value: unknown): void {
-  port.postMessage({ id, status, value } satisfies HostReply)
+  out.add(id, status, value)
+  ids.push(id)
 }
 
-async function invoke(live: Live, req: HostRequest): Promise<void> {
-  const method = live.instance[req.name]
-  if (typeof method !== 'function' || req.name === 'constructor' || req.name.startsWith('_')) {
-    reply(req.id, Status.Failed, toWireError(UnknownMethodError.of(live.className, req.name)))
+/** Sends the replies gathered so far, in one message. */
+function flush(): void {
+  scheduled = false
+  if (ids.length === 0) return
+  // A fresh copy: the packr's own buffer must not be transferred whole.
+  const results = new Uint8Array(out.take(packr))
+  const message: HostReplies = { results, ids }
+  ids = []
+  port.postMessage(message, [results.buffer])
+}
+
+/** Replies of async methods: gathered until the next turn of the event loop. */
+function later(): void {
+  if (scheduled) return
+  scheduled = true
+  setImmediate(flush)
+}
+
+function settle(live: Live, id: number, name: string, value: unknown): void {
+  const bad =
+    typeof value === 'object' || typeof value === 'function' || typeof value === 'symbol' || typeof value === 'bigint'
+      ? findUnserializable(value, 'result')
+      : undefined
+  if (bad) reply(id, Status.Failed, toWireError(new SerializationError(`${live.className}.${name} returned a value msgpack cannot carry: ${bad}`)))
+  else reply(id, Status.Ok, value)
+}
+
+/**
+ * Runs one message of an actor whose mailbox is free. Returns true when it
+ * left the actor busy (an async method is running; its reply and the rest
+ * of the mailbox follow when it settles).
+ */
+function run(live: Live, id: number, op: ActorOp, name: string, args: readonly unknown[]): boolean {
+  if (op === ActorOp.Stop) {
+    actors.delete(live.id)
+    reply(id, Status.Ok, null)
+    return false
+  }
+  const method = live.instance[name]
+  if (typeof method !== 'function' || name === 'constructor' || name.startsWith('_')) {
+    reply(id, Status.Failed, toWireError(UnknownMethodError.of(live.className, name)))
+    return false
+  }
+  let value: unknown
+  try {
+    value = Reflect.apply(method as (...a: unknown[]) => unknown, live.instance, args)
+  } catch (err) {
+    reply(id, Status.Threw, toWireError(err))
+    return false
+  }
+  if (value === null || typeof value !== 'object' || typeof (value as Promise<unknown>).then !== 'function') {
+    settle(live, id, name, value)
+    return false
+  }
+  live.busy = true
+  Promise.resolve(value).then(
+    (v) => {
+      settle(live, id, name, v)
+      resume(live)
+    },
+    (err: unknown) => {
+      reply(id, Status.Threw, toWireError(err))
+      resume(live)
+    },
+  )
+  return true
+}
+
+/** An async method settled: the actor's waiting messages run, up to its next await. */
+function resume(live: Live): void {
+  live.busy = false
+  const queue = live.queue
+  while (queue !== undefined && queue.length > 0) {
+    const m = queue.shift()!
+    if (run(live, m.id, m.op, m.name, m.args)) break
+  }
+  later()
+}
+
+function spawn(id: number, actorId: string, className: string, args: readonly unknown[]): void {
+  const Cls = catalog.classes.get(className)
+  if (!Cls) {
+    reply(id, Status.Failed, toWireError(UnknownActorError.of(className, [...catalog.classes.keys()])))
     return
   }
   try {
-    const value = await Reflect.apply(method as (...a: unknown[]) => unknown, live.instance, req.args)
-    const bad = findUnserializable(value, 'result')
-    if (bad) {
-      reply(req.id, Status.Failed, toWireError(new SerializationError(`${live.className}.${req.name} returned a value msgpack cannot carry: ${bad}`)))
-    } else {
-      reply(req.id, Status.Ok, value)
-    }
+    const instance = new Cls(...args) as Record<string, unknown>
+    actors.set(actorId, { id: actorId, className, instance, busy: false, queue: undefined, stopped: false })
+    reply(id, Status.Ok, actorId)
   } catch (err) {
-    reply(req.id, Status.Threw, toWireError(err))
+    reply(id, Status.Threw, toWireError(err))
   }
 }
 
-port.on('message', (req: HostRequest) => {
-  switch (req.op) {
-    case ActorOp.Spawn: {
-      const Cls = catalog.classes.get(req.name)
-      if (!Cls) {
-        reply(req.id, Status.Failed, toWireError(UnknownActorError.of(req.name, [...catalog.classes.keys()])))
-        return
-      }
-      try {
-        const instance = new Cls(...req.args) as Record<string, unknown>
-        actors.set(req.actorId, { className: req.name, instance, mailbox: Promise.resolve(), stopped: false })
-        reply(req.id, Status.Ok, req.actorId)
-      } catch (err) {
-        reply(req.id, Status.Threw, toWireError(err))
-      }
-      return
-    }
-    case ActorOp.Call:
-    case ActorOp.Stop: {
-      const live = actors.get(req.actorId)
-      if (!live || live.stopped) {
-        reply(req.id, Status.Failed, toWireError(new ActorStoppedError(`actor ${req.actorId} is not running on this node`)))
-        return
-      }
-      if (req.op === ActorOp.Stop) {
-        live.stopped = true
-        live.mailbox = live.mailbox.then(() => {
-          actors.delete(req.actorId)
-          reply(req.id, Status.Ok, null)
-        })
-      } else {
-        live.mailbox = live.mailbox.then(() => invoke(live, req))
-      }
-      return
-    }
+/** One message of a batch: straight to its actor when the mailbox is free, else in line behind the others. */
+function deliver(id: number, op: ActorOp, actorId: string, name: string, args: readonly unknown[]): void {
+  if (op === ActorOp.Spawn) {
+    spawn(id, actorId, name, args)
+    return
   }
+  const live = actors.get(actorId)
+  if (!live || live.stopped) {
+    reply(id, Status.Failed, toWireError(new ActorStoppedError(`actor ${actorId} is not running on this node`)))
+    return
+  }
+  // Calls after a Stop are refused now; the Stop itself runs in its turn.
+  if (op === ActorOp.Stop) live.stopped = true
+  if (live.busy || (live.queue !== undefined && live.queue.length > 0)) (live.queue ??= new Deque()).push({ id, op, name, args })
+  else run(live, id, op, name, args)
+}
+
+port.on('message', (batch: HostBatch) => {
+  useSharedTable(batch.shared, packr)
+  const entries = batch.entries
+  if (entries === undefined) {
+    readActorBody(batch.body, batch.count, deliver)
+  } else {
+    let next = 0
+    readActorBody(batch.body, batch.count, (id, op, actorId, name, args, entry) => {
+      if (entries[next] !== entry) return
+      next++
+      deliver(id, op, actorId, name, args)
+    })
+  }
+  flush()
 })

@@ -1,13 +1,24 @@
 import { Worker } from 'node:worker_threads'
 import { ActorOp, Status } from '../protocol/messages.js'
 import { ActorLostError, WorkerCrashedError, toWireError } from '../errors.js'
-import type { HostReply, HostRequest } from './host-worker.js'
+import type { HostBatch, HostReplies } from './host-worker.js'
+import type { SharedTable } from '../agent/shared-thread.js'
 
 interface HostThread {
   worker: Worker
   actors: Set<string>
   /** Requests sent to this thread and not yet answered, by request id. */
   waiting: Set<number>
+  /** Positions in the frame being read of the messages for this thread, sent by {@link ActorHosts.post}. */
+  entries: number[]
+}
+
+/** How the agent's actor threads answer: batches from a thread, or single answers given on the agent's own thread. */
+export interface HostAnswers {
+  /** A thread's replies: an encoded Results body of `count` entries. */
+  replies(results: Uint8Array, count: number): void
+  /** One answer given without a thread (the actor's thread died, or the thread dying with the message in flight). */
+  reply(id: number, status: Status, value: unknown): void
 }
 
 /**
@@ -15,9 +26,13 @@ interface HostThread {
  * actor must stay on the thread that holds its state, while the pool hands
  * work to whichever thread is free. Threads start on the first spawn, up to
  * `maxThreads`; a new actor goes to the thread with the fewest actors.
+ * Messages are gathered per thread with {@link handle} and sent, one batch
+ * per thread, by {@link post}.
  */
 export class ActorHosts {
   private readonly threads: HostThread[] = []
+  /** Threads holding a batch not yet posted. */
+  private readonly pending: HostThread[] = []
   private readonly placement = new Map<string, HostThread>()
   /** Actors whose thread died: their messages are answered with ActorLostError, so the driver learns of it. */
   private readonly gone = new Set<string>()
@@ -26,36 +41,61 @@ export class ActorHosts {
   constructor(
     private readonly tasks: string,
     private readonly maxThreads: number,
-    private readonly onReply: (reply: HostReply) => void,
+    private readonly answers: HostAnswers,
   ) {}
 
-  handle(req: HostRequest): void {
-    let host = this.placement.get(req.actorId)
-    if (!host && this.gone.has(req.actorId)) {
-      if (req.op === ActorOp.Spawn) {
-        this.gone.delete(req.actorId)
+  /** Adds the message at position `entry` of the frame to its actor's thread's batch (or answers it here when that thread died). */
+  handle(id: number, op: ActorOp, actorId: string, entry: number): void {
+    let host = this.placement.get(actorId)
+    if (!host && this.gone.has(actorId)) {
+      if (op === ActorOp.Spawn) {
+        this.gone.delete(actorId)
       } else {
         // It died with its thread: a Stop has nothing left to do; anything else never runs.
-        if (req.op === ActorOp.Stop) this.gone.delete(req.actorId)
-        const lost = new ActorLostError(`actor ${req.actorId} was lost: its host thread died; the message did not run`)
-        this.onReply(req.op === ActorOp.Stop ? { id: req.id, status: Status.Ok, value: null } : { id: req.id, status: Status.Failed, value: toWireError(lost) })
+        if (op === ActorOp.Stop) {
+          this.gone.delete(actorId)
+          this.answers.reply(id, Status.Ok, null)
+        } else {
+          const lost = new ActorLostError(`actor ${actorId} was lost: its host thread died; the message did not run`)
+          this.answers.reply(id, Status.Failed, toWireError(lost))
+        }
         return
       }
     }
-    if (req.op === ActorOp.Spawn && !host) {
+    if (op === ActorOp.Spawn && !host) {
       host = this.pickThread()
-      this.placement.set(req.actorId, host)
-      host.actors.add(req.actorId)
+      this.placement.set(actorId, host)
+      host.actors.add(actorId)
     }
     if (!host) {
       // The host thread decides how to answer an actor it does not hold.
       host = this.threads[0] ?? this.pickThread()
-    } else if (req.op === ActorOp.Stop) {
-      this.placement.delete(req.actorId)
-      host.actors.delete(req.actorId)
+    } else if (op === ActorOp.Stop) {
+      this.placement.delete(actorId)
+      host.actors.delete(actorId)
     }
-    host.waiting.add(req.id)
-    host.worker.postMessage(req)
+    host.waiting.add(id)
+    if (host.entries.length === 0) this.pending.push(host)
+    host.entries.push(entry)
+  }
+
+  /**
+   * Sends each thread its messages of the frame `body` (`count` entries), one
+   * message per thread: a copy of the body's bytes, decoded in the thread,
+   * and which of its entries are the thread's (all, often: then no list).
+   * Copying bytes costs the agent's main thread less than cloning messages.
+   */
+  post(body: Uint8Array, count: number, shared?: SharedTable): void {
+    for (const host of this.pending) {
+      const entries = host.entries
+      host.entries = []
+      // A thread that died while the frame was read has answered these already (crash answers cover `waiting`).
+      if (!this.threads.includes(host)) continue
+      const copy = new Uint8Array(body)
+      const batch: HostBatch = { body: copy, count, entries: entries.length === count ? undefined : entries, shared }
+      host.worker.postMessage(batch, [copy.buffer])
+    }
+    this.pending.length = 0
   }
 
   private pickThread(): HostThread {
@@ -67,12 +107,17 @@ export class ActorHosts {
 
   private startThread(): HostThread {
     const worker = new Worker(new URL('./host-worker.js', import.meta.url), { workerData: { tasks: this.tasks } })
-    const thread: HostThread = { worker, actors: new Set(), waiting: new Set() }
-    worker.on('message', (reply: HostReply) => {
-      thread.waiting.delete(reply.id)
-      this.onReply(reply)
+    const thread: HostThread = { worker, actors: new Set(), waiting: new Set(), entries: [] }
+    worker.on('message', (r: HostReplies) => {
+      const waiting = thread.waiting
+      for (const id of r.ids) waiting.delete(id)
+      this.answers.replies(r.results, r.ids.length)
     })
+    let failed = false
     const fail = (err: Error) => {
+      // 'error' is followed by 'exit': one answer per message.
+      if (failed) return
+      failed = true
       const i = this.threads.indexOf(thread)
       if (i >= 0) this.threads.splice(i, 1)
       for (const id of thread.actors) {
@@ -81,7 +126,7 @@ export class ActorHosts {
       }
       if (this.closed) return
       const wire = toWireError(new WorkerCrashedError(`actor host thread died: ${err.message}; its actors are gone`, { cause: err }))
-      for (const id of thread.waiting) this.onReply({ id, status: Status.Failed, value: wire })
+      for (const id of thread.waiting) this.answers.reply(id, Status.Failed, wire)
       thread.waiting.clear()
     }
     worker.on('error', fail)

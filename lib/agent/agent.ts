@@ -130,6 +130,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       tasks: options.tasks,
       maxThreads: options.threads,
       send,
+      shared: () => this.shared.table(),
       replies: () => (this.session.state === 'ready' || this.session.state === 'leaving' ? 'send' : this.session.ready ? 'hold' : 'drop'),
     })
   }

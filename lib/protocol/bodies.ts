@@ -132,11 +132,16 @@ export function encodeActorBody(messages: readonly ActorItem[]): Buffer {
 }
 
 /**
- * Reads an Actor body of `count` entries: `each` gets every well-formed
- * message; returns how many entries were malformed (and skipped). Throws
+ * Reads an Actor body of `count` entries: `each` gets the fields of every
+ * well-formed message and its position in the body (no object per message:
+ * this runs once per call); returns how many entries were malformed (and skipped). Throws
  * ProtocolError when the body is not such a list at all.
  */
-export function readActorBody(bytes: Uint8Array | undefined, count: number, each: (message: ActorItem) => void): number {
+export function readActorBody(
+  bytes: Uint8Array | undefined,
+  count: number,
+  each: (id: number, op: ActorOp, actorId: string, name: string, args: readonly unknown[], entry: number) => void,
+): number {
   const items = parseFlatBody(bytes, ACTOR_FIELDS, count)
   let bad = 0
   for (let i = 0; i < items.length; i += ACTOR_FIELDS) {
@@ -155,7 +160,7 @@ export function readActorBody(bytes: Uint8Array | undefined, count: number, each
       bad++
       continue
     }
-    each({ id: id as number, op, actorId, name, args })
+    each(id as number, op, actorId, name, args, i / ACTOR_FIELDS)
   }
   return bad
 }

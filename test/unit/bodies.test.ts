@@ -96,7 +96,7 @@ test('an Actor body is [id, op, actorId, name, args] per message; malformed entr
   assert.deepEqual(decode(body), [1, 0, 'a', 'Counter', [0], 2, 1, 'a', 'inc', [], 3, 2, 'a', '', []])
   const seen: ActorItem[] = []
   assert.equal(
-    readActorBody(body, 3, (m) => seen.push(m)),
+    readActorBody(body, 3, (id, op, actorId, name, args) => seen.push({ id, op, actorId, name, args })),
     0,
   )
   assert.deepEqual(seen, messages)
@@ -114,7 +114,7 @@ test('an Actor body is [id, op, actorId, name, args] per message; malformed entr
   for (const entry of bad) {
     const got: ActorItem[] = []
     assert.equal(
-      readActorBody(encode([...entry, 9, ActorOp.Call, 'b', 'm', [1]]), 2, (m) => got.push(m)),
+      readActorBody(encode([...entry, 9, ActorOp.Call, 'b', 'm', [1]]), 2, (id, op, actorId, name, args) => got.push({ id, op, actorId, name, args })),
       1,
       JSON.stringify(entry),
     )
