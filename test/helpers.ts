@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
+import { createSocket, type Socket } from 'node:dgram'
 import { createServer } from 'node:net'
 import { once } from 'node:events'
 import { tmpdir } from 'node:os'
@@ -43,28 +44,76 @@ export function fastAgentArgs(address: string | undefined, ...more: string[]): s
   ]
 }
 
-/**
- * A TCP port that was free a moment ago, below the kernel's ephemeral range
- * (32768–60999 here). Agents reconnect to a driver's port while it is down; a
- * port inside the ephemeral range can then be picked as the connecting
- * socket's own source port, and TCP connects the socket to itself — the agent
- * would sit on that connection instead of finding the next driver.
- */
-export async function freePort(): Promise<number> {
-  for (let attempt = 0; attempt < 200; attempt++) {
-    const port = 20_000 + Math.floor(Math.random() * 12_000)
-    const srv = createServer()
-    const ok = await new Promise<boolean>((resolve) => {
-      srv.once('error', () => resolve(false))
-      srv.listen(port, '127.0.0.1', () => resolve(true))
-    })
-    if (ok) {
-      srv.close()
-      await once(srv, 'close')
-      return port
+// Ports for tests, 20000–31999: below the kernel's ephemeral range (32768–60999 here). Agents reconnect to a
+// driver's port while it is down; a port inside the ephemeral range can then be picked as the connecting socket's
+// own source port, and TCP connects the socket to itself — the agent would sit on that connection until it redials.
+const PORT_BASE = 20_000
+const PORT_BLOCK = 100
+const PORT_BLOCKS = 120
+
+// The block of ports this process hands out now (the next one to give, and the end), and the locks of every block it
+// took: a used-up block keeps its lock, since its ports may still be bound.
+let block: { next: number; end: number } | undefined
+const locks: Socket[] = []
+
+/** Holds `port` as a UDP socket (not a TCP listener: nothing can connect to it), or undefined when another process does. */
+async function udpLock(port: number): Promise<Socket | undefined> {
+  const sock = createSocket({ type: 'udp4', reuseAddr: false })
+  const ok = await new Promise<boolean>((resolve) => {
+    sock.once('error', () => resolve(false))
+    sock.bind({ port, address: '127.0.0.1', exclusive: true }, () => resolve(true))
+  })
+  if (!ok) {
+    sock.close()
+    return undefined
+  }
+  // Held for the life of the process, without keeping it alive; the kernel lets go of it when the process ends, however.
+  sock.unref()
+  return sock
+}
+
+async function reserveBlock(): Promise<NonNullable<typeof block>> {
+  const first = Math.floor(Math.random() * PORT_BLOCKS)
+  for (let i = 0; i < PORT_BLOCKS; i++) {
+    const base = PORT_BASE + ((first + i) % PORT_BLOCKS) * PORT_BLOCK
+    const lock = await udpLock(base)
+    if (lock) {
+      locks.push(lock)
+      return { next: base + 1, end: base + PORT_BLOCK }
     }
   }
-  throw new Error('no free TCP port found between 20000 and 32000')
+  throw new Error(`no free block of test ports between ${PORT_BASE} and ${PORT_BASE + PORT_BLOCK * PORT_BLOCKS - 1}`)
+}
+
+async function tcpFree(port: number): Promise<boolean> {
+  const srv = createServer()
+  const ok = await new Promise<boolean>((resolve) => {
+    srv.once('error', () => resolve(false))
+    srv.listen(port, '127.0.0.1', () => resolve(true))
+  })
+  if (ok) {
+    srv.close()
+    await once(srv, 'close')
+  }
+  return ok
+}
+
+/**
+ * A loopback TCP port no other test process is given: each process reserves a block of 99 ports of its own
+ * (the block's first port, held as a UDP socket for the life of the process, is the lock; the kernel releases it
+ * when the process ends, even by SIGKILL) and hands them out in turn, each once, skipping any that a program
+ * outside the tests has bound. Nothing listens on it until the caller binds it. Where the code under test can
+ * bind port 0 and say which port it got (`Cluster.address`, a transport's `address`), bind `:0` instead.
+ */
+export async function freePort(): Promise<number> {
+  for (;;) {
+    block ??= await reserveBlock()
+    while (block.next < block.end) {
+      const port = block.next++
+      if (await tcpFree(port)) return port
+    }
+    block = undefined
+  }
 }
 
 export interface Proc {

@@ -195,10 +195,9 @@ test('an agent survives a hostile driver, then serves a real one on the same add
 })
 
 test('an agent the driver rejects says why, fails waitUntilReady with the reason, and closes', async () => {
-  const port = await freePort()
-  const address = `tcp://127.0.0.1:${port}`
   const fake = new zmq.Router({ linger: 0, sendTimeout: 0, mandatory: false })
-  await fake.bind(address)
+  await fake.bind('tcp://127.0.0.1:*')
+  const address = fake.lastEndpoint!
   const agent = await Agent.start({ connect: address, tasks: FIXTURE_TASKS, threads: 1, heartbeatMs: 300 })
   try {
     const reasons: string[] = []
