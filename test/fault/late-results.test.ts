@@ -3,58 +3,16 @@
 // stats().lateResultsDropped, exactly, and no call or map sees it.
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
-import * as zmq from 'zeromq'
-import { Packr } from 'msgpackr'
 import { Agent, Cluster, TaskCancelledError, TaskTimeoutError } from '../../lib/index.js'
-import { MsgType, PROTOCOL_VERSION, Status } from '../../lib/protocol/messages.js'
+import { Status } from '../../lib/protocol/messages.js'
 import { FIXTURE_TASKS, waitFor } from '../helpers.js'
+import { welcomedRawAgent, type SentTask } from '../raw-agent.js'
 
-const packr = new Packr()
-const V = PROTOCOL_VERSION
-
-interface SentTask {
-  id: number
-  name: string
-  args: unknown[]
-  timeoutMs: number | undefined
-}
-
-/**
- * A raw DEALER that registers as an agent, sends heartbeats so it stays a
- * member, records every task the driver sends it and answers only when told.
- */
+/** A raw node that stays a member (heartbeats every 100 ms) and answers only when told. */
 async function rawNode(t: TestContext, address: string, id: string, window: number) {
-  const socket = new zmq.Dealer({ routingId: id, linger: 0, sendTimeout: 0 })
-  t.after(() => socket.close())
-  socket.connect(address)
-  const tasks: SentTask[] = []
-  let welcomed = false
-  void (async () => {
-    try {
-      for await (const [head, body] of socket) {
-        const h = packr.unpack(head!) as unknown[]
-        if (h[1] === MsgType.Welcome) welcomed = true
-        if (h[1] !== MsgType.Tasks) continue
-        const flat = packr.unpack(body!) as unknown[]
-        for (let i = 0; i < flat.length; i += 3) {
-          tasks.push({ id: flat[i] as number, name: flat[i + 1] as string, args: flat[i + 2] as unknown[], timeoutMs: h[3] as number | undefined })
-        }
-      }
-    } catch {
-      // closed
-    }
-  })()
-  const hello = { agentId: id, threads: 1, pid: process.pid, host: 'raw', version: '0', tasks: ['add', 'sleep'], actors: [], window }
-  await socket.send([packr.pack([V, MsgType.Hello, hello])])
-  await waitFor(() => welcomed, 10_000, `a Welcome for ${id}`)
-  const beat = setInterval(() => void socket.send([packr.pack([V, MsgType.Heartbeat, { busy: 0, done: 0, queued: 0 }])]).catch(() => {}), 100)
-  t.after(() => clearInterval(beat))
-  return {
-    tasks,
-    /** Sends one Results frame: `[id, status, value]` triples. */
-    answer: (items: [number, number, unknown][]) => socket.send([packr.pack([V, MsgType.Results, items.length]), packr.pack(items.flat())]),
-    credit: (w: number) => socket.send([packr.pack([V, MsgType.Credit, w])]),
-  }
+  const raw = await welcomedRawAgent(t, address, id, window)
+  raw.beat(100)
+  return raw
 }
 
 const sum = (t: SentTask) => (t.args[0] as number) + (t.args[1] as number)
