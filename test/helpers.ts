@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { createSocket, type Socket } from 'node:dgram'
@@ -6,6 +7,7 @@ import { once } from 'node:events'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { TestContext } from 'node:test'
+import type { Cluster } from '../lib/index.js'
 
 // Drivers on a loopback `listen` leave their agents' keys under XDG_RUNTIME_DIR (or the home directory); one that a
 // test kills cannot remove them. Each test process (and what it starts) gets a private runtime directory of its
@@ -160,4 +162,26 @@ export async function within<T>(p: Promise<T>, ms: number, what: string | (() =>
   } finally {
     clearTimeout(timer)
   }
+}
+
+/**
+ * Maps `add` over an endless input (`[k, 1]` for k = 0, 1, …) with `concurrency`, checks that the results come in
+ * order and stops after `count`: how many inputs were pulled in all, and at most ahead of the consumer.
+ */
+export async function mapAhead(cluster: Cluster, concurrency: number, count: number): Promise<{ pulled: number; consumed: number; maxAhead: number }> {
+  let pulled = 0
+  let consumed = 0
+  let maxAhead = 0
+  function* endless() {
+    for (let k = 0; ; k++) {
+      pulled++
+      maxAhead = Math.max(maxAhead, pulled - consumed)
+      yield [k, 1]
+    }
+  }
+  for await (const r of cluster.map<number>('add', endless(), { concurrency })) {
+    assert.equal(r, consumed + 1)
+    if (++consumed === count) break
+  }
+  return { pulled, consumed, maxAhead }
 }

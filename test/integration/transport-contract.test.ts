@@ -22,7 +22,7 @@ import type {
 } from '../../lib/transport/transport.js'
 import type { TransportKind } from '../../lib/transport/options.js'
 import { Redis } from 'ioredis'
-import { waitFor } from '../helpers.js'
+import { waitFor, within } from '../helpers.js'
 import { AMQP_URL, REDIS_URL, proxyTo, skipReason, withPort } from '../brokers.js'
 
 /** Small enough to exceed cheaply, large enough for the multi-part message below. */
@@ -105,33 +105,29 @@ const brokered = (transport: TransportKind, taskBroker: 'redisUrl' | 'amqpUrl'):
   },
 })
 
+/** A ZeroMQ driver transport bound to `listen`, and agent transports connecting to the address it bound. */
+async function zmqSetup(t: TestContext, listen: string): Promise<Harness> {
+  const driver = closing(t, new ZmqDriverTransport({ listen, maxFrameBytes: LIMIT }))
+  await driver.bind()
+  return {
+    driver: agentIdsAsPeers(driver),
+    agent: (id) => closing(t, new ZmqAgentTransport({ connect: driver.address, identity: id, maxFrameBytes: LIMIT })),
+  }
+}
+
 const DESIGNS: Design[] = [
   {
     name: 'zmq over tcp',
     kind: 'routed',
     skip: false,
-    async setup(t) {
-      const driver = closing(t, new ZmqDriverTransport({ listen: 'tcp://127.0.0.1:0', maxFrameBytes: LIMIT }))
-      await driver.bind()
-      return {
-        driver: agentIdsAsPeers(driver),
-        agent: (id) => closing(t, new ZmqAgentTransport({ connect: driver.address, identity: id, maxFrameBytes: LIMIT })),
-      }
-    },
+    setup: (t) => zmqSetup(t, 'tcp://127.0.0.1:0'),
   },
   {
     name: 'zmq over inproc',
     kind: 'routed',
     skip: false,
     noFrameLimit: 'libzmq enforces maxMessageSize in its wire decoder, which inproc does not use',
-    async setup(t) {
-      const driver = closing(t, new ZmqDriverTransport({ listen: `inproc://contract-${randomBytes(6).toString('hex')}`, maxFrameBytes: LIMIT }))
-      await driver.bind()
-      return {
-        driver: agentIdsAsPeers(driver),
-        agent: (id) => closing(t, new ZmqAgentTransport({ connect: driver.address, identity: id, maxFrameBytes: LIMIT })),
-      }
-    },
+    setup: (t) => zmqSetup(t, `inproc://contract-${randomBytes(6).toString('hex')}`),
   },
   {
     name: 'memory',
@@ -198,18 +194,6 @@ async function greet(agent: AgentTransport, got: Received[], id: string): Promis
   const before = got.length
   agent.send(msg('hello', id))
   await waitFor(() => got.slice(before).some((r) => r.peer === id), WAIT_MS, `the hello of ${id} at the driver`)
-}
-
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms))),
-    ])
-  } finally {
-    clearTimeout(timer)
-  }
 }
 
 const sharedDriver = (h: Harness): SharedQueueDriverTransport => {
@@ -347,7 +331,7 @@ for (const design of DESIGNS) {
         const first = x.close()
         assert.equal(x.close(), first, `${name}: a second close() is the same promise`)
         assert.equal(x[Symbol.asyncDispose](), first, `${name}: asyncDispose is the same close`)
-        await within(first, 10_000, `${name} close`)
+        await within(first, 10_000, `the ${name} close`)
       }
     })
 
