@@ -142,10 +142,10 @@ export function runProcess(t: TestContext, command: string, args: string[], env:
   return { child, output: () => out, exited }
 }
 
-/** Resolves when `predicate` holds, polling; rejects after `ms`. */
-export async function waitFor(predicate: () => boolean, ms = 10_000, what = 'condition'): Promise<void> {
+/** Resolves when `predicate` holds (it may answer asynchronously), polling; rejects after `ms`, naming what it waited for. */
+export async function waitFor(predicate: () => boolean | Promise<boolean>, ms = 10_000, what = 'condition'): Promise<void> {
   const end = Date.now() + ms
-  while (!predicate()) {
+  while (!(await predicate())) {
     if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
     await new Promise((r) => setTimeout(r, 20))
   }

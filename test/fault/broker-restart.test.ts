@@ -113,7 +113,7 @@ for (const design of DESIGNS) {
       assert.equal(await cluster.call('add', 1, 1), 2)
       const failed = new Promise<Error>((resolve) => cluster.once('transport:error', resolve))
       const pending = Array.from({ length: 20 }, () => cluster.call('sleep', 200))
-      await new Promise((r) => setTimeout(r, 100))
+      await waitFor(() => (cluster.nodes()[0]?.inFlight ?? 0) > 0, 10_000, 'the agent to take tasks')
       const stopped = performance.now()
       await Promise.all(brokers.all.map((b) => b.stop()))
       const outcomes = await within(Promise.allSettled(pending), limit + 15_000, 'the pending tasks to settle')
