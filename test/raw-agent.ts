@@ -1,8 +1,9 @@
 import type { TestContext } from 'node:test'
 import * as zmq from 'zeromq'
 import { Packr } from 'msgpackr'
+import { Cluster, type ClusterOptions } from '../lib/index.js'
 import { MsgType, PROTOCOL_VERSION } from '../lib/protocol/messages.js'
-import { waitFor } from './helpers.js'
+import { FIXTURE_TASKS, waitFor } from './helpers.js'
 
 const packr = new Packr()
 const V = PROTOCOL_VERSION
@@ -108,4 +109,9 @@ export async function welcomedRawAgent(t: TestContext, address: string, id: stri
   const raw = rawAgent(t, address, id, { hello: { window } })
   await waitFor(raw.welcomed, 10_000, `a Welcome for ${id}`)
   return raw
+}
+
+/** A driver on the fixtures that raw agents can join: a free loopback port without keys (`insecure`), no agent of its own; `more` over that. */
+export function openDriver(more: ClusterOptions = {}): Promise<Cluster> {
+  return Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', insecure: true, localAgents: 0, ...more })
 }

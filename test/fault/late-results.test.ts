@@ -3,10 +3,10 @@
 // stats().lateResultsDropped, exactly, and no call or map sees it.
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
-import { Agent, Cluster, TaskCancelledError, TaskTimeoutError } from '../../lib/index.js'
+import { Agent, TaskCancelledError, TaskTimeoutError } from '../../lib/index.js'
 import { Status } from '../../lib/protocol/messages.js'
 import { FIXTURE_TASKS, waitFor } from '../helpers.js'
-import { welcomedRawAgent, type SentTask } from '../raw-agent.js'
+import { openDriver, welcomedRawAgent, type SentTask } from '../raw-agent.js'
 
 /** A raw node that stays a member (heartbeats every 100 ms) and answers only when told. */
 async function rawNode(t: TestContext, address: string, id: string, window: number) {
@@ -18,14 +18,7 @@ async function rawNode(t: TestContext, address: string, id: string, window: numb
 const sum = (t: SentTask) => (t.args[0] as number) + (t.args[1] as number)
 
 test('a registered node answering tasks of a cancelled map, and one of them twice while the map runs: each late answer is dropped and counted, no value is yielded twice', async (t) => {
-  await using cluster = await Cluster.start({
-    tasks: FIXTURE_TASKS,
-    listen: 'tcp://127.0.0.1:0',
-    insecure: true,
-    localAgents: 0,
-    heartbeatMs: 100,
-    nodeTimeoutMs: 5_000,
-  })
+  await using cluster = await openDriver({ heartbeatMs: 100, nodeTimeoutMs: 5_000 })
   const raw = await rawNode(t, cluster.address, 'late-map', 8)
   const controller = new AbortController()
   const inputs = Array.from({ length: 6 }, (_, i) => [i, 100 * i])
@@ -68,14 +61,7 @@ test('a registered node answering tasks of a cancelled map, and one of them twic
 })
 
 test('a registered node answering a task after reporting its timeout: the call rejects once with TaskTimeoutError and the answer is counted as late', async (t) => {
-  await using cluster = await Cluster.start({
-    tasks: FIXTURE_TASKS,
-    listen: 'tcp://127.0.0.1:0',
-    insecure: true,
-    localAgents: 0,
-    heartbeatMs: 100,
-    nodeTimeoutMs: 5_000,
-  })
+  await using cluster = await openDriver({ heartbeatMs: 100, nodeTimeoutMs: 5_000 })
   const raw = await rawNode(t, cluster.address, 'late-timeout', 4)
   const settled: unknown[] = []
   const call = cluster
@@ -104,14 +90,7 @@ test('a registered node answering a task after reporting its timeout: the call r
 })
 
 test('a registered node answering a task after it was retried on another node: the other node’s result counts, the stale answer is dropped as late', async (t) => {
-  await using cluster = await Cluster.start({
-    tasks: FIXTURE_TASKS,
-    listen: 'tcp://127.0.0.1:0',
-    insecure: true,
-    localAgents: 0,
-    heartbeatMs: 100,
-    nodeTimeoutMs: 5_000,
-  })
+  await using cluster = await openDriver({ heartbeatMs: 100, nodeTimeoutMs: 5_000 })
   const raw = await rawNode(t, cluster.address, 'late-retry', 1)
   const call = cluster.call<number>('add', 20, 22)
   await waitFor(() => raw.tasks.length === 1, 10_000, 'the raw node to receive the task')

@@ -13,13 +13,13 @@ import { startScript } from '../../lib/hosts/remote.js'
 import { MsgType, PROTOCOL_VERSION } from '../../lib/protocol/messages.js'
 import { newKeyPair } from '../../lib/transport/curve.js'
 import { FIXTURE_TASKS, runCli, waitFor, within } from '../helpers.js'
-import { welcomedRawAgent } from '../raw-agent.js'
+import { openDriver, welcomedRawAgent } from '../raw-agent.js'
 
 const packr = new Packr()
 const V = PROTOCOL_VERSION
 
 test('a result counts only from the node the task was sent to: a member answering another node\u2019s tasks is dropped as late', async (t) => {
-  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', insecure: true, localAgents: 0 })
+  await using cluster = await openDriver()
   // The forger asks for one task and never answers it: every later task goes to the real agent.
   const forger = await welcomedRawAgent(t, cluster.address, 'forger', 1)
   const held = cluster.call('sleep', 1, -1).catch((e: unknown) => e)
@@ -48,14 +48,7 @@ test('a result counts only from the node the task was sent to: a member answerin
 })
 
 test('results from a node that is no longer a member are counted as late results, not as bad frames', async (t) => {
-  await using cluster = await Cluster.start({
-    tasks: FIXTURE_TASKS,
-    listen: 'tcp://127.0.0.1:0',
-    insecure: true,
-    localAgents: 0,
-    heartbeatMs: 100,
-    nodeTimeoutMs: 400,
-  })
+  await using cluster = await openDriver({ heartbeatMs: 100, nodeTimeoutMs: 400 })
   const lost = new Promise<string>((resolve) => cluster.once('node:lost', (_n, reason) => resolve(reason)))
   // It never sends a heartbeat: the driver declares it lost.
   const raw = await welcomedRawAgent(t, cluster.address, 'silent', 0)

@@ -211,6 +211,17 @@ async function taker(h: Harness, id: string, window: number, via?: Partial<Broke
   return { agent, got, tasks }
 }
 
+/** A shared-queue driver and an agent of window 1 that has received the driver's first task frame, A. */
+async function firstTaken(t: TestContext, design: Design) {
+  const h = await design.setup(t)
+  const driver = sharedDriver(h)
+  listen(driver)
+  const first = await taker(h, 'agent-1', 1)
+  driver.publishTasks(msg('task', 'A'))
+  await waitFor(() => first.tasks().length === 1, WAIT_MS, 'task frame A at agent-1')
+  return { h, driver, first }
+}
+
 for (const design of DESIGNS) {
   describe(`transport contract: ${design.name}`, { skip: design.skip }, () => {
     test("bind and connect: an agent's message reaches the driver, with the agent's id as peer", async (t) => {
@@ -418,12 +429,7 @@ for (const design of DESIGNS) {
 
     if (design.kind === 'shared-queue') {
       test('publishTasks: an agent with room receives the frame with a delivery; ack takes it off the queue', async (t) => {
-        const h = await design.setup(t)
-        const driver = sharedDriver(h)
-        listen(driver)
-        const first = await taker(h, 'agent-1', 1)
-        driver.publishTasks(msg('task', 'A'))
-        await waitFor(() => first.tasks().length === 1, WAIT_MS, 'task frame A at agent-1')
+        const { h, driver, first } = await firstTaken(t, design)
         const [a] = first.tasks()
         assert.deepEqual(texts(a!.parts), ['task', 'A'])
         assert.equal(a!.redelivered, false, 'a first delivery is not marked')
@@ -438,12 +444,7 @@ for (const design of DESIGNS) {
       })
 
       test('release gives a frame back to the queue, for another agent', async (t) => {
-        const h = await design.setup(t)
-        const driver = sharedDriver(h)
-        listen(driver)
-        const first = await taker(h, 'agent-1', 1)
-        driver.publishTasks(msg('task', 'A'))
-        await waitFor(() => first.tasks().length === 1, WAIT_MS, 'task frame A at agent-1')
+        const { h, first } = await firstTaken(t, design)
         first.agent.setWindow(0)
         await first.agent.flush()
         const second = await taker(h, 'agent-2', 1)
@@ -464,12 +465,7 @@ for (const design of DESIGNS) {
       })
 
       test('setWindow(0) stops taking; a window again resumes', async (t) => {
-        const h = await design.setup(t)
-        const driver = sharedDriver(h)
-        listen(driver)
-        const one = await taker(h, 'agent-1', 1)
-        driver.publishTasks(msg('task', 'A'))
-        await waitFor(() => one.tasks().length === 1, WAIT_MS, 'task frame A')
+        const { driver, first: one } = await firstTaken(t, design)
         one.agent.setWindow(0)
         await one.agent.flush()
         one.agent.ack([one.tasks()[0]!.delivery])
