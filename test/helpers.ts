@@ -27,23 +27,16 @@ export const CLI = new URL('../bin/cluster.js', import.meta.url).pathname
 export const FAST = { heartbeatMs: 200, nodeTimeoutMs: 1500 }
 
 /**
- * `cluster agent` arguments for an agent of one thread on the fixtures, with the {@link FAST} timings;
- * `address` undefined for the brokered designs (the transport and cluster id come in `more` or the environment).
+ * `cluster agent` arguments for an agent of `threads` on the fixtures, connecting to `address` (undefined for the
+ * brokered designs: the transport and cluster id come in `more` or the environment), `more` after them.
  */
+export function agentArgs(address: string | undefined, threads = 1, ...more: string[]): string[] {
+  return ['agent', ...(address === undefined ? [] : ['--connect', address]), '--tasks', FIXTURE_TASKS.href, '--threads', String(threads), ...more]
+}
+
+/** {@link agentArgs} of one thread with the {@link FAST} timings. */
 export function fastAgentArgs(address: string | undefined, ...more: string[]): string[] {
-  return [
-    'agent',
-    ...(address === undefined ? [] : ['--connect', address]),
-    '--tasks',
-    FIXTURE_TASKS.href,
-    '--threads',
-    '1',
-    '--heartbeat-ms',
-    String(FAST.heartbeatMs),
-    '--driver-timeout-ms',
-    String(FAST.nodeTimeoutMs),
-    ...more,
-  ]
+  return agentArgs(address, 1, '--heartbeat-ms', String(FAST.heartbeatMs), '--driver-timeout-ms', String(FAST.nodeTimeoutMs), ...more)
 }
 
 // Ports for tests, 20000–31999: below the kernel's ephemeral range (32768–60999 here). Agents reconnect to a

@@ -22,7 +22,7 @@ import {
   type ActorInfo,
 } from '../../lib/index.js'
 import type * as Tasks from '../fixtures/tasks.js'
-import { FIXTURE_TASKS, freePort, runCli, waitFor } from '../helpers.js'
+import { FIXTURE_TASKS, agentArgs, freePort, runCli, waitFor } from '../helpers.js'
 
 async function json<T>(url: string, init?: RequestInit): Promise<{ status: number; body: T }> {
   const r = await fetch(url, init)
@@ -180,19 +180,7 @@ test('a lost node: node:lost, task:retried, missed heartbeats, in the snapshot a
     nodeTimeoutMs: 2500,
     localTransport: 'tcp',
   })
-  const remote = runCli(t, [
-    'agent',
-    '--connect',
-    cluster.address,
-    '--tasks',
-    FIXTURE_TASKS.href,
-    '--threads',
-    '1',
-    '--heartbeat-ms',
-    '200',
-    '--id',
-    'doomed-agent',
-  ])
+  const remote = runCli(t, agentArgs(cluster.address, 1, '--heartbeat-ms', '200', '--id', 'doomed-agent'))
   await waitFor(() => cluster.nodes().length === 2, 15_000, 'the remote agent')
   const lost: [NodeInfo, string][] = []
   const retried: RetryInfo[] = []

@@ -6,18 +6,7 @@ import { Packr } from 'msgpackr'
 import { Cluster, Agent, TransportError } from '../../lib/index.js'
 import { MsgType, PROTOCOL_VERSION } from '../../lib/protocol/messages.js'
 import { parseHeader } from '../../lib/protocol/codec.js'
-import { FIXTURE_TASKS, freePort, runCli, waitFor, within } from '../helpers.js'
-
-const agentArgs = (address: string, threads = 1, ...more: string[]) => [
-  'agent',
-  '--connect',
-  address,
-  '--tasks',
-  FIXTURE_TASKS.href,
-  '--threads',
-  String(threads),
-  ...more,
-]
+import { FIXTURE_TASKS, agentArgs, freePort, runCli, waitFor, within } from '../helpers.js'
 
 test('remote agents join a listening driver and tasks spread across them', async (t) => {
   const port = await freePort()
