@@ -12,9 +12,9 @@ import { SharedQueueScheduler } from '../../lib/driver/scheduler.js'
 import { NodeLostError } from '../../lib/errors.js'
 import { ResultsWriter } from '../../lib/protocol/bodies.js'
 import { header, parseHeader } from '../../lib/protocol/codec.js'
-import { ActorOp, MsgType, Status } from '../../lib/protocol/messages.js'
+import { MsgType, Status } from '../../lib/protocol/messages.js'
 import type { Parts } from '../../lib/transport/transport.js'
-import { hello } from './fixtures.js'
+import { addCall, hello } from './fixtures.js'
 
 function setup() {
   const ledger = new Ledger({ succeeded() {}, failed() {}, retried() {} }, 1)
@@ -52,17 +52,7 @@ function setup() {
   const outcomes = new Map<number, { value?: unknown; err?: Error }>()
   const submit = (name: string): TaskEntry => {
     const id = ledger.nextId
-    const e = ledger.add(
-      id,
-      name,
-      [],
-      (value) => outcomes.set(id, { value }),
-      (err) => outcomes.set(id, { err }),
-      undefined,
-      ActorOp.Call,
-      undefined,
-      undefined,
-    )
+    const e = addCall(ledger, name, [], undefined, { resolve: (value) => outcomes.set(id, { value }), reject: (err) => outcomes.set(id, { err }) })
     scheduler.enqueue(e)
     return e
   }

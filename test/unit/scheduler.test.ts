@@ -10,9 +10,9 @@ import type { ResolvedTaskOptions } from '../../lib/driver/task-options.js'
 import { SerializationError, TaskCancelledError } from '../../lib/errors.js'
 import { decodeTaskBody, encodeTaskBody } from '../../lib/protocol/bodies.js'
 import { parseHeader } from '../../lib/protocol/codec.js'
-import { ActorOp, MsgType } from '../../lib/protocol/messages.js'
+import { MsgType } from '../../lib/protocol/messages.js'
 import type { Parts } from '../../lib/transport/transport.js'
-import { node } from './fixtures.js'
+import { addCall, node } from './fixtures.js'
 
 /** One frame as it went out: where, the header's count and timeout, the task names in the body. */
 interface Sent {
@@ -53,17 +53,7 @@ function harness<S extends CreditScheduler | SharedQueueScheduler>(
   }
   const scheduler = make(put, fail)
   const submit = (name: string, args: unknown[] = [], options?: ResolvedTaskOptions): TaskEntry => {
-    const e = ledger.add(
-      ledger.nextId,
-      name,
-      args,
-      () => {},
-      () => {},
-      undefined,
-      ActorOp.Call,
-      options,
-      undefined,
-    )
+    const e = addCall(ledger, name, args, options)
     scheduler.enqueue(e)
     return e
   }
@@ -301,18 +291,7 @@ function frames(maxFrameBytes: number) {
     (e, err) => failures.push({ name: e.name, err }),
   )
   const ledger = new Ledger({ succeeded() {}, failed() {}, retried() {} }, 3)
-  const entry = (name: string, args: unknown[]) =>
-    ledger.add(
-      ledger.nextId,
-      name,
-      args,
-      () => {},
-      () => {},
-      undefined,
-      ActorOp.Call,
-      undefined,
-      undefined,
-    )
+  const entry = (name: string, args: unknown[]) => addCall(ledger, name, args)
   return { place, sent, failures, tf, entry }
 }
 
