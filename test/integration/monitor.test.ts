@@ -139,7 +139,15 @@ test('throughput history fills once a second; tasks that fail before reaching a 
   assert.ok(failed[0]!.error instanceof SerializationError)
   assert.equal(cluster.snapshot().failures[0]!.node, undefined)
   await Promise.all(Array.from({ length: 500 }, (_, k) => cluster.call('add', 1, k)))
-  await waitFor(() => cluster.snapshot().throughput.t.length >= 2, 5000, 'two throughput points')
+  // A point is published when its second ends: the 500 may still be in the second under way when two points exist.
+  await waitFor(
+    () => {
+      const { t, done } = cluster.snapshot().throughput
+      return t.length >= 2 && done.some((v) => v > 0)
+    },
+    5000,
+    'two throughput points, one of them showing the 500 tasks',
+  )
   const tp = cluster.snapshot().throughput
   assert.equal(tp.t.length, tp.done.length)
   assert.equal(tp.t.length, tp.failed.length)
