@@ -27,15 +27,6 @@ import { AMQP_URL, REDIS_URL, skipReason } from '../brokers.js'
 const urls = { redisUrl: REDIS_URL, amqpUrl: AMQP_URL }
 const DESIGNS: TransportKind[] = ['redis', 'amqp', 'amqp+redis']
 
-/** Polls an async condition until it holds; rejects, naming what it waited for, after `ms`. */
-async function until(predicate: () => Promise<boolean>, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms
-  while (!(await predicate())) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 20))
-  }
-}
-
 /** A private directory for a test's files, removed when it ends. */
 function privateTmp(t: TestContext): string {
   const dir = mkdtempSync(join(tmpdir(), 'broker-auth-'))
@@ -151,7 +142,7 @@ for (const design of DESIGNS) {
       for (const frame of forgedBye) await raw.agent('worker', frame)
       const want = forgedTasks.length + forgedBye.length
       await waitFor(() => agent.stats.badFrames >= want, 10_000, `the agent to count the ${want} forged frames`)
-      await until(async () => (await raw.waiting('worker')) === 0, 10_000, 'the forged task frames to be acknowledged')
+      await waitFor(async () => (await raw.waiting('worker')) === 0, 10_000, 'the forged task frames to be acknowledged')
       assert.deepEqual(await Promise.all([cluster.call('add', 2, 3), cluster.call('add', 4, 5)]), [5, 9])
       assert.equal(agent.state, 'ready', 'the forged goodbye was not acted on')
       assert.equal(agent.stats.badFrames, want, 'each forged frame counted once')

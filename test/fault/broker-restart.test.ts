@@ -11,25 +11,10 @@ import assert from 'node:assert/strict'
 import type { TestContext } from 'node:test'
 import { Cluster, TransportError } from '../../lib/index.js'
 import { usesAmqp, usesRedis, type TransportKind } from '../../lib/transport/options.js'
-import { FAST, FIXTURE_TASKS, runCli, waitFor } from '../helpers.js'
+import { FAST, FIXTURE_TASKS, runCli, waitFor, within } from '../helpers.js'
 import { ownBrokerSkip, ownRabbit, ownRedis, type OwnBroker } from '../brokers.js'
 
 const DESIGNS: TransportKind[] = ['redis', 'amqp', 'amqp+redis']
-
-/** `p`, or a rejection naming `what` after `ms`. */
-async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms)
-      }),
-    ])
-  } finally {
-    clearTimeout(timer)
-  }
-}
 
 function skipFor(design: TransportKind): string | false {
   return (usesRedis(design) && ownBrokerSkip('redis')) || (usesAmqp(design) && ownBrokerSkip('rabbitmq')) || false
@@ -89,7 +74,7 @@ for (const design of DESIGNS) {
       await Promise.all(brokers.all.map((b) => b.stop()))
       await Promise.all(brokers.all.map((b) => b.start()))
       const outageMs = performance.now() - stopped
-      const results = await within(45_000, `all ${n} results after the restart`, all)
+      const results = await within(all, 45_000, `all ${n} results after the restart`)
 
       assert.ok(before < n, `the restart came before the job ended (${before} of ${n} done)`)
       assert.deepEqual(
@@ -128,12 +113,12 @@ for (const design of DESIGNS) {
       assert.equal(await cluster.call('add', 1, 1), 2)
       const failed = new Promise<Error>((resolve) => cluster.once('transport:error', resolve))
       const pending = Array.from({ length: 20 }, () => cluster.call('sleep', 200))
-      await new Promise((r) => setTimeout(r, 100))
+      await waitFor(() => (cluster.nodes()[0]?.inFlight ?? 0) > 0, 10_000, 'the agent to take tasks')
       const stopped = performance.now()
       await Promise.all(brokers.all.map((b) => b.stop()))
-      const outcomes = await within(limit + 15_000, 'the pending tasks to settle', Promise.allSettled(pending))
+      const outcomes = await within(Promise.allSettled(pending), limit + 15_000, 'the pending tasks to settle')
       const tookMs = performance.now() - stopped
-      const err = await within(1000, 'transport:error', failed)
+      const err = await within(failed, 1000, 'transport:error')
       assert.ok(err instanceof TransportError, String(err))
       assert.equal(err.code, 'ERR_BROKER_LOST')
       assert.match(err.message, new RegExp(`127\\.0\\.0\\.1:(${brokers.all.map((b) => b.port).join('|')}).*gone for more than ${limit} ms`))

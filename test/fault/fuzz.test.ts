@@ -5,7 +5,7 @@ import * as zmq from 'zeromq'
 import { Packr } from 'msgpackr'
 import { Cluster, Agent } from '../../lib/index.js'
 import { MsgType, PROTOCOL_VERSION } from '../../lib/protocol/messages.js'
-import { FIXTURE_TASKS, freePort, waitFor } from '../helpers.js'
+import { FIXTURE_TASKS, freePort, waitFor, within } from '../helpers.js'
 
 const packr = new Packr()
 const V = PROTOCOL_VERSION
@@ -124,10 +124,7 @@ test('a registered peer that sends malformed frames: each is counted once, the n
   sock.connect(cluster.address)
   const hello = { agentId: id, threads: 1, pid: 1, host: 'h', version: '0', tasks: ['add'], actors: [], window: 0 }
   await sock.send([packr.pack([V, MsgType.Hello, hello])])
-  const [welcome] = await Promise.race([
-    sock.receive(),
-    new Promise<never>((_, reject) => setTimeout(() => reject(new Error('timed out after 10000 ms waiting for a Welcome')), 10_000).unref()),
-  ])
+  const [welcome] = await within(sock.receive(), 10_000, 'a Welcome')
   assert.equal((packr.unpack(welcome!) as unknown[])[1], MsgType.Welcome)
   assert.equal(cluster.nodes().length, 2)
   const before = cluster.stats()
@@ -195,10 +192,9 @@ test('an agent survives a hostile driver, then serves a real one on the same add
 })
 
 test('an agent the driver rejects says why, fails waitUntilReady with the reason, and closes', async () => {
-  const port = await freePort()
-  const address = `tcp://127.0.0.1:${port}`
   const fake = new zmq.Router({ linger: 0, sendTimeout: 0, mandatory: false })
-  await fake.bind(address)
+  await fake.bind('tcp://127.0.0.1:*')
+  const address = fake.lastEndpoint!
   const agent = await Agent.start({ connect: address, tasks: FIXTURE_TASKS, threads: 1, heartbeatMs: 300 })
   try {
     const reasons: string[] = []

@@ -3,71 +3,22 @@
 // stats().lateResultsDropped, exactly, and no call or map sees it.
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
-import * as zmq from 'zeromq'
-import { Packr } from 'msgpackr'
-import { Agent, Cluster, TaskCancelledError, TaskTimeoutError } from '../../lib/index.js'
-import { MsgType, PROTOCOL_VERSION, Status } from '../../lib/protocol/messages.js'
+import { Agent, TaskCancelledError, TaskTimeoutError } from '../../lib/index.js'
+import { Status } from '../../lib/protocol/messages.js'
 import { FIXTURE_TASKS, waitFor } from '../helpers.js'
+import { openDriver, welcomedRawAgent, type SentTask } from '../raw-agent.js'
 
-const packr = new Packr()
-const V = PROTOCOL_VERSION
-
-interface SentTask {
-  id: number
-  name: string
-  args: unknown[]
-  timeoutMs: number | undefined
-}
-
-/**
- * A raw DEALER that registers as an agent, sends heartbeats so it stays a
- * member, records every task the driver sends it and answers only when told.
- */
+/** A raw node that stays a member (heartbeats every 100 ms) and answers only when told. */
 async function rawNode(t: TestContext, address: string, id: string, window: number) {
-  const socket = new zmq.Dealer({ routingId: id, linger: 0, sendTimeout: 0 })
-  t.after(() => socket.close())
-  socket.connect(address)
-  const tasks: SentTask[] = []
-  let welcomed = false
-  void (async () => {
-    try {
-      for await (const [head, body] of socket) {
-        const h = packr.unpack(head!) as unknown[]
-        if (h[1] === MsgType.Welcome) welcomed = true
-        if (h[1] !== MsgType.Tasks) continue
-        const flat = packr.unpack(body!) as unknown[]
-        for (let i = 0; i < flat.length; i += 3) {
-          tasks.push({ id: flat[i] as number, name: flat[i + 1] as string, args: flat[i + 2] as unknown[], timeoutMs: h[3] as number | undefined })
-        }
-      }
-    } catch {
-      // closed
-    }
-  })()
-  const hello = { agentId: id, threads: 1, pid: process.pid, host: 'raw', version: '0', tasks: ['add', 'sleep'], actors: [], window }
-  await socket.send([packr.pack([V, MsgType.Hello, hello])])
-  await waitFor(() => welcomed, 10_000, `a Welcome for ${id}`)
-  const beat = setInterval(() => void socket.send([packr.pack([V, MsgType.Heartbeat, { busy: 0, done: 0, queued: 0 }])]).catch(() => {}), 100)
-  t.after(() => clearInterval(beat))
-  return {
-    tasks,
-    /** Sends one Results frame: `[id, status, value]` triples. */
-    answer: (items: [number, number, unknown][]) => socket.send([packr.pack([V, MsgType.Results, items.length]), packr.pack(items.flat())]),
-    credit: (w: number) => socket.send([packr.pack([V, MsgType.Credit, w])]),
-  }
+  const raw = await welcomedRawAgent(t, address, id, window)
+  raw.beat(100)
+  return raw
 }
 
 const sum = (t: SentTask) => (t.args[0] as number) + (t.args[1] as number)
 
 test('a registered node answering tasks of a cancelled map, and one of them twice while the map runs: each late answer is dropped and counted, no value is yielded twice', async (t) => {
-  await using cluster = await Cluster.start({
-    tasks: FIXTURE_TASKS,
-    listen: 'tcp://127.0.0.1:0',
-    insecure: true,
-    localAgents: 0,
-    heartbeatMs: 100,
-    nodeTimeoutMs: 5_000,
-  })
+  await using cluster = await openDriver({ heartbeatMs: 100, nodeTimeoutMs: 5_000 })
   const raw = await rawNode(t, cluster.address, 'late-map', 8)
   const controller = new AbortController()
   const inputs = Array.from({ length: 6 }, (_, i) => [i, 100 * i])
@@ -110,14 +61,7 @@ test('a registered node answering tasks of a cancelled map, and one of them twic
 })
 
 test('a registered node answering a task after reporting its timeout: the call rejects once with TaskTimeoutError and the answer is counted as late', async (t) => {
-  await using cluster = await Cluster.start({
-    tasks: FIXTURE_TASKS,
-    listen: 'tcp://127.0.0.1:0',
-    insecure: true,
-    localAgents: 0,
-    heartbeatMs: 100,
-    nodeTimeoutMs: 5_000,
-  })
+  await using cluster = await openDriver({ heartbeatMs: 100, nodeTimeoutMs: 5_000 })
   const raw = await rawNode(t, cluster.address, 'late-timeout', 4)
   const settled: unknown[] = []
   const call = cluster
@@ -146,14 +90,7 @@ test('a registered node answering a task after reporting its timeout: the call r
 })
 
 test('a registered node answering a task after it was retried on another node: the other node’s result counts, the stale answer is dropped as late', async (t) => {
-  await using cluster = await Cluster.start({
-    tasks: FIXTURE_TASKS,
-    listen: 'tcp://127.0.0.1:0',
-    insecure: true,
-    localAgents: 0,
-    heartbeatMs: 100,
-    nodeTimeoutMs: 5_000,
-  })
+  await using cluster = await openDriver({ heartbeatMs: 100, nodeTimeoutMs: 5_000 })
   const raw = await rawNode(t, cluster.address, 'late-retry', 1)
   const call = cluster.call<number>('add', 20, 22)
   await waitFor(() => raw.tasks.length === 1, 10_000, 'the raw node to receive the task')

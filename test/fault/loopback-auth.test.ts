@@ -3,14 +3,12 @@ import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
-import * as zmq from 'zeromq'
-import { Packr } from 'msgpackr'
 import { Agent, AuthError, Cluster } from '../../lib/index.js'
 import { MsgType, PROTOCOL_VERSION } from '../../lib/protocol/messages.js'
 import { helloProof, newKeyPair, writeKeys } from '../../lib/transport/curve.js'
 import { FIXTURE_TASKS, runCli, waitFor, within } from '../helpers.js'
+import { rawAgent } from '../raw-agent.js'
 
-const packr = new Packr()
 const V = PROTOCOL_VERSION
 
 /** Local keys go under this file's own runtime directory (the variable is read at each start). */
@@ -26,34 +24,16 @@ process.on('exit', () => {
 
 const portOf = (address: string) => /:(\d+)$/.exec(address)![1]!
 
-/** A raw DEALER that says Hello and records every message the driver sends it. */
+/** A raw DEALER that says Hello as `id` (CURVE with a key pair of its own when given the server's key); one connection attempt, so a refused handshake is not retried while the test looks. */
 function intruder(t: TestContext, address: string, id: string, curve?: { serverPublicKey: string }) {
   const keys = newKeyPair()
-  const socket = new zmq.Dealer({
-    routingId: id,
-    linger: 0,
-    sendTimeout: 0,
-    // One attempt: a refused handshake is not retried while the test looks.
-    reconnectInterval: 60_000,
-    ...(curve ? { curveServerKey: curve.serverPublicKey, curvePublicKey: keys.publicKey, curveSecretKey: keys.secretKey } : {}),
+  return rawAgent(t, address, id, {
+    hello: { tasks: ['add'], registration: 'x' },
+    socket: {
+      reconnectInterval: 60_000,
+      ...(curve ? { curveServerKey: curve.serverPublicKey, curvePublicKey: keys.publicKey, curveSecretKey: keys.secretKey } : {}),
+    },
   })
-  const refused: string[] = []
-  socket.events.on('handshake:error:auth', (e) => refused.push(e.error.message))
-  socket.events.on('handshake:error:protocol', (e) => refused.push(e.error.message))
-  t.after(() => socket.close())
-  socket.connect(address)
-  const received: unknown[][] = []
-  void (async () => {
-    try {
-      for await (const parts of socket) received.push(parts.map((p) => packr.unpack(p) as unknown))
-    } catch {
-      // closed
-    }
-  })()
-  const hello = { agentId: id, threads: 1, pid: process.pid, host: 'raw', version: '0', tasks: ['add'], actors: [], window: 1000, registration: 'x' }
-  // Queued until a connection is up; never delivered if the handshake fails.
-  void socket.send([packr.pack([V, MsgType.Hello, hello])]).catch(() => {})
-  return { socket, received, refused }
 }
 
 test('a loopback listen authenticates: a DEALER without the key, or with a key of its own, gets no Welcome and no task; the job is exact', async (t) => {
@@ -132,11 +112,10 @@ test('insecure: true on loopback behaves as before: no keys made, a plain DEALER
   assert.equal(cluster.localKeys, undefined)
   assert.equal(existsSync(join(runtime, 'actor-cluster', `${hostname()}-${portOf(cluster.address)}`)), false)
   const plain = intruder(t, cluster.address, 'plain')
-  await waitFor(() => plain.received.some((m) => (m[0] as unknown[])[1] === MsgType.Welcome), 10_000, 'the Welcome of the plain DEALER')
+  await waitFor(plain.welcomed, 10_000, 'the Welcome of the plain DEALER')
   const call = cluster.call<number>('add', 2, 3)
-  await waitFor(() => plain.received.some((m) => (m[0] as unknown[])[1] === MsgType.Tasks), 10_000, 'the task to reach the plain DEALER')
-  const [id] = plain.received.find((m) => (m[0] as unknown[])[1] === MsgType.Tasks)![1] as [number]
-  await plain.socket.send([packr.pack([V, MsgType.Results, 1]), packr.pack([id, 0, 5])])
+  await waitFor(() => plain.tasks.length > 0, 10_000, 'the task to reach the plain DEALER')
+  await plain.answer([[plain.tasks[0]!.id, 0, 5]])
   assert.equal(await call, 5)
 })
 
@@ -219,30 +198,17 @@ test('no takeover of an agent id without its key: a peer with another accepted k
   await victim.waitUntilReady()
 
   /** A peer holding `key` (accepted by the driver), connecting under the victim's public id, saying Hello as it. */
-  const impostor = (routingId: string, key: typeof other, prove: boolean) => {
-    const socket = new zmq.Dealer({
-      routingId,
-      linger: 0,
-      sendTimeout: 0,
-      curveServerKey: server.publicKey,
-      curvePublicKey: key.publicKey,
-      curveSecretKey: key.secretKey,
-    })
-    t.after(() => socket.close())
-    socket.connect(cluster.address)
-    const received: unknown[][] = []
-    void (async () => {
-      try {
-        for await (const parts of socket) received.push(parts.map((p) => packr.unpack(p) as unknown))
-      } catch {
-        // closed
-      }
-    })()
-    const hello = { agentId: 'victim', threads: 1, pid: 1, host: 'raw', version: '0', tasks: ['add', 'whoami'], actors: [], window: 1000, registration: 'evil' }
-    const proof = prove ? helloProof({ serverPublicKey: server.publicKey, agentKey: key }, 'victim', 'evil', routingId) : {}
-    void socket.send([packr.pack([V, MsgType.Hello, { ...hello, ...proof }])]).catch(() => {})
-    return received
-  }
+  const impostor = (routingId: string, key: typeof other, prove: boolean) =>
+    rawAgent(t, cluster.address, routingId, {
+      hello: {
+        agentId: 'victim',
+        pid: 1,
+        tasks: ['add', 'whoami'],
+        registration: 'evil',
+        ...(prove ? helloProof({ serverPublicKey: server.publicKey, agentKey: key }, 'victim', 'evil', routingId) : {}),
+      },
+      socket: { curveServerKey: server.publicKey, curvePublicKey: key.publicKey, curveSecretKey: key.secretKey },
+    }).received
   // The ROUTER hands an id over to whoever claims it: the agent's routing id is not its public id, so this is another peer.
   const claimsId = impostor('victim', other, true)
   const unproven = impostor('victim/00000000000000000000000000000000', owner, false)

@@ -1,7 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Cluster, NodeLostError } from '../../lib/index.js'
-import { FAST, FIXTURE_TASKS, fastAgentArgs, runCli, waitFor, type Proc } from '../helpers.js'
+import { FAST, FIXTURE_TASKS, fastAgentArgs, runCli, waitFor, within, type Proc } from '../helpers.js'
 
 test('a task that kills its node is charged each loss: after maxRetries losses it rejects with NodeLostError naming it, and nothing else is lost', async (t) => {
   await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0, maxRetries: 1, ...FAST })
@@ -15,10 +15,7 @@ test('a task that kills its node is charged each loss: after maxRetries losses i
     () => assert.fail('a task that kills its node cannot succeed'),
     (e: unknown) => e,
   )
-  const err = await Promise.race([
-    killer,
-    new Promise((_, reject) => setTimeout(() => reject(new Error('timed out after 30000 ms waiting for the killing task to reject')), 30_000).unref()),
-  ])
+  const err = await within(killer, 30_000, 'the killing task to reject')
   assert.ok(err instanceof NodeLostError, String(err))
   assert.equal(err.code, 'ERR_NODE_LOST')
   assert.match(err.message, /^task "killProcess" was on node \S+ when it was lost \(no heartbeat for \d+ ms\), after 1 earlier infrastructure failures$/)

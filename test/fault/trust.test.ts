@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { test, type TestContext } from 'node:test'
+import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import * as zmq from 'zeromq'
 import { Packr } from 'msgpackr'
@@ -12,38 +12,19 @@ import { Agent, Cluster, InvalidArgumentError } from '../../lib/index.js'
 import { startScript } from '../../lib/hosts/remote.js'
 import { MsgType, PROTOCOL_VERSION } from '../../lib/protocol/messages.js'
 import { newKeyPair } from '../../lib/transport/curve.js'
-import { FIXTURE_TASKS, runCli, waitFor } from '../helpers.js'
+import { FIXTURE_TASKS, runCli, waitFor, within } from '../helpers.js'
+import { openDriver, welcomedRawAgent } from '../raw-agent.js'
 
 const packr = new Packr()
 const V = PROTOCOL_VERSION
 
-/** A raw DEALER that registers as an agent and records what the driver sends it. */
-async function rawAgent(t: TestContext, address: string, id: string, window: number) {
-  const socket = new zmq.Dealer({ routingId: id, linger: 0, sendTimeout: 0 })
-  t.after(() => socket.close())
-  socket.connect(address)
-  const received: unknown[][] = []
-  void (async () => {
-    try {
-      for await (const parts of socket) received.push(parts.map((p) => packr.unpack(p) as unknown))
-    } catch {
-      // closed
-    }
-  })()
-  const hello = { agentId: id, threads: 1, pid: process.pid, host: 'raw', version: '0', tasks: ['add', 'sleep'], actors: [], window }
-  await socket.send([packr.pack([V, MsgType.Hello, hello])])
-  await waitFor(() => received.some((m) => (m[0] as unknown[])[1] === MsgType.Welcome), 10_000, `a Welcome for ${id}`)
-  return { socket, received }
-}
-
 test('a result counts only from the node the task was sent to: a member answering another node\u2019s tasks is dropped as late', async (t) => {
-  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', insecure: true, localAgents: 0 })
+  await using cluster = await openDriver()
   // The forger asks for one task and never answers it: every later task goes to the real agent.
-  const forger = await rawAgent(t, cluster.address, 'forger', 1)
+  const forger = await welcomedRawAgent(t, cluster.address, 'forger', 1)
   const held = cluster.call('sleep', 1, -1).catch((e: unknown) => e)
-  await waitFor(() => forger.received.some((m) => (m[0] as unknown[])[1] === MsgType.Tasks), 10_000, 'the forger to receive its task')
-  const frame = forger.received.find((m) => (m[0] as unknown[])[1] === MsgType.Tasks)!
-  const heldId = (frame[1] as unknown[])[0] as number
+  await waitFor(() => forger.tasks.length > 0, 10_000, 'the forger to receive its task')
+  const heldId = forger.tasks[0]!.id
   const agent = await Agent.start({ connect: cluster.address, tasks: FIXTURE_TASKS, threads: 1 })
   t.after(() => agent.close())
   await agent.waitUntilReady()
@@ -51,9 +32,9 @@ test('a result counts only from the node the task was sent to: a member answerin
   const calls = Array.from({ length: n }, (_, i) => cluster.call<number>('sleep', 30, i))
   await waitFor(() => agent.stats.tasksDone > 0 || cluster.stats().inFlight > 1, 10_000, 'the real agent to take tasks')
   // The ids that follow the forger's own are the real agent's; the forger answers them all with 999.
-  const forged = Array.from({ length: n + 16 }, (_, k) => [heldId + 1 + k, 0, 999]).flat()
+  const forged = Array.from({ length: n + 16 }, (_, k): [number, number, unknown] => [heldId + 1 + k, 0, 999])
   const before = cluster.stats().lateResultsDropped
-  await forger.socket.send([packr.pack([V, MsgType.Results, forged.length / 3]), packr.pack(forged)])
+  await forger.answer(forged)
   assert.deepEqual(
     await Promise.all(calls),
     Array.from({ length: n }, (_, i) => i),
@@ -67,20 +48,16 @@ test('a result counts only from the node the task was sent to: a member answerin
 })
 
 test('results from a node that is no longer a member are counted as late results, not as bad frames', async (t) => {
-  await using cluster = await Cluster.start({
-    tasks: FIXTURE_TASKS,
-    listen: 'tcp://127.0.0.1:0',
-    insecure: true,
-    localAgents: 0,
-    heartbeatMs: 100,
-    nodeTimeoutMs: 400,
-  })
+  await using cluster = await openDriver({ heartbeatMs: 100, nodeTimeoutMs: 400 })
   const lost = new Promise<string>((resolve) => cluster.once('node:lost', (_n, reason) => resolve(reason)))
   // It never sends a heartbeat: the driver declares it lost.
-  const raw = await rawAgent(t, cluster.address, 'silent', 0)
+  const raw = await welcomedRawAgent(t, cluster.address, 'silent', 0)
   assert.match(await lost, /no heartbeat/)
   const before = cluster.stats()
-  await raw.socket.send([packr.pack([V, MsgType.Results, 2]), packr.pack([1, 0, 5, 2, 0, 6])])
+  await raw.answer([
+    [1, 0, 5],
+    [2, 0, 6],
+  ])
   await waitFor(() => cluster.stats().lateResultsDropped > before.lateResultsDropped, 5_000, 'the late results to be counted')
   const after = cluster.stats()
   assert.equal(after.lateResultsDropped - before.lateResultsDropped, 2)
@@ -126,7 +103,7 @@ test('a message of more parts than the protocol has, or more bytes in all than m
   const maxFrameBytes = 64 * 1024
   await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1, listen: 'tcp://127.0.0.1:0', insecure: true, maxFrameBytes })
   assert.equal(await cluster.call('add', 1, 2), 3)
-  const raw = await rawAgent(t, cluster.address, 'many-parts', 0)
+  const raw = await welcomedRawAgent(t, cluster.address, 'many-parts', 0)
   const heartbeat = packr.pack([V, MsgType.Heartbeat])
   // Each part fits libzmq's per-part limit; together they are 300 times it.
   const chunk = Buffer.alloc(60 * 1024, 7)
@@ -153,10 +130,7 @@ test('an agent drops a message from its driver of more parts than the protocol h
   await router.bind('tcp://127.0.0.1:*')
   const agent = await Agent.start({ connect: router.lastEndpoint!, tasks: FIXTURE_TASKS, threads: 1, maxFrameBytes: 64 * 1024 })
   t.after(() => agent.close({ timeoutMs: 1000 }))
-  const [id] = (await Promise.race([
-    router.receive(),
-    new Promise((_, reject) => setTimeout(() => reject(new Error('timed out after 10000 ms waiting for the agent’s Hello')), 10_000).unref()),
-  ])) as Buffer[]
+  const [id] = await within(router.receive(), 10_000, 'the agent’s Hello')
   const chunk = Buffer.alloc(60 * 1024, 7)
   await router.send([id!, packr.pack([V, MsgType.Heartbeat]), ...Array.from({ length: 299 }, () => chunk)])
   await waitFor(() => agent.stats.badFrames === 1, 10_000, 'the agent to count the 300-part message as a bad frame')

@@ -43,15 +43,6 @@ function redisFor(t: TestContext) {
   return { clusterId, redis, k }
 }
 
-/** Polls an async condition until it holds; rejects, naming what it waited for, after `ms`. */
-async function until(predicate: () => Promise<boolean>, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms
-  while (!(await predicate())) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 20))
-  }
-}
-
 test(
   'redis: an agent that starts under the id of a crashed one takes back the frames that one had taken, as redeliveries: acknowledged unrun, the driver told',
   { skip: skipReason('redis') },
@@ -66,7 +57,7 @@ test(
     await redis.lpush(k('processing:twin'), stale)
     const agent = await Agent.start({ ...urls, transport: 'redis', clusterId, id: 'twin', tasks: FIXTURE_TASKS, threads: 1 })
     t.after(() => agent.close({ timeoutMs: 2_000 }))
-    await until(
+    await waitFor(
       async () => (await redis.llen(k('processing:twin'))) === 0 && (await redis.llen(k('tasks'))) === 0,
       10_000,
       'the taken-back frame to be acknowledged (neither on the processing list nor on the task list)',
@@ -94,7 +85,7 @@ test(
     await redis.lpush(k('tasks'), Buffer.from('not a frame'))
     await redis.lpush(k('tasks'), sealed(clusterId, 'task', [Buffer.from('junk header'), encode([])]))
     await waitFor(() => agent.stats.badFrames === 2, 10_000, 'the agent to count both malformed frames')
-    await until(
+    await waitFor(
       async () => (await redis.llen(k('processing:picky'))) === 0 && (await redis.llen(k('tasks'))) === 0,
       10_000,
       'both frames to be acknowledged: neither on the task list nor on the processing list',
@@ -120,7 +111,7 @@ test(
     const id = cluster.nodes()[0]!.id
     // Timed tasks travel one to a frame and run alone: one runs (for longer than this test looks), the others wait on the agent.
     const calls = Array.from({ length: 8 }, (_, i) => cluster.with({ timeoutMs: 20_000 }).call<number>('sleep', 5_000, i))
-    await until(async () => (await redis.llen(k(`processing:${id}`))) >= 3, 10_000, 'the agent to hold one running and at least two waiting frames')
+    await waitFor(async () => (await redis.llen(k(`processing:${id}`))) >= 3, 10_000, 'the agent to hold one running and at least two waiting frames')
     // Frames the agent has not taken (it takes no more than its window): they stay on the task list.
     const untaken = await redis.llen(k('tasks'))
     // The driver's goodbye, as it sends it; then this process holds still (its driver cannot move the
@@ -367,12 +358,12 @@ test(
     })
     await tasks.open()
     tasks.publish(packParts([header(MsgType.Tasks, 1), encode([1, 'add', [1, 2]])]))
-    await until(async () => (await redis.exists(k('tasks'))) === 1, 10_000, 'the published frame on the task list')
+    await waitFor(async () => (await redis.exists(k('tasks'))) === 1, 10_000, 'the published frame on the task list')
     await ttlOf(k('tasks'))
     await redis.del(k('tasks'))
     await redis.lpush(k('processing:gone'), packParts([header(MsgType.Tasks, 1), encode([2, 'add', [1, 2]])]))
     tasks.reclaim('gone')
-    await until(async () => (await redis.llen(k('tasks'))) === 1, 10_000, 'the lost agent’s frame moved back to the task list')
+    await waitFor(async () => (await redis.llen(k('tasks'))) === 1, 10_000, 'the lost agent’s frame moved back to the task list')
     await ttlOf(k('tasks'))
     // An agent's processing list while it runs a task.
     const cluster = await Cluster.start({ ...urls, tasks: FIXTURE_TASKS, transport: 'redis', localAgents: 0, clusterId: `${clusterId}-run` })
@@ -381,7 +372,7 @@ test(
     t.after(() => agent.close({ timeoutMs: 2_000 }))
     const run = `ac:{${clusterId}-run}:`
     const call = cluster.call<number>('sleep', 1_000, 7)
-    await until(async () => (await redis.exists(`${run}processing:slow`)) === 1, 10_000, 'the task on the agent’s processing list')
+    await waitFor(async () => (await redis.exists(`${run}processing:slow`)) === 1, 10_000, 'the task on the agent’s processing list')
     await ttlOf(`${run}processing:slow`)
     assert.equal(await call, 7)
     await agent.close()

@@ -3,7 +3,7 @@
  * redelivery of a dead agent's tasks, namespaces, stale queues, bad URLs and
  * a broker that goes away mid-run.
  */
-import { describe, test } from 'node:test'
+import { describe, test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { createServer } from 'node:net'
@@ -37,6 +37,25 @@ const agentArgs = (design: TransportKind, clusterId: string, threads = 1) => [
   '--heartbeat-ms',
   '300',
 ]
+
+/**
+ * A cluster of one thread on `design` whose broker it reaches through a proxy the test can cut or freeze
+ * (`query` added to the proxied URL), with `brokerReconnectMs` 1000; it has answered one call. Closed when the test ends.
+ */
+async function behindProxy(t: TestContext, design: 'redis' | 'amqp', url: string, port: number, query = '') {
+  const proxy = await proxyTo(t, url, port)
+  const via = withPort(url, proxy.port) + query
+  const cluster = await Cluster.start({
+    tasks: FIXTURE_TASKS,
+    transport: design,
+    threads: 1,
+    brokerReconnectMs: 1000,
+    ...(design === 'redis' ? { redisUrl: via } : { amqpUrl: via }),
+  })
+  t.after(() => cluster.close())
+  assert.equal(await cluster.call('add', 1, 1), 2)
+  return { proxy, cluster }
+}
 
 for (const design of BROKERED) {
   describe(`brokered design ${design}`, { skip: skipReason(design) }, () => {
@@ -219,20 +238,11 @@ describe('bad broker URLs and lost brokers', () => {
       `a ${design} broker that goes away for longer than brokerReconnectMs fails the pending tasks with a clear error, never a hang`,
       { skip: skipReason(design) },
       async (t) => {
-        const proxy = await proxyTo(t, url, port)
-        const via = withPort(url, proxy.port)
-        const cluster = await Cluster.start({
-          tasks: FIXTURE_TASKS,
-          transport: design,
-          threads: 1,
-          brokerReconnectMs: 1000,
-          ...(design === 'redis' ? { redisUrl: via } : { amqpUrl: via }),
-        })
-        t.after(() => cluster.close())
-        assert.equal(await cluster.call('add', 1, 1), 2)
+        const { proxy, cluster } = await behindProxy(t, design, url, port)
         const failed = new Promise<Error>((resolve) => cluster.once('transport:error', resolve))
         const pending = Array.from({ length: 20 }, () => cluster.call('sleep', 200))
-        await new Promise((r) => setTimeout(r, 100))
+        // The agent has taken tasks from the queue (some may finish before the cut).
+        await waitFor(() => (cluster.nodes()[0]?.inFlight ?? 0) > 0, 10_000, 'the agent to take tasks')
         await proxy.cut()
         const outcomes = await Promise.allSettled(pending)
         const err = await failed
@@ -297,18 +307,8 @@ test(
           ['amqp', AMQP_URL, 5672],
         ] as const
       ).map(async ([design, url, port]) => {
-        const proxy = await proxyTo(t, url, port)
         // AMQP heartbeats of 1 s (instead of 5) let the client give up on the hung broker sooner.
-        const via = withPort(url, proxy.port) + (design === 'amqp' ? '?heartbeat=1' : '')
-        const cluster = await Cluster.start({
-          tasks: FIXTURE_TASKS,
-          transport: design,
-          threads: 1,
-          brokerReconnectMs: 1000,
-          ...(design === 'redis' ? { redisUrl: via } : { amqpUrl: via }),
-        })
-        t.after(() => cluster.close())
-        assert.equal(await cluster.call('add', 1, 1), 2)
+        const { proxy, cluster } = await behindProxy(t, design, url, port, design === 'amqp' ? '?heartbeat=1' : '')
         const pending = cluster.call('sleep', 100)
         proxy.freeze()
         await assert.rejects(

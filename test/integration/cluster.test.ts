@@ -13,7 +13,7 @@ import {
   InvalidArgumentError,
 } from '../../lib/index.js'
 import type * as Tasks from '../fixtures/tasks.js'
-import { FIXTURE_TASKS } from '../helpers.js'
+import { FIXTURE_TASKS, mapAhead, waitFor } from '../helpers.js'
 
 let cluster: Cluster
 
@@ -104,21 +104,7 @@ test('map with ordered: false yields every result', async () => {
 })
 
 test('map pulls inputs lazily: never more than concurrency ahead of the consumer', async () => {
-  let pulled = 0
-  let maxAhead = 0
-  let consumed = 0
-  function* endless() {
-    for (let k = 0; ; k++) {
-      pulled++
-      maxAhead = Math.max(maxAhead, pulled - consumed)
-      yield [k, 1]
-    }
-  }
-  for await (const r of cluster.map<number>('add', endless(), { concurrency: 64 })) {
-    assert.equal(r, consumed + 1)
-    consumed++
-    if (consumed === 2000) break
-  }
+  const { pulled, consumed, maxAhead } = await mapAhead(cluster, 64, 2000)
   assert.ok(maxAhead <= 65, `pulled ${maxAhead} ahead`)
   assert.ok(pulled <= consumed + 65)
 })
@@ -192,7 +178,7 @@ test('close() rejects pending tasks with a clear error, is idempotent, and later
   t.after(() => c.close())
   const slow = c.call('sleep', 300)
   const queued = Promise.allSettled(Array.from({ length: 10 }, () => c.call('sleep', 300)))
-  await new Promise((r) => setTimeout(r, 50))
+  await waitFor(() => (c.nodes()[0]?.inFlight ?? 0) > 0, 10_000, 'the first task to reach the agent')
   const slowRejected = assert.rejects(slow, (e: unknown) => e instanceof ClusterClosedError && e.code === 'ERR_CLUSTER_CLOSED')
   await Promise.all([c.close(), c.close()])
   await slowRejected
@@ -223,11 +209,17 @@ test('a tasks module that fails to load is a clear error at start', async () => 
   )
 })
 
-test('stats count what happened', () => {
+test('stats count what happened', async () => {
+  // Counted from here: the tests before this one used the same cluster.
+  const before = cluster.stats()
+  const n = 20_000
+  await Promise.all(Array.from({ length: n }, (_, k) => cluster.call('add', 1, k)))
+  await assert.rejects(cluster.call('fail', 'counted'), RemoteTaskError)
   const s = cluster.stats()
-  assert.ok(s.tasksSubmitted >= 20_000)
-  assert.ok(s.tasksFailed >= 1)
+  assert.equal(s.tasksSubmitted - before.tasksSubmitted, n + 1)
+  assert.equal(s.tasksSucceeded - before.tasksSucceeded, n)
+  assert.equal(s.tasksFailed - before.tasksFailed, 1)
   assert.equal(s.badFrames, 0)
   assert.equal(s.nodes, 1)
-  assert.ok(s.transport.framesOut > 0 && s.transport.bytesIn > 0)
+  assert.ok(s.transport.framesOut > before.transport.framesOut && s.transport.bytesIn > before.transport.bytesIn)
 })

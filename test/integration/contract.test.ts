@@ -17,7 +17,7 @@ import {
 } from '../../lib/index.js'
 import type { TransportKind } from '../../lib/transport/options.js'
 import type * as Tasks from '../fixtures/tasks.js'
-import { FIXTURE_TASKS } from '../helpers.js'
+import { FIXTURE_TASKS, mapAhead, waitFor } from '../helpers.js'
 import { AMQP_URL, REDIS_URL, skipReason } from '../brokers.js'
 
 const DESIGNS: TransportKind[] = ['zmq', 'redis', 'amqp', 'amqp+redis']
@@ -105,20 +105,7 @@ for (const design of DESIGNS) {
     })
 
     test('map has backpressure: never more than concurrency ahead of the consumer', async () => {
-      let pulled = 0
-      let consumed = 0
-      let maxAhead = 0
-      function* endless() {
-        for (let k = 0; ; k++) {
-          pulled++
-          maxAhead = Math.max(maxAhead, pulled - consumed)
-          yield [k, 1]
-        }
-      }
-      for await (const r of cluster.map<number>('add', endless(), { concurrency: 32 })) {
-        assert.equal(r, consumed + 1)
-        if (++consumed === 1000) break
-      }
+      const { maxAhead } = await mapAhead(cluster, 32, 1000)
       assert.ok(maxAhead <= 33, `pulled ${maxAhead} ahead`)
     })
 
@@ -138,11 +125,12 @@ for (const design of DESIGNS) {
       await assert.rejects(cluster.spawn('Nope'), UnknownActorError)
     })
 
-    test('close rejects what is pending, is idempotent, and later calls fail', async () => {
+    test('close rejects what is pending, is idempotent, and later calls fail', async (t) => {
       const c = await start(design, 1)
+      t.after(() => c.close())
       const running = c.call('sleep', 300)
       const queued = Promise.allSettled(Array.from({ length: 10 }, () => c.call('sleep', 300)))
-      await new Promise((r) => setTimeout(r, 50))
+      await waitFor(() => (c.nodes()[0]?.inFlight ?? 0) > 0, 10_000, 'the first task to reach the agent')
       const rejected = assert.rejects(running, ClusterClosedError)
       await Promise.all([c.close(), c.close()])
       await rejected

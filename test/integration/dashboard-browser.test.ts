@@ -27,15 +27,6 @@ const ARGS = [
 /** Where the screenshot goes: DASHBOARD_SCREENSHOT (e.g. docs/dashboard.png), else next to the compiled test. */
 const SHOT = process.env['DASHBOARD_SCREENSHOT'] ?? new URL('../dashboard.png', import.meta.url).pathname
 
-/** Polls an async condition (the page updates itself); fails after `ms`. */
-async function eventually(check: () => Promise<boolean>, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 100))
-  }
-}
-
 const missing = !existsSync(CHROMIUM)
 if (missing && process.env['REQUIRE_BROWSER'] === '1') {
   test('the browser is installed', () => assert.fail(`${CHROMIUM} is missing and REQUIRE_BROWSER=1: install Debian's chromium`))
@@ -119,16 +110,16 @@ test('the dashboard shows nodes, throughput and a failed task in a real browser'
   // Throughput: the chart holds a point with tasks settled, and counts move live.
   const chart = page.locator('#chart')
   await chart.locator('canvas').waitFor({ timeout: 10_000 })
-  await eventually(async () => Number(await chart.getAttribute('data-peak')) > 0, 'a throughput point above 0')
+  await waitFor(async () => Number(await chart.getAttribute('data-peak')) > 0, 10_000, 'a throughput point above 0')
   const count = async () => Number((await page.locator('#t-succeeded').innerText()).replace(/,/g, ''))
   const before = await count()
-  await eventually(async () => (await count()) > before, 'the succeeded count to move')
+  await waitFor(async () => (await count()) > before, 10_000, 'the succeeded count to move')
   assert.match(await page.locator('#actors tbody').innerText(), /Counter-\d+-\w+\s+Counter/)
   assert.equal(await page.locator('#conn').innerText(), 'live')
   assert.match(await page.locator('#transport').innerText(), /^zmq$/)
 
   // Let the chart fill a few seconds, and keep a picture of it while the job runs.
-  await eventually(async () => Number(await chart.getAttribute('data-points')) >= 5, 'five seconds of throughput', 15_000)
+  await waitFor(async () => Number(await chart.getAttribute('data-points')) >= 5, 15_000, 'five seconds of throughput')
   mkdirSync(dirname(SHOT), { recursive: true })
   await page.screenshot({ path: SHOT, fullPage: true })
   stop = true

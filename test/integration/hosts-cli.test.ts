@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Agent, AgentPool, Cluster, InvalidArgumentError } from '../../lib/index.js'
 import type { AgentStatus } from '../../lib/agent/status-file.js'
-import { FIXTURE_TASKS, freePort, runCli, waitFor } from '../helpers.js'
+import { FIXTURE_TASKS, agentArgs, freePort, runCli, waitFor } from '../helpers.js'
 
 const LIB = new URL('../../lib/index.js', import.meta.url).href
 
@@ -140,21 +140,7 @@ test('cluster agent --status-file tells its state, load and tasks done, and foll
   const file = join(dir, 'agent.json')
   const port = await freePort()
   const address = `tcp://127.0.0.1:${port}`
-  const agent = runCli(t, [
-    'agent',
-    '--connect',
-    address,
-    '--tasks',
-    FIXTURE_TASKS.href,
-    '--threads',
-    '1',
-    '--id',
-    'status-agent',
-    '--status-file',
-    file,
-    '--heartbeat-ms',
-    '100',
-  ])
+  const agent = runCli(t, agentArgs(address, 1, '--id', 'status-agent', '--status-file', file, '--heartbeat-ms', '100'))
   const read = async () => JSON.parse(await readFile(file, 'utf8')) as AgentStatus
   await waitFor(() => existsSync(file), 10_000, 'the status file')
   let s = await read()
@@ -236,17 +222,21 @@ test('up names a missing ssh or rsync on this machine before touching any host',
   assert.equal(existsSync(join(dir, '.actor-cluster')), false)
 })
 
-test('a host that cannot be reached: status says why, down keeps it listed until --forget', async (t) => {
-  const dir = await project(t, { name: 'gone', ssh: { connectTimeoutS: 2 } })
-  // A host recorded by an earlier `up`, now refusing connections (port 1 on loopback: nothing listens there).
+/** Records, as an earlier `up` of cluster `name` would have, one host now refusing connections (port 1 on loopback: nothing listens there). */
+async function recordUnreachableHost(dir: string, name: string): Promise<void> {
   await mkdir(join(dir, '.actor-cluster'))
   const state = {
     version: 1,
-    name: 'gone',
+    name,
     updatedAt: 1,
-    hosts: [{ label: '127.0.0.1:1', host: '127.0.0.1', port: 1, agentId: 'gone@127.0.0.1:1', state: 'up', updatedAt: 1 }],
+    hosts: [{ label: '127.0.0.1:1', host: '127.0.0.1', port: 1, agentId: `${name}@127.0.0.1:1`, state: 'up', updatedAt: 1 }],
   }
-  await writeFile(join(dir, '.actor-cluster', 'gone.json'), JSON.stringify(state))
+  await writeFile(join(dir, '.actor-cluster', `${name}.json`), JSON.stringify(state))
+}
+
+test('a host that cannot be reached: status says why, down keeps it listed until --forget', async (t) => {
+  const dir = await project(t, { name: 'gone', ssh: { connectTimeoutS: 2 } })
+  await recordUnreachableHost(dir, 'gone')
   const st = cli(t, dir, ['status', '--json'])
   assert.equal(await st.exited, 0, st.output())
   const s = JSON.parse(st.output()) as { hosts: { host: string; state: string; error: string }[] }
@@ -273,14 +263,7 @@ test('status --dashboard adds the running driver’s view; a dashboard that does
   const dir = await project(t, { name: 'viewed', ssh: { connectTimeoutS: 2 } })
   await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1, dashboard: 0, listen: 'tcp://127.0.0.1:0' })
   assert.equal(await cluster.call('add', 1, 1), 2)
-  await mkdir(join(dir, '.actor-cluster'))
-  const state = {
-    version: 1,
-    name: 'viewed',
-    updatedAt: 1,
-    hosts: [{ label: '127.0.0.1:1', host: '127.0.0.1', port: 1, agentId: 'viewed@127.0.0.1:1', state: 'up', updatedAt: 1 }],
-  }
-  await writeFile(join(dir, '.actor-cluster', 'viewed.json'), JSON.stringify(state))
+  await recordUnreachableHost(dir, 'viewed')
   const js = cli(t, dir, ['status', '--json', '--dashboard', cluster.dashboardUrl!])
   assert.equal(await js.exited, 0, js.output())
   const s = JSON.parse(js.output()) as {

@@ -22,7 +22,7 @@ import {
   type ActorInfo,
 } from '../../lib/index.js'
 import type * as Tasks from '../fixtures/tasks.js'
-import { FIXTURE_TASKS, freePort, runCli, waitFor } from '../helpers.js'
+import { FIXTURE_TASKS, agentArgs, freePort, runCli, waitFor } from '../helpers.js'
 
 async function json<T>(url: string, init?: RequestInit): Promise<{ status: number; body: T }> {
   const r = await fetch(url, init)
@@ -139,7 +139,15 @@ test('throughput history fills once a second; tasks that fail before reaching a 
   assert.ok(failed[0]!.error instanceof SerializationError)
   assert.equal(cluster.snapshot().failures[0]!.node, undefined)
   await Promise.all(Array.from({ length: 500 }, (_, k) => cluster.call('add', 1, k)))
-  await waitFor(() => cluster.snapshot().throughput.t.length >= 2, 5000, 'two throughput points')
+  // A point is published when its second ends: the 500 may still be in the second under way when two points exist.
+  await waitFor(
+    () => {
+      const { t, done } = cluster.snapshot().throughput
+      return t.length >= 2 && done.some((v) => v > 0)
+    },
+    5000,
+    'two throughput points, one of them showing the 500 tasks',
+  )
   const tp = cluster.snapshot().throughput
   assert.equal(tp.t.length, tp.done.length)
   assert.equal(tp.t.length, tp.failed.length)
@@ -180,19 +188,7 @@ test('a lost node: node:lost, task:retried, missed heartbeats, in the snapshot a
     nodeTimeoutMs: 2500,
     localTransport: 'tcp',
   })
-  const remote = runCli(t, [
-    'agent',
-    '--connect',
-    cluster.address,
-    '--tasks',
-    FIXTURE_TASKS.href,
-    '--threads',
-    '1',
-    '--heartbeat-ms',
-    '200',
-    '--id',
-    'doomed-agent',
-  ])
+  const remote = runCli(t, agentArgs(cluster.address, 1, '--heartbeat-ms', '200', '--id', 'doomed-agent'))
   await waitFor(() => cluster.nodes().length === 2, 15_000, 'the remote agent')
   const lost: [NodeInfo, string][] = []
   const retried: RetryInfo[] = []

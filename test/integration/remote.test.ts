@@ -6,18 +6,7 @@ import { Packr } from 'msgpackr'
 import { Cluster, Agent, TransportError } from '../../lib/index.js'
 import { MsgType, PROTOCOL_VERSION } from '../../lib/protocol/messages.js'
 import { parseHeader } from '../../lib/protocol/codec.js'
-import { FIXTURE_TASKS, freePort, runCli, waitFor, within } from '../helpers.js'
-
-const agentArgs = (address: string, threads = 1, ...more: string[]) => [
-  'agent',
-  '--connect',
-  address,
-  '--tasks',
-  FIXTURE_TASKS.href,
-  '--threads',
-  String(threads),
-  ...more,
-]
+import { FIXTURE_TASKS, agentArgs, freePort, runCli, waitFor, within } from '../helpers.js'
 
 test('remote agents join a listening driver and tasks spread across them', async (t) => {
   const port = await freePort()
@@ -151,7 +140,7 @@ test('results of an earlier driver never reach the next one on the same address'
   try {
     await agent.waitUntilReady()
     const slow = Promise.allSettled([first.call('sleep', 700), first.call('sleep', 700)])
-    await new Promise((r) => setTimeout(r, 150))
+    await waitFor(() => agent.activity().busy > 0, 5000, 'the slow batch to run on the agent')
     await first.close()
     await slow
     await using second = await Cluster.start({ tasks: FIXTURE_TASKS, listen: address, localAgents: 0 })
@@ -159,7 +148,8 @@ test('results of an earlier driver never reach the next one on the same address'
     assert.equal(await second.call('add', 1, 1), 2)
     // The first driver's batch finishes on the agent meanwhile; its results must not be sent here.
     await waitFor(() => agent.stats.tasksDone >= 3, 5000, 'the old batch to finish')
-    await new Promise((r) => setTimeout(r, 100))
+    // A result of the old batch sent here would come before the answer to a new call on the same connection.
+    assert.equal(await within(second.call('add', 2, 2), 5000, 'a call after the old batch'), 4)
     assert.equal(second.stats().lateResultsDropped, 0)
     assert.equal(second.stats().badFrames, 0)
   } finally {

@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { createSlurmLab, slurmUnavailable, type SlurmLab } from '../slurm.js'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
-import { CLI, freePort } from '../helpers.js'
+import { CLI, freePort, within } from '../helpers.js'
 
 const unavailable = await slurmUnavailable()
 if (unavailable && process.env['REQUIRE_SLURM'] === '1') {
@@ -287,8 +287,7 @@ function streamDriver(lab: SlurmLab, cwd: string, env: Record<string, string>) {
     exited,
     send: (line: string) => child.stdin!.write(`${line}\n`),
     /** The exit code, or a failure after `ms`. */
-    exit: (ms: number) =>
-      Promise.race([exited, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`the driver did not exit within ${ms} ms`)), ms).unref())]),
+    exit: (ms: number) => within(exited, ms, 'the driver to exit'),
     output: () => `${lines.join('\n')}\n--- stderr\n${err}`,
     /** The value of the next line `key {json}` (after those taken) that `accept` accepts. */
     async next<T>(key: string, ms: number, what: string, accept: (v: T) => boolean = () => true): Promise<T> {

@@ -22,7 +22,7 @@ import type {
 } from '../../lib/transport/transport.js'
 import type { TransportKind } from '../../lib/transport/options.js'
 import { Redis } from 'ioredis'
-import { freePort, waitFor } from '../helpers.js'
+import { waitFor, within } from '../helpers.js'
 import { AMQP_URL, REDIS_URL, proxyTo, skipReason, withPort } from '../brokers.js'
 
 /** Small enough to exceed cheaply, large enough for the multi-part message below. */
@@ -105,33 +105,29 @@ const brokered = (transport: TransportKind, taskBroker: 'redisUrl' | 'amqpUrl'):
   },
 })
 
+/** A ZeroMQ driver transport bound to `listen`, and agent transports connecting to the address it bound. */
+async function zmqSetup(t: TestContext, listen: string): Promise<Harness> {
+  const driver = closing(t, new ZmqDriverTransport({ listen, maxFrameBytes: LIMIT }))
+  await driver.bind()
+  return {
+    driver: agentIdsAsPeers(driver),
+    agent: (id) => closing(t, new ZmqAgentTransport({ connect: driver.address, identity: id, maxFrameBytes: LIMIT })),
+  }
+}
+
 const DESIGNS: Design[] = [
   {
     name: 'zmq over tcp',
     kind: 'routed',
     skip: false,
-    async setup(t) {
-      const driver = closing(t, new ZmqDriverTransport({ listen: `tcp://127.0.0.1:${await freePort()}`, maxFrameBytes: LIMIT }))
-      await driver.bind()
-      return {
-        driver: agentIdsAsPeers(driver),
-        agent: (id) => closing(t, new ZmqAgentTransport({ connect: driver.address, identity: id, maxFrameBytes: LIMIT })),
-      }
-    },
+    setup: (t) => zmqSetup(t, 'tcp://127.0.0.1:0'),
   },
   {
     name: 'zmq over inproc',
     kind: 'routed',
     skip: false,
     noFrameLimit: 'libzmq enforces maxMessageSize in its wire decoder, which inproc does not use',
-    async setup(t) {
-      const driver = closing(t, new ZmqDriverTransport({ listen: `inproc://contract-${randomBytes(6).toString('hex')}`, maxFrameBytes: LIMIT }))
-      await driver.bind()
-      return {
-        driver: agentIdsAsPeers(driver),
-        agent: (id) => closing(t, new ZmqAgentTransport({ connect: driver.address, identity: id, maxFrameBytes: LIMIT })),
-      }
-    },
+    setup: (t) => zmqSetup(t, `inproc://contract-${randomBytes(6).toString('hex')}`),
   },
   {
     name: 'memory',
@@ -200,18 +196,6 @@ async function greet(agent: AgentTransport, got: Received[], id: string): Promis
   await waitFor(() => got.slice(before).some((r) => r.peer === id), WAIT_MS, `the hello of ${id} at the driver`)
 }
 
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms))),
-    ])
-  } finally {
-    clearTimeout(timer)
-  }
-}
-
 const sharedDriver = (h: Harness): SharedQueueDriverTransport => {
   assert.equal(h.driver.kind, 'shared-queue')
   return h.driver
@@ -225,6 +209,17 @@ async function taker(h: Harness, id: string, window: number, via?: Partial<Broke
   await agent.flush()
   const tasks = () => got.filter((r) => r.delivery !== undefined)
   return { agent, got, tasks }
+}
+
+/** A shared-queue driver and an agent of window 1 that has received the driver's first task frame, A. */
+async function firstTaken(t: TestContext, design: Design) {
+  const h = await design.setup(t)
+  const driver = sharedDriver(h)
+  listen(driver)
+  const first = await taker(h, 'agent-1', 1)
+  driver.publishTasks(msg('task', 'A'))
+  await waitFor(() => first.tasks().length === 1, WAIT_MS, 'task frame A at agent-1')
+  return { h, driver, first }
 }
 
 for (const design of DESIGNS) {
@@ -347,7 +342,7 @@ for (const design of DESIGNS) {
         const first = x.close()
         assert.equal(x.close(), first, `${name}: a second close() is the same promise`)
         assert.equal(x[Symbol.asyncDispose](), first, `${name}: asyncDispose is the same close`)
-        await within(first, 10_000, `${name} close`)
+        await within(first, 10_000, `the ${name} close`)
       }
     })
 
@@ -434,12 +429,7 @@ for (const design of DESIGNS) {
 
     if (design.kind === 'shared-queue') {
       test('publishTasks: an agent with room receives the frame with a delivery; ack takes it off the queue', async (t) => {
-        const h = await design.setup(t)
-        const driver = sharedDriver(h)
-        listen(driver)
-        const first = await taker(h, 'agent-1', 1)
-        driver.publishTasks(msg('task', 'A'))
-        await waitFor(() => first.tasks().length === 1, WAIT_MS, 'task frame A at agent-1')
+        const { h, driver, first } = await firstTaken(t, design)
         const [a] = first.tasks()
         assert.deepEqual(texts(a!.parts), ['task', 'A'])
         assert.equal(a!.redelivered, false, 'a first delivery is not marked')
@@ -454,12 +444,7 @@ for (const design of DESIGNS) {
       })
 
       test('release gives a frame back to the queue, for another agent', async (t) => {
-        const h = await design.setup(t)
-        const driver = sharedDriver(h)
-        listen(driver)
-        const first = await taker(h, 'agent-1', 1)
-        driver.publishTasks(msg('task', 'A'))
-        await waitFor(() => first.tasks().length === 1, WAIT_MS, 'task frame A at agent-1')
+        const { h, first } = await firstTaken(t, design)
         first.agent.setWindow(0)
         await first.agent.flush()
         const second = await taker(h, 'agent-2', 1)
@@ -480,12 +465,7 @@ for (const design of DESIGNS) {
       })
 
       test('setWindow(0) stops taking; a window again resumes', async (t) => {
-        const h = await design.setup(t)
-        const driver = sharedDriver(h)
-        listen(driver)
-        const one = await taker(h, 'agent-1', 1)
-        driver.publishTasks(msg('task', 'A'))
-        await waitFor(() => one.tasks().length === 1, WAIT_MS, 'task frame A')
+        const { driver, first: one } = await firstTaken(t, design)
         one.agent.setWindow(0)
         await one.agent.flush()
         one.agent.ack([one.tasks()[0]!.delivery])

@@ -12,8 +12,9 @@ import { SharedQueueScheduler } from '../../lib/driver/scheduler.js'
 import { NodeLostError } from '../../lib/errors.js'
 import { ResultsWriter } from '../../lib/protocol/bodies.js'
 import { header, parseHeader } from '../../lib/protocol/codec.js'
-import { ActorOp, MsgType, Status, type HelloInfo } from '../../lib/protocol/messages.js'
+import { MsgType, Status } from '../../lib/protocol/messages.js'
 import type { Parts } from '../../lib/transport/transport.js'
+import { addCall, hello } from './fixtures.js'
 
 function setup() {
   const ledger = new Ledger({ succeeded() {}, failed() {}, retried() {} }, 1)
@@ -51,23 +52,12 @@ function setup() {
   const outcomes = new Map<number, { value?: unknown; err?: Error }>()
   const submit = (name: string): TaskEntry => {
     const id = ledger.nextId
-    const e = ledger.add(
-      id,
-      name,
-      [],
-      (value) => outcomes.set(id, { value }),
-      (err) => outcomes.set(id, { err }),
-      undefined,
-      ActorOp.Call,
-      undefined,
-      undefined,
-    )
+    const e = addCall(ledger, name, [], undefined, { resolve: (value) => outcomes.set(id, { value }), reject: (err) => outcomes.set(id, { err }) })
     scheduler.enqueue(e)
     return e
   }
   const join = (peer: string) => {
-    const info: HelloInfo = { agentId: peer, threads: 1, pid: 1, host: 'h', version: '0', tasks: ['t'], actors: [], window: 2, registration: 'r' }
-    dispatch(cx, peer, [header(MsgType.Hello, info)])
+    dispatch(cx, peer, [header(MsgType.Hello, hello(peer, { threads: 1, window: 2, registration: 'r' }))])
     return membership.get(peer)!
   }
   const say = (peer: string, parts: Parts) => dispatch(cx, peer, parts)

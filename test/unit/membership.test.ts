@@ -4,50 +4,13 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { ClusterNode, Membership, type MembershipEvents } from '../../lib/driver/membership.js'
-import { parseHeader, type Header } from '../../lib/protocol/codec.js'
-import { MsgType, type HelloInfo } from '../../lib/protocol/messages.js'
-
-function info(agentId: string, more: Partial<HelloInfo> = {}): HelloInfo {
-  return { agentId, threads: 2, pid: 100, host: 'host-1', version: '1.2.3', tasks: ['sq', 'add'], actors: ['Counter'], window: 8, ...more }
-}
-
-/** A membership on a fake clock, with every event recorded (frames decoded as a peer would). */
-function setup(
-  o: { heartbeatMs?: number; nodeTimeoutMs?: number; localIds?: string[]; verifyKey?: (peer: string, info: HelloInfo) => string | undefined } = {},
-) {
-  const clock = { t: 1000 }
-  const sent: { peer: string; h: Header }[] = []
-  const joined: ClusterNode[] = []
-  const removed: { node: ClusterNode; how: 'left' | 'lost'; reason: string }[] = []
-  let badFrames = 0
-  const events: MembershipEvents = {
-    send(peer, parts) {
-      assert.equal(parts.length, 1, 'membership frames are header-only')
-      sent.push({ peer, h: parseHeader(parts[0]) })
-    },
-    joined: (node) => joined.push(node),
-    removed: (node, how, reason) => removed.push({ node, how, reason }),
-    badFrame: () => badFrames++,
-  }
-  const m = new Membership(
-    {
-      heartbeatMs: o.heartbeatMs ?? 100,
-      nodeTimeoutMs: o.nodeTimeoutMs ?? 500,
-      session: 'session-xyz',
-      localIds: new Set(o.localIds ?? []),
-      now: () => clock.t,
-      ...(o.verifyKey ? { verifyKey: o.verifyKey } : {}),
-    },
-    events,
-  )
-  const types = () => sent.map((s) => [s.peer, s.h.type])
-  return { m, clock, sent, joined, removed, bad: () => badFrames, types }
-}
+import { ClusterNode } from '../../lib/driver/membership.js'
+import { MsgType } from '../../lib/protocol/messages.js'
+import { hello, membership } from './fixtures.js'
 
 test('hello: the peer gets a Welcome with its id, the heartbeat and the session; the node joins', () => {
-  const { m, clock, sent, joined, removed } = setup({ localIds: ['a'] })
-  m.hello('a', info('a', { registration: 'r1' }))
+  const { m, clock, sent, joined, removed } = membership({ localIds: ['a'] })
+  m.hello('a', hello('a', { registration: 'r1' }))
   assert.deepEqual(sent, [{ peer: 'a', h: { type: MsgType.Welcome, info: { nodeId: 'a', heartbeatMs: 100, session: 'session-xyz' } } }])
   assert.equal(joined.length, 1)
   const node = joined[0]!
@@ -79,8 +42,8 @@ test('hello: the peer gets a Welcome with its id, the heartbeat and the session;
 })
 
 test('hello whose agent id differs from its socket identity: Reject, badFrame, nobody joins', () => {
-  const { m, sent, joined, bad } = setup()
-  m.hello('peer-1', info('someone-else'))
+  const { m, sent, joined, bad } = membership()
+  m.hello('peer-1', hello('someone-else'))
   assert.equal(bad(), 1)
   assert.equal(sent.length, 1)
   assert.equal(sent[0]!.peer, 'peer-1')
@@ -91,12 +54,12 @@ test('hello whose agent id differs from its socket identity: Reject, badFrame, n
 })
 
 test('a Hello repeated with the same registration is welcomed again and changes nothing else', () => {
-  const { m, clock, sent, joined, removed } = setup()
-  m.hello('a', info('a', { registration: 'r1' }))
+  const { m, clock, sent, joined, removed } = membership()
+  m.hello('a', hello('a', { registration: 'r1' }))
   const node = joined[0]!
   node.inFlight = 3
   clock.t += 400
-  m.hello('a', info('a', { registration: 'r1' }))
+  m.hello('a', hello('a', { registration: 'r1' }))
   assert.deepEqual(
     sent.map((s) => s.h.type),
     [MsgType.Welcome, MsgType.Welcome],
@@ -110,10 +73,10 @@ test('a Hello repeated with the same registration is welcomed again and changes 
 })
 
 test('a Hello with a new registration replaces the node: the old one is removed as lost', () => {
-  const { m, sent, joined, removed } = setup()
-  m.hello('a', info('a', { registration: 'r1' }))
+  const { m, sent, joined, removed } = membership()
+  m.hello('a', hello('a', { registration: 'r1' }))
   const old = joined[0]!
-  m.hello('a', info('a', { registration: 'r2', window: 16 }))
+  m.hello('a', hello('a', { registration: 'r2', window: 16 }))
   assert.equal(joined.length, 2)
   const fresh = joined[1]!
   assert.notEqual(fresh, old)
@@ -137,17 +100,17 @@ test('a Hello with a new registration replaces the node: the old one is removed 
 })
 
 test('a Hello without registration from a known peer is a re-registration (older agents)', () => {
-  const { m, joined, removed } = setup()
-  m.hello('a', info('a'))
-  m.hello('a', info('a'))
+  const { m, joined, removed } = membership()
+  m.hello('a', hello('a'))
+  m.hello('a', hello('a'))
   assert.equal(joined.length, 2)
   assert.equal(removed.length, 1)
   assert.equal(removed[0]!.how, 'lost')
 })
 
 test('heard(): a member is marked alive; a stranger is told DriverBye at most once a second', () => {
-  const { m, clock, sent, joined, types } = setup()
-  m.hello('a', info('a'))
+  const { m, clock, sent, joined, types } = membership()
+  m.hello('a', hello('a'))
   sent.length = 0
   clock.t += 300
   assert.equal(m.heard('a'), joined[0])
@@ -175,8 +138,8 @@ test('heard(): a member is marked alive; a stranger is told DriverBye at most on
 })
 
 test('heard(): a removed node is a stranger again', () => {
-  const { m, sent, joined } = setup()
-  m.hello('a', info('a'))
+  const { m, sent, joined } = membership()
+  m.hello('a', hello('a'))
   m.remove(joined[0]!, 'left')
   sent.length = 0
   assert.equal(m.heard('a'), undefined)
@@ -184,9 +147,9 @@ test('heard(): a removed node is a stranger again', () => {
 })
 
 test('tick(): a node silent past nodeTimeoutMs is lost; live nodes get a Heartbeat', () => {
-  const { m, clock, sent, joined, removed, types } = setup({ heartbeatMs: 100, nodeTimeoutMs: 500 })
-  m.hello('live', info('live'))
-  m.hello('silent', info('silent'))
+  const { m, clock, sent, joined, removed, types } = membership({ heartbeatMs: 100, nodeTimeoutMs: 500 })
+  m.hello('live', hello('live'))
+  m.hello('silent', hello('silent'))
   const [live, silent] = joined as [ClusterNode, ClusterNode]
   const joinedAt = clock.t
   sent.length = 0
@@ -212,8 +175,8 @@ test('tick(): a node silent past nodeTimeoutMs is lost; live nodes get a Heartbe
 })
 
 test('tick(): after a stall of the driver no verdict is passed, and silence is counted afresh', () => {
-  const { m, clock, sent, joined, removed, types } = setup({ heartbeatMs: 100, nodeTimeoutMs: 250 })
-  m.hello('a', info('a'))
+  const { m, clock, sent, joined, removed, types } = membership({ heartbeatMs: 100, nodeTimeoutMs: 250 })
+  m.hello('a', hello('a'))
   const a = joined[0]!
   const t0 = clock.t
   clock.t = t0 + 100
@@ -238,8 +201,8 @@ test('tick(): after a stall of the driver no verdict is passed, and silence is c
 })
 
 test('tick(excused): while the broker is being reconnected no verdict is passed; silence counts afresh after', () => {
-  const { m, clock, joined, removed } = setup({ heartbeatMs: 100, nodeTimeoutMs: 250 })
-  m.hello('a', info('a'))
+  const { m, clock, joined, removed } = membership({ heartbeatMs: 100, nodeTimeoutMs: 250 })
+  m.hello('a', hello('a'))
   const a = joined[0]!
   const t0 = clock.t
   // Regular ticks for 2 s, the agent unheard: excused, no verdict.
@@ -258,8 +221,8 @@ test('tick(excused): while the broker is being reconnected no verdict is passed;
 })
 
 test('tick(): a gap of exactly twice the heartbeat is not a stall', () => {
-  const { m, clock, joined, removed } = setup({ heartbeatMs: 100, nodeTimeoutMs: 150 })
-  m.hello('a', info('a'))
+  const { m, clock, joined, removed } = membership({ heartbeatMs: 100, nodeTimeoutMs: 150 })
+  m.hello('a', hello('a'))
   const t0 = clock.t
   clock.t = t0 + 200
   m.tick()
@@ -269,18 +232,18 @@ test('tick(): a gap of exactly twice the heartbeat is not a stall', () => {
 })
 
 test('tick(): the first tick counts from construction, so a late first tick is a stall', () => {
-  const { m, clock, removed } = setup({ heartbeatMs: 100, nodeTimeoutMs: 150 })
-  m.hello('a', info('a'))
+  const { m, clock, removed } = membership({ heartbeatMs: 100, nodeTimeoutMs: 150 })
+  m.hello('a', hello('a'))
   clock.t += 201
   m.tick()
   assert.deepEqual(removed, [])
 })
 
 test('remove(): once only; nodesLost counts losses, not leaves', () => {
-  const { m, joined, removed } = setup()
-  m.hello('a', info('a'))
-  m.hello('b', info('b'))
-  m.hello('c', info('c'))
+  const { m, joined, removed } = membership()
+  m.hello('a', hello('a'))
+  m.hello('b', hello('b'))
+  m.hello('c', hello('c'))
   const [a, b, c] = joined as [ClusterNode, ClusterNode, ClusterNode]
   assert.equal(m.remove(a, 'left'), true)
   assert.equal(m.remove(a, 'left'), false)
@@ -300,11 +263,11 @@ test('remove(): once only; nodesLost counts losses, not leaves', () => {
 })
 
 test('leastLoaded(): fewest actors per thread among the nodes that are up', () => {
-  const { m, joined } = setup()
+  const { m, joined } = membership()
   assert.equal(m.leastLoaded(), undefined)
-  m.hello('a', info('a', { threads: 4 }))
-  m.hello('b', info('b', { threads: 1 }))
-  m.hello('c', info('c', { threads: 2 }))
+  m.hello('a', hello('a', { threads: 4 }))
+  m.hello('b', hello('b', { threads: 1 }))
+  m.hello('c', hello('c', { threads: 2 }))
   const [a, b, c] = joined as [ClusterNode, ClusterNode, ClusterNode]
   a.actors = 1 // 0.25
   b.actors = 0 // 0, but leaving
@@ -322,22 +285,22 @@ test('leastLoaded(): fewest actors per thread among the nodes that are up', () =
 })
 
 test('offered(): the union of what the nodes offer; undefined with no node', () => {
-  const { m } = setup()
+  const { m } = membership()
   assert.equal(
     m.offered((n) => n.tasks),
     undefined,
   )
-  m.hello('a', info('a', { tasks: ['x', 'y'], actors: ['A'] }))
-  m.hello('b', info('b', { tasks: ['y', 'z'], actors: [] }))
+  m.hello('a', hello('a', { tasks: ['x', 'y'], actors: ['A'] }))
+  m.hello('b', hello('b', { tasks: ['y', 'z'], actors: [] }))
   assert.deepEqual([...m.offered((n) => n.tasks)!].sort(), ['x', 'y', 'z'])
   assert.deepEqual([...m.offered((n) => n.actorClasses)!], ['A'])
 })
 
 test('clear(): DriverBye to the remote nodes only, and the list is emptied', () => {
-  const { m, sent } = setup({ localIds: ['local-1'] })
-  m.hello('local-1', info('local-1'))
-  m.hello('remote-1', info('remote-1'))
-  m.hello('remote-2', info('remote-2'))
+  const { m, sent } = membership({ localIds: ['local-1'] })
+  m.hello('local-1', hello('local-1'))
+  m.hello('remote-1', hello('remote-1'))
+  m.hello('remote-2', hello('remote-2'))
   assert.deepEqual(
     m.list().map((n) => [n.id, n.local]),
     [
@@ -360,7 +323,7 @@ test('clear(): DriverBye to the remote nodes only, and the list is emptied', () 
 })
 
 test('ClusterNode: free credit is the window less what is in flight, none while leaving', () => {
-  const n = new ClusterNode('p', info('p', { window: 10 }), false, 0)
+  const n = new ClusterNode('p', hello('p', { window: 10 }), false, 0)
   n.inFlight = 4
   assert.equal(n.free, 6)
   n.window = 2 // a Credit frame shrank the window below what is in flight
@@ -373,27 +336,27 @@ test('ClusterNode: free credit is the window less what is in flight, none while 
 })
 
 test('wasMember(): a removed node until it joins again; never a stranger or a member', () => {
-  const { m, joined } = setup()
+  const { m, joined } = membership()
   assert.equal(m.wasMember('a'), false)
-  m.hello('a', info('a'))
+  m.hello('a', hello('a'))
   assert.equal(m.wasMember('a'), false)
   m.remove(joined[0]!, 'lost')
   assert.equal(m.wasMember('a'), true)
   assert.equal(m.wasMember('b'), false)
-  m.hello('a', info('a'))
+  m.hello('a', hello('a'))
   assert.equal(m.wasMember('a'), false)
 })
 
 test('with keys: an agent id is bound to the key that registered it first; another key, or none, is refused; the same key over a new connection replaces the node', () => {
   // The test's "proof" is the key itself, "none" proves nothing.
-  const { m, sent, joined, removed, bad } = setup({ verifyKey: (_peer, i) => (i.key === 'none' ? undefined : i.key) })
+  const { m, sent, joined, removed, bad } = membership({ verifyKey: (_peer, i) => (i.key === 'none' ? undefined : i.key) })
   const secret = (c: string) => c.repeat(32)
-  m.hello(`a/${secret('1')}`, info('a', { registration: 'r1', key: 'K1' }))
+  m.hello(`a/${secret('1')}`, hello('a', { registration: 'r1', key: 'K1' }))
   assert.equal(joined.length, 1)
-  m.hello(`a/${secret('2')}`, info('a', { registration: 'r2', key: 'K2' }))
-  m.hello(`a/${secret('3')}`, info('a', { registration: 'r3', key: 'none' }))
+  m.hello(`a/${secret('2')}`, hello('a', { registration: 'r2', key: 'K2' }))
+  m.hello(`a/${secret('3')}`, hello('a', { registration: 'r3', key: 'none' }))
   // A peer id that is not the agent id (with or without its secret part) is a bad frame, as before.
-  m.hello(`b/${secret('4')}`, info('a', { registration: 'r4', key: 'K1' }))
+  m.hello(`b/${secret('4')}`, hello('a', { registration: 'r4', key: 'K1' }))
   assert.deepEqual(
     sent.slice(1).map((s) => [s.peer, s.h]),
     [
@@ -406,7 +369,7 @@ test('with keys: an agent id is bound to the key that registered it first; anoth
   assert.equal(bad(), 1)
   assert.deepEqual([joined.length, removed.length, m.size], [1, 0, 1])
   // The owner of K1, over a new connection: the old node goes (its tasks are requeued), the new one joins.
-  m.hello(`a/${secret('5')}`, info('a', { registration: 'r5', key: 'K1' }))
+  m.hello(`a/${secret('5')}`, hello('a', { registration: 'r5', key: 'K1' }))
   assert.deepEqual(
     removed.map((r) => [r.node.peer, r.how, r.reason]),
     [[`a/${secret('1')}`, 'lost', 'it registered again over a new connection']],
@@ -414,7 +377,7 @@ test('with keys: an agent id is bound to the key that registered it first; anoth
   assert.deepEqual([joined.length, m.size, m.get(`a/${secret('5')}`)?.nodeId], [2, 1, 'a'])
   // The binding outlives the node: gone, the id still belongs to K1.
   m.remove(m.get(`a/${secret('5')}`)!, 'left')
-  m.hello(`a/${secret('6')}`, info('a', { registration: 'r6', key: 'K2' }))
+  m.hello(`a/${secret('6')}`, hello('a', { registration: 'r6', key: 'K2' }))
   assert.deepEqual(sent.at(-1), { peer: `a/${secret('6')}`, h: { type: MsgType.Reject, reason: 'agent id a belongs to another agent key' } })
   assert.equal(m.size, 0)
 })

@@ -7,6 +7,7 @@ import { UpdateChannel } from '../../lib/monitor/dashboard.js'
 import { Progress } from '../../lib/monitor/progress.js'
 import { resolveDashboardOptions, isLoopbackHost, DASHBOARD_DEFAULTS } from '../../lib/monitor/options.js'
 import { InvalidArgumentError } from '../../lib/errors.js'
+import { waitFor } from '../helpers.js'
 
 test('latency buckets: ascending, ten per decade, and the Prometheus bounds among them', () => {
   assert.equal(LATENCY_BOUNDS[0], 1e-5)
@@ -157,7 +158,7 @@ test('progress: plain lines off a terminal, a bar with rate and ETA on one, noth
   const lines = new Capture(false)
   const p = new Progress(() => done, { label: 'fit', total: 1000, stream: lines, intervalMs: 20 })
   done = 250
-  await new Promise((r) => setTimeout(r, 60))
+  await waitFor(() => lines.text.includes('\n'), 5000, 'a progress line')
   done = 1000
   const end = p.stop()
   assert.equal(end.done, 1000)

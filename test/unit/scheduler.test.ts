@@ -5,14 +5,14 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Ledger, type TaskEntry } from '../../lib/driver/ledger.js'
-import { ClusterNode } from '../../lib/driver/membership.js'
 import { CreditScheduler, FRAME_HEADROOM, FrameSizer, SharedQueue, SharedQueueScheduler, TaskFrames, type Placement } from '../../lib/driver/scheduler.js'
 import type { ResolvedTaskOptions } from '../../lib/driver/task-options.js'
 import { SerializationError, TaskCancelledError } from '../../lib/errors.js'
 import { decodeTaskBody, encodeTaskBody } from '../../lib/protocol/bodies.js'
 import { parseHeader } from '../../lib/protocol/codec.js'
-import { ActorOp, MsgType, type HelloInfo } from '../../lib/protocol/messages.js'
+import { MsgType } from '../../lib/protocol/messages.js'
 import type { Parts } from '../../lib/transport/transport.js'
+import { addCall, node } from './fixtures.js'
 
 /** One frame as it went out: where, the header's count and timeout, the task names in the body. */
 interface Sent {
@@ -35,14 +35,6 @@ function decodeFrame(to: string, parts: Parts): Sent {
   return { to, count: h.count, timeoutMs: h.timeoutMs, frameId: h.frameId, names: items.map((i) => i.name), bytes: parts[1]!.length }
 }
 
-function info(agentId: string, threads: number, window: number): HelloInfo {
-  return { agentId, threads, pid: 1, host: 'h', version: '0', tasks: ['t'], actors: [], window }
-}
-
-function node(agentId: string, threads: number, window: number): ClusterNode {
-  return new ClusterNode(agentId, info(agentId, threads, window), false, 0)
-}
-
 function timed(timeoutMs: number): ResolvedTaskOptions {
   return { timeoutMs, retries: 0, maxRetries: 3, signal: undefined }
 }
@@ -61,17 +53,7 @@ function harness<S extends CreditScheduler | SharedQueueScheduler>(
   }
   const scheduler = make(put, fail)
   const submit = (name: string, args: unknown[] = [], options?: ResolvedTaskOptions): TaskEntry => {
-    const e = ledger.add(
-      ledger.nextId,
-      name,
-      args,
-      () => {},
-      () => {},
-      undefined,
-      ActorOp.Call,
-      options,
-      undefined,
-    )
+    const e = addCall(ledger, name, args, options)
     scheduler.enqueue(e)
     return e
   }
@@ -161,47 +143,18 @@ test("credit: never more than a node's window in flight", () => {
 })
 
 test("credit: a frame holds at most one thread's share of the window, and at most `batch`", () => {
-  {
-    const { scheduler, sent, submitMany } = credit(1000)
-    const a = node('a', 4, 20)
-    submitMany(20)
-    scheduler.flush([a])
-    assert.deepEqual(
-      sent.map((s) => s.count),
-      [5, 5, 5, 5],
-    )
+  /** The sizes of the frames one flush sends a node of `threads` and `window` with `queued` tasks waiting. */
+  const frameSizes = (batch: number, threads: number, window: number, queued: number) => {
+    const { scheduler, sent, submitMany } = credit(batch)
+    submitMany(queued)
+    scheduler.flush([node('a', threads, window)])
+    return sent.map((s) => s.count)
   }
-  {
-    const { scheduler, sent, submitMany } = credit(1000)
-    const a = node('a', 3, 10) // ceil(10 / 3) = 4
-    submitMany(10)
-    scheduler.flush([a])
-    assert.deepEqual(
-      sent.map((s) => s.count),
-      [4, 4, 2],
-    )
-  }
-  {
-    const { scheduler, sent, submitMany } = credit(3)
-    const a = node('a', 1, 100)
-    submitMany(10)
-    scheduler.flush([a])
-    assert.deepEqual(
-      sent.map((s) => s.count),
-      [3, 3, 3, 1],
-    )
-  }
-  {
-    // A short queue is spread over the threads too: one thread's share of what there is.
-    const { scheduler, sent, submitMany } = credit(1000)
-    const a = node('a', 4, 1000)
-    submitMany(8)
-    scheduler.flush([a])
-    assert.deepEqual(
-      sent.map((s) => s.count),
-      [2, 2, 2, 2],
-    )
-  }
+  assert.deepEqual(frameSizes(1000, 4, 20, 20), [5, 5, 5, 5])
+  assert.deepEqual(frameSizes(1000, 3, 10, 10), [4, 4, 2]) // ceil(10 / 3) = 4
+  assert.deepEqual(frameSizes(3, 1, 100, 10), [3, 3, 3, 1])
+  // A short queue is spread over the threads too: one thread's share of what there is.
+  assert.deepEqual(frameSizes(1000, 4, 1000, 8), [2, 2, 2, 2])
 })
 
 test('credit: a task with timeoutMs travels alone, its header carrying the timeout; the rest are batched without one', () => {
@@ -338,18 +291,7 @@ function frames(maxFrameBytes: number) {
     (e, err) => failures.push({ name: e.name, err }),
   )
   const ledger = new Ledger({ succeeded() {}, failed() {}, retried() {} }, 3)
-  const entry = (name: string, args: unknown[]) =>
-    ledger.add(
-      ledger.nextId,
-      name,
-      args,
-      () => {},
-      () => {},
-      undefined,
-      ActorOp.Call,
-      undefined,
-      undefined,
-    )
+  const entry = (name: string, args: unknown[]) => addCall(ledger, name, args)
   return { place, sent, failures, tf, entry }
 }
 
@@ -444,16 +386,21 @@ test('TaskFrames: a chunk where nothing can be encoded sends no frame', () => {
   assert.equal(place.inFlight, 0)
 })
 
-test('TaskFrames: a batch that fails to encode while each task encodes alone is split until every task is sent or failed', () => {
-  const { place, sent, failures, tf, entry } = frames(1024 * 1024)
-  // An argument whose first read throws (a getter over state that changes): the batch encode fails, the retry alone succeeds.
+/** An argument whose first read throws (a getter over state that changes), and every later read gives 1. */
+function throwsOnFirstRead() {
   let reads = 0
-  const flaky = {
+  return {
     get v() {
       if (reads++ === 0) throw new Error('not ready')
       return 1
     },
   }
+}
+
+test('TaskFrames: a batch that fails to encode while each task encodes alone is split until every task is sent or failed', () => {
+  const { place, sent, failures, tf, entry } = frames(1024 * 1024)
+  // An argument whose first read throws (a getter over state that changes): the batch encode fails, the retry alone succeeds.
+  const flaky = throwsOnFirstRead()
   const chunk = [entry('a', [1]), entry('b', [flaky])]
   const placed = tf.send(place, chunk, undefined)
   const accounted = sent.reduce((n, s) => n + s.count, 0) + failures.length
@@ -469,13 +416,7 @@ test('TaskFrames: a batch that fails to encode while each task encodes alone is 
 
 test('TaskFrames: a single task that fails to encode in its frame, though it encodes alone, fails with SerializationError naming it; no frame is sent', () => {
   const { place, sent, failures, tf, entry } = frames(1024 * 1024)
-  let reads = 0
-  const flaky = {
-    get v() {
-      if (reads++ === 0) throw new Error('not ready')
-      return 1
-    },
-  }
+  const flaky = throwsOnFirstRead()
   assert.equal(tf.send(place, [entry('once', [flaky])], undefined), 0)
   assert.deepEqual(sent, [], 'no frame, not even an empty one')
   assert.equal(failures.length, 1)

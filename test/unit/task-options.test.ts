@@ -5,17 +5,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { MAP_DEFAULTS, resolveMapOptions, resolveSpawnOptions, resolveTaskOptions } from '../../lib/driver/task-options.js'
 import type { MapOptions, SpawnOptions, TaskOptions } from '../../lib/driver/types.js'
-import { InvalidArgumentError } from '../../lib/errors.js'
-
-/** Asserts `fn` throws InvalidArgumentError with exactly `message`. */
-function rejects(fn: () => unknown, message: string): void {
-  assert.throws(fn, (err: unknown) => {
-    assert.ok(err instanceof InvalidArgumentError, `expected InvalidArgumentError, got ${String(err)}`)
-    assert.equal(err.code, 'ERR_INVALID_ARGUMENT')
-    assert.equal(err.message, message)
-    return true
-  })
-}
+import { rejects } from './fixtures.js'
 
 const bad = <T>(o: Record<string, unknown>) => o as T
 

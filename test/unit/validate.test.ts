@@ -4,7 +4,6 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { InvalidArgumentError } from '../../lib/errors.js'
 import {
   booleanOption,
   describe,
@@ -21,16 +20,7 @@ import {
   stringProblem,
   urlOption,
 } from '../../lib/validate.js'
-
-/** Asserts `fn` throws InvalidArgumentError with exactly `message`. */
-function rejects(fn: () => unknown, message: string): void {
-  assert.throws(fn, (err: unknown) => {
-    assert.ok(err instanceof InvalidArgumentError, `expected InvalidArgumentError, got ${String(err)}`)
-    assert.equal(err.code, 'ERR_INVALID_ARGUMENT')
-    assert.equal(err.message, message)
-    return true
-  })
-}
+import { rejects } from './fixtures.js'
 
 test('describe quotes strings, tags objects and prints the rest', () => {
   assert.equal(describe('a b'), '"a b"')
