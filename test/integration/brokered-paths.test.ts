@@ -234,7 +234,7 @@ async function frameTakenWhileSilent(t: TestContext) {
   const takens = async () => (await said()).flatMap(({ from, h }) => (h.type === MsgType.Taken ? [{ from, frameId: h.frameId, dropped: h.dropped }] : []))
   /** Waits for the results of one task and returns every answer the agent sent. */
   const answers = async () => {
-    await until(async () => (await said()).some(({ h }) => h.type === MsgType.Results), 10_000, 'results from the agent')
+    await waitFor(async () => (await said()).some(({ h }) => h.type === MsgType.Results), 10_000, 'results from the agent')
     const all: unknown[] = []
     for (const { h, body } of await said()) {
       if (h.type === MsgType.Results) readResultsBody(body, h.count, (taskId, status, value) => all.push([taskId, status, value]))
@@ -252,8 +252,8 @@ test(
     const { agent, id, first, welcome, frame, takens, answers, lists, redis, k } = await frameTakenWhileSilent(t)
     // The next driver's Welcome, sent before it published the frame, is read after the frame was taken.
     await welcome('second')
-    await until(async () => (await takens()).length > 0, 10_000, 'the agent to say it took the frame')
-    await until(async () => (await redis.llen(k(`processing:${id}`))) === 0, 10_000, 'the frame to be acknowledged')
+    await waitFor(async () => (await takens()).length > 0, 10_000, 'the agent to say it took the frame')
+    await waitFor(async () => (await redis.llen(k(`processing:${id}`))) === 0, 10_000, 'the frame to be acknowledged')
     // Given back, then taken again as a redelivery: dropped unrun, and said so once; not announced before.
     assert.deepEqual(await takens(), [{ from: id, frameId: first, dropped: true }])
     assert.deepEqual(await lists(), { tasks: 0, processing: 0 })
@@ -276,7 +276,7 @@ test(
     assert.deepEqual(await answers(), [[first, Status.Ok, 42]])
     assert.deepEqual(await takens(), [{ from: id, frameId: first, dropped: false }])
     // Acknowledged once its results are with Redis.
-    await until(async () => (await lists()).processing === 0, 10_000, 'the frame to be acknowledged')
+    await waitFor(async () => (await lists()).processing === 0, 10_000, 'the frame to be acknowledged')
     assert.deepEqual(await lists(), { tasks: 0, processing: 0 })
     assert.equal(agent.stats.tasksDone, 1)
     await agent.close()
@@ -296,7 +296,7 @@ test(
     const say = (from: string, parts: Uint8Array[]) => redis.rpush(k('driver'), sealed(clusterId, 'to-driver', [Buffer.from(from), ...parts]))
     const take = async () => {
       let frame: Buffer | null = null
-      await until(async () => (frame = await redis.rpopBuffer(k('tasks'))) !== null, 10_000, 'a frame on the task list')
+      await waitFor(async () => (frame = await redis.rpopBuffer(k('tasks'))) !== null, 10_000, 'a frame on the task list')
       const [h, body] = unpackParts(tasks.open(frame!)!)
       const parsed = parseHeader(h)
       assert.equal(parsed.type, MsgType.Tasks)
