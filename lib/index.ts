@@ -1,6 +1,7 @@
 export { Cluster } from './driver/cluster.js'
 export type {
   MapOptions,
+  ReduceOptions,
   NodeInfo,
   ClusterStats,
   ClusterEvents,
@@ -53,6 +54,7 @@ export {
   TaskTimeoutError,
   OutOfMemoryError,
   TaskCancelledError,
+  CombinerError,
   AuthError,
   ConfigError,
   HostsFileError,

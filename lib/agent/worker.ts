@@ -11,6 +11,8 @@ import { Status } from '../protocol/messages.js'
 import { readTaskBody, ResultsWriter } from '../protocol/bodies.js'
 import { SerializationError, UnknownTaskError, ProtocolError, toWireError } from '../errors.js'
 import { loadCatalog } from '../tasks-module.js'
+import { isReduceTaskName } from '../protocol/reduce.js'
+import { runReduceChunk } from './reduce-chunk.js'
 
 export interface PoolBatch {
   bodies: Uint8Array[]
@@ -65,6 +67,11 @@ function runTask(id: unknown, name: unknown, args: unknown): void {
   }
   const fn = functions.get(name)
   if (!fn) {
+    if (isReduceTaskName(name)) {
+      const chunk = runReduceChunk(functions, known, name, args, out, slot, settle)
+      if (chunk) (pending ??= []).push(chunk)
+      return
+    }
     out.set(slot, Status.Failed, toWireError(UnknownTaskError.of(name, known)))
     return
   }
