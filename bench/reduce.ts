@@ -11,7 +11,7 @@ import { availableParallelism } from 'node:os'
 import { Cluster } from '../lib/index.js'
 import { median } from './stats.js'
 
-export const REDUCE_BENCH_TASKS = new URL('./reduce-tasks.js', import.meta.url)
+const REDUCE_BENCH_TASKS = new URL('./reduce-tasks.js', import.meta.url)
 
 export interface ReduceBenchOptions {
   samples: number
