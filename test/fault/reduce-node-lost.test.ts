@@ -1,23 +1,12 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Cluster } from '../../lib/index.js'
-import { FAST, runCli, waitFor, within, type Proc } from '../helpers.js'
+import { FAST, FIXTURE_TASKS, fastAgentArgs, runCli, waitFor, within, type Proc } from '../helpers.js'
 
 const REDUCE_TASKS = new URL('../fixtures/reduce-tasks.js', import.meta.url)
 
-const agentArgs = (address: string) => [
-  'agent',
-  '--connect',
-  address,
-  '--tasks',
-  REDUCE_TASKS.href,
-  '--threads',
-  '1',
-  '--heartbeat-ms',
-  String(FAST.heartbeatMs),
-  '--driver-timeout-ms',
-  String(FAST.nodeTimeoutMs),
-]
+// The agents of the fault tests, on the reduce fixtures.
+const agentArgs = (address: string) => fastAgentArgs(address).map((a) => (a === FIXTURE_TASKS.href ? REDUCE_TASKS.href : a))
 
 test('a node killed mid-reduce: its chunks run again elsewhere and each counts once, so the aggregate is exact (in order, with a non-commutative combiner)', async (t) => {
   await using cluster = await Cluster.start({ tasks: REDUCE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0, ...FAST })
