@@ -137,6 +137,22 @@ for (const design of DESIGNS) {
         RemoteTaskError,
       )
       assert.equal(cluster.stats().tasksRetried - retried, 1)
+      // The same through a view's options.
+      await assert.rejects(
+        cluster.with({ retries: 2 }).reduce(
+          'failAt',
+          range(10).map((i) => [i, 3]),
+          'sum',
+          0,
+          { chunk: 10 },
+        ),
+        RemoteTaskError,
+      )
+      assert.equal(cluster.stats().tasksRetried - retried, 3)
+      assert.equal(
+        await cluster.with({ timeoutMs: 10_000 }).reduce('square', range(100), 'sum', 0, { chunk: 30 }),
+        range(100).reduce((a, x) => a + x * x, 0),
+      )
       // On the agent: the chunk's own fold goes over 100.
       await assert.rejects(cluster.reduce('square', range(50), 'explodingCombiner', 0, { chunk: 50 }), (e: unknown) => {
         assert.ok(e instanceof CombinerError)
