@@ -338,7 +338,14 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   reduce<R>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, combiner: string, initial: R, options: ReduceOptions<R> = {}): Promise<R> {
     return runReduce<R>(
       {
-        enqueue: (n, args, task, resolve, reject) => this.enqueue(n, args, task, resolve, reject),
+        enqueue: (n, args, task, sink, seq) =>
+          this.enqueue(
+            n,
+            args,
+            task,
+            (value) => sink.settled(seq, true, value),
+            (err) => sink.settled(seq, false, err),
+          ),
         withdrawAll: (task, err) => this.ledger.withdrawAll(task, err),
         checkTask: (n, what) => this.names.checkTask(n, what),
         localFunction: (n) => this.names.localFunction(n),

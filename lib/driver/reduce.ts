@@ -28,8 +28,15 @@ const CHUNKS_PER_THREAD = 4
 
 type Combiner = (a: unknown, b: unknown) => unknown
 
-/** What the engine needs of the driver, beyond what `map` needs. */
-export interface ReduceSubmitter extends Omit<MapSubmitter, 'checkTask'> {
+/** Receives the outcome of each chunk: `seq` is the chunk's number. */
+export interface ChunkSink {
+  settled(seq: number, ok: boolean, value: unknown): void
+}
+
+/** What the engine needs of the driver. */
+export interface ReduceSubmitter extends Pick<MapSubmitter, 'withdrawAll' | 'resolveMapOptions' | 'startProgress'> {
+  /** Queues one chunk; its outcome goes to `sink` with `seq` (a chunk that cannot be queued is settled failed at once). */
+  enqueue(name: string, args: unknown[], options: ResolvedTaskOptions, sink: ChunkSink, seq: number): void
   /** Throws for a name that is not known (`what`: its role, for the message). */
   checkTask(name: string, what?: 'task' | 'combiner'): void
   /** The driver's own copy of a function of the tasks module (undefined without one loaded). */
@@ -68,7 +75,7 @@ function foldLocal(op: Combiner, combiner: string, task: string, a: unknown, b: 
   }
 }
 
-interface Partial {
+interface Arrived {
   ok: boolean
   value: unknown
   inputs: number
@@ -105,7 +112,7 @@ export async function runReduce<R>(
   const chunkName = reduceTaskName(name, combiner)
   const source = isAsync ? (inputs as AsyncIterable<unknown>)[Symbol.asyncIterator]() : (inputs as Iterable<unknown>)[Symbol.iterator]()
 
-  const arrived = new Map<number, Partial>()
+  const arrived = new Map<number, Arrived>()
   let acc: unknown = initial
   let taken = 0 // inputs sent in chunks
   let folded = 0 // inputs whose results are in `acc`
@@ -118,9 +125,13 @@ export async function runReduce<R>(
     wake = undefined
     w?.()
   }
-  const store = (seq: number, p: Partial) => {
-    arrived.set(seq, p)
-    nudge()
+  const sizes = new Map<number, number>()
+  const sink: ChunkSink = {
+    settled(seq, ok, value) {
+      arrived.set(seq, { ok, value, inputs: sizes.get(seq) ?? 0 })
+      sizes.delete(seq)
+      nudge()
+    },
   }
   const cancelled = () =>
     new TaskCancelledError(`reduce of "${name}" with "${combiner}" was cancelled after ${folded} of ${taken} inputs were folded`, { cause: signal?.reason })
@@ -141,15 +152,9 @@ export async function runReduce<R>(
         }
         if (chunk.length === 0) break
         const seq = sent++
-        const n = chunk.length
-        taken += n
-        driver.enqueue(
-          chunkName,
-          reduceChunkArgs(name, combiner, chunk),
-          task,
-          (value) => store(seq, { ok: true, value, inputs: n }),
-          (value: unknown) => store(seq, { ok: false, value, inputs: n }),
-        )
+        taken += chunk.length
+        sizes.set(seq, chunk.length)
+        driver.enqueue(chunkName, reduceChunkArgs(name, combiner, chunk), task, sink, seq)
         if (signal?.aborted) throw cancelled()
       }
       // Ordered: the next chunk in input order, and those after it that arrived. Unordered: any that arrived.
