@@ -13,6 +13,7 @@ import { TRANSPORT_DEFAULTS, TRANSPORT_KINDS } from '../lib/transport/options.js
 import { runMonitorCost } from './monitor-cost.js'
 import { runPut } from './put.js'
 import { runShapes, shapesMarkdown } from './shapes.js'
+import { reduceBenchLines, runReduceBench } from './reduce.js'
 import { commandLogger } from '../lib/cli/log.js'
 
 function parseBatch(v: string | undefined): 'auto' | number {
@@ -65,7 +66,7 @@ const common = (y: Argv) =>
  */
 export const benchCommand: CommandModule = {
   command: 'bench <subject>',
-  describe: 'Measure the cluster on this machine (seed, latency, balance, map, shapes, …)',
+  describe: 'Measure the cluster on this machine (seed, latency, balance, map, reduce, shapes, …)',
   builder: (y) =>
     tolerateSettingsVariables(y.env('CLUSTER'))
       .command({
@@ -235,6 +236,28 @@ export const benchCommand: CommandModule = {
         },
       })
       .command({
+        command: 'reduce',
+        describe: 'Monte Carlo π: reduce on the agents against map + sum on the driver, in one run',
+        builder: (b) =>
+          common(b)
+            .option('samples', { type: 'number', default: 10_000_000, describe: 'points drawn in all' })
+            .option('per-task', { type: 'number', default: 100, describe: 'points per task' })
+            .option('threads', { type: 'number', describe: 'threads of the local agent (default: cores)' })
+            .option('chunk', { type: 'number', describe: 'inputs per chunk of the reduce (default: auto)' }),
+        handler: async (a) => {
+          for (const [flag, v] of [
+            ['--samples', a.samples],
+            ['--per-task', a['per-task']],
+            ['--runs', a.runs],
+          ] as const) {
+            if (!Number.isSafeInteger(v) || v < 1) throw new InvalidArgumentError(`${flag} must be a positive integer, got ${String(v)}`)
+          }
+          const r = await runReduceBench({ samples: a.samples, perTask: a['per-task'], runs: a.runs, threads: a.threads, chunk: a.chunk })
+          print(a.json, r, reduceBenchLines(r))
+          if (!r.ok) process.exitCode = 1
+        },
+      })
+      .command({
         command: 'monitor',
         describe: 'What the dashboard and /metrics cost the seed benchmark: on and off alternated, medians',
         builder: (b) =>
@@ -336,6 +359,6 @@ export const benchCommand: CommandModule = {
           if (!r.ok) process.exitCode = 1
         },
       })
-      .demandCommand(1, 'name a benchmark: seed, latency, balance, map, chaos, scale, shapes or monitor'),
+      .demandCommand(1, 'name a benchmark: seed, latency, balance, map, reduce, chaos, scale, shapes or monitor'),
   handler: () => {},
 }

@@ -28,6 +28,7 @@ export type ClusterErrorCode =
   | 'ERR_OUT_OF_MEMORY'
   | 'ERR_TIMEOUT'
   | 'ERR_CANCELLED'
+  | 'ERR_COMBINER'
   | 'ERR_AUTH'
   | 'ERR_CONFIG'
   | 'ERR_HOSTS_FILE'
@@ -78,8 +79,9 @@ export class UnknownTaskError extends ClusterError {
   constructor(message: string) {
     super('ERR_UNKNOWN_TASK', message)
   }
-  static of(name: string, known: readonly string[]): UnknownTaskError {
-    return new UnknownTaskError(`unknown task "${name}"; the tasks module exports the functions ${listNames(known)}`)
+  /** `what`: the role the name was given (`combiner` for a reduce). */
+  static of(name: string, known: readonly string[], what: 'task' | 'combiner' = 'task'): UnknownTaskError {
+    return new UnknownTaskError(`unknown ${what} "${name}"; the tasks module exports the functions ${listNames(known)}`)
   }
 }
 
@@ -194,6 +196,18 @@ export class OutOfMemoryError extends ClusterError {
 export class TaskCancelledError extends ClusterError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('ERR_CANCELLED', message, options)
+  }
+}
+
+/**
+ * The combiner of a reduce threw (on an agent, folding a chunk's results, or
+ * on the driver, folding the partial aggregates); the message names the
+ * combiner and the task, `cause` (on the side that threw) or `stack` (from
+ * an agent) is the combiner's own.
+ */
+export class CombinerError extends ClusterError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_COMBINER', message, options)
   }
 }
 
@@ -316,6 +330,7 @@ const RUNTIME_CLASSES: Partial<Record<string, ErrorClass>> = {
   ERR_OUT_OF_MEMORY: OutOfMemoryError,
   ERR_TIMEOUT: TaskTimeoutError,
   ERR_NODE_LOST: NodeLostError,
+  ERR_COMBINER: CombinerError,
 }
 
 /**

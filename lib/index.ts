@@ -2,6 +2,7 @@ export { Cluster } from './driver/cluster.js'
 export { SharedRef } from './protocol/shared-ref.js'
 export type {
   MapOptions,
+  ReduceOptions,
   NodeInfo,
   ClusterStats,
   ClusterEvents,
@@ -56,6 +57,7 @@ export {
   TaskTimeoutError,
   OutOfMemoryError,
   TaskCancelledError,
+  CombinerError,
   AuthError,
   ConfigError,
   HostsFileError,

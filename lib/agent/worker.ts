@@ -12,6 +12,8 @@ import { readTaskBody, ResultsWriter } from '../protocol/bodies.js'
 import { SerializationError, UnknownTaskError, ProtocolError, toWireError } from '../errors.js'
 import { loadCatalog } from '../tasks-module.js'
 import { useSharedTable, type SharedTable } from './shared-thread.js'
+import { isReduceTaskName } from '../protocol/reduce.js'
+import { runReduceChunk } from './reduce-chunk.js'
 
 export interface PoolBatch {
   bodies: Uint8Array[]
@@ -69,6 +71,11 @@ function runTask(id: unknown, name: unknown, args: unknown): void {
   }
   const fn = functions.get(name)
   if (!fn) {
+    if (isReduceTaskName(name)) {
+      const chunk = runReduceChunk(functions, known, name, args, out, slot, settle)
+      if (chunk) (pending ??= []).push(chunk)
+      return
+    }
     out.set(slot, Status.Failed, toWireError(UnknownTaskError.of(name, known)))
     return
   }

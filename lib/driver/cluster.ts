@@ -16,6 +16,7 @@ import { Ledger, type ActorTarget, type TaskEntry } from './ledger.js'
 import { runMap } from './map.js'
 import { SharedValues } from './shared.js'
 import type { SharedRef } from '../protocol/shared-ref.js'
+import { runReduce } from './reduce.js'
 import { Membership, type ClusterNode } from './membership.js'
 import { KnownNames } from './names.js'
 import { Observability } from './observe.js'
@@ -23,7 +24,19 @@ import { makeTasksProxy } from './proxies.js'
 import { CreditScheduler, SharedQueueScheduler } from './scheduler.js'
 import { keyVerifier, setUpDriver, startLocalAgents, waitForRemoteNodes, type DriverSetup } from './start.js'
 import { resolveMapOptions, resolveSpawnOptions, resolveTaskOptions, type ResolvedTaskOptions } from './task-options.js'
-import type { ActorInfo, ActorRef, ClusterEvents, ClusterStats, ClusterView, MapOptions, NodeInfo, SpawnOptions, TaskOptions, TasksProxy } from './types.js'
+import type {
+  ActorInfo,
+  ActorRef,
+  ClusterEvents,
+  ClusterStats,
+  ClusterView,
+  MapOptions,
+  NodeInfo,
+  ReduceOptions,
+  SpawnOptions,
+  TaskOptions,
+  TasksProxy,
+} from './types.js'
 
 /** How long each step of `close()` may take before the next one runs anyway. */
 const CLOSE_STEP_MS = 15_000
@@ -59,6 +72,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private readonly localAgents: Agent[] = []
   private readonly localIds = new Set<string>()
   private badFrames = 0
+  private readonly frameCounts = { results: 0 }
   private flushScheduled = false
   private readonly flushBound = () => this.flush()
   private timer: NodeJS.Timeout | undefined
@@ -140,6 +154,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       closing: () => cluster.closing !== undefined,
       actorHostLost: (actor: ActorTarget, node: ClusterNode) => cluster.actors.hostLost(actor, node),
       badFrame: () => void cluster.badFrames++,
+      frameCounts: cluster.frameCounts,
     }
     cluster.transport.start(
       (peer, parts) => dispatch(inbound, peer, parts),
@@ -202,6 +217,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       queued: this.scheduler.queued(),
       inFlight: this.scheduler.inFlight(this.membership),
       nodes: this.membership.size,
+      taskFrames: this.scheduler.framesSent,
+      resultFrames: this.frameCounts.results,
       transport: { ...this.transport.stats },
       shared: this.shared.stats(),
     }
@@ -268,6 +285,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       tasks: <M extends object>() => makeTasksProxy<M>((name, args) => this.submit(name, args, task)),
       map: <R>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, mapOptions: MapOptions = {}) =>
         this.map<R>(name, inputs, { ...options, ...mapOptions }),
+      reduce: <R>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, combiner: string, initial: R, reduceOptions: ReduceOptions<R> = {}) =>
+        this.reduce<R>(name, inputs, combiner, initial, { ...options, ...reduceOptions }),
       spawn: <T extends object>(className: string, ...args: unknown[]) => this.actors.spawn<T>(className, args, restart),
     }
   }
@@ -342,6 +361,45 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   async put<T>(value: T): Promise<SharedRef<T>> {
     if (this.closing) throw new ClusterClosedError('the cluster is closed')
     return this.shared.put(value)
+  }
+
+  /**
+   * Runs `name` once per element of `inputs`, as `map` does, and folds the
+   * results with `combiner` — the name of an associative function `(a, b) =>
+   * a ⊕ b` exported by the tasks module — into `initial`, on the agents: each
+   * chunk of contiguous inputs comes back as one partial aggregate, which the
+   * driver folds in input order (or as they arrive, with `ordered: false`,
+   * for a commutative combiner). Resolves to `initial ⊕ r0 ⊕ r1 ⊕ …`.
+   *
+   * ```ts
+   * const hits = await cluster.reduce('darts', Array.from({ length: 10_000 }, (_, i) => [i, 1_000]), 'sum', 0)
+   * const stop = await cluster.reduce('darts', seeds, 'sum', 0, { until: (n) => n >= 1e6 })
+   * ```
+   */
+  reduce<R>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, combiner: string, initial: R, options: ReduceOptions<R> = {}): Promise<R> {
+    return runReduce<R>(
+      {
+        enqueue: (n, args, task, sink, seq) =>
+          this.enqueue(
+            n,
+            args,
+            task,
+            (value) => sink.settled(seq, true, value),
+            (err) => sink.settled(seq, false, err),
+          ),
+        withdrawAll: (task, err) => this.ledger.withdrawAll(task, err),
+        checkTask: (n, what) => this.names.checkTask(n, what),
+        localFunction: (n) => this.names.localFunction(n),
+        threads: () => this.membership.list().reduce((sum, node) => sum + node.threads, 0),
+        resolveMapOptions: (o) => resolveMapOptions(o, this.options.maxRetries),
+        startProgress: (n, i, o, read) => this.observe.mapProgress(n, i, o, read),
+      },
+      name,
+      inputs,
+      combiner,
+      initial,
+      options,
+    )
   }
 
   // --- actors ------------------------------------------------------------------

@@ -28,6 +28,8 @@ export interface Inbound {
   /** The agent says an actor's host thread died: the actor is lost or restarted. */
   actorHostLost(actor: ActorTarget, node: ClusterNode): void
   badFrame(): void
+  /** Frames counted by type: Results frames received from members. */
+  readonly frameCounts?: { results: number }
 }
 
 /** Handles one message from `peer`. */
@@ -66,6 +68,7 @@ export function dispatch(cx: Inbound, peer: string, parts: Parts): void {
   }
   switch (h.type) {
     case MsgType.Results:
+      if (cx.frameCounts) cx.frameCounts.results++
       // Tasks of an earlier registration of this agent were taken back when it registered again (on the brokered
       // designs too: the node that said it took them was removed); its results for them are late, and do not count
       // against what this registration holds.

@@ -25,10 +25,10 @@ export interface MapSubmitter {
 type Outcome = { ok: boolean; value: unknown }
 
 /** Checks that `inputs` can be iterated; returns whether it is async. */
-function checkInputs(inputs: unknown): boolean {
+export function checkInputs(inputs: unknown, what: 'map' | 'reduce' = 'map'): boolean {
   const isAsync = inputs != null && typeof (inputs as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function'
   if (!isAsync && (inputs == null || typeof (inputs as Iterable<unknown>)[Symbol.iterator] !== 'function')) {
-    throw new InvalidArgumentError('map inputs must be an iterable or async iterable of argument lists')
+    throw new InvalidArgumentError(`${what} inputs must be an iterable or async iterable of argument lists`)
   }
   return isAsync
 }

@@ -4,6 +4,7 @@
  * while no node has joined).
  */
 import { InvalidArgumentError, UnknownTaskError } from '../errors.js'
+import { parseReduceTaskName } from '../protocol/reduce.js'
 import type { Catalog } from '../tasks-module.js'
 import type { Membership } from './membership.js'
 
@@ -25,10 +26,26 @@ export class KnownNames {
     return false
   }
 
-  /** Throws for a task name that is not a string or that no one offers. */
-  checkTask(name: string): void {
-    if (typeof name !== 'string') throw new InvalidArgumentError(`task name must be a string, got ${typeof name}`)
-    if (this.hasTask(name) === false) throw UnknownTaskError.of(name, [...(this.tasks() ?? [])])
+  /**
+   * Throws for a task name that is not a string or that no one offers; `what`
+   * names its role in the message. A chunk of a reduce (`reduce(task,
+   * combiner)`) is known when both its task and its combiner are.
+   */
+  checkTask(name: string, what: 'task' | 'combiner' = 'task'): void {
+    if (typeof name !== 'string') throw new InvalidArgumentError(`${what} name must be a string, got ${typeof name}`)
+    if (this.hasTask(name) !== false) return
+    const chunk = parseReduceTaskName(name)
+    if (chunk) {
+      this.checkTask(chunk.task)
+      this.checkTask(chunk.combiner, 'combiner')
+      return
+    }
+    throw UnknownTaskError.of(name, [...(this.tasks() ?? [])], what)
+  }
+
+  /** The driver's own copy of a function of the tasks module (undefined without one loaded). */
+  localFunction(name: string): ((...args: unknown[]) => unknown) | undefined {
+    return this.catalog?.functions.get(name)
   }
 
   actorClasses(): ReadonlySet<string> | undefined {

@@ -53,6 +53,9 @@ export interface Placement extends TaskHolder {
 
 /** Encodes task frames for one holder; splits what is too large, fails what cannot be carried. */
 export class TaskFrames<P extends Placement> {
+  /** Task frames put on the wire. */
+  sent = 0
+
   constructor(
     private readonly sizer: FrameSizer,
     private readonly maxFrameBytes: number,
@@ -86,6 +89,7 @@ export class TaskFrames<P extends Placement> {
     let head: Buffer
     if (this.number) head = header(MsgType.Tasks, chunk.length, timeoutMs ?? null, this.number(chunk))
     else head = timeoutMs === undefined ? header(MsgType.Tasks, chunk.length) : header(MsgType.Tasks, chunk.length, timeoutMs)
+    this.sent++
     this.put(holder, [head, body])
     return chunk.length
   }
@@ -133,6 +137,11 @@ export abstract class Scheduler<P extends Placement = Placement> {
     this.pending.push(e)
   }
 
+  /** Task frames sent so far. */
+  get framesSent(): number {
+    return this.frames.sent
+  }
+
   /** Tasks taken back from a node go first, in the order they had. */
   requeue(entries: readonly TaskEntry[]): void {
     for (let i = entries.length - 1; i >= 0; i--) this.pending.unshift(entries[i]!)
@@ -154,7 +163,8 @@ export abstract class Scheduler<P extends Placement = Placement> {
   /**
    * Takes up to `n` unsettled tasks off the queue into `chunk`; a task under
    * a timeout is sent alone at once (the agent stops its thread if it
-   * overruns) and counts against `n`. Returns how many were placed or taken.
+   * overruns) and counts against `n`, as does a task that travels alone (a
+   * chunk of a reduce). Returns how many were placed or taken.
    */
   protected take(holder: P, chunk: TaskEntry[], n: number): number {
     let used = 0
@@ -162,7 +172,7 @@ export abstract class Scheduler<P extends Placement = Placement> {
       const e = this.pending.shift()!
       if (e.settled) continue
       const timeoutMs = e.options?.timeoutMs
-      if (timeoutMs === undefined) chunk.push(e)
+      if (timeoutMs === undefined && e.options?.alone !== true) chunk.push(e)
       else {
         used++
         this.frames.send(holder, [e], timeoutMs)

@@ -13,6 +13,8 @@ export interface ResolvedTaskOptions {
   readonly retries: number
   readonly maxRetries: number
   readonly signal: AbortSignal | undefined
+  /** Each task travels in a task frame of its own (the chunks of a reduce: one partial aggregate per frame). */
+  readonly alone?: boolean
 }
 
 export interface ResolvedMapOptions {

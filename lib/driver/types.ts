@@ -75,6 +75,39 @@ export interface MapOptions extends TaskOptions {
   total?: number
 }
 
+/**
+ * Options of one `reduce`: ordering, concurrency, chunk size and an early
+ * stop, plus every per-task option (`retries`, `maxRetries` and `timeoutMs`
+ * apply to a chunk as a whole).
+ */
+export interface ReduceOptions<R = unknown> extends TaskOptions {
+  /**
+   * Fold the partial aggregates in input order (default true): the combiner
+   * must be associative, not commutative. `false` folds them as they arrive:
+   * the combiner must be commutative too.
+   */
+  ordered?: boolean
+  /** Most inputs taken from the iterable and not yet folded. Default 16384. */
+  concurrency?: number
+  /**
+   * Inputs per chunk: one task frame, run by one thread, answered by one
+   * partial aggregate. Default: up to 1024, fewer when the number of inputs
+   * is known and small (at least four chunks per thread of the cluster).
+   */
+  chunk?: number
+  /**
+   * Called on the driver with the running aggregate after each partial is
+   * folded in; `true` stops the reduce: the remaining work is withdrawn and
+   * the promise resolves with the aggregate so far (in order: of a prefix of
+   * the inputs, in whole chunks).
+   */
+  until?: (aggregate: R) => boolean
+  /** Report progress in inputs folded, as `map` does (`true`: a bar on stderr; a function: called with each update). */
+  progress?: boolean | ((state: ProgressState) => void)
+  /** Number of inputs, to size the chunks (and for the progress bar's ETA) when `inputs` has no `length` or `size`. */
+  total?: number
+}
+
 /** What `cluster.liveActors()` reports of one live actor. */
 export interface ActorInfo {
   id: string
@@ -128,6 +161,10 @@ export interface ClusterStats {
   /** Connections refused by CURVE authentication (unlisted or wrong agent keys). */
   authDenied: number
   nodes: number
+  /** Task frames the driver sent (or published). */
+  taskFrames: number
+  /** Results frames the driver received from its nodes. */
+  resultFrames: number
   transport: TransportStats
   shared: SharedStats
 }
@@ -175,5 +212,6 @@ export interface ClusterView {
   call<R = unknown>(name: string, ...args: unknown[]): Promise<R>
   tasks<M extends object>(): TasksProxy<M>
   map<R = unknown>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, options?: MapOptions): AsyncGenerator<R, void, undefined>
+  reduce<R>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, combiner: string, initial: R, options?: ReduceOptions<R>): Promise<R>
   spawn<T extends object>(className: string, ...args: unknown[]): Promise<ActorRef<T>>
 }
