@@ -6,7 +6,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { dispatch, type Inbound } from '../../lib/driver/inbound.js'
-import { Ledger, type TaskEntry } from '../../lib/driver/ledger.js'
+import { Ledger, type ResultSink, type TaskEntry } from '../../lib/driver/ledger.js'
 import { Membership } from '../../lib/driver/membership.js'
 import { SharedQueueScheduler } from '../../lib/driver/scheduler.js'
 import { NodeLostError } from '../../lib/errors.js'
@@ -19,6 +19,7 @@ function setup() {
   const ledger = new Ledger({ succeeded() {}, failed() {}, retried() {} }, 1)
   const published: number[] = []
   const scheduler = new SharedQueueScheduler(
+    ledger,
     { batch: 2, maxFrameBytes: 1 << 20 },
     (_q, parts) => {
       const h = parseHeader(parts[0])
@@ -49,19 +50,11 @@ function setup() {
     badFrame: () => bad++,
   }
   const outcomes = new Map<number, { value?: unknown; err?: Error }>()
+  // Outcomes by id, through one sink as a map's (synchronous, unlike a promise).
+  const sink: ResultSink = { settled: (id, ok, value) => outcomes.set(id, ok ? { value } : { err: value as Error }) }
   const submit = (name: string): TaskEntry => {
     const id = ledger.nextId
-    const e = ledger.add(
-      id,
-      name,
-      [],
-      (value) => outcomes.set(id, { value }),
-      (err) => outcomes.set(id, { err }),
-      undefined,
-      ActorOp.Call,
-      undefined,
-      undefined,
-    )
+    const e = ledger.add(id, name, [], sink, id, undefined, ActorOp.Call, undefined, undefined)
     scheduler.enqueue(e)
     return e
   }
@@ -73,34 +66,34 @@ function setup() {
   const say = (peer: string, parts: Parts) => dispatch(cx, peer, parts)
   const results = (...entries: TaskEntry[]): Parts => {
     const w = new ResultsWriter()
-    for (const e of entries) w.add(e.id, Status.Ok, `${e.name} done`)
+    for (const e of entries) w.add(ledger.id(e), Status.Ok, `${ledger.name(e)} done`)
     return [header(MsgType.Results, entries.length), w.take()]
   }
   return { ledger, scheduler, membership, published, outcomes, submit, join, say, results, bad: () => bad }
 }
 
 test("Taken: the frame's tasks are the node's; only it may answer them; a second Taken of the frame changes nothing", () => {
-  const { scheduler, membership, published, outcomes, submit, join, say, results, bad } = setup()
+  const { ledger, scheduler, membership, published, outcomes, submit, join, say, results, bad } = setup()
   const a = join('a')
   const b = join('b')
   const [t1, t2] = [submit('t1'), submit('t2')]
   scheduler.flush(membership)
   assert.equal(published.length, 1)
   say('a', [header(MsgType.Taken, published[0], false)])
-  assert.equal(t1.holder, a)
-  assert.equal(t2.holder, a)
+  assert.equal(ledger.holder(t1), a)
+  assert.equal(ledger.holder(t2), a)
   assert.equal(a.inFlight, 2)
   assert.equal(scheduler.queue.inFlight, 0)
   // b took the same frame again (a redelivery it should have dropped): nothing moves.
   say('b', [header(MsgType.Taken, published[0], false)])
-  assert.equal(t1.holder, a)
+  assert.equal(ledger.holder(t1), a)
   assert.equal(b.inFlight, 0)
   // b answers a's tasks: late, dropped; a's answer counts.
   say('b', results(t1))
-  assert.equal(outcomes.get(t1.id), undefined)
+  assert.equal(outcomes.get(ledger.id(t1)), undefined)
   say('a', results(t1, t2))
-  assert.deepEqual(outcomes.get(t1.id), { value: 't1 done' })
-  assert.deepEqual(outcomes.get(t2.id), { value: 't2 done' })
+  assert.deepEqual(outcomes.get(ledger.id(t1)), { value: 't1 done' })
+  assert.deepEqual(outcomes.get(ledger.id(t2)), { value: 't2 done' })
   assert.equal(a.inFlight, 0)
   assert.equal(bad(), 0)
 })
@@ -113,8 +106,8 @@ test('a lost node: the tasks it took are charged and sent again in a new frame; 
   scheduler.flush(membership)
   say('a', [header(MsgType.Taken, published[0], false)])
   membership.remove(a, 'lost', 'no heartbeat for 400 ms')
-  assert.equal(t.infraRetries, 1)
-  assert.equal(t.holder, undefined)
+  assert.equal(ledger.retries(t).infra, 1)
+  assert.equal(ledger.holder(t), undefined)
   assert.equal(ledger.counters.requeued, 1)
   scheduler.flush(membership)
   assert.equal(published.length, 2)
@@ -123,13 +116,13 @@ test('a lost node: the tasks it took are charged and sent again in a new frame; 
   const b = membership.get('b')!
   say('b', [header(MsgType.Taken, published[1], false)])
   membership.remove(b, 'lost', 'no heartbeat for 400 ms')
-  const err = outcomes.get(t.id)?.err
+  const err = outcomes.get(ledger.id(t))?.err
   assert.ok(err instanceof NodeLostError, String(err))
   assert.equal(err.message, 'task "t" was on node b when it was lost (no heartbeat for 400 ms), after 1 earlier infrastructure failures')
 })
 
 test('a dropped redelivery sends again, uncharged, only what no one took; a Taken from a node already out is charged at once', () => {
-  const { scheduler, membership, published, submit, join, say, bad } = setup()
+  const { ledger, scheduler, membership, published, submit, join, say, bad } = setup()
   const a = join('a')
   join('b')
   const [t1, t2] = [submit('t1'), submit('t2'), submit('t3'), submit('t4')]
@@ -137,18 +130,18 @@ test('a dropped redelivery sends again, uncharged, only what no one took; a Take
   assert.equal(published.length, 2)
   // The first frame: its first taker died before saying so; b dropped the redelivery.
   say('b', [header(MsgType.Taken, published[0], true)])
-  assert.equal(t1.holder, undefined)
-  assert.equal(t1.infraRetries, 0)
+  assert.equal(ledger.holder(t1), undefined)
+  assert.equal(ledger.retries(t1).infra, 0)
   assert.deepEqual(
-    [...scheduler.pending].map((e) => e.name),
+    [...scheduler.pending].map((e) => ledger.name(e)),
     ['t1', 't2'],
   )
-  assert.equal(t2.infraRetries, 0)
+  assert.equal(ledger.retries(t2).infra, 0)
   // The second frame: a says it took it after it was taken out.
   membership.remove(a, 'lost', 'no heartbeat for 400 ms')
   say('a', [header(MsgType.Taken, published[1], false)])
   assert.deepEqual(
-    [...scheduler.pending].map((e) => [e.name, e.infraRetries]),
+    [...scheduler.pending].map((e) => [ledger.name(e), ledger.retries(e).infra]),
     [
       ['t3', 1],
       ['t4', 1],
