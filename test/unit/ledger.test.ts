@@ -527,3 +527,77 @@ test("takeBack: given entries, still on the shared queue, are charged like a los
   assert.equal(q.inFlight, 0)
   assert.equal(ledger.counters.requeued, 2)
 })
+
+// --- the slot table ------------------------------------------------------------------
+
+test('slots: a settled entry gives its slot back; the next entry reuses it under a new id, and the old id is late', () => {
+  const { ledger, add, outcome } = setup()
+  const a = add('a')
+  const idA = ledger.id(a)
+  ledger.succeed(a, 1, 0)
+  const b = add('b')
+  assert.equal(b, a, 'the slot is reused')
+  assert.notEqual(ledger.id(b), idA)
+  assert.equal(ledger.get(idA), undefined)
+  assert.equal(ledger.get(ledger.id(b)), b)
+  // A result for the old id (a duplicate) does not reach the new entry.
+  assert.equal(ledger.answered(idA), undefined)
+  assert.equal(ledger.counters.lateResultsDropped, 1)
+  assert.equal(ledger.settled(b), false)
+  assert.equal(ledger.name(b), 'b')
+  ledger.succeed(b, 2, 0)
+  assert.deepEqual(outcome(b), { resolved: [2], rejected: [] })
+  assert.equal(ledger.size, 0)
+})
+
+test('slots: ids map to their slots past every growth of the table, and each settles once', () => {
+  const { ledger, add, outcome } = setup()
+  const n = 5000
+  const entries = Array.from({ length: n }, (_, i) => add(`t${i}`, { args: [i] }))
+  assert.equal(new Set(entries).size, n, 'one slot each')
+  assert.equal(ledger.size, n)
+  for (let i = 0; i < n; i++) {
+    assert.equal(ledger.get(ledger.id(entries[i]!)), entries[i])
+    assert.deepEqual(ledger.args(entries[i]!), [i])
+  }
+  // Settled out of order (every third first), each through its id, each once.
+  const order = [...entries.keys()].sort((x, y) => (x % 3) - (y % 3) || x - y)
+  for (const i of order) {
+    const e = ledger.answered(ledger.id(entries[i]!))
+    assert.equal(e, entries[i])
+    ledger.succeed(e!, i, 0)
+  }
+  for (const i of [0, 1, 2, n - 1]) assert.equal(ledger.answered(ledger.id(entries[i]!)), undefined)
+  assert.equal(ledger.counters.lateResultsDropped, 4)
+  assert.equal(ledger.size, 0)
+  assert.equal(ledger.counters.tasksSucceeded, n)
+  for (let i = 0; i < n; i++) assert.deepEqual(outcome(entries[i]!).resolved, [i])
+})
+
+test('slots: an entry settled while queued keeps its slot until the queue lets it go', () => {
+  const { ledger, add } = setup()
+  const a = add('a')
+  ledger.queued(a)
+  ledger.withdraw(a, new TaskCancelledError('x'))
+  assert.equal(ledger.withdrawnInQueue, 1)
+  const b = add('b')
+  assert.notEqual(b, a, 'a queued slot is not reused while the queue holds it')
+  assert.equal(ledger.dequeued(a), false, 'settled: not to be sent')
+  assert.equal(ledger.withdrawnInQueue, 0)
+  assert.equal(add('c'), a, 'freed once taken off the queue')
+  ledger.queued(b)
+  assert.equal(ledger.dequeued(b), true, 'unsettled: to be sent')
+})
+
+test('slots: a call settles through its resolve function; a failure rejects its promise with the error', async () => {
+  const { hooks } = recorder()
+  const ledger = new Ledger(hooks, 3)
+  const settleWith = (id: number) => new Promise((resolve) => ledger.add(id, 't', [], resolve, 0, undefined, ActorOp.Call, undefined, undefined))
+  const ok = settleWith(ledger.nextId)
+  const bad = settleWith(ledger.nextId)
+  const err = new Error('no')
+  ledger.succeed(ledger.get(ledger.nextId - 2)!, 42, 0)
+  ledger.fail(ledger.get(ledger.nextId - 1)!, err)
+  assert.equal(await ok, 42)
+  await assert.rejects(bad, (e) => e === err)
+})
