@@ -73,6 +73,17 @@ function summarize(o: NaiveOptions, runs: NaiveRun[]): NaiveResult {
   }
 }
 
+/** One run's figures, from its start, the end of its submissions, and the results counted and summed (now is its end). */
+function measured(tasks: number, start: number, submitted: number, count: number, sum: number): NaiveRun {
+  const seconds = (performance.now() - start) / 1000
+  return {
+    submitSeconds: (submitted - start) / 1000,
+    roundTripSeconds: seconds,
+    tasksPerSecond: Math.round(tasks / seconds),
+    ok: count === tasks && sum === expectedSum(tasks),
+  }
+}
+
 async function withWorkers<T>(data: NaiveWorkerData, n: number, body: () => Promise<T>): Promise<T> {
   const workers = Array.from({ length: n }, () => new Worker(WORKER, { workerData: data }))
   try {
@@ -106,13 +117,7 @@ async function runRedis(o: NaiveOptions): Promise<NaiveResult> {
           sum += Number(got[1])
           count++
         }
-        const seconds = (performance.now() - start) / 1000
-        runs.push({
-          submitSeconds: (submitted - start) / 1000,
-          roundTripSeconds: seconds,
-          tasksPerSecond: Math.round(o.tasks / seconds),
-          ok: count === o.tasks && sum === expectedSum(o.tasks),
-        })
+        runs.push(measured(o.tasks, start, submitted, count, sum))
       }
       return summarize(o, runs)
     })
@@ -156,14 +161,9 @@ async function runAmqp(o: NaiveOptions): Promise<NaiveResult> {
             }
           }).catch(reject)
         })
-        const seconds = (performance.now() - start) / 1000
+        const run = measured(o.tasks, start, submitted, count, sum)
         await rc.close()
-        runs.push({
-          submitSeconds: (submitted - start) / 1000,
-          roundTripSeconds: seconds,
-          tasksPerSecond: Math.round(o.tasks / seconds),
-          ok: count === o.tasks && sum === expectedSum(o.tasks),
-        })
+        runs.push(run)
       }
       return summarize(o, runs)
     })
@@ -206,13 +206,7 @@ async function runZmq(o: NaiveOptions): Promise<NaiveResult> {
           collected,
           new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`naive zmq: only ${count} of ${o.tasks} results in 120 s`)), 120_000))),
         ]).finally(() => clearTimeout(timer))
-        const seconds = (performance.now() - start) / 1000
-        runs.push({
-          submitSeconds: (submitted - start) / 1000,
-          roundTripSeconds: seconds,
-          tasksPerSecond: Math.round(o.tasks / seconds),
-          ok: count === o.tasks && sum === expectedSum(o.tasks),
-        })
+        runs.push(measured(o.tasks, start, submitted, count, sum))
       }
       return summarize(o, runs)
     })

@@ -427,6 +427,16 @@ export class Ledger {
 
   /** Resolves an entry with its result (once). */
   succeed(e: TaskEntry, value: unknown, now: number): void {
+    this.finish(e, true, value, now, undefined)
+  }
+
+  /** Rejects an entry (once); `node` is where it ran, for the failure record (default: the node holding it). */
+  fail(e: TaskEntry, err: Error, node: string | undefined = this.holders[e]?.nodeId): void {
+    this.finish(e, false, err, 0, node)
+  }
+
+  /** Settles an entry as succeeded or failed, counted and told to the hooks when it is a task. */
+  private finish(e: TaskEntry, ok: boolean, value: unknown, now: number, node: string | undefined): void {
     // Read before settling: the slot may be reused from then on.
     const isTask = this.actors[e] === undefined
     const id = this.ids[e]!
@@ -434,26 +444,14 @@ export class Ledger {
     const seq = this.seqs[e]!
     const settle = this.settle(e)
     if (settle === undefined) return
-    if (isTask) {
+    if (isTask && ok) {
       this.counters.tasksSucceeded++
       this.hooks.succeeded(id, name, now)
-    }
-    this.deliver(settle, seq, true, value)
-  }
-
-  /** Rejects an entry (once); `node` is where it ran, for the failure record (default: the node holding it). */
-  fail(e: TaskEntry, err: Error, node: string | undefined = this.holders[e]?.nodeId): void {
-    const isTask = this.actors[e] === undefined
-    const id = this.ids[e]!
-    const name = this.names[e]!
-    const seq = this.seqs[e]!
-    const settle = this.settle(e)
-    if (settle === undefined) return
-    if (isTask) {
+    } else if (isTask) {
       this.counters.tasksFailed++
-      this.hooks.failed(id, name, err, node)
+      this.hooks.failed(id, name, value as Error, node)
     }
-    this.deliver(settle, seq, false, err)
+    this.deliver(settle, seq, ok, value)
   }
 
   /** Settles an entry as cancelled; a copy still running somewhere is abandoned (its result will be dropped). */
