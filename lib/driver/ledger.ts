@@ -104,25 +104,32 @@ function rejecting(err: unknown): PromiseLike<never> {
 }
 
 /**
- * Ids to slots: open addressing on typed arrays (ids are sequential, so
- * `id & mask` spreads them without collisions while the ids outstanding
- * span less than the table), linear probing, deletion by backward shift.
+ * Ids to slots: open addressing on typed arrays, linear probing, deletion by
+ * backward shift (no tombstones). Ids are sequential, so they are scattered
+ * by a multiplicative (Fibonacci) hash: with `id & mask` they would fill one
+ * contiguous run, and every deletion would scan the rest of it.
  */
 class IdIndex {
   private keys: Float64Array
   private slots: Int32Array
   private mask: number
+  private shift: number
   private count = 0
 
   constructor(size: number) {
     this.keys = new Float64Array(size)
     this.slots = new Int32Array(size)
     this.mask = size - 1
+    this.shift = 32 - Math.log2(size)
+  }
+
+  private home(id: number): number {
+    return Math.imul(id, 0x9e3779b1) >>> this.shift
   }
 
   get(id: number): number {
     const { keys, mask } = this
-    for (let i = id & mask; ; i = (i + 1) & mask) {
+    for (let i = this.home(id); ; i = (i + 1) & mask) {
       const k = keys[i]!
       if (k === id) return this.slots[i]!
       if (k === 0) return NO_SLOT
@@ -132,7 +139,7 @@ class IdIndex {
   set(id: number, slot: number): void {
     if (2 * (this.count + 1) > this.keys.length) this.grow()
     const { keys, mask } = this
-    let i = id & mask
+    let i = this.home(id)
     while (keys[i] !== 0) i = (i + 1) & mask
     keys[i] = id
     this.slots[i] = slot
@@ -141,7 +148,7 @@ class IdIndex {
 
   delete(id: number): void {
     const { keys, slots, mask } = this
-    let i = id & mask
+    let i = this.home(id)
     for (;;) {
       const k = keys[i]!
       if (k === 0) return
@@ -150,8 +157,9 @@ class IdIndex {
     }
     // Backward shift: move later entries of the probe run into the hole, so lookups need no tombstones.
     for (let j = (i + 1) & mask; keys[j] !== 0; j = (j + 1) & mask) {
-      const home = keys[j]! & mask
-      if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
+      const home = this.home(keys[j]!)
+      // The entry at j may fill the hole at i unless its home lies cyclically in (i, j].
+      if (i <= j ? home <= i || home > j : home <= i && home > j) {
         keys[i] = keys[j]!
         slots[i] = slots[j]!
         i = j
@@ -166,6 +174,7 @@ class IdIndex {
     this.keys = new Float64Array(keys.length * 2)
     this.slots = new Int32Array(keys.length * 2)
     this.mask = this.keys.length - 1
+    this.shift = 32 - Math.log2(this.keys.length)
     this.count = 0
     for (let i = 0; i < keys.length; i++) if (keys[i] !== 0) this.set(keys[i]!, slots[i]!)
   }
