@@ -88,6 +88,14 @@ const QUEUED = 2
 
 const NO_SLOT = -1
 const INITIAL_SLOTS = 1024
+/**
+ * Argument lists this short are copied into the ledger's own arrays, so the
+ * caller's list dies young (numbers in an old array cost the collector
+ * nothing); longer ones are kept as they are.
+ */
+const INLINE_ARGS = 3
+/** `argc` of a slot whose list is kept whole. */
+const KEPT_WHOLE = 255
 
 /**
  * A promise rejected through its resolve function: the ledger keeps only
@@ -203,6 +211,10 @@ export class Ledger {
   private ops = new Uint8Array(INITIAL_SLOTS)
   private userRetries = new Uint32Array(INITIAL_SLOTS)
   private infraRetries = new Uint32Array(INITIAL_SLOTS)
+  private argc = new Uint8Array(INITIAL_SLOTS)
+  private readonly arg0: unknown[] = []
+  private readonly arg1: unknown[] = []
+  private readonly arg2: unknown[] = []
   private readonly names: (string | undefined)[] = []
   private readonly argLists: (unknown[] | undefined)[] = []
   private readonly settles: (Settle | undefined)[] = []
@@ -246,8 +258,9 @@ export class Ledger {
     this.ops = widen(this.ops, (n) => new Uint8Array(n))
     this.userRetries = widen(this.userRetries, (n) => new Uint32Array(n))
     this.infraRetries = widen(this.infraRetries, (n) => new Uint32Array(n))
+    this.argc = widen(this.argc, (n) => new Uint8Array(n))
     this.free = widen(this.free, (n) => new Int32Array(n))
-    for (const a of [this.names, this.argLists, this.settles, this.holders, this.optionSets, this.actors] as unknown[][]) {
+    for (const a of [this.names, this.argLists, this.arg0, this.arg1, this.arg2, this.settles, this.holders, this.optionSets, this.actors] as unknown[][]) {
       for (let i = a.length; i < to; i++) a.push(undefined)
     }
     // Pushed highest first, so slots are handed out from 0 up.
@@ -280,7 +293,16 @@ export class Ledger {
     this.userRetries[s] = 0
     this.infraRetries[s] = 0
     this.names[s] = name
-    this.argLists[s] = args
+    const n = args.length
+    if (n <= INLINE_ARGS) {
+      this.argc[s] = n
+      if (n > 0) this.arg0[s] = args[0]
+      if (n > 1) this.arg1[s] = args[1]
+      if (n > 2) this.arg2[s] = args[2]
+    } else {
+      this.argc[s] = KEPT_WHOLE
+      this.argLists[s] = args
+    }
     this.settles[s] = settle
     this.holders[s] = holder
     this.optionSets[s] = options
@@ -301,8 +323,20 @@ export class Ledger {
     return this.names[e]!
   }
 
+  /** The entry's argument list (a new array when it was copied in; see INLINE_ARGS). */
   args(e: TaskEntry): unknown[] {
-    return this.argLists[e]!
+    switch (this.argc[e]) {
+      case 0:
+        return []
+      case 1:
+        return [this.arg0[e]]
+      case 2:
+        return [this.arg0[e], this.arg1[e]]
+      case 3:
+        return [this.arg0[e], this.arg1[e], this.arg2[e]]
+      default:
+        return this.argLists[e]!
+    }
   }
 
   op(e: TaskEntry): ActorOp {
@@ -388,7 +422,13 @@ export class Ledger {
     this.live--
     this.release(e)
     this.settles[e] = undefined
-    this.argLists[e] = undefined
+    const n = this.argc[e]!
+    if (n === KEPT_WHOLE) this.argLists[e] = undefined
+    else {
+      if (n > 0) this.arg0[e] = undefined
+      if (n > 1) this.arg1[e] = undefined
+      if (n > 2) this.arg2[e] = undefined
+    }
     this.optionSets[e] = undefined
     this.actors[e] = undefined
     if ((st & QUEUED) !== 0) this.settledInQueue++
@@ -506,7 +546,7 @@ export class Ledger {
     }
     this.release(e)
     this.counters.tasksRetried++
-    this.hooks.retried(this.ids[e]!, this.names[e]!, this.argLists[e]!, cause, this.infraRetries[e]! + this.userRetries[e]!)
+    this.hooks.retried(this.ids[e]!, this.names[e]!, this.args(e), cause, this.infraRetries[e]! + this.userRetries[e]!)
     return true
   }
 
