@@ -261,7 +261,8 @@ export class Ledger {
     this.argc = widen(this.argc, (n) => new Uint8Array(n))
     this.free = widen(this.free, (n) => new Int32Array(n))
     for (const a of [this.names, this.argLists, this.arg0, this.arg1, this.arg2, this.settles, this.holders, this.optionSets, this.actors] as unknown[][]) {
-      for (let i = a.length; i < to; i++) a.push(undefined)
+      // One allocation of the new length (holes read as undefined), not one push per slot.
+      a.length = to
     }
     // Pushed highest first, so slots are handed out from 0 up.
     for (let s = to - 1; s >= this.capacity; s--) this.free[this.freeTop++] = s
