@@ -112,66 +112,76 @@ function rejecting(err: unknown): PromiseLike<never> {
 }
 
 /**
- * Ids to slots: open addressing on typed arrays, linear probing, deletion by
- * backward shift (no tombstones). Ids are sequential, so they are scattered
- * by a multiplicative (Fibonacci) hash: with `id & mask` they would fill one
- * contiguous run, and every deletion would scan the rest of it.
+ * Ids to slots: open addressing on typed arrays, Robin Hood linear probing
+ * (an entry farther from its home takes the place of one nearer to its own),
+ * deletion by backward shift. Ids are sequential, so `id & mask` puts them
+ * side by side, each at its home: a lookup reads one cell next to the last
+ * one read, and a deletion stops at the next cell (an entry at its home).
  */
 class IdIndex {
   private keys: Float64Array
   private slots: Int32Array
   private mask: number
-  private shift: number
   private count = 0
 
   constructor(size: number) {
     this.keys = new Float64Array(size)
     this.slots = new Int32Array(size)
     this.mask = size - 1
-    this.shift = 32 - Math.log2(size)
   }
 
-  private home(id: number): number {
-    return Math.imul(id, 0x9e3779b1) >>> this.shift
+  /** How far the entry at `i` with id `k` is from its home. */
+  private distance(k: number, i: number): number {
+    return (i - (k & this.mask)) & this.mask
   }
 
   get(id: number): number {
     const { keys, mask } = this
-    for (let i = this.home(id); ; i = (i + 1) & mask) {
+    for (let i = id & mask, d = 0; ; i = (i + 1) & mask, d++) {
       const k = keys[i]!
       if (k === id) return this.slots[i]!
-      if (k === 0) return NO_SLOT
+      // Empty, or an entry nearer its home than this id would be: the id is not here.
+      if (k === 0 || this.distance(k, i) < d) return NO_SLOT
     }
   }
 
   set(id: number, slot: number): void {
     if (2 * (this.count + 1) > this.keys.length) this.grow()
-    const { keys, mask } = this
-    let i = this.home(id)
-    while (keys[i] !== 0) i = (i + 1) & mask
-    keys[i] = id
-    this.slots[i] = slot
-    this.count++
+    const { keys, slots, mask } = this
+    let k = id
+    let v = slot
+    for (let i = id & mask, d = 0; ; i = (i + 1) & mask, d++) {
+      const cur = keys[i]!
+      if (cur === 0) {
+        keys[i] = k
+        slots[i] = v
+        this.count++
+        return
+      }
+      const dCur = this.distance(cur, i)
+      if (dCur < d) {
+        const w = slots[i]!
+        keys[i] = k
+        slots[i] = v
+        k = cur
+        v = w
+        d = dCur
+      }
+    }
   }
 
   delete(id: number): void {
     const { keys, slots, mask } = this
-    let i = this.home(id)
-    for (;;) {
+    let i = id & mask
+    for (let d = 0; ; i = (i + 1) & mask, d++) {
       const k = keys[i]!
-      if (k === 0) return
       if (k === id) break
-      i = (i + 1) & mask
+      if (k === 0 || this.distance(k, i) < d) return
     }
-    // Backward shift: move later entries of the probe run into the hole, so lookups need no tombstones.
-    for (let j = (i + 1) & mask; keys[j] !== 0; j = (j + 1) & mask) {
-      const home = this.home(keys[j]!)
-      // The entry at j may fill the hole at i unless its home lies cyclically in (i, j].
-      if (i <= j ? home <= i || home > j : home <= i && home > j) {
-        keys[i] = keys[j]!
-        slots[i] = slots[j]!
-        i = j
-      }
+    // Backward shift until an empty cell or an entry at its home.
+    for (let j = (i + 1) & mask; keys[j] !== 0 && this.distance(keys[j]!, j) !== 0; i = j, j = (j + 1) & mask) {
+      keys[i] = keys[j]!
+      slots[i] = slots[j]!
     }
     keys[i] = 0
     this.count--
@@ -182,7 +192,6 @@ class IdIndex {
     this.keys = new Float64Array(keys.length * 2)
     this.slots = new Int32Array(keys.length * 2)
     this.mask = this.keys.length - 1
-    this.shift = 32 - Math.log2(this.keys.length)
     this.count = 0
     for (let i = 0; i < keys.length; i++) if (keys[i] !== 0) this.set(keys[i]!, slots[i]!)
   }
