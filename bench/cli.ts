@@ -1,5 +1,7 @@
 import type { Argv, CommandModule } from 'yargs'
+import { availableParallelism } from 'node:os'
 import { runSeed, type SeedResult } from './seed.js'
+import { runNaive } from './naive.js'
 import { runLatency } from './latency.js'
 import { runBalance } from './balance.js'
 import { runMapMemory } from './map-memory.js'
@@ -86,16 +88,17 @@ export const benchCommand: CommandModule = {
             .option('via', { choices: ['call', 'map'] as const, default: 'call' as const, describe: 'one call() per task, or one map()' })
             .option('warmup', { type: 'boolean', default: true, describe: 'one unmeasured run first' })
             .option('transport', {
-              choices: [...TRANSPORT_KINDS, 'all'] as const,
+              choices: [...TRANSPORT_KINDS, 'all', 'naive-zmq'] as const,
               default: TRANSPORT_DEFAULTS.transport,
-              describe: "the design; 'all' runs the four one after another, plus each broker's naive baseline, and prints a table",
+              describe:
+                "the design; 'all' runs the four one after another, plus each transport's naive baseline, and prints a table; 'naive-zmq' runs the seed's ZeroMQ design (PUSH/PULL, one message per task) alone",
             })
             .option('redis', { type: 'string', default: TRANSPORT_DEFAULTS.redisUrl, describe: 'Redis URL for the brokered designs' })
             .option('amqp', { type: 'string', default: TRANSPORT_DEFAULTS.amqpUrl, describe: 'RabbitMQ URL for the brokered designs' })
             .option('naive-tasks', {
               type: 'number',
               default: 20_000,
-              describe: 'with --transport all: tasks of the naive baselines (one message per task; at most --tasks)',
+              describe: 'with --transport all: tasks of the brokered naive baselines (one message per task; at most --tasks; naive-zmq runs --tasks)',
             })
             .option('out', {
               type: 'string',
@@ -112,6 +115,19 @@ export const benchCommand: CommandModule = {
             const out = a.out
             if (out) log(`wrote ${(await writeSeedAll(r, out)).join(', ')}`)
             print(a.json, r, [seedAllMarkdown(r)])
+            if (!r.ok) process.exitCode = 1
+            return
+          }
+          if (a.transport === 'naive-zmq') {
+            const r = await runNaive({ broker: 'zmq', tasks: a.tasks, workers: availableParallelism(), runs: a.runs, redisUrl: a.redis, amqpUrl: a.amqp })
+            print(a.json, r, [
+              `seed benchmark — naive-zmq (PUSH/PULL, one message per task), ${r.tasks} tasks, ${r.workers} worker threads`,
+              ...r.runs.map(
+                (x, i) =>
+                  `  run ${i + 1}: round trip ${x.roundTripSeconds.toFixed(3)} s, ${x.tasksPerSecond.toLocaleString('en-US')} tasks/s, check ${x.ok ? 'ok' : 'FAILED'}`,
+              ),
+              `median: round trip ${r.roundTripSeconds.toFixed(3)} s, ${r.tasksPerSecond.toLocaleString('en-US')} tasks/s, check ${r.ok ? 'ok (count and sum)' : 'FAILED'}`,
+            ])
             if (!r.ok) process.exitCode = 1
             return
           }

@@ -1,4 +1,4 @@
-/** A worker of the naive baseline (bench/naive.ts): one task per message, as in 2016. */
+/** A worker of the naive baselines (bench/naive.ts): one task per message, as in 2016. */
 import { parentPort, workerData } from 'node:worker_threads'
 import type { NaiveWorkerData } from './naive.js'
 
@@ -10,7 +10,29 @@ function parse(body: string): [number, number] {
   return [Number(m[1]), Number(m[2])]
 }
 
-if (d.broker === 'redis') {
+if (d.broker === 'zmq') {
+  const zmq = await import('zeromq')
+  const { pack, unpack } = await import('msgpackr')
+  const tasks = new zmq.Pull()
+  const results = new zmq.Push()
+  tasks.connect(d.tasksQueue)
+  results.connect(d.resultsQueue)
+  // Told to stop: closing the sockets ends the loop below, and the thread with it.
+  parentPort!.once('message', () => {
+    tasks.close()
+    results.close()
+  })
+  parentPort!.postMessage('ready')
+  try {
+    for await (const [m] of tasks) {
+      const [a, b] = unpack(m!) as [number, number]
+      await results.send(pack(a + b))
+    }
+  } catch (err) {
+    // A send cut short by the close is the end; anything else is a failure of the baseline.
+    if (!results.closed) throw err
+  }
+} else if (d.broker === 'redis') {
   const { Redis } = await import('ioredis')
   const r = new Redis(d.url, { lazyConnect: true, retryStrategy: () => null })
   await r.connect()

@@ -136,9 +136,9 @@ export class Actors {
       const bad = findUnserializable(args, 'args')
       if (bad) return Promise.reject(new SerializationError(`cannot call ${rec.className}.${name}: ${bad}; msgpack cannot carry it`))
     }
-    return new Promise((resolve, reject) => {
+    return new Promise((resolve) => {
       const { ledger } = this.cx
-      const e = ledger.add(ledger.nextId, name, args, resolve, reject, rec, op, undefined, rec.node)
+      const e = ledger.add(ledger.nextId, name, args, resolve, 0, rec, op, undefined, rec.node)
       let box = this.outbox.get(rec.node)
       if (!box) this.outbox.set(rec.node, (box = []))
       box.push(e)
@@ -152,7 +152,10 @@ export class Actors {
       this.outbox.delete(node)
       let body: Buffer
       try {
-        body = encodeActorBody(entries.map((e) => ({ id: e.id, op: e.op, actorId: e.actor!.id, name: e.name, args: e.args })))
+        const { ledger } = this.cx
+        body = encodeActorBody(
+          entries.map((e) => ({ id: ledger.id(e), op: ledger.op(e), actorId: ledger.actor(e)!.id, name: ledger.name(e), args: ledger.args(e) })),
+        )
       } catch (err) {
         for (const e of entries) this.cx.ledger.fail(e, new SerializationError(`cannot send actor message: ${(err as Error).message}`, { cause: err }))
         continue
@@ -165,9 +168,9 @@ export class Actors {
   nodeRemoved(node: ClusterNode, reason: string): void {
     this.outbox.delete(node)
     for (const e of this.cx.ledger.entriesHeldBy(node)) {
-      if (e.actor) {
-        this.cx.ledger.fail(e, new ActorLostError(`actor ${e.actor.id} was lost with its node ${node.nodeId} (${reason}); the message may or may not have run`))
-      }
+      const actor = this.cx.ledger.actor(e)
+      if (actor)
+        this.cx.ledger.fail(e, new ActorLostError(`actor ${actor.id} was lost with its node ${node.nodeId} (${reason}); the message may or may not have run`))
     }
     for (const rec of this.records.values()) {
       // A restart under way on this node sees its Spawn fail (above) and tries the next node itself.

@@ -1,9 +1,8 @@
 import { EventEmitter } from 'node:events'
 import { randomBytes } from 'node:crypto'
 import type { Agent } from '../agent/agent.js'
-import { ClusterClosedError, SerializationError, TaskCancelledError } from '../errors.js'
+import { ClusterClosedError, TaskCancelledError } from '../errors.js'
 import type { ClusterOptions, ResolvedClusterOptions } from '../options.js'
-import { findUnserializable } from '../protocol/codec.js'
 import { ActorOp } from '../protocol/messages.js'
 import { unregisterZapDomain } from '../transport/curve.js'
 import { unpublishLocalKeys } from '../transport/local-keys.js'
@@ -12,9 +11,9 @@ import type { ClusterSnapshot } from '../monitor/monitor.js'
 import { closeSteps, type CloseStep } from '../util/close.js'
 import { Actors } from './actors.js'
 import { dispatch } from './inbound.js'
-import { Ledger, type ActorTarget, type TaskEntry } from './ledger.js'
+import { Ledger, type ActorTarget, type ResultSink, type Settle, type TaskEntry } from './ledger.js'
 import { runMap } from './map.js'
-import { SharedValues } from './shared.js'
+import { SharedValues, type SharedUser } from './shared.js'
 import type { SharedRef } from '../protocol/shared-ref.js'
 import { runReduce } from './reduce.js'
 import { Membership, type ClusterNode } from './membership.js'
@@ -40,6 +39,17 @@ import type {
 
 /** How long each step of `close()` may take before the next one runs anyway. */
 const CLOSE_STEP_MS = 15_000
+
+/**
+ * One executor for every call's promise, so that no closure is made per
+ * call: it hands the resolve function over through `kept`, read at once by
+ * the caller (Node 20 has no Promise.withResolvers; this measured cheaper
+ * than a deferred object, or keeping reject too).
+ */
+let kept: ((value: unknown) => void) | undefined
+const keepResolve = (resolve: (value: unknown) => void): void => {
+  kept = resolve
+}
 
 /**
  * The driver: the handle your program holds on a cluster. It binds the
@@ -94,8 +104,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
     this.scheduler =
       transport.kind === 'shared-queue'
-        ? new SharedQueueScheduler(options, (_queue, parts) => transport.publishTasks(parts), fail)
-        : new CreditScheduler(options, (node, parts) => sendFrame(node.peer, parts), fail)
+        ? new SharedQueueScheduler(this.ledger, options, (_queue, parts) => transport.publishTasks(parts), fail)
+        : new CreditScheduler(this.ledger, options, (node, parts) => sendFrame(node.peer, parts), fail)
     this.membership = new Membership(
       // Random per instance: told to agents in Welcome, so results meant for an earlier driver are dropped.
       {
@@ -116,8 +126,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       send: (peer, parts) => transport.send(peer, parts),
       node: (peer) => this.membership.get(peer),
       nodes: () => this.membership,
-      unsettled: () => this.ledger.unsettled(),
-      heldBy: (holder) => this.ledger.entriesHeldBy(holder),
+      unsettled: () => this.sharedUsers(this.ledger.unsettled()),
+      heldBy: (holder) => this.sharedUsers(this.ledger.entriesHeldBy(holder)),
       maxFrameBytes: options.maxFrameBytes,
       brokered: transport.kind === 'shared-queue',
     })
@@ -291,31 +301,50 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
   }
 
+  /**
+   * The call path, per call: one promise and its resolve function (kept in
+   * the ledger's arrays), nothing else that outlives the call. Arguments are
+   * checked when their frame is encoded, not walked here.
+   */
   private submit(name: string, args: unknown[], options: ResolvedTaskOptions | undefined): Promise<unknown> {
-    return new Promise((resolve, reject) => this.enqueue(name, args, options, resolve, reject))
+    const refused = this.refusal(name, options)
+    if (refused !== undefined) return Promise.reject(refused)
+    const promise = new Promise(keepResolve)
+    const resolve = kept!
+    kept = undefined
+    this.enqueue(name, args, options, resolve, 0)
+    return promise
   }
 
-  /** Checks a task and queues it; a bad task rejects at once. */
-  private enqueue(
-    name: string,
-    args: unknown[],
-    options: ResolvedTaskOptions | undefined,
-    resolve: (value: unknown) => void,
-    reject: (err: Error) => void,
-  ): void {
+  /** Why a task cannot be queued at all (closed, unknown name, cancelled already), or undefined. */
+  private refusal(name: string, options: ResolvedTaskOptions | undefined): Error | undefined {
     try {
       if (this.closing) throw new ClusterClosedError('the cluster is closed')
       this.names.checkTask(name)
       if (options?.signal?.aborted) throw new TaskCancelledError(`task "${name}" was cancelled before it was sent`, { cause: options.signal.reason })
-      const bad = findUnserializable(args, 'args')
-      if (bad) throw new SerializationError(`cannot send task "${name}": ${bad}; msgpack cannot carry it`)
     } catch (err) {
-      reject(err as Error)
-      return
+      return err as Error
     }
+    return undefined
+  }
+
+  /** Queues a task checked by {@link refusal}; `settle` gets its outcome (with `seq`, for a map's sink). */
+  private enqueue(name: string, args: unknown[], options: ResolvedTaskOptions | undefined, settle: Settle, seq: number): void {
     const id = this.observe.monitor.tasks.assignId(this.ledger.nextId, this.ledger.size === 0)
-    this.scheduler.enqueue(this.ledger.add(id, name, args, resolve, reject, undefined, ActorOp.Call, options, undefined))
+    this.scheduler.enqueue(this.ledger.add(id, name, args, settle, seq, undefined, ActorOp.Call, options, undefined))
     this.scheduleFlush()
+  }
+
+  /** Queues one task of a map or reduce, whose outcome goes to `sink` with `seq`; a task that cannot be queued fails there at once. */
+  private enqueueFor(name: string, args: unknown[], options: ResolvedTaskOptions, sink: ResultSink, seq: number): void {
+    const refused = this.refusal(name, options)
+    if (refused === undefined) this.enqueue(name, args, options, sink, seq)
+    else sink.settled(seq, false, refused)
+  }
+
+  /** The name and arguments of each entry, for the shared values' walks (at release and eviction only). */
+  private sharedUsers(entries: Iterable<TaskEntry>): SharedUser[] {
+    return Array.from(entries, (e) => ({ name: this.ledger.name(e), args: this.ledger.args(e) }))
   }
 
   /**
@@ -328,7 +357,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   map<R = unknown>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, options: MapOptions = {}): AsyncGenerator<R, void, undefined> {
     return runMap<R>(
       {
-        enqueue: (n, args, task, resolve, reject) => this.enqueue(n, args, task, resolve, reject),
+        enqueue: (n, args, task, sink, seq) => this.enqueueFor(n, args, task, sink, seq),
         withdrawAll: (task, err) => this.ledger.withdrawAll(task, err),
         checkTask: (n) => this.names.checkTask(n),
         resolveMapOptions: (o) => resolveMapOptions(o, this.options.maxRetries),
@@ -379,14 +408,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   reduce<R>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, combiner: string, initial: R, options: ReduceOptions<R> = {}): Promise<R> {
     return runReduce<R>(
       {
-        enqueue: (n, args, task, sink, seq) =>
-          this.enqueue(
-            n,
-            args,
-            task,
-            (value) => sink.settled(seq, true, value),
-            (err) => sink.settled(seq, false, err),
-          ),
+        enqueue: (n, args, task, sink, seq) => this.enqueueFor(n, args, task, sink, seq),
         withdrawAll: (task, err) => this.ledger.withdrawAll(task, err),
         checkTask: (n, what) => this.names.checkTask(n, what),
         localFunction: (n) => this.names.localFunction(n),
@@ -453,7 +475,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private onTransportFailure(err: Error): void {
     if (this.closing) return
     this.ledger.failAll(err)
-    this.scheduler.pending.clear()
+    this.scheduler.clear()
     this.emit('transport:error', err)
     void this.close()
   }
@@ -484,7 +506,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         name: 'settle pending tasks',
         run: () => {
           this.ledger.failAll(new ClusterClosedError('the cluster was closed before the task settled'))
-          this.scheduler.pending.clear()
+          this.scheduler.clear()
           this.actors.wake()
         },
       },

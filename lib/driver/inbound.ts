@@ -118,9 +118,10 @@ function results(cx: Inbound, node: ClusterNode, body: Uint8Array | undefined, c
       }
       const wire = fromWire(value)
       const threw = status === Status.Threw
-      const err = rebuildError(e.name, wire, !threw, node.nodeId)
-      if (e.actor && !threw && (wire.code === 'ERR_ACTOR_LOST' || wire.code === 'ERR_WORKER_CRASHED')) cx.actorHostLost(e.actor, node)
-      const kind = e.actor ? undefined : retryKindOf(threw, wire.code)
+      const actor = ledger.actor(e)
+      const err = rebuildError(ledger.name(e), wire, !threw, node.nodeId)
+      if (actor && !threw && (wire.code === 'ERR_ACTOR_LOST' || wire.code === 'ERR_WORKER_CRASHED')) cx.actorHostLost(actor, node)
+      const kind = actor ? undefined : retryKindOf(threw, wire.code)
       if (kind !== undefined && !cx.closing() && ledger.retry(e, kind, err)) {
         cx.scheduler.enqueue(e)
         cx.scheduleFlush()
@@ -160,7 +161,7 @@ function taken(cx: Inbound, peer: string, node: ClusterNode | undefined, frameId
   }
   const frame = cx.frames.claim(frameId)
   if (frame === undefined) return false
-  const entries: TaskEntry[] = frame.entries
+  const entries: readonly TaskEntry[] = frame.entries
   if (node && !dropped) {
     for (const e of entries) cx.ledger.move(e, node)
     // Credit comes back with its Results, which answer every task of the frame.

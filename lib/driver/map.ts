@@ -7,13 +7,14 @@
 import { InvalidArgumentError, TaskCancelledError } from '../errors.js'
 import type { Progress } from '../monitor/progress.js'
 import { Deque } from '../util/deque.js'
+import type { ResultSink } from './ledger.js'
 import type { ResolvedMapOptions, ResolvedTaskOptions } from './task-options.js'
 import type { MapOptions } from './types.js'
 
 /** What the engine needs of the driver. */
 export interface MapSubmitter {
-  /** Queues one task; a bad task calls `reject` at once. */
-  enqueue(name: string, args: unknown[], options: ResolvedTaskOptions, resolve: (value: unknown) => void, reject: (err: Error) => void): void
+  /** Queues one task, whose outcome goes to `sink` with `seq`; a bad task is settled (failed) at once. */
+  enqueue(name: string, args: unknown[], options: ResolvedTaskOptions, sink: ResultSink, seq: number): void
   withdrawAll(options: ResolvedTaskOptions, err: () => Error): void
   /** Throws for a task name that is not a string or not known. */
   checkTask(name: string): void
@@ -22,7 +23,10 @@ export interface MapSubmitter {
   startProgress(name: string, inputs: unknown, options: ResolvedMapOptions, read: () => number): Promise<Progress>
 }
 
-type Outcome = { ok: boolean; value: unknown }
+/** A failed task's error among the results (made only on failure: a success is stored as its bare value). */
+class Failed {
+  constructor(readonly error: unknown) {}
+}
 
 /** Checks that `inputs` can be iterated; returns whether it is async. */
 export function checkInputs(inputs: unknown, what: 'map' | 'reduce' = 'map'): boolean {
@@ -45,8 +49,9 @@ export async function* runMap<R>(
   const isAsync = checkInputs(inputs)
   const { ordered, concurrency, signal, task } = options
   const source = isAsync ? (inputs as AsyncIterable<unknown>)[Symbol.asyncIterator]() : (inputs as Iterable<unknown>)[Symbol.iterator]()
-  const inOrder = new Map<number, Outcome>()
-  const asDone = new Deque<Outcome>()
+  // Results waiting to be yielded: by input number (ordered), or as they came.
+  const inOrder = new Map<number, unknown>()
+  const asDone = new Deque<unknown>()
   let taken = 0
   let yielded = 0
   let exhausted = false
@@ -59,15 +64,20 @@ export async function* runMap<R>(
       w()
     }
   }
-  const store = (seq: number, o: Outcome) => {
-    if (ordered) inOrder.set(seq, o)
-    else asDone.push(o)
-    nudge()
+  // One sink for every task of the map: no closure per task.
+  const sink: ResultSink = {
+    settled(seq, ok, value) {
+      const o = ok ? value : new Failed(value)
+      if (ordered) inOrder.set(seq, o)
+      else asDone.push(o)
+      nudge()
+    },
   }
-  const next = (): Outcome | undefined => {
+  const waiting = () => (ordered ? inOrder.has(yielded) : asDone.length > 0)
+  const next = (): unknown => {
     if (!ordered) return asDone.shift()
     const o = inOrder.get(yielded)
-    if (o) inOrder.delete(yielded)
+    inOrder.delete(yielded)
     return o
   }
   const cancelled = () => new TaskCancelledError(`map of "${name}" was cancelled after ${yielded} of ${taken} results`, { cause: signal?.reason })
@@ -83,19 +93,14 @@ export async function* runMap<R>(
         }
         const seq = taken++
         const args = Array.isArray(r.value) ? r.value : [r.value]
-        driver.enqueue(
-          name,
-          args,
-          task,
-          (value) => store(seq, { ok: true, value }),
-          (value: unknown) => store(seq, { ok: false, value }),
-        )
+        driver.enqueue(name, args, task, sink, seq)
         if (signal?.aborted) throw cancelled()
       }
-      for (let o = next(); o !== undefined; o = next()) {
+      while (waiting()) {
+        const o = next()
         yielded++
-        if (!o.ok) throw o.value
-        yield o.value as R
+        if (o instanceof Failed) throw o.error
+        yield o as R
         if (signal?.aborted) throw cancelled()
       }
       if (exhausted && yielded === taken) return

@@ -51,16 +51,14 @@ export class Observability {
   ledgerHooks(): LedgerHooks {
     const { driver, monitor } = this
     return {
-      succeeded: (e, now) => monitor.tasks.succeeded(e.id, e.name, now),
-      failed: (e, error, node) => {
-        monitor.tasks.failed(e.id, e.name, node, error, performance.now())
-        if (driver.listenerCount('task:failed') > 0) driver.emit('task:failed', { id: e.id, name: e.name, node, error })
+      succeeded: (id, name, now) => monitor.tasks.succeeded(id, name, now),
+      failed: (id, name, error, node) => {
+        monitor.tasks.failed(id, name, node, error, performance.now())
+        if (driver.listenerCount('task:failed') > 0) driver.emit('task:failed', { id, name, node, error })
       },
-      retried: (e, cause) => {
-        monitor.tasks.retried(e.name)
-        if (driver.listenerCount('task:retried') > 0) {
-          driver.emit('task:retried', { id: e.id, name: e.name, args: e.args, cause, attempt: e.infraRetries + e.userRetries })
-        }
+      retried: (id, name, args, cause, attempt) => {
+        monitor.tasks.retried(name)
+        if (driver.listenerCount('task:retried') > 0) driver.emit('task:retried', { id, name, args, cause, attempt })
       },
     }
   }

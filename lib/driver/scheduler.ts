@@ -14,12 +14,12 @@
  */
 import { randomInt } from 'node:crypto'
 import { SerializationError } from '../errors.js'
-import { encodeTaskBody } from '../protocol/bodies.js'
-import { header } from '../protocol/codec.js'
+import { TaskBodyWriter } from '../protocol/bodies.js'
+import { findUnserializable, header } from '../protocol/codec.js'
 import { MsgType } from '../protocol/messages.js'
 import type { Parts } from '../transport/transport.js'
 import { Deque } from '../util/deque.js'
-import type { TaskEntry, TaskHolder } from './ledger.js'
+import type { Ledger, TaskEntry, TaskHolder } from './ledger.js'
 import type { ClusterNode } from './membership.js'
 
 /** Most tasks in one frame under `batch: 'auto'`. */
@@ -57,33 +57,44 @@ export class TaskFrames<P extends Placement> {
   sent = 0
 
   constructor(
+    private readonly ledger: Ledger,
     private readonly sizer: FrameSizer,
     private readonly maxFrameBytes: number,
     /** Puts the frame on the wire, to `holder`. */
     private readonly put: (holder: P, parts: Parts) => void,
     private readonly fail: (e: TaskEntry, err: Error) => void,
     /** Brokered designs: the number a frame carries, given its tasks (recorded until an agent says it took them). */
-    private readonly number?: (chunk: TaskEntry[]) => number,
+    private readonly number?: (chunk: readonly TaskEntry[]) => number,
   ) {}
+
+  private encode(chunk: readonly TaskEntry[]): Buffer {
+    const { ledger } = this
+    const body = new TaskBodyWriter()
+    for (const e of chunk) body.add(ledger.id(e), ledger.name(e), ledger.args(e))
+    return body.encode()
+  }
 
   /** Sends `chunk` to `holder` as one frame (or several, if it is too large); returns the tasks placed. */
   send(holder: P, chunk: TaskEntry[], timeoutMs: number | undefined): number {
     let body: Buffer
     try {
-      body = encodeTaskBody(chunk)
+      body = this.encode(chunk)
     } catch {
       return this.sendEncodable(holder, chunk, timeoutMs)
     }
     if (body.length > this.maxFrameBytes - FRAME_HEADROOM) {
       if (chunk.length === 1) {
         const e = chunk[0]!
-        this.fail(e, new SerializationError(`arguments of task "${e.name}" encode to ${body.length} bytes, over maxFrameBytes (${this.maxFrameBytes})`))
+        this.fail(
+          e,
+          new SerializationError(`arguments of task "${this.ledger.name(e)}" encode to ${body.length} bytes, over maxFrameBytes (${this.maxFrameBytes})`),
+        )
         return 0
       }
       const half = chunk.length >> 1
       return this.send(holder, chunk.slice(0, half), timeoutMs) + this.send(holder, chunk.slice(half), timeoutMs)
     }
-    for (const e of chunk) e.holder = holder
+    for (const e of chunk) this.ledger.hold(e, holder)
     holder.inFlight += chunk.length
     this.sizer.measured(body.length, chunk.length)
     let head: Buffer
@@ -94,26 +105,39 @@ export class TaskFrames<P extends Placement> {
     return chunk.length
   }
 
-  /** A batch failed to encode: find the tasks that cannot be carried, fail them, send the rest. */
+  /**
+   * A frame failed to encode: arguments are checked here, where encoding
+   * failed, not in advance. The tasks whose arguments msgpack cannot carry
+   * (named by a walk of them) fail with SerializationError, before anything
+   * was sent; the rest go.
+   */
   private sendEncodable(holder: P, chunk: TaskEntry[], timeoutMs: number | undefined): number {
+    const { ledger } = this
     const ok: TaskEntry[] = []
     for (const e of chunk) {
-      try {
-        encodeTaskBody([e])
+      const bad = findUnserializable(ledger.args(e), 'args')
+      if (bad === undefined) {
         ok.push(e)
-      } catch (err) {
-        this.fail(e, new SerializationError(`cannot send task "${e.name}": ${(err as Error).message}`, { cause: err }))
+        continue
       }
+      this.fail(e, new SerializationError(`cannot send task "${ledger.name(e)}": ${bad}; msgpack cannot carry it`))
     }
     if (ok.length < chunk.length) return ok.length > 0 ? this.send(holder, ok, timeoutMs) : 0
-    // Each encodes alone, yet not together (a value that changed between reads): halves, down to single tasks.
-    if (chunk.length === 1) {
-      const e = chunk[0]!
-      this.fail(e, new SerializationError(`cannot send task "${e.name}": its arguments failed to encode in a frame`))
+    // The walk finds nothing (a getter that throws, nesting past the stack): each task is encoded alone to find it.
+    if (chunk.length > 1) {
+      const half = chunk.length >> 1
+      return this.send(holder, chunk.slice(0, half), timeoutMs) + this.send(holder, chunk.slice(half), timeoutMs)
+    }
+    const e = chunk[0]!
+    try {
+      this.encode(chunk)
+    } catch (err) {
+      this.fail(e, new SerializationError(`cannot send task "${ledger.name(e)}": ${(err as Error).message}`, { cause: err }))
       return 0
     }
-    const half = chunk.length >> 1
-    return this.send(holder, chunk.slice(0, half), timeoutMs) + this.send(holder, chunk.slice(half), timeoutMs)
+    // It encodes alone, yet not in its frame (a value that changed between reads).
+    this.fail(e, new SerializationError(`cannot send task "${ledger.name(e)}": its arguments failed to encode in a frame`))
+    return 0
   }
 }
 
@@ -124,16 +148,18 @@ export abstract class Scheduler<P extends Placement = Placement> {
   protected readonly frames: TaskFrames<P>
 
   constructor(
+    protected readonly ledger: Ledger,
     options: { batch: 'auto' | number; maxFrameBytes: number },
     put: (holder: P, parts: Parts) => void,
     fail: (e: TaskEntry, err: Error) => void,
-    number?: (chunk: TaskEntry[]) => number,
+    number?: (chunk: readonly TaskEntry[]) => number,
   ) {
     this.sizer = new FrameSizer(options.batch)
-    this.frames = new TaskFrames(this.sizer, options.maxFrameBytes, put, fail, number)
+    this.frames = new TaskFrames(ledger, this.sizer, options.maxFrameBytes, put, fail, number)
   }
 
   enqueue(e: TaskEntry): void {
+    this.ledger.queued(e)
     this.pending.push(e)
   }
 
@@ -144,14 +170,20 @@ export abstract class Scheduler<P extends Placement = Placement> {
 
   /** Tasks taken back from a node go first, in the order they had. */
   requeue(entries: readonly TaskEntry[]): void {
-    for (let i = entries.length - 1; i >= 0; i--) this.pending.unshift(entries[i]!)
+    for (let i = entries.length - 1; i >= 0; i--) {
+      this.ledger.queued(entries[i]!)
+      this.pending.unshift(entries[i]!)
+    }
+  }
+
+  /** Drops the whole queue (the driver closes, after settling every entry). */
+  clear(): void {
+    this.ledger.queueCleared(this.pending.clear())
   }
 
   /** Tasks waiting on the driver (withdrawn ones still in the queue not counted). */
   queued(): number {
-    let n = 0
-    for (const e of this.pending) if (!e.settled) n++
-    return n
+    return this.pending.length - this.ledger.withdrawnInQueue
   }
 
   /** Tasks sent and not yet answered. */
@@ -167,12 +199,13 @@ export abstract class Scheduler<P extends Placement = Placement> {
    * chunk of a reduce). Returns how many were placed or taken.
    */
   protected take(holder: P, chunk: TaskEntry[], n: number): number {
+    const { ledger, pending } = this
     let used = 0
-    while (chunk.length + used < n && this.pending.length > 0) {
-      const e = this.pending.shift()!
-      if (e.settled) continue
-      const timeoutMs = e.options?.timeoutMs
-      if (timeoutMs === undefined && e.options?.alone !== true) chunk.push(e)
+    while (chunk.length + used < n && pending.length > 0) {
+      const e = pending.shift()!
+      if (!ledger.dequeued(e)) continue
+      const timeoutMs = ledger.options(e)?.timeoutMs
+      if (timeoutMs === undefined && ledger.options(e)?.alone !== true) chunk.push(e)
       else {
         used++
         this.frames.send(holder, [e], timeoutMs)
@@ -250,20 +283,24 @@ export class SharedQueue implements Placement {
  */
 export class SharedQueueScheduler extends Scheduler<SharedQueue> {
   readonly queue: SharedQueue
-  /** Frames published and not yet taken, by number. */
-  private readonly published: Map<number, TaskEntry[]>
+  /** Frames published and not yet taken, by number: the ids of their tasks (slots are reused once an entry settles). */
+  private readonly published: Map<number, number[]>
 
   constructor(
+    ledger: Ledger,
     options: { batch: 'auto' | number; maxFrameBytes: number },
     put: (holder: SharedQueue, parts: Parts) => void,
     fail: (e: TaskEntry, err: Error) => void,
   ) {
-    const published = new Map<number, TaskEntry[]>()
+    const published = new Map<number, number[]>()
     // Numbers start at a random point: a Taken meant for an earlier driver of the same cluster id cannot match one of ours.
     let next = randomInt(1, 2 ** 31)
-    super(options, put, fail, (chunk) => {
+    super(ledger, options, put, fail, (chunk) => {
       const n = next++
-      published.set(n, chunk)
+      published.set(
+        n,
+        chunk.map((e) => ledger.id(e)),
+      )
       return n
     })
     this.queue = new SharedQueue()
@@ -277,10 +314,15 @@ export class SharedQueueScheduler extends Scheduler<SharedQueue> {
    * was claimed before. Each frame is claimed once.
    */
   claim(frameId: number): { size: number; entries: TaskEntry[] } | undefined {
-    const chunk = this.published.get(frameId)
-    if (chunk === undefined) return undefined
+    const ids = this.published.get(frameId)
+    if (ids === undefined) return undefined
     this.published.delete(frameId)
-    return { size: chunk.length, entries: chunk.filter((e) => !e.settled && e.holder === this.queue) }
+    const entries: TaskEntry[] = []
+    for (const id of ids) {
+      const e = this.ledger.get(id)
+      if (e !== undefined && this.ledger.holder(e) === this.queue) entries.push(e)
+    }
+    return { size: ids.length, entries }
   }
 
   /** Tasks published and not answered: on the shared queue, or taken by a node. */

@@ -13,10 +13,16 @@ import { encode, findUnserializable, header } from '../protocol/codec.js'
 import { MsgType, SHARED_KINDS, type SharedKind } from '../protocol/messages.js'
 import { SharedRef, takeWrittenRefs, type SharedOwner } from '../protocol/shared-ref.js'
 import type { Parts } from '../transport/transport.js'
-import type { TaskEntry, TaskHolder } from './ledger.js'
+import type { TaskHolder } from './ledger.js'
 import type { ClusterNode } from './membership.js'
 import type { SharedStats } from './types.js'
 import { FRAME_HEADROOM } from './scheduler.js'
+
+/** A task or actor call that may carry handles: its name and arguments. */
+export interface SharedUser {
+  readonly name: string
+  readonly args: readonly unknown[]
+}
 
 /** What the shared values need of the driver. */
 export interface SharedContext {
@@ -25,8 +31,9 @@ export interface SharedContext {
   node(peer: string): ClusterNode | undefined
   nodes(): Iterable<ClusterNode>
   /** Tasks and actor calls not settled yet (queued or sent). */
-  unsettled(): Iterable<TaskEntry>
-  heldBy(holder: TaskHolder): Iterable<TaskEntry>
+  unsettled(): Iterable<SharedUser>
+  /** Those of them `holder` holds. */
+  heldBy(holder: TaskHolder): Iterable<SharedUser>
   maxFrameBytes: number
   /** Brokered designs: any agent may take a frame, so no value can be sent ahead to the one that will. */
   brokered: boolean
@@ -98,7 +105,7 @@ export class SharedValues implements SharedOwner {
     let users = 0
     let example = ''
     for (const e of this.cx.unsettled()) {
-      if (!e.settled && carries(e.args, ref, 0)) {
+      if (carries(e.args, ref, 0)) {
         users++
         example ||= e.name
       }

@@ -7,7 +7,7 @@
  */
 import type { Packr } from 'msgpackr'
 import { ProtocolError } from '../errors.js'
-import { decode, encode, parseFlatBody } from './codec.js'
+import { decode, encode, encodeStrict, parseFlatBody } from './codec.js'
 import { ActorOp, Status } from './messages.js'
 
 /** Fields per entry of each body. */
@@ -33,16 +33,25 @@ export interface ActorItem {
 
 // --- Tasks -------------------------------------------------------------------
 
-/** Encodes the body of a Tasks frame. Throws what msgpackr throws for a value it cannot carry. */
+/** Encodes the body of a Tasks frame. Throws for a value msgpack cannot carry as sent (see encodeStrict). */
 export function encodeTaskBody(tasks: readonly TaskItem[]): Buffer {
-  const flat = new Array<unknown>(tasks.length * TASK_FIELDS)
-  for (let i = 0, j = 0; i < tasks.length; i++, j += TASK_FIELDS) {
-    const t = tasks[i]!
-    flat[j] = t.id
-    flat[j + 1] = t.name
-    flat[j + 2] = t.args
+  const body = new TaskBodyWriter()
+  for (const t of tasks) body.add(t.id, t.name, t.args)
+  return body.encode()
+}
+
+/** Builds the body of a Tasks frame task by task (the driver reads its tasks from the ledger's arrays). */
+export class TaskBodyWriter {
+  private readonly flat: unknown[] = []
+
+  add(id: number, name: string, args: readonly unknown[]): void {
+    this.flat.push(id, name, args)
   }
-  return encode(flat)
+
+  /** Throws for a value msgpack cannot carry as sent (see encodeStrict). */
+  encode(): Buffer {
+    return encodeStrict(this.flat)
+  }
 }
 
 /**

@@ -18,6 +18,35 @@ export function encode(value: unknown): Buffer {
   return packr.pack(value)
 }
 
+/** A value that would not arrive as sent: the strict encoder refuses it instead of changing it. */
+function refuse(what: string): never {
+  throw new TypeError(`${what} would not arrive as sent`)
+}
+
+/**
+ * The encoder of task arguments: the same bytes as {@link encode}, but where
+ * msgpackr would silently drop a function or turn a class instance into a
+ * plain object, it throws. Arguments are checked by encoding them, not by a
+ * walk in advance; only a frame that fails is walked ({@link findUnserializable})
+ * to name the value.
+ */
+const strictPackr = new Packr({
+  moreTypes: true,
+  // Called for every object written as a record: only plain objects are.
+  useRecords: (o: object) => {
+    const proto = Object.getPrototypeOf(o) as object | null
+    return proto === Object.prototype || proto === null || refuse('an instance of a class')
+  },
+  // A class's toJSON would hide the instance: it is refused as one.
+  useToJSON: false,
+  writeFunction: () => refuse('a function'),
+})
+
+/** {@link encode}, refusing what would not arrive as sent (throws; see {@link findUnserializable} for which value). */
+export function encodeStrict(value: unknown): Buffer {
+  return strictPackr.pack(value)
+}
+
 /** Decodes bytes from the network; throws ProtocolError on anything malformed. */
 export function decode(bytes: Uint8Array): unknown {
   try {

@@ -72,6 +72,59 @@ test('arguments and results msgpack cannot carry are clear errors, and lose noth
   assert.equal(await good, 5)
 })
 
+test('an argument msgpack cannot carry, in one frame with good ones, fails exactly its call; the others are answered', async () => {
+  class Point {
+    x = 1
+  }
+  const before = cluster.stats()
+  // Submitted in one tick: they travel in one frame, which fails to encode; only then are the arguments walked.
+  const calls = [
+    cluster.call<number>('add', 1, 2),
+    cluster.call('echo', { a: [1, () => 0] }),
+    cluster.call<number>('add', 3, 4),
+    cluster.call('echo', 'x', new Point()),
+    cluster.call<number>('add', 5, 6),
+  ]
+  const settled = await Promise.allSettled(calls)
+  assert.deepEqual(
+    settled.map((s) => (s.status === 'fulfilled' ? s.value : `${(s.reason as Error).name}: ${(s.reason as Error).message}`)),
+    [
+      3,
+      'SerializationError: cannot send task "echo": args[0].a[1] is a function; msgpack cannot carry it',
+      7,
+      'SerializationError: cannot send task "echo": args[1] is an instance of Point, which would arrive as a plain object; msgpack cannot carry it',
+      11,
+    ],
+  )
+  for (const s of settled) if (s.status === 'rejected') assert.equal((s.reason as SerializationError).code, 'ERR_SERIALIZATION')
+  const after = cluster.stats()
+  assert.equal(after.tasksSucceeded - before.tasksSucceeded, 3)
+  assert.equal(after.tasksFailed - before.tasksFailed, 2)
+  assert.equal(after.queued + after.inFlight, 0)
+})
+
+test('the same through map: the bad argument fails the map at its place, after the results before it', async () => {
+  const inputs = [
+    [1, 2],
+    [() => 0, 1],
+    [3, 4],
+  ]
+  const seen: number[] = []
+  await assert.rejects(
+    (async () => {
+      for await (const r of cluster.map<number>('add', inputs)) seen.push(r)
+    })(),
+    (e: unknown) =>
+      e instanceof SerializationError &&
+      e.message === 'cannot send task "add": args[0] is a function; msgpack cannot carry it' &&
+      e.code === 'ERR_SERIALIZATION',
+  )
+  assert.deepEqual(seen, [3])
+  // The map withdrew what it had left: nothing of it stays queued or running.
+  const s = cluster.stats()
+  assert.equal(s.queued + s.inFlight, 0)
+})
+
 test('many calls spread over the threads and all settle correctly', async () => {
   const n = 20_000
   const rs = await Promise.all(Array.from({ length: n }, (_, k) => cluster.call<number>('add', 1, k)))

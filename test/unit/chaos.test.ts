@@ -31,7 +31,8 @@ test('every id once: nothing lost, nothing duplicated', async () => {
 
 test('a map that yields one task’s result twice (as the chaos run consumes it) shows as one duplicated id, and the task it displaced as lost', async () => {
   const driver: MapSubmitter = {
-    enqueue(_name, args, _options, resolve) {
+    enqueue(_name, args, _options, sink, seq) {
+      const resolve = (v: unknown) => sink.settled(seq, true, v)
       const [i] = args as [number]
       // Task 2's result arrives a second time, in the place of task 4's (the map ends after as many results as inputs).
       if (i === 4) return

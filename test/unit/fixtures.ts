@@ -1,6 +1,6 @@
 /** Fixtures shared by the unit tests: an assertion on option errors; Hellos, nodes and a membership on a fake clock. */
 import assert from 'node:assert/strict'
-import type { Ledger, TaskEntry } from '../../lib/driver/ledger.js'
+import type { Ledger, Settle, TaskEntry } from '../../lib/driver/ledger.js'
 import { ClusterNode, Membership, type MembershipEvents } from '../../lib/driver/membership.js'
 import type { ResolvedTaskOptions } from '../../lib/driver/task-options.js'
 import { parseHeader, type Header } from '../../lib/protocol/codec.js'
@@ -61,22 +61,6 @@ export function membership(
 }
 
 /** Adds a call of `name` (not to an actor) to `ledger` under its next id; `settle` hears how it ends. */
-export function addCall(
-  ledger: Ledger,
-  name: string,
-  args: unknown[] = [],
-  options?: ResolvedTaskOptions,
-  settle: { resolve(value: unknown): void; reject(err: Error): void } = { resolve() {}, reject() {} },
-): TaskEntry {
-  return ledger.add(
-    ledger.nextId,
-    name,
-    args,
-    (value) => settle.resolve(value),
-    (err) => settle.reject(err),
-    undefined,
-    ActorOp.Call,
-    options,
-    undefined,
-  )
+export function addCall(ledger: Ledger, name: string, args: unknown[] = [], options?: ResolvedTaskOptions, settle: Settle = () => {}): TaskEntry {
+  return ledger.add(ledger.nextId, name, args, settle, 0, undefined, ActorOp.Call, options, undefined)
 }

@@ -6,20 +6,21 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { dispatch, type Inbound } from '../../lib/driver/inbound.js'
-import { Ledger, type TaskEntry } from '../../lib/driver/ledger.js'
+import { Ledger, type ResultSink, type TaskEntry } from '../../lib/driver/ledger.js'
 import { Membership } from '../../lib/driver/membership.js'
 import { SharedQueueScheduler } from '../../lib/driver/scheduler.js'
 import { NodeLostError } from '../../lib/errors.js'
 import { ResultsWriter } from '../../lib/protocol/bodies.js'
 import { header, parseHeader } from '../../lib/protocol/codec.js'
-import { MsgType, Status } from '../../lib/protocol/messages.js'
+import { ActorOp, MsgType, Status } from '../../lib/protocol/messages.js'
 import type { Parts } from '../../lib/transport/transport.js'
-import { addCall, hello } from './fixtures.js'
+import { hello } from './fixtures.js'
 
 function setup() {
   const ledger = new Ledger({ succeeded() {}, failed() {}, retried() {} }, 1)
   const published: number[] = []
   const scheduler = new SharedQueueScheduler(
+    ledger,
     { batch: 2, maxFrameBytes: 1 << 20 },
     (_q, parts) => {
       const h = parseHeader(parts[0])
@@ -50,9 +51,11 @@ function setup() {
     badFrame: () => bad++,
   }
   const outcomes = new Map<number, { value?: unknown; err?: Error }>()
+  // Outcomes by id, through one sink as a map's (synchronous, unlike a promise).
+  const sink: ResultSink = { settled: (id, ok, value) => outcomes.set(id, ok ? { value } : { err: value as Error }) }
   const submit = (name: string): TaskEntry => {
     const id = ledger.nextId
-    const e = addCall(ledger, name, [], undefined, { resolve: (value) => outcomes.set(id, { value }), reject: (err) => outcomes.set(id, { err }) })
+    const e = ledger.add(id, name, [], sink, id, undefined, ActorOp.Call, undefined, undefined)
     scheduler.enqueue(e)
     return e
   }
@@ -63,34 +66,34 @@ function setup() {
   const say = (peer: string, parts: Parts) => dispatch(cx, peer, parts)
   const results = (...entries: TaskEntry[]): Parts => {
     const w = new ResultsWriter()
-    for (const e of entries) w.add(e.id, Status.Ok, `${e.name} done`)
+    for (const e of entries) w.add(ledger.id(e), Status.Ok, `${ledger.name(e)} done`)
     return [header(MsgType.Results, entries.length), w.take()]
   }
   return { ledger, scheduler, membership, published, outcomes, submit, join, say, results, bad: () => bad }
 }
 
 test("Taken: the frame's tasks are the node's; only it may answer them; a second Taken of the frame changes nothing", () => {
-  const { scheduler, membership, published, outcomes, submit, join, say, results, bad } = setup()
+  const { ledger, scheduler, membership, published, outcomes, submit, join, say, results, bad } = setup()
   const a = join('a')
   const b = join('b')
   const [t1, t2] = [submit('t1'), submit('t2')]
   scheduler.flush(membership)
   assert.equal(published.length, 1)
   say('a', [header(MsgType.Taken, published[0], false)])
-  assert.equal(t1.holder, a)
-  assert.equal(t2.holder, a)
+  assert.equal(ledger.holder(t1), a)
+  assert.equal(ledger.holder(t2), a)
   assert.equal(a.inFlight, 2)
   assert.equal(scheduler.queue.inFlight, 0)
   // b took the same frame again (a redelivery it should have dropped): nothing moves.
   say('b', [header(MsgType.Taken, published[0], false)])
-  assert.equal(t1.holder, a)
+  assert.equal(ledger.holder(t1), a)
   assert.equal(b.inFlight, 0)
   // b answers a's tasks: late, dropped; a's answer counts.
   say('b', results(t1))
-  assert.equal(outcomes.get(t1.id), undefined)
+  assert.equal(outcomes.get(ledger.id(t1)), undefined)
   say('a', results(t1, t2))
-  assert.deepEqual(outcomes.get(t1.id), { value: 't1 done' })
-  assert.deepEqual(outcomes.get(t2.id), { value: 't2 done' })
+  assert.deepEqual(outcomes.get(ledger.id(t1)), { value: 't1 done' })
+  assert.deepEqual(outcomes.get(ledger.id(t2)), { value: 't2 done' })
   assert.equal(a.inFlight, 0)
   assert.equal(bad(), 0)
 })
@@ -103,8 +106,8 @@ test('a lost node: the tasks it took are charged and sent again in a new frame; 
   scheduler.flush(membership)
   say('a', [header(MsgType.Taken, published[0], false)])
   membership.remove(a, 'lost', 'no heartbeat for 400 ms')
-  assert.equal(t.infraRetries, 1)
-  assert.equal(t.holder, undefined)
+  assert.equal(ledger.retries(t).infra, 1)
+  assert.equal(ledger.holder(t), undefined)
   assert.equal(ledger.counters.requeued, 1)
   scheduler.flush(membership)
   assert.equal(published.length, 2)
@@ -113,13 +116,13 @@ test('a lost node: the tasks it took are charged and sent again in a new frame; 
   const b = membership.get('b')!
   say('b', [header(MsgType.Taken, published[1], false)])
   membership.remove(b, 'lost', 'no heartbeat for 400 ms')
-  const err = outcomes.get(t.id)?.err
+  const err = outcomes.get(ledger.id(t))?.err
   assert.ok(err instanceof NodeLostError, String(err))
   assert.equal(err.message, 'task "t" was on node b when it was lost (no heartbeat for 400 ms), after 1 earlier infrastructure failures')
 })
 
 test('a dropped redelivery sends again, uncharged, only what no one took; a Taken from a node already out is charged at once', () => {
-  const { scheduler, membership, published, submit, join, say, bad } = setup()
+  const { ledger, scheduler, membership, published, submit, join, say, bad } = setup()
   const a = join('a')
   join('b')
   const [t1, t2] = [submit('t1'), submit('t2'), submit('t3'), submit('t4')]
@@ -127,18 +130,18 @@ test('a dropped redelivery sends again, uncharged, only what no one took; a Take
   assert.equal(published.length, 2)
   // The first frame: its first taker died before saying so; b dropped the redelivery.
   say('b', [header(MsgType.Taken, published[0], true)])
-  assert.equal(t1.holder, undefined)
-  assert.equal(t1.infraRetries, 0)
+  assert.equal(ledger.holder(t1), undefined)
+  assert.equal(ledger.retries(t1).infra, 0)
   assert.deepEqual(
-    [...scheduler.pending].map((e) => e.name),
+    [...scheduler.pending].map((e) => ledger.name(e)),
     ['t1', 't2'],
   )
-  assert.equal(t2.infraRetries, 0)
+  assert.equal(ledger.retries(t2).infra, 0)
   // The second frame: a says it took it after it was taken out.
   membership.remove(a, 'lost', 'no heartbeat for 400 ms')
   say('a', [header(MsgType.Taken, published[1], false)])
   assert.deepEqual(
-    [...scheduler.pending].map((e) => [e.name, e.infraRetries]),
+    [...scheduler.pending].map((e) => [ledger.name(e), ledger.retries(e).infra]),
     [
       ['t3', 1],
       ['t4', 1],
@@ -152,7 +155,7 @@ test('a dropped redelivery sends again, uncharged, only what no one took; a Take
 })
 
 test('a Taken from an agent that never joined (it still serves an earlier driver of the cluster id): the frame is sent again, uncharged', () => {
-  const { scheduler, membership, published, submit, join, say, bad } = setup()
+  const { ledger, scheduler, membership, published, submit, join, say, bad } = setup()
   join('a')
   const [t1, t2] = [submit('t1'), submit('t2')]
   scheduler.flush(membership)
@@ -161,7 +164,7 @@ test('a Taken from an agent that never joined (it still serves an earlier driver
   say('stranger', [header(MsgType.Taken, published[0], false)])
   assert.equal(bad(), 0)
   assert.deepEqual(
-    [...scheduler.pending].map((e) => [e.name, e.infraRetries, e.holder]),
+    [...scheduler.pending].map((e) => [ledger.name(e), ledger.retries(e).infra, ledger.holder(e)]),
     [
       ['t1', 0, undefined],
       ['t2', 0, undefined],
@@ -171,11 +174,11 @@ test('a Taken from an agent that never joined (it still serves an earlier driver
   scheduler.flush(membership)
   assert.equal(published.length, 2)
   assert.notEqual(published[1], published[0], 'sent again as a new frame')
-  assert.equal(t1.holder, scheduler.queue)
-  assert.equal(t2.holder, scheduler.queue)
+  assert.equal(ledger.holder(t1), scheduler.queue)
+  assert.equal(ledger.holder(t2), scheduler.queue)
   // The same frame said again, or one that is not ours: a bad frame, nothing moves.
   say('stranger', [header(MsgType.Taken, published[0], false)])
   say('stranger', [header(MsgType.Taken, 12345, false)])
   assert.equal(bad(), 2)
-  assert.equal(t1.holder, scheduler.queue)
+  assert.equal(ledger.holder(t1), scheduler.queue)
 })

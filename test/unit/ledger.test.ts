@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { Ledger, retryKindOf, type LedgerHooks, type TaskEntry, type TaskHolder } from '../../lib/driver/ledger.js'
+import { Ledger, retryKindOf, type LedgerHooks, type ResultSink, type TaskEntry, type TaskHolder } from '../../lib/driver/ledger.js'
 import { SharedQueue } from '../../lib/driver/scheduler.js'
 import type { ResolvedTaskOptions } from '../../lib/driver/task-options.js'
 import { ClusterError, NodeLostError, TaskCancelledError, WorkerCrashedError } from '../../lib/errors.js'
@@ -18,14 +18,14 @@ function recorder() {
     retried: [] as { id: number; cause: Error }[],
   }
   const hooks: LedgerHooks = {
-    succeeded: (e, now) => calls.succeeded.push({ id: e.id, now }),
-    failed: (e, err, node) => calls.failed.push({ id: e.id, err, node }),
-    retried: (e, cause) => calls.retried.push({ id: e.id, cause }),
+    succeeded: (id, _name, now) => calls.succeeded.push({ id, now }),
+    failed: (id, _name, err, node) => calls.failed.push({ id, err, node }),
+    retried: (id, _name, _args, cause) => calls.retried.push({ id, cause }),
   }
   return { calls, hooks }
 }
 
-/** What became of one entry's promise callbacks. */
+/** What became of one entry's outcome. */
 interface Outcome {
   resolved: unknown[]
   rejected: Error[]
@@ -49,24 +49,21 @@ function holder(nodeId: string | undefined): TaskHolder & { left: number } {
 function setup(defaultMaxRetries = 3) {
   const { calls, hooks } = recorder()
   const ledger = new Ledger(hooks, defaultMaxRetries)
+  // Outcomes by id (slots are reused once an entry settles; ids are not), through one sink as a map's.
   const outcomes = new Map<number, Outcome>()
+  const sink: ResultSink = {
+    settled(id, ok, value) {
+      const o = outcomes.get(id)!
+      if (ok) o.resolved.push(value)
+      else o.rejected.push(value as Error)
+    },
+  }
   const add = (name: string, more: { options?: ResolvedTaskOptions; holder?: TaskHolder; actor?: { id: string }; args?: unknown[] } = {}): TaskEntry => {
     const id = ledger.nextId
-    const o: Outcome = { resolved: [], rejected: [] }
-    outcomes.set(id, o)
-    return ledger.add(
-      id,
-      name,
-      more.args ?? [],
-      (v) => o.resolved.push(v),
-      (err) => o.rejected.push(err),
-      more.actor,
-      ActorOp.Call,
-      more.options,
-      more.holder,
-    )
+    outcomes.set(id, { resolved: [], rejected: [] })
+    return ledger.add(id, name, more.args ?? [], sink, id, more.actor, ActorOp.Call, more.options, more.holder)
   }
-  const outcome = (e: TaskEntry): Outcome => outcomes.get(e.id)!
+  const outcome = (e: TaskEntry): Outcome => outcomes.get(ledger.id(e))!
   return { ledger, calls, add, outcome }
 }
 
@@ -76,15 +73,15 @@ test('add: ids follow nextId, tasks are counted as submitted, actor messages are
   const a = add('a')
   const b = add('b')
   const m = add('call', { actor: { id: 'actor-1' } })
-  assert.equal(a.id, first)
-  assert.equal(b.id, first + 1)
-  assert.equal(m.id, first + 2)
+  assert.equal(ledger.id(a), first)
+  assert.equal(ledger.id(b), first + 1)
+  assert.equal(ledger.id(m), first + 2)
   assert.equal(ledger.nextId, first + 3)
   assert.equal(ledger.size, 3)
   assert.equal(ledger.counters.tasksSubmitted, 2)
-  assert.equal(ledger.get(b.id), b)
+  assert.equal(ledger.get(ledger.id(b)), b)
   assert.deepEqual(
-    { settled: a.settled, userRetries: a.userRetries, infraRetries: a.infraRetries, holder: a.holder },
+    { settled: ledger.settled(a), userRetries: ledger.retries(a).user, infraRetries: ledger.retries(a).infra, holder: ledger.holder(a) },
     {
       settled: false,
       userRetries: 0,
@@ -99,17 +96,17 @@ test('a result settles once: the second is dropped and counted, the promise keep
   const q = new SharedQueue()
   q.inFlight = 1
   const e = add('square', { holder: q })
-  const got = ledger.answered(e.id)
+  const got = ledger.answered(ledger.id(e))
   assert.equal(got, e)
   assert.equal(ledger.counters.lateResultsDropped, 0)
   ledger.succeed(got, 49, 1234)
-  assert.equal(e.settled, true)
-  assert.equal(e.holder, undefined)
+  assert.equal(ledger.settled(e), true)
+  assert.equal(ledger.holder(e), undefined)
   assert.equal(q.inFlight, 0, 'the shared queue is told the task left')
   assert.equal(ledger.size, 0)
 
   // The duplicate of a redelivered frame.
-  assert.equal(ledger.answered(e.id), undefined)
+  assert.equal(ledger.answered(ledger.id(e)), undefined)
   assert.equal(ledger.counters.lateResultsDropped, 1)
   // Even when handed the entry again, nothing settles twice.
   ledger.succeed(e, 50, 2000)
@@ -118,7 +115,7 @@ test('a result settles once: the second is dropped and counted, the promise keep
   assert.equal(q.inFlight, 0, 'released once only')
 
   assert.deepEqual(outcome(e), { resolved: [49], rejected: [] })
-  assert.deepEqual(calls.succeeded, [{ id: e.id, now: 1234 }])
+  assert.deepEqual(calls.succeeded, [{ id: ledger.id(e), now: 1234 }])
   assert.deepEqual(calls.failed, [])
   assert.equal(ledger.counters.tasksSucceeded, 1)
   assert.equal(ledger.counters.tasksFailed, 0)
@@ -167,7 +164,7 @@ test('withdraw: counted as cancelled, not as failed, and a later result for it i
   assert.deepEqual(calls.failed, [], 'a withdrawal is not a failure record')
   assert.deepEqual(outcome(e), { resolved: [], rejected: [err] })
   assert.equal(q.inFlight, 0)
-  assert.equal(ledger.answered(e.id), undefined)
+  assert.equal(ledger.answered(ledger.id(e)), undefined)
   assert.equal(ledger.counters.lateResultsDropped, 1)
 })
 
@@ -191,7 +188,7 @@ test('withdrawAll touches only the entries of that options object', () => {
   assert.equal(outcome(a1).rejected[0]!.message, 'cancelled #1')
   assert.equal(outcome(a2).rejected[0]!.message, 'cancelled #2')
   for (const e of [b1, plain]) {
-    assert.equal(e.settled, false)
+    assert.equal(ledger.settled(e), false)
     assert.deepEqual(outcome(e), { resolved: [], rejected: [] })
   }
   assert.deepEqual(outcome(done), { resolved: ['done'], rejected: [] })
@@ -206,24 +203,24 @@ test('retry, user budget: retries: 2 gives exactly two retries, then false', () 
   assert.equal(ledger.retry(e, 'user', cause), true)
   assert.equal(ledger.retry(e, 'user', cause), false)
   assert.equal(ledger.retry(e, 'user', cause), false)
-  assert.equal(e.userRetries, 2)
-  assert.equal(e.infraRetries, 0, 'the other budget is untouched')
+  assert.equal(ledger.retries(e).user, 2)
+  assert.equal(ledger.retries(e).infra, 0, 'the other budget is untouched')
   assert.equal(ledger.counters.tasksRetried, 2)
   assert.deepEqual(
     calls.retried.map((r) => r.cause),
     [cause, cause],
   )
-  assert.equal(e.settled, false, 'retry does not settle; the caller fails it when retry says no')
+  assert.equal(ledger.settled(e), false, 'retry does not settle; the caller fails it when retry says no')
   // The infrastructure budget is still whole.
   assert.equal(ledger.retry(e, 'infra', cause), true)
-  assert.equal(e.infraRetries, 1)
+  assert.equal(ledger.retries(e).infra, 1)
 })
 
 test('retry, user budget: no options means no user retries', () => {
   const { ledger, add } = setup(10)
   const e = add('once')
   assert.equal(ledger.retry(e, 'user', new Error('threw')), false)
-  assert.equal(e.userRetries, 0)
+  assert.equal(ledger.retries(e).user, 0)
   assert.equal(ledger.counters.tasksRetried, 0)
 })
 
@@ -233,20 +230,20 @@ test('retry, infra budget: the default comes from the constructor', () => {
   const cause = new WorkerCrashedError('worker exited')
   const answers = [1, 2, 3, 4, 5].map(() => ledger.retry(e, 'infra', cause))
   assert.deepEqual(answers, [true, true, true, false, false])
-  assert.equal(e.infraRetries, 3)
+  assert.equal(ledger.retries(e).infra, 3)
   assert.equal(ledger.counters.tasksRetried, 3)
 
   const none = setup(0)
   const f = none.add('crashy')
   assert.equal(none.ledger.retry(f, 'infra', cause), false)
-  assert.equal(f.infraRetries, 0)
+  assert.equal(none.ledger.retries(f).infra, 0)
 })
 
 test('retry, infra budget: per-options maxRetries: 0 overrides the constructor default', () => {
   const { ledger, calls, add } = setup(3)
   const e = add('crashy', { options: opts({ maxRetries: 0, retries: 4 }) })
   assert.equal(ledger.retry(e, 'infra', new WorkerCrashedError('x')), false)
-  assert.equal(e.infraRetries, 0)
+  assert.equal(ledger.retries(e).infra, 0)
   assert.deepEqual(calls.retried, [])
   const f = add('crashy', { options: opts({ maxRetries: 1 }) })
   assert.equal(ledger.retry(f, 'infra', new WorkerCrashedError('x')), true)
@@ -261,17 +258,17 @@ test('retry releases the holder: the shared queue counts one fewer in flight', (
   add('u', { holder: q })
   assert.equal(ledger.retry(e, 'user', new Error('threw')), true)
   assert.equal(q.inFlight, 1)
-  assert.equal(e.holder, undefined)
+  assert.equal(ledger.holder(e), undefined)
   assert.deepEqual(
-    ledger.entriesHeldBy(q).map((x) => x.name),
+    ledger.entriesHeldBy(q).map((x) => ledger.name(x)),
     ['u'],
   )
   // A refused retry leaves the holder alone (the caller fails the entry, which releases it).
-  e.holder = q
+  ledger.hold(e, q)
   q.inFlight++
   assert.equal(ledger.retry(e, 'user', new Error('threw')), false)
   assert.equal(q.inFlight, 2)
-  assert.equal(e.holder, q)
+  assert.equal(ledger.holder(e), q)
 })
 
 test('retry of a settled entry or an actor message is refused and changes nothing', () => {
@@ -283,7 +280,7 @@ test('retry of a settled entry or an actor message is refused and changes nothin
   const m = add('method', { actor: { id: 'actor-1' }, options: opts({ retries: 5, maxRetries: 5 }) })
   assert.equal(ledger.retry(m, 'user', new Error('x')), false)
   assert.equal(ledger.retry(m, 'infra', new Error('x')), false)
-  assert.deepEqual([e.userRetries, e.infraRetries, m.userRetries, m.infraRetries], [0, 0, 0, 0])
+  assert.deepEqual([ledger.retries(e).user, ledger.retries(e).infra, ledger.retries(m).user, ledger.retries(m).infra], [0, 0, 0, 0])
   assert.equal(ledger.counters.tasksRetried, 0)
   assert.deepEqual(calls.retried, [])
 })
@@ -303,13 +300,13 @@ test("reclaim 'left': the node's tasks come back in order, uncharged, counted as
   })
   assert.deepEqual(back, [a, c, d])
   for (const e of back) {
-    assert.equal(e.holder, undefined)
-    assert.equal(e.infraRetries, 0)
-    assert.equal(e.settled, false)
+    assert.equal(ledger.holder(e), undefined)
+    assert.equal(ledger.retries(e).infra, 0)
+    assert.equal(ledger.settled(e), false)
     assert.deepEqual(outcome(e), { resolved: [], rejected: [] })
   }
   assert.equal(node.left, 3)
-  assert.equal(b.holder, other)
+  assert.equal(ledger.holder(b), other)
   assert.equal(ledger.counters.requeued, 3)
   assert.equal(ledger.counters.tasksRetried, 0)
   assert.equal(ledger.counters.tasksFailed, 0)
@@ -330,9 +327,9 @@ test("reclaim 'lost': each task spends an infra retry, then fails with NodeLostE
 
   const first = ledger.reclaim(node, 'lost', describe)
   assert.deepEqual(first, [e])
-  assert.equal(e.infraRetries, 1)
-  assert.equal(e.userRetries, 0)
-  assert.equal(e.holder, undefined)
+  assert.equal(ledger.retries(e).infra, 1)
+  assert.equal(ledger.retries(e).user, 0)
+  assert.equal(ledger.holder(e), undefined)
   assert.equal(ledger.counters.requeued, 1)
   assert.equal(ledger.counters.tasksRetried, 1)
   assert.equal(calls.retried.length, 1)
@@ -342,11 +339,11 @@ test("reclaim 'lost': each task spends an infra retry, then fails with NodeLostE
   assert.equal(cause.message, 'node agent-9 was lost (no heartbeat for 6000 ms)')
 
   // Sent again, to a node that is lost too: the budget is spent.
-  e.holder = node
+  ledger.hold(e, node)
   const second = ledger.reclaim(node, 'lost', describe)
   assert.deepEqual(second, [])
-  assert.equal(e.settled, true)
-  assert.equal(e.infraRetries, 1)
+  assert.equal(ledger.settled(e), true)
+  assert.equal(ledger.retries(e).infra, 1)
   assert.equal(ledger.counters.requeued, 1)
   assert.equal(ledger.counters.tasksRetried, 1)
   assert.equal(ledger.counters.tasksFailed, 1)
@@ -360,7 +357,7 @@ test("reclaim 'lost': each task spends an infra retry, then fails with NodeLostE
   assert.equal(err.message, 'task "sq" was on node agent-9 when it was lost (no heartbeat for 6000 ms), after 1 earlier infrastructure failures')
   assert.deepEqual(
     calls.failed.map((f) => ({ id: f.id, node: f.node, err: f.err })),
-    [{ id: e.id, node: 'agent-9', err }],
+    [{ id: ledger.id(e), node: 'agent-9', err }],
   )
 })
 
@@ -371,11 +368,11 @@ test("reclaim 'lost' with the default budget: maxRetries losses are survived, th
   const describe = () => ({ node: 'n', reason: 'gone' })
   const sizes: number[] = []
   for (let i = 0; i < 3; i++) {
-    e.holder = node
+    ledger.hold(e, node)
     sizes.push(ledger.reclaim(node, 'lost', describe).length)
   }
   assert.deepEqual(sizes, [1, 1, 0])
-  assert.equal(e.infraRetries, 2)
+  assert.equal(ledger.retries(e).infra, 2)
   assert.equal(ledger.counters.requeued, 2)
   assert.match(outcome(e).rejected[0]!.message, /after 2 earlier infrastructure failures$/)
 })
@@ -388,7 +385,7 @@ test("reclaim 'lost' mixes survivors and failures, keeping the survivors' order"
   const c = add('c', { holder: node })
   const back = ledger.reclaim(node, 'lost', () => ({ node: 'n', reason: 'gone' }))
   assert.deepEqual(back, [a, c])
-  assert.equal(b.settled, true)
+  assert.equal(ledger.settled(b), true)
   assert.equal(outcome(b).rejected[0]!.constructor, NodeLostError)
   assert.equal(ledger.counters.requeued, 2)
   assert.equal(ledger.counters.tasksFailed, 1)
@@ -405,8 +402,8 @@ test('reclaim leaves actor messages where they are, left or lost', () => {
       [],
     )
   }
-  assert.equal(m.holder, node)
-  assert.equal(m.settled, false)
+  assert.equal(ledger.holder(m), node)
+  assert.equal(ledger.settled(m), false)
   assert.deepEqual(outcome(m), { resolved: [], rejected: [] })
   assert.equal(ledger.counters.requeued, 0)
   assert.equal(ledger.counters.tasksFailed, 0)
@@ -454,9 +451,9 @@ test("failAll rejects every entry with the error, recording each holder's node",
   assert.deepEqual(
     calls.failed.map((f) => [f.id, f.node]),
     [
-      [a.id, 'agent-1'],
-      [b.id, 'agent-2'],
-      [c.id, undefined],
+      [ledger.id(a), 'agent-1'],
+      [ledger.id(b), 'agent-2'],
+      [ledger.id(c), undefined],
     ],
   )
   assert.equal(ledger.counters.tasksFailed, 3)
@@ -467,15 +464,15 @@ test('answered(id, from): only the holder may answer; another node or none count
   const a = holder('a')
   const b = holder('b')
   const e = add('x', { holder: a })
-  assert.equal(ledger.answered(e.id, a), e)
+  assert.equal(ledger.answered(ledger.id(e), a), e)
   assert.equal(ledger.counters.lateResultsDropped, 0)
-  assert.equal(ledger.answered(e.id, b), undefined)
+  assert.equal(ledger.answered(ledger.id(e), b), undefined)
   assert.equal(ledger.counters.lateResultsDropped, 1)
   // Without `from` any answer is taken (the shared queue's results).
-  assert.equal(ledger.answered(e.id), e)
+  assert.equal(ledger.answered(ledger.id(e)), e)
   assert.equal(ledger.counters.lateResultsDropped, 1)
   const queued = add('y')
-  assert.equal(ledger.answered(queued.id, a), undefined)
+  assert.equal(ledger.answered(ledger.id(queued), a), undefined)
   assert.equal(ledger.counters.lateResultsDropped, 2)
 })
 
@@ -494,9 +491,9 @@ test('move: an entry taken from the shared queue leaves it (one fewer in flight 
   const e = add('t', { holder: q })
   ledger.move(e, node)
   assert.equal(q.inFlight, 0)
-  assert.equal(e.holder, node)
+  assert.equal(ledger.holder(e), node)
   assert.deepEqual(ledger.entriesHeldBy(node), [e])
-  assert.equal(ledger.answered(e.id, node), e, 'the node that took it may answer it')
+  assert.equal(ledger.answered(ledger.id(e), node), e, 'the node that took it may answer it')
 })
 
 test("takeBack: given entries, still on the shared queue, are charged like a lost node's or returned like a left one's; settled ones are skipped", () => {
@@ -510,8 +507,8 @@ test("takeBack: given entries, still on the shared queue, are charged like a los
   const describe = () => ({ node: 'agent-7', reason: 'it took them after it was taken out' })
   const back = ledger.takeBack([a, b, done], 'lost', describe)
   assert.deepEqual(back, [a])
-  assert.equal(a.infraRetries, 1)
-  assert.equal(a.holder, undefined)
+  assert.equal(ledger.retries(a).infra, 1)
+  assert.equal(ledger.holder(a), undefined)
   assert.equal(outcome(b).rejected.length, 1)
   const err = outcome(b).rejected[0]!
   assert.ok(err instanceof NodeLostError)
@@ -526,7 +523,81 @@ test("takeBack: given entries, still on the shared queue, are charged like a los
   const c = add('c', { holder: q })
   q.inFlight++
   assert.deepEqual(ledger.takeBack([c], 'left', describe), [c])
-  assert.equal(c.infraRetries, 0)
+  assert.equal(ledger.retries(c).infra, 0)
   assert.equal(q.inFlight, 0)
   assert.equal(ledger.counters.requeued, 2)
+})
+
+// --- the slot table ------------------------------------------------------------------
+
+test('slots: a settled entry gives its slot back; the next entry reuses it under a new id, and the old id is late', () => {
+  const { ledger, add, outcome } = setup()
+  const a = add('a')
+  const idA = ledger.id(a)
+  ledger.succeed(a, 1, 0)
+  const b = add('b')
+  assert.equal(b, a, 'the slot is reused')
+  assert.notEqual(ledger.id(b), idA)
+  assert.equal(ledger.get(idA), undefined)
+  assert.equal(ledger.get(ledger.id(b)), b)
+  // A result for the old id (a duplicate) does not reach the new entry.
+  assert.equal(ledger.answered(idA), undefined)
+  assert.equal(ledger.counters.lateResultsDropped, 1)
+  assert.equal(ledger.settled(b), false)
+  assert.equal(ledger.name(b), 'b')
+  ledger.succeed(b, 2, 0)
+  assert.deepEqual(outcome(b), { resolved: [2], rejected: [] })
+  assert.equal(ledger.size, 0)
+})
+
+test('slots: ids map to their slots past every growth of the table, and each settles once', () => {
+  const { ledger, add, outcome } = setup()
+  const n = 5000
+  const entries = Array.from({ length: n }, (_, i) => add(`t${i}`, { args: [i] }))
+  assert.equal(new Set(entries).size, n, 'one slot each')
+  assert.equal(ledger.size, n)
+  for (let i = 0; i < n; i++) {
+    assert.equal(ledger.get(ledger.id(entries[i]!)), entries[i])
+    assert.deepEqual(ledger.args(entries[i]!), [i])
+  }
+  // Settled in a scrambled order (a fixed permutation), each through its id, each once: deletions shift displaced ids back.
+  const order = [...entries.keys()].sort((x, y) => ((x * 7919) % n) - ((y * 7919) % n))
+  for (const i of order) {
+    const e = ledger.answered(ledger.id(entries[i]!))
+    assert.equal(e, entries[i])
+    ledger.succeed(e!, i, 0)
+  }
+  for (const i of [0, 1, 2, n - 1]) assert.equal(ledger.answered(ledger.id(entries[i]!)), undefined)
+  assert.equal(ledger.counters.lateResultsDropped, 4)
+  assert.equal(ledger.size, 0)
+  assert.equal(ledger.counters.tasksSucceeded, n)
+  for (let i = 0; i < n; i++) assert.deepEqual(outcome(entries[i]!).resolved, [i])
+})
+
+test('slots: an entry settled while queued keeps its slot until the queue lets it go', () => {
+  const { ledger, add } = setup()
+  const a = add('a')
+  ledger.queued(a)
+  ledger.withdraw(a, new TaskCancelledError('x'))
+  assert.equal(ledger.withdrawnInQueue, 1)
+  const b = add('b')
+  assert.notEqual(b, a, 'a queued slot is not reused while the queue holds it')
+  assert.equal(ledger.dequeued(a), false, 'settled: not to be sent')
+  assert.equal(ledger.withdrawnInQueue, 0)
+  assert.equal(add('c'), a, 'freed once taken off the queue')
+  ledger.queued(b)
+  assert.equal(ledger.dequeued(b), true, 'unsettled: to be sent')
+})
+
+test('slots: a call settles through its resolve function; a failure rejects its promise with the error', async () => {
+  const { hooks } = recorder()
+  const ledger = new Ledger(hooks, 3)
+  const settleWith = (id: number) => new Promise((resolve) => ledger.add(id, 't', [], resolve, 0, undefined, ActorOp.Call, undefined, undefined))
+  const ok = settleWith(ledger.nextId)
+  const bad = settleWith(ledger.nextId)
+  const err = new Error('no')
+  ledger.succeed(ledger.get(ledger.nextId - 2)!, 42, 0)
+  ledger.fail(ledger.get(ledger.nextId - 1)!, err)
+  assert.equal(await ok, 42)
+  await assert.rejects(bad, (e) => e === err)
 })

@@ -22,8 +22,9 @@ function submitter(auto?: (args: unknown[]) => unknown) {
   const submitted: Submitted[] = []
   const withdrawn: { options: ResolvedTaskOptions; err: Error }[] = []
   const driver: MapSubmitter = {
-    enqueue(name, args, options, resolve, reject) {
-      submitted.push({ name, args, options, resolve, reject })
+    enqueue(name, args, options, sink, seq) {
+      const resolve = (v: unknown) => sink.settled(seq, true, v)
+      submitted.push({ name, args, options, resolve, reject: (e) => sink.settled(seq, false, e) })
       if (auto) resolve(auto(args))
     },
     withdrawAll(options, err) {
