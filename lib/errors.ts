@@ -118,7 +118,10 @@ export class UnknownNodeError extends ClusterError {
     readonly nodeId: string,
     known: readonly string[],
   ) {
-    super('ERR_UNKNOWN_NODE', `unknown node "${nodeId}"; ${known.length === 0 ? 'the cluster has no node' : `the cluster's nodes are ${listNames([...known].sort())}`}`)
+    super(
+      'ERR_UNKNOWN_NODE',
+      `unknown node "${nodeId}"; ${known.length === 0 ? 'the cluster has no node' : `the cluster's nodes are ${listNames([...known].sort())}`}`,
+    )
   }
 }
 

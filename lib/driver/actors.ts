@@ -159,7 +159,13 @@ export class Actors {
     const ref = rec === undefined || rec === 'spawning' ? undefined : this.refs.get(rec.id)
     if (!ref) {
       const names = [...this.names.keys()].filter((n) => this.names.get(n) !== 'spawning')
-      const some = names.length === 0 ? 'no actor has a name' : `the named actors are ${names.slice(0, 10).map((n) => `"${n}"`).join(', ')}${names.length > 10 ? ', ...' : ''}`
+      const some =
+        names.length === 0
+          ? 'no actor has a name'
+          : `the named actors are ${names
+              .slice(0, 10)
+              .map((n) => `"${n}"`)
+              .join(', ')}${names.length > 10 ? ', ...' : ''}`
       throw new ActorNameError('ERR_ACTOR_NOT_FOUND', name, `no live actor is named "${name}"; ${some}`)
     }
     return ref as ActorRef<T>

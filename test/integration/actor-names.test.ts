@@ -6,7 +6,16 @@
  */
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { ActorLostError, ActorNameError, ActorStoppedError, Cluster, InvalidArgumentError, RemoteTaskError, UnknownMethodError, type ActorErrorEvent } from '../../lib/index.js'
+import {
+  ActorLostError,
+  ActorNameError,
+  ActorStoppedError,
+  Cluster,
+  InvalidArgumentError,
+  RemoteTaskError,
+  UnknownMethodError,
+  type ActorErrorEvent,
+} from '../../lib/index.js'
 import type * as Tasks from '../fixtures/tasks.js'
 import { FIXTURE_TASKS, waitFor, within } from '../helpers.js'
 
@@ -35,7 +44,7 @@ test('a second live actor under a taken name fails with ERR_ACTOR_NAME_TAKEN nam
     both.map((r) => r.status),
     ['fulfilled', 'rejected'],
   )
-  assert.equal((both[1] as PromiseRejectedResult).reason.code, 'ERR_ACTOR_NAME_TAKEN')
+  assert.equal(((both[1] as PromiseRejectedResult).reason as ActorNameError).code, 'ERR_ACTOR_NAME_TAKEN')
   // The holder is untouched.
   assert.equal(await first.inc(1), 2)
   assert.equal(cluster.liveActors().filter((a) => a.name === 'taken').length, 1)
@@ -61,7 +70,8 @@ test('cluster.actor(name) returns a working typed reference to the named actor',
 test('cluster.actor of a name no live actor holds throws ERR_ACTOR_NOT_FOUND naming it', () => {
   assert.throws(
     () => cluster.actor('nobody'),
-    (e: unknown) => e instanceof ActorNameError && e.code === 'ERR_ACTOR_NOT_FOUND' && e.actorName === 'nobody' && /^no live actor is named "nobody"; /.test(e.message),
+    (e: unknown) =>
+      e instanceof ActorNameError && e.code === 'ERR_ACTOR_NOT_FOUND' && e.actorName === 'nobody' && /^no live actor is named "nobody"; /.test(e.message),
   )
   assert.throws(
     () => cluster.with({ name: '' }),

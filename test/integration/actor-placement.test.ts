@@ -47,7 +47,10 @@ test('spawn({ node }) of a node id that is not a member fails naming it and the 
   await assert.rejects(
     cluster.with({ node: 'place-z' }).spawn('Where'),
     (e: unknown) =>
-      e instanceof UnknownNodeError && e.code === 'ERR_UNKNOWN_NODE' && e.nodeId === 'place-z' && e.message === 'unknown node "place-z"; the cluster\'s nodes are "place-a", "place-b"',
+      e instanceof UnknownNodeError &&
+      e.code === 'ERR_UNKNOWN_NODE' &&
+      e.nodeId === 'place-z' &&
+      e.message === 'unknown node "place-z"; the cluster\'s nodes are "place-a", "place-b"',
   )
   assert.throws(
     () => cluster.with({ node: 'place-a', spread: true }),
