@@ -54,6 +54,8 @@ type Shareable<A extends readonly unknown[]> = { [I in keyof A]: A[I] | SharedRe
 type Told<F> = F extends (...args: infer A) => unknown ? (...args: Shareable<A>) => void : never
 /** A reference's own members: an actor's methods of these names are not reachable through it. */
 type ActorRefOwn = 'stop' | 'id' | 'node' | 'name' | 'tell'
+/** `K` if it is a method of `T` reachable through a reference, else never. */
+type MethodKey<T, K extends keyof T> = K extends ActorRefOwn ? never : T[K] extends AnyFn ? K : never
 type Promisified<F> = F extends (...args: infer A) => infer R ? (...args: Shareable<A>) => Promise<Awaited<R>> : never
 
 /** The task functions of a tasks module, each returning a promise of its result. */
@@ -68,7 +70,7 @@ export type TasksProxy<M> = {
  * own; an actor's methods of those names are not reachable through it.)
  */
 export type ActorRef<T> = {
-  readonly [K in keyof T as K extends ActorRefOwn ? never : T[K] extends AnyFn ? K : never]: Promisified<T[K]>
+  readonly [K in keyof T as MethodKey<T, K>]: Promisified<T[K]>
 } & {
   /** The actor's cluster-wide id. */
   readonly id: string
@@ -81,7 +83,7 @@ export type ActorRef<T> = {
    * stopped) is reported once as an `actor:error` event on the cluster.
    */
   readonly tell: {
-    readonly [K in keyof T as K extends ActorRefOwn ? never : T[K] extends AnyFn ? K : never]: Told<T[K]>
+    readonly [K in keyof T as MethodKey<T, K>]: Told<T[K]>
   }
   /** The node the actor lives on. */
   readonly node: string

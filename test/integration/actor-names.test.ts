@@ -15,6 +15,7 @@ import {
   RemoteTaskError,
   UnknownMethodError,
   type ActorErrorEvent,
+  type ActorRef,
 } from '../../lib/index.js'
 import type * as Tasks from '../fixtures/tasks.js'
 import { FIXTURE_TASKS, waitFor, within } from '../helpers.js'
@@ -106,6 +107,16 @@ test('a name is freed when its actor is lost (not restartable)', async () => {
 test('tells and asks interleaved reach the actor in the order they were made', async () => {
   const rec = await cluster.spawn<Tasks.Recorder>('Recorder', 'r')
   await rec.trace()
+  // Typed as the asks are (checked by the compiler, never run).
+  const typed = (c: ActorRef<Tasks.Counter>) => {
+    // @ts-expect-error inc takes a number
+    c.tell.inc('one')
+    // @ts-expect-error no such method
+    assert.equal(c.tell.nope, undefined)
+    const r: void = c.tell.inc(1)
+    return r
+  }
+  assert.equal(typeof typed, 'function')
   const expected: string[] = []
   const asks: Promise<string>[] = []
   for (let k = 0; k < 300; k++) {
