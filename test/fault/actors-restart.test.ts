@@ -1,11 +1,11 @@
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import * as zmq from 'zeromq'
-import { ActorLostError, ActorNameError, Agent, Cluster, WorkerCrashedError, type ActorInfo } from '../../lib/index.js'
+import { ActorLostError, ActorNameError, Agent, Cluster, WorkerCrashedError, type ActorErrorEvent, type ActorInfo } from '../../lib/index.js'
 import { decode, encode, header, parseHeader } from '../../lib/protocol/codec.js'
 import { ActorOp, MsgType } from '../../lib/protocol/messages.js'
 import type * as Tasks from '../fixtures/tasks.js'
-import { FIXTURE_TASKS, waitFor } from '../helpers.js'
+import { FIXTURE_TASKS, waitFor, within } from '../helpers.js'
 
 type ActorMessage = [id: number, op: ActorOp, actorId: string, name: string, args: unknown[]]
 
@@ -159,6 +159,11 @@ test('a named actor with restart: always keeps its name across a restart; a plai
     (e: unknown) => e instanceof ActorNameError && e.code === 'ERR_ACTOR_NOT_FOUND' && e.actorName === 'gone',
   )
   await assert.rejects(gone.inc(1), (e: unknown) => e instanceof ActorLostError)
+  // A tell to the lost actor: one actor:error, with its name.
+  const told = new Promise<ActorErrorEvent>((resolve) => cluster.once('actor:error', resolve))
+  gone.tell.inc(1)
+  const event = await within(told, 5_000, 'the actor:error of the tell')
+  assert.deepEqual([event.actor, event.method, event.error instanceof ActorLostError], [{ id: gone.id, className: 'Counter', name: 'gone' }, 'inc', true])
   const again = await cluster.with({ name: 'gone' }).spawn<Tasks.Counter>('Counter', 7)
   assert.equal(await again.inc(1), 8)
 })
