@@ -38,6 +38,9 @@ export type ClusterErrorCode =
   | 'ERR_SHARED_IN_USE'
   | 'ERR_SHARED_TOO_LARGE'
   | 'ERR_SHARED_UNSUPPORTED'
+  | 'ERR_ACTOR_NAME_TAKEN'
+  | 'ERR_ACTOR_NOT_FOUND'
+  | 'ERR_UNKNOWN_NODE'
 
 export class ClusterError extends Error {
   readonly code: ClusterErrorCode
@@ -91,6 +94,34 @@ export class UnknownActorError extends ClusterError {
   }
   static of(name: string, known: readonly string[]): UnknownActorError {
     return new UnknownActorError(`unknown actor class "${name}"; the tasks module exports the classes ${listNames(known)}`)
+  }
+}
+
+/**
+ * An actor name that cannot be used: `ERR_ACTOR_NAME_TAKEN` (a live actor
+ * already holds it) or `ERR_ACTOR_NOT_FOUND` (`cluster.actor(name)` of a name
+ * no live actor holds). `actorName` is the name.
+ */
+export class ActorNameError extends ClusterError {
+  constructor(
+    code: 'ERR_ACTOR_NAME_TAKEN' | 'ERR_ACTOR_NOT_FOUND',
+    readonly actorName: string,
+    message: string,
+  ) {
+    super(code, message)
+  }
+}
+
+/** `spawn` pinned to a node id that is not a member; the message names it and the members. */
+export class UnknownNodeError extends ClusterError {
+  constructor(
+    readonly nodeId: string,
+    known: readonly string[],
+  ) {
+    super(
+      'ERR_UNKNOWN_NODE',
+      `unknown node "${nodeId}"; ${known.length === 0 ? 'the cluster has no node' : `the cluster's nodes are ${listNames([...known].sort())}`}`,
+    )
   }
 }
 

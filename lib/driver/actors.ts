@@ -1,12 +1,22 @@
 /**
- * Actors on the driver's side: placement (least actors per thread), the
- * record of each live actor, its messages (entries in the ledger, held by the
+ * Actors on the driver's side: placement (least actors per thread, pinned to
+ * a node, or a group spread over the nodes), the record of each live actor and
+ * the names they are registered under, its messages (entries in the ledger, held by the
  * actor's node, sent in one frame per node and flush), stop, and restart on
  * another node after a loss when the actor was spawned with
  * `restart: 'always'`.
  */
 import { randomBytes } from 'node:crypto'
-import { ActorLostError, ActorStoppedError, ClusterClosedError, InvalidArgumentError, SerializationError, UnknownActorError } from '../errors.js'
+import {
+  ActorLostError,
+  ActorNameError,
+  ActorStoppedError,
+  ClusterClosedError,
+  InvalidArgumentError,
+  SerializationError,
+  UnknownActorError,
+  UnknownNodeError,
+} from '../errors.js'
 import { encodeActorBody } from '../protocol/bodies.js'
 import { findUnserializable, header } from '../protocol/codec.js'
 import { ActorOp, MsgType } from '../protocol/messages.js'
@@ -14,13 +24,18 @@ import type { Parts } from '../transport/transport.js'
 import type { ActorTarget, Ledger, TaskEntry } from './ledger.js'
 import type { ClusterNode, Membership } from './membership.js'
 import { makeActorRef } from './proxies.js'
-import type { ActorInfo, ActorRef } from './types.js'
+import type { ResolvedSpawnOptions } from './task-options.js'
+import type { ActorErrorEvent, ActorInfo, ActorRef } from './types.js'
 
 interface ActorRecord {
   readonly id: string
   readonly className: string
   readonly args: unknown[]
   readonly restart: boolean
+  /** The name it is registered under, if any (held while it runs or restarts). */
+  readonly name: string | undefined
+  /** The node id it was pinned to, if any: a restart goes back there while that node is a member. */
+  readonly pin: string | undefined
   node: ClusterNode
   state: 'running' | 'restarting' | 'stopped' | 'lost'
   /** While restarting: resolves when the actor runs again (rejects if it cannot). */
@@ -49,10 +64,21 @@ export interface ActorsContext {
   spawned(info: ActorInfo): void
   stopped(info: ActorInfo): void
   restarted(info: ActorInfo): void
+  /** A `tell` failed. */
+  toldFailed(info: ActorErrorEvent): void
+}
+
+/** The spawns of one `with({ spread: true })` view: how many of them each node got. */
+export class SpawnGroup {
+  readonly counts = new Map<string, number>()
 }
 
 export class Actors {
   private readonly records = new Map<string, ActorRecord>()
+  /** Names held, by name: the live (or restarting) actor, or `spawning` while its spawn is under way. */
+  private readonly names = new Map<string, ActorRecord | 'spawning'>()
+  /** The references handed out, by actor id: `cluster.actor(name)` returns the same one. */
+  private readonly refs = new Map<string, ActorRef<object>>()
   /** Messages waiting for the next flush, per node. */
   private readonly outbox = new Map<ClusterNode, TaskEntry[]>()
   private readonly waiting: (() => void)[] = []
@@ -61,51 +87,139 @@ export class Actors {
   constructor(private readonly cx: ActorsContext) {}
 
   /** Places one actor and returns its typed reference. */
-  async spawn<T extends object>(className: string, args: unknown[], restart: boolean): Promise<ActorRef<T>> {
+  async spawn<T extends object>(className: string, args: unknown[], options: ResolvedSpawnOptions, group?: SpawnGroup): Promise<ActorRef<T>> {
     if (this.cx.closed()) throw new ClusterClosedError('the cluster is closed')
     if (typeof className !== 'string') throw new InvalidArgumentError(`actor class name must be a string, got ${typeof className}`)
     const known = this.cx.classNames()
     if (known && !known.has(className)) throw UnknownActorError.of(className, [...known])
     const bad = findUnserializable(args, 'args')
     if (bad) throw new SerializationError(`cannot spawn actor "${className}": ${bad}; msgpack cannot carry it`)
-    const node = await this.nodeForActor()
-    const rec: ActorRecord = {
-      id: `${className}-${++this.seq}-${randomBytes(3).toString('hex')}`,
-      className,
-      args,
-      restart,
-      node,
-      state: 'running',
-      ready: undefined,
-      held: [],
+    const { name } = options
+    if (name !== undefined) {
+      const holder = this.names.get(name)
+      if (holder !== undefined) {
+        const who = holder === 'spawning' ? 'an actor being spawned' : `actor ${holder.id} (${holder.className})`
+        throw new ActorNameError('ERR_ACTOR_NAME_TAKEN', name, `the actor name "${name}" is taken by ${who}; a name is freed when its actor stops or is lost`)
+      }
+      this.names.set(name, 'spawning')
     }
-    node.actors++
+    let rec: ActorRecord | undefined
     try {
+      const node = options.node !== undefined ? this.pinned(options.node) : group ? await this.nodeForGroup(group) : await this.nodeForActor()
+      rec = {
+        id: `${className}-${++this.seq}-${randomBytes(3).toString('hex')}`,
+        className,
+        args,
+        restart: options.restart,
+        name,
+        pin: options.node,
+        node,
+        state: 'running',
+        ready: undefined,
+        held: [],
+      }
+      node.actors++
       await this.message(rec, ActorOp.Spawn, className, args)
     } catch (err) {
-      rec.state = 'lost'
-      rec.node.actors--
+      if (rec) {
+        rec.state = 'lost'
+        rec.node.actors--
+      }
+      if (name !== undefined) this.names.delete(name)
       throw err
     }
     this.records.set(rec.id, rec)
-    this.cx.spawned({ id: rec.id, className, node: node.nodeId })
-    return makeActorRef<T>(
-      rec.id,
-      () => rec.node.nodeId,
-      (method, margs) => this.message(rec, ActorOp.Call, method, margs),
-      () => this.stop(rec),
-    )
+    if (name !== undefined) this.names.set(name, rec)
+    this.cx.spawned(this.info(rec))
+    const live = rec
+    const ref = makeActorRef<T>({
+      id: rec.id,
+      name,
+      node: () => live.node.nodeId,
+      send: (method, margs) => this.message(live, ActorOp.Call, method, margs),
+      tell: (method, margs) => {
+        this.message(live, ActorOp.Call, method, margs).catch((error: unknown) =>
+          this.cx.toldFailed({
+            actor: { id: live.id, className: live.className, ...(name === undefined ? {} : { name }) },
+            method,
+            error: error instanceof Error ? error : new Error(String(error)),
+          }),
+        )
+      },
+      stop: () => this.stop(live),
+    })
+    this.refs.set(rec.id, ref)
+    return ref
+  }
+
+  /** The reference of the live actor registered under `name`. */
+  lookup<T extends object>(name: string): ActorRef<T> {
+    if (typeof name !== 'string') throw new InvalidArgumentError(`actor name must be a string, got ${typeof name}`)
+    const rec = this.names.get(name)
+    const ref = rec === undefined || rec === 'spawning' ? undefined : this.refs.get(rec.id)
+    if (!ref) {
+      const names = [...this.names.keys()].filter((n) => this.names.get(n) !== 'spawning')
+      const some =
+        names.length === 0
+          ? 'no actor has a name'
+          : `the named actors are ${names
+              .slice(0, 10)
+              .map((n) => `"${n}"`)
+              .join(', ')}${names.length > 10 ? ', ...' : ''}`
+      throw new ActorNameError('ERR_ACTOR_NOT_FOUND', name, `no live actor is named "${name}"; ${some}`)
+    }
+    return ref as ActorRef<T>
+  }
+
+  private info(rec: ActorRecord): ActorInfo {
+    return { id: rec.id, className: rec.className, node: rec.node.nodeId, ...(rec.name === undefined ? {} : { name: rec.name }) }
+  }
+
+  /** The actor is gone for good: its record, its name and its reference go. */
+  private forget(rec: ActorRecord): void {
+    this.records.delete(rec.id)
+    this.refs.delete(rec.id)
+    if (rec.name !== undefined && this.names.get(rec.name) === rec) this.names.delete(rec.name)
+  }
+
+  /** The member with this node id, or an error naming it and the members. */
+  private pinned(nodeId: string): ClusterNode {
+    const known: string[] = []
+    for (const n of this.cx.membership) {
+      if (n.state !== 'up') continue
+      if (n.nodeId === nodeId) return n
+      known.push(n.nodeId)
+    }
+    throw new UnknownNodeError(nodeId, known)
+  }
+
+  /** For a spread group: the node with the fewest of the group's actors, the least loaded among equals. */
+  private async nodeForGroup(group: SpawnGroup): Promise<ClusterNode> {
+    await this.nodeForActor()
+    let best: ClusterNode | undefined
+    let bestCount = Infinity
+    for (const n of this.cx.membership) {
+      if (n.state !== 'up') continue
+      const count = group.counts.get(n.nodeId) ?? 0
+      if (!best || count < bestCount || (count === bestCount && n.actors / n.info.threads < best.actors / best.info.threads)) {
+        best = n
+        bestCount = count
+      }
+    }
+    // nodeForActor found an up node this tick, so there is one.
+    group.counts.set(best!.nodeId, bestCount + 1)
+    return best!
   }
 
   private async stop(rec: ActorRecord): Promise<void> {
     if (rec.state === 'stopped' || rec.state === 'lost') return
     if (rec.ready) await rec.ready.catch(() => {})
-    this.records.delete(rec.id)
+    this.forget(rec)
     if (rec.state !== 'running') return
     await this.message(rec, ActorOp.Stop, 'stop', [])
     rec.state = 'stopped'
     rec.node.actors--
-    this.cx.stopped({ id: rec.id, className: rec.className, node: rec.node.nodeId })
+    this.cx.stopped(this.info(rec))
   }
 
   /** The node with the fewest actors per thread; waits for one to join if there is none. */
@@ -179,7 +293,7 @@ export class Actors {
         this.restart(rec)
       } else {
         rec.state = 'lost'
-        this.records.delete(rec.id)
+        this.forget(rec)
       }
     }
   }
@@ -199,23 +313,28 @@ export class Actors {
       this.restart(rec)
     } else {
       rec.state = 'lost'
-      this.records.delete(rec.id)
+      this.forget(rec)
     }
   }
 
-  /** Recreates a restartable actor whose node was lost, on another node, from its constructor arguments. */
+  /**
+   * Recreates a restartable actor whose node (or host thread) was lost, from
+   * its constructor arguments: on the node it was pinned to while that is a
+   * member, else on the least-loaded node. It keeps its id, name and references.
+   */
   private restart(rec: ActorRecord): void {
     rec.state = 'restarting'
     rec.ready = (async () => {
       for (;;) {
-        const node = await this.nodeForActor()
+        const pinned = rec.pin === undefined ? undefined : [...this.cx.membership].find((n) => n.nodeId === rec.pin && n.state === 'up')
+        const node = pinned ?? (await this.nodeForActor())
         rec.node = node
         node.actors++
         try {
           rec.state = 'running'
           await this.message(rec, ActorOp.Spawn, rec.className, rec.args)
           rec.ready = undefined
-          this.cx.restarted({ id: rec.id, className: rec.className, node: node.nodeId })
+          this.cx.restarted(this.info(rec))
           // In the order they were sent, before anything sent from now on.
           for (const m of rec.held.splice(0)) this.message(rec, m.op, m.name, m.args).then(m.resolve, m.reject)
           return
@@ -225,6 +344,7 @@ export class Actors {
           if (!(err instanceof ActorLostError) || this.cx.closed()) {
             rec.state = 'lost'
             rec.ready = undefined
+            this.forget(rec)
             for (const m of rec.held.splice(0)) m.reject(err)
             throw err
           }
@@ -239,7 +359,7 @@ export class Actors {
   live(): ActorInfo[] {
     const list: ActorInfo[] = []
     for (const rec of this.records.values()) {
-      if (rec.state === 'running' && this.cx.membership.has(rec.node)) list.push({ id: rec.id, className: rec.className, node: rec.node.nodeId })
+      if (rec.state === 'running' && this.cx.membership.has(rec.node)) list.push(this.info(rec))
     }
     return list
   }

@@ -9,7 +9,7 @@ import { unpublishLocalKeys } from '../transport/local-keys.js'
 import type { DriverTransport, Parts } from '../transport/transport.js'
 import type { ClusterSnapshot } from '../monitor/monitor.js'
 import { closeSteps, type CloseStep } from '../util/close.js'
-import { Actors } from './actors.js'
+import { Actors, SpawnGroup } from './actors.js'
 import { dispatch } from './inbound.js'
 import { Ledger, type ActorTarget, type ResultSink, type Settle, type TaskEntry } from './ledger.js'
 import { runMap } from './map.js'
@@ -22,7 +22,7 @@ import { Observability } from './observe.js'
 import { makeTasksProxy } from './proxies.js'
 import { CreditScheduler, SharedQueueScheduler } from './scheduler.js'
 import { keyVerifier, setUpDriver, startLocalAgents, waitForRemoteNodes, type DriverSetup } from './start.js'
-import { resolveMapOptions, resolveSpawnOptions, resolveTaskOptions, type ResolvedTaskOptions } from './task-options.js'
+import { resolveMapOptions, resolveSpawnOptions, resolveTaskOptions, SPAWN_DEFAULTS, type ResolvedTaskOptions } from './task-options.js'
 import type {
   ActorInfo,
   ActorRef,
@@ -142,6 +142,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       spawned: (info) => this.emit('actor:spawned', info),
       stopped: (info) => this.emit('actor:stopped', info),
       restarted: (info) => this.emit('actor:restarted', info),
+      toldFailed: (info) => this.emit('actor:error', info),
     })
   }
 
@@ -284,7 +285,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    */
   with(options: TaskOptions & SpawnOptions): ClusterView {
     const task = resolveTaskOptions(options, this.options.maxRetries)
-    const { restart } = resolveSpawnOptions(options)
+    const spawnOptions = resolveSpawnOptions(options)
+    // The view's spawns are one group when spread.
+    const group = spawnOptions.spread ? new SpawnGroup() : undefined
     // One listener per view, not per call: on abort, the view's unsettled tasks are withdrawn.
     const { signal } = task
     signal?.addEventListener('abort', () => this.ledger.withdrawAll(task, () => new TaskCancelledError('the task was cancelled', { cause: signal.reason })), {
@@ -297,7 +300,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         this.map<R>(name, inputs, { ...options, ...mapOptions }),
       reduce: <R>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, combiner: string, initial: R, reduceOptions: ReduceOptions<R> = {}) =>
         this.reduce<R>(name, inputs, combiner, initial, { ...options, ...reduceOptions }),
-      spawn: <T extends object>(className: string, ...args: unknown[]) => this.actors.spawn<T>(className, args, restart),
+      spawn: <T extends object>(className: string, ...args: unknown[]) => this.actors.spawn<T>(className, args, spawnOptions, group),
     }
   }
 
@@ -432,7 +435,23 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * its messages one at a time, in the order they were sent.
    */
   spawn<T extends object>(className: string, ...args: unknown[]): Promise<ActorRef<T>> {
-    return this.actors.spawn<T>(className, args, false)
+    return this.actors.spawn<T>(className, args, SPAWN_DEFAULTS)
+  }
+
+  /**
+   * The reference of the live actor spawned under `name`
+   * (`cluster.with({ name: 'ledger' }).spawn(...)`). The driver holds the
+   * names, so this answers at once; throws ActorNameError
+   * (`ERR_ACTOR_NOT_FOUND`) naming the name when no live actor holds it.
+   *
+   * ```ts
+   * await cluster.with({ name: 'totals', restart: 'always' }).spawn<Counter>('Counter')
+   * const totals = cluster.actor<Counter>('totals')
+   * totals.tell.inc(5)
+   * ```
+   */
+  actor<T extends object>(name: string): ActorRef<T> {
+    return this.actors.lookup<T>(name)
   }
 
   // --- the wire ----------------------------------------------------------------

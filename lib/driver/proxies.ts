@@ -14,14 +14,38 @@ export function makeTasksProxy<M extends object>(send: Send): TasksProxy<M> {
   }) as TasksProxy<M>
 }
 
-export function makeActorRef<T extends object>(id: string, node: () => string, send: Send, stop: () => Promise<void>): ActorRef<T> {
+export interface ActorRefParts {
+  id: string
+  name: string | undefined
+  node: () => string
+  send: Send
+  tell: (name: string, args: unknown[]) => void
+  stop: () => Promise<void>
+}
+
+export function makeActorRef<T extends object>(p: ActorRefParts): ActorRef<T> {
+  const tell = new Proxy(Object.create(null) as object, {
+    get(_target, prop) {
+      if (typeof prop !== 'string' || NOT_METHODS.has(prop)) return undefined
+      return (...args: unknown[]) => p.tell(prop, args)
+    },
+  })
   return new Proxy(Object.create(null) as object, {
     get(_target, prop) {
-      if (prop === 'id') return id
-      if (prop === 'node') return node()
-      if (prop === 'stop') return stop
+      switch (prop) {
+        case 'id':
+          return p.id
+        case 'name':
+          return p.name
+        case 'node':
+          return p.node()
+        case 'stop':
+          return p.stop
+        case 'tell':
+          return tell
+      }
       if (typeof prop !== 'string' || NOT_METHODS.has(prop)) return undefined
-      return (...args: unknown[]) => send(prop, args)
+      return (...args: unknown[]) => p.send(prop, args)
     },
   }) as ActorRef<T>
 }

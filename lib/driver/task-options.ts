@@ -59,10 +59,31 @@ export function resolveTaskOptions(o: TaskOptions, defaultMaxRetries: number): R
 }
 
 /** Whether an actor spawned under these options is restarted after its node is lost. */
-export function resolveSpawnOptions(o: SpawnOptions): { readonly restart: boolean } {
-  if (o.restart === undefined || o.restart === 'never') return { restart: false }
-  if (o.restart === 'always') return { restart: true }
-  throw new InvalidArgumentError(`options.restart must be 'never' or 'always', got ${String(o.restart)}`)
+export interface ResolvedSpawnOptions {
+  readonly restart: boolean
+  readonly name: string | undefined
+  readonly node: string | undefined
+  readonly spread: boolean
+}
+
+/** A plain `cluster.spawn`: no restart, no name, least-loaded placement. */
+export const SPAWN_DEFAULTS: ResolvedSpawnOptions = Object.freeze({ restart: false, name: undefined, node: undefined, spread: false })
+
+/** Resolves the options of `spawn`; names the bad field. */
+export function resolveSpawnOptions(o: SpawnOptions): ResolvedSpawnOptions {
+  let restart: boolean
+  if (o.restart === undefined || o.restart === 'never') restart = false
+  else if (o.restart === 'always') restart = true
+  else throw new InvalidArgumentError(`options.restart must be 'never' or 'always', got ${String(o.restart)}`)
+  for (const field of ['name', 'node'] as const) {
+    const v = o[field]
+    if (v !== undefined && (typeof v !== 'string' || v.length === 0)) {
+      throw new InvalidArgumentError(`options.${field} must be a non-empty string, got ${typeof v === 'string' ? '""' : String(v)}`)
+    }
+  }
+  const spread = booleanOption('spread', o.spread) ?? false
+  if (spread && o.node !== undefined) throw new InvalidArgumentError('options.spread and options.node cannot be combined: a pinned actor is not spread')
+  return { restart, name: o.name, node: o.node, spread }
 }
 
 /** Resolves the options of one `map`; names the bad field. */

@@ -31,11 +31,31 @@ export interface SpawnOptions {
    * its constructor arguments, with fresh state.
    */
   restart?: 'never' | 'always'
+  /**
+   * Registers the actor under this cluster-wide name, for `cluster.actor(name)`.
+   * A name is held by one live actor at a time (a second spawn under it fails
+   * with `ERR_ACTOR_NAME_TAKEN`); it is freed when the actor stops or is lost,
+   * and kept across a restart.
+   */
+  name?: string
+  /** Places the actor on this node id (`cluster.nodes()[i].id`) instead of the least-loaded one. A restart goes to the least-loaded node. */
+  node?: string
+  /**
+   * The spawns through one view (`cluster.with({ spread: true })`) are a
+   * group spread over the nodes: each goes to the node with the fewest of the
+   * group's actors (the least-loaded among equals). Cannot be combined with `node`.
+   */
+  spread?: boolean
 }
 
 type AnyFn = (...args: never[]) => unknown
 /** Each argument may also be given as a handle on a shared value of its type (`cluster.put`). */
 type Shareable<A extends readonly unknown[]> = { [I in keyof A]: A[I] | SharedRef<A[I]> }
+type Told<F> = F extends (...args: infer A) => unknown ? (...args: Shareable<A>) => void : never
+/** A reference's own members: an actor's methods of these names are not reachable through it. */
+type ActorRefOwn = 'stop' | 'id' | 'node' | 'name' | 'tell'
+/** `K` if it is a method of `T` reachable through a reference, else never. */
+type MethodKey<T, K extends keyof T> = K extends ActorRefOwn ? never : T[K] extends AnyFn ? K : never
 type Promisified<F> = F extends (...args: infer A) => infer R ? (...args: Shareable<A>) => Promise<Awaited<R>> : never
 
 /** The task functions of a tasks module, each returning a promise of its result. */
@@ -45,14 +65,26 @@ export type TasksProxy<M> = {
 
 /**
  * A reference to a running actor: each method of `T` as a message returning a
- * promise, plus `stop()`. (`stop` and `id` are the reference's own; an actor's
- * methods of those names are not reachable through it.)
+ * promise (ask), the same through `tell` without a reply (fire and forget),
+ * plus `stop()`. (`stop`, `id`, `node`, `name` and `tell` are the reference's
+ * own; an actor's methods of those names are not reachable through it.)
  */
 export type ActorRef<T> = {
-  readonly [K in keyof T as K extends 'stop' | 'id' | 'node' ? never : T[K] extends AnyFn ? K : never]: Promisified<T[K]>
+  readonly [K in keyof T as MethodKey<T, K>]: Promisified<T[K]>
 } & {
   /** The actor's cluster-wide id. */
   readonly id: string
+  /** The name it was spawned under, if any. */
+  readonly name: string | undefined
+  /**
+   * Each method as a message without a reply promise (fire and forget): it
+   * keeps its place in the actor's mailbox among the calls made through this
+   * driver, and a failure (the method threw, no such method, actor lost or
+   * stopped) is reported once as an `actor:error` event on the cluster.
+   */
+  readonly tell: {
+    readonly [K in keyof T as MethodKey<T, K>]: Told<T[K]>
+  }
   /** The node the actor lives on. */
   readonly node: string
   /** Lets queued messages finish, then removes the actor. Later calls reject with ActorStoppedError. */
@@ -112,8 +144,19 @@ export interface ReduceOptions<R = unknown> extends TaskOptions {
 export interface ActorInfo {
   id: string
   className: string
+  /** The name it was spawned under, if any. */
+  name?: string
   /** The node that hosts it. */
   node: string
+}
+
+/** A `tell` that failed, as `actor:error` reports it. */
+export interface ActorErrorEvent {
+  /** The actor's id, class and name (if any). */
+  actor: { id: string; className: string; name?: string }
+  method: string
+  /** Why: the error its ask would have rejected with (RemoteTaskError, UnknownMethodError, ActorLostError, ...). */
+  error: Error
 }
 
 /** A task that failed, as `task:failed` reports it. */
@@ -203,6 +246,8 @@ export interface ClusterEvents {
   'actor:spawned': [actor: ActorInfo]
   'actor:stopped': [actor: ActorInfo]
   'actor:restarted': [info: ActorInfo]
+  /** A message sent with `ref.tell` failed: the method threw, does not exist, or the actor was lost or stopped. */
+  'actor:error': [info: ActorErrorEvent]
   /** The transport failed for good (a broker connection was lost): pending tasks rejected with `err`, the cluster closes. */
   'transport:error': [err: Error]
 }

@@ -1,11 +1,11 @@
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import * as zmq from 'zeromq'
-import { ActorLostError, Agent, Cluster, WorkerCrashedError } from '../../lib/index.js'
+import { ActorLostError, ActorNameError, Agent, Cluster, WorkerCrashedError, type ActorErrorEvent, type ActorInfo } from '../../lib/index.js'
 import { decode, encode, header, parseHeader } from '../../lib/protocol/codec.js'
 import { ActorOp, MsgType } from '../../lib/protocol/messages.js'
 import type * as Tasks from '../fixtures/tasks.js'
-import { FIXTURE_TASKS, waitFor } from '../helpers.js'
+import { FIXTURE_TASKS, waitFor, within } from '../helpers.js'
 
 type ActorMessage = [id: number, op: ActorOp, actorId: string, name: string, args: unknown[]]
 
@@ -131,4 +131,59 @@ test('an actor host thread that dies takes its actors: the driver learns it, pla
     [phoenix.id],
   )
   assert.equal(cluster.nodes()[0]?.actors, 1)
+})
+
+test('a named actor with restart: always keeps its name across a restart; a plain named one frees it when its node is lost', async (t) => {
+  const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', insecure: true, localAgents: 0 })
+  t.after(() => cluster.close())
+  const first = await Agent.start({ connect: cluster.address, tasks: FIXTURE_TASKS, threads: 1 })
+  t.after(() => first.close({ timeoutMs: 1000 }))
+  const second = await Agent.start({ connect: cluster.address, tasks: FIXTURE_TASKS, threads: 1 })
+  t.after(() => second.close({ timeoutMs: 1000 }))
+  await waitFor(() => cluster.nodes().length === 2, 10_000, 'two agents to join')
+  const kept = await cluster.with({ name: 'kept', restart: 'always', node: first.id }).spawn<Tasks.Counter>('Counter', 100)
+  const gone = await cluster.with({ name: 'gone', node: first.id }).spawn<Tasks.Counter>('Counter', 0)
+  assert.equal(await kept.inc(1), 101)
+  const restarted: ActorInfo[] = []
+  cluster.on('actor:restarted', (info) => restarted.push(info))
+  await first.close()
+  await waitFor(() => restarted.length === 1, 10_000, 'the named actor to restart')
+  assert.deepEqual(restarted, [{ id: kept.id, className: 'Counter', node: second.id, name: 'kept' }])
+  // The same reference, by name and as held: fresh state, on the other node.
+  const found = cluster.actor<Tasks.Counter>('kept')
+  assert.equal(found, kept)
+  assert.equal(await found.inc(1), 101)
+  assert.equal(kept.node, second.id)
+  assert.throws(
+    () => cluster.actor('gone'),
+    (e: unknown) => e instanceof ActorNameError && e.code === 'ERR_ACTOR_NOT_FOUND' && e.actorName === 'gone',
+  )
+  await assert.rejects(gone.inc(1), (e: unknown) => e instanceof ActorLostError)
+  // A tell to the lost actor: one actor:error, with its name.
+  const told = new Promise<ActorErrorEvent>((resolve) => cluster.once('actor:error', resolve))
+  gone.tell.inc(1)
+  const event = await within(told, 5_000, 'the actor:error of the tell')
+  assert.deepEqual([event.actor, event.method, event.error instanceof ActorLostError], [{ id: gone.id, className: 'Counter', name: 'gone' }, 'inc', true])
+  const again = await cluster.with({ name: 'gone' }).spawn<Tasks.Counter>('Counter', 7)
+  assert.equal(await again.inc(1), 8)
+})
+
+test('a pinned actor with restart: always whose node is lost restarts on the least-loaded other node', async (t) => {
+  const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', insecure: true, localAgents: 0 })
+  t.after(() => cluster.close())
+  const agents = await Promise.all([0, 1, 2].map(() => Agent.start({ connect: cluster.address, tasks: FIXTURE_TASKS, threads: 1 })))
+  for (const a of agents) t.after(() => a.close({ timeoutMs: 1000 }))
+  await waitFor(() => cluster.nodes().length === 3, 10_000, 'three agents to join')
+  const [pinnedTo, busy, idle] = agents as [Agent, Agent, Agent]
+  // Load one of the others: the restart goes to the idle one.
+  await cluster.with({ node: busy.id }).spawn('Counter')
+  const ref = await cluster.with({ restart: 'always', node: pinnedTo.id }).spawn<Tasks.Counter>('Counter', 5)
+  assert.equal(ref.node, pinnedTo.id)
+  const restarted: string[] = []
+  cluster.on('actor:restarted', (info) => restarted.push(info.node))
+  await pinnedTo.close()
+  await waitFor(() => restarted.length === 1, 10_000, 'the pinned actor to restart')
+  assert.deepEqual(restarted, [idle.id])
+  assert.equal(await ref.inc(1), 6)
+  assert.equal(ref.node, idle.id)
 })

@@ -9,6 +9,8 @@ import {
   SerializationError,
   WorkerCrashedError,
   ClusterError,
+  ActorNameError,
+  UnknownNodeError,
 } from '../../lib/errors.js'
 
 test('user errors come back as RemoteTaskError with the remote stack and class', () => {
@@ -48,4 +50,17 @@ test('error names follow their class; codes are stable', () => {
   assert.equal(e.name, 'UnknownTaskError')
   assert.ok(e instanceof ClusterError)
   assert.equal(e.code, 'ERR_UNKNOWN_TASK')
+})
+
+test('actor name and node errors carry their code and what they name', () => {
+  const taken = new ActorNameError('ERR_ACTOR_NAME_TAKEN', 'totals', 'm')
+  assert.equal(taken.name, 'ActorNameError')
+  assert.ok(taken instanceof ClusterError)
+  assert.equal(taken.code, 'ERR_ACTOR_NAME_TAKEN')
+  assert.equal(taken.actorName, 'totals')
+  const node = new UnknownNodeError('z', ['b', 'a'])
+  assert.equal(node.code, 'ERR_UNKNOWN_NODE')
+  assert.equal(node.nodeId, 'z')
+  assert.equal(node.message, 'unknown node "z"; the cluster\'s nodes are "a", "b"')
+  assert.equal(new UnknownNodeError('z', []).message, 'unknown node "z"; the cluster has no node')
 })

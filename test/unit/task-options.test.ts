@@ -3,7 +3,7 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { MAP_DEFAULTS, resolveMapOptions, resolveSpawnOptions, resolveTaskOptions } from '../../lib/driver/task-options.js'
+import { MAP_DEFAULTS, resolveMapOptions, resolveSpawnOptions, resolveTaskOptions, SPAWN_DEFAULTS } from '../../lib/driver/task-options.js'
 import type { MapOptions, SpawnOptions, TaskOptions } from '../../lib/driver/types.js'
 import { rejects } from './fixtures.js'
 
@@ -42,12 +42,20 @@ test('resolveTaskOptions: each bad field is named', () => {
   for (const [o, message] of cases) rejects(() => resolveTaskOptions(bad<TaskOptions>(o), 3), message)
 })
 
-test('resolveSpawnOptions: restart never (default) or always', () => {
-  assert.deepEqual(resolveSpawnOptions({}), { restart: false })
-  assert.deepEqual(resolveSpawnOptions({ restart: 'never' }), { restart: false })
-  assert.deepEqual(resolveSpawnOptions({ restart: 'always' }), { restart: true })
+test('resolveSpawnOptions: restart never (default) or always; name, node, spread', () => {
+  const none = { name: undefined, node: undefined, spread: false }
+  assert.deepEqual(resolveSpawnOptions({}), { restart: false, ...none })
+  assert.deepEqual(resolveSpawnOptions({}), SPAWN_DEFAULTS)
+  assert.deepEqual(resolveSpawnOptions({ restart: 'never' }), { restart: false, ...none })
+  assert.deepEqual(resolveSpawnOptions({ restart: 'always' }), { restart: true, ...none })
+  assert.deepEqual(resolveSpawnOptions({ name: 'n', node: 'a' }), { restart: false, name: 'n', node: 'a', spread: false })
+  assert.deepEqual(resolveSpawnOptions({ spread: true }), { restart: false, name: undefined, node: undefined, spread: true })
   rejects(() => resolveSpawnOptions(bad<SpawnOptions>({ restart: 'sometimes' })), "options.restart must be 'never' or 'always', got sometimes")
   rejects(() => resolveSpawnOptions(bad<SpawnOptions>({ restart: true })), "options.restart must be 'never' or 'always', got true")
+  rejects(() => resolveSpawnOptions(bad<SpawnOptions>({ name: 7 })), 'options.name must be a non-empty string, got 7')
+  rejects(() => resolveSpawnOptions({ node: '' }), 'options.node must be a non-empty string, got ""')
+  rejects(() => resolveSpawnOptions(bad<SpawnOptions>({ spread: 'yes' })), 'options.spread must be a boolean, got "yes"')
+  rejects(() => resolveSpawnOptions({ spread: true, node: 'a' }), 'options.spread and options.node cannot be combined: a pinned actor is not spread')
 })
 
 test('resolveMapOptions: defaults; the signal belongs to the map, not its tasks', () => {
