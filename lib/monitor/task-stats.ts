@@ -13,8 +13,8 @@ export interface FailureRecord {
   time: number
   id: number
   task: string
-  /** The node that ran it; undefined when it failed before reaching one. */
-  node: string | undefined
+  /** The node that ran it; absent when it failed before reaching one (so the record survives JSON unchanged). */
+  node?: string
   /** The error's class (for a task that threw, the remote class). */
   error: string
   code: string | undefined
@@ -115,7 +115,7 @@ export class TaskStats {
       time: Date.now(),
       id,
       task: name,
-      node,
+      ...(node === undefined ? {} : { node }),
       error: err.name,
       code: typeof code === 'string' ? code : undefined,
       message: err.message.slice(0, MAX_MESSAGE),

@@ -15,26 +15,31 @@ test('bench seed runs over a brokered design', { skip: skipReason('redis') }, as
   assert.deepEqual([r.design, r.ok, r.tasks], ['redis', true, 3000])
 })
 
-test('bench seed --transport all: every design and both naive baselines, a table, JSON and an SVG chart', { skip: skipReason('amqp+redis') }, async (t) => {
-  const out = await mkdtemp(join(tmpdir(), 'ac-bench-'))
-  t.after(() => rm(out, { recursive: true, force: true }))
-  const p = runCli(t, ['bench', 'seed', '--transport', 'all', '--tasks', '2000', '--naive-tasks', '300', '--runs', '1', '--out', out, ...brokers])
-  assert.equal(await p.exited, 0, p.output())
-  const text = p.output()
-  assert.match(text, /\| design \| tasks \| submit s \| round trip s \| tasks\/s \| ×naive \| check \|/)
-  for (const d of ['zmq', 'redis', 'amqp', 'amqp\\+redis'])
-    assert.match(text, new RegExp(`\\| \\*\\*${d}\\*\\* \\| 2,000 \\| [\\d.]+ \\| [\\d.]+ \\| [\\d,]+ \\| \\d+× \\| ok \\|`))
-  for (const d of ['naive-redis', 'naive-amqp']) assert.match(text, new RegExp(`\\| ${d} \\| 300 \\| .* \\| 1× \\| ok \\|`))
-  assert.match(text, /\| Celery \+ RabbitMQ \(2016\) \| 100,000 \| 222\.0 \| 254\.0 \| 394 \|/)
-  assert.match(text, /zmq over the best brokered design: [\d.]+×/)
-  const json = JSON.parse(await readFile(join(out, 'seed.json'), 'utf8')) as { ok: boolean; rows: { design: string; ok?: boolean }[] }
-  assert.equal(json.ok, true)
-  assert.equal(json.rows.length, 10)
-  const svg = await readFile(join(out, 'seed.svg'), 'utf8')
-  assert.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/)
-  assert.equal((svg.match(/<rect x="190"/g) ?? []).length, 10, 'one bar per row')
-  assert.match(await readFile(join(out, 'seed.md'), 'utf8'), /Machine: .*\d+ cores/)
-})
+test(
+  'bench seed --transport all: every design and the three naive baselines, a table, JSON and an SVG chart',
+  { skip: skipReason('amqp+redis') },
+  async (t) => {
+    const out = await mkdtemp(join(tmpdir(), 'ac-bench-'))
+    t.after(() => rm(out, { recursive: true, force: true }))
+    const p = runCli(t, ['bench', 'seed', '--transport', 'all', '--tasks', '2000', '--naive-tasks', '300', '--runs', '1', '--out', out, ...brokers])
+    assert.equal(await p.exited, 0, p.output())
+    const text = p.output()
+    assert.match(text, /\| design \| tasks \| submit s \| round trip s \| tasks\/s \| ×naive \| check \|/)
+    for (const d of ['zmq', 'redis', 'amqp', 'amqp\\+redis'])
+      assert.match(text, new RegExp(`\\| \\*\\*${d}\\*\\* \\| 2,000 \\| [\\d.]+ \\| [\\d.]+ \\| [\\d,]+ \\| \\d+× \\| ok \\|`))
+    for (const d of ['naive-redis', 'naive-amqp']) assert.match(text, new RegExp(`\\| ${d} \\| 300 \\| .* \\| 1× \\| ok \\|`))
+    assert.match(text, /\| naive-zmq \| 2,000 \| .* \| 1× \| ok \|/, 'the ZeroMQ baseline runs as many tasks as ours')
+    assert.match(text, /\| Celery \+ RabbitMQ \(2016\) \| 100,000 \| 222\.0 \| 254\.0 \| 394 \|/)
+    assert.match(text, /zmq over the best brokered design: [\d.]+×/)
+    const json = JSON.parse(await readFile(join(out, 'seed.json'), 'utf8')) as { ok: boolean; rows: { design: string; ok?: boolean }[] }
+    assert.equal(json.ok, true)
+    assert.equal(json.rows.length, 11)
+    const svg = await readFile(join(out, 'seed.svg'), 'utf8')
+    assert.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/)
+    assert.equal((svg.match(/<rect x="190"/g) ?? []).length, 11, 'one bar per row')
+    assert.match(await readFile(join(out, 'seed.md'), 'utf8'), /Machine: .*\d+ cores/)
+  },
+)
 
 test('a brokered bench with an unreachable broker fails with the reason', async (t) => {
   const p = runCli(t, ['bench', 'seed', '--transport', 'amqp', '--amqp', 'amqp://guest:pw@127.0.0.1:9', '--tasks', '10', '--runs', '1'])

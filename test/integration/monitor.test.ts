@@ -89,16 +89,17 @@ test('snapshot, events and the latency sample follow tasks that succeed and fail
 
   const s = cluster.snapshot()
   const node = cluster.nodes()[0]!
-  // The unserialisable call was refused before it became a task.
-  assert.equal(s.tasks.submitted, 1001)
+  // The unserialisable call failed when its frame was encoded: a task that never reached a node, as an oversized one.
+  assert.equal(s.tasks.submitted, 1002)
   assert.equal(s.tasks.succeeded, 1000)
-  assert.equal(s.tasks.failed, 1)
+  assert.equal(s.tasks.failed, 2)
   assert.equal(s.tasks.pending + s.tasks.running, 0)
   assert.deepEqual(
     s.taskNames.map((n) => [n.name, n.succeeded, n.failed]),
     [
       ['add', 1000, 0],
       ['fail', 0, 1],
+      ['echo', 0, 1],
     ],
   )
   // A bulk submission is sampled one task in 16 (plus the first, sent to an idle driver); a lone call every time.
@@ -111,8 +112,16 @@ test('snapshot, events and the latency sample follow tasks that succeed and fail
   assert.ok(s.transport.bytesIn > 0 && s.transport.framesOut > 0)
   assert.equal(s.address, cluster.address)
   assert.equal(s.heartbeatMs, 1000)
-  assert.equal(s.failures.length, 1)
-  const f = s.failures[0]!
+  assert.equal(s.failures.length, 2)
+  assert.deepEqual(
+    s.failures.map((x) => [x.task, x.node, x.code]),
+    [
+      ['echo', undefined, 'ERR_SERIALIZATION'],
+      ['fail', node.id, 'ERR_TASK_FAILED'],
+    ],
+    'most recent first',
+  )
+  const f = s.failures[1]!
   assert.equal(f.task, 'fail')
   assert.equal(f.node, node.id)
   assert.equal(f.error, 'RemoteTaskError')
@@ -123,10 +132,13 @@ test('snapshot, events and the latency sample follow tasks that succeed and fail
   assert.deepEqual(JSON.parse(JSON.stringify(s)), s)
 
   // The serialisation failure never reached a node; it is an event but not a task outcome on the wire.
-  assert.equal(failed.length, 1)
-  assert.equal(failed[0]!.name, 'fail')
-  assert.equal(failed[0]!.node, node.id)
-  assert.ok(failed[0]!.error instanceof RemoteTaskError)
+  assert.deepEqual(
+    failed.map((e) => [e.name, e.node, e.error.constructor]),
+    [
+      ['fail', node.id, RemoteTaskError],
+      ['echo', undefined, SerializationError],
+    ],
+  )
 })
 
 test('throughput history fills once a second; tasks that fail before reaching a node are events too', async () => {
