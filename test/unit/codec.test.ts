@@ -302,10 +302,12 @@ test('encodeStrict: the bytes of encode for what arrives as sent; a function or 
   assert.throws(() => encodeStrict(new Stamp()), { name: 'TypeError', message: 'an instance of a class would not arrive as sent' })
 })
 
-test('hello: proof and sharedCacheBytes are checked when present', () => {
+test('hello: key, proof and sharedCacheBytes are checked when present', () => {
   const ok = (info: Record<string, unknown>) => assert.deepEqual(parseHeader(header(MsgType.Hello, info)), { type: MsgType.Hello, info })
   const bad = (info: Record<string, unknown>) => malformed([MsgType.Hello, info], 'malformed hello')
-  ok({ ...hello, proof: 'p'.repeat(64), sharedCacheBytes: 0 })
+  ok({ ...hello, key: 'k'.repeat(40), proof: 'p'.repeat(64), sharedCacheBytes: 0 })
+  bad({ ...hello, key: 'k'.repeat(41) })
+  bad({ ...hello, key: 7 })
   ok({ ...hello, proof: '', sharedCacheBytes: 1 << 30 })
   bad({ ...hello, proof: 'p'.repeat(65) })
   bad({ ...hello, proof: 7 })

@@ -268,6 +268,18 @@ test('credit: requeued tasks go first, in the order they had', () => {
   assert.equal(scheduler.framesSent, 2)
 })
 
+test('clear drops the whole queue and frees the slots of the withdrawn entries in it', () => {
+  const { ledger, scheduler, submitMany } = credit(1000)
+  const tasks = submitMany(3)
+  ledger.withdraw(tasks[1]!, new TaskCancelledError('x'))
+  assert.equal(scheduler.queued(), 2)
+  assert.equal(ledger.withdrawnInQueue, 1)
+  for (const e of [tasks[0]!, tasks[2]!]) ledger.withdraw(e, new TaskCancelledError('x'))
+  scheduler.clear()
+  assert.equal(scheduler.queued(), 0)
+  assert.equal(ledger.withdrawnInQueue, 0)
+})
+
 test("FrameSizer: a fixed batch is what it says; 'auto' starts at 1024 per frame and aims at about 256 KiB", () => {
   assert.equal(new FrameSizer(7).max(), 7)
   const auto = new FrameSizer('auto')
