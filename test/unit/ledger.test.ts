@@ -747,3 +747,18 @@ test('the retried hook gets the attempt: user and infrastructure retries togethe
   assert.equal(ledger.retry(e, 'user', new Error('threw')), false)
   assert.deepEqual(attempts, [1, 2, 3, 4])
 })
+
+test('an entry gives back its op and its actor; a result whose id is not a number is late, whatever its type', () => {
+  const ledger = new Ledger(recorder().hooks, 3)
+  const target = { id: 'actor-1' }
+  const m = ledger.add(ledger.nextId, 'Counter', [0], () => {}, 0, target, ActorOp.Spawn, undefined, undefined)
+  const t = ledger.add(ledger.nextId, 't', [], () => {}, 0, undefined, ActorOp.Call, undefined, undefined)
+  assert.equal(ledger.op(m), ActorOp.Spawn)
+  assert.equal(ledger.actor(m), target)
+  assert.equal(ledger.op(t), ActorOp.Call)
+  assert.equal(ledger.actor(t), undefined)
+  const id = ledger.id(t)
+  for (const bad of [String(id), BigInt(id), null, [id]]) assert.equal(ledger.answered(bad), undefined)
+  assert.equal(ledger.counters.lateResultsDropped, 4)
+  assert.equal(ledger.answered(id), t)
+})
