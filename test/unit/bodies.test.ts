@@ -100,6 +100,9 @@ test('an Actor body is [id, op, actorId, name, args] per message; malformed entr
     0,
   )
   assert.deepEqual(seen, messages)
+  const entries: number[] = []
+  readActorBody(body, 3, (_id, _op, _actorId, _name, _args, entry) => entries.push(entry))
+  assert.deepEqual(entries, [0, 1, 2])
 
   const bad = [
     [1.5, 0, 'a', 'n', []],
@@ -119,6 +122,10 @@ test('an Actor body is [id, op, actorId, name, args] per message; malformed entr
       JSON.stringify(entry),
     )
     assert.deepEqual(got, [{ id: 9, op: ActorOp.Call, actorId: 'b', name: 'm', args: [1] }])
+    // A malformed entry is skipped, and the next keeps its own position.
+    const at: number[] = []
+    readActorBody(encode([...entry, 9, ActorOp.Call, 'b', 'm', [1]]), 2, (_id, _op, _actorId, _name, _args, entry) => at.push(entry))
+    assert.deepEqual(at, [1])
   }
   assert.throws(() => readActorBody(encode([1, 0, 'a', 'n']), 1, () => {}), ProtocolError)
 })

@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto'
 import { Packr } from 'msgpackr'
 import {
   encode,
+  encodeStrict,
   decode,
   header,
   parseHeader,
@@ -13,7 +14,7 @@ import {
   messageShapeProblem,
   VersionMismatch,
 } from '../../lib/protocol/codec.js'
-import { MsgType, PROTOCOL_VERSION } from '../../lib/protocol/messages.js'
+import { MsgType, PROTOCOL_VERSION, SHARED_KINDS } from '../../lib/protocol/messages.js'
 import { ProtocolError, SerializationError } from '../../lib/errors.js'
 
 const hello = { agentId: 'a-1', threads: 2, pid: 42, host: 'h', version: '0.1.0', tasks: ['add'], actors: ['Counter'], window: 4 }
@@ -279,4 +280,64 @@ test('messageShapeProblem: at most a header and a body, and at most maxBytes in 
   assert.equal(messageShapeProblem([part(1), part(1), part(1)], 10), '3 parts (at most 2)')
   // The part count is checked first, whatever the size.
   assert.equal(messageShapeProblem([part(1), part(1), part(100)], 10), '3 parts (at most 2)')
+})
+
+test('encodeStrict: the bytes of encode for what arrives as sent; a function or a class instance throws naming it', () => {
+  const plain = { a: 1, b: [new Float32Array([1.5]), new Map([['k', new Set([2])]]), new Date(0)] }
+  const bare = Object.assign(Object.create(null) as object, { x: 1 })
+  assert.deepEqual(encodeStrict(plain), encode(plain))
+  assert.deepEqual(encodeStrict(bare), encode(bare))
+  assert.deepEqual(decode(encodeStrict(plain)), plain)
+  assert.throws(() => encodeStrict({ f: () => 1 }), { name: 'TypeError', message: 'a function would not arrive as sent' })
+  class Point {
+    x = 1
+  }
+  assert.throws(() => encodeStrict([new Point()]), { name: 'TypeError', message: 'an instance of a class would not arrive as sent' })
+  // A toJSON does not hide the instance.
+  class Stamp {
+    toJSON(): string {
+      return 'stamp'
+    }
+  }
+  assert.throws(() => encodeStrict(new Stamp()), { name: 'TypeError', message: 'an instance of a class would not arrive as sent' })
+})
+
+test('hello: key, proof and sharedCacheBytes are checked when present', () => {
+  const ok = (info: Record<string, unknown>) => assert.deepEqual(parseHeader(header(MsgType.Hello, info)), { type: MsgType.Hello, info })
+  const bad = (info: Record<string, unknown>) => malformed([MsgType.Hello, info], 'malformed hello')
+  ok({ ...hello, key: 'k'.repeat(40), proof: 'p'.repeat(64), sharedCacheBytes: 0 })
+  bad({ ...hello, key: 'k'.repeat(41) })
+  bad({ ...hello, key: 7 })
+  ok({ ...hello, proof: '', sharedCacheBytes: 1 << 30 })
+  bad({ ...hello, proof: 'p'.repeat(65) })
+  bad({ ...hello, proof: 7 })
+  bad({ ...hello, sharedCacheBytes: -1 })
+  bad({ ...hello, sharedCacheBytes: 1.5 })
+  bad({ ...hello, sharedCacheBytes: '1' })
+})
+
+test('Put and Drop headers: a shared hash, a known kind and a size', () => {
+  const h = 'A'.repeat(42) + '_'
+  const h2 = 'z'.repeat(42) + '-'
+  for (const kind of SHARED_KINDS) {
+    assert.deepEqual(parseHeader(header(MsgType.Put, h, kind, 0)), { type: MsgType.Put, hash: h, kind, size: 0 })
+  }
+  assert.deepEqual(parseHeader(header(MsgType.Put, h, 'Float64Array', 1024)), { type: MsgType.Put, hash: h, kind: 'Float64Array', size: 1024 })
+  malformed([MsgType.Put, 'A'.repeat(42), 'msgpack', 1], 'malformed put')
+  malformed([MsgType.Put, 'A'.repeat(44), 'msgpack', 1], 'malformed put')
+  malformed([MsgType.Put, h, 'Array', 1], 'malformed put')
+  malformed([MsgType.Put, h, 'msgpack', -1], 'malformed put')
+  malformed([MsgType.Put, h, 'msgpack', 1.5], 'malformed put')
+  malformed([MsgType.Put, h, 'msgpack'], 'malformed put')
+
+  assert.deepEqual(parseHeader(header(MsgType.Drop, [])), { type: MsgType.Drop, hashes: [] })
+  assert.deepEqual(parseHeader(header(MsgType.Drop, [h, h2])), { type: MsgType.Drop, hashes: [h, h2] })
+  // 100,000 hashes would not fit in a header of 1 MiB: the header's own bound refuses a longer list first.
+  assert.throws(() => parseHeader(header(MsgType.Drop, new Array<string>(100_001).fill(h))), {
+    code: 'ERR_PROTOCOL',
+    message: /^header of \d+ bytes exceeds 1 MiB$/,
+  })
+  malformed([MsgType.Drop, h], 'malformed drop')
+  malformed([MsgType.Drop, [h, 'short']], 'malformed drop')
+  malformed([MsgType.Drop, ['short', h]], 'malformed drop')
 })

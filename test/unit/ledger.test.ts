@@ -601,3 +601,164 @@ test('slots: a call settles through its resolve function; a failure rejects its 
   assert.equal(await ok, 42)
   await assert.rejects(bad, (e) => e === err)
 })
+
+test('the id table: ids that share a home cell, added and settled in any order, are each found until settled, across growth', () => {
+  const ledger = new Ledger(recorder().hooks, 3)
+  // A fixed pseudo-random sequence (a linear congruential generator): the same run every time.
+  let seed = 12345
+  const rand = () => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31
+    return seed / 2 ** 31
+  }
+  // Gaps that put the next id on the home cell of an earlier one (multiples of the table sizes), next to it, or anywhere.
+  const gaps = [1, 2048, 4096, 65536, 65537, 2047, 3]
+  const live = new Map<number, TaskEntry>()
+  const gone: number[] = []
+  let peak = 0
+  const check = (id: number) => {
+    const e = live.get(id)
+    if (e === undefined) assert.equal(ledger.get(id), undefined, `settled id ${id} is not found`)
+    else {
+      assert.equal(ledger.get(id), e, `live id ${id} is found`)
+      assert.equal(ledger.id(e), id)
+    }
+  }
+  let id = ledger.nextId
+  for (let step = 0; step < 6000; step++) {
+    if (live.size === 0 || rand() < (step < 3000 ? 0.7 : 0.3)) {
+      id += gaps[Math.floor(rand() * gaps.length)]!
+      const e = ledger.add(id, 't', [], () => {}, 0, undefined, ActorOp.Call, undefined, undefined)
+      live.set(id, e)
+      check(id)
+    } else {
+      const ids = [...live.keys()]
+      const victim = ids[Math.floor(rand() * ids.length)]!
+      ledger.succeed(live.get(victim)!, step, 0)
+      live.delete(victim)
+      gone.push(victim)
+      check(victim)
+    }
+    peak = Math.max(peak, live.size)
+    assert.equal(ledger.size, live.size)
+    if (step % 250 === 0) {
+      for (const k of live.keys()) check(k)
+      for (const k of gone.slice(-200)) check(k)
+      // Ids never added, on the home cells of live ones.
+      for (const k of [...live.keys()].slice(0, 50)) assert.equal(ledger.get(k + 2048 * 7 + 1), live.get(k + 2048 * 7 + 1))
+    }
+  }
+  for (const k of live.keys()) check(k)
+  for (const k of gone) check(k)
+  assert.ok(peak > 1024, `the table grew (peak ${peak} live entries)`)
+})
+
+test('arguments: up to three kept inline and given back as a new list, more kept whole; a reused slot gives its own', () => {
+  const ledger = new Ledger(recorder().hooks, 3)
+  const add = (args: unknown[]) => ledger.add(ledger.nextId, 't', args, () => {}, 0, undefined, ActorOp.Call, undefined, undefined)
+  for (const args of [[], ['a'], ['a', { b: 2 }], ['a', 'b', [3]], [1, 2, 3, 4], [1, 2, 3, 4, 5]]) {
+    const e = add(args)
+    assert.deepEqual(ledger.args(e), args)
+    if (args.length > 3) assert.equal(ledger.args(e), args, 'more than three: the list itself')
+    else assert.notEqual(ledger.args(e), args, 'up to three: a new list')
+    ledger.succeed(e, undefined, 0)
+    // The settled entry keeps no reference to its arguments (they can be collected).
+    const kept = ledger.args(e) as unknown[] | undefined
+    assert.deepEqual(
+      (kept ?? []).filter((a) => a !== undefined),
+      [],
+    )
+    // Its slot, reused at once by an entry with one argument, gives that one only.
+    const next = add(['x'])
+    assert.equal(next, e)
+    assert.deepEqual(ledger.args(next), ['x'])
+    ledger.succeed(next, undefined, 0)
+  }
+})
+
+test('entriesHeldBy, failAll and unsettled: every unsettled entry, in the order added even when slots are reused', () => {
+  const { calls, hooks } = recorder()
+  const ledger = new Ledger(hooks, 3)
+  const add = () => ledger.add(ledger.nextId, 't', [], () => {}, 0, undefined, ActorOp.Call, undefined, undefined)
+  const a = add()
+  const b = add()
+  const c = add()
+  ledger.succeed(a, undefined, 0)
+  const d = add() // a's slot, first in slot order, last in id order
+  assert.equal(d, a)
+  const h = holder('n')
+  for (const e of [b, c, d]) ledger.hold(e, h)
+  assert.deepEqual(ledger.entriesHeldBy(h), [b, c, d])
+  assert.deepEqual([...ledger.unsettled()].sort(), [b, c, d].sort())
+  ledger.fail(c, new Error('one'))
+  assert.deepEqual([...ledger.unsettled()].sort(), [b, d].sort())
+  assert.deepEqual(ledger.entriesHeldBy(h), [b, d])
+  const ids = [ledger.id(b), ledger.id(d)]
+  const failedBefore = calls.failed.length
+  ledger.failAll(new Error('all'))
+  assert.deepEqual(
+    calls.failed.slice(failedBefore).map((f) => f.id),
+    ids,
+  )
+  assert.deepEqual([...ledger.unsettled()], [])
+  assert.equal(ledger.size, 0)
+})
+
+test('settling twice settles once: the outcome, the counters and the size are unchanged by the second', () => {
+  const { calls, hooks } = recorder()
+  const ledger = new Ledger(hooks, 3)
+  const outcomes: unknown[] = []
+  const e = ledger.add(ledger.nextId, 't', [], (v) => outcomes.push(v), 0, undefined, ActorOp.Call, undefined, undefined)
+  const other = ledger.add(ledger.nextId, 't', [], () => {}, 0, undefined, ActorOp.Call, undefined, undefined)
+  ledger.succeed(e, 1, 0)
+  ledger.succeed(e, 2, 0)
+  ledger.fail(e, new Error('late'))
+  assert.equal(outcomes.length, 1)
+  assert.equal(ledger.size, 1)
+  assert.equal(calls.succeeded.length, 1)
+  assert.equal(calls.failed.length, 0)
+  assert.equal(ledger.counters.tasksSucceeded, 1)
+  assert.equal(ledger.get(ledger.id(other)), other)
+})
+
+test('a queue dropped whole frees the slots of the entries that settled in it', () => {
+  const ledger = new Ledger(recorder().hooks, 3)
+  const add = () => ledger.add(ledger.nextId, 't', [], () => {}, 0, undefined, ActorOp.Call, undefined, undefined)
+  const q = [add(), add(), add()]
+  for (const e of q) ledger.queued(e)
+  ledger.withdraw(q[0]!, new TaskCancelledError('x'))
+  ledger.withdraw(q[2]!, new TaskCancelledError('x'))
+  assert.equal(ledger.withdrawnInQueue, 2)
+  ledger.queueCleared(q)
+  assert.equal(ledger.withdrawnInQueue, 0)
+  // The freed slots are handed out again (the one freed last first).
+  assert.equal(add(), q[2])
+  assert.equal(add(), q[0])
+})
+
+test('the retried hook gets the attempt: user and infrastructure retries together', () => {
+  const attempts: number[] = []
+  const hooks: LedgerHooks = { succeeded() {}, failed() {}, retried: (_id, _name, _args, _cause, attempt) => attempts.push(attempt) }
+  const ledger = new Ledger(hooks, 3)
+  const e = ledger.add(ledger.nextId, 't', [], () => {}, 0, undefined, ActorOp.Call, opts({ retries: 2, maxRetries: 2 }), undefined)
+  assert.equal(ledger.retry(e, 'infra', new Error('lost')), true)
+  assert.equal(ledger.retry(e, 'user', new Error('threw')), true)
+  assert.equal(ledger.retry(e, 'user', new Error('threw')), true)
+  assert.equal(ledger.retry(e, 'infra', new Error('lost')), true)
+  assert.equal(ledger.retry(e, 'user', new Error('threw')), false)
+  assert.deepEqual(attempts, [1, 2, 3, 4])
+})
+
+test('an entry gives back its op and its actor; a result whose id is not a number is late, whatever its type', () => {
+  const ledger = new Ledger(recorder().hooks, 3)
+  const target = { id: 'actor-1' }
+  const m = ledger.add(ledger.nextId, 'Counter', [0], () => {}, 0, target, ActorOp.Spawn, undefined, undefined)
+  const t = ledger.add(ledger.nextId, 't', [], () => {}, 0, undefined, ActorOp.Call, undefined, undefined)
+  assert.equal(ledger.op(m), ActorOp.Spawn)
+  assert.equal(ledger.actor(m), target)
+  assert.equal(ledger.op(t), ActorOp.Call)
+  assert.equal(ledger.actor(t), undefined)
+  const id = ledger.id(t)
+  for (const bad of [String(id), BigInt(id), null, [id]]) assert.equal(ledger.answered(bad), undefined)
+  assert.equal(ledger.counters.lateResultsDropped, 4)
+  assert.equal(ledger.answered(id), t)
+})

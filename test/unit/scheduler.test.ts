@@ -176,6 +176,31 @@ test('credit: a task with timeoutMs travels alone, its header carrying the timeo
     ],
   )
   assert.equal(a.inFlight, 5)
+  assert.equal(scheduler.framesSent, 3)
+})
+
+test('credit: a task that travels alone (a chunk of a reduce) goes in a frame of its own, without a timeout, and counts against the credit', () => {
+  const { scheduler, sent, submit } = credit(1000)
+  const a = node('a', 1, 4)
+  const alone: ResolvedTaskOptions = { timeoutMs: undefined, retries: 0, maxRetries: 3, signal: undefined, alone: true }
+  submit('a0')
+  submit('r0', [], alone)
+  submit('r1', [], alone)
+  submit('a1')
+  submit('a2')
+  submit('a3', [], { ...alone, alone: false })
+  scheduler.flush([a])
+  assert.deepEqual(
+    sent.map(({ count, timeoutMs, names }) => ({ count, timeoutMs, names })),
+    [
+      { count: 1, timeoutMs: undefined, names: ['r0'] },
+      { count: 1, timeoutMs: undefined, names: ['r1'] },
+      { count: 2, timeoutMs: undefined, names: ['a0', 'a1'] },
+    ],
+  )
+  assert.equal(a.inFlight, 4)
+  assert.equal(scheduler.framesSent, 3)
+  assert.equal(scheduler.queued(), 2)
 })
 
 test('credit: timed tasks count against the credit', () => {
@@ -235,9 +260,24 @@ test('credit: requeued tasks go first, in the order they had', () => {
   scheduler.flush([a])
   assert.deepEqual(sent[0]!.names, ['t0', 't1'])
   scheduler.requeue([tasks[0]!, tasks[1]!])
+  assert.equal(scheduler.queued(), 4)
   const b = node('b', 1, 10)
   scheduler.flush([b])
   assert.deepEqual(sent[1]!.names, ['t0', 't1', 't2', 't3'])
+  assert.equal(scheduler.queued(), 0)
+  assert.equal(scheduler.framesSent, 2)
+})
+
+test('clear drops the whole queue and frees the slots of the withdrawn entries in it', () => {
+  const { ledger, scheduler, submitMany } = credit(1000)
+  const tasks = submitMany(3)
+  ledger.withdraw(tasks[1]!, new TaskCancelledError('x'))
+  assert.equal(scheduler.queued(), 2)
+  assert.equal(ledger.withdrawnInQueue, 1)
+  for (const e of [tasks[0]!, tasks[2]!]) ledger.withdraw(e, new TaskCancelledError('x'))
+  scheduler.clear()
+  assert.equal(scheduler.queued(), 0)
+  assert.equal(ledger.withdrawnInQueue, 0)
 })
 
 test("FrameSizer: a fixed batch is what it says; 'auto' starts at 1024 per frame and aims at about 256 KiB", () => {
@@ -429,6 +469,28 @@ test('TaskFrames: a single task that fails to encode in its frame, though it enc
   assert.equal(place.inFlight, 0)
 })
 
+test("TaskFrames: a single task that fails to encode again alone, where the walk finds nothing, fails with the encoder's message and cause", () => {
+  const { place, sent, failures, tf, entry } = frames(1024 * 1024)
+  // Reads: the frame's encode throws, the walk reads 1, the encode alone throws again.
+  let reads = 0
+  const flaky = {
+    get v() {
+      if (reads++ !== 1) throw new Error('not ready')
+      return 1
+    },
+  }
+  assert.equal(tf.send(place, [entry('twice', [flaky])], undefined), 0)
+  assert.deepEqual(sent, [])
+  assert.equal(tf.sent, 0)
+  assert.equal(failures.length, 1)
+  const err = failures[0]!.err
+  assert.ok(err instanceof SerializationError)
+  assert.equal(err.message, 'cannot send task "twice": not ready')
+  assert.ok(err.cause instanceof Error)
+  assert.equal(err.cause.message, 'not ready')
+  assert.equal(reads, 3)
+})
+
 test('TaskFrames: a body of exactly maxFrameBytes less the headroom goes as one frame', () => {
   const kb = 'k'.repeat(1000)
   const probe = frames(1024 * 1024)
@@ -557,6 +619,9 @@ test('shared queue: each frame carries a number of its own; a claim gives its si
   assert.equal(ledger.holder(tasks[2]!), a)
   assert.equal(scheduler.queue.inFlight, 3)
   assert.equal(scheduler.inFlight([a]), 5)
+  // A task of the third frame already held by a node (taken back and sent again): the claim leaves it out.
+  ledger.move(tasks[4]!, a)
+  assert.deepEqual(scheduler.claim(f3!), { size: 1, entries: [] })
 })
 
 test('shared queue: tasks held by nodes count against the cap, and a node taken out no longer does', () => {
