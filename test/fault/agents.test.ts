@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -10,6 +10,21 @@ import { Cluster, ActorLostError } from '../../lib/index.js'
 import type * as Tasks from '../fixtures/tasks.js'
 import { FAST, FIXTURE_TASKS, fastAgentArgs, freePort, runCli, waitFor, within, type Proc } from '../helpers.js'
 import { AMQP_URL, REDIS_URL, skipReason } from '../brokers.js'
+
+/**
+ * Kills the driver process once both agents have its Welcome (the driver counts an agent when it sends it):
+ * `leaves` (--exit-on-driver-loss) must exit 0 saying why, `stays` go idle waiting for the next driver.
+ */
+async function killDriver(driver: ChildProcess, stays: Proc, leaves: Proc): Promise<void> {
+  await waitFor(() => /joined the driver/.test(stays.output()) && /joined the driver/.test(leaves.output()), 15_000, 'both agents to see the Welcome')
+  driver.kill('SIGKILL')
+  let code: number | null | undefined
+  void leaves.exited.then((c) => (code = c))
+  await waitFor(() => code !== undefined, 15_000, `the --exit-on-driver-loss agent to exit (it said: ${leaves.output()})`)
+  assert.equal(code, 0, leaves.output())
+  assert.match(leaves.output(), /lost the driver \(no word from the driver for 1500 ms\); exiting/)
+  await waitFor(() => /lost the driver .*waiting for the next one/.test(stays.output()), 10_000, `the other agent to go idle (it said: ${stays.output()})`)
+}
 
 /** Resolves with the reason when the node of process `pid` is declared lost. */
 function lossOf(cluster: Cluster, pid: number | undefined): Promise<string> {
@@ -131,15 +146,7 @@ test('a driver that dies: agents notice, go idle, and serve the next driver; --e
   const stays = runCli(t, fastAgentArgs(address))
   const leaves = runCli(t, fastAgentArgs(address, '--exit-on-driver-loss'))
   await waitFor(() => (driverOut.match(/joined/g) ?? []).length === 2, 15_000, 'both agents joined')
-  // The driver counts an agent when it sends the Welcome: wait until both agents have it before killing the driver.
-  await waitFor(() => /joined the driver/.test(stays.output()) && /joined the driver/.test(leaves.output()), 15_000, 'both agents to see the Welcome')
-  driver.kill('SIGKILL')
-  let code: number | null | undefined
-  void leaves.exited.then((c) => (code = c))
-  await waitFor(() => code !== undefined, 15_000, `the --exit-on-driver-loss agent to exit (it said: ${leaves.output()})`)
-  assert.equal(code, 0, leaves.output())
-  assert.match(leaves.output(), /lost the driver \(no word from the driver for 1500 ms\); exiting/)
-  await waitFor(() => /lost the driver .*waiting for the next one/.test(stays.output()), 10_000, 'the other agent to go idle')
+  await killDriver(driver, stays, leaves)
   await using next = await Cluster.start({ tasks: FIXTURE_TASKS, listen: address, localAgents: 0, ...FAST })
   await waitFor(() => next.nodes().length === 1, 15_000, 'the idle agent to join the next driver')
   assert.equal(await next.call('whoami'), stays.child.pid)
@@ -178,14 +185,7 @@ for (const design of ['redis', 'amqp', 'amqp+redis'] as const) {
       const stays = runCli(t, fastAgentArgs(undefined), env)
       const leaves = runCli(t, fastAgentArgs(undefined, '--exit-on-driver-loss'), env)
       await waitFor(() => (driverOut.match(/joined/g) ?? []).length === 2, 15_000, `both agents to join the ${design} driver`)
-      await waitFor(() => /joined the driver/.test(stays.output()) && /joined the driver/.test(leaves.output()), 15_000, 'both agents to see the Welcome')
-      driver.kill('SIGKILL')
-      let code: number | null | undefined
-      void leaves.exited.then((c) => (code = c))
-      await waitFor(() => code !== undefined, 15_000, `the --exit-on-driver-loss agent to exit (it said: ${leaves.output()})`)
-      assert.equal(code, 0, leaves.output())
-      assert.match(leaves.output(), /lost the driver \(no word from the driver for 1500 ms\); exiting/)
-      await waitFor(() => /lost the driver .*waiting for the next one/.test(stays.output()), 10_000, `the other agent to go idle (it said: ${stays.output()})`)
+      await killDriver(driver, stays, leaves)
       await using next = await Cluster.start({
         tasks: FIXTURE_TASKS,
         transport: design,
