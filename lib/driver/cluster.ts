@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import { randomBytes } from 'node:crypto'
 import type { Agent } from '../agent/agent.js'
-import { ClusterClosedError, TaskCancelledError } from '../errors.js'
+import { ClusterClosedError, SharedValueError, TaskCancelledError } from '../errors.js'
 import type { ClusterOptions, ResolvedClusterOptions } from '../options.js'
 import { ActorOp } from '../protocol/messages.js'
 import { unregisterZapDomain } from '../transport/curve.js'
@@ -13,7 +13,7 @@ import { Actors, SpawnGroup } from './actors.js'
 import { dispatch } from './inbound.js'
 import { Ledger, type ActorTarget, type ResultSink, type Settle, type TaskEntry } from './ledger.js'
 import { runMap } from './map.js'
-import { SharedValues, type SharedUser } from './shared.js'
+import { carriedOf, SharedValues, type SharedUser } from './shared.js'
 import type { SharedRef } from '../protocol/shared-ref.js'
 import { runReduce } from './reduce.js'
 import { Membership, type ClusterNode } from './membership.js'
@@ -98,14 +98,16 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.ledger = new Ledger(this.observe.ledgerHooks(), options.maxRetries)
     const fail = (e: TaskEntry, err: Error) => this.ledger.fail(e, err)
     // Frames that carry shared-value handles: the values the node lacks go first.
-    const sendFrame = (peer: string, parts: Parts) => {
-      this.shared.beforeSend(peer)
+    const sendFrame = (peer: string, parts: Parts, refs?: readonly SharedRef[]) => {
+      this.shared.beforeSend(peer, refs)
       transport.send(peer, parts)
     }
     this.scheduler =
       transport.kind === 'shared-queue'
         ? new SharedQueueScheduler(this.ledger, options, (_queue, parts) => transport.publishTasks(parts), fail)
-        : new CreditScheduler(this.ledger, options, (node, parts) => sendFrame(node.peer, parts), fail)
+        : new CreditScheduler(this.ledger, options, (node, parts, refs) => sendFrame(node.peer, parts, refs), fail, undefined, (node, chunk, refs) =>
+            this.failUnfit(node, chunk, refs),
+          )
     this.membership = new Membership(
       // Random per instance: told to agents in Welcome, so results meant for an earlier driver are dropped.
       {
@@ -129,7 +131,6 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       unsettled: () => this.sharedUsers(this.ledger.unsettled()),
       heldBy: (holder) => this.sharedUsers(this.ledger.entriesHeldBy(holder)),
       maxFrameBytes: options.maxFrameBytes,
-      brokered: transport.kind === 'shared-queue',
     })
     this.names = new KnownNames(setup.catalog, this.membership)
     this.actors = new Actors({
@@ -165,6 +166,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       closing: () => cluster.closing !== undefined,
       actorHostLost: (actor: ActorTarget, node: ClusterNode) => cluster.actors.hostLost(actor, node),
       badFrame: () => void cluster.badFrames++,
+      fetch: (node: ClusterNode, hashes: readonly string[]) => cluster.shared.fetch(node.peer, hashes),
       frameCounts: cluster.frameCounts,
     }
     cluster.transport.start(
@@ -343,6 +345,24 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     const refused = this.refusal(name, options)
     if (refused === undefined) this.enqueue(name, args, options, sink, seq)
     else sink.settled(seq, false, refused)
+  }
+
+  /**
+   * Routed designs: the tasks of a frame for `node` that carry a shared value
+   * the node cannot hold at all fail (ERR_SHARED_TOO_LARGE naming the node
+   * and the sizes); the rest of the frame goes.
+   */
+  private failUnfit(node: ClusterNode, chunk: readonly TaskEntry[], refs: readonly SharedRef[]): ReadonlySet<TaskEntry> | undefined {
+    const unfit = this.shared.unfit(node, refs)
+    if (unfit === undefined) return undefined
+    const failed = new Set<TaskEntry>()
+    for (const e of chunk) {
+      const hash = carriedOf(this.ledger.args(e), unfit)
+      if (hash === undefined) continue
+      failed.add(e)
+      this.ledger.fail(e, new SharedValueError('ERR_SHARED_TOO_LARGE', `task "${this.ledger.name(e)}": ${unfit.get(hash)}`), node.nodeId)
+    }
+    return failed
   }
 
   /** The name and arguments of each entry, for the shared values' walks (at release and eviction only). */

@@ -2,7 +2,6 @@ import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { Agent, Cluster, InvalidArgumentError, SerializationError, SharedValueError, type AgentOptions } from '../../lib/index.js'
 import { FAST, FIXTURE_TASKS, fastAgentArgs, runCli, waitFor, within } from '../helpers.js'
-import { REDIS_URL, skipReason } from '../brokers.js'
 
 type Info = { shared: boolean; length: number; sum: number; thread: number; pid: number; i: number }
 
@@ -146,12 +145,4 @@ test('a node that joins later gets the value on first use; tasks of a killed nod
   )
   assert.equal(later.stats.sharedPuts, 1)
   assert.ok(cluster.stats().tasksRetried >= 1)
-})
-
-test('brokered designs refuse put with ERR_SHARED_UNSUPPORTED', { skip: skipReason('redis') }, async () => {
-  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, transport: 'redis', redisUrl: REDIS_URL, localAgents: 0 })
-  await assert.rejects(
-    cluster.put(new Float64Array(4)),
-    (err: unknown) => err instanceof SharedValueError && err.code === 'ERR_SHARED_UNSUPPORTED' && /brokered/.test(err.message),
-  )
 })
