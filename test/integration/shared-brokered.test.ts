@@ -65,7 +65,11 @@ for (const design of BROKERED) {
       await waitFor(() => cluster.nodes().length === 2, 15_000, 'two agents')
       const n = 50_000
       const h = await cluster.put(ramp(n))
-      const infos = await Promise.all(Array.from({ length: 200 }, (_, i) => cluster.call<Info>('sharedInfo', h, i, i % 20 === 0 ? 20 : 1)))
+      const infos = await within(
+        Promise.all(Array.from({ length: 200 }, (_, i) => cluster.call<Info>('sharedInfo', h, i, i % 20 === 0 ? 20 : 1))),
+        30_000,
+        'the tasks',
+      )
       assert.deepEqual(
         infos.map((x) => [x.i, x.sum, x.length, x.shared]),
         Array.from({ length: 200 }, (_, i) => [i, rampSum(n), n, true]),
@@ -107,7 +111,7 @@ for (const design of BROKERED) {
       const h = await cluster.put(ramp(10_000))
       const small = await startAgent(t, cluster, design, { sharedCacheBytes: 40_000 })
       await assert.rejects(
-        cluster.call('sharedInfo', h, 0),
+        within(cluster.call('sharedInfo', h, 0), 15_000, 'the task to fail'),
         (err: unknown) =>
           err instanceof SharedValueError &&
           err.code === 'ERR_SHARED_TOO_LARGE' &&
@@ -120,7 +124,7 @@ for (const design of BROKERED) {
       await waitFor(() => cluster.nodes().length === 0, 15_000, 'the small agent to leave')
       const narrow = await startAgent(t, cluster, design, { maxFrameBytes: 64 * 1024 })
       await assert.rejects(
-        cluster.call('sharedInfo', h, 1),
+        within(cluster.call('sharedInfo', h, 1), 15_000, 'the task to fail'),
         (err: unknown) =>
           err instanceof SharedValueError && err.code === 'ERR_SHARED_TOO_LARGE' && err.message.includes(narrow.id) && /maxFrameBytes 65536/.test(err.message),
       )
