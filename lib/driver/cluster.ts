@@ -137,6 +137,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       ledger: this.ledger,
       membership: this.membership,
       send: sendFrame,
+      unfit: (node, entries, refs) => this.failUnfit(node, entries, refs),
       scheduleFlush: () => this.scheduleFlush(),
       classNames: () => this.names.actorClasses(),
       closed: () => this.closing !== undefined,
@@ -348,7 +349,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   }
 
   /**
-   * Routed designs: the tasks of a frame for `node` that carry a shared value
+   * The tasks (routed designs) or actor calls of a frame for `node` that carry a shared value
    * the node cannot hold at all fail (ERR_SHARED_TOO_LARGE naming the node
    * and the sizes); the rest of the frame goes.
    */
@@ -360,7 +361,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       const hash = carriedOf(this.ledger.args(e), unfit)
       if (hash === undefined) continue
       failed.add(e)
-      this.ledger.fail(e, new SharedValueError('ERR_SHARED_TOO_LARGE', `task "${this.ledger.name(e)}": ${unfit.get(hash)}`), node.nodeId)
+      const what = this.ledger.actor(e) ? `actor call "${this.ledger.name(e)}"` : `task "${this.ledger.name(e)}"`
+      this.ledger.fail(e, new SharedValueError('ERR_SHARED_TOO_LARGE', `${what}: ${unfit.get(hash)}`), node.nodeId)
     }
     return failed
   }

@@ -192,6 +192,13 @@ test('a node that joins later with a smaller cache keeps its bound; a value larg
   assert.equal(narrow.stats.badFrames, 0, 'nothing dropped as a bad frame')
   assert.equal(narrow.stats.sharedPuts, 0)
   assert.equal((await cluster.call<Info>('sharedInfo', a, 4)).sum, rampSum(2000))
+  // An actor call carrying it fails the same way; the actor's other calls go.
+  const summer = await cluster.spawn<import('../fixtures/tasks.js').Summer>('Summer')
+  const [tooBigCall, fine] = await within(Promise.allSettled([summer.add(big), summer.add(a)]), 10_000, 'both actor calls to settle')
+  assert.ok(tooBigCall.status === 'rejected' && tooBigCall.reason instanceof SharedValueError, String(tooBigCall.status))
+  assert.match((tooBigCall.reason as Error).message, /^actor call "add": shared value \S+ of 40000 bytes exceeds the largest message node/)
+  assert.equal(fine.status === 'fulfilled' && fine.value, rampSum(2000))
+  assert.equal(narrow.stats.badFrames, 0)
   // put refuses a value a member cannot hold, naming the limit.
   await assert.rejects(cluster.put(ramp(5001)), (e: unknown) => e instanceof SharedValueError && /maxFrameBytes 32768/.test(e.message))
 })
