@@ -341,7 +341,11 @@ export class Agent extends EventEmitter<AgentEvents> {
       return
     }
     if (h.type === MsgType.Put) {
-      this.fetches.unavailable(h.hash, 'ERR_SHARED_TOO_LARGE', `shared value ${h.hash} of ${h.size} bytes exceeds the maxFrameBytes of node ${this.id} (${this.options.maxFrameBytes})`)
+      this.fetches.unavailable(
+        h.hash,
+        'ERR_SHARED_TOO_LARGE',
+        `shared value ${h.hash} of ${h.size} bytes exceeds the maxFrameBytes of node ${this.id} (${this.options.maxFrameBytes})`,
+      )
     }
   }
 

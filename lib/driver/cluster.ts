@@ -105,8 +105,13 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.scheduler =
       transport.kind === 'shared-queue'
         ? new SharedQueueScheduler(this.ledger, options, (_queue, parts) => transport.publishTasks(parts), fail)
-        : new CreditScheduler(this.ledger, options, (node, parts, refs) => sendFrame(node.peer, parts, refs), fail, undefined, (node, chunk, refs) =>
-            this.failUnfit(node, chunk, refs),
+        : new CreditScheduler(
+            this.ledger,
+            options,
+            (node, parts, refs) => sendFrame(node.peer, parts, refs),
+            fail,
+            undefined,
+            (node, chunk, refs) => this.failUnfit(node, chunk, refs),
           )
     this.membership = new Membership(
       // Random per instance: told to agents in Welcome, so results meant for an earlier driver are dropped.
@@ -399,13 +404,15 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   /**
    * Puts a value on the cluster once and returns a handle to pass as (or
    * inside) task and actor arguments in its place: each node receives the
-   * value at most once, before the first frame that needs it, and every
-   * thread there reads the same copy (a typed array as a view of one
+   * value at most once, before the first frame that needs it (brokered
+   * designs: fetched by the node that took that frame), and every thread
+   * there reads the same copy (a typed array as a view of one
    * SharedArrayBuffer; read-only by contract). Putting equal content again
    * returns another handle on the same value; the value is freed on the
    * nodes when every handle was released. Throws SerializationError for a
    * value msgpack cannot carry, SharedValueError (`ERR_SHARED_TOO_LARGE`)
-   * for one larger than a node's cache.
+   * for one larger than a member's cache or frame limit; a node that joins
+   * later and cannot hold it fails the tasks that need it there.
    *
    * ```ts
    * await using obs = await cluster.put(observed) // Float64Array

@@ -117,7 +117,8 @@ export class TaskFrames<P extends Placement> {
     if (this.number) {
       // Any agent may take it: the hashes it needs travel in the header, for the taker to fetch those it lacks.
       const n = this.number(chunk)
-      head = refs.length === 0 ? header(MsgType.Tasks, chunk.length, timeoutMs ?? null, n) : header(MsgType.Tasks, chunk.length, timeoutMs ?? null, n, hashes(refs))
+      head =
+        refs.length === 0 ? header(MsgType.Tasks, chunk.length, timeoutMs ?? null, n) : header(MsgType.Tasks, chunk.length, timeoutMs ?? null, n, hashes(refs))
     } else head = timeoutMs === undefined ? header(MsgType.Tasks, chunk.length) : header(MsgType.Tasks, chunk.length, timeoutMs)
     this.sent++
     this.put(holder, [head, body], refs)

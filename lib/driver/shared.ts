@@ -149,7 +149,9 @@ export class SharedValues implements SharedOwner {
       const stored = this.values.get(hash)
       const why = stored && unfitWhy(node, stored.bytes.length)
       if (!stored) {
-        this.cx.send(peer, [header(MsgType.Unavailable, hash, 'ERR_SHARED_RELEASED', `shared value ${hash} was released before node ${node.nodeId} fetched it`)])
+        this.cx.send(peer, [
+          header(MsgType.Unavailable, hash, 'ERR_SHARED_RELEASED', `shared value ${hash} was released before node ${node.nodeId} fetched it`),
+        ])
       } else if (why !== undefined) {
         this.cx.send(peer, [header(MsgType.Unavailable, hash, 'ERR_SHARED_TOO_LARGE', `shared value ${hash} of ${stored.bytes.length} bytes exceeds ${why}`)])
       } else {
@@ -235,7 +237,8 @@ export class SharedValues implements SharedOwner {
 function unfitWhy(node: ClusterNode, size: number): string | undefined {
   const { sharedCacheBytes: cap, maxFrameBytes: max } = node.info
   if (cap !== undefined && size > cap) return `the shared cache of node ${node.nodeId} (sharedCacheBytes ${cap})`
-  if (max !== undefined && size > max - FRAME_HEADROOM) return `the largest message node ${node.nodeId} accepts (maxFrameBytes ${max}, less ${FRAME_HEADROOM} bytes of headroom)`
+  if (max !== undefined && size > max - FRAME_HEADROOM)
+    return `the largest message node ${node.nodeId} accepts (maxFrameBytes ${max}, less ${FRAME_HEADROOM} bytes of headroom)`
   return undefined
 }
 

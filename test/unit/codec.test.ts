@@ -30,7 +30,13 @@ test('headers round-trip for every frame type', () => {
   assert.deepEqual(parseHeader(header(MsgType.Tasks, 1, 250, 100)), { type: MsgType.Tasks, count: 1, timeoutMs: 250, frameId: 100, shared: undefined })
   // A brokered frame lists the hashes of the shared values its tasks carry.
   const hash = 'A'.repeat(42) + '_'
-  assert.deepEqual(parseHeader(header(MsgType.Tasks, 7, null, 99, [hash])), { type: MsgType.Tasks, count: 7, timeoutMs: undefined, frameId: 99, shared: [hash] })
+  assert.deepEqual(parseHeader(header(MsgType.Tasks, 7, null, 99, [hash])), {
+    type: MsgType.Tasks,
+    count: 7,
+    timeoutMs: undefined,
+    frameId: 99,
+    shared: [hash],
+  })
   assert.deepEqual(parseHeader(header(MsgType.Taken, 99, false)), { type: MsgType.Taken, frameId: 99, dropped: false })
   assert.deepEqual(parseHeader(header(MsgType.Taken, 0, true)), { type: MsgType.Taken, frameId: 0, dropped: true })
   assert.deepEqual(parseHeader(header(MsgType.Results, 3)), { type: MsgType.Results, count: 3, registration: undefined })

@@ -35,7 +35,13 @@ function setup() {
 const owner = { release: async () => {} }
 function frame(delivery: string, ids: number[], hash = A): TakenFrame {
   const ref = new SharedRef(hash, 4, owner)
-  return { body: encodeTaskBody(ids.map((id) => ({ id, name: 'sharedInfo', args: [ref, id] }))), count: ids.length, timeoutMs: undefined, delivery, taken: Promise.resolve() }
+  return {
+    body: encodeTaskBody(ids.map((id) => ({ id, name: 'sharedInfo', args: [ref, id] }))),
+    count: ids.length,
+    timeoutMs: undefined,
+    delivery,
+    taken: Promise.resolve(),
+  }
 }
 
 test('a frame whose values are held runs at once; one that lacks a value waits for it, fetched once, while later frames run', () => {
