@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import { randomBytes } from 'node:crypto'
 import type { Agent } from '../agent/agent.js'
-import { ClusterClosedError, SharedValueError, TaskCancelledError } from '../errors.js'
+import { ClusterClosedError, InvalidArgumentError, SharedValueError, TaskCancelledError } from '../errors.js'
 import type { ClusterOptions, ResolvedClusterOptions } from '../options.js'
 import { ActorOp } from '../protocol/messages.js'
 import { unregisterZapDomain } from '../transport/curve.js'
@@ -30,6 +30,7 @@ import type {
   ClusterStats,
   ClusterView,
   MapOptions,
+  MapReduceOptions,
   NodeInfo,
   ReduceOptions,
   SpawnOptions,
@@ -304,8 +305,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     return {
       call: <R>(name: string, ...args: unknown[]) => this.submit(name, args, task) as Promise<R>,
       tasks: <M extends object>() => makeTasksProxy<M>((name, args) => this.submit(name, args, task)),
-      map: <R>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, mapOptions: MapOptions = {}) =>
-        this.map<R>(name, inputs, { ...options, ...mapOptions }),
+      map: <R>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, mapOptions: MapOptions | MapReduceOptions<R> = {}) =>
+        this.mapOrReduce<R>(name, inputs, { ...options, ...mapOptions }) as AsyncGenerator<R, void, undefined> & Promise<R>,
       reduce: <R>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, combiner: string, initial: R, reduceOptions: ReduceOptions<R> = {}) =>
         this.reduce<R>(name, inputs, combiner, initial, { ...options, ...reduceOptions }),
       spawn: <T extends object>(className: string, ...args: unknown[]) => this.actors.spawn<T>(className, args, spawnOptions, group),
@@ -383,8 +384,38 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * Inputs are pulled lazily: at most `concurrency` are taken and not yet
    * yielded, so an endless generator runs in bounded memory. A task that
    * throws makes the iteration throw at that result.
+   *
+   * With `reduce: { combiner, initial, until?, chunk? }` the results are
+   * folded on the agents instead, and `map` resolves to the aggregate: the
+   * same as {@link reduce} with those arguments (one implementation).
+   *
+   * ```ts
+   * for await (const r of cluster.map('simulate', grid)) console.log(r)
+   * const hits = await cluster.map('darts', seeds, { reduce: { combiner: 'sum', initial: 0, until: (n) => n >= 1e6 } })
+   * ```
    */
-  map<R = unknown>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, options: MapOptions = {}): AsyncGenerator<R, void, undefined> {
+  map<A>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, options: MapReduceOptions<A>): Promise<A>
+  map<R = unknown>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, options?: MapOptions): AsyncGenerator<R, void, undefined>
+  map<R>(
+    name: string,
+    inputs: Iterable<unknown> | AsyncIterable<unknown>,
+    options: MapOptions | MapReduceOptions<R> = {},
+  ): AsyncGenerator<R, void, undefined> | Promise<R> {
+    return this.mapOrReduce<R>(name, inputs, options)
+  }
+
+  private mapOrReduce<R>(
+    name: string,
+    inputs: Iterable<unknown> | AsyncIterable<unknown>,
+    options: MapOptions | MapReduceOptions<R>,
+  ): AsyncGenerator<R, void, undefined> | Promise<R> {
+    if ('reduce' in options && options.reduce !== undefined) {
+      const { reduce, ...rest } = options
+      if (typeof reduce !== 'object' || reduce === null) {
+        return Promise.reject(new InvalidArgumentError('options.reduce must be an object { combiner, initial, until?, chunk? }'))
+      }
+      return this.reduce<R>(name, inputs, reduce.combiner, reduce.initial, { ...rest, until: reduce.until, chunk: reduce.chunk })
+    }
     return runMap<R>(
       {
         enqueue: (n, args, task, sink, seq) => this.enqueueFor(n, args, task, sink, seq),
