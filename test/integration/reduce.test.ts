@@ -215,7 +215,7 @@ for (const design of DESIGNS) {
       assert.deepEqual(yielded, [1, 4, 9])
       if (false as boolean) {
         // @ts-expect-error -- with reduce, map is a promise of the aggregate, not an iterable of results
-        for await (const r of cluster.map('square', xs, { reduce: { combiner: 'sum', initial: 0 } })) void r
+        for await (const r of cluster.map('square', xs, { reduce: { combiner: 'sum', initial: 0 } })) void r // eslint-disable-line @typescript-eslint/await-thenable
         // @ts-expect-error -- the aggregate has the type of initial
         const s: string = await cluster.map('square', xs, { reduce: { combiner: 'sum', initial: 0 } })
         void s
