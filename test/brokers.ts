@@ -7,7 +7,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { freePort } from './helpers.js'
+import { FIXTURE_TASKS, freePort } from './helpers.js'
 import type { TestContext } from 'node:test'
 import type { TransportKind } from '../lib/transport/options.js'
 import { FrameAuth, type FrameDirection } from '../lib/transport/frames.js'
@@ -48,6 +48,25 @@ export function skipReason(design: TransportKind): string | false {
   if (missing.length === 0 || REQUIRE_BROKERS) return false
   return `${missing.join('; ')} (set REQUIRE_BROKERS=1 to fail instead)`
 }
+
+/** `cluster agent` arguments for an agent of `design` joining cluster `clusterId` (heartbeats every 300 ms). */
+export const brokeredAgentArgs = (design: TransportKind, clusterId: string, threads = 1): string[] => [
+  'agent',
+  '--transport',
+  design,
+  '--cluster-id',
+  clusterId,
+  '--redis',
+  REDIS_URL,
+  '--amqp',
+  AMQP_URL,
+  '--tasks',
+  FIXTURE_TASKS.href,
+  '--threads',
+  String(threads),
+  '--heartbeat-ms',
+  '300',
+]
 
 /** A TCP proxy to a broker, so a test can cut the broker away without touching it. */
 export interface Proxy {

@@ -7,10 +7,11 @@ import assert from 'node:assert/strict'
 import { Agent, Cluster, SharedValueError, type AgentOptions } from '../../lib/index.js'
 import type { TransportKind } from '../../lib/transport/options.js'
 import { FIXTURE_TASKS, runCli, waitFor, within } from '../helpers.js'
-import { AMQP_URL, REDIS_URL, skipReason } from '../brokers.js'
+import { AMQP_URL, REDIS_URL, brokeredAgentArgs, skipReason } from '../brokers.js'
 
 const BROKERED: TransportKind[] = ['redis', 'amqp', 'amqp+redis']
 const urls = { redisUrl: REDIS_URL, amqpUrl: AMQP_URL }
+/** brokeredAgentArgs' heartbeats, and a node timeout to match. */
 const TIMING = { heartbeatMs: 300, nodeTimeoutMs: 1500 }
 
 type Info = { shared: boolean; length: number; sum: number; thread: number; pid: number; i: number }
@@ -38,29 +39,11 @@ async function startAgent(t: TestContext, cluster: Cluster, design: TransportKin
   return agent
 }
 
-const cliAgent = (design: TransportKind, clusterId: string) => [
-  'agent',
-  '--transport',
-  design,
-  '--cluster-id',
-  clusterId,
-  '--redis',
-  REDIS_URL,
-  '--amqp',
-  AMQP_URL,
-  '--tasks',
-  FIXTURE_TASKS.href,
-  '--threads',
-  '1',
-  '--heartbeat-ms',
-  String(TIMING.heartbeatMs),
-]
-
 for (const design of BROKERED) {
   describe(`shared inputs on ${design}`, { skip: skipReason(design) }, () => {
     test('each node fetches a value once; a node that joins later fetches it; a lost node’s re-run tasks find it; release frees it', async (t) => {
       await using cluster = await Cluster.start({ ...urls, tasks: FIXTURE_TASKS, transport: design, localAgents: 0, ...TIMING })
-      const first = runCli(t, cliAgent(design, cluster.id))
+      const first = runCli(t, brokeredAgentArgs(design, cluster.id))
       const second = await startAgent(t, cluster, design)
       await waitFor(() => cluster.nodes().length === 2, 15_000, 'two agents')
       const n = 50_000
