@@ -4,10 +4,15 @@
  */
 import { describe, test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { Redis } from 'ioredis'
+import { encode, header } from '../../lib/protocol/codec.js'
+import { MsgType } from '../../lib/protocol/messages.js'
+import { SharedRef } from '../../lib/protocol/shared-ref.js'
 import { Agent, Cluster, SharedValueError, type AgentOptions } from '../../lib/index.js'
 import type { TransportKind } from '../../lib/transport/options.js'
 import { FIXTURE_TASKS, runCli, waitFor, within } from '../helpers.js'
-import { AMQP_URL, REDIS_URL, brokeredAgentArgs, skipReason } from '../brokers.js'
+import { AMQP_URL, REDIS_URL, brokeredAgentArgs, sealed, skipReason } from '../brokers.js'
 
 const BROKERED: TransportKind[] = ['redis', 'amqp', 'amqp+redis']
 const urls = { redisUrl: REDIS_URL, amqpUrl: AMQP_URL }
@@ -118,3 +123,38 @@ for (const design of BROKERED) {
     })
   })
 }
+
+test(
+  'redis: a frame taken after its value was released has its tasks answered ERR_SHARED_RELEASED, not left waiting',
+  { skip: skipReason('redis') },
+  async (t) => {
+    const clusterId = `shared-${randomBytes(4).toString('hex')}`
+    const redis = new Redis(REDIS_URL)
+    const k = (rest: string) => `ac:{${clusterId}}:${rest}`
+    t.after(async () => {
+      const left = await redis.keys(`ac:{${clusterId}*`)
+      if (left.length > 0) await redis.del(...left)
+      redis.disconnect()
+    })
+    const cluster = await Cluster.start({ ...urls, tasks: FIXTURE_TASKS, transport: 'redis', localAgents: 0, clusterId })
+    t.after(() => cluster.close())
+    const h = await cluster.put(ramp(100))
+    const { hash } = h
+    await h.release()
+    // What a map that ended early leaves on the queue: a frame whose tasks were settled, naming a value since released.
+    const ref = new SharedRef(hash, 800, { release: async () => {} })
+    const body = encode([1_000_001, 'sharedInfo', [ref, 0], 1_000_002, 'sharedInfo', [ref, 1]])
+    await redis.lpush(k('tasks'), sealed(clusterId, 'task', [header(MsgType.Tasks, 2, null, 1_000_001, [hash]), body]))
+    const agent = await Agent.start({ ...urls, transport: 'redis', clusterId, id: 'late-taker', tasks: FIXTURE_TASKS, threads: 1 })
+    t.after(() => agent.close({ timeoutMs: 2_000 }))
+    await waitFor(
+      async () => cluster.stats().lateResultsDropped === 2 && (await redis.llen(k('tasks'))) === 0 && (await redis.llen(k('processing:late-taker'))) === 0,
+      15_000,
+      'both tasks answered (late: settled already) and the frame acknowledged',
+    )
+    assert.equal(agent.stats.tasksDone, 0, 'nothing ran')
+    assert.equal(agent.stats.sharedPuts, 0)
+    assert.equal(agent.stats.badFrames, 0)
+    assert.equal(cluster.stats().badFrames, 0)
+  },
+)
