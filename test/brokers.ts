@@ -1,4 +1,5 @@
 /** Which brokers the tests can reach, a TCP proxy to take one away mid-run, and brokers of a test's own to restart. */
+import { Redis } from 'ioredis'
 import { connect, createServer, type Server, type Socket } from 'node:net'
 import { once } from 'node:events'
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -67,6 +68,24 @@ export const brokeredAgentArgs = (design: TransportKind, clusterId: string, thre
   '--heartbeat-ms',
   '300',
 ]
+
+/**
+ * A cluster id of its own for each test, and a Redis client that deletes its keys when the test
+ * ends (each test closes its agents, then its cluster, before it returns: an agent's Leave would
+ * otherwise reach a driver inbox after this cleanup, and stay until it expires).
+ */
+export function redisFor(t: TestContext, prefix = 'paths') {
+  const clusterId = `${prefix}-${randomBytes(4).toString('hex')}`
+  const redis = new Redis(REDIS_URL)
+  const k = (rest: string) => `ac:{${clusterId}}:${rest}`
+  t.after(async () => {
+    // This test's keys, and those of any cluster id it derived from its own.
+    const left = await redis.keys(`ac:{${clusterId}*`)
+    if (left.length > 0) await redis.del(...left)
+    redis.disconnect()
+  })
+  return { clusterId, redis, k }
+}
 
 /** A TCP proxy to a broker, so a test can cut the broker away without touching it. */
 export interface Proxy {

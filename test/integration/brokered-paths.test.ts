@@ -9,7 +9,6 @@ import { spawnSync } from 'node:child_process'
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { Redis } from 'ioredis'
 import { connect as amqpConnect } from 'amqplib'
 import { Agent, Cluster, ClusterClosedError } from '../../lib/index.js'
 import { header, encode, parseHeader, type Header } from '../../lib/protocol/codec.js'
@@ -21,27 +20,9 @@ import { QUEUE_TTL_MS } from '../../lib/transport/paths.js'
 import { RedisDriverTasks, RedisLink } from '../../lib/transport/redis.js'
 import { VERSION } from '../../lib/version.js'
 import { FIXTURE_TASKS, runCli, waitFor, within } from '../helpers.js'
-import { AMQP_URL, REDIS_URL, sealed, skipReason } from '../brokers.js'
+import { AMQP_URL, REDIS_URL, redisFor, sealed, skipReason } from '../brokers.js'
 
 const urls = { redisUrl: REDIS_URL, amqpUrl: AMQP_URL }
-
-/**
- * A cluster id of its own for each test, and a Redis client that deletes its keys when the test
- * ends (each test closes its agents, then its cluster, before it returns: an agent's Leave would
- * otherwise reach a driver inbox after this cleanup, and stay until it expires).
- */
-function redisFor(t: TestContext) {
-  const clusterId = `paths-${randomBytes(4).toString('hex')}`
-  const redis = new Redis(REDIS_URL)
-  const k = (rest: string) => `ac:{${clusterId}}:${rest}`
-  t.after(async () => {
-    // This test's keys, and those of any cluster id it derived from its own.
-    const left = await redis.keys(`ac:{${clusterId}*`)
-    if (left.length > 0) await redis.del(...left)
-    redis.disconnect()
-  })
-  return { clusterId, redis, k }
-}
 
 test(
   'redis: an agent that starts under the id of a crashed one takes back the frames that one had taken, as redeliveries: acknowledged unrun, the driver told',

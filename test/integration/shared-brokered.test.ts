@@ -4,15 +4,13 @@
  */
 import { describe, test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
-import { randomBytes } from 'node:crypto'
-import { Redis } from 'ioredis'
 import { encode, header } from '../../lib/protocol/codec.js'
 import { MsgType } from '../../lib/protocol/messages.js'
 import { SharedRef } from '../../lib/protocol/shared-ref.js'
 import { Agent, Cluster, SharedValueError, type AgentOptions } from '../../lib/index.js'
 import type { TransportKind } from '../../lib/transport/options.js'
 import { FIXTURE_TASKS, runCli, waitFor, within } from '../helpers.js'
-import { AMQP_URL, REDIS_URL, brokeredAgentArgs, sealed, skipReason } from '../brokers.js'
+import { AMQP_URL, REDIS_URL, brokeredAgentArgs, redisFor, sealed, skipReason } from '../brokers.js'
 
 const BROKERED: TransportKind[] = ['redis', 'amqp', 'amqp+redis']
 const urls = { redisUrl: REDIS_URL, amqpUrl: AMQP_URL }
@@ -128,14 +126,7 @@ test(
   'redis: a frame taken after its value was released has its tasks answered ERR_SHARED_RELEASED, not left waiting',
   { skip: skipReason('redis') },
   async (t) => {
-    const clusterId = `shared-${randomBytes(4).toString('hex')}`
-    const redis = new Redis(REDIS_URL)
-    const k = (rest: string) => `ac:{${clusterId}}:${rest}`
-    t.after(async () => {
-      const left = await redis.keys(`ac:{${clusterId}*`)
-      if (left.length > 0) await redis.del(...left)
-      redis.disconnect()
-    })
+    const { clusterId, redis, k } = redisFor(t, 'shared')
     const cluster = await Cluster.start({ ...urls, tasks: FIXTURE_TASKS, transport: 'redis', localAgents: 0, clusterId })
     t.after(() => cluster.close())
     const h = await cluster.put(ramp(100))
