@@ -19,6 +19,7 @@ import { FrameAuth, packParts, unpackParts } from '../../lib/transport/frames.js
 import { QUEUE_TTL_MS } from '../../lib/transport/paths.js'
 import { RedisDriverTasks, RedisLink } from '../../lib/transport/redis.js'
 import { VERSION } from '../../lib/version.js'
+import { SharedRef } from '../../lib/protocol/shared-ref.js'
 import { FIXTURE_TASKS, runCli, waitFor, within } from '../helpers.js'
 import { AMQP_URL, REDIS_URL, redisFor, sealed, skipReason } from '../brokers.js'
 
@@ -378,3 +379,48 @@ test('amqp: the task queue and the driver’s queue are declared to expire once 
     await assert.rejects(other.assertQueue(q, { durable: true, arguments: { 'x-expires': QUEUE_TTL_MS + 1 } }), /PRECONDITION_FAILED/, q)
   }
 })
+
+test(
+  "redis: a Put over the agent's maxFrameBytes (from a driver that does not know its limit) fails the tasks waiting for it, naming the limit",
+  { skip: skipReason('redis') },
+  async (t) => {
+    const { clusterId, redis, k } = redisFor(t)
+    const secret = randomBytes(32).toString('hex')
+    const wire = driverWire(clusterId, secret)
+    const id = 'narrow'
+    const agent = await Agent.start({
+      ...urls,
+      transport: 'redis',
+      clusterId,
+      brokerSecret: secret,
+      id,
+      tasks: FIXTURE_TASKS,
+      threads: 1,
+      maxFrameBytes: 64 * 1024,
+    })
+    t.after(() => agent.close({ timeoutMs: 2_000 }))
+    const toAgent = (parts: Uint8Array[]) => redis.rpush(k(`agent:${id}`), wire.toAgent(id, parts))
+    await toAgent([header(MsgType.Welcome, { nodeId: id, session: 'played', heartbeatMs: 1000 })])
+    await waitFor(() => agent.state === 'ready', 10_000, 'the Welcome')
+    const said = async () => (await redis.lrangeBuffer(k('driver'), 0, -1)).map((m) => wire.open(m))
+    const hash = 'A'.repeat(42) + '_'
+    const ref = new SharedRef(hash, 100_000, { release: async () => {} })
+    await redis.lpush(k('tasks'), wire.task([header(MsgType.Tasks, 1, null, 77, [hash]), encode([77, 'sharedInfo', [ref, 0]])]))
+    await waitFor(async () => (await said()).some(({ h }) => h.type === MsgType.Fetch), 10_000, 'the Fetch')
+    await toAgent([header(MsgType.Put, hash, 'Uint8Array', 100_000), Buffer.alloc(100_000)])
+    let results: { body: Uint8Array | undefined } | undefined
+    await waitFor(async () => (results = (await said()).find(({ h }) => h.type === MsgType.Results)) !== undefined, 10_000, 'the Results')
+    const answers: [unknown, unknown, unknown][] = []
+    readResultsBody(results!.body, 1, (taskId, status, value) => answers.push([taskId, status, value]))
+    assert.equal(answers.length, 1)
+    const [taskId, status, value] = answers[0]!
+    assert.equal(taskId, 77)
+    assert.equal(status, Status.Failed)
+    const wireErr = value as { code: string; message: string }
+    assert.equal(wireErr.code, 'ERR_SHARED_TOO_LARGE')
+    assert.match(wireErr.message, /shared value A+_ of 100000 bytes exceeds the maxFrameBytes of node narrow \(65536\)/)
+    assert.equal(agent.stats.badFrames, 1, 'the Put itself')
+    assert.equal(agent.stats.sharedValues, 0)
+    await waitFor(async () => (await redis.llen(k('processing:narrow'))) === 0, 10_000, 'the frame acknowledged')
+  },
+)
