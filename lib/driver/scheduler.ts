@@ -15,7 +15,7 @@
 import { randomInt } from 'node:crypto'
 import { SerializationError } from '../errors.js'
 import { TaskBodyWriter } from '../protocol/bodies.js'
-import { findUnserializable, header } from '../protocol/codec.js'
+import { encode, findUnserializable, header } from '../protocol/codec.js'
 import { MsgType } from '../protocol/messages.js'
 import { takeWrittenRefs, type SharedRef } from '../protocol/shared-ref.js'
 import type { Parts } from '../transport/transport.js'
@@ -90,19 +90,19 @@ export class TaskFrames<P extends Placement> {
     } catch {
       return this.sendEncodable(holder, chunk, timeoutMs)
     }
-    if (body.length > this.maxFrameBytes - FRAME_HEADROOM) {
+    const refs = takeWrittenRefs()
+    // Brokered designs: the frame's header lists the hashes of its values, which counts against the limit too.
+    const listed = this.number !== undefined && refs.length > 0 ? hashes(refs) : undefined
+    const size = body.length + (listed === undefined ? 0 : encode(listed).length)
+    if (size > this.maxFrameBytes - FRAME_HEADROOM) {
       if (chunk.length === 1) {
         const e = chunk[0]!
-        this.fail(
-          e,
-          new SerializationError(`arguments of task "${this.ledger.name(e)}" encode to ${body.length} bytes, over maxFrameBytes (${this.maxFrameBytes})`),
-        )
+        this.fail(e, new SerializationError(`arguments of task "${this.ledger.name(e)}" encode to ${size} bytes, over maxFrameBytes (${this.maxFrameBytes})`))
         return 0
       }
       const half = chunk.length >> 1
       return this.send(holder, chunk.slice(0, half), timeoutMs) + this.send(holder, chunk.slice(half), timeoutMs)
     }
-    const refs = takeWrittenRefs()
     if (refs.length > 0 && this.unfit) {
       const failed = this.unfit(holder, chunk, refs)
       if (failed !== undefined) {
@@ -118,7 +118,7 @@ export class TaskFrames<P extends Placement> {
       // Any agent may take it: the hashes it needs travel in the header, for the taker to fetch those it lacks.
       const n = this.number(chunk)
       head =
-        refs.length === 0 ? header(MsgType.Tasks, chunk.length, timeoutMs ?? null, n) : header(MsgType.Tasks, chunk.length, timeoutMs ?? null, n, hashes(refs))
+        listed === undefined ? header(MsgType.Tasks, chunk.length, timeoutMs ?? null, n) : header(MsgType.Tasks, chunk.length, timeoutMs ?? null, n, listed)
     } else head = timeoutMs === undefined ? header(MsgType.Tasks, chunk.length) : header(MsgType.Tasks, chunk.length, timeoutMs)
     this.sent++
     this.put(holder, [head, body], refs)
