@@ -10,7 +10,7 @@ import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { connect as amqpConnect } from 'amqplib'
-import { Agent, Cluster, ClusterClosedError } from '../../lib/index.js'
+import { Agent, Cluster, ClusterClosedError, type AgentOptions } from '../../lib/index.js'
 import { header, encode, parseHeader, type Header } from '../../lib/protocol/codec.js'
 import { decodeTaskBody, readResultsBody, ResultsWriter } from '../../lib/protocol/bodies.js'
 import { MsgType, Status, type HelloInfo } from '../../lib/protocol/messages.js'
@@ -168,23 +168,19 @@ function driverWire(clusterId: string, secret: string) {
  * the waiting take with the push itself, so if the frame is still on the list right after, no take was waiting,
  * and the first driver comes back to try again. Returns the frame's number (its one task has the same id).
  */
-async function frameTakenWhileSilent(t: TestContext) {
+/** A real agent `id` on Redis, of a cluster whose driver the test plays (with `wire`), closed when the test ends. */
+async function agentOfPlayedDriver(t: TestContext, id: string, options: Partial<AgentOptions>) {
   const { clusterId, redis, k } = redisFor(t)
   const secret = randomBytes(32).toString('hex')
   const wire = driverWire(clusterId, secret)
-  const id = 'torn'
-  const agent = await Agent.start({
-    ...urls,
-    transport: 'redis',
-    clusterId,
-    brokerSecret: secret,
-    id,
-    tasks: FIXTURE_TASKS,
-    threads: 1,
-    heartbeatMs: 100,
-    driverTimeoutMs: 400,
-  })
+  const agent = await Agent.start({ ...urls, transport: 'redis', clusterId, brokerSecret: secret, id, tasks: FIXTURE_TASKS, threads: 1, ...options })
   t.after(() => agent.close({ timeoutMs: 2_000 }))
+  return { redis, k, wire, agent }
+}
+
+async function frameTakenWhileSilent(t: TestContext) {
+  const id = 'torn'
+  const { redis, k, wire, agent } = await agentOfPlayedDriver(t, id, { heartbeatMs: 100, driverTimeoutMs: 400 })
   const welcome = (session: string) => redis.rpush(k(`agent:${id}`), wire.toAgent(id, [header(MsgType.Welcome, { nodeId: id, session, heartbeatMs: 100 })]))
   const said = async () => (await redis.lrangeBuffer(k('driver'), 0, -1)).map((m) => wire.open(m))
   const frame = (frameId: number, taskId: number) => wire.task([header(MsgType.Tasks, 1, null, frameId), encode([taskId, 'add', [40, 2]])])
@@ -384,21 +380,8 @@ test(
   "redis: a Put over the agent's maxFrameBytes (from a driver that does not know its limit) fails the tasks waiting for it, naming the limit",
   { skip: skipReason('redis') },
   async (t) => {
-    const { clusterId, redis, k } = redisFor(t)
-    const secret = randomBytes(32).toString('hex')
-    const wire = driverWire(clusterId, secret)
     const id = 'narrow'
-    const agent = await Agent.start({
-      ...urls,
-      transport: 'redis',
-      clusterId,
-      brokerSecret: secret,
-      id,
-      tasks: FIXTURE_TASKS,
-      threads: 1,
-      maxFrameBytes: 64 * 1024,
-    })
-    t.after(() => agent.close({ timeoutMs: 2_000 }))
+    const { redis, k, wire, agent } = await agentOfPlayedDriver(t, id, { maxFrameBytes: 64 * 1024 })
     const toAgent = (parts: Uint8Array[]) => redis.rpush(k(`agent:${id}`), wire.toAgent(id, parts))
     await toAgent([header(MsgType.Welcome, { nodeId: id, session: 'played', heartbeatMs: 1000 })])
     await waitFor(() => agent.state === 'ready', 10_000, 'the Welcome')
