@@ -65,7 +65,10 @@ test('resolveSpawnOptions: restart never (default) or always, its budget; name, 
   rejects(() => resolveSpawnOptions({ restart: 'always', maxRestarts: -1 }), 'options.maxRestarts must be a non-negative integer, got -1')
   rejects(() => resolveSpawnOptions({ restart: 'always', maxRestarts: 1.5 }), 'options.maxRestarts must be a non-negative integer, got 1.5')
   rejects(() => resolveSpawnOptions({ restart: 'always', restartWindowMs: 0 }), 'options.restartWindowMs must be an integer from 1 to 2147483647, got 0')
-  rejects(() => resolveSpawnOptions({ restart: 'always', restartWindowMs: 2 ** 31 }), 'options.restartWindowMs must be an integer from 1 to 2147483647, got 2147483648')
+  rejects(
+    () => resolveSpawnOptions({ restart: 'always', restartWindowMs: 2 ** 31 }),
+    'options.restartWindowMs must be an integer from 1 to 2147483647, got 2147483648',
+  )
   rejects(() => resolveSpawnOptions({ maxRestarts: 3 }), "options.maxRestarts is a restart budget: it needs restart: 'always'")
   rejects(() => resolveSpawnOptions({ restart: 'never', restartWindowMs: 1000 }), "options.restartWindowMs is a restart budget: it needs restart: 'always'")
 })
