@@ -353,12 +353,19 @@ export class Actors {
       if (actor)
         this.cx.ledger.fail(e, new ActorLostError(`actor ${actor.id} was lost with its node ${node.nodeId} (${reason}); the message may or may not have run`))
     }
-    for (const rec of [...this.records.values()]) {
-      // A restart under way on this node sees its Spawn fail (above) and tries the next node itself.
-      // (Or stopped just now, as the child of an actor lost with this node.)
-      if (rec.node !== node || rec.state !== 'running' || rec.ready !== undefined || this.records.get(rec.id) !== rec) continue
+    // A restart under way on this node sees its Spawn fail (above) and tries the next node itself.
+    const here = new Set<ActorRecord>()
+    for (const rec of this.records.values()) if (rec.node === node && rec.state === 'running' && rec.ready === undefined) here.add(rec)
+    for (const rec of here) {
+      // One lost with an ancestor goes in that ancestor's stop, neither restarted nor reported to a lost parent.
+      if (this.hasAncestorIn(rec, here)) continue
       this.instanceLost(rec, `its node ${node.nodeId} was lost (${reason})`)
     }
+  }
+
+  private hasAncestorIn(rec: ActorRecord, set: ReadonlySet<ActorRecord>): boolean {
+    for (let p = rec.parent; p !== undefined; p = p.parent) if (set.has(p)) return true
+    return false
   }
 
   /**

@@ -24,7 +24,7 @@ import {
   type ActorRef,
 } from '../../lib/index.js'
 import type * as Tasks from '../fixtures/tasks.js'
-import { FIXTURE_TASKS, spawnChild, waitFor } from '../helpers.js'
+import { FAST, FIXTURE_TASKS, fastAgentArgs, runCli, spawnChild, waitFor, within } from '../helpers.js'
 
 /** A driver and `count` agents of one thread each. */
 async function setup(t: TestContext, count: number) {
@@ -178,4 +178,70 @@ test('the budget counts the restarts within its window: older ones no longer cou
   assert.equal(events.lost[0]![0].restarts, 1)
   assert.equal(events.restarted.length, 2)
   await assert.rejects(ref.inc(1), (e: unknown) => e instanceof ActorLostError && /restart budget is spent \(1 restarts within 400 ms\)/.test(e.message))
+})
+
+test('a node killed mid-conversation: every outstanding ask settles once (value or ActorLostError), its children elsewhere finish their queues and stop', async (t) => {
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0, ...FAST })
+  const procs = [runCli(t, fastAgentArgs(cluster.address)), runCli(t, fastAgentArgs(cluster.address))]
+  await waitFor(() => cluster.nodes().length === 2, 20_000, 'two agents to join')
+  const nodeOf = (pid: number | undefined) => cluster.nodes().find((n) => n.pid === pid)!.id
+  const [doomedProc] = procs as [(typeof procs)[0]]
+  const doomed = nodeOf(doomedProc.child.pid)
+  const safe = cluster.nodes().find((n) => n.id !== doomed)!.id
+  const restarted: string[] = []
+  cluster.on('actor:restarted', (a) => restarted.push(a.id))
+
+  const parent = await cluster.with({ node: doomed, restart: 'always' }).spawn<Tasks.Guardian>('Guardian')
+  const far = await spawnChild<Tasks.Counter>(cluster, parent, 'Counter', [0], { node: safe })
+  const near = await spawnChild<Tasks.Counter>(cluster, parent, 'Counter', [0], { node: doomed, restart: 'always' })
+  const plain = await cluster.with({ node: doomed }).spawn<Tasks.Counter>('Counter', 0)
+  assert.equal(await near.inc(1), 1)
+
+  // Asks outstanding when the node dies: on it (running and queued), and queued at the child elsewhere.
+  const settled = new Map<string, number>()
+  const watch = <T>(key: string, p: Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: unknown }> =>
+    p
+      .then(
+        (value) => ({ ok: true as const, value }),
+        (error: unknown) => ({ ok: false as const, error }),
+      )
+      .finally(() => settled.set(key, (settled.get(key) ?? 0) + 1))
+  const onDoomed = Array.from({ length: 20 }, (_, i) => watch(`plain ${i}`, plain.slowInc(1, 100)))
+  const nearAsks = Array.from({ length: 5 }, (_, i) => watch(`near ${i}`, near.slowInc(1, 100)))
+  const parentAsk = watch('parent', parent.ping())
+  const farAsks = Array.from({ length: 10 }, (_, i) => watch(`far ${i}`, far.slowInc(1, 300)))
+  await waitFor(() => settled.size === 0 && cluster.nodes().every((n) => n.id !== doomed || n.actors === 3), 5_000, 'the asks to be out')
+  doomedProc.child.kill('SIGKILL')
+
+  const all = await within(
+    Promise.all([...onDoomed, ...nearAsks, parentAsk, ...farAsks]),
+    30_000,
+    () => `every ask to settle; settled: ${[...settled.keys()].join(', ')}`,
+  )
+  assert.equal(settled.size, 36)
+  assert.ok(
+    [...settled.values()].every((n) => n === 1),
+    'each settled once',
+  )
+  const lost = (r: (typeof all)[number]) => !r.ok && r.error instanceof ActorLostError
+  // On the lost node: each ask ran or not, unknown; it rejects with ActorLostError unless it had answered first.
+  for (const r of [...all.slice(0, 26)]) assert.ok(r.ok || lost(r), String(!r.ok && r.error))
+  assert.ok(all.slice(0, 20).some(lost), 'some asks to the plain actor were lost')
+  // The child elsewhere ran its queue before its stop: 1..10 in order.
+  assert.deepEqual(
+    all.slice(26).map((r) => (r.ok ? r.value : String(r.error))),
+    Array.from({ length: 10 }, (_, i) => i + 1),
+  )
+  await assert.rejects(far.inc(1), (e: unknown) => e instanceof ActorStoppedError)
+  // The restartable child went with its parent: not restarted. The parent was.
+  await waitFor(() => restarted.length === 1, 10_000, 'the parent to restart')
+  assert.deepEqual(restarted, [parent.id])
+  await assert.rejects(near.inc(1), (e: unknown) => e instanceof ActorLostError || e instanceof ActorStoppedError)
+  await assert.rejects(plain.inc(1), (e: unknown) => e instanceof ActorLostError)
+  assert.equal(await parent.ping(), 'pong')
+  assert.deepEqual(
+    cluster.liveActors().map((a) => [a.id, a.node]),
+    [[parent.id, safe]],
+  )
+  assert.equal(cluster.stats().inFlight, 0)
 })
