@@ -88,7 +88,7 @@ export interface ActorsContext {
 }
 
 /** The method of a parent actor called (as a tell) when one of its children is lost for good, if the class has it. */
-export const CHILD_FAILED_METHOD = 'childFailed'
+const CHILD_FAILED_METHOD = 'childFailed'
 
 /** The spawns of one `with({ spread: true })` view: how many of them each node got. */
 export class SpawnGroup {
@@ -408,7 +408,7 @@ export class Actors {
    * parent is told (its `childFailed(info)` method called as a tell, when the
    * class has one; `actor:child-failed`).
    */
-  private fail(rec: ActorRecord, reason: string, cause?: unknown): void {
+  private fail(rec: ActorRecord, reason: string, cause?: unknown): ActorLostError {
     const spent = rec.restart && !this.cx.closed() && rec.restarts.length >= rec.maxRestarts
     const why = spent ? `${reason}; its restart budget is spent (${rec.maxRestarts} restarts within ${rec.restartWindowMs} ms)` : reason
     const error = new ActorLostError(`actor ${rec.id} (${rec.className}) was lost for good: ${why}`, cause === undefined ? undefined : { cause })
@@ -438,6 +438,7 @@ export class Actors {
         })
       })
     }
+    return error
   }
 
   /**
@@ -469,8 +470,7 @@ export class Actors {
           const again = err instanceof ActorLostError || err instanceof WorkerCrashedError || err instanceof RemoteTaskError
           const reason = `its restart on node ${node.nodeId} failed: ${(err as Error).message}`
           if (!again || this.cx.closed() || !this.budgetAllows(rec)) {
-            this.fail(rec, reason, err)
-            throw rec.failure
+            throw this.fail(rec, reason, err)
           }
         }
       }

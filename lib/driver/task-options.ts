@@ -70,7 +70,7 @@ export interface ResolvedSpawnOptions {
   readonly parent?: string | undefined
 }
 
-export const RESTART_DEFAULTS = { maxRestarts: 10, restartWindowMs: 60_000 } as const
+const RESTART_DEFAULTS = { maxRestarts: 10, restartWindowMs: 60_000 } as const
 
 /** A plain `cluster.spawn`: no restart, no name, least-loaded placement. */
 export const SPAWN_DEFAULTS: ResolvedSpawnOptions = Object.freeze({ restart: false, ...RESTART_DEFAULTS, name: undefined, node: undefined, spread: false })

@@ -28,7 +28,8 @@ export interface SpawnOptions {
   /**
    * `'never'` (default): if the actor's node is lost, calls reject with
    * ActorLostError. `'always'`: the actor is recreated on another node, from
-   * its constructor arguments, with fresh state.
+   * its constructor arguments, with fresh state, within its restart budget
+   * (`maxRestarts`). Either way the children of the lost instance are stopped.
    */
   restart?: 'never' | 'always'
   /**
@@ -96,7 +97,7 @@ export type ActorRef<T> = {
   }
   /** The node the actor lives on. */
   readonly node: string
-  /** Lets queued messages finish, then removes the actor. Later calls reject with ActorStoppedError. */
+  /** Lets queued messages finish, then removes the actor, then its children (an actor's children stop with it). Later calls reject with ActorStoppedError. */
   stop(): Promise<void>
 }
 
