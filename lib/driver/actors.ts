@@ -46,7 +46,7 @@ interface ActorRecord {
   /** The actors it spawned that still run (or restart). */
   readonly children: Set<ActorRecord>
   /** Why it was lost for good: its later messages reject with this. */
-  failure: Error | undefined
+  failure: ActorLostError | undefined
   /** The name it is registered under, if any (held while it runs or restarts). */
   readonly name: string | undefined
   /** The node id it was pinned to, if any: a restart goes back there while that node is a member. */
@@ -425,8 +425,9 @@ export class Actors {
       reason: why,
       restarts: rec.restarts.length,
     }
+    if (this.cx.closed()) return error
     this.cx.lost(info, error)
-    if (parent && parent.state !== 'stopped' && parent.state !== 'lost' && !this.cx.closed()) {
+    if (parent && parent.state !== 'stopped' && parent.state !== 'lost') {
       this.cx.childFailed(info)
       // A tell the parent may not answer: a class without the method is not a failure worth an actor:error.
       this.message(parent, ActorOp.Call, CHILD_FAILED_METHOD, [info]).catch((err: unknown) => {
@@ -467,11 +468,17 @@ export class Actors {
         } catch (err) {
           node.actors--
           rec.state = 'restarting'
-          const again = err instanceof ActorLostError || err instanceof WorkerCrashedError || err instanceof RemoteTaskError
-          const reason = `its restart on node ${node.nodeId} failed: ${(err as Error).message}`
-          if (!again || this.cx.closed() || !this.budgetAllows(rec)) {
-            throw this.fail(rec, reason, err)
+          if (this.cx.closed()) {
+            // The cluster closes: the held messages reject with why (ClusterClosedError), nothing is reported.
+            rec.state = 'lost'
+            rec.ready = undefined
+            this.forget(rec)
+            for (const m of rec.held.splice(0)) m.reject(err)
+            throw err
           }
+          // Lost again while starting, or the constructor threw or ended its thread: one more restart, if the budget allows.
+          const again = err instanceof ActorLostError || err instanceof WorkerCrashedError || err instanceof RemoteTaskError
+          if (!again || !this.budgetAllows(rec)) throw this.fail(rec, `its restart on node ${node.nodeId} failed: ${(err as Error).message}`, err)
         }
       }
     })()
