@@ -10,6 +10,7 @@ export type {
   RetryInfo,
   ActorInfo,
   ActorErrorEvent,
+  ActorFailure,
   TaskFailedEvent,
   TaskOptions,
   SpawnOptions,
