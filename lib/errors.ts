@@ -194,8 +194,8 @@ export class ActorStoppedError extends ClusterError {
 }
 
 export class ActorLostError extends ClusterError {
-  constructor(message: string) {
-    super('ERR_ACTOR_LOST', message)
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_ACTOR_LOST', message, options)
   }
 }
 

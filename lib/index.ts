@@ -12,6 +12,7 @@ export type {
   RetryInfo,
   ActorInfo,
   ActorErrorEvent,
+  ActorFailure,
   TaskFailedEvent,
   TaskOptions,
   SpawnOptions,

@@ -7,7 +7,9 @@ import { once } from 'node:events'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { TestContext } from 'node:test'
-import type { Cluster } from '../lib/index.js'
+import type { ActorRef, Cluster, SpawnOptions } from '../lib/index.js'
+import type { Actors } from '../lib/driver/actors.js'
+import { resolveSpawnOptions } from '../lib/driver/task-options.js'
 
 // Drivers on a loopback `listen` leave their agents' keys under XDG_RUNTIME_DIR (or the home directory); one that a
 // test kills cannot remove them. Each test process (and what it starts) gets a private runtime directory of its
@@ -177,4 +179,19 @@ export async function mapAhead(cluster: Cluster, concurrency: number, count: num
     if (++consumed === count) break
   }
   return { pulled, consumed, maxAhead }
+}
+
+/**
+ * Spawns an actor as the child of `parent`, through the driver's internal
+ * spawn (what an actor's `context.spawn` reaches).
+ */
+export function spawnChild<T extends object>(
+  cluster: Cluster,
+  parent: { id: string },
+  className: string,
+  args: unknown[] = [],
+  options: SpawnOptions = {},
+): Promise<ActorRef<T>> {
+  const actors = (cluster as unknown as { actors: Actors }).actors
+  return actors.spawn<T>(className, args, { ...resolveSpawnOptions(options), parent: parent.id })
 }

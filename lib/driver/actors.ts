@@ -2,9 +2,11 @@
  * Actors on the driver's side: placement (least actors per thread, pinned to
  * a node, or a group spread over the nodes), the record of each live actor and
  * the names they are registered under, its messages (entries in the ledger, held by the
- * actor's node, sent in one frame per node and flush), stop, and restart on
+ * actor's node, sent in one frame per node and flush), stop, restart on
  * another node after a loss when the actor was spawned with
- * `restart: 'always'`.
+ * `restart: 'always'` (within its restart budget), and supervision: an
+ * actor spawned by an actor is its child, stops with it, and its parent is
+ * told when it is lost for good.
  */
 import { randomBytes } from 'node:crypto'
 import {
@@ -12,10 +14,13 @@ import {
   ActorNameError,
   ActorStoppedError,
   ClusterClosedError,
+  RemoteTaskError,
   InvalidArgumentError,
   SerializationError,
   UnknownActorError,
+  UnknownMethodError,
   UnknownNodeError,
+  WorkerCrashedError,
 } from '../errors.js'
 import { encodeActorBody } from '../protocol/bodies.js'
 import { takeWrittenRefs, type SharedRef } from '../protocol/shared-ref.js'
@@ -26,13 +31,23 @@ import type { ActorTarget, Ledger, TaskEntry } from './ledger.js'
 import type { ClusterNode, Membership } from './membership.js'
 import { makeActorRef } from './proxies.js'
 import type { ResolvedSpawnOptions } from './task-options.js'
-import type { ActorErrorEvent, ActorInfo, ActorRef } from './types.js'
+import type { ActorErrorEvent, ActorFailure, ActorInfo, ActorRef } from './types.js'
 
 interface ActorRecord {
   readonly id: string
   readonly className: string
   readonly args: unknown[]
   readonly restart: boolean
+  readonly maxRestarts: number
+  readonly restartWindowMs: number
+  /** When each restart within the window began (ms, monotonic), oldest first. */
+  readonly restarts: number[]
+  /** The actor that spawned it; it stops with its parent. */
+  readonly parent: ActorRecord | undefined
+  /** The actors it spawned that still run (or restart). */
+  readonly children: Set<ActorRecord>
+  /** Why it was lost for good: its later messages reject with this. */
+  failure: ActorLostError | undefined
   /** The name it is registered under, if any (held while it runs or restarts). */
   readonly name: string | undefined
   /** The node id it was pinned to, if any: a restart goes back there while that node is a member. */
@@ -70,7 +85,14 @@ export interface ActorsContext {
   restarted(info: ActorInfo): void
   /** A `tell` failed. */
   toldFailed(info: ActorErrorEvent): void
+  /** An actor was lost for good. */
+  lost(info: ActorFailure, error: Error): void
+  /** A child was lost for good and its parent told. */
+  childFailed(info: ActorFailure): void
 }
+
+/** The method of a parent actor called (as a tell) when one of its children is lost for good, if the class has it. */
+const CHILD_FAILED_METHOD = 'childFailed'
 
 /** The spawns of one `with({ spread: true })` view: how many of them each node got. */
 export class SpawnGroup {
@@ -98,6 +120,7 @@ export class Actors {
     if (known && !known.has(className)) throw UnknownActorError.of(className, [...known])
     const bad = findUnserializable(args, 'args')
     if (bad) throw new SerializationError(`cannot spawn actor "${className}": ${bad}; msgpack cannot carry it`)
+    const parent = options.parent === undefined ? undefined : this.liveParent(options.parent, className)
     const { name } = options
     if (name !== undefined) {
       const holder = this.names.get(name)
@@ -115,6 +138,12 @@ export class Actors {
         className,
         args,
         restart: options.restart,
+        maxRestarts: options.maxRestarts,
+        restartWindowMs: options.restartWindowMs,
+        restarts: [],
+        parent,
+        children: new Set(),
+        failure: undefined,
         name,
         pin: options.node,
         node,
@@ -135,6 +164,14 @@ export class Actors {
     this.records.set(rec.id, rec)
     if (name !== undefined) this.names.set(name, rec)
     this.cx.spawned(this.info(rec))
+    if (parent) {
+      // The parent stopped or was lost while its child was being spawned: the child goes too.
+      if (!this.records.has(parent.id) || parent.state === 'stopped' || parent.state === 'lost') {
+        await this.stop(rec).catch(() => {})
+        throw new ActorStoppedError(`actor ${parent.id} (${parent.className}) stopped while spawning its child ${rec.id}; the child was stopped with it`)
+      }
+      parent.children.add(rec)
+    }
     const live = rec
     const ref = makeActorRef<T>({
       id: rec.id,
@@ -175,6 +212,15 @@ export class Actors {
     return ref as ActorRef<T>
   }
 
+  /** The record of a running (or restarting) actor spawning a child, or an error saying it is not running. */
+  private liveParent(id: string, className: string): ActorRecord {
+    const parent = this.records.get(id)
+    if (!parent || parent.state === 'stopped' || parent.state === 'lost') {
+      throw new ActorStoppedError(`cannot spawn "${className}" as a child of actor ${id}: that actor is not running`)
+    }
+    return parent
+  }
+
   private info(rec: ActorRecord): ActorInfo {
     return { id: rec.id, className: rec.className, node: rec.node.nodeId, ...(rec.name === undefined ? {} : { name: rec.name }) }
   }
@@ -184,6 +230,18 @@ export class Actors {
     this.records.delete(rec.id)
     this.refs.delete(rec.id)
     if (rec.name !== undefined && this.names.get(rec.name) === rec) this.names.delete(rec.name)
+    rec.parent?.children.delete(rec)
+  }
+
+  /**
+   * Stops the actor's children (and theirs, each after its parent): they
+   * belong to the instance that spawned them, so they go when it stops or is
+   * lost, restarted or not.
+   */
+  private async stopChildren(rec: ActorRecord): Promise<void> {
+    const children = [...rec.children]
+    rec.children.clear()
+    await Promise.all(children.map((child) => this.stop(child).catch(() => {})))
   }
 
   /** The member with this node id, or an error naming it and the members. */
@@ -215,15 +273,23 @@ export class Actors {
     return best!
   }
 
+  /**
+   * Lets the actor's queued messages finish and removes it; then its children
+   * stop the same way (the parent's last messages still find them running).
+   */
   private async stop(rec: ActorRecord): Promise<void> {
     if (rec.state === 'stopped' || rec.state === 'lost') return
     if (rec.ready) await rec.ready.catch(() => {})
     this.forget(rec)
-    if (rec.state !== 'running') return
-    await this.message(rec, ActorOp.Stop, 'stop', [])
-    rec.state = 'stopped'
-    rec.node.actors--
-    this.cx.stopped(this.info(rec))
+    try {
+      if (rec.state !== 'running') return
+      await this.message(rec, ActorOp.Stop, 'stop', [])
+      rec.state = 'stopped'
+      rec.node.actors--
+      this.cx.stopped(this.info(rec))
+    } finally {
+      await this.stopChildren(rec)
+    }
   }
 
   /** The node with the fewest actors per thread; waits for one to join if there is none. */
@@ -245,6 +311,7 @@ export class Actors {
   private message(rec: ActorRecord, op: ActorOp, name: string, args: unknown[]): Promise<unknown> {
     if (this.cx.closed()) return Promise.reject(new ClusterClosedError('the cluster is closed'))
     if (rec.state === 'stopped') return Promise.reject(new ActorStoppedError(`actor ${rec.id} was stopped`))
+    if (rec.failure) return Promise.reject(rec.failure)
     // Restarting (waiting for a node, or the new instance's Spawn on its way): in line behind the earlier ones.
     if (rec.ready && op !== ActorOp.Spawn) return new Promise((resolve, reject) => rec.held.push({ op, name, args, resolve, reject }))
     if (rec.state === 'lost' || !this.cx.membership.has(rec.node)) {
@@ -302,16 +369,19 @@ export class Actors {
       if (actor)
         this.cx.ledger.fail(e, new ActorLostError(`actor ${actor.id} was lost with its node ${node.nodeId} (${reason}); the message may or may not have run`))
     }
-    for (const rec of this.records.values()) {
-      // A restart under way on this node sees its Spawn fail (above) and tries the next node itself.
-      if (rec.node !== node || rec.state !== 'running' || rec.ready !== undefined) continue
-      if (rec.restart && !this.cx.closed()) {
-        this.restart(rec)
-      } else {
-        rec.state = 'lost'
-        this.forget(rec)
-      }
+    // A restart under way on this node sees its Spawn fail (above) and tries the next node itself.
+    const here = new Set<ActorRecord>()
+    for (const rec of this.records.values()) if (rec.node === node && rec.state === 'running' && rec.ready === undefined) here.add(rec)
+    for (const rec of here) {
+      // One lost with an ancestor goes in that ancestor's stop, neither restarted nor reported to a lost parent.
+      if (this.hasAncestorIn(rec, here)) continue
+      this.instanceLost(rec, `its node ${node.nodeId} was lost (${reason})`)
     }
+  }
+
+  private hasAncestorIn(rec: ActorRecord, set: ReadonlySet<ActorRecord>): boolean {
+    for (let p = rec.parent; p !== undefined; p = p.parent) if (set.has(p)) return true
+    return false
   }
 
   /**
@@ -325,18 +395,75 @@ export class Actors {
     // Already known (lost, restarting, or elsewhere now).
     if (!rec || rec.node !== node || rec.state !== 'running' || rec.ready !== undefined) return
     node.actors--
-    if (rec.restart && !this.cx.closed()) {
-      this.restart(rec)
-    } else {
-      rec.state = 'lost'
-      this.forget(rec)
+    this.instanceLost(rec, `its host thread on node ${node.nodeId} died`)
+  }
+
+  /**
+   * The actor's instance is gone: its children stop, and it restarts if its
+   * policy and budget allow, or is lost for good.
+   */
+  private instanceLost(rec: ActorRecord, reason: string): void {
+    void this.stopChildren(rec)
+    if (rec.restart && !this.cx.closed() && this.budgetAllows(rec)) this.restart(rec)
+    else this.fail(rec, reason)
+  }
+
+  /** Whether one more restart fits the budget (`maxRestarts` within `restartWindowMs`); if so it is counted. */
+  private budgetAllows(rec: ActorRecord): boolean {
+    const now = performance.now()
+    const since = now - rec.restartWindowMs
+    while (rec.restarts.length > 0 && rec.restarts[0]! <= since) rec.restarts.shift()
+    if (rec.restarts.length >= rec.maxRestarts) return false
+    rec.restarts.push(now)
+    return true
+  }
+
+  /**
+   * The actor is lost for good: its held and later messages reject with
+   * ActorLostError, its name is freed, `actor:lost` is emitted, and its
+   * parent is told (its `childFailed(info)` method called as a tell, when the
+   * class has one; `actor:child-failed`).
+   */
+  private fail(rec: ActorRecord, reason: string, cause?: unknown): ActorLostError {
+    const spent = rec.restart && !this.cx.closed() && rec.restarts.length >= rec.maxRestarts
+    const why = spent ? `${reason}; its restart budget is spent (${rec.maxRestarts} restarts within ${rec.restartWindowMs} ms)` : reason
+    const error = new ActorLostError(`actor ${rec.id} (${rec.className}) was lost for good: ${why}`, cause === undefined ? undefined : { cause })
+    rec.state = 'lost'
+    rec.ready = undefined
+    rec.failure = error
+    // A child being stopped with its parent is not reported to it.
+    const parent = rec.parent?.children.has(rec) ? rec.parent : undefined
+    this.forget(rec)
+    for (const m of rec.held.splice(0)) m.reject(error)
+    const info: ActorFailure = {
+      actor: { id: rec.id, className: rec.className, ...(rec.name === undefined ? {} : { name: rec.name }) },
+      ...(rec.parent === undefined ? {} : { parent: rec.parent.id }),
+      reason: why,
+      restarts: rec.restarts.length,
     }
+    if (this.cx.closed()) return error
+    this.cx.lost(info, error)
+    if (parent && parent.state !== 'stopped' && parent.state !== 'lost') {
+      this.cx.childFailed(info)
+      // A tell the parent may not answer: a class without the method is not a failure worth an actor:error.
+      this.message(parent, ActorOp.Call, CHILD_FAILED_METHOD, [info]).catch((err: unknown) => {
+        if (err instanceof UnknownMethodError) return
+        this.cx.toldFailed({
+          actor: { id: parent.id, className: parent.className, ...(parent.name === undefined ? {} : { name: parent.name }) },
+          method: CHILD_FAILED_METHOD,
+          error: err instanceof Error ? err : new Error(String(err)),
+        })
+      })
+    }
+    return error
   }
 
   /**
    * Recreates a restartable actor whose node (or host thread) was lost, from
    * its constructor arguments: on the node it was pinned to while that is a
-   * member, else on the least-loaded node. It keeps its id, name and references.
+   * member, else on the least-loaded node. It keeps its id, name and
+   * references. A new instance that is lost while starting, or whose
+   * constructor throws, is one more restart against the budget.
    */
   private restart(rec: ActorRecord): void {
     rec.state = 'restarting'
@@ -356,15 +483,18 @@ export class Actors {
           return
         } catch (err) {
           node.actors--
-          // Lost again while starting: try the next node; anything else is final.
-          if (!(err instanceof ActorLostError) || this.cx.closed()) {
+          rec.state = 'restarting'
+          if (this.cx.closed()) {
+            // The cluster closes: the held messages reject with why (ClusterClosedError), nothing is reported.
             rec.state = 'lost'
             rec.ready = undefined
             this.forget(rec)
             for (const m of rec.held.splice(0)) m.reject(err)
             throw err
           }
-          rec.state = 'restarting'
+          // Lost again while starting, or the constructor threw or ended its thread: one more restart, if the budget allows.
+          const again = err instanceof ActorLostError || err instanceof WorkerCrashedError || err instanceof RemoteTaskError
+          if (!again || !this.budgetAllows(rec)) throw this.fail(rec, `its restart on node ${node.nodeId} failed: ${(err as Error).message}`, err)
         }
       }
     })()

@@ -151,6 +151,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       stopped: (info) => this.emit('actor:stopped', info),
       restarted: (info) => this.emit('actor:restarted', info),
       toldFailed: (info) => this.emit('actor:error', info),
+      lost: (info, error) => this.emit('actor:lost', info, error),
+      childFailed: (info) => this.emit('actor:child-failed', info),
     })
   }
 

@@ -58,16 +58,22 @@ export function resolveTaskOptions(o: TaskOptions, defaultMaxRetries: number): R
   })
 }
 
-/** Whether an actor spawned under these options is restarted after its node is lost. */
+/** Whether an actor spawned under these options is restarted after its node is lost, and how often. */
 export interface ResolvedSpawnOptions {
   readonly restart: boolean
+  readonly maxRestarts: number
+  readonly restartWindowMs: number
   readonly name: string | undefined
   readonly node: string | undefined
   readonly spread: boolean
+  /** Internal: the id of the actor spawning this one (its parent), set when an actor spawns a child. */
+  readonly parent?: string | undefined
 }
 
+const RESTART_DEFAULTS = { maxRestarts: 10, restartWindowMs: 60_000 } as const
+
 /** A plain `cluster.spawn`: no restart, no name, least-loaded placement. */
-export const SPAWN_DEFAULTS: ResolvedSpawnOptions = Object.freeze({ restart: false, name: undefined, node: undefined, spread: false })
+export const SPAWN_DEFAULTS: ResolvedSpawnOptions = Object.freeze({ restart: false, ...RESTART_DEFAULTS, name: undefined, node: undefined, spread: false })
 
 /** Resolves the options of `spawn`; names the bad field. */
 export function resolveSpawnOptions(o: SpawnOptions): ResolvedSpawnOptions {
@@ -83,7 +89,20 @@ export function resolveSpawnOptions(o: SpawnOptions): ResolvedSpawnOptions {
   }
   const spread = booleanOption('spread', o.spread) ?? false
   if (spread && o.node !== undefined) throw new InvalidArgumentError('options.spread and options.node cannot be combined: a pinned actor is not spread')
-  return { restart, name: o.name, node: o.node, spread }
+  const maxRestarts = integerOption('maxRestarts', o.maxRestarts, 0)
+  const restartWindowMs = integerOption('restartWindowMs', o.restartWindowMs, 1, MAX_TIMEOUT_MS)
+  if (!restart && (maxRestarts !== undefined || restartWindowMs !== undefined)) {
+    const field = maxRestarts !== undefined ? 'maxRestarts' : 'restartWindowMs'
+    throw new InvalidArgumentError(`options.${field} is a restart budget: it needs restart: 'always'`)
+  }
+  return {
+    restart,
+    maxRestarts: maxRestarts ?? RESTART_DEFAULTS.maxRestarts,
+    restartWindowMs: restartWindowMs ?? RESTART_DEFAULTS.restartWindowMs,
+    name: o.name,
+    node: o.node,
+    spread,
+  }
 }
 
 /** Resolves the options of one `map`; names the bad field. */

@@ -28,9 +28,19 @@ export interface SpawnOptions {
   /**
    * `'never'` (default): if the actor's node is lost, calls reject with
    * ActorLostError. `'always'`: the actor is recreated on another node, from
-   * its constructor arguments, with fresh state.
+   * its constructor arguments, with fresh state, within its restart budget
+   * (`maxRestarts`). Either way the children of the lost instance are stopped.
    */
   restart?: 'never' | 'always'
+  /**
+   * With `restart: 'always'`: the most restarts allowed within
+   * `restartWindowMs`. One more loss within the window (a node or host thread
+   * lost again, or a constructor that throws on a restart) and the actor fails
+   * for good with ActorLostError (`actor:lost`; its parent is told). Default 10.
+   */
+  maxRestarts?: number
+  /** The window `maxRestarts` counts restarts in, in ms (a sliding window: older restarts no longer count). Default 60,000. */
+  restartWindowMs?: number
   /**
    * Registers the actor under this cluster-wide name, for `cluster.actor(name)`.
    * A name is held by one live actor at a time (a second spawn under it fails
@@ -87,7 +97,7 @@ export type ActorRef<T> = {
   }
   /** The node the actor lives on. */
   readonly node: string
-  /** Lets queued messages finish, then removes the actor. Later calls reject with ActorStoppedError. */
+  /** Lets queued messages finish, then removes the actor, then its children (an actor's children stop with it). Later calls reject with ActorStoppedError. */
   stop(): Promise<void>
 }
 
@@ -180,6 +190,18 @@ export interface ActorErrorEvent {
   error: Error
 }
 
+/** An actor lost for good, as `actor:lost` and `actor:child-failed` report it, and as its parent's `childFailed(info)` receives it. */
+export interface ActorFailure {
+  /** The actor's id, class and name (if any). */
+  actor: { id: string; className: string; name?: string }
+  /** The id of the actor that spawned it, if an actor did. */
+  parent?: string
+  /** Why, in words: the last loss, and the restart budget when that was spent. */
+  reason: string
+  /** Its restarts within the window when it failed (0 for an actor without `restart: 'always'`). */
+  restarts: number
+}
+
 /** A task that failed, as `task:failed` reports it. */
 export interface TaskFailedEvent {
   id: number
@@ -267,6 +289,14 @@ export interface ClusterEvents {
   'actor:spawned': [actor: ActorInfo]
   'actor:stopped': [actor: ActorInfo]
   'actor:restarted': [info: ActorInfo]
+  /**
+   * An actor was lost for good: its node or host thread was lost and it is not
+   * restarted (no `restart: 'always'`, or its restart budget is spent). Its
+   * pending and later asks reject with `error`; its name is free again.
+   */
+  'actor:lost': [info: ActorFailure, error: Error]
+  /** A child actor was lost for good and its parent told (its `childFailed(info)` method is called, when it has one). */
+  'actor:child-failed': [info: ActorFailure]
   /** A message sent with `ref.tell` failed: the method threw, does not exist, or the actor was lost or stopped. */
   'actor:error': [info: ActorErrorEvent]
   /** The transport failed for good (a broker connection was lost): pending tasks rejected with `err`, the cluster closes. */

@@ -1,7 +1,7 @@
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import * as zmq from 'zeromq'
-import { ActorLostError, ActorNameError, Agent, Cluster, WorkerCrashedError, type ActorErrorEvent, type ActorInfo } from '../../lib/index.js'
+import { ActorLostError, ActorNameError, Agent, Cluster, WorkerCrashedError, type ActorErrorEvent, type ActorFailure, type ActorInfo } from '../../lib/index.js'
 import { decode, encode, header, parseHeader } from '../../lib/protocol/codec.js'
 import { ActorOp, MsgType } from '../../lib/protocol/messages.js'
 import type * as Tasks from '../fixtures/tasks.js'
@@ -186,4 +186,39 @@ test('a pinned actor with restart: always whose node is lost restarts on the lea
   assert.deepEqual(restarted, [idle.id])
   assert.equal(await ref.inc(1), 6)
   assert.equal(ref.node, idle.id)
+})
+
+test('a restart whose target nodes keep being lost before answering ends by the budget: each attempt counted, then ActorLostError', async (t) => {
+  const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', insecure: true, localAgents: 0 })
+  t.after(() => cluster.close())
+  const first = await Agent.start({ connect: cluster.address, tasks: FIXTURE_TASKS, threads: 1 })
+  t.after(() => first.close({ timeoutMs: 1000 }))
+  await waitFor(() => cluster.nodes().length === 1, 10_000, 'the first agent to join')
+  const ref = await cluster.with({ restart: 'always', maxRestarts: 2 }).spawn<Tasks.Counter>('Counter', 100)
+  const lost: [ActorFailure, Error][] = []
+  cluster.on('actor:lost', (info, error) => lost.push([info, error]))
+  let restarted = 0
+  cluster.on('actor:restarted', () => restarted++)
+  await first.close()
+  await waitFor(() => cluster.nodes().length === 0, 10_000, 'the first agent to leave')
+  // Restart 1 goes to a node that leaves before answering; restart 2 too; a third loss is past the budget.
+  for (const id of ['fake-1', 'fake-2']) {
+    const fake = await fakeNode(t, cluster.address, id)
+    const [spawn] = await fake.actorFrame(`the restart Spawn on ${id}`)
+    assert.equal(spawn?.[1], ActorOp.Spawn)
+    await fake.leave()
+  }
+  await waitFor(() => lost.length === 1, 10_000, 'the actor to be lost for good')
+  const [info, error] = lost[0]!
+  assert.equal(info.restarts, 2)
+  assert.match(info.reason, /^its restart on node fake-2 failed: .*; its restart budget is spent \(2 restarts within 60000 ms\)$/)
+  assert.ok(error instanceof ActorLostError && error.cause instanceof ActorLostError)
+  assert.equal(restarted, 0)
+  await assert.rejects(ref.inc(1), (e: unknown) => e === error)
+  // A node joining now gets no Spawn of it.
+  const late = await Agent.start({ connect: cluster.address, tasks: FIXTURE_TASKS, threads: 1 })
+  t.after(() => late.close({ timeoutMs: 1000 }))
+  await waitFor(() => cluster.nodes().length === 1, 10_000, 'a late agent to join')
+  assert.deepEqual(cluster.liveActors(), [])
+  assert.equal(cluster.nodes()[0]?.actors, 0)
 })

@@ -42,20 +42,35 @@ test('resolveTaskOptions: each bad field is named', () => {
   for (const [o, message] of cases) rejects(() => resolveTaskOptions(bad<TaskOptions>(o), 3), message)
 })
 
-test('resolveSpawnOptions: restart never (default) or always; name, node, spread', () => {
-  const none = { name: undefined, node: undefined, spread: false }
+test('resolveSpawnOptions: restart never (default) or always, its budget; name, node, spread', () => {
+  const none = { maxRestarts: 10, restartWindowMs: 60_000, name: undefined, node: undefined, spread: false }
   assert.deepEqual(resolveSpawnOptions({}), { restart: false, ...none })
   assert.deepEqual(resolveSpawnOptions({}), SPAWN_DEFAULTS)
   assert.deepEqual(resolveSpawnOptions({ restart: 'never' }), { restart: false, ...none })
   assert.deepEqual(resolveSpawnOptions({ restart: 'always' }), { restart: true, ...none })
-  assert.deepEqual(resolveSpawnOptions({ name: 'n', node: 'a' }), { restart: false, name: 'n', node: 'a', spread: false })
-  assert.deepEqual(resolveSpawnOptions({ spread: true }), { restart: false, name: undefined, node: undefined, spread: true })
+  assert.deepEqual(resolveSpawnOptions({ restart: 'always', maxRestarts: 0, restartWindowMs: 1 }), {
+    ...none,
+    restart: true,
+    maxRestarts: 0,
+    restartWindowMs: 1,
+  })
+  assert.deepEqual(resolveSpawnOptions({ name: 'n', node: 'a' }), { ...none, restart: false, name: 'n', node: 'a' })
+  assert.deepEqual(resolveSpawnOptions({ spread: true }), { ...none, restart: false, spread: true })
   rejects(() => resolveSpawnOptions(bad<SpawnOptions>({ restart: 'sometimes' })), "options.restart must be 'never' or 'always', got sometimes")
   rejects(() => resolveSpawnOptions(bad<SpawnOptions>({ restart: true })), "options.restart must be 'never' or 'always', got true")
   rejects(() => resolveSpawnOptions(bad<SpawnOptions>({ name: 7 })), 'options.name must be a non-empty string, got 7')
   rejects(() => resolveSpawnOptions({ node: '' }), 'options.node must be a non-empty string, got ""')
   rejects(() => resolveSpawnOptions(bad<SpawnOptions>({ spread: 'yes' })), 'options.spread must be a boolean, got "yes"')
   rejects(() => resolveSpawnOptions({ spread: true, node: 'a' }), 'options.spread and options.node cannot be combined: a pinned actor is not spread')
+  rejects(() => resolveSpawnOptions({ restart: 'always', maxRestarts: -1 }), 'options.maxRestarts must be a non-negative integer, got -1')
+  rejects(() => resolveSpawnOptions({ restart: 'always', maxRestarts: 1.5 }), 'options.maxRestarts must be a non-negative integer, got 1.5')
+  rejects(() => resolveSpawnOptions({ restart: 'always', restartWindowMs: 0 }), 'options.restartWindowMs must be an integer from 1 to 2147483647, got 0')
+  rejects(
+    () => resolveSpawnOptions({ restart: 'always', restartWindowMs: 2 ** 31 }),
+    'options.restartWindowMs must be an integer from 1 to 2147483647, got 2147483648',
+  )
+  rejects(() => resolveSpawnOptions({ maxRestarts: 3 }), "options.maxRestarts is a restart budget: it needs restart: 'always'")
+  rejects(() => resolveSpawnOptions({ restart: 'never', restartWindowMs: 1000 }), "options.restartWindowMs is a restart budget: it needs restart: 'always'")
 })
 
 test('resolveMapOptions: defaults; the signal belongs to the map, not its tasks', () => {

@@ -1,0 +1,81 @@
+/**
+ * Children on a real cluster: an actor spawned by an actor stops with it
+ * (its children too, each after its parent, once the parent's queued
+ * messages have run); stopping a child leaves its parent running; names and
+ * records are freed.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { ActorNameError, ActorStoppedError, Cluster } from '../../lib/index.js'
+import type * as Tasks from '../fixtures/tasks.js'
+import { FIXTURE_TASKS, spawnChild } from '../helpers.js'
+
+const isStopped = (e: unknown) => e instanceof ActorStoppedError
+
+test('stopping a parent stops its children and theirs after its own messages; stopping a child leaves the parent; names are freed', async (t) => {
+  const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 2 })
+  t.after(() => cluster.close())
+  const stopped: string[] = []
+  cluster.on('actor:stopped', (a) => stopped.push(a.id))
+  const parent = await cluster.spawn<Tasks.Guardian>('Guardian')
+  const child = await spawnChild<Tasks.Counter>(cluster, parent, 'Counter', [10], { name: 'kid' })
+  const grandchild = await spawnChild<Tasks.Counter>(cluster, child, 'Counter', [20])
+  const other = await spawnChild<Tasks.Counter>(cluster, parent, 'Counter', [30])
+  const bystander = await cluster.spawn<Tasks.Counter>('Counter', 0)
+
+  // A child stopped on its own: its parent and siblings run on.
+  await other.stop()
+  assert.equal(await parent.ping(), 'pong')
+  assert.equal(await child.inc(1), 11)
+  assert.deepEqual(stopped, [other.id])
+
+  // Queued before the stop: it runs, the grandchild stops after it.
+  const slow = grandchild.slowInc(1, 200)
+  await parent.stop()
+  assert.equal(await slow, 21)
+  assert.deepEqual(stopped, [other.id, parent.id, child.id, grandchild.id], 'each after its parent')
+  await assert.rejects(parent.ping(), isStopped)
+  await assert.rejects(child.inc(1), isStopped)
+  await assert.rejects(grandchild.inc(1), isStopped)
+  assert.equal(await bystander.inc(1), 1, 'an actor of no parent is left alone')
+  assert.deepEqual(
+    cluster.liveActors().map((a) => a.id),
+    [bystander.id],
+  )
+  assert.equal(
+    cluster.nodes().reduce((n, node) => n + node.actors, 0),
+    1,
+    'the nodes count the bystander only',
+  )
+
+  // The child's name is free again; a stopped actor cannot have children.
+  assert.throws(
+    () => cluster.actor('kid'),
+    (e: unknown) => e instanceof ActorNameError && e.code === 'ERR_ACTOR_NOT_FOUND',
+  )
+  const again = await cluster.with({ name: 'kid' }).spawn<Tasks.Counter>('Counter', 5)
+  assert.equal(await cluster.actor<Tasks.Counter>('kid').inc(1), 6)
+  await assert.rejects(
+    spawnChild(cluster, parent, 'Counter'),
+    (e: unknown) => isStopped(e) && (e as Error).message.includes(`child of actor ${parent.id}: that actor is not running`),
+  )
+  await again.stop()
+})
+
+test('a child stopped while its parent stops, and a parent stopped while its child is being spawned', async (t) => {
+  const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1 })
+  t.after(() => cluster.close())
+  const parent = await cluster.spawn<Tasks.Guardian>('Guardian')
+  const child = await spawnChild<Tasks.Counter>(cluster, parent, 'Counter', [1])
+  // Both stops settle; the child stops once.
+  let stops = 0
+  cluster.on('actor:stopped', (a) => void (a.id === child.id && stops++))
+  await Promise.all([child.stop(), parent.stop()])
+  assert.equal(stops, 1)
+  // The spawn of a child is under way when its parent stops: the child is stopped too.
+  const parent2 = await cluster.spawn<Tasks.Guardian>('Guardian')
+  const spawning = spawnChild<Tasks.Counter>(cluster, parent2, 'Counter', [1])
+  await parent2.stop()
+  await assert.rejects(spawning, (e: unknown) => isStopped(e) && /stopped while spawning its child/.test((e as Error).message))
+  assert.deepEqual(cluster.liveActors(), [])
+})
