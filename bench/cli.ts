@@ -185,12 +185,24 @@ export const benchCommand: CommandModule = {
             .option('bytes', { type: 'number', default: 1_000_000, describe: 'size of the Float64Array' })
             .option('tasks', { type: 'number', default: 10_000, describe: 'tasks that read the put array, per run' })
             .option('copy-tasks', { type: 'number', default: 300, describe: 'tasks that carry the array each, per run' })
-            .option('agents', { type: 'number', default: 2, describe: 'local agents of one thread each, over TCP' }),
+            .option('agents', { type: 'number', default: 2, describe: 'local agents of one thread each, over TCP' })
+            .option('transport', { choices: TRANSPORT_KINDS, default: TRANSPORT_DEFAULTS.transport, describe: 'the design' })
+            .option('redis', { type: 'string', default: TRANSPORT_DEFAULTS.redisUrl, describe: 'Redis URL for the brokered designs' })
+            .option('amqp', { type: 'string', default: TRANSPORT_DEFAULTS.amqpUrl, describe: 'RabbitMQ URL for the brokered designs' }),
         handler: async (a) => {
-          const r = await runPut({ bytes: a.bytes, tasks: a.tasks, copyTasks: a['copy-tasks'], agents: a.agents, runs: a.runs })
+          const r = await runPut({
+            bytes: a.bytes,
+            tasks: a.tasks,
+            copyTasks: a['copy-tasks'],
+            agents: a.agents,
+            runs: a.runs,
+            transport: a.transport,
+            redisUrl: a.redis,
+            amqpUrl: a.amqp,
+          })
           const mb = (n: number) => `${(n / 1e6).toFixed(2)} MB`
           print(a.json, r, [
-            `shared input — a ${mb(r.bytes)} Float64Array, ${r.agents} agents × 1 thread (medians of ${a.runs} runs)`,
+            `shared input — design ${r.design}, a ${mb(r.bytes)} Float64Array, ${r.agents} agents × 1 thread (medians of ${a.runs} runs)`,
             `  put once : ${r.tasks} tasks, ${r.put.tasksPerSecond.toLocaleString('en-US')} tasks/s, ${mb(r.put.bytesOut)} sent by the driver (${r.put.bytesPerTask.toFixed(1)} B per task beyond one copy per node)`,
             `  each task: ${r.copyTasks} tasks, ${r.copy.tasksPerSecond.toLocaleString('en-US')} tasks/s, ${mb(r.copy.bytesOut)} sent by the driver`,
             `speedup ${r.speedup.toFixed(1)}× (goal ≥ 50×); bytes ${r.ok ? 'within' : 'OVER'} ${r.agents} × 1.1 × the array + 64 B per task`,

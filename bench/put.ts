@@ -4,6 +4,7 @@
  * (the driver's transport counters) and the throughput of each way.
  */
 import { Cluster } from '../lib/index.js'
+import type { TransportKind } from '../lib/transport/options.js'
 import { BENCH_TASKS } from './seed.js'
 import { median } from './stats.js'
 
@@ -14,6 +15,7 @@ export interface PutRun {
 }
 
 export interface PutResult {
+  design: TransportKind
   bytes: number
   agents: number
   tasks: number
@@ -27,8 +29,26 @@ export interface PutResult {
   ok: boolean
 }
 
-export async function runPut(o: { bytes: number; tasks: number; copyTasks: number; agents: number; runs: number }): Promise<PutResult> {
-  await using cluster = await Cluster.start({ tasks: BENCH_TASKS, localAgents: o.agents, threads: 1, localTransport: 'tcp' })
+export async function runPut(o: {
+  bytes: number
+  tasks: number
+  copyTasks: number
+  agents: number
+  runs: number
+  transport?: TransportKind
+  redisUrl?: string
+  amqpUrl?: string
+}): Promise<PutResult> {
+  const design = o.transport ?? 'zmq'
+  await using cluster = await Cluster.start({
+    tasks: BENCH_TASKS,
+    localAgents: o.agents,
+    threads: 1,
+    localTransport: 'tcp',
+    transport: design,
+    redisUrl: o.redisUrl,
+    amqpUrl: o.amqpUrl,
+  })
   const values = new Float64Array(Math.floor(o.bytes / 8))
   for (let i = 0; i < values.length; i++) values[i] = i
   const measure = async (tasks: number, arg: () => Promise<unknown>, after: () => Promise<void>): Promise<PutRun> => {
@@ -71,6 +91,7 @@ export async function runPut(o: { bytes: number; tasks: number; copyTasks: numbe
   const copy = { tasksPerSecond: median(copyRuns.map((x) => x.tasksPerSecond)), bytesOut: median(copyRuns.map((x) => x.bytesOut)) }
   const shipped = values.byteLength * o.agents
   return {
+    design,
     bytes: values.byteLength,
     agents: o.agents,
     tasks: o.tasks,

@@ -37,7 +37,7 @@ export type ClusterErrorCode =
   | 'ERR_AGENT_START'
   | 'ERR_SHARED_IN_USE'
   | 'ERR_SHARED_TOO_LARGE'
-  | 'ERR_SHARED_UNSUPPORTED'
+  | 'ERR_SHARED_RELEASED'
   | 'ERR_ACTOR_NAME_TAKEN'
   | 'ERR_ACTOR_NOT_FOUND'
   | 'ERR_UNKNOWN_NODE'
@@ -144,11 +144,13 @@ export class SerializationError extends ClusterError {
 /**
  * A shared value (`cluster.put`) that cannot be put or released now:
  * `ERR_SHARED_IN_USE` (released while tasks carrying it are unsettled),
- * `ERR_SHARED_TOO_LARGE` (larger than a node's cache or a frame),
- * `ERR_SHARED_UNSUPPORTED` (a brokered design).
+ * `ERR_SHARED_TOO_LARGE` (larger than a node's cache or a frame: `put`
+ * refuses it, or the tasks that need it on such a node fail),
+ * `ERR_SHARED_RELEASED` (a node fetched a value released meanwhile: the tasks
+ * that need it there fail).
  */
 export class SharedValueError extends ClusterError {
-  constructor(code: 'ERR_SHARED_IN_USE' | 'ERR_SHARED_TOO_LARGE' | 'ERR_SHARED_UNSUPPORTED', message: string, options?: { cause?: unknown }) {
+  constructor(code: 'ERR_SHARED_IN_USE' | 'ERR_SHARED_TOO_LARGE' | 'ERR_SHARED_RELEASED', message: string, options?: { cause?: unknown }) {
     super(code, message, options)
   }
 }
@@ -370,9 +372,12 @@ const RUNTIME_CLASSES: Partial<Record<string, ErrorClass>> = {
  * class. Anything the user's code threw comes back as a {@link RemoteTaskError}.
  */
 export function rebuildError(task: string, wire: WireError, runtime: boolean, node?: string): ClusterError {
-  const Cls = runtime && wire.code !== undefined ? RUNTIME_CLASSES[wire.code] : undefined
-  if (!Cls) return new RemoteTaskError(task, wire, node)
-  const err = new Cls(wire.message)
+  const code = runtime ? wire.code : undefined
+  const Cls = code !== undefined ? RUNTIME_CLASSES[code] : undefined
+  let err: ClusterError
+  if (Cls) err = new Cls(wire.message)
+  else if (code === 'ERR_SHARED_TOO_LARGE' || code === 'ERR_SHARED_RELEASED') err = new SharedValueError(code, wire.message)
+  else return new RemoteTaskError(task, wire, node)
   if (wire.stack) err.stack = wire.stack
   return err
 }

@@ -2,6 +2,8 @@ export { Cluster } from './driver/cluster.js'
 export { SharedRef } from './protocol/shared-ref.js'
 export type {
   MapOptions,
+  MapReduce,
+  MapReduceOptions,
   ReduceOptions,
   NodeInfo,
   ClusterStats,

@@ -1,4 +1,5 @@
 /** Which brokers the tests can reach, a TCP proxy to take one away mid-run, and brokers of a test's own to restart. */
+import { Redis } from 'ioredis'
 import { connect, createServer, type Server, type Socket } from 'node:net'
 import { once } from 'node:events'
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -7,7 +8,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { freePort } from './helpers.js'
+import { FIXTURE_TASKS, freePort } from './helpers.js'
 import type { TestContext } from 'node:test'
 import type { TransportKind } from '../lib/transport/options.js'
 import { FrameAuth, type FrameDirection } from '../lib/transport/frames.js'
@@ -47,6 +48,43 @@ export function skipReason(design: TransportKind): string | false {
   if ((design === 'amqp' || design === 'amqp+redis') && !amqpUp) missing.push(`RabbitMQ at ${AMQP_URL.replace(/:[^:@/]*@/, ':***@')} is unreachable`)
   if (missing.length === 0 || REQUIRE_BROKERS) return false
   return `${missing.join('; ')} (set REQUIRE_BROKERS=1 to fail instead)`
+}
+
+/** `cluster agent` arguments for an agent of `design` joining cluster `clusterId` (heartbeats every 300 ms). */
+export const brokeredAgentArgs = (design: TransportKind, clusterId: string, threads = 1): string[] => [
+  'agent',
+  '--transport',
+  design,
+  '--cluster-id',
+  clusterId,
+  '--redis',
+  REDIS_URL,
+  '--amqp',
+  AMQP_URL,
+  '--tasks',
+  FIXTURE_TASKS.href,
+  '--threads',
+  String(threads),
+  '--heartbeat-ms',
+  '300',
+]
+
+/**
+ * A cluster id of its own for each test, and a Redis client that deletes its keys when the test
+ * ends (each test closes its agents, then its cluster, before it returns: an agent's Leave would
+ * otherwise reach a driver inbox after this cleanup, and stay until it expires).
+ */
+export function redisFor(t: TestContext, prefix = 'paths') {
+  const clusterId = `${prefix}-${randomBytes(4).toString('hex')}`
+  const redis = new Redis(REDIS_URL)
+  const k = (rest: string) => `ac:{${clusterId}}:${rest}`
+  t.after(async () => {
+    // This test's keys, and those of any cluster id it derived from its own.
+    const left = await redis.keys(`ac:{${clusterId}*`)
+    if (left.length > 0) await redis.del(...left)
+    redis.disconnect()
+  })
+  return { clusterId, redis, k }
 }
 
 /** A TCP proxy to a broker, so a test can cut the broker away without touching it. */

@@ -21,6 +21,7 @@ import { Credit } from './credit.js'
 import { OwnedPool, borrowPool, type AgentPool, type WorkerPool } from './pool.js'
 import { Runner } from './runner.js'
 import { SharedCache } from './shared-cache.js'
+import { SharedFetches } from './shared-fetch.js'
 import { Session, type AgentState } from './session.js'
 import type { AgentActivity, AgentEvents, AgentStats } from './types.js'
 
@@ -77,6 +78,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly actors: ActorFraming
   /** Shared inputs the driver put on this node. */
   private readonly shared: SharedCache
+  /** Brokered designs: frames waiting for shared values fetched from the driver. */
+  private readonly fetches: SharedFetches
   /**
    * Brokered designs: frames taken while the driver is silent, neither run nor
    * announced until the agent knows which driver it serves (see {@link taken}).
@@ -92,6 +95,18 @@ export class Agent extends EventEmitter<AgentEvents> {
     const send = (parts: Parts) => transport.send(parts)
     this.credit = new Credit(options.threads, options.targetQueueMs)
     this.shared = new SharedCache(this.stats)
+    const broker = transport.kind === 'shared-queue' ? transport : undefined
+    this.fetches = new SharedFetches(this.shared, {
+      send,
+      run: (f) => this.runner.push(f.body, f.count, f.timeoutMs, f.delivery, f.taken),
+      answer: (parts, delivery) => {
+        if (parts !== undefined && this.session.ready && !this.session.silent) send(parts)
+        this.acked([delivery])
+      },
+      registration: () => this.session.registration,
+      nodeId: id,
+      badFrame: () => this.stats.badFrames++,
+    })
     this.session = new Session(
       transport,
       {
@@ -103,6 +118,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         tasks,
         actors,
         sharedCacheBytes: options.sharedCacheBytes,
+        maxFrameBytes: options.maxFrameBytes,
       },
       options,
       {
@@ -123,7 +139,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       maxPoolBatch: options.maxPoolBatch,
       send,
       measured: (elapsedMs, count) => this.onMeasured(elapsedMs, count),
-      broker: transport.kind === 'shared-queue' ? transport : undefined,
+      broker: broker && { ack: (deliveries) => this.acked(deliveries) },
       shared: () => this.shared.table(),
     })
     this.actors = new ActorFraming({
@@ -204,7 +220,10 @@ export class Agent extends EventEmitter<AgentEvents> {
     try {
       // Too many parts, or too many bytes in all: nothing a driver sends.
       const problem = messageShapeProblem(parts, this.options.maxFrameBytes)
-      if (problem !== undefined) throw new ProtocolError(`message of ${problem}`)
+      if (problem !== undefined) {
+        this.tooLarge(parts)
+        throw new ProtocolError(`message of ${problem}`)
+      }
       h = parseHeader(parts[0])
     } catch {
       this.stats.badFrames++
@@ -237,9 +256,13 @@ export class Agent extends EventEmitter<AgentEvents> {
           return
         case MsgType.Put:
           this.shared.put(h.hash, h.kind, h.size, parts[1])
+          this.fetches.arrived(h.hash)
           return
         case MsgType.Drop:
           this.shared.drop(h.hashes)
+          return
+        case MsgType.Unavailable:
+          this.fetches.unavailable(h.hash, h.code, h.message)
           return
         case MsgType.DriverBye:
           this.session.bye()
@@ -295,12 +318,40 @@ export class Agent extends EventEmitter<AgentEvents> {
       return
     }
     this.credit.frameTaken(h.count)
-    this.runner.push(body, h.count, h.timeoutMs, delivery, transport.sent())
+    if (h.shared === undefined) this.runner.push(body, h.count, h.timeoutMs, delivery, transport.sent())
+    else this.fetches.taken({ body, count: h.count, timeoutMs: h.timeoutMs, delivery, taken: transport.sent() }, h.shared)
+  }
+
+  /** Brokered designs: these frames were answered, or given back unrun, and leave the shared queue. */
+  private acked(deliveries: Delivery[]): void {
+    if (this.transport.kind === 'shared-queue') this.transport.ack(deliveries)
+    this.fetches.acked(deliveries)
+  }
+
+  /**
+   * A message over `maxFrameBytes`: if it is a Put (a driver that does not
+   * know this agent's limit), the frames waiting for that value fail,
+   * naming the limit, rather than wait for it forever.
+   */
+  private tooLarge(parts: Parts): void {
+    let h: Header
+    try {
+      h = parseHeader(parts[0])
+    } catch {
+      return
+    }
+    if (h.type === MsgType.Put) {
+      this.fetches.unavailable(
+        h.hash,
+        'ERR_SHARED_TOO_LARGE',
+        `shared value ${h.hash} of ${h.size} bytes exceeds the maxFrameBytes of node ${this.id} (${this.options.maxFrameBytes})`,
+      )
+    }
   }
 
   private onJoined(nodeId: string): void {
     // A new registration: the driver's record of this node starts empty, so does the cache.
-    this.shared.clear()
+    this.fetches.reset()
     this.credit.reset()
     this.sendCredit()
     this.emit('driver:joined', nodeId)
@@ -329,7 +380,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.runner.release()
     this.giveBackUnclaimed()
     this.actors.reset()
-    this.shared.clear()
+    this.fetches.reset()
     if (!announced) this.emit('driver:lost', reason)
   }
 
@@ -394,6 +445,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       await this.transport.flush()
     }
     this.runner.release()
+    this.fetches.reset()
     this.transport.send([header(MsgType.Leave, [])])
   }
 

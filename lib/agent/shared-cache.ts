@@ -43,6 +43,14 @@ setSharedResolver((hash) => {
 export class SharedCache {
   private readonly held = new Map<string, Held>()
   private cachedTable: SharedTable | undefined
+  /**
+   * Brokered designs: values frames taken on this node need, with how many
+   * frames need each. A Drop of one of them waits until none does: the
+   * driver evicts by the tasks it knows the node holds, and a frame taken
+   * from the shared queue may not be among them yet.
+   */
+  private readonly pins = new Map<string, number>()
+  private readonly dropLater = new Set<string>()
 
   constructor(private readonly stats: SharedCacheStats) {}
 
@@ -50,6 +58,8 @@ export class SharedCache {
   put(hash: string, kind: SharedKind, size: number, body: Uint8Array | undefined): void {
     if (!body || body.byteLength !== size) throw new ProtocolError(`put of ${hash}: body of ${body?.byteLength ?? 0} bytes, header says ${size}`)
     this.stats.sharedPuts++
+    // The driver sends it again, so counts it held again: a Drop put off is off.
+    this.dropLater.delete(hash)
     if (this.held.has(hash)) return
     const sab = new SharedArrayBuffer(size)
     new Uint8Array(sab).set(body)
@@ -65,10 +75,38 @@ export class SharedCache {
     this.cachedTable = undefined
   }
 
+  /** Whether the node holds `hash`. */
+  has(hash: string): boolean {
+    return this.held.has(hash)
+  }
+
+  /** A frame that needs these values was taken: they stay until it is {@link unpin}ned. */
+  pin(hashes: readonly string[]): void {
+    for (const hash of hashes) this.pins.set(hash, (this.pins.get(hash) ?? 0) + 1)
+  }
+
+  /** The frame is answered (or given back): a Drop put off for its values happens now. */
+  unpin(hashes: readonly string[]): void {
+    for (const hash of hashes) {
+      const n = this.pins.get(hash)
+      if (n === undefined) continue
+      if (n > 1) {
+        this.pins.set(hash, n - 1)
+        continue
+      }
+      this.pins.delete(hash)
+      if (this.dropLater.delete(hash)) this.drop([hash])
+    }
+  }
+
   drop(hashes: readonly string[]): void {
     for (const hash of hashes) {
       const held = this.held.get(hash)
       if (!held) continue
+      if (this.pins.has(hash)) {
+        this.dropLater.add(hash)
+        continue
+      }
       this.held.delete(hash)
       this.stats.sharedValues--
       this.stats.sharedBytes -= held.sab.byteLength
@@ -80,6 +118,8 @@ export class SharedCache {
 
   /** Forgets every value (a new driver session starts with none). */
   clear(): void {
+    this.pins.clear()
+    this.dropLater.clear()
     this.drop([...this.held.keys()])
   }
 

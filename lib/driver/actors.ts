@@ -23,6 +23,7 @@ import {
   WorkerCrashedError,
 } from '../errors.js'
 import { encodeActorBody } from '../protocol/bodies.js'
+import { takeWrittenRefs, type SharedRef } from '../protocol/shared-ref.js'
 import { findUnserializable, header } from '../protocol/codec.js'
 import { ActorOp, MsgType } from '../protocol/messages.js'
 import type { Parts } from '../transport/transport.js'
@@ -70,7 +71,10 @@ interface HeldMessage {
 export interface ActorsContext {
   readonly ledger: Ledger
   readonly membership: Membership
-  send(peer: string, parts: Parts): void
+  /** Sends a frame, with the shared-value handles it carries (their values go ahead of it). */
+  send(peer: string, parts: Parts, refs: readonly SharedRef[]): void
+  /** Fails the messages of `entries` that carry a shared value `node` cannot hold, and returns them (see TaskFrames). */
+  unfit?(node: ClusterNode, entries: readonly TaskEntry[], refs: readonly SharedRef[]): ReadonlySet<TaskEntry> | undefined
   /** Asks for a flush on the next tick (messages go out in one frame per node). */
   scheduleFlush(): void
   /** The actor classes the driver knows of (its catalog), or undefined to ask the nodes. */
@@ -329,19 +333,31 @@ export class Actors {
 
   /** Sends each node's waiting messages, one frame per node. */
   flush(): void {
-    for (const [node, entries] of this.outbox) {
+    for (const [node, waiting] of this.outbox) {
       this.outbox.delete(node)
-      let body: Buffer
-      try {
-        const { ledger } = this.cx
-        body = encodeActorBody(
-          entries.map((e) => ({ id: ledger.id(e), op: ledger.op(e), actorId: ledger.actor(e)!.id, name: ledger.name(e), args: ledger.args(e) })),
-        )
-      } catch (err) {
-        for (const e of entries) this.cx.ledger.fail(e, new SerializationError(`cannot send actor message: ${(err as Error).message}`, { cause: err }))
-        continue
+      let entries: readonly TaskEntry[] = waiting
+      // Each round fails at least one message (one carrying a value the node cannot hold) or sends the frame.
+      while (entries.length > 0) {
+        let body: Buffer
+        // Handles written by an earlier round are not this frame's.
+        takeWrittenRefs()
+        try {
+          const { ledger } = this.cx
+          body = encodeActorBody(
+            entries.map((e) => ({ id: ledger.id(e), op: ledger.op(e), actorId: ledger.actor(e)!.id, name: ledger.name(e), args: ledger.args(e) })),
+          )
+        } catch (err) {
+          for (const e of entries) this.cx.ledger.fail(e, new SerializationError(`cannot send actor message: ${(err as Error).message}`, { cause: err }))
+          break
+        }
+        const refs = takeWrittenRefs()
+        const failed = refs.length > 0 ? this.cx.unfit?.(node, entries, refs) : undefined
+        if (failed === undefined || failed.size === 0) {
+          this.cx.send(node.peer, [header(MsgType.Actor, entries.length), body], refs)
+          break
+        }
+        entries = entries.filter((e) => !failed.has(e))
       }
-      this.cx.send(node.peer, [header(MsgType.Actor, entries.length), body])
     }
   }
 

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import { randomBytes } from 'node:crypto'
 import type { Agent } from '../agent/agent.js'
-import { ClusterClosedError, TaskCancelledError } from '../errors.js'
+import { ClusterClosedError, InvalidArgumentError, SharedValueError, TaskCancelledError } from '../errors.js'
 import type { ClusterOptions, ResolvedClusterOptions } from '../options.js'
 import { ActorOp } from '../protocol/messages.js'
 import { unregisterZapDomain } from '../transport/curve.js'
@@ -13,7 +13,7 @@ import { Actors, SpawnGroup } from './actors.js'
 import { dispatch } from './inbound.js'
 import { Ledger, type ActorTarget, type ResultSink, type Settle, type TaskEntry } from './ledger.js'
 import { runMap } from './map.js'
-import { SharedValues, type SharedUser } from './shared.js'
+import { carriedOf, SharedValues, type SharedUser } from './shared.js'
 import type { SharedRef } from '../protocol/shared-ref.js'
 import { runReduce } from './reduce.js'
 import { Membership, type ClusterNode } from './membership.js'
@@ -30,6 +30,7 @@ import type {
   ClusterStats,
   ClusterView,
   MapOptions,
+  MapReduceOptions,
   NodeInfo,
   ReduceOptions,
   SpawnOptions,
@@ -98,14 +99,21 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.ledger = new Ledger(this.observe.ledgerHooks(), options.maxRetries)
     const fail = (e: TaskEntry, err: Error) => this.ledger.fail(e, err)
     // Frames that carry shared-value handles: the values the node lacks go first.
-    const sendFrame = (peer: string, parts: Parts) => {
-      this.shared.beforeSend(peer)
+    const sendFrame = (peer: string, parts: Parts, refs?: readonly SharedRef[]) => {
+      this.shared.beforeSend(peer, refs)
       transport.send(peer, parts)
     }
     this.scheduler =
       transport.kind === 'shared-queue'
         ? new SharedQueueScheduler(this.ledger, options, (_queue, parts) => transport.publishTasks(parts), fail)
-        : new CreditScheduler(this.ledger, options, (node, parts) => sendFrame(node.peer, parts), fail)
+        : new CreditScheduler(
+            this.ledger,
+            options,
+            (node, parts, refs) => sendFrame(node.peer, parts, refs),
+            fail,
+            undefined,
+            (node, chunk, refs) => this.failUnfit(node, chunk, refs),
+          )
     this.membership = new Membership(
       // Random per instance: told to agents in Welcome, so results meant for an earlier driver are dropped.
       {
@@ -129,13 +137,13 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       unsettled: () => this.sharedUsers(this.ledger.unsettled()),
       heldBy: (holder) => this.sharedUsers(this.ledger.entriesHeldBy(holder)),
       maxFrameBytes: options.maxFrameBytes,
-      brokered: transport.kind === 'shared-queue',
     })
     this.names = new KnownNames(setup.catalog, this.membership)
     this.actors = new Actors({
       ledger: this.ledger,
       membership: this.membership,
       send: sendFrame,
+      unfit: (node, entries, refs) => this.failUnfit(node, entries, refs),
       scheduleFlush: () => this.scheduleFlush(),
       classNames: () => this.names.actorClasses(),
       closed: () => this.closing !== undefined,
@@ -167,6 +175,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       closing: () => cluster.closing !== undefined,
       actorHostLost: (actor: ActorTarget, node: ClusterNode) => cluster.actors.hostLost(actor, node),
       badFrame: () => void cluster.badFrames++,
+      fetch: (node: ClusterNode, hashes: readonly string[]) => cluster.shared.fetch(node.peer, hashes),
       frameCounts: cluster.frameCounts,
     }
     cluster.transport.start(
@@ -298,8 +307,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     return {
       call: <R>(name: string, ...args: unknown[]) => this.submit(name, args, task) as Promise<R>,
       tasks: <M extends object>() => makeTasksProxy<M>((name, args) => this.submit(name, args, task)),
-      map: <R>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, mapOptions: MapOptions = {}) =>
-        this.map<R>(name, inputs, { ...options, ...mapOptions }),
+      map: <R>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, mapOptions: MapOptions | MapReduceOptions<R> = {}) =>
+        this.mapOrReduce<R>(name, inputs, { ...options, ...mapOptions }) as AsyncGenerator<R, void, undefined> & Promise<R>,
       reduce: <R>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, combiner: string, initial: R, reduceOptions: ReduceOptions<R> = {}) =>
         this.reduce<R>(name, inputs, combiner, initial, { ...options, ...reduceOptions }),
       spawn: <T extends object>(className: string, ...args: unknown[]) => this.actors.spawn<T>(className, args, spawnOptions, group),
@@ -347,6 +356,25 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     else sink.settled(seq, false, refused)
   }
 
+  /**
+   * The tasks (routed designs) or actor calls of a frame for `node` that carry a shared value
+   * the node cannot hold at all fail (ERR_SHARED_TOO_LARGE naming the node
+   * and the sizes); the rest of the frame goes.
+   */
+  private failUnfit(node: ClusterNode, chunk: readonly TaskEntry[], refs: readonly SharedRef[]): ReadonlySet<TaskEntry> | undefined {
+    const unfit = this.shared.unfit(node, refs)
+    if (unfit === undefined) return undefined
+    const failed = new Set<TaskEntry>()
+    for (const e of chunk) {
+      const hash = carriedOf(this.ledger.args(e), unfit)
+      if (hash === undefined) continue
+      failed.add(e)
+      const what = this.ledger.actor(e) ? `actor call "${this.ledger.name(e)}"` : `task "${this.ledger.name(e)}"`
+      this.ledger.fail(e, new SharedValueError('ERR_SHARED_TOO_LARGE', `${what}: ${unfit.get(hash)}`), node.nodeId)
+    }
+    return failed
+  }
+
   /** The name and arguments of each entry, for the shared values' walks (at release and eviction only). */
   private sharedUsers(entries: Iterable<TaskEntry>): SharedUser[] {
     return Array.from(entries, (e) => ({ name: this.ledger.name(e), args: this.ledger.args(e) }))
@@ -358,8 +386,38 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * Inputs are pulled lazily: at most `concurrency` are taken and not yet
    * yielded, so an endless generator runs in bounded memory. A task that
    * throws makes the iteration throw at that result.
+   *
+   * With `reduce: { combiner, initial, until?, chunk? }` the results are
+   * folded on the agents instead, and `map` resolves to the aggregate: the
+   * same as {@link reduce} with those arguments (one implementation).
+   *
+   * ```ts
+   * for await (const r of cluster.map('simulate', grid)) console.log(r)
+   * const hits = await cluster.map('darts', seeds, { reduce: { combiner: 'sum', initial: 0, until: (n) => n >= 1e6 } })
+   * ```
    */
-  map<R = unknown>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, options: MapOptions = {}): AsyncGenerator<R, void, undefined> {
+  map<A>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, options: MapReduceOptions<A>): Promise<A>
+  map<R = unknown>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, options?: MapOptions): AsyncGenerator<R, void, undefined>
+  map<R>(
+    name: string,
+    inputs: Iterable<unknown> | AsyncIterable<unknown>,
+    options: MapOptions | MapReduceOptions<R> = {},
+  ): AsyncGenerator<R, void, undefined> | Promise<R> {
+    return this.mapOrReduce<R>(name, inputs, options)
+  }
+
+  private mapOrReduce<R>(
+    name: string,
+    inputs: Iterable<unknown> | AsyncIterable<unknown>,
+    options: MapOptions | MapReduceOptions<R>,
+  ): AsyncGenerator<R, void, undefined> | Promise<R> {
+    if ('reduce' in options && options.reduce !== undefined) {
+      const { reduce, ...rest } = options
+      if (typeof reduce !== 'object' || reduce === null) {
+        return Promise.reject(new InvalidArgumentError('options.reduce must be an object { combiner, initial, until?, chunk? }'))
+      }
+      return this.reduce<R>(name, inputs, reduce.combiner, reduce.initial, { ...rest, until: reduce.until, chunk: reduce.chunk })
+    }
     return runMap<R>(
       {
         enqueue: (n, args, task, sink, seq) => this.enqueueFor(n, args, task, sink, seq),
@@ -379,13 +437,15 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   /**
    * Puts a value on the cluster once and returns a handle to pass as (or
    * inside) task and actor arguments in its place: each node receives the
-   * value at most once, before the first frame that needs it, and every
-   * thread there reads the same copy (a typed array as a view of one
+   * value at most once, before the first frame that needs it (brokered
+   * designs: fetched by the node that took that frame), and every thread
+   * there reads the same copy (a typed array as a view of one
    * SharedArrayBuffer; read-only by contract). Putting equal content again
    * returns another handle on the same value; the value is freed on the
    * nodes when every handle was released. Throws SerializationError for a
    * value msgpack cannot carry, SharedValueError (`ERR_SHARED_TOO_LARGE`)
-   * for one larger than a node's cache.
+   * for one larger than a member's cache or frame limit; a node that joins
+   * later and cannot hold it fails the tasks that need it there.
    *
    * ```ts
    * await using obs = await cluster.put(observed) // Float64Array

@@ -28,6 +28,8 @@ export interface Inbound {
   /** The agent says an actor's host thread died: the actor is lost or restarted. */
   actorHostLost(actor: ActorTarget, node: ClusterNode): void
   badFrame(): void
+  /** Brokered designs: the node took a frame needing shared values it lacks (a Fetch); they are sent to it. */
+  fetch?(node: ClusterNode, hashes: readonly string[]): void
   /** Frames counted by type: Results frames received from members. */
   readonly frameCounts?: { results: number }
 }
@@ -96,6 +98,10 @@ export function dispatch(cx: Inbound, peer: string, parts: Parts): void {
       return
     case MsgType.Taken:
       taken(cx, peer, node, h.frameId, h.dropped)
+      return
+    case MsgType.Fetch:
+      if (cx.fetch) cx.fetch(node, h.hashes)
+      else cx.badFrame()
       return
     default:
       cx.badFrame()

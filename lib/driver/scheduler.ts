@@ -15,8 +15,9 @@
 import { randomInt } from 'node:crypto'
 import { SerializationError } from '../errors.js'
 import { TaskBodyWriter } from '../protocol/bodies.js'
-import { findUnserializable, header } from '../protocol/codec.js'
+import { encode, findUnserializable, header } from '../protocol/codec.js'
 import { MsgType } from '../protocol/messages.js'
+import { takeWrittenRefs, type SharedRef } from '../protocol/shared-ref.js'
 import type { Parts } from '../transport/transport.js'
 import { Deque } from '../util/deque.js'
 import type { Ledger, TaskEntry, TaskHolder } from './ledger.js'
@@ -60,15 +61,22 @@ export class TaskFrames<P extends Placement> {
     private readonly ledger: Ledger,
     private readonly sizer: FrameSizer,
     private readonly maxFrameBytes: number,
-    /** Puts the frame on the wire, to `holder`. */
-    private readonly put: (holder: P, parts: Parts) => void,
+    /** Puts the frame on the wire, to `holder`, with the shared-value handles its tasks carry. */
+    private readonly put: (holder: P, parts: Parts, refs: readonly SharedRef[]) => void,
     private readonly fail: (e: TaskEntry, err: Error) => void,
     /** Brokered designs: the number a frame carries, given its tasks (recorded until an agent says it took them). */
     private readonly number?: (chunk: readonly TaskEntry[]) => number,
+    /**
+     * Fails the tasks of `chunk` that carry a shared value `holder` cannot hold (larger than its cache or its frame
+     * limit), and returns them; undefined when every value fits.
+     */
+    private readonly unfit?: (holder: P, chunk: readonly TaskEntry[], refs: readonly SharedRef[]) => ReadonlySet<TaskEntry> | undefined,
   ) {}
 
   private encode(chunk: readonly TaskEntry[]): Buffer {
     const { ledger } = this
+    // Handles written by an earlier attempt (a frame split or refused) are not this frame's.
+    takeWrittenRefs()
     const body = new TaskBodyWriter()
     for (const e of chunk) body.add(ledger.id(e), ledger.name(e), ledger.args(e))
     return body.encode()
@@ -82,26 +90,38 @@ export class TaskFrames<P extends Placement> {
     } catch {
       return this.sendEncodable(holder, chunk, timeoutMs)
     }
-    if (body.length > this.maxFrameBytes - FRAME_HEADROOM) {
+    const refs = takeWrittenRefs()
+    // Brokered designs: the frame's header lists the hashes of its values, which counts against the limit too.
+    const listed = this.number !== undefined && refs.length > 0 ? hashes(refs) : undefined
+    const size = body.length + (listed === undefined ? 0 : encode(listed).length)
+    if (size > this.maxFrameBytes - FRAME_HEADROOM) {
       if (chunk.length === 1) {
         const e = chunk[0]!
-        this.fail(
-          e,
-          new SerializationError(`arguments of task "${this.ledger.name(e)}" encode to ${body.length} bytes, over maxFrameBytes (${this.maxFrameBytes})`),
-        )
+        this.fail(e, new SerializationError(`arguments of task "${this.ledger.name(e)}" encode to ${size} bytes, over maxFrameBytes (${this.maxFrameBytes})`))
         return 0
       }
       const half = chunk.length >> 1
       return this.send(holder, chunk.slice(0, half), timeoutMs) + this.send(holder, chunk.slice(half), timeoutMs)
     }
+    if (refs.length > 0 && this.unfit) {
+      const failed = this.unfit(holder, chunk, refs)
+      if (failed !== undefined) {
+        const rest = chunk.filter((e) => !failed.has(e))
+        return rest.length > 0 ? this.send(holder, rest, timeoutMs) : 0
+      }
+    }
     for (const e of chunk) this.ledger.hold(e, holder)
     holder.inFlight += chunk.length
     this.sizer.measured(body.length, chunk.length)
     let head: Buffer
-    if (this.number) head = header(MsgType.Tasks, chunk.length, timeoutMs ?? null, this.number(chunk))
-    else head = timeoutMs === undefined ? header(MsgType.Tasks, chunk.length) : header(MsgType.Tasks, chunk.length, timeoutMs)
+    if (this.number) {
+      // Any agent may take it: the hashes it needs travel in the header, for the taker to fetch those it lacks.
+      const n = this.number(chunk)
+      head =
+        listed === undefined ? header(MsgType.Tasks, chunk.length, timeoutMs ?? null, n) : header(MsgType.Tasks, chunk.length, timeoutMs ?? null, n, listed)
+    } else head = timeoutMs === undefined ? header(MsgType.Tasks, chunk.length) : header(MsgType.Tasks, chunk.length, timeoutMs)
     this.sent++
-    this.put(holder, [head, body])
+    this.put(holder, [head, body], refs)
     return chunk.length
   }
 
@@ -141,6 +161,11 @@ export class TaskFrames<P extends Placement> {
   }
 }
 
+/** The distinct hashes of `refs`. */
+function hashes(refs: readonly SharedRef[]): string[] {
+  return [...new Set(refs.map((r) => r.hash))]
+}
+
 /** What both schedulers share: the queue of tasks waiting on the driver, and the frames. */
 export abstract class Scheduler<P extends Placement = Placement> {
   readonly pending = new Deque<TaskEntry>()
@@ -150,12 +175,13 @@ export abstract class Scheduler<P extends Placement = Placement> {
   constructor(
     protected readonly ledger: Ledger,
     options: { batch: 'auto' | number; maxFrameBytes: number },
-    put: (holder: P, parts: Parts) => void,
+    put: (holder: P, parts: Parts, refs: readonly SharedRef[]) => void,
     fail: (e: TaskEntry, err: Error) => void,
     number?: (chunk: readonly TaskEntry[]) => number,
+    unfit?: (holder: P, chunk: readonly TaskEntry[], refs: readonly SharedRef[]) => ReadonlySet<TaskEntry> | undefined,
   ) {
     this.sizer = new FrameSizer(options.batch)
-    this.frames = new TaskFrames(ledger, this.sizer, options.maxFrameBytes, put, fail, number)
+    this.frames = new TaskFrames(ledger, this.sizer, options.maxFrameBytes, put, fail, number, unfit)
   }
 
   enqueue(e: TaskEntry): void {

@@ -2,10 +2,14 @@
  * Shared inputs, driver side: the values put with `cluster.put`, by content
  * hash, and which node holds which. A frame that carries handles is preceded,
  * on its way to a node, by a Put of each value that node does not hold yet
- * (frames to one peer arrive in order, so the value is there first). Each
- * node's record follows the cache size it announced: to make room, the
+ * (frames to one peer arrive in order, so the value is there first). On the
+ * brokered designs any agent may take a task frame, so the agent that took it
+ * fetches what it lacks (Fetch), answered by a Put or, for a value released
+ * meanwhile or one the node cannot hold, by an Unavailable. Each node's record
+ * follows the cache size and frame limit it announced: to make room, the
  * least recently used values its unsettled tasks do not carry are dropped
- * from it, and sent again if used again.
+ * from it, and sent again if used again; a value larger than the node can
+ * hold at all never goes there, and the tasks that need it there fail.
  */
 import { createHash } from 'node:crypto'
 import { InvalidArgumentError, SerializationError, SharedValueError } from '../errors.js'
@@ -35,8 +39,6 @@ export interface SharedContext {
   /** Those of them `holder` holds. */
   heldBy(holder: TaskHolder): Iterable<SharedUser>
   maxFrameBytes: number
-  /** Brokered designs: any agent may take a frame, so no value can be sent ahead to the one that will. */
-  brokered: boolean
 }
 
 interface Stored {
@@ -69,9 +71,6 @@ export class SharedValues implements SharedOwner {
 
   /** Registers `value` (once per content) and returns a new handle on it. */
   put<T>(value: T): SharedRef<T> {
-    if (this.cx.brokered) {
-      throw new SharedValueError('ERR_SHARED_UNSUPPORTED', 'cluster.put is not available with a brokered transport yet; pass the value with each task')
-    }
     // A handle resolves to its value on the node; undefined there means "not held".
     if (value === undefined) throw new InvalidArgumentError('cluster.put needs a value, got undefined')
     const { kind, bytes } = layout(value)
@@ -80,13 +79,8 @@ export class SharedValues implements SharedOwner {
       throw new SharedValueError('ERR_SHARED_TOO_LARGE', `shared value of ${size} bytes exceeds maxFrameBytes (${this.cx.maxFrameBytes})`)
     }
     for (const node of this.cx.nodes()) {
-      const cap = node.info.sharedCacheBytes
-      if (cap !== undefined && size > cap) {
-        throw new SharedValueError(
-          'ERR_SHARED_TOO_LARGE',
-          `shared value of ${size} bytes exceeds the shared cache of node ${node.nodeId} (sharedCacheBytes ${cap})`,
-        )
-      }
+      const why = unfitWhy(node, size)
+      if (why !== undefined) throw new SharedValueError('ERR_SHARED_TOO_LARGE', `shared value of ${size} bytes exceeds ${why}`)
     }
     const hash = createHash('sha256').update(kind).update(bytes).digest('base64url')
     const stored = this.values.get(hash)
@@ -129,36 +123,87 @@ export class SharedValues implements SharedOwner {
 
   /**
    * A frame was just encoded for `peer`: sends it, first, each value the
-   * frame's handles name that the node does not hold.
+   * frame's handles name that the node does not hold (a value the node cannot
+   * hold at all is not sent: see {@link unfit}).
    */
-  beforeSend(peer: string): void {
-    const refs = takeWrittenRefs()
+  beforeSend(peer: string, refs: readonly SharedRef[] = takeWrittenRefs()): void {
     if (refs.length === 0) return
     const node = this.cx.node(peer)
     if (!node) return
+    const record = this.record(peer, node)
+    const sending = refs.map((r) => r.hash)
+    for (const hash of sending) this.deliver(peer, node, record, hash, sending)
+  }
+
+  /**
+   * Brokered designs: node `peer` took a frame whose tasks carry `hashes` it
+   * lacks. Each is sent (a Put), or, when it was released meanwhile or the
+   * node cannot hold it, refused (an Unavailable naming it), and the node
+   * fails the tasks that need it.
+   */
+  fetch(peer: string, hashes: readonly string[]): void {
+    const node = this.cx.node(peer)
+    if (!node) return
+    const record = this.record(peer, node)
+    for (const hash of hashes) {
+      const stored = this.values.get(hash)
+      const why = stored && unfitWhy(node, stored.bytes.length)
+      if (!stored) {
+        this.cx.send(peer, [
+          header(MsgType.Unavailable, hash, 'ERR_SHARED_RELEASED', `shared value ${hash} was released before node ${node.nodeId} fetched it`),
+        ])
+      } else if (why !== undefined) {
+        this.cx.send(peer, [header(MsgType.Unavailable, hash, 'ERR_SHARED_TOO_LARGE', `shared value ${hash} of ${stored.bytes.length} bytes exceeds ${why}`)])
+      } else {
+        // Sent again even if the record says the node holds it: the node asks, so it does not.
+        forget(record, hash)
+        this.deliver(peer, node, record, hash, hashes)
+      }
+    }
+  }
+
+  /**
+   * The values of `refs` that `node` cannot hold at all (larger than its
+   * cache, or than the messages it accepts): hash → why, for the tasks that
+   * carry them to fail with. Undefined when every value fits.
+   */
+  unfit(node: ClusterNode, refs: readonly SharedRef[]): Map<string, string> | undefined {
+    let out: Map<string, string> | undefined
+    for (const ref of refs) {
+      const why = unfitWhy(node, ref.size)
+      if (why !== undefined) (out ??= new Map()).set(ref.hash, `shared value ${ref.hash} of ${ref.size} bytes exceeds ${why}`)
+    }
+    return out
+  }
+
+  private record(peer: string, node: ClusterNode): NodeRecord {
     let record = this.records.get(peer)
     if (!record) {
       record = { cap: node.info.sharedCacheBytes ?? Number.POSITIVE_INFINITY, bytes: 0, held: new Map() }
       this.records.set(peer, record)
     }
-    for (const ref of refs) {
-      const size = record.held.get(ref.hash)
-      if (size !== undefined) {
-        // Most recently used last.
-        record.held.delete(ref.hash)
-        record.held.set(ref.hash, size)
-        continue
-      }
-      const stored = this.values.get(ref.hash)
-      if (!stored) continue
-      const n = stored.bytes.length
-      if (record.bytes + n > record.cap) this.makeRoom(peer, node, record, n, refs)
-      this.cx.send(peer, [header(MsgType.Put, ref.hash, stored.kind, n), stored.bytes])
-      record.held.set(ref.hash, n)
-      record.bytes += n
-      this.counters.puts++
-      this.counters.putBytes += n
+    return record
+  }
+
+  /** Sends `hash` to the node unless its record says it holds it (then marks it most recently used). */
+  private deliver(peer: string, node: ClusterNode, record: NodeRecord, hash: string, sending: readonly string[]): void {
+    const size = record.held.get(hash)
+    if (size !== undefined) {
+      // Most recently used last.
+      record.held.delete(hash)
+      record.held.set(hash, size)
+      return
     }
+    const stored = this.values.get(hash)
+    if (!stored) return
+    const n = stored.bytes.length
+    if (unfitWhy(node, n) !== undefined) return
+    if (record.bytes + n > record.cap) this.makeRoom(peer, node, record, n, sending)
+    this.cx.send(peer, [header(MsgType.Put, hash, stored.kind, n), stored.bytes])
+    record.held.set(hash, n)
+    record.bytes += n
+    this.counters.puts++
+    this.counters.putBytes += n
   }
 
   /**
@@ -167,8 +212,8 @@ export class SharedValues implements SharedOwner {
    * those alone exceed the cache, the node holds more than its bound until
    * they settle.
    */
-  private makeRoom(peer: string, node: ClusterNode, record: NodeRecord, n: number, sending: readonly SharedRef[]): void {
-    const keep = new Set<string>(sending.map((r) => r.hash))
+  private makeRoom(peer: string, node: ClusterNode, record: NodeRecord, n: number, sending: readonly string[]): void {
+    const keep = new Set<string>(sending)
     for (const e of this.cx.heldBy(node)) collectHashes(e.args, keep, 0)
     const dropped: string[] = []
     for (const hash of record.held.keys()) {
@@ -186,6 +231,26 @@ export class SharedValues implements SharedOwner {
   nodeGone(peer: string): void {
     this.records.delete(peer)
   }
+}
+
+/** Why a value of `size` bytes can never be on `node` (its cache, or the largest message it accepts), or undefined. */
+function unfitWhy(node: ClusterNode, size: number): string | undefined {
+  const { sharedCacheBytes: cap, maxFrameBytes: max } = node.info
+  if (cap !== undefined && size > cap) return `the shared cache of node ${node.nodeId} (sharedCacheBytes ${cap})`
+  if (max !== undefined && size > max - FRAME_HEADROOM)
+    return `the largest message node ${node.nodeId} accepts (maxFrameBytes ${max}, less ${FRAME_HEADROOM} bytes of headroom)`
+  return undefined
+}
+
+/** The first hash of `unfit` that `args` carry (arrays, plain objects, Maps and Sets), or undefined. */
+export function carriedOf(args: unknown, unfit: ReadonlyMap<string, string>, depth = 0): string | undefined {
+  if (args instanceof SharedRef) return unfit.has(args.hash) ? args.hash : undefined
+  if (args === null || typeof args !== 'object' || ArrayBuffer.isView(args) || depth > 64) return undefined
+  for (const v of children(args)) {
+    const hash = carriedOf(v, unfit, depth + 1)
+    if (hash !== undefined) return hash
+  }
+  return undefined
 }
 
 function forget(record: NodeRecord, hash: string): boolean {

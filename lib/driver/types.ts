@@ -150,6 +150,27 @@ export interface ReduceOptions<R = unknown> extends TaskOptions {
   total?: number
 }
 
+/**
+ * The `reduce` of `map(name, inputs, { reduce })`: the results are folded on
+ * the agents instead of yielded, and `map` resolves to the aggregate. It is
+ * `cluster.reduce(name, inputs, combiner, initial, { ...options, until, chunk })`.
+ */
+export interface MapReduce<A> {
+  /** The name of an associative function `(a, b) => a ⊕ b` exported by the tasks module. */
+  combiner: string
+  /** The aggregate the partials are folded into, once, on the driver (it need not be an identity). */
+  initial: A
+  /** Stops early: see {@link ReduceOptions.until}. */
+  until?: (aggregate: A) => boolean
+  /** Inputs per chunk: see {@link ReduceOptions.chunk}. */
+  chunk?: number
+}
+
+/** Options of `map` with `reduce`: `map` then resolves to the aggregate instead of yielding results. */
+export interface MapReduceOptions<A> extends MapOptions {
+  reduce: MapReduce<A>
+}
+
 /** What `cluster.liveActors()` reports of one live actor. */
 export interface ActorInfo {
   id: string
@@ -286,6 +307,7 @@ export interface ClusterEvents {
 export interface ClusterView {
   call<R = unknown>(name: string, ...args: unknown[]): Promise<R>
   tasks<M extends object>(): TasksProxy<M>
+  map<A>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, options: MapReduceOptions<A>): Promise<A>
   map<R = unknown>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, options?: MapOptions): AsyncGenerator<R, void, undefined>
   reduce<R>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, combiner: string, initial: R, options?: ReduceOptions<R>): Promise<R>
   spawn<T extends object>(className: string, ...args: unknown[]): Promise<ActorRef<T>>

@@ -1,6 +1,16 @@
 import { Packr } from 'msgpackr'
 import { ProtocolError, SerializationError } from '../errors.js'
-import { PROTOCOL_VERSION, MsgType, SHARED_KINDS, type HelloInfo, type WelcomeInfo, type AgentLoad, type SharedKind } from './messages.js'
+import {
+  PROTOCOL_VERSION,
+  MsgType,
+  SHARED_KINDS,
+  SHARED_UNAVAILABLE_CODES,
+  type HelloInfo,
+  type WelcomeInfo,
+  type AgentLoad,
+  type SharedKind,
+  type SharedUnavailableCode,
+} from './messages.js'
 import { isSharedHash, SharedRef } from './shared-ref.js'
 
 /**
@@ -168,7 +178,7 @@ export type Header =
   | { type: typeof MsgType.Hello; info: HelloInfo }
   | { type: typeof MsgType.Welcome; info: WelcomeInfo }
   | { type: typeof MsgType.Reject; reason: string }
-  | { type: typeof MsgType.Tasks; count: number; timeoutMs: number | undefined; frameId: number | undefined }
+  | { type: typeof MsgType.Tasks; count: number; timeoutMs: number | undefined; frameId: number | undefined; shared: string[] | undefined }
   | { type: typeof MsgType.Results; count: number; registration: string | undefined }
   | { type: typeof MsgType.ActorResults; count: number }
   | { type: typeof MsgType.Credit; window: number }
@@ -179,6 +189,8 @@ export type Header =
   | { type: typeof MsgType.Taken; frameId: number; dropped: boolean }
   | { type: typeof MsgType.Put; hash: string; kind: SharedKind; size: number }
   | { type: typeof MsgType.Drop; hashes: string[] }
+  | { type: typeof MsgType.Fetch; hashes: string[] }
+  | { type: typeof MsgType.Unavailable; hash: string; code: SharedUnavailableCode; message: string }
 
 /** Thrown for a frame of another protocol version; receivers may answer it. */
 export class VersionMismatch extends ProtocolError {
@@ -193,6 +205,7 @@ export class VersionMismatch extends ProtocolError {
 
 const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0
 const isStr = (v: unknown, max = 1024): v is string => typeof v === 'string' && v.length <= max
+const isHashList = (v: unknown): v is string[] => Array.isArray(v) && v.length <= 100_000 && v.every(isSharedHash)
 const isStrList = (v: unknown): v is string[] => Array.isArray(v) && v.length <= 100_000 && v.every((x) => isStr(x, 256))
 
 /**
@@ -227,7 +240,8 @@ export function parseHeader(bytes: Uint8Array | undefined): Header {
         (o['registration'] !== undefined && !isStr(o['registration'], 64)) ||
         (o['key'] !== undefined && !isStr(o['key'], 40)) ||
         (o['proof'] !== undefined && !isStr(o['proof'], 64)) ||
-        (o['sharedCacheBytes'] !== undefined && !isCount(o['sharedCacheBytes']))
+        (o['sharedCacheBytes'] !== undefined && !isCount(o['sharedCacheBytes'])) ||
+        (o['maxFrameBytes'] !== undefined && !isCount(o['maxFrameBytes']))
       )
         throw new ProtocolError('malformed hello')
       return { type, info: o as unknown as HelloInfo }
@@ -244,9 +258,15 @@ export function parseHeader(bytes: Uint8Array | undefined): Header {
       // A numbered frame (brokered designs) says null for no timeout.
       const timeoutMs = fields[3] === null ? undefined : fields[3]
       const frameId = fields[4]
-      if (!isCount(a) || (timeoutMs !== undefined && !(isCount(timeoutMs) && timeoutMs > 0)) || (frameId !== undefined && !isCount(frameId)))
+      const shared = fields[5]
+      if (
+        !isCount(a) ||
+        (timeoutMs !== undefined && !(isCount(timeoutMs) && timeoutMs > 0)) ||
+        (frameId !== undefined && !isCount(frameId)) ||
+        (shared !== undefined && !isHashList(shared))
+      )
         throw new ProtocolError('malformed task frame header')
-      return { type, count: a, timeoutMs, frameId }
+      return { type, count: a, timeoutMs, frameId, shared }
     }
     case MsgType.Results: {
       // The registration under which the agent was given these tasks (absent from agents that do not say).
@@ -284,8 +304,17 @@ export function parseHeader(bytes: Uint8Array | undefined): Header {
       return { type, hash: a, kind: kind as SharedKind, size }
     }
     case MsgType.Drop:
-      if (!Array.isArray(a) || a.length > 100_000 || !a.every(isSharedHash)) throw new ProtocolError('malformed drop')
+      if (!isHashList(a)) throw new ProtocolError('malformed drop')
       return { type, hashes: a }
+    case MsgType.Fetch:
+      if (!isHashList(a) || a.length === 0) throw new ProtocolError('malformed fetch')
+      return { type, hashes: a }
+    case MsgType.Unavailable: {
+      const [, , , code, message] = fields
+      if (!isSharedHash(a) || !(SHARED_UNAVAILABLE_CODES as readonly unknown[]).includes(code) || !isStr(message, 4096))
+        throw new ProtocolError('malformed unavailable')
+      return { type, hash: a, code: code as SharedUnavailableCode, message }
+    }
     default:
       throw new ProtocolError(`unknown frame type ${String(type)}`)
   }

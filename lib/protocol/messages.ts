@@ -16,8 +16,9 @@ export const MsgType = {
   /** driver → agent: `reason` — the agent may not join (version, auth...) */
   Reject: 3,
   /**
-   * driver → agent: `count, timeoutMs?, frameId?`; body = flat `[id, name, args, ...]` (a frame with a timeout
-   * holds one task). Brokered designs number each frame (`frameId`, with `timeoutMs` null when there is none).
+   * driver → agent: `count, timeoutMs?, frameId?, shared?`; body = flat `[id, name, args, ...]` (a frame with a
+   * timeout holds one task). Brokered designs number each frame (`frameId`, with `timeoutMs` null when there is
+   * none), and list the hashes of the shared values its tasks carry (`shared`), which the agent fetches if it lacks them.
    */
   Tasks: 4,
   /** agent → driver: `count, registration?` (the Hello registration the tasks came under); body = flat `[id, status, value, ...]` */
@@ -48,6 +49,16 @@ export const MsgType = {
   Put: 20,
   /** driver → agent: `hashes` — shared values the node may forget (released, or evicted to make room). */
   Drop: 21,
+  /**
+   * agent → driver, brokered designs: `hashes` — shared values a frame taken from the shared queue needs and the
+   * node does not hold. Answered, per hash, by a Put, or by an Unavailable.
+   */
+  Fetch: 22,
+  /**
+   * driver → agent: `hash, code, message` — a fetched value this node cannot have (released meanwhile, or larger than
+   * the node can hold): the tasks of the frames waiting for it fail with that error.
+   */
+  Unavailable: 23,
 } as const
 export type MsgType = (typeof MsgType)[keyof typeof MsgType]
 
@@ -89,6 +100,8 @@ export interface HelloInfo {
   proof?: string
   /** Bytes of shared values the agent keeps (`sharedCacheBytes`); optional: older agents say nothing. */
   sharedCacheBytes?: number
+  /** Most bytes the agent accepts in one message (`maxFrameBytes`): a larger shared value cannot reach it. Optional. */
+  maxFrameBytes?: number
 }
 
 export interface WelcomeInfo {
@@ -123,3 +136,7 @@ export const SHARED_KINDS = [
   'BigUint64Array',
 ] as const
 export type SharedKind = (typeof SHARED_KINDS)[number]
+
+/** Why a node cannot have a shared value it fetched (an Unavailable message): the code its tasks fail with. */
+export const SHARED_UNAVAILABLE_CODES = ['ERR_SHARED_RELEASED', 'ERR_SHARED_TOO_LARGE'] as const
+export type SharedUnavailableCode = (typeof SHARED_UNAVAILABLE_CODES)[number]

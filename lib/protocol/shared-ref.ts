@@ -101,6 +101,23 @@ export function setSharedResolver(r: SharedResolver | undefined): void {
   resolver = r
 }
 
+/** While set, every handle decodes to null (see {@link withoutSharedValues}). */
+let placeholders = false
+
+/**
+ * Runs `read` (a synchronous decode) with every handle decoding to null
+ * instead of its value: how a node reads the task ids of a frame whose
+ * values it cannot have, to fail those tasks.
+ */
+export function withoutSharedValues<T>(read: () => T): T {
+  placeholders = true
+  try {
+    return read()
+  } finally {
+    placeholders = false
+  }
+}
+
 const HASH = /^[A-Za-z0-9_-]{43}$/
 
 /** Whether `v` has the shape of a value hash. */
@@ -119,6 +136,7 @@ addExtension({
   read(data: unknown): unknown {
     if (!Array.isArray(data) || !isSharedHash(data[0]) || !Number.isSafeInteger(data[1])) throw new ProtocolError('malformed shared value reference')
     const hash = data[0]
+    if (placeholders) return null
     const value = resolver?.(hash, data[1] as number)
     if (value === undefined) throw new ProtocolError(`shared value ${hash} is not held on this node`)
     return value

@@ -9,9 +9,8 @@ import { spawnSync } from 'node:child_process'
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { Redis } from 'ioredis'
 import { connect as amqpConnect } from 'amqplib'
-import { Agent, Cluster, ClusterClosedError } from '../../lib/index.js'
+import { Agent, Cluster, ClusterClosedError, type AgentOptions } from '../../lib/index.js'
 import { header, encode, parseHeader, type Header } from '../../lib/protocol/codec.js'
 import { decodeTaskBody, readResultsBody, ResultsWriter } from '../../lib/protocol/bodies.js'
 import { MsgType, Status, type HelloInfo } from '../../lib/protocol/messages.js'
@@ -20,28 +19,11 @@ import { FrameAuth, packParts, unpackParts } from '../../lib/transport/frames.js
 import { QUEUE_TTL_MS } from '../../lib/transport/paths.js'
 import { RedisDriverTasks, RedisLink } from '../../lib/transport/redis.js'
 import { VERSION } from '../../lib/version.js'
+import { SharedRef } from '../../lib/protocol/shared-ref.js'
 import { FIXTURE_TASKS, runCli, waitFor, within } from '../helpers.js'
-import { AMQP_URL, REDIS_URL, sealed, skipReason } from '../brokers.js'
+import { AMQP_URL, REDIS_URL, redisFor, sealed, skipReason } from '../brokers.js'
 
 const urls = { redisUrl: REDIS_URL, amqpUrl: AMQP_URL }
-
-/**
- * A cluster id of its own for each test, and a Redis client that deletes its keys when the test
- * ends (each test closes its agents, then its cluster, before it returns: an agent's Leave would
- * otherwise reach a driver inbox after this cleanup, and stay until it expires).
- */
-function redisFor(t: TestContext) {
-  const clusterId = `paths-${randomBytes(4).toString('hex')}`
-  const redis = new Redis(REDIS_URL)
-  const k = (rest: string) => `ac:{${clusterId}}:${rest}`
-  t.after(async () => {
-    // This test's keys, and those of any cluster id it derived from its own.
-    const left = await redis.keys(`ac:{${clusterId}*`)
-    if (left.length > 0) await redis.del(...left)
-    redis.disconnect()
-  })
-  return { clusterId, redis, k }
-}
 
 test(
   'redis: an agent that starts under the id of a crashed one takes back the frames that one had taken, as redeliveries: acknowledged unrun, the driver told',
@@ -186,23 +168,19 @@ function driverWire(clusterId: string, secret: string) {
  * the waiting take with the push itself, so if the frame is still on the list right after, no take was waiting,
  * and the first driver comes back to try again. Returns the frame's number (its one task has the same id).
  */
-async function frameTakenWhileSilent(t: TestContext) {
+/** A real agent `id` on Redis, of a cluster whose driver the test plays (with `wire`), closed when the test ends. */
+async function agentOfPlayedDriver(t: TestContext, id: string, options: Partial<AgentOptions>) {
   const { clusterId, redis, k } = redisFor(t)
   const secret = randomBytes(32).toString('hex')
   const wire = driverWire(clusterId, secret)
-  const id = 'torn'
-  const agent = await Agent.start({
-    ...urls,
-    transport: 'redis',
-    clusterId,
-    brokerSecret: secret,
-    id,
-    tasks: FIXTURE_TASKS,
-    threads: 1,
-    heartbeatMs: 100,
-    driverTimeoutMs: 400,
-  })
+  const agent = await Agent.start({ ...urls, transport: 'redis', clusterId, brokerSecret: secret, id, tasks: FIXTURE_TASKS, threads: 1, ...options })
   t.after(() => agent.close({ timeoutMs: 2_000 }))
+  return { redis, k, wire, agent }
+}
+
+async function frameTakenWhileSilent(t: TestContext) {
+  const id = 'torn'
+  const { redis, k, wire, agent } = await agentOfPlayedDriver(t, id, { heartbeatMs: 100, driverTimeoutMs: 400 })
   const welcome = (session: string) => redis.rpush(k(`agent:${id}`), wire.toAgent(id, [header(MsgType.Welcome, { nodeId: id, session, heartbeatMs: 100 })]))
   const said = async () => (await redis.lrangeBuffer(k('driver'), 0, -1)).map((m) => wire.open(m))
   const frame = (frameId: number, taskId: number) => wire.task([header(MsgType.Tasks, 1, null, frameId), encode([taskId, 'add', [40, 2]])])
@@ -397,3 +375,35 @@ test('amqp: the task queue and the driver’s queue are declared to expire once 
     await assert.rejects(other.assertQueue(q, { durable: true, arguments: { 'x-expires': QUEUE_TTL_MS + 1 } }), /PRECONDITION_FAILED/, q)
   }
 })
+
+test(
+  "redis: a Put over the agent's maxFrameBytes (from a driver that does not know its limit) fails the tasks waiting for it, naming the limit",
+  { skip: skipReason('redis') },
+  async (t) => {
+    const id = 'narrow'
+    const { redis, k, wire, agent } = await agentOfPlayedDriver(t, id, { maxFrameBytes: 64 * 1024 })
+    const toAgent = (parts: Uint8Array[]) => redis.rpush(k(`agent:${id}`), wire.toAgent(id, parts))
+    await toAgent([header(MsgType.Welcome, { nodeId: id, session: 'played', heartbeatMs: 1000 })])
+    await waitFor(() => agent.state === 'ready', 10_000, 'the Welcome')
+    const said = async () => (await redis.lrangeBuffer(k('driver'), 0, -1)).map((m) => wire.open(m))
+    const hash = 'A'.repeat(42) + '_'
+    const ref = new SharedRef(hash, 100_000, { release: async () => {} })
+    await redis.lpush(k('tasks'), wire.task([header(MsgType.Tasks, 1, null, 77, [hash]), encode([77, 'sharedInfo', [ref, 0]])]))
+    await waitFor(async () => (await said()).some(({ h }) => h.type === MsgType.Fetch), 10_000, 'the Fetch')
+    await toAgent([header(MsgType.Put, hash, 'Uint8Array', 100_000), Buffer.alloc(100_000)])
+    let results: { body: Uint8Array | undefined } | undefined
+    await waitFor(async () => (results = (await said()).find(({ h }) => h.type === MsgType.Results)) !== undefined, 10_000, 'the Results')
+    const answers: [unknown, unknown, unknown][] = []
+    readResultsBody(results!.body, 1, (taskId, status, value) => answers.push([taskId, status, value]))
+    assert.equal(answers.length, 1)
+    const [taskId, status, value] = answers[0]!
+    assert.equal(taskId, 77)
+    assert.equal(status, Status.Failed)
+    const wireErr = value as { code: string; message: string }
+    assert.equal(wireErr.code, 'ERR_SHARED_TOO_LARGE')
+    assert.match(wireErr.message, /shared value A+_ of 100000 bytes exceeds the maxFrameBytes of node narrow \(65536\)/)
+    assert.equal(agent.stats.badFrames, 1, 'the Put itself')
+    assert.equal(agent.stats.sharedValues, 0)
+    await waitFor(async () => (await redis.llen(k('processing:narrow'))) === 0, 10_000, 'the frame acknowledged')
+  },
+)

@@ -16,27 +16,10 @@ import { MsgType } from '../../lib/protocol/messages.js'
 import { packParts } from '../../lib/transport/frames.js'
 import type { TransportKind } from '../../lib/transport/options.js'
 import { FIXTURE_TASKS, freePort, runCli, waitFor } from '../helpers.js'
-import { AMQP_URL, REDIS_URL, proxyTo, skipReason, withPort } from '../brokers.js'
+import { AMQP_URL, REDIS_URL, brokeredAgentArgs as agentArgs, proxyTo, skipReason, withPort } from '../brokers.js'
 
 const BROKERED: TransportKind[] = ['redis', 'amqp', 'amqp+redis']
 const urls = { redisUrl: REDIS_URL, amqpUrl: AMQP_URL }
-const agentArgs = (design: TransportKind, clusterId: string, threads = 1) => [
-  'agent',
-  '--transport',
-  design,
-  '--cluster-id',
-  clusterId,
-  '--redis',
-  REDIS_URL,
-  '--amqp',
-  AMQP_URL,
-  '--tasks',
-  FIXTURE_TASKS.href,
-  '--threads',
-  String(threads),
-  '--heartbeat-ms',
-  '300',
-]
 
 /**
  * A cluster of one thread on `design` whose broker it reaches through a proxy the test can cut or freeze

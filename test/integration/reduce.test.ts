@@ -180,6 +180,48 @@ for (const design of DESIGNS) {
       await waitFor(() => cluster.stats().inFlight === 0 && cluster.stats().queued === 0, 30_000, 'the withdrawn chunks to leave the nodes')
     })
 
+    test('map with reduce is reduce: the same aggregate, in order for a non-commutative combiner, one partial per chunk, early stop; typed', async () => {
+      const xs = range(1_001)
+      const before = cluster.stats()
+      const sum: number = await cluster.map('square', xs, { reduce: { combiner: 'sum', initial: 0, chunk: 100 } })
+      assert.equal(
+        sum,
+        xs.reduce((a, x) => a + x * x, 0),
+      )
+      assert.equal(cluster.stats().taskFrames - before.taskFrames, 11, 'one task frame per chunk')
+      const expected = xs.reduce((a, i) => R.concat(a, R.label(i)), 'start:')
+      assert.equal(await cluster.map('label', xs, { reduce: { combiner: 'concat', initial: 'start:', chunk: 7 } }), expected)
+      // Through a view, with its options; `until` stops it as reduce's does.
+      const inputs = range(400).map((i) => [i, 2])
+      const acc = await within(
+        cluster.with({ retries: 1 }).map('slowly', inputs, { reduce: { combiner: 'sum', initial: 0, chunk: 5, until: (a: number) => a >= 100 } }),
+        30_000,
+        'the reduce to stop',
+      )
+      assert.equal(acc, 105)
+      await waitFor(() => cluster.stats().inFlight === 0 && cluster.stats().queued === 0, 30_000, 'the withdrawn chunks to leave the nodes')
+      // Errors are reduce's.
+      await assert.rejects(
+        cluster.map('square', [1], { reduce: { combiner: 'nope', initial: 0 } }),
+        (e: unknown) => e instanceof UnknownTaskError && /nope/.test(e.message),
+      )
+      await assert.rejects(
+        cluster.map('square', [1], { reduce: 5 as unknown as { combiner: string; initial: number } }),
+        (e: unknown) => e instanceof InvalidArgumentError && /options\.reduce must be an object/.test(e.message),
+      )
+      // Without reduce it still yields results.
+      const yielded: number[] = []
+      for await (const r of cluster.map<number>('square', [1, 2, 3])) yielded.push(r)
+      assert.deepEqual(yielded, [1, 4, 9])
+      if (false as boolean) {
+        // @ts-expect-error -- with reduce, map is a promise of the aggregate, not an iterable of results
+        for await (const r of cluster.map('square', xs, { reduce: { combiner: 'sum', initial: 0 } })) void r // eslint-disable-line @typescript-eslint/await-thenable
+        // @ts-expect-error -- the aggregate has the type of initial
+        const s: string = await cluster.map('square', xs, { reduce: { combiner: 'sum', initial: 0 } })
+        void s
+      }
+    })
+
     test('early stop by signal: rejects with TaskCancelledError and withdraws the rest', async () => {
       const before = cluster.stats()
       const ac = new AbortController()

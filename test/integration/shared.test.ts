@@ -2,7 +2,6 @@ import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { Agent, Cluster, InvalidArgumentError, SerializationError, SharedValueError, type AgentOptions } from '../../lib/index.js'
 import { FAST, FIXTURE_TASKS, fastAgentArgs, runCli, waitFor, within } from '../helpers.js'
-import { REDIS_URL, skipReason } from '../brokers.js'
 
 type Info = { shared: boolean; length: number; sum: number; thread: number; pid: number; i: number }
 
@@ -148,10 +147,58 @@ test('a node that joins later gets the value on first use; tasks of a killed nod
   assert.ok(cluster.stats().tasksRetried >= 1)
 })
 
-test('brokered designs refuse put with ERR_SHARED_UNSUPPORTED', { skip: skipReason('redis') }, async () => {
-  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, transport: 'redis', redisUrl: REDIS_URL, localAgents: 0 })
-  await assert.rejects(
-    cluster.put(new Float64Array(4)),
-    (err: unknown) => err instanceof SharedValueError && err.code === 'ERR_SHARED_UNSUPPORTED' && /brokered/.test(err.message),
+test('a node that joins later with a smaller cache keeps its bound; a value larger than its cache or its frame limit fails the tasks sent there, naming node and sizes', async (t) => {
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0 })
+  const a = await cluster.put(ramp(2000))
+  const b = await cluster.put(ramp(1999))
+  const big = await cluster.put(ramp(5000))
+  const agent = await startAgent(t, cluster, { sharedCacheBytes: 20_000, threads: 1 })
+  let most = 0
+  const watch = setInterval(() => (most = Math.max(most, agent.stats.sharedBytes)), 1)
+  t.after(() => clearInterval(watch))
+  assert.equal((await cluster.call<Info>('sharedInfo', a, 0)).sum, rampSum(2000))
+  assert.equal((await cluster.call<Info>('sharedInfo', b, 0)).sum, rampSum(1999))
+  assert.equal((await cluster.call<Info>('sharedInfo', a, 0)).sum, rampSum(2000))
+  clearInterval(watch)
+  assert.ok(most <= 20_000, `the node held ${most} bytes`)
+  assert.equal(cluster.stats().shared.evictions, 2)
+  // A frame mixing tasks that can go with one that cannot: only that one fails.
+  const [ok, tooBig] = await within(
+    Promise.allSettled([cluster.call<Info>('sharedInfo', a, 1), cluster.call<Info>('sharedInfo', big, 2)]),
+    10_000,
+    'both tasks to settle',
   )
+  assert.equal(ok.status === 'fulfilled' && ok.value.sum, rampSum(2000))
+  assert.ok(tooBig.status === 'rejected')
+  const err: unknown = tooBig.reason
+  assert.ok(err instanceof SharedValueError && err.code === 'ERR_SHARED_TOO_LARGE', String(err))
+  assert.match(err.message, /^task "sharedInfo": shared value \S+ of 40000 bytes exceeds the shared cache of node \S+ \(sharedCacheBytes 20000\)$/)
+  assert.ok(err.message.includes(agent.id))
+  assert.ok(agent.stats.sharedBytes <= 20_000)
+  assert.equal(agent.stats.badFrames, 0)
+
+  // A node whose own frame limit is below the value: the driver knows it from the Hello and never sends the Put.
+  await agent.close()
+  await waitFor(() => cluster.nodes().length === 0, 10_000, 'the first agent to leave')
+  const narrow = await startAgent(t, cluster, { maxFrameBytes: 32 * 1024, threads: 1 })
+  await assert.rejects(
+    within(cluster.call('sharedInfo', big, 3), 10_000, 'the task to fail'),
+    (e: unknown) =>
+      e instanceof SharedValueError &&
+      e.code === 'ERR_SHARED_TOO_LARGE' &&
+      e.message.includes(narrow.id) &&
+      /40000 bytes exceeds the largest message node \S+ accepts \(maxFrameBytes 32768/.test(e.message),
+  )
+  assert.equal(narrow.stats.badFrames, 0, 'nothing dropped as a bad frame')
+  assert.equal(narrow.stats.sharedPuts, 0)
+  assert.equal((await cluster.call<Info>('sharedInfo', a, 4)).sum, rampSum(2000))
+  // An actor call carrying it fails the same way; the actor's other calls go.
+  const summer = await cluster.spawn<import('../fixtures/tasks.js').Summer>('Summer')
+  const [tooBigCall, fine] = await within(Promise.allSettled([summer.add(big), summer.add(a)]), 10_000, 'both actor calls to settle')
+  assert.ok(tooBigCall.status === 'rejected' && tooBigCall.reason instanceof SharedValueError, String(tooBigCall.status))
+  assert.match((tooBigCall.reason as Error).message, /^actor call "add": shared value \S+ of 40000 bytes exceeds the largest message node/)
+  assert.equal(fine.status === 'fulfilled' && fine.value, rampSum(2000))
+  assert.equal(narrow.stats.badFrames, 0)
+  // put refuses a value a member cannot hold, naming the limit.
+  await assert.rejects(cluster.put(ramp(5001)), (e: unknown) => e instanceof SharedValueError && /maxFrameBytes 32768/.test(e.message))
 })

@@ -14,7 +14,7 @@ import {
   messageShapeProblem,
   VersionMismatch,
 } from '../../lib/protocol/codec.js'
-import { MsgType, PROTOCOL_VERSION, SHARED_KINDS } from '../../lib/protocol/messages.js'
+import { MsgType, PROTOCOL_VERSION, SHARED_KINDS, SHARED_UNAVAILABLE_CODES } from '../../lib/protocol/messages.js'
 import { ProtocolError, SerializationError } from '../../lib/errors.js'
 
 const hello = { agentId: 'a-1', threads: 2, pid: 42, host: 'h', version: '0.1.0', tasks: ['add'], actors: ['Counter'], window: 4 }
@@ -23,11 +23,20 @@ test('headers round-trip for every frame type', () => {
   assert.deepEqual(parseHeader(header(MsgType.Hello, hello)), { type: MsgType.Hello, info: hello })
   const welcome = { nodeId: 'n', heartbeatMs: 1000, session: 's1' }
   assert.deepEqual(parseHeader(header(MsgType.Welcome, welcome)), { type: MsgType.Welcome, info: welcome })
-  assert.deepEqual(parseHeader(header(MsgType.Tasks, 7)), { type: MsgType.Tasks, count: 7, timeoutMs: undefined, frameId: undefined })
-  assert.deepEqual(parseHeader(header(MsgType.Tasks, 1, 250)), { type: MsgType.Tasks, count: 1, timeoutMs: 250, frameId: undefined })
+  assert.deepEqual(parseHeader(header(MsgType.Tasks, 7)), { type: MsgType.Tasks, count: 7, timeoutMs: undefined, frameId: undefined, shared: undefined })
+  assert.deepEqual(parseHeader(header(MsgType.Tasks, 1, 250)), { type: MsgType.Tasks, count: 1, timeoutMs: 250, frameId: undefined, shared: undefined })
   // Numbered frames (brokered designs) say null for no timeout.
-  assert.deepEqual(parseHeader(header(MsgType.Tasks, 7, null, 99)), { type: MsgType.Tasks, count: 7, timeoutMs: undefined, frameId: 99 })
-  assert.deepEqual(parseHeader(header(MsgType.Tasks, 1, 250, 100)), { type: MsgType.Tasks, count: 1, timeoutMs: 250, frameId: 100 })
+  assert.deepEqual(parseHeader(header(MsgType.Tasks, 7, null, 99)), { type: MsgType.Tasks, count: 7, timeoutMs: undefined, frameId: 99, shared: undefined })
+  assert.deepEqual(parseHeader(header(MsgType.Tasks, 1, 250, 100)), { type: MsgType.Tasks, count: 1, timeoutMs: 250, frameId: 100, shared: undefined })
+  // A brokered frame lists the hashes of the shared values its tasks carry.
+  const hash = 'A'.repeat(42) + '_'
+  assert.deepEqual(parseHeader(header(MsgType.Tasks, 7, null, 99, [hash])), {
+    type: MsgType.Tasks,
+    count: 7,
+    timeoutMs: undefined,
+    frameId: 99,
+    shared: [hash],
+  })
   assert.deepEqual(parseHeader(header(MsgType.Taken, 99, false)), { type: MsgType.Taken, frameId: 99, dropped: false })
   assert.deepEqual(parseHeader(header(MsgType.Taken, 0, true)), { type: MsgType.Taken, frameId: 0, dropped: true })
   assert.deepEqual(parseHeader(header(MsgType.Results, 3)), { type: MsgType.Results, count: 3, registration: undefined })
@@ -203,7 +212,7 @@ test('header fields are checked at their bounds', () => {
   assert.deepEqual(parseHeader(header(MsgType.Reject, 'r'.repeat(4096))), { type: MsgType.Reject, reason: 'r'.repeat(4096) })
   assert.deepEqual(parseHeader(header(MsgType.Reject, 'r'.repeat(4097))), { type: MsgType.Reject, reason: 'rejected without a reason' })
   assert.deepEqual(parseHeader(header(MsgType.Reject)), { type: MsgType.Reject, reason: 'rejected without a reason' })
-  assert.deepEqual(parseHeader(header(MsgType.Tasks, 0)), { type: MsgType.Tasks, count: 0, timeoutMs: undefined, frameId: undefined })
+  assert.deepEqual(parseHeader(header(MsgType.Tasks, 0)), { type: MsgType.Tasks, count: 0, timeoutMs: undefined, frameId: undefined, shared: undefined })
   assert.deepEqual(parseHeader(header(MsgType.Credit, 0)), { type: MsgType.Credit, window: 0 })
   assert.deepEqual(parseHeader(header(MsgType.Leave, [])), { type: MsgType.Leave, returned: [] })
   // A heartbeat with a partial or bad load still counts as a heartbeat.
@@ -314,6 +323,9 @@ test('hello: key, proof and sharedCacheBytes are checked when present', () => {
   bad({ ...hello, sharedCacheBytes: -1 })
   bad({ ...hello, sharedCacheBytes: 1.5 })
   bad({ ...hello, sharedCacheBytes: '1' })
+  ok({ ...hello, maxFrameBytes: 1 << 20 })
+  bad({ ...hello, maxFrameBytes: -1 })
+  bad({ ...hello, maxFrameBytes: '1' })
 })
 
 test('Put and Drop headers: a shared hash, a known kind and a size', () => {
@@ -340,4 +352,21 @@ test('Put and Drop headers: a shared hash, a known kind and a size', () => {
   malformed([MsgType.Drop, h], 'malformed drop')
   malformed([MsgType.Drop, [h, 'short']], 'malformed drop')
   malformed([MsgType.Drop, ['short', h]], 'malformed drop')
+})
+
+test('Fetch and Unavailable headers, and the shared list of a task frame: shared hashes, a known code, a message', () => {
+  const h = 'A'.repeat(42) + '_'
+  assert.deepEqual(parseHeader(header(MsgType.Fetch, [h])), { type: MsgType.Fetch, hashes: [h] })
+  malformed([MsgType.Fetch, []], 'malformed fetch')
+  malformed([MsgType.Fetch, ['short']], 'malformed fetch')
+  malformed([MsgType.Fetch, h], 'malformed fetch')
+  for (const code of SHARED_UNAVAILABLE_CODES) {
+    assert.deepEqual(parseHeader(header(MsgType.Unavailable, h, code, 'why')), { type: MsgType.Unavailable, hash: h, code, message: 'why' })
+  }
+  malformed([MsgType.Unavailable, h, 'ERR_SHARED_IN_USE', 'why'], 'malformed unavailable')
+  malformed([MsgType.Unavailable, 'short', 'ERR_SHARED_RELEASED', 'why'], 'malformed unavailable')
+  malformed([MsgType.Unavailable, h, 'ERR_SHARED_RELEASED', 'x'.repeat(4097)], 'malformed unavailable')
+  malformed([MsgType.Unavailable, h, 'ERR_SHARED_RELEASED'], 'malformed unavailable')
+  malformed([MsgType.Tasks, 1, null, 5, h], 'malformed task frame header')
+  malformed([MsgType.Tasks, 1, null, 5, ['short']], 'malformed task frame header')
 })

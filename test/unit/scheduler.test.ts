@@ -10,6 +10,7 @@ import type { ResolvedTaskOptions } from '../../lib/driver/task-options.js'
 import { SerializationError, TaskCancelledError } from '../../lib/errors.js'
 import { decodeTaskBody, encodeTaskBody } from '../../lib/protocol/bodies.js'
 import { parseHeader } from '../../lib/protocol/codec.js'
+import { SharedRef, setSharedResolver } from '../../lib/protocol/shared-ref.js'
 import { MsgType } from '../../lib/protocol/messages.js'
 import type { Parts } from '../../lib/transport/transport.js'
 import { addCall, node } from './fixtures.js'
@@ -642,4 +643,34 @@ test('shared queue: tasks held by nodes count against the cap, and a node taken 
     sent.reduce((n, s) => n + s.count, 0),
     4,
   )
+})
+
+test("shared queue: a frame lists its handles' distinct hashes in the header, and the list counts against maxFrameBytes", (t) => {
+  setSharedResolver(() => 0)
+  t.after(() => setSharedResolver(undefined))
+  const owner = { release: async () => {} }
+  const refs = Array.from({ length: 10 }, (_, i) => new SharedRef(String.fromCharCode(65 + i).repeat(43), 8, owner))
+  const ledger = new Ledger({ succeeded() {}, failed() {}, retried() {} }, 3)
+  const frames: Parts[] = []
+  // The bodies of the 20 tasks fit in 1,500 bytes; with 20 hashes in the header (~900 bytes more) they do not.
+  const scheduler = new SharedQueueScheduler(
+    ledger,
+    { batch: 1000, maxFrameBytes: FRAME_HEADROOM + 1500 },
+    (_queue, parts) => frames.push(parts),
+    () => assert.fail('no task fails'),
+  )
+  // Two tasks per value: the header lists each hash once.
+  for (let i = 0; i < 20; i++) scheduler.enqueue(addCall(ledger, 'f', [refs[i >> 1]]))
+  scheduler.flush([node('a', 1, 40)])
+  const heads = frames.map((parts) => parseHeader(parts[0]))
+  assert.deepEqual(
+    heads.map((h) => (h.type === MsgType.Tasks ? [h.count, h.shared] : undefined)),
+    [
+      [10, refs.slice(0, 5).map((r) => r.hash)],
+      [10, refs.slice(5).map((r) => r.hash)],
+    ],
+    'split in two by the hash lists; each hash listed once',
+  )
+  const bodies = frames.reduce((n, parts) => n + parts[1]!.length, 0)
+  assert.ok(bodies < 1500, `the bodies alone (${bodies} bytes) would fit in one frame`)
 })

@@ -1,0 +1,114 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { SharedCache, type SharedCacheStats } from '../../lib/agent/shared-cache.js'
+import { SharedFetches, type TakenFrame } from '../../lib/agent/shared-fetch.js'
+import { encodeTaskBody, readResultsBody } from '../../lib/protocol/bodies.js'
+import { parseHeader } from '../../lib/protocol/codec.js'
+import { MsgType, Status } from '../../lib/protocol/messages.js'
+import { SharedRef } from '../../lib/protocol/shared-ref.js'
+import type { Delivery, Parts } from '../../lib/transport/transport.js'
+
+const A = 'A'.repeat(42) + '_'
+const B = 'B'.repeat(42) + '_'
+
+function setup() {
+  const stats: SharedCacheStats = { sharedValues: 0, sharedBytes: 0, sharedPuts: 0 }
+  const cache = new SharedCache(stats)
+  const sent: Parts[] = []
+  const ran: Delivery[] = []
+  const answered: { parts: Parts | undefined; delivery: Delivery }[] = []
+  const fetches = new SharedFetches(cache, {
+    send: (parts) => sent.push(parts),
+    run: (f) => ran.push(f.delivery),
+    answer: (parts, delivery) => {
+      answered.push({ parts, delivery })
+      fetches.acked([delivery])
+    },
+    registration: () => 'reg-1',
+    nodeId: 'node-x',
+    badFrame: () => assert.fail('no bad frame'),
+  })
+  const put = (hash: string) => cache.put(hash, 'Uint8Array', 4, new Uint8Array(4))
+  return { stats, cache, fetches, sent, ran, answered, put }
+}
+
+const owner = { release: async () => {} }
+function frame(delivery: string, ids: number[], hash = A): TakenFrame {
+  const ref = new SharedRef(hash, 4, owner)
+  return {
+    body: encodeTaskBody(ids.map((id) => ({ id, name: 'sharedInfo', args: [ref, id] }))),
+    count: ids.length,
+    timeoutMs: undefined,
+    delivery,
+    taken: Promise.resolve(),
+  }
+}
+
+test('a frame whose values are held runs at once; one that lacks a value waits for it, fetched once, while later frames run', () => {
+  const { fetches, sent, ran, put } = setup()
+  put(B)
+  fetches.taken(frame('held', [1], B), [B])
+  assert.deepEqual(ran, ['held'])
+  assert.equal(sent.length, 0, 'nothing to fetch')
+
+  fetches.taken(frame('f1', [2]), [A, B])
+  fetches.taken(frame('f2', [3]), [A])
+  fetches.taken(frame('other', [4], B), [B])
+  assert.deepEqual(ran, ['held', 'other'], 'the frames that wait do not hold up the rest')
+  assert.equal(fetches.waitingFrames, 2)
+  assert.equal(sent.length, 1, 'one Fetch for a value, however many frames wait for it')
+  assert.deepEqual(parseHeader(sent[0]![0]), { type: MsgType.Fetch, hashes: [A] })
+
+  put(A)
+  fetches.arrived(A)
+  assert.deepEqual(ran, ['held', 'other', 'f1', 'f2'], 'in the order they were taken')
+  assert.equal(fetches.waitingFrames, 0)
+})
+
+test('a value the driver cannot send fails every task of the frames that wait for it, naming the value and the node', () => {
+  const { fetches, ran, answered } = setup()
+  fetches.taken(frame('f1', [7, 8]), [A])
+  fetches.unavailable(A, 'ERR_SHARED_RELEASED', `shared value ${A} was released before node node-x fetched it`)
+  assert.deepEqual(ran, [])
+  assert.equal(answered.length, 1)
+  const [head, body] = answered[0]!.parts!
+  assert.deepEqual(parseHeader(head), { type: MsgType.Results, count: 2, registration: 'reg-1' })
+  const got: [unknown, unknown, unknown][] = []
+  readResultsBody(body, 2, (id, status, value) => got.push([id, status, value]))
+  assert.deepEqual(
+    got.map(([id, status]) => [id, status]),
+    [
+      [7, Status.Failed],
+      [8, Status.Failed],
+    ],
+  )
+  const wire = got[0]![2] as { code: string; message: string }
+  assert.equal(wire.code, 'ERR_SHARED_RELEASED')
+  assert.match(wire.message, /^task "sharedInfo" on node node-x: shared value A+_ was released/)
+  assert.equal(answered[0]!.delivery, 'f1')
+})
+
+test('a Drop of a value a taken frame needs waits until that frame is answered; reset gives back the waiting frames', () => {
+  const { cache, fetches, answered, put, stats } = setup()
+  put(A)
+  fetches.taken(frame('f1', [1]), [A])
+  cache.drop([A])
+  assert.equal(cache.has(A), true, 'kept while the frame needs it')
+  fetches.acked(['f1'])
+  assert.equal(cache.has(A), false, 'dropped once the frame was answered')
+  assert.equal(stats.sharedValues, 0)
+
+  // A Put after the Drop was put off cancels it.
+  put(A)
+  fetches.taken(frame('f2', [2]), [A])
+  cache.drop([A])
+  put(A)
+  fetches.acked(['f2'])
+  assert.equal(cache.has(A), true, 'sent again, so held again')
+
+  fetches.taken(frame('f3', [3]), [B])
+  fetches.reset()
+  assert.deepEqual(answered, [{ parts: undefined, delivery: 'f3' }], 'acknowledged unrun: the driver sends its tasks again')
+  assert.equal(cache.has(A), false, 'the cache starts empty')
+  assert.equal(fetches.waitingFrames, 0)
+})
