@@ -1,5 +1,5 @@
 import { availableParallelism } from 'node:os'
-import type { MessagePort } from 'node:worker_threads'
+import type { MessagePort, Worker } from 'node:worker_threads'
 import { Piscina } from 'piscina'
 import { tasksSpecifier, type TasksModule } from '../options.js'
 import { InvalidArgumentError } from '../errors.js'
@@ -36,9 +36,23 @@ export interface ThreadWatcher {
 
 /** Reports a piscina's threads to `watcher`: those running now, and each one started or gone from now on. */
 function watchPiscina(piscina: Piscina<PoolBatch, PoolResult>, watcher: ThreadWatcher): void {
-  for (const w of piscina.threads) watcher.started(w.threadId)
-  piscina.on('workerCreate', (w: { id: number }) => watcher.started(w.id))
-  piscina.on('workerDestroy', (w: { id: number }) => watcher.gone(w.id))
+  const seen = new Set<number>()
+  const follow = (worker: Worker) => {
+    // Read now: a thread's id is -1 once it has exited.
+    const id = worker.threadId
+    if (id < 0 || seen.has(id)) return
+    seen.add(id)
+    watcher.started(id)
+    worker.once('exit', () => {
+      seen.delete(id)
+      watcher.gone(id)
+    })
+  }
+  for (const w of piscina.threads) follow(w)
+  piscina.on('workerCreate', (w: { id: number }) => {
+    const worker = piscina.threads.find((t) => t.threadId === w.id)
+    if (worker) follow(worker)
+  })
 }
 
 /** What an agent runs its task batches on: a pool of its own, or one it shares with other agents. */
