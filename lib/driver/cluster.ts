@@ -153,7 +153,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       toldFailed: (info) => this.emit('actor:error', info),
     })
     this.requests = new Requests({
-      call: (name, args, o) => this.submit(name, args, o === undefined ? undefined : resolveTaskOptions(o as TaskOptions, this.options.maxRetries)),
+      call: (name, args, o) => this.submit(name, args, o === undefined ? undefined : resolveTaskOptions(o, this.options.maxRetries)),
       spawn: (className, args, o) => this.spawnFor(className, args, o),
       lookup: (name) => this.actors.lookup(name),
       put: (value) => this.put(value),
@@ -173,7 +173,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     if (o === undefined) return this.actors.spawn(className, args, SPAWN_DEFAULTS)
     const { parent, ...rest } = o
     if (parent !== undefined && typeof parent !== 'string') throw new InvalidArgumentError('malformed request: options.parent is not a string')
-    const resolved = resolveSpawnOptions(rest as SpawnOptions)
+    const resolved = resolveSpawnOptions(rest)
     return this.actors.spawn(className, args, parent === undefined ? resolved : { ...resolved, parent })
   }
 

@@ -92,7 +92,7 @@ export class Requests {
   private async put(node: ClusterNode, value: unknown): Promise<[string, number]> {
     const ref = await this.cx.put(value)
     let held = this.puts.get(node)
-    if (!held) this.puts.set(node, (held = new Map()))
+    if (!held) this.puts.set(node, (held = new Map<string, SharedRef[]>()))
     const list = held.get(ref.hash)
     if (list) list.push(ref)
     else held.set(ref.hash, [ref])
@@ -118,7 +118,7 @@ export class Requests {
     if (!this.cx.isMember(node)) return
     const thread = Math.floor(reqId / REQUEST_THREAD_FACTOR)
     let threads = this.outbox.get(node)
-    if (!threads) this.outbox.set(node, (threads = new Map()))
+    if (!threads) this.outbox.set(node, (threads = new Map<number, ResultsWriter>()))
     let w = threads.get(thread)
     if (!w) threads.set(thread, (w = new ResultsWriter()))
     w.add(reqId, status, value)

@@ -207,10 +207,7 @@ const threadShared = {
 const plain = view(undefined)
 
 export const context: WorkerContext = {
-  call: plain.call,
-  tasks: plain.tasks,
-  map: plain.map,
-  spawn: plain.spawn,
+  ...plain,
   with: (options) => view(options),
   actor: async <T extends object>(name: string) => {
     if (typeof name !== 'string') throw new InvalidArgumentError(`actor name must be a string, got ${typeof name}`)

@@ -37,7 +37,7 @@ test('a node lost while an actor elsewhere waits on its actor: each outstanding 
   const asker = await cluster.with({ node: here }).spawn<Tasks.Asker>('Asker')
   const echo = await cluster.with({ node: 'ctx-far' }).spawn<Tasks.SlowEcho>('SlowEcho')
   // 200 asks answered 20 ms apart (one mailbox): the node dies part-way through.
-  const outcome = asker.askMany(echo as never, 200, 20)
+  const outcome = asker.askMany(echo, 200, 20)
   await new Promise((r) => setTimeout(r, 1_000))
   far.kill('SIGKILL')
   const r = await within(outcome, 30_000, 'the asks to settle')

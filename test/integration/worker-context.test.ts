@@ -90,13 +90,13 @@ test('actors: self across an await, calls to tasks, children, tells through a re
   assert.equal(await a.selfId(), a.id)
   assert.equal(await a.task(9), 81)
   assert.equal(await a.child(4), 5)
-  await a.setPeer(b as never)
+  await a.setPeer(b)
   await a.sendAll(200)
   assert.deepEqual(
     await a.peerLog(),
     Array.from({ length: 200 }, (_, i) => i),
   )
-  await b.setPeer(a as never)
+  await b.setPeer(a)
   assert.equal(await b.pingPong(100), 99)
   await a.stop()
   await b.stop()
