@@ -13,10 +13,19 @@ import { loadCatalog } from '../tasks-module.js'
 import { createPackr, findUnserializable } from '../protocol/codec.js'
 import { readActorBody, ResultsWriter } from '../protocol/bodies.js'
 import { ActorOp, Status } from '../protocol/messages.js'
-import { ActorStoppedError, SerializationError, UnknownActorError, UnknownMethodError, toWireError } from '../errors.js'
+import {
+  ActorStoppedError,
+  RemoteTaskError,
+  SerializationError,
+  UnknownActorError,
+  UnknownMethodError,
+  fromWire,
+  rebuildError,
+  toWireError,
+} from '../errors.js'
 import { Deque } from '../util/deque.js'
 import { useSharedTable, type SharedTable } from '../agent/shared-thread.js'
-import { bindAgent, threadActorRef, useActorStore, type ThreadInfo } from '../worker/context.js'
+import { bindAgent, threadActorRef, toldFailed, useActorStore, useLocalDelivery, type ThreadInfo } from '../worker/context.js'
 import type { ActorRef } from '../driver/types.js'
 
 /**
@@ -76,7 +85,57 @@ const out = new ResultsWriter()
 let ids: number[] = []
 let scheduled = false
 
+/**
+ * Messages between actors of this thread stay in it: they go through the
+ * receiver's mailbox like any other, under negative ids, and their answers
+ * settle here. Arguments are copied through msgpack, as they would be on the
+ * wire, so two actors never share an object.
+ */
+const local = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void; what: string } | { tell: string; method: string }>()
+let localSeq = 0
+
+useLocalDelivery((actorId, method, args, ask) => {
+  const live = actors.get(actorId)
+  if (!live || live.stopped) return undefined
+  let copy: unknown[]
+  try {
+    copy = packr.unpack(packr.pack(args)) as unknown[]
+  } catch (err) {
+    return ask ? Promise.reject(err) : undefined
+  }
+  const id = -++localSeq
+  if (ask) {
+    return new Promise((resolve, reject) => {
+      local.set(id, { resolve, reject, what: `${live.className}.${method}` })
+      deliver(id, ActorOp.Call, actorId, method, copy)
+    })
+  }
+  local.set(id, { tell: actorId, method })
+  deliver(id, ActorOp.Call, actorId, method, copy)
+  return true
+})
+
+/** The answer to a message from an actor of this thread. */
+function answerLocal(id: number, status: Status, value: unknown): void {
+  const waiting = local.get(id)
+  if (!waiting) return
+  local.delete(id)
+  if ('tell' in waiting) {
+    if (status !== Status.Ok) toldFailed(waiting.tell, waiting.method, value)
+    return
+  }
+  if (status === Status.Ok) waiting.resolve(value)
+  else {
+    const wire = fromWire(value)
+    waiting.reject(status === Status.Threw ? new RemoteTaskError(waiting.what, wire) : rebuildError(waiting.what, wire, true))
+  }
+}
+
 function reply(id: number, status: Status, value: unknown): void {
+  if (id < 0) {
+    answerLocal(id, status, value)
+    return
+  }
   out.add(id, status, value)
   ids.push(id)
 }

@@ -13,6 +13,9 @@ import {
   ActorStoppedError,
   ClusterClosedError,
   InvalidArgumentError,
+  RemoteTaskError,
+  fromWire,
+  rebuildError,
   SerializationError,
   UnknownActorError,
   UnknownNodeError,
@@ -182,6 +185,21 @@ export class Actors {
   tell(id: string, method: string, args: unknown[]): void {
     const tell = this.refOf(id, undefined).tell as unknown as Record<string, (...a: unknown[]) => void>
     tell[method]!(...args)
+  }
+
+  /** A tell delivered inside a node (between actors of one thread) failed there: one `actor:error`, as for any tell. */
+  toldFailedInNode(id: string, method: string, error: unknown): void {
+    const rec = this.records.get(id)
+    const wire = fromWire(error)
+    const err =
+      wire.code === 'ERR_TASK_FAILED' || wire.code === undefined
+        ? new RemoteTaskError(`${rec?.className ?? ''}.${method}`, wire, rec?.node.nodeId)
+        : rebuildError(method, wire, true)
+    this.cx.toldFailed({
+      actor: { id, className: rec?.className ?? '', ...(rec?.name === undefined ? {} : { name: rec.name }) },
+      method,
+      error: err,
+    })
   }
 
   /** The reference of the live actor registered under `name`. */

@@ -160,6 +160,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       ask: (id, method, args) => this.actors.ask(id, method, args),
       tell: (id, method, args) => this.actors.tell(id, method, args),
       stop: (id) => this.actors.refOf(id, undefined).stop(),
+      toldFailed: (id, method, error) => this.actors.toldFailedInNode(id, method, error),
       isMember: (node) => this.membership.has(node),
       send: (peer, parts) => transport.send(peer, parts),
       scheduleFlush: () => this.scheduleFlush(),

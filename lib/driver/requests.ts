@@ -35,6 +35,8 @@ export interface RequestsContext {
   /** A tell through a reference: a failure is an `actor:error` event. */
   tell(id: string, method: string, args: unknown[]): void
   stop(id: string): Promise<void>
+  /** A tell delivered inside a node failed there (the error as it travels). */
+  toldFailed(id: string, method: string, error: unknown): void
   isMember(node: ClusterNode): boolean
   send(peer: string, parts: Parts): void
   scheduleFlush(): void
@@ -64,6 +66,10 @@ export class Requests {
         return undefined
       },
       [ContextOp.Stop]: (_node, [id]) => cx.stop(str(id, 'actor id')),
+      [ContextOp.ToldFailed]: (_node, [id, method, error]) => {
+        cx.toldFailed(str(id, 'actor id'), methodName(method), error)
+        return undefined
+      },
     }
   }
 

@@ -95,6 +95,8 @@ export const ContextOp = {
   Tell: 6,
   /** `[actorId]` → null once the actor stopped */
   Stop: 7,
+  /** `[actorId, method, error]` → no reply; a tell delivered inside the node failed: an `actor:error` event on the driver */
+  ToldFailed: 8,
 } as const
 export type ContextOp = (typeof ContextOp)[keyof typeof ContextOp]
 

@@ -97,14 +97,38 @@ export function currentLink(): Link {
   return link()
 }
 
-/** The reference of actor `id` in this thread: asks and tells go through the agent. */
+/**
+ * Delivers a message to an actor of this very thread without a hop (an actor
+ * host thread installs it): a promise of the answer for an ask, true for a
+ * tell, undefined when the actor does not live here.
+ */
+export type LocalDelivery = (id: string, method: string, args: unknown[], ask: boolean) => Promise<unknown> | true | undefined
+
+let local: LocalDelivery | undefined
+
+/** An actor host thread: messages to its own actors stay in the thread. */
+export function useLocalDelivery(deliver: LocalDelivery): void {
+  local = deliver
+}
+
+/** A tell delivered inside the thread failed: the driver reports it as `actor:error`. */
+export function toldFailed(id: string, method: string, error: unknown): void {
+  link().send(ContextOp.ToldFailed, [id, method, error], `the failure of a tell to ${id}`)
+}
+
+/** The reference of actor `id` in this thread: asks and tells go through the agent, or stay in the thread when the actor lives here. */
 export function threadActorRef<T extends object>(id: string, name: string | undefined): ActorRef<T> {
   return makeActorRef<T>({
     id,
     name,
     node: () => '',
-    send: (method, args) => link().request(ContextOp.Ask, [id, method, args], `${id}.${method}`),
-    tell: (method, args) => link().send(ContextOp.Tell, [id, method, args], `${id}.${method}`),
+    send: (method, args) => {
+      const here = local?.(id, method, args, true)
+      return here === undefined ? link().request(ContextOp.Ask, [id, method, args], `${id}.${method}`) : (here as Promise<unknown>)
+    },
+    tell: (method, args) => {
+      if (local?.(id, method, args, false) === undefined) link().send(ContextOp.Tell, [id, method, args], `${id}.${method}`)
+    },
     stop: () =>
       link()
         .request(ContextOp.Stop, [id], `stop ${id}`)

@@ -124,3 +124,40 @@ test('a tell from a thread to a stopped actor is an actor:error on the driver', 
     cluster.off('actor:error', onError)
   }
 })
+
+test('between actors of one host thread: messages stay in the thread, in order; a failed tell is an actor:error, a thrown ask an error', async () => {
+  // One thread per agent here, so both actors share the one actor host thread.
+  const a = await cluster.spawn<Tasks.Node>('Node')
+  const b = await cluster.spawn<Tasks.Node>('Node')
+  await a.setPeer(b)
+  const before = cluster.stats().transport.framesIn
+  await a.sendAll(1000)
+  assert.deepEqual(
+    await a.peerLog(),
+    Array.from({ length: 1000 }, (_, i) => i),
+  )
+  // Two frames from the agent for the two driver calls (their replies), not one per tell.
+  assert.ok(cluster.stats().transport.framesIn - before < 20, `frames in: ${cluster.stats().transport.framesIn - before}`)
+  assert.equal(await a.askThrows(), 'RemoteTaskError: boom')
+  const errors: ActorErrorEvent[] = []
+  const onError = (e: ActorErrorEvent) => errors.push(e)
+  cluster.on('actor:error', onError)
+  try {
+    await a.tellMissing()
+    await within(
+      (async () => {
+        while (errors.length === 0) await new Promise((r) => setTimeout(r, 10))
+      })(),
+      10_000,
+      'actor:error',
+    )
+    assert.equal(errors[0]!.actor.id, b.id)
+    assert.equal(errors[0]!.actor.className, 'Node')
+    assert.equal(errors[0]!.method, 'nope')
+    assert.equal(errors[0]!.error.name, 'UnknownMethodError')
+  } finally {
+    cluster.off('actor:error', onError)
+  }
+  await a.stop()
+  await b.stop()
+})
