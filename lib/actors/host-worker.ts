@@ -101,7 +101,9 @@ useLocalDelivery((actorId, method, args, ask) => {
   try {
     copy = packr.unpack(packr.pack(args)) as unknown[]
   } catch (err) {
-    return ask ? Promise.reject(err) : undefined
+    // The same check as the wire's (the arguments were checked when the message was made, so rare).
+    const refused = new SerializationError(`cannot send ${live.className}.${method}: ${(err as Error).message}`, { cause: err })
+    return ask ? Promise.reject(refused) : undefined
   }
   const id = -++localSeq
   if (ask) {
