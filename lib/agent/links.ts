@@ -17,7 +17,7 @@ import { header } from '../protocol/codec.js'
 import { readRequestBody, ResultsWriter } from '../protocol/bodies.js'
 import { MsgType, Status } from '../protocol/messages.js'
 import type { Parts } from '../transport/transport.js'
-import { channelNames, type DownMessage, type UpMessage } from '../worker/link.js'
+import { channelNames, own, type DownMessage, type UpMessage } from '../worker/link.js'
 import type { ContextOptions, ThreadInfo } from '../worker/context.js'
 
 /** Where a seceded task's result goes: the driver and registration its batch came under. */
@@ -127,7 +127,8 @@ export class Links {
   reply(thread: number, body: Uint8Array, count: number): boolean {
     const end = this.threads.get(thread)
     if (!end) return false
-    const message: DownMessage = { body, count }
+    // Posting a view would clone the whole buffer under it (a transport's receive buffer, say).
+    const message: DownMessage = { body: own(body), count }
     end.down.postMessage(message)
     return true
   }
@@ -183,7 +184,7 @@ export class Links {
       return
     }
     const n = out.count
-    const message: DownMessage = { body: out.take(), count: n }
+    const message: DownMessage = { body: own(out.take()), count: n }
     end.down.postMessage(message)
   }
 }

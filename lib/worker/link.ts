@@ -101,14 +101,14 @@ export class Link {
     if (this.lateIds.length > 0) {
       const ids = this.lateIds
       this.lateIds = []
-      const body = this.late.take(packr)
+      const body = own(this.late.take(packr))
       this.post({ kind: 'results', thread: threadId, body, ids })
     }
     const count = this.requests.count
     if (count === 0) return
     let body: Uint8Array
     try {
-      body = this.requests.take()
+      body = own(this.requests.take())
     } catch (err) {
       // One request could not be encoded as sent: refuse them all, naming the cause (they were checked, so rare).
       const flat = this.requests.clear()
@@ -146,6 +146,16 @@ export class Link {
     this.up.close()
     this.down.close()
   }
+}
+
+/**
+ * The bytes in a buffer of their own: an encoder's output is a view of its
+ * working buffer, which grows to the largest message it ever wrote, and
+ * posting a view clones its whole buffer — after one large message, every
+ * later one would copy megabytes.
+ */
+export function own(bytes: Uint8Array): Uint8Array {
+  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : new Uint8Array(bytes)
 }
 
 /** The error a reply carries, as its class where the runtime raised it (the driver sends every failure as a runtime one). */
