@@ -9,6 +9,7 @@ import { spawn } from 'node:child_process'
 import { Cluster, WorkerCrashedError } from '../../lib/index.js'
 import type * as Tasks from '../fixtures/context-tasks.js'
 import { CLI, FAST, waitFor, within } from '../helpers.js'
+import { AMQP_URL, REDIS_URL, skipReason } from '../brokers.js'
 
 const TASKS = new URL('../fixtures/context-tasks.js', import.meta.url)
 
@@ -61,3 +62,11 @@ test('a parent whose node is lost runs again elsewhere; the children it had aske
   await waitFor(() => cluster.stats().queued === 0 && cluster.stats().inFlight === 0, 30_000, 'the orphaned children to finish')
   assert.equal(cluster.stats().badFrames, 0)
 })
+
+for (const design of ['redis', 'amqp', 'amqp+redis'] as const) {
+  test(`on the ${design} design: nested calls on one thread, and a task spawning and telling an actor`, { skip: skipReason(design) }, async () => {
+    await using cluster = await Cluster.start({ tasks: TASKS, threads: 1, transport: design, redisUrl: REDIS_URL, amqpUrl: AMQP_URL })
+    assert.equal(await within(cluster.call('fib', 15), 60_000, 'fib(15)'), 610)
+    assert.equal(await within(cluster.call('spawnAndCount', 20), 60_000, 'spawnAndCount'), 20)
+  })
+}
