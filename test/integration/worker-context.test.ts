@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { ActorLostError, Cluster, RemoteTaskError, type ActorErrorEvent, type ActorRef } from '../../lib/index.js'
 import type * as Tasks from '../fixtures/context-tasks.js'
-import { within } from '../helpers.js'
+import { waitFor, within } from '../helpers.js'
 
 const TASKS = new URL('../fixtures/context-tasks.js', import.meta.url)
 
@@ -20,6 +20,20 @@ before(async () => {
 after(async () => {
   await cluster.close()
 })
+
+/** Runs `act` and returns the first `actor:error` the cluster emits meanwhile or after (within 10 s). */
+async function firstActorError(act: () => Promise<unknown>): Promise<ActorErrorEvent> {
+  const errors: ActorErrorEvent[] = []
+  const onError = (e: ActorErrorEvent) => errors.push(e)
+  cluster.on('actor:error', onError)
+  try {
+    await act()
+    await waitFor(() => errors.length > 0, 10_000, 'an actor:error')
+    return errors[0]!
+  } finally {
+    cluster.off('actor:error', onError)
+  }
+}
 
 test('recursive fib(22) through context.call completes on one agent with one thread', async () => {
   assert.equal(cluster.nodes().length, 1)
@@ -105,24 +119,10 @@ test('actors: self across an await, calls to tasks, children, tells through a re
 test('a tell from a thread to a stopped actor is an actor:error on the driver', async () => {
   const c = await cluster.spawn<Tasks.Counter>('Counter', 0)
   await c.stop()
-  const errors: ActorErrorEvent[] = []
-  const onError = (e: ActorErrorEvent) => errors.push(e)
-  cluster.on('actor:error', onError)
-  try {
-    await assert.rejects(cluster.call('bump', c, 1), (e: unknown) => e instanceof Error)
-    await within(
-      (async () => {
-        while (errors.length === 0) await new Promise((r) => setTimeout(r, 10))
-      })(),
-      10_000,
-      'actor:error',
-    )
-    assert.equal(errors[0]!.actor.id, c.id)
-    assert.equal(errors[0]!.method, 'inc')
-    assert.ok(errors[0]!.error instanceof ActorLostError)
-  } finally {
-    cluster.off('actor:error', onError)
-  }
+  const error = await firstActorError(() => assert.rejects(cluster.call('bump', c, 1), (e: unknown) => e instanceof ActorLostError))
+  assert.equal(error.actor.id, c.id)
+  assert.equal(error.method, 'inc')
+  assert.ok(error.error instanceof ActorLostError)
 })
 
 test('between actors of one host thread: messages stay in the thread, in order; a failed tell is an actor:error, a thrown ask an error', async () => {
@@ -139,25 +139,11 @@ test('between actors of one host thread: messages stay in the thread, in order; 
   // Two frames from the agent for the two driver calls (their replies), not one per tell.
   assert.ok(cluster.stats().transport.framesIn - before < 20, `frames in: ${cluster.stats().transport.framesIn - before}`)
   assert.equal(await a.askThrows(), 'RemoteTaskError: boom')
-  const errors: ActorErrorEvent[] = []
-  const onError = (e: ActorErrorEvent) => errors.push(e)
-  cluster.on('actor:error', onError)
-  try {
-    await a.tellMissing()
-    await within(
-      (async () => {
-        while (errors.length === 0) await new Promise((r) => setTimeout(r, 10))
-      })(),
-      10_000,
-      'actor:error',
-    )
-    assert.equal(errors[0]!.actor.id, b.id)
-    assert.equal(errors[0]!.actor.className, 'Node')
-    assert.equal(errors[0]!.method, 'nope')
-    assert.equal(errors[0]!.error.name, 'UnknownMethodError')
-  } finally {
-    cluster.off('actor:error', onError)
-  }
+  const error = await firstActorError(() => a.tellMissing())
+  assert.equal(error.actor.id, b.id)
+  assert.equal(error.actor.className, 'Node')
+  assert.equal(error.method, 'nope')
+  assert.equal(error.error.name, 'UnknownMethodError')
   await a.stop()
   await b.stop()
 })
