@@ -119,7 +119,9 @@ test('actors: self across an await, calls to tasks, children, tells through a re
 test('a tell from a thread to a stopped actor is an actor:error on the driver', async () => {
   const c = await cluster.spawn<Tasks.Counter>('Counter', 0)
   await c.stop()
-  const error = await firstActorError(() => assert.rejects(cluster.call('bump', c, 1), (e: unknown) => e instanceof ActorLostError))
+  const error = await firstActorError(() =>
+    assert.rejects(cluster.call('bump', c, 1), (e: unknown) => e instanceof RemoteTaskError && e.remoteName === 'ActorLostError'),
+  )
   assert.equal(error.actor.id, c.id)
   assert.equal(error.method, 'inc')
   assert.ok(error.error instanceof ActorLostError)
