@@ -156,7 +156,11 @@ function view(options: ContextViewOptions | undefined): ContextView {
   const wire = wireOptions(options)
   const call = (name: string, args: unknown[]) => {
     if (typeof name !== 'string') return Promise.reject(new InvalidArgumentError(`task name must be a string, got ${typeof name}`))
-    return link().request(ContextOp.Call, [name, args, wire], `task "${name}"`)
+    try {
+      return link().request(ContextOp.Call, [name, args, wire], `task "${name}"`)
+    } catch (err) {
+      return Promise.reject(err)
+    }
   }
   return {
     call: <R>(name: string, ...args: unknown[]) => call(name, args) as Promise<R>,

@@ -6,7 +6,7 @@
  */
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { ActorLostError, Cluster, RemoteTaskError, type ActorErrorEvent, type ActorRef } from '../../lib/index.js'
+import { ActorLostError, Cluster, InvalidArgumentError, RemoteTaskError, type ActorErrorEvent, type ActorRef } from '../../lib/index.js'
 import type * as Tasks from '../fixtures/context-tasks.js'
 import { waitFor, within } from '../helpers.js'
 
@@ -148,4 +148,16 @@ test('between actors of one host thread: messages stay in the thread, in order; 
   assert.equal(error.error.name, 'UnknownMethodError')
   await a.stop()
   await b.stop()
+})
+
+test('actor-cluster/worker is a package export; outside a cluster thread its calls fail saying where they work', async () => {
+  // By name, as users import it (the specifier in a variable: the types come from lib, not from the build).
+  const specifier = 'actor-cluster/worker'
+  const { context } = (await import(specifier)) as typeof import('../../lib/worker/index.js')
+  assert.equal(context.self, undefined)
+  assert.equal(context.nodeId, undefined)
+  await assert.rejects(
+    context.call('square', 2),
+    (e: unknown) => e instanceof InvalidArgumentError && /only available inside a task or an actor method/.test(e.message),
+  )
 })
