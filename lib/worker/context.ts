@@ -154,13 +154,10 @@ function parentOf(): string | undefined {
 
 function view(options: ContextViewOptions | undefined): ContextView {
   const wire = wireOptions(options)
-  const call = (name: string, args: unknown[]) => {
-    if (typeof name !== 'string') return Promise.reject(new InvalidArgumentError(`task name must be a string, got ${typeof name}`))
-    try {
-      return link().request(ContextOp.Call, [name, args, wire], `task "${name}"`)
-    } catch (err) {
-      return Promise.reject(err)
-    }
+  // Async: a call outside a cluster thread rejects rather than throws.
+  const call = async (name: string, args: unknown[]): Promise<unknown> => {
+    if (typeof name !== 'string') throw new InvalidArgumentError(`task name must be a string, got ${typeof name}`)
+    return link().request(ContextOp.Call, [name, args, wire], `task "${name}"`)
   }
   return {
     call: <R>(name: string, ...args: unknown[]) => call(name, args) as Promise<R>,
