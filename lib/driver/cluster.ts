@@ -41,6 +41,9 @@ import type {
   TasksProxy,
 } from './types.js'
 
+/** Spread views of threads whose groups the driver keeps (a view older than that starts a fresh group). */
+const THREAD_GROUPS = 10_000
+
 /** How long each step of `close()` may take before the next one runs anyway. */
 const CLOSE_STEP_MS = 15_000
 
@@ -84,6 +87,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private readonly observe: Observability
   private readonly shared: SharedValues
   private readonly requests: Requests
+  /** The spawn groups of threads' spread views, by node and view (oldest first). */
+  private readonly threadGroups = new Map<string, SpawnGroup>()
   /** How values from the network decode here: references as the driver's own, handles as handles on its values. */
   private readonly refResolver: ActorRefResolver
   private readonly sharedResolver: SharedResolver
@@ -154,7 +159,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     })
     this.requests = new Requests({
       call: (name, args, o) => this.submit(name, args, o === undefined ? undefined : resolveTaskOptions(o, this.options.maxRetries)),
-      spawn: (className, args, o) => this.spawnFor(className, args, o),
+      spawn: (node, className, args, o) => this.spawnFor(node, className, args, o),
       lookup: (name) => this.actors.lookup(name),
       put: (value) => this.put(value),
       ask: (id, method, args) => this.actors.ask(id, method, args),
@@ -169,13 +174,31 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.sharedResolver = (hash, size) => this.shared.borrow(hash, size)
   }
 
-  /** A spawn asked for by a thread: its options as `with` takes them, and the spawning actor as its parent. */
-  private spawnFor(className: string, args: unknown[], o: Record<string, unknown> | undefined): Promise<ActorRef<object>> {
+  /** A spawn asked for by a thread: its options as `with` takes them, the spawning actor as its parent, its spread view's group. */
+  private spawnFor(node: ClusterNode, className: string, args: unknown[], o: Record<string, unknown> | undefined): Promise<ActorRef<object>> {
     if (o === undefined) return this.actors.spawn(className, args, SPAWN_DEFAULTS)
-    const { parent, ...rest } = o
+    const { parent, group, ...rest } = o
     if (parent !== undefined && typeof parent !== 'string') throw new InvalidArgumentError('malformed request: options.parent is not a string')
+    if (group !== undefined && (typeof group !== 'string' || group.length > 64))
+      throw new InvalidArgumentError('malformed request: options.group is not a string of at most 64 characters')
     const resolved = resolveSpawnOptions(rest)
-    return this.actors.spawn(className, args, parent === undefined ? resolved : { ...resolved, parent })
+    return this.actors.spawn(
+      className,
+      args,
+      parent === undefined ? resolved : { ...resolved, parent },
+      group === undefined ? undefined : this.threadGroup(node, group),
+    )
+  }
+
+  /** The spawn group of a thread's spread view (kept for the latest {@link THREAD_GROUPS} views, and while the node is a member). */
+  private threadGroup(node: ClusterNode, key: string): SpawnGroup {
+    const id = `${node.peer}\n${key}`
+    let group = this.threadGroups.get(id)
+    if (!group) {
+      this.threadGroups.set(id, (group = new SpawnGroup()))
+      if (this.threadGroups.size > THREAD_GROUPS) this.threadGroups.delete(this.threadGroups.keys().next().value!)
+    }
+    return group
   }
 
   /** Runs `run` (decoding frames from agents) with references and handles decoding to the driver's own. */

@@ -27,7 +27,8 @@ import type { ActorRef } from './types.js'
 export interface RequestsContext {
   /** A task under these options (unchecked: the cluster resolves and checks them). */
   call(name: string, args: unknown[], options: Record<string, unknown> | undefined): Promise<unknown>
-  spawn(className: string, args: unknown[], options: Record<string, unknown> | undefined): Promise<ActorRef<object>>
+  /** A spawn under `with` options as a thread gave them (`group`: the thread's spread view, per node). */
+  spawn(node: ClusterNode, className: string, args: unknown[], options: Record<string, unknown> | undefined): Promise<ActorRef<object>>
   lookup(name: string): ActorRef<object>
   put(value: unknown): Promise<SharedRef>
   /** An ask through a reference (ActorLostError for an actor this driver does not know). */
@@ -56,7 +57,7 @@ export class Requests {
   constructor(private readonly cx: RequestsContext) {
     this.handlers = {
       [ContextOp.Call]: (_node, [name, args, options]) => cx.call(str(name, 'task name'), list(args), opts(options)),
-      [ContextOp.Spawn]: (_node, [className, args, options]) => cx.spawn(str(className, 'actor class name'), list(args), opts(options)),
+      [ContextOp.Spawn]: (node, [className, args, options]) => cx.spawn(node, str(className, 'actor class name'), list(args), opts(options)),
       [ContextOp.Lookup]: (_node, [name]) => Promise.resolve(cx.lookup(str(name, 'actor name'))),
       [ContextOp.Put]: (node, [value]) => this.put(node, value),
       [ContextOp.Release]: (node, [hash]) => this.release(node, str(hash, 'shared value hash')),

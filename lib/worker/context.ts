@@ -7,6 +7,7 @@
  * says which actor runs ({@link runAs}).
  */
 import type { AsyncLocalStorage } from 'node:async_hooks'
+import { threadId } from 'node:worker_threads'
 import { ContextOp } from '../protocol/messages.js'
 import { setActorRefResolver } from '../protocol/actor-ref.js'
 import { SharedRef } from '../protocol/shared-ref.js'
@@ -152,8 +153,12 @@ function parentOf(): string | undefined {
   return actorStore?.getStore()?.id
 }
 
+let views = 0
+
 function view(options: ContextViewOptions | undefined): ContextView {
   const wire = wireOptions(options)
+  // A spread view's spawns are one group on the driver, as `cluster.with({ spread: true })`'s are.
+  if (wire?.['spread'] === true) wire['group'] = `${threadId}.${++views}`
   // Async: a call outside a cluster thread rejects rather than throws.
   const call = async (name: string, args: unknown[]): Promise<unknown> => {
     if (typeof name !== 'string') throw new InvalidArgumentError(`task name must be a string, got ${typeof name}`)

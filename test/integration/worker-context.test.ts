@@ -161,3 +161,15 @@ test('actor-cluster/worker is a package export; outside a cluster thread its cal
     (e: unknown) => e instanceof InvalidArgumentError && /only available inside a task or an actor method/.test(e.message),
   )
 })
+
+test('context.with({ spread: true }): one view’s spawns are one group spread over the nodes, where least-loaded would not', async () => {
+  await using two = await Cluster.start({ tasks: TASKS, threads: 1, localAgents: 2 })
+  await waitFor(() => two.nodes().length === 2, 20_000, 'two local agents')
+  const [a, b] = two.nodes().map((n) => n.id) as [string, string]
+  // Load b: least-loaded alone would send the next two actors to a.
+  const ballast = await Promise.all([0, 1].map(() => two.with({ node: b }).spawn<Tasks.Counter>('Counter')))
+  const refs = await two.call<ActorRef<Tasks.Counter>[]>('spreadFour')
+  assert.deepEqual(refs.map((r) => r.node).sort(), [a, a, b, b].sort())
+  assert.deepEqual(await Promise.all(refs.map((r) => r.get())), [0, 1, 2, 3])
+  await Promise.all([...ballast, ...refs].map((r) => r.stop()))
+})
