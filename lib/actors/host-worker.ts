@@ -8,13 +8,25 @@
  * gathered until the next turn of the event loop.
  */
 import { parentPort, workerData } from 'node:worker_threads'
+import { AsyncLocalStorage } from 'node:async_hooks'
 import { loadCatalog } from '../tasks-module.js'
 import { createPackr, findUnserializable } from '../protocol/codec.js'
 import { readActorBody, ResultsWriter } from '../protocol/bodies.js'
 import { ActorOp, Status } from '../protocol/messages.js'
-import { ActorStoppedError, SerializationError, UnknownActorError, UnknownMethodError, toWireError } from '../errors.js'
+import {
+  ActorStoppedError,
+  RemoteTaskError,
+  SerializationError,
+  UnknownActorError,
+  UnknownMethodError,
+  fromWire,
+  rebuildError,
+  toWireError,
+} from '../errors.js'
 import { Deque } from '../util/deque.js'
 import { useSharedTable, type SharedTable } from '../agent/shared-thread.js'
+import { bindAgent, threadActorRef, toldFailed, useActorStore, useLocalDelivery, type ThreadInfo } from '../worker/context.js'
+import type { ActorRef } from '../driver/types.js'
 
 /**
  * Messages for this thread's actors: the Actor frame's body as it came
@@ -28,6 +40,8 @@ export interface HostBatch {
   entries: number[] | undefined
   /** The shared values the node holds (the body's handles decode to them). */
   shared?: SharedTable | undefined
+  /** The agent's link (`context` in methods) and node. */
+  context?: ThreadInfo | undefined
 }
 
 /**
@@ -48,6 +62,8 @@ interface Waiting {
 
 interface Live {
   id: string
+  /** Its own reference, `context.self` while its methods run (made on first use). */
+  self: ActorRef<object> | undefined
   className: string
   instance: Record<string, unknown>
   /** An async method of this actor is running: later messages wait in `queue`. */
@@ -61,12 +77,67 @@ const catalog = await loadCatalog(tasks, 'an actor host thread')
 const actors = new Map<string, Live>()
 const port = parentPort!
 const packr = createPackr()
+/** The actor whose method runs, across its awaits: `context.self`. */
+const running = new AsyncLocalStorage<ActorRef<object>>()
+useActorStore(running)
 
 const out = new ResultsWriter()
 let ids: number[] = []
 let scheduled = false
 
+/**
+ * Messages between actors of this thread stay in it: they go through the
+ * receiver's mailbox like any other, under negative ids, and their answers
+ * settle here. Arguments are copied through msgpack, as they would be on the
+ * wire, so two actors never share an object.
+ */
+const local = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void; what: string } | { tell: string; method: string }>()
+let localSeq = 0
+
+useLocalDelivery((actorId, method, args, ask) => {
+  const live = actors.get(actorId)
+  if (!live || live.stopped) return undefined
+  let copy: unknown[]
+  try {
+    copy = packr.unpack(packr.pack(args)) as unknown[]
+  } catch (err) {
+    // The same check as the wire's (the arguments were checked when the message was made, so rare).
+    const refused = new SerializationError(`cannot send ${live.className}.${method}: ${(err as Error).message}`, { cause: err })
+    return ask ? Promise.reject(refused) : undefined
+  }
+  const id = -++localSeq
+  if (ask) {
+    return new Promise((resolve, reject) => {
+      local.set(id, { resolve, reject, what: `${live.className}.${method}` })
+      deliver(id, ActorOp.Call, actorId, method, copy)
+    })
+  }
+  local.set(id, { tell: actorId, method })
+  deliver(id, ActorOp.Call, actorId, method, copy)
+  return true
+})
+
+/** The answer to a message from an actor of this thread. */
+function answerLocal(id: number, status: Status, value: unknown): void {
+  const waiting = local.get(id)
+  if (!waiting) return
+  local.delete(id)
+  if ('tell' in waiting) {
+    if (status !== Status.Ok) toldFailed(waiting.tell, waiting.method, value)
+    return
+  }
+  if (status === Status.Ok) waiting.resolve(value)
+  else {
+    const wire = fromWire(value)
+    waiting.reject(status === Status.Threw ? new RemoteTaskError(waiting.what, wire) : rebuildError(waiting.what, wire, true))
+  }
+}
+
 function reply(id: number, status: Status, value: unknown): void {
+  if (id < 0) {
+    answerLocal(id, status, value)
+    return
+  }
   out.add(id, status, value)
   ids.push(id)
 }
@@ -116,7 +187,7 @@ function run(live: Live, id: number, op: ActorOp, name: string, args: readonly u
   }
   let value: unknown
   try {
-    value = Reflect.apply(method as (...a: unknown[]) => unknown, live.instance, args)
+    value = running.run((live.self ??= threadActorRef(live.id, undefined)), Reflect.apply, method as (...a: unknown[]) => unknown, live.instance, args)
   } catch (err) {
     reply(id, Status.Threw, toWireError(err))
     return false
@@ -157,8 +228,9 @@ function spawn(id: number, actorId: string, className: string, args: readonly un
     return
   }
   try {
-    const instance = new Cls(...args) as Record<string, unknown>
-    actors.set(actorId, { id: actorId, className, instance, busy: false, queue: undefined, stopped: false })
+    const self = threadActorRef(actorId, undefined)
+    const instance = running.run(self, () => new Cls(...args)) as Record<string, unknown>
+    actors.set(actorId, { id: actorId, self, className, instance, busy: false, queue: undefined, stopped: false })
     reply(id, Status.Ok, actorId)
   } catch (err) {
     reply(id, Status.Threw, toWireError(err))
@@ -184,6 +256,7 @@ function deliver(id: number, op: ActorOp, actorId: string, name: string, args: r
 
 port.on('message', (batch: HostBatch) => {
   useSharedTable(batch.shared, packr)
+  if (batch.context) bindAgent(batch.context)
   const entries = batch.entries
   if (entries === undefined) {
     readActorBody(batch.body, batch.count, deliver)

@@ -11,6 +11,9 @@ import type { ClusterSnapshot } from '../monitor/monitor.js'
 import { closeSteps, type CloseStep } from '../util/close.js'
 import { Actors, SpawnGroup } from './actors.js'
 import { dispatch } from './inbound.js'
+import { Requests } from './requests.js'
+import { setActorRefResolver, type ActorRefResolver } from '../protocol/actor-ref.js'
+import { setSharedResolver, type SharedResolver } from '../protocol/shared-ref.js'
 import { Ledger, type ActorTarget, type ResultSink, type Settle, type TaskEntry } from './ledger.js'
 import { runMap } from './map.js'
 import { carriedOf, SharedValues, type SharedUser } from './shared.js'
@@ -37,6 +40,9 @@ import type {
   TaskOptions,
   TasksProxy,
 } from './types.js'
+
+/** Spread views of threads whose groups the driver keeps (a view older than that starts a fresh group). */
+const THREAD_GROUPS = 10_000
 
 /** How long each step of `close()` may take before the next one runs anyway. */
 const CLOSE_STEP_MS = 15_000
@@ -80,6 +86,12 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private readonly names: KnownNames
   private readonly observe: Observability
   private readonly shared: SharedValues
+  private readonly requests: Requests
+  /** The spawn groups of threads' spread views, by node and view (oldest first). */
+  private readonly threadGroups = new Map<string, SpawnGroup>()
+  /** How values from the network decode here: references as the driver's own, handles as handles on its values. */
+  private readonly refResolver: ActorRefResolver
+  private readonly sharedResolver: SharedResolver
   private readonly localAgents: Agent[] = []
   private readonly localIds = new Set<string>()
   private badFrames = 0
@@ -154,6 +166,60 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       lost: (info, error) => this.emit('actor:lost', info, error),
       childFailed: (info) => this.emit('actor:child-failed', info),
     })
+    this.requests = new Requests({
+      call: (name, args, o) => this.submit(name, args, o === undefined ? undefined : resolveTaskOptions(o, this.options.maxRetries)),
+      spawn: (node, className, args, o) => this.spawnFor(node, className, args, o),
+      lookup: (name) => this.actors.lookup(name),
+      put: (value) => this.put(value),
+      ask: (id, method, args) => this.actors.ask(id, method, args),
+      tell: (id, method, args) => this.actors.tell(id, method, args),
+      stop: (id) => this.actors.refOf(id, undefined).stop(),
+      toldFailed: (id, method, error) => this.actors.toldFailedInNode(id, method, error),
+      isMember: (node) => this.membership.has(node),
+      send: (peer, parts) => transport.send(peer, parts),
+      scheduleFlush: () => this.scheduleFlush(),
+    })
+    this.refResolver = (id, name) => this.actors.refOf(id, name)
+    this.sharedResolver = (hash, size) => this.shared.borrow(hash, size)
+  }
+
+  /** A spawn asked for by a thread: its options as `with` takes them, the spawning actor as its parent, its spread view's group. */
+  private spawnFor(node: ClusterNode, className: string, args: unknown[], o: Record<string, unknown> | undefined): Promise<ActorRef<object>> {
+    if (o === undefined) return this.actors.spawn(className, args, SPAWN_DEFAULTS)
+    const { parent, group, ...rest } = o
+    if (parent !== undefined && typeof parent !== 'string') throw new InvalidArgumentError('malformed request: options.parent is not a string')
+    if (group !== undefined && (typeof group !== 'string' || group.length > 64))
+      throw new InvalidArgumentError('malformed request: options.group is not a string of at most 64 characters')
+    const resolved = resolveSpawnOptions(rest)
+    return this.actors.spawn(
+      className,
+      args,
+      parent === undefined ? resolved : { ...resolved, parent },
+      group === undefined ? undefined : this.threadGroup(node, group),
+    )
+  }
+
+  /** The spawn group of a thread's spread view (kept for the latest {@link THREAD_GROUPS} views, and while the node is a member). */
+  private threadGroup(node: ClusterNode, key: string): SpawnGroup {
+    const id = `${node.peer}\n${key}`
+    let group = this.threadGroups.get(id)
+    if (!group) {
+      this.threadGroups.set(id, (group = new SpawnGroup()))
+      if (this.threadGroups.size > THREAD_GROUPS) this.threadGroups.delete(this.threadGroups.keys().next().value!)
+    }
+    return group
+  }
+
+  /** Runs `run` (decoding frames from agents) with references and handles decoding to the driver's own. */
+  private decodeScope<T>(run: () => T): T {
+    const refs = setActorRefResolver(this.refResolver)
+    const shared = setSharedResolver(this.sharedResolver)
+    try {
+      return run()
+    } finally {
+      setActorRefResolver(refs)
+      setSharedResolver(shared)
+    }
   }
 
   /**
@@ -177,6 +243,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       badFrame: () => void cluster.badFrames++,
       fetch: (node: ClusterNode, hashes: readonly string[]) => cluster.shared.fetch(node.peer, hashes),
       frameCounts: cluster.frameCounts,
+      submit: (node: ClusterNode, body: Uint8Array | undefined, count: number) => cluster.requests.submit(node, body, count),
+      decodeScope: <T>(run: () => T) => cluster.decodeScope(run),
     }
     cluster.transport.start(
       (peer, parts) => dispatch(inbound, peer, parts),
@@ -528,6 +596,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private flush(): void {
     this.flushScheduled = false
     if (this.closing) return
+    this.requests.flush()
     this.actors.flush()
     this.scheduler.flush(this.membership)
   }
@@ -546,6 +615,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.shared.nodeGone(node.peer)
     this.scheduler.requeue(this.ledger.reclaim(node, how, () => ({ node: node.nodeId, reason })))
     this.actors.nodeRemoved(node, reason)
+    this.requests.nodeRemoved(node)
     const info = node.describe(performance.now())
     if (how === 'left') this.emit('node:left', info)
     else this.emit('node:lost', info, reason)
