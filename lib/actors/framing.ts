@@ -4,7 +4,7 @@ import { MsgType } from '../protocol/messages.js'
 import type { Parts } from '../transport/transport.js'
 import type { Status } from '../protocol/messages.js'
 import type { SharedTable } from '../agent/shared-thread.js'
-import { ActorHosts } from './host.js'
+import { ActorHosts, type HostLinks } from './host.js'
 
 export interface ActorFramingOptions {
   /** The tasks module the actor classes come from. */
@@ -21,6 +21,8 @@ export interface ActorFramingOptions {
   replies: () => 'send' | 'hold' | 'drop'
   /** The shared values the node holds: each batch carries them to its thread, where the bodies' handles decode to them. */
   shared?: () => SharedTable | undefined
+  /** The threads' links to the agent (`context` in actor methods). */
+  links?: HostLinks
 }
 
 /** Replies kept while the driver is silent. */
@@ -47,10 +49,15 @@ export class ActorFraming {
   }
 
   private newHosts(): ActorHosts {
-    return new ActorHosts(this.options.tasks, this.options.maxThreads, {
-      replies: (results, count) => this.onReplies(results, count),
-      reply: (id, status, value) => this.onReply(id, status, value),
-    })
+    return new ActorHosts(
+      this.options.tasks,
+      this.options.maxThreads,
+      {
+        replies: (results, count) => this.onReplies(results, count),
+        reply: (id, status, value) => this.onReply(id, status, value),
+      },
+      this.options.links,
+    )
   }
 
   /**

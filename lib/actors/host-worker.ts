@@ -8,6 +8,7 @@
  * gathered until the next turn of the event loop.
  */
 import { parentPort, workerData } from 'node:worker_threads'
+import { AsyncLocalStorage } from 'node:async_hooks'
 import { loadCatalog } from '../tasks-module.js'
 import { createPackr, findUnserializable } from '../protocol/codec.js'
 import { readActorBody, ResultsWriter } from '../protocol/bodies.js'
@@ -15,6 +16,8 @@ import { ActorOp, Status } from '../protocol/messages.js'
 import { ActorStoppedError, SerializationError, UnknownActorError, UnknownMethodError, toWireError } from '../errors.js'
 import { Deque } from '../util/deque.js'
 import { useSharedTable, type SharedTable } from '../agent/shared-thread.js'
+import { bindAgent, threadActorRef, useActorStore, type ThreadInfo } from '../worker/context.js'
+import type { ActorRef } from '../driver/types.js'
 
 /**
  * Messages for this thread's actors: the Actor frame's body as it came
@@ -28,6 +31,8 @@ export interface HostBatch {
   entries: number[] | undefined
   /** The shared values the node holds (the body's handles decode to them). */
   shared?: SharedTable | undefined
+  /** The agent's link (`context` in methods) and node. */
+  context?: ThreadInfo | undefined
 }
 
 /**
@@ -48,6 +53,8 @@ interface Waiting {
 
 interface Live {
   id: string
+  /** Its own reference, `context.self` while its methods run (made on first use). */
+  self: ActorRef<object> | undefined
   className: string
   instance: Record<string, unknown>
   /** An async method of this actor is running: later messages wait in `queue`. */
@@ -61,6 +68,9 @@ const catalog = await loadCatalog(tasks, 'an actor host thread')
 const actors = new Map<string, Live>()
 const port = parentPort!
 const packr = createPackr()
+/** The actor whose method runs, across its awaits: `context.self`. */
+const running = new AsyncLocalStorage<ActorRef<object>>()
+useActorStore(running)
 
 const out = new ResultsWriter()
 let ids: number[] = []
@@ -116,7 +126,7 @@ function run(live: Live, id: number, op: ActorOp, name: string, args: readonly u
   }
   let value: unknown
   try {
-    value = Reflect.apply(method as (...a: unknown[]) => unknown, live.instance, args)
+    value = running.run((live.self ??= threadActorRef(live.id, undefined)), Reflect.apply, method as (...a: unknown[]) => unknown, live.instance, args)
   } catch (err) {
     reply(id, Status.Threw, toWireError(err))
     return false
@@ -157,8 +167,9 @@ function spawn(id: number, actorId: string, className: string, args: readonly un
     return
   }
   try {
-    const instance = new Cls(...args) as Record<string, unknown>
-    actors.set(actorId, { id: actorId, className, instance, busy: false, queue: undefined, stopped: false })
+    const self = threadActorRef(actorId, undefined)
+    const instance = running.run(self, () => new Cls(...args)) as Record<string, unknown>
+    actors.set(actorId, { id: actorId, self, className, instance, busy: false, queue: undefined, stopped: false })
     reply(id, Status.Ok, actorId)
   } catch (err) {
     reply(id, Status.Threw, toWireError(err))
@@ -184,6 +195,7 @@ function deliver(id: number, op: ActorOp, actorId: string, name: string, args: r
 
 port.on('message', (batch: HostBatch) => {
   useSharedTable(batch.shared, packr)
+  if (batch.context) bindAgent(batch.context)
   const entries = batch.entries
   if (entries === undefined) {
     readActorBody(batch.body, batch.count, deliver)

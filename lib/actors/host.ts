@@ -3,6 +3,14 @@ import { ActorOp, Status } from '../protocol/messages.js'
 import { ActorLostError, WorkerCrashedError, toWireError } from '../errors.js'
 import type { HostBatch, HostReplies } from './host-worker.js'
 import type { SharedTable } from '../agent/shared-thread.js'
+import type { ThreadInfo } from '../worker/context.js'
+
+/** The threads' links to the agent (`context` in actor methods): opened when a thread starts, closed when it is gone. */
+export interface HostLinks {
+  open(thread: number): void
+  close(thread: number): void
+  readonly info: ThreadInfo
+}
 
 interface HostThread {
   worker: Worker
@@ -42,6 +50,7 @@ export class ActorHosts {
     private readonly tasks: string,
     private readonly maxThreads: number,
     private readonly answers: HostAnswers,
+    private readonly links?: HostLinks,
   ) {}
 
   /** Adds the message at position `entry` of the frame to its actor's thread's batch (or answers it here when that thread died). */
@@ -92,7 +101,7 @@ export class ActorHosts {
       // A thread that died while the frame was read has answered these already (crash answers cover `waiting`).
       if (!this.threads.includes(host)) continue
       const copy = new Uint8Array(body)
-      const batch: HostBatch = { body: copy, count, entries: entries.length === count ? undefined : entries, shared }
+      const batch: HostBatch = { body: copy, count, entries: entries.length === count ? undefined : entries, shared, context: this.links?.info }
       host.worker.postMessage(batch, [copy.buffer])
     }
     this.pending.length = 0
@@ -108,6 +117,8 @@ export class ActorHosts {
   private startThread(): HostThread {
     const worker = new Worker(new URL('./host-worker.js', import.meta.url), { workerData: { tasks: this.tasks } })
     const thread: HostThread = { worker, actors: new Set(), waiting: new Set(), entries: [] }
+    const threadId = worker.threadId
+    this.links?.open(threadId)
     worker.on('message', (r: HostReplies) => {
       const waiting = thread.waiting
       for (const id of r.ids) waiting.delete(id)
@@ -118,6 +129,7 @@ export class ActorHosts {
       // 'error' is followed by 'exit': one answer per message.
       if (failed) return
       failed = true
+      this.links?.close(threadId)
       const i = this.threads.indexOf(thread)
       if (i >= 0) this.threads.splice(i, 1)
       for (const id of thread.actors) {

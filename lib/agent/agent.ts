@@ -20,6 +20,7 @@ import { VERSION } from '../version.js'
 import { Credit } from './credit.js'
 import { OwnedPool, borrowPool, type AgentPool, type WorkerPool } from './pool.js'
 import { Runner } from './runner.js'
+import { Links } from './links.js'
 import { SharedCache } from './shared-cache.js'
 import { Session, type AgentState } from './session.js'
 import type { AgentActivity, AgentEvents, AgentStats } from './types.js'
@@ -77,6 +78,9 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly actors: ActorFraming
   /** Shared inputs the driver put on this node. */
   private readonly shared: SharedCache
+  /** The threads' links: their requests to the driver, its replies, results of tasks that seceded. */
+  private readonly links: Links
+  private creditScheduled = false
   /**
    * Brokered designs: frames taken while the driver is silent, neither run nor
    * announced until the agent knows which driver it serves (see {@link taken}).
@@ -114,10 +118,25 @@ export class Agent extends EventEmitter<AgentEvents> {
         lost: (reason, announced) => this.onLost(reason, announced),
       },
     )
+    this.links = new Links({
+      send,
+      session: () => ({ driver: this.session.id, registration: this.session.registration }),
+      secededChanged: (total) => this.onSeceded(total),
+      options: { threads: options.threads, maxFrameBytes: options.maxFrameBytes, transport: options.transport },
+    })
     const { threads, threadMemoryMb, maxTasksPerThread, recycleHeapMb } = options
     this.pool = shared
       ? borrowPool(shared)
-      : new OwnedPool({ tasks: options.tasks, threads, threadMemoryMb, maxTasksPerThread, recycleHeapMb, onRecycle: () => this.stats.recycles++ })
+      : new OwnedPool({
+          tasks: options.tasks,
+          threads,
+          threadMemoryMb,
+          maxTasksPerThread,
+          recycleHeapMb,
+          onRecycle: () => this.stats.recycles++,
+          holding: () => this.links.seceded > 0,
+        })
+    this.pool.watch({ started: (t) => this.links.open(t), gone: (t) => this.links.close(t) })
     this.runner = new Runner(this.pool, this.session, this.stats, {
       threads: options.threads,
       maxPoolBatch: options.maxPoolBatch,
@@ -125,12 +144,15 @@ export class Agent extends EventEmitter<AgentEvents> {
       measured: (elapsedMs, count) => this.onMeasured(elapsedMs, count),
       broker: transport.kind === 'shared-queue' ? transport : undefined,
       shared: () => this.shared.table(),
+      context: () => this.links.info,
+      seceded: (thread, ids, driver, registration) => this.links.secededIn(thread, ids, { driver, registration }),
     })
     this.actors = new ActorFraming({
       tasks: options.tasks,
       maxThreads: options.threads,
       send,
       shared: () => this.shared.table(),
+      links: this.links,
       replies: () => (this.session.state === 'ready' || this.session.state === 'leaving' ? 'send' : this.session.ready ? 'hold' : 'drop'),
     })
   }
@@ -241,6 +263,9 @@ export class Agent extends EventEmitter<AgentEvents> {
         case MsgType.Drop:
           this.shared.drop(h.hashes)
           return
+        case MsgType.Reply:
+          if (!parts[1] || !this.links.reply(h.thread, parts[1], h.count)) throw new ProtocolError('reply for no thread of this agent')
+          return
         case MsgType.DriverBye:
           this.session.bye()
           return
@@ -298,7 +323,19 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.runner.push(body, h.count, h.timeoutMs, delivery, transport.sent())
   }
 
+  /** Tasks that seceded changed in number: the window announced follows, once per tick. */
+  private onSeceded(total: number): void {
+    this.credit.seceded = total
+    if (this.creditScheduled) return
+    this.creditScheduled = true
+    process.nextTick(() => {
+      this.creditScheduled = false
+      if (this.session.ready && !this.session.silent) this.sendCredit()
+    })
+  }
+
   private onJoined(nodeId: string): void {
+    this.links.joined(nodeId)
     // A new registration: the driver's record of this node starts empty, so does the cache.
     this.shared.clear()
     this.credit.reset()
@@ -378,6 +415,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         // Forced: whatever still runs is stopped.
         { name: 'stop the session', run: () => this.stopSession() },
         { name: 'stop the actor threads', run: () => this.actors.close() },
+        { name: "close the threads' links", run: () => this.links.closeAll() },
         { name: 'stop the pool', run: () => this.pool.close() },
         { name: 'close the transport', run: () => this.transport.close() },
         { name: 'free the shared values', run: () => this.shared.clear() },

@@ -49,6 +49,8 @@ export class Credit {
   private sent = -1
   /** Tasks per frame received lately (brokered designs). */
   private tasksPerFrame = 1
+  /** Tasks that seceded and are not yet answered: the node holds them beyond its window. */
+  seceded = 0
 
   constructor(
     private readonly threads: number,
@@ -78,7 +80,8 @@ export class Credit {
 
   /** Records the window announced now (0 while leaving) and returns it with its prefetch. */
   announce(leaving: boolean): { window: number; prefetch: number } {
-    const window = leaving ? 0 : this.window
+    // Tasks that seceded wait on work they asked for: they hold no thread, and must not hold the window either.
+    const window = leaving ? 0 : this.window + this.seceded
     this.sent = window
     return { window, prefetch: prefetchFor(window, this.tasksPerFrame, this.threads) }
   }

@@ -14,6 +14,9 @@ function createPiscina(tasks: string, threads: number, threadMemoryMb: number | 
     minThreads: threads,
     maxThreads: threads,
     concurrentTasksPerWorker: 1,
+    // Not 'sync': that parks an idle thread in Atomics.wait, event loop and all, and a task that seceded (it waits
+    // on work it asked the cluster for) must go on running between batches.
+    atomics: 'async',
     idleTimeout: Number.MAX_SAFE_INTEGER,
     ...(threadMemoryMb === undefined ? {} : { resourceLimits: { maxOldGenerationSizeMb: threadMemoryMb } }),
   })
@@ -25,8 +28,23 @@ export interface RunOptions {
   transferList?: MessagePort[]
 }
 
+/** Told when a pool thread starts (before it is given a batch) and when it is gone. */
+export interface ThreadWatcher {
+  started(threadId: number): void
+  gone(threadId: number): void
+}
+
+/** Reports a piscina's threads to `watcher`: those running now, and each one started or gone from now on. */
+function watchPiscina(piscina: Piscina<PoolBatch, PoolResult>, watcher: ThreadWatcher): void {
+  for (const w of piscina.threads) watcher.started(w.threadId)
+  piscina.on('workerCreate', (w: { id: number }) => watcher.started(w.id))
+  piscina.on('workerDestroy', (w: { id: number }) => watcher.gone(w.id))
+}
+
 /** What an agent runs its task batches on: a pool of its own, or one it shares with other agents. */
 export interface WorkerPool {
+  /** Reports the pool's threads, now and from now on (each thread's link to the agent opens and closes with it). */
+  watch(watcher: ThreadWatcher): void
   /** Runs one batch of task frames on a free thread (`signal` stops it and replaces the thread: per-task timeouts). */
   run(batch: PoolBatch, options: RunOptions): Promise<PoolResult>
   /** Stops this agent's use of the pool; running batches of an owned pool reject. Idempotent. */
@@ -43,6 +61,8 @@ export interface OwnedPoolOptions {
   recycleHeapMb: number
   /** Called each time the threads were replaced. */
   onRecycle?: () => void
+  /** Whether the threads hold tasks that seceded (a recycle then waits: it would end them). */
+  holding?: () => boolean
 }
 
 /**
@@ -57,13 +77,21 @@ export class OwnedPool implements WorkerPool {
   private readonly retiring = new Set<Piscina<PoolBatch, PoolResult>>()
   private tasksSinceRecycle = 0
   private closing: Promise<void> | undefined
+  private readonly watchers: ThreadWatcher[] = []
 
   constructor(private readonly options: OwnedPoolOptions) {
     this.piscina = this.newPiscina()
   }
 
   private newPiscina(): Piscina<PoolBatch, PoolResult> {
-    return createPiscina(this.options.tasks, this.options.threads, this.options.threadMemoryMb)
+    const piscina = createPiscina(this.options.tasks, this.options.threads, this.options.threadMemoryMb)
+    for (const w of this.watchers) watchPiscina(piscina, w)
+    return piscina
+  }
+
+  watch(watcher: ThreadWatcher): void {
+    this.watchers.push(watcher)
+    watchPiscina(this.piscina, watcher)
   }
 
   run(batch: PoolBatch, options: RunOptions): Promise<PoolResult> {
@@ -79,7 +107,7 @@ export class OwnedPool implements WorkerPool {
 
   /** Replaces every thread: new batches go to a fresh pool while the old one drains and stops. */
   recycle(): void {
-    if (this.closing) return
+    if (this.closing || this.options.holding?.()) return
     this.tasksSinceRecycle = 0
     const old = this.piscina
     this.piscina = this.newPiscina()
@@ -102,6 +130,7 @@ export class OwnedPool implements WorkerPool {
 export function borrowPool(shared: AgentPool): WorkerPool {
   return {
     run: (batch, options) => shared.run(batch, options),
+    watch: (watcher) => shared.watch(watcher),
     close: async () => {},
   }
 }
@@ -148,6 +177,11 @@ export class AgentPool {
   /** Runs one batch of task frames on a free thread (`signal` stops it: per-task timeouts). */
   run(batch: PoolBatch, options: RunOptions = {}): Promise<PoolResult> {
     return this.piscina.run(batch, options)
+  }
+
+  /** Reports the threads to an agent using the pool (its links to them). */
+  watch(watcher: ThreadWatcher): void {
+    watchPiscina(this.piscina, watcher)
   }
 
   /** Stops the threads. Idempotent. */

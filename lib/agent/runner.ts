@@ -8,6 +8,7 @@ import { Deque } from '../util/deque.js'
 import type { WorkerPool } from './pool.js'
 import type { PoolResult } from './worker.js'
 import type { SharedTable } from './shared-thread.js'
+import type { ThreadInfo } from '../worker/context.js'
 
 interface QueuedFrame {
   body: Uint8Array
@@ -73,6 +74,10 @@ export interface RunnerOptions {
   broker: Broker | undefined
   /** The shared values a batch carries to its thread (all the node holds), if any. */
   shared?: () => SharedTable | undefined
+  /** What a batch tells its thread of the cluster (its link to the agent, the node id). */
+  context?: () => ThreadInfo
+  /** A batch ended with tasks that seceded: they answer later through the thread's link. */
+  seceded?: (thread: number, ids: readonly number[], driver: string | undefined, registration: string) => void
 }
 
 /**
@@ -163,9 +168,10 @@ export class Runner {
       const registration = this.session.registration
       const limit = first.timeoutMs === undefined ? undefined : new RunLimit(first.timeoutMs)
       const shared = this.options.shared?.()
+      const context = this.options.context?.()
       const run = limit
-        ? this.pool.run({ bodies, shared, started: limit.port }, { signal: limit.signal, transferList: [limit.port] })
-        : this.pool.run({ bodies, shared }, {})
+        ? this.pool.run({ bodies, shared, context, started: limit.port }, { signal: limit.signal, transferList: [limit.port] })
+        : this.pool.run({ bodies, shared, context }, {})
       run.then(
         (r) => {
           limit?.dispose()
@@ -229,8 +235,9 @@ export class Runner {
     this.stats.tasksDone += r.count
     this.stats.badFrames += r.bad
     this.stats.batches++
+    if (r.seceded) this.options.seceded?.(r.thread, r.seceded, driver, registration)
     // Results for a driver that has since gone would only confuse the next one.
-    if (driver !== undefined && driver === this.session.id) this.answer([header(MsgType.Results, r.count, registration), r.results], frames)
+    if (driver !== undefined && driver === this.session.id && r.count > 0) this.answer([header(MsgType.Results, r.count, registration), r.results], frames)
     else this.acknowledge(frames)
     this.options.measured(r.elapsedMs, r.count)
     this.pump()

@@ -152,6 +152,38 @@ export class Actors {
     return ref
   }
 
+  /**
+   * The reference of actor `id`, as a reference arriving from a thread or in
+   * a result decodes on the driver: the one `spawn` returned, or, for an
+   * actor not (or no longer) known here, one whose calls fail with
+   * ActorLostError.
+   */
+  refOf(id: string, name: string | undefined): ActorRef<object> {
+    const ref = this.refs.get(id)
+    if (ref) return ref
+    const gone = () => new ActorLostError(`actor ${id} is not running in this cluster (stopped, lost, or never spawned here)`)
+    return makeActorRef<object>({
+      id,
+      name,
+      node: () => '',
+      send: () => Promise.reject(gone()),
+      tell: (method) => this.cx.toldFailed({ actor: { id, className: '', ...(name === undefined ? {} : { name }) }, method, error: gone() }),
+      stop: () => Promise.resolve(),
+    })
+  }
+
+  /** An ask through the reference of actor `id` (from a thread). */
+  ask(id: string, method: string, args: unknown[]): Promise<unknown> {
+    const ref = this.refOf(id, undefined) as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>
+    return ref[method]!(...args)
+  }
+
+  /** A tell through the reference of actor `id` (from a thread): a failure is an `actor:error` event. */
+  tell(id: string, method: string, args: unknown[]): void {
+    const tell = this.refOf(id, undefined).tell as unknown as Record<string, (...a: unknown[]) => void>
+    tell[method]!(...args)
+  }
+
   /** The reference of the live actor registered under `name`. */
   lookup<T extends object>(name: string): ActorRef<T> {
     if (typeof name !== 'string') throw new InvalidArgumentError(`actor name must be a string, got ${typeof name}`)

@@ -11,6 +11,10 @@ import type { ClusterSnapshot } from '../monitor/monitor.js'
 import { closeSteps, type CloseStep } from '../util/close.js'
 import { Actors, SpawnGroup } from './actors.js'
 import { dispatch } from './inbound.js'
+import { Requests } from './requests.js'
+import { setActorRefResolver, type ActorRefResolver } from '../protocol/actor-ref.js'
+import { setSharedResolver, type SharedResolver } from '../protocol/shared-ref.js'
+import { InvalidArgumentError } from '../errors.js'
 import { Ledger, type ActorTarget, type ResultSink, type Settle, type TaskEntry } from './ledger.js'
 import { runMap } from './map.js'
 import { SharedValues, type SharedUser } from './shared.js'
@@ -79,6 +83,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private readonly names: KnownNames
   private readonly observe: Observability
   private readonly shared: SharedValues
+  private readonly requests: Requests
+  /** How values from the network decode here: references as the driver's own, handles as handles on its values. */
+  private readonly refResolver: ActorRefResolver
+  private readonly sharedResolver: SharedResolver
   private readonly localAgents: Agent[] = []
   private readonly localIds = new Set<string>()
   private badFrames = 0
@@ -144,6 +152,41 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       restarted: (info) => this.emit('actor:restarted', info),
       toldFailed: (info) => this.emit('actor:error', info),
     })
+    this.requests = new Requests({
+      call: (name, args, o) => this.submit(name, args, o === undefined ? undefined : resolveTaskOptions(o as TaskOptions, this.options.maxRetries)),
+      spawn: (className, args, o) => this.spawnFor(className, args, o),
+      lookup: (name) => this.actors.lookup(name),
+      put: (value) => this.put(value),
+      ask: (id, method, args) => this.actors.ask(id, method, args),
+      tell: (id, method, args) => this.actors.tell(id, method, args),
+      stop: (id) => this.actors.refOf(id, undefined).stop(),
+      isMember: (node) => this.membership.has(node),
+      send: (peer, parts) => transport.send(peer, parts),
+      scheduleFlush: () => this.scheduleFlush(),
+    })
+    this.refResolver = (id, name) => this.actors.refOf(id, name)
+    this.sharedResolver = (hash, size) => this.shared.borrow(hash, size)
+  }
+
+  /** A spawn asked for by a thread: its options as `with` takes them, and the spawning actor as its parent. */
+  private spawnFor(className: string, args: unknown[], o: Record<string, unknown> | undefined): Promise<ActorRef<object>> {
+    if (o === undefined) return this.actors.spawn(className, args, SPAWN_DEFAULTS)
+    const { parent, ...rest } = o
+    if (parent !== undefined && typeof parent !== 'string') throw new InvalidArgumentError('malformed request: options.parent is not a string')
+    const resolved = resolveSpawnOptions(rest as SpawnOptions)
+    return this.actors.spawn(className, args, parent === undefined ? resolved : { ...resolved, parent })
+  }
+
+  /** Runs `run` (decoding frames from agents) with references and handles decoding to the driver's own. */
+  private decodeScope<T>(run: () => T): T {
+    const refs = setActorRefResolver(this.refResolver)
+    const shared = setSharedResolver(this.sharedResolver)
+    try {
+      return run()
+    } finally {
+      setActorRefResolver(refs)
+      setSharedResolver(shared)
+    }
   }
 
   /**
@@ -166,6 +209,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       actorHostLost: (actor: ActorTarget, node: ClusterNode) => cluster.actors.hostLost(actor, node),
       badFrame: () => void cluster.badFrames++,
       frameCounts: cluster.frameCounts,
+      submit: (node: ClusterNode, body: Uint8Array | undefined, count: number) => cluster.requests.submit(node, body, count),
+      decodeScope: <T>(run: () => T) => cluster.decodeScope(run),
     }
     cluster.transport.start(
       (peer, parts) => dispatch(inbound, peer, parts),
@@ -466,6 +511,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private flush(): void {
     this.flushScheduled = false
     if (this.closing) return
+    this.requests.flush()
     this.actors.flush()
     this.scheduler.flush(this.membership)
   }
@@ -484,6 +530,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.shared.nodeGone(node.peer)
     this.scheduler.requeue(this.ledger.reclaim(node, how, () => ({ node: node.nodeId, reason })))
     this.actors.nodeRemoved(node, reason)
+    this.requests.nodeRemoved(node)
     const info = node.describe(performance.now())
     if (how === 'left') this.emit('node:left', info)
     else this.emit('node:lost', info, reason)

@@ -30,6 +30,10 @@ export interface Inbound {
   badFrame(): void
   /** Frames counted by type: Results frames received from members. */
   readonly frameCounts?: { results: number }
+  /** What threads ask of the cluster (Submit frames); returns the requests without a usable id. */
+  submit?(node: ClusterNode, body: Uint8Array | undefined, count: number): number
+  /** How values from the network decode here: actor references and shared-value handles become the driver's own. */
+  decodeScope?<T>(run: () => T): T
 }
 
 /** Handles one message from `peer`. */
@@ -78,11 +82,22 @@ export function dispatch(cx: Inbound, peer: string, parts: Parts): void {
       }
       node.inFlight = Math.max(0, node.inFlight - h.count)
       node.tasksDone += h.count
-      results(cx, node, parts[1], h.count)
+      scoped(cx, () => results(cx, node, parts[1], h.count))
       cx.scheduleFlush()
       return
     case MsgType.ActorResults:
-      results(cx, node, parts[1], h.count)
+      scoped(cx, () => results(cx, node, parts[1], h.count))
+      return
+    case MsgType.Submit:
+      if (!cx.submit) {
+        cx.badFrame()
+        return
+      }
+      try {
+        if (scoped(cx, () => cx.submit!(node, parts[1], h.count)) > 0) cx.badFrame()
+      } catch {
+        cx.badFrame()
+      }
       return
     case MsgType.Credit:
       node.window = h.window
@@ -100,6 +115,11 @@ export function dispatch(cx: Inbound, peer: string, parts: Parts): void {
     default:
       cx.badFrame()
   }
+}
+
+/** Runs `run` with the driver's decoders installed, if it has any. */
+function scoped<T>(cx: Inbound, run: () => T): T {
+  return cx.decodeScope ? cx.decodeScope(run) : run()
 }
 
 /** Settles what a Results or ActorResults body answers; a failed attempt runs again if its budget allows. */

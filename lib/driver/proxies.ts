@@ -1,3 +1,4 @@
+import { ActorRefBase } from '../protocol/actor-ref.js'
 import type { ActorRef, TasksProxy } from './types.js'
 
 type Send = (name: string, args: unknown[]) => Promise<unknown>
@@ -30,7 +31,8 @@ export function makeActorRef<T extends object>(p: ActorRefParts): ActorRef<T> {
       return (...args: unknown[]) => p.tell(prop, args)
     },
   })
-  return new Proxy(Object.create(null) as object, {
+  // Over an ActorRefBase: the encoder knows a reference by its prototype chain, and sends it as its id.
+  return new Proxy(Object.create(ActorRefBase.prototype) as object, {
     get(_target, prop) {
       switch (prop) {
         case 'id':

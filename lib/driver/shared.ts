@@ -53,6 +53,9 @@ interface NodeRecord {
   readonly held: Map<string, number>
 }
 
+/** The owner of a borrowed handle: its release frees nothing. */
+const BORROWED: SharedOwner = { release: () => Promise.resolve() }
+
 const TYPED_KINDS: ReadonlySet<string> = new Set(SHARED_KINDS.filter((k) => k !== 'msgpack'))
 
 export class SharedValues implements SharedOwner {
@@ -96,6 +99,15 @@ export class SharedValues implements SharedOwner {
       this.bytes += size
     }
     return new SharedRef<T>(hash, size, this)
+  }
+
+  /**
+   * A handle on a value this driver holds, as a handle from a thread decodes
+   * here (its hash and size): it can be sent on, and releasing it frees
+   * nothing (the thread's own handle does). Undefined for a value not held.
+   */
+  borrow(hash: string, size: number): SharedRef | undefined {
+    return this.values.has(hash) ? new SharedRef(hash, size, BORROWED) : undefined
   }
 
   /** One handle is released; the last one frees the value on every node. */

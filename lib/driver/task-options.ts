@@ -64,6 +64,8 @@ export interface ResolvedSpawnOptions {
   readonly name: string | undefined
   readonly node: string | undefined
   readonly spread: boolean
+  /** The id of the actor that spawned this one (`context.spawn` in an actor method). */
+  readonly parent?: string
 }
 
 /** A plain `cluster.spawn`: no restart, no name, least-loaded placement. */

@@ -8,12 +8,13 @@
 import type { Packr } from 'msgpackr'
 import { ProtocolError } from '../errors.js'
 import { decode, encode, encodeStrict, parseFlatBody } from './codec.js'
-import { ActorOp, Status } from './messages.js'
+import { ActorOp, ContextOp, Status } from './messages.js'
 
 /** Fields per entry of each body. */
 const TASK_FIELDS = 3
 const RESULT_FIELDS = 3
 const ACTOR_FIELDS = 5
+const REQUEST_FIELDS = 3
 
 /** One task as it travels: `[id, name, args]`. */
 export interface TaskItem {
@@ -111,6 +112,16 @@ export class ResultsWriter {
     flat[slot + 2] = value
   }
 
+  /** Encodes the entries but those of `slots` (tasks that answer later, on their own) and starts again empty. */
+  takeExcept(slots: Iterable<number>, packr: Packr): Uint8Array {
+    const skip = new Set(slots)
+    const kept: unknown[] = []
+    const flat = this.flat
+    for (let i = 0; i < flat.length; i += RESULT_FIELDS) if (!skip.has(i)) kept.push(flat[i], flat[i + 1], flat[i + 2])
+    this.flat = []
+    return packr.pack(kept)
+  }
+
   /** Encodes the entries and starts again empty. */
   take(packr?: Packr): Uint8Array {
     const out = this.flat
@@ -170,6 +181,67 @@ export function readActorBody(
       continue
     }
     each(id as number, op, actorId, name, args, i / ACTOR_FIELDS)
+  }
+  return bad
+}
+
+// --- Submit ----------------------------------------------------------------------
+
+/** Builds the body of a Submit frame in a thread: `[reqId, op, args, ...]`. */
+export class RequestWriter {
+  private flat: unknown[] = []
+
+  get count(): number {
+    return this.flat.length / REQUEST_FIELDS
+  }
+
+  add(reqId: number, op: ContextOp, args: readonly unknown[]): void {
+    this.flat.push(reqId, op, args)
+  }
+
+  /** Encodes the requests (strictly: a value that would not arrive as sent throws) and starts again empty. */
+  take(): Uint8Array {
+    const out = this.flat
+    this.flat = []
+    return encodeStrict(out)
+  }
+
+  /** Drops the requests gathered (they could not be encoded) and returns them. */
+  clear(): unknown[] {
+    const out = this.flat
+    this.flat = []
+    return out
+  }
+}
+
+const CONTEXT_OPS = new Set<unknown>(Object.values(ContextOp))
+
+/**
+ * Reads a Submit body of `count` entries: `each` gets every entry whose id and
+ * op are well formed (the op's arguments are the caller's to check);
+ * `malformed` gets the id of an entry whose op or argument list is not, when
+ * its id is usable, with what was wrong. Returns how many entries had no usable
+ * id. Throws ProtocolError when the body is not such a list at all.
+ */
+export function readRequestBody(
+  bytes: Uint8Array | undefined,
+  count: number,
+  each: (reqId: number, op: ContextOp, args: readonly unknown[]) => void,
+  malformed: (reqId: number, problem: string) => void,
+): number {
+  const items = parseFlatBody(bytes, REQUEST_FIELDS, count)
+  let bad = 0
+  for (let i = 0; i < items.length; i += REQUEST_FIELDS) {
+    const reqId = items[i]
+    const op = items[i + 1]
+    const args = items[i + 2]
+    if (!Number.isSafeInteger(reqId) || (reqId as number) < 0) {
+      bad++
+      continue
+    }
+    if (!CONTEXT_OPS.has(op)) malformed(reqId as number, `unknown request op ${String(op)}`)
+    else if (!Array.isArray(args)) malformed(reqId as number, 'request arguments are not a list')
+    else each(reqId as number, op as ContextOp, args)
   }
   return bad
 }

@@ -2,6 +2,7 @@ import { Packr } from 'msgpackr'
 import { ProtocolError, SerializationError } from '../errors.js'
 import { PROTOCOL_VERSION, MsgType, SHARED_KINDS, type HelloInfo, type WelcomeInfo, type AgentLoad, type SharedKind } from './messages.js'
 import { isSharedHash, SharedRef } from './shared-ref.js'
+import { isActorRef } from './actor-ref.js'
 
 /**
  * One msgpackr configuration for every peer: records (defined inside each
@@ -118,8 +119,8 @@ export function findUnserializable(value: unknown, path = 'value', depth = 0): s
         }
         return undefined
       }
-      // Errors travel as such; a handle travels as its hash (its extension).
-      if (value instanceof Error || value instanceof SharedRef) return undefined
+      // Errors travel as such; a handle travels as its hash, an actor reference as its id (their extensions).
+      if (value instanceof Error || value instanceof SharedRef || isActorRef(value)) return undefined
       const proto = Object.getPrototypeOf(value) as object | null
       if (proto !== Object.prototype && proto !== null) {
         return `${path} is an instance of ${proto.constructor?.name ?? 'a class'}, which would arrive as a plain object`
@@ -179,6 +180,8 @@ export type Header =
   | { type: typeof MsgType.Taken; frameId: number; dropped: boolean }
   | { type: typeof MsgType.Put; hash: string; kind: SharedKind; size: number }
   | { type: typeof MsgType.Drop; hashes: string[] }
+  | { type: typeof MsgType.Submit; count: number }
+  | { type: typeof MsgType.Reply; count: number; thread: number }
 
 /** Thrown for a frame of another protocol version; receivers may answer it. */
 export class VersionMismatch extends ProtocolError {
@@ -254,7 +257,13 @@ export function parseHeader(bytes: Uint8Array | undefined): Header {
       if (!isCount(a) || (registration !== undefined && !isStr(registration, 64))) throw new ProtocolError('malformed results frame header')
       return { type, count: a, registration }
     }
+    case MsgType.Reply: {
+      const thread = fields[3]
+      if (!isCount(a) || !isCount(thread) || thread > 0x1fffff) throw new ProtocolError('malformed reply header')
+      return { type, count: a, thread }
+    }
     case MsgType.ActorResults:
+    case MsgType.Submit:
     case MsgType.Actor:
       if (!isCount(a)) throw new ProtocolError(`malformed count in frame of type ${type}`)
       return { type, count: a }

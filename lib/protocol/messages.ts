@@ -48,6 +48,14 @@ export const MsgType = {
   Put: 20,
   /** driver → agent: `hashes` — shared values the node may forget (released, or evicted to make room). */
   Drop: 21,
+  /**
+   * agent → driver: `count`; body = flat `[reqId, op, args, ...]` — what code in a thread asks of the cluster
+   * (`context.call`, `spawn`, `put`, an ask or tell through a reference...). `reqId` is the thread's (its thread id ×
+   * 2³² plus a counter), so a reply finds its thread without the agent reading it.
+   */
+  Submit: 30,
+  /** driver → agent: `count, thread`; body = flat `[reqId, status, value, ...]` — answers to one thread's requests. */
+  Reply: 31,
 } as const
 export type MsgType = (typeof MsgType)[keyof typeof MsgType]
 
@@ -68,6 +76,30 @@ export const ActorOp = {
   Stop: 2,
 } as const
 export type ActorOp = (typeof ActorOp)[keyof typeof ActorOp]
+
+/** What a thread asks of the cluster, in a Submit body; each op's `args` is a list of its own. */
+export const ContextOp = {
+  /** `[name, args, options | null]` → the task's value */
+  Call: 0,
+  /** `[className, args, options | null]` → an ActorRef */
+  Spawn: 1,
+  /** `[name]` → the ActorRef registered under the name */
+  Lookup: 2,
+  /** `[value]` → `[hash, size]` of a shared value the driver holds for the thread */
+  Put: 3,
+  /** `[hash]` → null; releases one handle a Put gave */
+  Release: 4,
+  /** `[actorId, method, args]` → the method's value */
+  Ask: 5,
+  /** `[actorId, method, args]` → no reply; a failure is an `actor:error` event on the driver */
+  Tell: 6,
+  /** `[actorId]` → null once the actor stopped */
+  Stop: 7,
+} as const
+export type ContextOp = (typeof ContextOp)[keyof typeof ContextOp]
+
+/** A request id's thread: the high part of the id (the thread id × 2³²). */
+export const REQUEST_THREAD_FACTOR = 2 ** 32
 
 export interface HelloInfo {
   agentId: string

@@ -96,9 +96,11 @@ export type SharedResolver = (hash: string, size: number) => unknown
 
 let resolver: SharedResolver | undefined
 
-/** Installs how handles decode in this thread: to the value the thread holds. */
-export function setSharedResolver(r: SharedResolver | undefined): void {
+/** Installs how handles decode in this thread: to the value the thread holds. Returns the one it replaces. */
+export function setSharedResolver(r: SharedResolver | undefined): SharedResolver | undefined {
+  const before = resolver
   resolver = r
+  return before
 }
 
 const HASH = /^[A-Za-z0-9_-]{43}$/

@@ -23,6 +23,8 @@ class FakePool implements WorkerPool {
   readonly running: Running[] = []
   closed = false
 
+  watch(): void {}
+
   run(batch: PoolBatch, options: { signal?: AbortSignal }): Promise<PoolResult> {
     const ids: number[] = []
     const names: string[] = []
@@ -40,7 +42,7 @@ class FakePool implements WorkerPool {
     const b = this.running.shift()!
     const w = new ResultsWriter()
     for (const id of b.ids) w.add(id, Status.Ok, id * 10)
-    b.resolve({ results: w.take(), count: b.ids.length, elapsedMs: b.ids.length, bad: 0, heapMb: 1 })
+    b.resolve({ results: w.take(), count: b.ids.length, elapsedMs: b.ids.length, bad: 0, heapMb: 1, thread: 0 })
   }
 
   /** The thread of the oldest running batch dies. */

@@ -1,0 +1,189 @@
+/**
+ * The agent's end of its threads' links (the thread's end is
+ * `lib/worker/link.ts`): a thread's requests go to the driver as one Submit
+ * frame per message, unread; the driver's Reply frames go to the thread they
+ * name, unread; and the late results of tasks that seceded (they wait on work
+ * they asked for, so their batch ended without them) go to the driver as
+ * ordinary Results frames. The agent keeps, per thread, the tasks that
+ * seceded and not yet answered: they do not count against the node's window
+ * (else a full window of waiting parents would leave no room for their
+ * children), and if the thread dies each is answered once with
+ * WorkerCrashedError.
+ */
+import { BroadcastChannel } from 'node:worker_threads'
+import { randomBytes } from 'node:crypto'
+import { WorkerCrashedError, toWireError } from '../errors.js'
+import { header } from '../protocol/codec.js'
+import { readRequestBody, ResultsWriter } from '../protocol/bodies.js'
+import { MsgType, Status } from '../protocol/messages.js'
+import type { Parts } from '../transport/transport.js'
+import { channelNames, type DownMessage, type UpMessage } from '../worker/link.js'
+import type { ContextOptions, ThreadInfo } from '../worker/context.js'
+
+/** Where a seceded task's result goes: the driver and registration its batch came under. */
+export interface Origin {
+  readonly driver: string | undefined
+  readonly registration: string
+}
+
+interface ThreadEnd {
+  up: BroadcastChannel
+  down: BroadcastChannel
+  /** Seceded tasks of this thread not yet answered. */
+  seceded: Map<number, Origin>
+  /** Late results that arrived before the batch that seceded them said so. */
+  early: Set<number>
+}
+
+export interface LinksOptions {
+  send(parts: Parts): void
+  /** The driver now served, and this agent's registration with it; undefined driver: none (requests are refused). */
+  session(): Origin
+  /** The number of seceded tasks changed (the window announced grows by it). */
+  secededChanged(total: number): void
+  options: ContextOptions
+}
+
+export class Links {
+  /** Names this agent's channels: a pool shared by several agents in one process reaches each one's own. */
+  readonly key = randomBytes(8).toString('hex')
+  private readonly threads = new Map<number, ThreadEnd>()
+  private total = 0
+  private nodeId: string | undefined
+  private _info: ThreadInfo
+
+  constructor(private readonly options: LinksOptions) {
+    this._info = { link: this.key, nodeId: undefined, options: options.options }
+  }
+
+  /** What each batch tells its thread about the cluster (one object, changed when the node id does). */
+  get info(): ThreadInfo {
+    return this._info
+  }
+
+  /** Tasks seceded on every thread and not yet answered. */
+  get seceded(): number {
+    return this.total
+  }
+
+  joined(nodeId: string): void {
+    if (nodeId !== this.nodeId) {
+      this.nodeId = nodeId
+      this._info = { link: this.key, nodeId, options: this.options.options }
+    }
+  }
+
+  /** A thread started: its channels open before it is given anything to run. */
+  open(thread: number): void {
+    if (this.threads.has(thread)) return
+    const up = new BroadcastChannel(channelNames.up(this.key, thread))
+    const down = new BroadcastChannel(channelNames.down(this.key, thread))
+    up.onmessage = (event) => this.onUp(thread, (event as unknown as { data: UpMessage }).data)
+    up.unref()
+    down.unref()
+    this.threads.set(thread, { up, down, seceded: new Map(), early: new Set() })
+  }
+
+  /** A thread is gone: its seceded tasks are answered once with WorkerCrashedError; its channels close. */
+  close(thread: number, why = 'the thread exited'): void {
+    const end = this.threads.get(thread)
+    if (!end) return
+    this.threads.delete(thread)
+    end.up.close()
+    end.down.close()
+    if (end.seceded.size === 0) return
+    const session = this.options.session()
+    const wire = toWireError(new WorkerCrashedError(`a task waiting on work it asked for lost its worker thread: ${why}`))
+    const byRegistration = new Map<string, ResultsWriter>()
+    for (const [id, origin] of end.seceded) {
+      if (origin.driver === undefined || origin.driver !== session.driver) continue
+      let w = byRegistration.get(origin.registration)
+      if (!w) byRegistration.set(origin.registration, (w = new ResultsWriter()))
+      w.add(id, Status.Failed, wire)
+    }
+    this.changed(-end.seceded.size)
+    for (const [registration, w] of byRegistration) this.options.send([header(MsgType.Results, w.count, registration), w.take()])
+  }
+
+  /** Every thread is gone (the agent closes). */
+  closeAll(): void {
+    for (const thread of [...this.threads.keys()]) this.close(thread, 'the agent closed')
+  }
+
+  /** A batch ended with these tasks still waiting on the cluster: they answer later, up the thread's link. */
+  secededIn(thread: number, ids: readonly number[], origin: Origin): void {
+    const end = this.threads.get(thread)
+    if (!end) return
+    let added = 0
+    for (const id of ids) {
+      if (end.early.delete(id)) continue
+      end.seceded.set(id, origin)
+      added++
+    }
+    this.changed(added)
+  }
+
+  /** The driver's replies to `thread`: handed over unread. False when no such thread has a link here. */
+  reply(thread: number, body: Uint8Array, count: number): boolean {
+    const end = this.threads.get(thread)
+    if (!end) return false
+    const message: DownMessage = { body, count }
+    end.down.postMessage(message)
+    return true
+  }
+
+  private changed(delta: number): void {
+    if (delta === 0) return
+    this.total += delta
+    this.options.secededChanged(this.total)
+  }
+
+  private onUp(thread: number, m: UpMessage): void {
+    const end = this.threads.get(thread)
+    if (!end || m === null || typeof m !== 'object') return
+    if (m.kind === 'requests') {
+      const session = this.options.session()
+      if (session.driver !== undefined) this.options.send([header(MsgType.Submit, m.count), m.body])
+      else this.refuse(end, m.body, m.count)
+      return
+    }
+    if (m.kind !== 'results') return
+    // One frame per registration the answered tasks came under (almost always one).
+    const session = this.options.session()
+    let origin: Origin | undefined
+    let answered = 0
+    for (const id of m.ids) {
+      const o = end.seceded.get(id)
+      if (o === undefined) {
+        end.early.add(id)
+        origin ??= session
+        continue
+      }
+      end.seceded.delete(id)
+      answered++
+      origin ??= o
+    }
+    this.changed(-answered)
+    if (origin !== undefined && origin.driver !== undefined && origin.driver === session.driver)
+      this.options.send([header(MsgType.Results, m.ids.length, origin.registration), m.body])
+  }
+
+  /** No driver to ask: the thread's requests fail at once (a tell is answered too; the thread ignores it). */
+  private refuse(end: ThreadEnd, body: Uint8Array, count: number): void {
+    const out = new ResultsWriter()
+    const wire = toWireError(new WorkerCrashedError('the agent has no driver now; the request was not sent'))
+    try {
+      readRequestBody(
+        body,
+        count,
+        (reqId) => out.add(reqId, Status.Failed, wire),
+        (reqId) => out.add(reqId, Status.Failed, wire),
+      )
+    } catch {
+      return
+    }
+    const n = out.count
+    const message: DownMessage = { body: out.take(), count: n }
+    end.down.postMessage(message)
+  }
+}
