@@ -7,7 +7,7 @@
  * curve.
  *
  * Run it with `npm run example:metapop` (options: `--width`, `--height`,
- * `--ticks`, `--seed`).
+ * `--ticks`, `--seed`, `--agents`).
  */
 import { parseArgs } from 'node:util'
 import { pathToFileURL } from 'node:url'
@@ -19,7 +19,7 @@ export interface MetapopOptions {
   /** Patches across and down; the grid has `width × height` patches. Default 32 × 32 (1,024). */
   width?: number
   height?: number
-  /** Ticks simulated. Default 150. */
+  /** Ticks simulated. Default 200. */
   ticks?: number
   /** Seed of every random draw. Default 1. */
   seed?: number
@@ -30,6 +30,8 @@ export interface MetapopOptions {
   maxPopulation?: number
   /** Infected people in the centre patch at tick 0. Default 10. */
   infected?: number
+  /** Local agents of the cluster the run starts (default 1, with one thread per core); ignored with `cluster`. */
+  agents?: number
   /** A running cluster to use (its tasks module must be this example's `patches.js`); by default the run starts and closes its own. */
   cluster?: Cluster
   /** Called after each tick with the totals over all patches. */
@@ -72,7 +74,7 @@ function positiveInt(name: string, v: number, min = 1, max = 2 ** 31 - 1): numbe
 export async function runMetapopulation(options: MetapopOptions = {}): Promise<MetapopResult> {
   const width = positiveInt('width', options.width ?? 32)
   const height = positiveInt('height', options.height ?? 32)
-  const ticks = positiveInt('ticks', options.ticks ?? 150)
+  const ticks = positiveInt('ticks', options.ticks ?? 200)
   const conditions: InitialConditions = {
     width,
     height,
@@ -83,6 +85,7 @@ export async function runMetapopulation(options: MetapopOptions = {}): Promise<M
   }
   if (conditions.maxPopulation < conditions.minPopulation) throw new RangeError('maxPopulation must be at least minPopulation')
   const params = checkParams({ ...DEFAULT_PARAMS, ...options.params })
+  const agents = positiveInt('agents', options.agents ?? 1)
   const patches = width * height
   let population = 0
   for (let k = 0; k < patches; k++) {
@@ -90,7 +93,7 @@ export async function runMetapopulation(options: MetapopOptions = {}): Promise<M
     population += p.s + p.i + p.r
   }
 
-  const cluster = options.cluster ?? (await Cluster.start({ tasks: PATCHES_MODULE }))
+  const cluster = options.cluster ?? (await Cluster.start({ tasks: PATCHES_MODULE, localAgents: agents }))
   let refs: ActorRef<Patch>[] = []
   try {
     const setup = performance.now()
@@ -139,7 +142,7 @@ export async function runMetapopulation(options: MetapopOptions = {}): Promise<M
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { width: { type: 'string' }, height: { type: 'string' }, ticks: { type: 'string' }, seed: { type: 'string' } },
+    options: { width: { type: 'string' }, height: { type: 'string' }, ticks: { type: 'string' }, seed: { type: 'string' }, agents: { type: 'string' } },
   })
   const num = (v: string | undefined): number | undefined => (v === undefined ? undefined : Number(v))
   const every = 10
@@ -148,6 +151,7 @@ async function main(): Promise<void> {
     height: num(values.height),
     ticks: num(values.ticks),
     seed: num(values.seed),
+    agents: num(values.agents),
     onTick: (t, s, i, rec) => {
       if (t % every === 0) console.log(`tick ${String(t).padStart(4)}  S ${String(s).padStart(9)}  I ${String(i).padStart(8)}  R ${String(rec).padStart(9)}`)
     },

@@ -32,8 +32,8 @@ export interface PatchState extends Compartments {
   readonly index: number
 }
 
-/** Default parameters: R0 = beta / gamma = 2.5, 1% of people travel each tick. */
-export const DEFAULT_PARAMS: Readonly<ModelParams> = Object.freeze({ beta: 0.5, gamma: 0.2, mobility: 0.01 })
+/** Default parameters: R0 = beta / gamma = 3.2, 2% of people travel each tick. */
+export const DEFAULT_PARAMS: Readonly<ModelParams> = Object.freeze({ beta: 0.8, gamma: 0.25, mobility: 0.02 })
 
 /** Mixes 32 bits well (the murmur3 finaliser): neighbouring seeds give unrelated streams. */
 function mix32(h: number): number {

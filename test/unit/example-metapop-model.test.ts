@@ -122,7 +122,7 @@ test('a tick conserves people, moves them only S -> I -> R, and depends only on 
   assert.equal(out.before.s + out.before.i + out.before.r, 1000)
   assert.ok(out.before.s <= start.s && out.before.r >= start.r)
   const gone = out.travellers.reduce((n, c) => n + c.s + c.i + c.r, 0)
-  assert.ok(gone > 0, 'with mobility 1% of 1000 someone travels')
+  assert.ok(gone > 0, 'with mobility 2% of 1000 someone travels')
   assert.equal(a.s + a.i + a.r + gone, 1000, 'those left plus the travellers are everyone')
   assert.equal(out.travellers.length, 3)
 
