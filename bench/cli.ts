@@ -17,6 +17,7 @@ import { runPut } from './put.js'
 import { runShapes, shapesMarkdown } from './shapes.js'
 import { reduceBenchLines, runReduceBench } from './reduce.js'
 import { commandLogger } from '../lib/cli/log.js'
+import { actorsMarkdown, runActorsBench } from './actors.js'
 
 function parseBatch(v: string | undefined): 'auto' | number {
   if (v === 'auto' || v === undefined) return 'auto'
@@ -68,7 +69,7 @@ const common = (y: Argv) =>
  */
 export const benchCommand: CommandModule = {
   command: 'bench <subject>',
-  describe: 'Measure the cluster on this machine (seed, latency, balance, map, reduce, shapes, …)',
+  describe: 'Measure the cluster on this machine (seed, latency, balance, map, reduce, shapes, actors, …)',
   builder: (y) =>
     tolerateSettingsVariables(y.env('CLUSTER'))
       .command({
@@ -261,6 +262,47 @@ export const benchCommand: CommandModule = {
             a.json ? undefined : log,
           )
           print(a.json, r, [shapesMarkdown(r)])
+        },
+      })
+      .command({
+        command: 'actors',
+        describe:
+          'Actors: spawn many on several agents (actors/s, driver bytes per actor), ping-pong by tell on one node and across nodes, a token around a ring',
+        builder: (b) =>
+          common(b)
+            .option('spawn', { type: 'number', default: 100_000, describe: 'actors spawned per run (0 skips)' })
+            .option('messages', { type: 'number', default: 1_000_000, describe: 'messages per ping-pong run (0 skips the ping-pongs)' })
+            .option('balls', { type: 'number', default: 100, describe: 'balls in play at once in a ping-pong' })
+            .option('ring-size', { type: 'number', default: 1000, describe: 'actors in the ring (0 skips it)' })
+            .option('ring-hops', { type: 'number', default: 1_000_000, describe: 'hops of the token per run' })
+            .option('agents', { type: 'number', default: 2, describe: 'local agents' })
+            .option('threads', { type: 'number', describe: 'threads per agent (default: cores / agents)' })
+            .option('timeout-ms', { type: 'number', default: 120_000, describe: 'longest wait for one run' }),
+        handler: async (a) => {
+          for (const k of ['spawn', 'messages', 'ring-size'] as const) {
+            const v = a[k]
+            if (!Number.isSafeInteger(v) || v < 0) throw new InvalidArgumentError(`--${k} must be a non-negative integer, got ${String(v)}`)
+          }
+          for (const k of ['balls', 'ring-hops', 'agents', 'runs', 'timeout-ms'] as const) {
+            const v = a[k]
+            if (!Number.isSafeInteger(v) || v < 1) throw new InvalidArgumentError(`--${k} must be a positive integer, got ${String(v)}`)
+          }
+          const log = (line: string) => process.stderr.write(`${line}\n`)
+          const r = await runActorsBench(
+            {
+              spawn: a.spawn,
+              messages: a.messages,
+              balls: a.balls,
+              ringSize: a['ring-size'],
+              ringHops: a['ring-hops'],
+              agents: a.agents,
+              threads: a.threads,
+              runs: a.runs,
+              timeoutMs: a['timeout-ms'],
+            },
+            a.json ? undefined : log,
+          )
+          print(a.json, r, [actorsMarkdown(r)])
         },
       })
       .command({

@@ -1,4 +1,5 @@
 /** Tasks the benchmarks run on the cluster. */
+import type { ActorRef } from '../lib/index.js'
 
 /** The seed benchmark's task: add the pair. */
 export function add(a: number, b: number): number {
@@ -36,5 +37,57 @@ export class Pinger {
   private n = 0
   ping(): number {
     return ++this.n
+  }
+}
+
+/**
+ * An actor of the ping-pong benchmark: a ball received with hops left goes
+ * back to the peer with one hop fewer, by `tell`; a ball with none left is
+ * counted as finished.
+ */
+export class Bouncer {
+  private peer: ActorRef<Bouncer> | undefined
+  private received = 0
+  private finished = 0
+
+  /** Gives the actor its peer (a reference passed as a value). */
+  link(peer: ActorRef<Bouncer>): void {
+    this.peer = peer
+  }
+
+  /** Puts `balls` balls in play, each bouncing `hops` times between the two actors. */
+  serve(balls: number, hops: number): void {
+    for (let b = 0; b < balls; b++) this.peer!.tell.ball(hops - 1)
+  }
+
+  ball(left: number): void {
+    this.received++
+    if (left > 0) this.peer!.tell.ball(left - 1)
+    else this.finished++
+  }
+
+  /** Balls received and balls finished here so far. */
+  counts(): [received: number, finished: number] {
+    return [this.received, this.finished]
+  }
+}
+
+/** A member of the ring benchmark: passes the token to the next member until its hops run out. */
+export class RingMember {
+  private next: ActorRef<RingMember> | undefined
+  private finished = 0
+
+  link(next: ActorRef<RingMember>): void {
+    this.next = next
+  }
+
+  token(left: number): void {
+    if (left > 0) this.next!.tell.token(left - 1)
+    else this.finished++
+  }
+
+  /** Tokens that ended their run here. */
+  done(): number {
+    return this.finished
   }
 }

@@ -134,7 +134,13 @@ export class Actors {
     }
     let rec: ActorRecord | undefined
     try {
-      const node = options.node !== undefined ? this.pinned(options.node) : group ? await this.nodeForGroup(group) : await this.nodeForActor()
+      // The least-loaded node is chosen and counted in the same turn: spawns issued together each see the ones before.
+      const node =
+        options.node !== undefined
+          ? this.pinned(options.node)
+          : group
+            ? await this.nodeForGroup(group)
+            : (this.cx.membership.leastLoaded() ?? (await this.nodeForActor()))
       rec = {
         id: `${className}-${++this.seq}-${randomBytes(3).toString('hex')}`,
         className,
@@ -519,7 +525,7 @@ export class Actors {
     rec.ready = (async () => {
       for (;;) {
         const pinned = rec.pin === undefined ? undefined : [...this.cx.membership].find((n) => n.nodeId === rec.pin && n.state === 'up')
-        const node = pinned ?? (await this.nodeForActor())
+        const node = pinned ?? this.cx.membership.leastLoaded() ?? (await this.nodeForActor())
         rec.node = node
         node.actors++
         try {

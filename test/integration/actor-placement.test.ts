@@ -74,6 +74,14 @@ test('spawn({ spread: true }) spreads the group over the two agents, where least
   await Promise.all([...ballast, ...refs].map((r) => r.stop()))
 })
 
+test('spawns made at once with the default placement share the two agents out evenly', async () => {
+  // All issued in one tick: each must see the actors placed before it, not all the same least-loaded node.
+  const refs = await Promise.all(Array.from({ length: 10 }, () => cluster.spawn<Tasks.Where>('Where')))
+  const count = (id: string) => refs.filter((r) => r.node === id).length
+  assert.deepEqual([count('place-a'), count('place-b')], [5, 5])
+  await Promise.all(refs.map((r) => r.stop()))
+})
+
 test('a pinned actor with restart: always whose host thread dies comes back on its node while that node is a member', async () => {
   // Load place-b: least-loaded alone would restart it on place-a.
   const ballast = await Promise.all([0, 1].map(() => cluster.with({ node: 'place-b' }).spawn<Tasks.Where>('Where')))
