@@ -133,13 +133,20 @@ export class NumberTaskBodyWriter {
   private arrayHeader(p: number, length: number): number {
     const b = this.buf
     if (length < 0x10) b[p++] = 0x90 | length
-    else if (length < 0x10000) {
-      b[p++] = 0xdc
-      b[p++] = length >> 8
-      b[p++] = length & 0xff
+    else p = this.uint16or32(p, length, 0xdc, 0xdd)
+    return p
+  }
+
+  /** `v` (at least 0x100, under 2^32) after the tag of its 16-bit form, or of its 32-bit form when it needs one. */
+  private uint16or32(p: number, v: number, tag16: number, tag32: number): number {
+    const b = this.buf
+    if (v < 0x10000) {
+      b[p++] = tag16
+      b[p++] = v >> 8
+      b[p++] = v & 0xff
     } else {
-      b[p++] = 0xdd
-      this.view.setUint32(p, length)
+      b[p++] = tag32
+      this.view.setUint32(p, v)
       p += 4
     }
     return p
@@ -157,15 +164,7 @@ export class NumberTaskBodyWriter {
       else if (v < 0x100) {
         b[p++] = 0xcc
         b[p++] = v
-      } else if (v < 0x10000) {
-        b[p++] = 0xcd
-        b[p++] = v >> 8
-        b[p++] = v & 0xff
-      } else {
-        b[p++] = 0xce
-        this.view.setUint32(p, v)
-        p += 4
-      }
+      } else p = this.uint16or32(p, v, 0xcd, 0xce)
     } else if (v >> 0 === v) {
       if (v >= -0x20) b[p++] = 0x100 + v
       else if (v >= -0x80) {
