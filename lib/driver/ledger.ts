@@ -349,6 +349,24 @@ export class Ledger {
     }
   }
 
+  /**
+   * The entry's number of arguments when they are at most three and all
+   * numbers (read them with {@link numberArg}, no list made); -1 otherwise.
+   */
+  numberArgc(e: TaskEntry): number {
+    const n = this.argc[e]!
+    if (n === KEPT_WHOLE) return -1
+    if (n > 0 && typeof this.arg0[e] !== 'number') return -1
+    if (n > 1 && typeof this.arg1[e] !== 'number') return -1
+    if (n > 2 && typeof this.arg2[e] !== 'number') return -1
+    return n
+  }
+
+  /** Argument `i` (0 to 2) of an entry whose {@link numberArgc} is more than `i`. */
+  numberArg(e: TaskEntry, i: 0 | 1 | 2): number {
+    return (i === 0 ? this.arg0[e] : i === 1 ? this.arg1[e] : this.arg2[e]) as number
+  }
+
   op(e: TaskEntry): ActorOp {
     return this.ops[e] as ActorOp
   }

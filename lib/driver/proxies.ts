@@ -6,12 +6,37 @@ type Send = (name: string, args: unknown[]) => Promise<unknown>
 // `then` must stay undefined, or `await proxy` would treat the proxy as a promise.
 const NOT_METHODS = new Set<string | symbol>(['then', 'catch', 'finally', 'toJSON', 'constructor', Symbol.toPrimitive, Symbol.toStringTag])
 
+/** Method functions a proxy keeps, by name; past this it starts again (a program calls few names). */
+const MAX_METHODS = 256
+
+/**
+ * The method functions of one proxy, made once per name: `proxy.add(1, 2)`
+ * in a loop makes no closure per call, and `proxy.add === proxy.add`.
+ */
+function methods(make: (name: string) => (...args: unknown[]) => unknown): (prop: string | symbol) => unknown {
+  // Made on first use: an actor reference never called costs no map.
+  let made: Map<string, (...args: unknown[]) => unknown> | undefined
+  return (prop) => {
+    if (typeof prop !== 'string' || NOT_METHODS.has(prop)) return undefined
+    made ??= new Map()
+    let m = made.get(prop)
+    if (m === undefined) {
+      if (made.size >= MAX_METHODS) made.clear()
+      m = make(prop)
+      made.set(prop, m)
+    }
+    return m
+  }
+}
+
 export function makeTasksProxy<M extends object>(send: Send): TasksProxy<M> {
+  const method = methods(
+    (name) =>
+      (...args: unknown[]) =>
+        send(name, args),
+  )
   return new Proxy(Object.create(null) as object, {
-    get(_target, prop) {
-      if (typeof prop !== 'string' || NOT_METHODS.has(prop)) return undefined
-      return (...args: unknown[]) => send(prop, args)
-    },
+    get: (_target, prop) => method(prop),
   }) as TasksProxy<M>
 }
 
@@ -25,12 +50,19 @@ export interface ActorRefParts {
 }
 
 export function makeActorRef<T extends object>(p: ActorRefParts): ActorRef<T> {
+  const tellMethod = methods(
+    (name) =>
+      (...args: unknown[]) =>
+        p.tell(name, args),
+  )
   const tell = new Proxy(Object.create(null) as object, {
-    get(_target, prop) {
-      if (typeof prop !== 'string' || NOT_METHODS.has(prop)) return undefined
-      return (...args: unknown[]) => p.tell(prop, args)
-    },
+    get: (_target, prop) => tellMethod(prop),
   })
+  const sendMethod = methods(
+    (name) =>
+      (...args: unknown[]) =>
+        p.send(name, args),
+  )
   // Over an ActorRefBase: the encoder knows a reference by its prototype chain, and sends it as its id.
   return new Proxy(Object.create(ActorRefBase.prototype) as object, {
     get(_target, prop) {
@@ -46,8 +78,7 @@ export function makeActorRef<T extends object>(p: ActorRefParts): ActorRef<T> {
         case 'tell':
           return tell
       }
-      if (typeof prop !== 'string' || NOT_METHODS.has(prop)) return undefined
-      return (...args: unknown[]) => p.send(prop, args)
+      return sendMethod(prop)
     },
   }) as ActorRef<T>
 }

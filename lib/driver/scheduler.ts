@@ -14,7 +14,7 @@
  */
 import { randomInt } from 'node:crypto'
 import { SerializationError } from '../errors.js'
-import { TaskBodyWriter } from '../protocol/bodies.js'
+import { NumberTaskBodyWriter, TaskBodyWriter } from '../protocol/bodies.js'
 import { encode, findUnserializable, header } from '../protocol/codec.js'
 import { MsgType } from '../protocol/messages.js'
 import { takeWrittenRefs, type SharedRef } from '../protocol/shared-ref.js'
@@ -77,6 +77,22 @@ export class TaskFrames<P extends Placement> {
     const { ledger } = this
     // Handles written by an earlier attempt (a frame split or refused) are not this frame's.
     takeWrittenRefs()
+    let numbers = true
+    for (const e of chunk) {
+      if (ledger.numberArgc(e) < 0) {
+        numbers = false
+        break
+      }
+    }
+    if (numbers) {
+      // Every argument a number: written straight to bytes, no argument list per task (the same bytes).
+      const fast = new NumberTaskBodyWriter(chunk.length)
+      for (const e of chunk) {
+        const n = ledger.numberArgc(e)
+        fast.add(ledger.id(e), ledger.name(e), n, n > 0 ? ledger.numberArg(e, 0) : 0, n > 1 ? ledger.numberArg(e, 1) : 0, n > 2 ? ledger.numberArg(e, 2) : 0)
+      }
+      return fast.encode()
+    }
     const body = new TaskBodyWriter()
     for (const e of chunk) body.add(ledger.id(e), ledger.name(e), ledger.args(e))
     return body.encode()

@@ -55,6 +55,140 @@ export class TaskBodyWriter {
   }
 }
 
+/** Most bytes one number takes in msgpack (a float64). */
+const MAX_NUMBER_BYTES = 9
+/** Most bytes of an array header (0xdd and a 32-bit length). */
+const MAX_ARRAY_HEADER = 5
+/** Task names whose encoding is cached; past this the cache starts again (names come from a tasks module, so few). */
+const MAX_CACHED_NAMES = 1024
+const encodedNames = new Map<string, Buffer>()
+
+// The last name asked for: a frame's tasks usually share one.
+let lastName: string | undefined
+let lastNameBytes: Buffer | undefined
+
+function encodedName(name: string): Buffer {
+  if (name === lastName) return lastNameBytes!
+  let bytes = encodedNames.get(name)
+  if (bytes === undefined) {
+    if (encodedNames.size >= MAX_CACHED_NAMES) encodedNames.clear()
+    // A copy: the encoder's output is a view of a buffer it reuses.
+    bytes = Buffer.from(encodeStrict(name))
+    encodedNames.set(name, bytes)
+  }
+  lastName = name
+  lastNameBytes = bytes
+  return bytes
+}
+
+/**
+ * The body of a Tasks frame whose tasks each have at most three arguments,
+ * all numbers (the common case of simulation calls): written straight to
+ * bytes, with no argument list or flat list per task. The bytes are exactly
+ * those {@link TaskBodyWriter} produces for the same tasks (msgpackr's
+ * number, string and array encodings, mirrored here), so readers cannot
+ * tell the two apart.
+ */
+export class NumberTaskBodyWriter {
+  private buf: Buffer
+  private view: DataView
+  private pos: number
+
+  constructor(count: number) {
+    // An id, a short name, the arguments' header and two numbers per task: the seed's shape; more is reserved as needed.
+    this.buf = Buffer.allocUnsafe(MAX_ARRAY_HEADER + count * (MAX_NUMBER_BYTES + 8 + 1 + 2 * MAX_NUMBER_BYTES))
+    this.view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.length)
+    this.pos = this.arrayHeader(0, TASK_FIELDS * count)
+  }
+
+  /** Adds a task of `argc` (0 to 3) arguments, the first `argc` of a0, a1, a2. */
+  add(id: number, name: string, argc: number, a0: number, a1: number, a2: number): void {
+    const nameBytes = encodedName(name)
+    this.reserve(MAX_NUMBER_BYTES + nameBytes.length + 1 + argc * MAX_NUMBER_BYTES)
+    let p = this.number(this.pos, id)
+    const b = this.buf
+    // A short name byte by byte: Buffer#copy is a call into C++, slower than the loop for a few bytes.
+    if (nameBytes.length <= 32) for (let i = 0; i < nameBytes.length; i++) b[p++] = nameBytes[i]!
+    else p += nameBytes.copy(b, p)
+    b[p++] = 0x90 | argc
+    if (argc > 0) p = this.number(p, a0)
+    if (argc > 1) p = this.number(p, a1)
+    if (argc > 2) p = this.number(p, a2)
+    this.pos = p
+  }
+
+  encode(): Buffer {
+    return this.buf.subarray(0, this.pos)
+  }
+
+  /** Room for `n` more bytes (a long name may need more than the estimate). */
+  private reserve(n: number): void {
+    if (this.pos + n <= this.buf.length) return
+    const bigger = Buffer.allocUnsafe(Math.max(2 * this.buf.length, this.pos + n))
+    this.buf.copy(bigger, 0, 0, this.pos)
+    this.buf = bigger
+    this.view = new DataView(bigger.buffer, bigger.byteOffset, bigger.length)
+  }
+
+  /** msgpackr's array header for `length` items. */
+  private arrayHeader(p: number, length: number): number {
+    const b = this.buf
+    if (length < 0x10) b[p++] = 0x90 | length
+    else p = this.uint16or32(p, length, 0xdc, 0xdd)
+    return p
+  }
+
+  /** `v` (at least 0x100, under 2^32) after the tag of its 16-bit form, or of its 32-bit form when it needs one. */
+  private uint16or32(p: number, v: number, tag16: number, tag32: number): number {
+    const b = this.buf
+    if (v < 0x10000) {
+      b[p++] = tag16
+      b[p++] = v >> 8
+      b[p++] = v & 0xff
+    } else {
+      b[p++] = tag32
+      this.view.setUint32(p, v)
+      p += 4
+    }
+    return p
+  }
+
+  /**
+   * msgpackr's encoding of a number with records on and no float32: 32-bit
+   * integers in the smallest integer form (fixints only below 0x40, whose
+   * next bytes mean records), anything else a float64.
+   */
+  private number(p: number, v: number): number {
+    const b = this.buf
+    if (v >>> 0 === v) {
+      if (v < 0x40) b[p++] = v
+      else if (v < 0x100) {
+        b[p++] = 0xcc
+        b[p++] = v
+      } else p = this.uint16or32(p, v, 0xcd, 0xce)
+    } else if (v >> 0 === v) {
+      if (v >= -0x20) b[p++] = 0x100 + v
+      else if (v >= -0x80) {
+        b[p++] = 0xd0
+        b[p++] = v + 0x100
+      } else if (v >= -0x8000) {
+        b[p++] = 0xd1
+        this.view.setInt16(p, v)
+        p += 2
+      } else {
+        b[p++] = 0xd2
+        this.view.setInt32(p, v)
+        p += 4
+      }
+    } else {
+      b[p++] = 0xcb
+      this.view.setFloat64(p, v)
+      p += 8
+    }
+    return p
+  }
+}
+
 /**
  * Reads a Tasks body in a worker thread: calls `each` with every entry's raw
  * fields (the caller checks the name and arguments, to answer a bad entry

@@ -9,11 +9,13 @@ import {
   decodeTaskBody,
   encodeActorBody,
   encodeTaskBody,
+  NumberTaskBodyWriter,
   readActorBody,
   readResultsBody,
   readTaskBody,
   ResultsWriter,
   type ActorItem,
+  type TaskItem,
 } from '../../lib/protocol/bodies.js'
 import { decode, encode } from '../../lib/protocol/codec.js'
 import { ProtocolError } from '../../lib/errors.js'
@@ -29,6 +31,93 @@ test('a Tasks body is [id, name, args] per task, flat', () => {
   assert.deepEqual(decode(encodeTaskBody([])), [])
   assert.deepEqual(decodeTaskBody(encodeTaskBody(tasks)), tasks)
   assert.deepEqual(decodeTaskBody(encodeTaskBody([])), [])
+})
+
+/** A number at each edge of msgpack's encodings (fixints, 8, 16, 32 bits, floats), and the values that are not integers. */
+const EDGES = [
+  0,
+  1,
+  0x1f,
+  0x20,
+  0x3f,
+  0x40,
+  0x7f,
+  0x80,
+  0xff,
+  0x100,
+  0xffff,
+  0x10000,
+  2 ** 32 - 1,
+  2 ** 32,
+  2 ** 53 - 1,
+  -1,
+  -0x20,
+  -0x21,
+  -0x80,
+  -0x81,
+  -0x8000,
+  -0x8001,
+  -(2 ** 31),
+  -(2 ** 31) - 1,
+  0.5,
+  -0.5,
+  1e-300,
+  1e300,
+  NaN,
+  Infinity,
+  -Infinity,
+  -0,
+]
+
+/** `n` tasks of 0 to 3 number arguments drawn from EDGES, with ids and names of every length class. */
+function numberTasks(n: number, name: (i: number) => string = () => 'add'): TaskItem[] {
+  return Array.from({ length: n }, (_, i) => ({
+    id: i % 2 === 0 ? i : 2 ** 31 + i * 977,
+    name: name(i),
+    args: [EDGES[i % EDGES.length]!, EDGES[(i * 7 + 3) % EDGES.length]!, EDGES[(i * 13 + 5) % EDGES.length]!].slice(0, i % 4),
+  }))
+}
+
+function writeNumbers(tasks: readonly TaskItem[]): Buffer {
+  const w = new NumberTaskBodyWriter(tasks.length)
+  for (const t of tasks) {
+    const a = t.args as number[]
+    w.add(t.id, t.name, a.length, a[0] ?? 0, a[1] ?? 0, a[2] ?? 0)
+  }
+  return w.encode()
+}
+
+test('NumberTaskBodyWriter: the same bytes as encodeTaskBody, at every edge of the number, string and list encodings', () => {
+  // Every value as an id and as each argument, a task of every argument count.
+  for (const v of EDGES) {
+    for (let argc = 0; argc <= 3; argc++) {
+      const t: TaskItem = { id: v, name: 'f', args: [v, -v, v / 3].slice(0, argc) }
+      assert.deepEqual(writeNumbers([t]), encodeTaskBody([t]), `id and arguments ${v}, ${argc} arguments`)
+    }
+  }
+  // Names: fixstr, str8, str16, not ASCII, longer than the writer reserves per task (it grows).
+  const names = ['', 'a', 'x'.repeat(31), 'x'.repeat(32), 'y'.repeat(255), 'z'.repeat(256), 'w'.repeat(70_000), 'é名🙂']
+  for (const name of names) assert.deepEqual(writeNumbers(numberTasks(3, () => name)), encodeTaskBody(numberTasks(3, () => name)), `name of ${name.length}`)
+  // The list's own header: fixarray up to 15 fields, array16 up to 65,535, array32 past it (3 fields a task).
+  for (const n of [0, 1, 5, 6, 21_845, 21_846]) {
+    const tasks = numberTasks(n, (i) => names[i % names.length]!.slice(0, 300))
+    const bytes = writeNumbers(tasks)
+    assert.deepEqual(bytes, encodeTaskBody(tasks), `${n} tasks`)
+    // msgpackr writes -0 as the integer 0, by either writer.
+    assert.deepEqual(
+      decodeTaskBody(bytes),
+      tasks.map((t) => ({ ...t, args: t.args.map((a) => (Object.is(a, -0) ? 0 : a)) })),
+    )
+  }
+})
+
+test('NumberTaskBodyWriter: many more names than it caches are each written right', () => {
+  const tasks = numberTasks(3000, (i) => `task${i}`)
+  assert.deepEqual(writeNumbers(tasks), encodeTaskBody(tasks))
+  assert.deepEqual(
+    decodeTaskBody(writeNumbers(tasks)).map((t) => t.name),
+    tasks.map((t) => t.name),
+  )
 })
 
 test('decodeTaskBody: anything but a list of whole entries is a ProtocolError', () => {

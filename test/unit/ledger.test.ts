@@ -675,6 +675,38 @@ test('arguments: up to three kept inline and given back as a new list, more kept
   }
 })
 
+test('numberArgc: up to three arguments that are all numbers are read one by one; anything else is -1', () => {
+  const ledger = new Ledger(recorder().hooks, 3)
+  const add = (args: unknown[]) => ledger.add(ledger.nextId, 't', args, () => {}, 0, undefined, ActorOp.Call, undefined, undefined)
+  const cases: [unknown[], number][] = [
+    [[], 0],
+    [[7], 1],
+    [[1, -2.5], 2],
+    [[NaN, Infinity, -0], 3],
+    [['a'], -1],
+    [[1, 'b'], -1],
+    [[1, 2, { c: 3 }], -1],
+    [[1n], -1],
+    [[1, 2, 3, 4], -1],
+  ]
+  for (const [args, argc] of cases) {
+    const e = add(args)
+    assert.equal(ledger.numberArgc(e), argc, `numberArgc of ${String(args)}`)
+    for (let i = 0; i < argc; i++) assert.ok(Object.is(ledger.numberArg(e, i as 0 | 1 | 2), args[i]), `argument ${i} of ${String(args)}`)
+    ledger.succeed(e, undefined, 0)
+  }
+  // A reused slot answers for its own arguments: three numbers, then one string, then one number.
+  const three = add([1, 2, 3])
+  ledger.succeed(three, undefined, 0)
+  const text = add(['x'])
+  assert.equal(text, three)
+  assert.equal(ledger.numberArgc(text), -1)
+  ledger.succeed(text, undefined, 0)
+  const one = add([5])
+  assert.equal(ledger.numberArgc(one), 1)
+  assert.equal(ledger.numberArg(one, 0), 5)
+})
+
 test('entriesHeldBy, failAll and unsettled: every unsettled entry, in the order added even when slots are reused', () => {
   const { calls, hooks } = recorder()
   const ledger = new Ledger(hooks, 3)

@@ -418,6 +418,34 @@ test('TaskFrames: an argument msgpack cannot encode fails just that task; the re
   assert.equal(ledger.holder(bad), undefined)
 })
 
+test('TaskFrames: frames of number arguments and frames of anything else carry the bytes encodeTaskBody makes', () => {
+  const ledger = new Ledger({ succeeded() {}, failed() {}, retried() {} }, 3)
+  const bodies: Buffer[] = []
+  const place: Placement = { nodeId: 'p', inFlight: 0, taskLeft() {} }
+  const tf = new TaskFrames<Placement>(
+    ledger,
+    new FrameSizer(1000),
+    64 * 1024 * 1024,
+    (_h, parts) => bodies.push(parts[1] as Buffer),
+    () => assert.fail('nothing fails'),
+  )
+  const chunks: unknown[][][] = [
+    // All numbers, every argument count: the direct writer.
+    [[], [1], [2, -3.5], [2 ** 40, -(2 ** 31) - 1, 0x40], [NaN, Infinity, -0]],
+    // A string, an object, four numbers, a bigint among numbers: the general encoder, for the whole frame.
+    [[1, 2], ['s'], [3]],
+    [[1], [{ a: [1, 2] }]],
+    [[1, 2, 3, 4], [5]],
+    [[1n], [2]],
+  ]
+  for (const argLists of chunks) {
+    const chunk = argLists.map((args, i) => addCall(ledger, `t${i}`, args))
+    const expected = encodeTaskBody(chunk.map((e) => ({ id: ledger.id(e), name: ledger.name(e), args: ledger.args(e) })))
+    assert.equal(tf.send(place, chunk, undefined), chunk.length)
+    assert.deepEqual(bodies.pop(), expected, `arguments ${argLists.map(String).join(' | ')}`)
+  }
+})
+
 test('TaskFrames: a chunk where nothing can be encoded sends no frame', () => {
   const { place, sent, failures, tf, entry } = frames(1024 * 1024)
   const chunk = [entry('x', [Symbol('1')]), entry('y', [Symbol('2')])]
