@@ -34,25 +34,50 @@ export interface ThreadWatcher {
   gone(threadId: number): void
 }
 
-/** Reports a piscina's threads to `watcher`: those running now, and each one started or gone from now on. */
-function watchPiscina(piscina: Piscina<PoolBatch, PoolResult>, watcher: ThreadWatcher): void {
-  const seen = new Set<number>()
-  const follow = (worker: Worker) => {
-    // Read now: a thread's id is -1 once it has exited.
-    const id = worker.threadId
-    if (id < 0 || seen.has(id)) return
-    seen.add(id)
-    watcher.started(id)
-    worker.once('exit', () => {
-      seen.delete(id)
-      watcher.gone(id)
+/**
+ * Follows one piscina's threads for every agent watching it: one `exit`
+ * listener per thread and one `workerCreate` listener, however many agents
+ * share the pool, and a watcher that stops watching is told nothing more.
+ */
+class ThreadFollower {
+  private readonly live = new Set<number>()
+  private readonly watchers = new Set<ThreadWatcher>()
+
+  constructor(piscina: Piscina<PoolBatch, PoolResult>) {
+    for (const w of piscina.threads) this.follow(w)
+    piscina.on('workerCreate', (w: { id: number }) => {
+      const worker = piscina.threads.find((t) => t.threadId === w.id)
+      if (worker) this.follow(worker)
     })
   }
-  for (const w of piscina.threads) follow(w)
-  piscina.on('workerCreate', (w: { id: number }) => {
-    const worker = piscina.threads.find((t) => t.threadId === w.id)
-    if (worker) follow(worker)
-  })
+
+  private follow(worker: Worker): void {
+    // Read now: a thread's id is -1 once it has exited.
+    const id = worker.threadId
+    if (id < 0 || this.live.has(id)) return
+    this.live.add(id)
+    for (const w of this.watchers) w.started(id)
+    worker.once('exit', () => {
+      this.live.delete(id)
+      for (const w of this.watchers) w.gone(id)
+    })
+  }
+
+  /** Reports the threads running now and each one started or gone from now on; returns how to stop. */
+  watch(watcher: ThreadWatcher): () => void {
+    this.watchers.add(watcher)
+    for (const id of this.live) watcher.started(id)
+    return () => this.watchers.delete(watcher)
+  }
+}
+
+const followers = new WeakMap<Piscina<PoolBatch, PoolResult>, ThreadFollower>()
+
+/** Reports a piscina's threads to `watcher`: those running now, and each one started or gone from now on. */
+function watchPiscina(piscina: Piscina<PoolBatch, PoolResult>, watcher: ThreadWatcher): () => void {
+  let follower = followers.get(piscina)
+  if (!follower) followers.set(piscina, (follower = new ThreadFollower(piscina)))
+  return follower.watch(watcher)
 }
 
 /** What an agent runs its task batches on: a pool of its own, or one it shares with other agents. */
@@ -142,10 +167,14 @@ export class OwnedPool implements WorkerPool {
 
 /** An agent's view of a shared {@link AgentPool}: it runs batches there and never closes it (its owner does). */
 export function borrowPool(shared: AgentPool): WorkerPool {
+  let unwatch: (() => void) | undefined
   return {
     run: (batch, options) => shared.run(batch, options),
-    watch: (watcher) => shared.watch(watcher),
-    close: async () => {},
+    watch: (watcher) => {
+      unwatch = shared.watch(watcher)
+    },
+    // The pool stays (its owner closes it); this agent's links stop following its threads.
+    close: async () => unwatch?.(),
   }
 }
 
@@ -193,9 +222,9 @@ export class AgentPool {
     return this.piscina.run(batch, options)
   }
 
-  /** Reports the threads to an agent using the pool (its links to them). */
-  watch(watcher: ThreadWatcher): void {
-    watchPiscina(this.piscina, watcher)
+  /** Reports the threads to an agent using the pool (its links to them); returns how to stop. */
+  watch(watcher: ThreadWatcher): () => void {
+    return watchPiscina(this.piscina, watcher)
   }
 
   /** Stops the threads. Idempotent. */
