@@ -51,7 +51,7 @@ test(
   'bench chaos --transport all: agents killed and replaced on every design, nothing lost or delivered twice',
   { skip: skipReason('amqp+redis') },
   async (t) => {
-    const args = ['--tasks', '2000', '--agents', '3', '--kill-every-ms', '600', '--task-us', '500', '--heartbeat-ms', '200', '--node-timeout-ms', '800']
+    const args = ['--tasks', '4000', '--agents', '3', '--kill-every-ms', '400', '--task-us', '500', '--heartbeat-ms', '200', '--node-timeout-ms', '800']
     const p = runCli(t, ['bench', 'chaos', '--transport', 'all', ...args, '--json', ...brokers])
     assert.equal(await p.exited, 0, p.output())
     const rows = JSON.parse(
