@@ -9,6 +9,10 @@
  * seeded by `(seed, k, t)`: the epidemic does not depend on which node runs a
  * patch, nor on the order messages arrive in.
  */
+import { mulberry32 } from '../parameter-sweep/prng.js'
+
+// The generator the parameter-sweep example draws from (mulberry32), one stream per patch and tick here.
+export { mulberry32 }
 
 /** The epidemic and travel parameters, the same in every patch. */
 export interface ModelParams {
@@ -48,22 +52,6 @@ function mix32(h: number): number {
 /** The seed of patch `patch`'s stream at tick `tick` of a run seeded `seed`. */
 export function streamSeed(seed: number, patch: number, tick: number): number {
   return mix32(mix32(mix32(seed >>> 0) ^ (patch >>> 0)) ^ Math.imul(tick >>> 0, 0x9e3779b1))
-}
-
-/**
- * mulberry32: a small, fast, seedable 32-bit PRNG (not for cryptography).
- *
- * @returns a function yielding floats in [0, 1)
- */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 /** A standard normal draw (Box–Muller; one of the pair is dropped to keep the stream simple). */
