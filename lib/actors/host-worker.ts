@@ -89,7 +89,10 @@ let scheduled = false
  * Messages between actors of this thread stay in it: they go through the
  * receiver's mailbox like any other, under negative ids, and their answers
  * settle here. Arguments are copied through msgpack, as they would be on the
- * wire, so two actors never share an object.
+ * wire, so two actors never share an object. A message is delivered after
+ * the sender's method has returned, never inside it: an actor never runs
+ * inside another's method (nor inside its own), and a conversation of a
+ * million hops is a loop, not a million nested calls.
  */
 const local = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void; what: string } | { tell: string; method: string }>()
 let localSeq = 0
@@ -97,9 +100,10 @@ let localSeq = 0
 useLocalDelivery((actorId, method, args, ask) => {
   const live = actors.get(actorId)
   if (!live || live.stopped) return undefined
-  let copy: unknown[]
+  let copy = args
   try {
-    copy = packr.unpack(packr.pack(args)) as unknown[]
+    // Numbers, strings and the like cannot be shared: only arguments with objects in them are copied.
+    if (!allPlain(args)) copy = packr.unpack(packr.pack(args)) as unknown[]
   } catch (err) {
     // The same check as the wire's (the arguments were checked when the message was made, so rare).
     const refused = new SerializationError(`cannot send ${live.className}.${method}: ${(err as Error).message}`, { cause: err })
@@ -109,13 +113,50 @@ useLocalDelivery((actorId, method, args, ask) => {
   if (ask) {
     return new Promise((resolve, reject) => {
       local.set(id, { resolve, reject, what: `${live.className}.${method}` })
-      deliver(id, ActorOp.Call, actorId, method, copy)
+      post({ id, actorId, name: method, args: copy })
     })
   }
   local.set(id, { tell: actorId, method })
-  deliver(id, ActorOp.Call, actorId, method, copy)
+  post({ id, actorId, name: method, args: copy })
   return true
 })
+
+/** Messages between this thread's actors not yet delivered, in the order they were sent. */
+const posted = new Deque<{ id: number; actorId: string; name: string; args: readonly unknown[] }>()
+let draining = false
+/** Most messages between this thread's actors delivered in one turn of its event loop; then its port and timers get a turn. */
+const LOCAL_TURN = 8192
+
+function post(message: { id: number; actorId: string; name: string; args: readonly unknown[] }): void {
+  posted.push(message)
+  if (draining) return
+  draining = true
+  queueMicrotask(drain)
+}
+
+/** Delivers the posted messages in order (those they post in turn too), a bounded number per turn. */
+function drain(): void {
+  for (let n = 0; posted.length > 0; n++) {
+    if (n === LOCAL_TURN) {
+      setImmediate(drain)
+      if (ids.length > 0) later()
+      return
+    }
+    const m = posted.shift()!
+    deliver(m.id, ActorOp.Call, m.actorId, m.name, m.args)
+  }
+  draining = false
+  if (ids.length > 0) later()
+}
+
+/** No argument is an object (nor anything msgpack would refuse or change): the array is the copy. */
+function allPlain(args: unknown[]): boolean {
+  for (const a of args) {
+    const t = typeof a
+    if (t !== 'number' && t !== 'string' && t !== 'boolean' && a !== null) return false
+  }
+  return true
+}
 
 /** The answer to a message from an actor of this thread. */
 function answerLocal(id: number, status: Status, value: unknown): void {

@@ -150,6 +150,36 @@ test('between actors of one host thread: messages stay in the thread, in order; 
   await b.stop()
 })
 
+test('between actors of one host thread: a message runs after its sender’s method returns, and 30,000 hops of one ball all arrive', async () => {
+  const a = await cluster.spawn<Tasks.Node>('Node')
+  const b = await cluster.spawn<Tasks.Node>('Node')
+  await Promise.all([a.setPeer(b), b.setPeer(a)])
+  await a.turn()
+  await waitFor(async () => (await a.eventLog()).length === 3, 10_000, 'the call back')
+  assert.deepEqual(await a.eventLog(), ['turn starts', 'turn ends', 'called back'])
+  // Objects are copied as on the wire: the sender changing its own afterwards does not reach the receiver.
+  await a.sendObject()
+  await waitFor(async () => (await b.kept()) !== null, 10_000, 'the object')
+  assert.deepEqual(await b.kept(), { n: 1, list: [1] })
+  // One ball, each hop told from inside the previous one: a stack of 30,000 calls if delivered in place.
+  const errors: ActorErrorEvent[] = []
+  const onError = (e: ActorErrorEvent) => errors.push(e)
+  cluster.on('actor:error', onError)
+  try {
+    a.tell.bounce(30_000)
+    await waitFor(async () => (await a.bounceCount()) + (await b.bounceCount()) === 30_001 || errors.length > 0, 30_000, 'the ball')
+    assert.deepEqual(
+      errors.map((e) => `${e.method}: ${e.error.message}`),
+      [],
+    )
+    assert.deepEqual([await a.bounceCount(), await b.bounceCount()], [15_001, 15_000])
+  } finally {
+    cluster.off('actor:error', onError)
+  }
+  await a.stop()
+  await b.stop()
+})
+
 test('actor-cluster/worker is a package export; outside a cluster thread its calls fail saying where they work', async () => {
   // By name, as users import it (the specifier in a variable: the types come from lib, not from the build).
   const specifier = 'actor-cluster/worker'
