@@ -38,9 +38,9 @@ export interface HostBatch {
   body: Uint8Array
   count: number
   entries: number[] | undefined
-  /** The shared values the node holds (the body's handles decode to them). */
-  shared?: SharedTable | undefined
-  /** The agent's link (`context` in methods) and node. */
+  /** The shared values the node holds (the body's handles decode to them), when they changed since the last batch; null: none now. */
+  shared?: SharedTable | null | undefined
+  /** The agent's link (`context` in methods) and node, when they changed since the last batch. */
   context?: ThreadInfo | undefined
 }
 
@@ -296,7 +296,7 @@ function deliver(id: number, op: ActorOp, actorId: string, name: string, args: r
 }
 
 port.on('message', (batch: HostBatch) => {
-  useSharedTable(batch.shared, packr)
+  if (batch.shared !== undefined) useSharedTable(batch.shared ?? undefined, packr)
   if (batch.context) bindAgent(batch.context)
   const entries = batch.entries
   if (entries === undefined) {

@@ -19,6 +19,9 @@ interface HostThread {
   waiting: Set<number>
   /** Positions in the frame being read of the messages for this thread, sent by {@link ActorHosts.post}. */
   entries: number[]
+  /** The shared-value table and the context last sent to the thread: a batch carries them only when they changed. */
+  sentShared: SharedTable | undefined
+  sentContext: ThreadInfo | undefined
 }
 
 /** How the agent's actor threads answer: batches from a thread, or single answers given on the agent's own thread. */
@@ -101,7 +104,11 @@ export class ActorHosts {
       // A thread that died while the frame was read has answered these already (crash answers cover `waiting`).
       if (!this.threads.includes(host)) continue
       const copy = new Uint8Array(body)
-      const batch: HostBatch = { body: copy, count, entries: entries.length === count ? undefined : entries, shared, context: this.links?.info }
+      const batch: HostBatch = { body: copy, count, entries: entries.length === count ? undefined : entries }
+      // Cloning the table and the context into every batch cost the agent's main thread more than the batch itself.
+      if (shared !== host.sentShared) batch.shared = (host.sentShared = shared) ?? null
+      const context = this.links?.info
+      if (context !== host.sentContext) batch.context = host.sentContext = context
       host.worker.postMessage(batch, [copy.buffer])
     }
     this.pending.length = 0
@@ -116,7 +123,7 @@ export class ActorHosts {
 
   private startThread(): HostThread {
     const worker = new Worker(new URL('./host-worker.js', import.meta.url), { workerData: { tasks: this.tasks } })
-    const thread: HostThread = { worker, actors: new Set(), waiting: new Set(), entries: [] }
+    const thread: HostThread = { worker, actors: new Set(), waiting: new Set(), entries: [], sentShared: undefined, sentContext: undefined }
     const threadId = worker.threadId
     this.links?.open(threadId)
     worker.on('message', (r: HostReplies) => {

@@ -62,6 +62,10 @@ test('a shared array reaches each node once, every thread reads one shared copy,
   const summer = await cluster.spawn<import('../fixtures/tasks.js').Summer>('Summer')
   assert.equal(await summer.add(h), rampSum(n))
   assert.equal(await summer.add(h), 2 * rampSum(n))
+  // A value put after the actor's thread got its first table reaches it too.
+  const later = await cluster.put(ramp(10))
+  assert.equal(await summer.add(later), 2 * rampSum(n) + rampSum(10))
+  await later.release()
 
   await again.release()
   assert.equal(cluster.stats().shared.values, 1, 'one handle left')
