@@ -57,6 +57,51 @@ function tolerateSettingsVariables(y: Argv): Argv {
   return y
 }
 
+/**
+ * The smallest value of each number flag of the benchmarks (all are integers):
+ * checked before any benchmark starts, so that `--tasks abc` or `--runs 0`
+ * is an error naming the flag rather than a NaN deep in a run.
+ */
+const INTEGER_FLAGS: Readonly<Record<string, number>> = {
+  runs: 1,
+  tasks: 1,
+  'naive-tasks': 1,
+  'copy-tasks': 1,
+  agents: 1,
+  threads: 1,
+  procs: 1,
+  calls: 1,
+  'sync-calls': 1,
+  'mb-tasks': 1,
+  inputs: 1,
+  bytes: 8,
+  spawn: 0,
+  messages: 0,
+  balls: 1,
+  'ring-size': 0,
+  'ring-hops': 1,
+  'timeout-ms': 1,
+  samples: 1,
+  'per-task': 1,
+  chunk: 1,
+  'kill-every-ms': 1,
+  'task-us': 0,
+  'heartbeat-ms': 1,
+  'node-timeout-ms': 1,
+  dashboard: 0,
+}
+
+function checkIntegerFlags(argv: Record<string, unknown>): true {
+  for (const [flag, min] of Object.entries(INTEGER_FLAGS)) {
+    const v = argv[flag]
+    if (v === undefined || (typeof v === 'number' && Number.isSafeInteger(v) && v >= min)) continue
+    const want = min === 0 ? 'a non-negative integer' : min === 1 ? 'a positive integer' : `an integer ≥ ${min}`
+    const got = typeof v === 'number' && Number.isNaN(v) ? 'something that is not a number' : String(v)
+    throw new InvalidArgumentError(`--${flag} must be ${want}, got ${got}`)
+  }
+  return true
+}
+
 const common = (y: Argv) =>
   y
     .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' })
@@ -72,6 +117,7 @@ export const benchCommand: CommandModule = {
   describe: 'Measure the cluster on this machine (seed, latency, balance, map, reduce, shapes, actors, …)',
   builder: (y) =>
     tolerateSettingsVariables(y.env('CLUSTER'))
+      .check(checkIntegerFlags)
       .command({
         command: 'seed',
         describe: 'The seed benchmark: N tasks (1, k), workers add, the driver checks every sum',
@@ -252,10 +298,6 @@ export const benchCommand: CommandModule = {
             .option('agents', { type: 'number', default: 1, describe: 'local agents' })
             .option('threads', { type: 'number', describe: 'threads per agent (default: cores / agents); n_n uses agents × threads actors' }),
         handler: async (a) => {
-          for (const k of ['calls', 'sync-calls', 'mb-tasks', 'agents', 'runs'] as const) {
-            const v = a[k]
-            if (!Number.isSafeInteger(v) || v < 1) throw new InvalidArgumentError(`--${k} must be a positive integer, got ${String(v)}`)
-          }
           const log = (line: string) => process.stderr.write(`${line}\n`)
           const r = await runShapes(
             { calls: a.calls, syncCalls: a['sync-calls'], mbTasks: a['mb-tasks'], agents: a.agents, threads: a.threads, runs: a.runs },
@@ -279,14 +321,8 @@ export const benchCommand: CommandModule = {
             .option('threads', { type: 'number', describe: 'threads per agent (default: cores / agents)' })
             .option('timeout-ms', { type: 'number', default: 120_000, describe: 'longest wait for one run' }),
         handler: async (a) => {
-          for (const k of ['spawn', 'messages', 'ring-size'] as const) {
-            const v = a[k]
-            if (!Number.isSafeInteger(v) || v < 0) throw new InvalidArgumentError(`--${k} must be a non-negative integer, got ${String(v)}`)
-          }
-          for (const k of ['balls', 'ring-hops', 'agents', 'runs', 'timeout-ms'] as const) {
-            const v = a[k]
-            if (!Number.isSafeInteger(v) || v < 1) throw new InvalidArgumentError(`--${k} must be a positive integer, got ${String(v)}`)
-          }
+          if (a.balls > a.messages && a.messages > 0)
+            throw new InvalidArgumentError(`--balls (${a.balls}) must not exceed --messages (${a.messages}): each ball is at least one message`)
           const log = (line: string) => process.stderr.write(`${line}\n`)
           const r = await runActorsBench(
             {
@@ -315,13 +351,6 @@ export const benchCommand: CommandModule = {
             .option('threads', { type: 'number', describe: 'threads of the local agent (default: cores)' })
             .option('chunk', { type: 'number', describe: 'inputs per chunk of the reduce (default: auto)' }),
         handler: async (a) => {
-          for (const [flag, v] of [
-            ['--samples', a.samples],
-            ['--per-task', a['per-task']],
-            ['--runs', a.runs],
-          ] as const) {
-            if (!Number.isSafeInteger(v) || v < 1) throw new InvalidArgumentError(`${flag} must be a positive integer, got ${String(v)}`)
-          }
           const r = await runReduceBench({ samples: a.samples, perTask: a['per-task'], runs: a.runs, threads: a.threads, chunk: a.chunk })
           print(a.json, r, reduceBenchLines(r))
           if (!r.ok) process.exitCode = 1
@@ -412,9 +441,8 @@ export const benchCommand: CommandModule = {
             .option('tasks', { type: 'number', default: 100_000, describe: 'seed tasks per run' }),
         handler: async (a) => {
           const agents = a.agents
-          if (!Number.isSafeInteger(agents) || agents < 1) throw new InvalidArgumentError(`--agents must be a positive integer, got ${String(a.agents)}`)
           const procs = a.procs
-          if (procs !== undefined && (!Number.isSafeInteger(procs) || procs < 1 || procs > agents)) {
+          if (procs !== undefined && procs > agents) {
             throw new InvalidArgumentError(`--procs must be an integer from 1 to --agents (${agents}), got ${String(procs)}`)
           }
           const r = await runScale({ agents, procs, tasks: a.tasks, runs: a.runs })
@@ -429,6 +457,6 @@ export const benchCommand: CommandModule = {
           if (!r.ok) process.exitCode = 1
         },
       })
-      .demandCommand(1, 'name a benchmark: seed, latency, balance, map, reduce, chaos, scale, shapes or monitor'),
+      .demandCommand(1, 'name a benchmark: seed, latency, balance, map, put, reduce, shapes, actors, chaos, scale or monitor'),
   handler: () => {},
 }

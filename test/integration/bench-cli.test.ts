@@ -1,0 +1,37 @@
+/**
+ * Every benchmark refuses a size that is not a usable integer before it
+ * starts anything, naming the flag; `cluster bench` names every benchmark.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { runCli } from '../helpers.js'
+
+const BAD: [args: string[], message: RegExp][] = [
+  [['seed', '--tasks', 'abc'], /--tasks must be a positive integer, got something that is not a number/],
+  [['seed', '--dashboard', '-1'], /--dashboard must be a non-negative integer, got -1/],
+  [['latency', '--calls', 'abc'], /--calls must be a positive integer/],
+  [['put', '--bytes', '3'], /--bytes must be an integer ≥ 8, got 3/],
+  [['balance', '--tasks', '1.5'], /--tasks must be a positive integer, got 1.5/],
+  [['map', '--inputs', '0'], /--inputs must be a positive integer, got 0/],
+  [['reduce', '--chunk', 'x'], /--chunk must be a positive integer/],
+  [['monitor', '--tasks', '-3'], /--tasks must be a positive integer, got -3/],
+  [['chaos', '--task-us', '-1'], /--task-us must be a non-negative integer, got -1/],
+  [['scale', '--agents', '0'], /--agents must be a positive integer, got 0/],
+  [['actors', '--messages', '10', '--balls', '100'], /--balls \(100\) must not exceed --messages \(10\)/],
+]
+
+for (const [args, message] of BAD) {
+  test(`bench ${args.join(' ')}: refused before it starts`, async (t) => {
+    const p = runCli(t, ['bench', ...args])
+    assert.equal(await p.exited, 1, p.output())
+    assert.match(p.output(), message)
+    assert.doesNotMatch(p.output(), /\n\s+at /, 'no stack trace')
+  })
+}
+
+test('bench without a known name lists every benchmark', async (t) => {
+  const p = runCli(t, ['bench', 'nope'])
+  assert.equal(await p.exited, 1)
+  for (const name of ['seed', 'latency', 'balance', 'map', 'put', 'reduce', 'shapes', 'actors', 'chaos', 'scale', 'monitor'])
+    assert.match(p.output(), new RegExp(`name a benchmark:.*\\b${name}\\b`))
+})
