@@ -96,7 +96,7 @@ function checkIntegerFlags(argv: Record<string, unknown>): true {
     const v = argv[flag]
     if (v === undefined || (typeof v === 'number' && Number.isSafeInteger(v) && v >= min)) continue
     const want = min === 0 ? 'a non-negative integer' : min === 1 ? 'a positive integer' : `an integer ≥ ${min}`
-    const got = typeof v === 'number' && Number.isNaN(v) ? 'something that is not a number' : String(v)
+    const got = typeof v === 'number' && Number.isNaN(v) ? 'something that is not a number' : JSON.stringify(v)
     throw new InvalidArgumentError(`--${flag} must be ${want}, got ${got}`)
   }
   return true
