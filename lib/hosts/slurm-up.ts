@@ -179,6 +179,8 @@ export async function slurmUp(plan: HostsPlan, opts: SlurmOptions): Promise<Slur
   const output = join(dir, 'job-%j.out')
   const agent = [process.execPath, CLI, 'agent', '--connect', plan.head, '--tasks', plan.tasks, ...(keys ? ['--keys', keys] : [])]
   if (plan.heartbeatMs !== undefined) agent.push('--heartbeat-ms', String(plan.heartbeatMs))
+  // As over SSH: an agent gives the driver up after the silence the driver allows a node.
+  if (plan.nodeTimeoutMs !== undefined) agent.push('--driver-timeout-ms', String(plan.nodeTimeoutMs))
   const script = join(dir, 'agents.sbatch')
   // sbatch copies the script when it takes the job: rewriting it does not touch jobs already queued.
   writeFileSync(script, batchScript(dir, agent), { mode: 0o700 })

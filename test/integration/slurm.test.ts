@@ -173,6 +173,10 @@ test('cluster up --slurm 2 starts a job of two agents, a driver gets both, statu
     r.agents.map((a) => a.threads),
     [2, 2],
   )
+  // The agents follow the config's heartbeat and give a silent driver up after its node timeout, as over SSH.
+  const agents = (await processesWith(join(dir, 'tasks.mjs'))).filter((p) => p.includes(`: ${process.execPath} `))
+  assert.equal(agents.length, 2, agents.join('\n'))
+  for (const p of agents) assert.match(p, / --heartbeat-ms 500 --driver-timeout-ms 3000 /)
   const status = await cli(lab, dir, ['status'])
   assert.equal(status.code, 0, status.out)
   assert.match(status.out, new RegExp(`Slurm job ${r.jobId}, 2 nodes: RUNNING`))
