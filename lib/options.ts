@@ -6,6 +6,7 @@ import { isBrokered, resolveTransportOptions, type ResolvedTransportOptions, typ
 import { resolveDashboardOptions, resolveLogLevel, type DashboardOptions, type LogLevel, type ResolvedDashboardOptions } from './monitor/options.js'
 // From pino itself: monitor/log.ts reaches the driver, which imports this module.
 import type { Logger } from 'pino'
+import { checkKnownKeys, type KeyTable } from './util/known-keys.js'
 
 /** Where the task functions and actor classes live: a module path or URL. */
 export type TasksModule = string | URL
@@ -195,8 +196,73 @@ function checkEndpoint(name: string, v: unknown): string {
   return endpointOption(name, v)
 }
 
+const TRANSPORT_KEYS: KeyTable<TransportOptions> = {
+  transport: true,
+  redisUrl: true,
+  amqpUrl: true,
+  clusterId: true,
+  brokerReconnectMs: true,
+  brokerSecret: true,
+  brokerSecretFile: true,
+}
+
+const LOCAL_AGENT_KEYS: KeyTable<NonNullable<ClusterOptions['localAgentOptions']>> = {
+  maxPoolBatch: true,
+  targetQueueMs: true,
+  maxTasksPerThread: true,
+  recycleHeapMb: true,
+  threadMemoryMb: true,
+  sharedCacheBytes: true,
+}
+
+const CLUSTER_KEYS: KeyTable<ClusterOptions> = {
+  ...TRANSPORT_KEYS,
+  tasks: true,
+  listen: true,
+  localAgents: true,
+  threads: true,
+  localTransport: true,
+  batch: true,
+  heartbeatMs: true,
+  nodeTimeoutMs: true,
+  maxFrameBytes: true,
+  insecure: true,
+  curve: true,
+  maxRetries: true,
+  waitForNodes: true,
+  waitForNodesMs: true,
+  localAgentOptions: true,
+  config: true,
+  dashboard: true,
+  logLevel: true,
+  logger: true,
+}
+
+const AGENT_KEYS: KeyTable<AgentOptions> = {
+  ...TRANSPORT_KEYS,
+  ...LOCAL_AGENT_KEYS,
+  connect: true,
+  tasks: true,
+  threads: true,
+  heartbeatMs: true,
+  driverTimeoutMs: true,
+  maxFrameBytes: true,
+  id: true,
+  curve: true,
+  insecure: true,
+}
+
+/** Refuses a `Cluster.start` options object with a key that is no option (a typo is not silently ignored). */
+export function checkClusterOptionKeys(o: ClusterOptions): void {
+  if (o === null || typeof o !== 'object') return
+  checkKnownKeys('Cluster.start options', o, CLUSTER_KEYS)
+  if (o.localAgentOptions !== null && typeof o.localAgentOptions === 'object')
+    checkKnownKeys('options.localAgentOptions', o.localAgentOptions, LOCAL_AGENT_KEYS)
+}
+
 export function resolveClusterOptions(o: ClusterOptions = {}): ResolvedClusterOptions {
   if (o === null || typeof o !== 'object') throw new InvalidArgumentError(`options must be an object, got ${describe(o)}`)
+  checkClusterOptionKeys(o)
   const batch = o.batch ?? CLUSTER_DEFAULTS.batch
   if (batch !== 'auto' && !(typeof batch === 'number' && Number.isSafeInteger(batch) && batch >= 1)) {
     throw new InvalidArgumentError(`options.batch must be 'auto' or a positive integer, got ${describe(batch)}`)
@@ -241,6 +307,7 @@ export function resolveClusterOptions(o: ClusterOptions = {}): ResolvedClusterOp
 
 export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
   if (o === null || typeof o !== 'object') throw new InvalidArgumentError(`options must be an object, got ${describe(o)}`)
+  checkKnownKeys('agent options', o, AGENT_KEYS)
   if (o.id !== undefined && (typeof o.id !== 'string' || o.id.length === 0 || o.id.length > 128)) {
     throw new InvalidArgumentError(`options.id must be a string of 1 to 128 characters, got ${describe(o.id)}`)
   }

@@ -13,6 +13,7 @@ import { clusterOptionsOf, namedConfig } from './config.js'
 import {
   resolveAgentOptions,
   resolveClusterOptions,
+  checkClusterOptionKeys,
   type AgentOptions,
   type ClusterConfig,
   type ClusterOptions,
@@ -224,6 +225,8 @@ export async function mergeClusterSettings(options: ClusterOptions, env: NodeJS.
  */
 export async function resolveClusterSettings(options: ClusterOptions, env: NodeJS.ProcessEnv = process.env): Promise<ResolvedClusterOptions> {
   if (options === null || typeof options !== 'object') return resolveClusterOptions(options)
+  // Checked before the layers merge: the error is about what the caller wrote.
+  checkClusterOptionKeys(options)
   return resolveClusterOptions(await mergeClusterSettings(options, env))
 }
 

@@ -181,8 +181,8 @@ export class Agent extends EventEmitter<AgentEvents> {
    * and `threads` is what this agent announces.
    */
   static async start(options: AgentOptions & { pool?: AgentPool }): Promise<Agent> {
-    const resolved = resolveAgentOptions(options)
-    const shared = options.pool
+    const { pool: shared, ...rest } = options
+    const resolved = resolveAgentOptions(rest)
     if (shared !== undefined && shared.tasks !== resolved.tasks) {
       throw new InvalidArgumentError(`options.pool runs the tasks module ${shared.tasks}, not ${resolved.tasks}`)
     }

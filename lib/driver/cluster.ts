@@ -16,6 +16,8 @@ import { setActorRefResolver, type ActorRefResolver } from '../protocol/actor-re
 import { setSharedResolver, type SharedResolver } from '../protocol/shared-ref.js'
 import { Ledger, type ActorTarget, type ResultSink, type Settle, type TaskEntry } from './ledger.js'
 import { runMap } from './map.js'
+import { MAP_KEYS, MAP_REDUCE_KEYS, REDUCE_KEYS, VIEW_KEYS } from './option-keys.js'
+import { checkKnownKeys, unknownKey } from '../util/known-keys.js'
 import { carriedOf, SharedValues, type SharedUser } from './shared.js'
 import type { SharedRef } from '../protocol/shared-ref.js'
 import { runReduce } from './reduce.js'
@@ -167,7 +169,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       childFailed: (info) => this.emit('actor:child-failed', info),
     })
     this.requests = new Requests({
-      call: (name, args, o) => this.submit(name, args, o === undefined ? undefined : resolveTaskOptions(o, this.options.maxRetries)),
+      call: (name, args, o) => {
+        if (o === undefined) return this.submit(name, args, undefined)
+        checkKnownKeys('context.with options', o, VIEW_KEYS)
+        return this.submit(name, args, resolveTaskOptions(o, this.options.maxRetries))
+      },
       spawn: (node, className, args, o) => this.spawnFor(node, className, args, o),
       lookup: (name) => this.actors.lookup(name),
       put: (value) => this.put(value),
@@ -187,6 +193,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private spawnFor(node: ClusterNode, className: string, args: unknown[], o: Record<string, unknown> | undefined): Promise<ActorRef<object>> {
     if (o === undefined) return this.actors.spawn(className, args, SPAWN_DEFAULTS)
     const { parent, group, ...rest } = o
+    checkKnownKeys('context.with options', rest, VIEW_KEYS)
     if (parent !== undefined && typeof parent !== 'string') throw new InvalidArgumentError('malformed request: options.parent is not a string')
     if (group !== undefined && (typeof group !== 'string' || group.length > 64))
       throw new InvalidArgumentError('malformed request: options.group is not a string of at most 64 characters')
@@ -363,6 +370,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * ```
    */
   with(options: TaskOptions & SpawnOptions): ClusterView {
+    if (options !== null && typeof options === 'object') checkKnownKeys('cluster.with options', options, VIEW_KEYS)
     const task = resolveTaskOptions(options, this.options.maxRetries)
     const spawnOptions = resolveSpawnOptions(options)
     // The view's spawns are one group when spread.
@@ -376,9 +384,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       call: <R>(name: string, ...args: unknown[]) => this.submit(name, args, task) as Promise<R>,
       tasks: <M extends object>() => makeTasksProxy<M>((name, args) => this.submit(name, args, task)),
       map: <R>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, mapOptions: MapOptions | MapReduceOptions<R> = {}) =>
-        this.mapOrReduce<R>(name, inputs, { ...options, ...mapOptions }) as AsyncGenerator<R, void, undefined> & Promise<R>,
+        this.checkedMap<R>(name, inputs, mapOptions, options) as AsyncGenerator<R, void, undefined> & Promise<R>,
       reduce: <R>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, combiner: string, initial: R, reduceOptions: ReduceOptions<R> = {}) =>
-        this.reduce<R>(name, inputs, combiner, initial, { ...options, ...reduceOptions }),
+        this.checkedReduce<R>(name, inputs, combiner, initial, reduceOptions, options),
       spawn: <T extends object>(className: string, ...args: unknown[]) => this.actors.spawn<T>(className, args, spawnOptions, group),
     }
   }
@@ -471,7 +479,38 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     inputs: Iterable<unknown> | AsyncIterable<unknown>,
     options: MapOptions | MapReduceOptions<R> = {},
   ): AsyncGenerator<R, void, undefined> | Promise<R> {
-    return this.mapOrReduce<R>(name, inputs, options)
+    return this.checkedMap<R>(name, inputs, options, undefined)
+  }
+
+  /** A map under the caller's options (checked: no unknown key) over a view's, if any. */
+  private checkedMap<R>(
+    name: string,
+    inputs: Iterable<unknown> | AsyncIterable<unknown>,
+    options: MapOptions | MapReduceOptions<R>,
+    view: (TaskOptions & SpawnOptions) | undefined,
+  ): AsyncGenerator<R, void, undefined> | Promise<R> {
+    if (options !== null && typeof options === 'object') {
+      const reduce = (options as Partial<MapReduceOptions<R>>).reduce
+      const refused =
+        unknownKey('map options', options, MAP_KEYS) ??
+        (reduce !== null && typeof reduce === 'object' ? unknownKey('options.reduce', reduce, MAP_REDUCE_KEYS) : undefined)
+      if (refused) return reduce !== undefined ? Promise.reject(refused) : failedMap<R>(refused)
+    }
+    return this.mapOrReduce<R>(name, inputs, view === undefined ? options : { ...view, ...options })
+  }
+
+  /** A reduce under the caller's options (checked: no unknown key) over a view's, if any. */
+  private checkedReduce<R>(
+    name: string,
+    inputs: Iterable<unknown> | AsyncIterable<unknown>,
+    combiner: string,
+    initial: R,
+    options: ReduceOptions<R>,
+    view: (TaskOptions & SpawnOptions) | undefined,
+  ): Promise<R> {
+    const refused = options !== null && typeof options === 'object' ? unknownKey('reduce options', options, REDUCE_KEYS) : undefined
+    if (refused) return Promise.reject(refused)
+    return this.reduceUnder<R>(name, inputs, combiner, initial, view === undefined ? options : { ...view, ...options })
   }
 
   private mapOrReduce<R>(
@@ -484,7 +523,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       if (typeof reduce !== 'object' || reduce === null) {
         return Promise.reject(new InvalidArgumentError('options.reduce must be an object { combiner, initial, until?, chunk? }'))
       }
-      return this.reduce<R>(name, inputs, reduce.combiner, reduce.initial, { ...rest, until: reduce.until, chunk: reduce.chunk })
+      return this.reduceUnder<R>(name, inputs, reduce.combiner, reduce.initial, { ...rest, until: reduce.until, chunk: reduce.chunk })
     }
     return runMap<R>(
       {
@@ -539,6 +578,16 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * ```
    */
   reduce<R>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, combiner: string, initial: R, options: ReduceOptions<R> = {}): Promise<R> {
+    return this.checkedReduce<R>(name, inputs, combiner, initial, options, undefined)
+  }
+
+  private reduceUnder<R>(
+    name: string,
+    inputs: Iterable<unknown> | AsyncIterable<unknown>,
+    combiner: string,
+    initial: R,
+    options: ReduceOptions<R>,
+  ): Promise<R> {
     return runReduce<R>(
       {
         enqueue: (n, args, task, sink, seq) => this.enqueueFor(n, args, task, sink, seq),
@@ -674,4 +723,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close()
   }
+}
+
+/** A map refused before it starts: as a map with bad options, it throws when first iterated. */
+async function* failedMap<R>(err: Error): AsyncGenerator<R, void, undefined> {
+  // Nothing to yield: the generator only carries the refusal to the caller's loop.
+  yield* [] as R[]
+  throw err
 }

@@ -1,0 +1,27 @@
+/**
+ * The options each driver call takes, as key tables: `cluster.with`, `map`,
+ * `reduce` and `map`'s `reduce` object refuse a key that is none of them
+ * (see {@link checkKnownKeys}).
+ */
+import type { KeyTable } from '../util/known-keys.js'
+import type { MapReduce, MapReduceOptions, ReduceOptions, SpawnOptions, TaskOptions } from './types.js'
+
+const TASK_KEYS: KeyTable<TaskOptions> = { timeoutMs: true, signal: true, retries: true, maxRetries: true }
+
+/** `cluster.with(...)` and `context.with(...)`: task and spawn options. */
+export const VIEW_KEYS: KeyTable<TaskOptions & SpawnOptions> = {
+  ...TASK_KEYS,
+  restart: true,
+  maxRestarts: true,
+  restartWindowMs: true,
+  name: true,
+  node: true,
+  spread: true,
+}
+
+export const MAP_KEYS: KeyTable<MapReduceOptions<unknown>> = { ...TASK_KEYS, ordered: true, concurrency: true, progress: true, total: true, reduce: true }
+
+export const REDUCE_KEYS: KeyTable<ReduceOptions> = { ...TASK_KEYS, ordered: true, concurrency: true, chunk: true, until: true, progress: true, total: true }
+
+/** `map(..., { reduce: { ... } })`. */
+export const MAP_REDUCE_KEYS: KeyTable<MapReduce<unknown>> = { combiner: true, initial: true, until: true, chunk: true }

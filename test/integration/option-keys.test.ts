@@ -1,0 +1,52 @@
+/**
+ * An option that is not one — a typo such as `thread` or `timeout` — is an
+ * error naming it and the nearest known option, wherever options are taken:
+ * Cluster.start, Agent.start, cluster.with, map, reduce, and context.with in
+ * a thread. Before, each was silently ignored.
+ */
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { Agent, Cluster, InvalidArgumentError } from '../../lib/index.js'
+
+const TASKS = new URL('../fixtures/context-tasks.js', import.meta.url)
+const unknown = (key: string, near: string) => (e: unknown) =>
+  e instanceof InvalidArgumentError && e.message.includes(`unknown option "${key}" (did you mean "${near}"?)`)
+
+let cluster: Cluster
+before(async () => {
+  cluster = await Cluster.start({ tasks: TASKS, threads: 1 })
+})
+after(async () => {
+  await cluster.close()
+})
+
+test('Cluster.start and Agent.start refuse an unknown option, and one of localAgentOptions', async () => {
+  await assert.rejects(Cluster.start({ tasks: TASKS, thread: 2 } as never), unknown('thread', 'threads'))
+  await assert.rejects(Cluster.start({ tasks: TASKS, localAgentOptions: { sharedCacheByte: 1 } } as never), unknown('sharedCacheByte', 'sharedCacheBytes'))
+  await assert.rejects(Agent.start({ connect: 'tcp://127.0.0.1:1', tasks: TASKS, heartbeat: 5 } as never), unknown('heartbeat', 'heartbeatMs'))
+})
+
+test('cluster.with, map, map’s reduce and reduce refuse an unknown option; the right ones still work', async () => {
+  assert.throws(() => cluster.with({ timeout: 5 } as never), unknown('timeout', 'timeoutMs'))
+  assert.throws(() => cluster.with({ restarts: 'always' } as never), unknown('restarts', 'restart'))
+  const drain = async (it: unknown) => {
+    for await (const _ of it as AsyncIterable<unknown>);
+  }
+  await assert.rejects(drain(cluster.map('square', [[1]], { concurency: 2 } as never)), unknown('concurency', 'concurrency'))
+  await assert.rejects(drain(cluster.with({ timeoutMs: 60_000 }).map('square', [[1]], { order: false } as never)), unknown('order', 'ordered'))
+  await assert.rejects(
+    cluster.map('square', [[1]], { reduce: { combiner: 'add', initial: 0, chunks: 2 } } as never),
+    unknown('chunks', 'chunk'),
+  )
+  await assert.rejects(cluster.reduce('square', [[1]], 'add', 0, { untill: () => true } as never), unknown('untill', 'until'))
+  // A view's own options do not count against the map's.
+  const view = cluster.with({ timeoutMs: 60_000, maxRetries: 1 })
+  const squares: number[] = []
+  for await (const r of view.map<number>('square', [[2], [3]], { ordered: true })) squares.push(r)
+  assert.deepEqual(squares, [4, 9])
+})
+
+test('context.with in a thread: a call and a spawn under an unknown option fail naming it', async () => {
+  const [call, spawn] = await cluster.call<string[]>('typoOptions')
+  for (const text of [call, spawn]) assert.match(text!, /^\w+Error: context\.with options: unknown option "timeout" \(did you mean "timeoutMs"\?\)/)
+})
