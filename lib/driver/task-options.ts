@@ -63,6 +63,10 @@ export interface ResolvedSpawnOptions {
   readonly restart: boolean
   readonly maxRestarts: number
   readonly restartWindowMs: number
+  /** The wait before the second restart within the window (the first is at once); each next one waits twice as long. */
+  readonly restartBackoffMs: number
+  /** The longest wait between two restarts. */
+  readonly restartBackoffMaxMs: number
   readonly name: string | undefined
   readonly node: string | undefined
   readonly spread: boolean
@@ -70,7 +74,7 @@ export interface ResolvedSpawnOptions {
   readonly parent?: string | undefined
 }
 
-const RESTART_DEFAULTS = { maxRestarts: 10, restartWindowMs: 60_000 } as const
+const RESTART_DEFAULTS = { maxRestarts: 10, restartWindowMs: 60_000, restartBackoffMs: 100, restartBackoffMaxMs: 5_000 } as const
 
 /** A plain `cluster.spawn`: no restart, no name, least-loaded placement. */
 export const SPAWN_DEFAULTS: ResolvedSpawnOptions = Object.freeze({ restart: false, ...RESTART_DEFAULTS, name: undefined, node: undefined, spread: false })
@@ -91,14 +95,27 @@ export function resolveSpawnOptions(o: SpawnOptions): ResolvedSpawnOptions {
   if (spread && o.node !== undefined) throw new InvalidArgumentError('options.spread and options.node cannot be combined: a pinned actor is not spread')
   const maxRestarts = integerOption('maxRestarts', o.maxRestarts, 0)
   const restartWindowMs = integerOption('restartWindowMs', o.restartWindowMs, 1, MAX_TIMEOUT_MS)
-  if (!restart && (maxRestarts !== undefined || restartWindowMs !== undefined)) {
-    const field = maxRestarts !== undefined ? 'maxRestarts' : 'restartWindowMs'
-    throw new InvalidArgumentError(`options.${field} is a restart budget: it needs restart: 'always'`)
+  const backoff = integerOption('restartBackoffMs', o.restartBackoffMs, 0, MAX_TIMEOUT_MS)
+  const backoffMax = integerOption('restartBackoffMaxMs', o.restartBackoffMaxMs, 0, MAX_TIMEOUT_MS)
+  if (!restart) {
+    const given = Object.entries({ maxRestarts, restartWindowMs, restartBackoffMs: backoff, restartBackoffMaxMs: backoffMax }).find(([, v]) => v !== undefined)
+    if (given) {
+      const what = given[0].startsWith('restartBackoff') ? 'a wait between restarts' : 'a restart budget'
+      throw new InvalidArgumentError(`options.${given[0]} is ${what}: it needs restart: 'always'`)
+    }
+  }
+  if (backoff !== undefined && backoffMax !== undefined && backoffMax < backoff) {
+    throw new InvalidArgumentError(
+      `options.restartBackoffMaxMs must be at least options.restartBackoffMs (${backoff}), the first wait it caps, got ${backoffMax}`,
+    )
   }
   return {
     restart,
     maxRestarts: maxRestarts ?? RESTART_DEFAULTS.maxRestarts,
     restartWindowMs: restartWindowMs ?? RESTART_DEFAULTS.restartWindowMs,
+    // One given alone moves the other's default out of its way: a cap below the default first wait lowers that wait, a first wait above the default cap raises the cap.
+    restartBackoffMs: backoff ?? Math.min(RESTART_DEFAULTS.restartBackoffMs, backoffMax ?? Infinity),
+    restartBackoffMaxMs: backoffMax ?? Math.max(RESTART_DEFAULTS.restartBackoffMaxMs, backoff ?? 0),
     name: o.name,
     node: o.node,
     spread,
