@@ -167,7 +167,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       childFailed: (info) => this.emit('actor:child-failed', info),
     })
     this.requests = new Requests({
-      call: (name, args, o) => this.submit(name, args, o === undefined ? undefined : resolveTaskOptions(o, this.options.maxRetries)),
+      call: (name, args, o) => this.submit(name, args, o),
+      taskOptions: (o, node) => resolveTaskOptions(o, this.options.maxRetries, node),
+      withdrawAskedBy: (node, err) => this.ledger.withdrawSubmittedBy(node, err),
       spawn: (node, className, args, o) => this.spawnFor(node, className, args, o),
       lookup: (name) => this.actors.lookup(name),
       put: (value) => this.put(value),
@@ -613,9 +615,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     // took without a word go back to the shared queue through the broker (marked as redelivered).
     if (this.transport.kind === 'shared-queue') this.transport.peerGone(node.peer)
     this.shared.nodeGone(node.peer)
+    // First: the tasks its threads asked for are withdrawn, not requeued with the node's own.
+    this.requests.nodeRemoved(node, how, reason)
     this.scheduler.requeue(this.ledger.reclaim(node, how, () => ({ node: node.nodeId, reason })))
     this.actors.nodeRemoved(node, reason)
-    this.requests.nodeRemoved(node)
     const info = node.describe(performance.now())
     if (how === 'left') this.emit('node:left', info)
     else this.emit('node:lost', info, reason)

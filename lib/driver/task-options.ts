@@ -15,6 +15,12 @@ export interface ResolvedTaskOptions {
   readonly signal: AbortSignal | undefined
   /** Each task travels in a task frame of its own (the chunks of a reduce: one partial aggregate per frame). */
   readonly alone?: boolean
+  /**
+   * The node whose thread asked for the tasks (`context.call` in a task or an
+   * actor): when it leaves the cluster nobody waits for them any more, and
+   * they are withdrawn (see lib/driver/requests.ts).
+   */
+  readonly submitter?: object
 }
 
 export interface ResolvedMapOptions {
@@ -48,13 +54,15 @@ function checkSignal(signal: unknown): AbortSignal | undefined {
   return signal
 }
 
-export function resolveTaskOptions(o: TaskOptions, defaultMaxRetries: number): ResolvedTaskOptions {
+/** Resolves the options of a view, a map, or (with `submitter`) the calls a node's thread asked for; names the bad field. */
+export function resolveTaskOptions(o: TaskOptions, defaultMaxRetries: number, submitter?: object): ResolvedTaskOptions {
   const signal = checkSignal(o.signal)
   return Object.freeze({
     timeoutMs: timeoutOption(o.timeoutMs),
     retries: integerOption('retries', o.retries, 0) ?? 0,
     maxRetries: integerOption('maxRetries', o.maxRetries, 0) ?? defaultMaxRetries,
     signal,
+    ...(submitter === undefined ? {} : { submitter }),
   })
 }
 

@@ -22,6 +22,12 @@ test('resolveTaskOptions: defaults, the cluster maxRetries, a frozen object', ()
     signal: ac.signal,
   })
   assert.notEqual(resolveTaskOptions({}, 3), resolveTaskOptions({}, 3), 'one object per view')
+  const node = {}
+  const asked = resolveTaskOptions({ retries: 1 }, 3, node)
+  assert.deepEqual(asked, { timeoutMs: undefined, retries: 1, maxRetries: 3, signal: undefined, submitter: node })
+  assert.equal(asked.submitter, node, 'the very node')
+  assert.ok(Object.isFrozen(asked))
+  assert.ok(!('submitter' in r), "no submitter key for the driver's own calls")
 })
 
 test('resolveTaskOptions: each bad field is named', () => {
