@@ -112,18 +112,20 @@ export function resolveSpawnOptions(o: SpawnOptions): ResolvedSpawnOptions {
       throw new InvalidArgumentError(`options.${given[0]} is ${what}: it needs restart: 'always'`)
     }
   }
-  if (backoff !== undefined && backoffMax !== undefined && backoffMax < backoff) {
+  // One given alone moves the other's default out of its way: a cap below the default first wait lowers that wait, a first wait above the default cap raises the cap.
+  const restartBackoffMs = backoff ?? Math.min(RESTART_DEFAULTS.restartBackoffMs, backoffMax ?? Infinity)
+  const restartBackoffMaxMs = backoffMax ?? Math.max(RESTART_DEFAULTS.restartBackoffMaxMs, restartBackoffMs)
+  if (restartBackoffMaxMs < restartBackoffMs) {
     throw new InvalidArgumentError(
-      `options.restartBackoffMaxMs must be at least options.restartBackoffMs (${backoff}), the first wait it caps, got ${backoffMax}`,
+      `options.restartBackoffMaxMs must be at least options.restartBackoffMs (${restartBackoffMs}), the first wait it caps, got ${restartBackoffMaxMs}`,
     )
   }
   return {
     restart,
     maxRestarts: maxRestarts ?? RESTART_DEFAULTS.maxRestarts,
     restartWindowMs: restartWindowMs ?? RESTART_DEFAULTS.restartWindowMs,
-    // One given alone moves the other's default out of its way: a cap below the default first wait lowers that wait, a first wait above the default cap raises the cap.
-    restartBackoffMs: backoff ?? Math.min(RESTART_DEFAULTS.restartBackoffMs, backoffMax ?? Infinity),
-    restartBackoffMaxMs: backoffMax ?? Math.max(RESTART_DEFAULTS.restartBackoffMaxMs, backoff ?? 0),
+    restartBackoffMs,
+    restartBackoffMaxMs,
     name: o.name,
     node: o.node,
     spread,
