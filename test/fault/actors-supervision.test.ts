@@ -17,6 +17,7 @@ import {
   ActorStoppedError,
   Agent,
   Cluster,
+  ClusterClosedError,
   RemoteTaskError,
   WorkerCrashedError,
   type ActorErrorEvent,
@@ -228,6 +229,21 @@ test('a restart waiting out its back-off holds the messages sent meanwhile for t
   assert.equal(await last, 7)
   assert.ok(events.stopped.includes(slow.id))
   await assert.rejects(slow.inc(1), (e: unknown) => e instanceof ActorStoppedError)
+})
+
+test('closing the cluster ends a back-off: the messages held for the new instance reject with ClusterClosedError, none left pending', async (t) => {
+  const { cluster, events } = await setup(t, 1)
+  const ref = await cluster.with({ restart: 'always', restartBackoffMs: 60_000, restartBackoffMaxMs: 60_000 }).spawn<Tasks.Fragile>('Fragile', 0)
+  await kill(ref)
+  await waitFor(() => events.restarted.length === 1, 10_000, 'the first restart, at once')
+  await kill(ref)
+  const held = ref.inc(1).then(
+    () => 'answered',
+    (e: unknown) => e,
+  )
+  await within(cluster.close(), 20_000, 'the close')
+  const outcome = await within(held, 5_000, 'the held message to settle')
+  assert.ok(outcome instanceof ClusterClosedError, `rejected with ClusterClosedError: ${String(outcome)}`)
 })
 
 test('a node killed mid-conversation: every outstanding ask settles once (value or ActorLostError), its children elsewhere finish their queues and stop', async (t) => {
