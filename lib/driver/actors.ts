@@ -42,6 +42,10 @@ interface ActorRecord {
   readonly restart: boolean
   readonly maxRestarts: number
   readonly restartWindowMs: number
+  readonly restartBackoffMs: number
+  readonly restartBackoffMaxMs: number
+  /** While a restart waits out its back-off: ends the wait at once (a stop, or the cluster closing). */
+  endBackoff: (() => void) | undefined
   /** When each restart within the window began (ms, monotonic), oldest first. */
   readonly restarts: number[]
   /** The actor that spawned it; it stops with its parent. */
@@ -148,6 +152,9 @@ export class Actors {
         restart: options.restart,
         maxRestarts: options.maxRestarts,
         restartWindowMs: options.restartWindowMs,
+        restartBackoffMs: options.restartBackoffMs,
+        restartBackoffMaxMs: options.restartBackoffMaxMs,
+        endBackoff: undefined,
         restarts: [],
         parent,
         children: new Set(),
@@ -334,6 +341,8 @@ export class Actors {
    */
   private async stop(rec: ActorRecord): Promise<void> {
     if (rec.state === 'stopped' || rec.state === 'lost') return
+    // A restart waiting out its back-off goes ahead now: its held messages are answered, then it stops.
+    rec.endBackoff?.()
     if (rec.ready) await rec.ready.catch(() => {})
     this.forget(rec)
     try {
@@ -361,6 +370,8 @@ export class Actors {
   /** A node joined (or the cluster closes): spawns waiting for a node look again. */
   wake(): void {
     for (const w of this.waiting.splice(0)) w()
+    // Closing: restarts waiting out a back-off go on, find the cluster closed, and reject their held messages.
+    if (this.cx.closed()) for (const rec of this.records.values()) rec.endBackoff?.()
   }
 
   private message(rec: ActorRecord, op: ActorOp, name: string, args: unknown[]): Promise<unknown> {
@@ -524,6 +535,8 @@ export class Actors {
     rec.state = 'restarting'
     rec.ready = (async () => {
       for (;;) {
+        const wait = this.backoff(rec)
+        if (wait) await wait
         const pinned = rec.pin === undefined ? undefined : [...this.cx.membership].find((n) => n.nodeId === rec.pin && n.state === 'up')
         const node = pinned ?? this.cx.membership.leastLoaded() ?? (await this.nodeForActor())
         rec.node = node
@@ -554,6 +567,29 @@ export class Actors {
       }
     })()
     rec.ready.catch(() => {})
+  }
+
+  /**
+   * Waits before a restart, so an actor that keeps failing does not take a
+   * node's time in a tight loop: none for the first restart within the
+   * window (the common case, a lost node), then `restartBackoffMs`, doubling
+   * with each restart counted in the window, at most `restartBackoffMaxMs`.
+   * Once the window passes without a loss the count, and so the wait, starts
+   * again.
+   */
+  private backoff(rec: ActorRecord): Promise<void> | undefined {
+    const n = rec.restarts.length
+    if (n <= 1 || rec.restartBackoffMs === 0 || this.cx.closed()) return undefined
+    const ms = Math.min(rec.restartBackoffMaxMs, rec.restartBackoffMs * 2 ** Math.min(n - 2, 30))
+    return new Promise<void>((resolve) => {
+      const end = () => {
+        clearTimeout(timer)
+        rec.endBackoff = undefined
+        resolve()
+      }
+      const timer = setTimeout(end, ms)
+      rec.endBackoff = end
+    })
   }
 
   /** The live actors. */

@@ -169,11 +169,12 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       childFailed: (info) => this.emit('actor:child-failed', info),
     })
     this.requests = new Requests({
-      call: (name, args, o) => {
-        if (o === undefined) return this.submit(name, args, undefined)
+      call: (name, args, o) => this.submit(name, args, o),
+      taskOptions: (o, node) => {
         checkKnownKeys('context.with options', o, VIEW_KEYS)
-        return this.submit(name, args, resolveTaskOptions(o, this.options.maxRetries))
+        return resolveTaskOptions(o, this.options.maxRetries, node)
       },
+      withdrawAskedBy: (node, err) => this.ledger.withdrawSubmittedBy(node, err),
       spawn: (node, className, args, o) => this.spawnFor(node, className, args, o),
       lookup: (name) => this.actors.lookup(name),
       put: (value) => this.put(value),
@@ -662,9 +663,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     // took without a word go back to the shared queue through the broker (marked as redelivered).
     if (this.transport.kind === 'shared-queue') this.transport.peerGone(node.peer)
     this.shared.nodeGone(node.peer)
+    // First: the tasks its threads asked for are withdrawn, not requeued with the node's own.
+    this.requests.nodeRemoved(node, how, reason)
     this.scheduler.requeue(this.ledger.reclaim(node, how, () => ({ node: node.nodeId, reason })))
     this.actors.nodeRemoved(node, reason)
-    this.requests.nodeRemoved(node)
     const info = node.describe(performance.now())
     if (how === 'left') this.emit('node:left', info)
     else this.emit('node:lost', info, reason)

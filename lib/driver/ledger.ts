@@ -550,6 +550,17 @@ export class Ledger {
     for (const s of this.inOrder((s) => this.optionSets[s] === options)) this.withdraw(s, err())
   }
 
+  /**
+   * Withdraws every unsettled task whose options name `submitter` (the node
+   * whose threads asked for them), in the order they were added; `err` says
+   * why, given the task's name. Returns how many.
+   */
+  withdrawSubmittedBy(submitter: object, err: (name: string) => Error): number {
+    const orphans = this.inOrder((s) => this.optionSets[s]?.submitter === submitter)
+    for (const s of orphans) this.withdraw(s, err(this.names[s]!))
+    return orphans.length
+  }
+
   /** Rejects every unsettled entry with `err`. */
   failAll(err: Error): void {
     for (const s of this.inOrder(() => true)) this.fail(s, err)

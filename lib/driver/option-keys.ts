@@ -14,6 +14,8 @@ export const VIEW_KEYS: KeyTable<TaskOptions & SpawnOptions> = {
   restart: true,
   maxRestarts: true,
   restartWindowMs: true,
+  restartBackoffMs: true,
+  restartBackoffMaxMs: true,
   name: true,
   node: true,
   spread: true,

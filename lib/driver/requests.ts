@@ -8,25 +8,31 @@
  * per node and thread per flush. Nothing in a request is trusted: a malformed
  * one is answered with an error naming what was wrong.
  *
- * A node lost while its threads wait: their replies are dropped (their tasks
- * are requeued by the ledger, and run again elsewhere), and the work they
- * asked for runs to its end and is dropped too — a nested tree's children are
- * not cancelled, their results go nowhere.
+ * A node gone (lost or left) while its threads wait: their replies are
+ * dropped (their tasks are requeued by the ledger and run again elsewhere,
+ * where they ask again), and the tasks they asked for that have not settled
+ * are withdrawn, since nobody waits for them any more: see {@link
+ * Requests.nodeRemoved}.
  */
 import { debuglog } from 'node:util'
-import { InvalidArgumentError, toWireError } from '../errors.js'
+import { InvalidArgumentError, TaskCancelledError, toWireError } from '../errors.js'
 import { readRequestBody, ResultsWriter } from '../protocol/bodies.js'
 import { header } from '../protocol/codec.js'
 import { ContextOp, MsgType, REQUEST_THREAD_FACTOR, Status } from '../protocol/messages.js'
 import type { SharedRef } from '../protocol/shared-ref.js'
 import type { Parts } from '../transport/transport.js'
 import type { ClusterNode } from './membership.js'
+import type { ResolvedTaskOptions } from './task-options.js'
 import type { ActorRef } from './types.js'
 
 /** What the requests room asks of the cluster. */
 export interface RequestsContext {
-  /** A task under these options (unchecked: the cluster resolves and checks them). */
-  call(name: string, args: unknown[], options: Record<string, unknown> | undefined): Promise<unknown>
+  /** A task under these options. */
+  call(name: string, args: unknown[], options: ResolvedTaskOptions): Promise<unknown>
+  /** A thread's task options, resolved and checked (an error names the bad field), marked as asked for by `node`. */
+  taskOptions(o: Record<string, unknown>, node: ClusterNode): ResolvedTaskOptions
+  /** Withdraws the unsettled tasks asked for by `node`'s threads (`err` given the task's name); returns how many. */
+  withdrawAskedBy(node: ClusterNode, err: (name: string) => Error): number
   /** A spawn under `with` options as a thread gave them (`group`: the thread's spread view, per node). */
   spawn(node: ClusterNode, className: string, args: unknown[], options: Record<string, unknown> | undefined): Promise<ActorRef<object>>
   lookup(name: string): ActorRef<object>
@@ -52,11 +58,13 @@ export class Requests {
   private readonly outbox = new Map<ClusterNode, Map<number, ResultsWriter>>()
   /** Shared values put by each node's threads, by hash: released by them, or when the node goes. */
   private readonly puts = new Map<ClusterNode, Map<string, SharedRef[]>>()
+  /** Per node, the options of the calls its threads make without options of their own: they mark the calls as the node's. */
+  private readonly plainOptions = new Map<ClusterNode, ResolvedTaskOptions>()
   private readonly handlers: Record<ContextOp, Handler>
 
   constructor(private readonly cx: RequestsContext) {
     this.handlers = {
-      [ContextOp.Call]: (_node, [name, args, options]) => cx.call(str(name, 'task name'), list(args), opts(options)),
+      [ContextOp.Call]: (node, [name, args, options]) => cx.call(str(name, 'task name'), list(args), this.callOptions(node, opts(options))),
       [ContextOp.Spawn]: (node, [className, args, options]) => cx.spawn(node, str(className, 'actor class name'), list(args), opts(options)),
       [ContextOp.Lookup]: (_node, [name]) => Promise.resolve(cx.lookup(str(name, 'actor name'))),
       [ContextOp.Put]: (node, [value]) => this.put(node, value),
@@ -94,6 +102,14 @@ export class Requests {
       },
       (reqId, problem) => this.answer(node, reqId, Status.Failed, toWireError(new InvalidArgumentError(`malformed request: ${problem}`))),
     )
+  }
+
+  /** The options of a call `node`'s thread asked for: one object per node for the calls without options of their own. */
+  private callOptions(node: ClusterNode, o: Record<string, unknown> | undefined): ResolvedTaskOptions {
+    if (o !== undefined) return this.cx.taskOptions(o, node)
+    let plain = this.plainOptions.get(node)
+    if (!plain) this.plainOptions.set(node, (plain = this.cx.taskOptions({}, node)))
+    return plain
   }
 
   private async put(node: ClusterNode, value: unknown): Promise<[string, number]> {
@@ -149,8 +165,29 @@ export class Requests {
     this.outbox.clear()
   }
 
-  /** A node is gone: replies to its threads are dropped; the values they put are released. */
-  nodeRemoved(node: ClusterNode): void {
+  /**
+   * A node is gone (lost or left): nobody waits for what its threads asked
+   * for any more — the tasks that asked run again elsewhere (the ledger
+   * requeues them) and ask again. So the tasks they asked for that have not
+   * settled are withdrawn, as an aborted `signal` withdraws a call: a queued
+   * one never runs; one running on a live node is abandoned (it runs to its
+   * end there and its result is dropped: a thread cannot be interrupted).
+   * This reaches down the tree as far as the dead node's threads went: the
+   * grandchildren a child asked for from the dead node are its requests too.
+   * What a child running on a live node asks for meanwhile is that node's
+   * request and runs (a request names its thread, not its task). Actors its
+   * threads spawned are left alone (their supervision decides), and so are
+   * messages they sent. Replies to its threads are dropped; the values they
+   * put are released. Call it before the ledger reclaims the node's tasks,
+   * so the withdrawn ones are not requeued first.
+   */
+  nodeRemoved(node: ClusterNode, how: 'left' | 'lost', reason: string): void {
+    this.plainOptions.delete(node)
+    const gone = how === 'lost' ? `was lost (${reason})` : `left (${reason})`
+    this.cx.withdrawAskedBy(
+      node,
+      (name) => new TaskCancelledError(`task "${name}" was asked for by a task on node ${node.nodeId}, which ${gone}: nobody waits for its result`),
+    )
     this.outbox.delete(node)
     const held = this.puts.get(node)
     this.puts.delete(node)

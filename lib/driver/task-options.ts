@@ -15,6 +15,12 @@ export interface ResolvedTaskOptions {
   readonly signal: AbortSignal | undefined
   /** Each task travels in a task frame of its own (the chunks of a reduce: one partial aggregate per frame). */
   readonly alone?: boolean
+  /**
+   * The node whose thread asked for the tasks (`context.call` in a task or an
+   * actor): when it leaves the cluster nobody waits for them any more, and
+   * they are withdrawn (see lib/driver/requests.ts).
+   */
+  readonly submitter?: object
 }
 
 export interface ResolvedMapOptions {
@@ -48,13 +54,15 @@ function checkSignal(signal: unknown): AbortSignal | undefined {
   return signal
 }
 
-export function resolveTaskOptions(o: TaskOptions, defaultMaxRetries: number): ResolvedTaskOptions {
+/** Resolves the options of a view, a map, or (with `submitter`) the calls a node's thread asked for; names the bad field. */
+export function resolveTaskOptions(o: TaskOptions, defaultMaxRetries: number, submitter?: object): ResolvedTaskOptions {
   const signal = checkSignal(o.signal)
   return Object.freeze({
     timeoutMs: timeoutOption(o.timeoutMs),
     retries: integerOption('retries', o.retries, 0) ?? 0,
     maxRetries: integerOption('maxRetries', o.maxRetries, 0) ?? defaultMaxRetries,
     signal,
+    ...(submitter === undefined ? {} : { submitter }),
   })
 }
 
@@ -63,6 +71,10 @@ export interface ResolvedSpawnOptions {
   readonly restart: boolean
   readonly maxRestarts: number
   readonly restartWindowMs: number
+  /** The wait before the second restart within the window (the first is at once); each next one waits twice as long. */
+  readonly restartBackoffMs: number
+  /** The longest wait between two restarts. */
+  readonly restartBackoffMaxMs: number
   readonly name: string | undefined
   readonly node: string | undefined
   readonly spread: boolean
@@ -70,7 +82,7 @@ export interface ResolvedSpawnOptions {
   readonly parent?: string | undefined
 }
 
-const RESTART_DEFAULTS = { maxRestarts: 10, restartWindowMs: 60_000 } as const
+const RESTART_DEFAULTS = { maxRestarts: 10, restartWindowMs: 60_000, restartBackoffMs: 100, restartBackoffMaxMs: 5_000 } as const
 
 /** A plain `cluster.spawn`: no restart, no name, least-loaded placement. */
 export const SPAWN_DEFAULTS: ResolvedSpawnOptions = Object.freeze({ restart: false, ...RESTART_DEFAULTS, name: undefined, node: undefined, spread: false })
@@ -91,14 +103,29 @@ export function resolveSpawnOptions(o: SpawnOptions): ResolvedSpawnOptions {
   if (spread && o.node !== undefined) throw new InvalidArgumentError('options.spread and options.node cannot be combined: a pinned actor is not spread')
   const maxRestarts = integerOption('maxRestarts', o.maxRestarts, 0)
   const restartWindowMs = integerOption('restartWindowMs', o.restartWindowMs, 1, MAX_TIMEOUT_MS)
-  if (!restart && (maxRestarts !== undefined || restartWindowMs !== undefined)) {
-    const field = maxRestarts !== undefined ? 'maxRestarts' : 'restartWindowMs'
-    throw new InvalidArgumentError(`options.${field} is a restart budget: it needs restart: 'always'`)
+  const backoff = integerOption('restartBackoffMs', o.restartBackoffMs, 0, MAX_TIMEOUT_MS)
+  const backoffMax = integerOption('restartBackoffMaxMs', o.restartBackoffMaxMs, 0, MAX_TIMEOUT_MS)
+  if (!restart) {
+    const given = Object.entries({ maxRestarts, restartWindowMs, restartBackoffMs: backoff, restartBackoffMaxMs: backoffMax }).find(([, v]) => v !== undefined)
+    if (given) {
+      const what = given[0].startsWith('restartBackoff') ? 'a wait between restarts' : 'a restart budget'
+      throw new InvalidArgumentError(`options.${given[0]} is ${what}: it needs restart: 'always'`)
+    }
+  }
+  // One given alone moves the other's default out of its way: a cap below the default first wait lowers that wait, a first wait above the default cap raises the cap.
+  const restartBackoffMs = backoff ?? Math.min(RESTART_DEFAULTS.restartBackoffMs, backoffMax ?? Infinity)
+  const restartBackoffMaxMs = backoffMax ?? Math.max(RESTART_DEFAULTS.restartBackoffMaxMs, restartBackoffMs)
+  if (restartBackoffMaxMs < restartBackoffMs) {
+    throw new InvalidArgumentError(
+      `options.restartBackoffMaxMs must be at least options.restartBackoffMs (${restartBackoffMs}), the first wait it caps, got ${restartBackoffMaxMs}`,
+    )
   }
   return {
     restart,
     maxRestarts: maxRestarts ?? RESTART_DEFAULTS.maxRestarts,
     restartWindowMs: restartWindowMs ?? RESTART_DEFAULTS.restartWindowMs,
+    restartBackoffMs,
+    restartBackoffMaxMs,
     name: o.name,
     node: o.node,
     spread,

@@ -42,6 +42,17 @@ export interface SpawnOptions {
   /** The window `maxRestarts` counts restarts in, in ms (a sliding window: older restarts no longer count). Default 60,000. */
   restartWindowMs?: number
   /**
+   * With `restart: 'always'`: how long the second restart within the window
+   * waits, in ms; the first is at once (a lost node is no crash loop), and
+   * each next one waits twice as long as the one before, up to
+   * `restartBackoffMaxMs`. The count starts again once the window passes
+   * without a loss. Messages sent meanwhile wait for the new instance. 0: no
+   * wait. Default 100.
+   */
+  restartBackoffMs?: number
+  /** The longest wait between two restarts, in ms (at least `restartBackoffMs`). Default 5,000. */
+  restartBackoffMaxMs?: number
+  /**
    * Registers the actor under this cluster-wide name, for `cluster.actor(name)`.
    * A name is held by one live actor at a time (a second spawn under it fails
    * with `ERR_ACTOR_NAME_TAKEN`); it is freed when the actor stops or is lost,

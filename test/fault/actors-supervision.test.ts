@@ -17,6 +17,7 @@ import {
   ActorStoppedError,
   Agent,
   Cluster,
+  ClusterClosedError,
   RemoteTaskError,
   WorkerCrashedError,
   type ActorErrorEvent,
@@ -179,6 +180,70 @@ test('the budget counts the restarts within its window: older ones no longer cou
   assert.equal(events.lost[0]![0].restarts, 1)
   assert.equal(events.restarted.length, 2)
   await assert.rejects(ref.inc(1), (e: unknown) => e instanceof ActorLostError && /restart budget is spent \(1 restarts within 2500 ms\)/.test(e.message))
+})
+
+test('restarts back off: the first at once, then restartBackoffMs doubling up to restartBackoffMaxMs, until the budget ends the loop', async (t) => {
+  const { cluster, events } = await setup(t, 1)
+  const dir = mkdtempSync(join(tmpdir(), 'actor-cluster-backoff-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  const ref = await cluster.with({ restart: 'always', maxRestarts: 4, restartBackoffMs: 200, restartBackoffMaxMs: 500 }).spawn<Tasks.Flaky>('Flaky', dir)
+  writeFileSync(join(dir, 'refuse'), '')
+  await kill(ref)
+  // Sent while the restarts wait: held, as during any restart, and rejected with the loss once the budget is spent.
+  const held = ref.ping().then(
+    () => 'answered',
+    (e: unknown) => e,
+  )
+  await waitFor(() => events.lost.length === 1, 20_000, 'the actor to be lost for good')
+  const [info, error] = events.lost[0]!
+  assert.equal(info.restarts, 4)
+  assert.equal(await held, error)
+  const times = readFileSync(join(dir, 'times'), 'utf8').trim().split('\n').map(Number)
+  assert.equal(times.length, 5, 'the first start and four restarts')
+  const gaps = times.slice(2).map((at, i) => at - times[i + 1]!)
+  // Lower bounds only (a loaded machine only makes the gaps longer); 2 ms for the clock's granularity across threads.
+  for (const [i, wait] of [200, 400, 500].entries())
+    assert.ok(gaps[i]! >= wait - 2, `restart ${i + 2} waited ${gaps[i]} ms, at least ${wait} expected: ${JSON.stringify(gaps)}`)
+})
+
+test('a restart waiting out its back-off holds the messages sent meanwhile for the new instance; a stop ends the wait', async (t) => {
+  const { cluster, events } = await setup(t, 1)
+  const ref = await cluster.with({ restart: 'always', restartBackoffMs: 300 }).spawn<Tasks.Fragile>('Fragile', 0)
+  await kill(ref)
+  await waitFor(() => events.restarted.length === 1, 10_000, 'the first restart, at once')
+  assert.equal(await ref.inc(1), 1)
+  // The second loss within the window waits 300 ms: the messages sent meanwhile reach the new instance, in order.
+  await kill(ref)
+  const lostAt = performance.now()
+  const answers = Promise.all([ref.inc(2), ref.inc(3)])
+  assert.deepEqual(await within(answers, 10_000, 'the held messages'), [2, 5])
+  assert.ok(performance.now() - lostAt >= 300, 'answered after the back-off')
+  assert.equal(events.restarted.length, 2)
+  // An actor whose second restart would wait 60 s: a stop does not wait for it; its held message is answered, then it stops.
+  const slow = await cluster.with({ restart: 'always', restartBackoffMs: 60_000, restartBackoffMaxMs: 60_000 }).spawn<Tasks.Fragile>('Fragile', 0)
+  await kill(slow)
+  await waitFor(() => events.restarted.length === 3, 10_000, "the slow one's first restart, at once")
+  await kill(slow)
+  const last = slow.inc(7)
+  await within(slow.stop(), 20_000, 'a stop during a 60 s back-off')
+  assert.equal(await last, 7)
+  assert.ok(events.stopped.includes(slow.id))
+  await assert.rejects(slow.inc(1), (e: unknown) => e instanceof ActorStoppedError)
+})
+
+test('closing the cluster ends a back-off: the messages held for the new instance reject with ClusterClosedError, none left pending', async (t) => {
+  const { cluster, events } = await setup(t, 1)
+  const ref = await cluster.with({ restart: 'always', restartBackoffMs: 60_000, restartBackoffMaxMs: 60_000 }).spawn<Tasks.Fragile>('Fragile', 0)
+  await kill(ref)
+  await waitFor(() => events.restarted.length === 1, 10_000, 'the first restart, at once')
+  await kill(ref)
+  const held = ref.inc(1).then(
+    () => 'answered',
+    (e: unknown) => e,
+  )
+  await within(cluster.close(), 20_000, 'the close')
+  const outcome = await within(held, 5_000, 'the held message to settle')
+  assert.ok(outcome instanceof ClusterClosedError, `rejected with ClusterClosedError: ${String(outcome)}`)
 })
 
 test('a node killed mid-conversation: every outstanding ask settles once (value or ActorLostError), its children elsewhere finish their queues and stop', async (t) => {

@@ -195,6 +195,35 @@ test('withdrawAll touches only the entries of that options object', () => {
   assert.equal(ledger.size, 2)
 })
 
+test('withdrawSubmittedBy withdraws the unsettled tasks asked for by that submitter, under any of its options, in order, and counts them', () => {
+  const { ledger, add, outcome } = setup()
+  const nodeA = {}
+  const nodeB = {}
+  const a1 = add('child', { options: opts({ submitter: nodeA }) })
+  const b1 = add('child', { options: opts({ submitter: nodeB }) })
+  const plain = add('child')
+  const a2 = add('grandchild', { options: opts({ submitter: nodeA, retries: 2 }) })
+  const done = add('child', { options: opts({ submitter: nodeA }) })
+  ledger.succeed(done, 'done', 0)
+  const names: string[] = []
+  const n = ledger.withdrawSubmittedBy(nodeA, (name) => {
+    names.push(name)
+    return new TaskCancelledError(`cancelled ${name}`)
+  })
+  assert.equal(n, 2)
+  assert.deepEqual(names, ['child', 'grandchild'], 'in the order added, none for the settled one')
+  assert.equal(ledger.counters.tasksCancelled, 2)
+  assert.equal(outcome(a1).rejected[0]!.message, 'cancelled child')
+  assert.equal(outcome(a2).rejected[0]!.message, 'cancelled grandchild')
+  for (const e of [b1, plain]) assert.equal(ledger.settled(e), false)
+  assert.deepEqual(outcome(done), { resolved: ['done'], rejected: [] })
+  assert.equal(
+    ledger.withdrawSubmittedBy(nodeA, () => new Error('again')),
+    0,
+    'a second time finds nothing',
+  )
+})
+
 test('retry, user budget: retries: 2 gives exactly two retries, then false', () => {
   const { ledger, calls, add } = setup()
   const e = add('flaky', { options: opts({ retries: 2, maxRetries: 5 }) })

@@ -22,6 +22,12 @@ test('resolveTaskOptions: defaults, the cluster maxRetries, a frozen object', ()
     signal: ac.signal,
   })
   assert.notEqual(resolveTaskOptions({}, 3), resolveTaskOptions({}, 3), 'one object per view')
+  const node = {}
+  const asked = resolveTaskOptions({ retries: 1 }, 3, node)
+  assert.deepEqual(asked, { timeoutMs: undefined, retries: 1, maxRetries: 3, signal: undefined, submitter: node })
+  assert.equal(asked.submitter, node, 'the very node')
+  assert.ok(Object.isFrozen(asked))
+  assert.ok(!('submitter' in r), "no submitter key for the driver's own calls")
 })
 
 test('resolveTaskOptions: each bad field is named', () => {
@@ -43,7 +49,7 @@ test('resolveTaskOptions: each bad field is named', () => {
 })
 
 test('resolveSpawnOptions: restart never (default) or always, its budget; name, node, spread', () => {
-  const none = { maxRestarts: 10, restartWindowMs: 60_000, name: undefined, node: undefined, spread: false }
+  const none = { maxRestarts: 10, restartWindowMs: 60_000, restartBackoffMs: 100, restartBackoffMaxMs: 5_000, name: undefined, node: undefined, spread: false }
   assert.deepEqual(resolveSpawnOptions({}), { restart: false, ...none })
   assert.deepEqual(resolveSpawnOptions({}), SPAWN_DEFAULTS)
   assert.deepEqual(resolveSpawnOptions({ restart: 'never' }), { restart: false, ...none })
@@ -71,6 +77,34 @@ test('resolveSpawnOptions: restart never (default) or always, its budget; name, 
   )
   rejects(() => resolveSpawnOptions({ maxRestarts: 3 }), "options.maxRestarts is a restart budget: it needs restart: 'always'")
   rejects(() => resolveSpawnOptions({ restart: 'never', restartWindowMs: 1000 }), "options.restartWindowMs is a restart budget: it needs restart: 'always'")
+})
+
+test('resolveSpawnOptions: the restart back-off, its defaults moved by one given alone, each bad value named', () => {
+  const backoff = (o: SpawnOptions) => {
+    const r = resolveSpawnOptions({ restart: 'always', ...o })
+    return [r.restartBackoffMs, r.restartBackoffMaxMs]
+  }
+  assert.deepEqual(backoff({}), [100, 5_000])
+  assert.deepEqual(backoff({ restartBackoffMs: 0 }), [0, 5_000], '0: no wait')
+  assert.deepEqual(backoff({ restartBackoffMs: 250, restartBackoffMaxMs: 250 }), [250, 250])
+  assert.deepEqual(backoff({ restartBackoffMs: 8_000 }), [8_000, 8_000], 'a first wait above the default cap raises it')
+  assert.deepEqual(backoff({ restartBackoffMs: 5_000 }), [5_000, 5_000])
+  assert.deepEqual(backoff({ restartBackoffMaxMs: 40 }), [40, 40], 'a cap below the default first wait lowers it')
+  assert.deepEqual(backoff({ restartBackoffMaxMs: 100 }), [100, 100])
+  assert.deepEqual(backoff({ restartBackoffMaxMs: 0 }), [0, 0])
+  rejects(() => backoff({ restartBackoffMs: -1 }), 'options.restartBackoffMs must be an integer from 0 to 2147483647, got -1')
+  rejects(() => backoff({ restartBackoffMs: 0.5 }), 'options.restartBackoffMs must be an integer from 0 to 2147483647, got 0.5')
+  rejects(() => backoff(bad<SpawnOptions>({ restartBackoffMs: '100' })), 'options.restartBackoffMs must be an integer from 0 to 2147483647, got "100"')
+  rejects(() => backoff({ restartBackoffMaxMs: 2 ** 31 }), 'options.restartBackoffMaxMs must be an integer from 0 to 2147483647, got 2147483648')
+  rejects(
+    () => backoff({ restartBackoffMs: 1_000, restartBackoffMaxMs: 999 }),
+    'options.restartBackoffMaxMs must be at least options.restartBackoffMs (1000), the first wait it caps, got 999',
+  )
+  rejects(() => resolveSpawnOptions({ restartBackoffMs: 10 }), "options.restartBackoffMs is a wait between restarts: it needs restart: 'always'")
+  rejects(
+    () => resolveSpawnOptions({ restart: 'never', restartBackoffMaxMs: 10 }),
+    "options.restartBackoffMaxMs is a wait between restarts: it needs restart: 'always'",
+  )
 })
 
 test('resolveMapOptions: defaults; the signal belongs to the map, not its tasks', () => {
