@@ -39,6 +39,12 @@ export interface SharedContext {
   /** Those of them `holder` holds. */
   heldBy(holder: TaskHolder): Iterable<SharedUser>
   maxFrameBytes: number
+  /**
+   * Tasks are addressed to a node (ZeroMQ): a value some members cannot hold
+   * is accepted while one can, and its tasks go there. On the brokered
+   * designs any agent may take any frame, so every member must hold it.
+   */
+  readonly routed: boolean
 }
 
 interface Stored {
@@ -81,9 +87,15 @@ export class SharedValues implements SharedOwner {
     if (size > this.cx.maxFrameBytes - FRAME_HEADROOM) {
       throw new SharedValueError('ERR_SHARED_TOO_LARGE', `shared value of ${size} bytes exceeds maxFrameBytes (${this.cx.maxFrameBytes})`)
     }
+    const whys: string[] = []
+    let fits = false
     for (const node of this.cx.nodes()) {
       const why = unfitWhy(node, size)
-      if (why !== undefined) throw new SharedValueError('ERR_SHARED_TOO_LARGE', `shared value of ${size} bytes exceeds ${why}`)
+      if (why === undefined) fits = true
+      else whys.push(why)
+    }
+    if (whys.length > 0 && !(this.cx.routed && fits)) {
+      throw new SharedValueError('ERR_SHARED_TOO_LARGE', `shared value of ${size} bytes exceeds ${whys.join('; and ')}`)
     }
     const hash = createHash('sha256').update(kind).update(bytes).digest('base64url')
     const stored = this.values.get(hash)
@@ -186,6 +198,27 @@ export class SharedValues implements SharedOwner {
       if (why !== undefined) (out ??= new Map()).set(ref.hash, `shared value ${ref.hash} of ${ref.size} bytes exceeds ${why}`)
     }
     return out
+  }
+
+  /**
+   * ZeroMQ: whether a member other than `node`, not leaving, can hold every
+   * value `args` carry — a task too large for `node` goes there instead.
+   */
+  fitsElsewhere(args: unknown, node: ClusterNode): boolean {
+    const refs = new Map<string, number>()
+    collectSizes(args, refs, 0)
+    for (const other of this.cx.nodes()) {
+      if (other === node || other.state !== 'up') continue
+      let fits = true
+      for (const size of refs.values()) {
+        if (unfitWhy(other, size) !== undefined) {
+          fits = false
+          break
+        }
+      }
+      if (fits) return true
+    }
+    return false
   }
 
   private record(peer: string, node: ClusterNode): NodeRecord {
@@ -297,9 +330,18 @@ function carries(value: unknown, ref: SharedRef, depth: number): boolean {
 
 /** Adds the hash of every handle in `value` to `into`. */
 function collectHashes(value: unknown, into: Set<string>, depth: number): void {
-  if (value instanceof SharedRef) into.add(value.hash)
+  eachRef(value, (ref) => into.add(ref.hash), depth)
+}
+
+/** Adds every handle in `value` to `into`: hash → size. */
+function collectSizes(value: unknown, into: Map<string, number>, depth: number): void {
+  eachRef(value, (ref) => into.set(ref.hash, ref.size), depth)
+}
+
+function eachRef(value: unknown, visit: (ref: SharedRef) => void, depth: number): void {
+  if (value instanceof SharedRef) visit(value)
   else if (value !== null && typeof value === 'object' && !ArrayBuffer.isView(value) && depth <= 64) {
-    for (const v of children(value)) collectHashes(v, into, depth + 1)
+    for (const v of children(value)) eachRef(v, visit, depth + 1)
   }
 }
 
