@@ -1,6 +1,7 @@
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { Agent, Cluster, InvalidArgumentError, SerializationError, SharedValueError, type AgentOptions } from '../../lib/index.js'
+import type { SharedCache } from '../../lib/agent/shared-cache.js'
 import { FAST, FIXTURE_TASKS, fastAgentArgs, runCli, waitFor, within } from '../helpers.js'
 
 type Info = { shared: boolean; length: number; sum: number; thread: number; pid: number; i: number }
@@ -244,4 +245,25 @@ test('a task whose value one node cannot hold runs on a node that can; with none
   )
   assert.equal((await cluster.call<Info>('sharedInfo', a, 0)).sum, rampSum(100))
   await assert.rejects(cluster.put(ramp(5001)), (e: unknown) => e instanceof SharedValueError && /sharedCacheBytes 20000/.test(e.message))
+})
+
+test('a task frame reaching a node that lost a value it needs: the node fetches it, nothing is dropped', async (t) => {
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0 })
+  const agent = await startAgent(t, cluster, { threads: 1 })
+  const a = await cluster.put(ramp(1000))
+  assert.equal((await cluster.call<Info>('sharedInfo', a, 0)).sum, rampSum(1000))
+  assert.equal(agent.stats.sharedPuts, 1)
+  // The node's cache loses the value (as when it refuses a Put); the driver still counts it held there.
+  ;(agent as unknown as { shared: SharedCache }).shared.drop([a.hash])
+  assert.equal(agent.stats.sharedValues, 0)
+  const infos = await within(
+    Promise.all(Array.from({ length: 10 }, (_, i) => cluster.call<Info>('sharedInfo', a, i))),
+    10_000,
+    'the tasks of a frame that needs the value',
+  )
+  assert.ok(infos.every((x) => x.sum === rampSum(1000)))
+  assert.equal(agent.stats.badFrames, 0, 'nothing dropped as a bad frame')
+  assert.equal(agent.stats.sharedPuts, 2, 'fetched once')
+  await a.release()
+  await waitFor(() => agent.stats.sharedValues === 0, 10_000, 'the node to free the value')
 })
