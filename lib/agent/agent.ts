@@ -69,6 +69,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     sharedValues: 0,
     sharedBytes: 0,
     sharedPuts: 0,
+    sharedRefused: 0,
   }
   private readonly transport: AgentTransport
   private readonly session: Session
@@ -98,7 +99,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.transport = transport
     const send = (parts: Parts) => transport.send(parts)
     this.credit = new Credit(options.threads, options.targetQueueMs)
-    this.shared = new SharedCache(this.stats)
+    this.shared = new SharedCache(this.stats, { nodeId: id, sharedCacheBytes: options.sharedCacheBytes })
     this.fetches = new SharedFetches(this.shared, {
       send,
       run: (f) => this.runner.push(f.body, f.count, f.timeoutMs, f.delivery, f.taken),
@@ -278,10 +279,17 @@ export class Agent extends EventEmitter<AgentEvents> {
         case MsgType.Actor:
           this.stats.badFrames += this.actors.receive(parts[1], h.count)
           return
-        case MsgType.Put:
-          this.shared.put(h.hash, h.kind, h.size, parts[1])
-          this.fetches.arrived(h.hash)
+        case MsgType.Put: {
+          const refused = this.shared.put(h.hash, h.kind, h.size, parts[1])
+          if (refused === undefined) {
+            this.fetches.arrived(h.hash)
+            return
+          }
+          // Not stored: the frames waiting for it fail (a frame that comes later asks for it again).
+          debug('agent %s refused a Put: %s', this.id, refused)
+          this.fetches.unavailable(h.hash, 'ERR_SHARED_TOO_LARGE', refused)
           return
+        }
         case MsgType.Drop:
           this.shared.drop(h.hashes)
           return
