@@ -526,8 +526,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * returns another handle on the same value; the value is freed on the
    * nodes when every handle was released. Throws SerializationError for a
    * value msgpack cannot carry, SharedValueError (`ERR_SHARED_TOO_LARGE`)
-   * for one larger than a member's cache or frame limit; a node that joins
-   * later and cannot hold it fails the tasks that need it there.
+   * for one larger than every member's cache or frame limit (brokered
+   * designs: than any member's). On ZeroMQ a task whose node cannot hold the
+   * value goes to one that can, and fails only when none can; an actor call
+   * to a node that cannot hold it fails, as do, on the brokered designs, the
+   * tasks such a node takes.
    *
    * ```ts
    * await using obs = await cluster.put(observed) // Float64Array

@@ -9,7 +9,8 @@
  * follows the cache size and frame limit it announced: to make room, the
  * least recently used values its unsettled tasks do not carry are dropped
  * from it, and sent again if used again; a value larger than the node can
- * hold at all never goes there, and the tasks that need it there fail.
+ * hold at all never goes there: on ZeroMQ the tasks that need it go to a node
+ * that can (see {@link SharedValues.fitsElsewhere}), elsewhere they fail.
  */
 import { createHash } from 'node:crypto'
 import { InvalidArgumentError, SerializationError, SharedValueError } from '../errors.js'
