@@ -188,17 +188,49 @@ export class SharedValues implements SharedOwner {
   }
 
   /**
-   * The values of `refs` that `node` cannot hold at all (larger than its
-   * cache, or than the messages it accepts): hash → why, for the tasks that
-   * carry them to fail with. Undefined when every value fits.
+   * The values of `refs` that `node` cannot take with this frame: larger than
+   * its cache or than the messages it accepts, or not fitting its cache
+   * beside the values it must keep (see {@link unfitBeside}); hash → why, for
+   * the tasks and actor calls that carry them. Undefined when every value fits.
    */
   unfit(node: ClusterNode, refs: readonly SharedRef[]): Map<string, string> | undefined {
-    let out: Map<string, string> | undefined
+    const out = new Map<string, string>()
+    const record = this.record(node.peer, node)
+    let missing: SharedRef[] | undefined
     for (const ref of refs) {
       const why = unfitWhy(node, ref.size)
-      if (why !== undefined) (out ??= new Map()).set(ref.hash, `shared value ${ref.hash} of ${ref.size} bytes exceeds ${why}`)
+      if (why !== undefined) out.set(ref.hash, `shared value ${ref.hash} of ${ref.size} bytes exceeds ${why}`)
+      else if (!record.held.has(ref.hash)) (missing ??= []).push(ref)
     }
-    return out
+    if (missing !== undefined) this.unfitBeside(node, record, refs, missing, out)
+    return out.size > 0 ? out : undefined
+  }
+
+  /**
+   * Adds to `out` the values of `missing` (not on the node) that do not fit
+   * its cache beside the values it must keep — those its unsettled tasks and
+   * actor calls, or this frame, carry. Sent all the same they would take the
+   * node over its bound, and its agent refuses that. Walks the node's tasks
+   * only when the values do not fit beside all it holds.
+   */
+  private unfitBeside(node: ClusterNode, record: NodeRecord, refs: readonly SharedRef[], missing: readonly SharedRef[], out: Map<string, string>): void {
+    const sizes = new Map<string, number>()
+    for (const ref of missing) if (!out.has(ref.hash)) sizes.set(ref.hash, ref.size)
+    let adding = 0
+    for (const size of sizes.values()) adding += size
+    if (record.bytes + adding <= record.cap) return
+    const keep = new Set(refs.map((r) => r.hash))
+    for (const e of this.cx.heldBy(node)) collectHashes(e.args, keep, 0)
+    let kept = 0
+    for (const [hash, size] of record.held) if (keep.has(hash)) kept += size
+    for (const [hash, size] of sizes) {
+      if (kept + size <= record.cap) kept += size
+      else
+        out.set(
+          hash,
+          `shared value ${hash} of ${size} bytes does not fit the shared cache of node ${node.nodeId} (sharedCacheBytes ${record.cap}) beside the ${kept} bytes of values its unsettled tasks and actor calls carry`,
+        )
+    }
   }
 
   /**
