@@ -9,7 +9,7 @@ import { CreditScheduler, FRAME_HEADROOM, FrameSizer, SharedQueue, SharedQueueSc
 import type { ResolvedTaskOptions } from '../../lib/driver/task-options.js'
 import { SerializationError, TaskCancelledError } from '../../lib/errors.js'
 import { decodeTaskBody, encodeTaskBody } from '../../lib/protocol/bodies.js'
-import { parseHeader } from '../../lib/protocol/codec.js'
+import { header, parseHeader } from '../../lib/protocol/codec.js'
 import { SharedRef, setSharedResolver } from '../../lib/protocol/shared-ref.js'
 import { MsgType } from '../../lib/protocol/messages.js'
 import type { Parts } from '../../lib/transport/transport.js'
@@ -733,4 +733,6 @@ test('ZeroMQ: a frame that carries handles lists their distinct hashes in the he
     frames.map(({ refs }) => refs.length),
     [3, 1, 0],
   )
+  // A frame without handles keeps the short header (the hot path's bytes).
+  assert.equal(Buffer.from(frames[2]!.parts[0]!).toString('hex'), header(MsgType.Tasks, 1).toString('hex'))
 })
