@@ -2,6 +2,7 @@ import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { Agent, Cluster, InvalidArgumentError, SerializationError, SharedValueError, type AgentOptions } from '../../lib/index.js'
 import type { SharedCache } from '../../lib/agent/shared-cache.js'
+import { secondValueWhileFirstInUse } from '../shared-bound.js'
 import { FAST, FIXTURE_TASKS, fastAgentArgs, runCli, waitFor, within } from '../helpers.js'
 
 type Info = { shared: boolean; length: number; sum: number; thread: number; pid: number; i: number }
@@ -271,29 +272,13 @@ test('a task frame reaching a node that lost a value it needs: the node fetches 
 test("a value that does not fit a node's cache beside the values in use there is not sent: its task fails, and runs once they settle", async (t) => {
   await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0 })
   const agent = await startAgent(t, cluster, { sharedCacheBytes: 20_000, threads: 2 })
-  let most = 0
-  const watch = setInterval(() => (most = Math.max(most, agent.stats.sharedBytes)), 1)
-  t.after(() => clearInterval(watch))
-  const a = await cluster.put(ramp(2000))
-  const b = await cluster.put(ramp(1999))
-  // A task keeps value a in use: b cannot join it in the node's cache.
-  const slow = cluster.call<Info>('sharedInfo', a, 0, 1_000)
-  await waitFor(() => agent.stats.sharedValues === 1 && cluster.stats().inFlight === 1, 10_000, 'the slow task to run')
-  await assert.rejects(
-    within(cluster.call<Info>('sharedInfo', b, 1), 10_000, 'the task to fail'),
-    (e: unknown) =>
-      e instanceof SharedValueError &&
-      e.code === 'ERR_SHARED_TOO_LARGE' &&
-      e.message.includes(agent.id) &&
-      /15992 bytes does not fit the shared cache of node \S+ \(sharedCacheBytes 20000\) beside the 16000 bytes of values its unsettled tasks and actor calls carry; no other node can hold it$/.test(
-        e.message,
-      ),
+  await secondValueWhileFirstInUse(
+    t,
+    cluster,
+    agent,
+    () => cluster.stats().inFlight === 1,
+    /15992 bytes does not fit the shared cache of node \S+ \(sharedCacheBytes 20000\) beside the 16000 bytes of values its unsettled tasks and actor calls carry; no other node can hold it$/,
   )
-  assert.equal((await slow).sum, rampSum(2000))
-  // Nothing in use now: the driver drops a, and b goes.
-  assert.equal((await within(cluster.call<Info>('sharedInfo', b, 2), 10_000, 'the task')).sum, rampSum(1999))
-  clearInterval(watch)
-  assert.ok(most <= 20_000, `the node held ${most} bytes`)
   assert.equal(agent.stats.sharedRefused, 0, 'the driver never sent what the node would refuse')
   assert.equal(agent.stats.badFrames, 0)
 })
