@@ -69,6 +69,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     sharedValues: 0,
     sharedBytes: 0,
     sharedPuts: 0,
+    sharedRefused: 0,
   }
   private readonly transport: AgentTransport
   private readonly session: Session
@@ -98,8 +99,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.transport = transport
     const send = (parts: Parts) => transport.send(parts)
     this.credit = new Credit(options.threads, options.targetQueueMs)
-    this.shared = new SharedCache(this.stats)
-    const broker = transport.kind === 'shared-queue' ? transport : undefined
+    this.shared = new SharedCache(this.stats, { nodeId: id, sharedCacheBytes: options.sharedCacheBytes })
     this.fetches = new SharedFetches(this.shared, {
       send,
       run: (f) => this.runner.push(f.body, f.count, f.timeoutMs, f.delivery, f.taken),
@@ -158,7 +158,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       maxPoolBatch: options.maxPoolBatch,
       send,
       measured: (elapsedMs, count) => this.onMeasured(elapsedMs, count),
-      broker: broker && { ack: (deliveries) => this.acked(deliveries) },
+      // Brokered designs: the broker's deliveries; on ZeroMQ too, the tokens of frames that pinned shared values.
+      broker: { ack: (deliveries) => this.acked(deliveries) },
       shared: () => this.shared.table(),
       context: () => this.links.info,
       seceded: (thread, ids, driver, registration) => this.links.secededIn(thread, ids, { driver, registration }),
@@ -271,15 +272,24 @@ export class Agent extends EventEmitter<AgentEvents> {
         case MsgType.Tasks:
           if (!parts[1]) throw new ProtocolError('task frame without a body')
           if (delivery !== undefined && this.transport.kind === 'shared-queue') this.taken(this.transport, parts[1], h, delivery, redelivered)
+          // ZeroMQ: a frame that carries shared values runs once the node holds them (it fetches any it lacks); its token unpins them once answered.
+          else if (h.shared !== undefined) this.fetches.taken({ body: parts[1], count: h.count, timeoutMs: h.timeoutMs, delivery: {} }, h.shared)
           else this.runner.push(parts[1], h.count, h.timeoutMs)
           return
         case MsgType.Actor:
           this.stats.badFrames += this.actors.receive(parts[1], h.count)
           return
-        case MsgType.Put:
-          this.shared.put(h.hash, h.kind, h.size, parts[1])
-          this.fetches.arrived(h.hash)
+        case MsgType.Put: {
+          const refused = this.shared.put(h.hash, h.kind, h.size, parts[1])
+          if (refused === undefined) {
+            this.fetches.arrived(h.hash)
+            return
+          }
+          // Not stored: the frames waiting for it fail (a frame that comes later asks for it again).
+          debug('agent %s refused a Put: %s', this.id, refused)
+          this.fetches.unavailable(h.hash, 'ERR_SHARED_TOO_LARGE', refused)
           return
+        }
         case MsgType.Drop:
           this.shared.drop(h.hashes)
           return
@@ -347,7 +357,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     else this.fetches.taken({ body, count: h.count, timeoutMs: h.timeoutMs, delivery, taken: transport.sent() }, h.shared)
   }
 
-  /** Brokered designs: these frames were answered, or given back unrun, and leave the shared queue. */
+  /** These frames were answered, or given back unrun: on the brokered designs they leave the shared queue; their shared values are unpinned. */
   private acked(deliveries: Delivery[]): void {
     if (this.transport.kind === 'shared-queue') this.transport.ack(deliveries)
     this.fetches.acked(deliveries)

@@ -17,7 +17,7 @@ interface QueuedFrame {
   timeoutMs: number | undefined
   /** Run alone: a timed frame, or a task split out of a batch whose thread died. */
   solo: boolean
-  /** Brokered designs: the broker's handles, acknowledged once the frame's results are out. */
+  /** The broker's handles (brokered designs), or a frame's token (ZeroMQ, a frame that pinned shared values), acknowledged once the frame's results are out. */
   deliveries: Delivery[] | undefined
   /** A task split out of a failed batch: its share of the original frames' acknowledgement. */
   split: SplitGroup | undefined

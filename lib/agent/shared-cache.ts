@@ -20,6 +20,14 @@ export interface SharedCacheStats {
   sharedBytes: number
   /** Put messages received since the agent started. */
   sharedPuts: number
+  /** Put messages refused since the agent started: the value did not fit the node's `sharedCacheBytes`. */
+  sharedRefused: number
+}
+
+/** The bound an agent keeps its cache to, and its node id for the refusal's message. */
+export interface SharedCacheLimit {
+  readonly nodeId: string
+  readonly sharedCacheBytes: number
 }
 
 interface Held {
@@ -52,15 +60,34 @@ export class SharedCache {
   private readonly pins = new Map<string, number>()
   private readonly dropLater = new Set<string>()
 
-  constructor(private readonly stats: SharedCacheStats) {}
+  constructor(
+    private readonly stats: SharedCacheStats,
+    private readonly limit: SharedCacheLimit,
+  ) {}
 
-  /** Stores a value the driver sent (a repeated Put of a value held is ignored). */
-  put(hash: string, kind: SharedKind, size: number, body: Uint8Array | undefined): void {
+  /**
+   * Stores a value the driver sent (a repeated Put of a value held is
+   * ignored), or refuses it and returns why: nothing from the network is
+   * trusted, so the bound holds even against a driver that passes it. A value
+   * larger than the cache is refused; so is one that does not fit beside the
+   * values held. The agent evicts nothing on its own to make room: the
+   * driver's Drops, sent ahead of its Put, already freed every value no
+   * unsettled task or actor call of this node carries, and a value dropped
+   * unasked could be one an actor call still on its way needs.
+   */
+  put(hash: string, kind: SharedKind, size: number, body: Uint8Array | undefined): string | undefined {
     if (!body || body.byteLength !== size) throw new ProtocolError(`put of ${hash}: body of ${body?.byteLength ?? 0} bytes, header says ${size}`)
     this.stats.sharedPuts++
     // The driver sends it again, so counts it held again: a Drop put off is off.
     this.dropLater.delete(hash)
-    if (this.held.has(hash)) return
+    if (this.held.has(hash)) return undefined
+    const { nodeId, sharedCacheBytes: cap } = this.limit
+    const inUse = this.stats.sharedBytes
+    if (size > cap || inUse + size > cap) {
+      this.stats.sharedRefused++
+      const beside = size > cap ? '' : ` beside the ${inUse} bytes of the ${this.stats.sharedValues} value(s) it holds in use`
+      return `shared value ${hash} of ${size} bytes exceeds the shared cache of node ${nodeId} (sharedCacheBytes ${cap})${beside}`
+    }
     const sab = new SharedArrayBuffer(size)
     new Uint8Array(sab).set(body)
     // Checks a typed array's length against its element size.
@@ -73,6 +100,7 @@ export class SharedCache {
     this.stats.sharedValues++
     this.stats.sharedBytes += size
     this.cachedTable = undefined
+    return undefined
   }
 
   /** Whether the node holds `hash`. */

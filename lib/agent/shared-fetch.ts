@@ -1,6 +1,8 @@
 /**
- * Shared inputs on the brokered designs, agent side: a task frame taken from
- * the shared queue names, in its header, the shared values its tasks carry.
+ * Shared inputs, agent side: a task frame names, in its header, the shared
+ * values its tasks carry. On the brokered designs any agent may take it from
+ * the shared queue; on ZeroMQ the driver sent the values ahead of it, but the
+ * node may have lost one since (its cache refused a Put it could not hold).
  * Those the node lacks are fetched from the driver (one Fetch per value, however
  * many frames wait for it); the frame waits for them, the node's other frames
  * do not. A value the driver cannot send (released meanwhile, or more than this
@@ -21,9 +23,10 @@ export interface TakenFrame {
   readonly body: Uint8Array
   readonly count: number
   readonly timeoutMs: number | undefined
+  /** The broker's handle; on ZeroMQ a token of the agent's own, acknowledged alike once the frame is answered. */
   readonly delivery: Delivery
-  /** Resolves once the broker holds the agent's word that it took the frame. */
-  readonly taken: Promise<void>
+  /** Brokered designs: resolves once the broker holds the agent's word that it took the frame. */
+  readonly taken?: Promise<void> | undefined
 }
 
 export interface FetchContext {

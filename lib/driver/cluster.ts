@@ -99,6 +99,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private badFrames = 0
   private readonly frameCounts = { results: 0 }
   private flushScheduled = false
+  /** ZeroMQ: tasks set aside during a flush for a node that can hold the shared values they carry. */
+  private readonly elsewhere: TaskEntry[] = []
+  private readonly setAsideBy = new Set<ClusterNode>()
   private readonly flushBound = () => this.flush()
   private timer: NodeJS.Timeout | undefined
   private closing: Promise<void> | undefined
@@ -151,6 +154,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       unsettled: () => this.sharedUsers(this.ledger.unsettled()),
       heldBy: (holder) => this.sharedUsers(this.ledger.entriesHeldBy(holder)),
       maxFrameBytes: options.maxFrameBytes,
+      routed: transport.kind !== 'shared-queue',
     })
     this.names = new KnownNames(setup.catalog, this.membership)
     this.actors = new Actors({
@@ -435,21 +439,31 @@ export class Cluster extends EventEmitter<ClusterEvents> {
 
   /**
    * The tasks (routed designs) or actor calls of a frame for `node` that carry a shared value
-   * the node cannot hold at all fail (ERR_SHARED_TOO_LARGE naming the node
-   * and the sizes); the rest of the frame goes.
+   * the node cannot hold at all leave the frame; the rest of it goes. A task
+   * that another member can hold waits for the next flush (see {@link elsewhere}),
+   * which places it anew; the others, and actor calls (an actor does not
+   * move), fail (ERR_SHARED_TOO_LARGE naming the node and the sizes).
    */
   private failUnfit(node: ClusterNode, chunk: readonly TaskEntry[], refs: readonly SharedRef[]): ReadonlySet<TaskEntry> | undefined {
     const unfit = this.shared.unfit(node, refs)
     if (unfit === undefined) return undefined
-    const failed = new Set<TaskEntry>()
+    const out = new Set<TaskEntry>()
     for (const e of chunk) {
-      const hash = carriedOf(this.ledger.args(e), unfit)
+      const args = this.ledger.args(e)
+      const hash = carriedOf(args, unfit)
       if (hash === undefined) continue
-      failed.add(e)
-      const what = this.ledger.actor(e) ? `actor call "${this.ledger.name(e)}"` : `task "${this.ledger.name(e)}"`
-      this.ledger.fail(e, new SharedValueError('ERR_SHARED_TOO_LARGE', `${what}: ${unfit.get(hash)}`), node.nodeId)
+      out.add(e)
+      const actor = this.ledger.actor(e) !== undefined
+      if (!actor && this.shared.fitsElsewhere(args, node)) {
+        this.elsewhere.push(e)
+        this.setAsideBy.add(node)
+        continue
+      }
+      const what = actor ? `actor call "${this.ledger.name(e)}"` : `task "${this.ledger.name(e)}"`
+      const alone = actor ? '' : '; no other node can hold it'
+      this.ledger.fail(e, new SharedValueError('ERR_SHARED_TOO_LARGE', `${what}: ${unfit.get(hash)}${alone}`), node.nodeId)
     }
-    return failed
+    return out
   }
 
   /** The name and arguments of each entry, for the shared values' walks (at release and eviction only). */
@@ -552,8 +566,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * returns another handle on the same value; the value is freed on the
    * nodes when every handle was released. Throws SerializationError for a
    * value msgpack cannot carry, SharedValueError (`ERR_SHARED_TOO_LARGE`)
-   * for one larger than a member's cache or frame limit; a node that joins
-   * later and cannot hold it fails the tasks that need it there.
+   * for one larger than every member's cache or frame limit (brokered
+   * designs: than any member's). On ZeroMQ a task whose node cannot hold the
+   * value goes to one that can, and fails only when none can; an actor call
+   * to a node that cannot hold it fails, as do, on the brokered designs, the
+   * tasks such a node takes.
    *
    * ```ts
    * await using obs = await cluster.put(observed) // Float64Array
@@ -649,6 +666,22 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.requests.flush()
     this.actors.flush()
     this.scheduler.flush(this.membership)
+    if (this.elsewhere.length > 0) this.placeElsewhere()
+  }
+
+  /**
+   * Tasks a node set aside for a value it cannot hold go back first in the
+   * queue and are offered once more, now, to the other nodes; those still
+   * set aside wait first in the queue for the next flush. A node that can
+   * hold them exists (else they failed), so they are not lost.
+   */
+  private placeElsewhere(): void {
+    const refused = new Set(this.setAsideBy)
+    this.setAsideBy.clear()
+    this.scheduler.requeue(this.elsewhere.splice(0))
+    this.scheduler.flush([...this.membership].filter((n) => !refused.has(n)))
+    this.setAsideBy.clear()
+    if (this.elsewhere.length > 0) this.scheduler.requeue(this.elsewhere.splice(0))
   }
 
   private nodeJoined(node: ClusterNode): void {

@@ -107,8 +107,8 @@ export class TaskFrames<P extends Placement> {
       return this.sendEncodable(holder, chunk, timeoutMs)
     }
     const refs = takeWrittenRefs()
-    // Brokered designs: the frame's header lists the hashes of its values, which counts against the limit too.
-    const listed = this.number !== undefined && refs.length > 0 ? hashes(refs) : undefined
+    // The frame's header lists the hashes of its values (for the node to fetch those it lacks), which counts against the limit too.
+    const listed = refs.length > 0 ? hashes(refs) : undefined
     const size = body.length + (listed === undefined ? 0 : encode(listed).length)
     if (size > this.maxFrameBytes - FRAME_HEADROOM) {
       if (chunk.length === 1) {
@@ -135,6 +135,9 @@ export class TaskFrames<P extends Placement> {
       const n = this.number(chunk)
       head =
         listed === undefined ? header(MsgType.Tasks, chunk.length, timeoutMs ?? null, n) : header(MsgType.Tasks, chunk.length, timeoutMs ?? null, n, listed)
+    } else if (listed !== undefined) {
+      // The node holds them unless its cache lost one (evicted, refused): then it fetches it, as on the brokered designs.
+      head = header(MsgType.Tasks, chunk.length, timeoutMs ?? null, null, listed)
     } else head = timeoutMs === undefined ? header(MsgType.Tasks, chunk.length) : header(MsgType.Tasks, chunk.length, timeoutMs)
     this.sent++
     this.put(holder, [head, body], refs)

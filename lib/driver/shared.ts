@@ -9,7 +9,8 @@
  * follows the cache size and frame limit it announced: to make room, the
  * least recently used values its unsettled tasks do not carry are dropped
  * from it, and sent again if used again; a value larger than the node can
- * hold at all never goes there, and the tasks that need it there fail.
+ * hold at all never goes there: on ZeroMQ the tasks that need it go to a node
+ * that can (see {@link SharedValues.fitsElsewhere}), elsewhere they fail.
  */
 import { createHash } from 'node:crypto'
 import { InvalidArgumentError, SerializationError, SharedValueError } from '../errors.js'
@@ -39,6 +40,12 @@ export interface SharedContext {
   /** Those of them `holder` holds. */
   heldBy(holder: TaskHolder): Iterable<SharedUser>
   maxFrameBytes: number
+  /**
+   * Tasks are addressed to a node (ZeroMQ): a value some members cannot hold
+   * is accepted while one can, and its tasks go there. On the brokered
+   * designs any agent may take any frame, so every member must hold it.
+   */
+  readonly routed: boolean
 }
 
 interface Stored {
@@ -81,9 +88,15 @@ export class SharedValues implements SharedOwner {
     if (size > this.cx.maxFrameBytes - FRAME_HEADROOM) {
       throw new SharedValueError('ERR_SHARED_TOO_LARGE', `shared value of ${size} bytes exceeds maxFrameBytes (${this.cx.maxFrameBytes})`)
     }
+    const whys: string[] = []
+    let fits = false
     for (const node of this.cx.nodes()) {
       const why = unfitWhy(node, size)
-      if (why !== undefined) throw new SharedValueError('ERR_SHARED_TOO_LARGE', `shared value of ${size} bytes exceeds ${why}`)
+      if (why === undefined) fits = true
+      else whys.push(why)
+    }
+    if (whys.length > 0 && !(this.cx.routed && fits)) {
+      throw new SharedValueError('ERR_SHARED_TOO_LARGE', `shared value of ${size} bytes exceeds ${whys.join('; and ')}`)
     }
     const hash = createHash('sha256').update(kind).update(bytes).digest('base64url')
     const stored = this.values.get(hash)
@@ -175,17 +188,70 @@ export class SharedValues implements SharedOwner {
   }
 
   /**
-   * The values of `refs` that `node` cannot hold at all (larger than its
-   * cache, or than the messages it accepts): hash → why, for the tasks that
-   * carry them to fail with. Undefined when every value fits.
+   * The values of `refs` that `node` cannot take with this frame: larger than
+   * its cache or than the messages it accepts, or not fitting its cache
+   * beside the values it must keep (see {@link unfitBeside}); hash → why, for
+   * the tasks and actor calls that carry them. Undefined when every value fits.
    */
   unfit(node: ClusterNode, refs: readonly SharedRef[]): Map<string, string> | undefined {
-    let out: Map<string, string> | undefined
+    const out = new Map<string, string>()
+    const record = this.record(node.peer, node)
+    let missing: SharedRef[] | undefined
     for (const ref of refs) {
       const why = unfitWhy(node, ref.size)
-      if (why !== undefined) (out ??= new Map()).set(ref.hash, `shared value ${ref.hash} of ${ref.size} bytes exceeds ${why}`)
+      if (why !== undefined) out.set(ref.hash, `shared value ${ref.hash} of ${ref.size} bytes exceeds ${why}`)
+      else if (!record.held.has(ref.hash)) (missing ??= []).push(ref)
     }
-    return out
+    if (missing !== undefined) this.unfitBeside(node, record, refs, missing, out)
+    return out.size > 0 ? out : undefined
+  }
+
+  /**
+   * Adds to `out` the values of `missing` (not on the node) that do not fit
+   * its cache beside the values it must keep — those its unsettled tasks and
+   * actor calls, or this frame, carry. Sent all the same they would take the
+   * node over its bound, and its agent refuses that. Walks the node's tasks
+   * only when the values do not fit beside all it holds.
+   */
+  private unfitBeside(node: ClusterNode, record: NodeRecord, refs: readonly SharedRef[], missing: readonly SharedRef[], out: Map<string, string>): void {
+    const sizes = new Map<string, number>()
+    for (const ref of missing) if (!out.has(ref.hash)) sizes.set(ref.hash, ref.size)
+    let adding = 0
+    for (const size of sizes.values()) adding += size
+    if (record.bytes + adding <= record.cap) return
+    const keep = new Set(refs.map((r) => r.hash))
+    for (const e of this.cx.heldBy(node)) collectHashes(e.args, keep, 0)
+    let kept = 0
+    for (const [hash, size] of record.held) if (keep.has(hash)) kept += size
+    for (const [hash, size] of sizes) {
+      if (kept + size <= record.cap) kept += size
+      else
+        out.set(
+          hash,
+          `shared value ${hash} of ${size} bytes does not fit the shared cache of node ${node.nodeId} (sharedCacheBytes ${record.cap}) beside the ${kept} bytes of values its unsettled tasks and actor calls carry`,
+        )
+    }
+  }
+
+  /**
+   * ZeroMQ: whether a member other than `node`, not leaving, can hold every
+   * value `args` carry — a task too large for `node` goes there instead.
+   */
+  fitsElsewhere(args: unknown, node: ClusterNode): boolean {
+    const refs = new Map<string, number>()
+    collectSizes(args, refs, 0)
+    for (const other of this.cx.nodes()) {
+      if (other === node || other.state !== 'up') continue
+      let fits = true
+      for (const size of refs.values()) {
+        if (unfitWhy(other, size) !== undefined) {
+          fits = false
+          break
+        }
+      }
+      if (fits) return true
+    }
+    return false
   }
 
   private record(peer: string, node: ClusterNode): NodeRecord {
@@ -297,9 +363,18 @@ function carries(value: unknown, ref: SharedRef, depth: number): boolean {
 
 /** Adds the hash of every handle in `value` to `into`. */
 function collectHashes(value: unknown, into: Set<string>, depth: number): void {
-  if (value instanceof SharedRef) into.add(value.hash)
+  eachRef(value, (ref) => into.add(ref.hash), depth)
+}
+
+/** Adds every handle in `value` to `into`: hash → size. */
+function collectSizes(value: unknown, into: Map<string, number>, depth: number): void {
+  eachRef(value, (ref) => into.set(ref.hash, ref.size), depth)
+}
+
+function eachRef(value: unknown, visit: (ref: SharedRef) => void, depth: number): void {
+  if (value instanceof SharedRef) visit(value)
   else if (value !== null && typeof value === 'object' && !ArrayBuffer.isView(value) && depth <= 64) {
-    for (const v of children(value)) collectHashes(v, into, depth + 1)
+    for (const v of children(value)) eachRef(v, visit, depth + 1)
   }
 }
 

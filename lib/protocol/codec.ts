@@ -258,9 +258,9 @@ export function parseHeader(bytes: Uint8Array | undefined): Header {
     case MsgType.Reject:
       return { type, reason: isStr(a, 4096) ? a : 'rejected without a reason' }
     case MsgType.Tasks: {
-      // A numbered frame (brokered designs) says null for no timeout.
+      // A numbered frame (brokered designs) says null for no timeout; a ZeroMQ frame listing shared values, null for no number.
       const timeoutMs = fields[3] === null ? undefined : fields[3]
-      const frameId = fields[4]
+      const frameId = fields[4] === null ? undefined : fields[4]
       const shared = fields[5]
       if (
         !isCount(a) ||

@@ -10,6 +10,7 @@ import { SharedRef } from '../../lib/protocol/shared-ref.js'
 import { Agent, Cluster, SharedValueError, type AgentOptions } from '../../lib/index.js'
 import type { TransportKind } from '../../lib/transport/options.js'
 import { FIXTURE_TASKS, runCli, waitFor, within } from '../helpers.js'
+import { secondValueWhileFirstInUse } from '../shared-bound.js'
 import { AMQP_URL, REDIS_URL, brokeredAgentArgs, redisFor, sealed, skipReason } from '../brokers.js'
 
 const BROKERED: TransportKind[] = ['redis', 'amqp', 'amqp+redis']
@@ -118,6 +119,20 @@ for (const design of BROKERED) {
       // A value that fits still goes.
       const fits = await cluster.put(ramp(1000))
       assert.equal((await cluster.call<Info>('sharedInfo', fits, 2)).sum, rampSum(1000))
+    })
+
+    test("the agent refuses a Put that would pass its cache's bound: the tasks that need it fail, and run once the values in use settle", async (t) => {
+      await using cluster = await Cluster.start({ ...urls, tasks: FIXTURE_TASKS, transport: design, localAgents: 0, ...TIMING })
+      const agent = await startAgent(t, cluster, design, { sharedCacheBytes: 20_000, threads: 2 })
+      // The driver answers the node's Fetch of the second value all the same (it cannot drop the first).
+      await secondValueWhileFirstInUse(
+        t,
+        cluster,
+        agent,
+        () => agent.activity().busy === 1,
+        /15992 bytes exceeds the shared cache of node \S+ \(sharedCacheBytes 20000\) beside the 16000 bytes of the 1 value\(s\) it holds in use$/,
+      )
+      assert.equal(agent.stats.sharedRefused, 1)
     })
   })
 }

@@ -1,6 +1,8 @@
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { Agent, Cluster, InvalidArgumentError, SerializationError, SharedValueError, type AgentOptions } from '../../lib/index.js'
+import type { SharedCache } from '../../lib/agent/shared-cache.js'
+import { secondValueWhileFirstInUse } from '../shared-bound.js'
 import { FAST, FIXTURE_TASKS, fastAgentArgs, runCli, waitFor, within } from '../helpers.js'
 
 type Info = { shared: boolean; length: number; sum: number; thread: number; pid: number; i: number }
@@ -176,7 +178,10 @@ test('a node that joins later with a smaller cache keeps its bound; a value larg
   assert.ok(tooBig.status === 'rejected')
   const err: unknown = tooBig.reason
   assert.ok(err instanceof SharedValueError && err.code === 'ERR_SHARED_TOO_LARGE', String(err))
-  assert.match(err.message, /^task "sharedInfo": shared value \S+ of 40000 bytes exceeds the shared cache of node \S+ \(sharedCacheBytes 20000\)$/)
+  assert.match(
+    err.message,
+    /^task "sharedInfo": shared value \S+ of 40000 bytes exceeds the shared cache of node \S+ \(sharedCacheBytes 20000\); no other node can hold it$/,
+  )
   assert.ok(err.message.includes(agent.id))
   assert.ok(agent.stats.sharedBytes <= 20_000)
   assert.equal(agent.stats.badFrames, 0)
@@ -205,4 +210,79 @@ test('a node that joins later with a smaller cache keeps its bound; a value larg
   assert.equal(narrow.stats.badFrames, 0)
   // put refuses a value a member cannot hold, naming the limit.
   await assert.rejects(cluster.put(ramp(5001)), (e: unknown) => e instanceof SharedValueError && /maxFrameBytes 32768/.test(e.message))
+})
+
+test('a task whose value one node cannot hold runs on a node that can; with none left, it fails naming the value and the limit', async (t) => {
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0 })
+  const small = await startAgent(t, cluster, { sharedCacheBytes: 20_000, threads: 1 })
+  const large = await startAgent(t, cluster, { threads: 1 })
+  // Accepted: one member can hold it.
+  const big = await cluster.put(ramp(5000))
+  const a = await cluster.put(ramp(100))
+  const calls = Array.from({ length: 40 }, (_, i) => (i % 2 === 0 ? cluster.call<Info>('sharedInfo', big, i) : cluster.call<Info>('sharedInfo', a, i)))
+  const infos = await within(Promise.all(calls), 20_000, 'every task')
+  assert.deepEqual(
+    infos.map((x) => [x.i, x.sum]),
+    Array.from({ length: 40 }, (_, i) => [i, i % 2 === 0 ? rampSum(5000) : rampSum(100)]),
+  )
+  assert.equal(small.stats.badFrames + large.stats.badFrames, 0)
+  assert.ok(small.stats.sharedBytes <= 20_000, `the small node holds ${small.stats.sharedBytes} bytes`)
+  assert.equal(small.stats.tasksDone + large.stats.tasksDone, 40)
+  assert.ok(large.stats.tasksDone >= 20, `the large node ran ${large.stats.tasksDone} tasks`)
+
+  // An actor on the small node cannot move: its call fails, naming the node and limit.
+  const summer = await cluster.with({ node: small.id }).spawn<import('../fixtures/tasks.js').Summer>('Summer')
+  await assert.rejects(
+    within(summer.add(big), 10_000, 'the actor call'),
+    (e: unknown) => e instanceof SharedValueError && e.code === 'ERR_SHARED_TOO_LARGE' && e.message.includes(small.id),
+  )
+
+  // The large node leaves: no member can hold the value now.
+  await large.close()
+  await waitFor(() => cluster.nodes().length === 1, 10_000, 'the large node to leave')
+  await assert.rejects(
+    within(cluster.call('sharedInfo', big, 99), 10_000, 'the task to fail'),
+    (e: unknown) =>
+      e instanceof SharedValueError &&
+      e.code === 'ERR_SHARED_TOO_LARGE' &&
+      /shared value \S+ of 40000 bytes exceeds the shared cache of node \S+ \(sharedCacheBytes 20000\); no other node can hold it$/.test(e.message) &&
+      e.message.includes(small.id),
+  )
+  assert.equal((await cluster.call<Info>('sharedInfo', a, 0)).sum, rampSum(100))
+  await assert.rejects(cluster.put(ramp(5001)), (e: unknown) => e instanceof SharedValueError && /sharedCacheBytes 20000/.test(e.message))
+})
+
+test('a task frame reaching a node that lost a value it needs: the node fetches it, nothing is dropped', async (t) => {
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0 })
+  const agent = await startAgent(t, cluster, { threads: 1 })
+  const a = await cluster.put(ramp(1000))
+  assert.equal((await cluster.call<Info>('sharedInfo', a, 0)).sum, rampSum(1000))
+  assert.equal(agent.stats.sharedPuts, 1)
+  // The node's cache loses the value (as when it refuses a Put); the driver still counts it held there.
+  ;(agent as unknown as { shared: SharedCache }).shared.drop([a.hash])
+  assert.equal(agent.stats.sharedValues, 0)
+  const infos = await within(
+    Promise.all(Array.from({ length: 10 }, (_, i) => cluster.call<Info>('sharedInfo', a, i))),
+    10_000,
+    'the tasks of a frame that needs the value',
+  )
+  assert.ok(infos.every((x) => x.sum === rampSum(1000)))
+  assert.equal(agent.stats.badFrames, 0, 'nothing dropped as a bad frame')
+  assert.equal(agent.stats.sharedPuts, 2, 'fetched once')
+  await a.release()
+  await waitFor(() => agent.stats.sharedValues === 0, 10_000, 'the node to free the value')
+})
+
+test("a value that does not fit a node's cache beside the values in use there is not sent: its task fails, and runs once they settle", async (t) => {
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0 })
+  const agent = await startAgent(t, cluster, { sharedCacheBytes: 20_000, threads: 2 })
+  await secondValueWhileFirstInUse(
+    t,
+    cluster,
+    agent,
+    () => cluster.stats().inFlight === 1,
+    /15992 bytes does not fit the shared cache of node \S+ \(sharedCacheBytes 20000\) beside the 16000 bytes of values its unsettled tasks and actor calls carry; no other node can hold it$/,
+  )
+  assert.equal(agent.stats.sharedRefused, 0, 'the driver never sent what the node would refuse')
+  assert.equal(agent.stats.badFrames, 0)
 })

@@ -9,7 +9,7 @@ import { CreditScheduler, FRAME_HEADROOM, FrameSizer, SharedQueue, SharedQueueSc
 import type { ResolvedTaskOptions } from '../../lib/driver/task-options.js'
 import { SerializationError, TaskCancelledError } from '../../lib/errors.js'
 import { decodeTaskBody, encodeTaskBody } from '../../lib/protocol/bodies.js'
-import { parseHeader } from '../../lib/protocol/codec.js'
+import { header, parseHeader } from '../../lib/protocol/codec.js'
 import { SharedRef, setSharedResolver } from '../../lib/protocol/shared-ref.js'
 import { MsgType } from '../../lib/protocol/messages.js'
 import type { Parts } from '../../lib/transport/transport.js'
@@ -701,4 +701,38 @@ test("shared queue: a frame lists its handles' distinct hashes in the header, an
   )
   const bodies = frames.reduce((n, parts) => n + parts[1]!.length, 0)
   assert.ok(bodies < 1500, `the bodies alone (${bodies} bytes) would fit in one frame`)
+})
+
+test('ZeroMQ: a frame that carries handles lists their distinct hashes in the header, with no frame number; one without lists none', (t) => {
+  setSharedResolver(() => 0)
+  t.after(() => setSharedResolver(undefined))
+  const owner = { release: async () => {} }
+  const [a, b] = ['A', 'B'].map((c) => new SharedRef(c.repeat(43), 8, owner))
+  const ledger = new Ledger({ succeeded() {}, failed() {}, retried() {} }, 3)
+  const frames: { parts: Parts; refs: readonly SharedRef[] }[] = []
+  const scheduler = new CreditScheduler(
+    ledger,
+    { batch: 1000, maxFrameBytes: 64 * 1024 },
+    (_node, parts, refs) => frames.push({ parts, refs }),
+    () => assert.fail('no task fails'),
+  )
+  for (const ref of [a, b, a]) scheduler.enqueue(addCall(ledger, 'f', [ref]))
+  scheduler.flush([node('a', 1, 40)])
+  scheduler.enqueue(addCall(ledger, 'g', [1, 'x']))
+  scheduler.enqueue(addCall(ledger, 't', [a], timed(500)))
+  scheduler.flush([node('a', 1, 40)])
+  assert.deepEqual(
+    frames.map(({ parts }) => parseHeader(parts[0])),
+    [
+      { type: MsgType.Tasks, count: 3, timeoutMs: undefined, frameId: undefined, shared: [a!.hash, b!.hash] },
+      { type: MsgType.Tasks, count: 1, timeoutMs: 500, frameId: undefined, shared: [a!.hash] },
+      { type: MsgType.Tasks, count: 1, timeoutMs: undefined, frameId: undefined, shared: undefined },
+    ],
+  )
+  assert.deepEqual(
+    frames.map(({ refs }) => refs.length),
+    [3, 1, 0],
+  )
+  // A frame without handles keeps the short header (the hot path's bytes).
+  assert.equal(Buffer.from(frames[2]!.parts[0]!).toString('hex'), header(MsgType.Tasks, 1).toString('hex'))
 })

@@ -12,8 +12,8 @@ const A = 'A'.repeat(42) + '_'
 const B = 'B'.repeat(42) + '_'
 
 function setup() {
-  const stats: SharedCacheStats = { sharedValues: 0, sharedBytes: 0, sharedPuts: 0 }
-  const cache = new SharedCache(stats)
+  const stats: SharedCacheStats = { sharedValues: 0, sharedBytes: 0, sharedPuts: 0, sharedRefused: 0 }
+  const cache = new SharedCache(stats, { nodeId: 'node-x', sharedCacheBytes: 10 })
   const sent: Parts[] = []
   const ran: Delivery[] = []
   const answered: { parts: Parts | undefined; delivery: Delivery }[] = []
@@ -111,4 +111,24 @@ test('a Drop of a value a taken frame needs waits until that frame is answered; 
   assert.deepEqual(answered, [{ parts: undefined, delivery: 'f3' }], 'acknowledged unrun: the driver sends its tasks again')
   assert.equal(cache.has(A), false, 'the cache starts empty')
   assert.equal(fetches.waitingFrames, 0)
+})
+
+test('the cache keeps its own bound: a Put larger than it, or one that does not fit beside the values held, is refused and not stored', () => {
+  const { stats, cache } = setup()
+  const C = 'C'.repeat(42) + '_'
+  assert.match(
+    cache.put(A, 'Uint8Array', 11, new Uint8Array(11)) ?? '',
+    /^shared value A+_ of 11 bytes exceeds the shared cache of node node-x \(sharedCacheBytes 10\)$/,
+  )
+  assert.equal(cache.has(A), false)
+  assert.equal(cache.put(B, 'Uint8Array', 4, new Uint8Array(4)), undefined)
+  assert.equal(cache.put(C, 'Uint8Array', 4, new Uint8Array(4)), undefined)
+  assert.match(cache.put(A, 'Uint8Array', 4, new Uint8Array(4)) ?? '', /sharedCacheBytes 10\) beside the 8 bytes of the 2 value\(s\) it holds in use$/)
+  assert.equal(cache.has(A), false)
+  assert.deepEqual([stats.sharedValues, stats.sharedBytes, stats.sharedRefused, stats.sharedPuts], [2, 8, 2, 4])
+  // Room made by the driver's Drop: it fits now.
+  cache.drop([B])
+  assert.equal(cache.put(A, 'Uint8Array', 4, new Uint8Array(4)), undefined)
+  assert.equal(cache.has(A), true)
+  assert.equal(stats.sharedBytes, 8)
 })

@@ -43,7 +43,16 @@ test('a released handle cannot be encoded', async () => {
 test('Put and Drop headers are checked field by field', () => {
   assert.deepEqual(parseHeader(header(MsgType.Put, HASH, 'Float64Array', 16)), { type: MsgType.Put, hash: HASH, kind: 'Float64Array', size: 16 })
   assert.deepEqual(parseHeader(header(MsgType.Drop, [HASH])), { type: MsgType.Drop, hashes: [HASH] })
+  // A ZeroMQ task frame lists its values with no frame number.
+  assert.deepEqual(parseHeader(header(MsgType.Tasks, 2, null, null, [HASH])), {
+    type: MsgType.Tasks,
+    count: 2,
+    timeoutMs: undefined,
+    frameId: undefined,
+    shared: [HASH],
+  })
   for (const bad of [
+    header(MsgType.Tasks, 2, null, null, ['short']),
     header(MsgType.Put, 'short', 'msgpack', 1),
     header(MsgType.Put, HASH, 'Date', 1),
     header(MsgType.Put, HASH, 'msgpack', -1),

@@ -28,6 +28,7 @@ function setup(info: Partial<HelloInfo> = {}) {
     unsettled: () => [],
     heldBy: () => [],
     maxFrameBytes: 1 << 20,
+    routed: true,
   })
   return { node, sent, values, headers: () => sent.map((s) => parseHeader(s.parts[0])) }
 }
