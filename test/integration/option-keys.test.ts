@@ -34,10 +34,7 @@ test('cluster.with, map, map’s reduce and reduce refuse an unknown option; the
   }
   await assert.rejects(drain(cluster.map('square', [[1]], { concurency: 2 } as never)), unknown('concurency', 'concurrency'))
   await assert.rejects(drain(cluster.with({ timeoutMs: 60_000 }).map('square', [[1]], { order: false } as never)), unknown('order', 'ordered'))
-  await assert.rejects(
-    cluster.map('square', [[1]], { reduce: { combiner: 'add', initial: 0, chunks: 2 } } as never),
-    unknown('chunks', 'chunk'),
-  )
+  await assert.rejects(cluster.map('square', [[1]], { reduce: { combiner: 'add', initial: 0, chunks: 2 } } as never), unknown('chunks', 'chunk'))
   await assert.rejects(cluster.reduce('square', [[1]], 'add', 0, { untill: () => true } as never), unknown('untill', 'until'))
   // A view's own options do not count against the map's.
   const view = cluster.with({ timeoutMs: 60_000, maxRetries: 1 })
