@@ -120,6 +120,26 @@ export function withoutSharedValues<T>(read: () => T): T {
   }
 }
 
+/** While set, every handle decodes to a handle again (see {@link withHandlesKept}). */
+let kept = false
+
+/** The owner of a handle decoded only to be passed on: it is never released from here. */
+const passedOn: SharedOwner = { release: () => Promise.resolve() }
+
+/**
+ * Runs `read` (a synchronous decode) with every handle decoding to a handle
+ * rather than to its value: how an agent reads a body it passes on, so that
+ * encoding what it read writes the same handles.
+ */
+export function withHandlesKept<T>(read: () => T): T {
+  kept = true
+  try {
+    return read()
+  } finally {
+    kept = false
+  }
+}
+
 const HASH = /^[A-Za-z0-9_-]{43}$/
 
 /** Whether `v` has the shape of a value hash. */
@@ -139,6 +159,7 @@ addExtension({
     if (!Array.isArray(data) || !isSharedHash(data[0]) || !Number.isSafeInteger(data[1])) throw new ProtocolError('malformed shared value reference')
     const hash = data[0]
     if (placeholders) return null
+    if (kept) return new SharedRef(hash, data[1] as number, passedOn)
     const value = resolver?.(hash, data[1] as number)
     if (value === undefined) throw new ProtocolError(`shared value ${hash} is not held on this node`)
     return value
