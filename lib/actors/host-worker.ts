@@ -237,7 +237,7 @@ function flush(): void {
     for (const [thread, w] of routedOut) {
       const count = w.count
       const body = new Uint8Array(w.take(packr))
-      transfer.push(body.buffer as ArrayBuffer)
+      transfer.push(body.buffer)
       routed.push({ thread, body, count })
     }
     routedOut.clear()

@@ -103,8 +103,17 @@ export function setSharedResolver(r: SharedResolver | undefined): SharedResolver
   return before
 }
 
-/** While set, every handle decodes to null (see {@link withoutSharedValues}). */
-let placeholders = false
+/** How handles decode while a read runs: to their values (the default), to null, or to handles again. */
+let decodeAs: 'value' | 'null' | 'handle' = 'value'
+
+function readAs<T>(as: 'null' | 'handle', read: () => T): T {
+  decodeAs = as
+  try {
+    return read()
+  } finally {
+    decodeAs = 'value'
+  }
+}
 
 /**
  * Runs `read` (a synchronous decode) with every handle decoding to null
@@ -112,16 +121,8 @@ let placeholders = false
  * values it cannot have, to fail those tasks.
  */
 export function withoutSharedValues<T>(read: () => T): T {
-  placeholders = true
-  try {
-    return read()
-  } finally {
-    placeholders = false
-  }
+  return readAs('null', read)
 }
-
-/** While set, every handle decodes to a handle again (see {@link withHandlesKept}). */
-let kept = false
 
 /** The owner of a handle decoded only to be passed on: it is never released from here. */
 const passedOn: SharedOwner = { release: () => Promise.resolve() }
@@ -132,12 +133,7 @@ const passedOn: SharedOwner = { release: () => Promise.resolve() }
  * encoding what it read writes the same handles.
  */
 export function withHandlesKept<T>(read: () => T): T {
-  kept = true
-  try {
-    return read()
-  } finally {
-    kept = false
-  }
+  return readAs('handle', read)
 }
 
 const HASH = /^[A-Za-z0-9_-]{43}$/
@@ -158,8 +154,8 @@ addExtension({
   read(data: unknown): unknown {
     if (!Array.isArray(data) || !isSharedHash(data[0]) || !Number.isSafeInteger(data[1])) throw new ProtocolError('malformed shared value reference')
     const hash = data[0]
-    if (placeholders) return null
-    if (kept) return new SharedRef(hash, data[1] as number, passedOn)
+    if (decodeAs === 'null') return null
+    if (decodeAs === 'handle') return new SharedRef(hash, data[1] as number, passedOn)
     const value = resolver?.(hash, data[1] as number)
     if (value === undefined) throw new ProtocolError(`shared value ${hash} is not held on this node`)
     return value

@@ -119,3 +119,27 @@ test('a restart-always actor whose host thread dies while only messages inside t
   await a.stop()
   await b.stop()
 })
+
+test('tells on their way to a host thread that dies are each reported as an actor:error; the driver learns the actor is lost', async () => {
+  const [a, b] = await pair()
+  const errors: ActorErrorEvent[] = []
+  const lost: string[] = []
+  const onError = (e: ActorErrorEvent) => errors.push(e)
+  const onLost = (info: { actor: { id: string } }) => lost.push(info.actor.id)
+  cluster.on('actor:error', onError)
+  cluster.on('actor:lost', onLost)
+  try {
+    await a.tellPeerDieThen(5)
+    await waitFor(() => errors.length >= 6 && lost.length > 0, 20_000, 'six actor:errors and the loss of the actor')
+  } finally {
+    cluster.off('actor:error', onError)
+    cluster.off('actor:lost', onLost)
+  }
+  assert.deepEqual(lost, [b.id])
+  assert.deepEqual(
+    errors.map((e) => [e.actor.id, e.method, e.error.name]),
+    [[b.id, 'die', 'ActorLostError'], ...Array.from({ length: 5 }, () => [b.id, 'receive', 'ActorLostError'])],
+  )
+  await assert.rejects(b.echo(1), { name: 'ActorLostError' })
+  await a.stop()
+})
