@@ -59,11 +59,18 @@ export class ActorHosts {
   private readonly placement = new Map<string, HostThread>()
   /** Actors whose thread died: their messages are answered with ActorLostError, so the driver learns of it. */
   private readonly gone = new Set<string>()
-  /** Placed actors a thread asked the driver to stop: messages to them follow the Stop through the driver. */
-  private readonly stopping = new Set<string>()
+  /**
+   * Placed actors whose messages from the node's threads go through the
+   * driver, behind one that had to (a Stop, or one carrying a shared value
+   * this node does not hold), until the actor is placed again.
+   */
+  private readonly viaDriver = new Set<string>()
+  /** The shared values the node holds, while a body is split. */
+  private heldNow: SharedTable | undefined
   private readonly routing: Placement = {
-    here: (actorId) => this.placement.has(actorId) && !this.stopping.has(actorId),
-    stopping: (actorId) => this.stopping.add(actorId),
+    here: (actorId) => this.placement.has(actorId) && !this.viaDriver.has(actorId),
+    viaDriver: (actorId) => this.viaDriver.add(actorId),
+    holds: (hash) => this.heldNow?.some(([h]) => h === hash) ?? false,
   }
   private closed = false
 
@@ -96,7 +103,7 @@ export class ActorHosts {
       host = this.pickThread()
       this.placement.set(actorId, host)
       host.actors.add(actorId)
-      this.stopping.delete(actorId)
+      this.viaDriver.delete(actorId)
     }
     if (!host) {
       // The host thread decides how to answer an actor it does not hold.
@@ -104,7 +111,7 @@ export class ActorHosts {
     } else if (op === ActorOp.Stop) {
       // Messages from the node's threads now go to the driver, which answers them as it does for a stopped actor.
       this.placement.delete(actorId)
-      this.stopping.delete(actorId)
+      this.viaDriver.delete(actorId)
       host.actors.delete(actorId)
     }
     host.waiting.add(id)
@@ -142,7 +149,9 @@ export class ActorHosts {
    */
   route(thread: number, body: Uint8Array, count: number, shared?: SharedTable): { body: Uint8Array; count: number } | undefined {
     if (this.placement.size === 0) return { body, count }
+    this.heldNow = shared
     const split = splitRequests(thread, body, count, this.routing)
+    this.heldNow = undefined
     if (split === undefined) return { body, count }
     const batches = new Map<HostThread, { writer: ActorBodyWriter; messages: RoutedMessage[] }>()
     for (const m of split.local) {
@@ -213,7 +222,7 @@ export class ActorHosts {
       if (i >= 0) this.threads.splice(i, 1)
       for (const id of thread.actors) {
         this.placement.delete(id)
-        this.stopping.delete(id)
+        this.viaDriver.delete(id)
         this.gone.add(id)
       }
       // Answered even when closing: an ask from a thread of the node settles once, whatever happens.

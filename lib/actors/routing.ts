@@ -10,7 +10,7 @@
 import { setActorRefResolver } from '../protocol/actor-ref.js'
 import { readRawRequestBody, RequestWriter } from '../protocol/bodies.js'
 import { ContextOp } from '../protocol/messages.js'
-import { takeWrittenRefs, withHandlesKept } from '../protocol/shared-ref.js'
+import { takeWrittenRefs, withHandlesKept, type SharedRef } from '../protocol/shared-ref.js'
 import { isMethodName } from '../driver/requests.js'
 
 /** An ask or a tell from a thread of this node to an actor of this node. */
@@ -36,8 +36,14 @@ export interface SplitRequests {
 export interface Placement {
   /** Whether `actorId` is placed on this node and takes messages routed here. */
   here(actorId: string): boolean
-  /** A thread asked the driver to stop `actorId`: its later messages follow the Stop through the driver. */
-  stopping(actorId: string): void
+  /**
+   * A message to `actorId`, placed here, goes through the driver (a Stop, or
+   * a message carrying a shared value this node does not hold): so do the
+   * later ones, which must not overtake it, while it stays placed.
+   */
+  viaDriver(actorId: string): void
+  /** Whether this node holds the shared value `hash` (a routed message's handles decode to it in the host thread). */
+  holds(hash: string): boolean
 }
 
 /**
@@ -48,14 +54,18 @@ export interface Placement {
 export function splitRequests(thread: number, body: Uint8Array, count: number, placement: Placement): SplitRequests | undefined {
   const local: RoutedMessage[] = []
   const rest = new RequestWriter()
+  const handles: SharedRef[] = []
+  // Set when the body carries a shared value this node does not hold: nothing of it stays (which message carries it is not known).
+  let lacking = false
   const read = (reqId: unknown, op: unknown, args: unknown): void => {
     if (!Array.isArray(args) || typeof args[0] !== 'string') {
       rest.addRaw(reqId, op, args)
       return
     }
     const actorId = args[0]
-    if (op === ContextOp.Stop && placement.here(actorId)) placement.stopping(actorId)
+    if ((op === ContextOp.Stop || lacking) && placement.here(actorId)) placement.viaDriver(actorId)
     if (
+      !lacking &&
       (op === ContextOp.Ask || op === ContextOp.Tell) &&
       Number.isSafeInteger(reqId) &&
       (reqId as number) >= 0 &&
@@ -72,7 +82,10 @@ export function splitRequests(thread: number, body: Uint8Array, count: number, p
   // References in the body decode as references (not as this thread's working ones, nor as shared values' contents).
   const resolver = setActorRefResolver(undefined)
   try {
-    withHandlesKept(() => readRawRequestBody(body, count, read))
+    const entries: [unknown, unknown, unknown][] = []
+    withHandlesKept(() => readRawRequestBody(body, count, (reqId, op, args) => entries.push([reqId, op, args])), handles)
+    lacking = handles.some((h) => !placement.holds(h.hash))
+    for (const [reqId, op, args] of entries) read(reqId, op, args)
     if (local.length === 0) return undefined
     const n = rest.count
     return { local, rest: n === 0 ? undefined : { body: rest.take(), count: n } }

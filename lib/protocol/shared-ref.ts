@@ -106,12 +106,17 @@ export function setSharedResolver(r: SharedResolver | undefined): SharedResolver
 /** How handles decode while a read runs: to their values (the default), to null, or to handles again. */
 let decodeAs: 'value' | 'null' | 'handle' = 'value'
 
-function readAs<T>(as: 'null' | 'handle', read: () => T): T {
+/** Handles decoded as handles, while a read that asked for them runs. */
+let decoded: SharedRef[] | undefined
+
+function readAs<T>(as: 'null' | 'handle', read: () => T, seen?: SharedRef[]): T {
   decodeAs = as
+  decoded = seen
   try {
     return read()
   } finally {
     decodeAs = 'value'
+    decoded = undefined
   }
 }
 
@@ -130,10 +135,11 @@ const passedOn: SharedOwner = { release: () => Promise.resolve() }
 /**
  * Runs `read` (a synchronous decode) with every handle decoding to a handle
  * rather than to its value: how an agent reads a body it passes on, so that
- * encoding what it read writes the same handles.
+ * encoding what it read writes the same handles. The handles read are added
+ * to `seen`, if given.
  */
-export function withHandlesKept<T>(read: () => T): T {
-  return readAs('handle', read)
+export function withHandlesKept<T>(read: () => T, seen?: SharedRef[]): T {
+  return readAs('handle', read, seen)
 }
 
 const HASH = /^[A-Za-z0-9_-]{43}$/
@@ -155,7 +161,11 @@ addExtension({
     if (!Array.isArray(data) || !isSharedHash(data[0]) || !Number.isSafeInteger(data[1])) throw new ProtocolError('malformed shared value reference')
     const hash = data[0]
     if (decodeAs === 'null') return null
-    if (decodeAs === 'handle') return new SharedRef(hash, data[1] as number, passedOn)
+    if (decodeAs === 'handle') {
+      const ref = new SharedRef(hash, data[1] as number, passedOn)
+      decoded?.push(ref)
+      return ref
+    }
     const value = resolver?.(hash, data[1] as number)
     if (value === undefined) throw new ProtocolError(`shared value ${hash} is not held on this node`)
     return value

@@ -73,6 +73,15 @@ test('asks between two host threads of one node return values and errors, withou
   await b.stop()
 })
 
+test('a shared value put by a thread reaches an actor of another host thread as its value', async () => {
+  const [a, b] = await pair()
+  // The node does not hold the value (the driver does): that tell and what follows it go through the driver, in order.
+  assert.deepEqual(await a.sendShared(), { n: 42, list: [1, 2, 3] })
+  assert.equal(await a.pingPong(3), 2)
+  await a.stop()
+  await b.stop()
+})
+
 test('a tell of an unknown method between two host threads is an actor:error on the driver', async () => {
   const [a, b] = await pair()
   const errors: ActorErrorEvent[] = []

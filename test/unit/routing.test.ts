@@ -11,13 +11,14 @@ import { makeActorRef } from '../../lib/driver/proxies.js'
 
 const HASH = 'a'.repeat(43)
 
-function placement(here: string[]): Placement & { stopped: string[] } {
+function placement(here: string[], held: string[] = []): Placement & { stopped: string[] } {
   const placed = new Set(here)
   const stopped: string[] = []
   return {
     stopped,
     here: (id) => placed.has(id) && !stopped.includes(id),
-    stopping: (id) => stopped.push(id),
+    viaDriver: (id) => stopped.push(id),
+    holds: (hash) => held.includes(hash),
   }
 }
 
@@ -116,7 +117,7 @@ test('references in the body stay references: shared handles are not replaced by
     [2, ContextOp.Call, ['task', [handle, ref], null]],
   ])
   takeWrittenRefs()
-  const split = splitRequests(1, b, 2, placement(['here']))!
+  const split = splitRequests(1, b, 2, placement(['here'], [HASH]))!
   const [r, h] = split.local[0]!.args as [unknown, SharedRef]
   assert.ok(isActorRef(r))
   assert.equal((r as { id: string }).id, 'peer-1')
@@ -129,4 +130,23 @@ test('references in the body stay references: shared handles are not replaced by
   const [h2, r2] = rest[2][1]
   assert.ok(h2 instanceof SharedRef && h2.hash === HASH && h2.size === 10)
   assert.ok(isActorRef(r2) && r2.id === 'peer-1')
+})
+
+test('a body carrying a shared value this node does not hold stays whole, and its placed actors take later messages through the driver', () => {
+  const handle = new SharedRef(HASH, 10, { release: () => Promise.resolve() })
+  const b = body([
+    [1, ContextOp.Tell, ['here', 'm', []]],
+    [2, ContextOp.Tell, ['other', 'm', [handle]]],
+    [3, ContextOp.Tell, ['there', 'm', []]],
+  ])
+  takeWrittenRefs()
+  const p = placement(['here', 'other'])
+  assert.equal(splitRequests(1, b, 3, p), undefined)
+  assert.deepEqual(p.stopped, ['here', 'other'])
+  const held = placement(['here', 'other'], [HASH])
+  assert.deepEqual(
+    splitRequests(1, b, 3, held)!.local.map((m) => m.reqId),
+    [1, 2],
+  )
+  assert.deepEqual(held.stopped, [])
 })
