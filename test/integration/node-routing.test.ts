@@ -73,6 +73,16 @@ test('asks between two host threads of one node return values and errors, withou
   await b.stop()
 })
 
+test('a task (a pool thread) reaches an actor of its node without the driver, in order', async () => {
+  const counter = await cluster.spawn<Tasks.Counter>('Counter', 0)
+  const bytes = driverBytes()
+  // 1,000 tells then an ask, from the task: the ask sees every tell.
+  assert.equal(await cluster.call('bump', counter, 1000), 1000)
+  const moved = driverBytes() - bytes
+  assert.ok(moved < 2_000, `the driver's transport moved ${moved} bytes`)
+  await counter.stop()
+})
+
 test('a shared value put by a thread reaches an actor of another host thread as its value', async () => {
   const [a, b] = await pair()
   // The node does not hold the value (the driver does): that tell and what follows it go through the driver, in order.
