@@ -8,7 +8,7 @@
  */
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { Cluster, type ActorErrorEvent, type ActorInfo, type ActorRef } from '../../lib/index.js'
+import { Cluster, type ActorErrorEvent, type ActorFailure, type ActorInfo, type ActorRef } from '../../lib/index.js'
 import type * as Tasks from '../fixtures/context-tasks.js'
 import { waitFor, within } from '../helpers.js'
 
@@ -32,6 +32,33 @@ async function pair(options: { restart?: 'always' } = {}): Promise<[ActorRef<Tas
   await a.setPeer(b)
   await b.setPeer(a)
   return [a, b]
+}
+
+/** What the cluster reported about actors while a test acted. */
+interface Seen {
+  errors: ActorErrorEvent[]
+  lost: string[]
+  restarted: string[]
+}
+
+/** Runs `act`, then waits until `done` holds of the `actor:error`, `actor:lost` and `actor:restarted` events seen meanwhile. */
+async function watch(act: () => Promise<unknown>, done: (seen: Seen) => boolean, what: string): Promise<Seen> {
+  const seen: Seen = { errors: [], lost: [], restarted: [] }
+  const onError = (e: ActorErrorEvent) => seen.errors.push(e)
+  const onLost = (info: ActorFailure) => seen.lost.push(info.actor.id)
+  const onRestart = (info: ActorInfo) => seen.restarted.push(info.id)
+  cluster.on('actor:error', onError)
+  cluster.on('actor:lost', onLost)
+  cluster.on('actor:restarted', onRestart)
+  try {
+    await act()
+    await waitFor(() => done(seen), 20_000, what)
+    return seen
+  } finally {
+    cluster.off('actor:error', onError)
+    cluster.off('actor:lost', onLost)
+    cluster.off('actor:restarted', onRestart)
+  }
 }
 
 /** Bytes the driver's transport moved both ways so far. */
@@ -94,15 +121,11 @@ test('a shared value put by a thread reaches an actor of another host thread as 
 
 test('a tell of an unknown method between two host threads is an actor:error on the driver', async () => {
   const [a, b] = await pair()
-  const errors: ActorErrorEvent[] = []
-  const onError = (e: ActorErrorEvent) => errors.push(e)
-  cluster.on('actor:error', onError)
-  try {
-    await a.tellMissing()
-    await waitFor(() => errors.length > 0, 10_000, 'an actor:error')
-  } finally {
-    cluster.off('actor:error', onError)
-  }
+  const { errors } = await watch(
+    () => a.tellMissing(),
+    (seen) => seen.errors.length > 0,
+    'an actor:error',
+  )
   assert.equal(errors[0]!.actor.id, b.id)
   assert.equal(errors[0]!.method, 'nope')
   assert.equal(errors[0]!.error.name, 'UnknownMethodError')
@@ -121,18 +144,15 @@ test('an actor stopped through a reference in a thread takes no more messages fr
 
 test('a restart-always actor whose host thread dies while only messages inside the node reach it is restarted; the ask in flight settles once', async () => {
   const [a, b] = await pair({ restart: 'always' })
-  const restarted: ActorInfo[] = []
-  const onRestart = (info: ActorInfo) => restarted.push(info)
-  cluster.on('actor:restarted', onRestart)
-  try {
-    const settled = await within(a.askPeerDie(), 20_000, 'the ask to a dying actor')
-    assert.match(settled, /^ActorLostError: actor .* was lost: its host thread died/)
-    // Nothing else is sent to b: the agent's report alone makes the driver restart it.
-    await waitFor(() => restarted.length > 0, 20_000, 'the restart of the actor whose host thread died')
-  } finally {
-    cluster.off('actor:restarted', onRestart)
-  }
-  assert.equal(restarted[0]!.id, b.id)
+  let settled = ''
+  // Nothing else is sent to b: the agent's report alone makes the driver restart it.
+  const { restarted } = await watch(
+    async () => (settled = await within(a.askPeerDie(), 20_000, 'the ask to a dying actor')),
+    (seen) => seen.restarted.length > 0,
+    'the restart of the actor whose host thread died',
+  )
+  assert.match(settled, /^ActorLostError: actor .* was lost: its host thread died/)
+  assert.deepEqual(restarted, [b.id])
   // a lived on the other host thread; the restarted b answers it again.
   assert.equal(await a.pingPong(3), 2)
   await a.stop()
@@ -141,19 +161,11 @@ test('a restart-always actor whose host thread dies while only messages inside t
 
 test('tells on their way to a host thread that dies are each reported as an actor:error; the driver learns the actor is lost', async () => {
   const [a, b] = await pair()
-  const errors: ActorErrorEvent[] = []
-  const lost: string[] = []
-  const onError = (e: ActorErrorEvent) => errors.push(e)
-  const onLost = (info: { actor: { id: string } }) => lost.push(info.actor.id)
-  cluster.on('actor:error', onError)
-  cluster.on('actor:lost', onLost)
-  try {
-    await a.tellPeerDieThen(5)
-    await waitFor(() => errors.length >= 6 && lost.length > 0, 20_000, 'six actor:errors and the loss of the actor')
-  } finally {
-    cluster.off('actor:error', onError)
-    cluster.off('actor:lost', onLost)
-  }
+  const { errors, lost } = await watch(
+    () => a.tellPeerDieThen(5),
+    (seen) => seen.errors.length >= 6 && seen.lost.length > 0,
+    'six actor:errors and the loss of the actor',
+  )
   assert.deepEqual(lost, [b.id])
   assert.deepEqual(
     errors.map((e) => [e.actor.id, e.method, e.error.name]),
