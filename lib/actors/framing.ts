@@ -72,6 +72,11 @@ export class ActorFraming {
     return bad
   }
 
+  /** A thread's requests: those for actors of this node go to their host threads; returns the rest for the driver (see ActorHosts.route). */
+  route(thread: number, body: Uint8Array, count: number): { body: Uint8Array; count: number } | undefined {
+    return this.hosts.route(thread, body, count, this.options.shared?.())
+  }
+
   /** The driver is gone, and with it every actor it spawned here (and their held replies): fresh threads for the next one. */
   reset(): void {
     void this.hosts.close()

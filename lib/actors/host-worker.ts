@@ -12,7 +12,7 @@ import { AsyncLocalStorage } from 'node:async_hooks'
 import { loadCatalog } from '../tasks-module.js'
 import { createPackr, findUnserializable } from '../protocol/codec.js'
 import { readActorBody, ResultsWriter } from '../protocol/bodies.js'
-import { ActorOp, Status } from '../protocol/messages.js'
+import { ActorOp, REQUEST_THREAD_FACTOR, Status } from '../protocol/messages.js'
 import {
   ActorStoppedError,
   RemoteTaskError,
@@ -35,13 +35,20 @@ import type { ActorRef } from '../driver/types.js'
  * thread's entries, ascending.
  */
 export interface HostBatch {
-  body: Uint8Array
+  /** Messages from the driver (undefined: none). */
+  body: Uint8Array | undefined
   count: number
   entries: number[] | undefined
   /** The shared values the node holds (the body's handles decode to them), when they changed since the last batch; null: none now. */
   shared?: SharedTable | null | undefined
   /** The agent's link (`context` in methods) and node, when they changed since the last batch. */
   context?: ThreadInfo | undefined
+  /**
+   * Asks and tells from threads of this node, routed here by the agent: an
+   * Actor body whose ids are the senders' request ids, and which entries
+   * are tells (1) rather than asks (0).
+   */
+  routed?: { body: Uint8Array; count: number; tells: Uint8Array } | undefined
 }
 
 /**
@@ -49,8 +56,13 @@ export interface HostBatch {
  * the driver as it is), and the ids they answer, in the same order.
  */
 export interface HostReplies {
-  results: Uint8Array
+  /** Replies to the driver's messages (undefined: none). */
+  results: Uint8Array | undefined
   ids: number[]
+  /** Replies to asks routed by the agent: a Reply body per sending thread. */
+  routed?: { thread: number; body: Uint8Array; count: number }[] | undefined
+  /** Request ids of the routed asks and tells done (answered, or failed). */
+  done?: number[] | undefined
 }
 
 interface Waiting {
@@ -94,8 +106,19 @@ let scheduled = false
  * inside another's method (nor inside its own), and a conversation of a
  * million hops is a loop, not a million nested calls.
  */
-const local = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void; what: string } | { tell: string; method: string }>()
+const local = new Map<
+  number,
+  { resolve: (v: unknown) => void; reject: (e: unknown) => void; what: string } | { tell: string; method: string; reqId?: number } | { reqId: number }
+>()
 let localSeq = 0
+
+/**
+ * Messages from other threads of the node, routed here by the agent, run
+ * under local ids too; their answers go back to the sending thread (asks,
+ * under its request id) and the agent learns which are done.
+ */
+const routedOut = new Map<number, ResultsWriter>()
+let done: number[] = []
 
 useLocalDelivery((actorId, method, args, ask) => {
   const live = actors.get(actorId)
@@ -139,14 +162,14 @@ function drain(): void {
   for (let n = 0; posted.length > 0; n++) {
     if (n === LOCAL_TURN) {
       setImmediate(drain)
-      if (ids.length > 0) later()
+      if (ids.length > 0 || done.length > 0) later()
       return
     }
     const m = posted.shift()!
     deliver(m.id, ActorOp.Call, m.actorId, m.name, m.args)
   }
   draining = false
-  if (ids.length > 0) later()
+  if (ids.length > 0 || done.length > 0) later()
 }
 
 /** No argument is an object (nor anything msgpack would refuse or change): the array is the copy. */
@@ -164,7 +187,21 @@ function answerLocal(id: number, status: Status, value: unknown): void {
   if (!waiting) return
   local.delete(id)
   if ('tell' in waiting) {
+    if (waiting.reqId !== undefined) {
+      done.push(waiting.reqId)
+      later()
+    }
     if (status !== Status.Ok) toldFailed(waiting.tell, waiting.method, value)
+    return
+  }
+  if (!('resolve' in waiting)) {
+    const reqId = waiting.reqId
+    const thread = Math.floor(reqId / REQUEST_THREAD_FACTOR)
+    let w = routedOut.get(thread)
+    if (!w) routedOut.set(thread, (w = new ResultsWriter()))
+    w.add(reqId, status, value)
+    done.push(reqId)
+    later()
     return
   }
   if (status === Status.Ok) waiting.resolve(value)
@@ -186,12 +223,29 @@ function reply(id: number, status: Status, value: unknown): void {
 /** Sends the replies gathered so far, in one message. */
 function flush(): void {
   scheduled = false
-  if (ids.length === 0) return
-  // A fresh copy: the packr's own buffer must not be transferred whole.
-  const results = new Uint8Array(out.take(packr))
-  const message: HostReplies = { results, ids }
+  if (ids.length === 0 && done.length === 0) return
+  const transfer: ArrayBuffer[] = []
+  let results: Uint8Array | undefined
+  if (ids.length > 0) {
+    // A fresh copy: the packr's own buffer must not be transferred whole.
+    results = new Uint8Array(out.take(packr))
+    transfer.push(results.buffer as ArrayBuffer)
+  }
+  let routed: HostReplies['routed']
+  if (routedOut.size > 0) {
+    routed = []
+    for (const [thread, w] of routedOut) {
+      const count = w.count
+      const body = new Uint8Array(w.take(packr))
+      transfer.push(body.buffer)
+      routed.push({ thread, body, count })
+    }
+    routedOut.clear()
+  }
+  const message: HostReplies = { results, ids, routed, done: done.length > 0 ? done : undefined }
   ids = []
-  port.postMessage(message, [results.buffer])
+  done = []
+  port.postMessage(message, transfer)
 }
 
 /** Replies of async methods: gathered until the next turn of the event loop. */
@@ -299,7 +353,17 @@ port.on('message', (batch: HostBatch) => {
   if (batch.shared !== undefined) useSharedTable(batch.shared ?? undefined, packr)
   if (batch.context) bindAgent(batch.context)
   const entries = batch.entries
-  if (entries === undefined) {
+  if (batch.routed !== undefined) {
+    const tells = batch.routed.tells
+    readActorBody(batch.routed.body, batch.routed.count, (reqId, _op, actorId, name, args, entry) => {
+      const id = -++localSeq
+      local.set(id, tells[entry] === 1 ? { tell: actorId, method: name, reqId } : { reqId })
+      deliver(id, ActorOp.Call, actorId, name, args)
+    })
+  }
+  if (batch.body === undefined) {
+    // Nothing from the driver.
+  } else if (entries === undefined) {
     readActorBody(batch.body, batch.count, deliver)
   } else {
     let next = 0

@@ -1,15 +1,25 @@
 import { Worker } from 'node:worker_threads'
 import { ActorOp, Status } from '../protocol/messages.js'
+import { ActorBodyWriter } from '../protocol/bodies.js'
 import { ActorLostError, WorkerCrashedError, toWireError } from '../errors.js'
 import type { HostBatch, HostReplies } from './host-worker.js'
 import type { SharedTable } from '../agent/shared-thread.js'
 import type { ThreadInfo } from '../worker/context.js'
+import { splitRequests, type Placement, type RoutedMessage } from './routing.js'
 
 /** The threads' links to the agent (`context` in actor methods): opened when a thread starts, closed when it is gone. */
 export interface HostLinks {
   open(thread: number): void
   close(thread: number): void
   readonly info: ThreadInfo
+  /** Replies to asks routed inside the node, for `thread` (a Reply body): false when it has no link here. */
+  reply(thread: number, body: Uint8Array, count: number): boolean
+  /**
+   * Messages routed inside the node were on their way to a host thread that
+   * died (`why`): asks are answered with ActorLostError, tells reported as
+   * failed; with `report`, the driver is told their actors are lost.
+   */
+  lost(messages: readonly RoutedMessage[], why: string, report: boolean): void
 }
 
 interface HostThread {
@@ -22,6 +32,8 @@ interface HostThread {
   /** The shared-value table and the context last sent to the thread: a batch carries them only when they changed. */
   sentShared: SharedTable | undefined
   sentContext: ThreadInfo | undefined
+  /** Messages routed to this thread from threads of the node and not yet done, by request id. */
+  routed: Map<number, RoutedMessage>
 }
 
 /** How the agent's actor threads answer: batches from a thread, or single answers given on the agent's own thread. */
@@ -47,6 +59,19 @@ export class ActorHosts {
   private readonly placement = new Map<string, HostThread>()
   /** Actors whose thread died: their messages are answered with ActorLostError, so the driver learns of it. */
   private readonly gone = new Set<string>()
+  /**
+   * Placed actors whose messages from the node's threads go through the
+   * driver, behind one that had to (a Stop, or one carrying a shared value
+   * this node does not hold), until the actor is placed again.
+   */
+  private readonly viaDriver = new Set<string>()
+  /** The shared values the node holds, while a body is split. */
+  private heldNow: SharedTable | undefined
+  private readonly routing: Placement = {
+    here: (actorId) => this.placement.has(actorId) && !this.viaDriver.has(actorId),
+    viaDriver: (actorId) => this.viaDriver.add(actorId),
+    holds: (hash) => this.heldNow?.some(([h]) => h === hash) ?? false,
+  }
   private closed = false
 
   constructor(
@@ -78,12 +103,15 @@ export class ActorHosts {
       host = this.pickThread()
       this.placement.set(actorId, host)
       host.actors.add(actorId)
+      this.viaDriver.delete(actorId)
     }
     if (!host) {
       // The host thread decides how to answer an actor it does not hold.
       host = this.threads[0] ?? this.pickThread()
     } else if (op === ActorOp.Stop) {
+      // Messages from the node's threads now go to the driver, which answers them as it does for a stopped actor.
       this.placement.delete(actorId)
+      this.viaDriver.delete(actorId)
       host.actors.delete(actorId)
     }
     host.waiting.add(id)
@@ -105,13 +133,62 @@ export class ActorHosts {
       if (!this.threads.includes(host)) continue
       const copy = new Uint8Array(body)
       const batch: HostBatch = { body: copy, count, entries: entries.length === count ? undefined : entries }
-      // Cloning the table and the context into every batch cost the agent's main thread more than the batch itself.
-      if (shared !== host.sentShared) batch.shared = (host.sentShared = shared) ?? null
-      const context = this.links?.info
-      if (context !== host.sentContext) batch.context = host.sentContext = context
+      this.changes(host, batch, shared)
       host.worker.postMessage(batch, [copy.buffer])
     }
     this.pending.length = 0
+  }
+
+  /**
+   * A thread's requests (a Submit body of `count` entries): its asks and
+   * tells to actors placed here go straight to their host threads, one batch
+   * per thread, in the order sent; returns what goes to the driver — the
+   * body as it came when nothing stayed, the rest encoded again, or
+   * undefined when everything stayed. Replies to the routed asks go back to
+   * `thread` over its link, under the request ids it gave them.
+   */
+  route(thread: number, body: Uint8Array, count: number, shared?: SharedTable): { body: Uint8Array; count: number } | undefined {
+    if (this.placement.size === 0) return { body, count }
+    this.heldNow = shared
+    const split = splitRequests(thread, body, count, this.routing)
+    this.heldNow = undefined
+    if (split === undefined) return { body, count }
+    const batches = new Map<HostThread, { writer: ActorBodyWriter; messages: RoutedMessage[] }>()
+    for (const m of split.local) {
+      const host = this.placement.get(m.actorId)!
+      let b = batches.get(host)
+      if (!b) batches.set(host, (b = { writer: new ActorBodyWriter(), messages: [] }))
+      b.writer.add(m.reqId, ActorOp.Call, m.actorId, m.method, m.args)
+      b.messages.push(m)
+    }
+    const ready: [HostThread, Uint8Array, RoutedMessage[]][] = []
+    try {
+      for (const [host, b] of batches) ready.push([host, b.writer.take(), b.messages])
+    } catch {
+      // Read but not written again as it came (rare): all of it goes to the driver, which says what is wrong.
+      return { body, count }
+    }
+    for (const [host, bytes, messages] of ready) {
+      const copy = new Uint8Array(bytes)
+      const tells = new Uint8Array(messages.length)
+      for (let i = 0; i < messages.length; i++) {
+        const m = messages[i]!
+        if (m.tell) tells[i] = 1
+        host.routed.set(m.reqId, m)
+      }
+      const batch: HostBatch = { body: undefined, count: 0, entries: undefined, routed: { body: copy, count: messages.length, tells } }
+      this.changes(host, batch, shared)
+      host.worker.postMessage(batch, [copy.buffer, tells.buffer])
+    }
+    return split.rest
+  }
+
+  /** Puts in `batch` the shared-value table and the context if they changed since the thread's last batch. */
+  private changes(host: HostThread, batch: HostBatch, shared: SharedTable | undefined): void {
+    // Cloning the table and the context into every batch cost the agent's main thread more than the batch itself.
+    if (shared !== host.sentShared) batch.shared = (host.sentShared = shared) ?? null
+    const context = this.links?.info
+    if (context !== host.sentContext) batch.context = host.sentContext = context
   }
 
   private pickThread(): HostThread {
@@ -123,13 +200,17 @@ export class ActorHosts {
 
   private startThread(): HostThread {
     const worker = new Worker(new URL('./host-worker.js', import.meta.url), { workerData: { tasks: this.tasks } })
-    const thread: HostThread = { worker, actors: new Set(), waiting: new Set(), entries: [], sentShared: undefined, sentContext: undefined }
+    const thread: HostThread = { worker, actors: new Set(), waiting: new Set(), entries: [], sentShared: undefined, sentContext: undefined, routed: new Map() }
     const threadId = worker.threadId
     this.links?.open(threadId)
     worker.on('message', (r: HostReplies) => {
-      const waiting = thread.waiting
-      for (const id of r.ids) waiting.delete(id)
-      this.answers.replies(r.results, r.ids.length)
+      if (r.results !== undefined) {
+        const waiting = thread.waiting
+        for (const id of r.ids) waiting.delete(id)
+        this.answers.replies(r.results, r.ids.length)
+      }
+      if (r.done !== undefined) for (const id of r.done) thread.routed.delete(id)
+      if (r.routed !== undefined) for (const to of r.routed) this.links?.reply(to.thread, to.body, to.count)
     })
     let failed = false
     const fail = (err: Error) => {
@@ -141,7 +222,14 @@ export class ActorHosts {
       if (i >= 0) this.threads.splice(i, 1)
       for (const id of thread.actors) {
         this.placement.delete(id)
+        this.viaDriver.delete(id)
         this.gone.add(id)
+      }
+      // Answered even when closing: an ask from a thread of the node settles once, whatever happens.
+      if (thread.routed.size > 0) {
+        const routed = [...thread.routed.values()]
+        thread.routed.clear()
+        this.links?.lost(routed, `its host thread died: ${err.message}`, !this.closed)
       }
       if (this.closed) return
       const wire = toWireError(new WorkerCrashedError(`actor host thread died: ${err.message}; its actors are gone`, { cause: err }))

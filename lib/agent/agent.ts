@@ -136,6 +136,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     )
     this.links = new Links({
       send,
+      route: (thread, body, count) => this.actors.route(thread, body, count),
       session: () => ({ driver: this.session.id, registration: this.session.registration }),
       secededChanged: (total) => this.onSeceded(total),
       options: { threads: options.threads, maxFrameBytes: options.maxFrameBytes, transport: options.transport },

@@ -12,10 +12,11 @@
  */
 import { BroadcastChannel } from 'node:worker_threads'
 import { randomBytes } from 'node:crypto'
-import { WorkerCrashedError, toWireError } from '../errors.js'
+import { ActorLostError, WorkerCrashedError, toWireError } from '../errors.js'
 import { header } from '../protocol/codec.js'
-import { readRequestBody, ResultsWriter } from '../protocol/bodies.js'
-import { MsgType, Status } from '../protocol/messages.js'
+import { readRequestBody, RequestWriter, ResultsWriter } from '../protocol/bodies.js'
+import { ContextOp, MsgType, Status } from '../protocol/messages.js'
+import type { RoutedMessage } from '../actors/routing.js'
 import type { Parts } from '../transport/transport.js'
 import { channelNames, own, type DownMessage, type UpMessage } from '../worker/link.js'
 import type { ContextOptions, ThreadInfo } from '../worker/context.js'
@@ -37,6 +38,12 @@ interface ThreadEnd {
 
 export interface LinksOptions {
   send(parts: Parts): void
+  /**
+   * A thread's requests (a Submit body): those for actors of this node go
+   * to their host threads; returns what goes to the driver (the body as it
+   * came when nothing stayed; undefined when everything did).
+   */
+  route?(thread: number, body: Uint8Array, count: number): { body: Uint8Array; count: number } | undefined
   /** The driver now served, and this agent's registration with it; undefined driver: none (requests are refused). */
   session(): Origin
   /** The number of seceded tasks changed (the window announced grows by it). */
@@ -49,6 +56,8 @@ export class Links {
   readonly key = randomBytes(8).toString('hex')
   private readonly threads = new Map<number, ThreadEnd>()
   private total = 0
+  /** Request ids of the agent's own reports (failed tells): no reply comes for them. */
+  private agentSeq = 0
   private nodeId: string | undefined
   private _info: ThreadInfo
 
@@ -133,6 +142,41 @@ export class Links {
     return true
   }
 
+  /**
+   * Messages routed inside the node whose host thread died on their way:
+   * each ask is answered with ActorLostError (it may or may not have run),
+   * each tell reported to the driver as failed (an `actor:error`), and, with
+   * `report`, the driver told which actors are lost, as a message it sent
+   * would have told it, so that one spawned with `restart: 'always'` is
+   * restarted.
+   */
+  lost(messages: readonly RoutedMessage[], why: string, report: boolean): void {
+    const asks = new Map<number, ResultsWriter>()
+    const told = new RequestWriter()
+    const actors = new Set<string>()
+    for (const m of messages) {
+      actors.add(m.actorId)
+      const wire = toWireError(new ActorLostError(`actor ${m.actorId} was lost: ${why}; ${m.method} was on its way to it and may or may not have run`))
+      if (m.tell) {
+        told.add(this.agentSeq++, ContextOp.ToldFailed, [m.actorId, m.method, wire])
+        continue
+      }
+      let w = asks.get(m.thread)
+      if (!w) asks.set(m.thread, (w = new ResultsWriter()))
+      w.add(m.reqId, Status.Failed, wire)
+    }
+    for (const [thread, w] of asks) {
+      const end = this.threads.get(thread)
+      if (!end) continue
+      const count = w.count
+      const message: DownMessage = { body: own(w.take()), count }
+      end.down.postMessage(message)
+    }
+    if (!report || this.options.session().driver === undefined) return
+    if (told.count > 0) this.options.send([header(MsgType.Submit, told.count), told.take()])
+    this.options.send([header(MsgType.ActorsLost, [...actors])])
+  }
+
   private changed(delta: number): void {
     if (delta === 0) return
     this.total += delta
@@ -143,9 +187,11 @@ export class Links {
     const end = this.threads.get(thread)
     if (!end || m === null || typeof m !== 'object') return
     if (m.kind === 'requests') {
+      const rest = this.options.route ? this.options.route(thread, m.body, m.count) : m
+      if (rest === undefined) return
       const session = this.options.session()
-      if (session.driver !== undefined) this.options.send([header(MsgType.Submit, m.count), m.body])
-      else this.refuse(end, m.body, m.count)
+      if (session.driver !== undefined) this.options.send([header(MsgType.Submit, rest.count), rest.body])
+      else this.refuse(end, rest.body, rest.count)
       return
     }
     if (m.kind !== 'results') return

@@ -101,6 +101,9 @@ export function dispatch(cx: Inbound, peer: string, parts: Parts): void {
         cx.badFrame()
       }
       return
+    case MsgType.ActorsLost:
+      for (const id of h.actorIds) cx.actorHostLost({ id }, node)
+      return
     case MsgType.Credit:
       node.window = h.window
       cx.scheduleFlush()

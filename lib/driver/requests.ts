@@ -209,6 +209,11 @@ function methodName(v: unknown): string {
   return name
 }
 
+/** Whether `v` is a method name a request may carry (what the driver accepts; an agent routes nothing else itself). */
+export function isMethodName(v: unknown): v is string {
+  return typeof v === 'string' && v.length > 0 && v.length <= 4096 && !NOT_METHODS.has(v)
+}
+
 function list(v: unknown): unknown[] {
   if (!Array.isArray(v)) throw new InvalidArgumentError('malformed request: arguments are not a list')
   return v

@@ -285,6 +285,26 @@ export function encodeActorBody(messages: readonly ActorItem[]): Buffer {
   return encode(flat)
 }
 
+/** Builds an Actor body message by message (an agent routing its threads' messages to its own actors). */
+export class ActorBodyWriter {
+  private flat: unknown[] = []
+
+  get count(): number {
+    return this.flat.length / ACTOR_FIELDS
+  }
+
+  add(id: number, op: ActorOp, actorId: string, name: string, args: readonly unknown[]): void {
+    this.flat.push(id, op, actorId, name, args)
+  }
+
+  /** Encodes the messages (strictly: a value that would not arrive as sent throws) and starts again empty. */
+  take(): Uint8Array {
+    const out = this.flat
+    this.flat = []
+    return encodeStrict(out)
+  }
+}
+
 /**
  * Reads an Actor body of `count` entries: `each` gets the fields of every
  * well-formed message and its position in the body (no object per message:
@@ -340,6 +360,11 @@ export class RequestWriter {
     return encodeStrict(out)
   }
 
+  /** Adds an entry as it was read from another body, unchecked (the driver checks it). */
+  addRaw(reqId: unknown, op: unknown, args: unknown): void {
+    this.flat.push(reqId, op, args)
+  }
+
   /** Drops the requests gathered (they could not be encoded) and returns them. */
   clear(): unknown[] {
     const out = this.flat
@@ -378,4 +403,15 @@ export function readRequestBody(
     else each(reqId as number, op as ContextOp, args)
   }
   return bad
+}
+
+/**
+ * Reads a Submit body of `count` entries as it came, for an agent passing its
+ * entries on: `each` gets every entry's fields unchecked (the driver, or the
+ * agent before routing one, checks them). Throws ProtocolError when the body
+ * is not a list of `count` entries at all.
+ */
+export function readRawRequestBody(bytes: Uint8Array | undefined, count: number, each: (reqId: unknown, op: unknown, args: unknown) => void): void {
+  const items = parseFlatBody(bytes, REQUEST_FIELDS, count)
+  for (let i = 0; i < items.length; i += REQUEST_FIELDS) each(items[i], items[i + 1], items[i + 2])
 }

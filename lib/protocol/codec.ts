@@ -194,6 +194,7 @@ export type Header =
   | { type: typeof MsgType.Unavailable; hash: string; code: SharedUnavailableCode; message: string }
   | { type: typeof MsgType.Submit; count: number }
   | { type: typeof MsgType.Reply; count: number; thread: number }
+  | { type: typeof MsgType.ActorsLost; actorIds: string[] }
 
 /** Thrown for a frame of another protocol version; receivers may answer it. */
 export class VersionMismatch extends ProtocolError {
@@ -324,6 +325,9 @@ export function parseHeader(bytes: Uint8Array | undefined): Header {
         throw new ProtocolError('malformed unavailable')
       return { type, hash: a, code: code as SharedUnavailableCode, message }
     }
+    case MsgType.ActorsLost:
+      if (!isStrList(a) || a.length === 0) throw new ProtocolError('malformed actors-lost')
+      return { type, actorIds: a }
     default:
       throw new ProtocolError(`unknown frame type ${String(type)}`)
   }

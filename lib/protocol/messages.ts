@@ -67,6 +67,12 @@ export const MsgType = {
   Submit: 30,
   /** driver → agent: `count, thread`; body = flat `[reqId, status, value, ...]` — answers to one thread's requests. */
   Reply: 31,
+  /**
+   * agent → driver: `actorIds` — actors of this node whose host thread died while messages its threads sent them
+   * inside the node were on their way (the agent answered those): the driver treats each as lost with its host thread
+   * (restarted, or lost for good), as when a message it sent finds the actor gone.
+   */
+  ActorsLost: 32,
 } as const
 export type MsgType = (typeof MsgType)[keyof typeof MsgType]
 

@@ -103,8 +103,22 @@ export function setSharedResolver(r: SharedResolver | undefined): SharedResolver
   return before
 }
 
-/** While set, every handle decodes to null (see {@link withoutSharedValues}). */
-let placeholders = false
+/** How handles decode while a read runs: to their values (the default), to null, or to handles again. */
+let decodeAs: 'value' | 'null' | 'handle' = 'value'
+
+/** Handles decoded as handles, while a read that asked for them runs. */
+let decoded: SharedRef[] | undefined
+
+function readAs<T>(as: 'null' | 'handle', read: () => T, seen?: SharedRef[]): T {
+  decodeAs = as
+  decoded = seen
+  try {
+    return read()
+  } finally {
+    decodeAs = 'value'
+    decoded = undefined
+  }
+}
 
 /**
  * Runs `read` (a synchronous decode) with every handle decoding to null
@@ -112,12 +126,20 @@ let placeholders = false
  * values it cannot have, to fail those tasks.
  */
 export function withoutSharedValues<T>(read: () => T): T {
-  placeholders = true
-  try {
-    return read()
-  } finally {
-    placeholders = false
-  }
+  return readAs('null', read)
+}
+
+/** The owner of a handle decoded only to be passed on: it is never released from here. */
+const passedOn: SharedOwner = { release: () => Promise.resolve() }
+
+/**
+ * Runs `read` (a synchronous decode) with every handle decoding to a handle
+ * rather than to its value: how an agent reads a body it passes on, so that
+ * encoding what it read writes the same handles. The handles read are added
+ * to `seen`, if given.
+ */
+export function withHandlesKept<T>(read: () => T, seen?: SharedRef[]): T {
+  return readAs('handle', read, seen)
 }
 
 const HASH = /^[A-Za-z0-9_-]{43}$/
@@ -138,7 +160,12 @@ addExtension({
   read(data: unknown): unknown {
     if (!Array.isArray(data) || !isSharedHash(data[0]) || !Number.isSafeInteger(data[1])) throw new ProtocolError('malformed shared value reference')
     const hash = data[0]
-    if (placeholders) return null
+    if (decodeAs === 'null') return null
+    if (decodeAs === 'handle') {
+      const ref = new SharedRef(hash, data[1] as number, passedOn)
+      decoded?.push(ref)
+      return ref
+    }
     const value = resolver?.(hash, data[1] as number)
     if (value === undefined) throw new ProtocolError(`shared value ${hash} is not held on this node`)
     return value

@@ -6,12 +6,15 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Packr } from 'msgpackr'
 import {
+  ActorBodyWriter,
   decodeTaskBody,
   encodeActorBody,
   encodeTaskBody,
   NumberTaskBodyWriter,
   readActorBody,
+  readRawRequestBody,
   readResultsBody,
+  RequestWriter,
   readTaskBody,
   ResultsWriter,
   type ActorItem,
@@ -19,7 +22,7 @@ import {
 } from '../../lib/protocol/bodies.js'
 import { decode, encode } from '../../lib/protocol/codec.js'
 import { ProtocolError } from '../../lib/errors.js'
-import { ActorOp, Status } from '../../lib/protocol/messages.js'
+import { ActorOp, ContextOp, Status } from '../../lib/protocol/messages.js'
 
 const tasks = [
   { id: 1, name: 'add', args: [1, 2] },
@@ -217,4 +220,37 @@ test('an Actor body is [id, op, actorId, name, args] per message; malformed entr
     assert.deepEqual(at, [1])
   }
   assert.throws(() => readActorBody(encode([1, 0, 'a', 'n']), 1, () => {}), ProtocolError)
+})
+
+test('ActorBodyWriter writes the Actor body encodeActorBody writes, counts its entries and starts again empty', () => {
+  const w = new ActorBodyWriter()
+  assert.equal(w.count, 0)
+  w.add(7, ActorOp.Call, 'a', 'inc', [1])
+  w.add(8, ActorOp.Stop, 'b', '', [])
+  assert.equal(w.count, 2)
+  const messages: ActorItem[] = [
+    { id: 7, op: ActorOp.Call, actorId: 'a', name: 'inc', args: [1] },
+    { id: 8, op: ActorOp.Stop, actorId: 'b', name: '', args: [] },
+  ]
+  assert.deepEqual(decode(w.take()), decode(encodeActorBody(messages)))
+  assert.equal(w.count, 0)
+  assert.deepEqual(decode(w.take()), [])
+  w.add(1, ActorOp.Call, 'a', 'f', [() => 1])
+  assert.throws(() => w.take())
+})
+
+test('readRawRequestBody hands every entry as it came, malformed ones too; RequestWriter.addRaw writes them back', () => {
+  const w = new RequestWriter()
+  w.add(5, ContextOp.Tell, ['a', 'm', [1]])
+  w.addRaw(-1, 'op', 'not a list')
+  assert.equal(w.count, 2)
+  const body = w.take()
+  const seen: unknown[][] = []
+  readRawRequestBody(body, 2, (reqId, op, args) => seen.push([reqId, op, args]))
+  assert.deepEqual(seen, [
+    [5, ContextOp.Tell, ['a', 'm', [1]]],
+    [-1, 'op', 'not a list'],
+  ])
+  assert.throws(() => readRawRequestBody(body, 3, () => {}), ProtocolError)
+  assert.throws(() => readRawRequestBody(undefined, 0, () => {}), ProtocolError)
 })

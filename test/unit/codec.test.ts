@@ -180,6 +180,15 @@ test('each malformed header says what is wrong', () => {
   malformed([999], 'unknown frame type 999')
 })
 
+test('an ActorsLost header carries a non-empty list of actor ids', () => {
+  assert.deepEqual(parseHeader(header(MsgType.ActorsLost, ['a', 'b'.repeat(256)])), { type: MsgType.ActorsLost, actorIds: ['a', 'b'.repeat(256)] })
+  malformed([MsgType.ActorsLost, []], 'malformed actors-lost')
+  malformed([MsgType.ActorsLost, 'a'], 'malformed actors-lost')
+  malformed([MsgType.ActorsLost, ['a', 7]], 'malformed actors-lost')
+  malformed([MsgType.ActorsLost, ['b'.repeat(257)]], 'malformed actors-lost')
+  malformed([MsgType.ActorsLost], 'malformed actors-lost')
+})
+
 test('header fields are checked at their bounds', () => {
   const ok = (info: Record<string, unknown>) => assert.deepEqual(parseHeader(header(MsgType.Hello, info)), { type: MsgType.Hello, info })
   const bad = (info: Record<string, unknown>) => malformed([MsgType.Hello, info], 'malformed hello')
