@@ -5,42 +5,13 @@ import { basename, dirname, isAbsolute, join, resolve } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { randomBytes } from 'node:crypto'
 import { ConfigError } from './errors.js'
-import type { ClusterConfig, ClusterOptions } from './options.js'
+import { CLUSTER_KEYS, type ClusterConfig, type ClusterOptions } from './options.js'
 import { describeKind as describe, numberProblem, stringProblem } from './validate.js'
 
 export type { ClusterConfig, RemoteOptions, SshOptions } from './options.js'
 
-/**
- * The driver's options a config may hold: every ClusterOptions field but `config`,
- * as a record so that a field added to ClusterOptions and missing here fails to compile.
- */
-const DRIVER_KEY_SET: Readonly<Record<Exclude<keyof ClusterOptions, 'config'>, true>> = {
-  tasks: true,
-  listen: true,
-  localAgents: true,
-  threads: true,
-  localTransport: true,
-  batch: true,
-  heartbeatMs: true,
-  nodeTimeoutMs: true,
-  maxFrameBytes: true,
-  insecure: true,
-  curve: true,
-  brokerReconnectMs: true,
-  brokerSecret: true,
-  brokerSecretFile: true,
-  maxRetries: true,
-  waitForNodes: true,
-  waitForNodesMs: true,
-  localAgentOptions: true,
-  transport: true,
-  redisUrl: true,
-  amqpUrl: true,
-  clusterId: true,
-  dashboard: true,
-  logLevel: true,
-  logger: true,
-}
+/** The driver's options a config may hold: every ClusterOptions field but `config` (the table fails to compile when one is missing). */
+const { config: _config, ...DRIVER_KEY_SET } = CLUSTER_KEYS
 const DRIVER_KEYS = Object.keys(DRIVER_KEY_SET) as (keyof typeof DRIVER_KEY_SET)[]
 
 const CONFIG_KEYS: ReadonlySet<string> = new Set([

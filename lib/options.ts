@@ -215,7 +215,8 @@ const LOCAL_AGENT_KEYS: KeyTable<NonNullable<ClusterOptions['localAgentOptions']
   sharedCacheBytes: true,
 }
 
-const CLUSTER_KEYS: KeyTable<ClusterOptions> = {
+/** Every option of `Cluster.start`, once. */
+export const CLUSTER_KEYS: KeyTable<ClusterOptions> = {
   ...TRANSPORT_KEYS,
   tasks: true,
   listen: true,
