@@ -253,9 +253,8 @@ const AGENT_KEYS: KeyTable<AgentOptions> = {
   insecure: true,
 }
 
-/** Refuses a `Cluster.start` options object with a key that is no option (a typo is not silently ignored). */
-export function checkClusterOptionKeys(o: ClusterOptions): void {
-  if (o === null || typeof o !== 'object') return
+/** Refuses a `Cluster.start` options object with a key that is no option: every layer (the caller's, a config's, the environment's) is merged in by now, so a typo in any is refused. */
+function checkClusterOptionKeys(o: ClusterOptions): void {
   checkKnownKeys('Cluster.start options', o, CLUSTER_KEYS)
   if (o.localAgentOptions !== null && typeof o.localAgentOptions === 'object')
     checkKnownKeys('options.localAgentOptions', o.localAgentOptions, LOCAL_AGENT_KEYS)

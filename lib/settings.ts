@@ -13,7 +13,6 @@ import { clusterOptionsOf, namedConfig } from './config.js'
 import {
   resolveAgentOptions,
   resolveClusterOptions,
-  checkClusterOptionKeys,
   type AgentOptions,
   type ClusterConfig,
   type ClusterOptions,
@@ -225,8 +224,6 @@ export async function mergeClusterSettings(options: ClusterOptions, env: NodeJS.
  */
 export async function resolveClusterSettings(options: ClusterOptions, env: NodeJS.ProcessEnv = process.env): Promise<ResolvedClusterOptions> {
   if (options === null || typeof options !== 'object') return resolveClusterOptions(options)
-  // Checked before the layers merge: the error is about what the caller wrote.
-  checkClusterOptionKeys(options)
   return resolveClusterOptions(await mergeClusterSettings(options, env))
 }
 
