@@ -5,7 +5,7 @@
  * REQUIRE_NETNS=1, where that is a failure.
  */
 import { userInfo } from 'node:os'
-import { test, before, after } from 'node:test'
+import { test, before, after, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { cp, mkdir, readFile, rm, symlink, writeFile, readdir, stat } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
@@ -109,6 +109,20 @@ interface StatusJson {
   }[]
   driver?: { nodes: number; error: string | null }
 }
+/**
+ * `cluster status --json`, asked again (every 200 ms, for at most `ms`) while `busy` holds: an agent
+ * notices a driver leave (its Bye, or else its silence) a moment after the driver's process has gone.
+ */
+async function statusWhile(t: TestContext, busy: (st: StatusJson) => boolean, ms: number): Promise<StatusJson> {
+  const end = Date.now() + ms
+  let st = json<StatusJson>(await ok(lab.cli(t, ['status', '--json'], proj)))
+  while (busy(st) && Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 200))
+    st = json<StatusJson>(await ok(lab.cli(t, ['status', '--json'], proj)))
+  }
+  return st
+}
+
 interface DownJson {
   hosts: { host: string; result: string; agents: { pid?: number; how: string }[] }[]
 }
@@ -182,8 +196,8 @@ test('up, a job of 20,000 tasks across hosts, status, hosts added and removed mi
   assert.equal((await stat(join(keyDir, 'agent.json'))).mode & 0o777, 0o600)
   assert.equal((await readFile(join(keyDir, 'server.pub'), 'utf8')).trim(), (await readFile(join(lab.dir, 'keys', 'server.pub'), 'utf8')).trim())
 
-  // Status with no driver: agents run and wait.
-  let st = json<StatusJson>(await ok(lab.cli(t, ['status', '--json'], proj)))
+  // Status with no driver: agents run and wait (once they have seen up's registrar leave).
+  let st = await statusWhile(t, (s) => s.hosts.some((h) => h.state === 'up'), 10_000)
   assert.deepEqual(
     st.hosts.map((h) => [h.host, h.state, h.threads]),
     [
@@ -259,12 +273,7 @@ test('up, a job of 20,000 tasks across hosts, status, hosts added and removed mi
 
   // The cut host cannot be asked or stopped: reported, kept; the others are stopped. The driver has
   // exited; its agent notices (its Bye, or else its silence) a moment later, and then waits for the next.
-  const statusEnd = Date.now() + 15_000
-  st = json<StatusJson>(await ok(lab.cli(t, ['status', '--json'], proj)))
-  while (st.hosts.find((h) => h.host === labels[2])?.state === 'up' && Date.now() < statusEnd) {
-    await new Promise((r) => setTimeout(r, 200))
-    st = json<StatusJson>(await ok(lab.cli(t, ['status', '--json'], proj)))
-  }
+  st = await statusWhile(t, (s) => s.hosts.find((h) => h.host === labels[2])?.state === 'up', 15_000)
   assert.deepEqual(
     st.hosts.map((h) => [h.host, h.state]),
     [
