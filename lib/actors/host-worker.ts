@@ -334,7 +334,7 @@ function spawn(id: number, actorId: string, className: string, args: readonly un
 
 /** One message of a batch: straight to its actor when the mailbox is free, else in line behind the others. */
 function deliver(id: number, op: ActorOp, actorId: string, name: string, args: readonly unknown[]): void {
-  if (op === ActorOp.Spawn) {
+  if (op === ActorOp.Spawn || op === ActorOp.Respawn) {
     spawn(id, actorId, name, args)
     return
   }

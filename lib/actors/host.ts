@@ -84,8 +84,9 @@ export class ActorHosts {
   /** Adds the message at position `entry` of the frame to its actor's thread's batch (or answers it here when that thread died). */
   handle(id: number, op: ActorOp, actorId: string, entry: number): void {
     let host = this.placement.get(actorId)
+    const spawn = op === ActorOp.Spawn || op === ActorOp.Respawn
     if (!host && this.gone.has(actorId)) {
-      if (op === ActorOp.Spawn) {
+      if (spawn) {
         this.gone.delete(actorId)
       } else {
         // It died with its thread: a Stop has nothing left to do; anything else never runs.
@@ -99,11 +100,14 @@ export class ActorHosts {
         return
       }
     }
-    if (op === ActorOp.Spawn && !host) {
+    if (spawn && !host) {
       host = this.pickThread()
       this.placement.set(actorId, host)
       host.actors.add(actorId)
-      this.viaDriver.delete(actorId)
+      // A restarted actor: the driver sends the messages it held during the restart after this, and the node's
+      // threads' messages must not overtake them, so theirs go through the driver too.
+      if (op === ActorOp.Respawn) this.viaDriver.add(actorId)
+      else this.viaDriver.delete(actorId)
     }
     if (!host) {
       // The host thread decides how to answer an actor it does not hold.

@@ -379,7 +379,7 @@ export class Actors {
     if (rec.state === 'stopped') return Promise.reject(new ActorStoppedError(`actor ${rec.id} was stopped`))
     if (rec.failure) return Promise.reject(rec.failure)
     // Restarting (waiting for a node, or the new instance's Spawn on its way): in line behind the earlier ones.
-    if (rec.ready && op !== ActorOp.Spawn) return new Promise((resolve, reject) => rec.held.push({ op, name, args, resolve, reject }))
+    if (rec.ready && op !== ActorOp.Respawn) return new Promise((resolve, reject) => rec.held.push({ op, name, args, resolve, reject }))
     if (rec.state === 'lost' || !this.cx.membership.has(rec.node)) {
       return Promise.reject(new ActorLostError(`actor ${rec.id} was lost with its node ${rec.node.nodeId}`))
     }
@@ -543,7 +543,7 @@ export class Actors {
         node.actors++
         try {
           rec.state = 'running'
-          await this.message(rec, ActorOp.Spawn, rec.className, rec.args)
+          await this.message(rec, ActorOp.Respawn, rec.className, rec.args)
           rec.ready = undefined
           this.cx.restarted(this.info(rec))
           // In the order they were sent, before anything sent from now on.

@@ -91,6 +91,12 @@ export const ActorOp = {
   Spawn: 0,
   Call: 1,
   Stop: 2,
+  /**
+   * Spawn of a restarted actor: as Spawn, and the node's threads then send it
+   * their messages through the driver, behind those it held during the
+   * restart, until the actor is placed again.
+   */
+  Respawn: 3,
 } as const
 export type ActorOp = (typeof ActorOp)[keyof typeof ActorOp]
 

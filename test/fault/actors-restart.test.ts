@@ -59,7 +59,7 @@ test('a restart whose target node is lost while the Spawn is on its way restarts
   await waitFor(() => cluster.nodes().length === 0, 10_000, 'the first agent to leave')
   const fake = await fakeNode(t, cluster.address, 'fake-target')
   const [spawn] = await fake.actorFrame('the restart Spawn')
-  assert.equal(spawn?.[1], ActorOp.Spawn)
+  assert.equal(spawn?.[1], ActorOp.Respawn)
   const second = await Agent.start({ connect: cluster.address, tasks: FIXTURE_TASKS, threads: 1 })
   t.after(() => second.close({ timeoutMs: 1000 }))
   await waitFor(() => cluster.nodes().length === 2, 10_000, 'the second agent to join')
@@ -84,7 +84,7 @@ test('messages sent during a restart reach the new instance in the order they we
   const a = ref.inc(1)
   const fake = await fakeNode(t, cluster.address, 'fake-target')
   const [spawn] = await fake.actorFrame('the restart Spawn')
-  assert.equal(spawn?.[1], ActorOp.Spawn)
+  assert.equal(spawn?.[1], ActorOp.Respawn)
   // B: sent while the new instance's Spawn is on its way.
   const b = ref.inc(2)
   await fake.answer(spawn[0], spawn[2])
@@ -205,7 +205,7 @@ test('a restart whose target nodes keep being lost before answering ends by the 
   for (const id of ['fake-1', 'fake-2']) {
     const fake = await fakeNode(t, cluster.address, id)
     const [spawn] = await fake.actorFrame(`the restart Spawn on ${id}`)
-    assert.equal(spawn?.[1], ActorOp.Spawn)
+    assert.equal(spawn?.[1], ActorOp.Respawn)
     await fake.leave()
   }
   await waitFor(() => lost.length === 1, 10_000, 'the actor to be lost for good')

@@ -174,3 +174,31 @@ test('tells on their way to a host thread that dies are each reported as an acto
   await assert.rejects(b.echo(1), { name: 'ActorLostError' })
   await a.stop()
 })
+
+test('an actor restarted onto its caller’s node takes the caller’s messages in the order sent: those held during the restart first', async () => {
+  // Two agents of three host threads each: b starts on the second node, beside two actors of its own, and its
+  // restart goes to the first (fewer actors), where a, its caller, lives.
+  await using two = await Cluster.start({ tasks: TASKS, localAgents: 2, threads: 3 })
+  const [first, second] = two
+    .nodes()
+    .map((n) => n.id)
+    .sort()
+  const a = await two.with({ node: first! }).spawn<Tasks.Node>('Node')
+  const b = await two.with({ restart: 'always' }).spawn<Tasks.Node>('Node')
+  assert.equal(b.node, second)
+  for (let i = 0; i < 2; i++) await two.with({ node: second! }).spawn<Tasks.Node>('Node')
+  await a.setPeer(b)
+  const restarted: string[] = []
+  two.on('actor:restarted', (info) => restarted.push(info.node))
+  two.on('actor:error', () => {})
+  // a's tells go through the driver while b is on the other node; those sent during the restart are held there;
+  // once b is on a's node, a's later tells go to it inside the node.
+  await a.streamAfterPeerDies(3000)
+  await waitFor(() => restarted.length > 0, 20_000, 'the restart of b')
+  assert.deepEqual(restarted, [first])
+  assert.equal(await a.peerCount(), (await b.log()).length)
+  const log = await b.log()
+  assert.ok(log.length > 0, 'the new instance received some of the stream')
+  const outOfOrder = log.findIndex((v, i) => i > 0 && v <= log[i - 1]!)
+  assert.equal(outOfOrder, -1, `received out of order at ${outOfOrder}: …${JSON.stringify(log.slice(Math.max(0, outOfOrder - 3), outOfOrder + 3))}`)
+})

@@ -183,23 +183,24 @@ test('an Actor body is [id, op, actorId, name, args] per message; malformed entr
     { id: 1, op: ActorOp.Spawn, actorId: 'a', name: 'Counter', args: [0] },
     { id: 2, op: ActorOp.Call, actorId: 'a', name: 'inc', args: [] },
     { id: 3, op: ActorOp.Stop, actorId: 'a', name: '', args: [] },
+    { id: 4, op: ActorOp.Respawn, actorId: 'a', name: 'Counter', args: [1] },
   ]
   const body = encodeActorBody(messages)
-  assert.deepEqual(decode(body), [1, 0, 'a', 'Counter', [0], 2, 1, 'a', 'inc', [], 3, 2, 'a', '', []])
+  assert.deepEqual(decode(body), [1, 0, 'a', 'Counter', [0], 2, 1, 'a', 'inc', [], 3, 2, 'a', '', [], 4, 3, 'a', 'Counter', [1]])
   const seen: ActorItem[] = []
   assert.equal(
-    readActorBody(body, 3, (id, op, actorId, name, args) => seen.push({ id, op, actorId, name, args })),
+    readActorBody(body, 4, (id, op, actorId, name, args) => seen.push({ id, op, actorId, name, args })),
     0,
   )
   assert.deepEqual(seen, messages)
   const entries: number[] = []
-  readActorBody(body, 3, (_id, _op, _actorId, _name, _args, entry) => entries.push(entry))
-  assert.deepEqual(entries, [0, 1, 2])
+  readActorBody(body, 4, (_id, _op, _actorId, _name, _args, entry) => entries.push(entry))
+  assert.deepEqual(entries, [0, 1, 2, 3])
 
   const bad = [
     [1.5, 0, 'a', 'n', []],
     ['1', 0, 'a', 'n', []],
-    [1, 3, 'a', 'n', []],
+    [1, 4, 'a', 'n', []],
     [1, -1, 'a', 'n', []],
     [1, '1', 'a', 'n', []],
     [1, 1, 5, 'n', []],
