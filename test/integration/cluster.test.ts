@@ -261,6 +261,15 @@ test('a tasks module that fails to load is a clear error at start', async () => 
     Cluster.start({ tasks: new URL('./broken-tasks.js', FIXTURE_TASKS) }),
     (e: unknown) => e instanceof TasksModuleError && /broken on purpose/.test(e.message),
   )
+  await assert.rejects(
+    Cluster.start({ tasks: new URL('./constants-tasks.js', FIXTURE_TASKS) }),
+    (e: unknown) => e instanceof TasksModuleError && /constants-tasks\.js failed to load on the driver: it exports no functions or classes$/.test(e.message),
+  )
+  await assert.rejects(
+    Cluster.start({ tasks: new URL('./default-tasks.js', FIXTURE_TASKS) }),
+    (e: unknown) =>
+      e instanceof TasksModuleError && /default-tasks\.js .*: its only export is the default one; export each task and actor class by name$/.test(e.message),
+  )
 })
 
 test('stats count what happened', async () => {

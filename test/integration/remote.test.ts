@@ -100,6 +100,10 @@ test('an agent whose tasks module fails to load exits with a clear error', async
   const p = runCli(t, ['agent', '--connect', 'tcp://127.0.0.1:9', '--tasks', new URL('./broken-tasks.js', FIXTURE_TASKS).href])
   assert.equal(await p.exited, 1)
   assert.match(p.output(), /broken-tasks\.js failed to load on agent .*broken on purpose \[ERR_TASKS_MODULE\]/)
+  // Nothing to run is as clear, not an agent waiting for work it could never take.
+  const none = runCli(t, ['agent', '--connect', 'tcp://127.0.0.1:9', '--tasks', new URL('./constants-tasks.js', FIXTURE_TASKS).href])
+  assert.equal(await within(none.exited, 15_000, 'the agent to exit'), 1)
+  assert.match(none.output(), /constants-tasks\.js failed to load on agent .*: it exports no functions or classes \[ERR_TASKS_MODULE\]/)
   const q = runCli(t, ['agent', '--connect', 'somewhere', '--tasks', FIXTURE_TASKS.href])
   assert.equal(await q.exited, 1)
   assert.match(q.output(), /options\.connect must be an endpoint like tcp:\/\/127\.0\.0\.1:7100, got "somewhere"/)
