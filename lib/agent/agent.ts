@@ -163,7 +163,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       broker: { ack: (deliveries) => this.acked(deliveries) },
       shared: () => this.shared.table(),
       context: () => this.links.info,
-      seceded: (thread, ids, driver, registration) => this.links.secededIn(thread, ids, { driver, registration }),
+      seceded: (thread, ids, driver, registration, timeout) => this.links.secededIn(thread, ids, { driver, registration }, timeout),
     })
     this.actors = new ActorFraming({
       tasks: options.tasks,
