@@ -62,6 +62,16 @@ test('options that are no object at all (null, a number, an array) are refused b
   assert.deepEqual(squares, [4, 9])
 })
 
+test('context.map in a thread refuses an unknown option, options that are no object and inputs that are none; its timeoutMs applies', async () => {
+  const [typo, notObject, noInputs] = await cluster.call<string[]>('badMaps')
+  assert.match(typo!, /^\w+Error: context\.map options: unknown option "ordred" \(did you mean "ordered"\?\)/)
+  assert.match(notObject!, /^\w+Error: context\.map options must be an object, got number/)
+  assert.match(noInputs!, /^\w+Error: map inputs must be an iterable or async iterable of argument lists/)
+  const mapper = await cluster.spawn<{ run(ms: number, timeoutMs: number): Promise<string> }>('TimedMapper')
+  assert.match(await mapper.run(5_000, 200), /^TaskTimeoutError: task "slowChild" ran longer than its timeout of 200 ms/)
+  assert.equal(await mapper.run(10, 10_000), '1 result')
+})
+
 test('context.with in a thread: a call and a spawn under an unknown option fail naming it', async () => {
   const [call, spawn] = await cluster.call<string[]>('typoOptions')
   for (const text of [call, spawn]) assert.match(text!, /^\w+Error: context\.with options: unknown option "timeout" \(did you mean "timeoutMs"\?\)/)
