@@ -106,6 +106,22 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private timer: NodeJS.Timeout | undefined
   private closing: Promise<void> | undefined
 
+  /**
+   * Listeners are the user's code: one that throws must not break the step
+   * of the driver that emitted (a task would be left unsettled). Its error is
+   * thrown again on its own, an uncaught exception as from any emitter.
+   */
+  override emit<K extends keyof ClusterEvents>(event: K, ...args: ClusterEvents[K]): boolean {
+    try {
+      return (super.emit as (event: unknown, ...args: unknown[]) => boolean)(event, ...args)
+    } catch (err) {
+      process.nextTick(() => {
+        throw err
+      })
+      return true
+    }
+  }
+
   private constructor(setup: DriverSetup) {
     super()
     const { options, transport } = setup
