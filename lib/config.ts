@@ -66,7 +66,7 @@ export async function loadConfig(file: string | URL): Promise<LoadedConfig> {
     if (code === 'ERR_UNKNOWN_FILE_EXTENSION' && /\.[mc]?ts$/.test(path)) mod = await importTypeScript(path)
     else throw new ConfigError(`config file ${path} failed to load: ${(err as Error).message}`, { cause: err })
   }
-  const config = (mod['default'] ?? mod) as unknown
+  const config: unknown = 'default' in mod ? mod['default'] : mod
   checkConfig(config, path)
   const root = config.root !== undefined ? resolve(dirname(path), config.root) : dirname(path)
   return { config, file: path, root }

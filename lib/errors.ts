@@ -3,6 +3,7 @@
  * Errors that cross the wire are rebuilt into the matching class on the other
  * side, carrying the remote stack. `docs/errors.md` lists every code.
  */
+import { inspect } from 'node:util'
 
 export type ClusterErrorCode =
   | 'ERR_INVALID_ARGUMENT'
@@ -335,7 +336,17 @@ export function toWireError(err: unknown): WireError {
       code: typeof code === 'string' ? code : undefined,
     }
   }
-  return { name: 'Error', message: `non-error thrown: ${safeString(err)}` }
+  return { name: 'Error', message: `non-error thrown: ${thrownText(err)}` }
+}
+
+/** A thrown value that is no Error, as text that keeps what it holds (`{ code: 42 }`, not `[object Object]`). */
+function thrownText(v: unknown): string {
+  if (typeof v === 'string') return v
+  try {
+    return inspect(v, { depth: 2, breakLength: Infinity })
+  } catch {
+    return safeString(v)
+  }
 }
 
 /** Validates an error record received from the network; never throws. */

@@ -25,5 +25,10 @@ export async function loadCatalog(specifier: string, where: string): Promise<Cat
     if (isClass(value)) classes.set(name, value)
     else if (typeof value === 'function') functions.set(name, value as (...args: unknown[]) => unknown)
   }
+  if (functions.size === 0 && classes.size === 0) {
+    // Likely the wrong file (a driver, a type-only module) or exports under `default`: nothing could ever run.
+    const why = 'default' in mod ? 'its only export is the default one; export each task and actor class by name' : 'it exports no functions or classes'
+    throw new TasksModuleError(`tasks module ${specifier} failed to load on ${where}: ${why}`)
+  }
   return { functions, classes }
 }

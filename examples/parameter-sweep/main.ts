@@ -269,7 +269,9 @@ async function main(): Promise<void> {
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   main().catch((err: unknown) => {
-    console.error(err)
+    // A bad flag (its RangeError, or parseArgs's own error) in one line; anything else with its stack.
+    const usage = err instanceof RangeError || String((err as { code?: unknown }).code).startsWith('ERR_PARSE_ARGS')
+    console.error(usage ? `error: ${(err as Error).message}` : err)
     process.exitCode = 1
   })
 }

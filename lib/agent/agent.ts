@@ -12,7 +12,7 @@ import { resolveAgentCurve } from '../transport/curve.js'
 import { findLocalKeys } from '../transport/local-keys.js'
 import { agentBrokerKey } from '../transport/broker-secret.js'
 import { isBrokered } from '../transport/options.js'
-import { isLoopbackEndpoint } from '../validate.js'
+import { describe, isLoopbackEndpoint } from '../validate.js'
 import type { AgentTransport, Delivery, Parts, SharedQueueAgentTransport } from '../transport/transport.js'
 import { ActorFraming } from '../actors/framing.js'
 import { closeSteps } from '../util/close.js'
@@ -163,7 +163,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       broker: { ack: (deliveries) => this.acked(deliveries) },
       shared: () => this.shared.table(),
       context: () => this.links.info,
-      seceded: (thread, ids, driver, registration) => this.links.secededIn(thread, ids, { driver, registration }),
+      seceded: (thread, ids, driver, registration, timeout) => this.links.secededIn(thread, ids, { driver, registration }, timeout),
     })
     this.actors = new ActorFraming({
       tasks: options.tasks,
@@ -183,6 +183,7 @@ export class Agent extends EventEmitter<AgentEvents> {
    * and `threads` is what this agent announces.
    */
   static async start(options: AgentOptions & { pool?: AgentPool }): Promise<Agent> {
+    if (options === null || typeof options !== 'object') throw new InvalidArgumentError(`options must be an object, got ${describe(options)}`)
     const { pool: shared, ...rest } = options
     const resolved = resolveAgentOptions(rest)
     if (shared !== undefined && shared.tasks !== resolved.tasks) {

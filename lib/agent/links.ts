@@ -8,11 +8,13 @@
  * seceded and not yet answered: they do not count against the node's window
  * (else a full window of waiting parents would leave no room for their
  * children), and if the thread dies each is answered once with
- * WorkerCrashedError.
+ * WorkerCrashedError. One that had a timeout keeps it: past it, it is
+ * answered once with TaskTimeoutError and abandoned (its thread runs other
+ * tasks, so it is not stopped; its late result is dropped by the driver).
  */
 import { BroadcastChannel } from 'node:worker_threads'
 import { randomBytes } from 'node:crypto'
-import { ActorLostError, WorkerCrashedError, toWireError } from '../errors.js'
+import { ActorLostError, TaskTimeoutError, WorkerCrashedError, toWireError } from '../errors.js'
 import { header } from '../protocol/codec.js'
 import { readRequestBody, RequestWriter, ResultsWriter } from '../protocol/bodies.js'
 import { ContextOp, MsgType, Status } from '../protocol/messages.js'
@@ -20,6 +22,7 @@ import type { RoutedMessage } from '../actors/routing.js'
 import type { Parts } from '../transport/transport.js'
 import { channelNames, own, type DownMessage, type UpMessage } from '../worker/link.js'
 import type { ContextOptions, ThreadInfo } from '../worker/context.js'
+import type { SecededTimeout } from './runner.js'
 
 /** Where a seceded task's result goes: the driver and registration its batch came under. */
 export interface Origin {
@@ -34,6 +37,10 @@ interface ThreadEnd {
   seceded: Map<number, Origin>
   /** Late results that arrived before the batch that seceded them said so. */
   early: Set<number>
+  /** Seceded tasks answered with TaskTimeoutError, whose own results are yet to come. */
+  abandoned: Set<number>
+  /** The timeouts of seceded tasks of this thread. */
+  timers: Set<NodeJS.Timeout>
 }
 
 export interface LinksOptions {
@@ -90,7 +97,7 @@ export class Links {
     up.onmessage = (event) => this.onUp(thread, (event as unknown as { data: UpMessage }).data)
     up.unref()
     down.unref()
-    this.threads.set(thread, { up, down, seceded: new Map(), early: new Set() })
+    this.threads.set(thread, { up, down, seceded: new Map(), early: new Set(), abandoned: new Set(), timers: new Set() })
   }
 
   /** A thread is gone: its seceded tasks are answered once with WorkerCrashedError; its channels close. */
@@ -100,6 +107,7 @@ export class Links {
     this.threads.delete(thread)
     end.up.close()
     end.down.close()
+    for (const timer of end.timers) clearTimeout(timer)
     if (end.seceded.size === 0) return
     const session = this.options.session()
     const wire = toWireError(new WorkerCrashedError(`a task waiting on work it asked for lost its worker thread: ${why}`))
@@ -119,8 +127,8 @@ export class Links {
     for (const thread of [...this.threads.keys()]) this.close(thread, 'the agent closed')
   }
 
-  /** A batch ended with these tasks still waiting on the cluster: they answer later, up the thread's link. */
-  secededIn(thread: number, ids: readonly number[], origin: Origin): void {
+  /** A batch ended with these tasks still waiting on the cluster: they answer later, up the thread's link, or time out after what is left of their timeout. */
+  secededIn(thread: number, ids: readonly number[], origin: Origin, timeout?: SecededTimeout): void {
     const end = this.threads.get(thread)
     if (!end) return
     let added = 0
@@ -130,6 +138,34 @@ export class Links {
       added++
     }
     this.changed(added)
+    if (timeout === undefined || added === 0) return
+    const timer = setTimeout(() => {
+      end.timers.delete(timer)
+      this.timedOut(end, ids, origin, timeout.timeoutMs)
+    }, timeout.leftMs)
+    timer.unref()
+    end.timers.add(timer)
+  }
+
+  /** Seceded tasks past their timeout and still unanswered: each answered once with TaskTimeoutError, and abandoned. */
+  private timedOut(end: ThreadEnd, ids: readonly number[], origin: Origin, timeoutMs: number): void {
+    const w = new ResultsWriter()
+    const wire = toWireError(
+      new TaskTimeoutError(
+        `a task ran longer than its timeout of ${timeoutMs} ms while it waited on work it asked for; ` +
+          'it was abandoned (its thread runs other tasks and was not stopped), and the work it asked for goes on',
+      ),
+    )
+    for (const id of ids) {
+      if (end.seceded.get(id) !== origin) continue
+      end.seceded.delete(id)
+      end.abandoned.add(id)
+      w.add(id, Status.Failed, wire)
+    }
+    if (w.count === 0) return
+    this.changed(-w.count)
+    const session = this.options.session()
+    if (origin.driver !== undefined && origin.driver === session.driver) this.options.send([header(MsgType.Results, w.count, origin.registration), w.take()])
   }
 
   /** The driver's replies to `thread`: handed over unread. False when no such thread has a link here. */
@@ -200,6 +236,8 @@ export class Links {
     let origin: Origin | undefined
     let answered = 0
     for (const id of m.ids) {
+      // Answered already (timed out): the result still goes, in its body, and the driver drops it as late.
+      if (end.abandoned.delete(id)) continue
       const o = end.seceded.get(id)
       if (o === undefined) {
         end.early.add(id)

@@ -9,6 +9,7 @@
  * not export (Failed, UnknownTaskError).
  */
 import { CombinerError, ProtocolError, UnknownTaskError, toWireError } from '../errors.js'
+import { isThenable } from '../util/thenable.js'
 import { Status } from '../protocol/messages.js'
 import { readReduceChunk, type ReduceChunk } from '../protocol/reduce.js'
 import type { ResultsWriter } from '../protocol/bodies.js'
@@ -17,8 +18,6 @@ type Fn = (...args: unknown[]) => unknown
 
 /** How a finished chunk's partial is checked and written (the worker's own `settle`: a value msgpack cannot carry fails). */
 export type SettleResult = (out: ResultsWriter, slot: number, name: string, value: unknown) => void
-
-const isThenable = (v: unknown): v is PromiseLike<unknown> => v !== null && typeof v === 'object' && typeof (v as PromiseLike<unknown>).then === 'function'
 
 /** Folds `b` into `a`; a throw, or a promise, is a CombinerError naming the combiner. */
 function combine(op: Fn, chunk: ReduceChunk, a: unknown, b: unknown): unknown {

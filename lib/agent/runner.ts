@@ -76,8 +76,14 @@ export interface RunnerOptions {
   shared?: () => SharedTable | undefined
   /** What a batch tells its thread of the cluster (its link to the agent, the node id). */
   context?: () => ThreadInfo
-  /** A batch ended with tasks that seceded: they answer later through the thread's link. */
-  seceded?: (thread: number, ids: readonly number[], driver: string | undefined, registration: string) => void
+  /** A batch ended with tasks that seceded: they answer later through the thread's link, within `timeout` if they have one. */
+  seceded?: (thread: number, ids: readonly number[], driver: string | undefined, registration: string, timeout: SecededTimeout | undefined) => void
+}
+
+/** What is left of the timeout of tasks that seceded: `leftMs` of their `timeoutMs`. */
+export interface SecededTimeout {
+  readonly timeoutMs: number
+  readonly leftMs: number
 }
 
 /**
@@ -174,8 +180,9 @@ export class Runner {
         : this.pool.run({ bodies, shared, context }, {})
       run.then(
         (r) => {
+          const timeout = limit && first.timeoutMs !== undefined ? { timeoutMs: first.timeoutMs, leftMs: limit.leftMs() } : undefined
           limit?.dispose()
-          this.done(driver, registration, r, frames)
+          this.done(driver, registration, r, frames, timeout)
         },
         (err: Error) => {
           limit?.dispose()
@@ -229,13 +236,13 @@ export class Runner {
     if (this._batchesRunning === 0) for (const resolve of this.idle.splice(0)) resolve()
   }
 
-  private done(driver: string | undefined, registration: string, r: PoolResult, frames: QueuedFrame[]): void {
+  private done(driver: string | undefined, registration: string, r: PoolResult, frames: QueuedFrame[], timeout: SecededTimeout | undefined): void {
     this.settled()
     if (this.stopped) return
     this.stats.tasksDone += r.count
     this.stats.badFrames += r.bad
     this.stats.batches++
-    if (r.seceded) this.options.seceded?.(r.thread, r.seceded, driver, registration)
+    if (r.seceded) this.options.seceded?.(r.thread, r.seceded, driver, registration, timeout)
     // Results for a driver that has since gone would only confuse the next one.
     if (driver !== undefined && driver === this.session.id && r.count > 0) this.answer([header(MsgType.Results, r.count, registration), r.results], frames)
     else this.acknowledge(frames)
@@ -304,11 +311,18 @@ class RunLimit {
   private readonly controller = new AbortController()
   private readonly channel = new MessageChannel()
   private timer: NodeJS.Timeout | undefined
+  private startedAt: number | undefined
 
-  constructor(timeoutMs: number) {
+  constructor(private readonly timeoutMs: number) {
     this.channel.port1.once('message', () => {
+      this.startedAt = performance.now()
       this.timer = setTimeout(() => this.controller.abort(), timeoutMs)
     })
+  }
+
+  /** What is left of the limit (all of it if the batch never said it started). */
+  leftMs(): number {
+    return this.startedAt === undefined ? this.timeoutMs : Math.max(0, this.timeoutMs - (performance.now() - this.startedAt))
   }
 
   /** Stops the thread once the limit is passed. */

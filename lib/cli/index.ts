@@ -28,7 +28,7 @@ export async function main(argv = hideBin(process.argv), commands: readonly Comm
     })
     .command(agentCommand)
   for (const c of commands) cli = cli.command(c)
-  await cli
+  cli = cli
     .command(upCommand)
     .command(statusCommand)
     .command(downCommand)
@@ -40,8 +40,7 @@ export async function main(argv = hideBin(process.argv), commands: readonly Comm
     .help()
     .fail((msg, err, y) => {
       if (err) {
-        const code = err instanceof ClusterError ? ` [${err.code}]` : ''
-        process.stderr.write(`cluster: ${err.message}${code}\n`)
+        failed(err)
       } else {
         // In a fail handler yargs passes its usage object, whose help() returns the help text (@types/yargs types it as Argv).
         // eslint-disable-next-line @typescript-eslint/restrict-template-expressions -- a string at run time, see above
@@ -49,5 +48,17 @@ export async function main(argv = hideBin(process.argv), commands: readonly Comm
       }
       process.exit(1)
     })
-    .parseAsync()
+  try {
+    await cli.parseAsync()
+  } catch (err) {
+    // A handler that throws before its first await escapes yargs' fail handler: said the same way.
+    failed(err instanceof Error ? err : new Error(String(err)))
+    process.exit(1)
+  }
+}
+
+/** A command's error as one line on stderr, with its code. */
+function failed(err: Error): void {
+  const code = err instanceof ClusterError ? ` [${err.code}]` : ''
+  process.stderr.write(`cluster: ${err.message}${code}\n`)
 }

@@ -17,7 +17,7 @@ import { setSharedResolver, type SharedResolver } from '../protocol/shared-ref.j
 import { Ledger, type ActorTarget, type ResultSink, type Settle, type TaskEntry } from './ledger.js'
 import { runMap } from './map.js'
 import { MAP_KEYS, MAP_REDUCE_KEYS, REDUCE_KEYS, VIEW_KEYS } from './option-keys.js'
-import { checkKnownKeys, unknownKey } from '../util/known-keys.js'
+import { checkKnownKeys, notAnOptionsObject, unknownKey } from '../util/known-keys.js'
 import { carriedOf, SharedValues, type SharedUser } from './shared.js'
 import type { SharedRef } from '../protocol/shared-ref.js'
 import { runReduce } from './reduce.js'
@@ -105,6 +105,22 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private readonly flushBound = () => this.flush()
   private timer: NodeJS.Timeout | undefined
   private closing: Promise<void> | undefined
+
+  /**
+   * Listeners are the user's code: one that throws must not break the step
+   * of the driver that emitted (a task would be left unsettled). Its error is
+   * thrown again on its own, an uncaught exception as from any emitter.
+   */
+  override emit<K extends keyof ClusterEvents>(event: K, ...args: ClusterEvents[K]): boolean {
+    try {
+      return (super.emit as (event: unknown, ...args: unknown[]) => boolean)(event, ...args)
+    } catch (err) {
+      process.nextTick(() => {
+        throw err
+      })
+      return true
+    }
+  }
 
   private constructor(setup: DriverSetup) {
     super()
@@ -375,7 +391,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * ```
    */
   with(options: TaskOptions & SpawnOptions): ClusterView {
-    if (options !== null && typeof options === 'object') checkKnownKeys('cluster.with options', options, VIEW_KEYS)
+    const notObject = notAnOptionsObject('cluster.with options', options)
+    if (notObject) throw notObject
+    checkKnownKeys('cluster.with options', options, VIEW_KEYS)
     const task = resolveTaskOptions(options, this.options.maxRetries)
     const spawnOptions = resolveSpawnOptions(options)
     // The view's spawns are one group when spread.
@@ -504,13 +522,14 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     options: MapOptions | MapReduceOptions<R>,
     view: (TaskOptions & SpawnOptions) | undefined,
   ): AsyncGenerator<R, void, undefined> | Promise<R> {
-    if (options !== null && typeof options === 'object') {
-      const reduce = (options as Partial<MapReduceOptions<R>>).reduce
-      const refused =
-        unknownKey('map options', options, MAP_KEYS) ??
-        (reduce !== null && typeof reduce === 'object' ? unknownKey('options.reduce', reduce, MAP_REDUCE_KEYS) : undefined)
-      if (refused) return reduce !== undefined ? Promise.reject(refused) : failedMap<R>(refused)
-    }
+    // Not an object at all: a map (no reduce asked for), failing as its iteration starts.
+    const notObject = notAnOptionsObject('map options', options)
+    if (notObject) return failedMap<R>(notObject)
+    const reduce = (options as Partial<MapReduceOptions<R>>).reduce
+    const refused =
+      unknownKey('map options', options, MAP_KEYS) ??
+      (reduce !== null && typeof reduce === 'object' ? unknownKey('options.reduce', reduce, MAP_REDUCE_KEYS) : undefined)
+    if (refused) return reduce !== undefined ? Promise.reject(refused) : failedMap<R>(refused)
     return this.mapOrReduce<R>(name, inputs, view === undefined ? options : { ...view, ...options })
   }
 
@@ -523,7 +542,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     options: ReduceOptions<R>,
     view: (TaskOptions & SpawnOptions) | undefined,
   ): Promise<R> {
-    const refused = options !== null && typeof options === 'object' ? unknownKey('reduce options', options, REDUCE_KEYS) : undefined
+    const refused = notAnOptionsObject('reduce options', options) ?? unknownKey('reduce options', options, REDUCE_KEYS)
     if (refused) return Promise.reject(refused)
     return this.reduceUnder<R>(name, inputs, combiner, initial, view === undefined ? options : { ...view, ...options })
   }

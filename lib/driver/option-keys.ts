@@ -21,6 +21,15 @@ export const VIEW_KEYS: KeyTable<TaskOptions & SpawnOptions> = {
   spread: true,
 }
 
+/** `context.map`'s options in a thread: a task's (but `signal`) and the map's own. */
+export const CONTEXT_MAP_KEYS: KeyTable<Omit<TaskOptions, 'signal'> & { ordered?: boolean; concurrency?: number }> = {
+  timeoutMs: true,
+  retries: true,
+  maxRetries: true,
+  ordered: true,
+  concurrency: true,
+}
+
 export const MAP_KEYS: KeyTable<MapReduceOptions<unknown>> = { ...TASK_KEYS, ordered: true, concurrency: true, progress: true, total: true, reduce: true }
 
 export const REDUCE_KEYS: KeyTable<ReduceOptions> = { ...TASK_KEYS, ordered: true, concurrency: true, chunk: true, until: true, progress: true, total: true }

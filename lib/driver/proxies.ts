@@ -11,12 +11,16 @@ const MAX_METHODS = 256
 
 /**
  * The method functions of one proxy, made once per name: `proxy.add(1, 2)`
- * in a loop makes no closure per call, and `proxy.add === proxy.add`.
+ * in a loop makes no closure per call, and `proxy.add === proxy.add`. As a
+ * string (`${proxy}`, `String(proxy)`) it is `text`: else the conversion
+ * would call `toString` and `valueOf` as remote methods, whose rejections
+ * nobody would handle.
  */
-function methods(make: (name: string) => (...args: unknown[]) => unknown): (prop: string | symbol) => unknown {
+function methods(make: (name: string) => (...args: unknown[]) => unknown, text: () => string): (prop: string | symbol) => unknown {
   // Made on first use: an actor reference never called costs no map.
   let made: Map<string, (...args: unknown[]) => unknown> | undefined
   return (prop) => {
+    if (prop === Symbol.toPrimitive) return text
     if (typeof prop !== 'string' || NOT_METHODS.has(prop)) return undefined
     made ??= new Map()
     let m = made.get(prop)
@@ -34,6 +38,7 @@ export function makeTasksProxy<M extends object>(send: Send): TasksProxy<M> {
     (name) =>
       (...args: unknown[]) =>
         send(name, args),
+    () => '[cluster tasks]',
   )
   return new Proxy(Object.create(null) as object, {
     get: (_target, prop) => method(prop),
@@ -54,6 +59,7 @@ export function makeActorRef<T extends object>(p: ActorRefParts): ActorRef<T> {
     (name) =>
       (...args: unknown[]) =>
         p.tell(name, args),
+    () => `[actor ${p.id} tell]`,
   )
   const tell = new Proxy(Object.create(null) as object, {
     get: (_target, prop) => tellMethod(prop),
@@ -62,6 +68,7 @@ export function makeActorRef<T extends object>(p: ActorRefParts): ActorRef<T> {
     (name) =>
       (...args: unknown[]) =>
         p.send(name, args),
+    () => `[actor ${p.id}]`,
   )
   // Over an ActorRefBase: the encoder knows a reference by its prototype chain, and sends it as its id.
   return new Proxy(Object.create(ActorRefBase.prototype) as object, {

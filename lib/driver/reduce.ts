@@ -14,6 +14,7 @@
  * once.
  */
 import { CombinerError, InvalidArgumentError, TaskCancelledError } from '../errors.js'
+import { isThenable } from '../util/thenable.js'
 import type { Progress } from '../monitor/progress.js'
 import { reduceChunkArgs, reduceTaskName } from '../protocol/reduce.js'
 import { integerOption } from '../validate.js'
@@ -61,10 +62,11 @@ function knownTotal(inputs: unknown, total: number | undefined): number | undefi
   return typeof n === 'number' && Number.isSafeInteger(n) && n >= 0 ? n : undefined
 }
 
-/** Folds on the driver; a throw is a CombinerError naming the combiner. */
+/** Folds on the driver; a throw, or a promise, is a CombinerError naming the combiner. */
 function foldLocal(op: Combiner, combiner: string, task: string, a: unknown, b: unknown): unknown {
+  let v: unknown
   try {
-    return op(a, b)
+    v = op(a, b)
   } catch (e) {
     throw new CombinerError(
       `combiner "${combiner}" threw on the driver while folding partial aggregates of task "${task}": ${(e as Error)?.message ?? String(e)}`,
@@ -73,6 +75,11 @@ function foldLocal(op: Combiner, combiner: string, task: string, a: unknown, b: 
       },
     )
   }
+  // Folded on as a value, a promise would be wrong silently ('[object Promise]7').
+  if (isThenable(v)) {
+    throw new CombinerError(`combiner "${combiner}" of task "${task}" returned a promise on the driver; a combiner must return its value synchronously`)
+  }
+  return v
 }
 
 interface Arrived {

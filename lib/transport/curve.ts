@@ -125,7 +125,11 @@ export function newKeyPair(): KeyPair {
  * never receives a key.
  */
 export function writeKeys(dir: string, force = false): { dir: string; files: string[] } {
-  mkdirSync(dirname(resolve(dir)), { recursive: true })
+  try {
+    mkdirSync(dirname(resolve(dir)), { recursive: true })
+  } catch (err) {
+    throw new AuthError(`cannot create ${resolve(dir)}: ${(err as Error).message}`, { cause: err })
+  }
   ensurePrivateDir(resolve(dir), resolve(dir))
   const files = Object.values(KEY_FILES).map((f) => join(dir, f))
   const existing = files.filter((f) => existsSync(f))

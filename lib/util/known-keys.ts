@@ -6,9 +6,15 @@
  * ignored.
  */
 import { InvalidArgumentError } from '../errors.js'
+import { describeKind } from '../validate.js'
 
 /** The keys of `T`, each listed once: the compiler says when an option is added to `T` and not here. */
 export type KeyTable<T> = { readonly [K in keyof Required<T>]: true }
+
+/** An InvalidArgumentError when `o`, given as `what` (`map options`, …), is not an options object; undefined when it is one. */
+export function notAnOptionsObject(what: string, o: unknown): InvalidArgumentError | undefined {
+  return o === null || typeof o !== 'object' || Array.isArray(o) ? new InvalidArgumentError(`${what} must be an object, got ${describeKind(o)}`) : undefined
+}
 
 /** Throws {@link unknownKey}'s error, if any. */
 export function checkKnownKeys(what: string, o: object, known: Readonly<Record<string, true>>): void {

@@ -13,6 +13,9 @@ import { setActorRefResolver } from '../protocol/actor-ref.js'
 import { SharedRef } from '../protocol/shared-ref.js'
 import { InvalidArgumentError } from '../errors.js'
 import { makeActorRef, makeTasksProxy } from '../driver/proxies.js'
+import { checkInputs } from '../driver/map.js'
+import { CONTEXT_MAP_KEYS } from '../driver/option-keys.js'
+import { notAnOptionsObject, unknownKey } from '../util/known-keys.js'
 import type { ActorRef, SpawnOptions, TaskOptions, TasksProxy } from '../driver/types.js'
 import { Link } from './link.js'
 
@@ -168,7 +171,16 @@ function view(options: ContextViewOptions | undefined): ContextView {
     call: <R>(name: string, ...args: unknown[]) => call(name, args) as Promise<R>,
     tasks: <M extends object>() => makeTasksProxy<M>(call),
     map: <R>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, mapOptions: ContextMapOptions = {}) =>
-      mapInThread<R>((args) => call(name, args) as Promise<R>, inputs, mapOptions),
+      mapInThread<R>(
+        // The map's task options (timeoutMs, retries, maxRetries) over the view's, for each of its calls.
+        (task) => {
+          if (Object.keys(task).length === 0) return (args) => call(name, args) as Promise<R>
+          const under = view({ ...options, ...task })
+          return (args) => under.call<R>(name, ...args)
+        },
+        inputs,
+        mapOptions,
+      ),
     spawn: async <T extends object>(className: string, ...args: unknown[]) => {
       const parent = parentOf()
       const spawnOptions = parent === undefined ? wire : { ...wire, parent }
@@ -183,14 +195,18 @@ function view(options: ContextViewOptions | undefined): ContextView {
  * the driver's ledger, so retries and node loss are handled as for any task.
  */
 async function* mapInThread<R>(
-  call: (args: unknown[]) => Promise<R>,
+  callUnder: (task: Omit<TaskOptions, 'signal'>) => (args: unknown[]) => Promise<R>,
   inputs: Iterable<unknown> | AsyncIterable<unknown>,
   options: ContextMapOptions,
 ): AsyncGenerator<R, void, undefined> {
-  const concurrency = options.concurrency ?? 1024
+  const refused = notAnOptionsObject('context.map options', options) ?? unknownKey('context.map options', options, CONTEXT_MAP_KEYS)
+  if (refused) throw refused
+  checkInputs(inputs)
+  const { concurrency = 1024, ordered = true, ...task } = options
   if (!Number.isSafeInteger(concurrency) || concurrency < 1)
     throw new InvalidArgumentError(`options.concurrency must be a positive integer, got ${String(options.concurrency)}`)
-  const ordered = options.ordered ?? true
+  if (typeof ordered !== 'boolean') throw new InvalidArgumentError(`options.ordered must be a boolean, got ${JSON.stringify(ordered)}`)
+  const call = callUnder(task)
   type Slot = { done: boolean; ok: boolean; value: unknown }
   const window: Slot[] = []
   let wake: (() => void) | undefined

@@ -35,3 +35,22 @@ test('bench without a known name lists every benchmark', async (t) => {
   for (const name of ['seed', 'latency', 'balance', 'map', 'put', 'reduce', 'shapes', 'actors', 'chaos', 'scale', 'monitor'])
     assert.match(p.output(), new RegExp(`name a benchmark:.*\\b${name}\\b`))
 })
+
+test('each benchmark’s help lists its own flags, also those named like a CLUSTER_* setting (--tasks, --threads, --batch…)', async (t) => {
+  const FLAGS: [name: string, flags: string[]][] = [
+    ['seed', ['--tasks', '--threads', '--batch', '--local-transport', '--transport', '--dashboard', '--runs']],
+    ['latency', ['--calls', '--local-transport']],
+    ['balance', ['--tasks', '--agents', '--threads']],
+    ['monitor', ['--tasks', '--via']],
+    ['shapes', ['--threads', '--calls']],
+  ]
+  for (const [name, flags] of FLAGS) {
+    const p = runCli(t, ['bench', name, '--help'])
+    assert.equal(await p.exited, 0, p.output())
+    for (const flag of flags) assert.match(p.output(), new RegExp(`^\\s+${flag}\\s`, 'm'), `bench ${name} --help lists ${flag}`)
+  }
+  // Settings variables a benchmark has no flag for stay accepted, and out of its help.
+  const p = runCli(t, ['bench', 'latency', '--help'], { CLUSTER_HEARTBEAT_MS: '200' })
+  assert.equal(await p.exited, 0, p.output())
+  assert.doesNotMatch(p.output(), /heartbeat/i)
+})

@@ -1,5 +1,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { runCli } from '../helpers.js'
 
 test('cluster bench seed --json prints one JSON object with the checked result', async (t) => {
@@ -26,6 +29,20 @@ test('bad flags are clear errors', async (t) => {
   const q = runCli(t, ['frobnicate'])
   assert.equal(await q.exited, 1)
   assert.match(q.output(), /Unknown argument: frobnicate/)
+})
+
+test('a command failing before its first await says why in one line, without a stack', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'ac-cli-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'a-file')
+  writeFileSync(file, '')
+  const under = runCli(t, ['keys', '--out', join(file, 'keys')])
+  assert.equal(await under.exited, 1)
+  assert.match(under.output(), /^cluster: cannot create .*a-file\/keys: E(EXIST|NOTDIR).* \[ERR_AUTH\]\n$/)
+  assert.equal(await runCli(t, ['keys', '--out', join(dir, 'keys')]).exited, 0)
+  const again = runCli(t, ['keys', '--out', join(dir, 'keys')])
+  assert.equal(await again.exited, 1)
+  assert.match(again.output(), /^cluster: refusing to overwrite .*server\.json.* \(use --force\) \[ERR_INVALID_ARGUMENT\]\n$/)
 })
 
 test('flags can come from CLUSTER_* environment variables', async (t) => {

@@ -13,7 +13,7 @@ import {
   InvalidArgumentError,
 } from '../../lib/index.js'
 import type * as Tasks from '../fixtures/tasks.js'
-import { FIXTURE_TASKS, mapAhead, waitFor } from '../helpers.js'
+import { FIXTURE_TASKS, mapAhead, runProcess, waitFor, within } from '../helpers.js'
 
 let cluster: Cluster
 
@@ -252,6 +252,24 @@ test('await using disposes the cluster', async () => {
   await assert.rejects(c.call('add', 1, 1), ClusterClosedError)
 })
 
+test('a listener that throws does not leave the task it hears of unsettled; its error is thrown on its own', async (t) => {
+  // In a process of its own: the listener's error is an uncaught exception there, as from any emitter.
+  const script = `import { Cluster } from ${JSON.stringify(new URL('../../lib/index.js', import.meta.url).href)}
+const c = await Cluster.start({ tasks: ${JSON.stringify(FIXTURE_TASKS.href)}, threads: 1 })
+process.on('uncaughtException', (e) => console.log('uncaught ' + e.message))
+c.on('task:failed', () => { throw new Error('listener bug') })
+const late = new Promise((r) => setTimeout(() => r('unsettled'), 10_000).unref())
+console.log(await Promise.race([c.call('fail', 'on purpose').then(() => 'resolved', (e) => 'rejected ' + e.message), late]))
+console.log('next ' + (await c.call('add', 1, 2)))
+await c.close()
+`
+  const p = runProcess(t, process.execPath, ['--input-type=module', '-e', script])
+  assert.equal(await within(p.exited, 30_000, 'the script'), 0, p.output())
+  assert.match(p.output(), /^rejected on purpose$/m)
+  assert.match(p.output(), /^uncaught listener bug$/m)
+  assert.match(p.output(), /^next 3$/m)
+})
+
 test('a tasks module that fails to load is a clear error at start', async () => {
   await assert.rejects(
     Cluster.start({ tasks: new URL('./fixtures/does-not-exist.js', FIXTURE_TASKS) }),
@@ -260,6 +278,15 @@ test('a tasks module that fails to load is a clear error at start', async () => 
   await assert.rejects(
     Cluster.start({ tasks: new URL('./broken-tasks.js', FIXTURE_TASKS) }),
     (e: unknown) => e instanceof TasksModuleError && /broken on purpose/.test(e.message),
+  )
+  await assert.rejects(
+    Cluster.start({ tasks: new URL('./constants-tasks.js', FIXTURE_TASKS) }),
+    (e: unknown) => e instanceof TasksModuleError && /constants-tasks\.js failed to load on the driver: it exports no functions or classes$/.test(e.message),
+  )
+  await assert.rejects(
+    Cluster.start({ tasks: new URL('./default-tasks.js', FIXTURE_TASKS) }),
+    (e: unknown) =>
+      e instanceof TasksModuleError && /default-tasks\.js .*: its only export is the default one; export each task and actor class by name$/.test(e.message),
   )
 })
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { Cluster } from '../../lib/index.js'
 import { PATCHES_MODULE, runMetapopulation, type MetapopOptions, type MetapopResult } from '../../examples/metapopulation/main.js'
 import { DEFAULT_PARAMS, simulateInProcess } from '../../examples/metapopulation/model.js'
-import { runCli, waitFor } from '../helpers.js'
+import { runCli, runProcess, waitFor } from '../helpers.js'
 
 // 12 × 10 patches, 60 ticks: the epidemic leaves the centre patch and reaches the edges.
 const SMALL = { width: 12, height: 10, ticks: 60, seed: 42, minPopulation: 300, maxPopulation: 900, infected: 20 } satisfies MetapopOptions
@@ -45,4 +45,11 @@ test('runMetapopulation names a bad option before starting a cluster', async () 
   await assert.rejects(runMetapopulation({ ticks: 1.5 }), /ticks must be an integer/)
   await assert.rejects(runMetapopulation({ minPopulation: 10, maxPopulation: 5 }), /maxPopulation must be at least minPopulation/)
   await assert.rejects(runMetapopulation({ params: { mobility: 3 } }), /mobility must be in \[0, 1\], got 3/)
+})
+
+test('the example run with a bad flag says what is wrong in one line', async (t) => {
+  const p = runProcess(t, process.execPath, [new URL('../../examples/metapopulation/main.js', import.meta.url).pathname, '--width', 'wide'])
+  assert.equal(await p.exited, 1, p.output())
+  assert.match(p.output(), /^error: width must be an integer in \[1, \d+\], got NaN$/m)
+  assert.doesNotMatch(p.output(), /\n\s+at /, 'no stack trace')
 })

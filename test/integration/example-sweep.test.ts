@@ -3,6 +3,7 @@ import assert from 'node:assert/strict'
 import { Cluster } from '../../lib/index.js'
 import { runSweep, type SweepOptions } from '../../examples/parameter-sweep/main.js'
 import { TRUTH } from '../../examples/parameter-sweep/model.js'
+import { runProcess } from '../helpers.js'
 
 // A small sweep (about 8,000 simulations, under a second of compute on 2 cores).
 const SMALL: SweepOptions = { samples: 1000, replicates: 4, refineSamples: 500, refineReplicates: 8 }
@@ -50,4 +51,17 @@ test('runSweep rejects bad options before starting a cluster', async () => {
   await assert.rejects(runSweep({ replicates: 1000 }), RangeError)
   await assert.rejects(runSweep({ refineSamples: -1 }), RangeError)
   await assert.rejects(runSweep({ seed: Number.NaN }), RangeError)
+})
+
+test('the example run with a bad flag says what is wrong in one line', async (t) => {
+  const main = new URL('../../examples/parameter-sweep/main.js', import.meta.url).pathname
+  for (const [args, message] of [
+    [['--samples', 'abc'], /^error: samples must be an integer in \[1, \d+\], got NaN$/m],
+    [['--sample', '5'], /^error: Unknown option '--sample'/m],
+  ] as const) {
+    const p = runProcess(t, process.execPath, [main, ...args])
+    assert.equal(await p.exited, 1, p.output())
+    assert.match(p.output(), message)
+    assert.doesNotMatch(p.output(), /\n\s+at /, 'no stack trace')
+  }
 })

@@ -43,6 +43,35 @@ test('cluster.with, map, map’s reduce and reduce refuse an unknown option; the
   assert.deepEqual(squares, [4, 9])
 })
 
+test('options that are no object at all (null, a number, an array) are refused by name, not a TypeError nor silently taken', async () => {
+  const notObject = (what: string, got: string) => (e: unknown) => e instanceof InvalidArgumentError && e.message === `${what} must be an object, got ${got}`
+  const drain = async (it: unknown) => {
+    for await (const _ of it as AsyncIterable<unknown>);
+  }
+  await assert.rejects(Agent.start(null as never), notObject('options', 'null'))
+  assert.throws(() => cluster.with(null as never), notObject('cluster.with options', 'null'))
+  assert.throws(() => cluster.with(5 as never), notObject('cluster.with options', 'number'))
+  assert.throws(() => cluster.with([] as never), notObject('cluster.with options', 'an array'))
+  await assert.rejects(drain(cluster.map('square', [[1]], null as never)), notObject('map options', 'null'))
+  await assert.rejects(drain(cluster.with({ timeoutMs: 60_000 }).map('square', [[1]], 7 as never)), notObject('map options', 'number'))
+  await assert.rejects(cluster.reduce('square', [[1]], 'add', 0, null as never), notObject('reduce options', 'null'))
+  await assert.rejects(cluster.with({ timeoutMs: 60_000 }).reduce('square', [[1]], 'add', 0, 'fast' as never), notObject('reduce options', '"fast"'))
+  // Left out, they are the defaults.
+  const squares: number[] = []
+  for await (const r of cluster.map<number>('square', [[2], [3]])) squares.push(r)
+  assert.deepEqual(squares, [4, 9])
+})
+
+test('context.map in a thread refuses an unknown option, options that are no object and inputs that are none; its timeoutMs applies', async () => {
+  const [typo, notObject, noInputs] = await cluster.call<string[]>('badMaps')
+  assert.match(typo!, /^\w+Error: context\.map options: unknown option "ordred" \(did you mean "ordered"\?\)/)
+  assert.match(notObject!, /^\w+Error: context\.map options must be an object, got number/)
+  assert.match(noInputs!, /^\w+Error: map inputs must be an iterable or async iterable of argument lists/)
+  const mapper = await cluster.spawn<{ run(ms: number, timeoutMs: number): Promise<string> }>('TimedMapper')
+  assert.match(await mapper.run(5_000, 200), /^TaskTimeoutError: task "slowChild" ran longer than its timeout of 200 ms/)
+  assert.equal(await mapper.run(10, 10_000), '1 result')
+})
+
 test('context.with in a thread: a call and a spawn under an unknown option fail naming it', async () => {
   const [call, spawn] = await cluster.call<string[]>('typoOptions')
   for (const text of [call, spawn]) assert.match(text!, /^\w+Error: context\.with options: unknown option "timeout" \(did you mean "timeoutMs"\?\)/)

@@ -168,6 +168,14 @@ for (const design of DESIGNS) {
         assert.ok(e.cause instanceof TypeError)
         return true
       })
+      // A combiner that returns a promise, on the agent and on the driver: never folded on as a value.
+      const promised = (where: RegExp) => (e: unknown) =>
+        e instanceof CombinerError && where.test(e.message) && /a combiner must return its value synchronously/.test(e.message)
+      await assert.rejects(
+        cluster.reduce('square', range(50), 'sumLater', 0, { chunk: 50 }),
+        promised(/^combiner "sumLater" of task "square" returned a promise;/),
+      )
+      await assert.rejects(cluster.reduce('square', range(50), 'sumLater', 0, { chunk: 1 }), promised(/returned a promise on the driver/))
     })
 
     test('early stop by predicate: resolves with the aggregate of a prefix of whole chunks; the rest is withdrawn', async () => {

@@ -96,10 +96,17 @@ test('binding beyond loopback without authentication is refused unless insecure'
   )
 })
 
-test('an agent whose tasks module fails to load exits with a clear error', async (t) => {
+test('an agent whose tasks module fails to load, or whose status file cannot be written, exits with a clear error', async (t) => {
   const p = runCli(t, ['agent', '--connect', 'tcp://127.0.0.1:9', '--tasks', new URL('./broken-tasks.js', FIXTURE_TASKS).href])
   assert.equal(await p.exited, 1)
   assert.match(p.output(), /broken-tasks\.js failed to load on agent .*broken on purpose \[ERR_TASKS_MODULE\]/)
+  const status = runCli(t, ['agent', '--connect', 'tcp://127.0.0.1:9', '--tasks', FIXTURE_TASKS.href, '--status-file', '/nonexistent-dir/status.json'])
+  assert.equal(await within(status.exited, 15_000, 'the agent to exit'), 1)
+  assert.match(status.output(), /^cluster: --status-file \/nonexistent-dir\/status\.json cannot be written: ENOENT.* \[ERR_INVALID_ARGUMENT\]\n$/)
+  // Nothing to run is as clear, not an agent waiting for work it could never take.
+  const none = runCli(t, ['agent', '--connect', 'tcp://127.0.0.1:9', '--tasks', new URL('./constants-tasks.js', FIXTURE_TASKS).href])
+  assert.equal(await within(none.exited, 15_000, 'the agent to exit'), 1)
+  assert.match(none.output(), /constants-tasks\.js failed to load on agent .*: it exports no functions or classes \[ERR_TASKS_MODULE\]/)
   const q = runCli(t, ['agent', '--connect', 'somewhere', '--tasks', FIXTURE_TASKS.href])
   assert.equal(await q.exited, 1)
   assert.match(q.output(), /options\.connect must be an endpoint like tcp:\/\/127\.0\.0\.1:7100, got "somewhere"/)

@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Cluster, WorkerCrashedError } from '../../lib/index.js'
+import { Cluster, TaskTimeoutError, WorkerCrashedError } from '../../lib/index.js'
 import type * as Tasks from '../fixtures/context-tasks.js'
 import { CLI, FAST, waitFor, within } from '../helpers.js'
 import { AMQP_URL, REDIS_URL, skipReason } from '../brokers.js'
@@ -31,6 +31,19 @@ test('a thread that dies under a task that seceded answers it once with WorkerCr
   )
   // The node goes on: a fresh thread runs nested work.
   assert.equal(await within(cluster.call('fib', 10), 60_000, 'fib(10) after the crash'), 55)
+})
+
+test('a task that seceded keeps its timeout: past it, it fails once with TaskTimeoutError and the thread goes on', async () => {
+  await using cluster = await Cluster.start({ tasks: TASKS, threads: 1 })
+  const started = Date.now()
+  await assert.rejects(
+    within(cluster.with({ timeoutMs: 300, retries: 0 }).call('slowParent', 1, 3_000), 20_000, 'slowParent under a timeout'),
+    (e: unknown) => e instanceof TaskTimeoutError && /timeout of 300 ms while it waited on work it asked for/.test(e.message),
+  )
+  assert.ok(Date.now() - started < 2_500, `timed out after ${Date.now() - started} ms, not when its child ended`)
+  // Within its timeout, a seceded task answers as ever; the thread was not stopped.
+  assert.equal(await within(cluster.with({ timeoutMs: 10_000 }).call('slowParent', 2, 50), 20_000, 'slowParent in time'), 2)
+  assert.equal(await within(cluster.call('fib', 10), 20_000, 'fib(10) after the timeout'), 55)
 })
 
 test('a node lost while an actor elsewhere waits on its actor: each outstanding ask settles once, with a value or ActorLostError', async (t) => {

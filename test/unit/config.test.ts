@@ -48,6 +48,9 @@ test('bad configs fail naming the file and the field', async (t) => {
   const dir = await tempDir(t)
   const cases: [string, RegExp][] = [
     ['export default 42', /must export an object .*got number/],
+    // A default export that is null or undefined is the config given, not a sign to read the module's named exports.
+    ['export default null', /must export an object .*got null/],
+    ['export default undefined', /must export an object .*got undefined/],
     ['export default { treads: 2 }', /unknown field "treads"/],
     ['export default { ssh: { identity: 3 } }', /ssh\.identity must be a non-empty string, got number/],
     ['export default { ssh: { options: ["-oX"] } }', /ssh\.options must be a list of "Key=value" strings/],

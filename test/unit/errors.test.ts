@@ -45,6 +45,15 @@ test('errors from the wire are sanitised', () => {
   assert.equal(toWireError('a string').message, 'non-error thrown: a string')
 })
 
+test('a thrown value that is no Error keeps what it holds in the message', () => {
+  assert.equal(toWireError({ code: 42, why: 'bad input' }).message, "non-error thrown: { code: 42, why: 'bad input' }")
+  assert.equal(toWireError([1, 'two']).message, "non-error thrown: [ 1, 'two' ]")
+  assert.equal(toWireError(null).message, 'non-error thrown: null')
+  assert.equal(toWireError(undefined).message, 'non-error thrown: undefined')
+  assert.equal(toWireError(7n).message, 'non-error thrown: 7n')
+  assert.equal(toWireError(Object.create(null) as object).message, 'non-error thrown: [Object: null prototype] {}')
+})
+
 test('error names follow their class; codes are stable', () => {
   const e = new UnknownTaskError('m')
   assert.equal(e.name, 'UnknownTaskError')

@@ -33,8 +33,26 @@ test('tasks proxy: a method sends its name and arguments, and is the same functi
   ])
   // Not methods: a proxy is not a promise (await would call then), and symbols are nothing.
   for (const p of ['then', 'catch', 'finally', 'toJSON', 'constructor']) assert.equal((t as Record<string, unknown>)[p], undefined, p)
-  assert.equal((t as Record<symbol, unknown>)[Symbol.toPrimitive], undefined)
   assert.equal(await Promise.resolve(t), t)
+})
+
+test('a proxy read as a string is a label, not calls of toString and valueOf sent to the cluster', () => {
+  const sent: string[] = []
+  const send = (name: string) => {
+    sent.push(name)
+    return Promise.resolve()
+  }
+  const t = makeTasksProxy<Calc>(send)
+  const ref = makeActorRef<Counter>({ id: 'a1', name: undefined, node: () => 'n1', send, tell: (name) => void sent.push(name), stop: () => Promise.resolve() })
+  // As JavaScript converts any value to a string; the types do not say a proxy has a label.
+  const asText = (v: unknown) => `${v as string}`
+  assert.equal(asText(t), '[cluster tasks]')
+  assert.equal(`${asText(ref)} ${asText(ref.tell)}`, '[actor a1] [actor a1 tell]')
+  assert.equal(String(t as unknown as string), '[cluster tasks]')
+  assert.deepEqual(sent, [])
+  // Asked for by name, they are still methods of the actor (or tasks) like any other.
+  void (ref as unknown as { toString(): Promise<unknown> }).toString()
+  assert.deepEqual(sent, ['toString'])
 })
 
 test('tasks proxy: past the names it keeps, every name still sends itself', async () => {

@@ -1,5 +1,6 @@
 import type { CommandModule } from 'yargs'
-import { resolve } from 'node:path'
+import { access, constants } from 'node:fs/promises'
+import { dirname, resolve } from 'node:path'
 import { Agent } from '../../agent/agent.js'
 import { StatusFile } from '../../agent/status-file.js'
 import { InvalidArgumentError } from '../../errors.js'
@@ -114,10 +115,17 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       if (err instanceof InvalidArgumentError && /^options\.(tasks|connect) /.test(err.message)) throw explainMissing(err)
       throw err
     })
+    const statusPath = args['status-file']
+    // Checked before the agent starts: a status file it cannot write would only be a warning every heartbeat.
+    if (statusPath) {
+      await access(dirname(resolve(statusPath)), constants.W_OK).catch((err: unknown) => {
+        throw new InvalidArgumentError(`--status-file ${statusPath} cannot be written: ${(err as Error).message}`, { cause: err })
+      })
+    }
     const where = options.transport === 'zmq' ? options.connect : `cluster ${options.clusterId ?? '?'} over ${options.transport}`
     // Resolved options go back in as options: a brokered agent's empty address means none.
     const agent = await Agent.start({ ...options, connect: options.connect || undefined })
-    const status = args['status-file'] ? new StatusFile(agent, args['status-file']) : undefined
+    const status = statusPath ? new StatusFile(agent, statusPath) : undefined
     const log = commandLogger(args, 'info', 'agent').child({ agent: agent.id })
     // Messages keep the plain-text wording of earlier versions, for whoever reads or greps them.
     log.info({ threads: agent.options.threads, driver: where }, `${agent.id}: ${agent.options.threads} threads, waiting for the driver at ${where}`)

@@ -1,7 +1,9 @@
 import { spawn } from 'node:child_process'
+import { createRequire } from 'node:module'
+import { resolve } from 'node:path'
 import type { CommandModule } from 'yargs'
 import { findConfig } from '../../config.js'
-import { ConfigError } from '../../errors.js'
+import { ConfigError, InvalidArgumentError } from '../../errors.js'
 import { prepareSlurmRun, slurmAllocation, type SlurmRun } from '../../hosts/slurm.js'
 import { configFileOf } from '../../settings.js'
 import { describe } from '../../validate.js'
@@ -26,12 +28,19 @@ export const runCommand: CommandModule = {
     const named = a['config']
     const config = configFileOf(named === undefined || typeof named === 'string' ? named : describe(named)) ?? findConfig()
     if (config === undefined) throw new ConfigError('cluster run needs a config: pass --config or put a cluster.config.{js,mjs,ts} here')
+    const script = String(a['script'])
+    // Found as node finds a main script (`driver` for driver.js too): else node's own stack would be all the user sees.
+    try {
+      createRequire(import.meta.url).resolve(resolve(script))
+    } catch {
+      throw new InvalidArgumentError(`cannot run ${script}: no such file`)
+    }
     // Words after `--` go to the script untouched (yargs would turn "007" into 7).
     const dashes = process.argv.indexOf('--')
     const args = [...((a['args'] as unknown[] | undefined) ?? []).map(String), ...(dashes >= 0 ? process.argv.slice(dashes + 1) : [])]
     const allocation = a['slurm'] === false ? undefined : slurmAllocation()
     const slurm: SlurmRun | undefined = allocation ? await prepareSlurmRun(config, allocation) : undefined
-    const child = spawn(process.execPath, [String(a['script']), ...args], {
+    const child = spawn(process.execPath, [script, ...args], {
       stdio: 'inherit',
       env: { ...process.env, CLUSTER_CONFIG: config, ...slurm?.driverEnv },
     })
