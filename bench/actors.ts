@@ -9,6 +9,7 @@
 import { availableParallelism, cpus, loadavg } from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Cluster, type ActorRef } from '../lib/index.js'
+import { CLUSTER_DEFAULTS, type LocalTransport } from '../lib/options.js'
 import { BENCH_TASKS } from './seed.js'
 import { median } from './stats.js'
 import type { Bouncer, Pinger, RingMember } from './tasks.js'
@@ -28,6 +29,8 @@ export interface ActorsBenchOptions {
   agents: number
   /** Threads per agent (default: cores / agents). */
   threads?: number
+  /** How the local agents reach the driver (default: the cluster's default). */
+  localTransport?: LocalTransport | undefined
   runs: number
   /** Longest wait for a run's messages to finish, in ms. */
   timeoutMs: number
@@ -52,6 +55,7 @@ export interface RateRow {
 export interface ActorsBenchResult {
   agents: number
   threads: number
+  localTransport: LocalTransport
   machine: string
   /** The 1-minute load average before and after the runs. */
   load: [number, number]
@@ -73,7 +77,7 @@ const REFERENCE = [
 ]
 
 async function spawnRun(o: ActorsBenchOptions, threads: number): Promise<SpawnRow> {
-  await using cluster = await Cluster.start({ tasks: BENCH_TASKS, localAgents: o.agents, threads })
+  await using cluster = await Cluster.start({ tasks: BENCH_TASKS, localAgents: o.agents, threads, localTransport: o.localTransport })
   const before = cluster.stats().transport
   const start = performance.now()
   const refs = await Promise.all(Array.from({ length: o.spawn }, () => cluster.spawn<Pinger>('Pinger')))
@@ -168,7 +172,7 @@ export async function runActorsBench(o: ActorsBenchOptions, log: (line: string) 
   }
   const rates: RateRow[] = []
   if (o.messages > 0 || o.ringSize > 0) {
-    await using cluster = await Cluster.start({ tasks: BENCH_TASKS, localAgents: o.agents, threads })
+    await using cluster = await Cluster.start({ tasks: BENCH_TASKS, localAgents: o.agents, threads, localTransport: o.localTransport })
     const nodes = cluster
       .nodes()
       .map((n) => n.id)
@@ -190,6 +194,7 @@ export async function runActorsBench(o: ActorsBenchOptions, log: (line: string) 
   return {
     agents: o.agents,
     threads,
+    localTransport: o.localTransport ?? CLUSTER_DEFAULTS.localTransport,
     machine: `${cpus()[0]?.model.trim() ?? 'unknown CPU'}, ${availableParallelism()} cores`,
     load: [load0, loadavg()[0]!],
     spawn,
@@ -203,7 +208,7 @@ export async function runActorsBench(o: ActorsBenchOptions, log: (line: string) 
 export function actorsMarkdown(r: ActorsBenchResult): string {
   const fmt = (x: number) => Math.round(x).toLocaleString('en-US')
   const lines = [
-    `actors — ${r.agents} local agent(s) × ${r.threads} threads; medians`,
+    `actors — ${r.agents} local agent(s) × ${r.threads} threads, reaching the driver by ${r.localTransport}; medians`,
     `Machine: ${r.machine}; load ${r.load[0].toFixed(2)} before, ${r.load[1].toFixed(2)} after`,
     '',
     '| part | size | figure | goal |',

@@ -9,7 +9,7 @@ import { chaosAllMarkdown, runChaos, runChaosAll } from './chaos.js'
 import { runScale } from './scale.js'
 import { runSeedAll, seedAllMarkdown, writeSeedAll } from './seed-all.js'
 import { InvalidArgumentError } from '../lib/errors.js'
-import { CLUSTER_DEFAULTS } from '../lib/options.js'
+import { CLUSTER_DEFAULTS, LOCAL_TRANSPORTS, type LocalTransport } from '../lib/options.js'
 import { ENV_VARIABLE_NAMES } from '../lib/settings.js'
 import { TRANSPORT_DEFAULTS, TRANSPORT_KINDS } from '../lib/transport/options.js'
 import { runMonitorCost } from './monitor-cost.js'
@@ -138,7 +138,7 @@ export const benchCommand: CommandModule = {
               .option('threads', { type: 'number', describe: 'threads per agent (default: cores / agents)' })
               .option('batch', { type: 'string', default: CLUSTER_DEFAULTS.batch, describe: "tasks per frame: 'auto' or N (1 = one task per frame)" })
               .option('local-transport', {
-                choices: ['inproc', 'tcp'] as const,
+                choices: LOCAL_TRANSPORTS,
                 default: CLUSTER_DEFAULTS.localTransport,
                 describe: 'how the local agents reach the driver',
               })
@@ -218,13 +218,13 @@ export const benchCommand: CommandModule = {
               .option('calls', { type: 'number', default: 5000, describe: 'sequential calls per run' })
               .option('local-transport', {
                 type: 'array',
-                choices: ['inproc', 'tcp'],
-                default: ['inproc', 'tcp'],
+                choices: LOCAL_TRANSPORTS,
+                default: [...LOCAL_TRANSPORTS],
                 describe: 'how the local agent reaches the driver',
               }),
           handler: async (a) => {
             const results = []
-            for (const t of a['local-transport'] as ('inproc' | 'tcp')[]) {
+            for (const t of a['local-transport'] as LocalTransport[]) {
               results.push(await runLatency({ calls: a.calls, runs: a.runs, localTransport: t }))
             }
             print(a.json, results.length === 1 ? results[0]! : { results }, [
@@ -341,6 +341,11 @@ export const benchCommand: CommandModule = {
               .option('ring-hops', { type: 'number', default: 1_000_000, describe: 'hops of the token per run' })
               .option('agents', { type: 'number', default: 2, describe: 'local agents' })
               .option('threads', { type: 'number', describe: 'threads per agent (default: cores / agents)' })
+              .option('local-transport', {
+                choices: LOCAL_TRANSPORTS,
+                default: CLUSTER_DEFAULTS.localTransport,
+                describe: 'how the local agents reach the driver',
+              })
               .option('timeout-ms', { type: 'number', default: 120_000, describe: 'longest wait for one run' }),
           handler: async (a) => {
             if (a.balls > a.messages && a.messages > 0)
@@ -355,6 +360,7 @@ export const benchCommand: CommandModule = {
                 ringHops: a['ring-hops'],
                 agents: a.agents,
                 threads: a.threads,
+                localTransport: a['local-transport'],
                 runs: a.runs,
                 timeoutMs: a['timeout-ms'],
               },

@@ -1,10 +1,11 @@
 /** One call at a time, awaited, on loopback: the round trip a single task pays. */
 import { Cluster } from '../lib/index.js'
+import type { LocalTransport } from '../lib/options.js'
 import { BENCH_TASKS } from './seed.js'
 import { median, percentile } from './stats.js'
 
 export interface LatencyResult {
-  localTransport: 'inproc' | 'tcp'
+  localTransport: LocalTransport
   calls: number
   p50Us: number
   p99Us: number
@@ -12,7 +13,7 @@ export interface LatencyResult {
   runs: { p50Us: number; p99Us: number; meanUs: number }[]
 }
 
-export async function runLatency(o: { calls: number; runs: number; localTransport: 'inproc' | 'tcp' }): Promise<LatencyResult> {
+export async function runLatency(o: { calls: number; runs: number; localTransport: LocalTransport }): Promise<LatencyResult> {
   await using cluster = await Cluster.start({ tasks: BENCH_TASKS, localTransport: o.localTransport })
   for (let k = 0; k < 1000; k++) await cluster.call('add', 1, k)
   const runs: LatencyResult['runs'] = []

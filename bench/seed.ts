@@ -8,6 +8,7 @@ import { availableParallelism } from 'node:os'
 import { Cluster, Progress, type Logger } from '../lib/index.js'
 import { maskToken } from '../lib/monitor/options.js'
 import type { TransportKind } from '../lib/transport/options.js'
+import { CLUSTER_DEFAULTS, type LocalTransport } from '../lib/options.js'
 import { median } from './stats.js'
 
 export interface SeedOptions {
@@ -18,7 +19,7 @@ export interface SeedOptions {
   runs: number
   warmup: boolean
   via: 'call' | 'map'
-  localTransport?: 'inproc' | 'tcp'
+  localTransport?: LocalTransport
   /** The design (default zmq). */
   transport?: TransportKind
   redisUrl?: string
@@ -44,7 +45,7 @@ export interface SeedResult extends SeedRun {
   threads: number
   batch: 'auto' | number
   via: 'call' | 'map'
-  localTransport: 'inproc' | 'tcp'
+  localTransport: LocalTransport
   runs: SeedRun[]
 }
 
@@ -99,7 +100,7 @@ export async function seedRuns(cluster: Cluster, o: Pick<SeedOptions, 'tasks' | 
 
 export async function runSeed(o: SeedOptions): Promise<SeedResult> {
   const threads = o.threads ?? Math.max(1, Math.floor(availableParallelism() / o.agents))
-  const localTransport = o.localTransport ?? 'inproc'
+  const localTransport = o.localTransport ?? CLUSTER_DEFAULTS.localTransport
   const transport = o.transport ?? 'zmq'
   await using cluster = await Cluster.start({
     tasks: BENCH_TASKS,

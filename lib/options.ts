@@ -11,14 +11,19 @@ import { checkKnownKeys, type KeyTable } from './util/known-keys.js'
 /** Where the task functions and actor classes live: a module path or URL. */
 export type TasksModule = string | URL
 
+/** How local agents reach their driver (see {@link ClusterOptions.localTransport}). */
+export const LOCAL_TRANSPORTS = ['memory', 'inproc', 'tcp'] as const
+export type LocalTransport = (typeof LOCAL_TRANSPORTS)[number]
+
 export interface ClusterOptions extends TransportOptions {
   /** Module whose named exports are the task functions and actor classes. */
   tasks?: TasksModule
   /**
    * Address the driver binds; agents connect to it. Default: none — the
-   * driver binds only an in-process (`inproc://`) endpoint for its local
-   * agents, and no TCP port another user could reach; `cluster.address` is
-   * then that endpoint. Give it for remote agents (`tcp://0.0.0.0:7100`,
+   * driver takes its local agents in this process alone (a `memory://`
+   * address, or `inproc://` with `localTransport: 'inproc'`) and binds no
+   * TCP port another user could reach; `cluster.address` is then that
+   * address. Give it for remote agents (`tcp://0.0.0.0:7100`,
    * `tcp://127.0.0.1:0` for a free loopback port). With `localTransport:
    * 'tcp'` and no `listen`, `CLUSTER_DEFAULTS.listen` (a free loopback port).
    */
@@ -28,11 +33,13 @@ export interface ClusterOptions extends TransportOptions {
   /** Threads of each local agent. Default: the number of cores. */
   threads?: number
   /**
-   * How local agents reach the driver's socket: `'inproc'` (default; ZeroMQ's
-   * in-process transport, no TCP stack or I/O thread in between) or `'tcp'`
-   * (through the loopback address, exactly as a remote agent).
+   * How local agents reach the driver: `'memory'` (default; frames handed
+   * over in this process's memory, no socket or I/O thread in between; with
+   * `listen`, remote agents still use the socket), `'inproc'` (ZeroMQ's
+   * in-process transport to the driver's socket) or `'tcp'` (through the
+   * loopback address, exactly as a remote agent).
    */
-  localTransport?: 'inproc' | 'tcp'
+  localTransport?: LocalTransport
   /** Most tasks in one frame: `'auto'` (adapts to task size, up to 1024) or a fixed positive integer. */
   batch?: 'auto' | number
   /** Interval of heartbeats both ways, in ms. Default 1000. */
@@ -86,7 +93,7 @@ export interface ResolvedClusterOptions extends ResolvedTransportOptions {
   readonly listen: string | undefined
   readonly localAgents: number
   readonly threads: number
-  readonly localTransport: 'inproc' | 'tcp'
+  readonly localTransport: LocalTransport
   readonly batch: 'auto' | number
   readonly heartbeatMs: number
   readonly nodeTimeoutMs: number
@@ -108,7 +115,7 @@ export const CLUSTER_DEFAULTS = {
   /** Bound only when local agents go over TCP (`localTransport: 'tcp'`) and `listen` was not given. */
   listen: 'tcp://127.0.0.1:0',
   localAgents: 1,
-  localTransport: 'inproc',
+  localTransport: 'memory',
   batch: 'auto',
   heartbeatMs: 1000,
   nodeTimeoutMs: 3000,
@@ -196,6 +203,17 @@ function checkEndpoint(name: string, v: unknown): string {
   return endpointOption(name, v)
 }
 
+/** Where the driver listens: a socket's endpoint. A `memory://` address is the driver's own making, for its local agents. */
+function listenOption(v: unknown): string {
+  const listen = checkEndpoint('listen', v)
+  if (/^memory:/i.test(listen)) {
+    throw new InvalidArgumentError(
+      `options.listen must be a socket's endpoint (tcp://, ipc:// or inproc://), got ${JSON.stringify(listen)}: the driver makes its memory:// address itself (localTransport: 'memory')`,
+    )
+  }
+  return listen
+}
+
 const TRANSPORT_KEYS: KeyTable<TransportOptions> = {
   transport: true,
   redisUrl: true,
@@ -277,7 +295,7 @@ export function resolveClusterOptions(o: ClusterOptions = {}): ResolvedClusterOp
   if (nodeTimeoutMs <= heartbeatMs) {
     throw new InvalidArgumentError(`options.nodeTimeoutMs (${nodeTimeoutMs}) must exceed options.heartbeatMs (${heartbeatMs})`)
   }
-  const localTransport = oneOfOption('localTransport', o.localTransport, ['inproc', 'tcp']) ?? CLUSTER_DEFAULTS.localTransport
+  const localTransport = oneOfOption('localTransport', o.localTransport, LOCAL_TRANSPORTS) ?? CLUSTER_DEFAULTS.localTransport
   const insecure = booleanOption('insecure', o.insecure) ?? CLUSTER_DEFAULTS.insecure
   if (o.logger !== undefined && (o.logger === null || typeof o.logger !== 'object' || typeof o.logger.info !== 'function')) {
     throw new InvalidArgumentError(`options.logger must be a pino logger, got ${describe(o.logger)}`)
@@ -285,7 +303,7 @@ export function resolveClusterOptions(o: ClusterOptions = {}): ResolvedClusterOp
   return Object.freeze({
     ...resolveTransportOptions(o),
     tasks,
-    listen: o.listen === undefined ? undefined : checkEndpoint('listen', o.listen),
+    listen: o.listen === undefined ? undefined : listenOption(o.listen),
     localAgents,
     threads: positiveInt('threads', o.threads, availableParallelism()),
     localTransport,

@@ -11,6 +11,7 @@ import { resolve } from 'node:path'
 import { InvalidArgumentError } from './errors.js'
 import { clusterOptionsOf, namedConfig } from './config.js'
 import {
+  LOCAL_TRANSPORTS,
   resolveAgentOptions,
   resolveClusterOptions,
   type AgentOptions,
@@ -101,7 +102,7 @@ const CLUSTER_VARIABLES: readonly EnvVariable[] = [
   variable('listen', endpoint),
   variable('localAgents', integer(0)),
   variable('threads', integer()),
-  variable('localTransport', oneOf(['inproc', 'tcp'])),
+  variable('localTransport', oneOf(LOCAL_TRANSPORTS)),
   variable('batch', batch),
   variable('heartbeatMs', integer()),
   variable('nodeTimeoutMs', integer()),

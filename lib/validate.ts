@@ -69,13 +69,17 @@ export function oneOfOption<T extends string>(name: string, v: unknown, choices:
   return fail(name, `must be ${what}`, v, JSON.stringify(v) ?? describe(v))
 }
 
-const ENDPOINT = /^(tcp:\/\/[^\s:]+|tcp:\/\/\[[0-9a-f:]+\]):(\d+|\*)$|^(ipc|inproc):\/\/\S+$/i
+const ENDPOINT = /^(tcp:\/\/[^\s:]+|tcp:\/\/\[[0-9a-f:]+\]):(\d+|\*)$|^(ipc|inproc|memory):\/\/\S+$/i
 
 export function endpointProblem(v: unknown): string | undefined {
   return typeof v === 'string' && ENDPOINT.test(v) ? undefined : 'must be an endpoint like tcp://127.0.0.1:7100'
 }
 
-/** A ZeroMQ endpoint: `tcp://host:port` (port `*` for any), `ipc://path` or `inproc://name`. */
+/**
+ * A ZeroMQ endpoint: `tcp://host:port` (port `*` for any), `ipc://path` or
+ * `inproc://name`; or `memory://name`, a driver in this process reached
+ * without a socket (see lib/transport/memory.ts).
+ */
 export function endpointOption(name: string, v: unknown): string {
   const problem = endpointProblem(v)
   return problem === undefined ? (v as string) : fail(name, problem, v)
@@ -89,7 +93,7 @@ export function isLoopbackHost(host: string): boolean {
 
 /** Is this endpoint reachable only from this machine? */
 export function isLoopbackEndpoint(endpoint: string): boolean {
-  if (/^(ipc|inproc):/.test(endpoint)) return true
+  if (/^(ipc|inproc|memory):/.test(endpoint)) return true
   const host = /^tcp:\/\/(\[[^\]]+\]|[^:]+):/.exec(endpoint)?.[1] ?? ''
   return isLoopbackHost(host)
 }

@@ -29,7 +29,7 @@ export interface DriverSetup {
   readonly catalog: Catalog | undefined
   readonly transport: DriverTransport
   readonly clusterId: string
-  /** The in-process endpoint local agents use (ZeroMQ inproc); undefined to use `address`. */
+  /** The in-process address local agents use (`memory://`, or ZeroMQ's `inproc://`); undefined to use `address`. */
   readonly localAddress: string | undefined
   readonly curve: DriverCurve | undefined
   /** The ZAP domain under which the accepted agent keys are registered. */
@@ -60,13 +60,17 @@ export async function setUpDriver(options: ClusterOptions): Promise<DriverSetup>
   const curve = resolved.curve && zmqDesign ? resolveDriverCurve(resolved.curve) : ownKeys ? { server: newKeyPair(), authorizedAgents: [] } : undefined
   const catalog = resolved.tasks === undefined ? undefined : await loadCatalog(resolved.tasks, 'the driver')
   const clusterId = resolved.clusterId ?? randomBytes(8).toString('hex')
-  const inproc = zmqDesign && resolved.localTransport === 'inproc'
-  // No `listen` given: no TCP port at all, only the endpoint the local agents use.
-  const inprocOnly = inproc && resolved.listen === undefined
-  const inprocAddress =
-    inproc && (inprocOnly || resolved.localAgents > 0) ? `inproc://actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}` : undefined
-  const listen = resolved.listen ?? (inprocOnly ? inprocAddress! : CLUSTER_DEFAULTS.listen)
-  const localAddress = resolved.localAgents > 0 ? inprocAddress : undefined
+  // Local agents in this process: in memory (the default), or over ZeroMQ's inproc.
+  const inProcess = zmqDesign && resolved.localTransport !== 'tcp'
+  const scheme = resolved.localTransport === 'memory' ? 'memory' : 'inproc'
+  // No `listen` given: no TCP port at all, only the address the local agents use.
+  const inProcessOnly = inProcess && resolved.listen === undefined
+  const inProcessAddress =
+    inProcess && (inProcessOnly || resolved.localAgents > 0) ? `${scheme}://actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}` : undefined
+  const listen = resolved.listen ?? (inProcessOnly ? inProcessAddress! : CLUSTER_DEFAULTS.listen)
+  const localAddress = resolved.localAgents > 0 ? inProcessAddress : undefined
+  // With `listen` too: the ROUTER also binds the inproc endpoint, or a memory side is joined to it.
+  const alongside = inProcessOnly ? undefined : localAddress
   const zapDomain = curve ? `actor-cluster-${process.pid}-${randomBytes(6).toString('hex')}` : undefined
   const localKey = curve && (resolved.localAgents > 0 || ownKeys) ? newKeyPair() : undefined
   // Brokered: the cluster's secret as configured, else one made for this cluster and published (below) for this user's agents.
@@ -84,7 +88,8 @@ export async function setUpDriver(options: ClusterOptions): Promise<DriverSetup>
     brokerKey,
     listen,
     clusterId,
-    inproc: inprocOnly ? undefined : localAddress,
+    inproc: scheme === 'inproc' ? alongside : undefined,
+    local: scheme === 'memory' ? alongside : undefined,
     curve: curve && zapDomain ? { server: curve.server, zapDomain } : undefined,
   })
   let authDenied: { denied: number } | undefined

@@ -15,7 +15,12 @@
  * ZeroMQ would queue (an agent's send while no driver is bound) it drops the
  * message and counts a send error: agents repeat their Hello anyway.
  *
- * Not one of the `transport` designs; exported from here for tests only.
+ * Not one of the `transport` designs: it is how local agents reach their
+ * driver (`localTransport: 'memory'`, the default; see
+ * lib/transport/split.ts when the driver also listens for remote agents),
+ * and a driver–agent pair for tests. Only code in this process can reach a
+ * memory address; a bound driver holds the process open as a bound socket
+ * does (`holdProcess`).
  *
  * @example
  * ```ts
@@ -34,6 +39,7 @@ import type { CloseStep } from '../util/close.js'
 import { Deque } from '../util/deque.js'
 import { TransportBase, type TransportLifecycleOptions } from './base.js'
 import { partsBytes, type Parts, type RoutedAgentTransport, type RoutedDriverTransport, type TransportFailure } from './transport.js'
+import { helloProof, type AgentCurve } from './curve.js'
 
 const SCHEME = 'memory://'
 
@@ -174,7 +180,12 @@ export interface MemoryDriverTransportOptions extends TransportLifecycleOptions 
   hub?: MemoryHub | undefined
   /** A send that failed: no such agent connected, or a part over the agent's `maxFrameBytes`. */
   onSendError?: ((peer: string, err: Error) => void) | undefined
+  /** While bound, keep the process running, as a bound socket does (a driver's local agents need nothing else to run). */
+  holdProcess?: boolean | undefined
 }
+
+/** Longest delay setInterval takes: the interval only holds the process open, it never does anything. */
+const HOLD_MS = 2 ** 31 - 1
 
 /** The driver's side: an address on a hub, and every agent connected to it, by identity. */
 export class MemoryDriverTransport extends TransportBase implements RoutedDriverTransport {
@@ -182,6 +193,7 @@ export class MemoryDriverTransport extends TransportBase implements RoutedDriver
   readonly #hub: MemoryHub
   readonly #inbox = new Inbox<[peer: string, parts: Buffer[]]>()
   #address = ''
+  #hold: NodeJS.Timeout | undefined
 
   constructor(private readonly options: MemoryDriverTransportOptions) {
     super(options)
@@ -197,6 +209,12 @@ export class MemoryDriverTransport extends TransportBase implements RoutedDriver
     if (this.closed) throw new TransportError(`cannot listen on ${this.options.listen}: the transport is closed`)
     if (this.#address) return
     this.#address = this.#hub.bind(this.options.listen, this)
+    if (this.options.holdProcess) this.#hold = setInterval(() => {}, HOLD_MS)
+  }
+
+  /** Is an agent with this peer id connected here now? */
+  has(peer: string): boolean {
+    return this.#address !== '' && this.#hub.agentAt(this.#address, peer) !== undefined
   }
 
   send(peer: string, parts: Parts): void {
@@ -233,6 +251,7 @@ export class MemoryDriverTransport extends TransportBase implements RoutedDriver
         name: 'unbind',
         run: () => {
           if (this.#address) this.#hub.unbind(this.#address, this)
+          clearInterval(this.#hold)
           this.#inbox.stop()
         },
       },
@@ -249,6 +268,8 @@ export interface MemoryAgentTransportOptions extends TransportLifecycleOptions {
   maxFrameBytes: number
   /** Default: `MemoryHub.shared`. */
   hub?: MemoryHub | undefined
+  /** The keys a Hello proves it holds, when the driver accepts agents by key (no handshake here: only the proof). */
+  curve?: AgentCurve | undefined
 }
 
 /** An agent's side: connected to an address on a hub, whether or not a driver is bound there yet. */
@@ -268,6 +289,11 @@ export class MemoryAgentTransport extends TransportBase implements RoutedAgentTr
     if (this.closed) throw new TransportError(`cannot connect to ${this.options.connect}: the transport is closed`)
     this.#hub.attach(this.options.connect, this.options.identity, this)
     this.#connected = true
+  }
+
+  /** The proof a driver with CURVE asks of a Hello, made for this agent's peer id (its identity here). */
+  proveKey(agentId: string, registration: string): { key: string; proof: string } | undefined {
+    return this.options.curve ? helloProof(this.options.curve, agentId, registration, this.options.identity) : undefined
   }
 
   /** Nothing to note: the memory hub never leaves a connection stuck. */

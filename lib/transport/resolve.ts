@@ -6,6 +6,8 @@
 import type { TransportKind } from './options.js'
 import type { AgentTransport, DriverTransport } from './transport.js'
 import { ZmqAgentTransport, ZmqDriverTransport } from './zmq.js'
+import { MemoryAgentTransport, MemoryDriverTransport } from './memory.js'
+import { SplitDriverTransport } from './split.js'
 import type { AgentCurve, KeyPair } from './curve.js'
 
 export interface DriverTransportSpec {
@@ -16,8 +18,12 @@ export interface DriverTransportSpec {
   brokerReconnectMs: number
   /** Brokered designs: the cluster's secret (undefined: insecure, no HMAC). */
   brokerKey?: Buffer | undefined
+  /** A `memory://` address: the driver binds that alone (no socket). */
   listen: string
+  /** zmq: also bind this in-process ZeroMQ endpoint, for local agents. */
   inproc: string | undefined
+  /** zmq: also take local agents on this `memory://` address (with a `listen` that is not one). */
+  local?: string | undefined
   maxFrameBytes: number
   /** zmq only: CURVE server keys and the ZAP domain of the accepted agent keys. */
   curve?: { server: KeyPair; zapDomain: string } | undefined
@@ -42,7 +48,12 @@ export interface AgentTransportSpec {
 }
 
 export async function createDriverTransport(s: DriverTransportSpec): Promise<DriverTransport> {
-  if (s.transport === 'zmq') return new ZmqDriverTransport({ listen: s.listen, inproc: s.inproc, maxFrameBytes: s.maxFrameBytes, curve: s.curve })
+  if (s.transport === 'zmq') {
+    const memory = (listen: string) => new MemoryDriverTransport({ listen, maxFrameBytes: s.maxFrameBytes, holdProcess: true })
+    if (isMemoryAddress(s.listen)) return memory(s.listen)
+    const router = new ZmqDriverTransport({ listen: s.listen, inproc: s.inproc, maxFrameBytes: s.maxFrameBytes, curve: s.curve })
+    return s.local === undefined ? router : new SplitDriverTransport(router, memory(s.local))
+  }
   const { BrokeredDriverTransport } = await import('./brokered.js')
   return new BrokeredDriverTransport({
     transport: s.transport,
@@ -55,6 +66,9 @@ export async function createDriverTransport(s: DriverTransportSpec): Promise<Dri
 }
 
 export async function createAgentTransport(s: AgentTransportSpec): Promise<AgentTransport> {
+  if (s.transport === 'zmq' && isMemoryAddress(s.connect)) {
+    return new MemoryAgentTransport({ connect: s.connect, identity: s.identity, maxFrameBytes: s.maxFrameBytes, curve: s.curve })
+  }
   if (s.transport === 'zmq') {
     return new ZmqAgentTransport({
       connect: s.connect,
@@ -71,4 +85,9 @@ export async function createAgentTransport(s: AgentTransportSpec): Promise<Agent
     { transport: s.transport, redisUrl: s.redisUrl, amqpUrl: s.amqpUrl, clusterId: s.clusterId!, reconnectMs: s.brokerReconnectMs, secret: s.brokerKey },
     s.identity,
   )
+}
+
+/** A driver in this process, reached without a socket (see lib/transport/memory.ts). */
+export function isMemoryAddress(address: string): boolean {
+  return address.startsWith('memory://')
 }

@@ -170,7 +170,7 @@ test('a default cluster binds no TCP port: its local agents and cluster.address 
   const before = listeningTcpInodes()
   await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1, config: {} })
   assert.equal(await cluster.call('add', 1, 2), 3)
-  assert.match(cluster.address, /^inproc:\/\//)
+  assert.match(cluster.address, /^memory:\/\//)
   const opened = [...listeningTcpInodes()].filter((i) => !before.has(i))
   assert.deepEqual(opened, [], 'no TCP socket listening that was not there before the cluster started')
   // An explicit listen, or local agents over TCP, still bind loopback TCP.

@@ -30,8 +30,8 @@ test('the embedded default starts one local agent with a thread per core', () =>
   assert.equal(nodes[0]!.threads, 2)
   assert.equal(nodes[0]!.local, true)
   assert.equal(nodes[0]!.pid, process.pid)
-  // No listen given: in-process only, no TCP port (give listen for remote agents).
-  assert.match(cluster.address, /^inproc:\/\/actor-cluster-/)
+  // No listen given: in-process only, no socket at all (give listen for remote agents).
+  assert.match(cluster.address, /^memory:\/\/actor-cluster-/)
 })
 
 test('call and the typed proxy return results', async () => {

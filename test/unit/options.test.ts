@@ -10,7 +10,7 @@ test('cluster defaults', () => {
   assert.equal(o.localAgents, 1)
   assert.equal(o.threads, availableParallelism())
   assert.equal(o.batch, 'auto')
-  assert.equal(o.localTransport, 'inproc')
+  assert.equal(o.localTransport, 'memory')
   assert.ok(o.tasks?.startsWith('file://') && o.tasks.endsWith('/t.js'))
   assert.ok(Object.isFrozen(o))
 })
