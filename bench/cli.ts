@@ -9,7 +9,7 @@ import { chaosAllMarkdown, runChaos, runChaosAll } from './chaos.js'
 import { runScale } from './scale.js'
 import { runSeedAll, seedAllMarkdown, writeSeedAll } from './seed-all.js'
 import { InvalidArgumentError } from '../lib/errors.js'
-import { CLUSTER_DEFAULTS, LOCAL_TRANSPORTS, type LocalTransport } from '../lib/options.js'
+import { CLUSTER_DEFAULTS, LOCAL_TRANSPORTS } from '../lib/options.js'
 import { ENV_VARIABLE_NAMES } from '../lib/settings.js'
 import { TRANSPORT_DEFAULTS, TRANSPORT_KINDS } from '../lib/transport/options.js'
 import { runMonitorCost } from './monitor-cost.js'
@@ -224,7 +224,7 @@ export const benchCommand: CommandModule = {
               }),
           handler: async (a) => {
             const results = []
-            for (const t of a['local-transport'] as LocalTransport[]) {
+            for (const t of a['local-transport']) {
               results.push(await runLatency({ calls: a.calls, runs: a.runs, localTransport: t }))
             }
             print(a.json, results.length === 1 ? results[0]! : { results }, [
