@@ -113,7 +113,8 @@ test('an agent whose tasks module fails to load, or whose status file cannot be 
 })
 
 test('an agent of another protocol version is rejected with the reason; bad frames are counted and dropped', async () => {
-  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS })
+  // The raw DEALER needs a ZeroMQ endpoint: with local agents over inproc the driver binds one.
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, localTransport: 'inproc' })
   const dealer = new zmq.Dealer({ routingId: 'old-agent', linger: 0 })
   try {
     dealer.connect(cluster.address)
