@@ -2,7 +2,7 @@ import { toWireError } from '../errors.js'
 import { header } from '../protocol/codec.js'
 import { ActorBodyWriter, readActorBody, ResultsWriter } from '../protocol/bodies.js'
 import { ActorOp, MsgType, Status } from '../protocol/messages.js'
-import { carriedOf, takeWrittenRefs, withHandlesKept } from '../protocol/shared-ref.js'
+import { carriedOf, takeWrittenRefs, withHandlesKept, type SharedRef } from '../protocol/shared-ref.js'
 import type { Parts } from '../transport/transport.js'
 import type { SharedTable } from '../agent/shared-thread.js'
 import { ActorHosts, type HostLinks } from './host.js'
@@ -82,9 +82,33 @@ export class ActorFraming {
     }
   }
 
+  /**
+   * Reads the body with handles kept (the messages are decoded in their
+   * threads; here only where they go is read) and places its messages.
+   * Throws, placing none, when one carries a value this node does not hold:
+   * whether it does is this agent's word, not the process's (another agent
+   * here may hold a value this one lacks, and the thread could not read it).
+   */
   private place(body: Uint8Array | undefined, count: number): number {
     const hosts = this.hosts
-    const bad = readActorBody(body, count, (id, op, actorId, _name, _args, entry) => hosts.handle(id, op, actorId, entry))
+    const lacking = this.options.lacking
+    const handles: SharedRef[] = []
+    let checked = lacking === undefined
+    const bad = withHandlesKept(
+      () =>
+        readActorBody(body, count, (id, op, actorId, _name, _args, entry) => {
+          // The whole body is decoded before the first message is handed here: `handles` lists all of them.
+          if (!checked) {
+            checked = true
+            for (const ref of handles) {
+              const why = lacking!(ref.hash, 'an actor message')
+              if (why !== undefined) throw why
+            }
+          }
+          hosts.handle(id, op, actorId, entry)
+        }),
+      handles,
+    )
     hosts.post(body!, count, this.options.shared?.())
     return bad
   }

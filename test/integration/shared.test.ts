@@ -327,11 +327,16 @@ test('a task frame needing a value the node refused to hold: only the tasks that
 test('an actor frame carrying a value the node refused to hold: the calls that carry it fail, the others reach their actors', async (t) => {
   await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0 })
   const agent = await startAgent(t, cluster, { threads: 1 })
-  const summer = await cluster.spawn<import('../fixtures/tasks.js').Summer>('Summer')
-  const other = await cluster.spawn<import('../fixtures/tasks.js').Summer>('Summer')
+  // Another agent of this process holds the value: whether a node holds it is still that node's own word.
+  const holder = await startAgent(t, cluster, { threads: 1 })
+  const on = cluster.with({ node: agent.id })
+  const summer = await on.spawn<import('../fixtures/tasks.js').Summer>('Summer')
+  const other = await on.spawn<import('../fixtures/tasks.js').Summer>('Summer')
   lowerOwnBound(agent, 10_000)
   const big = await cluster.put(ramp(5000))
   const a = await cluster.put(ramp(100))
+  const held = await cluster.with({ node: holder.id }).spawn<import('../fixtures/tasks.js').Summer>('Summer')
+  assert.equal(await held.add(big), rampSum(5000))
   const [tooBig, fine, otherFine] = await within(
     Promise.allSettled([summer.add(big), summer.add(a), other.add(a)]),
     10_000,
