@@ -350,3 +350,20 @@ test('an actor frame carrying a value the node refused to hold: the calls that c
   // The actor lives on.
   assert.equal(await summer.add(a), 2 * rampSum(100))
 })
+
+test('tasks of a batch whose thread died, run again one by one, still read the shared copy of their value', async (t) => {
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0 })
+  const agent = await startAgent(t, cluster, { threads: 1 })
+  const h = await cluster.put(ramp(1000))
+  const calls = [0, 1, 2].map((i) => cluster.call<Info>('sharedInfo', h, i))
+  const exit = cluster.call('exitThread')
+  calls.push(...[3, 4].map((i) => cluster.call<Info>('sharedInfo', h, i)))
+  const infos = await within(Promise.all(calls), 20_000, 'the tasks of the crashed batch')
+  await exit.catch(() => {})
+  assert.ok(agent.stats.threadsLost >= 1, 'the batch died')
+  assert.deepEqual(
+    infos.map((x) => [x.i, x.sum, x.shared]),
+    [0, 1, 2, 3, 4].map((i) => [i, rampSum(1000), true]),
+  )
+  assert.equal(agent.stats.sharedPuts, 1)
+})
