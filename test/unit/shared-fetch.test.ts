@@ -1,5 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { ProtocolError, SharedValueError } from '../../lib/errors.js'
 import { SharedCache, type SharedCacheStats } from '../../lib/agent/shared-cache.js'
 import { SharedFetches, type TakenFrame } from '../../lib/agent/shared-fetch.js'
 import { decodeTaskBody, encodeTaskBody, readResultsBody } from '../../lib/protocol/bodies.js'
@@ -184,4 +185,28 @@ test('a value the driver cannot send fails only the tasks that carry it: the res
   )
   assert.ok(tasks[0]!.args[0] instanceof SharedRef && tasks[0]!.args[0].hash === B, 'the handle is written again as a handle')
   assert.equal(takeWrittenRefs().length, 0, 'no handle left on the list of written ones')
+})
+
+test('why a message cannot read a value: the refusal while it stands, else that the node does not hold it', () => {
+  const { cache, put } = setup()
+  const what = 'actor call "add"'
+  const notHeld = cache.lacking(A, what)
+  assert.ok(notHeld instanceof ProtocolError)
+  assert.equal(notHeld.message, `actor call "add" on node node-x: shared value ${A} is not held there`)
+  assert.ok(cache.put(A, 'Uint8Array', 11, new Uint8Array(11)) !== undefined)
+  const refused = cache.lacking(A, what)
+  assert.ok(refused instanceof SharedValueError && refused.code === 'ERR_SHARED_TOO_LARGE')
+  assert.equal(refused.message, `actor call "add" on node node-x: shared value ${A} of 11 bytes exceeds the shared cache of node node-x (sharedCacheBytes 10)`)
+  // Sent again and stored: held, nothing to say.
+  put(A)
+  assert.equal(cache.lacking(A, what), undefined)
+  // Refused, then dropped by the driver: the refusal is forgotten with it.
+  cache.drop([A])
+  assert.ok(cache.put(A, 'Uint8Array', 11, new Uint8Array(11)) !== undefined)
+  cache.drop([A])
+  assert.ok(cache.lacking(A, what) instanceof ProtocolError)
+  // A new session starts with none.
+  assert.ok(cache.put(B, 'Uint8Array', 11, new Uint8Array(11)) !== undefined)
+  cache.clear()
+  assert.ok(cache.lacking(B, what) instanceof ProtocolError)
 })
