@@ -1,8 +1,9 @@
+import { toWireError } from '../errors.js'
 import { header } from '../protocol/codec.js'
-import { readActorBody, ResultsWriter } from '../protocol/bodies.js'
-import { MsgType } from '../protocol/messages.js'
+import { ActorBodyWriter, readActorBody, ResultsWriter } from '../protocol/bodies.js'
+import { ActorOp, MsgType, Status } from '../protocol/messages.js'
+import { carriedOf, takeWrittenRefs, withHandlesKept, type SharedRef } from '../protocol/shared-ref.js'
 import type { Parts } from '../transport/transport.js'
-import type { Status } from '../protocol/messages.js'
 import type { SharedTable } from '../agent/shared-thread.js'
 import { ActorHosts, type HostLinks } from './host.js'
 
@@ -23,6 +24,11 @@ export interface ActorFramingOptions {
   shared?: () => SharedTable | undefined
   /** The threads' links to the agent (`context` in actor methods). */
   links?: HostLinks
+  /**
+   * Why a message (`what`: `actor call "add"`) that carries the shared value
+   * `hash` cannot be read on this node, or undefined when the node holds it.
+   */
+  lacking?: (hash: string, what: string) => Error | undefined
 }
 
 /** Replies kept while the driver is silent. */
@@ -66,10 +72,83 @@ export class ActorFraming {
    * ProtocolError when the body is not a list of actor messages at all.
    */
   receive(body: Uint8Array | undefined, count: number): number {
+    try {
+      return this.place(body, count)
+    } catch (err) {
+      // A message carrying a shared value the node lacks (its cache refused the Put) fails alone; the rest are placed.
+      const rest = this.withoutLacking(body, count)
+      if (rest === undefined) throw err
+      return rest.bad + (rest.count > 0 ? this.place(rest.body, rest.count) : 0)
+    }
+  }
+
+  /**
+   * Reads the body with handles kept (the messages are decoded in their
+   * threads; here only where they go is read) and places its messages.
+   * Throws, placing none, when one carries a value this node does not hold:
+   * whether it does is this agent's word, not the process's (another agent
+   * here may hold a value this one lacks, and the thread could not read it).
+   */
+  private place(body: Uint8Array | undefined, count: number): number {
     const hosts = this.hosts
-    const bad = readActorBody(body, count, (id, op, actorId, _name, _args, entry) => hosts.handle(id, op, actorId, entry))
+    const lacking = this.options.lacking
+    const handles: SharedRef[] = []
+    let checked = lacking === undefined
+    const bad = withHandlesKept(
+      () =>
+        readActorBody(body, count, (id, op, actorId, _name, _args, entry) => {
+          // The whole body is decoded before the first message is handed here: `handles` lists all of them.
+          if (!checked) {
+            checked = true
+            for (const ref of handles) {
+              const why = lacking!(ref.hash, 'an actor message')
+              if (why !== undefined) throw why
+            }
+          }
+          hosts.handle(id, op, actorId, entry)
+        }),
+      handles,
+    )
     hosts.post(body!, count, this.options.shared?.())
     return bad
+  }
+
+  /**
+   * Answers each message of the body that carries a shared value the node
+   * does not hold with why (see {@link ActorFramingOptions.lacking}) and
+   * returns the body of the others (read with handles kept, so written again
+   * with the same handles) and how many entries were malformed. Undefined
+   * when no message lacks a value: the body is bad for another reason.
+   */
+  private withoutLacking(body: Uint8Array | undefined, count: number): { body: Uint8Array; count: number; bad: number } | undefined {
+    const lacking = this.options.lacking
+    if (lacking === undefined) return undefined
+    const writer = new ActorBodyWriter()
+    const failed: [number, Error][] = []
+    let bad: number
+    let rest: Uint8Array
+    let kept: number
+    try {
+      bad = withHandlesKept(() =>
+        readActorBody(body, count, (id, op, actorId, name, args) => {
+          const what = op === ActorOp.Spawn || op === ActorOp.Respawn ? `spawn of "${name}"` : `actor call "${name}"`
+          let why: Error | undefined
+          carriedOf(args, (hash) => (why = lacking(hash, what)) !== undefined)
+          if (why === undefined) writer.add(id, op, actorId, name, args)
+          else failed.push([id, why])
+        }),
+      )
+      kept = writer.count
+      rest = writer.take()
+    } catch {
+      return undefined
+    } finally {
+      // The handles just written go nowhere: the driver's list of them is not kept here.
+      takeWrittenRefs()
+    }
+    if (failed.length === 0) return undefined
+    for (const [id, why] of failed) this.onReply(id, Status.Failed, toWireError(why))
+    return { body: rest, count: kept, bad }
   }
 
   /** A thread's requests: those for actors of this node go to their host threads; returns the rest for the driver (see ActorHosts.route). */

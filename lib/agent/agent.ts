@@ -105,7 +105,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       run: (f) => this.runner.push(f.body, f.count, f.timeoutMs, f.delivery, f.taken),
       answer: (parts, delivery) => {
         if (parts !== undefined && this.session.ready && !this.session.silent) send(parts)
-        this.acked([delivery])
+        if (delivery !== undefined) this.acked([delivery])
       },
       registration: () => this.session.registration,
       nodeId: id,
@@ -170,6 +170,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       maxThreads: options.threads,
       send,
       shared: () => this.shared.table(),
+      lacking: (hash, what) => this.shared.lacking(hash, what),
       links: this.links,
       replies: () => (this.session.state === 'ready' || this.session.state === 'leaving' ? 'send' : this.session.ready ? 'hold' : 'drop'),
     })
@@ -378,11 +379,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       return
     }
     if (h.type === MsgType.Put) {
-      this.fetches.unavailable(
-        h.hash,
-        'ERR_SHARED_TOO_LARGE',
-        `shared value ${h.hash} of ${h.size} bytes exceeds the maxFrameBytes of node ${this.id} (${this.options.maxFrameBytes})`,
-      )
+      const why = `shared value ${h.hash} of ${h.size} bytes exceeds the maxFrameBytes of node ${this.id} (${this.options.maxFrameBytes})`
+      this.fetches.unavailable(h.hash, 'ERR_SHARED_TOO_LARGE', this.shared.refused(h.hash, why))
     }
   }
 

@@ -3,6 +3,7 @@ import { OutOfMemoryError, TaskTimeoutError, WorkerCrashedError, toWireError } f
 import { header } from '../protocol/codec.js'
 import { decodeTaskBody, encodeTaskBody, ResultsWriter, type TaskItem } from '../protocol/bodies.js'
 import { MsgType, Status } from '../protocol/messages.js'
+import { takeWrittenRefs, withHandlesKept } from '../protocol/shared-ref.js'
 import type { Delivery, Parts } from '../transport/transport.js'
 import { Deque } from '../util/deque.js'
 import type { WorkerPool } from './pool.js'
@@ -263,7 +264,8 @@ export class Runner {
     const tasks: TaskItem[] = []
     for (const { body } of frames) {
       try {
-        tasks.push(...decodeTaskBody(body))
+        // Shared values stay handles: each piece, written again, reads the node's copy, not one of its own.
+        tasks.push(...withHandlesKept(() => decodeTaskBody(body)))
       } catch {
         this.stats.badFrames++
       }
@@ -275,6 +277,8 @@ export class Runner {
       for (let i = tasks.length - 1; i >= 0; i--) {
         this.queue.unshift({ body: encodeTaskBody([tasks[i]!]), count: 1, timeoutMs: undefined, solo: true, deliveries: undefined, split: group, ready: true })
       }
+      // The handles just written go nowhere: the driver's list of them is not kept here.
+      takeWrittenRefs()
       this._queued += tasks.length
       this.pump()
       return

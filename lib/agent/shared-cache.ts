@@ -7,7 +7,7 @@
  * through a registry of every agent of this process: values are
  * content-addressed, so any holder's copy is the value.
  */
-import { ProtocolError } from '../errors.js'
+import { ProtocolError, SharedValueError } from '../errors.js'
 import { decode } from '../protocol/codec.js'
 import type { SharedKind } from '../protocol/messages.js'
 import { setSharedResolver } from '../protocol/shared-ref.js'
@@ -29,6 +29,9 @@ export interface SharedCacheLimit {
   readonly nodeId: string
   readonly sharedCacheBytes: number
 }
+
+/** Most refusals a cache remembers (the oldest is forgotten first). */
+const MAX_REFUSALS = 1024
 
 interface Held {
   readonly kind: SharedKind
@@ -59,6 +62,14 @@ export class SharedCache {
    */
   private readonly pins = new Map<string, number>()
   private readonly dropLater = new Set<string>()
+  /**
+   * Why the node refused each value it was sent and did not store (in the
+   * order refused), for the actor calls that carry it: they
+   * cannot wait for a fetch without holding up the calls behind them. Kept
+   * until the value is stored, dropped or the cache cleared; at most
+   * {@link MAX_REFUSALS}.
+   */
+  private readonly refusals = new Map<string, string>()
 
   constructor(
     private readonly stats: SharedCacheStats,
@@ -86,8 +97,9 @@ export class SharedCache {
     if (size > cap || inUse + size > cap) {
       this.stats.sharedRefused++
       const beside = size > cap ? '' : ` beside the ${inUse} bytes of the ${this.stats.sharedValues} value(s) it holds in use`
-      return `shared value ${hash} of ${size} bytes exceeds the shared cache of node ${nodeId} (sharedCacheBytes ${cap})${beside}`
+      return this.refused(hash, `shared value ${hash} of ${size} bytes exceeds the shared cache of node ${nodeId} (sharedCacheBytes ${cap})${beside}`)
     }
+    this.refusals.delete(hash)
     const sab = new SharedArrayBuffer(size)
     new Uint8Array(sab).set(body)
     // Checks a typed array's length against its element size.
@@ -101,6 +113,28 @@ export class SharedCache {
     this.stats.sharedBytes += size
     this.cachedTable = undefined
     return undefined
+  }
+
+  /** Notes that the value `hash` sent to the node was not stored, and why; returns why. */
+  refused(hash: string, why: string): string {
+    this.refusals.delete(hash)
+    this.refusals.set(hash, why)
+    if (this.refusals.size > MAX_REFUSALS) this.refusals.delete(this.refusals.keys().next().value!)
+    return why
+  }
+
+  /**
+   * Why `what` (an actor call, say), which carries the value `hash`, cannot
+   * be read on this node, or undefined when the node holds the value:
+   * ERR_SHARED_TOO_LARGE with the reason the node refused it, else a
+   * ProtocolError (the driver sent no such value).
+   */
+  lacking(hash: string, what: string): Error | undefined {
+    if (this.held.has(hash)) return undefined
+    const where = `${what} on node ${this.limit.nodeId}`
+    const why = this.refusals.get(hash)
+    if (why !== undefined) return new SharedValueError('ERR_SHARED_TOO_LARGE', `${where}: ${why}`)
+    return new ProtocolError(`${where}: shared value ${hash} is not held there`)
   }
 
   /** Whether the node holds `hash`. */
@@ -129,6 +163,7 @@ export class SharedCache {
 
   drop(hashes: readonly string[]): void {
     for (const hash of hashes) {
+      this.refusals.delete(hash)
       const held = this.held.get(hash)
       if (!held) continue
       if (this.pins.has(hash)) {
@@ -148,6 +183,7 @@ export class SharedCache {
   clear(): void {
     this.pins.clear()
     this.dropLater.clear()
+    this.refusals.clear()
     this.drop([...this.held.keys()])
   }
 

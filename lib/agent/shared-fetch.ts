@@ -6,15 +6,16 @@
  * Those the node lacks are fetched from the driver (one Fetch per value, however
  * many frames wait for it); the frame waits for them, the node's other frames
  * do not. A value the driver cannot send (released meanwhile, or more than this
- * node can hold) fails the tasks of the frames that need it. The values a
+ * node can hold) fails the tasks of the frames that need it; the other tasks
+ * of those frames run once the rest of their values are here. The values a
  * frame needs are pinned in the cache until the frame is answered or given
  * back, so a Drop that crosses a frame just taken waits for it.
  */
 import { SharedValueError, toWireError } from '../errors.js'
-import { decodeTaskBody, ResultsWriter } from '../protocol/bodies.js'
+import { decodeTaskBody, encodeTaskBody, ResultsWriter, type TaskItem } from '../protocol/bodies.js'
 import { header } from '../protocol/codec.js'
 import { MsgType, Status, type SharedUnavailableCode } from '../protocol/messages.js'
-import { withoutSharedValues } from '../protocol/shared-ref.js'
+import { carriedOf, takeWrittenRefs, withHandlesKept } from '../protocol/shared-ref.js'
 import type { Delivery, Parts } from '../transport/transport.js'
 import type { SharedCache } from './shared-cache.js'
 
@@ -34,8 +35,8 @@ export interface FetchContext {
   send(parts: Parts): void
   /** Hands a frame whose values are all held to the runner. */
   run(frame: TakenFrame): void
-  /** Answers a frame that cannot run with these results (a Results message), and acknowledges it. */
-  answer(parts: Parts | undefined, delivery: Delivery): void
+  /** Sends these results (a Results message) of a frame's tasks that cannot run, and acknowledges the frame if `delivery` is given. */
+  answer(parts: Parts | undefined, delivery?: Delivery): void
   /** The registration results are sent under. */
   registration(): string
   /** The node's id, for error messages. */
@@ -43,9 +44,17 @@ export interface FetchContext {
   badFrame(): void
 }
 
+/** Why the driver cannot send a value: the code and message its tasks fail with. */
+interface Unavailable {
+  readonly code: SharedUnavailableCode
+  readonly message: string
+}
+
 interface Waiting {
   readonly frame: TakenFrame
   readonly missing: Set<string>
+  /** Values the driver cannot send: the tasks that carry one fail. */
+  unavailable?: Map<string, Unavailable>
 }
 
 export class SharedFetches {
@@ -85,13 +94,17 @@ export class SharedFetches {
   /** A value arrived (a Put): the frames it completes run. */
   arrived(hash: string): void {
     this.asked.delete(hash)
-    this.settle(hash, (frame) => this.cx.run(frame))
+    this.settle(hash, undefined)
   }
 
-  /** The driver cannot send `hash` to this node: the tasks of the frames that need it fail with `code`. */
+  /**
+   * The driver cannot send `hash` to this node: the tasks of the frames that
+   * need it fail with `code`; their other tasks run once the rest of their
+   * frame's values are here.
+   */
   unavailable(hash: string, code: SharedUnavailableCode, message: string): void {
     this.asked.delete(hash)
-    this.settle(hash, (frame) => this.fail(frame, code, message))
+    this.settle(hash, { code, message })
   }
 
   /** These frames were answered or given back: their values are no longer pinned by them. */
@@ -116,29 +129,56 @@ export class SharedFetches {
     this.cache.clear()
   }
 
-  private settle(hash: string, then: (frame: TakenFrame) => void): void {
-    const done: TakenFrame[] = []
+  private settle(hash: string, unavailable: Unavailable | undefined): void {
+    const done: Waiting[] = []
     this.waiting = this.waiting.filter((w) => {
       if (!w.missing.delete(hash)) return true
+      if (unavailable !== undefined) (w.unavailable ??= new Map()).set(hash, unavailable)
       if (w.missing.size > 0) return true
-      done.push(w.frame)
+      done.push(w)
       return false
     })
-    for (const frame of done) then(frame)
+    for (const w of done) {
+      if (w.unavailable === undefined) this.cx.run(w.frame)
+      else this.split(w.frame, w.unavailable)
+    }
   }
 
-  /** Answers every task of `frame` with the error (its arguments are not decoded: the value they need is not here). */
-  private fail(frame: TakenFrame, code: SharedUnavailableCode, message: string): void {
-    let tasks
+  /**
+   * Answers the tasks of `frame` that carry a value of `unavailable` with its
+   * error, and runs the others (a frame of theirs alone, under the same
+   * delivery: it is acknowledged once they are answered). The body is read
+   * with handles kept, so those it writes again are the same handles.
+   */
+  private split(frame: TakenFrame, unavailable: ReadonlyMap<string, Unavailable>): void {
+    let tasks: TaskItem[]
     try {
-      tasks = withoutSharedValues(() => decodeTaskBody(frame.body))
+      tasks = withHandlesKept(() => decodeTaskBody(frame.body))
     } catch {
       this.cx.badFrame()
       this.cx.answer(undefined, frame.delivery)
       return
     }
     const results = new ResultsWriter()
-    for (const t of tasks) results.add(t.id, Status.Failed, toWireError(new SharedValueError(code, `task "${t.name}" on node ${this.cx.nodeId}: ${message}`)))
-    this.cx.answer([header(MsgType.Results, tasks.length, this.cx.registration()), results.take()], frame.delivery)
+    const rest: TaskItem[] = []
+    for (const t of tasks) {
+      const hash = carriedOf(t.args, (h) => unavailable.has(h))
+      if (hash === undefined) {
+        rest.push(t)
+        continue
+      }
+      const { code, message } = unavailable.get(hash)!
+      results.add(t.id, Status.Failed, toWireError(new SharedValueError(code, `task "${t.name}" on node ${this.cx.nodeId}: ${message}`)))
+    }
+    const failed: Parts | undefined = results.count > 0 ? [header(MsgType.Results, results.count, this.cx.registration()), results.take()] : undefined
+    if (rest.length === 0) {
+      this.cx.answer(failed, frame.delivery)
+      return
+    }
+    if (failed !== undefined) this.cx.answer(failed)
+    const body = encodeTaskBody(rest)
+    // The handles just written go nowhere: the driver's list of them is not kept here.
+    takeWrittenRefs()
+    this.cx.run({ ...frame, body, count: rest.length })
   }
 }

@@ -13,12 +13,12 @@ import { Actors, SpawnGroup } from './actors.js'
 import { dispatch } from './inbound.js'
 import { Requests } from './requests.js'
 import { setActorRefResolver, type ActorRefResolver } from '../protocol/actor-ref.js'
-import { setSharedResolver, type SharedResolver } from '../protocol/shared-ref.js'
+import { carriedOf, setSharedResolver, type SharedResolver } from '../protocol/shared-ref.js'
 import { Ledger, type ActorTarget, type ResultSink, type Settle, type TaskEntry } from './ledger.js'
 import { runMap } from './map.js'
 import { MAP_KEYS, MAP_REDUCE_KEYS, REDUCE_KEYS, VIEW_KEYS } from './option-keys.js'
 import { checkKnownKeys, notAnOptionsObject, unknownKey } from '../util/known-keys.js'
-import { carriedOf, SharedValues, type SharedUser } from './shared.js'
+import { SharedValues, type SharedUser } from './shared.js'
 import type { SharedRef } from '../protocol/shared-ref.js'
 import { runReduce } from './reduce.js'
 import { Membership, type ClusterNode } from './membership.js'
@@ -468,7 +468,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     const out = new Set<TaskEntry>()
     for (const e of chunk) {
       const args = this.ledger.args(e)
-      const hash = carriedOf(args, unfit)
+      const hash = carriedOf(args, (h) => unfit.has(h))
       if (hash === undefined) continue
       out.add(e)
       const actor = this.ledger.actor(e) !== undefined

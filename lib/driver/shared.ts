@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto'
 import { InvalidArgumentError, SerializationError, SharedValueError } from '../errors.js'
 import { encode, findUnserializable, header } from '../protocol/codec.js'
 import { MsgType, SHARED_KINDS, type SharedKind } from '../protocol/messages.js'
-import { SharedRef, takeWrittenRefs, type SharedOwner } from '../protocol/shared-ref.js'
+import { childrenOf, eachRef, SharedRef, takeWrittenRefs, type SharedOwner } from '../protocol/shared-ref.js'
 import type { Parts } from '../transport/transport.js'
 import type { TaskHolder } from './ledger.js'
 import type { ClusterNode } from './membership.js'
@@ -320,17 +320,6 @@ function unfitWhy(node: ClusterNode, size: number): string | undefined {
   return undefined
 }
 
-/** The first hash of `unfit` that `args` carry (arrays, plain objects, Maps and Sets), or undefined. */
-export function carriedOf(args: unknown, unfit: ReadonlyMap<string, string>, depth = 0): string | undefined {
-  if (args instanceof SharedRef) return unfit.has(args.hash) ? args.hash : undefined
-  if (args === null || typeof args !== 'object' || ArrayBuffer.isView(args) || depth > 64) return undefined
-  for (const v of children(args)) {
-    const hash = carriedOf(v, unfit, depth + 1)
-    if (hash !== undefined) return hash
-  }
-  return undefined
-}
-
 function forget(record: NodeRecord, hash: string): boolean {
   const size = record.held.get(hash)
   if (size === undefined) return false
@@ -357,7 +346,7 @@ function layout(value: unknown): { kind: SharedKind; bytes: Buffer } {
 function carries(value: unknown, ref: SharedRef, depth: number): boolean {
   if (value === ref) return true
   if (value === null || typeof value !== 'object' || ArrayBuffer.isView(value) || depth > 64) return false
-  for (const v of children(value)) if (carries(v, ref, depth + 1)) return true
+  for (const v of childrenOf(value)) if (carries(v, ref, depth + 1)) return true
   return false
 }
 
@@ -369,18 +358,4 @@ function collectHashes(value: unknown, into: Set<string>, depth: number): void {
 /** Adds every handle in `value` to `into`: hash → size. */
 function collectSizes(value: unknown, into: Map<string, number>, depth: number): void {
   eachRef(value, (ref) => into.set(ref.hash, ref.size), depth)
-}
-
-function eachRef(value: unknown, visit: (ref: SharedRef) => void, depth: number): void {
-  if (value instanceof SharedRef) visit(value)
-  else if (value !== null && typeof value === 'object' && !ArrayBuffer.isView(value) && depth <= 64) {
-    for (const v of children(value)) eachRef(v, visit, depth + 1)
-  }
-}
-
-function children(value: object): Iterable<unknown> {
-  if (Array.isArray(value)) return value as unknown[]
-  if (value instanceof Map) return [...(value as Map<unknown, unknown>).keys(), ...(value as Map<unknown, unknown>).values()]
-  if (value instanceof Set) return value as Set<unknown>
-  return Object.values(value) as unknown[]
 }

@@ -103,43 +103,58 @@ export function setSharedResolver(r: SharedResolver | undefined): SharedResolver
   return before
 }
 
-/** How handles decode while a read runs: to their values (the default), to null, or to handles again. */
-let decodeAs: 'value' | 'null' | 'handle' = 'value'
+/** How handles decode while a read runs: to their values (the default), or to handles again. */
+let keepHandles = false
 
 /** Handles decoded as handles, while a read that asked for them runs. */
 let decoded: SharedRef[] | undefined
-
-function readAs<T>(as: 'null' | 'handle', read: () => T, seen?: SharedRef[]): T {
-  decodeAs = as
-  decoded = seen
-  try {
-    return read()
-  } finally {
-    decodeAs = 'value'
-    decoded = undefined
-  }
-}
-
-/**
- * Runs `read` (a synchronous decode) with every handle decoding to null
- * instead of its value: how a node reads the task ids of a frame whose
- * values it cannot have, to fail those tasks.
- */
-export function withoutSharedValues<T>(read: () => T): T {
-  return readAs('null', read)
-}
 
 /** The owner of a handle decoded only to be passed on: it is never released from here. */
 const passedOn: SharedOwner = { release: () => Promise.resolve() }
 
 /**
  * Runs `read` (a synchronous decode) with every handle decoding to a handle
- * rather than to its value: how an agent reads a body it passes on, so that
- * encoding what it read writes the same handles. The handles read are added
+ * rather than to its value: how an agent reads a body it passes on (or
+ * splits, to fail the messages whose values it lacks), so that encoding what
+ * it read writes the same handles. The handles read are added
  * to `seen`, if given.
  */
 export function withHandlesKept<T>(read: () => T, seen?: SharedRef[]): T {
-  return readAs('handle', read, seen)
+  keepHandles = true
+  decoded = seen
+  try {
+    return read()
+  } finally {
+    keepHandles = false
+    decoded = undefined
+  }
+}
+
+/** The first hash that `args` carry (arrays, plain objects, Maps and Sets; typed arrays are skipped) for which `pick` is true, or undefined. */
+export function carriedOf(args: unknown, pick: (hash: string) => boolean, depth = 0): string | undefined {
+  if (args instanceof SharedRef) return pick(args.hash) ? args.hash : undefined
+  if (args === null || typeof args !== 'object' || ArrayBuffer.isView(args) || depth > 64) return undefined
+  for (const v of childrenOf(args)) {
+    const hash = carriedOf(v, pick, depth + 1)
+    if (hash !== undefined) return hash
+  }
+  return undefined
+}
+
+/** Calls `visit` with every handle in `value` (the same containers as {@link carriedOf}). */
+export function eachRef(value: unknown, visit: (ref: SharedRef) => void, depth = 0): void {
+  if (value instanceof SharedRef) visit(value)
+  else if (value !== null && typeof value === 'object' && !ArrayBuffer.isView(value) && depth <= 64) {
+    for (const v of childrenOf(value)) eachRef(v, visit, depth + 1)
+  }
+}
+
+/** What a container holds, handles searched for: an array's items, a Map's keys and values, a Set's items, an object's values. */
+export function childrenOf(value: object): Iterable<unknown> {
+  if (Array.isArray(value)) return value as unknown[]
+  if (value instanceof Map) return [...(value as Map<unknown, unknown>).keys(), ...(value as Map<unknown, unknown>).values()]
+  if (value instanceof Set) return value as Set<unknown>
+  return Object.values(value) as unknown[]
 }
 
 const HASH = /^[A-Za-z0-9_-]{43}$/
@@ -160,8 +175,7 @@ addExtension({
   read(data: unknown): unknown {
     if (!Array.isArray(data) || !isSharedHash(data[0]) || !Number.isSafeInteger(data[1])) throw new ProtocolError('malformed shared value reference')
     const hash = data[0]
-    if (decodeAs === 'null') return null
-    if (decodeAs === 'handle') {
+    if (keepHandles) {
       const ref = new SharedRef(hash, data[1] as number, passedOn)
       decoded?.push(ref)
       return ref

@@ -286,3 +286,84 @@ test("a value that does not fit a node's cache beside the values in use there is
   assert.equal(agent.stats.sharedRefused, 0, 'the driver never sent what the node would refuse')
   assert.equal(agent.stats.badFrames, 0)
 })
+
+/** Lowers the agent's own cache bound below what it announced: as a driver that does not know it (or one that passes it) would find. */
+function lowerOwnBound(agent: Agent, sharedCacheBytes: number): void {
+  ;(agent as unknown as { shared: { limit: { nodeId: string; sharedCacheBytes: number } } }).shared.limit = { nodeId: agent.id, sharedCacheBytes }
+}
+
+const refusedBig = (agent: Agent, what: string) => (e: unknown) =>
+  e instanceof SharedValueError &&
+  e.code === 'ERR_SHARED_TOO_LARGE' &&
+  new RegExp(`^${what} on node ${agent.id}: shared value \\S+ of 40000 bytes exceeds the shared cache of node ${agent.id} \\(sharedCacheBytes 10000\\)$`).test(
+    e.message,
+  )
+
+test('a task frame needing a value the node refused to hold: only the tasks that need it fail, the rest of the frame runs', async (t) => {
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0 })
+  const agent = await startAgent(t, cluster, { threads: 1 })
+  lowerOwnBound(agent, 10_000)
+  const big = await cluster.put(ramp(5000))
+  const a = await cluster.put(ramp(100))
+  const [tooBig, ok, plain, tooBigToo] = await within(
+    Promise.allSettled([
+      cluster.call<Info>('sharedInfo', big, 0),
+      cluster.call<Info>('sharedInfo', a, 1),
+      cluster.call('echo', 2),
+      cluster.call('echo', [big]),
+    ]),
+    10_000,
+    'every task of the frame to settle',
+  )
+  assert.ok(tooBig.status === 'rejected' && refusedBig(agent, 'task "sharedInfo"')(tooBig.reason), String(tooBig.status === 'rejected' && tooBig.reason))
+  assert.ok(tooBigToo.status === 'rejected' && refusedBig(agent, 'task "echo"')(tooBigToo.reason), String(tooBigToo.status === 'rejected' && tooBigToo.reason))
+  assert.equal(ok.status === 'fulfilled' && ok.value.sum, rampSum(100))
+  assert.equal(plain.status === 'fulfilled' && plain.value, 2)
+  assert.equal(agent.stats.sharedBytes, 800, 'the refused value was never stored')
+  assert.ok(agent.stats.sharedRefused >= 1)
+  assert.equal(agent.stats.badFrames, 0)
+})
+
+test('an actor frame carrying a value the node refused to hold: the calls that carry it fail, the others reach their actors', async (t) => {
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0 })
+  const agent = await startAgent(t, cluster, { threads: 1 })
+  // Another agent of this process holds the value: whether a node holds it is still that node's own word.
+  const holder = await startAgent(t, cluster, { threads: 1 })
+  const on = cluster.with({ node: agent.id })
+  const summer = await on.spawn<import('../fixtures/tasks.js').Summer>('Summer')
+  const other = await on.spawn<import('../fixtures/tasks.js').Summer>('Summer')
+  lowerOwnBound(agent, 10_000)
+  const big = await cluster.put(ramp(5000))
+  const a = await cluster.put(ramp(100))
+  const held = await cluster.with({ node: holder.id }).spawn<import('../fixtures/tasks.js').Summer>('Summer')
+  assert.equal(await held.add(big), rampSum(5000))
+  const [tooBig, fine, otherFine] = await within(
+    Promise.allSettled([summer.add(big), summer.add(a), other.add(a)]),
+    10_000,
+    'every call of the frame to settle',
+  )
+  assert.ok(tooBig.status === 'rejected' && refusedBig(agent, 'actor call "add"')(tooBig.reason), String(tooBig.status === 'rejected' && tooBig.reason))
+  assert.equal(fine.status === 'fulfilled' && fine.value, rampSum(100))
+  assert.equal(otherFine.status === 'fulfilled' && otherFine.value, rampSum(100))
+  assert.equal(agent.stats.badFrames, 0, 'nothing dropped as a bad frame')
+  assert.equal(agent.stats.sharedBytes, 800)
+  // The actor lives on.
+  assert.equal(await summer.add(a), 2 * rampSum(100))
+})
+
+test('tasks of a batch whose thread died, run again one by one, still read the shared copy of their value', async (t) => {
+  await using cluster = await Cluster.start({ tasks: FIXTURE_TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0 })
+  const agent = await startAgent(t, cluster, { threads: 1 })
+  const h = await cluster.put(ramp(1000))
+  const calls = [0, 1, 2].map((i) => cluster.call<Info>('sharedInfo', h, i))
+  const exit = cluster.call('exitThread')
+  calls.push(...[3, 4].map((i) => cluster.call<Info>('sharedInfo', h, i)))
+  const infos = await within(Promise.all(calls), 20_000, 'the tasks of the crashed batch')
+  await exit.catch(() => {})
+  assert.ok(agent.stats.threadsLost >= 1, 'the batch died')
+  assert.deepEqual(
+    infos.map((x) => [x.i, x.sum, x.shared]),
+    [0, 1, 2, 3, 4].map((i) => [i, rampSum(1000), true]),
+  )
+  assert.equal(agent.stats.sharedPuts, 1)
+})
