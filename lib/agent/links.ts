@@ -21,6 +21,7 @@ import { ContextOp, MsgType, Status } from '../protocol/messages.js'
 import type { RoutedMessage } from '../actors/routing.js'
 import type { Parts } from '../transport/transport.js'
 import { channelNames, own, type DownMessage, type UpMessage } from '../worker/link.js'
+import { withHandlesKept } from '../protocol/shared-ref.js'
 import type { ContextOptions, ThreadInfo } from '../worker/context.js'
 import type { SecededTimeout } from './runner.js'
 
@@ -258,11 +259,14 @@ export class Links {
     const out = new ResultsWriter()
     const wire = toWireError(new WorkerCrashedError('the agent has no driver now; the request was not sent'))
     try {
-      readRequestBody(
-        body,
-        count,
-        (reqId) => out.add(reqId, Status.Failed, wire),
-        (reqId) => out.add(reqId, Status.Failed, wire),
+      // Handles stay handles: a request carrying a value this node does not hold is refused like the others.
+      withHandlesKept(() =>
+        readRequestBody(
+          body,
+          count,
+          (reqId) => out.add(reqId, Status.Failed, wire),
+          (reqId) => out.add(reqId, Status.Failed, wire),
+        ),
       )
     } catch {
       return
