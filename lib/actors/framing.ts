@@ -2,7 +2,7 @@ import { toWireError } from '../errors.js'
 import { header } from '../protocol/codec.js'
 import { ActorBodyWriter, readActorBody, ResultsWriter } from '../protocol/bodies.js'
 import { ActorOp, MsgType, Status } from '../protocol/messages.js'
-import { carriedOf, takeWrittenRefs, withHandlesKept, type SharedRef } from '../protocol/shared-ref.js'
+import { carriedOf, withHandlesKept, writtenHere, type SharedRef } from '../protocol/shared-ref.js'
 import type { Parts } from '../transport/transport.js'
 import type { SharedTable } from '../agent/shared-thread.js'
 import { ActorHosts, type HostLinks } from './host.js'
@@ -139,12 +139,9 @@ export class ActorFraming {
         }),
       )
       kept = writer.count
-      rest = writer.take()
+      rest = writtenHere(() => writer.take())
     } catch {
       return undefined
-    } finally {
-      // The handles just written go nowhere: the driver's list of them is not kept here.
-      takeWrittenRefs()
     }
     if (failed.length === 0) return undefined
     for (const [id, why] of failed) this.onReply(id, Status.Failed, toWireError(why))

@@ -3,7 +3,7 @@ import { OutOfMemoryError, TaskTimeoutError, WorkerCrashedError, toWireError } f
 import { header } from '../protocol/codec.js'
 import { decodeTaskBody, encodeTaskBody, ResultsWriter, type TaskItem } from '../protocol/bodies.js'
 import { MsgType, Status } from '../protocol/messages.js'
-import { takeWrittenRefs, withHandlesKept } from '../protocol/shared-ref.js'
+import { withHandlesKept, writtenHere } from '../protocol/shared-ref.js'
 import type { Delivery, Parts } from '../transport/transport.js'
 import { Deque } from '../util/deque.js'
 import type { WorkerPool } from './pool.js'
@@ -275,10 +275,9 @@ export class Runner {
       // The original frames are acknowledged once every piece is answered.
       const group: SplitGroup = { remaining: tasks.length, deliveries: finished(frames) }
       for (let i = tasks.length - 1; i >= 0; i--) {
-        this.queue.unshift({ body: encodeTaskBody([tasks[i]!]), count: 1, timeoutMs: undefined, solo: true, deliveries: undefined, split: group, ready: true })
+        const body = writtenHere(() => encodeTaskBody([tasks[i]!]))
+        this.queue.unshift({ body, count: 1, timeoutMs: undefined, solo: true, deliveries: undefined, split: group, ready: true })
       }
-      // The handles just written go nowhere: the driver's list of them is not kept here.
-      takeWrittenRefs()
       this._queued += tasks.length
       this.pump()
       return

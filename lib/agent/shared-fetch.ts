@@ -15,7 +15,7 @@ import { SharedValueError, toWireError } from '../errors.js'
 import { decodeTaskBody, encodeTaskBody, ResultsWriter, type TaskItem } from '../protocol/bodies.js'
 import { header } from '../protocol/codec.js'
 import { MsgType, Status, type SharedUnavailableCode } from '../protocol/messages.js'
-import { carriedOf, takeWrittenRefs, withHandlesKept } from '../protocol/shared-ref.js'
+import { carriedOf, withHandlesKept, writtenHere } from '../protocol/shared-ref.js'
 import type { Delivery, Parts } from '../transport/transport.js'
 import type { SharedCache } from './shared-cache.js'
 
@@ -176,9 +176,7 @@ export class SharedFetches {
       return
     }
     if (failed !== undefined) this.cx.answer(failed)
-    const body = encodeTaskBody(rest)
-    // The handles just written go nowhere: the driver's list of them is not kept here.
-    takeWrittenRefs()
+    const body = writtenHere(() => encodeTaskBody(rest))
     this.cx.run({ ...frame, body, count: rest.length })
   }
 }

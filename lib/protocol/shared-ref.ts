@@ -130,6 +130,20 @@ export function withHandlesKept<T>(read: () => T, seen?: SharedRef[]): T {
   }
 }
 
+/**
+ * Runs `write`, an encode on an agent of handles it read with
+ * {@link withHandlesKept} (a body split or passed on), and forgets the
+ * handles it wrote: only the driver keeps that list, to learn which values
+ * a frame carries, so here it would only grow into the next frame's.
+ */
+export function writtenHere<T>(write: () => T): T {
+  try {
+    return write()
+  } finally {
+    takeWrittenRefs()
+  }
+}
+
 /** The first hash that `args` carry (arrays, plain objects, Maps and Sets; typed arrays are skipped) for which `pick` is true, or undefined. */
 export function carriedOf(args: unknown, pick: (hash: string) => boolean, depth = 0): string | undefined {
   if (args instanceof SharedRef) return pick(args.hash) ? args.hash : undefined
