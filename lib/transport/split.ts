@@ -8,8 +8,8 @@
  * comes to the one handler with its peer id, a send goes to the side where
  * that peer is connected (a peer connected on neither fails on the ROUTER,
  * and is counted there), and the counters are the sum of both sides.
- * `address` is the ROUTER's (what remote agents connect to); `localAddress`
- * is the memory one.
+ * `address` is the ROUTER's (what remote agents connect to); local agents
+ * are given the memory side's address when they start.
  *
  * @example
  * ```ts
@@ -17,7 +17,7 @@
  *   new ZmqDriverTransport({ listen: 'tcp://127.0.0.1:*', maxFrameBytes }),
  *   new MemoryDriverTransport({ listen: 'memory://*', maxFrameBytes, holdProcess: true }),
  * )
- * await t.bind() // t.address: tcp://127.0.0.1:40123, t.localAddress: memory://7
+ * await t.bind() // t.address: tcp://127.0.0.1:40123
  * ```
  */
 import type { MemoryDriverTransport } from './memory.js'
@@ -36,11 +36,6 @@ export class SplitDriverTransport implements RoutedDriverTransport {
   /** What remote agents connect to. */
   get address(): string {
     return this.remote.address
-  }
-
-  /** What local agents connect to. */
-  get localAddress(): string {
-    return this.local.address
   }
 
   /** Both sides' counters, summed (a snapshot: read it again for later counts). */
