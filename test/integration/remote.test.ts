@@ -110,6 +110,12 @@ test('an agent whose tasks module fails to load, or whose status file cannot be 
   const q = runCli(t, ['agent', '--connect', 'somewhere', '--tasks', FIXTURE_TASKS.href])
   assert.equal(await q.exited, 1)
   assert.match(q.output(), /options\.connect must be an endpoint like tcp:\/\/127\.0\.0\.1:7100, got "somewhere"/)
+  // A driver's in-process address (cluster.address without listen) cannot be reached from another process: said, not waited on.
+  for (const address of ['memory://actor-cluster-1-abc', 'inproc://actor-cluster-1-abc']) {
+    const inside = runCli(t, ['agent', '--connect', address, '--tasks', FIXTURE_TASKS.href])
+    assert.equal(await within(inside.exited, 15_000, `the agent given ${address} to exit`), 1)
+    assert.match(inside.output(), new RegExp(`--connect ${address} is an address inside the driver's own process.*start the driver with listen`))
+  }
 })
 
 test('an agent of another protocol version is rejected with the reason; bad frames are counted and dropped', async () => {

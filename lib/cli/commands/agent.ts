@@ -115,6 +115,12 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       if (err instanceof InvalidArgumentError && /^options\.(tasks|connect) /.test(err.message)) throw explainMissing(err)
       throw err
     })
+    // An address inside a driver's own process (cluster.address without listen): this process can never reach it.
+    if (options.transport === 'zmq' && /^(memory|inproc):/i.test(options.connect)) {
+      throw new InvalidArgumentError(
+        `--connect ${options.connect} is an address inside the driver's own process, which an agent in a process of its own cannot reach: start the driver with listen (e.g. tcp://0.0.0.0:7100) and connect to that`,
+      )
+    }
     const statusPath = args['status-file']
     // Checked before the agent starts: a status file it cannot write would only be a warning every heartbeat.
     if (statusPath) {
