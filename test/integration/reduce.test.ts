@@ -180,7 +180,8 @@ for (const design of DESIGNS) {
 
     test('early stop by predicate: resolves with the aggregate of a prefix of whole chunks; the rest is withdrawn', async () => {
       const before = cluster.stats()
-      const inputs = range(400).map((i) => [i, 2])
+      // 400 inputs of 20 ms each: seconds of work, far more than the prefix takes even on a loaded machine.
+      const inputs = range(400).map((i) => [i, 20])
       const acc = await within(cluster.reduce('slowly', inputs, 'sum', 0, { chunk: 5, until: (a) => a >= 100 }), 30_000, 'the reduce to stop')
       // The first prefix of whole chunks whose sum reaches 100: 0..14 (105).
       assert.equal(acc, 105)
