@@ -39,6 +39,9 @@ interface Pending {
 /** Requests made in this thread since it started: a batch that sees this change while it waits secedes. */
 export const activity = { requests: 0, wake: undefined as (() => void) | undefined }
 
+/** Requests gathered before they go up without waiting for the end of the thread's turn. */
+const LINK_CHUNK = 16
+
 /** The decoder of replies: references in them become this thread's working references. */
 const packr: Packr = createPackr()
 
@@ -91,6 +94,8 @@ export class Link {
   }
 
   private schedule(): void {
+    // A long run of requests goes up in parts, so the agent (and the actors it reaches) start on the first while this thread makes the rest.
+    if (this.requests.count >= LINK_CHUNK) this.flushRequests()
     if (this.scheduled) return
     this.scheduled = true
     setImmediate(() => this.flush())
@@ -104,6 +109,10 @@ export class Link {
       const body = own(this.late.take(packr))
       this.post({ kind: 'results', thread: threadId, body, ids })
     }
+    this.flushRequests()
+  }
+
+  private flushRequests(): void {
     const count = this.requests.count
     if (count === 0) return
     let body: Uint8Array

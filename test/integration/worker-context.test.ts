@@ -203,3 +203,19 @@ test('context.with({ spread: true }): one view’s spawns are one group spread o
   assert.deepEqual(await Promise.all(refs.map((r) => r.get())), [0, 1, 2, 3])
   await Promise.all([...ballast, ...refs].map((r) => r.stop()))
 })
+
+test('tells from an actor to one on another node in one turn (sent up in parts) arrive in order, and pings keep answering', async () => {
+  await using two = await Cluster.start({ tasks: TASKS, threads: 1, localAgents: 2 })
+  await waitFor(() => two.nodes().length === 2, 20_000, 'two local agents')
+  const [na, nb] = two.nodes().map((n) => n.id) as [string, string]
+  const a = await two.with({ node: na }).spawn<Tasks.Node>('Node')
+  const b = await two.with({ node: nb }).spawn<Tasks.Node>('Node')
+  await a.setPeer(b)
+  await b.setPeer(a)
+  await a.sendAll(1_000)
+  assert.deepEqual(
+    await a.peerLog(),
+    Array.from({ length: 1_000 }, (_, i) => i),
+  )
+  assert.equal(await b.pingPong(100), 99)
+})
