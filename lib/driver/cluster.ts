@@ -16,7 +16,7 @@ import { setActorRefResolver, type ActorRefResolver } from '../protocol/actor-re
 import { carriedOf, setSharedResolver, type SharedResolver } from '../protocol/shared-ref.js'
 import { Ledger, type ActorTarget, type ResultSink, type Settle, type TaskEntry } from './ledger.js'
 import { runMap } from './map.js'
-import { MAP_KEYS, MAP_REDUCE_KEYS, REDUCE_KEYS, VIEW_KEYS } from './option-keys.js'
+import { MAP_KEYS, MAP_REDUCE_KEYS, REDUCE_KEYS, VIEW_KEYS, taskOptionOnSpawn } from './option-keys.js'
 import { checkKnownKeys, notAnOptionsObject, unknownKey } from '../util/known-keys.js'
 import { SharedValues, type SharedUser } from './shared.js'
 import type { SharedRef } from '../protocol/shared-ref.js'
@@ -215,6 +215,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     if (o === undefined) return this.actors.spawn(className, args, SPAWN_DEFAULTS)
     const { parent, group, ...rest } = o
     checkKnownKeys('context.with options', rest, VIEW_KEYS)
+    const taskOnly = taskOptionOnSpawn(rest)
+    if (taskOnly) throw taskOnly
     if (parent !== undefined && typeof parent !== 'string') throw new InvalidArgumentError('malformed request: options.parent is not a string')
     if (group !== undefined && (typeof group !== 'string' || group.length > 64))
       throw new InvalidArgumentError('malformed request: options.group is not a string of at most 64 characters')
@@ -396,6 +398,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     checkKnownKeys('cluster.with options', options, VIEW_KEYS)
     const task = resolveTaskOptions(options, this.options.maxRetries)
     const spawnOptions = resolveSpawnOptions(options)
+    const taskOnly = taskOptionOnSpawn(options as Record<string, unknown>)
     // The view's spawns are one group when spread.
     const group = spawnOptions.spread ? new SpawnGroup() : undefined
     // One listener per view, not per call: on abort, the view's unsettled tasks are withdrawn.
@@ -410,7 +413,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         this.checkedMap<R>(name, inputs, mapOptions, options) as AsyncGenerator<R, void, undefined> & Promise<R>,
       reduce: <R>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, combiner: string, initial: R, reduceOptions: ReduceOptions<R> = {}) =>
         this.checkedReduce<R>(name, inputs, combiner, initial, reduceOptions, options),
-      spawn: <T extends object>(className: string, ...args: unknown[]) => this.actors.spawn<T>(className, args, spawnOptions, group),
+      spawn: <T extends object>(className: string, ...args: unknown[]) =>
+        taskOnly ? Promise.reject(taskOnly) : this.actors.spawn<T>(className, args, spawnOptions, group),
     }
   }
 

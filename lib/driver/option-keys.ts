@@ -3,10 +3,24 @@
  * `reduce` and `map`'s `reduce` object refuse a key that is none of them
  * (see {@link checkKnownKeys}).
  */
+import { InvalidArgumentError } from '../errors.js'
 import type { KeyTable } from '../util/known-keys.js'
 import type { MapReduce, MapReduceOptions, ReduceOptions, SpawnOptions, TaskOptions } from './types.js'
 
 const TASK_KEYS: KeyTable<TaskOptions> = { timeoutMs: true, signal: true, retries: true, maxRetries: true }
+
+/**
+ * A view's task option given to its `spawn` (`cluster.with({ timeoutMs }).spawn(...)`):
+ * none applies to an actor, whose messages run in its mailbox's order, so the
+ * spawn is refused rather than the option ignored. Undefined when none is given.
+ */
+export function taskOptionOnSpawn(options: Record<string, unknown>): InvalidArgumentError | undefined {
+  const key = Object.keys(TASK_KEYS).find((k) => options[k] !== undefined)
+  if (key === undefined) return undefined
+  return new InvalidArgumentError(
+    `options.${key} applies to tasks (call, map, reduce), not to spawn: an actor's calls have no timeout or retries of their own; spawn from a view without it`,
+  )
+}
 
 /** `cluster.with(...)` and `context.with(...)`: task and spawn options. */
 export const VIEW_KEYS: KeyTable<TaskOptions & SpawnOptions> = {

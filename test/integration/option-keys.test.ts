@@ -76,3 +76,16 @@ test('context.with in a thread: a call and a spawn under an unknown option fail 
   const [call, spawn] = await cluster.call<string[]>('typoOptions')
   for (const text of [call, spawn]) assert.match(text!, /^\w+Error: context\.with options: unknown option "timeout" \(did you mean "timeoutMs"\?\)/)
 })
+
+test('a spawn from a view holding a task option (timeoutMs, retries, maxRetries, signal) is refused naming it, not run without it; the view still calls', async () => {
+  const refused = (key: string) => (e: unknown) =>
+    e instanceof InvalidArgumentError && e.message.startsWith(`options.${key} applies to tasks (call, map, reduce), not to spawn`)
+  const actors = () => cluster.nodes().reduce((n, node) => n + node.actors, 0)
+  const before = actors()
+  await assert.rejects(cluster.with({ timeoutMs: 50 }).spawn('Counter'), refused('timeoutMs'))
+  await assert.rejects(cluster.with({ maxRetries: 0, restart: 'always' }).spawn('Counter'), refused('maxRetries'))
+  await assert.rejects(cluster.with({ signal: new AbortController().signal }).spawn('Counter'), refused('signal'))
+  assert.equal(actors(), before, 'no actor was spawned')
+  assert.equal(await cluster.with({ timeoutMs: 60_000 }).call('square', 3), 9)
+  assert.match(await cluster.call<string>('spawnUnderTaskOption'), /^\w+Error: options\.retries applies to tasks \(call, map, reduce\), not to spawn/)
+})
