@@ -742,7 +742,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
 
   /**
    * Stops everything this cluster started: local agents, timers and sockets.
-   * Tasks still pending reject with a ClusterClosedError; remote agents are
+   * Tasks still pending reject with a ClusterClosedError (the local agents'
+   * threads still running them are stopped, not waited for); remote agents are
    * told to wait for the next driver. Idempotent; each step is bounded and
    * runs even if one before it failed.
    */
@@ -768,7 +769,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
           this.actors.wake()
         },
       },
-      { name: 'close the local agents', run: async () => void (await Promise.all(this.localAgents.map((a) => a.close()))) },
+      // Their running tasks' calls were settled just above: nothing they return could be delivered, so their threads are stopped at once.
+      { name: 'close the local agents', run: async () => void (await Promise.all(this.localAgents.map((a) => a.close({ timeoutMs: 0 })))) },
       { name: 'tell the remote agents', run: () => this.membership.clear() },
       { name: 'close the transport', run: () => this.transport.close() },
       { name: 'unregister the ZAP domain', run: () => (this.setup.zapDomain ? unregisterZapDomain(this.setup.zapDomain) : undefined) },

@@ -242,6 +242,18 @@ test('close() rejects pending tasks with a clear error, is idempotent, and later
   assert.deepEqual(c.nodes(), [])
 })
 
+test('close() does not wait for a local task that never ends: its call is settled, so its thread is stopped at once', async (t) => {
+  const c = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1 })
+  t.after(() => c.close())
+  const endless = assert.rejects(c.call('loopForever'), ClusterClosedError)
+  await waitFor(() => (c.nodes()[0]?.busyThreads ?? 0) > 0, 10_000, 'the endless task to start')
+  const started = performance.now()
+  await c.close()
+  // Before, the local agent waited 10 s for its running batch to finish; a few seconds leaves room for a loaded machine.
+  assert.ok(performance.now() - started < 5_000, `close() took ${Math.round(performance.now() - started)} ms`)
+  await endless
+})
+
 test('await using disposes the cluster', async () => {
   let c: Cluster | undefined
   {
