@@ -6,8 +6,8 @@ import { MsgType, Status } from '../protocol/messages.js'
 import { withHandlesKept, writtenHere } from '../protocol/shared-ref.js'
 import type { Delivery, Parts } from '../transport/transport.js'
 import { Deque } from '../util/deque.js'
-import type { WorkerPool } from './pool.js'
-import type { PoolResult } from './worker.js'
+import type { RunOptions, WorkerPool } from './pool.js'
+import type { PoolBatch, PoolResult } from './worker.js'
 import type { SharedTable } from './shared-thread.js'
 import type { ThreadInfo } from '../worker/context.js'
 
@@ -171,26 +171,43 @@ export class Runner {
       const bodies = frames.map((f) => f.body)
       this._queued -= n
       this._batchesRunning++
-      const driver = this.session.id
-      const registration = this.session.registration
-      const limit = first.timeoutMs === undefined ? undefined : new RunLimit(first.timeoutMs)
-      const shared = this.options.shared?.()
-      const context = this.options.context?.()
-      const run = limit
-        ? this.pool.run({ bodies, shared, context, started: limit.port }, { signal: limit.signal, transferList: [limit.port] })
-        : this.pool.run({ bodies, shared, context }, {})
-      run.then(
-        (r) => {
-          const timeout = limit && first.timeoutMs !== undefined ? { timeoutMs: first.timeoutMs, leftMs: limit.leftMs() } : undefined
-          limit?.dispose()
-          this.done(driver, registration, r, frames, timeout)
-        },
-        (err: Error) => {
-          limit?.dispose()
-          this.failed(driver, registration, frames, err, first.timeoutMs)
-        },
-      )
+      this.start(frames, bodies, first.timeoutMs, this.session.id, this.session.registration, false)
     }
+  }
+
+  /**
+   * Runs a batch on the pool; `isolated`, a timed one a thread declined (it
+   * holds tasks that seceded) on an isolated thread. A timed batch's limit
+   * counts from when a thread starts it, not from when a thread declined it.
+   */
+  private start(
+    frames: QueuedFrame[],
+    bodies: Uint8Array[],
+    timeoutMs: number | undefined,
+    driver: string | undefined,
+    registration: string,
+    isolated: boolean,
+  ): void {
+    const limit = timeoutMs === undefined ? undefined : new RunLimit(timeoutMs)
+    const batch: PoolBatch = { bodies, shared: this.options.shared?.(), context: this.options.context?.() }
+    const options: RunOptions = {}
+    if (limit) {
+      batch.started = limit.port
+      options.signal = limit.signal
+      options.transferList = [limit.port]
+    }
+    const run = isolated ? this.pool.runIsolated(batch, options) : this.pool.run(batch, options)
+    run.then(
+      (r) => {
+        limit?.dispose()
+        if (r.declined && !this.stopped) this.start(frames, bodies, timeoutMs, driver, registration, true)
+        else this.done(driver, registration, r, frames, limit && timeoutMs !== undefined ? { timeoutMs, leftMs: limit.leftMs() } : undefined)
+      },
+      (err: Error) => {
+        limit?.dispose()
+        this.failed(driver, registration, frames, err, timeoutMs)
+      },
+    )
   }
 
   /** Resolves once no batch runs. */

@@ -43,15 +43,26 @@ export interface PoolResult {
    * the thread's link when it settles. Absent when none did.
    */
   seceded?: number[]
+  /**
+   * A timed batch this thread would not start: it holds tasks that seceded,
+   * which stopping the thread at the batch's limit would end too. Nothing ran;
+   * the batch goes to an isolated thread.
+   */
+  declined?: true
 }
 
-const { tasks } = workerData as { tasks: string }
+/** `isolated`: this thread's batches never secede (they hold the thread until their tasks settle), so a timed one is alone on it. */
+const { tasks, isolated } = workerData as { tasks: string; isolated?: boolean }
 const catalog = await loadCatalog(tasks, 'a worker thread')
 const functions = catalog.functions
 const known = [...functions.keys()]
 const packr = createPackr()
 
 export default async function runBatch(batch: PoolBatch): Promise<PoolResult> {
+  if (batch.started && held > 0) {
+    batch.started.close()
+    return { results: new Uint8Array(0), count: 0, elapsedMs: 0, bad: 0, heapMb: heapInUseMb(), thread: threadId, declined: true }
+  }
   batch.started?.postMessage(null)
   const start = performance.now()
   const b = (current = new BatchState())
@@ -63,13 +74,14 @@ export default async function runBatch(batch: PoolBatch): Promise<PoolResult> {
   for (const body of batch.bodies) if (!readTaskBody(packr, body, runTask)) bad++
   const waiting = pending
   if (waiting) await Promise.all(waiting)
-  if (b.open > 0) await untilSettledOrWaiting(b, batch.context !== undefined, requestsBefore)
+  if (b.open > 0) await untilSettledOrWaiting(b, batch.context !== undefined && !isolated, requestsBefore)
   let seceded: number[] | undefined
   let count = b.out.count
   let bytes: Uint8Array
   if (b.open > 0) {
     const ids = [...b.waiting.values()]
     seceded = ids
+    held += ids.length
     b.seceded = currentLink()
     count -= ids.length
     bytes = new Uint8Array(b.out.takeExcept(b.waiting.keys(), packr))
@@ -119,6 +131,8 @@ class BatchState {
 // closure per batch: the closure's context costs the per-task loop about a tenth of its time.
 let current = new BatchState()
 let pending: Promise<void>[] | undefined
+/** Tasks that seceded on this thread and have not settled: a timed batch is declined while there are any. */
+let held = 0
 
 /** Runs one task of the current batch; its result goes to the slot it was given, now or when it settles. */
 function runTask(id: unknown, name: unknown, args: unknown): void {
@@ -175,6 +189,7 @@ function settleLater(b: BatchState, slot: number, id: unknown, name: string, val
 
 function settledLater(b: BatchState, slot: number, id: unknown, status: Status, value: unknown): void {
   if (b.seceded) {
+    held--
     b.seceded.result(id as number, status, value)
     return
   }

@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Cluster, TaskTimeoutError, WorkerCrashedError } from '../../lib/index.js'
+import { Agent, AgentPool, Cluster, TaskTimeoutError, WorkerCrashedError } from '../../lib/index.js'
 import type * as Tasks from '../fixtures/context-tasks.js'
 import { CLI, FAST, waitFor, within } from '../helpers.js'
 import { AMQP_URL, REDIS_URL, skipReason } from '../brokers.js'
@@ -44,6 +44,45 @@ test('a task that seceded keeps its timeout: past it, it fails once with TaskTim
   // Within its timeout, a seceded task answers as ever; the thread was not stopped.
   assert.equal(await within(cluster.with({ timeoutMs: 10_000 }).call('slowParent', 2, 50), 20_000, 'slowParent in time'), 2)
   assert.equal(await within(cluster.call('fib', 10), 20_000, 'fib(10) after the timeout'), 55)
+})
+
+test("a task catching the timeout of a child it asked for gets the child's TaskTimeoutError; it is not retried and its thread goes on", async () => {
+  // One thread: the parent seceded on it, so the timed child, stopped at its limit, must not run there.
+  await using cluster = await Cluster.start({ tasks: TASKS, threads: 1 })
+  const cases = [
+    { via: 'map', parent: cluster },
+    { via: 'call', parent: cluster },
+    // A timed parent (it seceded, its own limit kept by the agent) with a timed child.
+    { via: 'call', parent: cluster.with({ timeoutMs: 20_000 }) },
+  ] as const
+  for (const { via, parent } of cases) {
+    const retried = cluster.stats().tasksRetried
+    const started = Date.now()
+    const text = await within(parent.call<string>('parentOfTimedChild', 5_000, 200, via), 20_000, `parentOfTimedChild via ${via}`)
+    assert.match(text, /^TaskTimeoutError: task "blockingChild" ran longer than its timeout of 200 ms/, via)
+    assert.equal(cluster.stats().tasksRetried, retried, `the parent (via ${via}) was not retried`)
+    assert.ok(Date.now() - started < 4_000, `the child was stopped at its limit, not after its 5 s (${Date.now() - started} ms)`)
+  }
+  // The node goes on serving, nested work too.
+  assert.equal(await within(cluster.call('fib', 10), 20_000, 'fib(10) after the timeouts'), 55)
+  assert.equal(await within(cluster.with({ timeoutMs: 5_000 }).call('blockingChild', 10), 20_000, 'a timed task after the timeouts'), 10)
+})
+
+test("agents sharing one pool: a task catching the timeout of a child it asked for gets the child's TaskTimeoutError", async (t) => {
+  await using pool = await AgentPool.start({ tasks: TASKS, threads: 1 })
+  await using cluster = await Cluster.start({ tasks: TASKS, listen: 'tcp://127.0.0.1:0', localAgents: 0 })
+  const agents = await Promise.all(['shared-a', 'shared-b'].map((id) => Agent.start({ connect: cluster.address, tasks: TASKS, threads: 1, pool, id })))
+  t.after(() => Promise.all(agents.map((a) => a.close())))
+  await waitFor(() => cluster.nodes().length === 2, 15_000, 'two agents')
+  const retried = cluster.stats().tasksRetried
+  const texts = await within(
+    Promise.all([1, 2, 3, 4].map((i) => cluster.call<string>('parentOfTimedChild', 5_000, 200, i % 2 === 0 ? 'map' : 'call'))),
+    20_000,
+    'four parents of timed children',
+  )
+  for (const text of texts) assert.match(text, /^TaskTimeoutError: task "blockingChild" ran longer than its timeout of 200 ms/)
+  assert.equal(cluster.stats().tasksRetried, retried, 'no parent was retried')
+  assert.equal(await within(cluster.call('fib', 10), 20_000, 'fib(10) after the timeouts'), 55)
 })
 
 test('a node lost while an actor elsewhere waits on its actor: each outstanding ask settles once, with a value or ActorLostError', async (t) => {

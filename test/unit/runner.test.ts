@@ -37,6 +37,10 @@ class FakePool implements WorkerPool {
     return new Promise((resolve, reject) => this.running.push({ ids, names, signal: options.signal, resolve, reject }))
   }
 
+  runIsolated(batch: PoolBatch, options: { signal?: AbortSignal }): Promise<PoolResult> {
+    return this.run(batch, options)
+  }
+
   /** Ends the oldest running batch with a result for each of its tasks. */
   succeed(): void {
     const b = this.running.shift()!
