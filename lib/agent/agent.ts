@@ -34,6 +34,9 @@ const CLOSE_TIMEOUT_MS = 10_000
 /** Limit of every other step of `close()`: the Leave (a flush to the broker), stopping threads, closing the transport. */
 const CLOSE_STEP_MS = 5_000
 
+/** Requests a thread sends up before its turn ends, when the driver is reached in memory (a thread context's `sendAhead`). */
+const SEND_AHEAD = 16
+
 const debug = debuglog('actor-cluster')
 
 /** A task frame taken from the shared queue, with what came with it. */
@@ -140,6 +143,9 @@ export class Agent extends EventEmitter<AgentEvents> {
       session: () => ({ driver: this.session.id, registration: this.session.registration }),
       secededChanged: (total) => this.onSeceded(total),
       options: { threads: options.threads, maxFrameBytes: options.maxFrameBytes, transport: options.transport },
+      // In memory the driver and this agent work on a thread's first requests while it makes the rest; through a socket
+      // each extra frame costs more than that overlap gains (cross-node ping-pong: 1.26x in memory, 0.9x over TCP with CURVE).
+      sendAhead: options.connect.startsWith('memory://') ? SEND_AHEAD : 0,
     })
     const { threads, threadMemoryMb, maxTasksPerThread, recycleHeapMb } = options
     this.pool = shared

@@ -57,6 +57,8 @@ export interface LinksOptions {
   /** The number of seceded tasks changed (the window announced grows by it). */
   secededChanged(total: number): void
   options: ContextOptions
+  /** See {@link ThreadInfo.sendAhead}. */
+  sendAhead: number
 }
 
 export class Links {
@@ -70,7 +72,7 @@ export class Links {
   private _info: ThreadInfo
 
   constructor(private readonly options: LinksOptions) {
-    this._info = { link: this.key, nodeId: undefined, options: options.options }
+    this._info = { link: this.key, nodeId: undefined, options: options.options, sendAhead: options.sendAhead }
   }
 
   /** What each batch tells its thread about the cluster (one object, changed when the node id does). */
@@ -86,7 +88,7 @@ export class Links {
   joined(nodeId: string): void {
     if (nodeId !== this.nodeId) {
       this.nodeId = nodeId
-      this._info = { link: this.key, nodeId, options: this.options.options }
+      this._info = { link: this.key, nodeId, options: this.options.options, sendAhead: this.options.sendAhead }
     }
   }
 

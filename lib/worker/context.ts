@@ -27,6 +27,11 @@ export interface ThreadInfo {
   nodeId: string | undefined
   /** The cluster's options that make sense in a thread. */
   options: ContextOptions
+  /**
+   * Requests a thread sends up at once, before its turn ends, so the agent
+   * starts on them while it makes the rest (0: all at the end of the turn).
+   */
+  sendAhead: number
 }
 
 /** The cluster's options as a thread sees them. */
@@ -92,7 +97,7 @@ function link(): Link {
   const i = info
   if (!i) throw new InvalidArgumentError('context is only available inside a task or an actor method running on a cluster thread')
   let l = links.get(i.link)
-  if (!l) links.set(i.link, (l = new Link(i.link)))
+  if (!l) links.set(i.link, (l = new Link(i.link, i.sendAhead)))
   return l
 }
 

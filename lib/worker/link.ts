@@ -39,9 +39,6 @@ interface Pending {
 /** Requests made in this thread since it started: a batch that sees this change while it waits secedes. */
 export const activity = { requests: 0, wake: undefined as (() => void) | undefined }
 
-/** Requests gathered before they go up without waiting for the end of the thread's turn. */
-const LINK_CHUNK = 16
-
 /** The decoder of replies: references in them become this thread's working references. */
 const packr: Packr = createPackr()
 
@@ -55,7 +52,11 @@ export class Link {
   private lateIds: number[] = []
   private scheduled = false
 
-  constructor(readonly key: string) {
+  /** `sendAhead`: requests gathered before they go up without waiting for the end of the thread's turn (0: never). */
+  constructor(
+    readonly key: string,
+    private readonly sendAhead: number,
+  ) {
     this.down = new BroadcastChannel(channelNames.down(key, threadId))
     this.down.onmessage = (event) => this.onDown((event as unknown as { data: DownMessage }).data)
     this.down.unref()
@@ -95,7 +96,7 @@ export class Link {
 
   private schedule(): void {
     // A long run of requests goes up in parts, so the agent (and the actors it reaches) start on the first while this thread makes the rest.
-    if (this.requests.count >= LINK_CHUNK) this.flushRequests()
+    if (this.sendAhead > 0 && this.requests.count >= this.sendAhead) this.flushRequests()
     if (this.scheduled) return
     this.scheduled = true
     setImmediate(() => this.flush())

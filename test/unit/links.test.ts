@@ -20,6 +20,7 @@ test('with no driver, every request of a thread is refused with WorkerCrashedErr
     session: () => ({ driver: undefined, registration: 'r1' }),
     secededChanged: () => {},
     options: { threads: 1, maxFrameBytes: 1 << 20, transport: 'zmq' },
+    sendAhead: 0,
   })
   const thread = 4242
   links.open(thread)
