@@ -99,7 +99,7 @@ export async function runReduce<R>(
 ): Promise<R> {
   const map = driver.resolveMapOptions(options)
   const chunkOption = integerOption('chunk', options.chunk)
-  const total = integerOption('total', options.total, 0)
+  const total = map.total
   const until = options.until
   if (until !== undefined && typeof until !== 'function') throw new InvalidArgumentError(`options.until must be a function, got ${typeof until}`)
   driver.checkTask(name)

@@ -148,6 +148,7 @@ export function resolveMapOptions(o: MapOptions, defaultMaxRetries: number): Res
     task: resolveTaskOptions({ ...o, signal: undefined }, defaultMaxRetries),
     signal: checkSignal(o.signal),
     progress,
-    total: o.total,
+    // Checked with or without a progress bar: a bad total is a mistake either way.
+    total: integerOption('total', o.total, 0),
   })
 }

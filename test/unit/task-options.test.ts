@@ -158,8 +158,13 @@ test('resolveMapOptions: each bad field is named', () => {
     [{ retries: -1 }, 'options.retries must be a non-negative integer, got -1'],
     [{ maxRetries: 1.5 }, 'options.maxRetries must be a non-negative integer, got 1.5'],
     [{ signal: {} }, 'options.signal must be an AbortSignal'],
+    // With no progress bar too: a total that is no count is a mistake either way.
+    [{ total: -1 }, 'options.total must be a non-negative integer, got -1'],
+    [{ total: 1.5, progress: false }, 'options.total must be a non-negative integer, got 1.5'],
+    [{ total: 'x' }, 'options.total must be a non-negative integer, got "x"'],
   ]
   for (const [o, message] of cases) rejects(() => resolveMapOptions(o as MapOptions, 3), message)
+  assert.equal(resolveMapOptions({ total: 0 }, 3).total, 0)
 })
 
 test('resolveTaskOptions: a timeout up to Node’s longest timer, not one millisecond more', () => {
