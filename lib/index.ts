@@ -16,6 +16,7 @@ export type {
   TaskFailedEvent,
   TaskOptions,
   SpawnOptions,
+  StopOptions,
   TasksProxy,
   ActorRef,
   SharedStats,

@@ -80,8 +80,12 @@ interface Live {
   instance: Record<string, unknown>
   /** An async method of this actor is running: later messages wait in `queue`. */
   busy: boolean
+  /** The message of the async method running (while `busy`). */
+  runningId: number | undefined
   queue: Deque<Waiting> | undefined
   stopped: boolean
+  /** Stopped at once (`ActorOp.Kill`): what its running method returns later is dropped. */
+  killed: boolean
 }
 
 const { tasks } = workerData as { tasks: string }
@@ -292,12 +296,15 @@ function run(live: Live, id: number, op: ActorOp, name: string, args: readonly u
     return false
   }
   live.busy = true
+  live.runningId = id
   Promise.resolve(value).then(
     (v) => {
+      if (live.killed) return
       settle(live, id, name, v)
       resume(live)
     },
     (err: unknown) => {
+      if (live.killed) return
       reply(id, Status.Threw, toWireError(err))
       resume(live)
     },
@@ -305,9 +312,32 @@ function run(live: Live, id: number, op: ActorOp, name: string, args: readonly u
   return true
 }
 
+/**
+ * Stops an actor at once: it leaves the thread now, the message its async
+ * method is running and those queued are answered (a queued Stop as done,
+ * the others with ActorStoppedError), and what the running method returns
+ * later is dropped (a promise cannot be cancelled).
+ */
+function kill(live: Live, id: number): void {
+  actors.delete(live.id)
+  live.stopped = true
+  live.killed = true
+  const stopped = () => toWireError(new ActorStoppedError(`actor ${live.id} (${live.className}) was stopped with force before this message finished`))
+  if (live.busy && live.runningId !== undefined) reply(live.runningId, Status.Failed, stopped())
+  const queue = live.queue
+  live.queue = undefined
+  while (queue !== undefined && queue.length > 0) {
+    const m = queue.shift()!
+    if (m.op === ActorOp.Stop) reply(m.id, Status.Ok, null)
+    else reply(m.id, Status.Failed, stopped())
+  }
+  reply(id, Status.Ok, null)
+}
+
 /** An async method settled: the actor's waiting messages run, up to its next await. */
 function resume(live: Live): void {
   live.busy = false
+  live.runningId = undefined
   const queue = live.queue
   while (queue !== undefined && queue.length > 0) {
     const m = queue.shift()!
@@ -325,7 +355,7 @@ function spawn(id: number, actorId: string, className: string, args: readonly un
   try {
     const self = threadActorRef(actorId, undefined)
     const instance = running.run(self, () => new Cls(...args)) as Record<string, unknown>
-    actors.set(actorId, { id: actorId, self, className, instance, busy: false, queue: undefined, stopped: false })
+    actors.set(actorId, { id: actorId, self, className, instance, busy: false, runningId: undefined, queue: undefined, stopped: false, killed: false })
     reply(id, Status.Ok, actorId)
   } catch (err) {
     reply(id, Status.Threw, toWireError(err))
@@ -339,6 +369,12 @@ function deliver(id: number, op: ActorOp, actorId: string, name: string, args: r
     return
   }
   const live = actors.get(actorId)
+  // Stopped at once, whatever it runs or holds (a graceful Stop already in its queue included).
+  if (op === ActorOp.Kill) {
+    if (live) kill(live, id)
+    else reply(id, Status.Ok, null)
+    return
+  }
   if (!live || live.stopped) {
     reply(id, Status.Failed, toWireError(new ActorStoppedError(`actor ${actorId} is not running on this node`)))
     return

@@ -90,7 +90,7 @@ export class ActorHosts {
         this.gone.delete(actorId)
       } else {
         // It died with its thread: a Stop has nothing left to do; anything else never runs.
-        if (op === ActorOp.Stop) {
+        if (op === ActorOp.Stop || op === ActorOp.Kill) {
           this.gone.delete(actorId)
           this.answers.reply(id, Status.Ok, null)
         } else {
@@ -112,7 +112,7 @@ export class ActorHosts {
     if (!host) {
       // The host thread decides how to answer an actor it does not hold.
       host = this.threads[0] ?? this.pickThread()
-    } else if (op === ActorOp.Stop) {
+    } else if (op === ActorOp.Stop || op === ActorOp.Kill) {
       // Messages from the node's threads now go to the driver, which answers them as it does for a stopped actor.
       this.placement.delete(actorId)
       this.viaDriver.delete(actorId)

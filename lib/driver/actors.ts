@@ -202,7 +202,7 @@ export class Actors {
           }),
         )
       },
-      stop: () => this.stop(live),
+      stop: (force) => this.stop(live, force),
     })
     this.refs.set(rec.id, ref)
     return ref
@@ -300,10 +300,10 @@ export class Actors {
    * belong to the instance that spawned them, so they go when it stops or is
    * lost, restarted or not.
    */
-  private async stopChildren(rec: ActorRecord): Promise<void> {
+  private async stopChildren(rec: ActorRecord, force = false): Promise<void> {
     const children = [...rec.children]
     rec.children.clear()
-    await Promise.all(children.map((child) => this.stop(child).catch(() => {})))
+    await Promise.all(children.map((child) => this.stop(child, force).catch(() => {})))
   }
 
   /** The member with this node id, or an error naming it and the members. */
@@ -338,8 +338,10 @@ export class Actors {
   /**
    * Lets the actor's queued messages finish and removes it; then its children
    * stop the same way (the parent's last messages still find them running).
+   * `force`: at once (ActorOp.Kill, handled on arrival), even while a
+   * graceful stop waits behind a method that never settles.
    */
-  private async stop(rec: ActorRecord): Promise<void> {
+  private async stop(rec: ActorRecord, force = false): Promise<void> {
     if (rec.state === 'stopped' || rec.state === 'lost') return
     // A restart waiting out its back-off goes ahead now: its held messages are answered, then it stops.
     rec.endBackoff?.()
@@ -347,12 +349,14 @@ export class Actors {
     this.forget(rec)
     try {
       if (rec.state !== 'running') return
-      await this.message(rec, ActorOp.Stop, 'stop', [])
+      await this.message(rec, force ? ActorOp.Kill : ActorOp.Stop, 'stop', [])
+      // A forced stop may have finished while this one waited: the actor is counted out once.
+      if (rec.state !== 'running') return
       rec.state = 'stopped'
       rec.node.actors--
       this.cx.stopped(this.info(rec))
     } finally {
-      await this.stopChildren(rec)
+      await this.stopChildren(rec, force)
     }
   }
 

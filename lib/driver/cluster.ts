@@ -200,7 +200,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       put: (value) => this.put(value),
       ask: (id, method, args) => this.actors.ask(id, method, args),
       tell: (id, method, args) => this.actors.tell(id, method, args),
-      stop: (id) => this.actors.refOf(id, undefined).stop(),
+      stop: (id, force) => this.actors.refOf(id, undefined).stop({ force }),
       toldFailed: (id, method, error) => this.actors.toldFailedInNode(id, method, error),
       isMember: (node) => this.membership.has(node),
       send: (peer, parts) => transport.send(peer, parts),

@@ -1,5 +1,7 @@
 import { ActorRefBase } from '../protocol/actor-ref.js'
-import type { ActorRef, TasksProxy } from './types.js'
+import { checkKnownKeys, notAnOptionsObject } from '../util/known-keys.js'
+import { booleanOption } from '../validate.js'
+import type { ActorRef, StopOptions, TasksProxy } from './types.js'
 
 type Send = (name: string, args: unknown[]) => Promise<unknown>
 
@@ -51,7 +53,19 @@ export interface ActorRefParts {
   node: () => string
   send: Send
   tell: (name: string, args: unknown[]) => void
-  stop: () => Promise<void>
+  /** `force`: at once, not after the actor's queued messages. */
+  stop: (force: boolean) => Promise<void>
+}
+
+const STOP_KEYS: Readonly<Record<keyof StopOptions, true>> = { force: true }
+
+/** Whether `ref.stop(options)` stops at once; options that are none are an InvalidArgumentError. */
+function stopsAtOnce(options: unknown): boolean {
+  if (options === undefined) return false
+  const notObject = notAnOptionsObject('stop options', options)
+  if (notObject) throw notObject
+  checkKnownKeys('stop options', options as object, STOP_KEYS)
+  return booleanOption('force', (options as StopOptions).force) ?? false
 }
 
 export function makeActorRef<T extends object>(p: ActorRefParts): ActorRef<T> {
@@ -70,6 +84,8 @@ export function makeActorRef<T extends object>(p: ActorRefParts): ActorRef<T> {
         p.send(name, args),
     () => `[actor ${p.id}]`,
   )
+  // Async: options that are none reject rather than throw.
+  const stop = async (options?: StopOptions): Promise<void> => p.stop(stopsAtOnce(options))
   // Over an ActorRefBase: the encoder knows a reference by its prototype chain, and sends it as its id.
   return new Proxy(Object.create(ActorRefBase.prototype) as object, {
     get(_target, prop) {
@@ -81,7 +97,7 @@ export function makeActorRef<T extends object>(p: ActorRefParts): ActorRef<T> {
         case 'node':
           return p.node()
         case 'stop':
-          return p.stop
+          return stop
         case 'tell':
           return tell
       }

@@ -41,7 +41,8 @@ export interface RequestsContext {
   ask(id: string, method: string, args: unknown[]): Promise<unknown>
   /** A tell through a reference: a failure is an `actor:error` event. */
   tell(id: string, method: string, args: unknown[]): void
-  stop(id: string): Promise<void>
+  /** `force`: at once (`ref.stop({ force: true })` in a thread). */
+  stop(id: string, force: boolean): Promise<void>
   /** A tell delivered inside a node failed there (the error as it travels). */
   toldFailed(id: string, method: string, error: unknown): void
   isMember(node: ClusterNode): boolean
@@ -74,7 +75,7 @@ export class Requests {
         cx.tell(str(id, 'actor id'), methodName(method), list(args))
         return undefined
       },
-      [ContextOp.Stop]: (_node, [id]) => cx.stop(str(id, 'actor id')),
+      [ContextOp.Stop]: (_node, [id, force]) => cx.stop(str(id, 'actor id'), force === true),
       [ContextOp.ToldFailed]: (_node, [id, method, error]) => {
         cx.toldFailed(str(id, 'actor id'), methodName(method), error)
         return undefined

@@ -108,8 +108,22 @@ export type ActorRef<T> = {
   }
   /** The node the actor lives on. */
   readonly node: string
-  /** Lets queued messages finish, then removes the actor, then its children (an actor's children stop with it). Later calls reject with ActorStoppedError. */
-  stop(): Promise<void>
+  /**
+   * Lets queued messages finish, then removes the actor, then its children
+   * (an actor's children stop with it). Later calls reject with
+   * ActorStoppedError. With `{ force: true }`, at once: the message the actor
+   * is running and those queued reject with ActorStoppedError (a method still
+   * running goes on in the background, its result dropped), and its children
+   * are stopped the same way — for an actor stuck in a method that never
+   * settles, which a graceful stop would wait for forever.
+   */
+  stop(options?: StopOptions): Promise<void>
+}
+
+/** Options of `ref.stop(...)`. */
+export interface StopOptions {
+  /** Stop at once instead of after the actor's queued messages (default false). */
+  force?: boolean
 }
 
 /** Options of one `map`: ordering and concurrency, plus every per-task option. */

@@ -326,7 +326,7 @@ export function readActorBody(
     const args = items[i + 4]
     if (
       !Number.isSafeInteger(id) ||
-      (op !== ActorOp.Spawn && op !== ActorOp.Call && op !== ActorOp.Stop && op !== ActorOp.Respawn) ||
+      (op !== ActorOp.Spawn && op !== ActorOp.Call && op !== ActorOp.Stop && op !== ActorOp.Respawn && op !== ActorOp.Kill) ||
       typeof actorId !== 'string' ||
       typeof name !== 'string' ||
       !Array.isArray(args)

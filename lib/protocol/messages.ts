@@ -97,6 +97,12 @@ export const ActorOp = {
    * restart, until the actor is placed again.
    */
   Respawn: 3,
+  /**
+   * Stop now (`ref.stop({ force: true })`): not queued behind the actor's
+   * messages; the one it is running and those queued are answered with
+   * ActorStoppedError, and whatever the running one returns later is dropped.
+   */
+  Kill: 4,
 } as const
 export type ActorOp = (typeof ActorOp)[keyof typeof ActorOp]
 

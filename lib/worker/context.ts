@@ -138,9 +138,9 @@ export function threadActorRef<T extends object>(id: string, name: string | unde
     tell: (method, args) => {
       if (local?.(id, method, args, false) === undefined) link().send(ContextOp.Tell, [id, method, args], `${id}.${method}`)
     },
-    stop: () =>
+    stop: (force) =>
       link()
-        .request(ContextOp.Stop, [id], `stop ${id}`)
+        .request(ContextOp.Stop, force ? [id, true] : [id], `stop ${id}`)
         .then(() => {}),
   })
 }

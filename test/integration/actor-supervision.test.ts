@@ -6,9 +6,9 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { ActorNameError, ActorStoppedError, Cluster } from '../../lib/index.js'
+import { ActorNameError, ActorStoppedError, Cluster, InvalidArgumentError } from '../../lib/index.js'
 import type * as Tasks from '../fixtures/tasks.js'
-import { FIXTURE_TASKS, spawnChild } from '../helpers.js'
+import { FIXTURE_TASKS, spawnChild, within } from '../helpers.js'
 
 const isStopped = (e: unknown) => e instanceof ActorStoppedError
 
@@ -78,4 +78,56 @@ test('a child stopped while its parent stops, and a parent stopped while its chi
   await parent2.stop()
   await assert.rejects(spawning, (e: unknown) => isStopped(e) && /stopped while spawning its child/.test((e as Error).message))
   assert.deepEqual(cluster.liveActors(), [])
+})
+
+test('stop({ force: true }) stops an actor stuck in a method that never settles: its running and queued calls reject, a graceful stop behind them settles, its children stop too', async (t) => {
+  const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 2 })
+  t.after(() => cluster.close())
+  const stopped: string[] = []
+  cluster.on('actor:stopped', (a) => stopped.push(a.id))
+  const stuck = await cluster.with({ name: 'stuck' }).spawn<Tasks.Recorder>('Recorder', 'stuck')
+  const child = await spawnChild<Tasks.Counter>(cluster, stuck, 'Counter', [5])
+  const bystander = await cluster.spawn<Tasks.Counter>('Counter', 0)
+  // `hold` never settles (nothing calls release): everything sent after it waits behind it, a graceful stop too.
+  const forced = (e: unknown) => isStopped(e) && /was stopped with force before this message finished/.test((e as Error).message)
+  const held = assert.rejects(stuck.hold('forever'), forced)
+  const queued = assert.rejects(stuck.note('after'), forced)
+  let gracefulDone = false
+  const graceful = stuck.stop().then(() => (gracefulDone = true))
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  assert.equal(gracefulDone, false, 'a graceful stop waits behind the method that never settles')
+
+  await within(stuck.stop({ force: true }), 10_000, 'the forced stop')
+  await held
+  await queued
+  await graceful
+  await assert.rejects(stuck.note('later'), isStopped)
+  await assert.rejects(child.inc(1), isStopped)
+  assert.deepEqual(stopped, [stuck.id, child.id], 'the actor, then its child, once each')
+  assert.equal(
+    cluster.nodes().reduce((n, node) => n + node.actors, 0),
+    1,
+    'only the bystander is counted',
+  )
+  assert.equal(await bystander.inc(1), 1)
+  // Its name is free again; stopping a stopped actor with force is a no-op.
+  const again = await cluster.with({ name: 'stuck' }).spawn<Tasks.Counter>('Counter', 7)
+  assert.equal(await again.inc(0), 7)
+  await stuck.stop({ force: true })
+  // Options that are none are refused by name.
+  await assert.rejects(
+    again.stop({ forse: true } as never),
+    (e: unknown) => e instanceof InvalidArgumentError && /unknown option "forse" \(did you mean "force"\?\)/.test(e.message),
+  )
+  await assert.rejects(
+    again.stop({ force: 'yes' } as never),
+    (e: unknown) => e instanceof InvalidArgumentError && e.message === 'options.force must be a boolean, got "yes"',
+  )
+  await assert.rejects(again.stop(5 as never), (e: unknown) => e instanceof InvalidArgumentError && e.message === 'stop options must be an object, got number')
+  assert.equal(await again.inc(1), 8, 'a refused stop stops nothing')
+  // From a thread: a task stops an actor stuck the same way.
+  const stuck2 = await cluster.spawn<Tasks.Recorder>('Recorder', 'stuck2')
+  const held2 = assert.rejects(stuck2.hold('forever'), forced)
+  assert.equal(await within(cluster.call<string>('stopWithForce', stuck2), 10_000, 'the forced stop from a task'), 'stopped')
+  await held2
 })

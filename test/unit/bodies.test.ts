@@ -184,23 +184,24 @@ test('an Actor body is [id, op, actorId, name, args] per message; malformed entr
     { id: 2, op: ActorOp.Call, actorId: 'a', name: 'inc', args: [] },
     { id: 3, op: ActorOp.Stop, actorId: 'a', name: '', args: [] },
     { id: 4, op: ActorOp.Respawn, actorId: 'a', name: 'Counter', args: [1] },
+    { id: 5, op: ActorOp.Kill, actorId: 'a', name: '', args: [] },
   ]
   const body = encodeActorBody(messages)
-  assert.deepEqual(decode(body), [1, 0, 'a', 'Counter', [0], 2, 1, 'a', 'inc', [], 3, 2, 'a', '', [], 4, 3, 'a', 'Counter', [1]])
+  assert.deepEqual(decode(body), [1, 0, 'a', 'Counter', [0], 2, 1, 'a', 'inc', [], 3, 2, 'a', '', [], 4, 3, 'a', 'Counter', [1], 5, 4, 'a', '', []])
   const seen: ActorItem[] = []
   assert.equal(
-    readActorBody(body, 4, (id, op, actorId, name, args) => seen.push({ id, op, actorId, name, args })),
+    readActorBody(body, 5, (id, op, actorId, name, args) => seen.push({ id, op, actorId, name, args })),
     0,
   )
   assert.deepEqual(seen, messages)
   const entries: number[] = []
-  readActorBody(body, 4, (_id, _op, _actorId, _name, _args, entry) => entries.push(entry))
-  assert.deepEqual(entries, [0, 1, 2, 3])
+  readActorBody(body, 5, (_id, _op, _actorId, _name, _args, entry) => entries.push(entry))
+  assert.deepEqual(entries, [0, 1, 2, 3, 4])
 
   const bad = [
     [1.5, 0, 'a', 'n', []],
     ['1', 0, 'a', 'n', []],
-    [1, 4, 'a', 'n', []],
+    [1, 5, 'a', 'n', []],
     [1, -1, 'a', 'n', []],
     [1, '1', 'a', 'n', []],
     [1, 1, 5, 'n', []],

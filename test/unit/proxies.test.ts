@@ -72,7 +72,11 @@ test('tasks proxy: past the names it keeps, every name still sends itself', asyn
 test('actor reference: calls and tells send their name and arguments, each method made once; id, name, node and stop as given', async () => {
   const calls: [string, unknown[]][] = []
   const tells: [string, unknown[]][] = []
-  const stop = () => Promise.resolve()
+  const stops: boolean[] = []
+  const stop = (force: boolean) => {
+    stops.push(force)
+    return Promise.resolve()
+  }
   const ref = makeActorRef<Counter>({
     id: 'a1',
     name: 'counter',
@@ -94,7 +98,14 @@ test('actor reference: calls and tells send their name and arguments, each metho
   assert.equal(ref.id, 'a1')
   assert.equal(ref.name, 'counter')
   assert.equal(ref.node, 'n1')
-  assert.equal((ref as unknown as Record<string, unknown>)['stop'], stop)
+  // stop passes whether to stop at once, and refuses options that are none before anything is sent.
+  await ref.stop()
+  await ref.stop({ force: true })
+  await ref.stop({ force: false })
+  assert.deepEqual(stops, [false, true, false])
+  await assert.rejects(ref.stop({ force: 1 } as never), /options\.force must be a boolean, got 1/)
+  await assert.rejects(ref.stop(null as never), /stop options must be an object, got null/)
+  assert.deepEqual(stops, [false, true, false])
   assert.equal((ref as unknown as Record<string, unknown>)['then'], undefined)
   assert.equal((ref.tell as unknown as Record<string, unknown>)['then'], undefined)
 })
