@@ -427,7 +427,7 @@ test('map reports progress to a callback: done, total and a final state', async 
   assert.ok(states.length >= 2, 'at least one update before the final one')
   await assert.rejects(async () => {
     for await (const _ of cluster.map('add', [[1, 2]], { progress: true, total: -1 })) void _
-  }, /progress total must be a non-negative integer, got -1/)
+  }, /options\.total must be a non-negative integer, got -1/)
 })
 
 test('CLUSTER_DASHBOARD turns the dashboard on in a program that does not ask for it; bad values are named', async (t) => {
