@@ -203,13 +203,13 @@ describe('bad broker URLs and lost brokers', () => {
       '--tasks',
       FIXTURE_TASKS.href,
     ])
-    assert.equal(await p.exited, 1)
+    assert.equal(await p.exited, 1, `signal ${String(p.child.signalCode)}; output: ${p.output()}`)
     assert.match(p.output(), new RegExp(`cannot connect to Redis at redis://:\\*\\*\\*@127\\.0\\.0\\.1:${port}: .*ECONNREFUSED.*\\[ERR_BROKER_UNREACHABLE\\]`))
     const r = runCli(t, ['agent', '--transport', 'redis', '--redis', `redis://127.0.0.1:${port}`, '--cluster-id', 'no-secret-x', '--tasks', FIXTURE_TASKS.href])
-    assert.equal(await r.exited, 1)
+    assert.equal(await r.exited, 1, `signal ${String(r.child.signalCode)}; output: ${r.output()}`)
     assert.match(r.output(), /no broker secret for cluster no-secret-x: set brokerSecretFile \(--broker-secret-file, CLUSTER_BROKER_SECRET_FILE\)/)
     const q = runCli(t, ['agent', '--tasks', FIXTURE_TASKS.href])
-    assert.equal(await q.exited, 1)
+    assert.equal(await q.exited, 1, `signal ${String(q.child.signalCode)}; output: ${q.output()}`)
     assert.match(q.output(), /--connect is required with --transport zmq/)
   })
 
