@@ -144,7 +144,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       secededChanged: (total) => this.onSeceded(total),
       options: { threads: options.threads, maxFrameBytes: options.maxFrameBytes, transport: options.transport },
       // In memory the driver and this agent work on a thread's first requests while it makes the rest; through a socket
-      // each extra frame costs more than that overlap gains (cross-node ping-pong: 1.26x in memory, 0.9x over TCP with CURVE).
+      // each extra frame costs more than that overlap gains (cross-node ping-pong: 1.24x in memory, 0.9x over TCP with CURVE).
       sendAhead: options.connect.startsWith('memory://') ? SEND_AHEAD : 0,
     })
     const { threads, threadMemoryMb, maxTasksPerThread, recycleHeapMb } = options
