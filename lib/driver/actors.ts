@@ -111,6 +111,8 @@ export class Actors {
   private readonly names = new Map<string, ActorRecord | 'spawning'>()
   /** The references handed out, by actor id: `cluster.actor(name)` returns the same one. */
   private readonly refs = new Map<string, ActorRef<object>>()
+  /** The references of actors whose stop is under way (forgotten already): a stop with force from a thread still finds them. */
+  private readonly stopping = new Map<string, ActorRef<object>>()
   /** Messages waiting for the next flush, per node. */
   private readonly outbox = new Map<ClusterNode, TaskEntry[]>()
   private readonly waiting: (() => void)[] = []
@@ -215,7 +217,7 @@ export class Actors {
    * ActorLostError.
    */
   refOf(id: string, name: string | undefined): ActorRef<object> {
-    const ref = this.refs.get(id)
+    const ref = this.refs.get(id) ?? this.stopping.get(id)
     if (ref) return ref
     const gone = () => new ActorLostError(`actor ${id} is not running in this cluster (stopped, lost, or never spawned here)`)
     return makeActorRef<object>({
@@ -346,6 +348,8 @@ export class Actors {
     // A restart waiting out its back-off goes ahead now: its held messages are answered, then it stops.
     rec.endBackoff?.()
     if (rec.ready) await rec.ready.catch(() => {})
+    const ref = this.refs.get(rec.id)
+    if (ref) this.stopping.set(rec.id, ref)
     this.forget(rec)
     try {
       if (rec.state !== 'running') return
@@ -356,6 +360,7 @@ export class Actors {
       rec.node.actors--
       this.cx.stopped(this.info(rec))
     } finally {
+      if (rec.state !== 'running') this.stopping.delete(rec.id)
       await this.stopChildren(rec, force)
     }
   }

@@ -130,4 +130,12 @@ test('stop({ force: true }) stops an actor stuck in a method that never settles:
   const held2 = assert.rejects(stuck2.hold('forever'), forced)
   assert.equal(await within(cluster.call<string>('stopWithForce', stuck2), 10_000, 'the forced stop from a task'), 'stopped')
   await held2
+  // From a thread, while a graceful stop waits behind the stuck method: the reference the task receives still reaches it.
+  const stuck3 = await cluster.spawn<Tasks.Recorder>('Recorder', 'stuck3')
+  const held3 = assert.rejects(stuck3.hold('forever'), forced)
+  const graceful3 = stuck3.stop()
+  assert.equal(await within(cluster.call<string>('stopWithForce', stuck3), 10_000, 'the forced stop from a task during a graceful one'), 'stopped')
+  await within(held3, 10_000, 'the stuck call to reject')
+  await within(graceful3, 10_000, 'the graceful stop behind it')
+  await assert.rejects(stuck3.note('later'), isStopped)
 })
