@@ -78,10 +78,8 @@ interface Live {
   self: ActorRef<object> | undefined
   className: string
   instance: Record<string, unknown>
-  /** An async method of this actor is running: later messages wait in `queue`. */
-  busy: boolean
-  /** The message of the async method running (while `busy`). */
-  runningId: number | undefined
+  /** The message whose async method is running, if one is: later messages wait in `queue`. */
+  running: number | undefined
   queue: Deque<Waiting> | undefined
   stopped: boolean
   /** Stopped at once (`ActorOp.Kill`): what its running method returns later is dropped. */
@@ -295,8 +293,7 @@ function run(live: Live, id: number, op: ActorOp, name: string, args: readonly u
     settle(live, id, name, value)
     return false
   }
-  live.busy = true
-  live.runningId = id
+  live.running = id
   Promise.resolve(value).then(
     (v) => {
       if (live.killed) return
@@ -323,7 +320,7 @@ function kill(live: Live, id: number): void {
   live.stopped = true
   live.killed = true
   const stopped = () => toWireError(new ActorStoppedError(`actor ${live.id} (${live.className}) was stopped with force before this message finished`))
-  if (live.busy && live.runningId !== undefined) reply(live.runningId, Status.Failed, stopped())
+  if (live.running !== undefined) reply(live.running, Status.Failed, stopped())
   const queue = live.queue
   live.queue = undefined
   while (queue !== undefined && queue.length > 0) {
@@ -336,8 +333,7 @@ function kill(live: Live, id: number): void {
 
 /** An async method settled: the actor's waiting messages run, up to its next await. */
 function resume(live: Live): void {
-  live.busy = false
-  live.runningId = undefined
+  live.running = undefined
   const queue = live.queue
   while (queue !== undefined && queue.length > 0) {
     const m = queue.shift()!
@@ -355,7 +351,7 @@ function spawn(id: number, actorId: string, className: string, args: readonly un
   try {
     const self = threadActorRef(actorId, undefined)
     const instance = running.run(self, () => new Cls(...args)) as Record<string, unknown>
-    actors.set(actorId, { id: actorId, self, className, instance, busy: false, runningId: undefined, queue: undefined, stopped: false, killed: false })
+    actors.set(actorId, { id: actorId, self, className, instance, running: undefined, queue: undefined, stopped: false, killed: false })
     reply(id, Status.Ok, actorId)
   } catch (err) {
     reply(id, Status.Threw, toWireError(err))
@@ -381,7 +377,7 @@ function deliver(id: number, op: ActorOp, actorId: string, name: string, args: r
   }
   // Calls after a Stop are refused now; the Stop itself runs in its turn.
   if (op === ActorOp.Stop) live.stopped = true
-  if (live.busy || (live.queue !== undefined && live.queue.length > 0)) (live.queue ??= new Deque()).push({ id, op, name, args })
+  if (live.running !== undefined || (live.queue !== undefined && live.queue.length > 0)) (live.queue ??= new Deque()).push({ id, op, name, args })
   else run(live, id, op, name, args)
 }
 
