@@ -7,7 +7,7 @@ import { loadCatalog } from '../tasks-module.js'
 import { InvalidArgumentError, ProtocolError } from '../errors.js'
 import { header, messageShapeProblem, parseHeader, type Header } from '../protocol/codec.js'
 import { MsgType } from '../protocol/messages.js'
-import { createAgentTransport } from '../transport/resolve.js'
+import { createAgentTransport, isMemoryAddress } from '../transport/resolve.js'
 import { resolveAgentCurve } from '../transport/curve.js'
 import { findLocalKeys } from '../transport/local-keys.js'
 import { agentBrokerKey } from '../transport/broker-secret.js'
@@ -145,7 +145,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       options: { threads: options.threads, maxFrameBytes: options.maxFrameBytes, transport: options.transport },
       // In memory the driver and this agent work on a thread's first requests while it makes the rest; through a socket
       // each extra frame costs more than that overlap gains (cross-node ping-pong: 1.24x in memory, 0.9x over TCP with CURVE).
-      sendAhead: options.connect.startsWith('memory://') ? SEND_AHEAD : 0,
+      sendAhead: isMemoryAddress(options.connect) ? SEND_AHEAD : 0,
     })
     const { threads, threadMemoryMb, maxTasksPerThread, recycleHeapMb } = options
     this.pool = shared

@@ -88,6 +88,6 @@ export async function createAgentTransport(s: AgentTransportSpec): Promise<Agent
 }
 
 /** A driver in this process, reached without a socket (see lib/transport/memory.ts). */
-function isMemoryAddress(address: string): boolean {
+export function isMemoryAddress(address: string): boolean {
   return address.startsWith('memory://')
 }
