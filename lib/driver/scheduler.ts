@@ -2,8 +2,9 @@
  * Schedulers: which queued task goes where, in frames of what size.
  *
  * - {@link CreditScheduler} (ZeroMQ, routed): the driver addresses each frame
- *   to one node, within the node's credit window, in proportion to the free
- *   credit of every node.
+ *   to one node, within the node's credit window: all of every node's free
+ *   credit when the queue fills it, else levelling the tasks in flight per
+ *   thread.
  * - {@link SharedQueueScheduler} (brokered designs): the broker hands frames
  *   to whichever agent has room, so the driver only bounds what it has
  *   published and not seen settled.
@@ -261,8 +262,12 @@ export abstract class Scheduler<P extends Placement = Placement> {
 }
 
 /**
- * Routed designs: hands queued tasks to nodes with free credit, in
- * proportion to it. A frame never holds more than one thread's share of a
+ * Routed designs: hands queued tasks to nodes with free credit. A queue
+ * that fills every node's credit gives each node all of its free credit; a
+ * smaller one is spread so that the tasks in flight per thread come out as
+ * level as the credit allows ({@link levelShares}), not in proportion to the
+ * windows, which were measured on the tasks each node ran last and may say
+ * nothing of these. A frame never holds more than one thread's share of a
  * node's window, so an agent can keep all its threads busy without
  * splitting frames.
  */
@@ -286,10 +291,11 @@ export class CreditScheduler extends Scheduler<ClusterNode> {
     }
     if (ready.length === 0) return
     const want = this.pending.length
+    const shares = want >= totalFree ? ready.map((node) => node.free) : levelShares(ready, want)
     const batchMax = this.sizer.max()
-    for (const node of ready) {
-      const free = node.free
-      let share = Math.min(free, Math.ceil((want * free) / totalFree))
+    for (let i = 0; i < ready.length; i++) {
+      const node = ready[i]!
+      let share = shares[i]!
       // At most one thread's share per frame, so every thread of the node gets a frame of its own.
       const perFrame = Math.max(1, Math.min(batchMax, Math.ceil(Math.min(node.window, share) / node.info.threads)))
       while (share > 0 && this.pending.length > 0) {
@@ -299,6 +305,57 @@ export class CreditScheduler extends Scheduler<ClusterNode> {
       }
     }
   }
+}
+
+/** What {@link levelShares} needs to know of a node. */
+export interface Load {
+  readonly inFlight: number
+  readonly free: number
+  readonly info: { readonly threads: number }
+}
+
+/**
+ * Splits `want` tasks (fewer than the nodes' free credit together) so that
+ * each node's tasks in flight per thread come out as level as possible:
+ * water-filling, each node taking `level × threads − inFlight` tasks, at
+ * least none and at most its free credit, for the one level at which the
+ * shares add up to `want`. The tasks the rounding leaves go one each to the
+ * nodes that would stand lowest with one more (the first of equals). A task
+ * submitted alone thus goes where it leaves the least load per thread, and a
+ * burst of long tasks after many short ones is spread by threads, not by
+ * windows sized on the short ones.
+ */
+export function levelShares(nodes: readonly Load[], want: number): number[] {
+  // Where each node starts taking tasks (its load per thread) and where its credit runs out.
+  const events: { at: number; slope: number }[] = []
+  for (const n of nodes) {
+    const threads = Math.max(1, n.info.threads)
+    events.push({ at: n.inFlight / threads, slope: threads }, { at: (n.inFlight + n.free) / threads, slope: -threads })
+  }
+  events.sort((a, b) => a.at - b.at)
+  // Sweeps the level up: the shares grow by `slope` tasks per unit of level between two events.
+  let level = events[0]!.at
+  let taken = 0
+  let slope = 0
+  for (const e of events) {
+    const next = taken + slope * (e.at - level)
+    if (next >= want && slope > 0) {
+      level = e.at - (next - want) / slope
+      break
+    }
+    taken = next
+    level = e.at
+    slope += e.slope
+  }
+  const shares = nodes.map((n) => Math.min(n.free, Math.max(0, Math.floor(level * Math.max(1, n.info.threads) - n.inFlight))))
+  // Fewer left over than nodes with a fraction cut off, each of which has room for one more.
+  const left = want - shares.reduce((a, b) => a + b, 0)
+  const lowest = nodes
+    .map((n, i) => ({ i, load: (n.inFlight + shares[i]! + 1) / Math.max(1, n.info.threads) }))
+    .filter(({ i }) => shares[i]! < nodes[i]!.free)
+    .sort((a, b) => a.load - b.load || a.i - b.i)
+  for (const { i } of lowest.slice(0, left)) shares[i] = shares[i]! + 1
+  return shares
 }
 
 /** The shared task queue of a brokered design, as the holder of the tasks published to it and not yet taken. */

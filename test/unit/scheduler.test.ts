@@ -5,7 +5,16 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Ledger, type TaskEntry } from '../../lib/driver/ledger.js'
-import { CreditScheduler, FRAME_HEADROOM, FrameSizer, SharedQueue, SharedQueueScheduler, TaskFrames, type Placement } from '../../lib/driver/scheduler.js'
+import {
+  CreditScheduler,
+  FRAME_HEADROOM,
+  FrameSizer,
+  levelShares,
+  SharedQueue,
+  SharedQueueScheduler,
+  TaskFrames,
+  type Placement,
+} from '../../lib/driver/scheduler.js'
 import type { ResolvedTaskOptions } from '../../lib/driver/task-options.js'
 import { SerializationError, TaskCancelledError } from '../../lib/errors.js'
 import { decodeTaskBody, encodeTaskBody } from '../../lib/protocol/bodies.js'
@@ -73,21 +82,86 @@ const perNode = (sent: Sent[]) => {
   return out
 }
 
-test('credit: a queue is spread over two nodes in proportion to their free credit, in queue order', () => {
+test('credit: a queue that fills every node gives each all its free credit, in queue order', () => {
   const { scheduler, sent, submitMany } = credit(1000)
   const a = node('a', 1, 30)
   const b = node('b', 1, 10)
-  submitMany(20)
+  submitMany(40)
   scheduler.flush([a, b])
-  assert.deepEqual(perNode(sent), { a: 15, b: 5 })
+  assert.deepEqual(perNode(sent), { a: 30, b: 10 })
   assert.deepEqual(
     sent.flatMap((s) => s.names),
-    Array.from({ length: 20 }, (_, i) => `t${i}`),
+    Array.from({ length: 40 }, (_, i) => `t${i}`),
   )
-  assert.equal(a.inFlight, 15)
-  assert.equal(b.inFlight, 5)
-  assert.equal(scheduler.inFlight([a, b]), 20)
+  assert.equal(a.inFlight, 30)
+  assert.equal(b.inFlight, 10)
+  assert.equal(scheduler.inFlight([a, b]), 40)
   assert.equal(scheduler.queued(), 0)
+})
+
+test('credit: a queue smaller than the free credit is spread by threads, not in proportion to the windows, in queue order', () => {
+  const { scheduler, sent, submitMany } = credit(1000)
+  // Windows sized on tiny tasks, uneven by noise: a burst of long tasks must not follow them.
+  const a = node('a', 1, 3339)
+  const b = node('b', 1, 1957)
+  submitMany(40)
+  scheduler.flush([a, b])
+  assert.deepEqual(perNode(sent), { a: 20, b: 20 })
+  assert.deepEqual(
+    sent.flatMap((s) => s.names),
+    Array.from({ length: 40 }, (_, i) => `t${i}`),
+  )
+  assert.equal(scheduler.queued(), 0)
+})
+
+test('credit: within the credit, shares follow the threads of each node', () => {
+  const { scheduler, sent, submitMany } = credit(1000)
+  const a = node('a', 3, 1000)
+  const b = node('b', 1, 1000)
+  submitMany(40)
+  scheduler.flush([a, b])
+  assert.deepEqual(perNode(sent), { a: 30, b: 10 })
+})
+
+test('credit: tasks submitted one at a time go where they leave the least load per thread, equals taking turns', () => {
+  const { scheduler, sent, submit } = credit(1000)
+  const a = node('a', 1, 4096)
+  const b = node('b', 1, 4096)
+  const c = node('c', 2, 4096)
+  for (let i = 0; i < 8; i++) {
+    submit(`t${i}`)
+    scheduler.flush([a, b, c])
+  }
+  // Load per thread once placed: c (two threads) reaches 0.5 with its first, then takes turns with a and b; two for c per one each.
+  assert.deepEqual(
+    sent.map((s) => s.to),
+    ['c', 'a', 'b', 'c', 'c', 'a', 'b', 'c'],
+  )
+})
+
+test('credit: a node whose credit runs out takes what it can; the rest level the others', () => {
+  const { scheduler, sent, submitMany } = credit(1000)
+  const a = node('a', 1, 2)
+  const b = node('b', 1, 1000)
+  const c = node('c', 1, 1000)
+  submitMany(40)
+  scheduler.flush([a, b, c])
+  assert.deepEqual(perNode(sent), { a: 2, b: 19, c: 19 })
+})
+
+test('levelShares: water-fills tasks in flight per thread within each free credit; what rounding leaves goes where one more stands lowest, the first of equals', () => {
+  const load = (inFlight: number, free: number, threads: number) => ({ inFlight, free, info: { threads } })
+  // Levels 2/1 = 2, 3/3 = 1, 0/2 = 0: the third fills to 1, then the second and third to 2, then all rise together.
+  assert.deepEqual(levelShares([load(2, 100, 1), load(3, 100, 3), load(0, 100, 2)], 2), [0, 0, 2])
+  // Level 7/3: 0.33, 4 and 4.67 cut to 0, 4, 4; the one left goes to the third (5/2), not the first (3/1).
+  assert.deepEqual(levelShares([load(2, 100, 1), load(3, 100, 3), load(0, 100, 2)], 9), [0, 4, 5])
+  // Level 2.5: 0.5, 4.5 and 5 cut to 0, 4, 5; the one left goes to the second (8/3).
+  assert.deepEqual(levelShares([load(2, 100, 1), load(3, 100, 3), load(0, 100, 2)], 10), [0, 5, 5])
+  // One each to the two lowest of three equals; none beyond a node's free credit.
+  assert.deepEqual(levelShares([load(0, 9, 1), load(0, 9, 1), load(0, 9, 1)], 2), [1, 1, 0])
+  assert.deepEqual(levelShares([load(0, 1, 1), load(5, 10, 1), load(0, 100, 1)], 12), [1, 3, 8])
+  // A node whose load is above the level takes nothing, however much credit it has.
+  assert.deepEqual(levelShares([load(50, 1000, 1), load(0, 3, 1), load(0, 1000, 1)], 20), [0, 3, 17])
 })
 
 test('credit: shares rounded up past the queue stop when the queue is empty', () => {
@@ -111,14 +185,15 @@ test('credit: a node over its window (it shrank) takes no share and does not enl
   assert.deepEqual(perNode(sent), { a: 2, b: 2 })
 })
 
-test('credit: the split follows free credit, not the window', () => {
+test('credit: the split levels the tasks in flight per thread, counting what each node holds already', () => {
   const { scheduler, sent, submitMany } = credit(1000)
   const a = node('a', 1, 40)
   const b = node('b', 1, 40)
   a.inFlight = 30 // free 10
-  submitMany(40) // b free 40: shares ceil(40*10/50)=8 and ceil(40*40/50)=32
+  submitMany(40) // b first takes 30 to reach a's 30, then 5 each: 35 in flight on both
   scheduler.flush([a, b])
-  assert.deepEqual(perNode(sent), { a: 8, b: 32 })
+  assert.deepEqual(perNode(sent), { a: 5, b: 35 })
+  assert.equal(a.inFlight, b.inFlight)
 })
 
 test("credit: never more than a node's window in flight", () => {
