@@ -326,6 +326,7 @@ export interface Load {
  * windows sized on the short ones.
  */
 export function levelShares(nodes: readonly Load[], want: number): number[] {
+  // `want` is at least 1: the sweep below first meets it on a rise.
   // Where each node starts taking tasks (its load per thread) and where its credit runs out.
   const events: { at: number; slope: number }[] = []
   for (const n of nodes) {
@@ -339,7 +340,8 @@ export function levelShares(nodes: readonly Load[], want: number): number[] {
   let slope = 0
   for (const e of events) {
     const next = taken + slope * (e.at - level)
-    if (next >= want && slope > 0) {
+    // First reached after a rise (`taken` was short of it): the slope here is not zero.
+    if (next >= want) {
       level = e.at - (next - want) / slope
       break
     }
@@ -353,7 +355,7 @@ export function levelShares(nodes: readonly Load[], want: number): number[] {
   const lowest = nodes
     .map((n, i) => ({ i, load: (n.inFlight + shares[i]! + 1) / Math.max(1, n.info.threads) }))
     .filter(({ i }) => shares[i]! < nodes[i]!.free)
-    .sort((a, b) => a.load - b.load || a.i - b.i)
+    .sort((a, b) => a.load - b.load) // stable: equals stay in node order
   for (const { i } of lowest.slice(0, left)) shares[i] = shares[i]! + 1
   return shares
 }

@@ -160,6 +160,10 @@ test('levelShares: water-fills tasks in flight per thread within each free credi
   // One each to the two lowest of three equals; none beyond a node's free credit.
   assert.deepEqual(levelShares([load(0, 9, 1), load(0, 9, 1), load(0, 9, 1)], 2), [1, 1, 0])
   assert.deepEqual(levelShares([load(0, 1, 1), load(5, 10, 1), load(0, 100, 1)], 12), [1, 3, 8])
+  // A node of two threads runs out of credit at level 2; the rest goes to the other.
+  assert.deepEqual(levelShares([load(0, 4, 2), load(0, 100, 1)], 10), [4, 6])
+  // What rounding leaves never goes to a node out of credit, though one more would leave it lowest (2/4).
+  assert.deepEqual(levelShares([load(0, 1, 4), load(0, 100, 1), load(0, 100, 1)], 4), [1, 2, 1])
   // A node whose load is above the level takes nothing, however much credit it has.
   assert.deepEqual(levelShares([load(50, 1000, 1), load(0, 3, 1), load(0, 1000, 1)], 20), [0, 3, 17])
 })
