@@ -670,7 +670,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * The reference of the live actor spawned under `name`
    * (`cluster.with({ name: 'ledger' }).spawn(...)`). The driver holds the
    * names, so this answers at once; throws ActorNameError
-   * (`ERR_ACTOR_NOT_FOUND`) naming the name when no live actor holds it.
+   * (`ERR_ACTOR_NOT_FOUND`) naming the name when no live actor holds it, and
+   * ClusterClosedError after `close()`.
    *
    * ```ts
    * await cluster.with({ name: 'totals', restart: 'always' }).spawn<Counter>('Counter')
@@ -679,6 +680,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * ```
    */
   actor<T extends object>(name: string): ActorRef<T> {
+    if (this.closing) throw new ClusterClosedError('the cluster is closed')
     return this.actors.lookup<T>(name)
   }
 

@@ -245,6 +245,7 @@ test('spawning unknown classes or with bad arguments fails clearly', async () =>
 test('close() rejects pending tasks with a clear error, is idempotent, and later calls fail', async (t) => {
   const c = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1 })
   t.after(() => c.close())
+  await c.with({ name: 'kept' }).spawn('Counter')
   const slow = c.call('sleep', 300)
   const queued = Promise.allSettled(Array.from({ length: 10 }, () => c.call('sleep', 300)))
   await waitFor(() => (c.nodes()[0]?.inFlight ?? 0) > 0, 10_000, 'the first task to reach the agent')
@@ -254,6 +255,8 @@ test('close() rejects pending tasks with a clear error, is idempotent, and later
   for (const q of await queued) assert.ok(q.status === 'rejected' && q.reason instanceof ClusterClosedError)
   await assert.rejects(c.call('add', 1, 2), ClusterClosedError)
   await assert.rejects(c.spawn('Counter'), ClusterClosedError)
+  // A name lookup too says the cluster is closed, not that no actor holds the name.
+  assert.throws(() => c.actor('kept'), ClusterClosedError)
   assert.deepEqual(c.nodes(), [])
 })
 
