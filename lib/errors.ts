@@ -135,7 +135,7 @@ export class UnknownMethodError extends ClusterError {
   }
 }
 
-/** An argument or a result msgpack cannot carry (functions, symbols, huge bigints...). */
+/** An argument or a result msgpack cannot carry as sent (functions, symbols, class instances...). */
 export class SerializationError extends ClusterError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('ERR_SERIALIZATION', message, options)

@@ -16,7 +16,7 @@ import { setActorRefResolver, type ActorRefResolver } from '../protocol/actor-re
 import { carriedOf, setSharedResolver, type SharedResolver } from '../protocol/shared-ref.js'
 import { Ledger, type ActorTarget, type ResultSink, type Settle, type TaskEntry } from './ledger.js'
 import { runMap } from './map.js'
-import { MAP_KEYS, MAP_REDUCE_KEYS, REDUCE_KEYS, VIEW_KEYS, taskOptionOnSpawn } from './option-keys.js'
+import { MAP_KEYS, MAP_REDUCE_KEYS, REDUCE_KEYS, VIEW_KEYS, spawnOptionOnTask, taskOptionOnSpawn } from './option-keys.js'
 import { checkKnownKeys, notAnOptionsObject, unknownKey } from '../util/known-keys.js'
 import { SharedValues, type SharedUser } from './shared.js'
 import type { SharedRef } from '../protocol/shared-ref.js'
@@ -191,6 +191,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.requests = new Requests({
       call: (name, args, o) => this.submit(name, args, o),
       taskOptions: (o, node) => {
+        // First: a spread view's wire options carry its group key, which is no option of a call.
+        const spawnOnly = spawnOptionOnTask(o)
+        if (spawnOnly) throw spawnOnly
         checkKnownKeys('context.with options', o, VIEW_KEYS)
         return resolveTaskOptions(o, this.options.maxRetries, node)
       },
@@ -399,6 +402,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     const task = resolveTaskOptions(options, this.options.maxRetries)
     const spawnOptions = resolveSpawnOptions(options)
     const taskOnly = taskOptionOnSpawn(options as Record<string, unknown>)
+    const spawnOnly = spawnOptionOnTask(options as Record<string, unknown>)
     // The view's spawns are one group when spread.
     const group = spawnOptions.spread ? new SpawnGroup() : undefined
     // One listener per view, not per call: on abort, the view's unsettled tasks are withdrawn.
@@ -407,8 +411,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       once: true,
     })
     return {
-      call: <R>(name: string, ...args: unknown[]) => this.submit(name, args, task) as Promise<R>,
-      tasks: <M extends object>() => makeTasksProxy<M>((name, args) => this.submit(name, args, task)),
+      call: <R>(name: string, ...args: unknown[]) => (spawnOnly ? Promise.reject(spawnOnly) : (this.submit(name, args, task) as Promise<R>)),
+      tasks: <M extends object>() => makeTasksProxy<M>((name, args) => (spawnOnly ? Promise.reject(spawnOnly) : this.submit(name, args, task))),
       map: <R>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, mapOptions: MapOptions | MapReduceOptions<R> = {}) =>
         this.checkedMap<R>(name, inputs, mapOptions, options) as AsyncGenerator<R, void, undefined> & Promise<R>,
       reduce: <R>(name: string, inputs: Iterable<unknown> | AsyncIterable<unknown>, combiner: string, initial: R, reduceOptions: ReduceOptions<R> = {}) =>
@@ -532,7 +536,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     const reduce = (options as Partial<MapReduceOptions<R>>).reduce
     const refused =
       unknownKey('map options', options, MAP_KEYS) ??
-      (reduce !== null && typeof reduce === 'object' ? unknownKey('options.reduce', reduce, MAP_REDUCE_KEYS) : undefined)
+      (reduce !== null && typeof reduce === 'object' ? unknownKey('options.reduce', reduce, MAP_REDUCE_KEYS) : undefined) ??
+      (view === undefined ? undefined : spawnOptionOnTask(view as Record<string, unknown>))
     if (refused) return reduce !== undefined ? Promise.reject(refused) : failedMap<R>(refused)
     return this.mapOrReduce<R>(name, inputs, view === undefined ? options : { ...view, ...options })
   }
@@ -546,7 +551,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     options: ReduceOptions<R>,
     view: (TaskOptions & SpawnOptions) | undefined,
   ): Promise<R> {
-    const refused = notAnOptionsObject('reduce options', options) ?? unknownKey('reduce options', options, REDUCE_KEYS)
+    const refused =
+      notAnOptionsObject('reduce options', options) ??
+      unknownKey('reduce options', options, REDUCE_KEYS) ??
+      (view === undefined ? undefined : spawnOptionOnTask(view as Record<string, unknown>))
     if (refused) return Promise.reject(refused)
     return this.reduceUnder<R>(name, inputs, combiner, initial, view === undefined ? options : { ...view, ...options })
   }
@@ -662,7 +670,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * The reference of the live actor spawned under `name`
    * (`cluster.with({ name: 'ledger' }).spawn(...)`). The driver holds the
    * names, so this answers at once; throws ActorNameError
-   * (`ERR_ACTOR_NOT_FOUND`) naming the name when no live actor holds it.
+   * (`ERR_ACTOR_NOT_FOUND`) naming the name when no live actor holds it, and
+   * ClusterClosedError after `close()`.
    *
    * ```ts
    * await cluster.with({ name: 'totals', restart: 'always' }).spawn<Counter>('Counter')
@@ -671,6 +680,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * ```
    */
   actor<T extends object>(name: string): ActorRef<T> {
+    if (this.closing) throw new ClusterClosedError('the cluster is closed')
     return this.actors.lookup<T>(name)
   }
 

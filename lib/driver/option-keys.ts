@@ -22,9 +22,7 @@ export function taskOptionOnSpawn(options: Record<string, unknown>): InvalidArgu
   )
 }
 
-/** `cluster.with(...)` and `context.with(...)`: task and spawn options. */
-export const VIEW_KEYS: KeyTable<TaskOptions & SpawnOptions> = {
-  ...TASK_KEYS,
+const SPAWN_KEYS: KeyTable<SpawnOptions> = {
   restart: true,
   maxRestarts: true,
   restartWindowMs: true,
@@ -34,6 +32,23 @@ export const VIEW_KEYS: KeyTable<TaskOptions & SpawnOptions> = {
   node: true,
   spread: true,
 }
+
+/**
+ * A view's spawn option given to its tasks (`cluster.with({ node }).call(...)`):
+ * none applies to a task, which runs on whichever node has room, so the
+ * call, map or reduce is refused rather than the option ignored (a task is
+ * not pinned by `node`). Undefined when none is given.
+ */
+export function spawnOptionOnTask(options: Record<string, unknown>): InvalidArgumentError | undefined {
+  const key = Object.keys(SPAWN_KEYS).find((k) => options[k] !== undefined)
+  if (key === undefined) return undefined
+  return new InvalidArgumentError(
+    `options.${key} applies to spawn, not to tasks (call, map, reduce): a task runs on any node with room and is not an actor; call from a view without it`,
+  )
+}
+
+/** `cluster.with(...)` and `context.with(...)`: task and spawn options. */
+export const VIEW_KEYS: KeyTable<TaskOptions & SpawnOptions> = { ...TASK_KEYS, ...SPAWN_KEYS }
 
 /** `context.map`'s options in a thread: a task's (but `signal`) and the map's own. */
 export const CONTEXT_MAP_KEYS: KeyTable<Omit<TaskOptions, 'signal'> & { ordered?: boolean; concurrency?: number }> = {

@@ -231,12 +231,17 @@ export class ResultsWriter {
     return this.flat.length / RESULT_FIELDS
   }
 
-  /** Adds an entry (status Ok, value null until set); returns its slot. */
-  add(id: unknown, status: Status = Status.Ok, value: unknown = null): number {
+  /**
+   * Adds an entry; returns its slot. Without a status, a placeholder (Ok,
+   * null) to {@link set} later; with one, `value` as given: an `undefined`
+   * result stays undefined (a default parameter would turn it into null).
+   */
+  add(id: unknown, status?: Status, value?: unknown): number {
     // The list in a local: this runs once per task in the pool's loop.
     const flat = this.flat
     const slot = flat.length
-    flat.push(id, status, value)
+    if (status === undefined) flat.push(id, Status.Ok, null)
+    else flat.push(id, status, value)
     return slot
   }
 

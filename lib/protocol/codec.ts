@@ -95,6 +95,8 @@ function carriable(value: unknown, depth: number): boolean {
  * msgpackr silently turns functions into nothing and class instances into
  * plain objects; a task argument that would not arrive as sent is an error.
  * Returns a description of the first value msgpack cannot carry, or undefined.
+ * A bigint of any size arrives as sent (msgpackr writes one past 64 bits as
+ * an extension), as an argument and as a result alike.
  */
 export function findUnserializable(value: unknown, path = 'value', depth = 0): string | undefined {
   if (depth === 0 && carriable(value, 0)) return undefined
@@ -103,8 +105,6 @@ export function findUnserializable(value: unknown, path = 'value', depth = 0): s
       return `${path} is a function`
     case 'symbol':
       return `${path} is a symbol`
-    case 'bigint':
-      return value > 0x7fffffffffffffffn || value < -0x8000000000000000n ? `${path} is a bigint outside 64 bits` : undefined
     case 'object': {
       if (value === null || ArrayBuffer.isView(value) || value instanceof Date || value instanceof RegExp) return undefined
       if (depth > 64) return `${path} is nested deeper than 64 levels (or circular)`

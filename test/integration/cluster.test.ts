@@ -72,6 +72,21 @@ test('arguments and results msgpack cannot carry are clear errors, and lose noth
   assert.equal(await good, 5)
 })
 
+test('a bigint of any size arrives as sent, as an argument and as a result, of tasks, actors and shared values alike', async () => {
+  const wide = [2n ** 63n, 2n ** 64n + 1n, -(2n ** 70n), 2n ** 200n]
+  for (const big of wide) assert.equal(await cluster.call('echo', big), big)
+  assert.deepEqual(await cluster.call('echo', { nested: [wide] }), { nested: [wide] })
+  const seen: unknown[] = []
+  for await (const r of cluster.map('echo', [[2n ** 70n]])) seen.push(r)
+  assert.deepEqual(seen, [2n ** 70n])
+  const counter = await cluster.spawn<Tasks.Counter>('Counter', 2n ** 70n)
+  assert.equal(await counter.inc(1n as unknown as number), 2n ** 70n + 1n)
+  await counter.stop()
+  const shared = await cluster.put(2n ** 100n)
+  assert.equal(await cluster.call('echo', shared), 2n ** 100n)
+  await shared.release()
+})
+
 test('an argument msgpack cannot carry, in one frame with good ones, fails exactly its call; the others are answered', async () => {
   class Point {
     x = 1
@@ -230,6 +245,7 @@ test('spawning unknown classes or with bad arguments fails clearly', async () =>
 test('close() rejects pending tasks with a clear error, is idempotent, and later calls fail', async (t) => {
   const c = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1 })
   t.after(() => c.close())
+  await c.with({ name: 'kept' }).spawn('Counter')
   const slow = c.call('sleep', 300)
   const queued = Promise.allSettled(Array.from({ length: 10 }, () => c.call('sleep', 300)))
   await waitFor(() => (c.nodes()[0]?.inFlight ?? 0) > 0, 10_000, 'the first task to reach the agent')
@@ -239,6 +255,8 @@ test('close() rejects pending tasks with a clear error, is idempotent, and later
   for (const q of await queued) assert.ok(q.status === 'rejected' && q.reason instanceof ClusterClosedError)
   await assert.rejects(c.call('add', 1, 2), ClusterClosedError)
   await assert.rejects(c.spawn('Counter'), ClusterClosedError)
+  // A name lookup too says the cluster is closed, not that no actor holds the name.
+  assert.throws(() => c.actor('kept'), ClusterClosedError)
   assert.deepEqual(c.nodes(), [])
 })
 

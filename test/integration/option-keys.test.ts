@@ -89,3 +89,28 @@ test('a spawn from a view holding a task option (timeoutMs, retries, maxRetries,
   assert.equal(await cluster.with({ timeoutMs: 60_000 }).call('square', 3), 9)
   assert.match(await cluster.call<string>('spawnUnderTaskOption'), /^\w+Error: options\.retries applies to tasks \(call, map, reduce\), not to spawn/)
 })
+
+test('a call, map or reduce from a view holding a spawn option (node, name, restart, spread, …) is refused naming it, not run without it', async () => {
+  const refused = (key: string) => (e: unknown) =>
+    e instanceof InvalidArgumentError && e.message.startsWith(`options.${key} applies to spawn, not to tasks (call, map, reduce)`)
+  const drain = async (it: unknown) => {
+    for await (const _ of it as AsyncIterable<unknown>);
+  }
+  const before = cluster.stats().tasksSubmitted
+  const node = cluster.nodes()[0]!.id
+  await assert.rejects(cluster.with({ node }).call('square', 3), refused('node'))
+  await assert.rejects(cluster.with({ name: 'n' }).tasks<{ square(x: number): number }>().square(3), refused('name'))
+  await assert.rejects(drain(cluster.with({ restart: 'always', timeoutMs: 60_000 }).map('square', [[3]])), refused('restart'))
+  await assert.rejects(cluster.with({ spread: true }).map('square', [[3]], { reduce: { combiner: 'add', initial: 0 } }), refused('spread'))
+  await assert.rejects(cluster.with({ restart: 'always', maxRestarts: 2 }).reduce('square', [[3]], 'add', 0), refused('restart'))
+  assert.equal(cluster.stats().tasksSubmitted, before, 'no task was run')
+  // The same view still spawns.
+  const pinned = await cluster.with({ node }).spawn<{ get(): number }>('Counter', 7)
+  assert.equal(await pinned.get(), 7)
+  // In a thread, the same.
+  const texts = await cluster.call<string[]>('callUnderSpawnOption')
+  assert.deepEqual(
+    texts.map((t) => /^\w+Error: options\.(\w+) applies to spawn, not to tasks/.exec(t)?.[1] ?? t),
+    ['node', 'spread', 'restart'],
+  )
+})

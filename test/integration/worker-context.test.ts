@@ -87,6 +87,14 @@ test('a reference returned by a task arrives at the driver as a working referenc
   await c.stop()
 })
 
+test('a method or task that returns nothing answers undefined, not null: to the driver and to a thread alike', async () => {
+  const c = await cluster.spawn<Tasks.Counter>('Counter', 5)
+  assert.equal(await c.reset(), undefined)
+  assert.equal(await cluster.call('nothing'), undefined)
+  await c.stop()
+  assert.deepEqual(await cluster.call('voidReplies'), ['undefined', 'undefined'])
+})
+
 test('context.actor looks a named actor up; a missing name is an ActorNameError naming it', async () => {
   const c = await cluster.with({ name: 'ctx-named' }).spawn<Tasks.Counter>('Counter', 7)
   assert.equal(await cluster.call('askNamed', 'ctx-named'), 7)
