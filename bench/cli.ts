@@ -111,6 +111,9 @@ function checkIntegerFlags(argv: Record<string, unknown>): true {
   return true
 }
 
+/** The subjects of `cluster bench`, as the errors list them. */
+const BENCHMARKS = ['seed', 'latency', 'balance', 'map', 'put', 'reduce', 'shapes', 'actors', 'chaos', 'scale', 'monitor'] as const
+
 const common = (y: Argv) =>
   y
     .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' })
@@ -498,6 +501,17 @@ export const benchCommand: CommandModule = {
           },
         }),
       )
-      .demandCommand(1, 'name a benchmark: seed, latency, balance, map, put, reduce, shapes, actors, chaos, scale or monitor'),
+      // Any other word (or none) lands here, so that the error names what was given rather than only what was missed.
+      .command({
+        command: '$0 [subject]',
+        describe: false,
+        builder: (b) => b.strict(false),
+        handler: (a) => {
+          const known = `${BENCHMARKS.slice(0, -1).join(', ')} or ${BENCHMARKS.at(-1)!}`
+          const given = a['subject']
+          if (given === undefined) throw new InvalidArgumentError(`name a benchmark: ${known}`)
+          throw new InvalidArgumentError(`unknown benchmark ${JSON.stringify(given)}: name one of ${known}`)
+        },
+      }),
   handler: () => {},
 }
