@@ -68,8 +68,8 @@ function benchmark<U>(command: CommandModule<object, U>): CommandModule<object, 
 
 /**
  * The smallest value of each number flag of the benchmarks (all are integers):
- * checked before any benchmark starts, so that `--tasks abc` or `--runs 0`
- * is an error naming the flag rather than a NaN deep in a run.
+ * checked before any benchmark starts, so that `--runs 0` or `--tasks 1.5`
+ * is an error naming the flag rather than a surprise deep in a run.
  */
 const INTEGER_FLAGS: Readonly<Record<string, number>> = {
   runs: 1,
@@ -105,8 +105,8 @@ function checkIntegerFlags(argv: Record<string, unknown>): true {
     const v = argv[flag]
     if (v === undefined || (typeof v === 'number' && Number.isSafeInteger(v) && v >= min)) continue
     const want = min === 0 ? 'a non-negative integer' : min === 1 ? 'a positive integer' : `an integer ≥ ${min}`
-    const got = typeof v === 'number' && Number.isNaN(v) ? 'something that is not a number' : JSON.stringify(v)
-    throw new InvalidArgumentError(`--${flag} must be ${want}, got ${got}`)
+    // A word is refused before this, saying what was typed (lib/cli/flags.ts).
+    throw new InvalidArgumentError(`--${flag} must be ${want}, got ${JSON.stringify(v)}`)
   }
   return true
 }

@@ -7,13 +7,13 @@ import assert from 'node:assert/strict'
 import { runCli } from '../helpers.js'
 
 const BAD: [args: string[], message: RegExp][] = [
-  [['seed', '--tasks', 'abc'], /--tasks must be a positive integer, got something that is not a number/],
+  [['seed', '--tasks', 'abc'], /--tasks must be a number, got "abc"/],
   [['seed', '--dashboard', '-1'], /--dashboard must be a non-negative integer, got -1/],
-  [['latency', '--calls', 'abc'], /--calls must be a positive integer/],
+  [['latency', '--calls', 'abc'], /--calls must be a number, got "abc"/],
   [['put', '--bytes', '3'], /--bytes must be an integer ≥ 8, got 3/],
   [['balance', '--tasks', '1.5'], /--tasks must be a positive integer, got 1.5/],
   [['map', '--inputs', '0'], /--inputs must be a positive integer, got 0/],
-  [['reduce', '--chunk', 'x'], /--chunk must be a positive integer/],
+  [['reduce', '--chunk', 'x'], /--chunk must be a number, got "x"/],
   [['monitor', '--tasks', '-3'], /--tasks must be a positive integer, got -3/],
   [['chaos', '--task-us', '-1'], /--task-us must be a non-negative integer, got -1/],
   [['scale', '--agents', '0'], /--agents must be a positive integer, got 0/],

@@ -31,6 +31,32 @@ test('bad flags are clear errors', async (t) => {
   assert.match(q.output(), /Unknown argument: frobnicate/)
 })
 
+test('a number flag given a word names the flag and the word, in every command (not "got NaN")', async (t) => {
+  const CASES: [args: string[], env: Record<string, string>, message: RegExp][] = [
+    [
+      ['agent', '--connect', 'tcp://127.0.0.1:7100', '--tasks', './tasks.js', '--threads', 'abc'],
+      {},
+      /^cluster: --threads must be a number, got "abc" \[ERR_INVALID_ARGUMENT\]\n$/,
+    ],
+    [['agent', '--heartbeat-ms=soon'], {}, /^cluster: --heartbeat-ms must be a number, got "soon" \[ERR_INVALID_ARGUMENT\]\n$/],
+    [['status', '--connect-timeout', 'ten'], {}, /^cluster: --connect-timeout must be a number, got "ten" \[ERR_INVALID_ARGUMENT\]\n$/],
+    [['dashboard', '--port', 'http'], {}, /^cluster: --port must be a number, got "http" \[ERR_INVALID_ARGUMENT\]\n$/],
+    [['bench', 'seed'], { CLUSTER_TASKS: 'many' }, /^cluster: CLUSTER_TASKS must be a number, got "many" \[ERR_INVALID_ARGUMENT\]\n$/],
+  ]
+  for (const [args, env, message] of CASES) {
+    const p = runCli(t, args, env)
+    assert.equal(await p.exited, 1, p.output())
+    assert.match(p.output(), message)
+  }
+})
+
+test('a value outside a flag’s choices is one line naming the flag, the choices and the value', async (t) => {
+  const p = runCli(t, ['bench', 'seed', '--transport', 'carrier-pigeon'])
+  assert.equal(await p.exited, 1)
+  const last = p.output().trimEnd().split('\n').at(-1)
+  assert.equal(last, 'cluster: --transport must be one of "zmq", "redis", "amqp", "amqp+redis", "all", "naive-zmq", got "carrier-pigeon"')
+})
+
 test('a command failing before its first await says why in one line, without a stack', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'ac-cli-'))
   t.after(() => rmSync(dir, { recursive: true, force: true }))
