@@ -1,9 +1,10 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { runCli } from '../helpers.js'
+import { CLI, runCli } from '../helpers.js'
 
 test('cluster bench seed --json prints one JSON object with the checked result', async (t) => {
   const p = runCli(t, ['bench', 'seed', '--tasks', '5000', '--runs', '1', '--json'])
@@ -69,6 +70,11 @@ test('a command failing before its first await says why in one line, without a s
   const again = runCli(t, ['keys', '--out', join(dir, 'keys')])
   assert.equal(await again.exited, 1)
   assert.match(again.output(), /^cluster: refusing to overwrite .*server\.json.* \(use --force\) \[ERR_INVALID_ARGUMENT\]\n$/)
+  // In a directory of its own: an empty --out used to write the keys into the working directory.
+  const empty = spawnSync(process.execPath, [CLI, 'keys', '--out', ''], { cwd: dir, encoding: 'utf8' })
+  assert.equal(empty.status, 1)
+  assert.equal(empty.stderr, 'cluster: --out must name a directory, got "" [ERR_INVALID_ARGUMENT]\n')
+  assert.equal(existsSync(join(dir, 'server.json')), false, 'nothing written into the working directory')
 })
 
 test('flags can come from CLUSTER_* environment variables', async (t) => {
