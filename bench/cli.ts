@@ -68,8 +68,8 @@ function benchmark<U>(command: CommandModule<object, U>): CommandModule<object, 
 
 /**
  * The smallest value of each number flag of the benchmarks (all are integers):
- * checked before any benchmark starts, so that `--tasks abc` or `--runs 0`
- * is an error naming the flag rather than a NaN deep in a run.
+ * checked before any benchmark starts, so that `--runs 0` or `--tasks 1.5`
+ * is an error naming the flag rather than a surprise deep in a run.
  */
 const INTEGER_FLAGS: Readonly<Record<string, number>> = {
   runs: 1,
@@ -105,11 +105,14 @@ function checkIntegerFlags(argv: Record<string, unknown>): true {
     const v = argv[flag]
     if (v === undefined || (typeof v === 'number' && Number.isSafeInteger(v) && v >= min)) continue
     const want = min === 0 ? 'a non-negative integer' : min === 1 ? 'a positive integer' : `an integer ≥ ${min}`
-    const got = typeof v === 'number' && Number.isNaN(v) ? 'something that is not a number' : JSON.stringify(v)
-    throw new InvalidArgumentError(`--${flag} must be ${want}, got ${got}`)
+    // A word is refused before this, saying what was typed (lib/cli/flags.ts).
+    throw new InvalidArgumentError(`--${flag} must be ${want}, got ${JSON.stringify(v)}`)
   }
   return true
 }
+
+/** The subjects of `cluster bench`, as the errors list them. */
+const BENCHMARKS = ['seed', 'latency', 'balance', 'map', 'put', 'reduce', 'shapes', 'actors', 'chaos', 'scale', 'monitor'] as const
 
 const common = (y: Argv) =>
   y
@@ -498,6 +501,17 @@ export const benchCommand: CommandModule = {
           },
         }),
       )
-      .demandCommand(1, 'name a benchmark: seed, latency, balance, map, put, reduce, shapes, actors, chaos, scale or monitor'),
+      // Any other word (or none) lands here, so that the error names what was given rather than only what was missed.
+      .command({
+        command: '$0 [subject]',
+        describe: false,
+        builder: (b) => b.strict(false),
+        handler: (a) => {
+          const known = `${BENCHMARKS.slice(0, -1).join(', ')} or ${BENCHMARKS.at(-1)!}`
+          const given = a['subject']
+          if (given === undefined) throw new InvalidArgumentError(`name a benchmark: ${known}`)
+          throw new InvalidArgumentError(`unknown benchmark ${JSON.stringify(given)}: name one of ${known}`)
+        },
+      }),
   handler: () => {},
 }

@@ -6,7 +6,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import { randomBytes } from 'node:crypto'
 import { ConfigError } from './errors.js'
 import { CLUSTER_KEYS, type ClusterConfig, type ClusterOptions } from './options.js'
-import { describeKind as describe, numberProblem, stringProblem } from './validate.js'
+import { describeKind as describe, integerProblem, numberProblem, stringProblem } from './validate.js'
 
 export type { ClusterConfig, RemoteOptions, SshOptions } from './options.js'
 
@@ -136,6 +136,15 @@ export function checkConfig(config: unknown, where = 'config'): asserts config i
     const o = ssh['options']
     if (o !== undefined && (!Array.isArray(o) || o.some((x) => typeof x !== 'string' || !/^[A-Za-z]+[ =]\S/.test(x)))) {
       throw new ConfigError(`${where}: ssh.options must be a list of "Key=value" strings, got ${JSON.stringify(o)}`)
+    }
+  }
+  const slurm = obj('slurm', c['slurm'], ['nodes', 'partition', 'time', 'account', 'cpusPerNode', 'sbatchArgs', 'waitS'])
+  if (slurm) {
+    for (const k of ['partition', 'time', 'account'] as const) str(`slurm.${k}`, slurm[k])
+    for (const k of ['nodes', 'cpusPerNode', 'waitS'] as const) check(`slurm.${k}`, slurm[k], integerProblem(slurm[k]))
+    const args = slurm['sbatchArgs']
+    if (args !== undefined && (!Array.isArray(args) || args.some((x) => typeof x !== 'string' || x === ''))) {
+      throw new ConfigError(`${where}: slurm.sbatchArgs must be a list of sbatch arguments, got ${JSON.stringify(args)}`)
     }
   }
   const remote = obj('remote', c['remote'], ['dir', 'node', 'cli', 'runDir'])

@@ -8,6 +8,7 @@ import { dashboardCommand } from './commands/dashboard.js'
 import { LOG_LEVELS } from '../monitor/options.js'
 import { VERSION } from '../version.js'
 import { ClusterError } from '../errors.js'
+import { oneLine, rejectNotANumber } from './flags.js'
 
 /**
  * The `cluster` command line. Settings resolve as everywhere else (see
@@ -28,6 +29,10 @@ export async function main(argv = hideBin(process.argv), commands: readonly Comm
     })
     .command(agentCommand)
   for (const c of commands) cli = cli.command(c)
+  // Before any command's own checks: a number flag given something else must not reach them as NaN.
+  // yargs reuses this instance for the command it runs, so its options are that command's by then.
+  const self = cli
+  cli = cli.middleware((args) => rejectNotANumber(args, self, argv), true)
   cli = cli
     .command(upCommand)
     .command(statusCommand)
@@ -44,7 +49,7 @@ export async function main(argv = hideBin(process.argv), commands: readonly Comm
       } else {
         // In a fail handler yargs passes its usage object, whose help() returns the help text (@types/yargs types it as Argv).
         // eslint-disable-next-line @typescript-eslint/restrict-template-expressions -- a string at run time, see above
-        process.stderr.write(`${y.help()}\n\ncluster: ${msg}\n`)
+        process.stderr.write(`${y.help()}\n\ncluster: ${oneLine(msg)}\n`)
       }
       process.exit(1)
     })

@@ -7,13 +7,13 @@ import assert from 'node:assert/strict'
 import { runCli } from '../helpers.js'
 
 const BAD: [args: string[], message: RegExp][] = [
-  [['seed', '--tasks', 'abc'], /--tasks must be a positive integer, got something that is not a number/],
+  [['seed', '--tasks', 'abc'], /--tasks must be a number, got "abc"/],
   [['seed', '--dashboard', '-1'], /--dashboard must be a non-negative integer, got -1/],
-  [['latency', '--calls', 'abc'], /--calls must be a positive integer/],
+  [['latency', '--calls', 'abc'], /--calls must be a number, got "abc"/],
   [['put', '--bytes', '3'], /--bytes must be an integer ≥ 8, got 3/],
   [['balance', '--tasks', '1.5'], /--tasks must be a positive integer, got 1.5/],
   [['map', '--inputs', '0'], /--inputs must be a positive integer, got 0/],
-  [['reduce', '--chunk', 'x'], /--chunk must be a positive integer/],
+  [['reduce', '--chunk', 'x'], /--chunk must be a number, got "x"/],
   [['monitor', '--tasks', '-3'], /--tasks must be a positive integer, got -3/],
   [['chaos', '--task-us', '-1'], /--task-us must be a non-negative integer, got -1/],
   [['scale', '--agents', '0'], /--agents must be a positive integer, got 0/],
@@ -29,11 +29,20 @@ for (const [args, message] of BAD) {
   })
 }
 
-test('bench without a known name lists every benchmark', async (t) => {
-  const p = runCli(t, ['bench', 'nope'])
+const BENCHMARKS = ['seed', 'latency', 'balance', 'map', 'put', 'reduce', 'shapes', 'actors', 'chaos', 'scale', 'monitor']
+
+test('bench with an unknown name says which name and lists every benchmark, in one line', async (t) => {
+  const p = runCli(t, ['bench', 'nope', '--tasks', '5'])
   assert.equal(await p.exited, 1)
-  for (const name of ['seed', 'latency', 'balance', 'map', 'put', 'reduce', 'shapes', 'actors', 'chaos', 'scale', 'monitor'])
-    assert.match(p.output(), new RegExp(`name a benchmark:.*\\b${name}\\b`))
+  assert.match(p.output(), /^cluster: unknown benchmark "nope": name one of seed, .* or monitor \[ERR_INVALID_ARGUMENT\]\n$/)
+  for (const name of BENCHMARKS) assert.match(p.output(), new RegExp(`name one of .*\\b${name}\\b`))
+})
+
+test('bench without a name asks for one and lists every benchmark', async (t) => {
+  const p = runCli(t, ['bench'])
+  assert.equal(await p.exited, 1)
+  assert.doesNotMatch(p.output(), /non-option arguments/)
+  for (const name of BENCHMARKS) assert.match(p.output(), new RegExp(`^cluster: name a benchmark: .*\\b${name}\\b`, 'm'))
 })
 
 test('each benchmark’s help lists its own flags, also those named like a CLUSTER_* setting (--tasks, --threads, --batch…)', async (t) => {

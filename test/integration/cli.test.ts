@@ -1,9 +1,10 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { runCli } from '../helpers.js'
+import { CLI, runCli } from '../helpers.js'
 
 test('cluster bench seed --json prints one JSON object with the checked result', async (t) => {
   const p = runCli(t, ['bench', 'seed', '--tasks', '5000', '--runs', '1', '--json'])
@@ -31,6 +32,32 @@ test('bad flags are clear errors', async (t) => {
   assert.match(q.output(), /Unknown argument: frobnicate/)
 })
 
+test('a number flag given a word names the flag and the word, in every command (not "got NaN")', async (t) => {
+  const CASES: [args: string[], env: Record<string, string>, message: RegExp][] = [
+    [
+      ['agent', '--connect', 'tcp://127.0.0.1:7100', '--tasks', './tasks.js', '--threads', 'abc'],
+      {},
+      /^cluster: --threads must be a number, got "abc" \[ERR_INVALID_ARGUMENT\]\n$/,
+    ],
+    [['agent', '--heartbeat-ms=soon'], {}, /^cluster: --heartbeat-ms must be a number, got "soon" \[ERR_INVALID_ARGUMENT\]\n$/],
+    [['status', '--connect-timeout', 'ten'], {}, /^cluster: --connect-timeout must be a number, got "ten" \[ERR_INVALID_ARGUMENT\]\n$/],
+    [['dashboard', '--port', 'http'], {}, /^cluster: --port must be a number, got "http" \[ERR_INVALID_ARGUMENT\]\n$/],
+    [['bench', 'seed'], { CLUSTER_TASKS: 'many' }, /^cluster: CLUSTER_TASKS must be a number, got "many" \[ERR_INVALID_ARGUMENT\]\n$/],
+  ]
+  for (const [args, env, message] of CASES) {
+    const p = runCli(t, args, env)
+    assert.equal(await p.exited, 1, p.output())
+    assert.match(p.output(), message)
+  }
+})
+
+test('a value outside a flag’s choices is one line naming the flag, the choices and the value', async (t) => {
+  const p = runCli(t, ['bench', 'seed', '--transport', 'carrier-pigeon'])
+  assert.equal(await p.exited, 1)
+  const last = p.output().trimEnd().split('\n').at(-1)
+  assert.equal(last, 'cluster: --transport must be one of "zmq", "redis", "amqp", "amqp+redis", "all", "naive-zmq", got "carrier-pigeon"')
+})
+
 test('a command failing before its first await says why in one line, without a stack', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'ac-cli-'))
   t.after(() => rmSync(dir, { recursive: true, force: true }))
@@ -43,6 +70,11 @@ test('a command failing before its first await says why in one line, without a s
   const again = runCli(t, ['keys', '--out', join(dir, 'keys')])
   assert.equal(await again.exited, 1)
   assert.match(again.output(), /^cluster: refusing to overwrite .*server\.json.* \(use --force\) \[ERR_INVALID_ARGUMENT\]\n$/)
+  // In a directory of its own: an empty --out used to write the keys into the working directory.
+  const empty = spawnSync(process.execPath, [CLI, 'keys', '--out', ''], { cwd: dir, encoding: 'utf8' })
+  assert.equal(empty.status, 1)
+  assert.equal(empty.stderr, 'cluster: --out must name a directory, got "" [ERR_INVALID_ARGUMENT]\n')
+  assert.equal(existsSync(join(dir, 'server.json')), false, 'nothing written into the working directory')
 })
 
 test('flags can come from CLUSTER_* environment variables', async (t) => {

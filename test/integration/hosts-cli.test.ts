@@ -126,6 +126,28 @@ await c.close()
   assert.match(none.output(), /nope\.mjs does not exist/)
 })
 
+test('cluster run: --no-slurm runs the driver alone in an allocation; a driver killed by a signal exits 128 + its number; a bad config fails before the driver', async (t) => {
+  const dir = await project(
+    t,
+    {},
+    { 'driver.mjs': "console.log('driver ran ' + process.argv.slice(2).join(','))\n", 'killed.mjs': "process.kill(process.pid, 'SIGKILL')\n" },
+  )
+  // In an allocation (SLURM_JOB_ID) cluster run would start agents with srun: --no-slurm, as docs/slurm.md says, turns that off.
+  const alone = runCli(t, ['run', join(dir, 'driver.mjs'), '--no-slurm', '--config', join(dir, 'cluster.config.mjs'), '--', 'x'], {
+    SLURM_JOB_ID: '4242',
+    SLURM_JOB_NUM_NODES: '2',
+  })
+  assert.equal(await alone.exited, 0, alone.output())
+  assert.equal(alone.output(), 'driver ran x\n')
+  const killed = cli(t, dir, ['run', join(dir, 'killed.mjs')])
+  assert.equal(await killed.exited, 137, killed.output())
+  await writeFile(join(dir, 'cluster.config.mjs'), 'export default { thread: 4 }\n')
+  const typo = cli(t, dir, ['run', join(dir, 'driver.mjs')])
+  assert.equal(await typo.exited, 1)
+  assert.match(typo.output(), /^cluster: .*cluster\.config\.mjs: unknown field "thread" .*\[ERR_CONFIG\]\n$/)
+  assert.doesNotMatch(typo.output(), /driver ran/)
+})
+
 test('Cluster.start({ config }) takes options from a config; explicit options win', async (t) => {
   const dir = await project(t, { tasks: FIXTURE_TASKS.pathname, threads: 1, heartbeatMs: 300, name: 'ignored-by-the-driver', hosts: 'h.txt' })
   await using a = await Cluster.start({ config: join(dir, 'cluster.config.mjs') })

@@ -60,6 +60,10 @@ test('bad configs fail naming the file and the field', async (t) => {
     ['export default { sync: { exclude: [""] } }', /sync\.exclude must be a list of patterns/],
     ['export default { name: "a b" }', /name must be 1 to 64 letters/],
     ['export default { registerTimeoutS: -1 }', /registerTimeoutS must be a number ≥ 1/],
+    ['export default { slurm: { partiton: "gpu" } }', /unknown field "slurm\.partiton" \(known: nodes, partition, time/],
+    ['export default { slurm: { nodes: "4" } }', /slurm\.nodes must be a positive integer, got "4"/],
+    ['export default { slurm: { time: 3600 } }', /slurm\.time must be a non-empty string, got number/],
+    ['export default { slurm: { sbatchArgs: "--qos=long" } }', /slurm\.sbatchArgs must be a list of sbatch arguments/],
     ['throw new Error("config exploded")', /failed to load: config exploded/],
   ]
   let i = 0
@@ -71,6 +75,11 @@ test('bad configs fail naming the file and the field', async (t) => {
   await assert.rejects(loadConfig(join(dir, 'none.mjs')), /none\.mjs does not exist/)
   assert.throws(() => checkConfig({ sync: 'yes' }), /sync must be an object, got "yes"/)
   assert.doesNotThrow(() => checkConfig(defineConfig({ sync: { exclude: ['*.log'] }, ssh: { options: ['Compression yes'] } })))
+  assert.doesNotThrow(() =>
+    checkConfig(
+      defineConfig({ slurm: { nodes: 2, partition: 'gpu', time: '01:00:00', account: 'lab', cpusPerNode: 8, sbatchArgs: ['--qos=long'], waitS: 60 } }),
+    ),
+  )
 })
 
 test('applyConfig: explicit options win, CLUSTER_CONFIG is used without one, {} means none', async (t) => {

@@ -12,6 +12,7 @@ import { DASHBOARD_DEFAULTS, maskToken, resolveDashboardOptions, type ResolvedDa
 import { mergeClusterSettings, mergeDashboardSettings } from '../../settings.js'
 import { isLoopbackHost } from '../../validate.js'
 import { commandLogger } from '../log.js'
+import { exitCodeOf } from '../exit-code.js'
 
 interface DashboardArgs {
   port?: number
@@ -144,7 +145,7 @@ async function serve(
       )
       child.once('exit', (c, s) => resolve([c, s]))
     })
-    process.exitCode = code ?? (signal ? 128 : 1)
+    process.exitCode = exitCodeOf(code, signal)
     return
   }
   const settings = await mergeClusterSettings(

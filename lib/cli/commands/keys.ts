@@ -1,6 +1,7 @@
 import type { CommandModule } from 'yargs'
 import { resolve } from 'node:path'
 import { writeKeys, KEY_FILES } from '../../transport/curve.js'
+import { InvalidArgumentError } from '../../errors.js'
 
 interface KeysArgs {
   out: string
@@ -15,6 +16,8 @@ export const keysCommand: CommandModule<object, KeysArgs> = {
       .option('out', { type: 'string', default: 'cluster-keys', describe: 'directory to write the keys into' })
       .option('force', { type: 'boolean', default: false, describe: 'overwrite existing keys' }),
   handler: (args) => {
+    // An empty --out would resolve to the working directory and the printed instructions would lose the path.
+    if (args.out.trim() === '') throw new InvalidArgumentError(`--out must name a directory, got ${JSON.stringify(args.out)}`)
     const { dir } = writeKeys(resolve(args.out), args.force)
     process.stdout.write(
       [

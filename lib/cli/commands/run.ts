@@ -2,11 +2,12 @@ import { spawn } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { resolve } from 'node:path'
 import type { CommandModule } from 'yargs'
-import { findConfig } from '../../config.js'
+import { findConfig, loadConfig } from '../../config.js'
 import { ConfigError, InvalidArgumentError } from '../../errors.js'
 import { prepareSlurmRun, slurmAllocation, type SlurmRun } from '../../hosts/slurm.js'
 import { configFileOf } from '../../settings.js'
 import { describe } from '../../validate.js'
+import { exitCodeOf } from '../exit-code.js'
 
 /**
  * `cluster run driver.js [-- args]`: runs a driver script with the cluster's
@@ -23,11 +24,17 @@ export const runCommand: CommandModule = {
     y
       .positional('script', { type: 'string', describe: 'the driver script' })
       .positional('args', { type: 'string', array: true, describe: 'arguments for the script (after --)' })
-      .option('config', { type: 'string', describe: 'cluster.config file (or CLUSTER_CONFIG; default: cluster.config.{js,mjs,ts,mts} here)' }),
+      .option('config', { type: 'string', describe: 'cluster.config file (or CLUSTER_CONFIG; default: cluster.config.{js,mjs,ts,mts} here)' })
+      .option('slurm', {
+        type: 'boolean',
+        describe: 'inside a Slurm allocation, start one agent per node with srun (default true; --no-slurm runs the driver alone)',
+      }),
   handler: async (a) => {
     const named = a['config']
     const config = configFileOf(named === undefined || typeof named === 'string' ? named : describe(named)) ?? findConfig()
     if (config === undefined) throw new ConfigError('cluster run needs a config: pass --config or put a cluster.config.{js,mjs,ts} here')
+    // Checked here, as every other command does, rather than by the driver once it starts (or never, if it does not call Cluster.start).
+    await loadConfig(config)
     const script = String(a['script'])
     // Found as node finds a main script (`driver` for driver.js too): else node's own stack would be all the user sees.
     try {
@@ -51,7 +58,7 @@ export const runCommand: CommandModule = {
       process.stderr.write(`cluster run: Slurm job ${slurm.allocation.jobId}: starting ${slurm.allocation.nodes} agents with srun, driver at ${slurm.head}\n`)
       slurm.startAgents()
     }
-    const code = await new Promise<number>((done) => child.on('exit', (c, signal) => done(c ?? (signal ? 128 + 1 : 1))))
+    const code = await new Promise<number>((done) => child.on('exit', (c, signal) => done(exitCodeOf(c, signal))))
     await slurm?.close()
     process.exitCode = code
   },
