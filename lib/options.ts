@@ -1,7 +1,7 @@
 import { availableParallelism } from 'node:os'
 import { InvalidArgumentError } from './errors.js'
 import type { CurveOptions } from './transport/curve.js'
-import { booleanOption, describe, endpointOption, integerOption, oneOfOption } from './validate.js'
+import { booleanOption, describe, endpointOption, integerOption, MAX_THREADS, oneOfOption } from './validate.js'
 import { isBrokered, resolveTransportOptions, type ResolvedTransportOptions, type TransportOptions } from './transport/options.js'
 import { resolveDashboardOptions, resolveLogLevel, type DashboardOptions, type LogLevel, type ResolvedDashboardOptions } from './monitor/options.js'
 // From pino itself: monitor/log.ts reaches the driver, which imports this module.
@@ -184,8 +184,8 @@ export const AGENT_DEFAULTS = {
 } as const
 
 /** An integer option of at least `min`, else the fallback. */
-function positiveInt(name: string, v: unknown, fallback: number, min = 1): number {
-  return integerOption(name, v, min) ?? fallback
+function positiveInt(name: string, v: unknown, fallback: number, min = 1, max?: number): number {
+  return integerOption(name, v, min, max) ?? fallback
 }
 
 /** Turns a module path, file URL or URL object into an import specifier (an absolute file URL for paths). */
@@ -305,7 +305,7 @@ export function resolveClusterOptions(o: ClusterOptions = {}): ResolvedClusterOp
     tasks,
     listen: o.listen === undefined ? undefined : listenOption(o.listen),
     localAgents,
-    threads: positiveInt('threads', o.threads, availableParallelism()),
+    threads: positiveInt('threads', o.threads, availableParallelism(), 1, MAX_THREADS),
     localTransport,
     batch,
     heartbeatMs,
@@ -339,7 +339,7 @@ export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
     ...transport,
     connect: isBrokered(transport.transport) && o.connect === undefined ? '' : checkEndpoint('connect', o.connect),
     tasks: tasksSpecifier('tasks', o.tasks),
-    threads: positiveInt('threads', o.threads, availableParallelism()),
+    threads: positiveInt('threads', o.threads, availableParallelism(), 1, MAX_THREADS),
     maxPoolBatch: positiveInt('maxPoolBatch', o.maxPoolBatch, AGENT_DEFAULTS.maxPoolBatch),
     targetQueueMs: positiveInt('targetQueueMs', o.targetQueueMs, AGENT_DEFAULTS.targetQueueMs),
     heartbeatMs: positiveInt('heartbeatMs', o.heartbeatMs, AGENT_DEFAULTS.heartbeatMs),

@@ -71,8 +71,14 @@ export function oneOfOption<T extends string>(name: string, v: unknown, choices:
 
 const ENDPOINT = /^(tcp:\/\/[^\s:]+|tcp:\/\/\[[0-9a-f:]+\]):(\d+|\*)$|^(ipc|inproc|memory):\/\/\S+$/i
 
+/** Most threads a node may run: more would only exhaust the machine's memory starting them. */
+export const MAX_THREADS = 4096
+
 export function endpointProblem(v: unknown): string | undefined {
-  return typeof v === 'string' && ENDPOINT.test(v) ? undefined : 'must be an endpoint like tcp://127.0.0.1:7100'
+  if (typeof v !== 'string' || !ENDPOINT.test(v)) return 'must be an endpoint like tcp://127.0.0.1:7100'
+  // A port past 65535 passes the pattern; a socket would wait on it for ever.
+  const port = /^tcp:.*:(\d+)$/i.exec(v)?.[1]
+  return port !== undefined && Number(port) > 65535 ? 'must have a port from 0 to 65535' : undefined
 }
 
 /**

@@ -3,6 +3,7 @@ import type { MessagePort, Worker } from 'node:worker_threads'
 import { Piscina } from 'piscina'
 import { tasksSpecifier, type TasksModule } from '../options.js'
 import { InvalidArgumentError } from '../errors.js'
+import { integerOption, MAX_THREADS } from '../validate.js'
 import { loadCatalog } from '../tasks-module.js'
 import { Deque } from '../util/deque.js'
 import type { PoolBatch, PoolResult } from './worker.js'
@@ -302,9 +303,7 @@ export class AgentPool {
   static async start(options: AgentPoolOptions): Promise<AgentPool> {
     if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options must be an object')
     const tasks = tasksSpecifier('tasks', options.tasks)
-    const threads = options.threads ?? availableParallelism()
-    if (!Number.isSafeInteger(threads) || threads < 1)
-      throw new InvalidArgumentError(`options.threads must be a positive integer, got ${String(options.threads)}`)
+    const threads = integerOption('threads', options.threads, 1, MAX_THREADS) ?? availableParallelism()
     await loadCatalog(tasks, 'the shared pool')
     return new AgentPool(tasks, threads)
   }

@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises'
 import { HostsFileError, type HostsFileProblem } from '../errors.js'
+import { MAX_THREADS } from '../validate.js'
 
 /** One line of a hosts file: `[user@]host[:sshPort] [threads=N] [key=value…]`. */
 export interface HostSpec {
@@ -30,7 +31,6 @@ type HostKey = (typeof HOST_KEYS)[number]
 const USER = /^[A-Za-z0-9_][A-Za-z0-9._-]*$/
 const HOSTNAME = /^[A-Za-z0-9_]([A-Za-z0-9._-]*[A-Za-z0-9_])?$/
 const IPV6 = /^[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?$/
-const MAX_THREADS = 4096
 
 /** Parses `[user@]host[:port]`; returns a reason string when it is malformed. */
 function parseTarget(token: string): { user: string | undefined; host: string; port: number | undefined } | string {

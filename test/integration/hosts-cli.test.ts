@@ -224,7 +224,7 @@ test('many agents in one process share one pool: each its own identity and credi
     Agent.start({ connect: cluster.address, tasks: new URL('./broken-tasks.js', FIXTURE_TASKS), pool }),
     (e: unknown) => e instanceof InvalidArgumentError && /options\.pool runs the tasks module .*tasks\.js, not .*broken-tasks\.js/.test(e.message),
   )
-  await assert.rejects(AgentPool.start({ tasks: FIXTURE_TASKS, threads: 0 }), /options\.threads must be a positive integer, got 0/)
+  await assert.rejects(AgentPool.start({ tasks: FIXTURE_TASKS, threads: 0 }), /options\.threads must be an integer from 1 to 4096, got 0/)
 })
 
 test('up names a missing ssh or rsync on this machine before touching any host', async (t) => {

@@ -17,7 +17,9 @@ test('cluster defaults', () => {
 
 test('bad cluster options name the field', () => {
   const cases: [object, RegExp][] = [
-    [{ tasks: 't.js', threads: 0 }, /options\.threads must be a positive integer, got 0/],
+    [{ tasks: 't.js', threads: 0 }, /options\.threads must be an integer from 1 to 4096, got 0/],
+    // Starting ten thousand threads would exhaust the machine's memory before any error.
+    [{ tasks: 't.js', threads: 10_000 }, /options\.threads must be an integer from 1 to 4096, got 10000/],
     [{ tasks: 't.js', threads: 1.5 }, /options\.threads/],
     [{ tasks: 't.js', batch: 'big' }, /options\.batch must be 'auto' or a positive integer, got "big"/],
     [{ tasks: 't.js', localAgents: -1 }, /options\.localAgents must be a non-negative integer/],
@@ -46,6 +48,11 @@ test('agent options', () => {
   assert.equal(o.tasks, 'file:///x/t.js')
   assert.equal(o.threads, 3)
   assert.throws(() => resolveAgentOptions({ connect: 'nowhere', tasks: 't.js' }), /options\.connect must be an endpoint/)
+  assert.throws(() => resolveAgentOptions({ connect: 'tcp://127.0.0.1:99999', tasks: 't.js' }), /options\.connect must have a port from 0 to 65535/)
+  assert.throws(
+    () => resolveAgentOptions({ connect: 'tcp://127.0.0.1:7100', tasks: 't.js', threads: 4097 }),
+    /options\.threads must be an integer from 1 to 4096, got 4097/,
+  )
   assert.throws(() => resolveAgentOptions({ connect: 'tcp://h:1', tasks: 't.js', id: '' }), /options\.id/)
   assert.throws(() => resolveAgentOptions({ connect: 'tcp://h:1', tasks: 't.js', maxPoolBatch: 0 }), /options\.maxPoolBatch/)
 })

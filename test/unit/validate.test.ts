@@ -135,6 +135,11 @@ test('endpointProblem and endpointOption: tcp with a port or *, ipc and inproc',
     assert.equal(endpointProblem(no), message, String(no))
   }
   rejects(() => endpointOption('CLUSTER_ENDPOINT', 'tcp://h'), `CLUSTER_ENDPOINT ${message}, got "tcp://h"`)
+  // A port past 65535 is refused (a socket would wait on it for ever); 65535, 0 and digits in a path are not.
+  for (const ok of ['tcp://h:65535', 'tcp://h:0', 'ipc:///tmp/a:99999']) assert.equal(endpointProblem(ok), undefined, ok)
+  assert.equal(endpointProblem('tcp://127.0.0.1:99999'), 'must have a port from 0 to 65535')
+  assert.equal(endpointProblem('TCP://[::1]:65536'), 'must have a port from 0 to 65535')
+  rejects(() => endpointOption('connect', 'tcp://127.0.0.1:99999'), 'options.connect must have a port from 0 to 65535, got "tcp://127.0.0.1:99999"')
 })
 
 test('isLoopbackHost and isLoopbackEndpoint', () => {
