@@ -136,7 +136,11 @@ test('endpointProblem and endpointOption: tcp with a port or *, ipc and inproc',
   }
   rejects(() => endpointOption('CLUSTER_ENDPOINT', 'tcp://h'), `CLUSTER_ENDPOINT ${message}, got "tcp://h"`)
   // A port past 65535 is refused (a socket would wait on it for ever); 65535, 0 and digits in a path are not.
-  for (const ok of ['tcp://h:65535', 'tcp://h:0', 'ipc:///tmp/a:99999']) assert.equal(endpointProblem(ok), undefined, ok)
+  // Only a tcp endpoint's own port field is read: not digits in an ipc path, not an address's own colons.
+  for (const ok of ['tcp://h:65535', 'tcp://h:0', 'ipc:///tmp/a:99999', 'ipc:///tmp/tcp:a:99999', 'tcp://[::70000]:*'])
+    assert.equal(endpointProblem(ok), undefined, ok)
+  // Something that is not a string is refused, whatever it prints as.
+  assert.equal(endpointProblem({ toString: () => 'tcp://h:1' }), message)
   assert.equal(endpointProblem('tcp://127.0.0.1:99999'), 'must have a port from 0 to 65535')
   assert.equal(endpointProblem('TCP://[::1]:65536'), 'must have a port from 0 to 65535')
   rejects(() => endpointOption('connect', 'tcp://127.0.0.1:99999'), 'options.connect must have a port from 0 to 65535, got "tcp://127.0.0.1:99999"')
