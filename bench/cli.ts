@@ -17,6 +17,7 @@ import { runPut } from './put.js'
 import { runShapes, shapesMarkdown } from './shapes.js'
 import { reduceBenchLines, runReduceBench } from './reduce.js'
 import { commandLogger } from '../lib/cli/log.js'
+import { inFlagTerms, type FlagOf } from '../lib/cli/flags.js'
 import { actorsMarkdown, runActorsBench } from './actors.js'
 
 function parseBatch(v: string | undefined): 'auto' | number {
@@ -60,10 +61,37 @@ function tolerateSettingsVariables(y: Argv): Argv {
 
 const camel = (flag: string): string => flag.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase())
 
-/** A benchmark subcommand whose builder also tolerates the settings variables it does not declare as flags. */
+/** The cluster option each flag of the benchmarks sets, for errors that name the option (`options.redisUrl` is `--redis` here). */
+const BENCH_FLAGS: Readonly<Record<string, FlagOf>> = {
+  redisUrl: 'redis',
+  amqpUrl: 'amqp',
+  threads: 'threads',
+  batch: 'batch',
+  localTransport: 'local-transport',
+  heartbeatMs: 'heartbeat-ms',
+  nodeTimeoutMs: 'node-timeout-ms',
+  dashboard: 'dashboard',
+  'dashboard.port': 'dashboard',
+}
+
+/**
+ * A benchmark subcommand whose builder also tolerates the settings variables
+ * it does not declare as flags, and whose errors name the flags.
+ */
 function benchmark<U>(command: CommandModule<object, U>): CommandModule<object, U> {
   const builder = command.builder as (y: Argv) => Argv<U>
-  return { ...command, builder: (y) => tolerateSettingsVariables(builder(y)) as Argv<U> }
+  const handler = command.handler
+  return {
+    ...command,
+    builder: (y) => tolerateSettingsVariables(builder(y)) as Argv<U>,
+    handler: async (a) => {
+      try {
+        await handler(a)
+      } catch (err) {
+        throw inFlagTerms(err, BENCH_FLAGS)
+      }
+    },
+  }
 }
 
 /**

@@ -8,6 +8,7 @@ import type { SshSettings } from './ssh.js'
 import type { CurveOptions } from '../transport/curve.js'
 import { DASHBOARD_DEFAULTS } from '../monitor/options.js'
 import { TRANSPORT_DEFAULTS, type TransportKind } from '../transport/options.js'
+import { MAX_THREADS, integerOption } from '../validate.js'
 
 /** Flags of `cluster up`, `status`, `down` (each also a `CLUSTER_*` variable); they win over the config file. */
 export interface HostsFlags {
@@ -189,7 +190,8 @@ export async function resolveHostsPlan(flags: HostsFlags, cwd = process.cwd()): 
     },
     registerTimeoutS: Math.ceil(positive('--register-timeout', flags.registerTimeout) ?? config.registerTimeoutS ?? HOSTS_DEFAULTS.registerTimeoutS),
     stopTimeoutS: Math.ceil(positive('--stop-timeout', flags.stopTimeout, 0) ?? config.stopTimeoutS ?? HOSTS_DEFAULTS.stopTimeoutS),
-    threads: positive('--threads', flags.threads),
+    // Checked as the agents check it (and as a hosts file's threads=): a value they refuse would fail on every host.
+    threads: integerOption('--threads', flags.threads, 1, MAX_THREADS),
     heartbeatMs: flags.heartbeatMs ?? config.heartbeatMs,
     nodeTimeoutMs: flags.nodeTimeoutMs ?? config.nodeTimeoutMs,
     dashboard: dashboardOf(flags.dashboard, config),

@@ -320,6 +320,12 @@ export async function clusterUp(plan: HostsPlan, hosts: readonly HostSpec[], pro
   await requireLocal('ssh', '-V', 'to reach the hosts (install the OpenSSH client)')
   if (plan.sync) await requireLocal('rsync', '--version', 'to sync the project to the hosts (install it, or use --no-sync)')
   const state = await readState(plan.stateFile)
+  // A running agent keeps the address it was started with: kept as `already up`, it would wait for a driver at the old head.
+  if (state?.head !== undefined && state.head !== plan.head && state.hosts.length > 0) {
+    throw new ConfigError(
+      `cluster ${plan.name}'s agents were started for the head ${state.head}, not ${plan.head}, and keep that address: cluster down first, then up again (or up with --head ${state.head})`,
+    )
+  }
   const recorded = new Map(state?.hosts.map((r) => [r.label, r]))
   const head = await openHead(plan, keys)
   let outcomes: HostOutcome[]

@@ -51,6 +51,40 @@ test('a number flag given a word names the flag and the word, in every command (
   }
 })
 
+test('a flag value out of range is named by the flag typed (or the variable read), not by the option it sets', async (t) => {
+  const agent = ['agent', '--connect', 'tcp://127.0.0.1:7100', '--tasks', './tasks.js']
+  const CASES: [args: string[], env: Record<string, string>, message: string][] = [
+    [[...agent, '--threads', '0'], {}, '--threads must be an integer from 1 to 4096, got 0'],
+    [['agent', '--tasks', './tasks.js', '--connect', 'tcp://127.0.0.1:70000'], {}, '--connect must have a port from 0 to 65535, got "tcp://127.0.0.1:70000"'],
+    [[...agent, '--heartbeat-ms', '0'], {}, '--heartbeat-ms must be a positive integer, got 0'],
+    [
+      ['agent', '--tasks', './tasks.js', '--transport', 'redis', '--cluster-id', 'c', '--redis', 'foo'],
+      {},
+      '--redis must be a redis: or rediss: URL, got "(unparsable URL)"',
+    ],
+    [agent, { CLUSTER_THREADS: '5000' }, 'CLUSTER_THREADS must be an integer from 1 to 4096, got 5000'],
+    [['dashboard', '--port', '70000'], {}, '--port must be an integer from 0 to 65535, got 70000'],
+    [['dashboard', '--update-ms', '5'], {}, '--update-ms must be an integer from 20 to 1000, got 5'],
+    [['dashboard'], { CLUSTER_DASHBOARD_TOKEN: 'short' }, 'CLUSTER_DASHBOARD_TOKEN must be a string of at least 16 printable characters without spaces'],
+    [
+      ['dashboard', '--listen', 'tcp://127.0.0.1:0', '--tasks', './tasks.js', '--local-agents', '1', '--threads', '0'],
+      {},
+      '--threads must be an integer from 1 to 4096, got 0',
+    ],
+    [
+      ['bench', 'seed', '--tasks', '10', '--runs', '1', '--no-warmup', '--transport', 'redis', '--redis', 'foo'],
+      {},
+      '--redis must be a redis: or rediss: URL, got "(unparsable URL)"',
+    ],
+    [['bench', 'seed', '--tasks', '10', '--runs', '1', '--no-warmup', '--dashboard', '70000'], {}, '--dashboard must be an integer from 0 to 65535, got 70000'],
+  ]
+  for (const [args, env, message] of CASES) {
+    const p = runCli(t, args, env)
+    assert.equal(await p.exited, 1, p.output())
+    assert.equal(p.output().trimEnd().split('\n').at(-1), `cluster: ${message} [ERR_INVALID_ARGUMENT]`, args.join(' '))
+  }
+})
+
 test('a value outside a flag’s choices is one line naming the flag, the choices and the value', async (t) => {
   const p = runCli(t, ['bench', 'seed', '--transport', 'carrier-pigeon'])
   assert.equal(await p.exited, 1)

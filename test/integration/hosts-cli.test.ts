@@ -75,6 +75,21 @@ test('up without a hosts file, a head, or with the tasks outside the project: cl
   assert.match(insecure.output(), /refusing to listen on tcp:\/\/10\.77\.0\.1:7100 without authentication.*--insecure.*\[ERR_INSECURE_BIND\]/)
 })
 
+test('up again for another head refuses before touching a host: the agents it started keep their first address', async (t) => {
+  const dir = await project(t, { name: 'c', tasks: './t.mjs', listen: 'tcp://127.0.0.1:7400' }, { 'hosts.txt': 'h1\n', 't.mjs': 'export const f = () => 1\n' })
+  const host = { label: 'h1', host: 'h1', agentId: 'c@h1', state: 'up', pid: 4242, updatedAt: 1 }
+  const state = JSON.stringify({ version: 1, name: 'c', updatedAt: 1, head: 'tcp://127.0.0.1:7311', hosts: [host] })
+  await mkdir(join(dir, '.actor-cluster'))
+  await writeFile(join(dir, '.actor-cluster', 'c.json'), state)
+  const p = runCli(t, ['up', '--nodes', join(dir, 'hosts.txt'), '--config', join(dir, 'cluster.config.mjs'), '--state-dir', join(dir, '.actor-cluster')])
+  assert.equal(await p.exited, 1)
+  assert.match(
+    p.output(),
+    /^cluster: cluster c's agents were started for the head tcp:\/\/127\.0\.0\.1:7311, not tcp:\/\/127\.0\.0\.1:7400, and keep that address: cluster down first, then up again \(or up with --head tcp:\/\/127\.0\.0\.1:7311\) \[ERR_CONFIG\]\n$/,
+  )
+  assert.equal(await readFile(join(dir, '.actor-cluster', 'c.json'), 'utf8'), state, 'the state file is left as it was')
+})
+
 test('status and down with nothing started are calm and idempotent; down --host names the hosts it knows', async (t) => {
   const dir = await project(t, { name: 'idle' })
   const st = cli(t, dir, ['status'])

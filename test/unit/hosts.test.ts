@@ -334,6 +334,13 @@ test('the plan: config file under flags, head from listen, paths against the pro
     resolveHostsPlan({ connectTimeout: 0 }, dir),
     (e: unknown) => e instanceof InvalidArgumentError && /--connect-timeout must be a number ≥ 1, got 0/.test(e.message),
   )
+  for (const threads of [5000, 2.5, 0]) {
+    await assert.rejects(
+      resolveHostsPlan({ threads }, dir),
+      (e: unknown) => e instanceof InvalidArgumentError && e.message === `--threads must be an integer from 1 to 4096, got ${threads}`,
+    )
+  }
+  assert.equal((await resolveHostsPlan({ threads: 4096 }, dir)).threads, 4096)
   await assert.rejects(resolveHostsPlan({ name: 'bad name' }, dir), /--name must be 1 to 64 letters/)
   await assert.rejects(resolveHostsPlan({ config: 'missing.mjs' }, dir), /config file .*missing\.mjs does not exist/)
   assert.equal(plan.dashboard, undefined)

@@ -7,6 +7,7 @@ import { InvalidArgumentError } from '../../errors.js'
 import { AGENT_DEFAULTS, CLUSTER_DEFAULTS } from '../../options.js'
 import { resolveAgentSettings } from '../../settings.js'
 import { TRANSPORT_KINDS, TRANSPORT_DEFAULTS, type TransportKind } from '../../transport/options.js'
+import { inFlagTerms, type FlagOf } from '../flags.js'
 import { commandLogger } from '../log.js'
 
 interface AgentArgs {
@@ -34,6 +35,29 @@ interface AgentArgs {
   'server-key'?: string
   'status-file'?: string
   'log-level'?: string
+}
+
+/** The option each flag sets, for errors that name the option (`options.threads` is `--threads` here). */
+const AGENT_FLAGS: Readonly<Record<string, FlagOf>> = {
+  connect: 'connect',
+  transport: 'transport',
+  redisUrl: { flag: 'redis', variable: 'CLUSTER_REDIS_URL' },
+  amqpUrl: { flag: 'amqp', variable: 'CLUSTER_AMQP_URL' },
+  clusterId: 'cluster-id',
+  brokerReconnectMs: 'broker-reconnect-ms',
+  brokerSecretFile: 'broker-secret-file',
+  tasks: 'tasks',
+  threads: 'threads',
+  heartbeatMs: 'heartbeat-ms',
+  driverTimeoutMs: 'driver-timeout-ms',
+  maxFrameBytes: 'max-frame-bytes',
+  sharedCacheBytes: 'shared-cache-bytes',
+  id: { flag: 'id', variable: 'CLUSTER_AGENT_ID' },
+  maxTasksPerThread: 'max-tasks-per-thread',
+  recycleHeapMb: 'recycle-heap-mb',
+  threadMemoryMb: 'thread-memory-mb',
+  'curve.dir': { flag: 'keys', variable: null },
+  'curve.serverPublicKey': { flag: 'server-key', variable: null },
 }
 
 /** A missing tasks module or driver address, said in the command's terms. */
@@ -112,8 +136,7 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       threadMemoryMb: args['thread-memory-mb'],
       curve: args.keys !== undefined || args['server-key'] !== undefined ? { dir: args.keys, serverPublicKey: args['server-key'] } : undefined,
     }).catch((err: unknown) => {
-      if (err instanceof InvalidArgumentError && /^options\.(tasks|connect) /.test(err.message)) throw explainMissing(err)
-      throw err
+      throw inFlagTerms(err instanceof InvalidArgumentError ? explainMissing(err) : err, AGENT_FLAGS)
     })
     // An address inside a driver's own process (cluster.address without listen): this process can never reach it.
     if (options.transport === 'zmq' && /^(memory|inproc):/i.test(options.connect)) {

@@ -11,6 +11,7 @@ import { InvalidArgumentError } from '../../errors.js'
 import { DASHBOARD_DEFAULTS, maskToken, resolveDashboardOptions, type ResolvedDashboardOptions } from '../../monitor/options.js'
 import { mergeClusterSettings, mergeDashboardSettings } from '../../settings.js'
 import { isLoopbackHost } from '../../validate.js'
+import { inFlagTerms, type FlagOf } from '../flags.js'
 import { commandLogger } from '../log.js'
 import { exitCodeOf } from '../exit-code.js'
 
@@ -46,6 +47,18 @@ async function freePort(host: string): Promise<number> {
  * can be told, and no local agents. Under the config, like the library's defaults.
  */
 const STANDING_DRIVER_DEFAULTS = { listen: 'tcp://127.0.0.1:7100', localAgents: 0 } as const
+
+/** The option each flag sets, for errors that name the option (`options.dashboard.port` is `--port` here). */
+const DASHBOARD_FLAGS: Readonly<Record<string, FlagOf>> = {
+  'dashboard.port': { flag: 'port', variable: 'CLUSTER_DASHBOARD' },
+  'dashboard.host': { flag: 'host', variable: 'CLUSTER_DASHBOARD_HOST' },
+  'dashboard.token': { flag: 'token', variable: 'CLUSTER_DASHBOARD_TOKEN' },
+  'dashboard.updateMs': { flag: 'update-ms', variable: 'CLUSTER_DASHBOARD_UPDATE_MS' },
+  listen: 'listen',
+  tasks: 'tasks',
+  localAgents: 'local-agents',
+  threads: 'threads',
+}
 
 /** The URL as printed: the token masked (terminals are logged and shared). */
 function urlOf(o: ResolvedDashboardOptions, port: number): string {
@@ -115,6 +128,10 @@ export const dashboardCommand: CommandModule<object, DashboardArgs> = {
     const generated = given.token === undefined && !isLoopbackHost(given.host) ? keepGeneratedToken() : undefined
     try {
       await serve(args, log, resolveDashboardOptions({ ...given, token: given.token ?? generated?.token })!, generated?.path)
+    } catch (err) {
+      // A token read from --token-file is named by that flag.
+      const fromFile: FlagOf = { flag: 'token-file', variable: null }
+      throw inFlagTerms(err, args['token-file'] === undefined ? DASHBOARD_FLAGS : { ...DASHBOARD_FLAGS, 'dashboard.token': fromFile })
     } finally {
       generated?.remove()
     }
