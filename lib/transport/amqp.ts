@@ -31,6 +31,7 @@ import {
   type AgentTaskPath,
   type BrokerLink,
   type DriverMessagePath,
+  type DriverLease,
   type DriverTaskPath,
   type Namespace,
 } from './paths.js'
@@ -47,7 +48,7 @@ const PERSISTENT = { persistent: true } as const
 
 function names(ns: Namespace) {
   const p = `ac.${ns.clusterId}.`
-  return { tasks: `${p}tasks`, driver: `${p}driver`, agent: (id: string) => `${p}agent.${id}` }
+  return { tasks: `${p}tasks`, driver: `${p}driver`, agent: (id: string) => `${p}agent.${id}`, lease: `${p}driver-lease` }
 }
 
 /** Backoff between attempts to dial a lost connection again: 50 ms, doubling, at most 1 s. */
@@ -213,6 +214,13 @@ export class AmqpLink implements BrokerLink {
     return this.watch(await this.conn.createConfirmChannel())
   }
 
+  /** A channel whose closing by the broker is the caller's business, not a failure of the link (a refused declare). */
+  async looseChannel(): Promise<Channel> {
+    const ch = await this.conn.createChannel()
+    ch.on('error', () => {})
+    return ch
+  }
+
   /** Closes a channel on purpose. */
   async closeChannel(ch: Channel | undefined): Promise<void> {
     if (!ch) return
@@ -344,6 +352,50 @@ class Publisher implements Reopens {
   }
 
   async close(): Promise<void> {
+    await this.link.closeChannel(this.ch)
+  }
+}
+
+/**
+ * The driver's hold on its cluster id: a queue declared exclusive to its
+ * connection. Another connection's declare is refused (405 RESOURCE_LOCKED);
+ * the broker deletes the queue when the connection that holds it goes, so a
+ * driver that dies frees it. Taken again on a new connection after a loss.
+ */
+export class AmqpDriverLease implements DriverLease, Reopens {
+  private readonly queue: string
+  private ch: Channel | undefined
+  private held = false
+
+  constructor(
+    private readonly link: AmqpLink,
+    private readonly ns: Namespace,
+  ) {
+    this.queue = names(ns).lease
+    link.reopens(this)
+  }
+
+  async take(): Promise<boolean> {
+    const ch = await this.link.looseChannel()
+    try {
+      await ch.assertQueue(this.queue, { exclusive: true, durable: false })
+    } catch (err) {
+      if ((err as { code?: unknown }).code === 405) return false
+      throw err
+    }
+    this.ch = ch
+    this.held = true
+    return true
+  }
+
+  async reopen(): Promise<void> {
+    if (this.held && !(await this.take())) throw new Error(`another driver took cluster id ${this.ns.clusterId}`)
+  }
+
+  async release(): Promise<void> {
+    if (!this.held) return
+    this.held = false
+    await this.ch?.deleteQueue(this.queue).catch(() => {})
     await this.link.closeChannel(this.ch)
   }
 }
