@@ -40,7 +40,7 @@ import {
   type Namespace,
   LEASE_MS,
 } from './paths.js'
-import { maskUrl } from './options.js'
+import { maskUrl, redisDatabase } from './options.js'
 import type { Delivery } from './transport.js'
 
 /** Seconds a blocking pop waits before looking again (bounds how long close() waits for nothing). */
@@ -244,6 +244,17 @@ export class RedisLink implements BrokerLink {
   static async connect(url: string, role: string, reconnectMs: number, onFailure: (err: Error) => void): Promise<RedisLink> {
     const link = new RedisLink(url, role, reconnectMs, onFailure)
     await link.open(link.cmd)
+    // ioredis reports a failed SELECT only as an 'error' event, and goes on in database 0.
+    const db = redisDatabase(url)
+    if (db > 0) {
+      try {
+        await link.guard(link.cmd.select(db))
+      } catch (err) {
+        link.destroy()
+        const why = err instanceof Error ? err.message : String(err)
+        throw unreachable('Redis', url, role, new Error(`database ${db}: ${why}`, { cause: err }))
+      }
+    }
     return link
   }
 

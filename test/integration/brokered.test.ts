@@ -214,8 +214,27 @@ describe('bad broker URLs and lost brokers', () => {
       /options\.transport must be one of 'zmq', 'redis', 'amqp', 'amqp\+redis', got "kafka"/,
     )
     await assert.rejects(Cluster.start({ tasks: FIXTURE_TASKS, transport: 'redis', clusterId: 'a b' }), /options\.clusterId must be/)
+    // ioredis would SELECT NaN on connect, and that reply error crashed the process.
+    await assert.rejects(
+      Cluster.start({ tasks: FIXTURE_TASKS, transport: 'redis', redisUrl: 'redis://:pw@127.0.0.1:6379/abc' }),
+      (e: unknown) =>
+        e instanceof InvalidArgumentError &&
+        /options\.redisUrl's path must be a database number/.test(e.message) &&
+        e.message.includes('"/abc"') &&
+        !e.message.includes('pw'),
+    )
     assert.throws(() => resolveAgentOptions({ tasks: 't.js', transport: 'redis' }), /options\.clusterId is required with transport 'redis'/)
     assert.equal(resolveAgentOptions({ tasks: 't.js', transport: 'amqp', clusterId: 'x' }).connect, '')
+  })
+
+  test('a Redis database the server does not have fails at start, naming it, instead of using database 0', { skip: skipReason('redis') }, async () => {
+    const url = `${REDIS_URL.replace(/\/\d*$/, '')}/9999`
+    await assert.rejects(Cluster.start({ tasks: FIXTURE_TASKS, transport: 'redis', redisUrl: url, threads: 1 }), (e: unknown) => {
+      assert.ok(e instanceof TransportError, String(e))
+      assert.equal(e.code, 'ERR_BROKER_UNREACHABLE')
+      assert.ok(e.message.includes('/9999') && /database 9999/.test(e.message) && /out of range/.test(e.message), e.message)
+      return true
+    })
   })
 
   test('an agent whose broker is unreachable exits with the reason', async (t) => {
