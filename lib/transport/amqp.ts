@@ -66,6 +66,17 @@ async function dial(href: string, role: string): Promise<ChannelModel> {
 }
 
 /**
+ * amqplib words a broker's refusal of the virtual host as the frame it got
+ * ("Expected ConnectionOpenOk; got <ConnectionClose …>"): say what was refused.
+ */
+function explainOpen(u: URL, err: unknown): unknown {
+  if (!(err instanceof Error) || !/Expected ConnectionOpenOk/.test(err.message)) return err
+  const vhost = u.pathname.length > 1 ? decodeURIComponent(u.pathname.slice(1)) : '/'
+  const user = u.username ? decodeURIComponent(u.username) : 'guest'
+  return new Error(`the broker refused virtual host "${vhost}": it does not exist, or user "${user}" may not use it (${err.message})`, { cause: err })
+}
+
+/**
  * The RabbitMQ connection of one process and its channels. amqplib does not
  * reconnect: when the connection is lost, this link dials again (with
  * backoff) and every path on it builds its channels again — declaring its
@@ -112,7 +123,7 @@ export class AmqpLink implements BrokerLink {
     try {
       conn = await dial(u.href, role)
     } catch (err) {
-      throw unreachable('RabbitMQ', url, role, err)
+      throw unreachable('RabbitMQ', url, role, explainOpen(u, err))
     }
     return new AmqpLink(url, u.href, role, reconnectMs, conn, onFailure)
   }

@@ -200,6 +200,17 @@ describe('bad broker URLs and lost brokers', () => {
     )
   })
 
+  test('a RabbitMQ virtual host the broker refuses fails at start naming the virtual host and the user', { skip: skipReason('amqp') }, async () => {
+    const url = new URL(AMQP_URL)
+    url.pathname = `/no-such-vhost-${randomBytes(4).toString('hex')}`
+    await assert.rejects(Cluster.start({ tasks: FIXTURE_TASKS, transport: 'amqp', amqpUrl: url.href, threads: 1 }), (e: unknown) => {
+      assert.ok(e instanceof TransportError, String(e))
+      assert.equal(e.code, 'ERR_BROKER_UNREACHABLE')
+      assert.ok(e.message.includes(`virtual host "${url.pathname.slice(1)}"`) && e.message.includes(`user "${url.username || 'guest'}"`), e.message)
+      return true
+    })
+  })
+
   test('malformed URLs and a missing cluster id are clear option errors', async () => {
     await assert.rejects(
       Cluster.start({ tasks: FIXTURE_TASKS, transport: 'redis', redisUrl: 'http://x:1' }),
