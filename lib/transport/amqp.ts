@@ -31,6 +31,7 @@ import {
   type AgentTaskPath,
   type BrokerLink,
   type DriverMessagePath,
+  type DriverLease,
   type DriverTaskPath,
   type Namespace,
 } from './paths.js'
@@ -47,7 +48,7 @@ const PERSISTENT = { persistent: true } as const
 
 function names(ns: Namespace) {
   const p = `ac.${ns.clusterId}.`
-  return { tasks: `${p}tasks`, driver: `${p}driver`, agent: (id: string) => `${p}agent.${id}` }
+  return { tasks: `${p}tasks`, driver: `${p}driver`, agent: (id: string) => `${p}agent.${id}`, lease: `${p}driver-lease` }
 }
 
 /** Backoff between attempts to dial a lost connection again: 50 ms, doubling, at most 1 s. */
@@ -62,6 +63,17 @@ interface Reopens {
 
 async function dial(href: string, role: string): Promise<ChannelModel> {
   return connect(href, { noDelay: true, timeout: 5000, clientProperties: { connection_name: `actor-cluster ${role}` } })
+}
+
+/**
+ * amqplib words a broker's refusal of the virtual host as the frame it got
+ * ("Expected ConnectionOpenOk; got <ConnectionClose …>"): say what was refused.
+ */
+function explainOpen(u: URL, err: unknown): unknown {
+  if (!(err instanceof Error) || !/Expected ConnectionOpenOk/.test(err.message)) return err
+  const vhost = u.pathname.length > 1 ? decodeURIComponent(u.pathname.slice(1)) : '/'
+  const user = u.username ? decodeURIComponent(u.username) : 'guest'
+  return new Error(`the broker refused virtual host "${vhost}": it does not exist, or user "${user}" may not use it (${err.message})`, { cause: err })
 }
 
 /**
@@ -111,7 +123,7 @@ export class AmqpLink implements BrokerLink {
     try {
       conn = await dial(u.href, role)
     } catch (err) {
-      throw unreachable('RabbitMQ', url, role, err)
+      throw unreachable('RabbitMQ', url, role, explainOpen(u, err))
     }
     return new AmqpLink(url, u.href, role, reconnectMs, conn, onFailure)
   }
@@ -211,6 +223,13 @@ export class AmqpLink implements BrokerLink {
 
   async confirmChannel(): Promise<ConfirmChannel> {
     return this.watch(await this.conn.createConfirmChannel())
+  }
+
+  /** A channel whose closing by the broker is the caller's business, not a failure of the link (a refused declare). */
+  async looseChannel(): Promise<Channel> {
+    const ch = await this.conn.createChannel()
+    ch.on('error', () => {})
+    return ch
   }
 
   /** Closes a channel on purpose. */
@@ -344,6 +363,50 @@ class Publisher implements Reopens {
   }
 
   async close(): Promise<void> {
+    await this.link.closeChannel(this.ch)
+  }
+}
+
+/**
+ * The driver's hold on its cluster id: a queue declared exclusive to its
+ * connection. Another connection's declare is refused (405 RESOURCE_LOCKED);
+ * the broker deletes the queue when the connection that holds it goes, so a
+ * driver that dies frees it. Taken again on a new connection after a loss.
+ */
+export class AmqpDriverLease implements DriverLease, Reopens {
+  private readonly queue: string
+  private ch: Channel | undefined
+  private held = false
+
+  constructor(
+    private readonly link: AmqpLink,
+    private readonly ns: Namespace,
+  ) {
+    this.queue = names(ns).lease
+    link.reopens(this)
+  }
+
+  async take(): Promise<boolean> {
+    const ch = await this.link.looseChannel()
+    try {
+      await ch.assertQueue(this.queue, { exclusive: true, durable: false })
+    } catch (err) {
+      if ((err as { code?: unknown }).code === 405) return false
+      throw err
+    }
+    this.ch = ch
+    this.held = true
+    return true
+  }
+
+  async reopen(): Promise<void> {
+    if (this.held && !(await this.take())) throw new Error(`another driver took cluster id ${this.ns.clusterId}`)
+  }
+
+  async release(): Promise<void> {
+    if (!this.held) return
+    this.held = false
+    await this.ch?.deleteQueue(this.queue).catch(() => {})
     await this.link.closeChannel(this.ch)
   }
 }

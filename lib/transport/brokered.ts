@@ -22,7 +22,15 @@ import { maskUrl, usesAmqp, usesRedis, type TransportKind } from './options.js'
 import type { CloseStep } from '../util/close.js'
 import { TransportBase, type TransportLifecycleOptions } from './base.js'
 import { partsBytes, type Delivery, type SharedQueueAgentTransport, type SharedQueueDriverTransport, type Parts, type TransportFailure } from './transport.js'
-import type { AgentMessagePath, AgentTaskPath, DriverMessagePath, DriverTaskPath, Namespace } from './paths.js'
+import {
+  holdClusterId,
+  type AgentMessagePath,
+  type AgentTaskPath,
+  type DriverLease,
+  type DriverMessagePath,
+  type DriverTaskPath,
+  type Namespace,
+} from './paths.js'
 import type { RedisLink } from './redis.js'
 import type { AmqpLink } from './amqp.js'
 
@@ -119,6 +127,21 @@ function describe(o: BrokeredOptions): string {
   return `${maskUrl(o.amqpUrl)} + ${maskUrl(o.redisUrl)}`
 }
 
+/** The driver's hold on its cluster id on each broker of its design (see DriverLease). */
+async function driverLeases(o: BrokeredOptions, links: Links): Promise<{ lease: DriverLease; kind: string; url: string }[]> {
+  const ns: Namespace = { clusterId: o.clusterId }
+  const leases: { lease: DriverLease; kind: string; url: string }[] = []
+  if (links.amqp) {
+    const { AmqpDriverLease } = await import('./amqp.js')
+    leases.push({ lease: new AmqpDriverLease(links.amqp, ns), kind: 'RabbitMQ', url: o.amqpUrl })
+  }
+  if (links.redis) {
+    const { RedisDriverLease } = await import('./redis.js')
+    leases.push({ lease: new RedisDriverLease(links.redis, ns), kind: 'Redis', url: o.redisUrl })
+  }
+  return leases
+}
+
 async function driverPaths(o: BrokeredOptions, links: Links): Promise<[DriverTaskPath, DriverMessagePath]> {
   const ns: Namespace = { clusterId: o.clusterId }
   let tasks: DriverTaskPath
@@ -166,6 +189,7 @@ export class BrokeredDriverTransport extends TransportBase implements SharedQueu
   readonly kind = 'shared-queue'
   readonly address: string
   private links: Links | undefined
+  private leases: DriverLease[] = []
   private tasks: DriverTaskPath | undefined
   private messages: DriverMessagePath | undefined
   private readonly taskFrames: Framing
@@ -183,14 +207,23 @@ export class BrokeredDriverTransport extends TransportBase implements SharedQueu
   async bind(): Promise<void> {
     const links = (this.links = await openLinks(this.options, 'driver'))
     try {
+      // Before anything is emptied: a live driver's queues under this id are its own.
+      const leases = await driverLeases(this.options, links)
+      this.leases = leases.map((l) => l.lease)
+      await holdClusterId(leases, this.options.clusterId, () => this.closed)
       ;[this.tasks, this.messages] = await driverPaths(this.options, links)
       await this.tasks.open()
       await this.messages.open()
       if (this.closed) throw new TransportError('brokered transport closed while binding')
     } catch (err) {
+      await this.releaseLeases().catch(() => {})
       await links.close()
       throw err
     }
+  }
+
+  private async releaseLeases(): Promise<void> {
+    await Promise.all(this.leases.map((l) => l.release()))
   }
 
   send(peer: string, parts: Parts): void {
@@ -241,6 +274,7 @@ export class BrokeredDriverTransport extends TransportBase implements SharedQueu
     return [
       { name: 'message path', run: () => this.messages?.close() },
       { name: 'task path', run: () => this.tasks?.close() },
+      { name: 'cluster id', run: () => this.releaseLeases() },
       { name: 'broker connections', run: () => this.links?.close() },
     ]
   }

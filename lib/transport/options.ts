@@ -73,10 +73,26 @@ export const usesRedis = (t: TransportKind): boolean => t === 'redis' || t === '
 export const usesAmqp = (t: TransportKind): boolean => t === 'amqp' || t === 'amqp+redis'
 export const isBrokered = (t: TransportKind): boolean => t !== 'zmq'
 
+/**
+ * The database a Redis URL names in its path (`redis://host:port/N`), 0 if none.
+ * Anything but a number is refused: ioredis would send `SELECT NaN` on
+ * connect, and its reply error would crash the process.
+ */
+export function redisDatabase(url: string): number {
+  const path = new URL(url).pathname
+  if (path === '' || path === '/') return 0
+  if (!/^\/\d{1,9}$/.test(path))
+    throw new InvalidArgumentError(
+      `options.redisUrl's path must be a database number (redis://host:port/N), got ${JSON.stringify(decodeURIComponent(path))} in ${JSON.stringify(maskUrl(url))}`,
+    )
+  return Number(path.slice(1))
+}
+
 /** Validates the transport fields of cluster or agent options; names the bad field. Pure. */
 export function resolveTransportOptions(o: TransportOptions): ResolvedTransportOptions {
   const transport = oneOfOption('transport', o.transport, TRANSPORT_KINDS) ?? TRANSPORT_DEFAULTS.transport
   const redisUrl = urlOption('redisUrl', o.redisUrl ?? TRANSPORT_DEFAULTS.redisUrl, REDIS_SCHEMES)
+  redisDatabase(redisUrl)
   const amqpUrl = urlOption('amqpUrl', o.amqpUrl ?? TRANSPORT_DEFAULTS.amqpUrl, AMQP_SCHEMES)
   if (o.clusterId !== undefined && (typeof o.clusterId !== 'string' || !CLUSTER_ID.test(o.clusterId))) {
     throw new InvalidArgumentError(`options.clusterId must be 1 to 64 letters, digits, '-', '_' or '.', got ${describe(o.clusterId)}`)

@@ -62,6 +62,49 @@ export interface BrokerLink {
   destroy(): void
 }
 
+/**
+ * A driver's hold on its cluster id on one broker. Two live drivers of one id
+ * would take each other's messages from the one driver inbox, and each would
+ * empty the other's task queue at start: the second is refused instead. A
+ * driver that dies frees its hold within {@link LEASE_MS} (RabbitMQ: as soon
+ * as the broker drops its connection), so the next driver of the id starts.
+ */
+export interface DriverLease {
+  /** Takes the hold; false while another driver has it. */
+  take(): Promise<boolean>
+  /** Gives it up, if it is still ours. */
+  release(): Promise<void>
+}
+
+/** How long a driver's hold on its id outlives the driver (a Redis lease, refreshed while the driver lives). */
+export const LEASE_MS = 5000
+
+/**
+ * Takes every lease, waiting up to {@link LEASE_MS} and a second for one that
+ * is held (its driver may have just died), then fails with ERR_ADDRESS_IN_USE
+ * naming the id and the broker.
+ */
+export async function holdClusterId(
+  leases: readonly { lease: DriverLease; kind: string; url: string }[],
+  clusterId: string,
+  closed: () => boolean,
+): Promise<void> {
+  const deadline = Date.now() + LEASE_MS + 1000
+  for (const { lease, kind, url } of leases) {
+    while (!(await lease.take())) {
+      if (closed()) return
+      if (Date.now() >= deadline) {
+        throw new TransportError(
+          `driver: cluster id ${clusterId} is in use by another driver on ${kind} at ${maskUrl(url)}: two drivers of one cluster would take each other's messages and empty each other's task queue; ` +
+            `give this one another clusterId (or none, for a random one), or close the other first (a driver that died frees its id within ${LEASE_MS / 1000} s)`,
+          { code: 'ERR_ADDRESS_IN_USE' },
+        )
+      }
+      await new Promise((resolve) => setTimeout(resolve, 250))
+    }
+  }
+}
+
 /** Where a cluster's queues live: names are `ac.<clusterId>.…` (RabbitMQ) or `ac:{<clusterId>}:…` (Redis). */
 export interface Namespace {
   readonly clusterId: string

@@ -20,6 +20,7 @@
  * number of connections: one for commands, plus one per blocking loop. A lost
  * connection is dialled again for up to `brokerReconnectMs` (see RedisLink).
  */
+import { randomBytes } from 'node:crypto'
 import type * as IORedis from 'ioredis'
 import { loadOptional } from './optional.js'
 // An optional peer dependency: loaded here, with an install hint if it is missing.
@@ -34,10 +35,12 @@ import {
   type AgentTaskPath,
   type BrokerLink,
   type DriverMessagePath,
+  type DriverLease,
   type DriverTaskPath,
   type Namespace,
+  LEASE_MS,
 } from './paths.js'
-import { maskUrl } from './options.js'
+import { maskUrl, redisDatabase } from './options.js'
 import type { Delivery } from './transport.js'
 
 /** Seconds a blocking pop waits before looking again (bounds how long close() waits for nothing). */
@@ -99,6 +102,8 @@ function keys(ns: Namespace) {
     driver: `${p}driver`,
     agent: (id: string) => `${p}agent:${id}`,
     processing: (id: string) => `${p}processing:${id}`,
+    /** The driver's hold on the cluster id (see RedisDriverLease). */
+    lease: `${p}driver-lease`,
     /** Messages of an inbox being taken by its reader (see TAKE). */
     taking: (inbox: string) => `${inbox}:taking`,
   }
@@ -239,6 +244,17 @@ export class RedisLink implements BrokerLink {
   static async connect(url: string, role: string, reconnectMs: number, onFailure: (err: Error) => void): Promise<RedisLink> {
     const link = new RedisLink(url, role, reconnectMs, onFailure)
     await link.open(link.cmd)
+    // ioredis reports a failed SELECT only as an 'error' event, and goes on in database 0.
+    const db = redisDatabase(url)
+    if (db > 0) {
+      try {
+        await link.guard(link.cmd.select(db))
+      } catch (err) {
+        link.destroy()
+        const why = err instanceof Error ? err.message : String(err)
+        throw unreachable('Redis', url, role, new Error(`database ${db}: ${why}`, { cause: err }))
+      }
+    }
     return link
   }
 
@@ -348,6 +364,57 @@ function loop(link: RedisLink, what: string, isStopped: () => boolean, step: () 
       }
     }
   })()
+}
+
+/** Keeps the lease (ARGV[1]) for ARGV[2] ms more if it is ours, or takes it again if it lapsed (a stall); 0 if another driver has it. */
+const RENEW = `
+local v = redis.call('GET', KEYS[1])
+if v and v ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1`
+
+/** Deletes the lease if it is ours. */
+const DROP = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`
+
+/**
+ * The driver's hold on its cluster id: a key with a random token and a TTL of
+ * LEASE_MS, renewed five times per TTL. A driver that dies frees it when the
+ * key expires; one whose lease lapsed during a stall takes it again, unless
+ * another driver took it meanwhile (a failure of the link).
+ */
+export class RedisDriverLease implements DriverLease {
+  private readonly key: string
+  private readonly token = randomBytes(16).toString('hex')
+  private timer: NodeJS.Timeout | undefined
+
+  constructor(
+    private readonly link: RedisLink,
+    private readonly ns: Namespace,
+  ) {
+    this.key = keys(ns).lease
+  }
+
+  async take(): Promise<boolean> {
+    if ((await this.link.guard(this.link.cmd.eval(RENEW, 1, this.key, this.token, LEASE_MS))) !== 1) return false
+    this.timer ??= setInterval(() => {
+      if (this.link.reconnecting) return
+      void this.link.track(
+        this.link.guard(this.link.cmd.eval(RENEW, 1, this.key, this.token, LEASE_MS)).then((held) => {
+          if (held !== 1) throw new Error(`another driver took cluster id ${this.ns.clusterId}`)
+        }),
+        'holding the cluster id',
+      )
+    }, LEASE_MS / 5)
+    this.timer.unref()
+    return true
+  }
+
+  async release(): Promise<void> {
+    clearInterval(this.timer)
+    await this.link.track(this.link.cmd.eval(DROP, 1, this.key, this.token), 'DEL of the lease')
+  }
 }
 
 /** The driver's end of the Redis task list. */

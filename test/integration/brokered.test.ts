@@ -8,6 +8,7 @@ import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { createServer } from 'node:net'
 import { once } from 'node:events'
+import { randomBytes } from 'node:crypto'
 import { Redis } from 'ioredis'
 import { connect as amqpConnect } from 'amqplib'
 import { Cluster, ClusterClosedError, InvalidArgumentError, TransportError, resolveAgentOptions } from '../../lib/index.js'
@@ -15,7 +16,7 @@ import { header, encode } from '../../lib/protocol/codec.js'
 import { MsgType } from '../../lib/protocol/messages.js'
 import { packParts } from '../../lib/transport/frames.js'
 import type { TransportKind } from '../../lib/transport/options.js'
-import { FIXTURE_TASKS, freePort, runCli, waitFor } from '../helpers.js'
+import { FIXTURE_TASKS, freePort, runCli, waitFor, within } from '../helpers.js'
 import { AMQP_URL, REDIS_URL, brokeredAgentArgs as agentArgs, proxyTo, skipReason, withPort } from '../brokers.js'
 
 const BROKERED: TransportKind[] = ['redis', 'amqp', 'amqp+redis']
@@ -84,6 +85,35 @@ for (const design of BROKERED) {
         cluster.nodes().map((x) => x.pid),
         [b.child.pid],
       )
+    })
+
+    test("a second driver under a live driver's cluster id is refused, naming the id; the first works on; a closed driver frees the id at once", async (t) => {
+      const clusterId = `twice-${design.replace('+', '-')}-${randomBytes(4).toString('hex')}`
+      const first = await Cluster.start({ ...urls, tasks: FIXTURE_TASKS, transport: design, threads: 1, clusterId })
+      t.after(() => first.close())
+      assert.equal(await first.call('add', 1, 1), 2)
+      const began = Date.now()
+      await assert.rejects(
+        within(Cluster.start({ ...urls, tasks: FIXTURE_TASKS, transport: design, threads: 1, clusterId }), 20_000, 'the second driver to be refused'),
+        (e: unknown) => {
+          assert.ok(e instanceof TransportError, String(e))
+          assert.equal(e.code, 'ERR_ADDRESS_IN_USE')
+          assert.ok(e.message.includes(`cluster id ${clusterId}`) && /another driver/.test(e.message), e.message)
+          return true
+        },
+      )
+      assert.ok(Date.now() - began < 15_000, `refused within seconds (${Date.now() - began} ms)`)
+      // Its queues and inbox are intact: nothing purged, deleted or taken by the refused driver.
+      const sums = await within(Promise.all(Array.from({ length: 200 }, (_, k) => first.call<number>('add', k, 1))), 15_000, 'the first driver to answer')
+      assert.deepEqual(
+        sums,
+        Array.from({ length: 200 }, (_, k) => k + 1),
+      )
+      await first.close()
+      const freed = Date.now()
+      await using next = await Cluster.start({ ...urls, tasks: FIXTURE_TASKS, transport: design, threads: 1, clusterId })
+      assert.ok(Date.now() - freed < 3000, `a closed driver's id is free at once (${Date.now() - freed} ms)`)
+      assert.equal(await within(next.call<number>('add', 2, 3), 15_000, 'the next driver to answer'), 5)
     })
 
     test('queues of a crashed run under the same id do not leak into a new one, and close removes them', async (t) => {
@@ -170,6 +200,17 @@ describe('bad broker URLs and lost brokers', () => {
     )
   })
 
+  test('a RabbitMQ virtual host the broker refuses fails at start naming the virtual host and the user', { skip: skipReason('amqp') }, async () => {
+    const url = new URL(AMQP_URL)
+    url.pathname = `/no-such-vhost-${randomBytes(4).toString('hex')}`
+    await assert.rejects(Cluster.start({ tasks: FIXTURE_TASKS, transport: 'amqp', amqpUrl: url.href, threads: 1 }), (e: unknown) => {
+      assert.ok(e instanceof TransportError, String(e))
+      assert.equal(e.code, 'ERR_BROKER_UNREACHABLE')
+      assert.ok(e.message.includes(`virtual host "${url.pathname.slice(1)}"`) && e.message.includes(`user "${url.username || 'guest'}"`), e.message)
+      return true
+    })
+  })
+
   test('malformed URLs and a missing cluster id are clear option errors', async () => {
     await assert.rejects(
       Cluster.start({ tasks: FIXTURE_TASKS, transport: 'redis', redisUrl: 'http://x:1' }),
@@ -184,8 +225,27 @@ describe('bad broker URLs and lost brokers', () => {
       /options\.transport must be one of 'zmq', 'redis', 'amqp', 'amqp\+redis', got "kafka"/,
     )
     await assert.rejects(Cluster.start({ tasks: FIXTURE_TASKS, transport: 'redis', clusterId: 'a b' }), /options\.clusterId must be/)
+    // ioredis would SELECT NaN on connect, and that reply error crashed the process.
+    await assert.rejects(
+      Cluster.start({ tasks: FIXTURE_TASKS, transport: 'redis', redisUrl: 'redis://:pw@127.0.0.1:6379/abc' }),
+      (e: unknown) =>
+        e instanceof InvalidArgumentError &&
+        /options\.redisUrl's path must be a database number/.test(e.message) &&
+        e.message.includes('"/abc"') &&
+        !e.message.includes('pw'),
+    )
     assert.throws(() => resolveAgentOptions({ tasks: 't.js', transport: 'redis' }), /options\.clusterId is required with transport 'redis'/)
     assert.equal(resolveAgentOptions({ tasks: 't.js', transport: 'amqp', clusterId: 'x' }).connect, '')
+  })
+
+  test('a Redis database the server does not have fails at start, naming it, instead of using database 0', { skip: skipReason('redis') }, async () => {
+    const url = `${REDIS_URL.replace(/\/\d*$/, '')}/9999`
+    await assert.rejects(Cluster.start({ tasks: FIXTURE_TASKS, transport: 'redis', redisUrl: url, threads: 1 }), (e: unknown) => {
+      assert.ok(e instanceof TransportError, String(e))
+      assert.equal(e.code, 'ERR_BROKER_UNREACHABLE')
+      assert.ok(e.message.includes('/9999') && /database 9999/.test(e.message) && /out of range/.test(e.message), e.message)
+      return true
+    })
   })
 
   test('an agent whose broker is unreachable exits with the reason', async (t) => {

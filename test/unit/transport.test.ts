@@ -77,6 +77,11 @@ test('transport options: defaults, and bad fields named', () => {
     [{ transport: 'nats' }, /options\.transport must be one of/],
     [{ redisUrl: 'amqp://h:1' }, /options\.redisUrl must be a redis: or rediss: URL/],
     [{ redisUrl: '' }, /options\.redisUrl/],
+    [
+      { redisUrl: 'redis://:pw@h:1/abc' },
+      /options\.redisUrl's path must be a database number \(redis:\/\/host:port\/N\), got "\/abc" in "redis:\/\/:\*\*\*@h:1\/abc"/,
+    ],
+    [{ redisUrl: 'redis://h:1/1/2' }, /options\.redisUrl's path/],
     [{ amqpUrl: 'not a url' }, /options\.amqpUrl/],
     [{ amqpUrl: 42 }, /options\.amqpUrl/],
     [{ clusterId: '' }, /options\.clusterId must be 1 to 64/],
@@ -87,4 +92,5 @@ test('transport options: defaults, and bad fields named', () => {
     [{ brokerSecretFile: 3 }, /options\.brokerSecretFile must be a non-empty string, got number/],
   ]
   for (const [o, re] of cases) assert.throws(() => resolveTransportOptions(o), re)
+  for (const url of ['redis://h:1', 'redis://h:1/', 'redis://h:1/7']) assert.equal(resolveTransportOptions({ redisUrl: url }).redisUrl, url)
 })
