@@ -45,7 +45,8 @@ test('cluster dashboard on a port in use fails with a clear error', async (t) =>
   assert.match(d.output(), new RegExp(`cluster: the dashboard cannot listen on 127\\.0\\.0\\.1:${port}: address already in use .* \\[ERR_ADDRESS_IN_USE\\]`))
   const bad = runCli(t, ['dashboard', '--host', '127.0.0.1', '--token', 'short'])
   assert.equal(await bad.exited, 1)
-  assert.match(bad.output(), /options\.dashboard\.token must be a string of at least 16 printable characters/)
+  // Named by the flag typed, not the option it sets.
+  assert.match(bad.output(), /cluster: --token must be a string of at least 16 printable characters/)
 })
 
 test('bench: plain progress lines off a terminal, nothing but the report under --json, logs at --log-level', async (t) => {
