@@ -109,7 +109,7 @@ test('an agent whose tasks module fails to load, or whose status file cannot be 
   assert.match(none.output(), /constants-tasks\.js failed to load on agent .*: it exports no functions or classes \[ERR_TASKS_MODULE\]/)
   const q = runCli(t, ['agent', '--connect', 'somewhere', '--tasks', FIXTURE_TASKS.href])
   assert.equal(await q.exited, 1)
-  assert.match(q.output(), /options\.connect must be an endpoint like tcp:\/\/127\.0\.0\.1:7100, got "somewhere"/)
+  assert.match(q.output(), /cluster: --connect must be an endpoint like tcp:\/\/127\.0\.0\.1:7100, got "somewhere"/)
   // A driver's in-process address (cluster.address without listen) cannot be reached from another process: said, not waited on.
   for (const address of ['memory://actor-cluster-1-abc', 'inproc://actor-cluster-1-abc']) {
     const inside = runCli(t, ['agent', '--connect', address, '--tasks', FIXTURE_TASKS.href])
