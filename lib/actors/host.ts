@@ -34,6 +34,8 @@ interface HostThread {
   sentContext: ThreadInfo | undefined
   /** Messages routed to this thread from threads of the node and not yet done, by request id. */
   routed: Map<number, RoutedMessage>
+  /** Graceful Stops sent to this thread and not yet answered: request id to actor id. */
+  stops: Map<number, string>
 }
 
 /** How the agent's actor threads answer: batches from a thread, or single answers given on the agent's own thread. */
@@ -65,6 +67,12 @@ export class ActorHosts {
    * this node does not hold), until the actor is placed again.
    */
   private readonly viaDriver = new Set<string>()
+  /**
+   * Actors no longer placed (their graceful Stop is on its way) but still on
+   * their thread until it answers the Stop: a Stop with force (or another
+   * message from the driver) must reach that thread, not whichever is first.
+   */
+  private readonly stopping = new Map<string, HostThread>()
   /** The shared values the node holds, while a body is split. */
   private heldNow: SharedTable | undefined
   private readonly routing: Placement = {
@@ -83,7 +91,7 @@ export class ActorHosts {
 
   /** Adds the message at position `entry` of the frame to its actor's thread's batch (or answers it here when that thread died). */
   handle(id: number, op: ActorOp, actorId: string, entry: number): void {
-    let host = this.placement.get(actorId)
+    let host = this.placement.get(actorId) ?? this.stopping.get(actorId)
     const spawn = op === ActorOp.Spawn || op === ActorOp.Respawn
     if (!host && this.gone.has(actorId)) {
       if (spawn) {
@@ -114,7 +122,10 @@ export class ActorHosts {
       host = this.threads[0] ?? this.pickThread()
     } else if (op === ActorOp.Stop || op === ActorOp.Kill) {
       // Messages from the node's threads now go to the driver, which answers them as it does for a stopped actor.
-      this.placement.delete(actorId)
+      if (this.placement.delete(actorId) && op === ActorOp.Stop) {
+        this.stopping.set(actorId, host)
+        host.stops.set(id, actorId)
+      }
       this.viaDriver.delete(actorId)
       host.actors.delete(actorId)
     }
@@ -204,13 +215,23 @@ export class ActorHosts {
 
   private startThread(): HostThread {
     const worker = new Worker(new URL('./host-worker.js', import.meta.url), { workerData: { tasks: this.tasks } })
-    const thread: HostThread = { worker, actors: new Set(), waiting: new Set(), entries: [], sentShared: undefined, sentContext: undefined, routed: new Map() }
+    const thread: HostThread = {
+      worker,
+      actors: new Set(),
+      waiting: new Set(),
+      entries: [],
+      sentShared: undefined,
+      sentContext: undefined,
+      routed: new Map(),
+      stops: new Map(),
+    }
     const threadId = worker.threadId
     this.links?.open(threadId)
     worker.on('message', (r: HostReplies) => {
       if (r.results !== undefined) {
         const waiting = thread.waiting
         for (const id of r.ids) waiting.delete(id)
+        if (thread.stops.size > 0) this.stopped(thread, r.ids)
         this.answers.replies(r.results, r.ids.length)
       }
       if (r.done !== undefined) for (const id of r.done) thread.routed.delete(id)
@@ -224,6 +245,7 @@ export class ActorHosts {
       this.links?.close(threadId)
       const i = this.threads.indexOf(thread)
       if (i >= 0) this.threads.splice(i, 1)
+      this.stopped(thread, [...thread.stops.keys()])
       for (const id of thread.actors) {
         this.placement.delete(id)
         this.viaDriver.delete(id)
@@ -247,11 +269,22 @@ export class ActorHosts {
     return thread
   }
 
+  /** The thread answered these messages (or died): the Stops among them are done, their actors off the thread. */
+  private stopped(thread: HostThread, ids: readonly number[]): void {
+    for (const id of ids) {
+      const actorId = thread.stops.get(id)
+      if (actorId === undefined) continue
+      thread.stops.delete(id)
+      if (this.stopping.get(actorId) === thread) this.stopping.delete(actorId)
+    }
+  }
+
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
     await Promise.all(this.threads.map((t) => t.worker.terminate()))
     this.threads.length = 0
     this.placement.clear()
+    this.stopping.clear()
   }
 }

@@ -139,3 +139,19 @@ test('stop({ force: true }) stops an actor stuck in a method that never settles:
   await within(graceful3, 10_000, 'the graceful stop behind it')
   await assert.rejects(stuck3.note('later'), isStopped)
 })
+
+test('stop({ force: true }) during a graceful stop reaches an actor on any host thread of its node, not only the first', async (t) => {
+  const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 2 })
+  t.after(() => cluster.close())
+  // The first actor takes the node's first host thread, the second one its second.
+  const first = await cluster.spawn<Tasks.Counter>('Counter', 0)
+  const stuck = await cluster.spawn<Tasks.Recorder>('Recorder', 'second')
+  const forced = (e: unknown) => isStopped(e) && /was stopped with force before this message finished/.test((e as Error).message)
+  const held = assert.rejects(stuck.hold('forever'), forced)
+  const graceful = stuck.stop()
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  await within(stuck.stop({ force: true }), 10_000, 'the forced stop')
+  await within(held, 10_000, 'the stuck call to reject')
+  await within(graceful, 10_000, 'the graceful stop behind it')
+  assert.equal(await first.inc(1), 1, 'the actor on the first thread runs on')
+})
