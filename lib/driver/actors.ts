@@ -64,6 +64,8 @@ interface ActorRecord {
   ready: Promise<void> | undefined
   /** Messages sent while restarting, in order: they go once the new instance runs, before any later one. */
   readonly held: HeldMessage[]
+  /** The stop under way, graceful or with force: a stop asked for meanwhile settles with it rather than sending another. */
+  stopUnderWay: { force: boolean; done: Promise<void> } | undefined
 }
 
 interface HeldMessage {
@@ -167,6 +169,7 @@ export class Actors {
         state: 'running',
         ready: undefined,
         held: [],
+        stopUnderWay: undefined,
       }
       node.actors++
       await this.message(rec, ActorOp.Spawn, className, args)
@@ -343,7 +346,20 @@ export class Actors {
    * `force`: at once (ActorOp.Kill, handled on arrival), even while a
    * graceful stop waits behind a method that never settles.
    */
-  private async stop(rec: ActorRecord, force = false): Promise<void> {
+  private stop(rec: ActorRecord, force = false): Promise<void> {
+    // A graceful stop joins any stop under way; one with force joins only another with force (it must not wait).
+    const under = rec.stopUnderWay
+    if (under && (under.force || !force)) return under.done
+    const done = this.stopOnce(rec, force)
+    const stop = (rec.stopUnderWay = { force, done })
+    const over = () => {
+      if (rec.stopUnderWay === stop) rec.stopUnderWay = undefined
+    }
+    done.then(over, over)
+    return done
+  }
+
+  private async stopOnce(rec: ActorRecord, force: boolean): Promise<void> {
     if (rec.state === 'stopped' || rec.state === 'lost') return
     // A restart waiting out its back-off goes ahead now: its held messages are answered, then it stops.
     rec.endBackoff?.()

@@ -155,3 +155,28 @@ test('stop({ force: true }) during a graceful stop reaches an actor on any host 
   await within(graceful, 10_000, 'the graceful stop behind it')
   assert.equal(await first.inc(1), 1, 'the actor on the first thread runs on')
 })
+
+test('stop() called again while a stop is under way settles with it, from the driver and from a thread', async (t) => {
+  const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 2 })
+  t.after(() => cluster.close())
+  const stopped: string[] = []
+  cluster.on('actor:stopped', (a) => stopped.push(a.id))
+  const busy = await cluster.spawn<Tasks.Counter>('Counter', 0)
+  const slow = assert.rejects(busy.slowInc(1, 200), isStopped)
+  const stops = await Promise.allSettled([busy.stop(), busy.stop(), cluster.call<string>('stopWithForce', busy), busy.stop({ force: true })])
+  assert.deepEqual(
+    stops.map((s) => (s.status === 'fulfilled' ? 'stopped' : `${(s.reason as Error).name}: ${(s.reason as Error).message}`)),
+    ['stopped', 'stopped', 'stopped', 'stopped'],
+  )
+  await slow
+  assert.deepEqual(stopped, [busy.id], 'stopped once')
+
+  const graceful = await cluster.spawn<Tasks.Counter>('Counter', 0)
+  const last = graceful.slowInc(1, 200)
+  const twice = await Promise.allSettled([graceful.stop(), graceful.stop()])
+  assert.deepEqual(
+    twice.map((s) => s.status),
+    ['fulfilled', 'fulfilled'],
+  )
+  assert.equal(await last, 1, 'a graceful stop lets the queued call finish')
+})
