@@ -12,7 +12,20 @@ import type { Packr } from 'msgpackr'
 import { RequestWriter, ResultsWriter, readResultsBody } from '../protocol/bodies.js'
 import { ContextOp, REQUEST_THREAD_FACTOR, Status } from '../protocol/messages.js'
 import { createPackr, findUnserializable } from '../protocol/codec.js'
-import { ActorNameError, ProtocolError, SerializationError, fromWire, rebuildError, type ClusterError, type WireError } from '../errors.js'
+import {
+  ActorNameError,
+  ClusterClosedError,
+  InvalidArgumentError,
+  ProtocolError,
+  SerializationError,
+  SharedValueError,
+  TaskCancelledError,
+  UnknownNodeError,
+  fromWire,
+  rebuildError,
+  type ClusterError,
+  type WireError,
+} from '../errors.js'
 
 /** Up the link: requests (a Submit body), or late results of seceded tasks (a Results body and the ids it answers). */
 export type UpMessage =
@@ -67,7 +80,7 @@ export class Link {
   /** Asks the cluster; the promise settles with the driver's reply. */
   request(op: ContextOp, args: unknown[], what: string): Promise<unknown> {
     const reqId = threadId * REQUEST_THREAD_FACTOR + (this.seq = (this.seq + 1) % REQUEST_THREAD_FACTOR)
-    const bad = findUnserializable(args, 'args')
+    const bad = unfit(op, args)
     if (bad) return Promise.reject(new SerializationError(`cannot send ${what}: ${bad}; msgpack cannot carry it`))
     activity.requests++
     activity.wake?.()
@@ -80,7 +93,7 @@ export class Link {
 
   /** Sends without a reply (a tell). */
   send(op: ContextOp, args: unknown[], what: string): void {
-    const bad = findUnserializable(args, 'args')
+    const bad = unfit(op, args)
     if (bad) throw new SerializationError(`cannot send ${what}: ${bad}; msgpack cannot carry it`)
     const reqId = threadId * REQUEST_THREAD_FACTOR + (this.seq = (this.seq + 1) % REQUEST_THREAD_FACTOR)
     this.requests.add(reqId, op, args)
@@ -168,13 +181,59 @@ export function own(bytes: Uint8Array): Uint8Array {
   return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : new Uint8Array(bytes)
 }
 
+/** Where a request's values from the caller sit, by op, and their names in the caller's terms; the rest is the runtime's own. */
+const CALLER_VALUES: Partial<Record<ContextOp, readonly (readonly [at: number, name: string])[]>> = {
+  [ContextOp.Call]: [
+    [1, 'args'],
+    [2, 'options'],
+  ],
+  [ContextOp.Spawn]: [
+    [1, 'args'],
+    [2, 'options'],
+  ],
+  [ContextOp.Ask]: [[2, 'args']],
+  [ContextOp.Tell]: [[2, 'args']],
+  [ContextOp.Put]: [[0, 'value']],
+}
+
+/** The first value of the request msgpack cannot carry, named as the caller wrote it (`args[0]`, not the request's `args[1][0]`). */
+function unfit(op: ContextOp, fields: unknown[]): string | undefined {
+  for (const [at, name] of CALLER_VALUES[op] ?? []) {
+    const bad = findUnserializable(fields[at], name)
+    if (bad) return bad
+  }
+  return findUnserializable(fields, 'request')
+}
+
 /** The error a reply carries, as its class where the runtime raised it (the driver sends every failure as a runtime one). */
 function rebuildReplyError(what: string, wire: WireError): ClusterError {
-  if (wire.code === 'ERR_ACTOR_NOT_FOUND' || wire.code === 'ERR_ACTOR_NAME_TAKEN') {
-    const err = new ActorNameError(wire.code, '', wire.message)
-    if (wire.stack) err.stack = wire.stack
-    return err
+  let err: ClusterError
+  switch (wire.code) {
+    case 'ERR_ACTOR_NOT_FOUND':
+    case 'ERR_ACTOR_NAME_TAKEN':
+      err = new ActorNameError(wire.code, '', wire.message)
+      break
+    case 'ERR_INVALID_ARGUMENT':
+      err = new InvalidArgumentError(wire.message)
+      break
+    case 'ERR_UNKNOWN_NODE':
+      err = new UnknownNodeError(/^unknown node "(.*)"; /.exec(wire.message)?.[1] ?? '', [])
+      err.message = wire.message
+      break
+    case 'ERR_CANCELLED':
+      err = new TaskCancelledError(wire.message)
+      break
+    case 'ERR_CLUSTER_CLOSED':
+      err = new ClusterClosedError(wire.message)
+      break
+    case 'ERR_SHARED_IN_USE':
+      err = new SharedValueError(wire.code, wire.message)
+      break
+    case 'ERR_PROTOCOL':
+      return new ProtocolError(wire.message)
+    default:
+      return rebuildError(what, wire, true)
   }
-  if (wire.code === 'ERR_PROTOCOL') return new ProtocolError(wire.message)
-  return rebuildError(what, wire, true)
+  if (wire.stack) err.stack = wire.stack
+  return err
 }

@@ -72,9 +72,9 @@ test('context.map in a thread refuses an unknown option, options that are no obj
   assert.equal(await mapper.run(10, 10_000), '1 result')
 })
 
-test('context.with in a thread: a call and a spawn under an unknown option fail naming it', async () => {
+test('context.with in a thread: a call and a spawn under an unknown option fail naming it, as InvalidArgumentError', async () => {
   const [call, spawn] = await cluster.call<string[]>('typoOptions')
-  for (const text of [call, spawn]) assert.match(text!, /^\w+Error: context\.with options: unknown option "timeout" \(did you mean "timeoutMs"\?\)/)
+  for (const text of [call, spawn]) assert.match(text!, /^InvalidArgumentError: context\.with options: unknown option "timeout" \(did you mean "timeoutMs"\?\)/)
 })
 
 test('a spawn from a view holding a task option (timeoutMs, retries, maxRetries, signal) is refused naming it, not run without it; the view still calls', async () => {
@@ -87,7 +87,10 @@ test('a spawn from a view holding a task option (timeoutMs, retries, maxRetries,
   await assert.rejects(cluster.with({ signal: new AbortController().signal }).spawn('Counter'), refused('signal'))
   assert.equal(actors(), before, 'no actor was spawned')
   assert.equal(await cluster.with({ timeoutMs: 60_000 }).call('square', 3), 9)
-  assert.match(await cluster.call<string>('spawnUnderTaskOption'), /^\w+Error: options\.retries applies to tasks \(call, map, reduce\), not to spawn/)
+  assert.match(
+    await cluster.call<string>('spawnUnderTaskOption'),
+    /^InvalidArgumentError: options\.retries applies to tasks \(call, map, reduce\), not to spawn/,
+  )
 })
 
 test('a call, map or reduce from a view holding a spawn option (node, name, restart, spread, …) is refused naming it, not run without it', async () => {
@@ -110,7 +113,7 @@ test('a call, map or reduce from a view holding a spawn option (node, name, rest
   // In a thread, the same.
   const texts = await cluster.call<string[]>('callUnderSpawnOption')
   assert.deepEqual(
-    texts.map((t) => /^\w+Error: options\.(\w+) applies to spawn, not to tasks/.exec(t)?.[1] ?? t),
+    texts.map((t) => /^InvalidArgumentError: options\.(\w+) applies to spawn, not to tasks/.exec(t)?.[1] ?? t),
     ['node', 'spread', 'restart'],
   )
 })

@@ -188,6 +188,23 @@ test('between actors of one host thread: a message runs after its sender’s met
   await b.stop()
 })
 
+test('a request the cluster refuses fails in the thread as the error the driver raised, naming the value as the caller wrote it', async () => {
+  const texts = await cluster.call<string[]>('refusedRequests')
+  const node = cluster.nodes()[0]!.id
+  assert.deepEqual(
+    texts.map((t) => t.replace(/Counter-[\w-]+\.inc/, '<counter>.inc')),
+    [
+      `UnknownNodeError: unknown node "no-such-node"; the cluster's nodes are "${node}"`,
+      "InvalidArgumentError: options.maxRestarts is a restart budget: it needs restart: 'always'",
+      'SerializationError: cannot send task "square": args[0] is a function; msgpack cannot carry it',
+      'SerializationError: cannot send spawn of "Counter": args[1][0] is a function; msgpack cannot carry it',
+      'SerializationError: cannot send <counter>.inc: args[0] is a function; msgpack cannot carry it',
+      'SerializationError: cannot send put: value.f is a function; msgpack cannot carry it',
+      'SerializationError: cannot send task "square": options.timeoutMs is a function; msgpack cannot carry it',
+    ],
+  )
+})
+
 test('actor-cluster/worker is a package export; outside a cluster thread its calls fail saying where they work', async () => {
   // By name, as users import it (the specifier in a variable: the types come from lib, not from the build).
   const specifier = 'actor-cluster/worker'
