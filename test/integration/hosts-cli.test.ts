@@ -141,6 +141,13 @@ await c.close()
   assert.match(none.output(), /nope\.mjs does not exist/)
 })
 
+test('cluster run without a script says what is missing in one line', async (t) => {
+  const dir = await project(t, {})
+  const none = cli(t, dir, ['run'])
+  assert.equal(await none.exited, 1)
+  assert.equal(none.output(), 'cluster: cluster run needs a driver script: cluster run driver.js [-- args] [ERR_INVALID_ARGUMENT]\n')
+})
+
 test('cluster run: --no-slurm runs the driver alone in an allocation; a driver killed by a signal exits 128 + its number; a bad config fails before the driver', async (t) => {
   const dir = await project(
     t,

@@ -18,11 +18,13 @@ import { exitCodeOf } from '../exit-code.js'
  * driver waits for them all, and their step ends when the driver exits.
  */
 export const runCommand: CommandModule = {
-  command: 'run <script> [args..]',
+  // Optional to yargs, required by the handler: yargs' own "Not enough non-option arguments" would not say what is missing.
+  command: 'run [script] [args..]',
   describe: 'Run a driver script with the cluster config in effect (its Cluster.start() uses it)',
   builder: (y) =>
     y
-      .positional('script', { type: 'string', describe: 'the driver script' })
+      .usage('$0 run <script> [options] [-- args]')
+      .positional('script', { type: 'string', describe: 'the driver script (required)' })
       .positional('args', { type: 'string', array: true, describe: 'arguments for the script (after --)' })
       .option('config', { type: 'string', describe: 'cluster.config file (or CLUSTER_CONFIG; default: cluster.config.{js,mjs,ts,mts} here)' })
       .option('slurm', {
@@ -30,12 +32,14 @@ export const runCommand: CommandModule = {
         describe: 'inside a Slurm allocation, start one agent per node with srun (default true; --no-slurm runs the driver alone)',
       }),
   handler: async (a) => {
+    const given: unknown = a['script']
+    if (given === undefined || given === '') throw new InvalidArgumentError('cluster run needs a driver script: cluster run driver.js [-- args]')
     const named = a['config']
     const config = configFileOf(named === undefined || typeof named === 'string' ? named : describe(named)) ?? findConfig()
     if (config === undefined) throw new ConfigError('cluster run needs a config: pass --config or put a cluster.config.{js,mjs,ts} here')
     // Checked here, as every other command does, rather than by the driver once it starts (or never, if it does not call Cluster.start).
     await loadConfig(config)
-    const script = String(a['script'])
+    const script = typeof given === 'string' ? given : describe(given)
     // Found as node finds a main script (`driver` for driver.js too): else node's own stack would be all the user sees.
     try {
       createRequire(import.meta.url).resolve(resolve(script))
