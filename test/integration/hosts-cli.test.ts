@@ -141,11 +141,19 @@ await c.close()
   assert.match(none.output(), /nope\.mjs does not exist/)
 })
 
-test('cluster run without a script says what is missing in one line', async (t) => {
-  const dir = await project(t, {})
+test('cluster run without a script, or given a directory, says which in one line', async (t) => {
+  const dir = await project(t, {}, { 'driver.mjs': "console.log('driver ran')\n" })
   const none = cli(t, dir, ['run'])
   assert.equal(await none.exited, 1)
   assert.equal(none.output(), 'cluster: cluster run needs a driver script: cluster run driver.js [-- args] [ERR_INVALID_ARGUMENT]\n')
+  const folder = cli(t, dir, ['run', dir])
+  assert.equal(await folder.exited, 1)
+  assert.equal(folder.output(), `cluster: cannot run ${dir}: it is a directory (name the driver script in it) [ERR_INVALID_ARGUMENT]\n`)
+  // A directory node can run (an index.js in it) still runs.
+  await writeFile(join(dir, 'index.js'), "console.log('index ran')\n")
+  const runnable = cli(t, dir, ['run', dir])
+  assert.equal(await runnable.exited, 0, runnable.output())
+  assert.equal(runnable.output(), 'index ran\n')
 })
 
 test('cluster run: --no-slurm runs the driver alone in an allocation; a driver killed by a signal exits 128 + its number; a bad config fails before the driver', async (t) => {

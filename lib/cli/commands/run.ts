@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process'
+import { statSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { resolve } from 'node:path'
 import type { CommandModule } from 'yargs'
@@ -44,7 +45,9 @@ export const runCommand: CommandModule = {
     try {
       createRequire(import.meta.url).resolve(resolve(script))
     } catch {
-      throw new InvalidArgumentError(`cannot run ${script}: no such file`)
+      // A directory node can run has a package.json main or an index.js, and resolved above.
+      const what = statSync(script, { throwIfNoEntry: false })?.isDirectory() ? 'it is a directory (name the driver script in it)' : 'no such file'
+      throw new InvalidArgumentError(`cannot run ${script}: ${what}`)
     }
     // Words after `--` go to the script untouched (yargs would turn "007" into 7).
     const dashes = process.argv.indexOf('--')
