@@ -274,7 +274,7 @@ export const benchCommand: CommandModule = {
           describe: 'One array used by many tasks on several agents: cluster.put against the array with each task (bytes on the wire, tasks/s)',
           builder: (b) =>
             common(b)
-              .option('bytes', { type: 'number', default: 1_000_000, describe: 'size of the Float64Array' })
+              .option('bytes', { type: 'number', default: 1_000_000, describe: 'bytes of the Float64Array (a multiple of 8)' })
               .option('tasks', { type: 'number', default: 10_000, describe: 'tasks that read the put array, per run' })
               .option('copy-tasks', { type: 'number', default: 300, describe: 'tasks that carry the array each, per run' })
               .option('agents', { type: 'number', default: 2, describe: 'local agents of one thread each, over TCP' })
@@ -282,6 +282,8 @@ export const benchCommand: CommandModule = {
               .option('redis', { type: 'string', default: TRANSPORT_DEFAULTS.redisUrl, describe: 'Redis URL for the brokered designs' })
               .option('amqp', { type: 'string', default: TRANSPORT_DEFAULTS.amqpUrl, describe: 'RabbitMQ URL for the brokered designs' }),
           handler: async (a) => {
+            // The array holds whole 8-byte elements: any other size would be measured as a smaller one than asked for.
+            if (a.bytes % 8 !== 0) throw new InvalidArgumentError(`--bytes must be a multiple of 8 (a Float64Array's element), got ${a.bytes}`)
             const r = await runPut({
               bytes: a.bytes,
               tasks: a.tasks,

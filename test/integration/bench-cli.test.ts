@@ -11,6 +11,7 @@ const BAD: [args: string[], message: RegExp][] = [
   [['seed', '--dashboard', '-1'], /--dashboard must be a non-negative integer, got -1/],
   [['latency', '--calls', 'abc'], /--calls must be a number, got "abc"/],
   [['put', '--bytes', '3'], /--bytes must be an integer ≥ 8, got 3/],
+  [['put', '--bytes', '8001'], /--bytes must be a multiple of 8 \(a Float64Array's element\), got 8001/],
   [['balance', '--tasks', '1.5'], /--tasks must be a positive integer, got 1.5/],
   [['map', '--inputs', '0'], /--inputs must be a positive integer, got 0/],
   [['reduce', '--chunk', 'x'], /--chunk must be a number, got "x"/],
