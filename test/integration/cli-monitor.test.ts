@@ -49,6 +49,13 @@ test('cluster dashboard on a port in use fails with a clear error', async (t) =>
   assert.match(bad.output(), /cluster: --token must be a string of at least 16 printable characters/)
 })
 
+test('cluster dashboard refuses --token with --token-file, naming both, rather than letting the file win', async (t) => {
+  // Refused before the file is read (a missing one would fail anyway, but saying something else).
+  const d = runCli(t, ['dashboard', '--port', '0', '--token', 'a-token-of-twenty-chars', '--token-file', './no-such-token'])
+  assert.equal(await d.exited, 1, d.output())
+  assert.equal(d.output(), 'cluster: --token and --token-file ./no-such-token both give the secret: keep one [ERR_INVALID_ARGUMENT]\n')
+})
+
 test('bench: plain progress lines off a terminal, nothing but the report under --json, logs at --log-level', async (t) => {
   const p = runCli(t, ['bench', 'seed', '--tasks', '20000', '--runs', '1', '--no-warmup'])
   assert.equal(await p.exited, 0, p.output())

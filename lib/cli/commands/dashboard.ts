@@ -119,6 +119,10 @@ export const dashboardCommand: CommandModule<object, DashboardArgs> = {
       .option('threads', { type: 'number', describe: 'standing driver: threads of each local agent' })
       .option('insecure', { type: 'boolean', describe: 'standing driver: allow a non-loopback --listen without authentication' }),
   handler: async (args) => {
+    // One secret, one source: a file that silently won over the flag would leave the typed token unused without a word.
+    if (args.token !== undefined && args['token-file'] !== undefined) {
+      throw new InvalidArgumentError(`--token and --token-file ${args['token-file']} both give the secret: keep one`)
+    }
     const log = commandLogger(args, 'info', 'dashboard')
     if (args.token !== undefined) {
       log.warn('--token is visible to every user of this machine (ps, /proc): prefer CLUSTER_DASHBOARD_TOKEN or --token-file')
