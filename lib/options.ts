@@ -143,7 +143,7 @@ export interface AgentOptions extends TransportOptions {
   recycleHeapMb?: number
   /** Hard heap limit of each worker thread in MB: a task that exceeds it fails with OutOfMemoryError. Default: Node's. */
   threadMemoryMb?: number
-  /** Declare the driver gone after this much silence, in ms. Default 3000. */
+  /** Declare the driver gone after this much silence, in ms; more than `heartbeatMs`. Default 3000. */
   driverTimeoutMs?: number
   maxFrameBytes?: number
   /** Bytes of shared values (`cluster.put`) the agent keeps; the driver drops least recently used ones to stay within it. Default 256 MiB. */
@@ -335,6 +335,12 @@ export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
       `options.clusterId is required with transport '${transport.transport}': the id of the cluster to join (the driver's cluster.id)`,
     )
   }
+  const heartbeatMs = positiveInt('heartbeatMs', o.heartbeatMs, AGENT_DEFAULTS.heartbeatMs)
+  const driverTimeoutMs = positiveInt('driverTimeoutMs', o.driverTimeoutMs, AGENT_DEFAULTS.driverTimeoutMs)
+  // Silence is checked once a heartbeat: a shorter timeout would take a driver for gone between two of its beats.
+  if (driverTimeoutMs <= heartbeatMs) {
+    throw new InvalidArgumentError(`options.driverTimeoutMs (${driverTimeoutMs}) must exceed options.heartbeatMs (${heartbeatMs})`)
+  }
   return Object.freeze({
     ...transport,
     connect: isBrokered(transport.transport) && o.connect === undefined ? '' : checkEndpoint('connect', o.connect),
@@ -342,11 +348,11 @@ export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
     threads: positiveInt('threads', o.threads, availableParallelism(), 1, MAX_THREADS),
     maxPoolBatch: positiveInt('maxPoolBatch', o.maxPoolBatch, AGENT_DEFAULTS.maxPoolBatch),
     targetQueueMs: positiveInt('targetQueueMs', o.targetQueueMs, AGENT_DEFAULTS.targetQueueMs),
-    heartbeatMs: positiveInt('heartbeatMs', o.heartbeatMs, AGENT_DEFAULTS.heartbeatMs),
+    heartbeatMs,
     maxTasksPerThread: positiveInt('maxTasksPerThread', o.maxTasksPerThread, 0, 0),
     recycleHeapMb: positiveInt('recycleHeapMb', o.recycleHeapMb, 0, 0),
     threadMemoryMb: o.threadMemoryMb === undefined ? undefined : positiveInt('threadMemoryMb', o.threadMemoryMb, 0, 16),
-    driverTimeoutMs: positiveInt('driverTimeoutMs', o.driverTimeoutMs, AGENT_DEFAULTS.driverTimeoutMs),
+    driverTimeoutMs,
     maxFrameBytes: positiveInt('maxFrameBytes', o.maxFrameBytes, AGENT_DEFAULTS.maxFrameBytes, 1024),
     sharedCacheBytes: positiveInt('sharedCacheBytes', o.sharedCacheBytes, AGENT_DEFAULTS.sharedCacheBytes, 0),
     id: o.id,

@@ -228,7 +228,7 @@ export async function resolveClusterSettings(options: ClusterOptions, env: NodeJ
   return resolveClusterOptions(await mergeClusterSettings(options, env))
 }
 
-/** What an agent takes from a cluster config: the driver's address, its tasks, threads, timing, transport and keys. */
+/** What an agent takes from a cluster config: the driver's address, its tasks, threads, timing (`nodeTimeoutMs` as `driverTimeoutMs`), transport and keys. */
 function agentOptionsOf(config: ClusterConfig, root: string): Partial<AgentOptions> {
   const o = clusterOptionsOf(config, root)
   const at = config.head ?? config.listen
@@ -239,6 +239,8 @@ function agentOptionsOf(config: ClusterConfig, root: string): Partial<AgentOptio
     tasks: o.tasks,
     threads: o.threads,
     heartbeatMs: o.heartbeatMs,
+    // As `cluster up` starts agents: one gives its driver up after the silence the driver allows a node.
+    driverTimeoutMs: o.nodeTimeoutMs,
     maxFrameBytes: o.maxFrameBytes,
     transport: o.transport,
     redisUrl: o.redisUrl,

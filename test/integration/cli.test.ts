@@ -57,6 +57,7 @@ test('a flag value out of range is named by the flag typed (or the variable read
     [[...agent, '--threads', '0'], {}, '--threads must be an integer from 1 to 4096, got 0'],
     [['agent', '--tasks', './tasks.js', '--connect', 'tcp://127.0.0.1:70000'], {}, '--connect must have a port from 0 to 65535, got "tcp://127.0.0.1:70000"'],
     [[...agent, '--heartbeat-ms', '0'], {}, '--heartbeat-ms must be a positive integer, got 0'],
+    [[...agent, '--heartbeat-ms', '10', '--driver-timeout-ms', '5'], {}, '--driver-timeout-ms (5) must exceed --heartbeat-ms (10)'],
     [
       ['agent', '--tasks', './tasks.js', '--transport', 'redis', '--cluster-id', 'c', '--redis', 'foo'],
       {},

@@ -55,6 +55,12 @@ test('agent options', () => {
   )
   assert.throws(() => resolveAgentOptions({ connect: 'tcp://h:1', tasks: 't.js', id: '' }), /options\.id/)
   assert.throws(() => resolveAgentOptions({ connect: 'tcp://h:1', tasks: 't.js', maxPoolBatch: 0 }), /options\.maxPoolBatch/)
+  assert.throws(
+    () => resolveAgentOptions({ connect: 'tcp://h:1', tasks: 't.js', heartbeatMs: 10, driverTimeoutMs: 5 }),
+    /^InvalidArgumentError: options\.driverTimeoutMs \(5\) must exceed options\.heartbeatMs \(10\)$/,
+  )
+  // Against the default heartbeat (1000 ms) too.
+  assert.throws(() => resolveAgentOptions({ connect: 'tcp://h:1', tasks: 't.js', driverTimeoutMs: 1000 }), /options\.driverTimeoutMs \(1000\) must exceed/)
 })
 
 test('tasks specifiers: paths become file URLs, URLs stay', () => {

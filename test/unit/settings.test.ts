@@ -136,6 +136,13 @@ test('agent: each layer overrides the one below; the config counts only when nam
   assert.equal(noConfig.id, 'a-1')
 })
 
+test('agent: a config’s nodeTimeoutMs is its driverTimeoutMs, so a slow heartbeat the driver accepts is accepted by its agents too', async (t) => {
+  const file = await configFile(t, `{ head: 'tcp://10.0.0.1:7100', tasks: './tasks.js', heartbeatMs: 5000, nodeTimeoutMs: 15000 }`)
+  const a = await resolveAgentSettings({ config: file }, {})
+  assert.deepEqual([a.heartbeatMs, a.driverTimeoutMs], [5000, 15000])
+  assert.equal((await resolveAgentSettings({ config: file }, { CLUSTER_DRIVER_TIMEOUT_MS: '20000' })).driverTimeoutMs, 20000)
+})
+
 test('commands: flags over variables over defaults', () => {
   assert.deepEqual(mergeDashboardSettings({}, {}), { port: 8265, host: '127.0.0.1' })
   assert.deepEqual(mergeDashboardSettings({ port: 1 }, { CLUSTER_DASHBOARD: '2', CLUSTER_DASHBOARD_HOST: '::1' }), { port: 1, host: '::1' })
