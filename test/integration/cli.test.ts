@@ -86,6 +86,15 @@ test('a flag value out of range is named by the flag typed (or the variable read
   }
 })
 
+test('cluster agent --server-key without --keys says that --keys is needed, and for what', async (t) => {
+  const p = runCli(t, ['agent', '--connect', 'tcp://10.0.0.1:7100', '--tasks', './tasks.js', '--server-key', 'K'])
+  assert.equal(await p.exited, 1, p.output())
+  assert.equal(
+    p.output(),
+    "cluster: --server-key needs --keys: the directory from `cluster keys` with this agent's key pair (agent.json); --server-key stands for its server.pub [ERR_INVALID_ARGUMENT]\n",
+  )
+})
+
 test('a value outside a flag’s choices is one line naming the flag, the choices and the value', async (t) => {
   const p = runCli(t, ['bench', 'seed', '--transport', 'carrier-pigeon'])
   assert.equal(await p.exited, 1)

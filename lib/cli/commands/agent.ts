@@ -111,9 +111,15 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
         describe:
           'CURVE keys directory from `cluster keys` (server.pub and agent.json); default for a loopback --connect: the keys that driver made for this user',
       })
-      .option('server-key', { type: 'string', describe: "the driver's CURVE public key (overrides server.pub)" })
+      .option('server-key', { type: 'string', describe: "the driver's CURVE public key, in place of the server.pub of --keys (needs --keys)" })
       .option('status-file', { type: 'string', describe: 'keep a JSON status file here (state, load, tasks done), rewritten every heartbeat' }),
   handler: async (args) => {
+    // The flags' keys replace the config's whole: without --keys there is no agent key pair to be had.
+    if (args['server-key'] !== undefined && args.keys === undefined) {
+      throw new InvalidArgumentError(
+        "--server-key needs --keys: the directory from `cluster keys` with this agent's key pair (agent.json); --server-key stands for its server.pub",
+      )
+    }
     const options = await resolveAgentSettings({
       config: args.config,
       connect: args.connect,
