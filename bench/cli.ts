@@ -45,18 +45,39 @@ function seedLines(r: SeedResult): string[] {
 /**
  * The variables of the settings pipeline (`CLUSTER_HEARTBEAT_MS`, those
  * `cluster dashboard --` sets, …) are declared, hidden, so that the strict
- * parser does not reject them as unknown flags of a benchmark.
+ * parser does not reject them as unknown flags of a benchmark. Typed on the
+ * command line of `command`, such a flag is refused: the benchmark has no use
+ * for it, and would ignore it without a word.
  */
-function tolerateSettingsVariables(y: Argv): Argv {
+function tolerateSettingsVariables(y: Argv, command?: string): Argv {
   // A hidden key stays hidden in the help of every subcommand, even one that declares it as its own flag (--tasks, --threads, --batch…):
   // each subcommand hides only the keys it does not declare, and the parent's are not global.
   // yargs' getOptions() (the options declared so far) is public at run time; @types/yargs leaves it out.
   const declared = new Set(Object.keys((y as unknown as { getOptions(): { key: Record<string, unknown> } }).getOptions().key).map(camel))
+  const tolerated = new Set<string>()
   for (const name of ENV_VARIABLE_NAMES) {
     const key = camel(name.slice('CLUSTER_'.length).toLowerCase().replaceAll('_', '-'))
-    if (!declared.has(key)) y = y.option(key, { hidden: true, global: false })
+    if (declared.has(key)) continue
+    tolerated.add(key)
+    y = y.option(key, { hidden: true, global: false })
   }
-  return y
+  return command === undefined ? y : y.check(() => refuseTypedVariables(tolerated, command))
+}
+
+/**
+ * Throws for the first word of the command line (before `--`) that is a flag
+ * only tolerated for its variable: `unknown flag --heartbeat-ms for cluster bench seed`.
+ */
+function refuseTypedVariables(tolerated: ReadonlySet<string>, command: string, words: readonly string[] = process.argv.slice(2)): true {
+  for (const w of words) {
+    if (w === '--') break
+    const flag = /^--([^=]+)/.exec(w)?.[1]
+    if (flag === undefined) continue
+    if (tolerated.has(camel(flag)) || (flag.startsWith('no-') && tolerated.has(camel(flag.slice(3))))) {
+      throw new InvalidArgumentError(`unknown flag --${flag} for cluster bench ${command}`)
+    }
+  }
+  return true
 }
 
 const camel = (flag: string): string => flag.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase())
@@ -83,7 +104,7 @@ function benchmark<U>(command: CommandModule<object, U>): CommandModule<object, 
   const handler = command.handler
   return {
     ...command,
-    builder: (y) => tolerateSettingsVariables(builder(y)) as Argv<U>,
+    builder: (y) => tolerateSettingsVariables(builder(y), String(command.command)) as Argv<U>,
     handler: async (a) => {
       try {
         await handler(a)

@@ -64,3 +64,24 @@ test('each benchmark’s help lists its own flags, also those named like a CLUST
   assert.equal(await p.exited, 0, p.output())
   assert.doesNotMatch(p.output(), /heartbeat/i)
 })
+
+test('a settings flag a benchmark does not use is refused on the command line, and its variable still tolerated', async (t) => {
+  const REFUSED: [args: string[], message: string][] = [
+    [['seed', '--tasks', '10', '--runs', '1', '--no-warmup', '--heartbeat-ms', '50'], 'unknown flag --heartbeat-ms for cluster bench seed'],
+    [['seed', '--tasks', '10', '--runs', '1', '--no-warmup', '--heartbeatMs=50'], 'unknown flag --heartbeatMs for cluster bench seed'],
+    [['balance', '--tasks', '10', '--runs', '1', '--node-timeout-ms', '500'], 'unknown flag --node-timeout-ms for cluster bench balance'],
+    [['map', '--inputs', '10', '--no-insecure'], 'unknown flag --no-insecure for cluster bench map'],
+  ]
+  for (const [args, message] of REFUSED) {
+    const p = runCli(t, ['bench', ...args])
+    assert.equal(await p.exited, 1, p.output())
+    assert.equal(p.output(), `cluster: ${message} [ERR_INVALID_ARGUMENT]\n`, args.join(' '))
+  }
+  // The same setting from the environment (e.g. set by `cluster dashboard --`) runs.
+  const env = runCli(t, ['bench', 'map', '--inputs', '2000', '--json'], { CLUSTER_HEARTBEAT_MS: '200', CLUSTER_NODE_TIMEOUT_MS: '1000' })
+  assert.equal(await env.exited, 0, env.output())
+  // chaos has flags of its own for them.
+  const chaos = runCli(t, ['bench', 'chaos', '--heartbeat-ms', '50', '--node-timeout-ms', '10', '--tasks', '10'])
+  assert.equal(await chaos.exited, 1, chaos.output())
+  assert.match(chaos.output(), /^cluster: --node-timeout-ms \(10\) must exceed --heartbeat-ms \(50\) \[ERR_INVALID_ARGUMENT\]$/m)
+})
