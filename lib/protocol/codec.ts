@@ -92,14 +92,25 @@ function carriable(value: unknown, depth: number): boolean {
 }
 
 /**
+ * Deepest nesting the walk follows: msgpackr itself packs about this deep
+ * and no further (its recursion runs out of stack near 3,000 levels).
+ */
+const MAX_DEPTH = 1000
+
+/**
  * msgpackr silently turns functions into nothing and class instances into
  * plain objects; a task argument that would not arrive as sent is an error.
  * Returns a description of the first value msgpack cannot carry, or undefined.
  * A bigint of any size arrives as sent (msgpackr writes one past 64 bits as
- * an extension), as an argument and as a result alike.
+ * an extension), as an argument and as a result alike; so does nesting up to
+ * {@link MAX_DEPTH} levels. A value that contains itself is named as such.
  */
-export function findUnserializable(value: unknown, path = 'value', depth = 0): string | undefined {
-  if (depth === 0 && carriable(value, 0)) return undefined
+export function findUnserializable(value: unknown, path = 'value'): string | undefined {
+  return carriable(value, 0) ? undefined : walk(value, path, 0, new Set())
+}
+
+/** {@link findUnserializable}'s walk; `ancestors` are the objects on the path to `value`. */
+function walk(value: unknown, path: string, depth: number, ancestors: Set<object>): string | undefined {
   switch (typeof value) {
     case 'function':
       return `${path} is a function`
@@ -107,43 +118,52 @@ export function findUnserializable(value: unknown, path = 'value', depth = 0): s
       return `${path} is a symbol`
     case 'object': {
       if (value === null || ArrayBuffer.isView(value) || value instanceof Date || value instanceof RegExp) return undefined
-      if (depth > 64) return `${path} is nested deeper than 64 levels (or circular)`
-      if (Array.isArray(value)) {
-        for (let i = 0; i < value.length; i++) {
-          const bad = findUnserializable(value[i], `${path}[${i}]`, depth + 1)
-          if (bad) return bad
-        }
-        return undefined
-      }
-      if (value instanceof Map) {
-        for (const [k, v] of value) {
-          const bad = findUnserializable(k, `${path} key`, depth + 1) ?? findUnserializable(v, `${path}.get(${String(k)})`, depth + 1)
-          if (bad) return bad
-        }
-        return undefined
-      }
-      if (value instanceof Set) {
-        for (const v of value) {
-          const bad = findUnserializable(v, `${path} member`, depth + 1)
-          if (bad) return bad
-        }
-        return undefined
-      }
-      // Errors travel as such; a handle travels as its hash, an actor reference as its id (their extensions).
-      if (value instanceof Error || value instanceof SharedRef || isActorRef(value)) return undefined
-      const proto = Object.getPrototypeOf(value) as object | null
-      if (proto !== Object.prototype && proto !== null) {
-        return `${path} is an instance of ${proto.constructor?.name ?? 'a class'}, which would arrive as a plain object`
-      }
-      for (const k of Object.keys(value)) {
-        const bad = findUnserializable((value as Record<string, unknown>)[k], `${path}.${k}`, depth + 1)
-        if (bad) return bad
-      }
-      return undefined
+      if (ancestors.has(value)) return `${path} is circular (it contains itself)`
+      if (depth > MAX_DEPTH) return `${path} is nested deeper than ${MAX_DEPTH} levels`
+      ancestors.add(value)
+      const bad = walkInside(value, path, depth + 1, ancestors)
+      ancestors.delete(value)
+      return bad
     }
     default:
       return undefined
   }
+}
+
+/** The first value inside `value` (an object, not yet on the path) msgpack cannot carry. */
+function walkInside(value: object, path: string, depth: number, ancestors: Set<object>): string | undefined {
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const bad = walk(value[i], `${path}[${i}]`, depth, ancestors)
+      if (bad) return bad
+    }
+    return undefined
+  }
+  if (value instanceof Map) {
+    for (const [k, v] of value) {
+      const bad = walk(k, `${path} key`, depth, ancestors) ?? walk(v, `${path}.get(${String(k)})`, depth, ancestors)
+      if (bad) return bad
+    }
+    return undefined
+  }
+  if (value instanceof Set) {
+    for (const v of value) {
+      const bad = walk(v, `${path} member`, depth, ancestors)
+      if (bad) return bad
+    }
+    return undefined
+  }
+  // Errors travel as such; a handle travels as its hash, an actor reference as its id (their extensions).
+  if (value instanceof Error || value instanceof SharedRef || isActorRef(value)) return undefined
+  const proto = Object.getPrototypeOf(value) as object | null
+  if (proto !== Object.prototype && proto !== null) {
+    return `${path} is an instance of ${proto.constructor?.name ?? 'a class'}, which would arrive as a plain object`
+  }
+  for (const k of Object.keys(value)) {
+    const bad = walk((value as Record<string, unknown>)[k], `${path}.${k}`, depth, ancestors)
+    if (bad) return bad
+  }
+  return undefined
 }
 
 /** Throws SerializationError naming what msgpack cannot carry in `args`. */

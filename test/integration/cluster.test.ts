@@ -87,6 +87,22 @@ test('a bigint of any size arrives as sent, as an argument and as a result, of t
   await shared.release()
 })
 
+test('a value nested 200 levels deep arrives as sent, from and to tasks, actors and shared values; a circular one is named as such', async () => {
+  const nest = (n: number): unknown => (n === 0 ? 'core' : { in: [nest(n - 1)] })
+  const deep = nest(200)
+  assert.deepEqual(await cluster.call('echo', deep), deep)
+  const recorder = await cluster.spawn<Tasks.Recorder>('Recorder', 'deep')
+  assert.deepEqual(await recorder.note(deep as string), deep)
+  await recorder.stop()
+  const shared = await cluster.put(deep)
+  assert.deepEqual(await cluster.call('echo', shared), deep)
+  await shared.release()
+  const loop: Record<string, unknown> = { n: 1 }
+  loop['again'] = [loop]
+  await assert.rejects(cluster.call('echo', loop), { name: 'SerializationError', message: /args\[0\]\.again\[0\] is circular \(it contains itself\)/ })
+  await assert.rejects(cluster.put(loop), { name: 'SerializationError', message: /value\.again\[0\] is circular/ })
+})
+
 test('an argument msgpack cannot carry, in one frame with good ones, fails exactly its call; the others are answered', async () => {
   class Point {
     x = 1
