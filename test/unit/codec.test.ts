@@ -272,6 +272,8 @@ test('findUnserializable: paths through maps, sets and objects; errors, dates an
   }
   class Point {}
   assert.equal(findUnserializable({ p: new Point() }, 'v'), 'v.p is an instance of Point, which would arrive as a plain object')
+  // An object whose prototype has no constructor is still named as an instance.
+  assert.equal(findUnserializable([Object.create(Object.create(null) as object)], 'v'), 'v[0] is an instance of a class, which would arrive as a plain object')
   // Nesting as deep as msgpackr packs (1,001 arrays) is fine, one more is not; a bad value below 64 levels is found either way.
   const nest = (n: number): unknown => (n === 0 ? 1 : [nest(n - 1)])
   assert.equal(findUnserializable(nest(64), 'v'), undefined)
