@@ -6,7 +6,7 @@ import { isBrokered, resolveTransportOptions, type ResolvedTransportOptions, typ
 import { resolveDashboardOptions, resolveLogLevel, type DashboardOptions, type LogLevel, type ResolvedDashboardOptions } from './monitor/options.js'
 // From pino itself: monitor/log.ts reaches the driver, which imports this module.
 import type { Logger } from 'pino'
-import { checkKnownKeys, type KeyTable } from './util/known-keys.js'
+import { checkKnownKeys, notAnOptionsObject, type KeyTable } from './util/known-keys.js'
 
 /** Where the task functions and actor classes live: a module path or URL. */
 export type TasksModule = string | URL
@@ -279,7 +279,8 @@ function checkClusterOptionKeys(o: ClusterOptions): void {
 }
 
 export function resolveClusterOptions(o: ClusterOptions = {}): ResolvedClusterOptions {
-  if (o === null || typeof o !== 'object') throw new InvalidArgumentError(`options must be an object, got ${describe(o)}`)
+  const notObject = notAnOptionsObject('options', o)
+  if (notObject) throw notObject
   checkClusterOptionKeys(o)
   const batch = o.batch ?? CLUSTER_DEFAULTS.batch
   if (batch !== 'auto' && !(typeof batch === 'number' && Number.isSafeInteger(batch) && batch >= 1)) {
@@ -324,7 +325,8 @@ export function resolveClusterOptions(o: ClusterOptions = {}): ResolvedClusterOp
 }
 
 export function resolveAgentOptions(o: AgentOptions): ResolvedAgentOptions {
-  if (o === null || typeof o !== 'object') throw new InvalidArgumentError(`options must be an object, got ${describe(o)}`)
+  const notObject = notAnOptionsObject('options', o)
+  if (notObject) throw notObject
   checkKnownKeys('agent options', o, AGENT_KEYS)
   if (o.id !== undefined && (typeof o.id !== 'string' || o.id.length === 0 || o.id.length > 128)) {
     throw new InvalidArgumentError(`options.id must be a string of 1 to 128 characters, got ${describe(o.id)}`)
@@ -397,7 +399,7 @@ export interface RemoteOptions {
    * packages next to `node`.
    */
   cli?: string
-  /** Where agents keep their pid, status and log files. Default `${TMPDIR:-/tmp}/actor-cluster-<uid>/<name>`. */
+  /** Where agents keep their pid, status, log and key files. Default `~/.actor-cluster/run/<name>` on each host (made 0700). */
   runDir?: string
 }
 

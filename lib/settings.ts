@@ -23,6 +23,7 @@ import {
 import { DASHBOARD_DEFAULTS, LOG_LEVELS, type DashboardOptions, type LogLevel } from './monitor/options.js'
 import { AMQP_SCHEMES, CLUSTER_ID, REDIS_SCHEMES, TRANSPORT_KINDS } from './transport/options.js'
 import { endpointProblem, integerProblem, urlOption } from './validate.js'
+import { notAnOptionsObject } from './util/known-keys.js'
 
 /** The variable naming the config file (`cluster run` sets it). */
 const CONFIG_ENV = 'CLUSTER_CONFIG'
@@ -224,8 +225,38 @@ export async function mergeClusterSettings(options: ClusterOptions, env: NodeJS.
  * `ConfigError` naming the config file.
  */
 export async function resolveClusterSettings(options: ClusterOptions, env: NodeJS.ProcessEnv = process.env): Promise<ResolvedClusterOptions> {
-  if (options === null || typeof options !== 'object') return resolveClusterOptions(options)
-  return resolveClusterOptions(await mergeClusterSettings(options, env))
+  const notObject = notAnOptionsObject('options', options)
+  if (notObject) throw notObject
+  const merged = await mergeClusterSettings(options, env)
+  const fromEnv = envSources(CLUSTER_VARIABLES, options, env)
+  if (options.dashboard === undefined) for (const [path, name] of envSources(DASHBOARD_VARIABLES, {}, env)) fromEnv.set(`dashboard.${path}`, name)
+  try {
+    return resolveClusterOptions(merged)
+  } catch (err) {
+    throw inEnvTerms(err, fromEnv)
+  }
+}
+
+/** The option paths the given variables set in `env` (`threads` → `CLUSTER_THREADS`), but for those `explicit` sets itself. */
+function envSources(variables: readonly EnvVariable[], explicit: object, env: NodeJS.ProcessEnv): Map<string, string> {
+  const out = new Map<string, string>()
+  for (const v of variables) {
+    const raw = env[v.name]
+    if (raw !== undefined && raw !== '' && (explicit as Record<string, unknown>)[v.key] === undefined) out.set(v.key, v.name)
+  }
+  return out
+}
+
+/**
+ * An options error in the environment's terms: each `options.<path>` whose
+ * value a variable set becomes that variable (`CLUSTER_THREADS=5000`:
+ * `CLUSTER_THREADS must be …`), as a bad flag is named by the flag. A value
+ * from a config file or the caller keeps the option's name.
+ */
+function inEnvTerms(err: unknown, fromEnv: ReadonlyMap<string, string>): unknown {
+  if (!(err instanceof InvalidArgumentError)) return err
+  const message = err.message.replace(/\boptions\.([\w.]*\w)/g, (whole, path: string) => fromEnv.get(path) ?? whole)
+  return message === err.message ? err : new InvalidArgumentError(message, { cause: err })
 }
 
 /** What an agent takes from a cluster config: the driver's address, its tasks, threads, timing (`nodeTimeoutMs` as `driverTimeoutMs`), transport and keys. */
@@ -265,11 +296,16 @@ export async function resolveAgentSettings(
   options: Partial<AgentOptions> & { config?: ClusterConfig | string | URL },
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<ResolvedAgentOptions> {
+  const notObject = notAnOptionsObject('options', options)
+  if (notObject) throw notObject
   const loaded = await namedConfig(options.config, env)
   const { config: _config, ...explicit } = options
-  return resolveAgentOptions(
-    layer<AgentOptions>(loaded === undefined ? {} : agentOptionsOf(loaded.config, loaded.root), envOptions(AGENT_VARIABLES, env), explicit),
-  )
+  const merged = layer<AgentOptions>(loaded === undefined ? {} : agentOptionsOf(loaded.config, loaded.root), envOptions(AGENT_VARIABLES, env), explicit)
+  try {
+    return resolveAgentOptions(merged)
+  } catch (err) {
+    throw inEnvTerms(err, envSources(AGENT_VARIABLES, explicit, env))
+  }
 }
 
 /**

@@ -1,9 +1,10 @@
 /**
  * A cluster of hosts (see docs/cluster.md). The `cluster` commands find this
  * file in the working directory (or take --config); a driver gets it with
- * `cluster run driver.js` or `Cluster.start({ config })`. Every field can also
+ * `cluster run driver.js` or `Cluster.start({ config })`. Most fields can also
  * be given as a flag (`--head ...`) or an environment variable
- * (`CLUSTER_HEAD=...`); flags win over the environment, which wins over this file.
+ * (`CLUSTER_HEAD=...`; docs/configuration.md lists them); flags win over the
+ * environment, which wins over this file.
  */
 import { defineConfig } from 'actor-cluster'
 

@@ -12,7 +12,8 @@ import { resolveAgentCurve } from '../transport/curve.js'
 import { findLocalKeys } from '../transport/local-keys.js'
 import { agentBrokerKey } from '../transport/broker-secret.js'
 import { isBrokered } from '../transport/options.js'
-import { describe, isLoopbackEndpoint } from '../validate.js'
+import { isLoopbackEndpoint } from '../validate.js'
+import { notAnOptionsObject } from '../util/known-keys.js'
 import type { AgentTransport, Delivery, Parts, SharedQueueAgentTransport } from '../transport/transport.js'
 import { ActorFraming } from '../actors/framing.js'
 import { closeSteps } from '../util/close.js'
@@ -190,7 +191,8 @@ export class Agent extends EventEmitter<AgentEvents> {
    * and `threads` is what this agent announces.
    */
   static async start(options: AgentOptions & { pool?: AgentPool }): Promise<Agent> {
-    if (options === null || typeof options !== 'object') throw new InvalidArgumentError(`options must be an object, got ${describe(options)}`)
+    const notObject = notAnOptionsObject('options', options)
+    if (notObject) throw notObject
     const { pool: shared, ...rest } = options
     const resolved = resolveAgentOptions(rest)
     if (shared !== undefined && shared.tasks !== resolved.tasks) {

@@ -49,6 +49,8 @@ test('options that are no object at all (null, a number, an array) are refused b
     for await (const _ of it as AsyncIterable<unknown>);
   }
   await assert.rejects(Agent.start(null as never), notObject('options', 'null'))
+  await assert.rejects(Agent.start([] as never), notObject('options', 'an array'))
+  await assert.rejects(Cluster.start([] as never), notObject('options', 'an array'))
   assert.throws(() => cluster.with(null as never), notObject('cluster.with options', 'null'))
   assert.throws(() => cluster.with(5 as never), notObject('cluster.with options', 'number'))
   assert.throws(() => cluster.with([] as never), notObject('cluster.with options', 'an array'))

@@ -39,6 +39,12 @@ test('bad cluster options name the field', () => {
   assert.throws(() => resolveClusterOptions(null as never), /options must be an object/)
 })
 
+test('options that are an array are refused as such, not read as empty options', () => {
+  const anArray = (e: unknown) => e instanceof InvalidArgumentError && e.message === 'options must be an object, got an array'
+  assert.throws(() => resolveClusterOptions([] as never), anArray)
+  assert.throws(() => resolveAgentOptions([] as never), anArray)
+})
+
 test('a driver with no local agents needs no tasks module', () => {
   assert.equal(resolveClusterOptions({ localAgents: 0 }).tasks, undefined)
 })

@@ -87,6 +87,34 @@ test('bad variables are named with the value', async () => {
   )
 })
 
+test('a variable whose value the option refuses is named, not the option: CLUSTER_THREADS=5000 says CLUSTER_THREADS', async () => {
+  const named = (message: string) => (e: unknown) => e instanceof InvalidArgumentError && e.message === message
+  await assert.rejects(
+    resolveClusterSettings({ localAgents: 0 }, { CLUSTER_THREADS: '5000' }),
+    named('CLUSTER_THREADS must be an integer from 1 to 4096, got 5000'),
+  )
+  await assert.rejects(
+    resolveClusterSettings({ localAgents: 0 }, { CLUSTER_HEARTBEAT_MS: '5000' }),
+    named('options.nodeTimeoutMs (3000) must exceed CLUSTER_HEARTBEAT_MS (5000)'),
+  )
+  await assert.rejects(
+    resolveClusterSettings({ localAgents: 0 }, { CLUSTER_DASHBOARD: '0', CLUSTER_DASHBOARD_HOST: '0.0.0.0', CLUSTER_DASHBOARD_TOKEN: 'short' }),
+    (e: unknown) => e instanceof InvalidArgumentError && /^CLUSTER_DASHBOARD_TOKEN /.test(e.message),
+  )
+  await assert.rejects(
+    resolveAgentSettings({ connect: 'tcp://127.0.0.1:1', tasks: 't.js' }, { CLUSTER_AGENT_ID: 'x'.repeat(200) }),
+    (e: unknown) => e instanceof InvalidArgumentError && e.message.startsWith('CLUSTER_AGENT_ID must be a string of 1 to 128 characters'),
+  )
+  // A value the caller gave keeps the option's name, even with the variable set.
+  await assert.rejects(
+    resolveClusterSettings({ localAgents: 0, threads: 5000 }, { CLUSTER_THREADS: '2' }),
+    named('options.threads must be an integer from 1 to 4096, got 5000'),
+  )
+  const anArray = (e: unknown) => e instanceof InvalidArgumentError && e.message === 'options must be an object, got an array'
+  await assert.rejects(resolveClusterSettings([] as never, {}), anArray)
+  await assert.rejects(resolveAgentSettings([] as never, {}), anArray)
+})
+
 test('brokerReconnectMs: default 30000, read from CLUSTER_BROKER_RECONNECT_MS by driver and agent, 0 allowed, bad values named', async () => {
   assert.equal((await resolveClusterSettings({ localAgents: 0 }, {})).brokerReconnectMs, 30_000)
   assert.equal((await resolveClusterSettings({ localAgents: 0 }, { CLUSTER_BROKER_RECONNECT_MS: '0' })).brokerReconnectMs, 0)
