@@ -3,13 +3,13 @@
  * playwright-core. Skips with a one-line reason when /usr/bin/chromium is
  * missing, unless REQUIRE_BROWSER=1 (set by .ci/run), where it fails.
  */
-import { test } from 'node:test'
+import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { existsSync, mkdtempSync, rmSync, mkdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
-import { chromium } from 'playwright-core'
-import { Cluster, RemoteTaskError } from '../../lib/index.js'
+import { chromium, type Page } from 'playwright-core'
+import { Agent, Cluster, RemoteTaskError } from '../../lib/index.js'
 import { FIXTURE_TASKS, runCli, waitFor } from '../helpers.js'
 import type * as Tasks from '../fixtures/tasks.js'
 
@@ -30,6 +30,20 @@ const SHOT = process.env['DASHBOARD_SCREENSHOT'] ?? new URL('../dashboard.png', 
 const missing = !existsSync(CHROMIUM)
 if (missing && process.env['REQUIRE_BROWSER'] === '1') {
   test('the browser is installed', () => assert.fail(`${CHROMIUM} is missing and REQUIRE_BROWSER=1: install Debian's chromium`))
+}
+
+/** A page of a fresh headless Chromium, closed with the test. */
+async function openBrowser(t: TestContext): Promise<Page> {
+  const profile = mkdtempSync(join(tmpdir(), 'ac-chromium-'))
+  t.after(() => rmSync(profile, { recursive: true, force: true }))
+  const browser = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    args: ARGS,
+    headless: true,
+    viewport: { width: 1400, height: 1000 },
+  })
+  t.after(() => browser.close())
+  return browser.pages()[0] ?? (await browser.newPage())
 }
 
 test('the dashboard shows nodes, throughput and a failed task in a real browser', { skip: missing && `${CHROMIUM} not installed` }, async (t) => {
@@ -62,16 +76,7 @@ test('the dashboard shows nodes, throughput and a failed task in a real browser'
   const failure = await cluster.call('fail', 'deliberate failure: parameter set 42 diverged').catch((e: unknown) => e)
   assert.ok(failure instanceof RemoteTaskError)
 
-  const profile = mkdtempSync(join(tmpdir(), 'ac-chromium-'))
-  t.after(() => rmSync(profile, { recursive: true, force: true }))
-  const browser = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    args: ARGS,
-    headless: true,
-    viewport: { width: 1400, height: 1000 },
-  })
-  t.after(() => browser.close())
-  const page = browser.pages()[0] ?? (await browser.newPage())
+  const page = await openBrowser(t)
   const url = new URL(cluster.dashboardUrl!)
   const foreign: string[] = []
   const loads: Promise<number>[] = []
@@ -128,4 +133,35 @@ test('the dashboard shows nodes, throughput and a failed task in a real browser'
   const transferred = (await Promise.all(loads)).reduce((a, b) => a + b, 0)
   t.diagnostic(`first load: ${transferred} bytes transferred; screenshot in ${SHOT}`)
   assert.ok(transferred > 10_000 && transferred <= 200 * 1024, `first load transferred ${transferred} bytes; goal ≤ 200 KB`)
+})
+
+test('the page loads without a console error and shows HTML from tasks and agents as text', { skip: missing && `${CHROMIUM} not installed` }, async (t) => {
+  const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1, dashboard: 0, listen: 'tcp://127.0.0.1:0' })
+  t.after(() => cluster.close())
+  // Every value here comes from tasks and agents: the page must show it as text, never run or render it.
+  const hostile = "<img src=x onerror=document.title='pwned'>"
+  const agent = await Agent.start({ connect: cluster.address, tasks: FIXTURE_TASKS, threads: 1, id: `<i>node</i>${hostile}` })
+  t.after(() => agent.close())
+  await waitFor(() => cluster.nodes().length === 2, 15_000, 'the second agent')
+  await cluster.call('fail', `<b>bold</b>${hostile}`).catch(() => undefined)
+  await cluster.with({ name: '<b>x</b>' }).spawn('Counter', 1)
+
+  const page = await openBrowser(t)
+  const problems: string[] = []
+  page.on('console', (m) => {
+    if (m.type() === 'error' || m.type() === 'warning') problems.push(`${m.type()}: ${m.text()} (${m.location().url})`)
+  })
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`))
+  await page.goto(cluster.dashboardUrl!, { waitUntil: 'load' })
+  await page.locator('#failures li[data-task="fail"]').waitFor({ timeout: 10_000 })
+  await page.locator(`#nodes tr[data-node="${agent.id}"]`).waitFor({ timeout: 10_000 })
+  // Let a few updates arrive, and anything the browser fetches on its own (an icon) fail if it will.
+  const first = await page.locator('body').getAttribute('data-updated')
+  await waitFor(async () => (await page.locator('body').getAttribute('data-updated')) !== first, 10_000, 'a live update')
+
+  assert.equal(await page.locator('main img, main b, main i:not(.busy > i)').count(), 0, 'no element made from a value')
+  assert.equal(await page.title(), 'actor-cluster')
+  assert.match(await page.locator('#failures .msg').first().innerText(), /: <b>bold<\/b><img src=x onerror=/)
+  assert.equal(await page.locator(`#nodes tr[data-node="${agent.id}"] td`).first().innerText(), agent.id)
+  assert.deepEqual(problems, [], 'the page logs no error or warning')
 })
