@@ -197,13 +197,22 @@ function setConn(cls, text) {
 let lastUpdate = 0
 function connect() {
   const token = new URLSearchParams(location.search).get('token')
-  const es = new EventSource(`api/events${token ? `?token=${encodeURIComponent(token)}` : ''}`)
+  const query = token ? `?token=${encodeURIComponent(token)}` : ''
+  const es = new EventSource(`api/events${query}`)
   es.addEventListener('snapshot', (e) => {
     lastUpdate = Date.now()
     setConn('live', 'live')
     render(JSON.parse(e.data))
   })
-  es.onerror = () => setConn(es.readyState === EventSource.CLOSED ? 'down' : 'wait', es.readyState === EventSource.CLOSED ? 'disconnected' : 'reconnecting…')
+  es.onerror = () => {
+    if (es.readyState !== EventSource.CLOSED) return setConn('wait', 'reconnecting…')
+    setConn('down', 'disconnected')
+    // An EventSource does not say why it gave up: ask once, so a missing or wrong token is named.
+    fetch(`api/stats${query}`, { method: 'HEAD' }).then(
+      (r) => r.status === 401 && setConn('down', token === null ? 'token needed: open the page with ?token=<token>' : 'wrong token'),
+      () => {},
+    )
+  }
 }
 setInterval(() => {
   if (lastUpdate && Date.now() - lastUpdate > 5000) setConn('wait', 'no update for 5 s')
