@@ -166,22 +166,26 @@ test('the page loads without a console error and shows HTML from tasks and agent
   assert.deepEqual(problems, [], 'the page logs no error or warning')
 })
 
-test('a page opened without the token, or with a wrong one, says so instead of a bare "disconnected"', { skip: missing && `${CHROMIUM} not installed` }, async (t) => {
-  const token = 'dashboard-token-0123456789'
-  const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1, dashboard: { port: 0, token } })
-  t.after(() => cluster.close())
-  const page = await openBrowser(t)
-  const base = new URL(cluster.dashboardUrl!)
-  base.search = ''
-  for (const [search, said] of [
-    ['', /token needed: open the page with \?token=<token>/],
-    ['?token=***', /wrong token/],
-  ] as const) {
-    await page.goto(`${base.href}${search}`, { waitUntil: 'load' })
-    await waitFor(async () => said.test(await page.locator('#conn').innerText()), 10_000, `the page to say ${said}`).catch(async (err: Error) => {
-      throw new Error(`${err.message}; it says ${JSON.stringify(await page.locator('#conn').innerText())}`)
-    })
-  }
-  await page.goto(cluster.dashboardUrl!, { waitUntil: 'load' })
-  await waitFor(async () => (await page.locator('#conn').innerText()) === 'live', 10_000, 'the page with the token to go live')
-})
+test(
+  'a page opened without the token, or with a wrong one, says so instead of a bare "disconnected"',
+  { skip: missing && `${CHROMIUM} not installed` },
+  async (t) => {
+    const token = 'dashboard-token-0123456789'
+    const cluster = await Cluster.start({ tasks: FIXTURE_TASKS, threads: 1, dashboard: { port: 0, token } })
+    t.after(() => cluster.close())
+    const page = await openBrowser(t)
+    const base = new URL(cluster.dashboardUrl!)
+    base.search = ''
+    for (const [search, said] of [
+      ['', /token needed: open the page with \?token=<token>/],
+      ['?token=***', /wrong token/],
+    ] as const) {
+      await page.goto(`${base.href}${search}`, { waitUntil: 'load' })
+      await waitFor(async () => said.test(await page.locator('#conn').innerText()), 10_000, `the page to say ${said}`).catch(async (err: Error) => {
+        throw new Error(`${err.message}; it says ${JSON.stringify(await page.locator('#conn').innerText())}`)
+      })
+    }
+    await page.goto(cluster.dashboardUrl!, { waitUntil: 'load' })
+    await waitFor(async () => (await page.locator('#conn').innerText()) === 'live', 10_000, 'the page with the token to go live')
+  },
+)
