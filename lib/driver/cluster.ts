@@ -569,6 +569,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       if (typeof reduce !== 'object' || reduce === null) {
         return Promise.reject(new InvalidArgumentError('options.reduce must be an object { combiner, initial, until?, chunk? }'))
       }
+      // Left out, `initial` would be undefined and the aggregate NaN (undefined + 1), silently.
+      const missing = (['combiner', 'initial'] as const).find((key) => !(key in reduce))
+      if (missing !== undefined) {
+        return Promise.reject(new InvalidArgumentError(`options.reduce.${missing} is missing: options.reduce is { combiner, initial, until?, chunk? }`))
+      }
       return this.reduceUnder<R>(name, inputs, reduce.combiner, reduce.initial, { ...rest, until: reduce.until, chunk: reduce.chunk })
     }
     return runMap<R>(

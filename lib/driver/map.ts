@@ -37,6 +37,76 @@ export function checkInputs(inputs: unknown, what: 'map' | 'reduce' = 'map'): bo
   return isAsync
 }
 
+/**
+ * The inputs of a map or reduce, pulled one at a time. A pull of an async
+ * source is not awaited in place: it may take long, or never answer (a queue
+ * nobody feeds), and meanwhile the engine still yields the results that come
+ * in, and still stops on an abort, an early stop or a failure. `answered` is
+ * called when a pull answers.
+ */
+export class Inputs {
+  private readonly isAsync: boolean
+  private readonly source: Iterator<unknown> | AsyncIterator<unknown>
+  /** A pull of the async source is on its way. */
+  private pulling = false
+  /** What the last pull answered, not yet taken. */
+  private answer: { ok: true; r: IteratorResult<unknown> } | { ok: false; error: unknown } | undefined
+
+  constructor(
+    inputs: Iterable<unknown> | AsyncIterable<unknown>,
+    what: 'map' | 'reduce',
+    private readonly answered: () => void,
+  ) {
+    this.isAsync = checkInputs(inputs, what)
+    this.source = this.isAsync ? (inputs as AsyncIterable<unknown>)[Symbol.asyncIterator]() : (inputs as Iterable<unknown>)[Symbol.iterator]()
+  }
+
+  /** A pull of an async source is on its way: the next input is not at hand. */
+  get waiting(): boolean {
+    return this.pulling
+  }
+
+  /**
+   * The next input when it is at hand (always, for a sync source); else
+   * undefined, with a pull on its way. Throws what the source threw.
+   */
+  take(): IteratorResult<unknown> | undefined {
+    if (!this.isAsync) return (this.source as Iterator<unknown>).next()
+    const answer = this.answer
+    if (answer !== undefined) {
+      this.answer = undefined
+      if (!answer.ok) throw answer.error
+      return answer.r
+    }
+    if (!this.pulling) {
+      this.pulling = true
+      ;(this.source as AsyncIterator<unknown>).next().then(
+        (r) => this.settle({ ok: true, r }),
+        (error: unknown) => this.settle({ ok: false, error }),
+      )
+    }
+    return undefined
+  }
+
+  private settle(answer: NonNullable<Inputs['answer']>): void {
+    this.pulling = false
+    this.answer = answer
+    this.answered()
+  }
+
+  /**
+   * Closes inputs not read to their end. With a pull on its way, the
+   * source's `return()` is not awaited: an async generator answers it only
+   * after that pull, which may be never.
+   */
+  async close(): Promise<void> {
+    if (!this.pulling) return void (await this.source.return?.())
+    Promise.resolve()
+      .then(() => this.source.return?.())
+      .catch(() => undefined)
+  }
+}
+
 /** Runs a map; every check happens on the first `next()`, as with any generator. */
 export async function* runMap<R>(
   driver: MapSubmitter,
@@ -46,9 +116,8 @@ export async function* runMap<R>(
 ): AsyncGenerator<R, void, undefined> {
   const options = driver.resolveMapOptions(mapOptions)
   driver.checkTask(name)
-  const isAsync = checkInputs(inputs)
   const { ordered, concurrency, signal, task } = options
-  const source = isAsync ? (inputs as AsyncIterable<unknown>)[Symbol.asyncIterator]() : (inputs as Iterable<unknown>)[Symbol.iterator]()
+  const source = new Inputs(inputs, 'map', () => nudge())
   // Results waiting to be yielded: by input number (ordered), or as they came.
   const inOrder = new Map<number, unknown>()
   const asDone = new Deque<unknown>()
@@ -86,7 +155,9 @@ export async function* runMap<R>(
     for (;;) {
       if (signal?.aborted) throw cancelled()
       while (!exhausted && taken - yielded < concurrency) {
-        const r = isAsync ? await (source as AsyncIterator<unknown>).next() : (source as Iterator<unknown>).next()
+        const r = source.take()
+        // A pull on its way: it nudges when it answers.
+        if (r === undefined) break
         if (r.done) {
           exhausted = true
           break
@@ -104,7 +175,7 @@ export async function* runMap<R>(
         if (signal?.aborted) throw cancelled()
       }
       if (exhausted && yielded === taken) return
-      if (!exhausted && taken - yielded < concurrency) continue
+      if (!exhausted && taken - yielded < concurrency && !source.waiting) continue
       await new Promise<void>((resolve) => (wake = resolve))
     }
   } finally {
@@ -116,6 +187,6 @@ export async function* runMap<R>(
       const err = cancelled()
       driver.withdrawAll(task, () => err)
     }
-    if (!exhausted) await source.return?.()
+    if (!exhausted) await source.close()
   }
 }

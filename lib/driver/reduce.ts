@@ -18,7 +18,7 @@ import { isThenable } from '../util/thenable.js'
 import type { Progress } from '../monitor/progress.js'
 import { reduceChunkArgs, reduceTaskName } from '../protocol/reduce.js'
 import { integerOption } from '../validate.js'
-import { checkInputs, type MapSubmitter } from './map.js'
+import { Inputs, type MapSubmitter } from './map.js'
 import type { ResolvedTaskOptions } from './task-options.js'
 import type { ReduceOptions } from './types.js'
 
@@ -111,13 +111,12 @@ export async function runReduce<R>(
       `reduce folds the partial aggregates on the driver with its own copy of combiner "${combiner}": start the cluster with the tasks module (options.tasks)`,
     )
   }
-  const isAsync = checkInputs(inputs, 'reduce')
   const { ordered, signal } = map
+  const source = new Inputs(inputs, 'reduce', () => nudge())
   // One options object per reduce: it tells this reduce's chunks apart in the ledger, and sends each in a frame of its own.
   const task: ResolvedTaskOptions = Object.freeze({ ...map.task, alone: true })
   const size = chunkSize(chunkOption, map.concurrency, knownTotal(inputs, total), driver.threads())
   const chunkName = reduceTaskName(name, combiner)
-  const source = isAsync ? (inputs as AsyncIterable<unknown>)[Symbol.asyncIterator]() : (inputs as Iterable<unknown>)[Symbol.iterator]()
 
   const arrived = new Map<number, Arrived>()
   let acc: unknown = initial
@@ -126,6 +125,8 @@ export async function runReduce<R>(
   let sent = 0 // chunks sent
   let done = 0 // chunks folded
   let exhausted = false
+  // Inputs pulled for the next chunk (it may fill across turns, as an async source answers).
+  let chunk: unknown[][] = []
   let wake: (() => void) | undefined
   const nudge = () => {
     const w = wake
@@ -148,20 +149,21 @@ export async function runReduce<R>(
     for (;;) {
       if (signal?.aborted) throw cancelled()
       while (!exhausted && taken - folded + size <= map.concurrency) {
-        const chunk: unknown[][] = []
-        while (chunk.length < size) {
-          const r = isAsync ? await (source as AsyncIterator<unknown>).next() : (source as Iterator<unknown>).next()
+        let r: IteratorResult<unknown> | undefined
+        while (chunk.length < size && (r = source.take()) !== undefined) {
           if (r.done) {
             exhausted = true
             break
           }
           chunk.push(Array.isArray(r.value) ? r.value : [r.value])
         }
-        if (chunk.length === 0) break
+        // A chunk goes full, or with the last inputs; a pull on its way nudges when it answers.
+        if (chunk.length === 0 || (chunk.length < size && !exhausted)) break
         const seq = sent++
         taken += chunk.length
         sizes.set(seq, chunk.length)
         driver.enqueue(chunkName, reduceChunkArgs(name, combiner, chunk), task, sink, seq)
+        chunk = []
         if (signal?.aborted) throw cancelled()
       }
       // Ordered: the next chunk in input order, and those after it that arrived. Unordered: any that arrived.
@@ -179,7 +181,7 @@ export async function runReduce<R>(
         if (signal?.aborted) throw cancelled()
       }
       if (exhausted && done === sent) return acc as R
-      if (!exhausted && taken - folded + size <= map.concurrency) continue
+      if (!exhausted && taken - folded + size <= map.concurrency && !source.waiting) continue
       await new Promise<void>((resolve) => (wake = resolve))
     }
   } finally {
@@ -190,6 +192,6 @@ export async function runReduce<R>(
       const err = cancelled()
       driver.withdrawAll(task, () => err)
     }
-    if (!exhausted) await source.return?.()
+    if (!exhausted) await source.close()
   }
 }

@@ -36,6 +36,16 @@ test('cluster.with, map, map’s reduce and reduce refuse an unknown option; the
   await assert.rejects(drain(cluster.with({ timeoutMs: 60_000 }).map('square', [[1]], { order: false } as never)), unknown('order', 'ordered'))
   await assert.rejects(cluster.map('square', [[1]], { reduce: { combiner: 'add', initial: 0, chunks: 2 } } as never), unknown('chunks', 'chunk'))
   await assert.rejects(cluster.reduce('square', [[1]], 'add', 0, { untill: () => true } as never), unknown('untill', 'until'))
+  // A required field of map's reduce left out is named, not taken as undefined (a sum from undefined is NaN).
+  for (const missing of ['initial', 'combiner']) {
+    const reduce = { combiner: 'add', initial: 0, [missing]: undefined }
+    delete reduce[missing]
+    await assert.rejects(
+      cluster.map('square', [[1]], { reduce } as never),
+      (e: unknown) =>
+        e instanceof InvalidArgumentError && e.message === `options.reduce.${missing} is missing: options.reduce is { combiner, initial, until?, chunk? }`,
+    )
+  }
   // A view's own options do not count against the map's.
   const view = cluster.with({ timeoutMs: 60_000, maxRetries: 1 })
   const squares: number[] = []

@@ -211,3 +211,57 @@ test('checks happen on the first next(): bad inputs, unknown task, bad options',
   assert.deepEqual(submitted, [])
   assert.deepEqual(await collect(runMap(driver, 'sq', [], {})), [])
 })
+
+/** An async source that yields `values` and then waits for an input that never comes; `closed` once its return() ran. */
+function stalled(values: unknown[]) {
+  const state = { pulled: 0, closed: false }
+  const source: AsyncIterableIterator<unknown> = {
+    [Symbol.asyncIterator]: () => source,
+    next: () => (state.pulled < values.length ? Promise.resolve({ value: values[state.pulled++], done: false }) : new Promise<never>(() => {})),
+    return: () => {
+      state.closed = true
+      return Promise.resolve({ value: undefined, done: true })
+    },
+  }
+  return { source, state }
+}
+
+test('an async source that waits: results that came in are yielded meanwhile, and an abort ends the map at once', async () => {
+  const { driver, submitted, withdrawn } = submitter()
+  const ac = new AbortController()
+  const { source, state } = stalled([[1], [2]])
+  const it = runMap<number>(driver, 'sq', source, { signal: ac.signal, ordered: false })
+  const first = it.next()
+  await tick()
+  assert.equal(submitted.length, 2)
+  submitted[1]!.resolve(4)
+  assert.deepEqual(await first, { value: 4, done: false })
+  const second = it.next()
+  await tick()
+  ac.abort(new Error('stop'))
+  await assert.rejects(second, (e: unknown) => e instanceof TaskCancelledError && e.message === 'map of "sq" was cancelled after 1 of 2 results')
+  assert.equal(withdrawn.length, 1)
+  await tick()
+  assert.ok(state.closed)
+})
+
+test('an async generator that waits is closed without waiting for it when the map stops', async () => {
+  const { driver, submitted } = submitter()
+  let closed = false
+  async function* inputs() {
+    try {
+      yield [1]
+      await new Promise(() => {})
+    } finally {
+      closed = true
+    }
+  }
+  const it = runMap<number>(driver, 'sq', inputs(), {})
+  const first = it.next()
+  await tick()
+  submitted[0]!.resolve(1)
+  assert.deepEqual(await first, { value: 1, done: false })
+  // The generator is suspended in its await: its return() waits for that, but leaving the map does not.
+  assert.deepEqual(await it.return(), { value: undefined, done: true })
+  assert.equal(closed, false)
+})

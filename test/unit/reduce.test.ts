@@ -1,11 +1,13 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { ProtocolError } from '../../lib/errors.js'
+import { ProtocolError, TaskCancelledError } from '../../lib/errors.js'
 import { ResultsWriter, readResultsBody } from '../../lib/protocol/bodies.js'
 import { Status } from '../../lib/protocol/messages.js'
 import { isReduceTaskName, parseReduceTaskName, readReduceChunk, reduceChunkArgs, reduceTaskName } from '../../lib/protocol/reduce.js'
 import { runReduceChunk } from '../../lib/agent/reduce-chunk.js'
-import { chunkSize, MAX_CHUNK } from '../../lib/driver/reduce.js'
+import { chunkSize, MAX_CHUNK, runReduce, type ReduceSubmitter } from '../../lib/driver/reduce.js'
+import { resolveMapOptions } from '../../lib/driver/task-options.js'
+import { setImmediate as tick } from 'node:timers/promises'
 
 test('chunk size: as given (at most concurrency); auto up to 1024, a quarter of concurrency, four chunks per thread of a known total', () => {
   assert.equal(chunkSize(50, 16_384, undefined, 2), 50)
@@ -85,4 +87,57 @@ test('a chunk folds its results in input order into one entry; failures are the 
   assert.equal(s3, Status.Failed)
   assert.equal((e3 as { code: string }).code, 'ERR_UNKNOWN_TASK')
   assert.match((e3 as { message: string }).message, /^unknown combiner "nosuch"/)
+})
+
+/** A submitter that answers each chunk with the sum of its inputs, at once. */
+function summing() {
+  const chunks: unknown[][][] = []
+  const withdrawn: Error[] = []
+  const driver: ReduceSubmitter = {
+    enqueue(_name, args, _options, sink, seq) {
+      const inputs = args[2] as number[][]
+      chunks.push(inputs)
+      sink.settled(
+        seq,
+        true,
+        inputs.reduce((a, [x]) => a + x!, 0),
+      )
+    },
+    withdrawAll: (_options, err) => void withdrawn.push(err()),
+    checkTask() {},
+    resolveMapOptions: (o) => resolveMapOptions(o, 3),
+    startProgress() {
+      throw new Error('no progress in these tests')
+    },
+    localFunction: () => (a, b) => (a as number) + (b as number),
+    threads: () => 2,
+  }
+  return { driver, chunks, withdrawn }
+}
+
+/** An async source that yields `values` and then waits for an input that never comes. */
+function stalled(values: number[]): AsyncIterable<number> {
+  let i = 0
+  return {
+    [Symbol.asyncIterator]: () => ({
+      next: () => (i < values.length ? Promise.resolve({ value: values[i++]!, done: false }) : new Promise<never>(() => {})),
+    }),
+  }
+}
+
+test('an async source that waits: the partials that came in are folded meanwhile (until stops), and an abort rejects at once', async () => {
+  const { driver, chunks } = summing()
+  assert.equal(await runReduce(driver, 'id', stalled([1, 2, 3, 4]), 'sum', 0, { chunk: 2, until: (n) => n >= 10 }), 10)
+  assert.deepEqual(chunks, [
+    [[1], [2]],
+    [[3], [4]],
+  ])
+  const ac = new AbortController()
+  const { driver: d2, chunks: c2 } = summing()
+  const pending = runReduce(d2, 'id', stalled([1, 2, 3]), 'sum', 0, { chunk: 2, signal: ac.signal })
+  await tick()
+  ac.abort(new Error('stop'))
+  await assert.rejects(pending, (e: unknown) => e instanceof TaskCancelledError && /cancelled after 2 of 2 inputs were folded/.test(e.message))
+  // The third input waits for a fourth to fill its chunk: it was never sent.
+  assert.deepEqual(c2, [[[1], [2]]])
 })
