@@ -375,6 +375,9 @@ const RUNTIME_CLASSES: Partial<Record<string, ErrorClass>> = {
   ERR_TIMEOUT: TaskTimeoutError,
   ERR_NODE_LOST: NodeLostError,
   ERR_COMBINER: CombinerError,
+  ERR_INVALID_ARGUMENT: InvalidArgumentError,
+  ERR_CANCELLED: TaskCancelledError,
+  ERR_CLUSTER_CLOSED: ClusterClosedError,
 }
 
 /**
@@ -387,7 +390,7 @@ export function rebuildError(task: string, wire: WireError, runtime: boolean, no
   const Cls = code !== undefined ? RUNTIME_CLASSES[code] : undefined
   let err: ClusterError
   if (Cls) err = new Cls(wire.message)
-  else if (code === 'ERR_SHARED_TOO_LARGE' || code === 'ERR_SHARED_RELEASED') err = new SharedValueError(code, wire.message)
+  else if (code === 'ERR_SHARED_TOO_LARGE' || code === 'ERR_SHARED_RELEASED' || code === 'ERR_SHARED_IN_USE') err = new SharedValueError(code, wire.message)
   else return new RemoteTaskError(task, wire, node)
   if (wire.stack) err.stack = wire.stack
   return err

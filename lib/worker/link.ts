@@ -12,20 +12,7 @@ import type { Packr } from 'msgpackr'
 import { RequestWriter, ResultsWriter, readResultsBody } from '../protocol/bodies.js'
 import { ContextOp, REQUEST_THREAD_FACTOR, Status } from '../protocol/messages.js'
 import { createPackr, findUnserializable } from '../protocol/codec.js'
-import {
-  ActorNameError,
-  ClusterClosedError,
-  InvalidArgumentError,
-  ProtocolError,
-  SerializationError,
-  SharedValueError,
-  TaskCancelledError,
-  UnknownNodeError,
-  fromWire,
-  rebuildError,
-  type ClusterError,
-  type WireError,
-} from '../errors.js'
+import { ActorNameError, ProtocolError, SerializationError, UnknownNodeError, fromWire, rebuildError, type ClusterError, type WireError } from '../errors.js'
 
 /** Up the link: requests (a Submit body), or late results of seceded tasks (a Results body and the ids it answers). */
 export type UpMessage =
@@ -213,21 +200,9 @@ function rebuildReplyError(what: string, wire: WireError): ClusterError {
     case 'ERR_ACTOR_NAME_TAKEN':
       err = new ActorNameError(wire.code, '', wire.message)
       break
-    case 'ERR_INVALID_ARGUMENT':
-      err = new InvalidArgumentError(wire.message)
-      break
     case 'ERR_UNKNOWN_NODE':
       err = new UnknownNodeError(/^unknown node "(.*)"; /.exec(wire.message)?.[1] ?? '', [])
       err.message = wire.message
-      break
-    case 'ERR_CANCELLED':
-      err = new TaskCancelledError(wire.message)
-      break
-    case 'ERR_CLUSTER_CLOSED':
-      err = new ClusterClosedError(wire.message)
-      break
-    case 'ERR_SHARED_IN_USE':
-      err = new SharedValueError(wire.code, wire.message)
       break
     case 'ERR_PROTOCOL':
       return new ProtocolError(wire.message)
