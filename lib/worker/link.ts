@@ -183,13 +183,24 @@ const CALLER_VALUES: Partial<Record<ContextOp, readonly (readonly [at: number, n
   [ContextOp.Put]: [[0, 'value']],
 }
 
-/** The first value of the request msgpack cannot carry, named as the caller wrote it (`args[0]`, not the request's `args[1][0]`). */
+/**
+ * The first value of the request msgpack cannot carry, named as the caller
+ * wrote it (`args[0]`, not the request's `args[1][0]`); each field is walked
+ * once (this runs for every request a thread makes).
+ */
 function unfit(op: ContextOp, fields: unknown[]): string | undefined {
-  for (const [at, name] of CALLER_VALUES[op] ?? []) {
+  const named = CALLER_VALUES[op] ?? []
+  // The caller's values first, then the runtime's own fields.
+  for (const [at, name] of named) {
     const bad = findUnserializable(fields[at], name)
     if (bad) return bad
   }
-  return findUnserializable(fields, 'request')
+  for (let i = 0; i < fields.length; i++) {
+    if (named.some(([at]) => at === i)) continue
+    const bad = findUnserializable(fields[i], `request[${i}]`)
+    if (bad) return bad
+  }
+  return undefined
 }
 
 /** The error a reply carries, as its class where the runtime raised it (the driver sends every failure as a runtime one). */
