@@ -254,8 +254,17 @@ function envSources(variables: readonly EnvVariable[], explicit: object, env: No
  * from a config file or the caller keeps the option's name.
  */
 function inEnvTerms(err: unknown, fromEnv: ReadonlyMap<string, string>): unknown {
+  return renameOptions(err, (path) => fromEnv.get(path))
+}
+
+/**
+ * An options error with each `options.<path>` in its message that `nameOf`
+ * knows named its way (a flag, a variable); any other error, or one with
+ * nothing to rename, is returned as it is.
+ */
+export function renameOptions(err: unknown, nameOf: (path: string) => string | undefined): unknown {
   if (!(err instanceof InvalidArgumentError)) return err
-  const message = err.message.replace(/\boptions\.([\w.]*\w)/g, (whole, path: string) => fromEnv.get(path) ?? whole)
+  const message = err.message.replace(/\boptions\.([\w.]*\w)/g, (whole, path: string) => nameOf(path) ?? whole)
   return message === err.message ? err : new InvalidArgumentError(message, { cause: err })
 }
 

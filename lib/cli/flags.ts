@@ -1,6 +1,6 @@
 import type { Argv } from 'yargs'
 import { InvalidArgumentError } from '../errors.js'
-import { envName } from '../settings.js'
+import { envName, renameOptions } from '../settings.js'
 
 /**
  * What was typed for `--key` and where: the flag (the last one, as yargs keeps),
@@ -72,12 +72,10 @@ export function inFlagTerms(
   words: readonly string[] = process.argv.slice(2),
   env: NodeJS.ProcessEnv = process.env,
 ): unknown {
-  if (!(err instanceof InvalidArgumentError)) return err
-  const message = err.message.replace(/\boptions\.([\w.]*\w)/g, (whole, path: string) => {
+  return renameOptions(err, (path) => {
     const of = flags[path]
-    if (of === undefined) return whole
+    if (of === undefined) return undefined
     const { name, raw } = typeof of === 'string' ? typed(of, words, env) : typed(of.flag, words, env, of.variable)
-    return raw === undefined ? whole : name
+    return raw === undefined ? undefined : name
   })
-  return message === err.message ? err : new InvalidArgumentError(message, { cause: err })
 }
